@@ -1,0 +1,36 @@
+# Every target that runs code depends on `venv`, which is idempotent: it re-installs only when
+# pyproject.toml changed since the last successful install.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HAS_NVIDIA_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
+
+.PHONY: venv test demo serve bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+ifneq ($(HAS_NVIDIA_GPU),yes)
+	# No NVIDIA GPU: pin the CPU build of torch first so nothing pulls a multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+endif
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: venv
+	$(BIN)/python -m pytest
+
+demo: venv
+	$(BIN)/trajforge demo
+
+serve: venv
+	$(BIN)/trajforge serve
+
+bench: venv
+	$(BIN)/python -m benchmarks.ingest
+
+clean:
+	rm -rf $(VENV) lake logs .pytest_cache

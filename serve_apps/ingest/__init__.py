@@ -1,0 +1,1 @@
+"""The `ingest` Serve application: the Central Command protocol over HTTP (seed 004)."""

@@ -1,0 +1,45 @@
+"""The Serve application builder: `serve run configs/serve.yaml` and `trajforge serve` both end here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from serve_apps.ingest.settings import IngestSettings, load_settings
+
+
+class IngestDeployment:
+    """The Serve replica: builds the service in the replica's process and forwards every request."""
+
+    def __init__(self, settings: IngestSettings):
+        from serve_apps.ingest.service import IngestService
+
+        self.service = IngestService(settings)
+
+    async def __call__(self, request):
+        return await self.service(request)
+
+
+def build(settings: IngestSettings):
+    """The Serve Application for validated settings."""
+    from ray import serve
+
+    # Replicas do not share the driver's working directory: pin the lake to an absolute path.
+    settings = settings.model_copy(update={"lake": settings.lake.expanduser().resolve()})
+    deployment = serve.deployment(
+        IngestDeployment,
+        name="IngestService",
+        num_replicas=settings.num_replicas,
+        max_ongoing_requests=settings.max_ongoing_requests,
+        ray_actor_options={"num_cpus": settings.num_cpus},
+        health_check_period_s=10,
+    )
+    return deployment.bind(settings)
+
+
+def build_app(args: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None):
+    """Entry point named by `import_path` in configs/serve.yaml; applies TRAJFORGE__INGEST__* variables.
+
+    `trajforge serve` has applied the variables and --set already and passes `environ={}`.
+    """
+    return build(load_settings(args or {}, environ))

@@ -1,0 +1,71 @@
+"""Small HTTP helpers of the ingest app: JSON answers, body limits, the client's address."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, OPTIONS", "Access-Control-Allow-Headers": "Content-Type, Authorization"}
+
+
+class HTTPError(Exception):
+    """An answer other than 200, raised inside a handler and turned into a JSON error body."""
+
+    def __init__(self, status: int, error: str, message: str, headers: dict[str, str] | None = None, **extra: Any):
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": error, "message": message, **extra}
+        self.headers = headers or {}
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    merged = dict(CORS)
+    if headers:
+        merged.update(headers)
+    if status == 429 and isinstance(body, dict) and "retryAfter" in body:
+        merged["Retry-After"] = str(body["retryAfter"])
+    return Response(payload, status_code=status, media_type="application/json", headers=merged)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body; 413 past `limit` bytes (checked on Content-Length first, then on what arrived)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(413, "body_too_large", f"request bodies are limited to {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class AddressResolver:
+    """The client's address: the peer, or X-Forwarded-For's first entry when the peer is a trusted proxy."""
+
+    def __init__(self, trusted_proxies: list[str]):
+        self._networks = [ipaddress.ip_network(entry, strict=False) for entry in trusted_proxies]
+
+    def _trusted(self, peer: str) -> bool:
+        if not self._networks:
+            return False
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self._networks)
+
+    def resolve(self, request: Request) -> str:
+        peer = request.client.host if request.client else "unknown"
+        if self._trusted(peer):
+            forwarded = request.headers.get("x-forwarded-for", "")
+            first = forwarded.split(",")[0].strip()
+            if first:
+                return first
+        return peer

@@ -1,0 +1,216 @@
+"""IngestService: the HTTP surface of the Central Command protocol, as a plain class.
+
+`app.py` wraps it into a Serve deployment; tests may build it directly. Routing is a dict lookup
+rather than a web framework, because Serve's proxy already costs most of a request's time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from functools import lru_cache
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from serve_apps.ingest import registry
+from serve_apps.ingest.committer import GroupCommitter
+from serve_apps.ingest.http import CORS, AddressResolver, HTTPError, json_response, read_body
+from serve_apps.ingest.metrics import IngestMetrics
+from serve_apps.ingest.ratelimit import AddressLimiter
+from serve_apps.ingest.settings import IngestSettings
+from serve_apps.ingest.stats import Stats
+from serve_apps.ingest.store import EnvelopeStore
+from serve_apps.ingest.verify import Candidate, Verdict, verify
+from trajforge.contracts.envelope import rejection_from
+from trajforge.contracts.requests import SessionCloseRequest, SessionOpenRequest
+from trajforge.jsjson import JSONRejected, iter_array_spans, loads_strict
+
+log = logging.getLogger("trajforge.ingest")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class IngestService:
+    def __init__(self, settings: IngestSettings):
+        self.settings = settings
+        self.started = time.monotonic()
+        self.store = EnvelopeStore(settings)
+        self.committer = GroupCommitter(self.store.commit, settings.group_commit_max_envelopes)
+        self._stats_lock = threading.Lock()
+        self.stats = Stats(registry.connect(self.store.lake.registry_db), self.store.lake.raw_envelopes)
+        self.limiter = AddressLimiter(settings.rate_limits.per_address_per_minute, settings.rate_limits.per_address_per_hour)
+        self.addresses = AddressResolver(settings.trusted_proxies)
+        self.metrics = IngestMetrics()
+        self.pseudonym = lru_cache(maxsize=65536)(self.store.box.keyed_hash)
+        self.routes: dict[str, dict[str, Handler]] = {
+            "/health": {"GET": self.health},
+            "/v1/sessions/open": {"POST": self.open_session},
+            "/v1/sessions/close": {"POST": self.close_session},
+            "/v1/training/ingest": {"POST": self.ingest},
+            "/v1/training/ingest:batch": {"POST": self.ingest_batch},
+            "/v1/stats/summary": {"GET": self.stats_summary},
+            "/v1/stats/daily": {"GET": self.stats_daily},
+            "/v1/stats/models": {"GET": self.stats_models},
+            "/v1/stats/providers": {"GET": self.stats_providers},
+            "/v1/stats/leaderboard": {"GET": self.stats_leaderboard},
+        }
+        log.info("ingest ready: lake=%s writer=%s", self.store.lake.root, self.store.writer_id)
+
+    async def __call__(self, request: Request) -> Response:
+        path = request.scope["path"]
+        root = request.scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        path = path.rstrip("/") or "/"
+        methods = self.routes.get(path)
+        try:
+            if methods is None:
+                raise HTTPError(404, "not_found", f"no route {path}; see GET /health and the README for the API")
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers=CORS)
+            handler = methods.get(request.method)
+            if handler is None:
+                allowed = ", ".join(sorted(methods))
+                raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {path}; use {allowed}", headers={"Allow": allowed})
+            if path != "/health":
+                retry = self.limiter.check(self.addresses.resolve(request))
+                if retry is not None:
+                    self.metrics.rejected("rate_limited")
+                    raise HTTPError(429, "rate_limited", "too many requests from this address", retryAfter=retry)
+            return await handler(request)
+        except HTTPError as exc:
+            return json_response(exc.status, exc.body, exc.headers)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, path)
+            return json_response(500, {"error": "internal", "message": "the server failed; the request was not acknowledged, retry it"})
+
+    # ---- handlers -------------------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        return json_response(200, {"status": "ok", "uptime": round(time.monotonic() - self.started, 3)})
+
+    async def _json(self, request: Request) -> Any:
+        body = await read_body(request, self.settings.max_body_bytes)
+        try:
+            return loads_strict(body)
+        except JSONRejected as exc:
+            raise HTTPError(400, "malformed_json", str(exc)) from None
+
+    async def open_session(self, request: Request) -> Response:
+        try:
+            open_request = SessionOpenRequest.model_validate(await self._json(request))
+        except ValidationError as exc:
+            problem = rejection_from(exc)
+            raise HTTPError(400, "invalid_request", str(problem), field=problem.field, rule=problem.rule) from None
+        verdict = await _in_thread(self.store.open_session, open_request)
+        return json_response(verdict.status, verdict.body)
+
+    async def close_session(self, request: Request) -> Response:
+        try:
+            close_request = SessionCloseRequest.model_validate(await self._json(request))
+        except ValidationError as exc:
+            problem = rejection_from(exc)
+            raise HTTPError(400, "invalid_request", str(problem), field=problem.field, rule=problem.rule) from None
+        verdict = await _in_thread(self.store.close_session, close_request.session_id)
+        return json_response(verdict.status, verdict.body)
+
+    def _check(self, envelope: Any, raw: bytes, client: str) -> Candidate | Verdict:
+        return verify(envelope, raw, client, self.store.secret_of)
+
+    async def ingest(self, request: Request) -> Response:
+        started = time.perf_counter()
+        body = await read_body(request, self.settings.max_body_bytes)
+        try:
+            envelope = loads_strict(body)
+        except JSONRejected as exc:
+            self.metrics.rejected("malformed_json")
+            raise HTTPError(400, "malformed_json", str(exc)) from None
+        checked = self._check(envelope, body, self.pseudonym(self.addresses.resolve(request)))
+        [verdict] = [checked] if isinstance(checked, Verdict) else await self.committer.submit([checked])
+        self.metrics.record([verdict], time.perf_counter() - started)
+        return json_response(verdict.status, verdict.body)
+
+    async def ingest_batch(self, request: Request) -> Response:
+        started = time.perf_counter()
+        body = await read_body(request, self.settings.max_body_bytes)
+        try:
+            array_text = _unwrap_envelopes(body.decode("utf-8"))
+            elements = list(iter_array_spans(array_text))
+        except (UnicodeDecodeError, JSONRejected) as exc:
+            self.metrics.rejected("malformed_json")
+            raise HTTPError(400, "malformed_json", f"the batch must be a JSON array of envelopes (or {{\"envelopes\": [...]}}): {exc}") from None
+        limit = self.settings.max_batch_envelopes
+        if len(elements) > limit:
+            raise HTTPError(413, "batch_too_large", f"a batch carries at most {limit} envelopes, got {len(elements)}")
+        client = self.pseudonym(self.addresses.resolve(request))
+        verdicts: list[Verdict | None] = []
+        pending: list[tuple[int, Candidate]] = []
+        for envelope, start, end in elements:
+            checked = self._check(envelope, array_text[start:end].encode(), client)
+            if isinstance(checked, Verdict):
+                verdicts.append(checked)
+            else:
+                pending.append((len(verdicts), checked))
+                verdicts.append(None)
+        if pending:
+            committed = await self.committer.submit([candidate for _, candidate in pending])
+            for (index, _), verdict in zip(pending, committed):
+                verdicts[index] = verdict
+        self.metrics.record(verdicts, time.perf_counter() - started)
+        results = [{"index": index, "status": verdict.status, **verdict.body} for index, verdict in enumerate(verdicts)]
+        return json_response(200, {"results": results, "accepted": sum(1 for v in verdicts if v.status == 200)})
+
+    async def stats_summary(self, request: Request) -> Response:
+        return json_response(200, await _in_thread(self._stats, self.stats.summary))
+
+    async def stats_daily(self, request: Request) -> Response:
+        days = _int_param(request, "days", 7, 1, 366)
+        return json_response(200, await _in_thread(self._stats, self.stats.daily, days))
+
+    async def stats_models(self, request: Request) -> Response:
+        return json_response(200, await _in_thread(self._stats, self.stats.models))
+
+    async def stats_providers(self, request: Request) -> Response:
+        return json_response(200, await _in_thread(self._stats, self.stats.providers))
+
+    async def stats_leaderboard(self, request: Request) -> Response:
+        limit = _int_param(request, "limit", 10, 1, 1000)
+        return json_response(200, await _in_thread(self._stats, self.stats.leaderboard, limit))
+
+    def _stats(self, query, *args):
+        with self._stats_lock:
+            return query(*args)
+
+    def shutdown(self) -> None:
+        self.committer.shutdown()
+        self.store.close()
+
+
+def _unwrap_envelopes(text: str) -> str:
+    """Accept `{"envelopes": [...]}` as well as a bare array; returns the array's text."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        wrapper = loads_strict(stripped)
+        if set(wrapper) != {"envelopes"} or not isinstance(wrapper["envelopes"], list):
+            raise JSONRejected('a batch object must have exactly one key, "envelopes", holding an array')
+        key_end = stripped.index(":", stripped.index('"envelopes"') + 11) + 1
+        return stripped[key_end : stripped.rindex("}")]
+    return text
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise HTTPError(400, "invalid_parameter", f"{name} must be an integer from {low} to {high}, got {raw!r}")
+    return int(raw)
+
+
+async def _in_thread(function, *args):
+    return await asyncio.to_thread(function, *args)

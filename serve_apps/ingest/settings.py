@@ -1,0 +1,63 @@
+"""Settings of the ingest application (`applications[name=ingest].args` in configs/serve.yaml)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trajforge import constants as c
+from trajforge.settings import apply_assignments, env_assignments, validate
+
+APP_NAME = "ingest"
+
+
+class RateLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    per_address_per_minute: int = Field(default=100, ge=0)
+    """Requests a client address may make per minute (0: no limit). Counted per replica."""
+    per_address_per_hour: int = Field(default=1000, ge=0)
+    """Requests a client address may make per hour (0: no limit). Counted per replica."""
+    sessions_per_machine_per_hour: int = Field(default=20, ge=0)
+    """Sessions one machine_fingerprint may open per hour (0: no limit). Counted in the registry."""
+    envelopes_per_session: int = Field(default=200, ge=0)
+    """Envelopes one session may store (0: no limit)."""
+
+
+class IngestSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lake: Path = Path("./lake")
+    """Root of the lake: raw segments, the registry database and the key file live under it."""
+    num_replicas: int = Field(default=1, ge=1)
+    """Serve replicas of the ingest deployment; they share the registry and write separate segments."""
+    num_cpus: float = Field(default=0.5, ge=0)
+    """CPUs Ray reserves for each replica."""
+    max_ongoing_requests: int = Field(default=256, ge=1)
+    """Requests one replica handles at once; high so that group commit can gather many."""
+    max_body_bytes: int = Field(default=c.MAX_BODY_BYTES, ge=1024)
+    """Larger bodies are answered 413."""
+    max_batch_envelopes: int = Field(default=c.MAX_BATCH_ENVELOPES, ge=1)
+    """Most envelopes one `/v1/training/ingest:batch` request may carry."""
+    rate_limits: RateLimits = RateLimits()
+    """The specification's rate limits."""
+    trusted_proxies: list[str] = []
+    """Peers (IPs or CIDRs) whose X-Forwarded-For is believed; from anyone else it is ignored."""
+    secret_key_env: str = "TRAJFORGE_SECRET_KEY"
+    """Environment variable holding the base64 32-byte key that encrypts session secrets at rest."""
+    key_file: Path | None = None
+    """Key file used when the variable is unset (created 0600 at first start); default <lake>/keys/ingest.key."""
+    segment_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    """A replica starts a new raw segment past this size (and at every UTC date change)."""
+    group_commit_max_envelopes: int = Field(default=2000, ge=1)
+    """Most envelopes written and fsync'd in one group commit."""
+
+
+def load_settings(args: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> IngestSettings:
+    """Validate builder args after applying `TRAJFORGE__INGEST__...` environment variables."""
+    wrapped = {APP_NAME: dict(args)}
+    apply_assignments(wrapped, env_assignments(environ), roots=[APP_NAME])
+    return validate(IngestSettings, wrapped[APP_NAME], "configs/serve.yaml", prefix=APP_NAME)

@@ -1,0 +1,98 @@
+"""CentralStats (seed 004): aggregates over the registry, the ledger and the raw store."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+DAY = 86400.0
+
+
+class Stats:
+    def __init__(self, conn: sqlite3.Connection, raw_dir: Path):
+        self._conn = conn
+        self._raw_dir = raw_dir
+        self._size_cache: tuple[float, int] = (0.0, 0)
+
+    def _one(self, query: str, args: tuple = ()) -> Any:
+        return self._conn.execute(query, args).fetchone()[0]
+
+    def storage_bytes(self) -> int:
+        """Size of the raw segments, recomputed at most every 10 s."""
+        cached_at, size = self._size_cache
+        if time.monotonic() - cached_at > 10:
+            size = sum(entry.stat().st_size for entry in _walk(self._raw_dir))
+            self._size_cache = (time.monotonic(), size)
+        return size
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "totalEnvelopes": self._one("SELECT COUNT(*) FROM envelopes"),
+            "totalSteps": self._one("SELECT COALESCE(SUM(steps), 0) FROM envelopes"),
+            "totalSessions": self._one("SELECT COUNT(*) FROM sessions"),
+            "activeSessions": self._one("SELECT COUNT(*) FROM sessions WHERE status = 'active'"),
+            "uniqueContributors": self._one("SELECT COUNT(DISTINCT contributor_id) FROM sessions WHERE contributor_id IS NOT NULL"),
+            "storageSizeMb": round(self.storage_bytes() / 1e6, 3),
+            "totalPointsAwarded": self._one("SELECT COALESCE(SUM(points), 0) FROM credits"),
+        }
+
+    def daily(self, days: int, now: float | None = None) -> list[dict[str, Any]]:
+        now = time.time() if now is None else now
+        today = datetime.fromtimestamp(now, timezone.utc).date()
+        first = today - timedelta(days=days - 1)
+        since = datetime(first.year, first.month, first.day, tzinfo=timezone.utc).timestamp()
+        rows: dict[str, dict[str, Any]] = {
+            (first + timedelta(days=offset)).isoformat(): {"date": (first + timedelta(days=offset)).isoformat(), "envelopes": 0, "steps": 0, "sessions": 0, "points": 0}
+            for offset in range(days)
+        }
+        day = "strftime('%Y-%m-%d', {}, 'unixepoch')"
+        for date, envelopes, steps in self._conn.execute(
+            f"SELECT {day.format('received_at')}, COUNT(*), SUM(steps) FROM envelopes WHERE received_at >= ? GROUP BY 1", (since,)
+        ):
+            rows[date].update(envelopes=envelopes, steps=steps)
+        for date, sessions in self._conn.execute(
+            f"SELECT {day.format('created_at')}, COUNT(*) FROM sessions WHERE created_at >= ? GROUP BY 1", (since,)
+        ):
+            rows[date]["sessions"] = sessions
+        for date, points in self._conn.execute(
+            f"SELECT {day.format('created_at')}, SUM(points) FROM credits WHERE created_at >= ? GROUP BY 1", (since,)
+        ):
+            rows[date]["points"] = points
+        return [rows[date] for date in sorted(rows) if date in rows]
+
+    def _breakdown(self, column: str) -> dict[str, dict[str, Any]]:
+        query = (
+            f"SELECT s.{column} AS key, COUNT(*) AS sessions, SUM(s.step_count) AS steps, COALESCE(SUM(c.points), 0) AS points"
+            " FROM sessions s LEFT JOIN credits c USING (session_id) GROUP BY s." + column + " ORDER BY sessions DESC, key"
+        )
+        return {row["key"]: {"sessions": row["sessions"], "steps": row["steps"], "points": row["points"]} for row in self._conn.execute(query)}
+
+    def models(self) -> dict[str, dict[str, Any]]:
+        breakdown = self._breakdown("model")
+        total = sum(entry["sessions"] for entry in breakdown.values()) or 1
+        for entry in breakdown.values():
+            entry["percentage"] = round(100.0 * entry["sessions"] / total, 1)
+        return breakdown
+
+    def providers(self) -> dict[str, dict[str, Any]]:
+        return self._breakdown("provider")
+
+    def leaderboard(self, limit: int) -> list[dict[str, Any]]:
+        rows = self._conn.execute(
+            "SELECT contributor_id, total_points, total_sessions FROM balances ORDER BY total_points DESC, contributor_id LIMIT ?", (limit,)
+        )
+        return [{"contributor_id": row[0][:8], "total_points": row[1], "total_sessions": row[2]} for row in rows]
+
+
+def _walk(root: Path):
+    if not root.exists():
+        return
+    for entry in os.scandir(root):
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(Path(entry.path))
+        elif entry.is_file(follow_symlinks=False):
+            yield entry

@@ -1,0 +1,84 @@
+"""The per-envelope work before anything is stored: schema, signature, and what the commit needs to know.
+
+This is the CPU part of ingest (parse, validate, JS-canonical serialization, HMAC); it never touches
+the registry's sequence counters, so a rejected envelope never consumes a sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from trajforge.contracts.envelope import EnvelopeRejected, validate_envelope
+from trajforge.crypto import verify_envelope
+from trajforge.jsjson import JSONRejected, canonical_without
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A verified envelope waiting for the sequence check and the durable write."""
+
+    kind: str
+    session_id: str
+    sequence: int
+    hmac: str
+    contributor_id: str | None
+    steps: int
+    body: bytes
+    client: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The HTTP answer for one envelope."""
+
+    status: int
+    body: dict[str, Any]
+
+
+def rejection(status: int, error: str, message: str, **extra: Any) -> Verdict:
+    return Verdict(status, {"accepted": False, "error": error, "message": message, **extra})
+
+
+def verify(
+    envelope: Any,
+    body: bytes,
+    client: str,
+    secret_of: Callable[[str], str | None],
+    now: float | None = None,
+) -> Candidate | Verdict:
+    """Check one parsed envelope; a Verdict is a rejection, a Candidate goes on to the commit."""
+    if isinstance(envelope, dict):
+        session_id = envelope.get("session_id")
+        attestation = envelope.get("attestation")
+        if not isinstance(session_id, str) or not session_id:
+            return rejection(400, "invalid_envelope", "session_id: field required", field="session_id", rule="missing")
+        if not isinstance(attestation, dict) or not isinstance(attestation.get("session_hmac"), str) or not attestation["session_hmac"]:
+            return rejection(401, "missing_attestation", "attestation.session_hmac: a non-empty HMAC is required", field="attestation.session_hmac", rule="missing")
+    try:
+        model = validate_envelope(envelope, now=now)
+    except EnvelopeRejected as exc:
+        return rejection(400, "invalid_envelope", str(exc), field=exc.field, rule=exc.rule)
+    secret = secret_of(model.session_id)
+    if secret is None:
+        return rejection(404, "unknown_session", f"session {model.session_id!r} was never opened here: open it with POST /v1/sessions/open")
+    try:
+        signed_bytes = canonical_without(envelope, "attestation")
+    except JSONRejected as exc:
+        return rejection(400, "invalid_envelope", str(exc), rule="json")
+    attestation = model.attestation
+    if not verify_envelope(secret, signed_bytes, attestation.sequence, attestation.session_hmac):
+        return rejection(401, "invalid_signature", "attestation.session_hmac does not match the envelope signed with the session key")
+    kind = envelope.get("type") or "CHUNK"
+    steps = len(envelope.get("trajectory_log") or ()) if kind == "CHUNK" else 0
+    return Candidate(
+        kind=kind,
+        session_id=model.session_id,
+        sequence=attestation.sequence,
+        hmac=attestation.session_hmac.lower(),
+        contributor_id=envelope.get("contributor_id"),
+        steps=steps,
+        body=body,
+        client=client,
+    )

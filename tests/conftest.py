@@ -1,0 +1,85 @@
+"""Shared fixtures: one local Ray and one Serve instance per test session, with three ingest apps.
+
+- `/`        the ingest app with no rate limits (most tests)
+- `/limited` an ingest app with tiny limits and a trusted proxy (rate-limit tests)
+- `/crash`   an ingest app whose replica the durability test SIGKILLs
+Each app has its own lake under the session's temp folder.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+NO_LIMITS = {"per_address_per_minute": 0, "per_address_per_hour": 0, "sessions_per_machine_per_hour": 0, "envelopes_per_session": 0}
+
+
+@pytest.fixture(scope="session")
+def lakes(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("lakes")
+    return {name: root / name for name in ("main", "limited", "crash")}
+
+
+@pytest.fixture(scope="session")
+def serve_url(lakes) -> str:
+    """Base URL of the shared Serve instance (started once, shut down at the end of the session)."""
+    import ray
+    from ray import serve
+
+    from serve_apps.ingest.app import build_app
+    from trajforge.serving import wait_healthy
+
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({"lake": str(lakes["main"]), "rate_limits": NO_LIMITS}, environ={}), name="ingest", route_prefix="/")
+    serve.run(
+        build_app(
+            {
+                "lake": str(lakes["limited"]),
+                "trusted_proxies": ["127.0.0.1/32"],
+                "rate_limits": {"per_address_per_minute": 6, "per_address_per_hour": 1000, "sessions_per_machine_per_hour": 2, "envelopes_per_session": 3},
+            },
+            environ={},
+        ),
+        name="limited",
+        route_prefix="/limited",
+    )
+    serve.run(build_app({"lake": str(lakes["crash"]), "rate_limits": NO_LIMITS}, environ={}), name="crash", route_prefix="/crash")
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, 120)
+    yield url
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def http(serve_url):
+    with httpx.Client(base_url=serve_url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def client(serve_url):
+    from trajforge.client import IngestClient
+
+    with IngestClient(serve_url, max_retries=0) as ingest_client:
+        yield ingest_client
+
+
+def now() -> float:
+    return time.time()

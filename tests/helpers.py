@@ -1,0 +1,28 @@
+"""Builders of protocol objects for tests (plain functions, imported by test modules)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from trajforge.client import IngestClient, Session, contributor_id_for
+
+CONTRIBUTOR = contributor_id_for("tester")
+
+
+def steps(count: int, start: int = 1, kinds: tuple[str, ...] = ("thought", "action", "observation"), base: float | None = None) -> list[dict[str, Any]]:
+    base = time.time() - 120 if base is None else base
+    return [
+        {"step": start + i, "type": kinds[i % len(kinds)], "timestamp": round(base + i * 0.731, 3), "content": f"step {start + i}: did a thing", "token_count": 40 + i}
+        for i in range(count)
+    ]
+
+
+def open_session(client: IngestClient, model: str = "gpt-5.5", machine: str | None = None) -> Session:
+    return client.open_session(provider="codex", model=model, contributor_id=CONTRIBUTOR, machine=machine or uuid.uuid4().hex)
+
+
+def post(http, path: str, body: bytes):
+    response = http.post(path, content=body, headers={"content-type": "application/json"})
+    return response.status_code, response.json()

@@ -1,0 +1,58 @@
+"""Rate limits and the trusted-proxy rule, against the `/limited` app (tiny limits, 127.0.0.1 trusted)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from helpers import open_session, steps
+
+from trajforge.client import IngestClient
+
+
+def _limited(serve_url: str) -> IngestClient:
+    return IngestClient(serve_url + "/limited", max_retries=0)
+
+
+def test_per_address_limit_answers_429_with_retry_after(serve_url, http):
+    address = f"10.1.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+    statuses = []
+    for _ in range(8):
+        response = http.get("/limited/v1/stats/summary", headers={"x-forwarded-for": address})
+        statuses.append(response.status_code)
+    assert statuses[:6] == [200] * 6 and statuses[6:] == [429, 429]
+    answer = response.json()
+    assert answer["error"] == "rate_limited" and answer["retryAfter"] >= 1
+    assert int(response.headers["retry-after"]) == answer["retryAfter"]
+    other = http.get("/limited/v1/stats/summary", headers={"x-forwarded-for": "10.9.9.9"})
+    assert other.status_code == 200  # each address has its own window
+
+
+def test_forwarded_for_from_an_untrusted_peer_is_ignored(serve_url, http):
+    # The main app trusts no proxy: X-Forwarded-For cannot move a client out of its own window.
+    for _ in range(3):
+        assert http.get("/v1/stats/summary", headers={"x-forwarded-for": "1.2.3.4"}).status_code == 200
+
+
+def test_sessions_per_machine_per_hour(serve_url):
+    machine = uuid.uuid4().hex
+    with _limited(serve_url) as client:
+        client_address = {"x-forwarded-for": f"10.2.0.{uuid.uuid4().int % 250}"}
+        client._http.headers.update(client_address)
+        open_session(client, machine=machine)
+        open_session(client, machine=machine)
+        try:
+            open_session(client, machine=machine)
+        except Exception as exc:  # IngestError
+            assert exc.status == 429 and exc.answer["retryAfter"] > 0
+        else:
+            raise AssertionError("a third session within the hour was accepted")
+
+
+def test_envelopes_per_session(serve_url):
+    with _limited(serve_url) as client:
+        client._http.headers.update({"x-forwarded-for": f"10.3.0.{uuid.uuid4().int % 250}"})
+        session = open_session(client)
+        answers = [json.loads(json.dumps(session.send_chunk(steps(1, start=i + 1)))) for i in range(4)]
+    assert [a["status"] for a in answers] == [200, 200, 200, 429]
+    assert answers[3]["error"] == "session_envelope_limit"

@@ -1,0 +1,5 @@
+import sys
+
+from trajforge.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,98 @@
+"""`trajforge demo`: the main job end to end on the embedded default.
+
+Starts a local Ray with the Serve applications, replays the recorded agent sessions of
+examples/sessions through the client SDK over HTTP, shows what the protocol refuses, prints the stats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+import uuid
+from pathlib import Path
+
+from trajforge.cli import serve_cmd
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lake", default="./lake", help="lake root (default ./lake; it accumulates across runs)")
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    parser.add_argument("--sessions", type=Path, default=None, help="folder of recorded sessions (default examples/sessions)")
+    parser.add_argument("--config", type=Path, default=None, help="Serve config file (default configs/serve.yaml)")
+
+
+def _section(title: str) -> None:
+    print(f"\n== {title} " + "=" * max(0, 66 - len(title)), flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from trajforge import serving
+    from trajforge.client import IngestClient
+    from trajforge.replay import EXAMPLES, load_recorded, recorded_sessions, replay
+
+    args.host, args.address = "127.0.0.1", None
+    serve_file = serve_cmd.load(args)
+    folder = args.sessions or EXAMPLES
+    paths = recorded_sessions(folder)
+    if not paths:
+        print(f"no recorded sessions in {folder}")
+        return 1
+    _section("starting Ray and the Serve applications")
+    started = time.monotonic()
+    try:
+        url = serving.deploy(serve_file)
+        print(f"serving at {url} after {time.monotonic() - started:.1f} s (lake: {Path(args.lake).resolve()})")
+        run_tag = uuid.uuid4().hex[:8]
+        with IngestClient(url) as client:
+            _section(f"replaying {len(paths)} recorded agent sessions through the client SDK")
+            results = []
+            for path in tqdm(paths, desc="sessions", unit="session"):
+                doc = load_recorded(path)
+                machine = hashlib.sha256(f"{doc['contributor']}-{run_tag}".encode()).hexdigest()
+                results.append((doc, replay(client, doc, name=path.stem, machine=machine)))
+            print(f"{'session':<34} {'model':<18} {'steps':>5} {'env':>4} {'status':<8} {'points':>8}")
+            for doc, result in results:
+                points = f"{result.points:.1f}" if result.points is not None else "-"
+                status = (doc.get("close") or {}).get("status", "")
+                print(f"{result.name[:34]:<34} {doc['model'][:18]:<18} {result.steps:>5} {result.envelopes:>4} {status:<8} {points:>8}")
+
+            _section("what the protocol refuses")
+            _show_refusals(client, paths[0])
+
+            _section("stats")
+            summary = client.get("/v1/stats/summary")
+            print(json.dumps(summary, indent=2))
+            print("models:", json.dumps(client.get("/v1/stats/models")))
+            print("leaderboard:", json.dumps(client.get("/v1/stats/leaderboard", limit=5)))
+    finally:
+        serving.shutdown()
+    print(f"\ndone in {time.monotonic() - started:.1f} s. Raw segments: {Path(args.lake).resolve() / 'raw' / 'envelopes'}")
+    return 0
+
+
+def _show_refusals(client, recorded_path: Path) -> None:
+    """Replay, tampering and a stale sequence, each answered as the protocol says."""
+    from trajforge.client import contributor_id_for
+    from trajforge.replay import _absolute, load_recorded
+
+    doc = load_recorded(recorded_path)
+    session = client.open_session(provider=doc["provider"], model=doc["model"], contributor_id=contributor_id_for("demo"), machine=uuid.uuid4().hex)
+    steps = [_absolute(step, time.time() - 60) for step in doc["chunks"][0][:5]]
+    body = session.chunk(steps)
+    first = client._request("POST", "/v1/training/ingest", body)
+    replayed = client._request("POST", "/v1/training/ingest", body)
+    tampered = body.replace(b'"step":1', b'"step":7', 1)
+    forged = client._request("POST", "/v1/training/ingest", tampered)
+    session.sequence = 0
+    stale = client._request("POST", "/v1/training/ingest", session.chunk(steps[:2]))
+    not_json = client._request("POST", "/v1/training/ingest", b'{"session_id": NaN}')
+    for label, (status, answer) in [
+        ("first delivery", first), ("exact replay", replayed), ("tampered step", forged),
+        ("reused sequence", stale), ("NaN in JSON", not_json),
+    ]:
+        detail = "duplicate" if answer.get("duplicate") else answer.get("error", "accepted")
+        print(f"  {label:<16} -> {status} {detail}")

@@ -1,0 +1,55 @@
+"""`trajforge <command>`; `trajforge <command> --help` explains each."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from trajforge.errors import TrajforgeError
+
+# name -> (module, one-line help); a module defines `add_arguments(parser)` and `run(args) -> int`.
+COMMANDS = {
+    "serve": ("trajforge.cli.serve_cmd", "run the ingest service on Ray Serve until Ctrl-C"),
+    "demo": ("trajforge.cli.demo_cmd", "start the services, replay the example agent sessions, print the stats"),
+}
+
+
+def common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", dest="assignments", action="append", default=[], metavar="DOTTED.PATH=VALUE",
+        help="override one config field (repeatable), e.g. --set ingest.rate_limits.per_address_per_minute=0; "
+        "environment variables TRAJFORGE__DOTTED__PATH do the same with lower precedence",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging threshold (default INFO)")
+    parser.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trajforge", description="A Ray-based training-data factory for coding agents.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, summary) in COMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=summary)
+        common_arguments(sub)
+        importlib.import_module(module_name).add_arguments(sub)
+        sub.set_defaults(module=module_name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from trajforge.logs import setup_logging
+
+    setup_logging(args.log_level, args.log_json)
+    try:
+        return importlib.import_module(args.module).run(args)
+    except TrajforgeError as exc:
+        print(f"trajforge {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

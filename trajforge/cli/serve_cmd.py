@@ -1,0 +1,66 @@
+"""`trajforge serve`: start (or join) Ray, deploy the Serve applications, print the URL, stop on Ctrl-C/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+
+from trajforge.settings import parse_assignment
+from trajforge.settings.serve_file import ServeFile, load_serve_file
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="Serve config file (default: configs/serve.yaml)")
+    parser.add_argument("--host", help="address to bind (default from the config: 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="HTTP port (default from the config: 8000)")
+    parser.add_argument("--lake", help="lake root for every application that has one (default ./lake)")
+    parser.add_argument("--address", help="join this Ray cluster (e.g. auto, or ray://head:10001) instead of starting a local one")
+
+
+def config_path(given: Path | None) -> Path:
+    if given is not None:
+        return given
+    local = Path("configs/serve.yaml")
+    return local if local.exists() else REPO_CONFIGS / "serve.yaml"
+
+
+def load(args: argparse.Namespace) -> ServeFile:
+    """The Serve config with the variables, --set and the shortcut flags applied (flags win)."""
+    path = config_path(args.config)
+    assignments = [parse_assignment(text) for text in args.assignments]
+    if args.host:
+        assignments.append(("http_options.host", args.host))
+    if args.port:
+        assignments.append(("http_options.port", args.port))
+    serve_file = load_serve_file(path, assignments)
+    if args.lake:
+        apps_with_lake = [app.name for app in serve_file.applications if "lake" in app.args]
+        serve_file = load_serve_file(path, assignments + [(f"{name}.lake", args.lake) for name in apps_with_lake])
+    return serve_file
+
+
+def run(args: argparse.Namespace) -> int:
+    from trajforge import serving
+
+    serve_file = load(args)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        url = serving.deploy(serve_file, address=args.address)
+        print(f"trajforge is serving at {url}", flush=True)
+        for app in serve_file.applications:
+            print(f"  {app.name:<8} {url}{app.route_prefix.rstrip('/') or ''}/  ({app.import_path})", flush=True)
+        print("Ctrl-C or SIGTERM stops it.", flush=True)
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        print("stopping...", flush=True)
+    finally:
+        serving.shutdown()
+    return 0

@@ -1,0 +1,1 @@
+"""Pydantic contracts shared by every component: protocol envelopes and requests."""

@@ -1,0 +1,17 @@
+"""Exception types. Each also inherits the matching built-in so callers can catch either."""
+
+
+class TrajforgeError(Exception):
+    """Base of every error trajforge raises on purpose."""
+
+
+class ConfigError(TrajforgeError, ValueError):
+    """A configuration file, environment override or --set value is invalid; the message names the field."""
+
+
+class ProtocolError(TrajforgeError, ValueError):
+    """A request broke the Central Command protocol (schema, signature, sequence)."""
+
+
+class LakeCorruption(TrajforgeError, IOError):
+    """A lake file is damaged in a way that cannot be repaired automatically."""

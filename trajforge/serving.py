@@ -1,0 +1,64 @@
+"""Deploying the Serve applications of a Serve config file on a local or remote Ray cluster."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+
+import httpx
+
+from trajforge.settings.serve_file import ServeFile
+
+log = logging.getLogger(__name__)
+
+
+def _builder(import_path: str):
+    module_name, _, attribute = import_path.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: float = 180.0) -> str:
+    """Start (or join) Ray, start Serve, run every application; returns the base URL once /health answers."""
+    import ray
+    from ray import serve
+
+    # Build first: a bad config fails here, before a cluster is started.
+    applications = [(app, _builder(app.import_path)(app.args, environ={})) for app in serve_file.applications]
+    if not ray.is_initialized():
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    http = serve_file.http_options
+    serve.start(
+        proxy_location=serve_file.proxy_location,
+        http_options={"host": http.host, "port": http.port, "request_timeout_s": http.request_timeout_s, "keep_alive_timeout_s": http.keep_alive_timeout_s},
+    )
+    for app, built in applications:
+        log.info("deploying %s at %s", app.name, app.route_prefix)
+        serve.run(built, name=app.name, route_prefix=app.route_prefix)
+    host = "127.0.0.1" if http.host in ("0.0.0.0", "::") else http.host
+    url = f"http://{host}:{http.port}"
+    wait_healthy(url, health_timeout_s)
+    return url
+
+
+def wait_healthy(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last_error = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+            last_error = "non-200 answer"
+        except httpx.HTTPError as exc:
+            last_error = str(exc)
+        time.sleep(0.25)
+    raise TimeoutError(f"{url}/health did not answer 200 within {timeout_s:.0f} s ({last_error}); see the Ray logs under /tmp/ray/session_latest/logs")
+
+
+def shutdown() -> None:
+    import ray
+    from ray import serve
+
+    if ray.is_initialized():
+        serve.shutdown()
+        ray.shutdown()

@@ -1,0 +1,92 @@
+"""Loading component configs: YAML file, then `TRAJFORGE__A__B` environment variables, then `--set a.b=v`.
+
+Every component has one YAML file under `configs/` and one pydantic model that rejects unknown keys.
+A bad value stops the start with a ConfigError naming the file and the dotted field.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from trajforge.errors import ConfigError
+
+ENV_PREFIX = "TRAJFORGE__"
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found (run from the repository root or pass --config)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def parse_assignment(assignment: str) -> tuple[str, Any]:
+    """`a.b.c=value` -> ("a.b.c", value), the value read as YAML (so `0`, `true`, `[1, 2]` are typed)."""
+    path, sep, raw = assignment.partition("=")
+    if not sep or not path.strip():
+        raise ConfigError(f"--set expects dotted.path=value, got {assignment!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return path.strip(), value
+
+
+def env_assignments(environ: Mapping[str, str] | None = None) -> list[tuple[str, Any]]:
+    """`TRAJFORGE__INGEST__RATE_LIMITS__PER_ADDRESS_PER_MINUTE=0` -> ("ingest.rate_limits.per_address_per_minute", 0)."""
+    environ = os.environ if environ is None else environ
+    found = []
+    for name, raw in sorted(environ.items()):
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+            path = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+            found.append((path, parse_assignment(f"{path}={raw}")[1]))
+    return found
+
+
+def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set a dotted path in nested dicts, creating intermediate mappings."""
+    node = data
+    parts = dotted.split(".")
+    for index, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted}: {'.'.join(parts[: index + 1])} is not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_assignments(data: dict[str, Any], assignments: Iterable[tuple[str, Any]], roots: Iterable[str]) -> dict[str, Any]:
+    """Apply assignments whose first segment is one of `roots` (a component ignores other components' variables)."""
+    roots = set(roots)
+    for dotted, value in assignments:
+        if dotted.split(".", 1)[0] in roots:
+            set_path(data, dotted, value)
+    return data
+
+
+def validate(model: type[M], data: Mapping[str, Any], source: str, prefix: str = "") -> M:
+    """Validate into `model`; the first error becomes a ConfigError naming `source` and the dotted field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors(include_url=False):
+            field = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
+            hint = "unknown key (check the spelling)" if error["type"] == "extra_forbidden" else error["msg"]
+            lines.append(f"{source}: {field}: {hint}" + (f" (got {error['input']!r})" if error["type"] != "extra_forbidden" and "input" in error and not isinstance(error["input"], dict) else ""))
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

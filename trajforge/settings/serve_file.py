@@ -1,0 +1,82 @@
+"""The Serve config file (`configs/serve.yaml`): Ray Serve's own format, so `serve run configs/serve.yaml` works.
+
+trajforge addresses it through a flat view in which each application's `args` sits under the
+application's name: `--set ingest.rate_limits.per_address_per_minute=0` or
+`TRAJFORGE__INGEST__RATE_LIMITS__PER_ADDRESS_PER_MINUTE=0` change `applications[name=ingest].args`,
+and `--set http_options.port=8001` the top-level key.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trajforge.settings import apply_assignments, env_assignments, read_yaml, validate
+
+
+class HttpOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    """Address the Serve HTTP proxy binds to (0.0.0.0 to accept other machines)."""
+    port: int = Field(default=8000, ge=1, le=65535)
+    """Port of the Serve HTTP proxy."""
+    request_timeout_s: float | None = None
+    """End-to-end timeout of one HTTP request inside Serve; None for no limit."""
+    keep_alive_timeout_s: int = 30
+    """How long the proxy keeps an idle client connection open."""
+
+
+class Application(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    """Application name; also the first segment of its override paths."""
+    route_prefix: str
+    """URL prefix the application answers under."""
+    import_path: str
+    """`module:builder` that Serve calls with `args`."""
+    args: dict[str, Any] = {}
+    """Arguments of the builder, validated by the application's own settings model."""
+    runtime_env: dict[str, Any] = {}
+    """Ray runtime environment of the application's replicas."""
+
+
+class ServeFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    proxy_location: Literal["HeadOnly", "EveryNode", "Disabled"] = "HeadOnly"
+    """Where Serve runs HTTP proxies."""
+    http_options: HttpOptions = HttpOptions()
+    """The HTTP proxy's options."""
+    applications: list[Application]
+    """The Serve applications trajforge deploys (ingest; embed comes with its issue)."""
+
+    def app(self, name: str) -> Application:
+        for application in self.applications:
+            if application.name == name:
+                return application
+        raise KeyError(f"no application named {name!r} in the Serve config")
+
+
+def load_serve_file(
+    path: str | Path, assignments: Iterable[tuple[str, Any]] = (), environ: dict[str, str] | None = None
+) -> ServeFile:
+    """Read the file, apply `TRAJFORGE__...` variables then the `--set` assignments, validate."""
+    data = read_yaml(path)
+    view: dict[str, Any] = {key: copy.deepcopy(value) for key, value in data.items() if key != "applications"}
+    applications = copy.deepcopy(data.get("applications") or [])
+    for application in applications:
+        if isinstance(application, dict) and "name" in application:
+            view[application["name"]] = application.setdefault("args", {}) or {}
+            application["args"] = view[application["name"]]
+    roots = set(view) | set(ServeFile.model_fields)
+    apply_assignments(view, env_assignments(environ), roots)
+    apply_assignments(view, assignments, roots)
+    merged = {key: value for key, value in view.items() if key in ServeFile.model_fields}
+    merged["applications"] = applications
+    return validate(ServeFile, merged, str(path))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import socket
 import tempfile
@@ -126,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     lake = tempfile.mkdtemp(prefix="trajforge-bench-")
+    # Replicas import benchmarks.echo_app: put the repository on their path.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))
     ray.init(logging_level="ERROR", log_to_driver=False, include_dashboard=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"lake": lake, "rate_limits": NO_LIMITS}, environ={}), name="ingest", route_prefix="/")

@@ -9,20 +9,13 @@ Each app has its own lake under the session's temp folder.
 from __future__ import annotations
 
 import os
-import socket
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from helpers import free_port
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 NO_LIMITS = {"per_address_per_minute": 0, "per_address_per_hour": 0, "sessions_per_machine_per_hour": 0, "envelopes_per_session": 0}
@@ -79,7 +72,3 @@ def client(serve_url):
 
     with IngestClient(serve_url, max_retries=0) as ingest_client:
         yield ingest_client
-
-
-def now() -> float:
-    return time.time()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from typing import Any
@@ -26,3 +27,9 @@ def open_session(client: IngestClient, model: str = "gpt-5.5", machine: str | No
 def post(http, path: str, body: bytes):
     response = http.post(path, content=body, headers={"content-type": "application/json"})
     return response.status_code, response.json()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

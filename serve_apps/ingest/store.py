@@ -142,6 +142,7 @@ class EnvelopeStore:
         closed: list[str] = []
         with self._lock:
             try:
+                self._ensure_segment(now)
                 with registry.immediate(self._conn) as conn:
                     closed += self._recover(conn_in_txn=True)
                     accepted = self._decide(conn, candidates, verdicts, now)
@@ -218,7 +219,7 @@ class EnvelopeStore:
         return accepted
 
     def _write(self, conn: sqlite3.Connection, candidates: list[Candidate], accepted: list[int], verdicts: list, now: float) -> None:
-        segment = self._current_segment(conn, now)
+        segment = self._segment
         received_at = _iso(now)
         frames, rows = [], []
         for index in accepted:
@@ -253,23 +254,28 @@ class EnvelopeStore:
             if isinstance(original, int):
                 verdict.body["envelope_id"] = verdicts[original].body["envelope_id"]
 
-    def _current_segment(self, conn: sqlite3.Connection, now: float) -> _OpenSegment:
+    def _ensure_segment(self, now: float) -> None:
+        """Open (and register, in its own committed transaction) a new segment at a date change or past the size limit.
+
+        The registration is durable before the first frame is written, so recovery always knows the file.
+        """
         date = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
         segment = self._segment
         if segment is not None and segment.date == date and segment.writer.size < self.settings.segment_max_bytes:
-            return segment
-        if segment is not None:
-            conn.execute("UPDATE segments SET status = 'sealed' WHERE segment_id = ?", (segment.segment_id,))
-            segment.writer.close()
+            return
         self._segment_counter += 1
         path = self.lake.raw_envelopes / f"date={date}" / f"{self.writer_id}-{self._segment_counter:04d}.seg"
         writer = SegmentWriter(path)
-        segment_id = conn.execute(
-            "INSERT INTO segments (path, writer, committed_offset, status, created_at) VALUES (?, ?, 0, 'open', ?)",
-            (str(path.relative_to(self.lake.root)), self.writer_id, now),
-        ).lastrowid
+        with registry.immediate(self._conn) as conn:
+            if segment is not None:
+                conn.execute("UPDATE segments SET status = 'sealed' WHERE segment_id = ?", (segment.segment_id,))
+            segment_id = conn.execute(
+                "INSERT INTO segments (path, writer, committed_offset, status, created_at) VALUES (?, ?, 0, 'open', ?)",
+                (str(path.relative_to(self.lake.root)), self.writer_id, now),
+            ).lastrowid
+        if segment is not None:
+            segment.writer.close()
         self._segment = _OpenSegment(segment_id, date, writer)
-        return self._segment
 
     def _abandon_segment(self) -> None:
         """After a failed commit, release the segment (and its lock): recovery settles what reached it."""
@@ -358,6 +364,10 @@ class EnvelopeStore:
     def finalize_close(self, session_id: str) -> dict[str, Any] | None:
         """Stitch, score from the steps, credit the contributor once; returns the credit."""
         stitched = stitch(session_id, self.session_envelopes(session_id))
+        if not stitched.model_engine:  # chunks without metadata: the model named when the session opened
+            with self._read_lock:
+                row = self._read.execute("SELECT model FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+            stitched.metadata["model_engine"] = row["model"] if row else None
         result = score(stitched)
         contributor = stitched.contributor_id
         if not contributor:

@@ -1,0 +1,100 @@
+"""`trajforge serve` as a user runs it: prints the URL, survives SIGKILL of its whole process tree, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers import free_port, open_session, steps
+from raw_lake import stored_hmacs
+
+from trajforge.client import IngestClient
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _start(lake: Path, port: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trajforge", "serve", "--port", str(port), "--lake", str(lake),
+         "--set", "ingest.rate_limits.per_address_per_minute=0", "--set", "ingest.rate_limits.per_address_per_hour=0",
+         "--set", "ingest.rate_limits.sessions_per_machine_per_hour=0", "--set", "ingest.rate_limits.envelopes_per_session=0"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    lines = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        lines.append(line)
+        if "serving at" in line:
+            threading.Thread(target=process.stdout.read, daemon=True).start()  # keep the pipe drained
+            return process
+    raise AssertionError("trajforge serve did not print its URL:\n" + "".join(lines[-40:]))
+
+
+def _kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL the CLI and every process of its session (Ray's GCS, raylet, workers, replicas)."""
+    subprocess.run(["pkill", "-9", "-s", str(process.pid)], check=False)
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True).stdout:
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_whole_service_then_restart(tmp_path):
+    lake, port = tmp_path / "lake", free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = _start(lake, port)
+    acked: dict[str, str] = {}
+    try:
+        with IngestClient(url, max_retries=0) as client:
+            sessions = [open_session(client) for _ in range(4)]
+        stop = threading.Event()
+
+        def hammer(session):
+            with httpx.Client(base_url=url, timeout=10) as http:
+                while not stop.is_set():
+                    body = session.chunk(steps(2, start=2 * session.sequence + 1))
+                    try:
+                        response = http.post("/v1/training/ingest", content=body)
+                    except httpx.TransportError:
+                        return
+                    if response.status_code == 200:
+                        acked[json.loads(body)["attestation"]["session_hmac"]] = response.json()["envelope_id"]
+
+        workers = [threading.Thread(target=hammer, args=(session,)) for session in sessions]
+        for worker in workers:
+            worker.start()
+        while len(acked) < 40:
+            time.sleep(0.02)
+        _kill_tree(process)
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+    finally:
+        if process.poll() is None:
+            _kill_tree(process)
+
+    counts = stored_hmacs(lake)
+    assert all(counts[hmac] == 1 for hmac in acked)
+    process = _start(lake, port)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            summary = http.get("/v1/stats/summary").json()
+            assert summary["totalEnvelopes"] == sum(stored_hmacs(lake).values()) >= len(acked)
+        # SIGTERM stops it cleanly.
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=90) == 0
+    finally:
+        if process.poll() is None:
+            _kill_tree(process)

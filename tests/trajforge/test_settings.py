@@ -1,0 +1,77 @@
+"""Config loading: unknown keys, bad values, environment variables and --set, in that precedence."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serve_apps.ingest.settings import load_settings
+from trajforge.errors import ConfigError
+from trajforge.settings import env_assignments, parse_assignment
+from trajforge.settings.serve_file import load_serve_file
+
+REPO = Path(__file__).resolve().parents[2]
+SERVE_YAML = REPO / "configs" / "serve.yaml"
+
+
+def test_the_shipped_serve_config_is_valid():
+    serve_file = load_serve_file(SERVE_YAML, environ={})
+    ingest = load_settings(serve_file.app("ingest").args, environ={})
+    assert ingest.rate_limits.per_address_per_minute == 100
+    assert ingest.rate_limits.per_address_per_hour == 1000
+    assert ingest.rate_limits.sessions_per_machine_per_hour == 20
+    assert ingest.rate_limits.envelopes_per_session == 200
+
+
+def test_set_overrides_environment_which_overrides_the_file():
+    environ = {"TRAJFORGE__INGEST__RATE_LIMITS__PER_ADDRESS_PER_MINUTE": "7", "TRAJFORGE__INGEST__NUM_REPLICAS": "3"}
+    serve_file = load_serve_file(SERVE_YAML, [parse_assignment("ingest.rate_limits.per_address_per_minute=0")], environ=environ)
+    ingest = load_settings(serve_file.app("ingest").args, environ={})
+    assert ingest.rate_limits.per_address_per_minute == 0
+    assert ingest.num_replicas == 3
+
+
+def test_builder_args_take_environment_variables():
+    ingest = load_settings({"lake": "/tmp/x"}, environ={"TRAJFORGE__INGEST__TRUSTED_PROXIES": "[10.0.0.0/8]", "TRAJFORGE__LEARNER__LR": "1"})
+    assert ingest.trusted_proxies == ["10.0.0.0/8"]
+
+
+def test_unknown_key_is_refused_naming_it():
+    with pytest.raises(ConfigError, match=r"ingest\.rate_limits\.per_adress_per_minute: unknown key"):
+        load_settings({"rate_limits": {"per_adress_per_minute": 5}}, environ={})
+
+
+def test_bad_value_names_the_field_and_the_value():
+    with pytest.raises(ConfigError, match=r"ingest\.rate_limits\.per_address_per_minute: .*integer.*'many'"):
+        load_settings({}, environ={"TRAJFORGE__INGEST__RATE_LIMITS__PER_ADDRESS_PER_MINUTE": "many"})
+    with pytest.raises(ConfigError, match=r"http_options\.port"):
+        load_serve_file(SERVE_YAML, [parse_assignment("http_options.port=70000")], environ={})
+
+
+def test_assignment_values_are_typed_as_yaml():
+    assert parse_assignment("a.b=0") == ("a.b", 0)
+    assert parse_assignment("a.b=true") == ("a.b", True)
+    assert parse_assignment("a.b=[1, 2]") == ("a.b", [1, 2])
+    assert parse_assignment("a.b=./lake") == ("a.b", "./lake")
+    with pytest.raises(ConfigError, match="dotted.path=value"):
+        parse_assignment("no-equals-sign")
+    assert env_assignments({"TRAJFORGE__A__B_C": "2", "OTHER": "1"}) == [("a.b_c", 2)]
+
+
+def test_cli_refuses_a_bad_config_before_starting_anything():
+    result = subprocess.run(
+        [sys.executable, "-m", "trajforge", "serve", "--set", "ingest.rate_limits.per_address_per_minute=-1"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "ingest.rate_limits.per_address_per_minute" in result.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["demo"]])
+def test_help_explains_every_command(command):
+    result = subprocess.run([sys.executable, "-m", "trajforge", *command, "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "--set" in result.stdout or "serve" in result.stdout

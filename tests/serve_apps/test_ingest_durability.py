@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -16,10 +17,9 @@ from trajforge.client import IngestClient
 
 
 def _replica_pids(app: str) -> list[int]:
-    from ray.util.state import list_actors
-
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-    return [actor.pid for actor in actors if actor.class_name.startswith(f"ServeReplica:{app}:")]
+    """PIDs of the app's replica processes (Ray titles them `ray::ServeReplica:<app>:<deployment>`)."""
+    found = subprocess.run(["pgrep", "-f", f"ray::ServeReplica:{app}:"], capture_output=True, text=True).stdout
+    return sorted(int(pid) for pid in found.split())
 
 
 def _hammer(url: str, sessions, acked: dict, stop: threading.Event, unexpected: list) -> None:
@@ -28,7 +28,7 @@ def _hammer(url: str, sessions, acked: dict, stop: threading.Event, unexpected: 
         for session in sessions:
             while not stop.is_set():
                 body = session.chunk(steps(3, start=session.sequence * 3 + 1))
-                while True:
+                while not stop.is_set():
                     try:
                         response = http.post("/v1/training/ingest", content=body)
                         if response.status_code == 200:
@@ -50,19 +50,21 @@ def test_sigkill_mid_load_loses_and_doubles_nothing(serve_url, lakes):
     acked: dict[str, dict] = {}
     stop = threading.Event()
     unexpected: list[str] = []
-    workers = [threading.Thread(target=_hammer, args=(url, group, acked, stop, unexpected)) for group in sessions]
+    workers = [threading.Thread(target=_hammer, args=(url, group, acked, stop, unexpected), daemon=True) for group in sessions]
     for worker in workers:
         worker.start()
-    deadline = time.monotonic() + 60
-    while len(acked) < 60 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    [pid] = _replica_pids("crash")
-    os.kill(pid, signal.SIGKILL)
-    acked_at_kill = len(acked)
-    time.sleep(20)
-    stop.set()
-    for worker in workers:
-        worker.join(timeout=120)
+    try:
+        deadline = time.monotonic() + 60
+        while len(acked) < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [pid] = _replica_pids("crash")
+        os.kill(pid, signal.SIGKILL)
+        acked_at_kill = len(acked)
+        time.sleep(20)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=120)
     assert not unexpected, unexpected[:3]
     assert len(acked) > acked_at_kill, "no envelope was acknowledged after the restart"
     assert _replica_pids("crash") and _replica_pids("crash") != [pid]

@@ -42,7 +42,7 @@ class IngestService:
         self.store = EnvelopeStore(settings)
         self.committer = GroupCommitter(self.store.commit, settings.group_commit_max_envelopes)
         self._stats_lock = threading.Lock()
-        self.stats = Stats(registry.connect(self.store.lake.registry_db), self.store.lake.raw_envelopes)
+        self.stats = Stats(registry.connect(self.store.lake.registry_db))
         self.limiter = AddressLimiter(settings.rate_limits.per_address_per_minute, settings.rate_limits.per_address_per_hour)
         self.addresses = AddressResolver(settings.trusted_proxies)
         self.metrics = IngestMetrics()

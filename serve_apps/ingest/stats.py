@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 DAY = 86400.0
 
 
 class Stats:
-    def __init__(self, conn: sqlite3.Connection, raw_dir: Path):
+    def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
-        self._raw_dir = raw_dir
-        self._size_cache: tuple[float, int] = (0.0, 0)
 
     def _one(self, query: str, args: tuple = ()) -> Any:
         return self._conn.execute(query, args).fetchone()[0]
 
     def storage_bytes(self) -> int:
-        """Size of the raw segments, recomputed at most every 10 s."""
-        cached_at, size = self._size_cache
-        if time.monotonic() - cached_at > 10:
-            size = sum(entry.stat().st_size for entry in _walk(self._raw_dir))
-            self._size_cache = (time.monotonic(), size)
-        return size
+        """Bytes of acknowledged data in the raw segments (their committed offsets)."""
+        return self._one("SELECT COALESCE(SUM(committed_offset), 0) FROM segments")
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -36,7 +28,7 @@ class Stats:
             "totalSessions": self._one("SELECT COUNT(*) FROM sessions"),
             "activeSessions": self._one("SELECT COUNT(*) FROM sessions WHERE status = 'active'"),
             "uniqueContributors": self._one("SELECT COUNT(DISTINCT contributor_id) FROM sessions WHERE contributor_id IS NOT NULL"),
-            "storageSizeMb": round(self.storage_bytes() / 1e6, 3),
+            "storageSizeMb": round(self.storage_bytes() / 1e6, 6),
             "totalPointsAwarded": self._one("SELECT COALESCE(SUM(points), 0) FROM credits"),
         }
 
@@ -87,12 +79,3 @@ class Stats:
         )
         return [{"contributor_id": row[0][:8], "total_points": row[1], "total_sessions": row[2]} for row in rows]
 
-
-def _walk(root: Path):
-    if not root.exists():
-        return
-    for entry in os.scandir(root):
-        if entry.is_dir(follow_symlinks=False):
-            yield from _walk(Path(entry.path))
-        elif entry.is_file(follow_symlinks=False):
-            yield entry

@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
     def stop(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
     try:
         url = serving.deploy(serve_file, address=args.address)
+        signal.signal(signal.SIGTERM, stop)  # after ray.init, which installs a handler of its own
         print(f"trajforge is serving at {url}", flush=True)
         for app in serve_file.applications:
             print(f"  {app.name:<8} {url}{app.route_prefix.rstrip('/') or ''}/  ({app.import_path})", flush=True)

@@ -74,11 +74,11 @@ def sign_bodies(sessions: list, count: int, kilobytes: int) -> list[bytes]:
     for index in range(count):
         session = sessions[index % len(sessions)]
         metadata = {"agent_role": "backend", "agent_id": "backend-1", "team_size": 1, "task_complexity": "medium"}
-        if kilobytes >= 8:
+        if kilobytes >= 8:  # a 384-float session embedding (about 7.5 KB) and a few steps
             metadata["session_embedding"] = {"model": "sentence-transformers/all-MiniLM-L6-v2", "vector": _embedding(rng), "source_text": "backend retry handler"}
-            steps = _steps(6, 400, base, session.chunk_sequence * 6 + 1, rng)
+            steps = _steps(2, 80, base, session.chunk_sequence * 2 + 1, rng)
         else:
-            steps = _steps(4, 150, base, session.chunk_sequence * 4 + 1, rng)
+            steps = _steps(3, 110, base, session.chunk_sequence * 3 + 1, rng)
         bodies.append(session.chunk(steps, metadata))
     return bodies
 

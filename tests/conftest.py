@@ -39,7 +39,7 @@ def serve_url(lakes) -> str:
     port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"lake": str(lakes["main"]), "rate_limits": NO_LIMITS}, environ={}), name="ingest", route_prefix="/")
+    serve.run(build_app({"lake": str(lakes["main"]), "rate_limits": NO_LIMITS}), name="ingest", route_prefix="/")
     serve.run(
         build_app(
             {
@@ -47,12 +47,11 @@ def serve_url(lakes) -> str:
                 "trusted_proxies": ["127.0.0.1/32"],
                 "rate_limits": {"per_address_per_minute": 6, "per_address_per_hour": 1000, "sessions_per_machine_per_hour": 2, "envelopes_per_session": 3},
             },
-            environ={},
         ),
         name="limited",
         route_prefix="/limited",
     )
-    serve.run(build_app({"lake": str(lakes["crash"]), "rate_limits": NO_LIMITS}, environ={}), name="crash", route_prefix="/crash")
+    serve.run(build_app({"lake": str(lakes["crash"]), "rate_limits": NO_LIMITS}), name="crash", route_prefix="/crash")
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, 120)
     yield url

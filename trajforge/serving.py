@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import time
 
 import httpx
 
+from trajforge.settings import ENV_PREFIX
 from trajforge.settings.serve_file import ServeFile
 
 log = logging.getLogger(__name__)
@@ -23,8 +25,13 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
     import ray
     from ray import serve
 
-    # Build first: a bad config fails here, before a cluster is started.
-    applications = [(app, _builder(app.import_path)(app.args, environ={})) for app in serve_file.applications]
+    # Build first: a bad config fails here, before a cluster is started. The TRAJFORGE__ variables are
+    # already folded into the args (below --set); hide them so builders do not apply them twice.
+    overrides = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith(ENV_PREFIX)}
+    try:
+        applications = [(app, _builder(app.import_path)(app.args)) for app in serve_file.applications]
+    finally:
+        os.environ.update(overrides)
     if not ray.is_initialized():
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     http = serve_file.http_options

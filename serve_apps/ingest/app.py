@@ -37,9 +37,6 @@ def build(settings: IngestSettings):
     return deployment.bind(settings)
 
 
-def build_app(args: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None):
-    """Entry point named by `import_path` in configs/serve.yaml; applies TRAJFORGE__INGEST__* variables.
-
-    `trajforge serve` has applied the variables and --set already and passes `environ={}`.
-    """
-    return build(load_settings(args or {}, environ))
+def build_app(args: Mapping[str, Any]):
+    """Entry point named by `import_path` in configs/serve.yaml; applies TRAJFORGE__INGEST__* variables."""
+    return build(load_settings(args or {}))

@@ -98,3 +98,28 @@ def test_sigkill_of_the_whole_service_then_restart(tmp_path):
     finally:
         if process.poll() is None:
             _kill_tree(process)
+
+
+@pytest.mark.slow
+def test_plain_serve_run_of_the_config_file_honours_the_variables(tmp_path):
+    """`serve run configs/serve.yaml` (Ray Serve's own CLI) deploys the same app; TRAJFORGE__ variables apply."""
+    import yaml
+
+    port = free_port()
+    config = yaml.safe_load((REPO / "configs" / "serve.yaml").read_text())
+    config["http_options"]["port"] = port
+    config_path = tmp_path / "serve.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    lake = tmp_path / "env-lake"
+    environ = dict(os.environ, TRAJFORGE__INGEST__LAKE=str(lake), TRAJFORGE__INGEST__RATE_LIMITS__PER_ADDRESS_PER_MINUTE="0")
+    process = subprocess.Popen([str(Path(sys.executable).parent / "serve"), "run", str(config_path)], cwd=REPO, env=environ,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        from trajforge.serving import wait_healthy
+
+        wait_healthy(f"http://127.0.0.1:{port}", 180)
+        with IngestClient(f"http://127.0.0.1:{port}", max_retries=0) as client:
+            assert open_session(client).send_chunk(steps(2))["status"] == 200
+        assert (lake / "registry" / "ingest.db").exists()
+    finally:
+        _kill_tree(process)

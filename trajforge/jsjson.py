@@ -1,28 +1,51 @@
 """JSON exactly as JavaScript reads and writes it.
 
-The Central Command protocol signs `JSON.stringify(envelope without attestation)`. Python's `json`
-differs from JavaScript in what it accepts (`NaN`, `Infinity`, duplicate keys, numbers past a double)
-and in how it writes numbers (`1e-05` vs `0.00001`, `5.0` vs `5`, `1e+16` vs `10000000000000000`,
-exact big integers vs doubles) and lone surrogates. `loads_strict` accepts what `JSON.parse` accepts
-minus what JavaScript never produces; `js_stringify` writes what `JSON.stringify` writes.
+The Central Command protocol signs `uint32BE(sequence) || JSON.stringify(envelope without attestation)`,
+so the server must rebuild, byte for byte, what `JSON.stringify(JSON.parse(body))` gives in JavaScript.
+Python's `json` differs from JavaScript:
+
+- in what it accepts: `NaN`, `Infinity`, `-Infinity`, and numbers past a double (`1e400`, which
+  JavaScript turns into `Infinity` and writes as `null`); duplicate keys (JavaScript silently keeps the
+  last one). `loads_strict` refuses all of these with `JSONRejected`.
+- in how it writes numbers: JavaScript has only doubles and writes them with ECMAScript
+  Number::toString: `0.00001` (Python `1e-05`), `1e-7` (`1e-07`), `10000000000000000` (`1e+16`), `5`
+  (`5.0`), `0` (`-0.0`), and integers past 2**53 rounded to a double (`12345678901234567890` is written
+  `12345678901234567000`).
+- in lone surrogates, which ES2019 `JSON.stringify` writes as `\\udxxx` escapes.
+
+`js_stringify` writes what `JSON.stringify` writes. Fast path: the C encoder of the standard library
+(`ensure_ascii=False`, compact separators, no NaN) writes strings exactly as JavaScript does, so the only
+possible differences are number tokens and lone surrogates. A few cheap scans of the output look for
+any number token whose Python spelling can differ from JavaScript's (`.0` before a delimiter, an
+exponent `e-0x` or `e+1x`/`e+20`, an integer of 16 digits or more), and a lone surrogate makes the UTF-8
+encoding fail. Only then is the output rewritten: string tokens are set aside, and the flagged number
+tokens (and only those) are rewritten from their exact double.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterator
-from json.encoder import encode_basestring
 from typing import Any
 
-_MAX_SAFE_INT = 2**53
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_WHITESPACE = " \t\n\r"
+try:  # the C encoder of the standard library, made once (json.dumps makes one per call)
+    from json.encoder import c_encode_basestring as _c_string, c_make_encoder as _c_make_encoder
+except ImportError:  # pragma: no cover - CPython always has _json
+    _c_make_encoder = None
+    _c_string = None
+
+__all__ = ["JSONRejected", "canonical_without", "iter_array_spans", "js_number", "js_stringify", "loads_strict"]
+
+_MAX_SAFE_INT = 2**53  # integers below this in magnitude are exact doubles, written the same by both
+_INFINITIES = (float("inf"), float("-inf"))
 
 
 class JSONRejected(ValueError):
     """The text is not JSON that JavaScript would produce; the message says what and where."""
+
+
+# ---- reading -------------------------------------------------------------------------------------
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -40,11 +63,47 @@ def _constant(name: str) -> Any:
     raise JSONRejected(f"{name} is not valid JSON")
 
 
-# Parsing every float through a Python hook costs ~0.5 us each (a 384-float embedding: 200 us), so the
-# hooked decoder runs only when the text holds a number that could overflow a double.
-# Overflowing numbers (`1e400`) parse to infinity here and are refused when written (`js_stringify`),
-# which every signature check does: a per-float parse hook would cost ~0.5 us a number.
-_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_constant)
+def _checked_float(text: str) -> float:
+    value = float(text)
+    if value in _INFINITIES:
+        raise JSONRejected(f"number {_clip(text)} does not fit a double (JavaScript would read it as Infinity)")
+    return value
+
+
+def _checked_int(text: str) -> int:
+    value = int(text)
+    if len(text) > 300:
+        try:
+            float(value)
+        except OverflowError:
+            raise JSONRejected(f"number {_clip(text)} does not fit a double (JavaScript would read it as Infinity)") from None
+    return value
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= 40 else text[:20] + "..." + text[-10:]
+
+
+# Numbers parse with C `float`/`int` unless the text may hold one that overflows a double: that needs an
+# exponent of three digits or more (`e308`, `E+400`) or a run of at least 210 digits before the point.
+_FAST_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_constant)
+_CHECKED_DECODER = json.JSONDecoder(
+    object_pairs_hook=_object, parse_constant=_constant, parse_float=_checked_float, parse_int=_checked_int
+)
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789E", b"000000000e")
+_BIG_EXPONENT = re.compile(rb"e\+?[0-9]{3}")
+_LONG_DIGIT_RUN = b"0" * 200
+
+
+def _decoder_for(raw: bytes) -> json.JSONDecoder:
+    if _BIG_EXPONENT.search(raw) is None and (len(raw) < 200 or _LONG_DIGIT_RUN not in raw):
+        return _FAST_DECODER
+    return _CHECKED_DECODER
+
+
+def _pick_decoder(data: bytes | str) -> json.JSONDecoder:
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    return _decoder_for(raw.translate(_DIGITS_TO_ZERO))
 
 
 def _decode_text(data: bytes | str) -> str:
@@ -53,182 +112,228 @@ def _decode_text(data: bytes | str) -> str:
     try:
         return bytes(data).decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise JSONRejected(f"body is not valid UTF-8 (byte {exc.start})") from None
+        raise JSONRejected(f"body is not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
+
+
+def _rejection(exc: Exception) -> JSONRejected:
+    if isinstance(exc, JSONRejected):
+        return exc
+    if isinstance(exc, json.JSONDecodeError):
+        return JSONRejected(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+    if isinstance(exc, RecursionError):
+        return JSONRejected("JSON nested too deeply")
+    return JSONRejected(f"invalid JSON: {exc}")  # e.g. an integer of more than 4300 digits
 
 
 def loads_strict(data: bytes | str) -> Any:
-    """Parse JSON, refusing NaN/Infinity and duplicate keys (numbers past a double are refused when written)."""
+    """Parse JSON as `JSON.parse` would, refusing NaN/Infinity, duplicate keys and numbers past a double.
+
+    Objects come back as dicts in document order. Bytes must be UTF-8 (a BOM is refused, as JSON.parse does).
+    """
     text = _decode_text(data)
+    decoder = _pick_decoder(data)
     try:
-        return _DECODER.decode(text)
-    except json.JSONDecodeError as exc:
-        raise JSONRejected(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except RecursionError:
-        raise JSONRejected("JSON nested too deeply") from None
+        return decoder.decode(text)
+    except (ValueError, RecursionError) as exc:
+        raise _rejection(exc) from None
 
 
-def _skip(text: str, position: int) -> int:
-    while position < len(text) and text[position] in _WHITESPACE:
-        position += 1
-    return position
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 
 def iter_array_spans(text: str) -> Iterator[tuple[Any, int, int]]:
-    """Each element of a JSON array text, parsed strictly, with its start and end offsets in `text`."""
-    position = _skip(text, 0)
-    if position >= len(text) or text[position] != "[":
-        raise JSONRejected("expected a JSON array")
-    position = _skip(text, position + 1)
-    if position < len(text) and text[position] == "]":
-        if _skip(text, position + 1) != len(text):
-            raise JSONRejected(f"unexpected data after the array at offset {_skip(text, position + 1)}")
-        return
-    while True:
-        try:
-            value, end = _DECODER.raw_decode(text, position)
-        except json.JSONDecodeError as exc:
-            raise JSONRejected(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-        except RecursionError:
-            raise JSONRejected("JSON nested too deeply") from None
-        yield value, position, end
-        position = _skip(text, end)
-        if position >= len(text):
-            raise JSONRejected("the array is not closed")
-        if text[position] == "]":
-            break
-        if text[position] != ",":
-            raise JSONRejected(f"expected ',' or ']' at offset {position}")
-        position = _skip(text, position + 1)
-        if position < len(text) and text[position] == "]":
-            raise JSONRejected(f"trailing comma before ']' at offset {position}")
-    if _skip(text, position + 1) != len(text):
-        raise JSONRejected(f"unexpected data after the array at offset {_skip(text, position + 1)}")
+    """Each element of a JSON array text, parsed strictly, with its start and end offsets in `text`.
+
+    `text[start:end]` is the exact source text of the element. Whitespace around the array and between
+    tokens is allowed; anything else that JSON.parse would refuse raises JSONRejected.
+    """
+    skip = _WHITESPACE.match
+    decoder = _pick_decoder(text)
+    length = len(text)
+    position = skip(text, 0).end()
+    if position >= length or text[position] != "[":
+        raise JSONRejected(f"expected a JSON array at offset {position}")
+    position = skip(text, position + 1).end()
+    if position < length and text[position] == "]":
+        position += 1
+    else:
+        while True:
+            try:
+                value, end = decoder.raw_decode(text, position)
+            except (ValueError, RecursionError) as exc:
+                raise _rejection(exc) from None
+            yield value, position, end
+            position = skip(text, end).end()
+            if position >= length:
+                raise JSONRejected("the array is not closed: expected ',' or ']' at the end of the text")
+            if text[position] == "]":
+                position += 1
+                break
+            if text[position] != ",":
+                raise JSONRejected(f"expected ',' or ']' after an array element at offset {position}")
+            position = skip(text, position + 1).end()
+            if position < length and text[position] == "]":
+                raise JSONRejected(f"trailing comma before ']' at offset {position}")
+    rest = skip(text, position).end()
+    if rest != length:
+        raise JSONRejected(f"unexpected data after the array at offset {rest}")
 
 
 # ---- writing -------------------------------------------------------------------------------------
 
 
 def _float_text(value: float) -> str:
-    """ECMAScript Number::toString for a finite double, from Python's shortest round-trip digits."""
-    if value == 0:
-        return "0"
-    if not math.isfinite(value):
-        raise JSONRejected("a number does not fit a double (JavaScript would read it as Infinity)")
-    sign = "-" if value < 0 else ""
-    mantissa, _, exponent = repr(abs(value)).partition("e")
-    whole, _, fraction = mantissa.partition(".")
-    if fraction == "0":
-        fraction = ""
-    digits = whole + fraction
-    point = len(whole) + (int(exponent) if exponent else 0)
-    stripped = digits.lstrip("0")
-    point -= len(digits) - len(stripped)
-    digits = stripped.rstrip("0")
-    k, n = len(digits), point
-    if k <= n <= 21:
-        text = digits + "0" * (n - k)
-    elif 0 < n <= 21:
-        text = digits[:n] + "." + digits[n:]
-    elif -6 < n <= 0:
-        text = "0." + "0" * (-n) + digits
-    else:
-        exp = n - 1
-        text = digits[0] + ("." + digits[1:] if k > 1 else "") + "e" + ("+" if exp >= 0 else "-") + str(abs(exp))
-    return sign + text
+    """ECMAScript Number::toString of a float, from Python's repr (the same shortest round-trip digits)."""
+    text = repr(value)
+    if "e" in text:
+        mantissa, _, exp_text = text.partition("e")
+        exponent = int(exp_text)
+        if -7 < exponent < 21:  # Python writes 1e-5..1e-6 and 1e16..1e20 in exponent form, JavaScript does not
+            sign = "-" if mantissa[0] == "-" else ""
+            digits = mantissa.lstrip("-").replace(".", "")
+            if exponent < 0:
+                return f"{sign}0.{'0' * (-exponent - 1)}{digits}"
+            return sign + digits + "0" * (exponent + 1 - len(digits))
+        return f"{mantissa}e{'+' if exponent > 0 else '-'}{abs(exponent)}"
+    if text.endswith(".0"):
+        return "0" if value == 0 else text[:-2]
+    if text in ("inf", "-inf", "nan"):
+        raise JSONRejected(f"{text} cannot be written as JSON (JSON has no NaN or Infinity)")
+    return text
 
 
 def js_number(value: int | float) -> str:
-    """A number as JavaScript writes it (integers are doubles there)."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    """A number as JavaScript writes it: integers are doubles there, so big ones are rounded to one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{type(value).__name__} is not a number")
+    if isinstance(value, int):
         if -_MAX_SAFE_INT < value < _MAX_SAFE_INT:
-            return str(value)
+            return int.__repr__(value)
         try:
-            return _float_text(float(value))
+            value = float(value)
         except OverflowError:
-            raise JSONRejected(f"integer {str(value)[:40]}... does not fit a double") from None
-    return _float_text(value)
+            raise JSONRejected(f"integer {_clip(str(value))} does not fit a double") from None
+    return _float_text(float(value))
 
 
-def _escape_surrogate(match: re.Match) -> str:
-    return f"\\u{ord(match.group()):04x}"
+def _no_default(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} cannot be written as JSON")
 
 
-def _string(text: str) -> str:
-    encoded = encode_basestring(text)
-    if not text.isascii() and _LONE_SURROGATE.search(text):
-        encoded = _LONE_SURROGATE.sub(_escape_surrogate, encoded)
-    return encoded
+if _c_make_encoder is not None:
+    # No circular-reference markers: a reused marker dict would be left dirty by an exception; a cycle
+    # ends in RecursionError instead, which js_stringify reports.
+    _C_ENCODE = _c_make_encoder(None, _no_default, _c_string, None, ":", ",", False, False, False)
+
+    def _encode(value: Any) -> str:
+        return "".join(_C_ENCODE(value, 0))
+
+else:  # pragma: no cover
+    _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_no_default)
+    _encode = _ENCODER.encode
 
 
-def _float_list(values: list) -> str:
-    """A list of floats: C json.dumps, then only the tokens whose Python form differs from JavaScript's."""
-    text = json.dumps(values, separators=(",", ":"), allow_nan=True)
-    if "e" not in text and ".0," not in text and not text.endswith(".0]") and "N" not in text and "I" not in text:
-        return text
-    tokens = text[1:-1].split(",")
-    return "[" + ",".join(token if "e" not in token and token[-2:] != ".0" and token[-1].isdigit() else _float_text(value) for token, value in zip(tokens, values)) + "]"
+# Cheap scans of the C encoder's output for number tokens whose Python spelling may differ from
+# JavaScript's. They also look inside strings, where a hit only costs the slower, exact path.
+_PYTHON_ONLY_FLOAT = re.compile(rb"\.0[,\]}]")  # an integral float: 5.0, -0.0, 1234.0
+_PYTHON_ONLY_EXPONENT = re.compile(rb"e(?:-0|\+1[6-9]|\+20)")  # 1e-05..9e-09 and 1e+16..1e+20
+_FLATTEN_NUMBERS = bytes.maketrans(b":[0123456789", b",,0000000000")  # with '-' deleted
+_BIG_INTEGER = b"," + b"0" * 16  # an integer token of 16 digits or more (|n| >= 2**53 has 16+)
+
+_STRING_TOKEN = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")')
+_DELIMITERS_TO_COMMA = bytes.maketrans(b":[]{}\x00", b",,,,,,")
+_NUMBER_TO_REWRITE = re.compile(rb",(-?(?:[0-9]+(?:\.[0-9]+)?e[-+][0-9]+|[0-9]+\.0|[0-9]{16,}))(?=,)")
+_SURROGATES = re.compile("[\ud800-\udbff][\udc00-\udfff]|[\ud800-\udfff]")
 
 
-def _write(value: Any, out: list[str]) -> None:
-    kind = type(value)
-    if kind is str:
-        out.append(_string(value))
-    elif kind is dict:
-        out.append("{")
-        first = True
-        for key, item in value.items():
-            if not first:
-                out.append(",")
-            first = False
-            out.append(_string(key) if type(key) is str else _string(str(key)))
-            out.append(":")
-            _write(item, out)
-        out.append("}")
-    elif kind is list or kind is tuple:
-        if value and all(type(item) is float for item in value):
-            out.append(_float_list(value))
-            return
-        out.append("[")
-        for index, item in enumerate(value):
-            if index:
-                out.append(",")
-            _write(item, out)
-        out.append("]")
-    elif value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif kind is int:
-        out.append(str(value) if -_MAX_SAFE_INT < value < _MAX_SAFE_INT else js_number(value))
-    elif kind is float:
-        out.append(_float_text(value))
-    elif isinstance(value, (int, float)):
-        out.append(js_number(value))
-    else:
-        raise TypeError(f"{kind.__name__} cannot be written as JSON")
+def _surrogate(match: re.Match[str]) -> str:
+    text = match.group()
+    if len(text) == 2:  # a pair JavaScript sees as one character: written raw
+        return chr(0x10000 + ((ord(text[0]) - 0xD800) << 10) + (ord(text[1]) - 0xDC00))
+    return f"\\u{ord(text):04x}"
+
+
+def _number_token(token: bytes) -> bytes:
+    if b"." in token or b"e" in token:
+        return _float_text(float(token)).encode()
+    return js_number(int(token)).encode()
+
+
+def _rewrite_numbers(out: bytes) -> bytes:
+    """Rewrite the flagged number tokens of compact JSON `out`, leaving string tokens untouched."""
+    parts = _STRING_TOKEN.split(out)  # even indices: text between strings; odd: string tokens
+    outside = b"\x00".join(parts[0::2])  # NUL never appears raw in JSON text outside strings
+    flat = b"," + outside.translate(_DELIMITERS_TO_COMMA) + b","  # every number sits between commas
+    pieces: list[bytes] = []
+    last = 0
+    for match in _NUMBER_TO_REWRITE.finditer(flat):
+        start, end = match.start(1) - 1, match.end(1) - 1
+        pieces.append(outside[last:start])
+        pieces.append(_number_token(match.group(1)))
+        last = end
+    if not pieces:
+        return out
+    pieces.append(outside[last:])
+    parts[0::2] = b"".join(pieces).split(b"\x00")
+    return b"".join(parts)
+
+
+def _container(value: Any) -> bytes:
+    try:
+        text = _encode(value)
+    except ValueError as exc:
+        message = str(exc)
+        if "Out of range float" in message:
+            raise JSONRejected("NaN and Infinity cannot be written as JSON") from None
+        raise JSONRejected(f"cannot be written as JSON: {message}") from None
+    except RecursionError:
+        raise JSONRejected("cannot be written as JSON: nested too deeply or circular") from None
+    try:
+        out = text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: JSON.stringify escapes them
+        out = _SURROGATES.sub(_surrogate, text).encode("utf-8")
+    if (
+        _PYTHON_ONLY_FLOAT.search(out) is not None
+        or _PYTHON_ONLY_EXPONENT.search(out) is not None
+        or _BIG_INTEGER in out.translate(_FLATTEN_NUMBERS, b"-")
+    ):
+        return _rewrite_numbers(out)
+    return out
+
+
+def _scalar(value: Any) -> bytes:
+    if isinstance(value, str):
+        text = _c_string(value) if _c_string is not None else json.dumps(value, ensure_ascii=False)
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            return _SURROGATES.sub(_surrogate, text).encode("utf-8")
+    if value is None:
+        return b"null"
+    if value is True:
+        return b"true"
+    if value is False:
+        return b"false"
+    if isinstance(value, (int, float)):
+        return js_number(value).encode()
+    raise TypeError(f"{type(value).__name__} cannot be written as JSON")
 
 
 def js_stringify(value: Any) -> bytes:
-    """UTF-8 bytes of `JSON.stringify(value)` for a value made of dict, list, str, int, float, bool, None."""
-    out: list[str] = []
-    _write(value, out)
-    return "".join(out).encode("utf-8")
+    """UTF-8 bytes of JavaScript's `JSON.stringify(value)` (no indentation).
+
+    `value` is made of dict (str keys, insertion order), list or tuple, str, int, float, bool and None,
+    as `loads_strict` returns or a client builds by hand. NaN, Infinity and integers past a double raise
+    JSONRejected; other types raise TypeError. Keys that are not str are written as Python's json writes
+    them (JavaScript object keys are always strings).
+    """
+    if isinstance(value, (dict, list, tuple)):
+        return _container(value)
+    return _scalar(value)
 
 
 def canonical_without(obj: dict[str, Any], key: str) -> bytes:
     """`js_stringify` of `obj` without its top-level `key`: the bytes an envelope's HMAC covers."""
-    out: list[str] = ["{"]
-    first = True
-    for name, item in obj.items():
-        if name == key:
-            continue
-        if not first:
-            out.append(",")
-        first = False
-        out.append(_string(name))
-        out.append(":")
-        _write(item, out)
-    out.append("}")
-    return "".join(out).encode("utf-8")
+    if key in obj:
+        obj = {name: item for name, item in obj.items() if name != key}  # top level only, values shared
+    return js_stringify(obj)

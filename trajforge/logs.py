@@ -27,3 +27,5 @@ def setup_logging(level: str = "INFO", as_json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # One line per HTTP request from the client library is noise at INFO.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

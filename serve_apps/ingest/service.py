@@ -198,8 +198,10 @@ def _unwrap_envelopes(text: str) -> str:
         wrapper = loads_strict(stripped)
         if set(wrapper) != {"envelopes"} or not isinstance(wrapper["envelopes"], list):
             raise JSONRejected('a batch object must have exactly one key, "envelopes", holding an array')
-        key_end = stripped.index(":", stripped.index('"envelopes"') + 11) + 1
-        return stripped[key_end : stripped.rindex("}")]
+        key = stripped.find('"envelopes"')
+        if key == -1:
+            raise JSONRejected('write the key as plain "envelopes", without escapes')
+        return stripped[stripped.index(":", key + 11) + 1 : stripped.rindex("}")]
     return text
 
 

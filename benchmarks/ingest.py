@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))
     ray.init(logging_level="ERROR", log_to_driver=False, include_dashboard=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"lake": lake, "rate_limits": NO_LIMITS}, environ={}), name="ingest", route_prefix="/")
+    serve.run(build_app({"lake": lake, "rate_limits": NO_LIMITS}), name="ingest", route_prefix="/")
     serve.run(echo_app.build(256), name="echo", route_prefix="/echo")
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, 120)

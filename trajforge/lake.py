@@ -38,6 +38,7 @@ class Lake:
         return self.root / "quarantine"
 
     def ensure(self) -> "Lake":
-        for path in (self.raw_envelopes, self.registry_db.parent, self.quarantine):
+        """Create the lake's folders, each private to its owner (0700) when this call creates it."""
+        for path in (self.root, self.raw, self.raw_envelopes, self.registry_db.parent, self.quarantine):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return self

@@ -10,6 +10,7 @@ ingest replicas routing a request to the shard of its session; the raw segments 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,6 +88,8 @@ CREATE TABLE IF NOT EXISTS balances (
 def connect(path: Path) -> sqlite3.Connection:
     """A connection in autocommit mode; callers open transactions explicitly with `immediate()`."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():  # SQLite gives its -wal and -shm files the database file's mode
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     conn = sqlite3.connect(path, isolation_level=None, timeout=60.0, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
@@ -102,8 +105,6 @@ def create_schema(conn: sqlite3.Connection) -> None:
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
-    path = Path(conn.execute("PRAGMA database_list").fetchone()["file"])
-    path.chmod(0o600)
 
 
 @contextlib.contextmanager

@@ -145,5 +145,7 @@ def test_secrets_are_sealed_and_key_file_private(tmp_path):
     raw = (tmp_path / "registry" / "ingest.db").read_bytes()
     assert secret.encode() not in raw
     assert ((tmp_path / "test.key").stat().st_mode & 0o777) == 0o600
+    for name in ("ingest.db", "ingest.db-wal", "ingest.db-shm"):
+        assert ((tmp_path / "registry" / name).stat().st_mode & 0o777) == 0o600, name
     row = sqlite3.connect(tmp_path / "registry" / "ingest.db").execute("SELECT shared_secret FROM sessions").fetchone()
     assert row[0] != secret and store.box.open(row[0]) == secret

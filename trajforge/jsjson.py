@@ -12,14 +12,17 @@ Python's `json` differs from JavaScript:
   (`5.0`), `0` (`-0.0`), and integers past 2**53 rounded to a double (`12345678901234567890` is written
   `12345678901234567000`).
 - in lone surrogates, which ES2019 `JSON.stringify` writes as `\\udxxx` escapes.
+- in key order: a JavaScript object lists its array-index keys ("0".."4294967294") first, in ascending
+  numeric order, then the other keys in insertion order.
 
 `js_stringify` writes what `JSON.stringify` writes. Fast path: the C encoder of the standard library
 (`ensure_ascii=False`, compact separators, no NaN) writes strings exactly as JavaScript does, so the only
 possible differences are number tokens and lone surrogates. A few cheap scans of the output look for
 any number token whose Python spelling can differ from JavaScript's (`.0` before a delimiter, an
-exponent `e-0x` or `e+1x`/`e+20`, an integer of 16 digits or more), and a lone surrogate makes the UTF-8
-encoding fail. Only then is the output rewritten: string tokens are set aside, and the flagged number
-tokens (and only those) are rewritten from their exact double.
+exponent `e-0x` or `e+1x`/`e+20`, an integer of 16 digits or more) or an array-index key, and a lone
+surrogate makes the UTF-8 encoding fail. Only then is the output rewritten: dicts with index keys are
+reordered, lone surrogates escaped, and, with string tokens set aside, the flagged number tokens (and
+only those) rewritten from their exact double.
 """
 
 from __future__ import annotations
@@ -240,6 +243,13 @@ _PYTHON_ONLY_EXPONENT = re.compile(rb"e(?:-0|\+1[6-9]|\+20)")  # 1e-05..9e-09 an
 _FLATTEN_NUMBERS = bytes.maketrans(b":[0123456789", b",,0000000000")  # with '-' deleted
 _BIG_INTEGER = b"," + b"0" * 16  # an integer token of 16 digits or more (|n| >= 2**53 has 16+)
 
+# JavaScript objects list their array-index keys ("0".."4294967294", no leading zeros) first, in ascending
+# numeric order, then the other keys in insertion order: JSON.stringify(JSON.parse('{"b":1,"1":2}')) is
+# '{"1":2,"b":1}'. In compact JSON a string directly followed by ':' is a key, so this only finds keys.
+_INDEX_KEY = re.compile(r'"(?:0|[1-9][0-9]{0,9})":')
+_MAX_INDEX = 2**32 - 2
+_CONTAINERS = (dict, list, tuple)
+
 _STRING_TOKEN = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")')
 _DELIMITERS_TO_COMMA = bytes.maketrans(b":[]{}\x00", b",,,,,,")
 _NUMBER_TO_REWRITE = re.compile(rb",(-?(?:[0-9]+(?:\.[0-9]+)?e[-+][0-9]+|[0-9]+\.0|[0-9]{16,}))(?=,)")
@@ -251,6 +261,29 @@ def _surrogate(match: re.Match[str]) -> str:
     if len(text) == 2:  # a pair JavaScript sees as one character: written raw
         return chr(0x10000 + ((ord(text[0]) - 0xD800) << 10) + (ord(text[1]) - 0xDC00))
     return f"\\u{ord(text):04x}"
+
+
+def _is_index(key: Any) -> bool:
+    return (
+        type(key) is str
+        and key.isascii()
+        and key.isdigit()
+        and (key == "0" or key[0] != "0")
+        and len(key) <= 10
+        and int(key) <= _MAX_INDEX
+    )
+
+
+def _js_ordered(value: Any) -> Any:
+    """A copy of `value` whose dicts list their keys in JavaScript's property order."""
+    if isinstance(value, dict):
+        items = [(key, _js_ordered(item) if isinstance(item, _CONTAINERS) else item) for key, item in value.items()]
+        index = [(int(key), key, item) for key, item in items if _is_index(key)]
+        if index:
+            index.sort()
+            items = [(key, item) for _, key, item in index] + [(key, item) for key, item in items if not _is_index(key)]
+        return dict(items)
+    return [_js_ordered(item) if isinstance(item, _CONTAINERS) else item for item in value]
 
 
 def _number_token(token: bytes) -> bytes:
@@ -281,6 +314,8 @@ def _rewrite_numbers(out: bytes) -> bytes:
 def _container(value: Any) -> bytes:
     try:
         text = _encode(value)
+        if _INDEX_KEY.search(text) is not None:
+            text = _encode(_js_ordered(value))
     except ValueError as exc:
         message = str(exc)
         if "Out of range float" in message:

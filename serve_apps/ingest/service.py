@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from serve_apps.ingest import registry
 from serve_apps.ingest.committer import GroupCommitter
-from serve_apps.ingest.http import CORS, AddressResolver, HTTPError, json_response, read_body
+from serve_apps.http import CORS, AddressResolver, HTTPError, json_response, read_body
 from serve_apps.ingest.metrics import IngestMetrics
 from serve_apps.ingest.ratelimit import AddressLimiter
 from serve_apps.ingest.settings import IngestSettings

@@ -1,4 +1,4 @@
-"""Small HTTP helpers of the ingest app: JSON answers, body limits, the client's address."""
+"""HTTP helpers shared by the Serve apps: JSON answers, body limits, the client's address."""
 
 from __future__ import annotations
 

@@ -1,0 +1,38 @@
+"""The embed application builder, named by `import_path` in configs/serve.yaml."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from serve_apps.embed.settings import EmbedSettings, load_settings
+
+
+class EmbedDeployment:
+    """The Serve replica: builds the service in the replica's process and forwards every request."""
+
+    def __init__(self, settings: EmbedSettings):
+        from serve_apps.embed.service import EmbedService
+
+        self.service = EmbedService(settings)
+
+    async def __call__(self, request):
+        return await self.service(request)
+
+
+def build(settings: EmbedSettings):
+    from ray import serve
+
+    options: dict[str, Any] = {"num_cpus": settings.num_cpus}
+    if settings.num_gpus:
+        options["num_gpus"] = settings.num_gpus
+    scaling = {"autoscaling_config": settings.autoscaling_config} if settings.autoscaling_config else {"num_replicas": settings.num_replicas}
+    deployment = serve.deployment(
+        EmbedDeployment, name="EmbedService", max_ongoing_requests=settings.max_ongoing_requests, ray_actor_options=options, **scaling
+    )
+    return deployment.bind(settings)
+
+
+def build_app(args: Mapping[str, Any]):
+    """Entry point named by `import_path`; applies TRAJFORGE__EMBED__* variables."""
+    return build(load_settings(args or {}))

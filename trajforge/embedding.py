@@ -82,3 +82,16 @@ class EmbedBatch:
         texts = [str(text) for text in batch[self.text_column]]
         batch[self.output_column] = list(self.embedder.embed(texts))
         return batch
+
+
+def remote(base_url: str, timeout_s: float = 30.0):
+    """An embed function backed by a deployed service's `POST /v1/embed` (list form, one request)."""
+    import httpx
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        response = httpx.post(f"{base_url.rstrip('/')}/v1/embed", json={"input": list(texts)}, timeout=timeout_s)
+        if response.status_code != 200:
+            raise RuntimeError(f"embed service answered {response.status_code}: {response.text[:300]}")
+        return [item["embedding"] for item in sorted(response.json()["data"], key=lambda item: item["index"])]
+
+    return embed

@@ -122,7 +122,8 @@ def _rejection(exc: Exception) -> JSONRejected:
     if isinstance(exc, JSONRejected):
         return exc
     if isinstance(exc, json.JSONDecodeError):
-        return JSONRejected(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+        message = "unexpected data after the JSON value" if exc.msg == "Extra data" else exc.msg
+        return JSONRejected(f"invalid JSON at line {exc.lineno} column {exc.colno}: {message}")
     if isinstance(exc, RecursionError):
         return JSONRejected("JSON nested too deeply")
     return JSONRejected(f"invalid JSON: {exc}")  # e.g. an integer of more than 4300 digits
@@ -134,6 +135,8 @@ def loads_strict(data: bytes | str) -> Any:
     Objects come back as dicts in document order. Bytes must be UTF-8 (a BOM is refused, as JSON.parse does).
     """
     text = _decode_text(data)
+    if text.startswith("\ufeff"):
+        raise JSONRejected("JSON text starts with a byte order mark (U+FEFF), which JSON.parse refuses")
     decoder = _pick_decoder(data)
     try:
         return decoder.decode(text)
@@ -252,7 +255,8 @@ _CONTAINERS = (dict, list, tuple)
 
 _STRING_TOKEN = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")')
 _DELIMITERS_TO_COMMA = bytes.maketrans(b":[]{}\x00", b",,,,,,")
-_NUMBER_TO_REWRITE = re.compile(rb",(-?(?:[0-9]+(?:\.[0-9]+)?e[-+][0-9]+|[0-9]+\.0|[0-9]{16,}))(?=,)")
+_DIGITS_AND_MINUS_TO_ZERO = bytes.maketrans(b"-0123456789", b"00000000000")
+_NUMBER_START = frozenset(b"-0123456789")
 _SURROGATES = re.compile("[\ud800-\udbff][\udc00-\udfff]|[\ud800-\udfff]")
 
 
@@ -292,20 +296,48 @@ def _number_token(token: bytes) -> bytes:
     return js_number(int(token)).encode()
 
 
+def _token_end(flat: bytes, position: int) -> int:
+    end = flat.find(b",", position)
+    return len(flat) if end < 0 else end
+
+
 def _rewrite_numbers(out: bytes) -> bytes:
-    """Rewrite the flagged number tokens of compact JSON `out`, leaving string tokens untouched."""
+    """Rewrite the number tokens of compact JSON `out` that Python may spell differently, strings untouched.
+
+    String tokens are set aside first; in what is left every number lies between two delimiters, which
+    become commas in `flat` (same length). The tokens to rewrite are found with C-speed substring
+    searches (an `e`, a `.0,`, a run of 16 digits), so a long array of ordinary floats costs little.
+    """
     parts = _STRING_TOKEN.split(out)  # even indices: text between strings; odd: string tokens
     outside = b"\x00".join(parts[0::2])  # NUL never appears raw in JSON text outside strings
-    flat = b"," + outside.translate(_DELIMITERS_TO_COMMA) + b","  # every number sits between commas
+    flat = outside.translate(_DELIMITERS_TO_COMMA)
+    spans: set[tuple[int, int]] = set()
+    position = flat.find(b"e")
+    while position >= 0:  # exponent form, or the e of true/false
+        start = flat.rfind(b",", 0, position) + 1
+        end = _token_end(flat, position)
+        if flat[start] in _NUMBER_START:
+            spans.add((start, end))
+        position = flat.find(b"e", end)
+    position = flat.find(b".0,")
+    while position >= 0:  # an integral float
+        spans.add((flat.rfind(b",", 0, position) + 1, position + 2))
+        position = flat.find(b".0,", position + 3)
+    digits = flat.translate(_DIGITS_AND_MINUS_TO_ZERO)
+    long_run = b"," + b"0" * 16
+    position = digits.find(long_run)
+    while position >= 0:  # an integer of 16 digits or more
+        end = _token_end(flat, position + 1)
+        spans.add((position + 1, end))
+        position = digits.find(long_run, end)
+    if not spans:
+        return out
     pieces: list[bytes] = []
     last = 0
-    for match in _NUMBER_TO_REWRITE.finditer(flat):
-        start, end = match.start(1) - 1, match.end(1) - 1
+    for start, end in sorted(spans):
         pieces.append(outside[last:start])
-        pieces.append(_number_token(match.group(1)))
+        pieces.append(_number_token(outside[start:end]))
         last = end
-    if not pieces:
-        return out
     pieces.append(outside[last:])
     parts[0::2] = b"".join(pieces).split(b"\x00")
     return b"".join(parts)

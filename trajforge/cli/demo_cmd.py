@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
                 status = (doc.get("close") or {}).get("status", "")
                 print(f"{result.name[:34]:<34} {doc['model'][:18]:<18} {result.steps:>5} {result.envelopes:>4} {status:<8} {points:>8}")
 
+            _section("domain tags (embed service + DomainTagger)")
+            _show_domain_tags(url, results)
+
             _section("what the protocol refuses")
             _show_refusals(client, paths[0])
 
@@ -96,3 +99,34 @@ def _show_refusals(client, recorded_path: Path) -> None:
     ]:
         detail = "duplicate" if answer.get("duplicate") else answer.get("error", "accepted")
         print(f"  {label:<16} -> {status} {detail}")
+
+
+def _session_text(doc: dict) -> str:
+    """What a Groove client embeds for a session: the agent's role, then its first thoughts."""
+    role = (doc.get("metadata") or {}).get("agent_role", "")
+    thoughts = [step.get("content", "") for chunk in doc["chunks"] for step in chunk if step.get("type") in ("thought", "instruction")]
+    return "\n".join([role, *thoughts[:3]])
+
+
+def _show_domain_tags(url: str, results: list) -> None:
+    import httpx
+
+    from trajforge import embedding
+    from trajforge.domains import DomainTagger
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not httpx.get(f"{url}/v1/embed", timeout=10).json().get("ready"):
+        time.sleep(0.5)
+    texts = [_session_text(doc) for doc, _ in results]
+    try:
+        embed = embedding.remote(url)
+        tagger = DomainTagger(embed=embed)
+        tags = [tagger.tag_vector(vector) for vector in embed(texts)]
+    except RuntimeError as exc:  # the service is not there: the keyword fallback, and say so
+        print(f"embed service unavailable ({exc}); falling back to keywords")
+        tagger = DomainTagger()
+        tags = [tagger.tag(text) for text in texts]
+    print(f"{'session':<34} {'primary':<24} {'secondary':<24} {'tertiary':<24} method")
+    for (doc, result), tag in zip(results, tags):
+        cells = [f"{tag[rank]['domain']} {tag[rank]['confidence']:.2f}" for rank in ("primary", "secondary", "tertiary")]
+        print(f"{result.name[:34]:<34} {cells[0]:<24} {cells[1]:<24} {cells[2]:<24} {tag['method']}")

@@ -12,7 +12,8 @@ from trajforge.errors import TrajforgeError
 # name -> (module, one-line help); a module defines `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS = {
     "serve": ("trajforge.cli.serve_cmd", "run the ingest service on Ray Serve until Ctrl-C"),
-    "demo": ("trajforge.cli.demo_cmd", "start the services, replay the example agent sessions, print the stats"),
+    "embed": ("trajforge.cli.embed_cmd", "embed a text (in-process or through a deployment) and print its domain tags"),
+    "demo": ("trajforge.cli.demo_cmd", "start the services, replay the example agent sessions, print domain tags and stats"),
 }
 
 

@@ -1,0 +1,131 @@
+"""The embed service over real HTTP: the specification's contract, OpenAI's list form, batching, 400/503."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from trajforge.embedding import MAX_INPUT_CHARS
+
+TEXTS = [f"{topic} {detail}" for topic in ("React hooks", "Terraform plan", "pandas join", "Spring Boot service")
+         for detail in ("fix the failing test", "refactor the module", "add a retry with backoff", "document the API")]
+
+
+def _ready(http, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if http.get("/v1/embed").json()["ready"]:
+            return
+        time.sleep(0.5)
+    raise AssertionError("the embed model did not load")
+
+
+def _embed(http, payload) -> dict:
+    response = http.post("/v1/embed", json=payload)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_the_specifications_contract(http):
+    _ready(http)
+    answer = _embed(http, {"input": "React TypeScript frontend development", "model": "sentence-transformers/all-MiniLM-L6-v2"})
+    assert answer["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    [item] = answer["data"]
+    assert item["index"] == 0 and len(item["embedding"]) == 384
+    assert abs(np.linalg.norm(item["embedding"]) - 1.0) < 1e-5
+
+
+def test_http_vector_equals_the_in_process_one_and_is_deterministic(http, embedder):
+    _ready(http)
+    text = "Vue single-file component with a Pinia store"
+    first = _embed(http, {"input": text})["data"][0]["embedding"]
+    second = _embed(http, {"input": text})["data"][0]["embedding"]
+    assert first == second
+    assert np.allclose(first, embedder.embed([text])[0], atol=1e-5)
+
+
+def test_list_input_keeps_its_order(http, embedder):
+    _ready(http)
+    data = _embed(http, {"input": TEXTS})["data"]
+    assert [item["index"] for item in data] == list(range(len(TEXTS)))
+    assert np.allclose([item["embedding"] for item in data], embedder.embed(TEXTS), atol=1e-5)
+
+
+def test_order_holds_under_32_concurrent_clients(http, embedder):
+    _ready(http)
+    expected = embedder.embed(TEXTS)
+    shifts = [i % len(TEXTS) for i in range(32)]
+    requests = [TEXTS[shift:] + TEXTS[:shift] for shift in shifts]
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda texts: _embed(http, {"input": texts}), requests))
+    for shift, answer in zip(shifts, answers):
+        got = np.array([item["embedding"] for item in answer["data"]])
+        assert np.allclose(got, np.roll(expected, -shift, axis=0), atol=1e-5), shift
+
+
+def test_input_is_truncated_to_512_characters(http):
+    _ready(http)
+    head = "refactor the payment retry loop " * 16
+    assert len(head) == MAX_INPUT_CHARS
+    long_text, other_tail = head + "and then deploy to kubernetes", head + "completely different ending"
+    vectors = [item["embedding"] for item in _embed(http, {"input": [long_text, other_tail, head]})["data"]]
+    assert vectors[0] == vectors[1] == vectors[2]
+    assert vectors[0] != _embed(http, {"input": head[:-10]})["data"][0]["embedding"]
+
+
+@pytest.mark.parametrize("payload, error", [({}, "missing_input"), ({"model": "x"}, "missing_input"), ({"input": 5}, "invalid_input"),
+                                            ({"input": []}, "invalid_input"), ({"input": ["a", 3]}, "invalid_input")])
+def test_bad_input_is_400(http, payload, error):
+    response = http.post("/v1/embed", json=payload)
+    assert response.status_code == 400 and response.json()["error"] == error
+
+
+def test_a_model_that_cannot_load_answers_503_with_the_reason(http):
+    deadline = time.monotonic() + 60
+    while not http.get("/broken-embed").json()["error"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    response = http.post("/broken-embed", json={"input": "hello"})
+    assert response.status_code == 503 and response.json()["error"] == "model_not_ready"
+    assert "nonexistent" in response.json()["message"] and response.headers["retry-after"] == "5"
+
+
+def test_503_while_the_model_loads(embedder):
+    """The service class built directly, with a loader held back until the test releases it.
+
+    (Once loaded, texts go through Serve's batch queue, which needs a replica: the HTTP tests cover that.)"""
+    from starlette.requests import Request
+
+    from serve_apps.embed.service import EmbedService
+    from serve_apps.embed.settings import EmbedSettings
+
+    release = threading.Event()
+
+    def slow_loader(settings):
+        release.wait(30)
+        return embedder
+
+    async def call(service):
+        body = b'{"input": "hello"}'
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"content-length", str(len(body)).encode())], "query_string": b""}
+        return await service(Request(scope, receive))
+
+    async def scenario():
+        service = EmbedService(EmbedSettings(), loader=slow_loader)
+        answer = await call(service)
+        assert service.status()["ready"] is False
+        release.set()
+        while service.embedder is None:
+            await asyncio.sleep(0.01)
+        return answer, service.status()["ready"]
+
+    answer, ready_after = asyncio.run(scenario())
+    assert answer.status_code == 503 and b"still loading" in answer.body and ready_after is True

@@ -70,6 +70,36 @@ class Embedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
+    def tokenize(self, texts: list[str]) -> dict[str, list]:
+        """The model's own tokenization, one int32 array per text (no padding): the CPU half of `embed`."""
+        import numpy as np
+
+        features = self.model.preprocess([truncate(text) for text in texts])
+        lengths = features["attention_mask"].sum(dim=1).tolist()
+        return {
+            name: [np.asarray(row[:length], dtype=np.int32) for row, length in zip(features[name].numpy(), lengths)]
+            for name in ("input_ids", "token_type_ids")
+        }
+
+    def embed_tokens(self, input_ids: list, token_type_ids: list) -> "np.ndarray":
+        """Pad a batch of tokenized texts and run the model (pooling and normalization included)."""
+        import numpy as np
+        import torch
+
+        width = max(len(row) for row in input_ids)
+        ids = torch.zeros((len(input_ids), width), dtype=torch.long)
+        types = torch.zeros_like(ids)
+        mask = torch.zeros_like(ids)
+        for index, (row, row_types) in enumerate(zip(input_ids, token_type_ids)):
+            ids[index, : len(row)] = torch.as_tensor(np.asarray(row, dtype=np.int64))
+            types[index, : len(row)] = torch.as_tensor(np.asarray(row_types, dtype=np.int64))
+            mask[index, : len(row)] = 1
+        features = {"input_ids": ids.to(self.device), "token_type_ids": types.to(self.device), "attention_mask": mask.to(self.device)}
+        with torch.inference_mode():
+            vectors = self.model.forward(features)["sentence_embedding"]
+        return vectors.float().cpu().numpy()
+
+
 class EmbedBatch:
     """Ray Data stage: `ds.map_batches(EmbedBatch, fn_constructor_kwargs={...}, concurrency=N, batch_size=256)`."""
 
@@ -82,6 +112,43 @@ class EmbedBatch:
         texts = [str(text) for text in batch[self.text_column]]
         batch[self.output_column] = list(self.embedder.embed(texts))
         return batch
+
+
+class TokenizeBatch:
+    """Ray Data stage on CPU workers: text -> token ids, so the model's device never waits on tokenization."""
+
+    def __init__(self, text_column: str = "text", model: str = PACKAGED):
+        self.text_column = text_column
+        self.embedder = Embedder(model=model, device="cpu", threads=1)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        batch.update(self.embedder.tokenize([str(text) for text in batch[self.text_column]]))
+        return batch
+
+
+class EmbedTokensBatch:
+    """Ray Data stage on the model's device (a GPU actor where there is one): token ids -> unit vectors."""
+
+    def __init__(self, output_column: str = "embedding", model: str = PACKAGED, device: str | None = None, threads: int | None = None):
+        self.output_column = output_column
+        self.embedder = Embedder(model=model, device=device, threads=threads)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        vectors = self.embedder.embed_tokens(list(batch.pop("input_ids")), list(batch.pop("token_type_ids")))
+        batch[self.output_column] = list(vectors)
+        return batch
+
+
+def embed_dataset(dataset, text_column: str = "text", model: str = PACKAGED, *, batch_size: int = 256,
+                  tokenizers: int = 2, embedders: int = 1, num_gpus: float = 0.0, threads: int | None = None, cpus_per_worker: float = 1.0):
+    """Add an `embedding` column to a Ray Dataset: tokenization on CPU tasks, the model in an actor pool."""
+    return dataset.map_batches(
+        TokenizeBatch, fn_constructor_kwargs={"text_column": text_column, "model": model},
+        batch_size=batch_size, concurrency=tokenizers, num_cpus=cpus_per_worker,
+    ).map_batches(
+        EmbedTokensBatch, fn_constructor_kwargs={"model": model, "device": "cuda" if num_gpus else "cpu", "threads": threads},
+        batch_size=batch_size, concurrency=embedders, num_gpus=num_gpus or None, num_cpus=0 if num_gpus else cpus_per_worker,
+    )
 
 
 def remote(base_url: str, timeout_s: float = 30.0):

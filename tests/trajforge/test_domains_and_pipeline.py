@@ -1,0 +1,57 @@
+"""Domain tagging (embedding and keyword methods) and the Ray Data embedding path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trajforge.contracts.envelope import DomainTags
+from trajforge.domains import DomainTagger, load_domains
+from trajforge.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def tagger(embedder):
+    return DomainTagger(embed=lambda texts: embedder.embed(texts).tolist())
+
+
+@pytest.mark.parametrize("text, domain", [
+    ("frontend\nScaffold a Vite React app with a useState hook in App.tsx", "react_frontend"),
+    ("Fix the Vue single-file component and its Pinia store", "vue_frontend"),
+    ("terraform plan shows the EKS node group will be replaced; check the helm release", "infra_devops"),
+    ("The DuckDB SQL join double counts orders; compare the pandas dataframe totals", "data_engineering"),
+    ("Spring Boot service: mvn test fails in the JPA repository", "java_backend"),
+])
+def test_embedding_method_ranks_the_right_domain_first(tagger, text, domain):
+    tags = tagger.tag(text)
+    assert tags["method"] == "embedding" and tags["primary"]["domain"] == domain
+    assert tags["primary"]["confidence"] >= tags["secondary"]["confidence"] >= tags["tertiary"]["confidence"]
+    DomainTags.model_validate({rank: tags[rank] for rank in ("primary", "secondary", "tertiary")})
+
+
+def test_keyword_fallback_when_no_model():
+    tags = DomainTagger().tag("kubectl apply the helm chart, then terraform apply")
+    assert tags["method"] == "keywords" and tags["primary"]["domain"] == "infra_devops"
+    assert sum(tags[rank]["confidence"] for rank in ("primary", "secondary", "tertiary")) <= 1.0 + 1e-9
+
+
+def test_domains_file_rejects_unknown_keys(tmp_path):
+    bad = tmp_path / "domains.yaml"
+    bad.write_text("domains:\n  a: {description: x}\n  b: {description: y}\n  c: {description: z, keyword: [oops]}\n")
+    with pytest.raises(ConfigError, match="domains.c.keyword: unknown key"):
+        load_domains(bad)
+    assert {"react_frontend", "vue_frontend", "typescript_node", "python_backend", "java_backend", "infra_devops", "data_engineering"} <= set(load_domains().domains)
+
+
+def test_ray_data_path_gives_the_same_vectors(serve_url, embedder):
+    import ray
+
+    from trajforge.embedding import embed_dataset
+
+    texts = [f"{word} the {topic} module" * (1 + i % 5) for i, (word, topic) in enumerate(
+        [(w, t) for w in ("refactor", "test", "document", "profile") for t in ("billing", "auth", "search", "ui", "etl")] * 3)]
+    dataset = ray.data.from_items([{"id": i, "text": text} for i, text in enumerate(texts)])
+    rows = sorted(embed_dataset(dataset, batch_size=16, tokenizers=1, embedders=1, threads=1, cpus_per_worker=0.05).take_all(), key=lambda row: row["id"])
+    got = np.array([row["embedding"] for row in rows])
+    assert got.shape == (len(texts), 384)
+    assert np.allclose(got, embedder.embed(texts), atol=1e-5)

@@ -44,8 +44,8 @@ class Embedder:
         import torch
         from sentence_transformers import SentenceTransformer
 
-        if threads:
-            torch.set_num_threads(threads)
+        self.threads = threads
+        self._ensure_threads()
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
@@ -59,10 +59,20 @@ class Embedder:
             raise ValueError(f"model {model!r} gives {dimension}-dim vectors; the protocol needs {EMBEDDING_DIM}")
         self.name = EMBEDDING_MODEL_NAME
 
+    def _ensure_threads(self) -> None:
+        """torch's intra-op thread count is per calling thread (OpenMP), and Ray sets OMP_NUM_THREADS to the
+        actor's CPUs: set it in whichever thread is about to compute."""
+        if self.threads:
+            import torch
+
+            if torch.get_num_threads() != self.threads:
+                torch.set_num_threads(self.threads)
+
     def embed(self, texts: list[str]) -> "np.ndarray":
         """Shape (len(texts), 384), float32, each row of unit norm."""
         import numpy as np
 
+        self._ensure_threads()
         vectors = self.model.encode(
             [truncate(text) for text in texts], batch_size=self.batch_size, normalize_embeddings=True,
             convert_to_numpy=True, show_progress_bar=False,
@@ -86,6 +96,7 @@ class Embedder:
         import numpy as np
         import torch
 
+        self._ensure_threads()
         width = max(len(row) for row in input_ids)
         ids = torch.zeros((len(input_ids), width), dtype=torch.long)
         types = torch.zeros_like(ids)

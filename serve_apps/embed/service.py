@@ -37,6 +37,8 @@ class EmbedService:
         self.settings = settings
         self.embedder: Embedder | None = None
         self.load_error: str | None = None
+        self.texts_embedded = 0
+        self.batches = 0
         self._embed_texts.set_max_batch_size(settings.max_batch_size)
         self._embed_texts.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         threading.Thread(target=self._load, args=(loader,), name="embed-model-load", daemon=True).start()
@@ -52,6 +54,8 @@ class EmbedService:
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.02)
     async def _embed_texts(self, texts: list[str]) -> list[list[float]]:
         vectors = await asyncio.to_thread(self.embedder.embed, texts)
+        self.batches += 1
+        self.texts_embedded += len(texts)
         return vectors.tolist()
 
     async def __call__(self, request: Request) -> Response:
@@ -67,7 +71,9 @@ class EmbedService:
             return json_response(exc.status, exc.body, exc.headers)
 
     def status(self) -> dict[str, Any]:
-        return {"ready": self.embedder is not None, "model": EMBEDDING_MODEL_NAME, "error": self.load_error}
+        mean_batch = round(self.texts_embedded / self.batches, 2) if self.batches else None
+        return {"ready": self.embedder is not None, "model": EMBEDDING_MODEL_NAME, "error": self.load_error,
+                "texts_embedded": self.texts_embedded, "batches": self.batches, "mean_batch_size": mean_batch}
 
     async def embed(self, request: Request) -> Response:
         body = await read_body(request, self.settings.max_body_bytes)

@@ -1,0 +1,117 @@
+"""Embedding throughput, with its baselines measured in the same run.
+
+    python -m benchmarks.embed [--seconds 20] [--texts 2000] [--num-gpus 0]
+
+- HTTP: `POST /v1/embed`, one 20-60-word text per request, 32 concurrent clients, against the raw
+  in-process `SentenceTransformer.encode` at its best batch size. Target on the CPU machine: >= 0.6x.
+- Pipeline: `embed_dataset` (Ray Data: tokenization on CPU workers, the model in an actor pool) over
+  `--texts` texts, against one process's `encode()` of the same texts. Target on a GPU machine
+  (`--num-gpus 1 --texts 100000`): >= 2x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import time
+from pathlib import Path
+
+from benchmarks.load import run_load
+
+VOCABULARY = (
+    "refactor the handler so retries close the connection before the next attempt and log the status code then "
+    "update the react component to use a memoized selector add a pytest fixture for the database session rename the "
+    "spring bean and fix the failing junit test the terraform plan replaces the node group because the launch template "
+    "changed the pandas join double counts orders so compare the control totals and rewrite the duckdb query"
+).split()
+
+
+def realistic_texts(count: int, seed: int = 7) -> list[str]:
+    """Agent-log-like sentences of 20 to 60 words."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(VOCABULARY) for _ in range(rng.randint(20, 60))) for _ in range(count)]
+
+
+def raw_encode(texts: list[str], batch_sizes=(16, 32, 64, 128)) -> tuple[float, int]:
+    """Best sentences/s of SentenceTransformer.encode over the batch sizes, and the batch size that gave it."""
+    from trajforge.embedding import Embedder
+
+    embedder = Embedder()
+    embedder.embed(texts[:64])  # warm-up
+    best = (0.0, 0)
+    for batch_size in batch_sizes:
+        embedder.batch_size = batch_size
+        started = time.perf_counter()
+        embedder.embed(texts)
+        rate = len(texts) / (time.perf_counter() - started)
+        best = max(best, (rate, batch_size))
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20.0, help="duration of the HTTP measurement (default 20)")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent HTTP clients (default 32)")
+    parser.add_argument("--texts", type=int, default=2000, help="texts for the pipeline measurement (default 2000; 100000 on a GPU)")
+    parser.add_argument("--num-gpus", type=float, default=0.0, help="GPUs for the embed replica and the pipeline's model actor")
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE", help="embed app setting for the run, e.g. --set torch_threads=1")
+    args = parser.parse_args(argv)
+
+    import ray
+    from ray import serve
+
+    from serve_apps.embed.app import build_app
+    from trajforge.embedding import Embedder, embed_dataset
+
+    texts = realistic_texts(max(args.texts, 1000))
+    raw_rate, best_batch = raw_encode(texts[:600])
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))
+    ray.init(logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        from trajforge.settings import parse_assignment
+
+        embed_args = {"num_gpus": args.num_gpus, "num_cpus": 0.5, **dict(parse_assignment(text) for text in args.assignments)}
+        serve.run(build_app(embed_args), name="embed", route_prefix="/v1/embed")
+        url = f"http://127.0.0.1:{port}/v1/embed"
+        import httpx
+
+        while not httpx.get(url, timeout=10).json()["ready"]:
+            time.sleep(0.5)
+        bodies = [json.dumps({"input": text}).encode() for text in texts] * 50
+        run_load(url, bodies[:64], 8, 5)  # warm-up
+        http = run_load(url, bodies, args.concurrency, args.seconds)
+        batching = httpx.get(url, timeout=10).json()
+        serve.shutdown()
+
+        pipeline_texts = realistic_texts(args.texts, seed=11)
+        single = Embedder(device="cuda" if args.num_gpus else "cpu")
+        started = time.perf_counter()
+        single.embed(pipeline_texts)
+        single_rate = len(pipeline_texts) / (time.perf_counter() - started)
+        dataset = ray.data.from_items([{"text": text} for text in pipeline_texts])
+        started = time.perf_counter()
+        count = embed_dataset(dataset, batch_size=256, tokenizers=2 if not args.num_gpus else 8, embedders=1, num_gpus=args.num_gpus,
+                              cpus_per_worker=0.5 if not args.num_gpus else 1.0).count()
+        pipeline_rate = count / (time.perf_counter() - started)
+    finally:
+        ray.shutdown()
+
+    print(f"\nembed benchmark: {args.concurrency} HTTP clients for {args.seconds:.0f} s, texts of 20-60 words")
+    print(f"  raw encode() best          {raw_rate:8.1f} sentences/s (batch size {best_batch})")
+    print(f"  HTTP /v1/embed             {http.per_second:8.1f} sentences/s   {http.per_second / raw_rate:.2f}x raw   (target >= 0.6x; non-200: {({k: v for k, v in http.statuses.items() if k != 200}) or 'none'})")
+    print(f"  server-side batching       mean batch {batching['mean_batch_size']} texts over {batching['batches']} model calls")
+    print(f"  one process encode()       {single_rate:8.1f} sentences/s over {len(pipeline_texts)} texts")
+    print(f"  Ray Data pipeline          {pipeline_rate:8.1f} sentences/s   {pipeline_rate / single_rate:.2f}x one process   (target >= 2x on a GPU machine)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -31,6 +31,7 @@ serve: venv
 
 bench: venv
 	$(BIN)/python -m benchmarks.ingest
+	$(BIN)/python -m benchmarks.embed
 
 clean:
 	rm -rf $(VENV) lake logs .pytest_cache

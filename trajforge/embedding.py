@@ -1,8 +1,9 @@
 """The one sentence-embedding implementation: all-MiniLM-L6-v2, mean pooling, unit norm.
 
-Two entry points use it: the `embed` Serve deployment and `EmbedBatch`, a callable class for Ray
-Data's `map_batches` (an actor pool). Both truncate to the same 512 characters and call the same
-`Embedder.embed`, so the same text gives the same vector whichever path it takes.
+Two entry points use it: the `embed` Serve deployment (`Embedder.embed`) and `embed_dataset`, two
+Ray Data `map_batches` stages (`Embedder.tokenize` on CPU workers, `Embedder.embed_tokens` in an
+actor pool). Both truncate to the same 512 characters and run the same model, pooling and
+normalization, so the same text gives the same vector whichever path it takes.
 """
 
 from __future__ import annotations
@@ -109,20 +110,6 @@ class Embedder:
         with torch.inference_mode():
             vectors = self.model.forward(features)["sentence_embedding"]
         return vectors.float().cpu().numpy()
-
-
-class EmbedBatch:
-    """Ray Data stage: `ds.map_batches(EmbedBatch, fn_constructor_kwargs={...}, concurrency=N, batch_size=256)`."""
-
-    def __init__(self, text_column: str = "text", output_column: str = "embedding", model: str = PACKAGED, device: str | None = None, threads: int | None = None):
-        self.text_column = text_column
-        self.output_column = output_column
-        self.embedder = Embedder(model=model, device=device, threads=threads)
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        texts = [str(text) for text in batch[self.text_column]]
-        batch[self.output_column] = list(self.embedder.embed(texts))
-        return batch
 
 
 class TokenizeBatch:

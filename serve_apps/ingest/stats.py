@@ -7,9 +7,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-DAY = 86400.0
-
-
 class Stats:
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn

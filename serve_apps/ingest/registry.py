@@ -129,17 +129,22 @@ class SessionState:
     envelope_count: int
     step_count: int
     contributor_id: str | None
+    has_close_envelope: bool = False
     dirty: bool = False
 
 
 def load_state(conn: sqlite3.Connection, session_id: str) -> SessionState | None:
     row = conn.execute(
-        "SELECT status, last_sequence, envelope_count, step_count, contributor_id FROM sessions WHERE session_id = ?",
+        "SELECT status, last_sequence, envelope_count, step_count, contributor_id,"
+        " EXISTS (SELECT 1 FROM envelopes e WHERE e.session_id = s.session_id AND e.kind = 'SESSION_CLOSE') AS has_close"
+        " FROM sessions s WHERE session_id = ?",
         (session_id,),
     ).fetchone()
     if row is None:
         return None
-    return SessionState(session_id, row["status"], row["last_sequence"], row["envelope_count"], row["step_count"], row["contributor_id"])
+    return SessionState(
+        session_id, row["status"], row["last_sequence"], row["envelope_count"], row["step_count"], row["contributor_id"], bool(row["has_close"])
+    )
 
 
 def save_state(conn: sqlite3.Connection, state: SessionState, now: float) -> None:

@@ -182,7 +182,9 @@ class EnvelopeStore:
             if state is None:
                 verdicts[index] = rejection(404, "unknown_session", f"session {candidate.session_id!r} was never opened here")
                 continue
-            if candidate.kind != "USER_FEEDBACK" and state.status != "active":
+            # The unsigned HTTP close may overtake the signed SESSION_CLOSE: that envelope is still taken (once).
+            late_close = candidate.kind == "SESSION_CLOSE" and not state.has_close_envelope
+            if candidate.kind != "USER_FEEDBACK" and state.status != "active" and not late_close:
                 verdicts[index] = rejection(409, "session_closed", f"session {candidate.session_id!r} is closed: only USER_FEEDBACK is accepted now")
                 continue
             if envelope_limit and state.envelope_count >= envelope_limit:
@@ -206,6 +208,7 @@ class EnvelopeStore:
                 state.last_sequence = candidate.sequence
                 if candidate.kind == "SESSION_CLOSE":
                     state.status = "closed"
+                    state.has_close_envelope = True
             state.envelope_count += 1
             state.step_count += candidate.steps
             state.contributor_id = state.contributor_id or candidate.contributor_id

@@ -160,6 +160,20 @@ def test_nothing_but_feedback_is_accepted_after_close(client, http):
     assert post(http, "/v1/training/ingest", body)[1]["duplicate"] is True
 
 
+def test_the_signed_close_is_scored_even_after_the_http_close(client, http):
+    session = open_session(client)
+    session.send_chunk(steps(6))
+    assert post(http, "/v1/sessions/close", json.dumps({"session_id": session.session_id}).encode())[0] == 200
+    assert post(http, "/v1/training/ingest", session.chunk(steps(1, start=7)))[1]["error"] == "session_closed"
+    session.sequence = 1
+    close = session.close_envelope({"status": "SUCCESS"})
+    status, answer = post(http, "/v1/training/ingest", close)
+    assert status == 200 and answer["score"]["points"] == 6 * 5
+    session.sequence = 2
+    status, answer = post(http, "/v1/training/ingest", session.close_envelope({"status": "CRASH"}))
+    assert status == 409 and answer["error"] == "session_closed"  # only one SESSION_CLOSE per session
+
+
 def test_http_close_reports_already_closed(client, http):
     session = open_session(client)
     first = post(http, "/v1/sessions/close", json.dumps({"session_id": session.session_id}).encode())

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from trajforge.settings import apply_assignments, env_assignments, validate
+from trajforge.settings.serve_file import load_app_args
 
 APP_NAME = "embed"
 
@@ -40,6 +40,5 @@ class EmbedSettings(BaseModel):
 
 
 def load_settings(args: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> EmbedSettings:
-    wrapped = {APP_NAME: dict(args)}
-    apply_assignments(wrapped, env_assignments(environ), roots=[APP_NAME])
-    return validate(EmbedSettings, wrapped[APP_NAME], "configs/serve.yaml", prefix=APP_NAME)
+    """Validate builder args after applying `TRAJFORGE__EMBED__...` environment variables."""
+    return load_app_args(EmbedSettings, APP_NAME, args, environ)

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from trajforge import constants as c
-from trajforge.settings import apply_assignments, env_assignments, validate
+from trajforge.settings.serve_file import load_app_args
 
 APP_NAME = "ingest"
 
@@ -58,6 +58,4 @@ class IngestSettings(BaseModel):
 
 def load_settings(args: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> IngestSettings:
     """Validate builder args after applying `TRAJFORGE__INGEST__...` environment variables."""
-    wrapped = {APP_NAME: dict(args)}
-    apply_assignments(wrapped, env_assignments(environ), roots=[APP_NAME])
-    return validate(IngestSettings, wrapped[APP_NAME], "configs/serve.yaml", prefix=APP_NAME)
+    return load_app_args(IngestSettings, APP_NAME, args, environ)

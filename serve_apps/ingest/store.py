@@ -68,7 +68,8 @@ class EnvelopeStore:
         self._segment_counter = 0
         self._secrets: dict[str, str] = {}
         with self._lock:
-            closed = self._recover()
+            with registry.immediate(self._conn):
+                closed = self._recover()
             closed += [row["session_id"] for row in self._conn.execute(
                 "SELECT session_id FROM sessions WHERE status = 'closed'"
                 " AND session_id NOT IN (SELECT session_id FROM credits)"
@@ -144,7 +145,7 @@ class EnvelopeStore:
             try:
                 self._ensure_segment(now)
                 with registry.immediate(self._conn) as conn:
-                    closed += self._recover(conn_in_txn=True)
+                    closed += self._recover()
                     accepted = self._decide(conn, candidates, verdicts, now)
                     if accepted:
                         self._write(conn, candidates, accepted, verdicts, now)
@@ -288,15 +289,13 @@ class EnvelopeStore:
 
     # ---- recovery -------------------------------------------------------------------------------
 
-    def _recover(self, conn_in_txn: bool = False) -> list[str]:
-        """Index the frames that dead writers made durable but never indexed; returns sessions they closed.
+    def _recover(self) -> list[str]:
+        """Index the frames that dead writers made durable but never indexed (inside the caller's transaction);
+        returns the sessions they closed.
 
         A segment still locked has a live writer (another replica) and is left alone; the lock of a
         killed process is released by the kernel, so its segment is settled at the next commit.
         """
-        if not conn_in_txn:
-            with registry.immediate(self._conn):
-                return self._recover(conn_in_txn=True)
         conn = self._conn
         closed: list[str] = []
         current = self._segment.segment_id if self._segment is not None else -1

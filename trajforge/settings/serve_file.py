@@ -9,13 +9,15 @@ and `--set http_options.port=8001` the top-level key.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from trajforge.settings import apply_assignments, env_assignments, read_yaml, validate
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class HttpOptions(BaseModel):
@@ -80,3 +82,10 @@ def load_serve_file(
     merged = {key: value for key, value in view.items() if key in ServeFile.model_fields}
     merged["applications"] = applications
     return validate(ServeFile, merged, str(path))
+
+
+def load_app_args(model: type[M], app_name: str, args: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> M:
+    """An application's builder args, after its `TRAJFORGE__<APP>__...` environment variables, validated."""
+    wrapped = {app_name: dict(args)}
+    apply_assignments(wrapped, env_assignments(environ), roots=[app_name])
+    return validate(model, wrapped[app_name], "configs/serve.yaml", prefix=app_name)

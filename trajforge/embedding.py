@@ -8,6 +8,7 @@ normalization, so the same text gives the same vector whichever path it takes.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,47 +82,102 @@ class Embedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-    def tokenize(self, texts: list[str]) -> dict[str, list]:
-        """The model's own tokenization, one int32 array per text (no padding): the CPU half of `embed`."""
+    def tokenize(self, texts: list[str]) -> dict[str, "np.ndarray"]:
+        """The model's own tokenization, the CPU half of `embed`: fixed-width int32 arrays.
+
+        Every row is padded to the model's `max_seq_length`, so batches travel through Ray Data as
+        plain tensor columns (no pickled ragged lists); `embed_tokens` trims them back to the widest row.
+        """
         import numpy as np
 
         features = self.model.preprocess([truncate(text) for text in texts])
-        lengths = features["attention_mask"].sum(dim=1).tolist()
-        return {
-            name: [np.asarray(row[:length], dtype=np.int32) for row, length in zip(features[name].numpy(), lengths)]
-            for name in ("input_ids", "token_type_ids")
-        }
+        width = self.model.get_max_seq_length() or features["input_ids"].shape[1]
+        out = {}
+        for name in ("input_ids", "token_type_ids", "attention_mask"):
+            padded = np.zeros((len(texts), width), dtype=np.int32)
+            if name in features:
+                values = features[name].numpy()
+                padded[:, : values.shape[1]] = values[:, :width]
+            out[name] = padded
+        return out
 
-    def embed_tokens(self, input_ids: list, token_type_ids: list) -> "np.ndarray":
-        """Pad a batch of tokenized texts and run the model (pooling and normalization included)."""
-        import numpy as np
+    def embed_tokens(self, input_ids: "np.ndarray", token_type_ids: "np.ndarray", attention_mask: "np.ndarray") -> "np.ndarray":
+        """Run the model on a batch from `tokenize` (pooling and normalization included)."""
         import torch
 
         self._ensure_threads()
-        width = max(len(row) for row in input_ids)
-        ids = torch.zeros((len(input_ids), width), dtype=torch.long)
-        types = torch.zeros_like(ids)
-        mask = torch.zeros_like(ids)
-        for index, (row, row_types) in enumerate(zip(input_ids, token_type_ids)):
-            ids[index, : len(row)] = torch.as_tensor(np.asarray(row, dtype=np.int64))
-            types[index, : len(row)] = torch.as_tensor(np.asarray(row_types, dtype=np.int64))
-            mask[index, : len(row)] = 1
-        features = {"input_ids": ids.to(self.device), "token_type_ids": types.to(self.device), "attention_mask": mask.to(self.device)}
+        width = max(int(attention_mask.sum(axis=1).max()), 1)
+        features = {
+            name: torch.from_numpy(values[:, :width]).to(self.device, dtype=torch.long, non_blocking=True)
+            for name, values in (("input_ids", input_ids), ("token_type_ids", token_type_ids), ("attention_mask", attention_mask))
+        }
         with torch.inference_mode():
             vectors = self.model.forward(features)["sentence_embedding"]
         return vectors.float().cpu().numpy()
 
 
-class TokenizeBatch:
-    """Ray Data stage on CPU workers: text -> token ids, so the model's device never waits on tokenization."""
+TOKEN_COLUMNS = ("input_ids", "token_type_ids", "attention_mask")
 
-    def __init__(self, text_column: str = "text", model: str = PACKAGED):
-        self.text_column = text_column
-        self.embedder = Embedder(model=model, device="cpu", threads=1)
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        batch.update(self.embedder.tokenize([str(text) for text in batch[self.text_column]]))
-        return batch
+class TextTokenizer:
+    """The model's tokenization without loading the model, for CPU workers that start in a fraction of a second.
+
+    Reads the model directory's `tokenizer.json` with the `tokenizers` library (no torch import),
+    truncated and padded to the model's `max_seq_length` exactly as `Embedder.tokenize` does. A model
+    without a `tokenizer.json` (or not in a local directory) falls back to `Embedder.tokenize`.
+    """
+
+    def __init__(self, model: str = PACKAGED):
+        directory = Path(resolve_model(model))
+        self._embedder = None
+        if not (directory / "tokenizer.json").is_file():
+            self._embedder = Embedder(model=model, device="cpu", threads=1)
+            return
+        from tokenizers import Tokenizer
+
+        settings = _read_json(directory / "sentence_bert_config.json")
+        limit = int(_read_json(directory / "tokenizer_config.json").get("model_max_length") or 10**9)
+        self.width = min(int(settings.get("max_seq_length") or limit), limit)
+        self.lowercase = bool(settings.get("do_lower_case"))
+        self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=self.width)
+        self.tokenizer.no_padding()
+
+    def __call__(self, texts: list[str]) -> dict[str, "np.ndarray"]:
+        import numpy as np
+
+        if self._embedder is not None:
+            return self._embedder.tokenize(texts)
+        texts = [truncate(text) for text in texts]
+        encodings = self.tokenizer.encode_batch([text.lower() if self.lowercase else text for text in texts])
+        out = {name: np.zeros((len(texts), self.width), dtype=np.int32) for name in TOKEN_COLUMNS}
+        for row, encoding in enumerate(encodings):
+            length = len(encoding.ids)
+            out["input_ids"][row, :length] = encoding.ids
+            out["token_type_ids"][row, :length] = encoding.type_ids
+            out["attention_mask"][row, :length] = encoding.attention_mask
+        return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_tokenizer(model: str) -> TextTokenizer:
+    return TextTokenizer(model)
+
+
+def tokenize_batch(batch: dict[str, Any], text_column: str = "text", model: str = PACKAGED) -> dict[str, Any]:
+    """Ray Data stage on CPU tasks: text -> token ids, so the model's device never waits on tokenization.
+
+    A task, not an actor pool: it starts at once (the tokenizer loads in milliseconds, once per
+    worker process), so tokenization overlaps the model actor's start.
+    """
+    batch.update(_cached_tokenizer(model)([str(text) for text in batch[text_column]]))
+    return batch
 
 
 class EmbedTokensBatch:
@@ -132,20 +188,29 @@ class EmbedTokensBatch:
         self.embedder = Embedder(model=model, device=device, threads=threads)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        vectors = self.embedder.embed_tokens(list(batch.pop("input_ids")), list(batch.pop("token_type_ids")))
-        batch[self.output_column] = list(vectors)
+        tokens = [batch.pop(name) for name in TOKEN_COLUMNS]
+        batch[self.output_column] = self.embedder.embed_tokens(*tokens)
         return batch
 
 
-def embed_dataset(dataset, text_column: str = "text", model: str = PACKAGED, *, batch_size: int = 256,
+def embed_dataset(dataset, text_column: str = "text", model: str = PACKAGED, *, batch_size: int = 256, model_batch_size: int | None = None,
                   tokenizers: int = 2, embedders: int = 1, num_gpus: float = 0.0, threads: int | None = None, cpus_per_worker: float = 1.0):
-    """Add an `embedding` column to a Ray Dataset: tokenization on CPU tasks, the model in an actor pool."""
+    """Add an `embedding` column to a Ray Dataset: tokenization in CPU tasks, the model in an actor pool.
+
+    `tokenizers` caps the concurrent tokenization tasks; `model_batch_size` (default: `batch_size`,
+    2048 on a GPU) is how many rows one model call takes.
+    """
+    from ray.data import ActorPoolStrategy, TaskPoolStrategy
+
+    if model_batch_size is None:
+        model_batch_size = 2048 if num_gpus else batch_size
     return dataset.map_batches(
-        TokenizeBatch, fn_constructor_kwargs={"text_column": text_column, "model": model},
-        batch_size=batch_size, concurrency=tokenizers, num_cpus=cpus_per_worker,
+        tokenize_batch, fn_kwargs={"text_column": text_column, "model": model},
+        batch_size=batch_size, batch_format="numpy", compute=TaskPoolStrategy(size=tokenizers), num_cpus=cpus_per_worker,
     ).map_batches(
         EmbedTokensBatch, fn_constructor_kwargs={"model": model, "device": "cuda" if num_gpus else "cpu", "threads": threads},
-        batch_size=batch_size, concurrency=embedders, num_gpus=num_gpus or None, num_cpus=0 if num_gpus else cpus_per_worker,
+        batch_size=model_batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=embedders),
+        num_gpus=num_gpus or None, num_cpus=0 if num_gpus else cpus_per_worker,
     )
 
 

@@ -55,3 +55,26 @@ def test_ray_data_path_gives_the_same_vectors(serve_url, embedder):
     got = np.array([row["embedding"] for row in rows])
     assert got.shape == (len(texts), 384)
     assert np.allclose(got, embedder.embed(texts), atol=1e-5)
+
+
+def test_light_tokenizer_matches_the_models_own(embedder):
+    from trajforge.embedding import TextTokenizer
+
+    texts = ["  leading and trailing  ", "", "Ünïcödé café naïve 日本語のテキスト 🚀", "x" * 2000, "word " * 400,
+             "tabs\tand\nnewlines\r\n", "Straße ΣΊΣΥΦΟΣ ǅ", "def handler(request):\n    return Response(status=200)"]
+    expected, got = embedder.tokenize(texts), TextTokenizer()(texts)
+    for name in ("input_ids", "token_type_ids", "attention_mask"):
+        assert got[name].shape == expected[name].shape
+        assert np.array_equal(got[name], expected[name]), name
+
+
+def test_light_tokenizer_falls_back_to_the_model_without_tokenizer_json(tmp_path, embedder):
+    import shutil
+
+    from trajforge.embedding import TextTokenizer, resolve_model
+
+    model = tmp_path / "model"
+    shutil.copytree(resolve_model("packaged"), model)
+    (model / "tokenizer.json").unlink()
+    texts = ["refactor the billing module", "add a pytest fixture"]
+    assert np.array_equal(TextTokenizer(str(model))(texts)["input_ids"], embedder.tokenize(texts)["input_ids"])

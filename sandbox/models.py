@@ -1,0 +1,167 @@
+"""Pydantic models of what goes into the sandbox (actions, test specs) and what comes out (results)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sandbox.languages import normalize_language
+from trajforge.errors import TrajforgeError
+
+Limit = Literal["time", "memory", "processes", "output", "file_size", "seccomp"]
+
+
+class InvalidAction(TrajforgeError, ValueError):
+    """An action, path or test spec that cannot be run; the message says what to fix."""
+
+
+def check_relative_path(path: str) -> str:
+    """A path inside the workspace: relative, no `..`, no NUL; returned normalized (POSIX)."""
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise ValueError(f"path {path!r} must be a non-empty string without NUL")
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise ValueError(f"path {path!r} must be relative to the workspace and must not contain '..'")
+    normalized = str(pure)
+    if normalized in ("", "."):
+        raise ValueError(f"path {path!r} names the workspace itself")
+    return normalized
+
+
+class _Action(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    language: str
+    """An ast-grep language (python, javascript, typescript, tsx, java, ...; aliases such as py, js, ts accepted)."""
+    paths: list[str] | None = None
+    """Files or directories of the workspace to rewrite (default: all of it)."""
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str) -> str:
+        return normalize_language(value)
+
+    @field_validator("paths")
+    @classmethod
+    def _inside_workspace(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [check_relative_path(path) for path in value]
+
+
+class RewriteAction(_Action):
+    """`ast-grep run --pattern P --rewrite R --lang L -U`."""
+
+    type: Literal["rewrite"] = "rewrite"
+    pattern: str = Field(min_length=1, max_length=20_000)
+    rewrite: str = Field(max_length=20_000)
+    strictness: Literal["cst", "smart", "ast", "relaxed", "signature", "template"] | None = None
+
+
+class RuleAction(_Action):
+    """`ast-grep scan --rule rule.yml -U` with an ast-grep YAML rule."""
+
+    type: Literal["rule"] = "rule"
+    id: str = Field(default="trajforge-rule", min_length=1, max_length=200)
+    rule: dict[str, Any]
+    fix: str | dict[str, Any] | None = None
+    constraints: dict[str, Any] | None = None
+    transform: dict[str, Any] | None = None
+    utils: dict[str, Any] | None = None
+
+    def to_yaml(self) -> str:
+        body = {"id": self.id, "language": self.language, "rule": self.rule}
+        for key in ("fix", "constraints", "transform", "utils"):
+            if getattr(self, key) is not None:
+                body[key] = getattr(self, key)
+        return yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
+
+
+Action = RewriteAction | RuleAction
+
+
+def parse_action(data: Action | Mapping[str, Any] | str) -> Action:
+    """An action from a model, a dict (`rule` present -> a YAML rule) or YAML/JSON text; InvalidAction if malformed."""
+    if isinstance(data, (RewriteAction, RuleAction)):
+        return data
+    if isinstance(data, str):
+        try:
+            data = yaml.safe_load(data)
+        except yaml.YAMLError as exc:
+            raise InvalidAction(f"the action is not valid YAML or JSON: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise InvalidAction(f"an action must be a mapping, got {type(data).__name__}")
+    kind = data.get("type") or ("rule" if "rule" in data else "rewrite")
+    model = {"rewrite": RewriteAction, "rule": RuleAction}.get(kind)
+    if model is None:
+        raise InvalidAction(f"unknown action type {kind!r}: use 'rewrite' (pattern + rewrite) or 'rule' (an ast-grep YAML rule)")
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'action'}: {e['msg']}" for e in exc.errors(include_url=False))
+        raise InvalidAction(f"invalid {kind} action: {problems}") from None
+
+
+class StreamOutput(BaseModel):
+    text: str = ""
+    """The first `output_cap_bytes` of the stream, decoded as UTF-8 (invalid bytes replaced)."""
+    bytes: int = 0
+    """Bytes the stream carried in all."""
+    truncated: bool = False
+
+
+class RunReport(BaseModel):
+    """What one jailed process tree did: shared by action and test results."""
+
+    exit_code: int | None = None
+    """The command's exit status; None when it was killed."""
+    signal: str | None = None
+    """The signal that ended it (SIGKILL, SIGSYS, ...), if any."""
+    stdout: StreamOutput = Field(default_factory=StreamOutput)
+    stderr: StreamOutput = Field(default_factory=StreamOutput)
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    memory_peak_mb: float | None = None
+    limits_hit: list[Limit] = Field(default_factory=list)
+    jail: str = "nsjail"
+    """The isolation that ran it: nsjail, bwrap or none."""
+
+
+class SandboxResult(RunReport):
+    task_id: str = ""
+    action: dict[str, Any] = Field(default_factory=dict)
+    valid: bool = True
+    """False when the action was rejected (bad pattern, rule, language or path): see `error`."""
+    error: str | None = None
+    diff: str = ""
+    """Unified diff of the workspace before and after (a/ and b/ prefixes, as `git apply` takes)."""
+    files_changed: list[str] = Field(default_factory=list)
+    matches: int = 0
+    """Matches ast-grep found (nested ones included; one pass rewrites only the outermost)."""
+
+
+class TestSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    command: list[str] | str | None = None
+    """The command (argv list or a shell line); default by framework: pytest -q, node --test, or the Java runner."""
+    framework: Literal["auto", "pytest", "node", "java"] = "auto"
+    """How to read the counts; `auto` guesses from the command or the workspace's files."""
+
+
+class TestResult(RunReport):
+    __test__ = False  # not a pytest test class
+
+    task_id: str = ""
+    framework: str = "pytest"
+    command: list[str] = Field(default_factory=list)
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    skipped: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.failed and not self.errors and not self.limits_hit

@@ -1,0 +1,198 @@
+"""Run one command in the configured jail and report what happened: output, time, memory, limits hit.
+
+The exit code alone cannot say why a run died (a time limit, a CPU limit and an OOM kill are all
+SIGKILL, exit 137), so the classification reads nsjail's log, the run's cgroup counters and this
+module's own output and time watchdogs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from sandbox.cgroups import RunCgroup
+from sandbox.jail import JailUnavailable, Mount, bwrap_argv, jail_env, nsjail_argv, toolchain_mounts
+from sandbox.models import RunReport, StreamOutput
+from sandbox.settings import SandboxSettings
+
+log = logging.getLogger(__name__)
+_warned_no_jail = False
+NSJAIL_SETUP_FAILED = ("Launching child process failed", "Couldn't launch the child process", "Couldn't prepare sandboxing policy")
+NSJAIL_TIME_LIMIT = "run time >= time limit"
+CHUNK = 65536
+
+
+class _Capture:
+    """Drains stdout and stderr; keeps the first `cap` bytes of each; trips when both exceed `kill_at`."""
+
+    def __init__(self, cap: int, kill_at: int, on_exceeded) -> None:
+        self.cap, self.kill_at, self.on_exceeded = cap, kill_at, on_exceeded
+        self.kept = {"stdout": bytearray(), "stderr": bytearray()}
+        self.total = {"stdout": 0, "stderr": 0}
+        self.exceeded = False
+        self._lock = threading.Lock()
+
+    def drain(self, name: str, pipe) -> None:
+        with pipe:
+            while chunk := pipe.read1(CHUNK) if hasattr(pipe, "read1") else pipe.read(CHUNK):
+                with self._lock:
+                    kept = self.kept[name]
+                    if len(kept) < self.cap:
+                        kept += chunk[: self.cap - len(kept)]
+                    self.total[name] += len(chunk)
+                    trip = not self.exceeded and sum(self.total.values()) > self.kill_at
+                    if trip:
+                        self.exceeded = True
+                if trip:
+                    self.on_exceeded()
+
+    def stream(self, name: str) -> StreamOutput:
+        return StreamOutput(text=self.kept[name].decode("utf-8", errors="replace"), bytes=self.total[name],
+                            truncated=self.total[name] > len(self.kept[name]))
+
+
+def _warn_no_jail() -> None:
+    global _warned_no_jail
+    if not _warned_no_jail:
+        _warned_no_jail = True
+        log.warning("sandbox.jail is 'none': actions and tests run WITHOUT isolation (results say \"jail\": \"none\")")
+
+
+def run_jailed(settings: SandboxSettings, command: list[str], workspace: Path, *, cwd: str = "/workspace",
+               extra_mounts: list[Mount] = (), env: dict[str, str] | None = None) -> RunReport:
+    """Run `command` with `workspace` mounted read-write at /workspace (`extra_mounts` beside it)."""
+    env = jail_env(env)
+    if not command:
+        raise ValueError("empty command")
+    if not os.path.isabs(command[0]):
+        found = shutil.which(command[0], path=env["PATH"])
+        if found is None:
+            message = f"command not found in the jail's PATH ({env['PATH']}): {command[0]}\n"
+            return RunReport(exit_code=127, stderr=StreamOutput(text=message, bytes=len(message)), jail=settings.jail)
+        command = [found, *command[1:]]
+    run_dir = Path(tempfile.mkdtemp(prefix="trajforge-run-"))
+    group = RunCgroup.create(settings.memory_mb << 20, settings.max_processes, settings.cpus)
+    try:
+        return _run(settings, command, workspace, cwd, list(extra_mounts), env, run_dir, group)
+    finally:
+        if group is not None:
+            group.remove()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _limits_prefix(settings: SandboxSettings, group: RunCgroup | None) -> list[str]:
+    """rlimits for bwrap and the no-jail mode (nsjail sets its own)."""
+    prefix = ["prlimit", f"--fsize={settings.max_file_size_mb << 20}", f"--nofile={settings.max_open_files}", "--core=0"]
+    if group is None:  # no cgroup: the address space and per-uid process limits are the fallback
+        prefix += [f"--as={settings.memory_mb << 20}", f"--nproc={settings.max_processes}"]
+    return [*prefix, "--"]
+
+
+def _argv(settings, command, workspace, cwd, mounts, env, run_dir, group) -> tuple[list[str], Path, dict[str, str]]:
+    """The full command line, the host directory to start it in, and its environment."""
+    all_mounts = [*toolchain_mounts(settings), Mount(workspace, "/workspace", writable=True), *mounts]
+    if settings.jail == "nsjail":
+        argv = nsjail_argv(settings, command, all_mounts, cwd, env, run_dir / "nsjail.log")
+        if group is None:
+            index = argv.index("--rlimit_as")
+            argv[index + 1] = str(settings.memory_mb)
+        return argv, run_dir, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    if settings.jail == "bwrap":
+        argv = bwrap_argv(settings, _limits_prefix(settings, group) + command, all_mounts, cwd, env)
+        return argv, run_dir, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    _warn_no_jail()
+    host_cwd = workspace / cwd.removeprefix("/workspace").lstrip("/") if cwd.startswith("/workspace") else workspace
+    translated = [_outside(arg, all_mounts) for arg in command]
+    return _limits_prefix(settings, group) + translated, host_cwd, {**env, "PATH": f"{env['PATH']}:{os.environ.get('PATH', '')}"}
+
+
+def _outside(arg: str, mounts: list[Mount]) -> str:
+    """Without a jail, paths inside the jail's mounts are their host paths."""
+    for mount in mounts:
+        if mount.inside != str(mount.host) and (arg == mount.inside or arg.startswith(mount.inside + "/")):
+            return str(mount.host) + arg[len(mount.inside) :]
+    return arg
+
+
+def _run(settings, command, workspace, cwd, mounts, env, run_dir, group) -> RunReport:
+    argv, host_cwd, host_env = _argv(settings, command, workspace, cwd, mounts, env, run_dir, group)
+    if group is not None:
+        argv = ["/bin/sh", "-c", f'{group.join_command()} && exec "$@"', "sh", *argv]
+    started = time.perf_counter()
+    try:
+        process = subprocess.Popen(argv, cwd=host_cwd, env=host_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, start_new_session=True)
+    except OSError as exc:
+        raise JailUnavailable(f"cannot start {argv[0]}: {exc}") from None
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if group is not None:
+            group.kill_all()
+
+    capture = _Capture(settings.output_cap_bytes, settings.output_kill_bytes, kill)
+    readers = [threading.Thread(target=capture.drain, args=(name, pipe), daemon=True)
+               for name, pipe in (("stdout", process.stdout), ("stderr", process.stderr))]
+    for reader in readers:
+        reader.start()
+    # nsjail enforces the wall time itself; the watchdog is the limit for the other jails and a backstop for nsjail.
+    grace = 5.0 if settings.jail == "nsjail" else 0.0
+    watchdog = threading.Timer(settings.wall_time_s + grace, lambda: (timed_out.set(), kill()))
+    watchdog.start()
+    _, status, usage = os.wait4(process.pid, 0)
+    watchdog.cancel()
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if group is not None:
+        group.kill_all()  # strays of the no-jail mode: the tree ends with the command
+    for reader in readers:
+        reader.join(timeout=5)
+    return _report(settings, process.returncode, wall, usage, capture, timed_out.is_set(), group, run_dir)
+
+
+def _report(settings, returncode, wall, usage, capture, timed_out, group, run_dir) -> RunReport:
+    nsjail_log = ""
+    if settings.jail == "nsjail":
+        try:
+            nsjail_log = (run_dir / "nsjail.log").read_text(errors="replace")
+        except OSError:
+            pass
+        if returncode == 255 and any(marker in nsjail_log for marker in NSJAIL_SETUP_FAILED):
+            raise JailUnavailable("nsjail could not start the jail:\n" + "\n".join(nsjail_log.splitlines()[-8:])
+                                  + "\n(set sandbox.jail to bwrap or none to run without nsjail)")
+    exit_code, signal_number = returncode, None
+    if returncode < 0:
+        exit_code, signal_number = None, -returncode
+    elif settings.jail != "none" and returncode > 128 and returncode - 128 < signal.NSIG:
+        exit_code, signal_number = None, returncode - 128  # nsjail and bwrap report a signal as 128+N
+    stats = group.stats() if group is not None else None
+    stderr = capture.stream("stderr")
+    limits = []
+    if timed_out or NSJAIL_TIME_LIMIT in nsjail_log:
+        limits.append("time")
+    if stats is not None and stats.oom_kills:
+        limits.append("memory")
+    if stats is not None and stats.pids_limit_hits:
+        limits.append("processes")
+    if capture.exceeded:
+        limits.append("output")
+    if signal_number == signal.SIGXFSZ or "File too large" in stderr.text:
+        limits.append("file_size")
+    if signal_number == signal.SIGSYS:
+        limits.append("seccomp")
+    cpu = stats.cpu_s if stats is not None and stats.cpu_s is not None else usage.ru_utime + usage.ru_stime
+    peak = stats.memory_peak_bytes / 2**20 if stats is not None and stats.memory_peak_bytes else usage.ru_maxrss / 1024
+    return RunReport(exit_code=exit_code, signal=signal.Signals(signal_number).name if signal_number else None,
+                     stdout=capture.stream("stdout"), stderr=stderr, wall_s=round(wall, 4), cpu_s=round(cpu, 4),
+                     memory_peak_mb=round(peak, 1), limits_hit=limits, jail=settings.jail)

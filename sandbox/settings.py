@@ -1,0 +1,69 @@
+"""The jail policy, loaded from `configs/sandbox.yaml` (`sandbox:` section) with env and `--set` overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from trajforge.settings import apply_assignments, env_assignments, read_yaml, validate
+
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "sandbox.yaml"
+SECTION = "sandbox"
+
+
+class SandboxSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jail: Literal["nsjail", "bwrap", "none"] = "nsjail"
+    """Which isolation runs actions and tests; `none` only when chosen here, and every result says so."""
+    cpus: int = Field(default=2, ge=1)
+    """CPUs a run may use (CPU affinity and a CFS quota)."""
+    memory_mb: int = Field(default=4096, ge=16)
+    """Memory of the whole process tree (cgroup; the address-space rlimit where cgroups are unavailable)."""
+    wall_time_s: float = Field(default=30.0, gt=0)
+    """Wall-clock limit of one run."""
+    max_processes: int = Field(default=256, ge=4)
+    """Processes and threads of one run (cgroup pids controller)."""
+    max_file_size_mb: int = Field(default=256, ge=1)
+    """Largest file a run may write (RLIMIT_FSIZE)."""
+    max_open_files: int = Field(default=1024, ge=16)
+    """RLIMIT_NOFILE in the jail."""
+    shm_mb: int = Field(default=256, ge=1)
+    """Size of the jail's /dev/shm (multiprocessing needs it)."""
+    tmp_mb: int = Field(default=512, ge=1)
+    """Size of the jail's private /tmp."""
+    uid: int = Field(default=65534, ge=1)
+    """Unprivileged uid the jail runs as, inside and on the host (0 is refused)."""
+    gid: int = Field(default=65534, ge=1)
+    """Unprivileged gid the jail runs as."""
+    output_cap_bytes: int = Field(default=1 << 20, ge=1024)
+    """Bytes of stdout and of stderr kept in a result; the rest is dropped and the stream flagged as truncated."""
+    output_kill_bytes: int = Field(default=64 << 20, ge=1024)
+    """A run writing more than this to stdout and stderr together is killed (limit `output`)."""
+    toolchain: list[str] = Field(default_factory=lambda: ["/usr", "/lib", "/lib64", "/bin", "/sbin", "{prefix}", "{base_prefix}"])
+    """Host paths mounted read-only at the same place in the jail ({prefix}: this Python's environment)."""
+    workspaces_root: Path = Path(".sandbox")
+    """Where `prepare_workspace` creates workspaces (one directory each)."""
+    logs_dir: Path = Path("logs/sandbox")
+    """One JSON-lines file per task: every action or test run and its result."""
+    include_hidden_and_ignored: bool = True
+    """Rewrite hidden and git-ignored files too (ast-grep skips them by default)."""
+
+    @field_validator("output_kill_bytes")
+    @classmethod
+    def _kill_above_cap(cls, value: int, info: Any) -> int:
+        cap = info.data.get("output_cap_bytes", 0)
+        if value < cap:
+            raise ValueError(f"must be at least output_cap_bytes ({cap})")
+        return value
+
+
+def load_sandbox_settings(path: str | Path | None = None, assignments: Iterable[tuple[str, Any]] = ()) -> SandboxSettings:
+    """File < TRAJFORGE__SANDBOX__* environment < `assignments` (from `--set sandbox.x=y`)."""
+    source = Path(path) if path else DEFAULT_PATH
+    data = read_yaml(source)
+    apply_assignments(data, [*env_assignments(), *assignments], roots=[SECTION])
+    return validate(SandboxSettings, data.get(SECTION) or {}, str(source), prefix=SECTION)

@@ -1,0 +1,91 @@
+"""Test commands for a workspace and the passed/failed counts read from their output."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from sandbox.models import InvalidAction, TestSpec
+
+# Compile every .java file, then run each class whose name ends in Test (with `java -ea`): a class
+# passes when it exits 0. For JUnit, give the command (for example the console launcher) instead.
+JAVA_SCRIPT = """\
+set -u
+mkdir -p /tmp/classes
+find . -name '*.java' > /tmp/sources
+javac -d /tmp/classes @/tmp/sources || exit 2
+passed=0; failed=0
+for class in $(cd /tmp/classes && find . -name '*Test.class' ! -name '*$*' | sed 's|^\\./||; s|\\.class$||; s|/|.|g'); do
+  if java -ea -cp /tmp/classes "$class"; then passed=$((passed+1)); else failed=$((failed+1)); echo "FAILED $class"; fi
+done
+echo "java tests: $passed passed, $failed failed"
+[ $failed -eq 0 ]
+"""
+DEFAULTS = {
+    "pytest": [sys.executable, "-m", "pytest", "-q"],
+    "node": ["node", "--test"],
+    "java": ["/bin/sh", "-c", JAVA_SCRIPT],
+}
+COUNTERS = {
+    "pytest": {"passed": r"(\d+) passed", "failed": r"(\d+) failed", "errors": r"(\d+) errors?\b", "skipped": r"(\d+) skipped"},
+    "node": {"passed": r"^[#ℹ] pass (\d+)", "failed": r"^[#ℹ] fail (\d+)", "errors": r"^[#ℹ] cancelled (\d+)", "skipped": r"^[#ℹ] skipped (\d+)"},
+    "java": {"passed": r"(\d+) passed|\[\s*(\d+) tests successful", "failed": r"(\d+) failed|\[\s*(\d+) tests failed",
+             "errors": r"Errors: (\d+)", "skipped": r"Skipped: (\d+)|\[\s*(\d+) tests skipped"},
+}
+
+
+def parse_spec(spec: TestSpec | Mapping[str, Any] | str | list[str] | None) -> TestSpec:
+    """A TestSpec from a model, a dict, a shell line or an argv list; None means detect everything."""
+    if isinstance(spec, TestSpec):
+        return spec
+    if spec is None:
+        return TestSpec()
+    if isinstance(spec, (str, list)):
+        spec = {"command": spec}
+    try:
+        return TestSpec.model_validate(dict(spec))
+    except (ValidationError, TypeError, ValueError) as exc:
+        raise InvalidAction(f"invalid test spec: {exc}") from None
+
+
+def _guess(command: list[str], workspace: Path) -> str:
+    words = " ".join(command)
+    for framework, marker in (("pytest", "pytest"), ("node", "node"), ("java", "java")):
+        if marker in words:
+            return framework
+    names = {path.suffix for path in workspace.rglob("*") if not path.is_symlink()}
+    if ".py" in names:
+        return "pytest"
+    if names & {".js", ".mjs", ".cjs", ".ts"}:
+        return "node"
+    if ".java" in names:
+        return "java"
+    raise InvalidAction("cannot tell which tests to run: give a command or framework (pytest, node, java)")
+
+
+def resolve(spec: TestSpec, workspace: Path) -> tuple[str, list[str]]:
+    """(framework, argv) for a spec: its command, or the framework's default."""
+    command = shlex.split(spec.command) if isinstance(spec.command, str) else list(spec.command or [])
+    framework = spec.framework if spec.framework != "auto" else _guess(command, workspace)
+    if not command:
+        if framework == "java" and shutil.which("javac") is None:
+            raise InvalidAction("no JDK here (javac not found): install one or give a command")
+        command = list(DEFAULTS[framework])
+    return framework, command
+
+
+def count(framework: str, output: str) -> dict[str, int]:
+    """Counts from the last summary the runner printed (0 for what it does not mention)."""
+    counts = {}
+    for name, pattern in COUNTERS[framework].items():
+        found = re.findall(pattern, output, flags=re.MULTILINE)
+        values = [int(next(group for group in match if group)) if isinstance(match, tuple) else int(match) for match in found]
+        counts[name] = values[-1] if values else 0
+    return counts

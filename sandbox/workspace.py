@@ -1,0 +1,159 @@
+"""Workspaces: create them from files or a directory, read them back safely, diff them, remove them.
+
+Jailed code can leave symlinks in a workspace; everything here reads without following links
+(`os.walk(followlinks=False)`, `O_NOFOLLOW`), so a link to `/etc/shadow` is reported as a link and
+never opened.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shutil
+import stat
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from sandbox.models import InvalidAction, check_relative_path
+
+TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SEPARATOR = "--"
+MAX_FILES = 20_000
+
+
+def check_task_id(task_id: str) -> str:
+    if not isinstance(task_id, str) or not TASK_ID.match(task_id) or SEPARATOR in task_id:
+        raise InvalidAction(f"task id {task_id!r} must be 1-128 characters of letters, digits, '.', '_' or '-' (no '--'), starting with a letter or digit")
+    return task_id
+
+
+def task_of(workspace: Path) -> str:
+    """The task id a workspace was prepared for (its directory is `<task_id>--<random>`)."""
+    return Path(workspace).name.rsplit(SEPARATOR, 1)[0]
+
+
+def create(root: Path, task_id: str, files: Mapping[str, str | bytes] | str | Path, owner: tuple[int, int] | None) -> Path:
+    """A new workspace under `root` holding `files` ({relative path: content}) or a copy of a directory."""
+    check_task_id(task_id)
+    root.mkdir(parents=True, exist_ok=True)
+    workspace = root.resolve() / f"{task_id}{SEPARATOR}{uuid.uuid4().hex[:12]}"
+    workspace.mkdir(mode=0o755)
+    try:
+        if isinstance(files, (str, Path)):
+            _copy_directory(Path(files), workspace)
+        else:
+            _write_files(files, workspace)
+        if owner is not None:
+            _chown_tree(workspace, *owner)
+    except BaseException:
+        shutil.rmtree(workspace, ignore_errors=True)
+        raise
+    return workspace
+
+
+def _write_files(files: Mapping[str, str | bytes], workspace: Path) -> None:
+    if not isinstance(files, Mapping):
+        raise InvalidAction(f"files must map relative paths to contents, got {type(files).__name__}")
+    if len(files) > MAX_FILES:
+        raise InvalidAction(f"{len(files)} files: a workspace takes at most {MAX_FILES}")
+    for name, content in files.items():
+        try:
+            relative = check_relative_path(name)
+        except ValueError as exc:
+            raise InvalidAction(str(exc)) from None
+        if not isinstance(content, (str, bytes)):
+            raise InvalidAction(f"content of {name!r} must be str or bytes, got {type(content).__name__}")
+        target = workspace / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+
+
+def _copy_directory(source: Path, workspace: Path) -> None:
+    """Copy regular files and directories; a symlink is kept only when it stays inside the snapshot."""
+    if not source.is_dir():
+        raise InvalidAction(f"snapshot directory {source} does not exist")
+    source = source.resolve()
+    for directory, dirnames, filenames in os.walk(source, followlinks=False):
+        relative_dir = Path(directory).relative_to(source)
+        for name in [*dirnames, *filenames]:
+            path, relative = Path(directory) / name, relative_dir / name
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                target = os.readlink(path)
+                resolved = (path.parent / target).resolve()
+                if not (resolved == source or source in resolved.parents):
+                    raise InvalidAction(f"snapshot symlink {relative} -> {target} points outside the snapshot; remove it or replace it with the file")
+                (workspace / relative).symlink_to(os.path.relpath(resolved, (source / relative).parent))
+            elif stat.S_ISDIR(mode):
+                (workspace / relative).mkdir(mode=0o755)
+            elif stat.S_ISREG(mode):
+                shutil.copyfile(path, workspace / relative, follow_symlinks=False)
+            else:
+                raise InvalidAction(f"snapshot entry {relative} is not a regular file, directory or symlink")
+        dirnames[:] = [d for d in dirnames if not (Path(directory) / d).is_symlink()]
+
+
+def _chown_tree(workspace: Path, uid: int, gid: int) -> None:
+    os.chown(workspace, uid, gid)
+    for directory, dirnames, filenames in os.walk(workspace, followlinks=False):
+        for name in [*dirnames, *filenames]:
+            os.chown(Path(directory) / name, uid, gid, follow_symlinks=False)
+
+
+def read_tree(workspace: Path, max_bytes: int) -> dict[str, bytes | str]:
+    """{relative path: bytes} for regular files, {path: "symlink -> target"} for links; never follows links."""
+    tree: dict[str, bytes | str] = {}
+    for directory, dirnames, filenames in os.walk(workspace, followlinks=False):
+        for name in [*dirnames, *filenames]:
+            path = Path(directory) / name
+            relative = path.relative_to(workspace).as_posix()
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                tree[relative] = f"symlink -> {os.readlink(path)}"
+            elif stat.S_ISREG(mode):
+                tree[relative] = read_file(path, max_bytes)
+        dirnames[:] = [d for d in dirnames if not (Path(directory) / d).is_symlink()]
+    return tree
+
+
+def read_file(path: Path, max_bytes: int) -> bytes:
+    """Read a regular file without following a link at its last component, at most `max_bytes`."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return b""
+        return handle.read(max_bytes)
+
+
+def unified_diff(before: Mapping[str, bytes | str], after: Mapping[str, bytes | str]) -> tuple[str, list[str]]:
+    """A `git apply`-able unified diff (a/ b/ prefixes) and the sorted paths that changed."""
+    changed = sorted(path for path in before.keys() | after.keys() if before.get(path) != after.get(path))
+    chunks = []
+    for path in changed:
+        old, new = before.get(path), after.get(path)
+        if isinstance(old, str) or isinstance(new, str):
+            chunks.append(f"--- a/{path}\n+++ b/{path}\n@@ link @@\n-{old or ''}\n+{new or ''}\n")
+            continue
+        try:
+            old_lines = (old or b"").decode("utf-8").splitlines(keepends=True)
+            new_lines = (new or b"").decode("utf-8").splitlines(keepends=True)
+        except UnicodeDecodeError:
+            chunks.append(f"Binary files a/{path} and b/{path} differ\n")
+            continue
+        lines = difflib.unified_diff(old_lines, new_lines, f"a/{path}" if old is not None else "/dev/null",
+                                     f"b/{path}" if new is not None else "/dev/null")
+        chunks.append("".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines))
+    return "".join(chunks), changed
+
+
+def remove(workspace: Path, root: Path) -> None:
+    """Delete a workspace (only a direct child of `root`; links inside are removed, never followed)."""
+    workspace, root = Path(workspace).absolute(), root.resolve()
+    if workspace.parent.resolve() != root or workspace.is_symlink():
+        raise InvalidAction(f"{workspace} is not a workspace under {root}")
+    shutil.rmtree(workspace, ignore_errors=True)

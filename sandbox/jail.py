@@ -8,6 +8,7 @@ memory, processes and CPU are capped by the run's cgroup (sandbox/cgroups.py).
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import sys
@@ -61,12 +62,14 @@ def nsjail_binary() -> str:
 
 
 def toolchain_mounts(settings: SandboxSettings) -> list[Mount]:
-    """The configured read-only paths that exist here, de-duplicated, nested ones dropped."""
+    """The configured read-only paths (globs allowed) that exist here, de-duplicated, nested ones dropped."""
     seen: list[Path] = []
     for template in settings.toolchain:
-        path = Path(template.format(prefix=sys.prefix, base_prefix=sys.base_prefix)).absolute()
-        if path.exists() and not any(path == p or p in path.parents for p in seen):
-            seen = [p for p in seen if path not in p.parents] + [path]
+        pattern = template.format(prefix=sys.prefix, base_prefix=sys.base_prefix)
+        for found in sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]:
+            path = Path(found).absolute()
+            if path.exists() and not any(path == p or p in path.parents for p in seen):
+                seen = [p for p in seen if path not in p.parents] + [path]
     return [Mount(path, str(path)) for path in seen]
 
 

@@ -1,0 +1,162 @@
+"""The pool, the CLI, the JSON-lines log, test counting, and the explicit fallbacks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from sandbox.jail import JailUnavailable, Mount
+from sandbox.models import parse_action
+from sandbox.pool import PoolFull, SandboxPool
+from sandbox.process import run_jailed
+from sandbox.runner import Sandbox
+from sandbox.testing import count
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_pool_runs_jails_in_parallel_and_keeps_the_order(box):
+    workspaces = [box.prepare_workspace(f"pool-{i}", {"a.py": f"print({i})\n"}) for i in range(6)]
+    try:
+        with SandboxPool(workers=3, sandbox=box) as pool:
+            results = pool.apply_many((ws, {"pattern": "print($A)", "rewrite": f"log{i}($A)", "language": "python"})
+                                      for i, ws in enumerate(workspaces))
+    finally:
+        for ws in workspaces:
+            box.cleanup(ws)
+    assert [r.valid for r in results] == [True] * 6
+    assert [f"+log{i}({i})" in r.diff for i, r in enumerate(results)] == [True] * 6
+
+
+def test_pool_queue_is_bounded(box):
+    release = threading.Event()
+
+    class Slow(Sandbox):
+        def apply_action(self, workspace, action):
+            release.wait(10)
+            return "done"
+
+    pool = SandboxPool(workers=1, queue_size=1, sandbox=Slow(box.settings))
+    try:
+        first, second = pool.submit_action(Path("."), {}), pool.submit_action(Path("."), {})
+        with pytest.raises(PoolFull, match="1 jobs queued"):
+            pool.submit_action(Path("."), {}, timeout_s=0.2)
+        release.set()
+        assert (first.result(5), second.result(5)) == ("done", "done")
+        assert pool.submit_action(Path("."), {}, timeout_s=1).result(5) == "done"  # a slot freed up
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_every_action_and_test_run_is_logged_as_one_json_line(box):
+    ws = box.prepare_workspace("logged", {"a.py": "print(1)\n", "test_a.py": "def test_x():\n    assert True\n"})
+    try:
+        box.apply_action(ws, {"pattern": "print($A)", "rewrite": "log($A)", "language": "python"})
+        box.apply_action(ws, {"pattern": "x", "language": "klingon", "rewrite": "y"})
+        box.run_tests(ws, "python -m pytest -q")
+    finally:
+        box.cleanup(ws)
+    lines = [json.loads(line) for line in (box.settings.logs_dir / "logged.jsonl").read_text().splitlines()]
+    assert [(entry["kind"], entry.get("valid")) for entry in lines] == [("action", True), ("action", False), ("tests", None)]
+    assert lines[0]["diff"].startswith("--- a/a.py") and lines[2]["passed"] == 1
+
+
+@pytest.mark.parametrize("framework,output,expected", [
+    ("pytest", "....F\n1 failed, 4 passed, 2 skipped in 0.20s\n", (4, 1, 0, 2)),
+    ("pytest", "ERROR test_x.py\n1 passed, 3 errors in 0.1s\n", (1, 0, 3, 0)),
+    ("node", "TAP version 13\n# tests 3\n# pass 2\n# fail 1\n# cancelled 0\n# skipped 0\n", (2, 1, 0, 0)),
+    ("node", "✔ a (1ms)\nℹ tests 2\nℹ pass 2\nℹ fail 0\n", (2, 0, 0, 0)),
+    ("java", "java tests: 3 passed, 1 failed\n", (3, 1, 0, 0)),
+    ("java", "[         5 tests successful      ]\n[         2 tests failed          ]\n", (5, 2, 0, 0)),
+])
+def test_counts_are_read_from_each_runner(framework, output, expected):
+    got = count(framework, output)
+    assert (got["passed"], got["failed"], got["errors"], got["skipped"]) == expected
+
+
+def test_node_tests_run_in_the_jail(box):
+    ws = box.prepare_workspace("node", {"math.test.js": "const test = require('node:test');\nconst assert = require('node:assert');\n"
+                                        "test('adds', () => assert.equal(1 + 1, 2));\ntest('breaks', () => assert.equal(1, 2));\n"})
+    try:
+        result = box.run_tests(ws, {"framework": "node"})
+    finally:
+        box.cleanup(ws)
+    assert (result.passed, result.failed) == (1, 1) and not result.ok
+
+
+@pytest.mark.skipif(shutil.which("javac") is None, reason="no JDK on this machine")
+def test_java_tests_run_in_the_jail(box):
+    ws = box.prepare_workspace("java", {
+        "src/Calc.java": "public class Calc { static int add(int a, int b) { return a + b; } }\n",
+        "src/CalcTest.java": "public class CalcTest { public static void main(String[] a) { if (Calc.add(1, 2) != 3) System.exit(1); } }\n",
+        "src/BrokenTest.java": "public class BrokenTest { public static void main(String[] a) { System.exit(Calc.add(1, 1) == 3 ? 0 : 1); } }\n"})
+    try:
+        result = box.run_tests(ws, {"framework": "java"})
+    finally:
+        box.cleanup(ws)
+    assert (result.passed, result.failed) == (1, 1), result.stdout.text + result.stderr.text
+
+
+def test_a_missing_test_command_is_reported(box, workspace):
+    result = box.run_tests(workspace, ["no-such-runner", "--flag"])
+    assert result.exit_code == 127 and "command not found" in result.stderr.text
+
+
+def test_no_jail_is_explicit_and_says_so_in_every_result(box, workspace, caplog):
+    loose = Sandbox(box.settings.model_copy(update={"jail": "none"}))
+    ws = loose.prepare_workspace("nojail", {"a.py": "print(1)\n"})
+    try:
+        with caplog.at_level("WARNING"):
+            result = loose.apply_action(ws, {"pattern": "print($A)", "rewrite": "log($A)", "language": "python"})
+            tests = loose.run_tests(ws, ["python3", "-c", "print('ran')"])
+    finally:
+        loose.cleanup(ws)
+    assert result.valid and result.jail == "none" and "+log(1)" in result.diff
+    assert tests.jail == "none" and "ran" in tests.stdout.text
+
+
+def test_a_jail_that_cannot_start_is_an_error(box, workspace, tmp_path):
+    with pytest.raises(JailUnavailable, match="nsjail could not start the jail"):
+        run_jailed(box.settings, ["/bin/true"], workspace, extra_mounts=[Mount(tmp_path / "missing", "/missing")])
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed (apt-get install bubblewrap)")
+def test_bubblewrap_fallback_runs_as_the_unprivileged_uid(box, tmp_path):
+    wrapped = Sandbox(box.settings.model_copy(update={"jail": "bwrap", "toolchain": ["/usr", "/lib", "/lib64", "/bin"]}))
+    ws = wrapped.prepare_workspace("bwrap", {"a.txt": "x"})
+    try:
+        result = wrapped.run_tests(ws, {"command": ["/usr/bin/id", "-u"], "framework": "pytest"})
+    finally:
+        wrapped.cleanup(ws)
+    assert result.jail == "bwrap" and result.stdout.text.strip() == "65534"
+
+
+def test_cli_apply_prints_the_result_and_leaves_the_directory_alone(tmp_path, box):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "app.py").write_text("print('hi')\n")
+    (project / "test_app.py").write_text("def test_ok():\n    assert True\n")
+    action = tmp_path / "action.json"
+    action.write_text(json.dumps({"pattern": "print($A)", "rewrite": "log($A)", "language": "python"}))
+    overrides = ["--set", f"sandbox.workspaces_root={box.settings.workspaces_root}", "--set", f"sandbox.logs_dir={box.settings.logs_dir}"]
+    run = subprocess.run([sys.executable, "-m", "trajforge", "sandbox", *overrides, "apply", "--workspace", str(project),
+                          "--action", str(action), "--tests", "python -m pytest -q"], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    output = json.loads(run.stdout)
+    assert output["valid"] and output["files_changed"] == ["app.py"] and output["tests"]["passed"] == 1
+    assert (project / "app.py").read_text() == "print('hi')\n"
+    bad = subprocess.run([sys.executable, "-m", "trajforge", "sandbox", *overrides, "apply", "--workspace", str(project),
+                          "--action", '{"pattern": "x", "rewrite": "y", "language": "cobol"}'], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 1 and "unknown language 'cobol'" in bad.stderr
+
+
+def test_parse_action_accepts_yaml_rule_text():
+    action = parse_action("id: r\nlanguage: ts\nrule:\n  pattern: $A as any\nfix: $A as unknown\n")
+    assert action.type == "rule" and action.language == "typescript" and action.fix == "$A as unknown"

@@ -1,0 +1,69 @@
+"""`trajforge sandbox apply`: one ast-grep action (and optionally tests) in the jail, printed as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EPILOG = """\
+ACTION.json holds an inline rewrite or an ast-grep YAML rule, e.g.
+  {"pattern": "print($A)", "rewrite": "logger.info($A)", "language": "python"}
+  {"id": "no-console", "language": "javascript", "rule": {"pattern": "console.log($$$ARGS)"}, "fix": "logger.info($$$ARGS)"}
+The workspace directory is copied into a fresh jailed workspace and left untouched; the result's
+"diff" applies to it with `git apply`. Exit status: 0 when the action ran (matched or not),
+1 when the action is invalid or the tests fail, 2 when the jail cannot start.
+Jail policy: configs/sandbox.yaml (--set sandbox.wall_time_s=10, --set sandbox.jail=none, ...)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    apply = verbs.add_parser("apply", help="apply an action to a copy of a directory and print the SandboxResult",
+                             description=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    apply.add_argument("--workspace", required=True, type=Path, help="directory with the code to rewrite (copied, never modified)")
+    apply.add_argument("--action", required=True, help="ACTION.json (or YAML), '-' for stdin, or the JSON itself")
+    apply.add_argument("--tests", metavar="CMD", help="after the action, run this test command in the jail (e.g. 'python -m pytest -q'); 'auto' picks one")
+    apply.add_argument("--task-id", default="cli", help="task id for the workspace name and logs/sandbox/<task_id>.jsonl (default cli)")
+    apply.add_argument("--keep", action="store_true", help="keep the jailed workspace and print its path on stderr")
+    apply.add_argument("--config", type=Path, help="sandbox config (default configs/sandbox.yaml)")
+
+
+def _read_action(text: str) -> str:
+    if text == "-":
+        return sys.stdin.read()
+    if text.lstrip().startswith("{"):
+        return text
+    path = Path(text)
+    if not path.is_file():
+        raise SystemExit(f"trajforge sandbox: action file {path} not found")
+    return path.read_text(encoding="utf-8")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sandbox.runner import Sandbox
+    from sandbox.settings import load_sandbox_settings
+    from trajforge.settings import parse_assignment
+
+    settings = load_sandbox_settings(args.config, [parse_assignment(text) for text in args.assignments])
+    box = Sandbox(settings)
+    workspace = box.prepare_workspace(args.task_id, args.workspace)
+    try:
+        result = box.apply_action(workspace, _read_action(args.action))
+        output = result.model_dump(mode="json")
+        status = 0 if result.valid else 1
+        if result.valid and args.tests:
+            tests = box.run_tests(workspace, None if args.tests == "auto" else args.tests)
+            output["tests"] = tests.model_dump(mode="json")
+            status = 0 if tests.ok else 1
+        print(json.dumps(output, indent=2, ensure_ascii=False))
+        if not result.valid:
+            print(f"trajforge sandbox: invalid action: {result.error}", file=sys.stderr)
+        return status
+    finally:
+        if args.keep:
+            print(f"workspace kept: {workspace}", file=sys.stderr)
+        else:
+            box.cleanup(workspace)

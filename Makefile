@@ -32,6 +32,7 @@ serve: venv
 bench: venv
 	$(BIN)/python -m benchmarks.ingest
 	$(BIN)/python -m benchmarks.embed
+	$(BIN)/python -m benchmarks.sandbox
 
 clean:
 	rm -rf $(VENV) lake logs .pytest_cache

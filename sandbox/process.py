@@ -171,13 +171,16 @@ def _report(settings, returncode, wall, usage, capture, timed_out, group, run_di
         if returncode == 255 and any(marker in nsjail_log for marker in NSJAIL_SETUP_FAILED):
             raise JailUnavailable("nsjail could not start the jail:\n" + "\n".join(nsjail_log.splitlines()[-8:])
                                   + "\n(set sandbox.jail to bwrap or none to run without nsjail)")
+    stderr = capture.stream("stderr")
+    if settings.jail == "bwrap" and returncode == 1 and stderr.text.startswith("bwrap: "):
+        raise JailUnavailable(f"bubblewrap could not start the jail: {stderr.text.strip()[:500]}"
+                              " (as root, bwrap runs as sandbox.uid: the workspaces root and toolchain must be readable by it)")
     exit_code, signal_number = returncode, None
     if returncode < 0:
         exit_code, signal_number = None, -returncode
     elif settings.jail != "none" and returncode > 128 and returncode - 128 < signal.NSIG:
         exit_code, signal_number = None, returncode - 128  # nsjail and bwrap report a signal as 128+N
     stats = group.stats() if group is not None else None
-    stderr = capture.stream("stderr")
     limits = []
     if timed_out or NSJAIL_TIME_LIMIT in nsjail_log:
         limits.append("time")

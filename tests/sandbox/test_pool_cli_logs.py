@@ -128,14 +128,24 @@ def test_a_jail_that_cannot_start_is_an_error(box, workspace, tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed (apt-get install bubblewrap)")
-def test_bubblewrap_fallback_runs_as_the_unprivileged_uid(box, tmp_path):
-    wrapped = Sandbox(box.settings.model_copy(update={"jail": "bwrap", "toolchain": ["/usr", "/lib", "/lib64", "/bin"]}))
+def test_bubblewrap_fallback_runs_as_the_unprivileged_uid(box):
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="trajforge-bwrap-"))
+    root.chmod(0o755)  # started by root, bwrap runs as sandbox.uid, which must reach the workspace
+    wrapped = Sandbox(box.settings.model_copy(update={"jail": "bwrap", "toolchain": ["/usr", "/lib", "/lib64", "/bin"], "workspaces_root": root}))
     ws = wrapped.prepare_workspace("bwrap", {"a.txt": "x"})
     try:
         result = wrapped.run_tests(ws, {"command": ["/usr/bin/id", "-u"], "framework": "pytest"})
+        hidden = Sandbox(wrapped.settings.model_copy(update={"workspaces_root": box.settings.workspaces_root}))
+        private = hidden.prepare_workspace("bwrap-private", {"a.txt": "x"})
+        with pytest.raises(JailUnavailable, match="bubblewrap could not start"):
+            hidden.run_tests(private, {"command": ["/usr/bin/id", "-u"], "framework": "pytest"})
+        hidden.cleanup(private)
     finally:
         wrapped.cleanup(ws)
-    assert result.jail == "bwrap" and result.stdout.text.strip() == "65534"
+        shutil.rmtree(root, ignore_errors=True)
+    assert result.jail == "bwrap" and result.stdout.text.strip() == str(box.settings.uid)
 
 
 def test_cli_apply_prints_the_result_and_leaves_the_directory_alone(tmp_path, box):

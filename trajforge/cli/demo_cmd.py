@@ -73,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
             print("leaderboard:", json.dumps(client.get("/v1/stats/leaderboard", limit=5)))
     finally:
         serving.shutdown()
+    _section("sandbox: ast-grep rewrites in the nsjail jail (configs/sandbox.yaml)")
+    from sandbox.demo import show_rewrites
+
+    show_rewrites()
     print(f"\ndone in {time.monotonic() - started:.1f} s. Raw segments: {Path(args.lake).resolve() / 'raw' / 'envelopes'}")
     return 0
 

@@ -170,3 +170,35 @@ def test_cli_apply_prints_the_result_and_leaves_the_directory_alone(tmp_path, bo
 def test_parse_action_accepts_yaml_rule_text():
     action = parse_action("id: r\nlanguage: ts\nrule:\n  pattern: $A as any\nfix: $A as unknown\n")
     assert action.type == "rule" and action.language == "typescript" and action.fix == "$A as unknown"
+
+
+def test_a_ray_actor_owns_a_pool_and_ray_data_verifies_actions_through_it(serve_url, box):
+    """The production shape: a Ray actor holding a SandboxPool, fed from a Ray Data pipeline."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Verifier:
+        def __init__(self, settings):
+            self.pool = SandboxPool(workers=2, settings=settings)
+
+        def verify(self, rows):
+            sandbox = self.pool.sandbox
+            workspaces = [sandbox.prepare_workspace(row["task_id"], {"a.py": row["code"]}) for row in rows]
+            try:
+                results = self.pool.apply_many(zip(workspaces, [row["action"] for row in rows]))
+            finally:
+                for workspace in workspaces:
+                    sandbox.cleanup(workspace)
+            return [{"task_id": row["task_id"], "valid": r.valid, "diff": r.diff, "jail": r.jail} for row, r in zip(rows, results)]
+
+    verifier = Verifier.remote(box.settings)
+    rows = [{"task_id": f"ray-{i}", "code": f"print({i})\n", "action": {"pattern": "print($A)", "rewrite": "log($A)", "language": "python"}}
+            for i in range(4)]
+    def verify(batch):
+        batch_rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        return {"out": ray.get(verifier.verify.remote(batch_rows))}
+
+    dataset = ray.data.from_items(rows).map_batches(verify, batch_size=2, num_cpus=0.05)
+    out = sorted((row["out"] for row in dataset.take_all()), key=lambda row: row["task_id"])
+    assert [row["valid"] for row in out] == [True] * 4
+    assert all(row["jail"] == "nsjail" and f"+log({i})" in row["diff"] for i, row in enumerate(out))

@@ -184,9 +184,9 @@ def _report(settings, returncode, wall, usage, capture, timed_out, group, run_di
     limits = []
     if timed_out or NSJAIL_TIME_LIMIT in nsjail_log:
         limits.append("time")
-    if stats is not None and stats.oom_kills:
-        limits.append("memory")
-    if stats is not None and stats.pids_limit_hits:
+    if stats is not None and stats.oom_kills or stats is None and ("MemoryError" in stderr.text or "Cannot allocate memory" in stderr.text):
+        limits.append("memory")  # without a cgroup, the address-space rlimit makes allocations fail instead
+    if stats is not None and stats.pids_limit_hits or stats is None and "Resource temporarily unavailable" in stderr.text:
         limits.append("processes")
     if capture.exceeded:
         limits.append("output")

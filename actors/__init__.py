@@ -1,0 +1,1 @@
+"""Generation actors: engines, the structured state manager, the actor loop (issue 7)."""

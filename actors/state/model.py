@@ -1,0 +1,170 @@
+"""The structured state an agent carries between steps (specification section 5), its merge rules and rendering.
+
+Caps: `history` keeps the last 3 entries, every text is at most 256 characters, every other list at
+most 16 items. `State` itself rejects values over the caps (a malformed update is an error, never
+silently accepted); `merge` is where new items are deduplicated and trimmed to fit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from trajforge.errors import TrajforgeError
+
+MAX_TEXT = 256
+MAX_HISTORY = 3
+MAX_ITEMS = 16
+LIST_FIELDS = ("goals", "constraints", "decisions", "hypotheses", "history", "open_issues")
+ELLIPSIS = "…"
+
+
+class InvalidStateUpdate(TrajforgeError, ValueError):
+    """A state update that does not match the schema; the message names the field."""
+
+
+def _check_text(value: str) -> str:
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"text of {len(value)} characters; at most {MAX_TEXT}")
+    return value
+
+
+class State(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    goals: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    constraints: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    decisions: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    hypotheses: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    history: list[str] = Field(default_factory=list, max_length=MAX_HISTORY)
+    open_issues: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    next_focus: str = ""
+
+    @field_validator(*LIST_FIELDS)
+    @classmethod
+    def _texts(cls, values: list[str]) -> list[str]:
+        return [_check_text(value) for value in values]
+
+    @field_validator("next_focus")
+    @classmethod
+    def _focus(cls, value: str) -> str:
+        return _check_text(value)
+
+
+class StateUpdate(BaseModel):
+    """What a model's `<state_update>` may say: items to add per list, items resolved, a new focus."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    goals: list[str] = Field(default_factory=list)
+    constraints: list[str] = Field(default_factory=list)
+    decisions: list[str] = Field(default_factory=list)
+    hypotheses: list[str] = Field(default_factory=list)
+    history: list[str] = Field(default_factory=list)
+    open_issues: list[str] = Field(default_factory=list)
+    resolved: list[str] = Field(default_factory=list)
+    """Open issues (or hypotheses) that no longer hold: removed on merge."""
+    next_focus: str | None = None
+
+    @field_validator(*LIST_FIELDS, "resolved", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+def parse_update(data: Mapping[str, Any] | str) -> StateUpdate:
+    """A StateUpdate from a dict or JSON text; InvalidStateUpdate naming the field otherwise."""
+    try:
+        if isinstance(data, str):
+            data = json.loads(data)
+        return StateUpdate.model_validate(data)
+    except (ValueError, ValidationError) as exc:
+        if isinstance(exc, ValidationError):
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'update'}: {e['msg']}" for e in exc.errors(include_url=False))
+        else:
+            problems = str(exc)
+        raise InvalidStateUpdate(f"invalid state update: {problems}") from None
+
+
+def _key(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().casefold()
+
+
+def _trim(text: str) -> str:
+    text = re.sub(r"\s+", " ", str(text)).strip()
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + ELLIPSIS
+
+
+def _merge_list(existing: list[str], new: list[str], cap: int, removed: set[str]) -> list[str]:
+    """Existing then new items, deduplicated (whitespace and case insensitive), the newest `cap` kept."""
+    merged, seen = [], set()
+    for item in [*existing, *new]:
+        text = _trim(item)
+        key = _key(text)
+        if text and key not in seen and key not in removed:
+            seen.add(key)
+            merged.append(text)
+    return merged[-cap:]
+
+
+def merge(existing: State, update: StateUpdate | Mapping[str, Any] | str) -> State:
+    """Apply an update: append + dedupe + trim per list, drop `resolved` items, replace the focus if given."""
+    update = update if isinstance(update, StateUpdate) else parse_update(update)
+    removed = {_key(_trim(item)) for item in update.resolved}
+    fields: dict[str, Any] = {}
+    for name in LIST_FIELDS:
+        cap = MAX_HISTORY if name == "history" else MAX_ITEMS
+        fields[name] = _merge_list(getattr(existing, name), getattr(update, name), cap, removed if name in ("open_issues", "hypotheses") else set())
+    fields["next_focus"] = _trim(update.next_focus) if update.next_focus is not None else existing.next_focus
+    return State(**fields)
+
+
+def render(state: State) -> str:
+    """The `<state>` block of a prompt: the non-empty fields as JSON, in a fixed order."""
+    body = {name: value for name, value in state.model_dump().items() if value}
+    return "<state>\n" + json.dumps(body, ensure_ascii=False, indent=1) + "\n</state>"
+
+
+def heuristic_tokens(text: str) -> int:
+    """About 4 characters a token: the fallback when no tokenizer is given."""
+    return max(1, (len(text) + 3) // 4)
+
+
+def token_budget(state: State, count_tokens: Callable[[str], int] | None = None) -> int:
+    """Tokens the rendered state takes in a prompt, counted with the model's tokenizer when given."""
+    return (count_tokens or heuristic_tokens)(render(state))
+
+
+def tokenizer_counter(tokenizer: Any) -> Callable[[str], int]:
+    """A token counter from a Hugging Face tokenizer or a `tokenizers.Tokenizer` (special tokens not counted)."""
+
+    def count(text: str) -> int:
+        encoded = tokenizer.encode(text, add_special_tokens=False)
+        return len(getattr(encoded, "ids", encoded))
+
+    return count
+
+
+def summarize_history(state: State, budget: int, count_tokens: Callable[[str], int] | None = None) -> State:
+    """Shrink a state over `budget` tokens: fold history into one summary entry, then drop the oldest
+    hypotheses, decisions and constraints, then shorten texts, until it fits. Goals and the focus stay."""
+    count = count_tokens or heuristic_tokens
+    if token_budget(state, count) <= budget:
+        return state
+    current = state.model_copy(deep=True)
+    if len(current.history) > 1:
+        summary = "earlier: " + "; ".join(entry.split(". ")[0] for entry in current.history)
+        current.history = [_trim(summary)]
+    for name in ("hypotheses", "decisions", "open_issues", "constraints", "history"):
+        while getattr(current, name) and token_budget(current, count) > budget:
+            getattr(current, name).pop(0)
+    limit = MAX_TEXT
+    while token_budget(current, count) > budget and limit > 16:
+        limit //= 2
+        current.goals = [goal[:limit] for goal in current.goals]
+        current.next_focus = current.next_focus[:limit]
+    return State.model_validate(current.model_dump())

@@ -1,0 +1,89 @@
+"""SQLite storage of task states: one row per task, the state as a JSON column, atomic updates.
+
+`update(task_id, fn)` reads, applies and writes inside one `BEGIN IMMEDIATE` transaction, so two
+actors updating the same task serialize instead of losing a write; `version` counts the writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from actors.state.model import State
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS states (
+    task_id    TEXT PRIMARY KEY,
+    state      TEXT NOT NULL CHECK (json_valid(state)),
+    version    INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+)
+"""
+
+
+class StateStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._transaction() as db:
+            db.execute(SCHEMA)
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def load(self, task_id: str) -> State:
+        """The task's state, or an empty one for a task never saved."""
+        row = self._connection().execute("SELECT state FROM states WHERE task_id = ?", (task_id,)).fetchone()
+        return State.model_validate_json(row[0]) if row else State()
+
+    def version(self, task_id: str) -> int:
+        row = self._connection().execute("SELECT version FROM states WHERE task_id = ?", (task_id,)).fetchone()
+        return row[0] if row else 0
+
+    def save(self, task_id: str, state: State) -> int:
+        """Write the state; returns its new version."""
+        return self.update(task_id, lambda _: state)
+
+    def update(self, task_id: str, change: Callable[[State], State]) -> int:
+        """Atomically replace the state with `change(current)`; returns the new version."""
+        with self._transaction() as db:
+            row = db.execute("SELECT state, version FROM states WHERE task_id = ?", (task_id,)).fetchone()
+            current = State.model_validate_json(row[0]) if row else State()
+            new = State.model_validate(change(current).model_dump())
+            version = (row[1] if row else 0) + 1
+            db.execute("INSERT INTO states (task_id, state, version, updated_at) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT(task_id) DO UPDATE SET state = excluded.state, version = excluded.version, updated_at = excluded.updated_at",
+                       (task_id, new.model_dump_json(), version, time.time()))
+        return version
+
+    def tasks(self) -> list[str]:
+        return [row[0] for row in self._connection().execute("SELECT task_id FROM states ORDER BY task_id")]
+
+    def dump(self, task_id: str) -> dict:
+        row = self._connection().execute("SELECT state, version, updated_at FROM states WHERE task_id = ?", (task_id,)).fetchone()
+        if row is None:
+            raise KeyError(task_id)
+        return {"task_id": task_id, "version": row[1], "updated_at": row[2], "state": json.loads(row[0])}

@@ -1,0 +1,114 @@
+"""The structured state manager: schema caps, merge rules, budgets, SQLite atomicity, the dump CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from actors.state import (
+    InvalidStateUpdate, State, StateStore, merge, parse_update, render, summarize_history, token_budget, tokenizer_counter,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_state_rejects_values_over_the_caps():
+    with pytest.raises(ValueError, match="at most 256"):
+        State(goals=["x" * 257])
+    with pytest.raises(ValueError, match="at most 3 items"):
+        State(history=["a", "b", "c", "d"])
+    with pytest.raises(ValueError, match="Extra inputs"):
+        State(mood="happy")
+
+
+def test_merge_appends_dedupes_trims_and_keeps_the_last_three_history_entries():
+    state = State(goals=["Rename fetch_user to load_user"], history=["step 1: listed files"], open_issues=["tests fail on import"])
+    update = {"goals": ["rename  FETCH_USER to load_user", "keep the public API"], "history": ["step 2: ran pattern", "step 3: applied", "step 4: tests"],
+              "hypotheses": ["h" * 400], "resolved": ["Tests fail on import"], "next_focus": "run the tests"}
+    merged = merge(state, update)
+    assert merged.goals == ["Rename fetch_user to load_user", "keep the public API"]
+    assert merged.history == ["step 2: ran pattern", "step 3: applied", "step 4: tests"]
+    assert merged.open_issues == []
+    assert len(merged.hypotheses[0]) == 256 and merged.hypotheses[0].endswith("…")
+    assert merged.next_focus == "run the tests"
+    assert merge(merged, {}).next_focus == "run the tests"  # a focus stays until replaced
+
+
+@pytest.mark.parametrize("update,field", [
+    ('{"goals": [1, 2]}', "goals"), ('{"mood": "x"}', "mood"), ("not json", "invalid state update"), ('{"next_focus": ["a"]}', "next_focus"),
+])
+def test_malformed_updates_are_rejected_with_the_field(update, field):
+    with pytest.raises(InvalidStateUpdate, match=field):
+        parse_update(update)
+
+
+def test_a_single_string_counts_as_one_item():
+    assert merge(State(), {"decisions": "use ast-grep scan"}).decisions == ["use ast-grep scan"]
+
+
+def test_render_is_a_state_block_of_the_non_empty_fields():
+    text = render(State(goals=["g"], next_focus="f"))
+    assert text.startswith("<state>\n") and text.endswith("\n</state>")
+    assert json.loads(text[len("<state>"): -len("</state>")]) == {"goals": ["g"], "next_focus": "f"}
+
+
+def test_token_budget_uses_the_models_tokenizer():
+    from tokenizers import Tokenizer
+
+    from trajforge.embedding import resolve_model
+
+    tokenizer = Tokenizer.from_file(str(Path(resolve_model("packaged")) / "tokenizer.json"))
+    state = State(goals=["refactor the billing module"], decisions=["use a yaml rule"])
+    counted = token_budget(state, tokenizer_counter(tokenizer))
+    assert counted == len(tokenizer.encode(render(state), add_special_tokens=False).ids)
+
+
+def test_summarize_history_fits_the_budget_and_keeps_the_goals():
+    state = State(goals=["migrate the logger"], history=[f"step {i}: " + "did a long thing. more words " * 5 for i in range(3)],
+                  hypotheses=[f"hypothesis {i} " * 10 for i in range(8)], decisions=[f"decision {i} " * 10 for i in range(8)], next_focus="tests")
+    budget = token_budget(state) // 3
+    small = summarize_history(state, budget)
+    assert token_budget(small) <= budget
+    assert small.goals == ["migrate the logger"] and small.next_focus == "tests"
+    assert summarize_history(small, budget) == small  # already within budget: unchanged
+
+
+def test_store_roundtrip_versions_and_concurrent_updates_lose_nothing(tmp_path):
+    store = StateStore(tmp_path / "states.db")
+    assert store.load("t1") == State()
+    assert store.save("t1", State(goals=["g"])) == 1
+
+    def add(i: int) -> None:
+        other = StateStore(tmp_path / "states.db")  # another connection, as another actor would have
+        other.update("t1", lambda s: merge(s, {"decisions": [f"decision {i}"]}))
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(store.load("t1").decisions) == sorted(f"decision {i}" for i in range(8))
+    assert store.version("t1") == 9
+
+
+def test_a_failing_update_leaves_the_stored_state_unchanged(tmp_path):
+    store = StateStore(tmp_path / "states.db")
+    store.save("t1", State(goals=["g"]))
+    with pytest.raises(ValueError):
+        store.update("t1", lambda s: State.model_construct(goals=["x" * 999]))
+    assert store.load("t1").goals == ["g"] and store.version("t1") == 1
+
+
+def test_dump_cli(tmp_path):
+    db = tmp_path / "states.db"
+    StateStore(db).save("task-7", State(goals=["g"], next_focus="f"))
+    run = subprocess.run([sys.executable, "-m", "actors.state", "--db", str(db), "dump", "task-7"], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["state"]["next_focus"] == "f"
+    missing = subprocess.run([sys.executable, "-m", "actors.state", "--db", str(db), "dump", "nope"], capture_output=True, text=True, cwd=REPO)
+    assert missing.returncode == 1 and "no state for task 'nope'" in missing.stderr

@@ -1,0 +1,121 @@
+"""The `openai` engine: any OpenAI-compatible endpoint (a vLLM server, a teacher's cloud, our own front).
+
+Chat requests go to `/v1/chat/completions`, prompts to `/v1/completions`, with at most `concurrency`
+in flight. Connection errors, timeouts, 429 and 5xx are retried with exponential backoff and jitter
+(honouring `Retry-After`); other 4xx fail that request alone. Log-probabilities are requested, and
+with `token_ids_in_logprobs` (vLLM's `return_tokens_as_token_ids`) the exact token ids come back too.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from actors.engines.types import Completion, GenerationRequest, check_schema, cut_at_stop
+
+RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class OpenAIEngine:
+    name = "openai"
+
+    def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY", timeout_s: float = 120.0,
+                 max_retries: int = 4, backoff_s: float = 0.5, concurrency: int = 8, token_ids_in_logprobs: bool = False,
+                 transport: Any = None):
+        import httpx
+
+        self.base_url = base_url.rstrip("/").removesuffix("/v1")
+        self.model = model
+        self.max_retries, self.backoff_s = max_retries, backoff_s
+        self.token_ids_in_logprobs = token_ids_in_logprobs
+        headers = {"Authorization": f"Bearer {os.environ[api_key_env]}"} if api_key_env and os.environ.get(api_key_env) else {}
+        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport,
+                                   limits=httpx.Limits(max_connections=concurrency))
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-engine")
+
+    def _body(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {"model": self.model, "max_tokens": request.max_tokens, "temperature": request.temperature,
+                                "top_p": request.top_p}
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if request.stop:
+            body["stop"] = request.stop
+        if self.token_ids_in_logprobs:
+            body["return_tokens_as_token_ids"] = True
+        if request.messages is not None:
+            body.update(messages=[m.model_dump() for m in request.messages], logprobs=True)
+            if request.json_schema is not None:
+                body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": request.json_schema}}
+            return "/v1/chat/completions", body
+        body.update(prompt=request.prompt, logprobs=1)
+        return "/v1/completions", body
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        import httpx
+
+        for attempt in range(self.max_retries + 1):
+            delay = self.backoff_s * 2**attempt * (0.5 + random.random())
+            try:
+                response = self.client.post(path, json=body)
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                if attempt == self.max_retries:
+                    raise RuntimeError(f"{self.base_url}{path} unreachable after {attempt + 1} attempts: {exc}") from None
+                time.sleep(delay)
+                continue
+            if response.status_code == 200:
+                return response.json()
+            if response.status_code not in RETRYABLE or attempt == self.max_retries:
+                raise RuntimeError(f"{self.base_url}{path} answered {response.status_code}: {response.text[:300]}")
+            retry_after = response.headers.get("retry-after", "")
+            time.sleep(float(retry_after) if retry_after.replace(".", "", 1).isdigit() else delay)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _tokens(choice: dict[str, Any], chat: bool) -> tuple[list[int], list[float]]:
+        logprobs = choice.get("logprobs") or {}
+        if chat:
+            entries = logprobs.get("content") or []
+            tokens, values = [e.get("token", "") for e in entries], [e.get("logprob", 0.0) for e in entries]
+        else:
+            tokens, values = logprobs.get("tokens") or [], logprobs.get("token_logprobs") or []
+        ids = [int(t.split(":", 1)[1]) for t in tokens if isinstance(t, str) and t.startswith("token_id:")]
+        return (ids if len(ids) == len(tokens) else []), [float(v) for v in values if v is not None]
+
+    def _one(self, request: GenerationRequest) -> Completion:
+        started = time.perf_counter()
+        path, body = self._body(request)
+        try:
+            answer = self._post(path, body)
+            choice = answer["choices"][0]
+            chat = request.messages is not None
+            text = (choice.get("message") or {}).get("content") or "" if chat else choice.get("text", "")
+            text, _ = cut_at_stop(text, request.stop)
+            token_ids, logprobs = self._tokens(choice, chat)
+            usage = answer.get("usage") or {}
+            return Completion(
+                text=text, token_ids=token_ids, logprobs=logprobs,
+                finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+                prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", len(token_ids)),
+                model=answer.get("model", self.model), engine=self.name, schema_valid=check_schema(text, request.json_schema),
+                latency_s=round(time.perf_counter() - started, 4), request_id=request.request_id,
+            )
+        except (RuntimeError, KeyError, IndexError, ValueError) as exc:
+            return Completion(text="", finish_reason="error", error=str(exc), model=self.model, engine=self.name,
+                              latency_s=round(time.perf_counter() - started, 4), request_id=request.request_id)
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        return list(self.pool.map(self._one, requests))
+
+    def health(self) -> dict[str, Any]:
+        try:
+            response = self.client.get("/v1/models", timeout=10)
+            return {"engine": self.name, "model": self.model, "ok": response.status_code == 200, "status": response.status_code}
+        except Exception as exc:
+            return {"engine": self.name, "model": self.model, "ok": False, "error": str(exc)}
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
+        self.client.close()

@@ -1,0 +1,96 @@
+"""The `transformers` engine: a Hugging Face causal LM in this process, on the CPU or a GPU.
+
+Sampling is per request (its own seed); the completion keeps the sampled token ids and their
+log-probabilities under the model's raw distribution (log-softmax of the logits, before temperature
+and top-p), as vLLM reports them. No guided decoding here: a request's `json_schema` is checked
+after generation and reported in `schema_valid`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from actors.engines.types import Completion, GenerationRequest, check_schema, cut_at_stop
+
+
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(self, model: str | Path, device: str | None = None, dtype: str = "auto", max_input_tokens: int = 8192):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(model).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"model directory {path} not found (a local Hugging Face model directory; no hub at run time)")
+        self.model = str(path)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = {"auto": torch.bfloat16 if self.device.startswith("cuda") else torch.float32,
+                       "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
+        self.max_input_tokens = max_input_tokens
+        self._lock = threading.Lock()  # one generate at a time: the global RNG carries the seed
+
+    def _input_ids(self, request: GenerationRequest):
+        if request.messages is not None:
+            encoded = self.tokenizer.apply_chat_template([m.model_dump() for m in request.messages], add_generation_prompt=True,
+                                                         return_tensors="pt", return_dict=True)
+            ids = encoded["input_ids"]
+        else:
+            ids = self.tokenizer(request.prompt, return_tensors="pt")["input_ids"]
+        if ids.shape[1] > self.max_input_tokens:
+            raise ValueError(f"prompt of {ids.shape[1]} tokens; this engine takes at most {self.max_input_tokens}")
+        return ids.to(self.device)
+
+    def _one(self, request: GenerationRequest) -> Completion:
+        import torch
+
+        started = time.perf_counter()
+        ids = self._input_ids(request)
+        sample = request.temperature > 0
+        options: dict[str, Any] = {"max_new_tokens": request.max_tokens, "do_sample": sample, "return_dict_in_generate": True,
+                                   "output_logits": True, "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id}
+        if sample:
+            options.update(temperature=request.temperature, top_p=request.top_p)
+        else:
+            options.update(temperature=None, top_p=None, top_k=None)
+        if request.stop:
+            options.update(stop_strings=request.stop, tokenizer=self.tokenizer)
+        with self._lock, torch.inference_mode():
+            if request.seed is not None:
+                torch.manual_seed(request.seed)
+            out = self.lm.generate(ids, attention_mask=torch.ones_like(ids), **options)
+        new = out.sequences[0, ids.shape[1]:]
+        logits = torch.stack(out.logits, dim=1)[0].float()
+        logprobs = torch.log_softmax(logits, dim=-1).gather(1, new.unsqueeze(1)).squeeze(1)
+        token_ids = new.tolist()
+        raw = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        text, stopped = cut_at_stop(raw, request.stop)
+        ended = bool(token_ids) and token_ids[-1] == self.tokenizer.eos_token_id
+        return Completion(
+            text=text, token_ids=token_ids, logprobs=[round(float(v), 6) for v in logprobs.tolist()],
+            finish_reason="stop" if stopped or ended or len(token_ids) < request.max_tokens else "length",
+            prompt_tokens=int(ids.shape[1]), completion_tokens=len(token_ids), model=self.model, engine=self.name,
+            schema_valid=check_schema(text, request.json_schema), latency_s=round(time.perf_counter() - started, 4),
+            request_id=request.request_id,
+        )
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        results = []
+        for request in requests:
+            try:
+                results.append(self._one(request))
+            except Exception as exc:  # one bad request fails alone
+                results.append(Completion(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}", model=self.model,
+                                          engine=self.name, request_id=request.request_id))
+        return results
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def health(self) -> dict[str, Any]:
+        return {"engine": self.name, "model": self.model, "device": self.device, "ok": True}

@@ -1,0 +1,85 @@
+"""The one generation interface every engine implements: `generate(requests) -> completions`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+
+
+class GenerationRequest(BaseModel):
+    """A prompt or chat messages, and how to sample the answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = None
+    messages: list[Message] | None = None
+    max_tokens: int = Field(default=256, ge=1, le=32768)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=list)
+    json_schema: dict[str, Any] | None = None
+    """The output must be JSON that validates against this schema (guided decoding where the engine has it)."""
+    request_id: str | None = None
+
+    @model_validator(mode="after")
+    def _one_input(self) -> GenerationRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of prompt or messages")
+        return self
+
+
+class Completion(BaseModel):
+    """What came back, with the exact tokens sampled and their log-probabilities (for training later)."""
+
+    text: str
+    token_ids: list[int] = Field(default_factory=list)
+    logprobs: list[float] = Field(default_factory=list)
+    finish_reason: Literal["stop", "length", "error"] = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model: str = ""
+    engine: str = ""
+    schema_valid: bool | None = None
+    """Whether `text` validates against the request's json_schema (None when there was none)."""
+    error: str | None = None
+    latency_s: float = 0.0
+    request_id: str | None = None
+
+
+class Engine(Protocol):
+    name: str
+    model: str
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+
+def check_schema(text: str, schema: dict[str, Any] | None) -> bool | None:
+    """None without a schema; else whether `text` is JSON valid against it."""
+    if schema is None:
+        return None
+    import json
+
+    import jsonschema
+
+    try:
+        jsonschema.validate(json.loads(text), schema)
+        return True
+    except (ValueError, jsonschema.ValidationError):
+        return False
+
+
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """Text up to (not including) the first stop sequence, and whether one was found."""
+    cuts = [index for stop in stops if stop and (index := text.find(stop)) >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)

@@ -1,0 +1,33 @@
+"""The generation front's application builder (`serve_apps.generate.app:build_app`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from serve_apps.generate.settings import GenerateSettings, load_settings
+
+
+class GenerateDeployment:
+    def __init__(self, settings: GenerateSettings):
+        from serve_apps.generate.service import GenerateService
+
+        self.service = GenerateService(settings)
+
+    async def __call__(self, request):
+        return await self.service(request)
+
+
+def build(settings: GenerateSettings):
+    from ray import serve
+
+    options: dict[str, Any] = {"num_cpus": settings.num_cpus}
+    if settings.num_gpus:
+        options["num_gpus"] = settings.num_gpus
+    deployment = serve.deployment(GenerateDeployment, name="GenerateService", num_replicas=settings.num_replicas,
+                                  max_ongoing_requests=settings.max_ongoing_requests, ray_actor_options=options)
+    return deployment.bind(settings)
+
+
+def build_app(args: Mapping[str, Any]):
+    return build(load_settings(args or {}))

@@ -1,0 +1,36 @@
+"""Settings of the OpenAI-compatible generation front (`applications[name=generate].args`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trajforge.settings.serve_file import load_app_args
+
+APP_NAME = "generate"
+
+
+class GenerateSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Literal["transformers", "openai"] = "transformers"
+    """The engine behind the front: a local Hugging Face model, or another OpenAI-compatible endpoint."""
+    model: str = "small"
+    """`small` (the embedded Qwen3-shaped model, created under models/ on first use) or a local model directory."""
+    served_model_name: str | None = None
+    """The name clients send as `model` (default: the model directory's name)."""
+    upstream_url: str | None = None
+    """For engine `openai`: the endpoint to forward to."""
+    num_replicas: int = Field(default=1, ge=1)
+    num_cpus: float = Field(default=1.0, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    max_ongoing_requests: int = Field(default=64, ge=1)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_tokens_limit: int = Field(default=4096, ge=1)
+    """Largest `max_tokens` a request may ask for."""
+
+
+def load_settings(args: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> GenerateSettings:
+    return load_app_args(GenerateSettings, APP_NAME, args, environ)

@@ -1,0 +1,121 @@
+"""Generation engines: transformers in-process, openai against the project's own OpenAI-compatible front."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from actors.engines.openai_engine import OpenAIEngine
+from actors.engines.transformers_engine import TransformersEngine
+from actors.engines.types import GenerationRequest
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory):
+    from trajforge.small_model import ensure_small_model
+
+    return ensure_small_model(tmp_path_factory.mktemp("models") / "small-qwen3")
+
+
+@pytest.fixture(scope="session")
+def engine(small_model):
+    return TransformersEngine(small_model, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def front_url(serve_url, small_model):
+    from ray import serve
+
+    from serve_apps.generate.app import build_app
+
+    serve.run(build_app({"model": str(small_model), "served_model_name": "small", "num_cpus": 0.05}), name="generate-test",
+              route_prefix="/generate-test")
+    return f"{serve_url}/generate-test"
+
+
+def test_the_small_model_loads_like_a_real_checkpoint(small_model):
+    from transformers import AutoConfig, AutoTokenizer
+
+    assert AutoConfig.from_pretrained(small_model).model_type == "qwen3"
+    tokenizer = AutoTokenizer.from_pretrained(small_model)
+    text = "def fetch_user(id):\n    return db.get(id)  # ünïcode ✓"
+    assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
+    assert "<|im_start|>assistant" in tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
+
+
+def test_seeded_sampling_is_reproducible_and_keeps_tokens_and_logprobs(engine):
+    request = GenerationRequest(prompt="def main(", max_tokens=16, temperature=0.9, seed=11)
+    first, second = engine.generate([request, request])
+    other = engine.generate([request.model_copy(update={"seed": 12})])[0]
+    assert first.token_ids == second.token_ids and first.text == second.text
+    assert first.token_ids != other.token_ids
+    assert len(first.logprobs) == len(first.token_ids) == first.completion_tokens == 16
+    assert all(value <= 0 for value in first.logprobs)
+    assert first.finish_reason == "length" and first.engine == "transformers"
+
+
+def test_chat_messages_stops_schema_and_a_failing_request_alone(engine):
+    chat = GenerationRequest(messages=[{"role": "user", "content": "rename fetch_user"}], max_tokens=8, temperature=0)
+    too_long = GenerationRequest(prompt="word " * 20000, max_tokens=4)
+    schema = GenerationRequest(prompt="{", max_tokens=4, temperature=0, json_schema={"type": "object"})
+    results = engine.generate([chat, too_long, schema])
+    assert results[0].finish_reason in ("stop", "length") and results[0].prompt_tokens > 5
+    assert results[1].finish_reason == "error" and "at most" in results[1].error
+    assert results[2].schema_valid is False
+
+
+def test_openai_engine_against_our_own_front_matches_the_local_engine(front_url, engine):
+    client = OpenAIEngine(front_url, "small", token_ids_in_logprobs=True, api_key_env=None)
+    try:
+        requests = [GenerationRequest(prompt="class Order:", max_tokens=10, temperature=0.8, seed=5),
+                    GenerationRequest(messages=[{"role": "user", "content": "fix the test"}], max_tokens=10, temperature=0.8, seed=5)]
+        remote, local = client.generate(requests), engine.generate(requests)
+        assert client.health()["ok"]
+    finally:
+        client.close()
+    for got, expected in zip(remote, local):
+        assert got.error is None
+        assert got.token_ids == expected.token_ids and got.text == expected.text
+        assert got.logprobs == pytest.approx(expected.logprobs, abs=1e-5)
+        assert got.completion_tokens == 10
+
+
+@pytest.mark.parametrize("path,body,status", [
+    ("/v1/chat/completions", {"model": "other", "messages": [{"role": "user", "content": "x"}]}, 404),
+    ("/v1/chat/completions", {"messages": "not a list"}, 400),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 10**6}, 400),
+    ("/v1/completions", {"prompt": "x", "stream": True}, 400),
+    ("/v1/nothing", {}, 404),
+])
+def test_front_rejects_bad_requests_in_openai_shape(front_url, path, body, status):
+    response = httpx.post(front_url + path, json=body, timeout=30)
+    assert response.status_code == status
+    assert response.json()["error"]["message"]
+
+
+def test_front_lists_its_model_and_rejects_invalid_json(front_url):
+    assert httpx.get(front_url + "/v1/models", timeout=30).json()["data"][0]["id"] == "small"
+    bad = httpx.post(front_url + "/v1/completions", content=b'{"prompt": NaN}', headers={"content-type": "application/json"}, timeout=30)
+    assert bad.status_code == 400
+
+
+def test_openai_engine_retries_overload_and_fails_requests_alone():
+    calls = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(json.loads(request.content)["prompt"])
+        if request.url.path.endswith("/v1/completions") and json.loads(request.content)["prompt"] == "bad":
+            return httpx.Response(400, json={"error": {"message": "nope"}})
+        if len([c for c in calls if c == "ok"]) < 3:
+            return httpx.Response(503, headers={"retry-after": "0"})
+        return httpx.Response(200, json={"model": "m", "choices": [{"text": "done</action>more", "finish_reason": "stop",
+                                                                     "logprobs": {"tokens": ["token_id:5", "token_id:6"], "token_logprobs": [-0.1, -0.2]}}],
+                                         "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
+
+    client = OpenAIEngine("http://upstream", "m", api_key_env=None, backoff_s=0, transport=httpx.MockTransport(answer), concurrency=1)
+    ok, bad = client.generate([GenerationRequest(prompt="ok", stop=["</action>"]), GenerationRequest(prompt="bad")])
+    assert (ok.text, ok.token_ids, ok.logprobs) == ("done", [5, 6], [-0.1, -0.2])
+    assert calls.count("ok") == 3
+    assert bad.finish_reason == "error" and "400" in bad.error

@@ -30,11 +30,10 @@ def build_engine(settings: GenerateSettings):
         if not settings.upstream_url:
             raise ValueError("engine openai needs upstream_url")
         return OpenAIEngine(settings.upstream_url, settings.model)
+    from actors.engines.factory import model_path
     from actors.engines.transformers_engine import TransformersEngine
-    from trajforge.small_model import DEFAULT_DIR, ensure_small_model
 
-    path = ensure_small_model(DEFAULT_DIR) if settings.model == "small" else Path(settings.model)
-    return TransformersEngine(path, device="cuda" if settings.num_gpus else "cpu")
+    return TransformersEngine(model_path(settings.model), device="cuda" if settings.num_gpus else "cpu")
 
 
 class GenerateService:

@@ -13,13 +13,6 @@ from actors.engines.types import GenerationRequest
 
 
 @pytest.fixture(scope="session")
-def small_model(tmp_path_factory):
-    from trajforge.small_model import ensure_small_model
-
-    return ensure_small_model(tmp_path_factory.mktemp("models") / "small-qwen3")
-
-
-@pytest.fixture(scope="session")
 def engine(small_model):
     return TransformersEngine(small_model, device="cpu")
 

@@ -1,0 +1,89 @@
+"""`GenerationActor`: one per GPU, owning an engine and a `SandboxPool`.
+
+    from actors.actor import start_actors
+    actors = start_actors(load_actor_settings())      # ready: each has warmed up
+    completions = ray.get(actors[0].generate.remote([{"prompt": "def f(", "max_tokens": 16}]))
+
+Ray restarts a dead actor (`max_restarts`) and re-runs the calls it had in flight on the new one
+(`max_task_retries`), so a crash loses no work. Every generation call has its own timeout: a hung
+engine fails that call with a recorded reason instead of stalling the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from actors.engines.types import Completion, GenerationRequest
+from actors.settings import ActorSettings
+
+log = logging.getLogger(__name__)
+
+
+class GenerationActor:
+    def __init__(self, settings: ActorSettings, index: int = 0):
+        from actors.engines.factory import build_engine
+        from sandbox.pool import SandboxPool
+
+        self.settings, self.index = settings, index
+        self.engine = build_engine(settings)
+        self.sandbox = SandboxPool(workers=settings.sandbox_workers)
+        self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+        self.started_at = time.time()
+        self.generated_tokens = 0
+        self.requests = 0
+        self.errors = 0
+        warm = self.engine.generate([GenerationRequest(prompt="warm up", max_tokens=1, temperature=0)])[0]
+        if warm.finish_reason == "error":
+            raise RuntimeError(f"engine warm-up failed: {warm.error}")
+
+    def ready(self) -> dict[str, Any]:
+        """Returns once the constructor (model load and warm-up) is done; the health dict."""
+        return self.health()
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": True, "index": self.index, "pid": os.getpid(), "engine": self.engine.name, "model": str(self.engine.model),
+                "uptime_s": round(time.time() - self.started_at, 1), "requests": self.requests, "errors": self.errors,
+                "generated_tokens": self.generated_tokens}
+
+    def generate(self, requests: list[dict[str, Any] | GenerationRequest]) -> list[dict[str, Any]]:
+        """Completions as dicts, in order; a request that is malformed or times out fails alone."""
+        parsed: list[GenerationRequest | Completion] = []
+        for item in requests:
+            try:
+                parsed.append(item if isinstance(item, GenerationRequest) else GenerationRequest.model_validate(item))
+            except ValueError as exc:
+                parsed.append(Completion(text="", finish_reason="error", error=f"invalid request: {exc}", engine=self.engine.name))
+        todo = [request for request in parsed if isinstance(request, GenerationRequest)]
+        done: list[Completion] = []
+        if todo:
+            future = self._calls.submit(self.engine.generate, todo)
+            try:
+                done = future.result(timeout=self.settings.generation_timeout_s)
+            except FutureTimeout:
+                done = [Completion(text="", finish_reason="error", engine=self.engine.name, request_id=r.request_id,
+                                   error=f"generation timed out after {self.settings.generation_timeout_s} s") for r in todo]
+        answers = iter(done)
+        results = [(next(answers) if isinstance(item, GenerationRequest) else item) for item in parsed]
+        self.requests += len(results)
+        self.errors += sum(result.finish_reason == "error" for result in results)
+        self.generated_tokens += sum(result.completion_tokens for result in results)
+        return [result.model_dump() for result in results]
+
+
+def start_actors(settings: ActorSettings, wait: bool = True) -> list:
+    """Start `settings.count` actors with their placement and restart policy; wait until each is warm."""
+    import ray
+
+    remote = ray.remote(GenerationActor).options(
+        num_cpus=settings.num_cpus, num_gpus=settings.num_gpus or None, resources=settings.resources or None,
+        max_restarts=settings.max_restarts, max_task_retries=settings.max_task_retries, max_concurrency=4,
+    )
+    actors = [remote.remote(settings, index) for index in range(settings.count)]
+    if wait:
+        ray.get([actor.ready.remote() for actor in actors])
+    return actors

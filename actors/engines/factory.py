@@ -1,0 +1,33 @@
+"""One place that turns settings into an engine; vLLM is imported only when chosen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from actors.settings import ActorSettings
+from trajforge.errors import ConfigError
+
+
+def model_path(model: str) -> Path:
+    from trajforge.small_model import DEFAULT_DIR, ensure_small_model
+
+    return ensure_small_model(DEFAULT_DIR) if model == "small" else Path(model).expanduser()
+
+
+def build_engine(settings: ActorSettings):
+    if settings.engine == "openai":
+        from actors.engines.openai_engine import OpenAIEngine
+
+        if not settings.openai.base_url:
+            raise ConfigError("actors.openai.base_url is required with engine openai (e.g. http://127.0.0.1:8000/generate)")
+        return OpenAIEngine(settings.openai.base_url, settings.model, api_key_env=settings.openai.api_key_env,
+                            concurrency=settings.openai.concurrency, timeout_s=settings.generation_timeout_s)
+    if settings.engine == "vllm":
+        try:
+            from actors.engines.vllm_engine import VllmEngine
+        except ImportError as exc:
+            raise ConfigError(f"engine vllm needs the gpu extra on a CUDA machine (`pip install -e '.[gpu]'`): {exc}") from None
+        return VllmEngine(model_path(settings.model), settings.vllm)
+    from actors.engines.transformers_engine import TransformersEngine
+
+    return TransformersEngine(model_path(settings.model), device="cuda" if settings.num_gpus else "cpu")

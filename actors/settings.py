@@ -1,0 +1,58 @@
+"""Settings of the generation actors, from `configs/actors.yaml` (`actors:`), env and `--set` overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trajforge.settings import apply_assignments, env_assignments, read_yaml, validate
+
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "actors.yaml"
+SECTION = "actors"
+
+
+class VllmSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    quantization: str | None = "bitsandbytes"
+    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    max_model_len: int = Field(default=8192, ge=256)
+    enable_prefix_caching: bool = True
+
+
+class OpenAISettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = None
+    api_key_env: str | None = "OPENAI_API_KEY"
+    concurrency: int = Field(default=8, ge=1)
+
+
+class ActorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Literal["vllm", "transformers", "openai"] = "transformers"
+    model: str = "small"
+    """`small` (the embedded model) or a local model directory; for `openai`, the served model name."""
+    count: int = Field(default=1, ge=1)
+    num_gpus: float = Field(default=0.0, ge=0)
+    num_cpus: float = Field(default=1.0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict)
+    max_restarts: int = Field(default=3, ge=0)
+    max_task_retries: int = Field(default=2, ge=0)
+    generation_timeout_s: float = Field(default=120.0, gt=0)
+    sandbox_workers: int = Field(default=2, ge=1)
+    health_interval_s: float = Field(default=15.0, gt=0)
+    vllm: VllmSettings = Field(default_factory=VllmSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+
+
+def load_actor_settings(path: str | Path | None = None, assignments: Iterable[tuple[str, Any]] = ()) -> ActorSettings:
+    """File < TRAJFORGE__ACTORS__* environment < `assignments` (from `--set actors.x=y`)."""
+    source = Path(path) if path else DEFAULT_PATH
+    data = read_yaml(source)
+    apply_assignments(data, [*env_assignments(), *assignments], roots=[SECTION])
+    return validate(ActorSettings, data.get(SECTION) or {}, str(source), prefix=SECTION)

@@ -1,0 +1,65 @@
+"""GenerationActor on Ray: warm start, health, per-request failures, and a crash that loses no work."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from actors.settings import load_actor_settings
+from trajforge.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def actor_settings(small_model):
+    return load_actor_settings(assignments=[("actors.model", str(small_model)), ("actors.num_cpus", 0),
+                                            ("actors.generation_timeout_s", 60)])
+
+
+def test_actor_warms_up_generates_and_reports_health(serve_url, actor_settings):
+    import ray
+
+    from actors.actor import start_actors
+
+    (actor,) = start_actors(actor_settings)
+    try:
+        health = ray.get(actor.health.remote())
+        assert health["ok"] and health["engine"] == "transformers"
+        results = ray.get(actor.generate.remote([{"prompt": "def f(", "max_tokens": 6, "seed": 1},
+                                                 {"prompt": "x", "max_tokens": -3},
+                                                 {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}]))
+        assert [r["finish_reason"] != "error" for r in results] == [True, False, True]
+        assert "invalid request" in results[1]["error"]
+        assert len(results[0]["token_ids"]) == 6 == len(results[0]["logprobs"])
+        assert ray.get(actor.health.remote())["requests"] == 3
+    finally:
+        ray.kill(actor, no_restart=True)
+
+
+def test_a_killed_actor_restarts_and_finishes_its_in_flight_call(serve_url, actor_settings):
+    import ray
+
+    from actors.actor import start_actors
+
+    (actor,) = start_actors(actor_settings)
+    try:
+        first_pid = ray.get(actor.health.remote())["pid"]
+        pending = actor.generate.remote([{"prompt": "class Order:", "max_tokens": 400, "temperature": 0.7, "seed": 3}])
+        time.sleep(0.5)
+        ray.kill(actor, no_restart=False)
+        (result,) = ray.get(pending, timeout=240)
+        assert result["finish_reason"] != "error" and result["completion_tokens"] > 0
+        assert ray.get(actor.health.remote())["pid"] != first_pid
+    finally:
+        ray.kill(actor, no_restart=True)
+
+
+def test_engine_choices_are_checked_with_clear_errors(small_model):
+    from actors.engines.factory import build_engine
+
+    with pytest.raises(ConfigError, match="base_url is required"):
+        build_engine(load_actor_settings(assignments=[("actors.engine", "openai")]))
+    with pytest.raises(ConfigError, match="gpu extra"):
+        build_engine(load_actor_settings(assignments=[("actors.engine", "vllm")]))
+    with pytest.raises(ConfigError, match="actors.engine"):
+        load_actor_settings(assignments=[("actors.engine", "llama.cpp")])

@@ -27,11 +27,19 @@ log = logging.getLogger(__name__)
 class GenerationActor:
     def __init__(self, settings: ActorSettings, index: int = 0):
         from actors.engines.factory import build_engine
+        from actors.prompting import load_prompts
+        from actors.state import StateStore
         from sandbox.pool import SandboxPool
+        from trajforge.trajectories import TrajectoryWriter
 
         self.settings, self.index = settings, index
         self.engine = build_engine(settings)
         self.sandbox = SandboxPool(workers=settings.sandbox_workers)
+        self.states = StateStore(settings.lake / "state" / "states.db")
+        self.trajectories = TrajectoryWriter(settings.lake / "raw" / "trajectories", f"actor{index}")
+        self.templates = load_prompts(settings.prompts)
+        self.counters: dict[str, int] = {"parse_failures": 0, "sandbox_failures": 0}
+        self._metrics = _Metrics()
         self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         self.started_at = time.time()
         self.generated_tokens = 0
@@ -48,7 +56,34 @@ class GenerationActor:
     def health(self) -> dict[str, Any]:
         return {"ok": True, "index": self.index, "pid": os.getpid(), "engine": self.engine.name, "model": str(self.engine.model),
                 "uptime_s": round(time.time() - self.started_at, 1), "requests": self.requests, "errors": self.errors,
-                "generated_tokens": self.generated_tokens}
+                "generated_tokens": self.generated_tokens, **self.counters}
+
+    def count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+        self._metrics.inc(name)
+
+    def timed_generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        """The engine's answers, or an error completion per request when the call outlives its timeout."""
+        future = self._calls.submit(self.engine.generate, requests)
+        started = time.perf_counter()
+        try:
+            done = future.result(timeout=self.settings.generation_timeout_s)
+        except FutureTimeout:
+            done = [Completion(text="", finish_reason="error", engine=self.engine.name, request_id=r.request_id,
+                               error=f"generation timed out after {self.settings.generation_timeout_s} s") for r in requests]
+        tokens = sum(c.completion_tokens for c in done)
+        self.requests += len(done)
+        self.errors += sum(c.finish_reason == "error" for c in done)
+        self.generated_tokens += tokens
+        self._metrics.observe(time.perf_counter() - started, tokens)
+        return done
+
+    def run_task(self, task: dict[str, Any]) -> dict[str, Any]:
+        """The actor loop for one task (actors/loop.py); a summary, never an exception."""
+        from actors.loop import LoopOptions, run_task
+
+        options = LoopOptions(**self.settings.loop.model_dump(exclude={"task_timeout_s"}))
+        return run_task(self, task, options)
 
     def generate(self, requests: list[dict[str, Any] | GenerationRequest]) -> list[dict[str, Any]]:
         """Completions as dicts, in order; a request that is malformed or times out fails alone."""
@@ -59,20 +94,32 @@ class GenerationActor:
             except ValueError as exc:
                 parsed.append(Completion(text="", finish_reason="error", error=f"invalid request: {exc}", engine=self.engine.name))
         todo = [request for request in parsed if isinstance(request, GenerationRequest)]
-        done: list[Completion] = []
-        if todo:
-            future = self._calls.submit(self.engine.generate, todo)
-            try:
-                done = future.result(timeout=self.settings.generation_timeout_s)
-            except FutureTimeout:
-                done = [Completion(text="", finish_reason="error", engine=self.engine.name, request_id=r.request_id,
-                                   error=f"generation timed out after {self.settings.generation_timeout_s} s") for r in todo]
-        answers = iter(done)
+        answers = iter(self.timed_generate(todo) if todo else [])
         results = [(next(answers) if isinstance(item, GenerationRequest) else item) for item in parsed]
-        self.requests += len(results)
-        self.errors += sum(result.finish_reason == "error" for result in results)
-        self.generated_tokens += sum(result.completion_tokens for result in results)
         return [result.model_dump() for result in results]
+
+
+class _Metrics:
+    """Ray's metrics (exported to the dashboard's Prometheus endpoint); silent outside a Ray worker."""
+
+    def __init__(self) -> None:
+        try:
+            from ray.util import metrics
+
+            self.latency = metrics.Histogram("trajforge_generation_latency_s", "seconds per engine call", boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60])
+            self.tokens = metrics.Counter("trajforge_generated_tokens", "tokens generated")
+            self.failures = {name: metrics.Counter(f"trajforge_{name}", name.replace("_", " ")) for name in ("parse_failures", "sandbox_failures")}
+        except Exception:  # not in a Ray process
+            self.latency = None
+
+    def observe(self, seconds: float, tokens: int) -> None:
+        if self.latency is not None:
+            self.latency.observe(seconds)
+            self.tokens.inc(tokens)
+
+    def inc(self, name: str) -> None:
+        if self.latency is not None and name in self.failures:
+            self.failures[name].inc()
 
 
 def start_actors(settings: ActorSettings, wait: bool = True) -> list:

@@ -31,6 +31,22 @@ class OpenAISettings(BaseModel):
     concurrency: int = Field(default=8, ge=1)
 
 
+class LoopSettings(BaseModel):
+    """The actor loop's sampling and limits (actors/loop.py: LoopOptions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_steps: int = Field(default=3, ge=1)
+    max_tokens: int = Field(default=512, ge=1)
+    state_max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.7, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    seed: int = 0
+    sandbox_timeout_s: float = Field(default=90.0, gt=0)
+    task_timeout_s: float = Field(default=900.0, gt=0)
+    """A task still running after this is cancelled and reported as timed out."""
+
+
 class ActorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -46,6 +62,11 @@ class ActorSettings(BaseModel):
     generation_timeout_s: float = Field(default=120.0, gt=0)
     sandbox_workers: int = Field(default=2, ge=1)
     health_interval_s: float = Field(default=15.0, gt=0)
+    lake: Path = Path("./lake")
+    """Step records go to <lake>/raw/trajectories/, task states to <lake>/state/states.db."""
+    prompts: Path | None = None
+    """Prompt templates (default configs/prompts.yaml)."""
+    loop: LoopSettings = Field(default_factory=LoopSettings)
     vllm: VllmSettings = Field(default_factory=VllmSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
 

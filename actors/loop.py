@@ -1,0 +1,156 @@
+"""The actor loop (specification section 6.2) on Ray: one task's steps inside a `GenerationActor`.
+
+Per step: load the state, render the prompt with its `<state>` block, generate until `</action>`,
+continue until `</state_update>`, parse the tags, apply the action in the sandbox (and run the
+task's tests when it has some), merge and save the state, append one record to
+`lake/raw/trajectories/`. A task stops when its action is verified or after `max_steps`. Any
+failure (an engine error, a sandbox timeout, malformed output) is recorded in the step and the task
+goes on or ends alone; nothing is raised to the caller.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from actors.engines.types import Completion, GenerationRequest
+from actors.prompting import ACTION_STOP, STATE_OPEN, STATE_STOP, parse_output, render_feedback, render_messages
+from actors.state import merge
+from sandbox.languages import EXTENSIONS
+
+
+class LoopTask(BaseModel):
+    """A refactoring task: files (or one `pre` snippet), an instruction, optional tests and gold result."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    task_id: str
+    instruction: str
+    language: str = "python"
+    files: dict[str, str] = Field(default_factory=dict)
+    pre: str | None = None
+    post: str | None = None
+    tests: str | list[str] | None = None
+
+    @model_validator(mode="after")
+    def _files(self) -> LoopTask:
+        if not self.files:
+            if self.pre is None:
+                raise ValueError("a task needs files or pre")
+            self.files = {f"snippet{EXTENSIONS.get(self.language, ('.txt',))[0]}": self.pre}
+        return self
+
+
+class LoopOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_steps: int = Field(default=3, ge=1)
+    max_tokens: int = Field(default=512, ge=1)
+    state_max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.7, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    seed: int = 0
+    sandbox_timeout_s: float = Field(default=90.0, gt=0)
+
+
+def _prompt_text(engine: Any, messages: list[dict[str, str]]) -> str | None:
+    """The chat rendered with the model's own template (so the second call continues it exactly)."""
+    tokenizer = getattr(engine, "tokenizer", None)
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        return None
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def _generate_step(actor: Any, messages: list[dict[str, str]], options: LoopOptions, seed: int) -> tuple[Completion, Completion | None]:
+    prompt = _prompt_text(actor.engine, messages)
+    common = {"temperature": options.temperature, "top_p": options.top_p, "seed": seed}
+    first_request = GenerationRequest(prompt=prompt, max_tokens=options.max_tokens, stop=[ACTION_STOP], **common) if prompt \
+        else GenerationRequest(messages=messages, max_tokens=options.max_tokens, stop=[ACTION_STOP], **common)
+    first = actor.timed_generate([first_request])[0]
+    if first.finish_reason == "error":
+        return first, None
+    so_far = first.text + ACTION_STOP + STATE_OPEN
+    second_request = GenerationRequest(prompt=prompt + so_far, max_tokens=options.state_max_tokens, stop=[STATE_STOP], **common) if prompt \
+        else GenerationRequest(messages=[*messages, {"role": "assistant", "content": so_far}], max_tokens=options.state_max_tokens,
+                               stop=[STATE_STOP], **common)
+    return first, actor.timed_generate([second_request])[0]
+
+
+def _sandbox(actor: Any, workspace, action, task: LoopTask, options: LoopOptions) -> tuple[dict | None, dict | None, str | None]:
+    try:
+        result = actor.sandbox.submit_action(workspace, action).result(timeout=options.sandbox_timeout_s)
+        tests = None
+        if result.valid and result.files_changed and task.tests:
+            tests = actor.sandbox.submit_tests(workspace, task.tests).result(timeout=options.sandbox_timeout_s)
+        return result.model_dump(mode="json"), tests.model_dump(mode="json") if tests else None, None
+    except FutureTimeout:
+        return None, None, f"sandbox timed out after {options.sandbox_timeout_s} s"
+    except Exception as exc:  # a jail that cannot start fails this step, recorded
+        return None, None, f"sandbox failed: {type(exc).__name__}: {exc}"
+
+
+def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dict[str, Any]:
+    """Run one task to completion inside `actor`; returns a summary, never raises."""
+    started = time.perf_counter()
+    summary: dict[str, Any] = {"task_id": task_data.get("task_id"), "steps": 0, "verified": False, "errors": []}
+    try:
+        task = LoopTask.model_validate(task_data)
+    except ValueError as exc:
+        summary["errors"].append(f"invalid task: {exc}")
+        return summary
+    from sandbox.workspace import read_tree
+
+    box = actor.sandbox.sandbox
+    workspace = box.prepare_workspace(task.task_id, task.files)
+    feedback = ""
+    try:
+        for step in range(1, options.max_steps + 1):
+            state = actor.states.load(task.task_id)
+            current = {path: content.decode("utf-8", "replace") for path, content in read_tree(workspace, 1 << 20).items()
+                       if path in task.files and isinstance(content, bytes)}
+            messages = render_messages(actor.templates, {**task.model_dump(), "files": current}, state, feedback)
+            seed = options.seed + step
+            first, second = _generate_step(actor, messages, options, seed)
+            error = first.error or (second.error if second else None)
+            parsed = parse_output(first.text, STATE_OPEN + second.text + STATE_STOP if second else "")
+            if not error and parsed.errors:
+                actor.count("parse_failures")
+            result = tests = None
+            if parsed.action is not None and not error:
+                result, tests, error = _sandbox(actor, workspace, parsed.action, task, options)
+                if error or (result and not result["valid"]):
+                    actor.count("sandbox_failures")
+            state_after = merge(state, parsed.state_update) if parsed.state_update else state
+            if state_after != state:
+                actor.states.save(task.task_id, state_after)
+            verified = bool(result and result["valid"] and result["files_changed"] and (tests is None or tests["exit_code"] == 0))
+            actor.trajectories.append({
+                "task_id": task.task_id, "step": step, "prompt": {"messages": messages}, "state_before": state.model_dump(),
+                "model_output": {**parsed.to_record(), "raw": first.text + (ACTION_STOP + STATE_OPEN + second.text + STATE_STOP if second else "")},
+                "sandbox_result": {"action": result, "tests": tests, "verified": verified}, "reward": None,
+                "state_after": state_after.model_dump(), "error": error, "model": first.model, "engine": first.engine,
+                "temperature": options.temperature, "top_p": options.top_p, "seed": seed, "actor": actor.index,
+                "completions": [c.model_dump(include={"token_ids", "logprobs", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s"})
+                                for c in (first, second) if c is not None],
+                "created_at": time.time(),
+            })
+            summary["steps"] = step
+            if error:
+                summary["errors"].append(f"step {step}: {error}")
+            if parsed.errors:
+                summary["errors"].append(f"step {step}: malformed output: {'; '.join(parsed.errors)[:300]}")
+            if verified:
+                summary["verified"] = True
+                break
+            feedback = render_feedback(actor.templates, result, error or ("; ".join(parsed.errors) or None))
+    except Exception as exc:  # the task fails alone, with its reason
+        summary["errors"].append(f"task failed: {type(exc).__name__}: {exc}")
+        summary["traceback"] = traceback.format_exc(limit=5)
+    finally:
+        box.cleanup(workspace)
+    summary["wall_s"] = round(time.perf_counter() - started, 3)
+    return summary

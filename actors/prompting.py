@@ -1,0 +1,90 @@
+"""Prompts of the actor loop and the parsing of what the model answers.
+
+The answer is `<think>...</think><action>{JSON}</action>` (first generation, stopped at `</action>`)
+and `<state_update>{JSON}</state_update>` (a second generation that continues the same text, stopped at
+`</state_update>`; same actor, so the prefix cache serves it). Malformed output is never dropped:
+`ParsedOutput.errors` says what was wrong and the record keeps the raw text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from actors.state import State, StateUpdate, parse_update, render
+from actors.state.model import InvalidStateUpdate
+from sandbox.models import Action, InvalidAction, parse_action
+
+DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "configs" / "prompts.yaml"
+ACTION_STOP = "</action>"
+STATE_STOP = "</state_update>"
+STATE_OPEN = "\n<state_update>"
+TAG = {name: re.compile(rf"<{name}>(.*?)(?:</{name}>|$)", re.DOTALL) for name in ("think", "action", "state_update")}
+
+
+def load_prompts(path: str | Path | None = None) -> dict[str, str]:
+    templates = yaml.safe_load(Path(path or DEFAULT_PROMPTS).read_text(encoding="utf-8"))
+    missing = {"system", "user", "feedback"} - set(templates or {})
+    if missing:
+        raise ValueError(f"prompt file {path or DEFAULT_PROMPTS} lacks {sorted(missing)}")
+    return templates
+
+
+def render_messages(templates: dict[str, str], task: dict[str, Any], state: State, feedback: str = "") -> list[dict[str, str]]:
+    code = "\n\n".join(f"# {name}\n{content}" for name, content in sorted(task["files"].items())) if len(task["files"]) > 1 \
+        else next(iter(task["files"].values()), "")
+    user = templates["user"].format(state=render(state), instruction=task["instruction"], language=task.get("language", ""),
+                                     code=code, feedback=feedback)
+    return [{"role": "system", "content": templates["system"].strip()}, {"role": "user", "content": user.strip()}]
+
+
+def render_feedback(templates: dict[str, str], result: dict[str, Any] | None, error: str | None) -> str:
+    if error:
+        return templates["feedback"].format(verdict="not applied", details=error[:1000])
+    verdict = "applied" if result.get("valid") else "invalid"
+    details = result.get("diff") or result.get("error") or "no change: the pattern matched nothing"
+    return templates["feedback"].format(verdict=f"{verdict}, {result.get('matches', 0)} match(es)", details=details[:2000])
+
+
+@dataclass
+class ParsedOutput:
+    think: str | None = None
+    action: Action | None = None
+    action_text: str | None = None
+    state_update: StateUpdate | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"think": self.think, "action": self.action.model_dump(exclude_none=True) if self.action else None,
+                "action_text": self.action_text, "state_update": self.state_update.model_dump(exclude_defaults=True) if self.state_update else None,
+                "errors": self.errors}
+
+
+def parse_output(action_part: str, state_part: str = "") -> ParsedOutput:
+    """Read the tags; every problem becomes an entry in `errors`, never an exception."""
+    text = action_part + (ACTION_STOP if ACTION_STOP not in action_part else "") + state_part
+    parsed = ParsedOutput()
+    if match := TAG["think"].search(text):
+        parsed.think = match.group(1).strip()
+    match = TAG["action"].search(text)
+    if not match:
+        parsed.errors.append("no <action> tag")
+    else:
+        parsed.action_text = match.group(1).strip()
+        try:
+            parsed.action = parse_action(json.loads(parsed.action_text))
+        except json.JSONDecodeError as exc:
+            parsed.errors.append(f"action is not JSON: {exc}")
+        except InvalidAction as exc:
+            parsed.errors.append(str(exc))
+    if match := TAG["state_update"].search(text):
+        try:
+            parsed.state_update = parse_update(match.group(1).strip() or "{}")
+        except InvalidStateUpdate as exc:
+            parsed.errors.append(str(exc))
+    return parsed

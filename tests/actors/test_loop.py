@@ -1,0 +1,129 @@
+"""The actor loop end to end: records, states, malformed output, a scripted teacher over the OpenAI protocol."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from actors.prompting import parse_output
+from actors.settings import load_actor_settings
+from trajforge.trajectories import ReadStats, read_trajectories
+
+TASKS = [
+    {"task_id": f"loop-{i}", "instruction": "Replace print calls with logging.info", "language": "python",
+     "files": {"app.py": f"import logging\n\ndef run():\n    print('step', {i})\n"},
+     "tests": ["python", "-c", "import app"]}
+    for i in range(3)
+]
+GOOD = ('<think>print should become logging.info</think><action>{"pattern": "print($$$A)", "rewrite": "logging.info($$$A)", '
+        '"language": "python"}</action>')
+STATE = '{"decisions": ["use logging.info"], "history": "replaced print", "next_focus": "done"}'
+
+
+class ScriptedTeacher(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint answering with a fixed, correct action (the real client is what is tested)."""
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        answer = {"model": body["model"], "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+        if "messages" in body:
+            text = STATE if body["messages"][-1]["role"] == "assistant" else GOOD
+            answer["choices"] = [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}]
+        else:  # /v1/completions: the actor's warm-up
+            answer["choices"] = [{"index": 0, "finish_reason": "length", "text": "ok"}]
+        payload = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def teacher_url():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedTeacher)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_parse_output_records_every_problem():
+    good = parse_output(GOOD, "\n<state_update>" + STATE + "</state_update>")
+    assert good.errors == [] and good.action.pattern == "print($$$A)" and good.state_update.next_focus == "done"
+    assert parse_output("no tags at all").errors == ["no <action> tag"]
+    assert "not JSON" in parse_output("<action>{oops</action>").errors[0]
+    assert "unknown language" in parse_output('<action>{"pattern": "x", "rewrite": "y", "language": "cobol"}</action>').errors[0]
+    assert "invalid state update" in parse_output(GOOD, "<state_update>{\"mood\": 1}</state_update>").errors[0]
+
+
+def test_loop_with_a_scripted_teacher_verifies_saves_state_and_writes_records(serve_url, teacher_url, tmp_path):
+    import ray
+
+    from actors.actor import start_actors
+    from actors.run import run_loop
+    from actors.state import StateStore
+
+    settings = load_actor_settings(assignments=[("actors.engine", "openai"), ("actors.model", "teacher"), ("actors.num_cpus", 0),
+                                                ("actors.openai.base_url", teacher_url), ("actors.openai.api_key_env", None),
+                                                ("actors.lake", str(tmp_path / "lake"))])
+    (actor,) = start_actors(settings)
+    try:
+        summaries = run_loop([actor], TASKS)
+    finally:
+        ray.kill(actor, no_restart=True)
+    assert [(s["task_id"], s["verified"], s["steps"]) for s in summaries] == [(t["task_id"], True, 1) for t in TASKS]
+    records = list(read_trajectories(tmp_path / "lake" / "raw" / "trajectories"))
+    assert sorted(r["task_id"] for r in records) == [t["task_id"] for t in TASKS]
+    record = records[0]
+    assert record["sandbox_result"]["verified"] and record["sandbox_result"]["tests"]["exit_code"] == 0
+    assert "+    logging.info('step'" in record["sandbox_result"]["action"]["diff"]
+    assert record["model"] == "teacher" and record["engine"] == "openai" and record["seed"] == 1
+    assert "<state>" in record["prompt"]["messages"][1]["content"]
+    state = StateStore(tmp_path / "lake" / "state" / "states.db").load("loop-0")
+    assert state.decisions == ["use logging.info"] and state.next_focus == "done"
+
+
+def test_loop_with_the_small_model_records_malformed_output_and_keeps_going(serve_url, small_model, tmp_path):
+    import ray
+
+    from actors.actor import start_actors
+    from actors.run import run_loop
+
+    settings = load_actor_settings(assignments=[("actors.model", str(small_model)), ("actors.num_cpus", 0),
+                                                ("actors.lake", str(tmp_path / "lake")), ("actors.loop.max_steps", 2),
+                                                ("actors.loop.max_tokens", 24), ("actors.loop.state_max_tokens", 8)])
+    (actor,) = start_actors(settings)
+    try:
+        summaries = run_loop([actor], TASKS[:2] + [{"task_id": "broken"}])
+        health = ray.get(actor.health.remote())
+    finally:
+        ray.kill(actor, no_restart=True)
+    assert [s["steps"] for s in summaries[:2]] == [2, 2] and not any(s["verified"] for s in summaries)
+    assert any("malformed output" in error for error in summaries[0]["errors"])
+    assert "invalid task" in summaries[2]["errors"][0]
+    stats = ReadStats()
+    records = list(read_trajectories(tmp_path / "lake" / "raw" / "trajectories", stats))
+    assert len(records) == 4 and stats.corrupt_lines == 0
+    assert all(r["model_output"]["errors"] and r["model_output"]["raw"] for r in records)
+    first = records[0]["completions"][0]
+    assert len(first["token_ids"]) == len(first["logprobs"]) == first["completion_tokens"] > 0
+    assert health["parse_failures"] >= 4
+
+
+def test_a_torn_last_line_is_skipped_and_counted(tmp_path):
+    from trajforge.trajectories import TrajectoryWriter
+
+    writer = TrajectoryWriter(tmp_path, "w")
+    writer.append({"task_id": "t", "step": 1, "prompt": {}, "state_before": {}, "model_output": {}, "sandbox_result": {}, "reward": None})
+    with open(writer.path, "ab") as handle:
+        handle.write(b'{"task_id": "t", "step": 2, "pro')
+    stats = ReadStats()
+    assert [r["step"] for r in read_trajectories(tmp_path, stats)] == [1] and stats.corrupt_lines == 1
+    with pytest.raises(ValueError, match="lacks"):
+        writer.append({"task_id": "t"})

@@ -1,0 +1,68 @@
+"""The trajectory store (specification section 7): step records as JSON lines under `lake/raw/trajectories/`.
+
+Writers (actor loops, teacher jobs) each append to their own file and fsync every record, so a killed
+process loses at most the line it was writing; readers skip a torn last line and count it. The build
+pipeline turns these records into Parquet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RECORD_FIELDS = ("task_id", "step", "prompt", "state_before", "model_output", "sandbox_result", "reward")
+
+
+class TrajectoryWriter:
+    """Appends records to `<root>/<writer>-<host>-<pid>-<time>.jsonl` (one file per writer process)."""
+
+    def __init__(self, root: str | Path, writer: str):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        name = f"{writer}-{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}.jsonl"
+        self.path = self.root / name
+        self._lock = threading.Lock()
+
+    def append(self, record: dict[str, Any]) -> None:
+        missing = [name for name in RECORD_FIELDS if name not in record]
+        if missing:
+            raise ValueError(f"trajectory record lacks {missing}")
+        line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+@dataclass
+class ReadStats:
+    records: int = 0
+    corrupt_lines: int = 0
+
+
+def read_trajectories(root: str | Path, stats: ReadStats | None = None) -> Iterator[dict[str, Any]]:
+    """Every record under `root`, file by file in name order; unreadable lines are counted in `stats`."""
+    stats = stats if stats is not None else ReadStats()
+    for path in sorted(Path(root).glob("*.jsonl")):
+        with path.open("rb") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    stats.corrupt_lines += 1
+                    continue
+                if isinstance(record, dict):
+                    stats.records += 1
+                    yield record
+                else:
+                    stats.corrupt_lines += 1

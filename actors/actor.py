@@ -96,6 +96,9 @@ class GenerationActor:
         todo = [request for request in parsed if isinstance(request, GenerationRequest)]
         answers = iter(self.timed_generate(todo) if todo else [])
         results = [(next(answers) if isinstance(item, GenerationRequest) else item) for item in parsed]
+        rejected = len(parsed) - len(todo)
+        self.requests += rejected
+        self.errors += rejected
         return [result.model_dump() for result in results]
 
 
@@ -122,15 +125,65 @@ class _Metrics:
             self.failures[name].inc()
 
 
-def start_actors(settings: ActorSettings, wait: bool = True) -> list:
-    """Start `settings.count` actors with their placement and restart policy; wait until each is warm."""
+ACTOR_NAME = "trajforge-generation-{index}"
+NAMESPACE = "trajforge"
+
+
+def start_actors(settings: ActorSettings, wait: bool = True, named: bool = False) -> list:
+    """Start `settings.count` actors with their placement and restart policy; wait until each is warm.
+
+    `named`: register them as `trajforge-generation-<i>` in namespace `trajforge` (detached), so the
+    OpenAI-compatible front (`backend: actors`) and other jobs find them with `find_actors()`.
+    """
     import ray
 
-    remote = ray.remote(GenerationActor).options(
-        num_cpus=settings.num_cpus, num_gpus=settings.num_gpus or None, resources=settings.resources or None,
-        max_restarts=settings.max_restarts, max_task_retries=settings.max_task_retries, max_concurrency=4,
-    )
-    actors = [remote.remote(settings, index) for index in range(settings.count)]
+    actors = []
+    for index in range(settings.count):
+        options: dict[str, Any] = {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus or None,
+                                   "resources": settings.resources or None, "max_restarts": settings.max_restarts,
+                                   "max_task_retries": settings.max_task_retries, "max_concurrency": 4}
+        if named:
+            options.update(name=ACTOR_NAME.format(index=index), namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
+        actors.append(ray.remote(GenerationActor).options(**options).remote(settings, index))
     if wait:
         ray.get([actor.ready.remote() for actor in actors])
     return actors
+
+
+def find_actors() -> list:
+    """The named generation actors started with `start_actors(..., named=True)`, in index order."""
+    import ray
+
+    found = []
+    while True:
+        try:
+            found.append(ray.get_actor(ACTOR_NAME.format(index=len(found)), namespace=NAMESPACE))
+        except ValueError:
+            return found
+
+
+def supervise(actors: list, interval_s: float = 15.0, timeout_s: float = 10.0, stop: Any = None, on_report: Any = None) -> None:
+    """Poll every actor's health each `interval_s`; one that does not answer in `timeout_s` is killed
+    so that Ray restarts it (its in-flight calls are retried there). Runs until `stop` (an Event) is set."""
+    import threading
+
+    import ray
+
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        refs = [actor.health.remote() for actor in actors]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        report = []
+        for index, (actor, ref) in enumerate(zip(actors, refs)):
+            healthy = ref in ready
+            try:
+                health = ray.get(ref) if healthy else None
+            except Exception:
+                healthy, health = False, None
+            if not healthy:
+                log.warning("generation actor %d did not answer its health check in %.0f s: restarting it", index, timeout_s)
+                ray.kill(actor, no_restart=False)
+            report.append({"index": index, "healthy": healthy, "health": health})
+        if on_report is not None:
+            on_report(report)
+        stop.wait(interval_s)

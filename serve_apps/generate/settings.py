@@ -15,8 +15,11 @@ APP_NAME = "generate"
 class GenerateSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    backend: Literal["engine", "actors"] = "engine"
+    """`actors`: route requests to the named GenerationActors (started with `start_actors(named=True)`),
+    the same prompt prefix always to the same actor; `engine`: an engine inside this replica."""
     engine: Literal["transformers", "openai"] = "transformers"
-    """The engine behind the front: a local Hugging Face model, or another OpenAI-compatible endpoint."""
+    """With backend `engine`: a local Hugging Face model, or another OpenAI-compatible endpoint."""
     model: str = "small"
     """`small` (the embedded Qwen3-shaped model, created under models/ on first use) or a local model directory."""
     served_model_name: str | None = None

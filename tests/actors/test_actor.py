@@ -63,3 +63,39 @@ def test_engine_choices_are_checked_with_clear_errors(small_model):
         build_engine(load_actor_settings(assignments=[("actors.engine", "vllm")]))
     with pytest.raises(ConfigError, match="actors.engine"):
         load_actor_settings(assignments=[("actors.engine", "llama.cpp")])
+
+
+def test_front_over_named_actors_and_the_supervisor(serve_url, actor_settings):
+    import threading
+
+    import ray
+    from ray import serve
+
+    from actors.actor import find_actors, start_actors, supervise
+    from actors.engines.openai_engine import OpenAIEngine
+    from actors.engines.types import GenerationRequest
+    from serve_apps.generate.app import build_app
+
+    (actor,) = start_actors(actor_settings, named=True)
+    client = None
+    try:
+        assert len(find_actors()) == 1
+        serve.run(build_app({"backend": "actors", "served_model_name": "small", "num_cpus": 0.05}), name="generate-actors",
+                  route_prefix="/generate-actors")
+        client = OpenAIEngine(f"{serve_url}/generate-actors", "small", api_key_env=None, token_ids_in_logprobs=True)
+        request = GenerationRequest(prompt="def handler(", max_tokens=6, temperature=0.8, seed=4)
+        (remote,) = client.generate([request])
+        (direct,) = ray.get(actor.generate.remote([request]))
+        assert remote.error is None and remote.token_ids == direct["token_ids"] and remote.text == direct["text"]
+
+        reports, stop = [], threading.Event()
+        watcher = threading.Thread(target=supervise, args=([actor],), kwargs={"interval_s": 0.2, "stop": stop,
+                                                                              "on_report": lambda r: (reports.append(r), stop.set())})
+        watcher.start()
+        watcher.join(timeout=60)
+        assert reports and reports[0][0]["healthy"] and reports[0][0]["health"]["requests"] >= 1
+    finally:
+        if client is not None:
+            client.close()
+        serve.delete("generate-actors")
+        ray.kill(actor, no_restart=True)

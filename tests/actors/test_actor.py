@@ -44,11 +44,16 @@ def test_a_killed_actor_restarts_and_finishes_its_in_flight_call(serve_url, acto
     (actor,) = start_actors(actor_settings)
     try:
         first_pid = ray.get(actor.health.remote())["pid"]
-        pending = actor.generate.remote([{"prompt": "class Order:", "max_tokens": 400, "temperature": 0.7, "seed": 3}])
-        time.sleep(0.5)
+        batch = [{"prompt": "class Order:", "max_tokens": 300, "temperature": 0.7, "seed": seed} for seed in range(30)]
+        pending = actor.generate.remote(batch)
+        time.sleep(1.0)
+        assert not ray.wait([pending], timeout=0)[0], "the call must still be in flight when the actor dies"
         ray.kill(actor, no_restart=False)
-        (result,) = ray.get(pending, timeout=240)
-        assert result["finish_reason"] != "error" and result["completion_tokens"] > 0
+        results = ray.get(pending, timeout=240)
+        assert len(results) == 30 and all(r["finish_reason"] != "error" and r["completion_tokens"] > 0 for r in results)
+        deadline = time.monotonic() + 60
+        while ray.get(actor.health.remote())["pid"] == first_pid and time.monotonic() < deadline:
+            time.sleep(0.5)
         assert ray.get(actor.health.remote())["pid"] != first_pid
     finally:
         ray.kill(actor, no_restart=True)

@@ -14,6 +14,7 @@ COMMANDS = {
     "serve": ("trajforge.cli.serve_cmd", "run the ingest service on Ray Serve until Ctrl-C"),
     "embed": ("trajforge.cli.embed_cmd", "embed a text (in-process or through a deployment) and print its domain tags"),
     "sandbox": ("trajforge.cli.sandbox_cmd", "apply an ast-grep action (and tests) to a directory in the nsjail jail; prints JSON"),
+    "synth-rules": ("trajforge.cli.synth_cmd", "generate synthetic ast-grep tasks and keep those the sandbox verifies (a Ray Data job)"),
     "demo": ("trajforge.cli.demo_cmd", "start the services, replay the example agent sessions, print domain tags and stats"),
 }
 

@@ -1,0 +1,1 @@
+"""Ray Data jobs and Ray jobs: build, synthetic rules, teacher SRL."""

@@ -35,6 +35,8 @@ class LoopTask(BaseModel):
     pre: str | None = None
     post: str | None = None
     tests: str | list[str] | None = None
+    gold_action: dict[str, Any] | None = None
+    """The known-good action of a synthetic task (the oracle teacher replays it; never shown to a model)."""
 
     @model_validator(mode="after")
     def _files(self) -> LoopTask:
@@ -65,7 +67,8 @@ def _prompt_text(engine: Any, messages: list[dict[str, str]]) -> str | None:
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def _generate_step(actor: Any, messages: list[dict[str, str]], options: LoopOptions, seed: int) -> tuple[Completion, Completion | None]:
+def generate_step(actor: Any, messages: list[dict[str, str]], options: LoopOptions, seed: int) -> tuple[Completion, Completion | None]:
+    """Two generations with the actor's engine: to `</action>`, then on to `</state_update>`."""
     prompt = _prompt_text(actor.engine, messages)
     common = {"temperature": options.temperature, "top_p": options.top_p, "seed": seed}
     first_request = GenerationRequest(prompt=prompt, max_tokens=options.max_tokens, stop=[ACTION_STOP], **common) if prompt \
@@ -114,7 +117,7 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
                        if path in task.files and isinstance(content, bytes)}
             messages = render_messages(actor.templates, {**task.model_dump(), "files": current}, state, feedback)
             seed = options.seed + step
-            first, second = _generate_step(actor, messages, options, seed)
+            first, second = actor.propose(messages, options, seed, task)
             error = first.error or (second.error if second else None)
             parsed = parse_output(first.text, STATE_OPEN + second.text + STATE_STOP if second else "")
             if not error and parsed.errors:
@@ -128,10 +131,18 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
             if state_after != state:
                 actor.states.save(task.task_id, state_after)
             verified = bool(result and result["valid"] and result["files_changed"] and (tests is None or tests["exit_code"] == 0))
+            matches_gold = None
+            if task.post is not None and len(task.files) == 1 and result and result["valid"]:
+                (name,) = task.files
+                matches_gold = read_tree(workspace, 1 << 20).get(name) == task.post.encode("utf-8")
+            solved = verified and matches_gold is not False  # applied, and equal to the known result where there is one
+            final = solved or step == options.max_steps
             actor.trajectories.append({
                 "task_id": task.task_id, "step": step, "prompt": {"messages": messages}, "state_before": state.model_dump(),
                 "model_output": {**parsed.to_record(), "raw": first.text + (ACTION_STOP + STATE_OPEN + second.text + STATE_STOP if second else "")},
-                "sandbox_result": {"action": result, "tests": tests, "verified": verified}, "reward": None,
+                "sandbox_result": {"action": result, "tests": tests, "verified": verified},
+                "reward": {"verified": verified, "matches_gold": matches_gold, "tests_pass": None if tests is None else tests["exit_code"] == 0},
+                "final": final, "teacher": getattr(actor, "teacher", None),
                 "state_after": state_after.model_dump(), "error": error, "model": first.model, "engine": first.engine,
                 "temperature": options.temperature, "top_p": options.top_p, "seed": seed, "actor": actor.index,
                 "completions": [c.model_dump(include={"token_ids", "logprobs", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s"})
@@ -143,8 +154,9 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
                 summary["errors"].append(f"step {step}: {error}")
             if parsed.errors:
                 summary["errors"].append(f"step {step}: malformed output: {'; '.join(parsed.errors)[:300]}")
-            if verified:
-                summary["verified"] = True
+            summary["verified"] = summary["verified"] or verified
+            if solved:
+                summary["matches_gold"] = matches_gold
                 break
             feedback = render_feedback(actor.templates, result, error or ("; ".join(parsed.errors) or None))
     except Exception as exc:  # the task fails alone, with its reason

@@ -15,6 +15,7 @@ COMMANDS = {
     "embed": ("trajforge.cli.embed_cmd", "embed a text (in-process or through a deployment) and print its domain tags"),
     "sandbox": ("trajforge.cli.sandbox_cmd", "apply an ast-grep action (and tests) to a directory in the nsjail jail; prints JSON"),
     "synth-rules": ("trajforge.cli.synth_cmd", "generate synthetic ast-grep tasks and keep those the sandbox verifies (a Ray Data job)"),
+    "teacher": ("trajforge.cli.teacher_cmd", "run the teacher SRL loop on synthetic tasks (oracle offline, or an OpenAI-compatible teacher)"),
     "demo": ("trajforge.cli.demo_cmd", "start the services, replay the example agent sessions, print domain tags and stats"),
 }
 

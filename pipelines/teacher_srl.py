@@ -1,0 +1,171 @@
+"""The teacher SRL loop (specification section 8) as a Ray job.
+
+    trajforge teacher [--config configs/teacher.yaml] [--set teacher.sample=100]
+    ray job submit --working-dir . -- python -m pipelines.teacher_srl --config configs/teacher.yaml
+
+Samples tasks (from `trajforge synth-rules`), and for each runs up to `max_steps` steps on a
+TeacherWorker actor: the prompt from `configs/teacher_prompts.yaml` (system, `<state>`, instruction +
+code + the sandbox's feedback), the teacher's `<think>/<action>/<state_update>`, the action verified in
+the sandbox, rewards (verified, matches the gold result, tests pass). Each step goes to
+`lake/raw/trajectories/` with the teacher, model, temperature and seed. A task whose last step is
+recorded (`final`) is finished: a restarted job skips it, so a crash or `ray job stop` loses at most
+the tasks in flight. Ends with `reports/teacher/metrics.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trajforge.settings import apply_assignments, env_assignments, parse_assignment, read_yaml, validate
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "teacher.yaml"
+
+
+class TeacherSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["oracle", "openai"] = "oracle"
+    model: str = "oracle"
+    base_url: str | None = None
+    api_key_env: str | None = "TEACHER_API_KEY"
+    mistake_rate: float = Field(default=0.25, ge=0, le=1)
+    temperature: float = Field(default=0.7, ge=0)
+    seed: int = 0
+    workers: int = Field(default=2, ge=1)
+    requests_per_second: float = Field(default=4.0, gt=0)
+    tasks: Path = Path("lake/raw/tasks/synth_rules/tasks.jsonl")
+    sample: int = Field(default=40, ge=0)
+    max_steps: int = Field(default=3, ge=1)
+    lake: Path = Path("./lake")
+    reports: Path = Path("reports/teacher")
+    prompts: Path | None = None
+    cpus_per_worker: float = Field(default=0.5, ge=0)
+
+
+def load_teacher_settings(path: str | Path | None = None, assignments=()) -> TeacherSettings:
+    source = Path(path) if path else DEFAULT_CONFIG
+    data = read_yaml(source)
+    apply_assignments(data, [*env_assignments(), *assignments], roots=["teacher"])
+    return validate(TeacherSettings, data.get("teacher") or {}, str(source), prefix="teacher")
+
+
+def teacher_name(settings: TeacherSettings) -> str:
+    return settings.kind if settings.kind == "oracle" else settings.model
+
+
+def load_tasks(settings: TeacherSettings) -> list[dict[str, Any]]:
+    if not settings.tasks.is_file():
+        raise FileNotFoundError(f"no tasks at {settings.tasks}: run `trajforge synth-rules` first (or set teacher.tasks)")
+    tasks = [json.loads(line) for line in settings.tasks.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if settings.sample and settings.sample < len(tasks):
+        tasks = sorted(random.Random(settings.seed).sample(tasks, settings.sample), key=lambda task: task["task_id"])
+    return tasks
+
+
+def teacher_records(settings: TeacherSettings) -> list[dict[str, Any]]:
+    from trajforge.trajectories import read_trajectories
+
+    root = settings.lake / "raw" / "trajectories"
+    return [r for r in read_trajectories(root) if r.get("teacher") == teacher_name(settings)] if root.is_dir() else []
+
+
+def run(settings: TeacherSettings, progress: bool = True) -> dict[str, Any]:
+    import ray
+    from tqdm import tqdm
+
+    from actors.run import run_loop
+    from pipelines.teacher_worker import TeacherWorker
+
+    tasks = load_tasks(settings)
+    finished = {r["task_id"] for r in teacher_records(settings) if r.get("final")}
+    todo = [task for task in tasks if task["task_id"] not in finished]
+    ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    started = time.monotonic()
+    summaries: list[dict[str, Any]] = []
+    if todo:
+        worker = ray.remote(TeacherWorker).options(num_cpus=settings.cpus_per_worker, max_restarts=2, max_task_retries=2, max_concurrency=2)
+        workers = [worker.remote(settings, index) for index in range(settings.workers)]
+        with tqdm(total=len(todo), desc="teacher tasks", unit="task", disable=not progress) as bar:
+            summaries = run_loop(workers, todo, progress=bar, concurrency_per_actor=2)
+        stats = [ray.get(w.stats.remote()) for w in workers]
+        for w in workers:
+            ray.kill(w)
+    else:
+        stats = []
+    report = write_report(settings, tasks, stats, time.monotonic() - started)
+    return {"tasks": len(tasks), "skipped_finished": len(tasks) - len(todo), "ran": len(summaries),
+            "verified": sum(bool(s.get("verified")) for s in summaries), "report": str(report)}
+
+
+def write_report(settings: TeacherSettings, tasks: list[dict[str, Any]], stats: list[dict[str, int]], wall_s: float) -> Path:
+    """reports/teacher/metrics.md from every record of this teacher on the sampled tasks."""
+    wanted = {task["task_id"]: task for task in tasks}
+    records = [r for r in teacher_records(settings) if r["task_id"] in wanted]
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_task[record["task_id"]].append(record)
+    per_language: dict[str, Counter] = defaultdict(Counter)
+    rewards: Counter = Counter()
+    for task_id, steps in by_task.items():
+        language = wanted[task_id]["language"]
+        verified = any(s["reward"]["verified"] for s in steps)
+        gold = any(s["reward"].get("matches_gold") for s in steps)
+        per_language[language].update(tasks=1, verified=int(verified), matches_gold=int(gold), steps=len(steps))
+        for step in steps:
+            rewards["verified" if step["reward"]["verified"] else "not verified"] += 1
+            rewards["matches gold" if step["reward"].get("matches_gold") else "differs from gold"] += 1
+            if step["model_output"].get("errors"):
+                rewards["malformed output"] += 1
+    tokens = Counter()
+    for item in stats:
+        tokens.update({key: value for key, value in item.items() if key.endswith("_tokens")})
+    lines = [f"# Teacher SRL run: {teacher_name(settings)}", "",
+             f"- teacher: `{teacher_name(settings)}` ({settings.kind}), temperature {settings.temperature}, seed {settings.seed}"
+             + (f", mistake rate {settings.mistake_rate}" if settings.kind == "oracle" else ""),
+             f"- tasks: {len(by_task)} of {len(tasks)} sampled have records; {len(records)} steps; this run took {wall_s:.1f} s",
+             f"- cost: {tokens['prompt_tokens']} prompt tokens, {tokens['completion_tokens']} completion tokens (this run)", "",
+             "| language | tasks | verified | verified/total | matches gold | steps |", "| --- | --- | --- | --- | --- | --- |"]
+    for language, counts in sorted(per_language.items()):
+        lines.append(f"| {language} | {counts['tasks']} | {counts['verified']} | {counts['verified'] / counts['tasks']:.2f} | "
+                     f"{counts['matches_gold']} | {counts['steps']} |")
+    lines += ["", "| per model | tasks | verified/total |", "| --- | --- | --- |"]
+    models = Counter(steps[0]["model"] for steps in by_task.values())
+    for model, count in sorted(models.items()):
+        verified = sum(any(s["reward"]["verified"] for s in steps) for steps in by_task.values() if steps[0]["model"] == model)
+        lines.append(f"| {model} | {count} | {verified / count:.2f} |")
+    lines += ["", "## Reward distribution (per step)", "", *(f"- {name}: {count}" for name, count in sorted(rewards.items())), ""]
+    settings.reports.mkdir(parents=True, exist_ok=True)
+    path = settings.reports / "metrics.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="teacher config (default configs/teacher.yaml)")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    settings = load_teacher_settings(args.config, [parse_assignment(text) for text in getattr(args, "assignments", [])])
+    result = run(settings)
+    print(json.dumps(result, indent=2))
+    print(Path(result["report"]).read_text(encoding="utf-8"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.teacher_srl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="teacher.FIELD=VALUE")
+    return run_command(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

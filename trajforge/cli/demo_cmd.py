@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     from sandbox.demo import show_rewrites
 
     show_rewrites()
+    _section("synthetic ast-grep tasks, then the teacher SRL loop (offline oracle teacher)")
+    _synth_and_teach(Path(args.lake))
     print(f"\ndone in {time.monotonic() - started:.1f} s. Raw segments: {Path(args.lake).resolve() / 'raw' / 'envelopes'}")
     return 0
 
@@ -134,3 +136,16 @@ def _show_domain_tags(url: str, results: list) -> None:
     for (doc, result), tag in zip(results, tags):
         cells = [f"{tag[rank]['domain']} {tag[rank]['confidence']:.2f}" for rank in ("primary", "secondary", "tertiary")]
         print(f"{result.name[:34]:<34} {cells[0]:<24} {cells[1]:<24} {cells[2]:<24} {tag['method']}")
+
+
+def _synth_and_teach(lake: Path) -> None:
+    from pipelines import synth_rules, teacher_srl
+
+    report = synth_rules.run(lake, workers=2)
+    print(f"synthetic tasks: {report['num_records']} of {report['candidates']} candidates verified in the sandbox "
+          f"({', '.join(f'{k} {v}' for k, v in report['by_language'].items())}) -> {report['path']}")
+    settings = teacher_srl.load_teacher_settings(assignments=[("teacher.lake", str(lake)), ("teacher.sample", 24),
+                                                              ("teacher.tasks", str(lake / "raw" / "tasks" / "synth_rules" / "tasks.jsonl"))])
+    result = teacher_srl.run(settings)
+    print(f"teacher: {result['ran']} tasks run, {result['skipped_finished']} already finished, {result['verified']} verified")
+    print(Path(result["report"]).read_text(encoding="utf-8"))

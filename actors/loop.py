@@ -142,7 +142,7 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
                 "model_output": {**parsed.to_record(), "raw": first.text + (ACTION_STOP + STATE_OPEN + second.text + STATE_STOP if second else "")},
                 "sandbox_result": {"action": result, "tests": tests, "verified": verified},
                 "reward": {"verified": verified, "matches_gold": matches_gold, "tests_pass": None if tests is None else tests["exit_code"] == 0},
-                "final": final, "teacher": getattr(actor, "teacher", None),
+                "final": final, "teacher": getattr(actor, "teacher", None), "run_id": getattr(actor, "run_id", None),
                 "state_after": state_after.model_dump(), "error": error, "model": first.model, "engine": first.engine,
                 "temperature": options.temperature, "top_p": options.top_p, "seed": seed, "actor": actor.index,
                 "completions": [c.model_dump(include={"token_ids", "logprobs", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s"})

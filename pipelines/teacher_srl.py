@@ -70,11 +70,17 @@ def load_tasks(settings: TeacherSettings) -> list[dict[str, Any]]:
     return tasks
 
 
-def teacher_records(settings: TeacherSettings) -> list[dict[str, Any]]:
+def teacher_records(settings: TeacherSettings, finished_only: bool = True) -> list[dict[str, Any]]:
+    """This teacher's step records. A task interrupted by a stop and run again has records from both
+    runs; `finished_only` keeps, per task, only the steps of the run that finished it (no duplicates)."""
     from trajforge.trajectories import read_trajectories
 
     root = settings.lake / "raw" / "trajectories"
-    return [r for r in read_trajectories(root) if r.get("teacher") == teacher_name(settings)] if root.is_dir() else []
+    records = [r for r in read_trajectories(root) if r.get("teacher") == teacher_name(settings)] if root.is_dir() else []
+    if not finished_only:
+        return records
+    finishing_run = {r["task_id"]: r.get("run_id") for r in records if r.get("final")}
+    return [r for r in records if r["task_id"] in finishing_run and r.get("run_id") == finishing_run[r["task_id"]]]
 
 
 def run(settings: TeacherSettings, progress: bool = True) -> dict[str, Any]:
@@ -85,14 +91,17 @@ def run(settings: TeacherSettings, progress: bool = True) -> dict[str, Any]:
     from pipelines.teacher_worker import TeacherWorker
 
     tasks = load_tasks(settings)
+    import uuid
+
     finished = {r["task_id"] for r in teacher_records(settings) if r.get("final")}
+    run_id = uuid.uuid4().hex[:12]
     todo = [task for task in tasks if task["task_id"] not in finished]
     ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
     started = time.monotonic()
     summaries: list[dict[str, Any]] = []
     if todo:
         worker = ray.remote(TeacherWorker).options(num_cpus=settings.cpus_per_worker, max_restarts=2, max_task_retries=2, max_concurrency=2)
-        workers = [worker.remote(settings, index) for index in range(settings.workers)]
+        workers = [worker.remote(settings, index, run_id) for index in range(settings.workers)]
         with tqdm(total=len(todo), desc="teacher tasks", unit="task", disable=not progress) as bar:
             summaries = run_loop(workers, todo, progress=bar, concurrency_per_actor=2)
         stats = [ray.get(w.stats.remote()) for w in workers]

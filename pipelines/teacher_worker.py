@@ -68,7 +68,7 @@ def oracle_answer(task: Any, step: int, mistake_rate: float, seed: int) -> tuple
 
 
 class TeacherWorker:
-    def __init__(self, settings: Any, index: int):
+    def __init__(self, settings: Any, index: int, run_id: str | None = None):
         from actors.prompting import load_prompts
         from actors.state import StateStore
         from sandbox.pool import SandboxPool
@@ -76,6 +76,7 @@ class TeacherWorker:
 
         self.settings, self.index = settings, index
         self.teacher = settings.kind if settings.kind == "oracle" else settings.model
+        self.run_id = run_id
         self.sandbox = SandboxPool(workers=2)
         self.states = StateStore(settings.lake / "state" / "teacher_states.db")
         self.trajectories = TrajectoryWriter(settings.lake / "raw" / "trajectories", f"teacher{index}")

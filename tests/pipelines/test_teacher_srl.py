@@ -65,3 +65,47 @@ def test_a_restarted_job_skips_finished_tasks(serve_url, tmp_path, task_file):
 def test_missing_tasks_file_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="trajforge synth-rules"):
         run(settings_for(tmp_path, tmp_path / "none.jsonl"), progress=False)
+
+
+def test_oracle_precision_follows_the_mistake_rate(serve_url, tmp_path):
+    tasks = [task for index, task in enumerate(candidates()) if index % 6 == 0][:90]
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("\n".join(json.dumps(task) for task in tasks) + "\n")
+    settings = settings_for(tmp_path, path, mistake_rate=0.3, max_steps=1, workers=2)
+    run(settings, progress=False)
+    first_steps = [r for r in teacher_records(settings) if r["step"] == 1]
+    precision = sum(bool(r["reward"]["matches_gold"]) for r in first_steps) / len(first_steps)
+    assert len(first_steps) == len(tasks)
+    assert abs(precision - 0.7) < 0.15, precision
+
+
+def test_a_job_killed_halfway_and_resubmitted_finishes_without_duplicates(serve_url, tmp_path):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    tasks = [task for index, task in enumerate(candidates()) if index % 4 == 0][:120]
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("\n".join(json.dumps(task) for task in tasks) + "\n")
+    settings = settings_for(tmp_path, path, mistake_rate=0.5)
+    command = [sys.executable, "-m", "pipelines.teacher_srl", "--set", f"teacher.lake={settings.lake}", "--set", f"teacher.tasks={path}",
+               "--set", f"teacher.reports={settings.reports}", "--set", "teacher.sample=0", "--set", "teacher.workers=1"]
+    repo = Path(__file__).resolve().parents[2]
+    job = subprocess.Popen(command, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len({r["task_id"] for r in teacher_records(settings)}) < 10 and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.2)
+    # the driver and the local Ray cluster it started (raylet, GCS, workers: all in the job's session), mid-run
+    subprocess.run(["pkill", "-9", "-s", str(job.pid)], check=False)
+    job.wait()
+    done_before = {r["task_id"] for r in teacher_records(settings)}
+    assert 0 < len(done_before) < len(tasks)
+    rerun = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    records = teacher_records(settings)
+    finals = [r["task_id"] for r in records if r["final"]]
+    assert sorted(finals) == sorted(t["task_id"] for t in tasks)  # every task finished exactly once
+    steps = [(r["task_id"], r["step"]) for r in records]
+    assert len(steps) == len(set(steps))  # no step recorded twice
+    assert json.loads(rerun.stdout[: rerun.stdout.index("}") + 1])["skipped_finished"] >= len(done_before)

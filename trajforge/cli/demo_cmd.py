@@ -144,7 +144,7 @@ def _synth_and_teach(lake: Path) -> None:
     report = synth_rules.run(lake, workers=2)
     print(f"synthetic tasks: {report['num_records']} of {report['candidates']} candidates verified in the sandbox "
           f"({', '.join(f'{k} {v}' for k, v in report['by_language'].items())}) -> {report['path']}")
-    settings = teacher_srl.load_teacher_settings(assignments=[("teacher.lake", str(lake)), ("teacher.sample", 24),
+    settings = teacher_srl.load_teacher_settings(assignments=[("teacher.lake", str(lake)), ("teacher.sample", 0),
                                                               ("teacher.tasks", str(lake / "raw" / "tasks" / "synth_rules" / "tasks.jsonl"))])
     result = teacher_srl.run(settings)
     print(f"teacher: {result['ran']} tasks run, {result['skipped_finished']} already finished, {result['verified']} verified")

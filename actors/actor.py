@@ -78,6 +78,12 @@ class GenerationActor:
         self._metrics.observe(time.perf_counter() - started, tokens)
         return done
 
+    def propose(self, messages: list[dict[str, str]], options: Any, seed: int, task: Any) -> tuple[Completion, Completion | None]:
+        """The model's answer for one step (used by the actor loop)."""
+        from actors.loop import generate_step
+
+        return generate_step(self, messages, options, seed)
+
     def run_task(self, task: dict[str, Any]) -> dict[str, Any]:
         """The actor loop for one task (actors/loop.py); a summary, never an exception."""
         from actors.loop import LoopOptions, run_task

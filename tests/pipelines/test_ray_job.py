@@ -1,0 +1,71 @@
+"""`ray job submit` of the teacher loop against a head started with `ray start --head`, logs via `ray job logs`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers import free_port
+
+from pipelines.synth_templates import candidates
+
+REPO = Path(__file__).resolve().parents[2]
+RAY = str(Path(sys.executable).parent / "ray")
+EXCLUDES = json.dumps({"excludes": [".venv", ".git", "lake", "models", ".carry", ".sandbox", "logs", "reports"]})
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    """A separate Ray head (its own ports and temp dir), killed as a process group: never `ray stop`,
+    which would stop the test session's Ray too."""
+    # as a user with the venv activated: `python` and `ray` are the venv's, for the head and its jobs
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    dashboard = free_port()
+    temp_dir = Path(f"/tmp/rj{os.getpid()}")  # short: Ray's socket paths are length-limited
+    command = [RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(free_port()), "--dashboard-host", "127.0.0.1",
+               "--dashboard-port", str(dashboard), "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port",
+               str(free_port()), "--temp-dir", str(temp_dir), "--disable-usage-stats"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{address}/api/version", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(1)
+    else:
+        subprocess.run(["pkill", "-9", "-s", str(process.pid)], check=False)
+        pytest.fail("the Ray head's job server did not come up in 120 s")
+    yield address, env
+    subprocess.run(["pkill", "-9", "-s", str(process.pid)], check=False)
+    process.wait(timeout=30)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_teacher_loop_runs_as_a_submitted_job_and_its_logs_are_readable(head, tmp_path):
+    address, env = head
+    tasks = [task for index, task in enumerate(candidates()) if index % 20 == 0]
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("\n".join(json.dumps(task) for task in tasks) + "\n")
+    submit = subprocess.run(
+        [RAY, "job", "submit", "--address", address, "--working-dir", ".", "--runtime-env-json", EXCLUDES, "--",
+         "python", "-m", "pipelines.teacher_srl", "--set", f"teacher.lake={tmp_path / 'lake'}", "--set", f"teacher.tasks={path}",
+         "--set", f"teacher.reports={tmp_path / 'reports'}", "--set", "teacher.sample=0", "--set", "teacher.workers=1"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert submit.returncode == 0, submit.stdout[-2000:] + submit.stderr[-2000:]
+    job_id = re.search(r"raysubmit_\w+", submit.stdout + submit.stderr).group(0)
+    logs = subprocess.run([RAY, "job", "logs", "--address", address, job_id], env=env, capture_output=True, text=True, timeout=60)
+    assert logs.returncode == 0 and "# Teacher SRL run: oracle" in logs.stdout
+    assert f'"ran": {len(tasks)}' in logs.stdout
+    assert (tmp_path / "reports" / "metrics.md").is_file()

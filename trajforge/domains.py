@@ -67,6 +67,15 @@ class DomainTagger:
         scored = [(name, float(sum(a * b for a, b in zip(vector, prototype)))) for name, prototype in zip(self.names, self._prototypes)]
         return _tags(scored, "embedding")
 
+    def tag_vectors(self, vectors) -> list[dict[str, Any]]:
+        """`tag_vector` for a matrix of vectors at once (one matrix product)."""
+        import numpy as np
+
+        if self._prototypes is None:
+            raise ValueError("this tagger has no embedder; use tag(text)")
+        scores = np.asarray(vectors, dtype=np.float32) @ np.asarray(self._prototypes, dtype=np.float32).T
+        return [_tags(list(zip(self.names, row.tolist())), "embedding") for row in scores]
+
     def tag(self, text: str) -> dict[str, Any]:
         """`{"primary": {"domain", "confidence"}, "secondary": ..., "tertiary": ..., "method": ...}`."""
         if self._embed is not None:

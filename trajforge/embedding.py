@@ -194,11 +194,13 @@ class EmbedTokensBatch:
 
 
 def embed_dataset(dataset, text_column: str = "text", model: str = PACKAGED, *, batch_size: int = 256, model_batch_size: int | None = None,
-                  tokenizers: int = 2, embedders: int = 1, num_gpus: float = 0.0, threads: int | None = None, cpus_per_worker: float = 1.0):
+                  tokenizers: int = 2, embedders: int = 1, num_gpus: float = 0.0, threads: int | None = None, cpus_per_worker: float = 1.0,
+                  stage: type = None, stage_kwargs: dict[str, Any] | None = None):
     """Add an `embedding` column to a Ray Dataset: tokenization in CPU tasks, the model in an actor pool.
 
     `tokenizers` caps the concurrent tokenization tasks; `model_batch_size` (default: `batch_size`,
-    2048 on a GPU) is how many rows one model call takes.
+    2048 on a GPU) is how many rows one model call takes. `stage` replaces `EmbedTokensBatch` with a
+    subclass that does more with the vectors on the model's worker (the build tags domains there).
     """
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
@@ -208,7 +210,7 @@ def embed_dataset(dataset, text_column: str = "text", model: str = PACKAGED, *, 
         tokenize_batch, fn_kwargs={"text_column": text_column, "model": model},
         batch_size=batch_size, batch_format="numpy", compute=TaskPoolStrategy(size=tokenizers), num_cpus=cpus_per_worker,
     ).map_batches(
-        EmbedTokensBatch, fn_constructor_kwargs={"model": model, "device": "cuda" if num_gpus else "cpu", "threads": threads},
+        stage or EmbedTokensBatch, fn_constructor_kwargs={"model": model, "device": "cuda" if num_gpus else "cpu", "threads": threads, **(stage_kwargs or {})},
         batch_size=model_batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=embedders),
         num_gpus=num_gpus or None, num_cpus=0 if num_gpus else cpus_per_worker,
     )

@@ -37,6 +37,39 @@ class Lake:
         """Bytes cut off damaged files (torn tails), kept for inspection, never read as data."""
         return self.root / "quarantine"
 
+    @property
+    def raw_trajectories(self) -> Path:
+        """Step records of the actor loops and teacher jobs (JSON lines, `trajforge.trajectories`)."""
+        return self.raw / "trajectories"
+
+    @property
+    def curated(self) -> Path:
+        """One folder per build (`<build id>/`: a Parquet dataset per table and `manifest.json`)."""
+        return self.root / "curated"
+
+    def build_dir(self, build_id: str) -> Path:
+        return self.curated / build_id
+
+    def latest_build_id(self) -> str | None:
+        """The newest complete build: `curated/LATEST` names it (written last, atomically, by the build)."""
+        marker = self.curated / "LATEST"
+        return marker.read_text().strip() or None if marker.is_file() else None
+
+    def resolve_build(self, build: str = "latest") -> Path:
+        """`latest`, a build id, or a path to a build folder -> the build folder (raises when absent)."""
+        from trajforge.errors import TrajforgeError
+
+        if build == "latest":
+            build_id = self.latest_build_id()
+            if build_id is None:
+                raise TrajforgeError(f"no build in {self.curated}; run `trajforge build --lake {self.root}` first")
+            path = self.build_dir(build_id)
+        else:
+            path = Path(build) if Path(build).is_dir() else self.build_dir(build)
+        if not (path / "manifest.json").is_file():
+            raise TrajforgeError(f"{path} is not a complete build (no manifest.json); list builds in {self.curated}")
+        return path
+
     def ensure(self) -> "Lake":
         """Create the lake's folders, each private to its owner (0700) when this call creates it."""
         for path in (self.root, self.raw, self.raw_envelopes, self.registry_db.parent, self.quarantine):

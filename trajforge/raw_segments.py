@@ -66,6 +66,11 @@ def _frame_at(data: memoryview, offset: int) -> Frame | None:
     return Frame(offset, end - offset, header, bytes(body))
 
 
+def decode_frame(data: bytes) -> Frame | None:
+    """The frame that `data` holds exactly from its first byte (None when it is not a valid one)."""
+    return _frame_at(memoryview(data), 0)
+
+
 def scan(path: Path, start: int = 0, end: int | None = None) -> tuple[list[Frame], int]:
     """Frames from `start` up to `end` (default: end of file) and the offset where valid data stops.
 
@@ -91,6 +96,30 @@ def scan(path: Path, start: int = 0, end: int | None = None) -> tuple[list[Frame
         frames.append(Frame(start + frame.offset, frame.length, frame.header, frame.body))
         position += frame.length
     return frames, start + position
+
+
+def salvage(path: Path) -> tuple[list[Frame], list[tuple[int, int]], int]:
+    """A damaged segment read as far as it can be: its valid frames, the damaged byte ranges between
+    them (`(offset, length)`), and the length of a torn tail (bytes after the last frame, not followed
+    by one: a write in progress or a crash the ingest service cuts on its next start)."""
+    data = memoryview(Path(path).read_bytes())
+    frames: list[Frame] = []
+    damaged: list[tuple[int, int]] = []
+    position = 0
+    while position < len(data):
+        frame = _frame_at(data, position)
+        if frame is not None:
+            frames.append(frame)
+            position += frame.length
+            continue
+        later = bytes(data[position + 1 :]).find(MAGIC)
+        while later != -1 and _frame_at(data, position + 1 + later) is None:
+            later = bytes(data[position + 1 :]).find(MAGIC, later + 1)
+        if later == -1:
+            return frames, damaged, len(data) - position
+        damaged.append((position, later + 1))
+        position += later + 1
+    return frames, damaged, 0
 
 
 def iter_frames(path: Path, start: int = 0, end: int | None = None) -> Iterator[Frame]:

@@ -33,6 +33,7 @@ bench: venv
 	$(BIN)/python -m benchmarks.ingest
 	$(BIN)/python -m benchmarks.embed
 	$(BIN)/python -m benchmarks.sandbox
+	$(BIN)/python -m benchmarks.build
 
 clean:
 	rm -rf $(VENV) lake logs .pytest_cache

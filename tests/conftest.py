@@ -3,6 +3,7 @@
 - `/`        the ingest app with no rate limits (most tests)
 - `/limited` an ingest app with tiny limits and a trusted proxy (rate-limit tests)
 - `/crash`   an ingest app whose replica the durability test SIGKILLs
+- `/build`   an ingest app whose lake only the build pipeline's tests fill
 - `/v1/embed` the embed app; `/broken-embed` one whose model cannot load (503 tests)
 Each ingest app has its own lake under the session's temp folder.
 """
@@ -25,7 +26,7 @@ NO_LIMITS = {"per_address_per_minute": 0, "per_address_per_hour": 0, "sessions_p
 @pytest.fixture(scope="session")
 def lakes(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("lakes")
-    return {name: root / name for name in ("main", "limited", "crash")}
+    return {name: root / name for name in ("main", "limited", "crash", "build")}
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +55,7 @@ def serve_url(lakes) -> str:
         route_prefix="/limited",
     )
     serve.run(build_app({"lake": str(lakes["crash"]), "rate_limits": NO_LIMITS}), name="crash", route_prefix="/crash")
+    serve.run(build_app({"lake": str(lakes["build"]), "rate_limits": NO_LIMITS, "num_cpus": 0.05}), name="build", route_prefix="/build")
     serve.run(build_embed_app({"num_cpus": 0.25}), name="embed", route_prefix="/v1/embed")
     serve.run(build_embed_app({"num_cpus": 0.05, "model": "/nonexistent/model"}), name="broken-embed", route_prefix="/broken-embed")
     url = f"http://127.0.0.1:{port}"

@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     show_rewrites()
     _section("synthetic ast-grep tasks, then the teacher SRL loop (offline oracle teacher)")
     _synth_and_teach(Path(args.lake))
+    _section("build: the raw lake -> curated Parquet (Ray Data: stitch, redact, score, embed, dedup)")
+    _build_and_show(Path(args.lake))
     print(f"\ndone in {time.monotonic() - started:.1f} s. Raw segments: {Path(args.lake).resolve() / 'raw' / 'envelopes'}")
     return 0
 
@@ -149,3 +151,14 @@ def _synth_and_teach(lake: Path) -> None:
     result = teacher_srl.run(settings)
     print(f"teacher: {result['ran']} tasks run, {result['skipped_finished']} already finished, {result['verified']} verified")
     print(Path(result["report"]).read_text(encoding="utf-8"))
+
+
+def _build_and_show(lake: Path) -> None:
+    from pipelines.build import load_build_settings, run_build
+    from trajforge.cli import build_cmd, stats_cmd
+
+    settings = load_build_settings(assignments=[("build.lake", str(lake))])
+    manifest = run_build(settings)
+    print(build_cmd.summary(manifest))
+    _section(f"trajforge stats --build {manifest['build_id']} (DuckDB over the Parquet)")
+    stats_cmd.run(argparse.Namespace(lake=str(lake), build=manifest["build_id"], json=False))

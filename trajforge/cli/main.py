@@ -16,6 +16,8 @@ COMMANDS = {
     "sandbox": ("trajforge.cli.sandbox_cmd", "apply an ast-grep action (and tests) to a directory in the nsjail jail; prints JSON"),
     "synth-rules": ("trajforge.cli.synth_cmd", "generate synthetic ast-grep tasks and keep those the sandbox verifies (a Ray Data job)"),
     "teacher": ("trajforge.cli.teacher_cmd", "run the teacher SRL loop on synthetic tasks (oracle offline, or an OpenAI-compatible teacher)"),
+    "build": ("trajforge.cli.build_cmd", "build curated Parquet from the raw lake: stitch, redact, score, embed, dedup (a Ray Data job)"),
+    "stats": ("trajforge.cli.stats_cmd", "print what a curated build holds (tiers, models, domains, exclusions, redactions, SFT rows) as tables or JSON"),
     "demo": ("trajforge.cli.demo_cmd", "start the services, replay the example agent sessions, print domain tags and stats"),
 }
 

@@ -1,0 +1,16 @@
+"""The build pipeline: Ray Data from the raw lake to curated Parquet (`lake/curated/<build id>/`).
+
+    trajforge build [--lake ./lake] [--full] [--org ORG]
+    ray job submit --working-dir . -- python -m pipelines.build --lake /shared/lake
+
+`job.py` runs it; `sources.py` indexes the raw lake; `process.py` is the Ray Data stage (with
+`derive.py`, `field_rows.py`, `loop_rows.py` for what rows say, the kernel's stitcher, scorer and
+redactor); `embed_stage.py` embeds and tags; `dedup.py` finds duplicates; `output.py` writes the
+tables; `manifest.py` describes and publishes the build. The tables' schemas are the contract in
+`trajforge/contracts/curated.py`.
+"""
+
+from pipelines.build.job import run_build
+from pipelines.build.settings import BuildSettings, load_build_settings
+
+__all__ = ["BuildSettings", "load_build_settings", "run_build"]

@@ -1,0 +1,8 @@
+"""`python -m pipelines.build`: the build as a Ray job entry point (same options as `trajforge build`)."""
+
+import sys
+
+from trajforge.cli.main import main
+
+if __name__ == "__main__":
+    sys.exit(main(["build", *sys.argv[1:]]))

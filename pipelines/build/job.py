@@ -1,0 +1,212 @@
+"""The build job: index the raw lake, process new sessions with Ray Data, deduplicate, write, publish.
+
+    trajforge build [--lake ./lake] [--full] [--org ORG]
+    ray job submit --working-dir . -- python -m pipelines.build --lake /shared/lake
+
+1. Index every raw file in parallel Ray tasks (headers and record keys only).
+2. Choose the sessions to build: ready ones (closed, or silent past the grace period) that the
+   parent build (the latest one, same config and org) does not already hold with the same records.
+   `--full` builds every session again.
+3. A Ray Data pipeline: `process_batch` tasks (stitch, redact, derive, score, rows -> staging), then
+   the embedding stages (tokenizer tasks, an actor pool with the model) that also tag domains.
+4. Deduplicate over all kept sessions, new and reused; write the tables and the manifest into
+   `curated/.<id>.partial/`, rename it to `curated/<id>/`, then point `curated/LATEST` at it.
+   A build killed halfway leaves only a `.partial` folder, which the next build removes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.build import manifest as manifests
+from pipelines.build.dedup import Candidate, find_duplicates
+from pipelines.build.output import write_tables
+from pipelines.build.settings import BuildSettings
+from pipelines.build.sources import SessionRefs, group_sessions, index_segment, index_trajectory_file, raw_files
+from pipelines.build.staging import STAGE_DIR, STAGE_SCHEMAS, stage_file, staged_files
+from trajforge.errors import ConfigError
+from trajforge.lake import Lake
+
+log = logging.getLogger(__name__)
+
+
+def new_build_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid() % 10000:04d}"
+
+
+def _index(lake: Lake, files: dict[str, str], cpus: float, progress: bool):
+    import ray
+    from tqdm import tqdm
+
+    @ray.remote
+    def index_one(root: str, relative: str, source: str):
+        return index_segment(root, relative) if source == "ingest" else index_trajectory_file(root, relative)
+
+    pending = [index_one.options(num_cpus=cpus).remote(str(lake.root), relative, source) for relative, source in files.items()]
+    results = []
+    with tqdm(total=len(pending), desc="index raw files", unit="file", disable=not progress) as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=min(len(pending), 16), timeout=1.0)
+            results += ray.get(done)
+            bar.update(len(done))
+    return results
+
+
+def _parent(lake: Lake, settings: BuildSettings, org: str | None, full: bool) -> Path | None:
+    if full or lake.latest_build_id() is None:
+        return None
+    candidate = lake.build_dir(lake.latest_build_id())
+    try:
+        previous = json.loads((candidate / "manifest.json").read_text())
+    except (OSError, ValueError):
+        log.warning("latest build %s has no readable manifest: building everything", candidate.name)
+        return None
+    if previous.get("config_hash") != settings.content_hash() or previous.get("org") != org:
+        log.info("config or org changed since build %s: building everything", candidate.name)
+        return None
+    if not (candidate / STAGE_DIR).is_dir():
+        log.warning("build %s has no staging area: building everything", candidate.name)
+        return None
+    return candidate
+
+
+def _reuse(parent: Path | None, stage: Path, ready: dict[str, SessionRefs]) -> dict[str, str]:
+    """Link the parent's staged files and return the sessions it already holds unchanged -> their origin."""
+    if parent is None:
+        return {}
+    reused = {}
+    for path in staged_files(parent / STAGE_DIR, "trajectories"):
+        table = pq.read_table(path, columns=["session_id", "fingerprint", "_origin"])
+        for session_id, fingerprint, origin in zip(*(table.column(name).to_pylist() for name in table.column_names)):
+            if session_id in ready and ready[session_id].fingerprint == fingerprint:
+                reused[session_id] = origin
+    for table in ("trajectories", "sft", "behavior", "embeddings"):
+        for path in staged_files(parent / STAGE_DIR, table):
+            target = stage / table / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+    return reused
+
+
+def _batches(todo: list[SessionRefs], size: int) -> list[dict[str, Any]]:
+    rows = []
+    for index in range(0, len(todo), size):
+        sessions = [{"session_id": s.session_id, "source": s.source, "fingerprint": s.fingerprint, "refs": s.refs} for s in todo[index : index + size]]
+        rows.append({"batch_index": index // size, "sessions": json.dumps(sessions)})
+    return rows
+
+
+def _process(settings: BuildSettings, lake: Lake, stage: Path, build_id: str, todo: list[SessionRefs]) -> int:
+    import ray
+    from ray.data import TaskPoolStrategy
+
+    from pipelines.build.embed_stage import embed_and_tag
+    from pipelines.build.process import process_batch
+
+    if not todo:
+        return 0
+    batches = _batches(todo, settings.sessions_per_batch)
+    dataset = ray.data.from_items(batches, override_num_blocks=len(batches)).map_batches(
+        process_batch, batch_size=1, compute=TaskPoolStrategy(size=min(settings.workers, len(batches))), num_cpus=settings.cpus_per_task,
+        fn_kwargs={"lake_root": str(lake.root), "stage_dir": str(stage), "origin": build_id, "settings_json": settings.model_dump_json()},
+    )
+    if settings.embedding.enabled:
+        dataset = embed_and_tag(dataset, settings.embedding)
+    processed, buffer, written = 0, [], 0
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        processed += batch.num_rows
+        if settings.embedding.enabled:
+            buffer.append(batch)
+            if sum(table.num_rows for table in buffer) >= 8192:
+                _stage_embeddings(buffer, stage, build_id, written)
+                buffer, written = [], written + 1
+    if buffer:
+        _stage_embeddings(buffer, stage, build_id, written)
+    return processed
+
+
+def _stage_embeddings(tables: list[pa.Table], stage: Path, build_id: str, index: int) -> None:
+    table = pa.concat_tables([t.select(["session_id", "embedding", "domain", "domain_tags_json"]) for t in tables])
+    tags = [json.loads(value) for value in table.column("domain_tags_json").to_pylist()]
+    schema = STAGE_SCHEMAS["embeddings"]
+    rows = pa.table({"session_id": table.column("session_id"), "embedding": table.column("embedding").cast(schema.field("embedding").type),
+                     "domain": table.column("domain"), "domain_tags": pa.array(tags, schema.field("domain_tags").type),
+                     "_origin": pa.array([build_id] * table.num_rows, pa.string())}, schema=schema)
+    path = stage_file(stage, "embeddings", build_id, index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(rows, path)
+
+
+def _candidates(stage: Path, chosen: dict[str, str]) -> list[Candidate]:
+    found = []
+    for path in staged_files(stage, "trajectories"):
+        table = pq.read_table(path, columns=["session_id", "_origin", "content_hash", "score", "minhash"])
+        for session_id, origin, content, points, signature in zip(*(table.column(n).to_pylist() for n in table.column_names)):
+            if chosen.get(session_id) == origin:
+                found.append(Candidate(session_id, content, points, signature))
+    return found
+
+
+def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Build the curated lake; returns the manifest."""
+    import ray
+
+    started = time.time()
+    lake = Lake.at(settings.lake)
+    if not lake.raw.is_dir():
+        raise ConfigError(f"build.lake: {lake.root} has no raw/ folder; point --lake at a lake the ingest service or a job wrote")
+    contributors = settings.orgs.get(org) if org else None
+    if org and contributors is None:
+        raise ConfigError(f"--org {org!r} is not in build.orgs of configs/pipeline.yaml (known: {sorted(settings.orgs)})")
+    lake.curated.mkdir(parents=True, exist_ok=True)
+    for stale in lake.curated.glob(".*.partial"):
+        shutil.rmtree(stale, ignore_errors=True)
+    build_id = new_build_id()
+    work = lake.curated / f".{build_id}.partial"
+    stage = work / STAGE_DIR
+    stage.mkdir(parents=True)
+    ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+
+    files = raw_files(lake.root)
+    indexes = _index(lake, files, settings.cpus_per_task, progress)
+    sessions = group_sessions(indexes, files)
+    now = time.time()
+    ready = {key: s for key, s in sessions.items() if s.closed or now - s.last_seen >= settings.open_session_grace_s}
+    if contributors is not None:
+        ready = {key: s for key, s in ready.items() if s.source == "ingest" and s.contributor_id in contributors}
+    parent = _parent(lake, settings, org, full)
+    reused = _reuse(parent, stage, ready)
+    todo = [ready[key] for key in sorted(ready) if key not in reused]
+    log.info("build %s: %d sessions ready (%d reused from %s, %d to build), %d still open", build_id, len(ready), len(reused),
+             parent.name if parent else "nothing", len(todo), len(sessions) - len(ready))
+    _process(settings, lake, stage, build_id, todo)
+
+    chosen = {**reused, **{s.session_id: build_id for s in todo}}
+    candidates = _candidates(stage, chosen)
+    built = {candidate.session_id for candidate in candidates}
+    dropped = find_duplicates(candidates, settings.dedup.threshold, settings.dedup.num_perm, settings.dedup.seed)
+    gone = {item.dropped for item in dropped}
+    keep = sorted(built - gone)
+    chosen_table = pa.table({"session_id": keep, "_origin": [chosen[key] for key in keep]})
+    files_written = write_tables(work, stage, chosen_table, [item.as_row() for item in dropped], rows_per_file=settings.rows_per_file,
+                                 embedded=settings.embedding.enabled)
+    manifest = manifests.build_manifest(
+        work, stage, settings, build_id=build_id, parent=parent.name if parent else None, org=org, files=files_written, indexes=indexes,
+        sessions={"ready": len(ready), "built": len(todo), "reused": len(reused), "pending_open": len(sessions) - len(ready),
+                  "quarantined": len(ready) - len(built)},
+        todo_origin=build_id, dropped=dropped, seconds=time.time() - started,
+    )
+    manifests.publish(lake, work, build_id, manifest)
+    return manifest

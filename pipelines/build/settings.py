@@ -1,0 +1,76 @@
+"""The build's settings: `configs/pipeline.yaml` (section `build:`), environment, then `--set build.x=v`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trajforge.constants import QUALITY_TIERS
+from trajforge.redaction import RedactionSettings
+from trajforge.settings import apply_assignments, env_assignments, read_yaml, validate
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "pipeline.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmbeddingSettings(_Section):
+    enabled: bool = True
+    model: str = "packaged"
+    actors: int = Field(default=1, ge=1)
+    num_gpus: float = Field(default=0, ge=0)
+    cpus: float = Field(default=1.0, ge=0)
+    batch_size: int = Field(default=256, ge=1)
+
+
+class DedupSettings(_Section):
+    shingle_size: int = Field(default=5, ge=1, le=64)
+    num_perm: int = Field(default=128, ge=16, le=1024)
+    threshold: float = Field(default=0.8, gt=0, le=1)
+    seed: int = 1
+
+
+class SftSettings(_Section):
+    tiers: list[str] = Field(default_factory=lambda: ["TIER_A", "TIER_B"])
+    dev_fraction: float = Field(default=0.05, ge=0, lt=1)
+    system_prompt: str = "You are a coding agent working in a software repository."
+
+    def model_post_init(self, __context: Any) -> None:
+        unknown = sorted(set(self.tiers) - set(QUALITY_TIERS))
+        if unknown:
+            raise ValueError(f"unknown tiers {unknown}; choose from {list(QUALITY_TIERS)}")
+
+
+class BuildSettings(_Section):
+    lake: Path = Path("./lake")
+    sessions_per_batch: int = Field(default=256, ge=1)
+    workers: int = Field(default=2, ge=1)
+    cpus_per_task: float = Field(default=1.0, gt=0)
+    open_session_grace_s: float = Field(default=86400, ge=0)
+    rows_per_file: int = Field(default=50000, ge=1)
+    tokenizer: str = "packaged"
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    dedup: DedupSettings = Field(default_factory=DedupSettings)
+    sft: SftSettings = Field(default_factory=SftSettings)
+    redaction: RedactionSettings = Field(default_factory=RedactionSettings)
+    orgs: dict[str, list[str]] = Field(default_factory=dict)
+    """Organization -> its contributor ids, for `--org` (Starcode's TRAINING_ORG_ID filter)."""
+
+    def content_hash(self) -> str:
+        """The hash of everything that changes the built rows (not where the lake is or how parallel)."""
+        relevant = self.model_dump(mode="json", exclude={"lake", "workers", "cpus_per_task", "sessions_per_batch", "rows_per_file"})
+        relevant["embedding"] = {"enabled": self.embedding.enabled, "model": self.embedding.model}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def load_build_settings(path: str | Path | None = None, assignments=()) -> BuildSettings:
+    source = Path(path) if path else DEFAULT_CONFIG
+    data = read_yaml(source)
+    apply_assignments(data, [*env_assignments(), *assignments], roots=["build"])
+    return validate(BuildSettings, data.get("build") or {}, str(source), prefix="build")

@@ -1,0 +1,165 @@
+"""What the raw lake holds, session by session: an index of where every session's records are.
+
+Two sources feed a build:
+- `ingest`: envelope frames in `lake/raw/envelopes/**/*.seg`, grouped by the frame header's
+  `session_id`. A session is ready once it has a SESSION_CLOSE, or has been silent for
+  `open_session_grace_s` (an agent that never closed).
+- `teacher` / `actor`: step records in `lake/raw/trajectories/*.jsonl` (the actor loop's and the
+  teacher job's), grouped by task and run. A run is ready once its `final` step is recorded, or it
+  has been silent for the grace period (a stopped job's unfinished run).
+
+Indexing reads only headers and record keys; the bodies are read again, by offset, in the Ray Data
+stage that builds each batch, so no shuffle is needed. Damaged bytes that valid frames follow, frames
+without the header fields, and unparseable record lines are quarantine entries: counted, listed in
+the manifest, their bytes copied to `lake/quarantine/`, never a reason to stop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from trajforge.raw_segments import Frame, salvage, scan
+from trajforge.errors import LakeCorruption
+
+HEADER_FIELDS = ("session_id", "kind", "envelope_id")
+
+
+@dataclass
+class Quarantined:
+    source: str
+    path: str  # relative to the lake root
+    offset: int
+    length: int
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "path": self.path, "offset": self.offset, "length": self.length, "reason": self.reason}
+
+
+@dataclass
+class FileIndex:
+    """One raw file's records: `(session key, raw id, offset, length, kind, time, contributor)` plus what was quarantined."""
+
+    path: str
+    refs: list[tuple[str, str, int, int, str, float, str | None]] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+    torn_tail_bytes: int = 0
+
+
+def _timestamp(value: Any) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def index_segment(lake_root: str, relative: str) -> FileIndex:
+    """Frame headers of one envelope segment, salvaging around damage instead of stopping."""
+    path = Path(lake_root) / relative
+    index = FileIndex(relative)
+    try:
+        frames, valid_end = scan(path)
+        index.torn_tail_bytes = path.stat().st_size - valid_end
+    except LakeCorruption:
+        frames, damaged, index.torn_tail_bytes = salvage(path)
+        index.quarantined += [Quarantined("ingest", relative, offset, length, "damaged bytes between valid frames") for offset, length in damaged]
+    for frame in frames:
+        _index_frame(index, relative, frame)
+    return index
+
+
+def _index_frame(index: FileIndex, relative: str, frame: Frame) -> None:
+    header = frame.header
+    if not isinstance(header, dict) or any(not isinstance(header.get(name), str) for name in HEADER_FIELDS):
+        index.quarantined.append(Quarantined("ingest", relative, frame.offset, frame.length, f"frame header lacks one of {list(HEADER_FIELDS)}"))
+        return
+    index.refs.append((header["session_id"], header["envelope_id"], frame.offset, frame.length, header["kind"], _timestamp(header.get("received_at")),
+                       header.get("contributor_id") if isinstance(header.get("contributor_id"), str) else None))
+
+
+def loop_source(record: dict[str, Any]) -> str:
+    return "teacher" if record.get("teacher") else "actor"
+
+
+def loop_session_id(record: dict[str, Any]) -> str:
+    return f"{loop_source(record)}:{record['task_id']}:{record.get('run_id') or 'run'}"
+
+
+def index_trajectory_file(lake_root: str, relative: str) -> FileIndex:
+    """Record keys of one trajectory file; a last line without its newline is a write in progress."""
+    path = Path(lake_root) / relative
+    index = FileIndex(relative)
+    offset = 0
+    with path.open("rb") as handle:
+        for line in handle:
+            length = len(line)
+            if not line.endswith(b"\n"):
+                index.torn_tail_bytes = length
+                break
+            try:
+                record = json.loads(line)
+                session = loop_session_id(record)
+                kind = "final" if record.get("final") else "step"
+                index.refs.append((session, f"{relative}:{offset}", offset, length, kind, float(record.get("created_at") or 0.0), None))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                reason = "not JSON" if isinstance(exc, ValueError) else f"record lacks task_id or is not an object ({type(exc).__name__})"
+                index.quarantined.append(Quarantined("trajectories", relative, offset, length, reason))
+            offset += length
+    return index
+
+
+@dataclass
+class SessionRefs:
+    """Where one session's records are: `(file, raw id, offset, length)`, in file and offset order."""
+
+    session_id: str
+    source: str
+    refs: list[tuple[str, str, int, int]] = field(default_factory=list)
+    closed: bool = False
+    last_seen: float = 0.0
+    contributor_id: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever a record is added to (or removed from) the session."""
+        return hashlib.sha256("\n".join(sorted(raw_id for _, raw_id, _, _ in self.refs)).encode()).hexdigest()[:32]
+
+
+def group_sessions(indexes: list[FileIndex], source_of: dict[str, str]) -> dict[str, SessionRefs]:
+    """Session key -> its refs, merged over every file (`source_of`: file -> source name)."""
+    sessions: dict[str, SessionRefs] = {}
+    for index in sorted(indexes, key=lambda item: item.path):
+        source = source_of[index.path]
+        for session_id, raw_id, offset, length, kind, seen, contributor in index.refs:
+            session = sessions.get(session_id)
+            if session is None:
+                name = session_id.split(":", 1)[0] if source == "trajectories" else source
+                session = sessions[session_id] = SessionRefs(session_id, name)
+            session.refs.append((index.path, raw_id, offset, length))
+            session.closed = session.closed or kind in ("SESSION_CLOSE", "final")
+            session.last_seen = max(session.last_seen, seen)
+            session.contributor_id = session.contributor_id or contributor
+    return sessions
+
+
+def raw_files(lake_root: Path) -> dict[str, str]:
+    """Every raw file a build reads, relative path -> source (`ingest` or `trajectories`)."""
+    found = {}
+    for path in sorted((lake_root / "raw" / "envelopes").rglob("*.seg")):
+        found[str(path.relative_to(lake_root))] = "ingest"
+    for path in sorted((lake_root / "raw" / "trajectories").glob("*.jsonl")):
+        found[str(path.relative_to(lake_root))] = "trajectories"
+    return found
+
+
+def read_bytes(lake_root: str, relative: str, offset: int, length: int) -> bytes:
+    with open(Path(lake_root) / relative, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(length)

@@ -1,0 +1,214 @@
+"""The build pipeline on a lake written through the real ingest service: rows, exclusions, scores,
+redaction, dedup, quarantine, byte-identical reruns and incremental builds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+from build_lake import EXCLUSIONS, PLANTED, fill_phase_one, fill_phase_two
+
+from pipelines.build import load_build_settings, run_build
+from trajforge.client import contributor_id_for
+from trajforge.lake import Lake
+
+pytestmark = pytest.mark.usefixtures("serve_url")
+
+
+def settings_for(lake, **overrides):
+    assignments = [("build.lake", str(lake)), ("build.cpus_per_task", 0.05), ("build.embedding.cpus", 0.05), ("build.sessions_per_batch", 4),
+                   ("build.open_session_grace_s", 3600), ("build.embedding.enabled", False)]
+    return load_build_settings(assignments=assignments + [(f"build.{key}", value) for key, value in overrides.items()])
+
+
+@pytest.fixture(scope="module")
+def phase_one(serve_url, lakes, tmp_path_factory):
+    """The served lake after phase one, copied (so later phases do not change it), with the session ids."""
+    ids, points = fill_phase_one(f"{serve_url}/build", lakes["build"])
+    copy = tmp_path_factory.mktemp("phase-one") / "lake"
+    shutil.copytree(lakes["build"], copy)
+    return copy, ids, points
+
+
+@pytest.fixture(scope="module")
+def built(phase_one, tmp_path_factory):
+    """Phase one built once, with embeddings."""
+    lake, ids, points = phase_one
+    copy = tmp_path_factory.mktemp("built") / "lake"
+    shutil.copytree(lake, copy)
+    manifest = run_build(settings_for(copy, **{"embedding.enabled": True}), progress=False)
+    return Lake.at(copy).build_dir(manifest["build_id"]), manifest, ids, points
+
+
+def table(build_dir, name):
+    return duckdb.sql(f"SELECT * FROM read_parquet('{build_dir / name}/*.parquet')").to_arrow_table().to_pylist()
+
+
+def by_session(rows):
+    return {row["session_id"]: row for row in rows}
+
+
+def test_every_exclusion_reason_is_derived_from_the_steps(built):
+    build_dir, manifest, ids, _ = built
+    rows = by_session(table(build_dir, "trajectories"))
+    for reason in EXCLUSIONS:
+        row = rows[ids[reason]]
+        assert (row["training_eligible"], row["exclusion_reason"]) == (False, reason)
+    assert rows[ids["eligible"]]["training_eligible"] and rows[ids["eligible"]]["exclusion_reason"] is None
+    assert rows[ids["10_crash_django_upgrade_oom"]]["exclusion_reason"] == "too_few_steps"
+    assert set(EXCLUSIONS) <= set(manifest["exclusions"]) and manifest["exclusions"]["too_few_steps"] >= 2
+
+
+def test_tiers_and_outcome_come_from_the_steps_not_the_client(built):
+    build_dir, _, ids, _ = built
+    rows = by_session(table(build_dir, "trajectories"))
+    eligible = rows[ids["eligible"]]  # resolution, no errors: 50 + 20 + 10
+    assert (eligible["quality"], eligible["tier"], eligible["tier_reason"], eligible["outcome"]) == (80, "TIER_A", "high_quality_no_errors", "resolved")
+    crash = rows[ids["10_crash_django_upgrade_oom"]]
+    assert crash["reported_status"] == "CRASH" and crash["outcome"] != "resolved" and crash["tier"] != "TIER_A"
+
+
+def test_scores_match_the_ingest_ledger_and_the_formula(built):
+    build_dir, _, ids, points = built
+    rows = by_session(table(build_dir, "trajectories"))
+    for name, credited in points.items():
+        if ids[name] in rows:
+            assert rows[ids[name]]["score"] == pytest.approx(credited), name
+    # 6 steps, gpt-5.5 (x5), one resolution: 6 * 5 = 30, quality bonus floor(3.0) = 3
+    assert rows[ids["eligible"]]["score"] == 33
+    assert json.loads(rows[ids["eligible"]]["score_breakdown"])["quality_bonus"] == 3
+
+
+def test_stitching_orders_chunks_and_flags_gaps_and_duplicates(built):
+    build_dir, _, ids, _ = built
+    row = by_session(table(build_dir, "trajectories"))[ids["chunky"]]
+    assert row["missing_chunks"] == [1] and row["duplicate_steps"] == [3] and row["total_chunks"] == 2 and row["total_steps"] == 7
+    assert ids["open"] not in by_session(table(build_dir, "trajectories"))
+
+
+def test_planted_secrets_never_reach_the_curated_tables(built):
+    build_dir, manifest, ids, _ = built
+    text = "".join(path.read_bytes().decode("latin-1") for path in build_dir.rglob("*.parquet") if "_stage" not in path.parts)
+    dumped = json.dumps([table(build_dir, name) for name in ("trajectories", "sft", "behavior")], default=str)
+    for value in PLANTED:
+        assert value not in dumped and value not in text, value
+    row = by_session(table(build_dir, "trajectories"))[ids["04_terraform_eks_nodegroup_planted_secrets"]]
+    kinds = {item["kind"] for item in row["redactions"]}
+    assert {"aws_access_key", "github_token", "email", "ip_address"} <= kinds
+    assert manifest["redactions"]["email"] >= 2 and "[REDACTED:EMAIL]" in dumped
+
+
+def test_duplicates_keep_the_best_scored_copy(built):
+    build_dir, manifest, ids, _ = built
+    dropped = {row["dropped_session_id"]: row for row in table(build_dir, "duplicates")}
+    exact = dropped[ids["02_copy"]]
+    assert (exact["kind"], exact["kept_session_id"], exact["similarity"]) == ("exact", ids["02_fastapi_pagination_bugfix"], 1.0)
+    pair = {ids["06_vue_date_range_picker_fix"], ids["07_vue_date_range_picker_fix_rerun"]}
+    near = [row for row in dropped.values() if row["kind"] == "near"]
+    assert len(near) == 1 and {near[0]["dropped_session_id"], near[0]["kept_session_id"]} == pair
+    assert near[0]["kept_score"] >= near[0]["dropped_score"] and near[0]["similarity"] >= 0.8
+    kept = by_session(table(build_dir, "trajectories"))
+    assert near[0]["dropped_session_id"] not in kept and ids["02_copy"] not in kept
+    assert manifest["dedup"] == {"exact": 1, "near": 1}
+
+
+def test_sft_rows_are_chats_with_loss_on_the_assistant_turns(built):
+    build_dir, _, ids, _ = built
+    rows = table(build_dir, "sft")
+    trajectories = by_session(table(build_dir, "trajectories"))
+    for row in rows:
+        session = trajectories[row["session_id"]]
+        assert session["training_eligible"] and row["split"] in ("train", "dev")
+        assert all(message["loss"] == (message["role"] == "assistant") for message in row["messages"])
+        assert row["num_tokens"] > row["loss_tokens"] > 0
+    field = {row["session_id"]: row for row in rows if row["source"] == "ingest"}
+    assert ids["eligible"] in field and ids["too_short"] not in field
+    assert field[ids["eligible"]]["messages"][0]["role"] == "system" and field[ids["eligible"]]["messages"][1]["role"] == "user"
+    teacher = [row for row in rows if row["source"] == "teacher"]
+    assert [(row["session_id"], row["step"]) for row in teacher] == [("teacher:task-solved:run-1", 2)]
+    assert teacher[0]["messages"][-1]["content"].startswith("<think>") and "</action>" in teacher[0]["messages"][-1]["content"]
+    assert "ops@example.org" not in json.dumps(teacher[0]["messages"])
+
+
+def test_behavior_rows_and_provenance(built):
+    build_dir, _, ids, _ = built
+    behavior = table(build_dir, "behavior")
+    kinds = {(row["session_id"], row["behavior"]) for row in behavior}
+    assert ("teacher:task-solved:run-1", "sandbox_failure") in kinds and ("teacher:task-failed:run-2", "malformed_output") in kinds
+    assert (ids["01_react_vite_scaffold"], "error_recovered") in kinds
+    row = by_session(table(build_dir, "trajectories"))[ids["01_react_vite_scaffold"]]
+    provenance = row["provenance"]
+    assert provenance["source"] == "ingest" and provenance["contributor_id"] == contributor_id_for("alice")
+    assert "3f2a9c1" in provenance["commits"] and provenance["files"] and len(provenance["raw_ids"]) == row["total_chunks"] + 2  # chunks, close, feedback
+
+
+def test_embeddings_domains_and_the_manifest(built):
+    build_dir, manifest, ids, _ = built
+    rows = by_session(table(build_dir, "trajectories"))
+    react = rows[ids["01_react_vite_scaffold"]]
+    assert len(react["embedding"]) == 384 and react["domain"] == "react_frontend" and len(react["domain_tags"]) == 3
+    assert manifest["embedding"]["enabled"] and manifest["sessions"]["pending_open"] == 1
+    assert manifest["rows"]["trajectories"] == len(rows) and manifest["quarantine"]["count"] == 1
+    assert manifest["quarantine"]["records"][0]["reason"] == "not JSON"
+    from pipelines.build.output import sha256_of
+
+    for entry in manifest["files"]:
+        assert sha256_of(build_dir / entry["path"]) == entry["sha256"]
+        assert pq.read_metadata(build_dir / entry["path"]).num_rows == entry["rows"]
+    assert Lake.at(build_dir.parents[1]).latest_build_id() == manifest["build_id"]
+
+
+def _hashes(manifest):
+    return {entry["path"]: entry["sha256"] for entry in manifest["files"]}
+
+
+def test_reruns_are_byte_identical_and_incremental_builds_match_full_ones(phase_one, serve_url, lakes, tmp_path):
+    lake, _, _ = phase_one
+    first_lake = tmp_path / "first"
+    shutil.copytree(lake, first_lake)
+    first = run_build(settings_for(first_lake), full=True, progress=False)
+    again = run_build(settings_for(first_lake), full=True, progress=False)
+    assert _hashes(first) == _hashes(again) and first["build_id"] != again["build_id"]
+
+    later = fill_phase_two(f"{serve_url}/build")
+    second_lake = tmp_path / "second"
+    shutil.copytree(lakes["build"], second_lake, ignore=shutil.ignore_patterns("curated"))
+    shutil.copytree(first_lake / "curated", second_lake / "curated")
+    incremental = run_build(settings_for(second_lake), progress=False)
+    assert incremental["parent_build_id"] == again["build_id"]
+    assert incremental["sessions"]["built"] == len(later) and incremental["sessions"]["reused"] == first["sessions"]["ready"]
+    full = run_build(settings_for(second_lake), full=True, progress=False)
+    assert full["sessions"]["built"] == full["sessions"]["ready"] == incremental["sessions"]["ready"]
+    assert _hashes(incremental) == _hashes(full)
+
+
+def test_a_corrupt_segment_is_quarantined_and_the_build_goes_on(phase_one, tmp_path):
+    lake, ids, _ = phase_one
+    copy = tmp_path / "lake"
+    shutil.copytree(lake, copy)
+    segment = max((copy / "raw" / "envelopes").rglob("*.seg"), key=lambda path: path.stat().st_size)
+    data = bytearray(segment.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = b"\xff" * 64
+    segment.write_bytes(bytes(data))
+    manifest = run_build(settings_for(copy), progress=False)
+    reasons = [record["reason"] for record in manifest["quarantine"]["records"]]
+    assert "damaged bytes between valid frames" in reasons and "not JSON" in reasons
+    assert manifest["rows"]["trajectories"] >= len(ids) - 5
+
+
+def test_org_filter_keeps_only_the_orgs_contributors(phase_one, tmp_path):
+    lake, ids, _ = phase_one
+    copy = tmp_path / "lake"
+    shutil.copytree(lake, copy)
+    alice = contributor_id_for("alice")
+    manifest = run_build(settings_for(copy, orgs={"acme": [alice]}), org="acme", progress=False)
+    rows = table(Lake.at(copy).build_dir(manifest["build_id"]), "trajectories")
+    assert rows and {row["contributor_id"] for row in rows} == {alice} and manifest["org"] == "acme"
+    from trajforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not in build.orgs"):
+        run_build(settings_for(copy), org="nobody", progress=False)

@@ -1,0 +1,50 @@
+"""`trajforge build`: the raw lake -> curated Parquet (pipelines/build), then a short summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="pipeline config (default: configs/pipeline.yaml)")
+    parser.add_argument("--lake", type=Path, default=None, help="the lake to build from and into (default: build.lake, ./lake)")
+    parser.add_argument("--full", action="store_true", help="build every session again instead of only new or changed ones")
+    parser.add_argument("--org", default=os.environ.get("TRAINING_ORG_ID") or None,
+                        help="keep only sessions of this organization's contributors (build.orgs; default: $TRAINING_ORG_ID)")
+    parser.add_argument("--no-embed", action="store_true", help="skip embeddings (domain tags from keywords)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
+
+
+def summary(manifest: dict) -> str:
+    rows, sessions = manifest["rows"], manifest["sessions"]
+    lines = [
+        f"build {manifest['build_id']}  ({manifest['seconds']} s, parent {manifest['parent_build_id'] or '-'})",
+        f"  sessions: {sessions['ready']} ready, {sessions['built']} built, {sessions['reused']} reused, "
+        f"{sessions['pending_open']} still open, {sessions['quarantined']} quarantined",
+        f"  rows: " + ", ".join(f"{table} {count}" for table, count in rows.items()),
+        f"  tiers: " + ", ".join(f"{tier} {count}" for tier, count in manifest["tiers"].items()),
+        f"  exclusions: " + (", ".join(f"{reason} {count}" for reason, count in manifest["exclusions"].items()) or "none"),
+        f"  redactions: " + (", ".join(f"{kind} {count}" for kind, count in manifest["redactions"].items()) or "none"),
+        f"  duplicates dropped: exact {manifest['dedup']['exact']}, near {manifest['dedup']['near']}",
+        f"  quarantined records: {manifest['quarantine']['count']}",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines.build import load_build_settings, run_build
+    from trajforge.settings import parse_assignment
+
+    assignments = [parse_assignment(item) for item in args.assignments]
+    if args.lake is not None:
+        assignments.append(("build.lake", str(args.lake)))
+    if args.no_embed:
+        assignments.append(("build.embedding.enabled", False))
+    settings = load_build_settings(args.config, assignments)
+    manifest = run_build(settings, full=args.full, org=args.org, progress=not args.no_progress)
+    print(json.dumps(manifest, indent=2) if args.json else summary(manifest))
+    return 0

@@ -190,15 +190,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generated {args.sessions} sessions, {steps} steps in {time.perf_counter() - started:.1f} s ({workdir})", flush=True)
         with PeakMemory() as duck_memory:
             duck_s = run_duckdb(mirror, workdir / "duckdb.parquet")
-        figures = [("duckdb stitch+score+write (SQL)", duck_s, duck_memory.peak)]
+        print(f"\n{'run':<34} {'seconds':>8} {'sessions/s':>11} {'peak GB':>8} {'vs duckdb':>10}")
+
+        def show(name: str, seconds: float, peak: int) -> None:
+            print(f"{name:<34} {seconds:>8.1f} {args.sessions / seconds:>11.0f} {peak / 2**30:>8.2f} {duck_s / seconds:>9.2f}x", flush=True)
+
+        show("duckdb stitch+score+write (SQL)", duck_s, duck_memory.peak)
         for embed in ([False] if args.skip_embed else [False, True]):
             with PeakMemory() as memory:
                 seconds, manifest = run_build_once(lake, embed)
             assert manifest["rows"]["trajectories"] + manifest["dedup"]["exact"] + manifest["dedup"]["near"] == args.sessions, manifest["sessions"]
-            figures.append((f"build, embedding {'on' if embed else 'off'}", seconds, memory.peak))
-        print(f"\n{'run':<34} {'seconds':>8} {'sessions/s':>11} {'peak GB':>8} {'vs duckdb':>10}")
-        for name, seconds, peak in figures:
-            print(f"{name:<34} {seconds:>8.1f} {args.sessions / seconds:>11.0f} {peak / 2**30:>8.2f} {duck_s / seconds:>9.2f}x")
+            show(f"build, embedding {'on' if embed else 'off'}", seconds, memory.peak)
         print("\ntargets: build (embedding off) >= 0.5x duckdb; peak memory < 4 GB")
     finally:
         if args.workdir is None:

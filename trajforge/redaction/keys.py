@@ -1,0 +1,72 @@
+"""Credentials with a fixed shape: provider-prefixed API keys, JWTs, PEM private keys, AWS secret keys.
+
+A provider prefix (`ghp_`, `AKIA`, `sk-ant-`) makes a match nearly certain, so these rules run first and
+win any overlap. Where a prefix is also an ordinary word start (`sk-`, `hf_`), `looks_random` asks for
+a generated-looking body. Token shapes follow each provider's documented format, a little looser in
+length so that rotated formats still match.
+"""
+
+from __future__ import annotations
+
+import re
+
+from trajforge.redaction.rule import PatternRule
+from trajforge.redaction.values import looks_random
+
+# Tokens end where the token alphabet ends; `\b` is not enough for alphabets that include `-`.
+_END = r"(?![A-Za-z0-9_-])"
+
+
+def _random_body(prefix_length: int, min_classes: int = 2):
+    def accept(match: re.Match[str], text: str) -> bool:
+        return looks_random(match.group()[prefix_length:], min_classes)
+
+    return accept
+
+
+def _openai(match: re.Match[str], text: str) -> bool:
+    token = match.group()
+    return not token.startswith("sk-ant-") and looks_random(token[3:], 3)
+
+
+_PRIVATE_KEY_LABEL = r"-----{edge}[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
+PRIVATE_KEY = PatternRule(
+    "private_key",
+    # The whole block; a block cut off by truncated tool output runs to the end of its base64 lines.
+    re.compile(
+        _PRIVATE_KEY_LABEL.format(edge="BEGIN")
+        + r"(?:(?:(?!-----BEGIN).){0,20000}?"
+        + _PRIVATE_KEY_LABEL.format(edge="END")
+        + r"|(?:(?:\r?\n|\\r?\\n)(?:[A-Za-z0-9+/=]{16,}|[A-Za-z-]+: [^\n]*))+)",
+        re.DOTALL,
+    ),
+    ("private key",),
+)
+
+PROVIDER_KEYS = (
+    PatternRule("aws_access_key", re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), ("akia", "asia"), accept=_random_body(4)),
+    PatternRule("github_token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,244})\b"), ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+                accept=_random_body(4)),
+    PatternRule("gitlab_token", re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}" + _END), ("glpat-",), accept=_random_body(6)),
+    PatternRule("anthropic_key", re.compile(r"\bsk-ant-[A-Za-z0-9_-]{20,}" + _END), ("sk-ant-",), accept=_random_body(7)),
+    PatternRule("openai_key", re.compile(r"\bsk-(?:[a-z]+-)?[A-Za-z0-9_-]{20,}" + _END), ("sk-",), accept=_openai),
+    PatternRule("slack_token", re.compile(r"\bxox[abeoprs]-[A-Za-z0-9-]{10,}" + _END + r"|(?<=hooks\.slack\.com/services/)T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]{16,}"),
+                ("xox", "hooks.slack.com"), accept=_random_body(5)),
+    PatternRule("stripe_key", re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,247}\b"), ("_live_", "_test_"), accept=_random_body(8)),
+    PatternRule("google_api_key", re.compile(r"\bAIza[A-Za-z0-9_-]{35}" + _END), ("aiza",)),
+    PatternRule("npm_token", re.compile(r"\bnpm_[A-Za-z0-9]{36}\b"), ("npm_",), accept=_random_body(4)),
+    PatternRule("huggingface_token", re.compile(r"\bhf_[A-Za-z0-9]{30,40}\b"), ("hf_",), accept=_random_body(3)),
+    PatternRule("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*" + _END), ("eyj",)),
+)
+
+AWS_SECRET_KEY = PatternRule(
+    "aws_secret_key",
+    # 40 base64 characters are everywhere (SHA-1s are 40 hex), so only in an AWS-named context or
+    # right after an access key id (the credentials CSV the console hands out: `AKIA...,<secret>`).
+    re.compile(r"(?i)(?:(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)[\"']?\s*(?::=|=>|=|:)\s*[\"']?"
+               r"|(?-i:\b(?:AKIA|ASIA)[A-Z0-9]{16})[\"']?[ \t]*[,;|:=][ \t]*[\"']?)"
+               r"(?P<value>(?-i:[A-Za-z0-9/+]{40}))(?![A-Za-z0-9/+=])"),
+    ("secret", "akia", "asia"),
+    group="value",
+    accept=lambda match, text: looks_random(match.group("value")),
+)

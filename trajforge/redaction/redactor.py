@@ -1,0 +1,151 @@
+"""Redactor: every rule over a text, overlaps settled by specificity, matches replaced by typed placeholders."""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections import Counter
+from typing import Any, NamedTuple
+
+from trajforge.redaction import assignments, keys
+from trajforge.redaction.network import EmailRule, IpRule
+from trajforge.redaction.phones import PhoneRule
+from trajforge.redaction.rule import Rule, Span
+from trajforge.redaction.settings import KINDS, RedactionSettings
+
+_SHORTEST_FINDING = 6  # "a@b.co"; nothing shorter can hold a secret or PII worth a scan
+
+
+class Found(NamedTuple):
+    start: int
+    end: int
+    kind: str
+
+
+class Redaction(NamedTuple):
+    text: str
+    counts: dict[str, int]
+    """Kind (lower case) -> how many matches were replaced; empty when nothing was."""
+
+
+def build_rules(settings: RedactionSettings) -> list[Rule]:
+    """The enabled rules, most specific first (the order of KINDS)."""
+    rules: list[Rule] = [
+        keys.PRIVATE_KEY,
+        *keys.PROVIDER_KEYS,
+        keys.AWS_SECRET_KEY,
+        assignments.BASIC_AUTH,
+        assignments.BEARER_TOKEN,
+        assignments.URL_PASSWORD,
+        assignments.ENV_SECRET,
+        EmailRule(),
+        IpRule(settings.keep_loopback_ips),
+        PhoneRule(settings.phone_regions),
+    ]
+    enabled = set(settings.kinds)
+    return sorted((rule for rule in rules if rule.kind in enabled), key=lambda rule: KINDS.index(rule.kind))
+
+
+def _placeholder_pattern(template: str) -> re.Pattern[str]:
+    """Matches any placeholder the template can produce, so that a second pass leaves them alone."""
+    parts = [re.escape(part) for part in template.split("{kind}")]
+    return re.compile("[A-Z_]+".join(parts).replace(r"\{\{", r"\{").replace(r"\}\}", r"\}"))
+
+
+def _merged(spans: list[Span]) -> tuple[list[int], list[int]]:
+    starts: list[int] = []
+    ends: list[int] = []
+    for start, end in sorted(spans):
+        if ends and start < ends[-1]:
+            ends[-1] = max(ends[-1], end)
+        else:
+            starts.append(start)
+            ends.append(end)
+    return starts, ends
+
+
+class Redactor:
+    """Replaces secrets and PII in text with `[REDACTED:<KIND>]` and counts them per kind.
+
+    Idempotent: existing placeholders and allowlisted strings are blocked before any rule's match
+    is accepted, so redacting twice changes nothing the second time. Where matches overlap, the
+    kind that comes first in KINDS wins and the others are dropped whole (a GitHub token inside
+    `GITHUB_TOKEN=ghp_...` counts once, as github_token; a JWT after `Bearer` counts as jwt).
+    Pickles as its settings; the rules are rebuilt on the other side.
+    """
+
+    def __init__(self, settings: RedactionSettings | None = None):
+        self.settings = settings or RedactionSettings()
+        self._rules = build_rules(self.settings)
+        self._placeholder = _placeholder_pattern(self.settings.placeholder)
+        self._placeholder_needle = self.settings.placeholder.split("{kind}")[0].replace("{{", "{").replace("}}", "}")
+        self._allowlist = tuple(sorted({item for item in self.settings.allowlist if item}, key=len, reverse=True))
+
+    def __reduce__(self):
+        return (Redactor, (self.settings,))
+
+    def find(self, text: str) -> list[Found]:
+        """What `redact` would replace, in text order."""
+        if len(text) < _SHORTEST_FINDING:
+            return []
+        lowered = text.lower()
+        candidates = []
+        for priority, rule in enumerate(self._rules):
+            for needle in rule.needles:
+                if needle in lowered:
+                    break
+            else:
+                if rule.needles:
+                    continue
+            candidates += [(priority, start, end, rule.kind) for start, end in rule.spans(text, lowered) if end > start]
+        if not candidates:
+            return []
+        # Taken spans never overlap, so their starts and ends sort alike and one bisect finds a clash.
+        starts, ends = _merged(self._blocked(text))
+        found = []
+        for _, start, end, kind in sorted(candidates):
+            index = bisect.bisect_right(ends, start)
+            if index == len(ends) or starts[index] >= end:
+                starts.insert(index, start)
+                ends.insert(index, end)
+                found.append(Found(start, end, kind))
+        return sorted(found)
+
+    def redact(self, text: str) -> Redaction:
+        found = self.find(text)
+        if not found:
+            return Redaction(text, {})
+        parts, position = [], 0
+        for start, end, kind in found:
+            parts += [text[position:start], self.settings.placeholder.format(kind=kind.upper())]
+            position = end
+        parts.append(text[position:])
+        return Redaction("".join(parts), dict(Counter(kind for _, _, kind in found)))
+
+    def redact_tree(self, value: Any) -> tuple[Any, Counter]:
+        """A copy of a JSON-like value with every str leaf redacted (dict keys are kept), and the counts."""
+        counts: Counter = Counter()
+        return self._redact_value(value, counts), counts
+
+    def _redact_value(self, value: Any, counts: Counter) -> Any:
+        if isinstance(value, str):
+            redaction = self.redact(value)
+            counts.update(redaction.counts)
+            return redaction.text
+        if isinstance(value, dict):
+            return {key: self._redact_value(item, counts) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._redact_value(item, counts) for item in value)
+        return value
+
+    def _blocked(self, text: str) -> list[Span]:
+        """Spans no match may touch: placeholders already in the text, and allowlisted strings."""
+        blocked = []
+        if self._placeholder_needle in text:
+            blocked += [match.span() for match in self._placeholder.finditer(text)]
+        for literal in self._allowlist:
+            start = text.find(literal)
+            while start != -1:
+                blocked.append((start, start + len(literal)))
+                start = text.find(literal, start + 1)
+        return blocked

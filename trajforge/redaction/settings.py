@@ -1,0 +1,72 @@
+"""RedactionSettings: the `redaction:` section of configs/pipeline.yaml, and the kinds it can name."""
+
+from __future__ import annotations
+
+from string import Formatter
+from typing import Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Kind = Literal[
+    "private_key",
+    "aws_access_key",
+    "github_token",
+    "gitlab_token",
+    "anthropic_key",
+    "openai_key",
+    "slack_token",
+    "stripe_key",
+    "google_api_key",
+    "npm_token",
+    "huggingface_token",
+    "jwt",
+    "aws_secret_key",
+    "basic_auth",
+    "bearer_token",
+    "url_password",
+    "env_secret",
+    "email",
+    "ip_address",
+    "phone",
+]
+KINDS: tuple[str, ...] = get_args(Kind)
+"""Every kind, most specific first: where two matches overlap, the one whose kind comes first wins."""
+
+
+class RedactionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kinds: list[Kind] = Field(default_factory=lambda: list(KINDS))
+    """Kinds to detect and replace (lower-case); a kind left out is kept verbatim."""
+    placeholder: str = "[REDACTED:{kind}]"
+    """What replaces a match; `{kind}` becomes the kind in upper case. Existing placeholders are never re-matched."""
+    allowlist: list[str] = []
+    """Literal strings never redacted, e.g. a public demo address; a match inside one of them is kept."""
+    keep_loopback_ips: bool = True
+    """Keep loopback, unspecified and netmask addresses (127.0.0.1, 0.0.0.0, ::1, 255.255.255.0): they name no host."""
+    phone_regions: list[str] = ["US", "GB", "DE"]
+    """Regions (ISO 3166 codes) whose national formats count as phones; `+<country>` numbers are found in any case."""
+
+    @field_validator("kinds", mode="before")
+    @classmethod
+    def _lower_kinds(cls, kinds: object) -> object:
+        return [kind.lower() if isinstance(kind, str) else kind for kind in kinds] if isinstance(kinds, list) else kinds
+
+    @field_validator("placeholder")
+    @classmethod
+    def _one_kind_field(cls, placeholder: str) -> str:
+        fields = {name for _, name, _, _ in Formatter().parse(placeholder) if name is not None}
+        if not placeholder or fields - {"kind"}:
+            raise ValueError("the placeholder may use only the field {kind}, e.g. '[REDACTED:{kind}]'")
+        return placeholder
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _known_regions(cls, regions: list[str]) -> list[str]:
+        import phonenumbers
+
+        regions = [region.upper() for region in regions]
+        unknown = sorted(set(regions) - phonenumbers.SUPPORTED_REGIONS)
+        if unknown:
+            raise ValueError(f"unknown phone regions {unknown}; use ISO 3166 codes such as US, GB, DE")
+        return regions

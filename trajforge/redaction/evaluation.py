@@ -56,8 +56,13 @@ def load_labelled(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in lines if line.strip()]
 
 
-def score(detector: Detector, rows: list[dict], kinds: Iterable[str] | None = None) -> Score:
-    """Score `detector` on `rows`; with `kinds`, only those kinds count (labels and findings alike)."""
+def score(detector: Detector, rows: list[dict], kinds: Iterable[str] | None = None, partial: bool = False) -> Score:
+    """Score `detector` on `rows`; with `kinds`, only those kinds count (labels and findings alike).
+
+    `partial`: a finding that is part of a labelled value counts as finding it. That credits
+    detectors that report a fragment (detect-secrets reports `ghp` for a GitHub token, the header
+    line for a PEM block) with detection, though the fragment alone could not redact the secret.
+    """
     keep = set(kinds) if kinds is not None else None
     result = Score()
     for row in rows:
@@ -65,6 +70,8 @@ def score(detector: Detector, rows: list[dict], kinds: Iterable[str] | None = No
         for kind, value in detector(row["text"]):
             if keep is not None and kind not in keep:
                 continue
+            if partial and expected[(kind, value)] == 0:
+                value = next((labelled for (k, labelled), left in expected.items() if k == kind and left and value in labelled), value)
             if expected[(kind, value)] > 0:
                 expected[(kind, value)] -= 1
                 result.true_positives[kind] += 1

@@ -41,15 +41,18 @@ PRIVATE_KEY = PatternRule(
         re.DOTALL,
     ),
     ("private key",),
+    # A block needs a body: `("-----BEGIN RSA PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----")` is code.
+    accept=lambda match, text: re.search(r"[A-Za-z0-9+/]{16}", match.group().split("-----")[2]) is not None,
 )
 
 PROVIDER_KEYS = (
     PatternRule("aws_access_key", re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), ("akia", "asia"), accept=_random_body(4)),
-    PatternRule("github_token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,244})\b"), ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-                accept=_random_body(4)),
+    PatternRule("github_token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,244})\b"),
+                ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), accept=_random_body(4)),
     PatternRule("gitlab_token", re.compile(r"\bglpat-[A-Za-z0-9_-]{20,}" + _END), ("glpat-",), accept=_random_body(6)),
     PatternRule("anthropic_key", re.compile(r"\bsk-ant-[A-Za-z0-9_-]{20,}" + _END), ("sk-ant-",), accept=_random_body(7)),
     PatternRule("openai_key", re.compile(r"\bsk-(?:[a-z]+-)?[A-Za-z0-9_-]{20,}" + _END), ("sk-",), accept=_openai),
+    # Slack tokens, and the secret path of an incoming-webhook URL (the host stays).
     PatternRule("slack_token", re.compile(r"\bxox[abeoprs]-[A-Za-z0-9-]{10,}" + _END + r"|(?<=hooks\.slack\.com/services/)T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]{16,}"),
                 ("xox", "hooks.slack.com"), accept=_random_body(5)),
     PatternRule("stripe_key", re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,247}\b"), ("_live_", "_test_"), accept=_random_body(8)),
@@ -63,7 +66,7 @@ AWS_SECRET_KEY = PatternRule(
     "aws_secret_key",
     # 40 base64 characters are everywhere (SHA-1s are 40 hex), so only in an AWS-named context or
     # right after an access key id (the credentials CSV the console hands out: `AKIA...,<secret>`).
-    re.compile(r"(?i)(?:(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)[\"']?\s*(?::=|=>|=|:)\s*[\"']?"
+    re.compile(r"(?i)(?:(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)[\"']?(?:\s*(?::=|=>|=|:)\s*|[ \t]+)[\"']?"
                r"|(?-i:\b(?:AKIA|ASIA)[A-Z0-9]{16})[\"']?[ \t]*[,;|:=][ \t]*[\"']?)"
                r"(?P<value>(?-i:[A-Za-z0-9/+]{40}))(?![A-Za-z0-9/+=])"),
     ("secret", "akia", "asia"),

@@ -5,13 +5,15 @@ read backwards. Not emails: scp-style git remotes (`git@github.com:org/repo`), U
 (`https://key@o1.ingest.sentry.io`: the url_password rule owns URLs), `icon@2x.png`, hosts on
 pseudo-TLDs (`ubuntu@ip-10-0-0-5.ec2.internal`), npm and Go versions (`react@18.2.0`: no letter TLD).
 
-IP: IPv4 and IPv6, validated by `ipaddress`. Kept: loopback, unspecified and netmask addresses when
-`keep_loopback_ips` (they name no host), CIDR networks (`10.0.0.0/16` describes a subnet, not a
-machine; `10.1.2.3/32` is a host and is redacted), four-part versions (`version 1.2.3.4`, `==1.2.3.4`,
-`Chrome/120.0.0.0`, `pkg-1.2.3.4`, `section 8.4.1.3`, anything in 0.0.0.0/8), numbers in a run of
-numbers (SVG path data: `.648 1.97.48.48 0 0 1`), Python slices
-(`x[100::200]`) and decimal-only colon runs that do not start like an address (`38:2::255:0:0`). Private addresses are redacted:
-an internal address map is still a description of someone's network.
+IP: IPv4 and IPv6, validated by `ipaddress`, and the dashed IPv4 in EC2 host names (`ip-10-42-3-17`).
+Kept: loopback, unspecified and netmask addresses when `keep_loopback_ips` (they name no host); CIDR
+networks (`10.0.0.0/16` is a subnet, `10.1.2.3/32` a host and redacted); versions and section numbers
+(`version 1.2.3.4`, `==1.2.3.4`, `Chrome/120.0.0.0`, `pkg-1.2.3.4`, `section 8.4.1.3`, OIDs, 0.0.0.0/8,
+and quads whose first three parts are single digits: `7.4.3.3`, `3.1.1.6`, `6.0.0.0` are far more often
+numbers than hosts, and the real ones, 1.1.1.1 and 8.8.8.8, are public resolvers); numbers in a run of
+numbers (SVG path data: `.648 1.97.48.48 0 0 1`); Python slices (`x[100::200]`) and decimal-only
+colon runs that do not start like an address (`38:2::255:0:0`). Private addresses are redacted: an
+internal address map is still a description of someone's network.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import ipaddress
 import re
 from collections.abc import Iterator
 
-from trajforge.redaction.rule import Rule, Span
+from trajforge.redaction.rule import Rule, Span, compile_digit_pattern
 
 _DOMAIN = re.compile(r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?P<tld>[A-Za-z]{2,24})(?![\w-]|\.\w)")
 _LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
@@ -56,10 +58,13 @@ class EmailRule(Rule):
 # Both patterns start with a plain character class and check what precedes it afterwards (a
 # lookbehind over that first character): a leading assertion would stop the regex engine from
 # skipping ahead to candidate characters, which makes the scan three times slower.
-_IPV4 = re.compile(r"(?P<address>\d(?<![\w.]\d)(?<!\w-\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3})(?![\w]|\.\d)(?:/(?P<prefix>\d{1,2})(?!\d))?")
-_IPV6 = re.compile(r"(?P<address>[0-9A-Fa-f:](?<![\w:.].)[0-9A-Fa-f]{0,3}:[0-9A-Fa-f:]{2,40}(?:\.\d{1,3}){0,3})(?![\w:]|\.\d)(?:/(?P<prefix>\d{1,3})(?!\d))?")
+_IPV4 = compile_digit_pattern(r"(?P<address>\d(?<![\w.]\d)(?<!\w-\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3})(?![\w]|\.\d)(?:/(?P<prefix>\d{1,2})(?!\d))?")
+_IPV6 = compile_digit_pattern(r"(?P<address>[0-9A-Fa-f:](?<![\w:.].)[0-9A-Fa-f]{0,3}:[0-9A-Fa-f:]{2,40}(?:\.\d{1,3}){0,3})(?![\w:]|\.\d)(?:/(?P<prefix>\d{1,3})(?!\d))?")
+# EC2 and GKE host names spell the node's address with dashes: ip-10-42-3-17.us-west-1.compute.internal.
+_DASHED_IPV4 = re.compile(r"(?<![\w-])ip-(?P<address>\d{1,3}-\d{1,3}-\d{1,3}-\d{1,3})(?![\w-])")
 _VERSION_BEFORE = re.compile(
-    r"(?i)(?:version\w*|\bver|\bv|\brelease|\bbuild|\bsection|§|[=<>~!]=|\^|\b(?:chrome|chromium|firefox|safari|edge?|opr|crios|applewebkit)/)[\"' \t:=]*$"
+    r"(?i)(?:version\w*|\bver|\bv|\brelease|\bbuild|\bsection|§|\boid|objectidentifier\(|[=<>~!]=|\^"
+    r"|\b(?:chrome|chromium|firefox|safari|edge?|opr|crios|applewebkit)/)[\"' \t:=,]*$"
 )
 _NUMBER_BEFORE = re.compile(r"([-\d.]*\d[-\d.]*)[ ,]+$")
 _NUMBER_AFTER = re.compile(r"[ ,]*(-?\.?\d[-\d.]*)")
@@ -78,24 +83,32 @@ class IpRule(Rule):
         self.keep_loopback = keep_loopback
 
     def spans(self, text: str, lowered: str) -> Iterator[Span]:
-        if "." in text:
+        if text.count(".") >= 3:
             for match in _IPV4.finditer(text):
                 if not self._keep_v4(text, match):
                     yield match.span("address")
-        if ":" in text:
+        if text.count(":") >= 2:
             for match in _IPV6.finditer(text):
                 if not self._keep_v6(match):
                     yield match.span("address")
+        if "ip-" in text:
+            for match in _DASHED_IPV4.finditer(text):
+                if not self._keep_address(match.group("address").replace("-", ".")):
+                    yield match.span("address")
 
-    def _keep_v4(self, text: str, match: re.Match[str]) -> bool:
+    def _keep_address(self, literal: str) -> bool:
         try:
-            address = ipaddress.IPv4Address(match.group("address"))
+            address = ipaddress.IPv4Address(literal)
         except ValueError:
             return True  # an octet over 255 or with a leading zero: not an address
-        if address.packed[0] == 0:
-            return True  # 0.x.x.x is "this network", never a host: `0.98.5.3` is a version
-        if self.keep_loopback and (address.is_loopback or address.is_unspecified or _is_mask(address)):
+        if address.packed[0] == 0 or max(address.packed[:3]) < 10:
+            return True  # 0.x.x.x is never a host; 7.4.3.3, 3.1.1.6, 6.0.0.0 are sections and versions
+        return self.keep_loopback and (address.is_loopback or address.is_unspecified or _is_mask(address))
+
+    def _keep_v4(self, text: str, match: re.Match[str]) -> bool:
+        if self._keep_address(match.group("address")):
             return True
+        address = match.group("address")
         if _VERSION_BEFORE.search(text, max(match.start() - 24, 0), match.start()) or _in_number_run(text, match.start(), match.end()):
             return True
         prefix = match.group("prefix")

@@ -22,18 +22,19 @@ import functools
 import re
 from collections.abc import Iterator
 
-from trajforge.redaction.rule import Rule, Span
+from trajforge.redaction.rule import Rule, Span, compile_digit_pattern
 
 # The pattern starts with a plain character class and looks behind it afterwards (a leading
 # assertion would stop the engine from skipping to candidate characters: 2.5x slower). Then one
-# branch per first character: +country code, (area code), or a digit group.
-_CANDIDATE = re.compile(
-    r"""[+(\d](?<![\w.#/+\])-].)(?<!\d:.)(?:
+# branch per first character: +country code, (area code), or a digit group. A candidate may not
+# sit inside a run of numbers (`(?<!\d .)`, `(?! \d)`): tables and matrices are not phone books,
+# and without this a page of them costs a library call per number.
+_CANDIDATE = compile_digit_pattern(
+    r"""(?x)[+(\d](?<![\w.#/+\])-].)(?<!\d:.)(?<!\d\ .)(?:
         (?<=\+)\d{1,3}(?:[ .-]?\(\d{1,5}\)[ .-]?|[ .-]?)\d{1,8}(?:[ .-]\d{1,8}){0,5}    # +1 (415) 555-0173, +44 20 7946 0958, +14155550132
       | (?<=\()\d{2,5}\)[ .-]?\d{2,8}(?:[ .-]\d{2,8}){0,4}                             # (415) 555-0132
       | (?<=\d)(?:(?<=1)[ .-]\d{2,5}|\d{1,4})(?:[ .-]\d{2,8}){1,4}                      # 415-555-0132, 1-800-555-0199, 030 901820
-    )(?![\w]|[.:/-]\w)""",
-    re.VERBOSE,
+    )(?![\w]|[.:/-]\w|\ \d)"""
 )
 _DATE = re.compile(r"\d{4}([-./])\d{1,2}\1\d{1,2}|\d{1,2}([-./])\d{1,2}\2\d{2,4}")
 _DIGIT = re.compile(r"\d")
@@ -59,16 +60,18 @@ class PhoneRule(Rule):
         for match in _CANDIDATE.finditer(text):
             candidate = match.group()
             digits = "".join(_DIGIT.findall(candidate))
-            if 7 <= len(digits) <= 15 and not _DATE.match(candidate.lstrip("+")) and self._is_number(candidate, digits):
+            if 7 <= len(digits) <= 15 and not _DATE.match(candidate.lstrip("+")) and _is_number(candidate, digits, self.regions):
                 yield match.span()
 
-    def _is_number(self, candidate: str, digits: str) -> bool:
-        if candidate.startswith("+"):  # `+16777216` in code is arithmetic; a compact E.164 number is longer
-            return (len(digits) >= 10 or not candidate[1:].isdigit()) and _possible_number(candidate)
-        groups = _GROUPS.findall(candidate)
-        if len(digits) < 9 or max(map(len, groups)) < 3 or len(groups) < 3 and "." in candidate:
-            return False  # too short to hold an area code; 05 10 15 20: a row of numbers; 309.6171875: a decimal
-        return any(_grouped_number(candidate, region) for region in self.regions if digits.startswith(_trunk_prefix(region)))
+
+@functools.lru_cache(maxsize=4096)  # logs repeat the same numbers, and the library is the slow part
+def _is_number(candidate: str, digits: str, regions: tuple[str, ...]) -> bool:
+    if candidate.startswith("+"):  # `+16777216` in code is arithmetic; a compact E.164 number is longer
+        return (len(digits) >= 10 or not candidate[1:].isdigit()) and _possible_number(candidate)
+    groups = _GROUPS.findall(candidate)
+    if len(digits) < 9 or max(map(len, groups)) < 3 or len(groups) < 3 and "." in candidate:
+        return False  # too short to hold an area code; 05 10 15 20: a row of numbers; 309.6171875: a decimal
+    return any(_grouped_number(candidate, region) for region in regions if digits.startswith(_trunk_prefix(region)))
 
 
 def _grouped_number(candidate: str, region: str) -> bool:

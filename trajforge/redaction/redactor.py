@@ -7,7 +7,8 @@ import re
 from collections import Counter
 from typing import Any, NamedTuple
 
-from trajforge.redaction import assignments, keys
+from trajforge.redaction import auth, keys
+from trajforge.redaction.env_secrets import EnvSecretRule
 from trajforge.redaction.network import EmailRule, IpRule
 from trajforge.redaction.phones import PhoneRule
 from trajforge.redaction.rule import Rule, Span
@@ -34,10 +35,11 @@ def build_rules(settings: RedactionSettings) -> list[Rule]:
         keys.PRIVATE_KEY,
         *keys.PROVIDER_KEYS,
         keys.AWS_SECRET_KEY,
-        assignments.BASIC_AUTH,
-        assignments.BEARER_TOKEN,
-        assignments.URL_PASSWORD,
-        assignments.ENV_SECRET,
+        auth.BASIC_AUTH,
+        auth.BEARER_TOKEN,
+        auth.URL_PASSWORD,
+        auth.USER_FLAG_PASSWORD,
+        EnvSecretRule(),
         EmailRule(),
         IpRule(settings.keep_loopback_ips),
         PhoneRule(settings.phone_regions),

@@ -12,8 +12,18 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+try:
+    import regex as _digit_engine  # 2-5x faster than re on the digit-heavy phone and IP patterns
+except ImportError:  # pragma: no cover - regex comes with transformers; re finds the same, slower
+    _digit_engine = re
+
 Span = tuple[int, int]
 Accept = Callable[[re.Match[str], str], bool]
+
+
+def compile_digit_pattern(pattern: str):
+    """Compile a pattern that starts on digits (phones, IPs) with the faster engine; same syntax as re."""
+    return _digit_engine.compile(pattern)
 
 
 class Rule:

@@ -1,4 +1,4 @@
-"""Is a value a real secret, or a stand-in for one? Shared by the key rules and the assignment rules.
+"""Is a value a real secret, or a stand-in for one? Shared by the key, auth and env_secret rules.
 
 Documentation, config templates and code are full of secret-shaped holes: `<your-token>`, `${DB_PASSWORD}`,
 `changeme`, `xxxxxxxx`, `sk-...`. They are public, carry no secret, and keeping them keeps training text
@@ -14,7 +14,7 @@ PLACEHOLDER_WORDS = frozenset(
     """none null nil true false undefined empty unset default required optional todo tbd n/a na
     changeme change_me change-me changeit password passwd pass pwd secret token apikey api_key key
     example dummy fake test testing sample redacted hidden masked placeholder secret_value
-    str string bytes int bool any secretstr x-oauth-basic""".split()
+    str string bytes int bool any secretstr value x-oauth-basic""".split()
 )
 _PLACEHOLDER = re.compile(
     r"""(?ix)^(?:
@@ -24,6 +24,8 @@ _PLACEHOLDER = re.compile(
       | <.*> | \[.*\] | \(.*\)          # <your-token>, [hidden], (none)
       | [*x•.#_-]{3,}                   # ******, xxxxxxxx, ..., ---
       | (?:.*[-_ ])?(?:your|my|insert|put|enter)[-_ ].*   # your_token_here, xoxb-your-token
+      | (?:your|my|the)[-_]?(?:password|passwd|pass|secret|token|key|api[-_]?key)   # mypassword
+      | (?:pass(?:word)?|passwd|secret|token|test|example|changeme|dummy|fake|sample)[-_]?\d{0,4}   # password1, token123
       | .*[-_ ](?:here|placeholder|example)
       | .*\.\.\.                        # sk-...  (an ellipsis: elided in the text already)
       | .*\*{3}.*                       # hf_***, pass***word: masked already
@@ -33,7 +35,7 @@ _PLACEHOLDER = re.compile(
 
 def is_placeholder(value: str) -> bool:
     """True for values that stand in for a secret (see the module docstring); case-insensitive."""
-    value = value.strip()
+    value = value.strip().strip("\"'")
     return len(value) < 3 or value.lower() in PLACEHOLDER_WORDS or bool(_PLACEHOLDER.match(value))
 
 

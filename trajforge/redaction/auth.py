@@ -1,0 +1,62 @@
+"""Credentials in a URL or an HTTP Authorization header; only the credential itself is replaced.
+
+url_password keeps scheme, user and host (`postgres://admin:[REDACTED:URL_PASSWORD]@db:5432/app`, and
+`curl -u user:[REDACTED:URL_PASSWORD]`), and leaves placeholders (`${PW}`, `<password>`, `password`)
+alone. A provider token in the password slot (`https://x-access-token:ghp_...@github.com`) is caught
+by its own, more specific rule first.
+bearer_token wants a generated-looking token (`Bearer <token>`, `Bearer ${TOKEN}`, `bearer token` are
+prose or templates); a JWT after `Bearer` counts as jwt. basic_auth is a `Basic` credential that
+really decodes to `user:password`, so `Basic authentication` never matches.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from trajforge.redaction.rule import PatternRule
+from trajforge.redaction.values import is_placeholder, looks_random
+
+URL_PASSWORD = PatternRule(
+    "url_password",
+    re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,30}://[^\s:/?#@\[\]\"'<>]*:(?P<password>[^\s/\"'<>]+)@(?=[\w\[.-])"),
+    ("://",),
+    group="password",
+    accept=lambda match, text: not is_placeholder(match.group("password")),
+)
+
+# `curl -u user:password` (only curl's: `docker run -u app:app` is a user and a group).
+USER_FLAG_PASSWORD = PatternRule(
+    "url_password",
+    re.compile(r"\bcurl\b[^\n]{0,300}?(?:\s-u[ \t]*|\s--user[ \t=])[\"']?[^\s:\"'@]+:(?P<password>[^\s\"'@]+)(?=[\"']?(?:\s|$))"),
+    ("curl",),
+    group="password",
+    accept=lambda match, text: not is_placeholder(match.group("password")),
+)
+
+_TOKEN = r"(?P<token>[A-Za-z0-9._~+/-]{12,}=*)(?![A-Za-z0-9._~+/=-])"
+BEARER_TOKEN = PatternRule(
+    "bearer_token",
+    re.compile(r"(?i)(?:\bbearer[ \t]+|\bauthorization[\"']?[ \t]*[:=][ \t]*[\"']?token[ \t]+)" + _TOKEN),
+    ("bearer", "authorization"),
+    group="token",
+    accept=lambda match, text: looks_random(match.group("token")) and not is_placeholder(match.group("token")),
+)
+
+
+def _is_basic_credentials(match: re.Match[str], text: str) -> bool:
+    try:
+        decoded = base64.b64decode(match.group("token"), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return ":" in decoded and decoded.isprintable()
+
+
+BASIC_AUTH = PatternRule(
+    "basic_auth",
+    re.compile(r"(?i)\bbasic[ \t]+(?P<token>[A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])"),
+    ("basic",),
+    group="token",
+    accept=_is_basic_credentials,
+)

@@ -1,0 +1,109 @@
+"""Checkpoints: DeepSpeed's sharded format every N steps, the consolidated Hugging Face export at the end.
+
+`<run>/checkpoints/step-000050/` holds every worker's ZeRO shards (parameters, gradients' fp32
+master copy, optimizer state), the scheduler, and `trajforge_state.json`: the step, the data cursor
+and the tokens seen. That file is written last, by rank 0, after every worker has saved, so a
+folder without it is an interrupted save and is never resumed from. `<run>/hf/` is a plain Hugging
+Face model directory (weights gathered from the shards, the tokenizer, `trajforge_export.json`),
+what a generation actor loads with `load_trained`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+STATE_FILE = "trajforge_state.json"
+EXPORT_FILE = "trajforge_export.json"
+
+
+def checkpoints_dir(run_dir: Path) -> Path:
+    return run_dir / "checkpoints"
+
+
+def tag(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """Finished checkpoint folders of the run, oldest first."""
+    root = checkpoints_dir(run_dir)
+    found = [path for path in root.glob("step-*") if (path / STATE_FILE).is_file()] if root.is_dir() else []
+    return sorted(found, key=lambda path: path.name)
+
+
+def read_state(checkpoint: Path) -> dict[str, Any]:
+    return json.loads((checkpoint / STATE_FILE).read_text())
+
+
+def save(engine, run_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+    """Every worker calls this; returns the checkpoint folder."""
+    import torch.distributed as dist
+
+    folder = checkpoints_dir(run_dir) / tag(step)
+    engine.save_checkpoint(str(checkpoints_dir(run_dir)), tag=tag(step), client_state={"trajforge": state})
+    dist.barrier()
+    if dist.get_rank() == 0:
+        temporary = folder / f".{STATE_FILE}.tmp"
+        temporary.write_text(json.dumps(state, indent=2) + "\n")
+        os.replace(temporary, folder / STATE_FILE)
+        for old in complete_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+    return folder
+
+
+def load(engine, checkpoint: Path) -> dict[str, Any]:
+    """Restore the engine (weights, optimizer, scheduler) from a checkpoint folder; returns its trajforge state."""
+    if not (checkpoint / STATE_FILE).is_file():
+        from trajforge.errors import TrajforgeError
+
+        raise TrajforgeError(f"{checkpoint} is not a complete learner checkpoint (no {STATE_FILE})")
+    path, _ = engine.load_checkpoint(str(checkpoint.parent), tag=checkpoint.name, load_optimizer_states=True, load_lr_scheduler_states=True)
+    if path is None:
+        from trajforge.errors import TrajforgeError
+
+        raise TrajforgeError(f"DeepSpeed could not load the checkpoint in {checkpoint}")
+    return read_state(checkpoint)
+
+
+def export_hf(engine, causal_lm, tokenizer, target: Path, info: dict[str, Any]) -> Path | None:
+    """Gather the full weights onto rank 0 and write a Hugging Face directory there (every worker calls this)."""
+    import torch.distributed as dist
+
+    if engine.zero_optimization_partition_weights():
+        state = engine._zero3_consolidated_16bit_state_dict()  # the documented way to gather ZeRO-3 weights (HF, accelerate)
+    else:
+        state = engine.module.state_dict()
+    if dist.get_rank() == 0:
+        prefix = "causal_lm."
+        weights = {name[len(prefix):]: tensor for name, tensor in state.items() if name.startswith(prefix)}
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        causal_lm.save_pretrained(str(staging), state_dict=weights, safe_serialization=True)
+        tokenizer.save_pretrained(str(staging))
+        (staging / EXPORT_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+    dist.barrier()
+    return target if dist.get_rank() == 0 else None
+
+
+def load_trained(path: str | Path, dtype: str = "auto", device: str | None = None):
+    """(model, tokenizer) from an export (`<run>/hf`), as any Hugging Face causal LM directory is loaded."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        from trajforge.errors import TrajforgeError
+
+        raise TrajforgeError(f"{path} is not a model directory (no config.json); a finished run writes one to <run>/hf")
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    if device:
+        model = model.to(device)
+    return model.eval(), AutoTokenizer.from_pretrained(str(path))

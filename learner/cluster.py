@@ -1,0 +1,63 @@
+"""The cluster's topology, from `configs/cluster.yaml` (`cluster:`): which node runs what, and what its devices can do.
+
+Workers are pinned to nodes through custom Ray resources that each node advertises when it joins
+(`ray start --address=HEAD:6379 --resources='{"learner_node": 2}'`). The embedded default has no such
+node; the learner then drops the pin and says so. The file is shared with the actors; this module reads
+the whole of it so that a typo anywhere in it fails at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trajforge.settings import apply_assignments, env_assignments, read_yaml, validate
+
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "cluster.yaml"
+SECTION = "cluster"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Device(_Strict):
+    name: str
+    """Marketing name, for reports."""
+    memory_gb: float = Field(gt=0)
+    """Memory of one device."""
+    peak_tflops: float | None = Field(default=None, gt=0)
+    """Dense bf16 tensor TFLOP/s (FP32 accumulate) of one device: the denominator of MFU."""
+
+
+class NodeGroup(_Strict):
+    nodes: int = Field(default=1, ge=1)
+    """Machines in the group."""
+    gpus_per_node: int = Field(default=0, ge=0)
+    """GPUs per machine."""
+    gpu: Device | None = None
+    """The GPU model, when the group has GPUs."""
+    resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources one worker or actor of this group asks for, pinning it to the group's nodes."""
+
+
+class ClusterSettings(_Strict):
+    head: NodeGroup = Field(default_factory=NodeGroup)
+    """The head node: Ray's GCS, Serve, the jobs' drivers."""
+    learner: NodeGroup = Field(default_factory=NodeGroup)
+    """The learner node(s): one Ray Train worker per GPU."""
+    actors: NodeGroup = Field(default_factory=NodeGroup)
+    """The generation actor nodes: one actor per GPU."""
+    cpu_peak_tflops: float = Field(default=0.1, gt=0)
+    """Peak fp32 TFLOP/s of one CPU worker (MFU on machines without GPUs; about one AVX2 core)."""
+
+
+def load_cluster_settings(path: str | Path | None = None, assignments: Iterable[tuple[str, Any]] = ()) -> ClusterSettings:
+    """File < TRAJFORGE__CLUSTER__* environment < `assignments` (from `--set cluster.x=y`)."""
+    source = Path(path) if path else DEFAULT_PATH
+    data = read_yaml(source)
+    apply_assignments(data, [*env_assignments(), *assignments], roots=[SECTION])
+    return validate(ClusterSettings, data.get(SECTION) or {}, str(source), prefix=SECTION)

@@ -1,0 +1,96 @@
+"""`trajforge train --estimate`: will the configured model train on the learner GPUs? DeepSpeed's estimate, plus activations.
+
+The model is instantiated on PyTorch's meta device (no memory, no weights) from its config.json, or
+from a built-in shape (`qwen3-14b`, `qwen3-0.6b`) when no checkpoint is at hand. DeepSpeed's
+`estimate_zero3_model_states_mem_needs_all_cold` prints its table of model states (parameters,
+gradients, optimizer) per offload option; we add the activations of one micro-batch with gradient
+checkpointing (the layer inputs kept, one layer recomputed, one chunk of logits) and a verdict for
+the configured option. Estimates, not measurements: leave a few GB of headroom for fragmentation,
+communication buckets and the CUDA context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from learner.cluster import ClusterSettings
+from learner.settings import LearnerSettings
+
+# Public configs of the Qwen3 checkpoints (config.json on the model card), for estimates without the weights.
+SHAPES = {
+    "qwen3-14b": {"hidden_size": 5120, "intermediate_size": 17408, "num_hidden_layers": 40, "num_attention_heads": 40,
+                  "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936, "tie_word_embeddings": False},
+    "qwen3-0.6b": {"hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16,
+                   "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936, "tie_word_embeddings": True},
+}
+GB = 2**30
+
+
+@dataclass(frozen=True)
+class Estimate:
+    total_params: int
+    largest_layer_params: int
+    gpu_states_gb: float
+    cpu_states_gb: float
+    activations_gb: float
+
+    @property
+    def gpu_total_gb(self) -> float:
+        return self.gpu_states_gb + self.activations_gb
+
+
+def model_config(name: str):
+    from transformers import AutoConfig, Qwen3Config
+
+    if name.lower() in SHAPES:
+        return Qwen3Config(**SHAPES[name.lower()])
+    return AutoConfig.from_pretrained(name)
+
+
+def count_params(config) -> tuple[int, int]:
+    """(total parameters, largest single module's own parameters), from a model built on the meta device."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    total = sum(parameter.numel() for parameter in model.parameters())
+    largest = max(sum(parameter.numel() for parameter in module.parameters(recurse=False)) for module in model.modules())
+    return total, largest
+
+
+def estimate(settings: LearnerSettings, gpus: int, model_name: str | None = None) -> Estimate:
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+
+    name = model_name or settings.model
+    config = model_config(str(settings.small_model_dir) if name == "small" else name)
+    total, largest = count_params(config)
+    cpu_bytes, gpu_bytes, _ = estimate_zero3_model_states_mem_needs(
+        total, largest, num_gpus_per_node=gpus, num_nodes=1, cpu_offload=settings.zero.offload_optimizer,
+        cpu_offload_params=settings.zero.offload_params, zero_init=True)
+    batch, seq, hidden = settings.train.micro_batch_size, settings.data.seq_len, config.hidden_size
+    bytes_per = 4 if settings.train.precision == "fp32" else 2
+    kept = config.num_hidden_layers * batch * seq * hidden * bytes_per if settings.train.gradient_checkpointing else 0
+    one_layer = 34 * batch * seq * hidden * bytes_per // 2  # Korthikanti et al.'s per-layer activations, without attention scores
+    layers = one_layer if settings.train.gradient_checkpointing else one_layer * config.num_hidden_layers
+    logits = 2 * min(settings.train.loss_chunk_tokens, batch * seq) * config.vocab_size * 4
+    return Estimate(total, largest, gpu_bytes / GB, cpu_bytes / GB, (kept + layers + logits) / GB)
+
+
+def print_estimate(settings: LearnerSettings, cluster: ClusterSettings) -> Estimate:
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs_all_cold
+
+    gpus = cluster.learner.gpus_per_node * cluster.learner.nodes or settings.workers.count
+    gpu = cluster.learner.gpu
+    result = estimate(settings, gpus)
+    print(f"model {settings.model}: {result.total_params / 1e9:.2f} B parameters, largest layer {result.largest_layer_params / 1e6:.0f} M")
+    estimate_zero3_model_states_mem_needs_all_cold(result.total_params, result.largest_layer_params, num_gpus_per_node=gpus, num_nodes=1)
+    option = f"offload_optimizer={settings.zero.offload_optimizer}, offload_params={settings.zero.offload_params}"
+    print(f"\nconfigured ({option}; micro-batch {settings.train.micro_batch_size} x {settings.data.seq_len} tokens, "
+          f"gradient checkpointing {settings.train.gradient_checkpointing}), per GPU:")
+    print(f"  model states {result.gpu_states_gb:.1f} GB + activations {result.activations_gb:.1f} GB = {result.gpu_total_gb:.1f} GB; "
+          f"host memory for the offloaded states {result.cpu_states_gb:.0f} GB")
+    if gpu is not None:
+        verdict = "fits" if result.gpu_total_gb <= gpu.memory_gb * 0.9 else "does NOT fit"
+        print(f"  {verdict} {gpus} x {gpu.name} ({gpu.memory_gb:g} GB each, 10% kept as headroom)")
+    return result

@@ -1,0 +1,73 @@
+"""Rank 0's metrics: one JSON line per event in `<run>/metrics.jsonl` (the driver echoes them to its stdout), and TensorBoard.
+
+A line is `{"event": "train" | "eval" | "checkpoint" | "export" | "end", "step": N, ...}`. Train lines
+carry loss (mean over the step's loss tokens), lr, grad_norm, tokens/s (real tokens, padding not
+counted, all workers), MFU (model FLOPs / (seconds x workers x peak)), and memory in GB (peak
+allocated on the GPU, or peak RSS of the worker on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+from pathlib import Path
+from typing import Any
+
+
+def memory_gb(on_gpu: bool) -> float:
+    if on_gpu:
+        import torch
+
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        torch.cuda.reset_peak_memory_stats()
+        return round(peak, 3)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)  # Linux reports KiB
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 6) if math.isfinite(value) else None
+    return value
+
+
+class MetricsWriter:
+    """Writes only on rank 0. A run that resumes at step N first drops what an interrupted run wrote after N."""
+
+    def __init__(self, run_dir: Path, enabled: bool, resume_step: int = 0):
+        self.enabled = enabled
+        self._file = None
+        self._board = None
+        if enabled:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            path = run_dir / "metrics.jsonl"
+            kept = [line for line in read_metrics(run_dir) if line["step"] <= resume_step] if resume_step else []
+            path.write_text("".join(json.dumps(line) + "\n" for line in kept), encoding="utf-8")
+            self._file = path.open("a", encoding="utf-8")
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._board = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+
+    def write(self, event: str, step: int, **values: Any) -> None:
+        if not self.enabled:
+            return
+        line = json.dumps({"event": event, "step": step, **{key: _clean(value) for key, value in values.items()}})
+        self._file.write(line + "\n")
+        self._file.flush()
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self._board.add_scalar(f"{event}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self._file.close()
+            self._board.close()
+
+
+def read_metrics(run_dir: Path, event: str | None = None) -> list[dict[str, Any]]:
+    """The run's metric lines (of one event kind), in order; a resumed run's lines follow the first run's."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line for line in lines if event is None or line["event"] == event]

@@ -1,0 +1,241 @@
+"""Launching the learner with Ray Train: `python -m learner.train` / `trajforge train`, and `train_for_demo`.
+
+The driver (the head node, or this machine) resolves and verifies the builds, caches their rows,
+makes the embedded model if it is the one named, picks the device, writes the run's config beside
+its outputs, and starts a `TorchTrainer` with one worker per GPU (or `workers.count` CPU workers
+with gloo), pinned to the learner node by the resources in configs/cluster.yaml. While it runs, the
+driver echoes rank 0's metric lines (`<run>/metrics.jsonl`) to stdout as JSON lines.
+
+Paths in the settings are resolved on the driver; on a cluster they must name shared storage
+(the lake, `output_dir`, the model) that the learner node sees at the same path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from learner.cluster import ClusterSettings, load_cluster_settings
+from learner.settings import BuildMix, LearnerSettings, load_learner_settings
+from trajforge.errors import ConfigError, TrajforgeError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model(settings: LearnerSettings, sources: list) -> Path:
+    if settings.model == "small":
+        from learner.sources import sample_texts
+        from trajforge.small_model import ensure_small_model
+
+        return ensure_small_model(settings.small_model_dir, texts=sample_texts(sources[0]))
+    path = Path(settings.model).expanduser().resolve()
+    if not (path / "config.json").is_file() or not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        raise ConfigError(f"learner.model: {path} is not a Hugging Face model directory with a tokenizer (config.json, tokenizer.json)")
+    return path
+
+
+def prepare(settings: LearnerSettings) -> dict[str, Any]:
+    """Everything the workers need, checked before any worker starts (a bad build fails here, in seconds)."""
+    from learner.sources import prepare_source
+    from trajforge.lake import Lake
+
+    lake = Lake.at(settings.data.lake)
+    sources = [prepare_source(lake, mix.build, mix.weight, settings.data.cache_dir) for mix in settings.data.builds]
+    return {"sources": [source.as_dict() for source in sources], "model_dir": str(resolve_model(settings, sources))}
+
+
+def placement(settings: LearnerSettings, cluster: ClusterSettings) -> tuple[bool, dict[str, float]]:
+    """(on GPUs?, Ray resources per worker), from the settings and what the running Ray cluster offers."""
+    import ray
+
+    total = ray.cluster_resources()
+    workers = settings.workers
+    on_gpu = workers.device == "gpu" or (workers.device == "auto" and total.get("GPU", 0) >= workers.count)
+    cpus = workers.cpus_per_worker or (4.0 if on_gpu else min(1.0, total.get("CPU", 1.0) / (2 * workers.count)))
+    resources: dict[str, float] = {"CPU": cpus}
+    for name, amount in {**cluster.learner.resources, **workers.resources}.items():
+        if name in total:
+            resources[name] = amount
+        else:
+            log.log(logging.WARNING if on_gpu else logging.INFO, "no node advertises the resource %r; the learner's workers go anywhere", name)
+    return on_gpu, resources
+
+
+def wait_for_resources(per_worker: dict[str, float], count: int, on_gpu: bool, timeout_s: float) -> None:
+    """Return once `count` workers' resources are free; fail at once if the cluster could never hold them.
+
+    Ray Train would otherwise wait for them forever, retrying silently.
+    """
+    import time
+
+    import ray
+
+    needed = {**per_worker, **({"GPU": 1.0} if on_gpu else {})}
+    needed = {name: amount * count for name, amount in needed.items()}
+    total = ray.cluster_resources()
+    missing = {name: amount for name, amount in needed.items() if total.get(name, 0.0) + 1e-9 < amount}
+    if missing:
+        raise TrajforgeError(f"the learner's {count} workers need {needed} and the Ray cluster has only "
+                             f"{ {name: total.get(name, 0.0) for name in needed} }; lower learner.workers.count or cpus_per_worker")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        free = ray.available_resources()
+        if all(free.get(name, 0.0) + 1e-9 >= amount for name, amount in needed.items()):
+            return
+        if time.monotonic() > deadline:
+            raise TrajforgeError(f"the learner's {count} workers need {needed}; after {timeout_s:g} s only "
+                                 f"{ {name: round(free.get(name, 0.0), 3) for name in needed} } is free (other jobs hold the rest)")
+        time.sleep(1.0)
+
+
+def _echo(path: Path, stop: threading.Event) -> None:
+    offset = 0
+    while True:
+        finished = stop.wait(0.5)
+        if path.is_file():
+            if path.stat().st_size < offset:
+                offset = 0  # the run started over and rewrote the file
+            with path.open("r", encoding="utf-8") as handle:
+                handle.seek(offset)
+                chunk = handle.read()
+            complete = chunk[: chunk.rfind("\n") + 1]
+            offset += len(complete.encode("utf-8"))
+            if complete:
+                sys.stdout.write(complete)
+                sys.stdout.flush()
+        if finished:
+            return
+
+
+def launch(settings: LearnerSettings, cluster: ClusterSettings | None = None, *, echo: bool = True) -> dict[str, Any]:
+    """Train with Ray Train (connecting to the running Ray, or starting a local one); returns the run's summary."""
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from learner.checkpoint import complete_checkpoints
+    from learner.metrics import read_metrics
+    from learner.trainer import worker_main
+
+    settings = settings.absolute()
+    cluster = cluster or load_cluster_settings()
+    prepared = prepare(settings)
+    if not ray.is_initialized():
+        ray.init(logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    on_gpu, resources = placement(settings, cluster)
+    wait_for_resources(resources, settings.workers.count, on_gpu, settings.workers.start_timeout_s)
+    peak = settings.peak_tflops or ((cluster.learner.gpu.peak_tflops if cluster.learner.gpu else None) if on_gpu else cluster.cpu_peak_tflops)
+    run_dir = settings.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = {"settings": settings.model_dump(mode="json"), "on_gpu": on_gpu, "peak_tflops": peak, **prepared}
+    (run_dir / "learner_config.json").write_text(json.dumps({**config, "resources_per_worker": resources}, indent=2) + "\n")
+    trainer = TorchTrainer(
+        worker_main, train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=settings.workers.count, use_gpu=on_gpu, resources_per_worker=resources, placement_strategy="PACK"),
+        torch_config=TorchConfig(backend="nccl" if on_gpu else "gloo"),
+        run_config=RunConfig(name=settings.run_name, storage_path=str(settings.output_dir),
+                             failure_config=FailureConfig(max_failures=settings.workers.max_failures)),
+    )
+    stop = threading.Event()
+    echoing = threading.Thread(target=_echo, args=(run_dir / "metrics.jsonl", stop), daemon=True) if echo else None
+    if echoing:
+        echoing.start()
+    try:
+        trainer.fit()
+    except Exception as exc:  # Ray wraps the worker's exception; keep its message, drop Ray's frames
+        raise TrajforgeError(f"training failed: {_root_message(exc)}") from exc
+    finally:
+        stop.set()
+        if echoing:
+            echoing.join()
+    lines = read_metrics(run_dir)
+    end = next((line for line in reversed(lines) if line["event"] == "end"), {})
+    return {
+        "run_dir": str(run_dir),
+        "step": end.get("step"),
+        "finished": end.get("finished"),
+        "loss": [(line["step"], line["loss"]) for line in lines if line["event"] == "train"],
+        "eval_loss": [(line["step"], line["loss"]) for line in lines if line["event"] == "eval"],
+        "tokens_per_s": [line["tokens_per_s"] for line in lines if line["event"] == "train"],
+        "checkpoints": [str(path) for path in complete_checkpoints(run_dir)],
+        "export": str(run_dir / "hf") if (run_dir / "hf" / "config.json").is_file() and end.get("finished") else None,
+        "sources": prepared["sources"],
+    }
+
+
+def _root_message(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("TrajforgeError: ", "LakeCorruption: ", "ConfigError: "):
+        if marker in text:
+            return text.rsplit(marker, 1)[1].strip().splitlines()[0]
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def train_for_demo(build_dir: Path, steps: int, out_dir: Path, *, cpus_per_worker: float | None = None, echo: bool = False) -> dict[str, Any]:
+    """Train the embedded model `steps` steps on one build, on CPU workers; returns the summary (its `loss` is the curve)."""
+    settings = LearnerSettings.model_validate({
+        "model": "small", "output_dir": str(out_dir), "run_name": "demo", "resume": "never", "log_every_steps": 1,
+        "data": {"builds": [BuildMix(build=str(build_dir)).model_dump()], "lake": str(Path(build_dir).parent.parent), "seq_len": 1024, "window": 256},
+        "optim": {"lr": 1e-3, "warmup_steps": max(1, steps // 10), "min_lr_ratio": 0.1},
+        "train": {"max_steps": steps, "micro_batch_size": 2, "gradient_accumulation_steps": 1, "loss_chunk_tokens": 1024},
+        "eval": {"every_steps": max(1, steps // 4), "max_sequences": 8},
+        "checkpoint": {"every_steps": 0, "keep": 1, "export_hf": True},
+        "workers": {"count": 2, "device": "cpu", "cpus_per_worker": cpus_per_worker},
+    })
+    return launch(settings, echo=echo)
+
+
+# -- command line -------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="learner config (default configs/learner.yaml)")
+    parser.add_argument("--cluster-config", type=Path, default=None, help="cluster topology (default configs/cluster.yaml)")
+    parser.add_argument("--build", default=None, help="train on this one build (a build id, `latest` or a folder) instead of learner.data.builds")
+    parser.add_argument("--lake", type=Path, default=None, help="the lake holding the builds (learner.data.lake)")
+    parser.add_argument("--estimate", action="store_true", help="print DeepSpeed's memory estimate for the model on the learner GPUs and exit")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from trajforge.settings import parse_assignment
+
+    assignments = [parse_assignment(item) for item in getattr(args, "assignments", [])]
+    if args.lake is not None:
+        assignments.append(("learner.data.lake", str(args.lake)))
+    if args.build is not None:
+        assignments.append(("learner.data.builds", [{"build": args.build, "weight": 1.0}]))
+    settings = load_learner_settings(args.config, assignments)
+    cluster = load_cluster_settings(args.cluster_config, assignments)
+    if args.estimate:
+        from learner.estimate import print_estimate
+
+        print_estimate(settings, cluster)
+        return 0
+    summary = launch(settings, cluster)
+    print(json.dumps({key: value for key, value in summary.items() if key not in ("loss", "eval_loss", "tokens_per_s")}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from trajforge.logs import setup_logging
+
+    parser = argparse.ArgumentParser(prog="python -m learner.train", description="SFT with DeepSpeed ZeRO-3 on Ray Train.")
+    add_arguments(parser)
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="DOTTED.PATH=VALUE",
+                        help="override one config field (repeatable), e.g. --set learner.train.max_steps=20")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return run_command(args)
+    except TrajforgeError as exc:
+        print(f"learner.train: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Training through Ray Train with 2 CPU workers (DeepSpeed ZeRO-3 on its CPU accelerator, gloo): overfitting, resume, export."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sft_builds import rows, write_build
+
+from learner.metrics import read_metrics
+from learner.settings import LearnerSettings
+from learner.train import launch
+
+MAX_STEPS = 8
+STOP_AT = 4
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    root = tmp_path_factory.mktemp("learner-lake")
+    write_build(root, "tiny", rows(6, dev=2, seed=11))  # 4 train rows: a set small enough to overfit in a few steps
+    return root
+
+
+def settings_for(tiny_model, lake, output_dir, name: str, **train) -> LearnerSettings:
+    return LearnerSettings.model_validate({
+        "model": str(tiny_model), "output_dir": str(output_dir), "run_name": name,
+        "data": {"lake": str(lake), "seq_len": 256, "window": 3},
+        "optim": {"lr": 1e-2, "warmup_steps": 1, "min_lr_ratio": 0.1},
+        "train": {"max_steps": MAX_STEPS, "micro_batch_size": 1, "gradient_accumulation_steps": 2, "loss_chunk_tokens": 50, **train},
+        "eval": {"every_steps": 4, "max_sequences": 4},
+        "checkpoint": {"every_steps": 4, "keep": 1},
+        "workers": {"count": 2, "device": "cpu", "cpus_per_worker": 0.05, "start_timeout_s": 120},
+    })
+
+
+@pytest.fixture(scope="module")
+def full_run(ray_cluster, tiny_model, lake, tmp_path_factory):
+    output = tmp_path_factory.mktemp("learner-runs")
+    return launch(settings_for(tiny_model, lake, output, "full"), echo=False)
+
+
+def test_loss_decreases_when_overfitting_a_tiny_set(full_run):
+    losses = [loss for _, loss in full_run["loss"]]
+    assert full_run["finished"] and len(losses) == MAX_STEPS
+    assert losses[-1] < 0.6 * losses[0]
+    evals = [loss for _, loss in full_run["eval_loss"]]
+    assert len(evals) == 2 and evals[-1] < evals[0]
+
+
+def test_metrics_lines_and_tensorboard(full_run):
+    from pathlib import Path
+
+    run_dir = Path(full_run["run_dir"])
+    train = read_metrics(run_dir, "train")
+    assert {"loss", "lr", "tokens_per_s", "mfu", "memory_gb", "grad_norm"} <= set(train[0])
+    assert all(line["tokens_per_s"] > 0 and 0 < line["mfu"] < 1 and line["memory_gb"] > 0 for line in train)
+    assert train[0]["lr"] == pytest.approx(1e-2)  # one warmup step, then the cosine
+    assert train[-1]["lr"] < train[1]["lr"]
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    saved = json.loads((run_dir / "learner_config.json").read_text())
+    assert saved["settings"]["train"]["max_steps"] == MAX_STEPS and saved["sources"][0]["build_id"] == "tiny"
+
+
+def test_stopping_and_resuming_reproduces_the_uninterrupted_run(ray_cluster, tiny_model, lake, full_run, tmp_path):
+    stopped = launch(settings_for(tiny_model, lake, tmp_path, "cut", stop_after_steps=STOP_AT), echo=False)
+    assert stopped["finished"] is False and stopped["step"] == STOP_AT and stopped["export"] is None
+    resumed = launch(settings_for(tiny_model, lake, tmp_path, "cut"), echo=False)
+    assert resumed["finished"] and resumed["step"] == MAX_STEPS
+    starts = read_metrics(tmp_path / "cut", "start")
+    assert [line["resumed"] for line in starts] == [False, True]
+    uninterrupted = dict(full_run["loss"])
+    continued = dict(resumed["loss"])
+    assert sorted(continued) == list(range(1, MAX_STEPS + 1))  # one continuous curve in metrics.jsonl
+    for step in range(STOP_AT + 1, MAX_STEPS + 1):
+        assert continued[step] == pytest.approx(uninterrupted[step], abs=1e-4)
+    assert dict(resumed["eval_loss"])[MAX_STEPS] == pytest.approx(dict(full_run["eval_loss"])[MAX_STEPS], abs=1e-4)
+
+
+def test_the_export_is_a_hugging_face_model_that_generates(full_run):
+    from pathlib import Path
+
+    import torch
+
+    from learner.checkpoint import load_trained
+
+    model, tokenizer = load_trained(full_run["export"])
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Task 1: parse"}], add_generation_prompt=True,
+                                           return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**prompt, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > prompt["input_ids"].shape[1]
+    info = json.loads((Path(full_run["export"]) / "trajforge_export.json").read_text())
+    assert info["step"] == MAX_STEPS and info["builds"] == ["tiny"]

@@ -40,6 +40,8 @@ class NodeGroup(_Strict):
     """GPUs per machine."""
     gpu: Device | None = None
     """The GPU model, when the group has GPUs."""
+    host_memory_gb: float | None = Field(default=None, gt=0)
+    """RAM of one machine (what offloaded optimizer state must fit in); null when unknown."""
     resources: dict[str, float] = Field(default_factory=dict)
     """Custom Ray resources one worker or actor of this group asks for, pinning it to the group's nodes."""
 

@@ -78,6 +78,12 @@ def estimate(settings: LearnerSettings, gpus: int, model_name: str | None = None
 
 
 def print_estimate(settings: LearnerSettings, cluster: ClusterSettings) -> Estimate:
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # an estimate needs no GPU; say so before DeepSpeed guesses aloud
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs_all_cold
 
     gpus = cluster.learner.gpus_per_node * cluster.learner.nodes or settings.workers.count
@@ -93,4 +99,9 @@ def print_estimate(settings: LearnerSettings, cluster: ClusterSettings) -> Estim
     if gpu is not None:
         verdict = "fits" if result.gpu_total_gb <= gpu.memory_gb * 0.9 else "does NOT fit"
         print(f"  {verdict} {gpus} x {gpu.name} ({gpu.memory_gb:g} GB each, 10% kept as headroom)")
+    host = cluster.learner.host_memory_gb
+    if host is not None:
+        print(f"  host memory: {'enough' if result.cpu_states_gb <= host * 0.9 else 'NOT enough'} ({host:g} GB on the learner node)")
+    elif result.cpu_states_gb > 64:
+        print("  set cluster.learner.host_memory_gb to check the learner node's RAM against the offloaded states")
     return result

@@ -92,6 +92,7 @@ class PackedStream:
         self.cursor = cursor
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack")
         self._pending: dict[int, Future] = {}
+        self._current: tuple[int, list[Row]] | None = None
 
     def _window(self, k: int) -> list[Row]:
         examples = [example for example in encode_rows(self.tables, self.mixture.window_rows(k), self.encoder) if example is not None]
@@ -100,9 +101,13 @@ class PackedStream:
         return [rows[index] for index in order]
 
     def _rows_of(self, k: int) -> list[Row]:
+        """Window k's rows (kept while it is being consumed); asks for window k + 1 in the background."""
+        if self._current is not None and self._current[0] == k:
+            return self._current[1]
         future = self._pending.pop(k, None) or self._executor.submit(self._window, k)
         self._pending = {k + 1: self._pending.get(k + 1) or self._executor.submit(self._window, k + 1)}
-        return future.result()
+        self._current = (k, future.result())
+        return self._current[1]
 
     def take(self, count: int) -> list[Row]:
         """The next `count` packed rows; the cursor moves past them."""

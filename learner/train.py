@@ -177,8 +177,12 @@ def _root_message(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def train_for_demo(build_dir: Path, steps: int, out_dir: Path, *, cpus_per_worker: float | None = None, echo: bool = False) -> dict[str, Any]:
-    """Train the embedded model `steps` steps on one build, on CPU workers; returns the summary (its `loss` is the curve)."""
+def train_for_demo(build_dir: Path, steps: int, out_dir: Path, *, cpus_per_worker: float = 0.1, echo: bool = False) -> dict[str, Any]:
+    """Train the embedded model `steps` steps on one build with 2 CPU workers; returns the summary (`loss` is the curve).
+
+    Uses the running Ray if there is one (the demo's, whose Serve apps hold most CPUs: hence 0.1 CPU a worker).
+    The model is `models/small-qwen3`, made on first use with a tokenizer trained on the build's text.
+    """
     settings = LearnerSettings.model_validate({
         "model": "small", "output_dir": str(out_dir), "run_name": "demo", "resume": "never", "log_every_steps": 1,
         "data": {"builds": [BuildMix(build=str(build_dir)).model_dump()], "lake": str(Path(build_dir).parent.parent), "seq_len": 1024, "window": 256},
@@ -189,6 +193,20 @@ def train_for_demo(build_dir: Path, steps: int, out_dir: Path, *, cpus_per_worke
         "workers": {"count": 2, "device": "cpu", "cpus_per_worker": cpus_per_worker},
     })
     return launch(settings, echo=echo)
+
+
+def curve_text(summary: dict[str, Any], width: int = 40) -> str:
+    """The loss curve of a summary as text: one line per step, eval losses beside their steps."""
+    losses = summary["loss"]
+    if not losses:
+        return "(no steps)"
+    evals = dict(summary.get("eval_loss") or [])
+    low, high = min(loss for _, loss in losses), max(loss for _, loss in losses)
+    lines = []
+    for step, loss in losses:
+        bar = "#" * max(1, round(width * (loss - low) / (high - low))) if high > low else "#"
+        lines.append(f"step {step:>4}  loss {loss:7.3f}  {bar}" + (f"   eval {evals[step]:.3f}" if step in evals else ""))
+    return "\n".join(lines)
 
 
 # -- command line -------------------------------------------------------------------------------------------

@@ -157,3 +157,17 @@ def test_builds_are_mixed_by_weight(two_builds):
     assert 0.72 < share < 0.78
     rows_of_small = [row for k in range(5) for source, row in mixture.window_rows(k) if source == 0]
     assert sorted(rows_of_small[:8]) == list(range(8))  # one pass over a build is a permutation of it
+
+
+def test_each_window_is_tokenized_once(two_builds, tokenizer):
+    lake, cache = two_builds
+    source = prepare_source(lake, "b-big", 1.0, cache)
+    encoder = ChatEncoder(tokenizer, 256)
+    calls = []
+    encode = encoder.encode
+    encoder.encode = lambda batch: calls.append(len(batch)) or encode(batch)
+    stream = PackedStream([open_split(source, "train")], [1.0], encoder, window=20, seed=0)
+    for _ in range(6):
+        stream.take(1)
+    stream.close()
+    assert len(calls) <= 2  # window 0, and window 1 prepared ahead

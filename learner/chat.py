@@ -8,13 +8,18 @@ headers, and the first token of the sequence. Targets are already shifted (`targ
 token at t+1, or IGNORE), so packing several examples into one row never trains one example's last
 token to predict the next example's first.
 
-Templates that rewrite content (Qwen3's drops the `<think>` part of assistant turns before the last
-user turn) are handled by looking for the text after `</think>`; a loss turn found neither way
-drops the example, counted as `template_mismatch`.
+Templates may reformat what they render. Qwen3's re-wraps an assistant turn's reasoning as
+`<think>\nR\n</think>\n\n` + answer, and drops the reasoning (or a reasoning-only turn altogether)
+before the last user query. So a message is found piece by piece: its text split at the think tags,
+each piece stripped of newlines and searched in order; the span runs from the first piece found
+(or the `<think>` tag just before it) through the last one, any `</think>` after it, and the
+end-of-turn token. A loss turn of which nothing was rendered adds no span and is counted in
+`turns_not_rendered`; an example left with no loss span at all is dropped.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -42,31 +47,54 @@ class Example:
         return int((self.targets != IGNORE).sum())
 
 
-def loss_spans(text: str, messages: list[dict[str, Any]], end_of_turn: str | None) -> list[tuple[int, int]] | None:
-    """Character spans of the loss messages in the rendered text; None when one cannot be found."""
+THINK_TAGS = re.compile(r"</?think>")
+OPENING_BEFORE = re.compile(r"<think>\s*$")
+CLOSING_AFTER = re.compile(r"\s*</think>")
+
+
+def _pieces(content: str) -> list[str]:
+    return [piece.strip("\n") for piece in THINK_TAGS.split(content) if piece.strip()]
+
+
+def find_message(text: str, content: str, cursor: int) -> tuple[int, int] | None:
+    """Where one message's content was rendered at or after `cursor`: (start, end), or None if nowhere."""
+    start = text.find(content, cursor)
+    if start >= 0:
+        return start, start + len(content)
+    found = []
+    for piece in _pieces(content):
+        at = text.find(piece, found[-1][1] if found else cursor)
+        if at >= 0:
+            found.append((at, at + len(piece)))
+    if not found:
+        return None
+    start, end = found[0][0], found[-1][1]
+    opening = OPENING_BEFORE.search(text, max(cursor, start - 32), start)
+    return (opening.start() if opening else start), end
+
+
+def loss_spans(text: str, messages: list[dict[str, Any]], end_of_turn: str | None) -> tuple[list[tuple[int, int]], int]:
+    """(character spans of the loss messages in the rendered text, loss messages not found in it)."""
+    closing = re.compile(r"\s*" + re.escape(end_of_turn)) if end_of_turn else None
     spans: list[tuple[int, int]] = []
-    cursor = 0
+    missing, cursor = 0, 0
     for message in messages:
         content = message.get("content") or ""
-        if not content:
+        if not content.strip():
             continue
-        start = text.find(content, cursor)
-        if start < 0 and "</think>" in content:
-            content = content.rsplit("</think>", 1)[1].lstrip("\n")
-            start = text.find(content, cursor) if content else -1
-        if start < 0:
-            if message.get("loss"):
-                return None
+        located = find_message(text, content, cursor)
+        if located is None:
+            missing += bool(message.get("loss"))
             continue
-        end = start + len(content)
+        start, end = located
         if message.get("loss"):
-            if end_of_turn:
-                closing = text.find(end_of_turn, end)
-                if closing >= 0 and not text[end:closing].strip():
-                    end = closing + len(end_of_turn)
+            after_think = CLOSING_AFTER.match(text, end)
+            end = after_think.end() if after_think else end
+            after_turn = closing.match(text, end) if closing else None
+            end = after_turn.end() if after_turn else end
             spans.append((start, end))
         cursor = end
-    return spans
+    return spans, missing
 
 
 class ChatEncoder:
@@ -78,6 +106,7 @@ class ChatEncoder:
         self.end_of_turn = tokenizer.eos_token
         self.dropped: Counter[str] = Counter()
         self.truncated = 0
+        self.turns_not_rendered = 0
 
     def render(self, messages: list[dict[str, Any]]) -> str:
         plain = [{"role": message["role"], "content": message.get("content") or ""} for message in messages]
@@ -88,11 +117,12 @@ class ChatEncoder:
         texts, spans = [], []
         for messages in rows:
             text = self.render(messages)
-            found = loss_spans(text, messages, self.end_of_turn)
-            if found is None:
-                self.dropped["template_mismatch"] += 1
-            texts.append(text[: self.seq_len * CHARS_PER_TOKEN_CAP] if found is not None else "")
-            spans.append(found)
+            found, missing = loss_spans(text, messages, self.end_of_turn)
+            self.turns_not_rendered += missing
+            if not found:
+                self.dropped["no_loss_turn_rendered"] += 1
+            texts.append(text[: self.seq_len * CHARS_PER_TOKEN_CAP] if found else "")
+            spans.append(found or None)
         encoded = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
         examples: list[Example | None] = []
         for ids, offsets, found in zip(encoded["input_ids"], encoded["offset_mapping"], spans):

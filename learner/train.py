@@ -94,7 +94,8 @@ def wait_for_resources(per_worker: dict[str, float], count: int, on_gpu: bool, t
 
 
 def _echo(path: Path, stop: threading.Event) -> None:
-    offset = 0
+    """Print the lines rank 0 appends to `path` until `stop` is set (a resumed run's rewrite prints its history once)."""
+    offset = path.stat().st_size if path.is_file() else 0
     while True:
         finished = stop.wait(0.5)
         if path.is_file():

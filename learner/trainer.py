@@ -28,7 +28,12 @@ log = logging.getLogger(__name__)
 
 def worker_main(config: dict[str, Any]) -> None:
     """Ray Train's `train_loop_per_worker`; `config` is what `learner.train.launch` prepared on the driver."""
-    if not config["on_gpu"]:
+    if config["on_gpu"]:
+        import torch
+
+        # DeepSpeed JIT-compiles its fused and CPU Adam at first use; for this GPU only, not every architecture.
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "{}.{}".format(*torch.cuda.get_device_capability()))
+    else:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     # DeepSpeed calls torch.distributed's deprecated all_gather_into_tensor / reduce_scatter_tensor on every step.
     warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
@@ -206,7 +211,7 @@ class Trainer:
                 self.metrics.write("export", self.step, path=str(target))
         dropped = dict(self.stream.encoder.dropped)
         self.metrics.write("end", self.step, finished=finished, tokens_seen=self.tokens_seen, dropped=dropped,
-                           truncated=self.stream.encoder.truncated)
+                           truncated=self.stream.encoder.truncated, turns_not_rendered=self.stream.encoder.turns_not_rendered)
         ray.train.report({"step": self.step, "finished": finished})
 
     def _checkpoint(self) -> None:

@@ -48,19 +48,58 @@ def test_masked_positions_get_no_gradient(tokenizer):
     assert (hidden.grad[~masked].abs().sum(-1) > 0).all()
 
 
-def test_a_template_that_rewrites_a_loss_turn_drops_the_example(tokenizer):
-    class Rewriting:
+# The parts of Qwen3's chat template that reshape what the learner looks for: reasoning re-wrapped after the
+# last user query and dropped before it, tool results shown as user turns in <tool_response>.
+QWEN3_LIKE = (
+    "{%- set ns = namespace(last=-1) %}{%- for m in messages %}{%- if m.role == 'user' %}{%- set ns.last = loop.index0 %}{%- endif %}{%- endfor %}"
+    "{%- for m in messages %}"
+    "{%- if m.role == 'assistant' %}{%- set content = m.content %}{%- set reasoning = '' %}"
+    "{%- if '</think>' in content %}{%- set reasoning = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}"
+    "{%- set content = content.split('</think>')[-1].lstrip('\\n') %}{%- endif %}"
+    "{%- if loop.index0 > ns.last and reasoning %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>assistant\\n' + content + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- elif m.role == 'tool' %}{{- '<|im_start|>user\\n<tool_response>\\n' + m.content + '\\n</tool_response><|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"
+)
+
+
+def test_a_template_that_reshapes_reasoning_keeps_the_loss_on_what_it_renders(tiny_model):
+    from transformers import AutoTokenizer
+
+    qwen_like = AutoTokenizer.from_pretrained(str(tiny_model))
+    qwen_like.chat_template = QWEN3_LIKE
+    messages = [
+        {"role": "system", "content": "sys", "loss": False},
+        {"role": "user", "content": "first task", "loss": False},
+        {"role": "assistant", "content": "<think>\nold plan\n</think>", "loss": True},  # before the last query: not rendered
+        {"role": "assistant", "content": "<think>\nold reason\n</think>\nold answer", "loss": True},  # rendered as the answer only
+        {"role": "user", "content": "second task", "loss": False},
+        {"role": "assistant", "content": "<think>\nplan\n</think>", "loss": True},
+        {"role": "tool", "content": "TOOL OUTPUT", "loss": False},
+        {"role": "assistant", "content": "<think>\n\nreason\n</think>\nanswer", "loss": True},
+    ]
+    encoder = ChatEncoder(qwen_like, seq_len=1024)
+    (example,) = encoder.encode([messages])
+    trained = qwen_like.decode(example.targets[example.targets != IGNORE])
+    end = qwen_like.eos_token
+    assert trained == f"old answer{end}<think>\nplan\n</think>\n\n{end}<think>\nreason\n</think>\n\nanswer{end}"
+    assert encoder.turns_not_rendered == 1
+
+
+def test_an_example_with_no_rendered_loss_turn_is_dropped(tokenizer):
+    class Silent:
         eos_token = tokenizer.eos_token
 
         def apply_chat_template(self, messages, tokenize=False):
-            return "".join(f"<{m['role']}>{m['content'].upper()}" for m in messages)
+            return "".join(f"<{m['role']}>" for m in messages)
 
         def __call__(self, texts, **kwargs):
             return tokenizer(texts, **kwargs)
 
-    encoder = ChatEncoder(Rewriting(), seq_len=256)
+    encoder = ChatEncoder(Silent(), seq_len=256)
     assert encoder.encode([[{"role": "user", "content": "hi", "loss": False}, {"role": "assistant", "content": "done", "loss": True}]]) == [None]
-    assert encoder.dropped["template_mismatch"] == 1
+    assert encoder.dropped["no_loss_turn_rendered"] == 1 and encoder.turns_not_rendered == 1
 
 
 @pytest.mark.parametrize("chunk", [1, 5, 64])

@@ -89,7 +89,10 @@ def make_build(lake: Path, copies: int) -> Path:
 def plain_loop(config: dict[str, Any]) -> None:
     """The baseline, as one Ray Train worker: HF model, SDPA, gradient checkpointing, full logits."""
     if not config["on_gpu"]:
+        from learner.trainer import skip_shared_memory_comm_build
+
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        skip_shared_memory_comm_build()
     import deepspeed
     import numpy as np
     import torch

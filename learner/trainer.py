@@ -35,6 +35,7 @@ def worker_main(config: dict[str, Any]) -> None:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "{}.{}".format(*torch.cuda.get_device_capability()))
     else:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        skip_shared_memory_comm_build()
     # DeepSpeed calls torch.distributed's deprecated all_gather_into_tensor / reduce_scatter_tensor on every step.
     warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
     trainer = Trainer(LearnerSettings.model_validate(config["settings"]), [Source(**item) for item in config["sources"]],
@@ -43,6 +44,17 @@ def worker_main(config: dict[str, Any]) -> None:
         trainer.run()
     finally:
         trainer.close()
+
+
+def skip_shared_memory_comm_build() -> None:
+    """Keep DeepSpeed's CPU accelerator from JIT-compiling its shared-memory all-reduce at `init_distributed`.
+
+    That build needs a compiler and a minute, and it waits forever on the lock file a killed build
+    leaves in ~/.cache/torch_extensions; gloo's collectives are what the CPU path uses without it.
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def data_signature(settings: LearnerSettings, sources: list[Source], world_size: int) -> str:

@@ -1,7 +1,10 @@
 """`trajforge demo`: the main job end to end on the embedded default.
 
 Starts a local Ray with the Serve applications, replays the recorded agent sessions of
-examples/sessions through the client SDK over HTTP, shows what the protocol refuses, prints the stats.
+examples/sessions through the client SDK over HTTP, shows what the protocol refuses, prints the stats;
+then rewrites code in the sandbox, makes synthetic tasks and runs the oracle teacher on them (some held
+out), builds the curated Parquet, trains the embedded model on it with DeepSpeed on Ray Train, and
+loads the trained checkpoint into a generation actor that runs the loop on the held-out tasks.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     parser.add_argument("--sessions", type=Path, default=None, help="folder of recorded sessions (default examples/sessions)")
     parser.add_argument("--config", type=Path, default=None, help="Serve config file (default configs/serve.yaml)")
+    parser.add_argument("--runs", type=Path, default=Path("./runs"), help="where the training run goes (default ./runs; replaced each demo)")
+    parser.add_argument("--train-steps", type=int, default=30, help="optimizer steps of the demo's training run (default 30)")
 
 
 def _section(title: str) -> None:
@@ -78,9 +83,13 @@ def run(args: argparse.Namespace) -> int:
 
     show_rewrites()
     _section("synthetic ast-grep tasks, then the teacher SRL loop (offline oracle teacher)")
-    _synth_and_teach(Path(args.lake))
+    held_out = _synth_and_teach(Path(args.lake), args.runs)
     _section("build: the raw lake -> curated Parquet (Ray Data: stitch, redact, score, embed, dedup)")
-    _build_and_show(Path(args.lake))
+    build_dir = _build_and_show(Path(args.lake))
+    _section(f"train: the embedded Qwen3-shaped model, {args.train_steps} steps (DeepSpeed ZeRO-3 on Ray Train, 2 CPU workers)")
+    export = _train(build_dir, args.train_steps, args.runs)
+    _section(f"the circle: the trained checkpoint in a generation actor, on {len(held_out)} held-out tasks")
+    _close_the_circle(export, held_out, Path(args.lake))
     print(f"\ndone in {time.monotonic() - started:.1f} s. Raw segments: {Path(args.lake).resolve() / 'raw' / 'envelopes'}")
     return 0
 
@@ -140,17 +149,31 @@ def _show_domain_tags(url: str, results: list) -> None:
         print(f"{result.name[:34]:<34} {cells[0]:<24} {cells[1]:<24} {cells[2]:<24} {tag['method']}")
 
 
-def _synth_and_teach(lake: Path) -> None:
+HELD_OUT_PER_LANGUAGE = 2
+
+
+def _synth_and_teach(lake: Path, runs: Path) -> list[dict]:
+    """Synthetic tasks, then the oracle teacher on all but a few per language; returns those held out."""
     from pipelines import synth_rules, teacher_srl
 
     report = synth_rules.run(lake, workers=2)
     print(f"synthetic tasks: {report['num_records']} of {report['candidates']} candidates verified in the sandbox "
           f"({', '.join(f'{k} {v}' for k, v in report['by_language'].items())}) -> {report['path']}")
+    tasks = [json.loads(line) for line in Path(report["path"]).read_text(encoding="utf-8").splitlines() if line.strip()]
+    ranked = sorted(tasks, key=lambda task: hashlib.sha256(task["task_id"].encode()).hexdigest())
+    held_out = [task for language in sorted({t["language"] for t in tasks})
+                for task in [t for t in ranked if t["language"] == language][:HELD_OUT_PER_LANGUAGE]]
+    held_ids = {task["task_id"] for task in held_out}
+    runs.mkdir(parents=True, exist_ok=True)
+    teacher_tasks = runs / "demo-teacher-tasks.jsonl"
+    teacher_tasks.write_text("".join(json.dumps(t) + "\n" for t in tasks if t["task_id"] not in held_ids), encoding="utf-8")
     settings = teacher_srl.load_teacher_settings(assignments=[("teacher.lake", str(lake)), ("teacher.sample", 0),
-                                                              ("teacher.tasks", str(lake / "raw" / "tasks" / "synth_rules" / "tasks.jsonl"))])
+                                                              ("teacher.tasks", str(teacher_tasks))])
     result = teacher_srl.run(settings)
-    print(f"teacher: {result['ran']} tasks run, {result['skipped_finished']} already finished, {result['verified']} verified")
+    print(f"teacher: {result['ran']} tasks run, {result['skipped_finished']} already finished, {result['verified']} verified "
+          f"({len(held_out)} tasks held out for the end)")
     print(Path(result["report"]).read_text(encoding="utf-8"))
+    return held_out
 
 
 def _build_and_show(lake: Path) -> None:
@@ -162,3 +185,36 @@ def _build_and_show(lake: Path) -> None:
     print(build_cmd.summary(manifest))
     _section(f"trajforge stats --build {manifest['build_id']} (DuckDB over the Parquet)")
     stats_cmd.run(argparse.Namespace(lake=str(lake), build=manifest["build_id"], json=False))
+    return lake / "curated" / manifest["build_id"]
+
+
+def _train(build_dir: Path, steps: int, runs: Path) -> Path:
+    from learner.train import curve_text, train_for_demo
+
+    started = time.monotonic()
+    summary = train_for_demo(build_dir, steps, runs)
+    print(curve_text(summary))
+    rate = sum(summary["tokens_per_s"]) / max(1, len(summary["tokens_per_s"]))
+    print(f"{summary['step']} steps in {time.monotonic() - started:.1f} s, {rate:,.0f} tokens/s; "
+          f"metrics: {summary['run_dir']}/metrics.jsonl (TensorBoard: {summary['run_dir']}/tensorboard)")
+    print(f"Hugging Face export: {summary['export']}")
+    return Path(summary["export"])
+
+
+def _close_the_circle(export: Path, tasks: list[dict], lake: Path) -> None:
+    """The trained model in a `GenerationActor` (transformers engine), the actor loop on the held-out tasks."""
+    from actors.actor import start_actors
+    from actors.run import run_loop
+    from actors.settings import load_actor_settings
+
+    settings = load_actor_settings(assignments=[("actors.model", str(export)), ("actors.count", 1), ("actors.num_cpus", 0.5),
+                                                ("actors.lake", str(lake)), ("actors.loop.max_steps", 2),
+                                                ("actors.loop.max_tokens", 160), ("actors.loop.temperature", 0.0)])
+    actors = start_actors(settings)
+    summaries = run_loop(actors, tasks, task_timeout_s=settings.loop.task_timeout_s)
+    print(f"{'task':<44} {'language':<11} {'steps':>5}  verified")
+    for task, summary in zip(tasks, summaries):
+        print(f"{task['task_id'][:44]:<44} {task['language']:<11} {summary.get('steps', 0):>5}  {bool(summary.get('verified'))}")
+    verified = sum(bool(summary.get("verified")) for summary in summaries)
+    print(f"the sandbox verified {verified} of {len(tasks)} held-out tasks' actions from a model trained for a minute on CPU; "
+          f"each step is in {lake / 'raw' / 'trajectories'} for the next build")

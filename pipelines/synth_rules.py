@@ -17,10 +17,13 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from trajforge.errors import TrajforgeError
 
 log = logging.getLogger("trajforge.synth_rules")
 VERSION = "1"
@@ -110,6 +113,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from trajforge.settings.job_paths import require_absolute_in_job
+
+    require_absolute_in_job({"--lake": args.lake}, "--lake /shared/lake")
     report = run(args.lake, args.workers, args.limit)
     print(json.dumps({key: value for key, value in report.items() if key != "dropped"}, indent=2))
     if report["dropped"]:
@@ -120,7 +126,11 @@ def run_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.synth_rules", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    return run_command(parser.parse_args(argv))
+    try:
+        return run_command(parser.parse_args(argv))
+    except TrajforgeError as exc:
+        print(f"pipelines.synth_rules: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

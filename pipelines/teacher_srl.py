@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trajforge.errors import TrajforgeError
 from trajforge.settings import apply_assignments, env_assignments, parse_assignment, read_yaml, validate
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "teacher.yaml"
@@ -162,7 +164,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from trajforge.settings.job_paths import require_absolute_in_job
+
     settings = load_teacher_settings(args.config, [parse_assignment(text) for text in getattr(args, "assignments", [])])
+    require_absolute_in_job({"teacher.lake": settings.lake, "teacher.tasks": settings.tasks, "teacher.reports": settings.reports},
+                            "--set teacher.lake=/shared/lake --set teacher.tasks=/shared/lake/raw/tasks/synth_rules/tasks.jsonl "
+                            "--set teacher.reports=/shared/reports/teacher")
     result = run(settings)
     print(json.dumps(result, indent=2))
     print(Path(result["report"]).read_text(encoding="utf-8"))
@@ -173,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.teacher_srl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="teacher.FIELD=VALUE")
-    return run_command(parser.parse_args(argv))
+    try:
+        return run_command(parser.parse_args(argv))
+    except TrajforgeError as exc:
+        print(f"pipelines.teacher_srl: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -173,9 +173,11 @@ class BatchBuilder:
                 step = int(record.get("step") or 0)
                 self._sft(session_id, source, step, f"{session_id}#step{step:03d}", loop_rows.sft_messages(record), row["tier"], row["score"], provenance)
         self.rows["behavior"] += loop_rows.behavior_rows(session_id, source, records, provenance)
-        parts = [loop_rows.completion(record) for record in records]
-        instruction = str(((records[0].get("prompt") or {}).get("messages") or [{}])[-1].get("content") or "")[:512]
-        self._finish(row, parts, parts, instruction, redactions, entry["fingerprint"])
+        task = str(((records[0].get("prompt") or {}).get("messages") or [{}])[-1].get("content") or "")
+        # The task (instruction and code) is part of the content: one rewrite rule applied to two different
+        # snippets is two examples, while the same task answered the same way twice is one.
+        parts = [task, *(loop_rows.completion(record) for record in records)]
+        self._finish(row, parts, parts, task[:512], redactions, entry["fingerprint"])
 
     def write(self, stage_dir: Path, origin: str, index: int) -> None:
         self._count_tokens()

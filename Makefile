@@ -34,6 +34,8 @@ bench: venv
 	$(BIN)/python -m benchmarks.embed
 	$(BIN)/python -m benchmarks.sandbox
 	$(BIN)/python -m benchmarks.build
+	$(BIN)/python -m benchmarks.actors
+	$(BIN)/python -m benchmarks.learner
 
 clean:
 	rm -rf $(VENV) lake logs .pytest_cache

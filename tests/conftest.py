@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers import free_port
+from sft_builds import rows
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
@@ -63,6 +64,16 @@ def serve_url(lakes) -> str:
     yield url
     serve.shutdown()
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """The embedded model's code path with tiny sizes: a tokenizer trained on the test rows' text, random weights."""
+    from trajforge.small_model import ensure_small_model
+
+    texts = [message["content"] for row in rows(64, seed=1) for message in row["messages"]]
+    return ensure_small_model(tmp_path_factory.mktemp("learner-model") / "tiny-qwen3", texts=texts, vocab_size=512,
+                              hidden_size=64, layers=2, heads=4, kv_heads=2)
 
 
 @pytest.fixture(scope="session")

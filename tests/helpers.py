@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from trajforge.client import IngestClient, Session, contributor_id_for
 
 CONTRIBUTOR = contributor_id_for("tester")
+REPO = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).parent / "ray")
+JOB_EXCLUDES = json.dumps({"excludes": [".venv", ".git", "lake", "models", ".carry", ".sandbox", "logs", "reports", "runs"]})
 
 
 def steps(count: int, start: int = 1, kinds: tuple[str, ...] = ("thought", "action", "observation"), base: float | None = None) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""`ray job submit` of the teacher loop against a head started with `ray start --head`, logs via `ray job logs`."""
+"""`ray job submit` of the teacher loop and the learner against a head started with `ray start --head`, logs via `ray job logs`."""
 
 from __future__ import annotations
 
@@ -13,13 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import free_port
+from helpers import JOB_EXCLUDES as EXCLUDES
+from helpers import RAY, REPO, free_port
+from sft_builds import rows, write_build
 
 from pipelines.synth_templates import candidates
-
-REPO = Path(__file__).resolve().parents[2]
-RAY = str(Path(sys.executable).parent / "ray")
-EXCLUDES = json.dumps({"excludes": [".venv", ".git", "lake", "models", ".carry", ".sandbox", "logs", "reports"]})
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +67,25 @@ def test_teacher_loop_runs_as_a_submitted_job_and_its_logs_are_readable(head, tm
     assert logs.returncode == 0 and "# Teacher SRL run: oracle" in logs.stdout
     assert f'"ran": {len(tasks)}' in logs.stdout
     assert (tmp_path / "reports" / "metrics.md").is_file()
+
+
+def test_the_learner_runs_as_a_submitted_job(head, tiny_model, tmp_path):
+    """The README's `ray job submit --working-dir . -- python -m learner.train ...`, with absolute data paths."""
+    address, env = head
+    write_build(tmp_path / "lake", "tiny", rows(6, dev=2, seed=3))
+    settings = {"learner.model": tiny_model, "learner.output_dir": tmp_path / "runs", "learner.run_name": "job", "learner.data.seq_len": 256,
+                "learner.data.window": 3, "learner.train.max_steps": 2, "learner.train.gradient_accumulation_steps": 1,
+                "learner.eval.every_steps": 0, "learner.eval.max_sequences": 2, "learner.checkpoint.every_steps": 0,
+                "learner.workers.device": "cpu", "learner.workers.cpus_per_worker": 0.5}
+    assignments = [item for key, value in settings.items() for item in ("--set", f"{key}={value}")]
+    submit = subprocess.run(
+        [RAY, "job", "submit", "--address", address, "--working-dir", ".", "--runtime-env-json", EXCLUDES, "--",
+         "python", "-m", "learner.train", "--lake", str(tmp_path / "lake"), "--build", "tiny", *assignments],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-2000:]
+    job_id = re.search(r"raysubmit_\w+", submit.stdout + submit.stderr).group(0)
+    logs = subprocess.run([RAY, "job", "logs", "--address", address, job_id], env=env, capture_output=True, text=True, timeout=60)
+    metric_lines = [json.loads(line) for line in logs.stdout.splitlines() if line.startswith('{"event"')]
+    assert [line["step"] for line in metric_lines if line["event"] == "train"] == [1, 2]
+    assert '"finished": true' in logs.stdout
+    assert (tmp_path / "runs" / "job" / "hf" / "config.json").is_file()

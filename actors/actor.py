@@ -20,6 +20,7 @@ from typing import Any
 
 from actors.engines.types import Completion, GenerationRequest
 from actors.settings import ActorSettings
+from trajforge.cluster import ClusterSettings, advertised, load_cluster_settings
 
 log = logging.getLogger(__name__)
 
@@ -135,18 +136,23 @@ ACTOR_NAME = "trajforge-generation-{index}"
 NAMESPACE = "trajforge"
 
 
-def start_actors(settings: ActorSettings, wait: bool = True, named: bool = False) -> list:
+def start_actors(settings: ActorSettings, wait: bool = True, named: bool = False, cluster: ClusterSettings | None = None) -> list:
     """Start `settings.count` actors with their placement and restart policy; wait until each is warm.
 
+    Placement: `actors.resources` as configured, plus the actor nodes' resources of configs/cluster.yaml
+    (`cluster.actors.resources`) when some node advertises them.
     `named`: register them as `trajforge-generation-<i>` in namespace `trajforge` (detached), so the
     OpenAI-compatible front (`backend: actors`) and other jobs find them with `find_actors()`.
     """
     import ray
 
+    cluster = cluster or load_cluster_settings()
+    resources = {**advertised(cluster.actors.resources, ray.cluster_resources(), "the generation actors", warn=settings.num_gpus > 0),
+                 **settings.resources}
     actors = []
     for index in range(settings.count):
         options: dict[str, Any] = {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus or None,
-                                   "resources": settings.resources or None, "max_restarts": settings.max_restarts,
+                                   "resources": resources or None, "max_restarts": settings.max_restarts,
                                    "max_task_retries": settings.max_task_retries, "max_concurrency": 4}
         if named:
             options.update(name=ACTOR_NAME.format(index=index), namespace=NAMESPACE, lifetime="detached", get_if_exists=True)

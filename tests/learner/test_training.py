@@ -62,9 +62,12 @@ def test_metrics_lines_and_tensorboard(full_run):
     assert saved["settings"]["train"]["max_steps"] == MAX_STEPS and saved["sources"][0]["build_id"] == "tiny"
 
 
-def test_stopping_and_resuming_reproduces_the_uninterrupted_run(ray_cluster, tiny_model, lake, full_run, tmp_path):
+def test_stopping_and_resuming_reproduces_the_uninterrupted_run_and_skips_an_interrupted_save(ray_cluster, tiny_model, lake, full_run, tmp_path):
     stopped = launch(settings_for(tiny_model, lake, tmp_path, "cut", stop_after_steps=STOP_AT), echo=False)
     assert stopped["finished"] is False and stopped["step"] == STOP_AT and stopped["export"] is None
+    interrupted = tmp_path / "cut" / "checkpoints" / f"step-{STOP_AT + 2:06d}"  # a save killed before its state file was written
+    interrupted.mkdir()
+    (interrupted / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"half a file")
     resumed = launch(settings_for(tiny_model, lake, tmp_path, "cut"), echo=False)
     assert resumed["finished"] and resumed["step"] == MAX_STEPS
     starts = read_metrics(tmp_path / "cut", "start")

@@ -43,6 +43,11 @@ class Lake:
         return self.raw / "trajectories"
 
     @property
+    def tombstones(self) -> Path:
+        """Deletion requests (`trajforge forget`): one JSON line per contributor to leave out of every later build."""
+        return self.raw / "tombstones" / "tombstones.jsonl"
+
+    @property
     def curated(self) -> Path:
         """One folder per build (`<build id>/`: a Parquet dataset per table and `manifest.json`)."""
         return self.root / "curated"

@@ -33,6 +33,7 @@ from pipelines.build.output import write_tables
 from pipelines.build.settings import BuildSettings
 from pipelines.build.sources import SessionRefs, group_sessions, index_segment, index_trajectory_file, raw_files
 from pipelines.build.staging import STAGE_DIR, STAGE_SCHEMAS, stage_file, staged_files
+from trajforge import tombstones
 from trajforge.errors import ConfigError
 from trajforge.lake import Lake
 
@@ -61,7 +62,7 @@ def _index(lake: Lake, files: dict[str, str], cpus: float, progress: bool):
     return results
 
 
-def _parent(lake: Lake, settings: BuildSettings, org: str | None, full: bool) -> Path | None:
+def _parent(lake: Lake, settings: BuildSettings, org: str | None, full: bool, forgotten_digest: str) -> Path | None:
     if full or lake.latest_build_id() is None:
         return None
     candidate = lake.build_dir(lake.latest_build_id())
@@ -72,6 +73,9 @@ def _parent(lake: Lake, settings: BuildSettings, org: str | None, full: bool) ->
         return None
     if previous.get("config_hash") != settings.content_hash() or previous.get("org") != org:
         log.info("config or org changed since build %s: building everything", candidate.name)
+        return None
+    if (previous.get("forgotten") or {}).get("digest", tombstones.digest(set())) != forgotten_digest:
+        log.info("contributors were forgotten since build %s: building everything (its staged rows may hold them)", candidate.name)
         return None
     if not (candidate / STAGE_DIR).is_dir():
         log.warning("build %s has no staging area: building everything", candidate.name)
@@ -186,7 +190,10 @@ def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = 
     ready = {key: s for key, s in sessions.items() if s.closed or now - s.last_seen >= settings.open_session_grace_s}
     if contributors is not None:
         ready = {key: s for key, s in ready.items() if s.source == "ingest" and s.contributor_id in contributors}
-    parent = _parent(lake, settings, org, full)
+    forgotten = tombstones.forgotten(lake)
+    left_out = {key for key, s in ready.items() if s.contributor_id and s.contributor_id.lower() in forgotten}
+    ready = {key: s for key, s in ready.items() if key not in left_out}
+    parent = _parent(lake, settings, org, full, tombstones.digest(forgotten))
     reused = _reuse(parent, stage, ready)
     todo = [ready[key] for key in sorted(ready) if key not in reused]
     log.info("build %s: %d sessions ready (%d reused from %s, %d to build), %d still open", build_id, len(ready), len(reused),
@@ -204,8 +211,9 @@ def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = 
                                  embedded=settings.embedding.enabled)
     manifest = manifests.build_manifest(
         work, stage, settings, build_id=build_id, parent=parent.name if parent else None, org=org, files=files_written, indexes=indexes,
-        sessions={"ready": len(ready), "built": len(todo), "reused": len(reused), "pending_open": len(sessions) - len(ready),
-                  "quarantined": len(ready) - len(built)},
+        sessions={"ready": len(ready), "built": len(todo), "reused": len(reused), "pending_open": len(sessions) - len(ready) - len(left_out),
+                  "quarantined": len(ready) - len(built), "forgotten": len(left_out)},
+        forgotten={"contributors": len(forgotten), "digest": tombstones.digest(forgotten)},
         todo_origin=build_id, dropped=dropped, seconds=time.time() - started,
     )
     manifests.publish(lake, work, build_id, manifest)

@@ -61,7 +61,7 @@ def _quarantine(stage: Path, indexes: list[FileIndex]) -> list[dict[str, Any]]:
 
 def build_manifest(build_dir: Path, stage: Path, settings: BuildSettings, *, build_id: str, parent: str | None, org: str | None,
                    files: list[dict[str, Any]], indexes: list[FileIndex], sessions: dict[str, int], todo_origin: str,
-                   dropped: list[Dropped], seconds: float) -> dict[str, Any]:
+                   dropped: list[Dropped], seconds: float, forgotten: dict[str, Any]) -> dict[str, Any]:
     counts = _trajectory_counts(build_dir)
     rows = Counter()
     for entry in files:
@@ -84,6 +84,7 @@ def build_manifest(build_dir: Path, stage: Path, settings: BuildSettings, *, bui
                    "records": sum(len(i.refs) for i in indexes if i.path.endswith(".jsonl")),
                    "torn_tail_bytes": sum(i.torn_tail_bytes for i in indexes)},
         "sessions": sessions,
+        "forgotten": forgotten,
         "rows": {table: rows.get(table, 0) for table in ("trajectories", "sft", "behavior", "duplicates")},
         "sources": dict(sorted(counts["sources"].items())),
         "tiers": {tier: counts["tiers"].get(tier, 0) for tier in ("TIER_A", "TIER_B", "TIER_C")},

@@ -212,3 +212,29 @@ def test_org_filter_keeps_only_the_orgs_contributors(phase_one, tmp_path):
 
     with pytest.raises(ConfigError, match="not in build.orgs"):
         run_build(settings_for(copy), org="nobody", progress=False)
+
+
+def test_a_forgotten_contributor_leaves_every_later_build(phase_one, tmp_path):
+    from trajforge import tombstones
+
+    lake, _, _ = phase_one
+    copy = tmp_path / "lake"
+    shutil.copytree(lake, copy)
+    first = run_build(settings_for(copy), full=True, progress=False)
+    grace = contributor_id_for("grace")
+    first_dir = Lake.at(copy).build_dir(first["build_id"])
+    held = [row["session_id"] for row in table(first_dir, "trajectories") if row["contributor_id"] == grace]
+    assert held and tombstones.builds_holding(Lake.at(copy), grace) == [first["build_id"]]
+
+    tombstones.forget(Lake.at(copy), grace.upper(), reason="ticket 42")  # ids match whatever their case
+    later = run_build(settings_for(copy), progress=False)  # not --full: it must still not reuse staged rows of grace
+    assert later["parent_build_id"] is None and later["sessions"]["forgotten"] == len(held)
+    assert later["forgotten"]["contributors"] == 1 and later["sessions"]["ready"] == first["sessions"]["ready"] - len(held)
+    later_dir = Lake.at(copy).build_dir(later["build_id"])
+    for name in ("trajectories", "sft", "behavior"):
+        assert not {row["session_id"] for row in table(later_dir, name)} & set(held)
+    staged = duckdb.sql(f"SELECT session_id FROM read_parquet('{later_dir / '_stage' / 'trajectories'}/*.parquet')").fetchall()
+    assert not {row[0] for row in staged} & set(held)  # nothing of grace is carried into the next incremental build either
+    assert tombstones.builds_holding(Lake.at(copy), grace) == [first["build_id"]]
+    again = run_build(settings_for(copy), progress=False)  # the same tombstones: incremental again
+    assert again["parent_build_id"] == later["build_id"] and _hashes(again) == _hashes(later)

@@ -18,6 +18,7 @@ COMMANDS = {
     "teacher": ("trajforge.cli.teacher_cmd", "run the teacher SRL loop on synthetic tasks (oracle offline, or an OpenAI-compatible teacher)"),
     "build": ("trajforge.cli.build_cmd", "build curated Parquet from the raw lake: stitch, redact, score, embed, dedup (a Ray Data job)"),
     "train": ("trajforge.cli.train_cmd", "supervised fine-tuning on a build's sft rows with DeepSpeed ZeRO-3 on Ray Train (or --estimate its memory)"),
+    "forget": ("trajforge.cli.forget_cmd", "a contributor's right to be forgotten: a tombstone that every later build honours"),
     "stats": ("trajforge.cli.stats_cmd", "print what a curated build holds (tiers, models, domains, exclusions, redactions, SFT rows) as tables or JSON"),
     "demo": ("trajforge.cli.demo_cmd", "the whole factory end to end: ingest, embed, sandbox, teacher, build, train, and the trained model back in the loop"),
 }

@@ -1,0 +1,60 @@
+"""Tombstones: validated, durable appends; a torn last line is set aside, a corrupt earlier one stops the reader."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trajforge.client import contributor_id_for
+from trajforge.errors import ConfigError, LakeCorruption
+from trajforge.lake import Lake
+from trajforge.tombstones import digest, forget, forgotten
+
+
+def test_forget_appends_a_record_and_the_reader_sees_it(tmp_path):
+    lake = Lake.at(tmp_path)
+    alice, bob = contributor_id_for("alice"), contributor_id_for("bob")
+    assert forgotten(lake) == set()
+    record = forget(lake, alice.upper(), reason="ticket 7")
+    forget(lake, bob)
+    assert record["contributor_id"] == alice and record["reason"] == "ticket 7"
+    assert forgotten(lake) == {alice, bob}
+    assert [json.loads(line)["contributor_id"] for line in lake.tombstones.read_text().splitlines()] == [alice, bob]
+    assert digest({alice, bob}) == digest({bob, alice}) != digest({alice})
+
+
+@pytest.mark.parametrize("bad", ["alice", "", "g" * 32, 12345])
+def test_a_malformed_contributor_id_is_refused(tmp_path, bad):
+    with pytest.raises(ConfigError, match="32 hex"):
+        forget(Lake.at(tmp_path), bad)
+    assert not Lake.at(tmp_path).tombstones.exists()
+
+
+def test_a_torn_last_line_is_ignored_then_moved_aside_by_the_next_forget(tmp_path):
+    lake = Lake.at(tmp_path)
+    alice, bob = contributor_id_for("alice"), contributor_id_for("bob")
+    forget(lake, alice)
+    with lake.tombstones.open("ab") as handle:  # a process killed mid-append
+        handle.write(b'{"contributor_id": "' + bob[:10].encode())
+    assert forgotten(lake) == {alice}
+    forget(lake, bob)
+    assert forgotten(lake) == {alice, bob}
+    assert [path.read_bytes() for path in lake.quarantine.glob("tombstones-torn-*")] == [b'{"contributor_id": "' + bob[:10].encode()]
+
+
+def test_a_corrupt_line_before_the_end_stops_the_reader(tmp_path):
+    lake = Lake.at(tmp_path)
+    forget(lake, contributor_id_for("alice"))
+    lake.tombstones.write_bytes(b"not json\n" + lake.tombstones.read_bytes())
+    with pytest.raises(LakeCorruption, match="tombstones.jsonl:1"):
+        forgotten(lake)
+
+
+def test_the_command_writes_the_tombstone(tmp_path, capsys):
+    from trajforge.cli.main import main
+
+    assert main(["forget", contributor_id_for("carol"), "--lake", str(tmp_path), "--reason", "asked by mail"]) == 0
+    assert "next `trajforge build` leaves this contributor out" in capsys.readouterr().out
+    assert forgotten(Lake.at(tmp_path)) == {contributor_id_for("carol")}
+    assert main(["forget", "carol", "--lake", str(tmp_path)]) == 2

@@ -1,0 +1,28 @@
+"""`trajforge forget CONTRIBUTOR_ID`: a tombstone that leaves the contributor out of every later build."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("contributor_id", help="the contributor's 32-hex id, as the protocol carries it (trajforge.client.contributor_id_for)")
+    parser.add_argument("--reason", default="", help="why (kept in the tombstone, e.g. a ticket number)")
+    parser.add_argument("--lake", type=Path, default=Path("./lake"), help="lake root (default ./lake)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from trajforge.lake import Lake
+    from trajforge.tombstones import builds_holding, forget
+
+    lake = Lake.at(args.lake)
+    record = forget(lake, args.contributor_id, args.reason)
+    print(json.dumps(record, indent=2))
+    print(f"tombstone written to {lake.tombstones}; the next `trajforge build` leaves this contributor out (and rebuilds everything).")
+    holding = builds_holding(lake, record["contributor_id"])
+    if holding:
+        print("builds published earlier still hold their rows; remove them once a new build is out: "
+              + ", ".join(str(lake.build_dir(build_id)) for build_id in holding))
+    return 0

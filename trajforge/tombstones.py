@@ -1,0 +1,108 @@
+"""Tombstones: a contributor's right to be forgotten, as the design's raw-lake contract has it.
+
+The raw lake is never rewritten, so deleting a contributor's data is an appended, logged record in
+`lake/raw/tombstones/tombstones.jsonl`, fsync'd before `forget` returns. Every later build leaves
+out all of that contributor's sessions (and rebuilds everything rather than reuse staged rows that
+hold them); builds published earlier still hold them until someone removes those folders, which
+`builds_holding` lists.
+
+A torn last line (a process killed while appending, so never acknowledged) is ignored; any other
+unreadable line stops the reader, since skipping it could skip a deletion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from typing import Any
+
+from trajforge.errors import ConfigError, LakeCorruption
+from trajforge.lake import Lake
+
+log = logging.getLogger(__name__)
+CONTRIBUTOR_ID = re.compile(r"^[0-9a-fA-F]{32}$")
+
+
+def forget(lake: Lake, contributor_id: str, reason: str = "") -> dict[str, Any]:
+    """Append (durably) a tombstone for `contributor_id`; returns the record."""
+    if not isinstance(contributor_id, str) or not CONTRIBUTOR_ID.match(contributor_id):
+        raise ConfigError(f"contributor id {contributor_id!r} is not 32 hex characters (the protocol's contributor_id)")
+    record = {"tombstone_id": uuid.uuid4().hex, "contributor_id": contributor_id.lower(), "reason": str(reason)[:500],
+              "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    path = lake.tombstones
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _cut_torn_tail(lake)
+    with path.open("ab") as handle:
+        handle.write((json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+    log.info("tombstone %s: contributor %s is left out of every later build", record["tombstone_id"], record["contributor_id"])
+    return record
+
+
+def _cut_torn_tail(lake: Lake) -> None:
+    """Move the bytes after the last newline (an append that never finished) to the lake's quarantine."""
+    path = lake.tombstones
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep == len(data):
+        return
+    lake.quarantine.mkdir(parents=True, exist_ok=True)
+    (lake.quarantine / f"tombstones-torn-{time.time_ns()}.bin").write_bytes(data[keep:])
+    with path.open("r+b") as handle:
+        handle.truncate(keep)
+        os.fsync(handle.fileno())
+    log.warning("%s: moved a torn last line (%d bytes) to %s", path, len(data) - keep, lake.quarantine)
+
+
+def forgotten(lake: Lake) -> set[str]:
+    """The contributor ids (lowercase) that have a tombstone."""
+    path = lake.tombstones
+    if not path.is_file():
+        return set()
+    lines = path.read_bytes().split(b"\n")
+    ids = set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            contributor = record["contributor_id"]
+            if not CONTRIBUTOR_ID.match(contributor):
+                raise ValueError("not 32 hex characters")
+        except (ValueError, KeyError, TypeError) as exc:
+            if number == len(lines):  # the last line has no newline: an append that never finished
+                log.warning("%s: ignoring a torn last line (an interrupted `trajforge forget`)", path)
+                continue
+            raise LakeCorruption(f"{path}:{number}: unreadable tombstone ({exc}); fix or remove the line by hand, "
+                                 "since skipping it could skip a deletion") from exc
+        ids.add(contributor.lower())
+    return ids
+
+
+def digest(ids: set[str]) -> str:
+    """Changes whenever a contributor is forgotten: a build whose parent saw another set rebuilds everything."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:32]
+
+
+def builds_holding(lake: Lake, contributor_id: str) -> list[str]:
+    """Published builds whose trajectories still hold rows of `contributor_id`."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    found = []
+    for build in sorted(path for path in lake.curated.glob("*") if path.is_dir() and not path.name.startswith(".")):
+        table_dir = build / "trajectories"
+        if not table_dir.is_dir():
+            continue
+        column = ds.dataset(str(table_dir), format="parquet").to_table(columns=["contributor_id"]).column("contributor_id")
+        if pc.any(pc.equal(pc.utf8_lower(column), contributor_id.lower())).as_py():
+            found.append(build.name)
+    return found

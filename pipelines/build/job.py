@@ -40,8 +40,24 @@ from trajforge.lake import Lake
 log = logging.getLogger(__name__)
 
 
-def new_build_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid() % 10000:04d}"
+def claim_build_id(lake: Lake) -> tuple[str, Path]:
+    """A build id no earlier build of this lake used, and its freshly made work folder.
+
+    Ids read as the UTC second and the process id; two builds in the same second from one
+    process (a rerun right after a build) get a counter, so no build ever lands on another's folder.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid() % 10000:04d}"
+    for attempt in range(1, 1000):
+        build_id = stamp if attempt == 1 else f"{stamp}.{attempt}"
+        work = lake.curated / f".{build_id}.partial"
+        if lake.build_dir(build_id).exists():
+            continue
+        try:
+            work.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return build_id, work
+    raise ConfigError(f"build: could not claim a build id under {lake.curated}; remove stale .*.partial folders there")
 
 
 def _index(lake: Lake, files: dict[str, str], cpus: float, progress: bool):
@@ -177,8 +193,7 @@ def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = 
     lake.curated.mkdir(parents=True, exist_ok=True)
     for stale in lake.curated.glob(".*.partial"):
         shutil.rmtree(stale, ignore_errors=True)
-    build_id = new_build_id()
-    work = lake.curated / f".{build_id}.partial"
+    build_id, work = claim_build_id(lake)
     stage = work / STAGE_DIR
     stage.mkdir(parents=True)
     ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)

@@ -238,3 +238,15 @@ def test_a_forgotten_contributor_leaves_every_later_build(phase_one, tmp_path):
     assert tombstones.builds_holding(Lake.at(copy), grace) == [first["build_id"]]
     again = run_build(settings_for(copy), progress=False)  # the same tombstones: incremental again
     assert again["parent_build_id"] == later["build_id"] and _hashes(again) == _hashes(later)
+
+
+def test_builds_started_in_the_same_second_get_their_own_ids_and_folders(tmp_path):
+    from pipelines.build.job import claim_build_id
+
+    lake = Lake.at(tmp_path / "lake")
+    first, first_work = claim_build_id(lake)
+    first_work.rename(lake.build_dir(first))
+    claimed = [claim_build_id(lake) for _ in range(3)]
+    ids = [first] + [build_id for build_id, _ in claimed]
+    assert len(set(ids)) == 4
+    assert all(work.is_dir() and work.name == f".{build_id}.partial" for build_id, work in claimed)

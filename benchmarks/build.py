@@ -8,8 +8,9 @@ segments, plus the same envelope bodies as JSON lines for DuckDB. Then, in this 
 - `duckdb`: stitch + score written as SQL (unnest the steps, order, count by type, the scorer's
   formula with error recovery as a window) over the JSON lines, written to Parquet: the
   single-machine limit for the part both do;
-- `stitch+score+write (build's code)`: the same part with the build's own code (index the segments,
-  read the frames, `stitch`, `score`, Parquet) as Ray Data tasks on the same 2 CPUs;
+- `stitch+score+write (build's code)`: the same part with the build's own columnar stage
+  (`pipelines/build/columns.py`: read and index each segment as a Ray task, parse the bodies with
+  Arrow, stitch and score every session in one vectorized pass), written to Parquet;
 - `build` with embedding off, then on: the whole `pipelines/build` job (index, stitch, redact,
   derive, score, sft/behaviour rows, MinHash, dedup, sorted Parquet, manifest).
 Prints sessions/s, peak memory (RSS of this process and every process it started, Ray's workers
@@ -169,49 +170,25 @@ def run_duckdb(mirror: Path, out: Path) -> float:
     return time.perf_counter() - started
 
 
-def _stitch_score_batch(batch: dict, lake_root: str, out_dir: str) -> dict:
-    """One Ray Data task: the build's own reading, stitching and scoring of a batch of sessions, then Parquet."""
-    import json as json_module
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from pipelines.build.sources import read_bytes
-    from trajforge.raw_segments import decode_frame
-    from trajforge.scoring import score
-    from trajforge.stitch import stitch
-
-    rows = []
-    for index, sessions in zip(batch["batch_index"], batch["sessions"]):
-        for session in json_module.loads(sessions):
-            envelopes = [json_module.loads(decode_frame(read_bytes(lake_root, relative, offset, length)).body)
-                         for relative, _, offset, length in session["refs"]]
-            stitched = stitch(session["session_id"], envelopes)
-            points = score(stitched)
-            rows.append({"session_id": stitched.session_id, "total_steps": len(stitched.steps),
-                         "total_tokens": sum(int(step.get("token_count") or 0) for step in stitched.steps), "score": points.total_points})
-        pq.write_table(pa.Table.from_pylist(rows), f"{out_dir}/part-{int(index):05d}.parquet", compression="zstd")
-    return {"sessions": [len(rows)]}
-
-
 def run_stitch_score(lake: Path, out: Path) -> float:
-    """Index, then stitch + score + write with the build's code on Ray Data (2 CPUs): the part DuckDB's SQL does."""
+    """The build's own columnar stage: read and index every segment (Ray tasks on the same 2 CPUs), stitch
+    and score every session at once, write the scores to Parquet: the part DuckDB's SQL does."""
+    import pyarrow.parquet as pq
     import ray
 
-    from pipelines.build.job import _batches
-    from pipelines.build.sources import group_sessions, index_segment, raw_files
+    from pipelines.build.columns import read_segment, stitch_and_score
+    from pipelines.build.sources import group_sessions, raw_files
 
     out.mkdir(parents=True, exist_ok=True)
     ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
     started = time.perf_counter()
     files = raw_files(lake)
-    indexes = ray.get([ray.remote(index_segment).remote(str(lake), relative) for relative in files])
-    batches = _batches(list(group_sessions(indexes, files).values()), 256)
-    dataset = ray.data.from_items(batches, override_num_blocks=len(batches)).map_batches(
-        _stitch_score_batch, batch_size=1, fn_kwargs={"lake_root": str(lake), "out_dir": str(out)})
-    done = sum(row["sessions"] for row in dataset.iter_rows())
+    read = ray.get([ray.remote(read_segment).remote(str(lake), relative) for relative in files])
+    sessions = group_sessions([index for index, _ in read], files)
+    scored = stitch_and_score([(index.path, columns) for index, columns in read], set(sessions))
+    pq.write_table(scored.table().select(["session_id", "total_steps", "total_tokens", "score"]), out / "scores.parquet", compression="zstd")
     seconds = time.perf_counter() - started
-    assert done == len({key for index in indexes for key, *_ in index.refs}), done
+    assert len(scored.session_ids) == len(sessions) and not scored.unscorable, (len(scored.session_ids), len(sessions))
     return seconds
 
 

@@ -1,8 +1,11 @@
 """TrajectoryStitcher (seed 004): one session's envelopes -> one ordered trajectory.
 
-Chunks are ordered by `chunk_sequence` and steps by `step`; missing chunk numbers and steps that
-appear twice are flagged (the first copy is kept). Used by the ingest service on SESSION_CLOSE and
-by the build pipeline, so both see the same trajectory.
+Chunks are ordered by `chunk_sequence` (then arrival) and steps by `step`; missing chunk numbers and
+steps that appear twice are flagged (the copy from the earliest chunk is kept). The metadata is the
+first chunk's, with the close's filling the fields it lacks. `stitch_order` is the ordering itself,
+over arrays of many sessions at once: the build's columnar stage calls it for a whole lake, `stitch`
+for one session's envelopes (the ingest ledger on SESSION_CLOSE, the build's per-session rows), so
+every part sees the same trajectory.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 
 @dataclass
@@ -46,6 +51,36 @@ class StitchedSession:
         return self.metadata.get("model_engine")
 
 
+def stitch_order(groups: np.ndarray, chunk_sequences: np.ndarray, arrivals: np.ndarray, positions: np.ndarray,
+                 step_numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The steps a stitched trajectory keeps, in order, and the ones it drops as duplicates.
+
+    One entry per step of every chunk: its session (`groups`), its chunk's `chunk_sequence` and
+    arrival rank, its position in the chunk, and its step number. Returns the kept indices sorted by
+    (session, step number) and the dropped indices: a step number seen twice in a session keeps the
+    copy from the chunk that comes first (by sequence, then arrival), then the earlier position.
+    """
+    order = np.lexsort((positions, arrivals, chunk_sequences, step_numbers, groups))
+    group, number = groups[order], step_numbers[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (group[1:] != group[:-1]) | (number[1:] != number[:-1])
+    return order[first], order[~first]
+
+
+def _step_number(step: dict[str, Any]) -> int:
+    number = step.get("step")
+    if not isinstance(number, int) or isinstance(number, bool):
+        raise ValueError(f"step numbers must be integers, got {number!r}")
+    return number
+
+
+def merged_metadata(first: dict[str, Any] | None, close: dict[str, Any] | None) -> dict[str, Any]:
+    """The first chunk's metadata, with the close's filling the fields it lacks (or leaves null)."""
+    merged = {key: value for key, value in (close or {}).items() if value is not None}
+    merged.update({key: value for key, value in (first or {}).items() if value is not None or key not in merged})
+    return merged
+
+
 def stitch(session_id: str, envelopes: Iterable[dict[str, Any]]) -> StitchedSession:
     chunks, close, feedback = [], None, []
     for envelope in envelopes:
@@ -56,36 +91,26 @@ def stitch(session_id: str, envelopes: Iterable[dict[str, Any]]) -> StitchedSess
             feedback.append(envelope.get("feedback") or {})
         else:
             chunks.append(envelope)
-    chunks.sort(key=lambda chunk: chunk.get("chunk_sequence", 0))
-    sequences = [chunk.get("chunk_sequence", 0) for chunk in chunks]
+    chunks.sort(key=lambda chunk: chunk.get("chunk_sequence") or 0)
+    sequences = [chunk.get("chunk_sequence") or 0 for chunk in chunks]
     missing = sorted(set(range(min(sequences), max(sequences) + 1)) - set(sequences)) if sequences else []
 
-    seen: set[int] = set()
-    duplicates: list[int] = []
-    steps: list[dict[str, Any]] = []
-    for chunk in chunks:
-        for step in chunk.get("trajectory_log") or []:
-            number = step.get("step")
-            if number in seen:
-                duplicates.append(number)
-                continue
-            seen.add(number)
-            steps.append(step)
-    steps.sort(key=lambda step: step.get("step", 0))
+    flat = [step for chunk in chunks for step in (chunk.get("trajectory_log") or [])]
+    ranks = np.fromiter((rank for rank, chunk in enumerate(chunks) for _ in (chunk.get("trajectory_log") or [])), dtype=np.int64, count=len(flat))
+    numbers = np.fromiter((_step_number(step) for step in flat), dtype=np.int64, count=len(flat))
+    zeros = np.zeros(len(flat), dtype=np.int64)
+    kept, dropped = stitch_order(zeros, ranks, zeros, np.arange(len(flat)), numbers)
 
-    first = chunks[0] if chunks else (close or {})
-    metadata = dict(first.get("metadata") or {})
-    if close and not metadata:
-        metadata = dict(close.get("metadata") or {})
-    contributor = first.get("contributor_id") or (close or {}).get("contributor_id")
+    first = chunks[0] if chunks else None
+    contributor = (first or {}).get("contributor_id") or (close or {}).get("contributor_id")
     return StitchedSession(
         session_id=session_id,
         contributor_id=contributor,
-        metadata=metadata,
-        steps=steps,
+        metadata=merged_metadata((first or {}).get("metadata"), (close or {}).get("metadata")),
+        steps=[flat[index] for index in kept],
         outcome=(close or {}).get("outcome"),
         feedback=feedback,
         total_chunks=len(chunks),
         missing_chunks=missing,
-        duplicate_steps=sorted(duplicates),
+        duplicate_steps=sorted(int(numbers[index]) for index in dropped),
     )

@@ -31,7 +31,8 @@ from pipelines.build import manifest as manifests
 from pipelines.build.dedup import Candidate, find_duplicates
 from pipelines.build.output import write_tables
 from pipelines.build.settings import BuildSettings
-from pipelines.build.sources import SessionRefs, group_sessions, index_segment, index_trajectory_file, raw_files
+from pipelines.build.columns import SegmentColumns, read_segment, stitch_and_score
+from pipelines.build.sources import SessionRefs, group_sessions, index_trajectory_file, raw_files
 from pipelines.build.staging import STAGE_DIR, STAGE_SCHEMAS, stage_file, staged_files
 from trajforge import tombstones
 from trajforge.errors import ConfigError
@@ -66,7 +67,7 @@ def _index(lake: Lake, files: dict[str, str], cpus: float, progress: bool):
 
     @ray.remote
     def index_one(root: str, relative: str, source: str):
-        return index_segment(root, relative) if source == "ingest" else index_trajectory_file(root, relative)
+        return read_segment(root, relative) if source == "ingest" else (index_trajectory_file(root, relative), None)
 
     pending = [index_one.options(num_cpus=cpus).remote(str(lake.root), relative, source) for relative, source in files.items()]
     results = []
@@ -120,15 +121,26 @@ def _reuse(parent: Path | None, stage: Path, ready: dict[str, SessionRefs]) -> d
     return reused
 
 
-def _batches(todo: list[SessionRefs], size: int) -> list[dict[str, Any]]:
+def _scores(parts: list[tuple[str, SegmentColumns]], todo: list[SessionRefs]) -> dict[str, dict[str, Any]]:
+    """Every ingest session to build, stitched and scored in one columnar pass: session -> its score (or why not)."""
+    scored = stitch_and_score(parts, {s.session_id for s in todo if s.source == "ingest"})
+    found: dict[str, dict[str, Any]] = {session: {"unscorable": reason} for session, reason in scored.unscorable.items()}
+    for index, session in enumerate(scored.session_ids):
+        points = scored.score(index)
+        found[session] = {"score": {"total_points": points.total_points, "base_points": points.base_points, "breakdown": points.breakdown}}
+    return found
+
+
+def _batches(todo: list[SessionRefs], size: int, scores: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     rows = []
     for index in range(0, len(todo), size):
-        sessions = [{"session_id": s.session_id, "source": s.source, "fingerprint": s.fingerprint, "refs": s.refs} for s in todo[index : index + size]]
+        sessions = [{"session_id": s.session_id, "source": s.source, "fingerprint": s.fingerprint, "refs": s.refs, **(scores or {}).get(s.session_id, {})}
+                    for s in todo[index : index + size]]
         rows.append({"batch_index": index // size, "sessions": json.dumps(sessions)})
     return rows
 
 
-def _process(settings: BuildSettings, lake: Lake, stage: Path, build_id: str, todo: list[SessionRefs]) -> int:
+def _process(settings: BuildSettings, lake: Lake, stage: Path, build_id: str, todo: list[SessionRefs], scores: dict[str, dict[str, Any]]) -> int:
     import ray
     from ray.data import TaskPoolStrategy
 
@@ -137,7 +149,7 @@ def _process(settings: BuildSettings, lake: Lake, stage: Path, build_id: str, to
 
     if not todo:
         return 0
-    batches = _batches(todo, settings.sessions_per_batch)
+    batches = _batches(todo, settings.sessions_per_batch, scores)
     dataset = ray.data.from_items(batches, override_num_blocks=len(batches)).map_batches(
         process_batch, batch_size=1, compute=TaskPoolStrategy(size=min(settings.workers, len(batches))), num_cpus=settings.cpus_per_task,
         fn_kwargs={"lake_root": str(lake.root), "stage_dir": str(stage), "origin": build_id, "settings_json": settings.model_dump_json()},
@@ -199,7 +211,8 @@ def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = 
     ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
 
     files = raw_files(lake.root)
-    indexes = _index(lake, files, settings.cpus_per_task, progress)
+    read = _index(lake, files, settings.cpus_per_task, progress)
+    indexes = [index for index, _ in read]
     sessions = group_sessions(indexes, files)
     now = time.time()
     ready = {key: s for key, s in sessions.items() if s.closed or now - s.last_seen >= settings.open_session_grace_s}
@@ -213,7 +226,9 @@ def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = 
     todo = [ready[key] for key in sorted(ready) if key not in reused]
     log.info("build %s: %d sessions ready (%d reused from %s, %d to build), %d still open", build_id, len(ready), len(reused),
              parent.name if parent else "nothing", len(todo), len(sessions) - len(ready))
-    _process(settings, lake, stage, build_id, todo)
+    scores = _scores([(index.path, columns) for index, columns in read if columns is not None], todo)
+    del read
+    _process(settings, lake, stage, build_id, todo, scores)
 
     chosen = {**reused, **{s.session_id: build_id for s in todo}}
     candidates = _candidates(stage, chosen)

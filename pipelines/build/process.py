@@ -26,7 +26,7 @@ from pipelines.build.settings import BuildSettings
 from pipelines.build.sources import Quarantined, read_bytes
 from pipelines.build.staging import STAGE_SCHEMAS, stage_file
 from trajforge.raw_segments import decode_frame
-from trajforge.scoring import score
+from trajforge.scoring import Score
 from trajforge.stitch import StitchedSession, stitch
 
 KEYWORD_TAG_CHARS = 8000  # keyword domain tags (the fallback without embeddings) read the session's start
@@ -129,6 +129,9 @@ class BatchBuilder:
         if not envelopes:
             return
         stitched = stitch(entry["session_id"], envelopes)
+        if "score" not in entry:  # scored for the whole lake at once by the columnar stage (pipelines/build/columns.py)
+            raise ValueError(entry.get("unscorable") or "the columnar stage did not score this session")
+        points = Score(**entry["score"])
         redactions: Counter = Counter()
         steps = []
         for step in stitched.steps:
@@ -143,7 +146,6 @@ class BatchBuilder:
         session = StitchedSession(stitched.session_id, stitched.contributor_id, metadata, steps, stitched.outcome, feedback,
                                   stitched.total_chunks, stitched.missing_chunks, stitched.duplicate_steps)
         derived = derive(session)
-        points = score(session)
         provenance = {"source": "ingest", "session_id": session.session_id, "contributor_id": session.contributor_id,
                       "raw_ids": sorted(ids), **mentions(steps)}
         row = field_rows.trajectory_row(session, derived, points, provenance)

@@ -17,16 +17,25 @@ the manifest, their bytes copied to `lake/quarantine/`, never a reason to stop.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from trajforge.raw_segments import Frame, salvage, scan
+import pyarrow as pa
+import pyarrow.json as pajson
+
+from trajforge.raw_segments import Frame, salvage, scan, scan_clean
 from trajforge.errors import LakeCorruption
 
 HEADER_FIELDS = ("session_id", "kind", "envelope_id")
+# The header fields an index reads, for the one-call parse of an undamaged segment's headers; a header
+# whose fields have other types (a numeric received_at, say) takes the careful per-frame path.
+_HEADER_PARSE = pajson.ParseOptions(explicit_schema=pa.schema([(name, pa.string()) for name in (*HEADER_FIELDS, "received_at", "contributor_id")]),
+                                    unexpected_field_behavior="ignore")
+_HEADER_READ = pajson.ReadOptions(use_threads=False, block_size=16 << 20)
 
 
 @dataclass
@@ -62,7 +71,17 @@ def _timestamp(value: Any) -> float:
 
 def index_segment(lake_root: str, relative: str) -> FileIndex:
     """Frame headers of one envelope segment, salvaging around damage instead of stopping."""
+    return indexed_frames(lake_root, relative)[0]
+
+
+def indexed_frames(lake_root: str, relative: str) -> tuple[FileIndex, list[tuple[str, str, bytes]]]:
+    """The segment's index and `(session id, envelope id, body)` of each frame it lists, in file order."""
     path = Path(lake_root) / relative
+    spans = scan_clean(path)
+    if spans is not None:
+        found = _index_clean(relative, spans)
+        if found is not None:
+            return found
     index = FileIndex(relative)
     try:
         frames, valid_end = scan(path)
@@ -70,18 +89,34 @@ def index_segment(lake_root: str, relative: str) -> FileIndex:
     except LakeCorruption:
         frames, damaged, index.torn_tail_bytes = salvage(path)
         index.quarantined += [Quarantined("ingest", relative, offset, length, "damaged bytes between valid frames") for offset, length in damaged]
-    for frame in frames:
-        _index_frame(index, relative, frame)
-    return index
+    return index, [(frame.header["session_id"], frame.header["envelope_id"], frame.body) for frame in frames if _index_frame(index, relative, frame)]
 
 
-def _index_frame(index: FileIndex, relative: str, frame: Frame) -> None:
+def _index_clean(relative: str, spans: list[tuple[int, int, memoryview, memoryview]]) -> tuple[FileIndex, list[tuple[str, str, bytes]]] | None:
+    """The index of an undamaged segment, its headers parsed in one Arrow call; None when one needs the careful path."""
+    try:
+        headers = pajson.read_json(io.BytesIO(b"\n".join(bytes(header) for _, _, header, _ in spans)), read_options=_HEADER_READ, parse_options=_HEADER_PARSE)
+    except pa.ArrowInvalid:
+        return None
+    if headers.num_rows != len(spans) or any(headers.column(name).null_count for name in HEADER_FIELDS):
+        return None
+    columns = [headers.column(name).to_pylist() for name in ("session_id", "envelope_id", "kind", "received_at", "contributor_id")]
+    index = FileIndex(relative)
+    frames = []
+    for (offset, length, _, body), session, envelope, kind, received, contributor in zip(spans, *columns):
+        index.refs.append((session, envelope, offset, length, kind, _timestamp(received), contributor))
+        frames.append((session, envelope, bytes(body)))
+    return index, frames
+
+
+def _index_frame(index: FileIndex, relative: str, frame: Frame) -> bool:
     header = frame.header
     if not isinstance(header, dict) or any(not isinstance(header.get(name), str) for name in HEADER_FIELDS):
         index.quarantined.append(Quarantined("ingest", relative, frame.offset, frame.length, f"frame header lacks one of {list(HEADER_FIELDS)}"))
-        return
+        return False
     index.refs.append((header["session_id"], header["envelope_id"], frame.offset, frame.length, header["kind"], _timestamp(header.get("received_at")),
                        header.get("contributor_id") if isinstance(header.get("contributor_id"), str) else None))
+    return True
 
 
 def loop_source(record: dict[str, Any]) -> str:

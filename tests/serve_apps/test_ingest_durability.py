@@ -10,6 +10,7 @@ import threading
 import time
 
 import httpx
+import psutil
 from helpers import open_session, steps
 from raw_lake import stored_hmacs
 
@@ -17,9 +18,11 @@ from trajforge.client import IngestClient
 
 
 def _replica_pids(app: str) -> list[int]:
-    """PIDs of the app's replica processes (Ray titles them `ray::ServeReplica:<app>:<deployment>`)."""
+    """PIDs of the app's replica processes (Ray titles them `ray::ServeReplica:<app>:<deployment>`) in this
+    test session's Ray, which runs under this process: another session's replicas on the machine are not ours."""
     found = subprocess.run(["pgrep", "-f", f"ray::ServeReplica:{app}:"], capture_output=True, text=True).stdout
-    return sorted(int(pid) for pid in found.split())
+    ours = {child.pid for child in psutil.Process().children(recursive=True)}
+    return sorted(int(pid) for pid in found.split() if int(pid) in ours)
 
 
 def _hammer(url: str, sessions, acked: dict, stop: threading.Event, unexpected: list) -> None:

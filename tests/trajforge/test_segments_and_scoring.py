@@ -83,3 +83,65 @@ def test_score_ignores_unknown_models_and_caps_bonuses():
                              "trajectory_log": [_step(i + 1, "correction") for i in range(4)]}])
     # 4 * 1 + min(4, 1.2) * 10 = 16; no resolution -> no quality bonus
     assert score(stitched).total_points == 16.0
+
+
+def _naive_stitch_order(chunks):
+    """The stitcher's rule, written the obvious way: chunks by sequence (stable), first copy of a step wins."""
+    seen, kept = set(), []
+    for chunk in sorted(chunks, key=lambda chunk: chunk["chunk_sequence"]):
+        for step in chunk["trajectory_log"]:
+            if step["step"] not in seen:
+                seen.add(step["step"])
+                kept.append(step)
+    return sorted(kept, key=lambda step: step["step"])
+
+
+def test_stitch_keeps_the_first_copy_by_chunk_order_whatever_the_arrival_order():
+    import random
+
+    rng = random.Random(11)
+    kinds = ["thought", "action", "observation", "error", "correction", "resolution", "coordination"]
+    for _ in range(200):
+        chunks = [{"chunk_sequence": rng.randrange(4), "metadata": {"model_engine": "o3"},
+                   "trajectory_log": [{**_step(rng.randrange(1, 12), rng.choice(kinds)), "copy": (n, k)} for k in range(rng.randrange(0, 6))]}
+                  for n in range(rng.randrange(1, 5))]
+        stitched = stitch("s", chunks)
+        expected = _naive_stitch_order(chunks)
+        assert [(step["step"], step["copy"]) for step in stitched.steps] == [(step["step"], step["copy"]) for step in expected]
+        total = sum(len(chunk["trajectory_log"]) for chunk in chunks)
+        assert len(stitched.duplicate_steps) == total - len(expected)
+
+
+def test_scoring_many_sessions_at_once_equals_scoring_each():
+    import random
+
+    import numpy as np
+
+    from trajforge.scoring import kind_codes, score_columns, score_of
+
+    rng = random.Random(5)
+    kinds = ["thought", "action", "observation", "error", "correction", "resolution", "coordination", None]
+    sessions = []
+    for number in range(300):
+        steps = [_step(n, rng.choice(kinds)) for n in range(1, rng.randrange(0, 40))]
+        metadata = {"model_engine": rng.choice(["o3", "o4-mini", "unknown-model", None]), "task_complexity": rng.choice(["heavy", "light", None])}
+        sessions.append(stitch(f"s{number}", [{"chunk_sequence": 0, "metadata": metadata, "trajectory_log": steps}]))
+    groups = np.array([index for index, session in enumerate(sessions) for _ in session.steps], dtype=np.int64)
+    codes = kind_codes([step["type"] for session in sessions for step in session.steps])
+    heavy = np.array([session.metadata.get("task_complexity") == "heavy" for session in sessions])
+    columns = score_columns(groups, codes, [session.model_engine for session in sessions], heavy)
+    singles = [score(session) for session in sessions]
+    assert [score_of(columns, index, session.model_engine) for index, session in enumerate(sessions)] == singles
+    assert len({single.total_points for single in singles}) > 20  # the sessions differ, so the comparison means something
+
+
+def test_the_metadata_is_the_first_chunks_with_the_close_filling_gaps():
+    envelopes = [
+        {"chunk_sequence": 1, "metadata": {"model_engine": "o3"}, "trajectory_log": [_step(3, "thought")]},
+        {"chunk_sequence": 0, "metadata": {"provider": "codex", "model_engine": None}, "trajectory_log": [_step(1, "thought")]},
+        {"type": "SESSION_CLOSE", "metadata": {"model_engine": "o4-mini", "task_complexity": "heavy", "provider": "other"}},
+    ]
+    stitched = stitch("s", envelopes)
+    assert stitched.metadata == {"provider": "codex", "model_engine": "o4-mini", "task_complexity": "heavy"}
+    with pytest.raises(ValueError, match="step numbers must be integers"):
+        stitch("s", [{"chunk_sequence": 0, "trajectory_log": [{"step": "2", "type": "thought"}]}])

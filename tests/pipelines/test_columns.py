@@ -1,0 +1,105 @@
+"""The build's columnar stitch and score agree with the per-session stitcher and scorer, bad bodies included."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines.build import sources
+from pipelines.build.columns import read_segment, stitch_and_score
+from trajforge.raw_segments import SegmentWriter, decode_frame, encode_frame
+from trajforge.scoring import score
+from trajforge.stitch import stitch
+
+
+def _step(number, kind, tokens=7):
+    return {"step": number, "type": kind, "timestamp": 1.0 + number, "content": f"{kind} {number}", "token_count": tokens}
+
+
+def _chunk(session, sequence, steps, metadata=None):
+    return {"session_id": session, "chunk_sequence": sequence, "contributor_id": "c1", "metadata": metadata or {}, "trajectory_log": steps}
+
+
+def _close(session, metadata=None):
+    return {"session_id": session, "type": "SESSION_CLOSE", "contributor_id": "c1", "metadata": metadata or {}, "outcome": {"status": "SUCCESS"}}
+
+
+def _write(path, envelopes, received_at="2026-11-23T00:00:00Z"):
+    writer = SegmentWriter(path)
+    frames = []
+    for number, (session, body) in enumerate(envelopes):
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        header = {"envelope_id": f"env-{path.stem}-{number}", "session_id": session, "kind": "CHUNK", "received_at": received_at, "contributor_id": "c1"}
+        frames.append(encode_frame(header, raw))
+    writer.append(frames)
+    writer.sync()
+    writer.close()
+
+
+@pytest.fixture
+def lake(tmp_path):
+    folder = tmp_path / "raw" / "envelopes" / "date=2026-11-23"
+    folder.mkdir(parents=True)
+    pretty = json.dumps(_chunk("a", 0, [_step(1, "thought"), _step(2, "error"), _step(3, "correction")]), indent=2).encode()
+    _write(folder / "1.seg", [
+        ("a", _chunk("a", 2, [_step(6, "resolution"), _step(5, "coordination")])),
+        ("b", _chunk("b", 0, [_step(1, "thought"), {**_step(2, "action"), "step": "2"}])),
+        ("c", b"{not json"),
+        ("c", _chunk("c", 0, [_step(1, "error"), _step(2, "resolution")], {"model_engine": "o3", "task_complexity": "heavy"})),
+        ("d", _chunk("d", 0, [{"type": "thought"}])),
+        ("e", _close("e", {"model_engine": "o3"})),
+    ])
+    _write(folder / "2.seg", [
+        ("a", pretty),
+        ("a", _chunk("a", 1, [_step(3, "observation"), _step(4, "error"), _step(2, "action")])),
+        ("a", _close("a", {"model_engine": "o4-mini", "task_complexity": "heavy"})),
+        ("c", _close("c")),
+    ])
+    return tmp_path
+
+
+def _per_session(lake, refs):
+    envelopes = []
+    for relative, _, offset, length in refs:
+        frame = decode_frame(sources.read_bytes(str(lake), relative, offset, length))
+        try:
+            envelopes.append(json.loads(frame.body))
+        except ValueError:
+            continue
+    return envelopes
+
+
+def test_columnar_scores_equal_the_per_session_ones_and_bad_sessions_say_why(lake):
+    files = sources.raw_files(lake)
+    read = [read_segment(str(lake), relative) for relative in files]
+    sessions = sources.group_sessions([index for index, _ in read], files)
+    scored = stitch_and_score([(index.path, columns) for index, columns in read], set(sessions))
+
+    assert sorted(scored.session_ids) == ["a", "c", "e"]
+    assert "wrong type" in scored.unscorable["b"] and "step number" in scored.unscorable["d"]
+    for index, session in enumerate(scored.session_ids):
+        stitched = stitch(session, _per_session(lake, sessions[session].refs))
+        assert scored.score(index) == score(stitched), session
+        assert scored.total_tokens[index] == stitched.total_tokens
+    a = scored.session_ids.index("a")
+    assert scored.columns["steps"][a] == 6 and scored.models[a] == "o4-mini"  # the first chunk has no model: the close's fills it
+    assert scored.columns["complexity_bonus"][a] == 6 and scored.columns["errors_recovered"][a] == 2
+    table = scored.table()
+    assert table.column("session_id").to_pylist() == ["a", "c", "e"] and table.column("total_steps").to_pylist() == [6, 2, 0]
+
+
+def test_the_careful_index_path_gives_the_fast_paths_index(lake, monkeypatch):
+    relative = next(iter(sources.raw_files(lake)))
+    fast_index, fast_frames = sources.indexed_frames(str(lake), relative)
+    monkeypatch.setattr(sources, "scan_clean", lambda path: None)
+    careful_index, careful_frames = sources.indexed_frames(str(lake), relative)
+    assert fast_index == careful_index and fast_frames == careful_frames and len(fast_frames) == 6
+
+
+def test_a_header_the_one_call_parse_cannot_read_takes_the_careful_path(tmp_path):
+    path = tmp_path / "raw" / "envelopes" / "x.seg"
+    path.parent.mkdir(parents=True)
+    _write(path, [("a", _chunk("a", 0, [_step(1, "thought")]))], received_at=1_800_000_000)
+    index, frames = sources.indexed_frames(str(tmp_path), "raw/envelopes/x.seg")
+    assert [ref[5] for ref in index.refs] == [1_800_000_000.0] and len(frames) == 1

@@ -7,10 +7,11 @@ action, edit, observation and error steps only: the same work narrated in other 
 example 07 rewords 06's prose: 0.53 Jaccard over all steps, 0.86 over the work steps) is a
 near-duplicate, while unrelated sessions stay under 0.05. Signatures are computed in the processing
 tasks with numpy (multiply-shift hashes over crc32-based shingle hashes, far faster than datasketch's
-sha1 per shingle); the driver only clusters, with `datasketch.MinHashLSH`: exact groups first, then LSH
-candidates whose estimated Jaccard reaches `threshold`, joined transitively. In each group the
+sha1 per shingle); the driver only clusters, with numpy banding (LSH): exact groups first, then the pairs
+sharing a whole band whose estimated Jaccard reaches `threshold`, joined transitively. In each group the
 best-scored session is kept (ties: the smaller session id) and every other one is recorded with
-the session it duplicated.
+the session that stays in its place, so `kept_session_id` is always a curated row: `exact` when the
+content is the same, `near` otherwise (an exact copy of a near-duplicate points past it).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Any
 import numpy as np
 
 _SPACE = re.compile(r"\s+")
-SCHEME = "affine32"  # the label datasketch's LSH wants for 32-bit hash values
 LSH_RECALL_FACTOR = 0.75
 
 
@@ -104,51 +104,99 @@ def _rank(candidate: Candidate) -> tuple[float, str]:
     return (-candidate.score, candidate.session_id)
 
 
-def find_duplicates(candidates: list[Candidate], threshold: float, num_perm: int, seed: int) -> list[Dropped]:
-    """Every session to drop, with the kept session it duplicates; deterministic for a given input."""
-    from datasketch import LeanMinHash, MinHashLSH
+def band_layout(threshold: float, num_perm: int) -> tuple[int, int]:
+    """The LSH banding (bands, rows per band; bands * rows <= num_perm) for a similarity threshold.
 
+    Two signatures become candidates when any band matches whole, with probability
+    1 - (1 - s**rows)**bands at similarity s; the layout minimizes the false-positive area below the
+    threshold plus the false-negative area above it, the usual choice (datasketch's among them).
+    """
+    grid = np.linspace(0.0, 1.0, 2001)
+    step = grid[1] - grid[0]
+    below = grid <= threshold
+    best, layout = np.inf, (1, num_perm)
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            chance = 1.0 - (1.0 - grid**rows) ** bands
+            misses = np.where(below, chance, 1.0 - chance)
+            error = float(np.sum((misses[1:] + misses[:-1]) / 2) * step)
+            if error < best:
+                best, layout = error, (bands, rows)
+    return layout
+
+
+_BAND_MIX = np.uint64(0x9E3779B97F4A7C15)  # folds a band's values into one 64-bit key
+
+
+def candidate_pairs(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """Index pairs (i < j, sorted, distinct) of the rows of `signatures` (n x num_perm uint32) that share a whole band."""
+    found = [np.empty((0, 2), dtype=np.int64)]
+    for band in range(bands):
+        keys = np.zeros(len(signatures), dtype=np.uint64)
+        for column in range(band * rows, (band + 1) * rows):
+            keys = keys * _BAND_MIX + signatures[:, column].astype(np.uint64)
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        lengths = np.diff(np.r_[starts, len(ordered)])
+        for size in np.unique(lengths[lengths > 1]):
+            first, second = np.triu_indices(int(size), 1)
+            runs = starts[lengths == size][:, None]
+            pair = np.stack([order[runs + first].ravel(), order[runs + second].ravel()], axis=1)
+            found.append(np.sort(pair, axis=1))
+    return np.unique(np.concatenate(found), axis=0)
+
+
+def _similar_pairs(signatures: np.ndarray, pairs: np.ndarray, threshold: float) -> np.ndarray:
+    keep = np.zeros(len(pairs), dtype=bool)
+    for start in range(0, len(pairs), 65536):  # bounded memory: one chunk of pairs compared at a time
+        chunk = pairs[start : start + 65536]
+        keep[start : start + len(chunk)] = (signatures[chunk[:, 0]] == signatures[chunk[:, 1]]).mean(axis=1) >= threshold
+    return pairs[keep]
+
+
+def find_duplicates(candidates: list[Candidate], threshold: float, num_perm: int, seed: int) -> list[Dropped]:
+    """Every session to drop, with the kept session it duplicates; deterministic for a given input.
+
+    `seed` names the permutations the signatures were made with; it does not change the clustering.
+    """
     dropped: list[Dropped] = []
     groups: dict[str, list[Candidate]] = {}
     for candidate in candidates:
         groups.setdefault(candidate.content_hash, []).append(candidate)
-    representatives = []
     for group in groups.values():
         group.sort(key=_rank)
-        best = group[0]
-        representatives.append(best)
-        dropped += [Dropped(other.session_id, best.session_id, "exact", 1.0, other.score, best.score) for other in group[1:]]
+    representatives = [group[0] for group in groups.values()]
 
     representatives.sort(key=lambda candidate: candidate.session_id)
-    # LSH bands tuned for a lower threshold find almost every pair at `threshold` (at 0.8, bands for
-    # 0.8 miss a quarter of the pairs at 0.86); each candidate is then checked on its full signature.
-    lsh = MinHashLSH(threshold=max(threshold * LSH_RECALL_FACTOR, 0.2), num_perm=num_perm)
-    parent = {candidate.session_id: candidate.session_id for candidate in representatives}
+    signatures = np.frombuffer(b"".join(c.signature for c in representatives), dtype="<u4").reshape(len(representatives), num_perm)
+    # Bands laid out for a lower threshold find almost every pair at `threshold` (at 0.8, bands for
+    # 0.8 miss a quarter of the pairs at 0.86); each candidate pair is then checked on its full signature.
+    bands, rows = band_layout(max(threshold * LSH_RECALL_FACTOR, 0.2), num_perm)
+    parent = list(range(len(representatives)))
 
-    def root(key: str) -> str:
-        while parent[key] != key:
-            parent[key] = parent[parent[key]]
-            key = parent[key]
-        return key
+    def root(index: int) -> int:
+        while parent[index] != index:
+            parent[index] = parent[parent[index]]
+            index = parent[index]
+        return index
 
-    by_id = {candidate.session_id: candidate for candidate in representatives}
-    for candidate in representatives:
-        minhash = LeanMinHash(seed=seed, hashvalues=np.frombuffer(candidate.signature, "<u4"), scheme=SCHEME)
-        for other in lsh.query(minhash):
-            if similarity(candidate.signature, by_id[other].signature) >= threshold:
-                a, b = root(candidate.session_id), root(other)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-        lsh.insert(candidate.session_id, minhash)
+    for a, b in _similar_pairs(signatures, candidate_pairs(signatures, bands, rows), threshold).tolist():
+        first, second = root(a), root(b)
+        if first != second:
+            parent[max(first, second)] = min(first, second)
 
-    clusters: dict[str, list[Candidate]] = {}
-    for candidate in representatives:
-        clusters.setdefault(root(candidate.session_id), []).append(candidate)
+    clusters: dict[int, list[Candidate]] = {}
+    for index, candidate in enumerate(representatives):
+        clusters.setdefault(root(index), []).append(candidate)
+    survivor: dict[str, Candidate] = {}
     for members in clusters.values():
-        if len(members) < 2:
-            continue
         members.sort(key=_rank)
-        best = members[0]
-        dropped += [Dropped(other.session_id, best.session_id, "near", similarity(other.signature, best.signature), other.score, best.score)
-                    for other in members[1:]]
+        survivor.update((member.session_id, members[0]) for member in members)
+    # Every dropped session points at the copy that stays, even when its exact group's best is itself a near-duplicate.
+    for group in groups.values():
+        best = survivor[group[0].session_id]
+        for other in group if best is not group[0] else group[1:]:
+            dropped.append(Dropped(other.session_id, best.session_id, "exact" if other.content_hash == best.content_hash else "near",
+                                   similarity(other.signature, best.signature), other.score, best.score))
     return sorted(dropped, key=lambda item: item.dropped)

@@ -171,21 +171,22 @@ def run_duckdb(mirror: Path, out: Path) -> float:
 
 
 def run_stitch_score(lake: Path, out: Path) -> float:
-    """The build's own columnar stage: read and index every segment (Ray tasks on the same 2 CPUs), stitch
-    and score every session at once, write the scores to Parquet: the part DuckDB's SQL does."""
+    """The build's own first stage: read and index every segment, score every session in one columnar
+    task while the driver groups the sessions (Ray tasks on the same 2 CPUs), write the scores to
+    Parquet: the part DuckDB's SQL does."""
     import pyarrow.parquet as pq
     import ray
 
-    from pipelines.build.columns import read_segment, stitch_and_score
+    from pipelines.build.index_stage import index_lake
     from pipelines.build.sources import group_sessions, raw_files
 
     out.mkdir(parents=True, exist_ok=True)
     ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
     started = time.perf_counter()
     files = raw_files(lake)
-    read = ray.get([ray.remote(read_segment).remote(str(lake), relative) for relative in files])
-    sessions = group_sessions([index for index, _ in read], files)
-    scored = stitch_and_score([(index.path, columns) for index, columns in read], set(sessions))
+    indexed = index_lake(str(lake), files, 1.0, progress=False)
+    sessions = group_sessions(indexed.indexes, files)
+    scored = indexed.scored()
     pq.write_table(scored.table().select(["session_id", "total_steps", "total_tokens", "score"]), out / "scores.parquet", compression="zstd")
     seconds = time.perf_counter() - started
     assert len(scored.session_ids) == len(sessions) and not scored.unscorable, (len(scored.session_ids), len(sessions))

@@ -51,6 +51,24 @@ class StitchedSession:
         return self.metadata.get("model_engine")
 
 
+def _sort_order(keys: list[np.ndarray]) -> np.ndarray:
+    """Indices sorting the rows by `keys`, most significant first, ties kept in row order (as `np.lexsort`).
+
+    When the keys' ranges multiply to under 2**62 they are packed into one int64 and sorted once,
+    faster than `np.lexsort`'s pass per key; otherwise `np.lexsort`.
+    """
+    if not len(keys[0]):
+        return np.zeros(0, dtype=np.int64)
+    lows = [int(key.min()) for key in keys]
+    spans = [int(key.max()) - low + 1 for key, low in zip(keys, lows)]
+    if np.prod([float(span) for span in spans]) >= 2.0**62:
+        return np.lexsort(keys[::-1])
+    packed = np.zeros(len(keys[0]), dtype=np.int64)
+    for key, low, span in zip(keys, lows, spans):
+        packed = packed * span + (key.astype(np.int64) - low)
+    return np.argsort(packed, kind="stable")
+
+
 def stitch_order(groups: np.ndarray, chunk_sequences: np.ndarray, arrivals: np.ndarray, positions: np.ndarray,
                  step_numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The steps a stitched trajectory keeps, in order, and the ones it drops as duplicates.
@@ -60,7 +78,7 @@ def stitch_order(groups: np.ndarray, chunk_sequences: np.ndarray, arrivals: np.n
     (session, step number) and the dropped indices: a step number seen twice in a session keeps the
     copy from the chunk that comes first (by sequence, then arrival), then the earlier position.
     """
-    order = np.lexsort((positions, arrivals, chunk_sequences, step_numbers, groups))
+    order = _sort_order([groups, step_numbers, chunk_sequences, arrivals, positions])
     group, number = groups[order], step_numbers[order]
     first = np.ones(len(order), dtype=bool)
     first[1:] = (group[1:] != group[:-1]) | (number[1:] != number[:-1])

@@ -3,7 +3,8 @@
     trajforge build [--lake ./lake] [--full] [--org ORG]
     ray job submit --working-dir . -- python -m pipelines.build --lake /shared/lake
 
-1. Index every raw file in parallel Ray tasks (headers and record keys only).
+1. Index every raw file in parallel Ray tasks (headers and record keys), and score every ingest
+   session in one columnar task while the driver chooses what to build (`index_stage`).
 2. Choose the sessions to build: ready ones (closed, or silent past the grace period) that the
    parent build (the latest one, same config and org) does not already hold with the same records.
    `--full` builds every session again.
@@ -31,8 +32,9 @@ from pipelines.build import manifest as manifests
 from pipelines.build.dedup import Candidate, find_duplicates
 from pipelines.build.output import write_tables
 from pipelines.build.settings import BuildSettings
-from pipelines.build.columns import SegmentColumns, read_segment, stitch_and_score
-from pipelines.build.sources import SessionRefs, group_sessions, index_trajectory_file, raw_files
+from pipelines.build.columns import ScoredSessions
+from pipelines.build.index_stage import index_lake
+from pipelines.build.sources import SessionRefs, group_sessions, raw_files
 from pipelines.build.staging import STAGE_DIR, STAGE_SCHEMAS, stage_file, staged_files
 from trajforge import tombstones
 from trajforge.errors import ConfigError
@@ -59,24 +61,6 @@ def claim_build_id(lake: Lake) -> tuple[str, Path]:
             continue
         return build_id, work
     raise ConfigError(f"build: could not claim a build id under {lake.curated}; remove stale .*.partial folders there")
-
-
-def _index(lake: Lake, files: dict[str, str], cpus: float, progress: bool):
-    import ray
-    from tqdm import tqdm
-
-    @ray.remote
-    def index_one(root: str, relative: str, source: str):
-        return read_segment(root, relative) if source == "ingest" else (index_trajectory_file(root, relative), None)
-
-    pending = [index_one.options(num_cpus=cpus).remote(str(lake.root), relative, source) for relative, source in files.items()]
-    results = []
-    with tqdm(total=len(pending), desc="index raw files", unit="file", disable=not progress) as bar:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=min(len(pending), 16), timeout=1.0)
-            results += ray.get(done)
-            bar.update(len(done))
-    return results
 
 
 def _parent(lake: Lake, settings: BuildSettings, org: str | None, full: bool, forgotten_digest: str) -> Path | None:
@@ -121,11 +105,13 @@ def _reuse(parent: Path | None, stage: Path, ready: dict[str, SessionRefs]) -> d
     return reused
 
 
-def _scores(parts: list[tuple[str, SegmentColumns]], todo: list[SessionRefs]) -> dict[str, dict[str, Any]]:
-    """Every ingest session to build, stitched and scored in one columnar pass: session -> its score (or why not)."""
-    scored = stitch_and_score(parts, {s.session_id for s in todo if s.source == "ingest"})
-    found: dict[str, dict[str, Any]] = {session: {"unscorable": reason} for session, reason in scored.unscorable.items()}
+def _scores(scored: ScoredSessions, todo: list[SessionRefs]) -> dict[str, dict[str, Any]]:
+    """Every ingest session to build -> its score (or why it has none), from the columnar pass over the lake."""
+    wanted = {s.session_id for s in todo if s.source == "ingest"}
+    found: dict[str, dict[str, Any]] = {session: {"unscorable": reason} for session, reason in scored.unscorable.items() if session in wanted}
     for index, session in enumerate(scored.session_ids):
+        if session not in wanted:
+            continue
         points = scored.score(index)
         found[session] = {"score": {"total_points": points.total_points, "base_points": points.base_points, "breakdown": points.breakdown}}
     return found
@@ -211,8 +197,8 @@ def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = 
     ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
 
     files = raw_files(lake.root)
-    read = _index(lake, files, settings.cpus_per_task, progress)
-    indexes = [index for index, _ in read]
+    indexed = index_lake(str(lake.root), files, settings.cpus_per_task, progress)
+    indexes = indexed.indexes
     sessions = group_sessions(indexes, files)
     now = time.time()
     ready = {key: s for key, s in sessions.items() if s.closed or now - s.last_seen >= settings.open_session_grace_s}
@@ -226,8 +212,8 @@ def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = 
     todo = [ready[key] for key in sorted(ready) if key not in reused]
     log.info("build %s: %d sessions ready (%d reused from %s, %d to build), %d still open", build_id, len(ready), len(reused),
              parent.name if parent else "nothing", len(todo), len(sessions) - len(ready))
-    scores = _scores([(index.path, columns) for index, columns in read if columns is not None], todo)
-    del read
+    scores = _scores(indexed.scored(), todo)
+    indexed.scores = None  # frees the segments' columns in the object store
     _process(settings, lake, stage, build_id, todo, scores)
 
     chosen = {**reused, **{s.session_id: build_id for s in todo}}

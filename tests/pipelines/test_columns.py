@@ -30,7 +30,8 @@ def _write(path, envelopes, received_at="2026-11-23T00:00:00Z"):
     frames = []
     for number, (session, body) in enumerate(envelopes):
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        header = {"envelope_id": f"env-{path.stem}-{number}", "session_id": session, "kind": "CHUNK", "received_at": received_at, "contributor_id": "c1"}
+        received = received_at[number] if isinstance(received_at, list) else received_at
+        header = {"envelope_id": f"env-{path.stem}-{number}", "session_id": session, "kind": "CHUNK", "received_at": received, "contributor_id": "c1"}
         frames.append(encode_frame(header, raw))
     writer.append(frames)
     writer.sync()
@@ -103,3 +104,18 @@ def test_a_header_the_one_call_parse_cannot_read_takes_the_careful_path(tmp_path
     _write(path, [("a", _chunk("a", 0, [_step(1, "thought")]))], received_at=1_800_000_000)
     index, frames = sources.indexed_frames(str(tmp_path), "raw/envelopes/x.seg")
     assert [ref[5] for ref in index.refs] == [1_800_000_000.0] and len(frames) == 1
+
+
+@pytest.mark.parametrize("times", [
+    ["2026-11-23T00:00:00.123456Z", "2026-11-23T01:02:03+02:00", "2026-11-22T23:59:59.999999+00:00"],
+    ["2026-11-23T00:00:00Z", "2026-11-23 01:02:03", "not a time"],  # one the Arrow cast cannot read: every value parsed alone
+])
+def test_the_fast_path_reads_receive_times_as_the_careful_one_does(tmp_path, monkeypatch, times):
+    path = tmp_path / "raw" / "envelopes" / "x.seg"
+    path.parent.mkdir(parents=True)
+    _write(path, [("a", _chunk("a", number, [_step(1, "thought")])) for number in range(3)], received_at=times)
+    fast_index, _ = sources.indexed_frames(str(tmp_path), "raw/envelopes/x.seg")
+    monkeypatch.setattr(sources, "scan_clean", lambda path: None)
+    careful_index, _ = sources.indexed_frames(str(tmp_path), "raw/envelopes/x.seg")
+    assert [ref[5] for ref in fast_index.refs] == [ref[5] for ref in careful_index.refs]
+    assert fast_index.refs[0][5] > 1.7e9

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from trajforge.errors import LakeCorruption
@@ -115,7 +116,6 @@ def test_stitch_keeps_the_first_copy_by_chunk_order_whatever_the_arrival_order()
 def test_scoring_many_sessions_at_once_equals_scoring_each():
     import random
 
-    import numpy as np
 
     from trajforge.scoring import kind_codes, score_columns, score_of
 
@@ -145,3 +145,12 @@ def test_the_metadata_is_the_first_chunks_with_the_close_filling_gaps():
     assert stitched.metadata == {"provider": "codex", "model_engine": "o4-mini", "task_complexity": "heavy"}
     with pytest.raises(ValueError, match="step numbers must be integers"):
         stitch("s", [{"chunk_sequence": 0, "trajectory_log": [{"step": "2", "type": "thought"}]}])
+
+
+@pytest.mark.parametrize("high", [4, 1 << 40])  # packed into one int64, and too wide to pack
+def test_the_stitch_sort_orders_as_lexsort_does_ties_included(high):
+    from trajforge.stitch import _sort_order
+
+    rng = np.random.default_rng(high % 97)
+    keys = [rng.integers(-high, high, 5000) for _ in range(4)]
+    assert np.array_equal(_sort_order(keys), np.lexsort(keys[::-1]))

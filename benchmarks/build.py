@@ -1,6 +1,6 @@
 """Build throughput and memory on a generated lake, against DuckDB SQL on the same envelopes.
 
-    python -m benchmarks.build [--sessions 100000] [--skip-embed] [--workdir DIR]
+    python -m benchmarks.build [--sessions 100000] [--skip-embed] [--skip-build] [--workdir DIR]
 
 Generates a raw lake of `--sessions` field sessions (8 to 32 steps each, about 2 million steps at
 100,000; one or two chunks, a close; a few planted secrets and near-duplicates) as real envelope
@@ -8,9 +8,10 @@ segments, plus the same envelope bodies as JSON lines for DuckDB. Then, in this 
 - `duckdb`: stitch + score written as SQL (unnest the steps, order, count by type, the scorer's
   formula with error recovery as a window) over the JSON lines, written to Parquet: the
   single-machine limit for the part both do;
-- `stitch+score+write (build's code)`: the same part with the build's own columnar stage
-  (`pipelines/build/columns.py`: read and index each segment as a Ray task, parse the bodies with
-  Arrow, stitch and score every session in one vectorized pass), written to Parquet;
+- `stitch+score+write`: the same part with the build's own first stage (`pipelines/build/index_stage.py`:
+  read and index each segment as a Ray task, parse the bodies with Arrow, stitch and score every
+  session in one vectorized task while the driver groups the sessions), written to Parquet; run
+  twice, `cold` (Ray starts its workers inside the timing, as a fresh build does) then `warm`;
 - `build` with embedding off, then on: the whole `pipelines/build` job (index, stitch, redact,
   derive, score, sft/behaviour rows, MinHash, dedup, sorted Parquet, manifest).
 Prints sessions/s, peak memory (RSS of this process and every process it started, Ray's workers
@@ -206,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=100_000, help="sessions to generate (default 100000, about 2 million steps)")
     parser.add_argument("--skip-embed", action="store_true", help="leave out the run with embeddings")
+    parser.add_argument("--skip-build", action="store_true", help="leave out the whole-build runs (only DuckDB against the stitch+score+write stage)")
     parser.add_argument("--workdir", type=Path, default=None, help="where to generate the lake (default: a temporary folder, removed after)")
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="trajforge-bench-build-"))
@@ -222,10 +224,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<34} {seconds:>8.1f} {args.sessions / seconds:>11.0f} {peak / 2**30:>8.2f} {duck_s / seconds:>9.2f}x", flush=True)
 
         show("duckdb stitch+score+write (SQL)", duck_s, duck_memory.peak)
-        with PeakMemory() as ours_memory:
-            ours_s = run_stitch_score(lake, workdir / "stitch_score")
-        show("stitch+score+write (build's code)", ours_s, ours_memory.peak)
-        for embed in ([False] if args.skip_embed else [False, True]):
+        for label in ("cold", "warm"):  # cold: Ray starts and imports its workers within the timing; warm: they are running
+            with PeakMemory() as ours_memory:
+                ours_s = run_stitch_score(lake, workdir / f"stitch_score_{label}")
+            show(f"stitch+score+write, {label} workers", ours_s, ours_memory.peak)
+        for embed in [] if args.skip_build else [False] if args.skip_embed else [False, True]:
             with PeakMemory() as memory:
                 seconds, manifest = run_build_once(lake, embed)
             assert manifest["rows"]["trajectories"] + manifest["dedup"]["exact"] + manifest["dedup"]["near"] == args.sessions, manifest["sessions"]

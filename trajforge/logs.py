@@ -28,9 +28,6 @@ class StderrHandler(logging.StreamHandler):
     stderr between calls) would otherwise keep a dead stream and fail on every later record.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self):  # type: ignore[override]
         return sys.stderr

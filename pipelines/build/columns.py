@@ -146,19 +146,16 @@ def _pick(values: pa.Array, rows: np.ndarray, sessions: int) -> list:
     return picked
 
 
-def stitch_and_score(parts: list[tuple[str, SegmentColumns]], wanted: set[str] | None) -> ScoredSessions:
-    """Stitch and score every session in `wanted` (None: every session) from the segments' columns (`(relative path, columns)`)."""
+def stitch_and_score(parts: list[tuple[str, SegmentColumns]]) -> ScoredSessions:
+    """Stitch and score every session of the segments' columns (`(relative path, columns)`)."""
     parts = sorted(parts, key=lambda part: part[0])
-    unscorable = {session: reason for _, part in parts for session, reason in part.unscorable.items() if wanted is None or session in wanted}
+    unscorable = {session: reason for _, part in parts for session, reason in part.unscorable.items()}
     bases = np.cumsum([0] + [part.envelopes.num_rows for _, part in parts])
     envelopes = pa.concat_tables([part.envelopes for _, part in parts]) if parts else ENVELOPE_SCHEMA.empty_table()
     steps = pa.concat_tables([part.steps.set_column(0, "envelope", pc.add(part.steps.column("envelope"), int(base)))
                               for (_, part), base in zip(parts, bases)]) if parts else STEP_SCHEMA.empty_table()
 
-    if wanted is None:
-        keep = pc.invert(pc.is_in(envelopes.column("session_id"), pa.array(sorted(unscorable), pa.string())))
-    else:
-        keep = pc.is_in(envelopes.column("session_id"), pa.array(sorted(wanted - set(unscorable)), pa.string()))
+    keep = pc.invert(pc.is_in(envelopes.column("session_id"), pa.array(sorted(unscorable), pa.string())))
     arrival = np.flatnonzero(keep.to_numpy(zero_copy_only=False))  # rows of the envelopes we score, in file order
     envelopes = envelopes.take(pa.array(arrival))
     encoded = pc.dictionary_encode(envelopes.column("session_id")).combine_chunks()

@@ -155,11 +155,8 @@ def _similar_pairs(signatures: np.ndarray, pairs: np.ndarray, threshold: float) 
     return pairs[keep]
 
 
-def find_duplicates(candidates: list[Candidate], threshold: float, num_perm: int, seed: int) -> list[Dropped]:
-    """Every session to drop, with the kept session it duplicates; deterministic for a given input.
-
-    `seed` names the permutations the signatures were made with; it does not change the clustering.
-    """
+def find_duplicates(candidates: list[Candidate], threshold: float, num_perm: int) -> list[Dropped]:
+    """Every session to drop, with the kept session it duplicates; deterministic for a given input."""
     dropped: list[Dropped] = []
     groups: dict[str, list[Candidate]] = {}
     for candidate in candidates:

@@ -20,7 +20,7 @@ def _index_one(root: str, relative: str, source: str) -> tuple[FileIndex, Segmen
 
 
 def _score_all(paths: list[str], *columns: SegmentColumns | None) -> ScoredSessions:
-    return stitch_and_score([(path, part) for path, part in zip(paths, columns) if part is not None], None)
+    return stitch_and_score([(path, part) for path, part in zip(paths, columns) if part is not None])
 
 
 @dataclass

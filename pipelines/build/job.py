@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -112,15 +113,14 @@ def _scores(scored: ScoredSessions, todo: list[SessionRefs]) -> dict[str, dict[s
     for index, session in enumerate(scored.session_ids):
         if session not in wanted:
             continue
-        points = scored.score(index)
-        found[session] = {"score": {"total_points": points.total_points, "base_points": points.base_points, "breakdown": points.breakdown}}
+        found[session] = {"score": dataclasses.asdict(scored.score(index))}
     return found
 
 
-def _batches(todo: list[SessionRefs], size: int, scores: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def _batches(todo: list[SessionRefs], size: int, scores: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for index in range(0, len(todo), size):
-        sessions = [{"session_id": s.session_id, "source": s.source, "fingerprint": s.fingerprint, "refs": s.refs, **(scores or {}).get(s.session_id, {})}
+        sessions = [{"session_id": s.session_id, "source": s.source, "fingerprint": s.fingerprint, "refs": s.refs, **scores.get(s.session_id, {})}
                     for s in todo[index : index + size]]
         rows.append({"batch_index": index // size, "sessions": json.dumps(sessions)})
     return rows
@@ -219,7 +219,7 @@ def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = 
     chosen = {**reused, **{s.session_id: build_id for s in todo}}
     candidates = _candidates(stage, chosen)
     built = {candidate.session_id for candidate in candidates}
-    dropped = find_duplicates(candidates, settings.dedup.threshold, settings.dedup.num_perm, settings.dedup.seed)
+    dropped = find_duplicates(candidates, settings.dedup.threshold, settings.dedup.num_perm)
     gone = {item.dropped for item in dropped}
     keep = sorted(built - gone)
     chosen_table = pa.table({"session_id": keep, "_origin": [chosen[key] for key in keep]})

@@ -75,7 +75,7 @@ def test_columnar_scores_equal_the_per_session_ones_and_bad_sessions_say_why(lak
     files = sources.raw_files(lake)
     read = [read_segment(str(lake), relative) for relative in files]
     sessions = sources.group_sessions([index for index, _ in read], files)
-    scored = stitch_and_score([(index.path, columns) for index, columns in read], set(sessions))
+    scored = stitch_and_score([(index.path, columns) for index, columns in read])
 
     assert sorted(scored.session_ids) == ["a", "c", "e"]
     assert "wrong type" in scored.unscorable["b"] and "step number" in scored.unscorable["d"]

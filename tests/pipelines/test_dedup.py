@@ -51,7 +51,7 @@ def _planted(count: int) -> list[Candidate]:
 def test_banded_search_finds_the_same_duplicate_clusters_as_every_pair():
     candidates = _planted(300)
     hashes = {c.session_id: c.content_hash for c in candidates}
-    dropped = find_duplicates(candidates, THRESHOLD, NUM_PERM, SEED)
+    dropped = find_duplicates(candidates, THRESHOLD, NUM_PERM)
     clusters: dict[str, set[str]] = {}
     for item in dropped:
         clusters.setdefault(item.kept, {item.kept}).add(item.dropped)
@@ -65,7 +65,7 @@ def test_banded_search_finds_the_same_duplicate_clusters_as_every_pair():
 def test_every_group_keeps_its_best_scored_member():
     candidates = _planted(200)
     scores = {c.session_id: c.score for c in candidates}
-    dropped = find_duplicates(candidates, THRESHOLD, NUM_PERM, SEED)
+    dropped = find_duplicates(candidates, THRESHOLD, NUM_PERM)
     assert dropped
     for item in dropped:
         assert (-scores[item.kept], item.kept) < (-scores[item.dropped], item.dropped)

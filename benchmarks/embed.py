@@ -2,8 +2,10 @@
 
     python -m benchmarks.embed [--seconds 20] [--texts 2000] [--num-gpus 0]
 
-- HTTP: `POST /v1/embed`, one 20-60-word text per request, 32 concurrent clients, against the raw
-  in-process `SentenceTransformer.encode` at its best batch size. Target on the CPU machine: >= 0.6x.
+- HTTP: `POST /v1/embed`, one 20-60-word text per request, 32 concurrent clients, through Serve's proxy
+  and straight to the replica (Serve's direct ingress, as `trajforge serve --direct-ingress` runs it),
+  against the raw in-process `SentenceTransformer.encode` at its best batch size. Target on the CPU
+  machine: >= 0.6x.
 - Pipeline: `embed_dataset` (Ray Data: tokenization on CPU workers, the model in an actor pool) over
   `--texts` texts, against one process's `encode()` of the same texts. Target on a GPU machine
   (`--num-gpus 1 --texts 100000`): >= 2x.
@@ -66,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))
+    from trajforge.serving import DIRECT_INGRESS_ENV
+
+    for name, value in DIRECT_INGRESS_ENV.items():  # the replica answers on its own port too: both paths are measured
+        os.environ.setdefault(name, value)
     ray.init(logging_level="ERROR", log_to_driver=False, include_dashboard=False)
     try:
         if not args.pipeline_only:
@@ -77,11 +83,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report_http(args: argparse.Namespace) -> None:
-    """HTTP /v1/embed at `args.concurrency` clients against the raw in-process encode() at its best batch size."""
+    """HTTP /v1/embed at `args.concurrency` clients, through Serve's proxy and straight to the replica (direct
+    ingress), against the raw in-process encode() at its best batch size."""
     import httpx
     from ray import serve
 
     from serve_apps.embed.app import build_app
+    from trajforge.serving import direct_endpoints
     from trajforge.settings import parse_assignment
 
     texts = realistic_texts(max(args.texts, 1000))
@@ -92,21 +100,28 @@ def report_http(args: argparse.Namespace) -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     embed_args = {"num_gpus": args.num_gpus, "num_cpus": 0.5, "model": args.model, **dict(parse_assignment(text) for text in args.assignments)}
     serve.run(build_app(embed_args), name="embed", route_prefix="/v1/embed")
-    url = f"http://127.0.0.1:{port}/v1/embed"
-    while not httpx.get(url, timeout=10).json()["ready"]:
+    paths = {"via Serve's proxy": f"http://127.0.0.1:{port}/v1/embed"}
+    paths.update({"direct to the replica": f"{url}/v1/embed" for url in direct_endpoints("127.0.0.1", port).get("embed", [])[:1]})
+    while not httpx.get(paths["via Serve's proxy"], timeout=10).json()["ready"]:
         time.sleep(0.5)
     groups = [texts[i : i + args.per_request] for i in range(0, len(texts) - args.per_request + 1, args.per_request)]
     bodies = [json.dumps({"input": group if args.per_request > 1 else group[0]}).encode() for group in groups] * 50
-    run_load(url, bodies[:64], 8, 5)  # warm-up
-    http = run_load(url, bodies, args.concurrency, args.seconds)
-    batching = httpx.get(url, timeout=10).json()
+    print(f"\nembed benchmark: {args.concurrency} HTTP clients for {args.seconds:.0f} s, {args.per_request} text(s) of 20-60 words a request")
+    print(f"  raw encode() best               {raw_rate:8.1f} sentences/s (batch size {best_batch})")
+    for name, url in paths.items():
+        run_load(url, bodies[:64], 8, 5)  # warm-up
+        before = httpx.get(url, timeout=10).json()
+        http = run_load(url, bodies, args.concurrency, args.seconds)
+        after = httpx.get(url, timeout=10).json()
+        sentences = http.per_second * args.per_request
+        calls = after["batches"] - before["batches"]
+        mean_batch = (after["texts_embedded"] - before["texts_embedded"]) / max(calls, 1)
+        failures = {k: v for k, v in http.statuses.items() if k != 200} or "none"
+        print(f"  HTTP {name:<26} {sentences:8.1f} sentences/s   {sentences / raw_rate:.2f}x raw   (target >= 0.6x; "
+              f"mean model call {mean_batch:.1f} texts; non-200: {failures})")
+    if len(paths) == 1:
+        print("  (no direct-ingress endpoint: Ray was started without RAY_SERVE_ENABLE_DIRECT_INGRESS=1)")
     serve.shutdown()
-
-    print(f"\nembed benchmark: {args.concurrency} HTTP clients for {args.seconds:.0f} s, texts of 20-60 words")
-    print(f"  raw encode() best          {raw_rate:8.1f} sentences/s (batch size {best_batch})")
-    sentences = http.per_second * args.per_request
-    print(f"  HTTP /v1/embed ({args.per_request}/request) {sentences:8.1f} sentences/s   {sentences / raw_rate:.2f}x raw   (target >= 0.6x; non-200: {({k: v for k, v in http.statuses.items() if k != 200}) or 'none'})")
-    print(f"  server-side batching       mean batch {batching['mean_batch_size']} texts over {batching['batches']} model calls")
 
 
 def report_pipeline(args: argparse.Namespace) -> None:

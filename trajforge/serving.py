@@ -14,14 +14,24 @@ from trajforge.settings.serve_file import ServeFile
 
 log = logging.getLogger(__name__)
 
+# Ray Serve's direct ingress: every application's replicas also answer HTTP on a port of their own
+# (30000 and up), so a client can skip the Python proxy. Read by the Serve controller and replicas at
+# start, so it must be in the environment Ray starts with. Serve keeps a stopping direct-ingress
+# replica open 30 s for load balancers to notice; for clients that talk to replicas, 2 s is enough.
+WILDCARD_HOSTS = ("0.0.0.0", "::")
+DIRECT_INGRESS_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
+
 
 def _builder(import_path: str):
     module_name, _, attribute = import_path.partition(":")
     return getattr(importlib.import_module(module_name), attribute)
 
 
-def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: float = 180.0) -> str:
-    """Start (or join) Ray, start Serve, run every application; returns the base URL once /health answers."""
+def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: float = 180.0, direct_ingress: bool = False) -> str:
+    """Start (or join) Ray, start Serve, run every application; returns the base URL once /health answers.
+
+    `direct_ingress` turns on Serve's direct ingress in the Ray this starts (see `direct_endpoints`);
+    a cluster joined with `address` must have been started with `DIRECT_INGRESS_ENV` instead."""
     import ray
     from ray import serve
 
@@ -32,6 +42,9 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
         applications = [(app, _builder(app.import_path)(app.args)) for app in serve_file.applications]
     finally:
         os.environ.update(overrides)
+    if direct_ingress:
+        for name, value in DIRECT_INGRESS_ENV.items():
+            os.environ.setdefault(name, value)
     if not ray.is_initialized():
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     http = serve_file.http_options
@@ -42,10 +55,30 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
     for app, built in applications:
         log.info("deploying %s at %s", app.name, app.route_prefix)
         serve.run(built, name=app.name, route_prefix=app.route_prefix)
-    host = "127.0.0.1" if http.host in ("0.0.0.0", "::") else http.host
+    host = "127.0.0.1" if http.host in WILDCARD_HOSTS else http.host
     url = f"http://{host}:{http.port}"
     wait_healthy(url, health_timeout_s)
     return url
+
+
+def direct_endpoints(host: str, proxy_port: int) -> dict[str, list[str]]:
+    """Application name -> the base URLs of its replicas' own HTTP servers; empty without direct ingress.
+
+    Asks the Serve controller for its target groups (what Serve's HAProxy integration reads): with
+    direct ingress on they name the replicas' ports, without it only the proxy's, which are left out.
+    Replicas bind the proxy's `host`; only a wildcard host makes them reachable at their node's IP."""
+    import ray
+    from ray.serve.context import _get_global_client
+
+    groups = ray.get(_get_global_client()._controller.get_target_groups.remote())
+    endpoints: dict[str, list[str]] = {}
+    for group in groups:
+        if str(getattr(group.protocol, "value", group.protocol)).upper() != "HTTP":
+            continue
+        urls = [f"http://{target.ip if host in WILDCARD_HOSTS else host}:{target.port}" for target in group.targets if target.port != proxy_port]
+        if urls and group.app_name:
+            endpoints[group.app_name] = sorted(urls)
+    return endpoints
 
 
 def wait_healthy(url: str, timeout_s: float) -> None:

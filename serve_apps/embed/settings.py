@@ -29,6 +29,9 @@ class EmbedSettings(BaseModel):
     """Intra-op threads of torch on the CPU (default: every core of the machine, not Ray's one per CPU)."""
     max_batch_size: int = Field(default=64, ge=1)
     """Most texts one model call embeds (requests from many clients are gathered into it)."""
+    forward_batch_size: int | None = Field(default=None, ge=1)
+    """Texts per forward pass: a call's texts are sorted by length and run in passes of this size, so
+    few are padded to a much longer one. Default: 8 on the CPU, max_batch_size on a GPU."""
     batch_wait_timeout_s: float = Field(default=0.02, ge=0)
     """How long the first text of a batch waits for others."""
     max_ongoing_requests: int = Field(default=256, ge=1)

@@ -1,4 +1,5 @@
-"""`trajforge serve` as a user runs it: prints the URL, survives SIGKILL of its whole process tree, stops on SIGTERM."""
+"""`trajforge serve` as a user runs it: prints the URL, survives SIGKILL of its whole process tree, stops on SIGTERM;
+with --direct-ingress the replicas answer on the ports it prints."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from helpers import free_port, open_session, steps
 from raw_lake import stored_hmacs
@@ -21,9 +23,10 @@ from trajforge.client import IngestClient
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _start(lake: Path, port: int) -> subprocess.Popen:
+def _start(lake: Path, port: int, *flags: str) -> tuple[subprocess.Popen, list[str]]:
+    """The CLI running, and what it printed up to its URL line and the application lines below it."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "trajforge", "serve", "--port", str(port), "--lake", str(lake),
+        [sys.executable, "-m", "trajforge", "serve", "--port", str(port), "--lake", str(lake), *flags,
          "--set", "ingest.rate_limits.per_address_per_minute=0", "--set", "ingest.rate_limits.per_address_per_hour=0",
          "--set", "ingest.rate_limits.sessions_per_machine_per_hour=0", "--set", "ingest.rate_limits.envelopes_per_session=0"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -35,9 +38,9 @@ def _start(lake: Path, port: int) -> subprocess.Popen:
         if not line and process.poll() is not None:
             break
         lines.append(line)
-        if "serving at" in line:
+        if "Ctrl-C" in line:
             threading.Thread(target=process.stdout.read, daemon=True).start()  # keep the pipe drained
-            return process
+            return process, lines
     raise AssertionError("trajforge serve did not print its URL:\n" + "".join(lines[-40:]))
 
 
@@ -51,10 +54,10 @@ def _kill_tree(process: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_of_the_whole_service_then_restart(tmp_path):
+def test_sigkill_of_the_whole_service_then_restart_with_direct_ingress(tmp_path, embedder):
     lake, port = tmp_path / "lake", free_port()
     url = f"http://127.0.0.1:{port}"
-    process = _start(lake, port)
+    process, _ = _start(lake, port)
     acked: dict[str, str] = {}
     try:
         with IngestClient(url, max_retries=0) as client:
@@ -87,11 +90,24 @@ def test_sigkill_of_the_whole_service_then_restart(tmp_path):
 
     counts = stored_hmacs(lake)
     assert all(counts[hmac] == 1 for hmac in acked)
-    process = _start(lake, port)
+    # The restart also lets the replicas answer HTTP themselves (Serve's direct ingress).
+    process, printed = _start(lake, port, "--direct-ingress")
     try:
         with httpx.Client(base_url=url, timeout=30) as http:
             summary = http.get("/v1/stats/summary").json()
             assert summary["totalEnvelopes"] == sum(stored_hmacs(lake).values()) >= len(acked)
+        direct = [line.split("direct: ")[1].strip().rstrip("/") for line in printed if "direct: " in line]
+        [ingest_url] = [found for found in direct if not found.endswith("/v1/embed")]
+        [embed_url] = [found for found in direct if found.endswith("/v1/embed")]
+        assert port not in {httpx.URL(ingest_url).port, httpx.URL(embed_url).port}  # not the proxy's
+        assert httpx.get(f"{ingest_url}/v1/stats/summary", timeout=30).json() == summary
+        deadline = time.monotonic() + 120
+        while not httpx.get(embed_url, timeout=30).json()["ready"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        text = "Terraform plan replaces the node group"
+        answer = httpx.post(embed_url, json={"input": text}, timeout=60)
+        assert answer.status_code == 200
+        assert np.allclose(answer.json()["data"][0]["embedding"], embedder.embed([text])[0], atol=1e-5)
         # SIGTERM stops it cleanly.
         os.kill(process.pid, signal.SIGTERM)
         assert process.wait(timeout=90) == 0

@@ -18,6 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="HTTP port (default from the config: 8000)")
     parser.add_argument("--lake", help="lake root for every application that has one (default ./lake)")
     parser.add_argument("--address", help="join this Ray cluster (e.g. auto, or ray://head:10001) instead of starting a local one")
+    parser.add_argument(
+        "--direct-ingress", action="store_true",
+        help="also let each application's replicas answer HTTP on ports of their own (Ray Serve's direct ingress, printed "
+             "below the URLs), skipping Serve's Python proxy: on 2 cores about 1.5x the embed throughput. The proxy's URLs keep "
+             "working. A cluster joined with --address must be started with RAY_SERVE_ENABLE_DIRECT_INGRESS=1 instead.",
+    )
 
 
 def config_path(given: Path | None) -> Path:
@@ -51,11 +57,17 @@ def run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     try:
-        url = serving.deploy(serve_file, address=args.address)
+        url = serving.deploy(serve_file, address=args.address, direct_ingress=args.direct_ingress)
         signal.signal(signal.SIGTERM, stop)  # after ray.init, which installs a handler of its own
+        direct = serving.direct_endpoints(serve_file.http_options.host, serve_file.http_options.port) if args.direct_ingress else {}
         print(f"trajforge is serving at {url}", flush=True)
         for app in serve_file.applications:
-            print(f"  {app.name:<8} {url}{app.route_prefix.rstrip('/') or ''}/  ({app.import_path})", flush=True)
+            route = app.route_prefix.rstrip("/")
+            print(f"  {app.name:<8} {url}{route}/  ({app.import_path})", flush=True)
+            for replica_url in direct.get(app.name, []):
+                print(f"           direct: {replica_url}{route}/", flush=True)
+        if args.direct_ingress and not direct:
+            print("  direct ingress is off in this Ray cluster: start it with RAY_SERVE_ENABLE_DIRECT_INGRESS=1", flush=True)
         print("Ctrl-C or SIGTERM stops it.", flush=True)
         while True:
             signal.pause()

@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="where to generate the lake (default: a temporary folder, removed after)")
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="trajforge-bench-build-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     lake = workdir / "lake"
     try:
         started = time.perf_counter()

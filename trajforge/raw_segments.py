@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import mmap
 import os
 import struct
 import zlib
@@ -101,8 +102,14 @@ def scan(path: Path, start: int = 0, end: int | None = None) -> tuple[list[Frame
 def scan_clean(path: Path) -> list[tuple[int, int, memoryview, memoryview]] | None:
     """`(offset, length, header bytes, body bytes)` of every frame of an undamaged segment, checksums
     verified but headers not parsed; None when anything (damage, a torn tail, a header too large)
-    needs `scan` or `salvage`. The fast path for readers of a whole sealed segment."""
-    data = memoryview(Path(path).read_bytes())
+    needs `scan` or `salvage`. The fast path for readers of a whole sealed segment: the spans are views
+    of the file mapped read-only, copied by nobody (the mapping lives as long as a view of it). Only the
+    ingest service's start-up recovery shrinks a segment (it cuts a torn tail); a reader mapping that
+    segment at that moment would die of SIGBUS, and the build's Ray task is then retried."""
+    with Path(path).open("rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            return []
+        data = memoryview(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
     spans = []
     position, size, unpack, crc32 = 0, len(data), _PREFIX.unpack_from, zlib.crc32
     while position < size:

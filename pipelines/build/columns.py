@@ -52,12 +52,13 @@ class SegmentColumns:
     unscorable: dict[str, str] = field(default_factory=dict)  # session id -> why it cannot be scored
 
 
-def _one_line(body: bytes) -> bytes:
+def _one_line(body: bytes | memoryview) -> bytes:
     # A raw line break can only be whitespace between JSON tokens (never inside a string), so this keeps the value.
+    body = bytes(body)
     return body.replace(b"\n", b" ").replace(b"\r", b" ") if b"\n" in body or b"\r" in body else body
 
 
-def _parse_bodies(bodies: list[bytes], names: list[str]) -> tuple[pa.Table, list[int], dict[int, str]]:
+def _parse_bodies(bodies: list[bytes | memoryview], names: list[str]) -> tuple[pa.Table, list[int], dict[int, str]]:
     """The bodies as BODY_SCHEMA rows: the table, which bodies it holds, and why others could not be read."""
     if bodies:
         blob = b"\n".join(bodies)
@@ -72,7 +73,7 @@ def _parse_bodies(bodies: list[bytes], names: list[str]) -> tuple[pa.Table, list
     tables, kept, wrong = [], [], {}
     for number, body in enumerate(bodies):  # the slow path, only for a segment holding a bad body
         try:
-            if not isinstance(json.loads(body), dict):
+            if not isinstance(json.loads(bytes(body)), dict):
                 continue
             tables.append(pajson.read_json(io.BytesIO(_one_line(body)), read_options=_READ, parse_options=_PARSE))
             kept.append(number)

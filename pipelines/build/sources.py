@@ -84,8 +84,9 @@ def index_segment(lake_root: str, relative: str) -> FileIndex:
     return indexed_frames(lake_root, relative)[0]
 
 
-def indexed_frames(lake_root: str, relative: str) -> tuple[FileIndex, list[tuple[str, str, bytes]]]:
-    """The segment's index and `(session id, envelope id, body)` of each frame it lists, in file order."""
+def indexed_frames(lake_root: str, relative: str) -> tuple[FileIndex, list[tuple[str, str, bytes | memoryview]]]:
+    """The segment's index and `(session id, envelope id, body)` of each frame it lists, in file order
+    (a body is a view of the mapped file when the segment is undamaged)."""
     path = Path(lake_root) / relative
     spans = scan_clean(path)
     if spans is not None:
@@ -102,10 +103,10 @@ def indexed_frames(lake_root: str, relative: str) -> tuple[FileIndex, list[tuple
     return index, [(frame.header["session_id"], frame.header["envelope_id"], frame.body) for frame in frames if _index_frame(index, relative, frame)]
 
 
-def _index_clean(relative: str, spans: list[tuple[int, int, memoryview, memoryview]]) -> tuple[FileIndex, list[tuple[str, str, bytes]]] | None:
+def _index_clean(relative: str, spans: list[tuple[int, int, memoryview, memoryview]]) -> tuple[FileIndex, list[tuple[str, str, memoryview]]] | None:
     """The index of an undamaged segment, its headers parsed in one Arrow call; None when one needs the careful path."""
     try:
-        headers = pajson.read_json(io.BytesIO(b"\n".join(bytes(header) for _, _, header, _ in spans)), read_options=_HEADER_READ, parse_options=_HEADER_PARSE)
+        headers = pajson.read_json(io.BytesIO(b"\n".join(header for _, _, header, _ in spans)), read_options=_HEADER_READ, parse_options=_HEADER_PARSE)
     except pa.ArrowInvalid:
         return None
     if headers.num_rows != len(spans) or any(headers.column(name).null_count for name in HEADER_FIELDS):
@@ -116,7 +117,7 @@ def _index_clean(relative: str, spans: list[tuple[int, int, memoryview, memoryvi
     for (offset, length, _, body), session, envelope, kind, received, contributor in zip(
             spans, *columns, _timestamps(headers.column("received_at")), headers.column("contributor_id").to_pylist()):
         index.refs.append((session, envelope, offset, length, kind, received, contributor))
-        frames.append((session, envelope, bytes(body)))
+        frames.append((session, envelope, body))
     return index, frames
 
 

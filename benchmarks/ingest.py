@@ -5,6 +5,8 @@
 Measures, for 1 KB and 8 KB envelopes:
   - the single endpoint (`/v1/training/ingest`) at concurrency 32, against a bare Serve echo deployment
     on the same Serve instance (the HTTP floor): target single >= 0.7x echo requests/s;
+  - the single endpoint straight to the ingest replica's own port (Serve's direct ingress, as
+    `trajforge serve --direct-ingress` runs it), skipping the proxy;
   - the batch endpoint (`/v1/training/ingest:batch`, 500 envelopes a request): target >= 5,000 envelopes/s for 1 KB;
   - the same work in a plain in-process loop (parse, validate, verify, durable append): the per-core limit.
 """
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks import echo_app
     from serve_apps.ingest.app import build_app
-    from trajforge.serving import wait_healthy
+    from trajforge.serving import DIRECT_INGRESS_ENV, direct_endpoints, wait_healthy
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -129,12 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     lake = tempfile.mkdtemp(prefix="trajforge-bench-")
     # Replicas import benchmarks.echo_app: put the repository on their path.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))
+    for name, value in DIRECT_INGRESS_ENV.items():  # the ingest replica also answers on its own port: measured too
+        os.environ.setdefault(name, value)
     ray.init(logging_level="ERROR", log_to_driver=False, include_dashboard=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"lake": lake, "rate_limits": NO_LIMITS}), name="ingest", route_prefix="/")
     serve.run(echo_app.build(256), name="echo", route_prefix="/echo")
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, 120)
+    direct_url = (direct_endpoints("127.0.0.1", port).get("ingest") or [url])[0]
     rows = []
     try:
         for kilobytes in (1, 8):
@@ -143,28 +148,30 @@ def main(argv: list[str] | None = None) -> int:
             size = sum(map(len, bodies)) / len(bodies)
             echo = run_load(f"{url}/echo", bodies, args.concurrency, args.seconds)
             single = run_load(f"{url}/v1/training/ingest", bodies, args.concurrency, args.seconds)
-            remaining = bodies[single.requests :]
+            direct = run_load(f"{direct_url}/v1/training/ingest", bodies[single.requests :], args.concurrency, args.seconds)
+            remaining = bodies[single.requests + direct.requests :]
             batches = [b"[" + b",".join(remaining[i : i + args.batch]) + b"]" for i in range(0, len(remaining) - args.batch + 1, args.batch)]
             batch = run_load(f"{url}/v1/training/ingest:batch", batches, min(args.concurrency, 4), args.seconds)
             local = in_process(min(len(bodies), 20000), kilobytes)
-            rows.append((kilobytes, size, echo, single, batch, local))
+            rows.append((kilobytes, size, echo, single, direct, batch, local))
     finally:
         serve.shutdown()
         ray.shutdown()
 
     print(f"\ningest benchmark: concurrency {args.concurrency}, {args.seconds:.0f} s per HTTP run, batch of {args.batch}")
-    print(f"{'envelope':>9} {'echo req/s':>11} {'single env/s':>13} {'single/echo':>12} {'batch env/s':>12} {'in-process env/s':>17} {'batch/in-proc':>14}")
-    for kilobytes, size, echo, single, batch, local in rows:
+    print(f"direct: {direct_url} (the ingest replica's own port, Serve's direct ingress; {'on' if direct_url != url else 'off, so the proxy again'})")
+    print(f"{'envelope':>9} {'echo req/s':>11} {'single env/s':>13} {'single/echo':>12} {'direct env/s':>13} {'batch env/s':>12} {'in-process env/s':>17} {'batch/in-proc':>14}")
+    for kilobytes, size, echo, single, direct, batch, local in rows:
         batch_rate = batch.per_second * args.batch
         print(
             f"{size / 1024:>7.1f}KB {echo.per_second:>11.0f} {single.per_second:>13.0f} {single.per_second / echo.per_second:>11.2f}x"
-            f" {batch_rate:>12.0f} {local:>17.0f} {batch_rate / local:>13.2f}x"
+            f" {direct.per_second:>13.0f} {batch_rate:>12.0f} {local:>17.0f} {batch_rate / local:>13.2f}x"
         )
-        bad = {status: n for status, n in (single.statuses | batch.statuses).items() if status != 200}
+        bad = {status: n for status, n in (single.statuses | direct.statuses | batch.statuses).items() if status != 200}
         if bad:
             print(f"           non-200 answers: {bad}")
     one_kb = rows[0]
-    print(f"\ntargets: single >= 0.70x echo: {one_kb[3].per_second / one_kb[2].per_second:.2f}x; batch (1 KB) >= 5000 env/s: {one_kb[4].per_second * args.batch:.0f}")
+    print(f"\ntargets: single >= 0.70x echo: {one_kb[3].per_second / one_kb[2].per_second:.2f}x; batch (1 KB) >= 5000 env/s: {one_kb[5].per_second * args.batch:.0f}")
     return 0
 
 

@@ -70,7 +70,12 @@ def direct_endpoints(host: str, proxy_port: int) -> dict[str, list[str]]:
     import ray
     from ray.serve.context import _get_global_client
 
-    groups = ray.get(_get_global_client()._controller.get_target_groups.remote())
+    try:
+        groups = ray.get(_get_global_client()._controller.get_target_groups.remote())
+    except (AttributeError, ray.exceptions.RayError) as exc:
+        log.warning("could not ask Serve for the replicas' own ports (%s); use the proxy URL, or a Ray version whose "
+                    "Serve controller has get_target_groups (2.50 and later)", exc)
+        return {}
     endpoints: dict[str, list[str]] = {}
     for group in groups:
         if str(getattr(group.protocol, "value", group.protocol)).upper() != "HTTP":

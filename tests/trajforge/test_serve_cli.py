@@ -139,3 +139,24 @@ def test_plain_serve_run_of_the_config_file_honours_the_variables(tmp_path):
         assert (lake / "registry" / "ingest.db").exists()
     finally:
         _kill_tree(process)
+
+
+def test_without_direct_ingress_there_are_no_direct_endpoints(serve_url):
+    from trajforge.serving import direct_endpoints
+
+    port = int(serve_url.rsplit(":", 1)[1])
+    assert direct_endpoints("127.0.0.1", port) == {}
+
+
+def test_a_controller_that_cannot_name_replica_ports_gives_none_and_a_warning(serve_url, monkeypatch, caplog):
+    from ray.serve.context import _get_global_client
+
+    from trajforge.serving import direct_endpoints
+
+    class OldController:
+        """A Serve controller from before target groups existed."""
+
+    monkeypatch.setattr(_get_global_client(), "_controller", OldController())
+    with caplog.at_level("WARNING", logger="trajforge.serving"):
+        assert direct_endpoints("127.0.0.1", 8000) == {}
+    assert "could not ask Serve for the replicas' own ports" in caplog.text

@@ -179,7 +179,8 @@ def run_stitch_score(lake: Path, out: Path) -> float:
     import ray
 
     from pipelines.build.index_stage import index_lake
-    from pipelines.build.sources import group_sessions, raw_files
+    from pipelines.build.sessions import group_sessions
+    from pipelines.build.sources import raw_files
 
     out.mkdir(parents=True, exist_ok=True)
     ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)

@@ -120,10 +120,9 @@ def scan_clean(path: Path) -> list[tuple[int, int, memoryview, memoryview]] | No
         end = start + header_len + body_len
         if magic != MAGIC or header_len > MAX_FRAME_PART or body_len > MAX_FRAME_PART or end > size:
             return None
-        header, body = data[start : start + header_len], data[start + header_len : end]
-        if crc32(body, crc32(header)) != crc:
+        if crc32(data[start:end]) != crc:  # header and body lie back to back: one call checks both
             return None
-        spans.append((position, end - position, header, body))
+        spans.append((position, end - position, data[start : start + header_len], data[start + header_len : end]))
         position = end
     return spans
 

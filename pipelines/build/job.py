@@ -35,7 +35,8 @@ from pipelines.build.output import write_tables
 from pipelines.build.settings import BuildSettings
 from pipelines.build.columns import ScoredSessions
 from pipelines.build.index_stage import index_lake
-from pipelines.build.sources import SessionRefs, group_sessions, raw_files
+from pipelines.build.sessions import SessionRefs, group_sessions
+from pipelines.build.sources import raw_files
 from pipelines.build.staging import STAGE_DIR, STAGE_SCHEMAS, stage_file, staged_files
 from trajforge import tombstones
 from trajforge.errors import ConfigError
@@ -200,8 +201,7 @@ def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = 
     indexed = index_lake(str(lake.root), files, settings.cpus_per_task, progress)
     indexes = indexed.indexes
     sessions = group_sessions(indexes, files)
-    now = time.time()
-    ready = {key: s for key, s in sessions.items() if s.closed or now - s.last_seen >= settings.open_session_grace_s}
+    ready = sessions.select(sessions.closed | (time.time() - sessions.last_seen >= settings.open_session_grace_s))
     if contributors is not None:
         ready = {key: s for key, s in ready.items() if s.source == "ingest" and s.contributor_id in contributors}
     forgotten = tombstones.forgotten(lake)
@@ -213,7 +213,7 @@ def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = 
     log.info("build %s: %d sessions ready (%d reused from %s, %d to build), %d still open", build_id, len(ready), len(reused),
              parent.name if parent else "nothing", len(todo), len(sessions) - len(ready))
     scores = _scores(indexed.scored(), todo)
-    indexed.scores = None  # frees the segments' columns in the object store
+    indexed.scores = []  # frees the segments' columns in the object store
     _process(settings, lake, stage, build_id, todo, scores)
 
     chosen = {**reused, **{s.session_id: build_id for s in todo}}

@@ -16,7 +16,6 @@ the manifest, their bytes copied to `lake/quarantine/`, never a reason to stop.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -24,11 +23,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from trajforge.raw_segments import Frame, salvage, scan, scan_clean
+from trajforge.raw_segments import salvage, scan, scan_clean
 from trajforge.errors import LakeCorruption
 
 HEADER_FIELDS = ("session_id", "kind", "envelope_id")
@@ -51,12 +51,23 @@ class Quarantined:
         return {"source": self.source, "path": self.path, "offset": self.offset, "length": self.length, "reason": self.reason}
 
 
+RECORD_SCHEMA = pa.schema([("session_id", pa.string()), ("raw_id", pa.string()), ("offset", pa.int64()), ("length", pa.int64()),
+                           ("kind", pa.string()), ("seen", pa.float64()), ("contributor_id", pa.string())])
+
+
+def records_table(rows: list[tuple[str, str, int, int, str, float, str | None]]) -> pa.Table:
+    """RECORD_SCHEMA rows from tuples in its column order."""
+    columns = list(zip(*rows)) if rows else [[] for _ in RECORD_SCHEMA]
+    return pa.table([pa.array(column, field.type) for column, field in zip(columns, RECORD_SCHEMA)], schema=RECORD_SCHEMA)
+
+
 @dataclass
 class FileIndex:
-    """One raw file's records: `(session key, raw id, offset, length, kind, time, contributor)` plus what was quarantined."""
+    """One raw file's records, a RECORD_SCHEMA row each in file order (session key, raw id, offset, length,
+    kind, time seen, contributor), plus what was quarantined."""
 
     path: str
-    refs: list[tuple[str, str, int, int, str, float, str | None]] = field(default_factory=list)
+    records: pa.Table = field(default_factory=RECORD_SCHEMA.empty_table)
     quarantined: list[Quarantined] = field(default_factory=list)
     torn_tail_bytes: int = 0
 
@@ -70,40 +81,45 @@ def _timestamp(value: Any) -> float:
         return 0.0
 
 
-def _timestamps(values: pa.ChunkedArray) -> list[float]:
+def _timestamps(values: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
     """`_timestamp` of every value, in one Arrow cast when all are ISO 8601 times with a zone (as the ingest service writes them)."""
     try:
         micros = pc.cast(values, pa.timestamp("us", tz="UTC")).cast(pa.int64())
     except pa.ArrowInvalid:  # a value that is not an ISO 8601 time with a zone: parse each as the careful path does
-        return [_timestamp(value) for value in values.to_pylist()]
-    return pc.divide(pc.fill_null(micros, 0).cast(pa.float64()), 1e6).to_pylist()
+        return pa.array([_timestamp(value) for value in values.to_pylist()], pa.float64())
+    return pc.divide(pc.fill_null(micros, 0).cast(pa.float64()), 1e6)
 
 
-def index_segment(lake_root: str, relative: str) -> FileIndex:
-    """Frame headers of one envelope segment, salvaging around damage instead of stopping."""
-    return indexed_frames(lake_root, relative)[0]
-
-
-def indexed_frames(lake_root: str, relative: str) -> tuple[FileIndex, list[tuple[str, str, bytes | memoryview]]]:
-    """The segment's index and `(session id, envelope id, body)` of each frame it lists, in file order
-    (a body is a view of the mapped file when the segment is undamaged)."""
+def indexed_frames(lake_root: str, relative: str) -> tuple[FileIndex, list[bytes | memoryview]]:
+    """The segment's index and the body of each frame it lists, in file order (a view of the mapped
+    file when the segment is undamaged)."""
     path = Path(lake_root) / relative
     spans = scan_clean(path)
     if spans is not None:
         found = _index_clean(relative, spans)
         if found is not None:
             return found
-    index = FileIndex(relative)
+    quarantined: list[Quarantined] = []
     try:
         frames, valid_end = scan(path)
-        index.torn_tail_bytes = path.stat().st_size - valid_end
+        torn_tail_bytes = path.stat().st_size - valid_end
     except LakeCorruption:
-        frames, damaged, index.torn_tail_bytes = salvage(path)
-        index.quarantined += [Quarantined("ingest", relative, offset, length, "damaged bytes between valid frames") for offset, length in damaged]
-    return index, [(frame.header["session_id"], frame.header["envelope_id"], frame.body) for frame in frames if _index_frame(index, relative, frame)]
+        frames, damaged, torn_tail_bytes = salvage(path)
+        quarantined += [Quarantined("ingest", relative, offset, length, "damaged bytes between valid frames") for offset, length in damaged]
+    rows, bodies = [], []
+    for frame in frames:
+        header = frame.header
+        if not isinstance(header, dict) or any(not isinstance(header.get(name), str) for name in HEADER_FIELDS):
+            quarantined.append(Quarantined("ingest", relative, frame.offset, frame.length, f"frame header lacks one of {list(HEADER_FIELDS)}"))
+            continue
+        contributor = header.get("contributor_id")
+        rows.append((header["session_id"], header["envelope_id"], frame.offset, frame.length, header["kind"], _timestamp(header.get("received_at")),
+                     contributor if isinstance(contributor, str) else None))
+        bodies.append(frame.body)
+    return FileIndex(relative, records_table(rows), quarantined, torn_tail_bytes), bodies
 
 
-def _index_clean(relative: str, spans: list[tuple[int, int, memoryview, memoryview]]) -> tuple[FileIndex, list[tuple[str, str, memoryview]]] | None:
+def _index_clean(relative: str, spans: list[tuple[int, int, memoryview, memoryview]]) -> tuple[FileIndex, list[memoryview]] | None:
     """The index of an undamaged segment, its headers parsed in one Arrow call; None when one needs the careful path."""
     try:
         headers = pajson.read_json(io.BytesIO(b"\n".join(header for _, _, header, _ in spans)), read_options=_HEADER_READ, parse_options=_HEADER_PARSE)
@@ -111,24 +127,10 @@ def _index_clean(relative: str, spans: list[tuple[int, int, memoryview, memoryvi
         return None
     if headers.num_rows != len(spans) or any(headers.column(name).null_count for name in HEADER_FIELDS):
         return None
-    columns = [headers.column(name).to_pylist() for name in ("session_id", "envelope_id", "kind")]
-    index = FileIndex(relative)
-    frames = []
-    for (offset, length, _, body), session, envelope, kind, received, contributor in zip(
-            spans, *columns, _timestamps(headers.column("received_at")), headers.column("contributor_id").to_pylist()):
-        index.refs.append((session, envelope, offset, length, kind, received, contributor))
-        frames.append((session, envelope, body))
-    return index, frames
-
-
-def _index_frame(index: FileIndex, relative: str, frame: Frame) -> bool:
-    header = frame.header
-    if not isinstance(header, dict) or any(not isinstance(header.get(name), str) for name in HEADER_FIELDS):
-        index.quarantined.append(Quarantined("ingest", relative, frame.offset, frame.length, f"frame header lacks one of {list(HEADER_FIELDS)}"))
-        return False
-    index.refs.append((header["session_id"], header["envelope_id"], frame.offset, frame.length, header["kind"], _timestamp(header.get("received_at")),
-                       header.get("contributor_id") if isinstance(header.get("contributor_id"), str) else None))
-    return True
+    positions = np.array([(offset, length) for offset, length, _, _ in spans], dtype=np.int64).reshape(-1, 2)
+    records = pa.table([headers.column("session_id"), headers.column("envelope_id"), positions[:, 0], positions[:, 1], headers.column("kind"),
+                        _timestamps(headers.column("received_at")), headers.column("contributor_id")], schema=RECORD_SCHEMA)
+    return FileIndex(relative, records), [body for _, _, _, body in spans]
 
 
 def loop_source(record: dict[str, Any]) -> str:
@@ -143,6 +145,7 @@ def index_trajectory_file(lake_root: str, relative: str) -> FileIndex:
     """Record keys of one trajectory file; a last line without its newline is a write in progress."""
     path = Path(lake_root) / relative
     index = FileIndex(relative)
+    rows = []
     offset = 0
     with path.open("rb") as handle:
         for line in handle:
@@ -154,46 +157,13 @@ def index_trajectory_file(lake_root: str, relative: str) -> FileIndex:
                 record = json.loads(line)
                 session = loop_session_id(record)
                 kind = "final" if record.get("final") else "step"
-                index.refs.append((session, f"{relative}:{offset}", offset, length, kind, float(record.get("created_at") or 0.0), None))
+                rows.append((session, f"{relative}:{offset}", offset, length, kind, float(record.get("created_at") or 0.0), None))
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 reason = "not JSON" if isinstance(exc, ValueError) else f"record lacks task_id or is not an object ({type(exc).__name__})"
                 index.quarantined.append(Quarantined("trajectories", relative, offset, length, reason))
             offset += length
+    index.records = records_table(rows)
     return index
-
-
-@dataclass
-class SessionRefs:
-    """Where one session's records are: `(file, raw id, offset, length)`, in file and offset order."""
-
-    session_id: str
-    source: str
-    refs: list[tuple[str, str, int, int]] = field(default_factory=list)
-    closed: bool = False
-    last_seen: float = 0.0
-    contributor_id: str | None = None
-
-    @property
-    def fingerprint(self) -> str:
-        """Changes whenever a record is added to (or removed from) the session."""
-        return hashlib.sha256("\n".join(sorted(raw_id for _, raw_id, _, _ in self.refs)).encode()).hexdigest()[:32]
-
-
-def group_sessions(indexes: list[FileIndex], source_of: dict[str, str]) -> dict[str, SessionRefs]:
-    """Session key -> its refs, merged over every file (`source_of`: file -> source name)."""
-    sessions: dict[str, SessionRefs] = {}
-    for index in sorted(indexes, key=lambda item: item.path):
-        source = source_of[index.path]
-        for session_id, raw_id, offset, length, kind, seen, contributor in index.refs:
-            session = sessions.get(session_id)
-            if session is None:
-                name = session_id.split(":", 1)[0] if source == "trajectories" else source
-                session = sessions[session_id] = SessionRefs(session_id, name)
-            session.refs.append((index.path, raw_id, offset, length))
-            session.closed = session.closed or kind in ("SESSION_CLOSE", "final")
-            session.last_seen = max(session.last_seen, seen)
-            session.contributor_id = session.contributor_id or contributor
-    return sessions
 
 
 def raw_files(lake_root: Path) -> dict[str, str]:

@@ -74,6 +74,7 @@ def _session(rng: random.Random, index: int, start: float) -> list[tuple[dict, d
 def generate(lake: Path, sessions: int, seed: int = 7) -> tuple[Path, int]:
     """The raw lake and a JSON-lines mirror of its envelope bodies; returns (mirror, steps)."""
     rng = random.Random(seed)
+    shutil.rmtree(lake, ignore_errors=True)  # a lake left by an earlier run in the same --workdir: segments would be appended to
     folder = lake / "raw" / "envelopes" / "date=2026-11-22"
     mirror = lake.parent / "envelopes.jsonl"
     start = time.time() - 3600

@@ -36,7 +36,7 @@ BODY_SCHEMA = pa.schema([
     ("trajectory_log", pa.list_(STEP_TYPE)),
 ])
 _PARSE = pajson.ParseOptions(explicit_schema=BODY_SCHEMA, unexpected_field_behavior="ignore")
-_READ = pajson.ReadOptions(use_threads=False, block_size=16 << 20)
+_READ = pajson.ReadOptions(use_threads=False, block_size=64 << 20)  # a whole segment in one block: one chunk, no copy to combine
 NOT_CHUNKS = pa.array(["SESSION_CLOSE", "USER_FEEDBACK"])
 ENVELOPE_SCHEMA = pa.schema([("session_id", pa.string()), ("body_type", pa.string()), ("chunk_sequence", pa.int64()),
                              ("model_engine", pa.string()), ("task_complexity", pa.string())])

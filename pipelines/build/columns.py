@@ -129,14 +129,14 @@ def split(columns: SegmentColumns, partitions: int) -> list[SegmentColumns]:
         return [columns]
     encoded = pc.dictionary_encode(columns.envelopes.column("session_id")).combine_chunks()
     of_key = np.array([partition_of(key, partitions) for key in encoded.dictionary.to_pylist()], dtype=np.int64)
-    part = of_key[encoded.indices.to_numpy(zero_copy_only=False)] if len(of_key) else np.zeros(0, np.int64)
+    part = of_key[encoded.indices.to_numpy(zero_copy_only=False)]
     owners = columns.steps.column("envelope").to_numpy()
     renumbered = np.zeros(len(part), dtype=np.int64)
     parts = []
     for number in range(partitions):
         rows = np.flatnonzero(part == number)
         renumbered[rows] = np.arange(len(rows))
-        steps = columns.steps.filter(pa.array(part[owners] == number)) if len(owners) else columns.steps
+        steps = columns.steps.filter(pa.array(part[owners] == number))
         steps = steps.set_column(0, "envelope", pa.array(renumbered[steps.column("envelope").to_numpy()], pa.int64()))
         unscorable = {key: reason for key, reason in columns.unscorable.items() if partition_of(key, partitions) == number}
         parts.append(SegmentColumns(columns.envelopes.take(pa.array(rows, pa.int64())), steps, unscorable))

@@ -9,8 +9,8 @@ segments, plus the same envelope bodies as JSON lines for DuckDB. Then, in this 
   formula with error recovery as a window) over the JSON lines, written to Parquet: the
   single-machine limit for the part both do;
 - `stitch+score+write`: the same part with the build's own first stage (`pipelines/build/index_stage.py`:
-  read and index each segment as a Ray task, parse the bodies with Arrow, stitch and score every
-  session in one vectorized task while the driver groups the sessions), written to Parquet; run
+  read and index each segment as a Ray task, parse the bodies with Arrow, stitch and score the
+  sessions as columns in one task per CPU while the driver groups them), written to Parquet; run
   twice, `cold` (Ray starts its workers inside the timing, as a fresh build does) then `warm`;
 - `build` with embedding off, then on: the whole `pipelines/build` job (index, stitch, redact,
   derive, score, sft/behaviour rows, MinHash, dedup, sorted Parquet, manifest).
@@ -173,8 +173,8 @@ def run_duckdb(mirror: Path, out: Path) -> float:
 
 
 def run_stitch_score(lake: Path, out: Path) -> float:
-    """The build's own first stage: read and index every segment, score every session in one columnar
-    task while the driver groups the sessions (Ray tasks on the same 2 CPUs), write the scores to
+    """The build's own first stage: read and index every segment, score the sessions as columns in one
+    task per CPU while the driver groups them (Ray tasks on the same 2 CPUs), write the scores to
     Parquet: the part DuckDB's SQL does."""
     import pyarrow.parquet as pq
     import ray

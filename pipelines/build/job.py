@@ -4,7 +4,8 @@
     ray job submit --working-dir . -- python -m pipelines.build --lake /shared/lake
 
 1. Index every raw file in parallel Ray tasks (headers and record keys), and score every ingest
-   session in one columnar task while the driver chooses what to build (`index_stage`).
+   session as columns, one task per CPU over its share of the sessions, while the driver chooses
+   what to build (`index_stage`).
 2. Choose the sessions to build: ready ones (closed, or silent past the grace period) that the
    parent build (the latest one, same config and org) does not already hold with the same records.
    `--full` builds every session again.

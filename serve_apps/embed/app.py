@@ -19,6 +19,10 @@ class EmbedDeployment:
     async def __call__(self, request):
         return await self.service(request)
 
+    async def answer_body(self, body: bytes):
+        """For the OpenAI front's `/v1/embeddings`: (status, JSON body, headers) of a request body."""
+        return await self.service.answer_body(body)
+
 
 def build(settings: EmbedSettings):
     from ray import serve

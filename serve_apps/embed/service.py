@@ -10,12 +10,14 @@ request's order.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,7 +25,7 @@ from starlette.responses import Response
 from serve_apps.embed.coalesce import Coalescer
 from serve_apps.embed.settings import EmbedSettings
 from serve_apps.http import CORS, HTTPError, json_response, read_body
-from trajforge.constants import EMBEDDING_MODEL_NAME
+from trajforge.constants import EMBEDDING_DIM, EMBEDDING_MODEL_NAME
 from trajforge.embedding import Embedder
 from trajforge.jsjson import JSONRejected, loads_strict
 
@@ -93,19 +95,43 @@ class EmbedService:
                 "texts_embedded": calls.items, "batches": calls.calls, "mean_batch_size": mean_batch, "model_seconds": round(calls.busy_s, 3)}
 
     async def embed(self, request: Request) -> Response:
-        body = await read_body(request, self.settings.max_body_bytes)
+        return json_response(200, await self.embed_body(await read_body(request, self.settings.max_body_bytes)))
+
+    async def answer_body(self, body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """`embed_body` for callers through a deployment handle (the OpenAI front's `/v1/embeddings`): status, body, headers."""
+        try:
+            return 200, await self.embed_body(body), {}
+        except HTTPError as exc:
+            return exc.status, exc.body, exc.headers
+
+    async def embed_body(self, body: bytes) -> dict[str, Any]:
+        """The answer to a request body, or HTTPError."""
         try:
             payload = loads_strict(body)
         except JSONRejected as exc:
             raise HTTPError(400, "malformed_json", str(exc)) from None
         texts = _inputs(payload, self.settings.max_inputs)
+        encode = _encoder(payload)
         if self.embedder is None:
             message = f"the model failed to load ({self.load_error}); fix embed.model and redeploy" if self.load_error else "the model is still loading; retry in a few seconds"
             raise HTTPError(503, "model_not_ready", message, headers={"Retry-After": "5"})
         vectors = await asyncio.gather(*(self._embed_texts(text) for text in texts))
-        data = [{"object": "embedding", "embedding": vector, "index": index} for index, vector in enumerate(vectors)]
+        data = [{"object": "embedding", "embedding": encode(vector), "index": index} for index, vector in enumerate(vectors)]
         tokens = sum(len(text.split()) for text in texts)
-        return json_response(200, {"object": "list", "data": data, "model": EMBEDDING_MODEL_NAME, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        return {"object": "list", "data": data, "model": EMBEDDING_MODEL_NAME, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def _encoder(payload: dict[str, Any]) -> Callable[[list[float]], Any]:
+    """OpenAI's `encoding_format` (`float`, or `base64` of little-endian float32) and `dimensions` (only 384)."""
+    dimensions = payload.get("dimensions")
+    if dimensions is not None and dimensions != EMBEDDING_DIM:
+        raise HTTPError(400, "invalid_dimensions", f"this model gives {EMBEDDING_DIM}-dim vectors; omit dimensions or send {EMBEDDING_DIM}")
+    encoding = payload.get("encoding_format") or "float"
+    if encoding == "float":
+        return lambda vector: vector
+    if encoding == "base64":
+        return lambda vector: base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+    raise HTTPError(400, "invalid_encoding_format", f'encoding_format must be "float" or "base64", got {encoding!r}')
 
 
 def _inputs(payload: Any, limit: int) -> list[str]:

@@ -21,6 +21,13 @@ class GenerateDeployment:
 def build(settings: GenerateSettings):
     from ray import serve
 
+    if settings.backend == "engine" and settings.engine == "transformers":
+        # Made here (the embedded default is created on first use) and pinned to an absolute path:
+        # replicas do not share the driver's working directory.
+        from actors.engines.factory import model_path
+
+        settings = settings.model_copy(update={"model": str(model_path(settings.model).resolve())})
+
     options: dict[str, Any] = {"num_cpus": settings.num_cpus}
     if settings.num_gpus:
         options["num_gpus"] = settings.num_gpus

@@ -1,23 +1,24 @@
-"""The OpenAI-compatible HTTP front: `/v1/chat/completions`, `/v1/completions`, `/v1/models`, `/health`.
+"""The OpenAI-compatible HTTP front: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`, `/health`.
 
-External tools and the teacher loop use local models through it exactly as they use remote ones.
-Answers follow OpenAI's shapes, with `logprobs` (and, when asked with vLLM's
-`return_tokens_as_token_ids`, tokens written as `token_id:N`) so a client can recover what was sampled.
+External tools and the teacher loop use local models through it exactly as they use remote ones,
+with OpenAI's SDKs pointed at `<url>/generate/v1`. The request and answer shapes are in
+`openai_api`; `stream: true` answers as server-sent events once the completion is finished (one
+event per token, with its log-probability). `/v1/embeddings` is answered by the embed application.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from actors.engines.types import Completion, GenerationRequest
+from serve_apps.generate import openai_api
 from serve_apps.generate.settings import GenerateSettings
 from serve_apps.http import CORS, HTTPError, json_response, read_body
 from trajforge.jsjson import JSONRejected, loads_strict
@@ -70,6 +71,8 @@ class GenerateService:
         self.engine = engine or (ActorsBackend() if settings.backend == "actors" else build_engine(settings))
         self.model_name = settings.served_model_name or Path(str(self.engine.model)).name
         self._lock = asyncio.Lock() if settings.backend == "engine" else None
+        self._embed = None  # the embed application's handle, found at the first /v1/embeddings
+        self.created = int(time.time())
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -78,46 +81,48 @@ class GenerateService:
                 return Response(status_code=204, headers=CORS)
             if path.endswith("/health"):
                 return json_response(200, {"ok": True, **self.engine.health()})
-            if path.endswith("/v1/models"):
-                return json_response(200, {"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "trajforge"}]})
+            if "/v1/models" in path and request.method == "GET":
+                return self.models(path.split("/v1/models", 1)[1].strip("/"))
             if request.method != "POST":
                 raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {path}; use POST")
             if path.endswith("/v1/chat/completions"):
                 return await self.complete(request, chat=True)
             if path.endswith("/v1/completions"):
                 return await self.complete(request, chat=False)
-            raise HTTPError(404, "not_found", f"no route {path}: use /v1/chat/completions, /v1/completions, /v1/models or /health")
+            if path.endswith("/v1/embeddings"):
+                return await self.embeddings(request)
+            raise HTTPError(404, "not_found", f"no route {path}: use /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models or /health")
         except HTTPError as exc:
-            return json_response(exc.status, {"error": {"message": exc.body["message"], "type": exc.body["error"], "code": exc.status}}, exc.headers)
+            error = {"message": exc.body["message"], "type": exc.body["error"], "param": None, "code": exc.body["error"]}
+            return json_response(exc.status, {"error": error}, exc.headers)
 
-    def _request(self, body: dict[str, Any], chat: bool) -> GenerationRequest:
-        if body.get("model") not in (None, self.model_name):
-            raise HTTPError(404, "model_not_found", f"model {body.get('model')!r} is not served here; /v1/models lists {self.model_name!r}")
-        if body.get("stream"):
-            raise HTTPError(400, "unsupported", "stream=true is not supported; send stream=false")
-        if int(body.get("n", 1) or 1) != 1:
-            raise HTTPError(400, "unsupported", "n must be 1")
-        stop = body.get("stop") or []
-        schema = None
-        response_format = body.get("response_format") or {}
-        if response_format.get("type") == "json_schema":
-            schema = (response_format.get("json_schema") or {}).get("schema")
-        fields = {"max_tokens": body.get("max_completion_tokens", body.get("max_tokens", 256)), "temperature": body.get("temperature", 1.0),
-                  "top_p": body.get("top_p", 1.0), "seed": body.get("seed"), "stop": [stop] if isinstance(stop, str) else stop,
-                  "json_schema": schema}
-        fields = {key: value for key, value in fields.items() if value is not None}
-        if chat:
-            fields["messages"] = body.get("messages")
-        else:
-            prompt = body.get("prompt")
-            fields["prompt"] = prompt[0] if isinstance(prompt, list) and len(prompt) == 1 else prompt
-        try:
-            request = GenerationRequest(**fields)
-        except (ValidationError, TypeError) as exc:
-            raise HTTPError(400, "invalid_request_error", f"invalid request: {exc}") from None
-        if request.max_tokens > self.settings.max_tokens_limit:
-            raise HTTPError(400, "invalid_request_error", f"max_tokens {request.max_tokens} is over this server's limit of {self.settings.max_tokens_limit}")
-        return request
+    def models(self, model_id: str) -> Response:
+        """`GET /v1/models` lists the one served model; `GET /v1/models/{id}` describes it."""
+        card = {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "trajforge"}
+        if not model_id:
+            return json_response(200, {"object": "list", "data": [card]})
+        if model_id != self.model_name:
+            raise HTTPError(404, "model_not_found", f"model {model_id!r} is not served here; /v1/models lists {self.model_name!r}")
+        return json_response(200, card)
+
+    async def embeddings(self, request: Request) -> Response:
+        """OpenAI's `/v1/embeddings`, answered by the embed application of the same Serve instance."""
+        raw = await read_body(request, self.settings.max_body_bytes)
+        if not self.settings.embed_app:
+            raise HTTPError(404, "not_found", "embeddings are off on this front (generate.embed_app is null)")
+        if self._embed is None:
+            from ray import serve
+            from ray.serve.exceptions import RayServeException
+
+            try:
+                self._embed = serve.get_app_handle(self.settings.embed_app)
+            except RayServeException:
+                raise HTTPError(404, "not_found", f"no Serve application {self.settings.embed_app!r} answers embeddings here: deploy the "
+                                                  "embed application (configs/serve.yaml) or set generate.embed_app") from None
+        status, body, headers = await self._embed.answer_body.remote(raw)
+        if status != 200:
+            raise HTTPError(status, body["error"], body["message"], headers)
+        return json_response(200, body)
 
     async def complete(self, request: Request, chat: bool) -> Response:
         raw = await read_body(request, self.settings.max_body_bytes)
@@ -125,28 +130,28 @@ class GenerateService:
             body = loads_strict(raw)
         except JSONRejected as exc:
             raise HTTPError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise HTTPError(400, "invalid_request_error", "the body must be a JSON object")
-        generation = self._request(body, chat)
+        parsed = openai_api.parse(body, chat, model_name=self.model_name, max_tokens_limit=self.settings.max_tokens_limit,
+                                  max_choices=self.settings.max_choices)
         if hasattr(self.engine, "generate_async"):
-            completion = (await self.engine.generate_async([generation]))[0]
+            completions = await self.engine.generate_async(parsed.requests)
         else:
             async with self._lock:  # one engine call at a time per replica
-                completion = (await asyncio.to_thread(self.engine.generate, [generation]))[0]
-        if completion.finish_reason == "error":
-            raise HTTPError(500, "generation_failed", completion.error or "the engine failed")
-        return json_response(200, self._answer(completion, chat, bool(body.get("return_tokens_as_token_ids"))))
-
-    def _answer(self, completion: Completion, chat: bool, token_ids: bool) -> dict[str, Any]:
+                completions = await asyncio.to_thread(self.engine.generate, parsed.requests)
+        failed = next((completion for completion in completions if completion.finish_reason == "error"), None)
+        if failed is not None:
+            raise HTTPError(500, "generation_failed", failed.error or "the engine failed")
         tokenizer = getattr(self.engine, "tokenizer", None)
-        names = [f"token_id:{t}" if token_ids or tokenizer is None else tokenizer.decode([t]) for t in completion.token_ids]
-        usage = {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-                 "total_tokens": completion.prompt_tokens + completion.completion_tokens}
-        common = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": self.model_name, "usage": usage}
-        if chat:
-            logprobs = {"content": [{"token": name, "logprob": value, "top_logprobs": []} for name, value in zip(names, completion.logprobs)]}
-            choice = {"index": 0, "message": {"role": "assistant", "content": completion.text}, "finish_reason": completion.finish_reason, "logprobs": logprobs}
-            return {"object": "chat.completion", "choices": [choice], **common}
-        logprobs = {"tokens": names, "token_logprobs": completion.logprobs}
-        choice = {"index": 0, "text": completion.text, "finish_reason": completion.finish_reason, "logprobs": logprobs}
-        return {"object": "text_completion", "choices": [choice], **common}
+        if not parsed.stream:
+            return json_response(200, openai_api.answer(parsed, completions, self.model_name, tokenizer))
+        events = [event for index, completion in enumerate(completions)
+                  for event in openai_api.token_chunks(parsed, self.model_name, index, completion, tokenizer)]
+        if parsed.include_usage:
+            events.append(openai_api.usage_chunk(parsed, self.model_name, completions))
+        return StreamingResponse(server_sent_events(events), media_type="text/event-stream", headers={**CORS, "Cache-Control": "no-cache"})
+
+
+async def server_sent_events(events: list[dict[str, Any]]):
+    """OpenAI's stream framing: one `data:` line per event, then `data: [DONE]`."""
+    for event in events:
+        yield b"data: " + json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    yield b"data: [DONE]\n\n"

@@ -33,6 +33,10 @@ class GenerateSettings(BaseModel):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_tokens_limit: int = Field(default=4096, ge=1)
     """Largest `max_tokens` a request may ask for."""
+    max_choices: int = Field(default=16, ge=1)
+    """Most choices one request may ask for (`n` times the number of prompts)."""
+    embed_app: str | None = "embed"
+    """The Serve application that answers `/v1/embeddings` (null: the front answers 404 there)."""
 
 
 def load_settings(args: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> GenerateSettings:

@@ -97,9 +97,12 @@ def test_sigkill_of_the_whole_service_then_restart_with_direct_ingress(tmp_path,
             summary = http.get("/v1/stats/summary").json()
             assert summary["totalEnvelopes"] == sum(stored_hmacs(lake).values()) >= len(acked)
         direct = [line.split("direct: ")[1].strip().rstrip("/") for line in printed if "direct: " in line]
-        [ingest_url] = [found for found in direct if not found.endswith("/v1/embed")]
+        [ingest_url] = [found for found in direct if not found.endswith(("/v1/embed", "/generate"))]
         [embed_url] = [found for found in direct if found.endswith("/v1/embed")]
-        assert port not in {httpx.URL(ingest_url).port, httpx.URL(embed_url).port}  # not the proxy's
+        [generate_url] = [found for found in direct if found.endswith("/generate")]
+        assert port not in {httpx.URL(found).port for found in (ingest_url, embed_url, generate_url)}  # not the proxy's
+        # The OpenAI-compatible front is part of the default config, on the embedded model.
+        assert httpx.get(f"{generate_url}/v1/models", timeout=30).json()["data"][0]["id"] == "small-qwen3"
         assert httpx.get(f"{ingest_url}/v1/stats/summary", timeout=30).json() == summary
         deadline = time.monotonic() + 120
         while not httpx.get(embed_url, timeout=30).json()["ready"] and time.monotonic() < deadline:

@@ -68,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
             _section("domain tags (embed service + DomainTagger)")
             _show_domain_tags(url, results)
 
+            if any(app.name == "generate" for app in serve_file.applications):
+                _section("the OpenAI-compatible front (/generate/v1, the embedded model before training)")
+                _show_front(url + serve_file.app("generate").route_prefix.rstrip("/"))
+
             _section("what the protocol refuses")
             _show_refusals(client, paths[0])
 
@@ -147,6 +151,22 @@ def _show_domain_tags(url: str, results: list) -> None:
     for (doc, result), tag in zip(results, tags):
         cells = [f"{tag[rank]['domain']} {tag[rank]['confidence']:.2f}" for rank in ("primary", "secondary", "tertiary")]
         print(f"{result.name[:34]:<34} {cells[0]:<24} {cells[1]:<24} {cells[2]:<24} {tag['method']}")
+
+
+def _show_front(front: str) -> None:
+    """One chat completion, streamed, and one embedding, as an OpenAI client asks for them."""
+    import httpx
+
+    body = {"messages": [{"role": "user", "content": "Rename fetch_user to load_user."}], "max_tokens": 12, "seed": 1, "stream": True,
+            "stream_options": {"include_usage": True}}
+    with httpx.Client(base_url=front, timeout=120) as http:
+        model = http.get("/v1/models").json()["data"][0]["id"]
+        with http.stream("POST", "/v1/chat/completions", json={**body, "model": model}) as answer:
+            events = [json.loads(line[6:]) for line in answer.iter_lines() if line.startswith("data: {")]
+        text = "".join(event["choices"][0]["delta"].get("content", "") for event in events if event["choices"])
+        vectors = http.post("/v1/embeddings", json={"input": ["pytest fixture", "helm chart"]}).json()["data"]
+    print(f"model {model}: {len(events)} streamed events, {events[-1]['usage']['completion_tokens']} tokens: {text[:60]!r}")
+    print(f"/v1/embeddings: {len(vectors)} vectors of {len(vectors[0]['embedding'])} floats (the embed application)")
 
 
 HELD_OUT_PER_LANGUAGE = 2

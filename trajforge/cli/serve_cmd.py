@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (default from the config: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="HTTP port (default from the config: 8000)")
     parser.add_argument("--lake", help="lake root for every application that has one (default ./lake)")
+    parser.add_argument("--apps", help="comma-separated applications of the config to deploy (default: all of them: ingest,embed,generate)")
     parser.add_argument("--address", help="join this Ray cluster (e.g. auto, or ray://head:10001) instead of starting a local one")
     parser.add_argument(
         "--direct-ingress", action="store_true",
@@ -45,6 +46,8 @@ def load(args: argparse.Namespace) -> ServeFile:
     if args.lake:
         apps_with_lake = [app.name for app in serve_file.applications if "lake" in app.args]
         serve_file = load_serve_file(path, assignments + [(f"{name}.lake", args.lake) for name in apps_with_lake])
+    if getattr(args, "apps", None):
+        serve_file = serve_file.only(name.strip() for name in args.apps.split(",") if name.strip())
     return serve_file
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trajforge.errors import ConfigError
 from trajforge.settings import apply_assignments, env_assignments, read_yaml, validate
 
 M = TypeVar("M", bound=BaseModel)
@@ -56,13 +57,22 @@ class ServeFile(BaseModel):
     http_options: HttpOptions = HttpOptions()
     """The HTTP proxy's options."""
     applications: list[Application]
-    """The Serve applications trajforge deploys (ingest; embed comes with its issue)."""
+    """The Serve applications trajforge deploys (ingest, embed, the OpenAI-compatible generate front)."""
 
     def app(self, name: str) -> Application:
         for application in self.applications:
             if application.name == name:
                 return application
         raise KeyError(f"no application named {name!r} in the Serve config")
+
+    def only(self, names: Iterable[str]) -> ServeFile:
+        """The same config with just the named applications; ConfigError names the ones it lacks."""
+        wanted = list(names)
+        known = [application.name for application in self.applications]
+        missing = [name for name in wanted if name not in known]
+        if missing:
+            raise ConfigError(f"no application {', '.join(map(repr, missing))} in the Serve config; it has {', '.join(known)}")
+        return self.model_copy(update={"applications": [application for application in self.applications if application.name in wanted]})
 
 
 def load_serve_file(

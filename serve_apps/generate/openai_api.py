@@ -1,0 +1,217 @@
+"""OpenAI's request and answer shapes for `/v1/chat/completions` and `/v1/completions`.
+
+`parse` turns a request body into the engine's `GenerationRequest`s (one per choice: `n` choices of
+each prompt), accepting what OpenAI clients send: content as a list of text parts, the `developer`
+role, `stop` as a string or a list, `response_format` `json_object` or `json_schema`,
+`max_completion_tokens`, `stream_options.include_usage`. `answer` and the `*_chunk` functions build
+the replies, with the sampled tokens' log-probabilities (as `token_id:N` when the client asks with
+vLLM's `return_tokens_as_token_ids`) so a client can recover exactly what was sampled.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from actors.engines.types import Completion, GenerationRequest
+from serve_apps.http import HTTPError
+
+# Chat roles OpenAI clients send, as the engines' chat templates know them.
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+
+
+@dataclass
+class Parsed:
+    """A request body, understood: the engine requests (prompt-major, `n` per prompt) and how to answer."""
+
+    chat: bool
+    requests: list[GenerationRequest]
+    stream: bool = False
+    include_usage: bool = False
+    token_ids: bool = False
+    n: int = 1
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+def _invalid(message: str, code: str = "invalid_request_error") -> HTTPError:
+    return HTTPError(400, code, message)
+
+
+def _content(value: Any, index: int) -> str:
+    """A message's content: a string, null (an assistant turn that only called tools), or text parts."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    if isinstance(value, list):
+        texts = []
+        for part in value:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise _invalid(f"messages[{index}].content: only text parts are supported here, got {kind!r}")
+            texts.append(part["text"])
+        return "".join(texts)
+    raise _invalid(f"messages[{index}].content must be a string or a list of text parts")
+
+
+def _messages(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise _invalid('"messages" must be a non-empty list of {"role", "content"} objects')
+    messages = []
+    for index, message in enumerate(value):
+        if not isinstance(message, dict):
+            raise _invalid(f"messages[{index}] must be an object with role and content")
+        role = ROLES.get(message.get("role"))
+        if role is None:
+            raise _invalid(f"messages[{index}].role must be one of {sorted(ROLES)}, got {message.get('role')!r}")
+        messages.append({"role": role, "content": _content(message.get("content"), index)})
+    return messages
+
+
+def _prompts(value: Any) -> list[str]:
+    prompts = [value] if isinstance(value, str) else value
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(prompt, str) for prompt in prompts):
+        raise _invalid('"prompt" must be a string or a non-empty list of strings (token-id prompts are not supported)')
+    return prompts
+
+
+def _schema(response_format: Any) -> dict[str, Any] | None:
+    if response_format is None:
+        return None
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise _invalid("response_format.json_schema.schema must be a JSON schema object")
+        return schema
+    raise _invalid('response_format.type must be "text", "json_object" or "json_schema"')
+
+
+def _stop(value: Any) -> list[str]:
+    stops = [] if value is None else [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(stop, str) for stop in stops):
+        raise _invalid('"stop" must be a string or a list of strings')
+    return stops
+
+
+def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_choices: int) -> Parsed:
+    """The engine requests for a body; HTTPError (OpenAI's error shape) for what cannot be served."""
+    if not isinstance(body, dict):
+        raise _invalid("the body must be a JSON object")
+    if body.get("model") not in (None, model_name):
+        raise HTTPError(404, "model_not_found", f"model {body.get('model')!r} is not served here; /v1/models lists {model_name!r}")
+    n = body.get("n", 1)
+    if n is None:
+        n = 1
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise _invalid('"n" must be a positive integer')
+    inputs: list[dict[str, Any]] = (
+        [{"messages": _messages(body.get("messages"))}] if chat else [{"prompt": prompt} for prompt in _prompts(body.get("prompt"))]
+    )
+    if n * len(inputs) > max_choices:
+        raise _invalid(f"{n * len(inputs)} choices asked (n x prompts); this server gives at most {max_choices} per request")
+    sampling = {"max_tokens": body.get("max_completion_tokens", body.get("max_tokens")), "temperature": body.get("temperature"),
+                "top_p": body.get("top_p"), "stop": _stop(body.get("stop")), "json_schema": _schema(body.get("response_format"))}
+    sampling = {key: value for key, value in sampling.items() if value is not None}
+    seed = body.get("seed")
+    requests = []
+    try:
+        for given in inputs:
+            for choice in range(n):
+                choice_seed = seed + choice if isinstance(seed, int) and not isinstance(seed, bool) else seed
+                requests.append(GenerationRequest(**given, **sampling, seed=choice_seed))
+    except (ValidationError, TypeError) as exc:
+        raise _invalid(f"invalid request: {exc}") from None
+    if requests[0].max_tokens > max_tokens_limit:
+        raise _invalid(f"max_tokens {requests[0].max_tokens} is over this server's limit of {max_tokens_limit}")
+    options = body.get("stream_options") or {}
+    return Parsed(chat=chat, requests=requests, stream=bool(body.get("stream")),
+                  include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
+                  token_ids=bool(body.get("return_tokens_as_token_ids")), n=n)
+
+
+def _token_names(completion: Completion, tokenizer: Any, as_ids: bool) -> list[str]:
+    return [f"token_id:{t}" if as_ids or tokenizer is None else tokenizer.decode([t]) for t in completion.token_ids]
+
+
+def usage(parsed: Parsed, completions: list[Completion]) -> dict[str, int]:
+    """Token counts; a prompt with `n` choices is counted once, as OpenAI does."""
+    prompt_tokens = sum(completion.prompt_tokens for completion in completions[:: parsed.n])
+    completion_tokens = sum(completion.completion_tokens for completion in completions)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _logprobs(parsed: Parsed, completion: Completion, tokenizer: Any) -> dict[str, Any]:
+    names = _token_names(completion, tokenizer, parsed.token_ids)
+    if parsed.chat:
+        return {"content": [{"token": name, "logprob": value, "top_logprobs": []} for name, value in zip(names, completion.logprobs)]}
+    return {"tokens": names, "token_logprobs": completion.logprobs}
+
+
+def _envelope(parsed: Parsed, model: str, chunk: bool) -> dict[str, Any]:
+    prefix, kind = ("chatcmpl", "chat.completion") if parsed.chat else ("cmpl", "text_completion")
+    return {"id": f"{prefix}-{parsed.id}", "object": f"{kind}.chunk" if chunk and parsed.chat else kind, "created": parsed.created, "model": model}
+
+
+def answer(parsed: Parsed, completions: list[Completion], model: str, tokenizer: Any) -> dict[str, Any]:
+    """The whole reply of a request that did not ask to stream."""
+    choices = []
+    for index, completion in enumerate(completions):
+        choice: dict[str, Any] = {"index": index, "finish_reason": completion.finish_reason, "logprobs": _logprobs(parsed, completion, tokenizer)}
+        if parsed.chat:
+            choice["message"] = {"role": "assistant", "content": completion.text}
+        else:
+            choice["text"] = completion.text
+        choices.append(choice)
+    return {**_envelope(parsed, model, chunk=False), "choices": choices, "usage": usage(parsed, completions)}
+
+
+def delta_chunk(parsed: Parsed, model: str, index: int, text: str, *, first: bool = False, logprobs: dict[str, Any] | None = None,
+                finish_reason: str | None = None) -> dict[str, Any]:
+    """One streamed event of a choice: new text (the first chat event also names the role), or its end."""
+    choice: dict[str, Any] = {"index": index}
+    if parsed.chat:
+        choice["delta"] = {"role": "assistant", "content": text} if first else ({"content": text} if text or finish_reason is None else {})
+    else:
+        choice["text"] = text
+    choice["logprobs"] = logprobs
+    choice["finish_reason"] = finish_reason
+    return {**_envelope(parsed, model, chunk=True), "choices": [choice]}
+
+
+def token_chunks(parsed: Parsed, model: str, index: int, completion: Completion, tokenizer: Any) -> list[dict[str, Any]]:
+    """A finished completion as a stream: one event per sampled token, each with its log-probability.
+
+    The texts are the completion's text cut where the decoded tokens end, so they join back to exactly
+    `completion.text` (a token that decodes to part of a character carries no text of its own).
+    """
+    logprobs = _logprobs(parsed, completion, tokenizer)
+    entries = logprobs["content"] if parsed.chat else list(zip(logprobs["tokens"], logprobs["token_logprobs"]))
+    events, sent = [delta_chunk(parsed, model, index, "", first=True)] if parsed.chat else [], 0
+    for position, entry in enumerate(entries):
+        end = len(_prefix_text(tokenizer, completion, position + 1)) if tokenizer is not None else len(completion.text)
+        end = min(max(end, sent), len(completion.text))
+        piece = {"content": [entry]} if parsed.chat else {"tokens": [entry[0]], "token_logprobs": [entry[1]]}
+        events.append(delta_chunk(parsed, model, index, completion.text[sent:end], logprobs=piece))
+        sent = end
+    if sent < len(completion.text) or not entries:
+        events.append(delta_chunk(parsed, model, index, completion.text[sent:]))
+    events.append(delta_chunk(parsed, model, index, "", finish_reason=completion.finish_reason))
+    return events
+
+
+def _prefix_text(tokenizer: Any, completion: Completion, count: int) -> str:
+    text = tokenizer.decode(completion.token_ids[:count], skip_special_tokens=True)
+    return text.rstrip("\ufffd")
+
+
+def usage_chunk(parsed: Parsed, model: str, completions: list[Completion]) -> dict[str, Any]:
+    """The last event when the client asked `stream_options.include_usage`: no choices, the usage."""
+    return {**_envelope(parsed, model, chunk=True), "choices": [], "usage": usage(parsed, completions)}

@@ -1,0 +1,114 @@
+"""The generate front through OpenAI's own Python SDK: what an external tool sends, answered as OpenAI does.
+
+Every answer is compared with the same request run on the model in this process, so the front's
+parsing (roles, content parts, n, prompt lists, stops) and its streaming are checked against the
+engine, not against fixed strings.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import openai
+import pytest
+
+from actors.engines.types import GenerationRequest
+
+MESSAGES = [{"role": "developer", "content": "answer in one line"},
+            {"role": "user", "content": [{"type": "text", "text": "rename fetch_user "}, {"type": "text", "text": "to load_user"}]}]
+AS_ENGINE = [{"role": "system", "content": "answer in one line"}, {"role": "user", "content": "rename fetch_user to load_user"}]
+
+
+@pytest.fixture(scope="module")
+def client(front_url):
+    with openai.OpenAI(base_url=f"{front_url}/v1", api_key="unused", max_retries=0, timeout=120) as sdk:
+        yield sdk
+
+
+def test_chat_with_developer_role_and_text_parts_matches_the_engine(client, engine):
+    answer = client.chat.completions.create(model="small", messages=MESSAGES, max_tokens=12, temperature=0.8, seed=3, logprobs=True)
+    (local,) = engine.generate([GenerationRequest(messages=AS_ENGINE, max_tokens=12, temperature=0.8, seed=3)])
+    (choice,) = answer.choices
+    assert answer.object == "chat.completion" and answer.model == "small"
+    assert choice.message.role == "assistant" and choice.message.content == local.text
+    assert [entry.logprob for entry in choice.logprobs.content] == pytest.approx(local.logprobs, abs=1e-5)
+    assert answer.usage.completion_tokens == local.completion_tokens and answer.usage.prompt_tokens == local.prompt_tokens
+
+
+def test_streamed_chat_joins_to_the_unstreamed_answer_and_ends_with_usage(client):
+    options = {"model": "small", "messages": MESSAGES, "max_tokens": 12, "temperature": 0.8, "seed": 3}
+    whole = client.chat.completions.create(**options)
+    chunks = list(client.chat.completions.create(**options, stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices) == whole.choices[0].message.content
+    finishes = [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices and chunk.choices[0].finish_reason]
+    assert finishes == [whole.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert {chunk.id for chunk in chunks} == {chunks[0].id} and chunks[0].object == "chat.completion.chunk"
+
+
+def test_completions_take_a_list_of_prompts_with_n_choices_each(client, engine):
+    prompts = ["def main(", "class Order:"]
+    answer = client.completions.create(model="small", prompt=prompts, n=2, max_tokens=6, temperature=0.9, seed=20)
+    local = engine.generate([GenerationRequest(prompt=prompt, max_tokens=6, temperature=0.9, seed=20 + j) for prompt in prompts for j in range(2)])
+    assert [choice.index for choice in answer.choices] == [0, 1, 2, 3]
+    assert [choice.text for choice in answer.choices] == [completion.text for completion in local]
+    assert answer.choices[0].text != answer.choices[1].text or local[0].token_ids == local[1].token_ids
+    assert answer.usage.prompt_tokens == local[0].prompt_tokens + local[2].prompt_tokens
+    assert answer.usage.completion_tokens == sum(completion.completion_tokens for completion in local)
+
+
+def test_streamed_completion_stops_where_the_unstreamed_one_does(client, engine):
+    options = {"model": "small", "prompt": "def handler(event):", "max_tokens": 24, "temperature": 0.9, "seed": 8}
+    whole = client.completions.create(**options)
+    (local,) = engine.generate([GenerationRequest(prompt=options["prompt"], max_tokens=24, temperature=0.9, seed=8)])
+    stop = next((local.text[i:i + 2] for i in range(4, len(local.text) - 1) if local.text[i:i + 2].strip()), None)
+    assert stop, "the sampled text is too short to pick a stop sequence from"
+    stopped = client.completions.create(**options, stop=stop)
+    streamed = list(client.completions.create(**options, stop=[stop], stream=True))
+    assert whole.choices[0].text == local.text
+    assert stopped.choices[0].text == local.text[: local.text.find(stop)] and stopped.choices[0].finish_reason == "stop"
+    assert "".join(chunk.choices[0].text for chunk in streamed) == stopped.choices[0].text
+    assert [chunk.choices[0].finish_reason for chunk in streamed if chunk.choices[0].finish_reason] == ["stop"]
+
+
+def test_models_are_listed_and_retrieved(client):
+    assert [model.id for model in client.models.list()] == ["small"]
+    assert client.models.retrieve("small").id == "small"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4o")
+
+
+@pytest.mark.parametrize("options,error", [
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]}, "only text parts"),
+    ({"messages": [{"role": "critic", "content": "x"}]}, "role must be one of"),
+    ({"messages": [{"role": "user", "content": "x"}], "n": 17}, "at most 16"),
+    ({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "yaml"}}, "response_format.type"),
+    ({"messages": [{"role": "user", "content": "x"}], "stop": 5}, '"stop" must be'),
+])
+def test_requests_it_cannot_serve_are_400_with_a_reason(client, options, error):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="small", **options)
+    assert error in raised.value.body["message"]
+
+
+def test_a_json_object_response_format_is_accepted(client):
+    answer = client.chat.completions.create(model="small", messages=[{"role": "user", "content": "give JSON"}], max_tokens=4,
+                                            response_format={"type": "json_object"})
+    assert answer.choices[0].finish_reason in ("stop", "length")
+
+
+def test_embeddings_through_the_sdk_equal_the_in_process_model(client, embedder, front_url):
+    texts = ["Terraform plan replaces the node group", "pytest fixture scope session"]
+    default = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)  # the SDK asks for base64 and decodes it
+    floats = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts, encoding_format="float")
+    expected = embedder.embed(texts)
+    for answer in (default, floats):
+        assert [item.index for item in answer.data] == [0, 1]
+        assert np.allclose(np.array([item.embedding for item in answer.data]), expected, atol=1e-5)
+    raw = client.with_raw_response.embeddings.create(model="m", input="x", encoding_format="base64").http_response.json()
+    decoded = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
+    assert decoded.shape == (384,) and np.allclose(decoded, embedder.embed(["x"])[0], atol=1e-5)
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="m", input="x", dimensions=128)

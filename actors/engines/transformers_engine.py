@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,8 @@ class TransformersEngine:
             raise ValueError(f"prompt of {ids.shape[1]} tokens; this engine takes at most {self.max_input_tokens}")
         return ids.to(self.device)
 
-    def _one(self, request: GenerationRequest) -> Completion:
+    def _one(self, request: GenerationRequest, on_token: Callable[[int], None] | None = None,
+             cancelled: threading.Event | None = None) -> Completion:
         import torch
 
         started = time.perf_counter()
@@ -60,6 +62,10 @@ class TransformersEngine:
             options.update(temperature=None, top_p=None, top_k=None)
         if request.stop:
             options.update(stop_strings=request.stop, tokenizer=self.tokenizer)
+        if on_token is not None:
+            options["streamer"] = _TokenSink(on_token)
+        if cancelled is not None:
+            options["stopping_criteria"] = _stop_when(cancelled)
         with self._lock, torch.inference_mode():
             if request.seed is not None:
                 torch.manual_seed(request.seed)
@@ -80,17 +86,49 @@ class TransformersEngine:
         )
 
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
-        results = []
-        for request in requests:
-            try:
-                results.append(self._one(request))
-            except Exception as exc:  # one bad request fails alone
-                results.append(Completion(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}", model=self.model,
-                                          engine=self.name, request_id=request.request_id))
-        return results
+        return [self.generate_streaming(request) for request in requests]
+
+    def generate_streaming(self, request: GenerationRequest, on_token: Callable[[int], None] | None = None,
+                           cancelled: threading.Event | None = None) -> Completion:
+        """One request; `on_token` gets each token id as it is sampled, and setting `cancelled` ends the generation early."""
+        try:
+            return self._one(request, on_token, cancelled)
+        except Exception as exc:  # one bad request fails alone
+            return Completion(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}", model=self.model,
+                              engine=self.name, request_id=request.request_id)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def health(self) -> dict[str, Any]:
         return {"engine": self.name, "model": self.model, "device": self.device, "ok": True}
+
+
+class _TokenSink:
+    """A `generate` streamer (put/end) that hands each sampled token id to a callback; the prompt's put is skipped."""
+
+    def __init__(self, on_token: Callable[[int], None]):
+        self.on_token = on_token
+        self.prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            self.on_token(int(token))
+
+    def end(self) -> None:
+        pass
+
+
+def _stop_when(cancelled: threading.Event):
+    """A stopping criterion that ends the generation once `cancelled` is set (the client went away)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Cancelled(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([Cancelled()])

@@ -33,6 +33,8 @@ class Parsed:
     stream: bool = False
     include_usage: bool = False
     token_ids: bool = False
+    logprobs: bool = False
+    """The client asked for log-probabilities (`logprobs: true` in chat, a number in completions)."""
     n: int = 1
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
     created: int = field(default_factory=lambda: int(time.time()))
@@ -134,7 +136,8 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
     options = body.get("stream_options") or {}
     return Parsed(chat=chat, requests=requests, stream=bool(body.get("stream")),
                   include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
-                  token_ids=bool(body.get("return_tokens_as_token_ids")), n=n)
+                  token_ids=bool(body.get("return_tokens_as_token_ids")), n=n,
+                  logprobs=body.get("logprobs") not in (None, False))
 
 
 def _token_names(completion: Completion, tokenizer: Any, as_ids: bool) -> list[str]:

@@ -2,15 +2,17 @@
 
 External tools and the teacher loop use local models through it exactly as they use remote ones,
 with OpenAI's SDKs pointed at `<url>/generate/v1`. The request and answer shapes are in
-`openai_api`; `stream: true` answers as server-sent events once the completion is finished (one
-event per token, with its log-probability). `/v1/embeddings` is answered by the embed application.
+`openai_api`; `stream: true` answers as server-sent events (`streaming`): live from a model in this
+replica, else once the completion is finished, one event per token with its log-probability.
+`/v1/embeddings` is answered by the embed application.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,12 @@ from starlette.responses import Response, StreamingResponse
 from actors.engines.types import Completion, GenerationRequest
 from serve_apps.generate import openai_api
 from serve_apps.generate.settings import GenerateSettings
+from serve_apps.generate.streaming import DONE, LiveText, event, server_sent_events
 from serve_apps.http import CORS, HTTPError, json_response, read_body
 from trajforge.jsjson import JSONRejected, loads_strict
+
+
+SSE_HEADERS = {**CORS, "Cache-Control": "no-cache"}
 
 
 def build_engine(settings: GenerateSettings):
@@ -73,6 +79,7 @@ class GenerateService:
         self._lock = asyncio.Lock() if settings.backend == "engine" else None
         self._embed = None  # the embed application's handle, found at the first /v1/embeddings
         self.created = int(time.time())
+        self.counts = Counter()  # requests, completion_tokens, streams_hung_up: reported by /health
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -80,7 +87,7 @@ class GenerateService:
             if request.method == "OPTIONS":
                 return Response(status_code=204, headers=CORS)
             if path.endswith("/health"):
-                return json_response(200, {"ok": True, **self.engine.health()})
+                return json_response(200, {"ok": True, **self.engine.health(), **self.counts})
             if "/v1/models" in path and request.method == "GET":
                 return self.models(path.split("/v1/models", 1)[1].strip("/"))
             if request.method != "POST":
@@ -132,11 +139,15 @@ class GenerateService:
             raise HTTPError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
         parsed = openai_api.parse(body, chat, model_name=self.model_name, max_tokens_limit=self.settings.max_tokens_limit,
                                   max_choices=self.settings.max_choices)
+        self.counts["requests"] += 1
+        if parsed.stream and len(parsed.requests) == 1 and not parsed.logprobs and hasattr(self.engine, "generate_streaming"):
+            return await self.live(parsed)
         if hasattr(self.engine, "generate_async"):
             completions = await self.engine.generate_async(parsed.requests)
         else:
             async with self._lock:  # one engine call at a time per replica
                 completions = await asyncio.to_thread(self.engine.generate, parsed.requests)
+        self.counts["completion_tokens"] += sum(completion.completion_tokens for completion in completions)
         failed = next((completion for completion in completions if completion.finish_reason == "error"), None)
         if failed is not None:
             raise HTTPError(500, "generation_failed", failed.error or "the engine failed")
@@ -147,11 +158,58 @@ class GenerateService:
                   for event in openai_api.token_chunks(parsed, self.model_name, index, completion, tokenizer)]
         if parsed.include_usage:
             events.append(openai_api.usage_chunk(parsed, self.model_name, completions))
-        return StreamingResponse(server_sent_events(events), media_type="text/event-stream", headers={**CORS, "Cache-Control": "no-cache"})
+        return StreamingResponse(server_sent_events(events), media_type="text/event-stream", headers=SSE_HEADERS)
 
+    async def live(self, parsed: openai_api.Parsed) -> Response:
+        """One choice streamed while the model samples it: each token's final text as an event (no log-probabilities;
+        a client that asks for them gets the events once the completion is done). A client that goes away stops the model."""
+        loop, tokens, cancelled = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+        (request,) = parsed.requests
 
-async def server_sent_events(events: list[dict[str, Any]]):
-    """OpenAI's stream framing: one `data:` line per event, then `data: [DONE]`."""
-    for event in events:
-        yield b"data: " + json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
-    yield b"data: [DONE]\n\n"
+        async def generate():
+            async with self._lock:
+                completion = await asyncio.to_thread(self.engine.generate_streaming, request,
+                                                     lambda token: loop.call_soon_threadsafe(tokens.put_nowait, token), cancelled)
+            self.counts["completion_tokens"] += completion.completion_tokens
+            return completion
+
+        generation = asyncio.ensure_future(generate())
+        first = asyncio.ensure_future(tokens.get())
+        await asyncio.wait({first, generation}, return_when=asyncio.FIRST_COMPLETED)
+        if not first.done() and generation.result().finish_reason == "error":  # failed before any token: a real status
+            first.cancel()
+            raise HTTPError(500, "generation_failed", generation.result().error or "the engine failed")
+        return StreamingResponse(self._live_events(parsed, request, first, tokens, generation, cancelled),
+                                 media_type="text/event-stream", headers=SSE_HEADERS)
+
+    async def _live_events(self, parsed, request, pending, tokens, generation, cancelled):
+        text, model = LiveText(self.engine.tokenizer, request.stop), self.model_name
+        try:
+            if parsed.chat:
+                yield event(openai_api.delta_chunk(parsed, model, 0, "", first=True))
+            while pending is not None:
+                await asyncio.wait({pending, generation}, return_when=asyncio.FIRST_COMPLETED)
+                if not pending.done():  # the generation ended; what it sampled is already queued
+                    pending.cancel()
+                    pending = None
+                    arrived = [tokens.get_nowait() for _ in range(tokens.qsize())]
+                else:
+                    arrived, pending = [pending.result()], asyncio.ensure_future(tokens.get())
+                piece = "".join(text.add(token) for token in arrived)
+                if piece:
+                    yield event(openai_api.delta_chunk(parsed, model, 0, piece))
+            completion = generation.result()
+            if completion.finish_reason == "error":
+                yield event({"error": {"message": completion.error, "type": "generation_failed", "param": None, "code": "generation_failed"}})
+            else:
+                rest = text.finish(completion.text)
+                if rest:
+                    yield event(openai_api.delta_chunk(parsed, model, 0, rest))
+                yield event(openai_api.delta_chunk(parsed, model, 0, "", finish_reason=completion.finish_reason))
+                if parsed.include_usage:
+                    yield event(openai_api.usage_chunk(parsed, model, [completion]))
+            yield DONE
+        finally:
+            if not generation.done():
+                self.counts["streams_hung_up"] += 1
+            cancelled.set()

@@ -8,7 +8,9 @@ engine, not against fixed strings.
 from __future__ import annotations
 
 import base64
+import time
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -46,6 +48,35 @@ def test_streamed_chat_joins_to_the_unstreamed_answer_and_ends_with_usage(client
     assert finishes == [whole.choices[0].finish_reason]
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
     assert {chunk.id for chunk in chunks} == {chunks[0].id} and chunks[0].object == "chat.completion.chunk"
+    assert all(chunk.choices[0].logprobs is None for chunk in chunks if chunk.choices)  # sent while sampling, before any logprobs exist
+
+
+def test_a_client_that_hangs_up_stops_the_generation(front_url):
+    def health():
+        return httpx.get(f"{front_url}/health", timeout=30).json()
+
+    before = health()
+    body = {"prompt": "def main(", "max_tokens": 4000, "temperature": 1.0, "seed": 2, "stream": True}
+    with httpx.Client(timeout=120) as http, http.stream("POST", f"{front_url}/v1/completions", json=body) as answer:
+        events = 0
+        for line in answer.iter_lines():
+            events += line.startswith("data: ")
+            if events == 3:
+                break
+    deadline = time.monotonic() + 60
+    while (now := health())["completion_tokens"] == before.get("completion_tokens", 0) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert now.get("streams_hung_up", 0) == before.get("streams_hung_up", 0) + 1
+    assert 3 <= now["completion_tokens"] - before.get("completion_tokens", 0) < 4000
+
+
+def test_streamed_chat_with_logprobs_has_one_event_per_token(client, engine):
+    options = {"model": "small", "messages": MESSAGES, "max_tokens": 10, "temperature": 0.8, "seed": 5}
+    whole = client.chat.completions.create(**options, logprobs=True)
+    chunks = list(client.chat.completions.create(**options, logprobs=True, stream=True))
+    streamed = [entry for chunk in chunks if chunk.choices and chunk.choices[0].logprobs for entry in chunk.choices[0].logprobs.content]
+    assert [entry.logprob for entry in streamed] == [entry.logprob for entry in whole.choices[0].logprobs.content]
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == whole.choices[0].message.content
 
 
 def test_completions_take_a_list_of_prompts_with_n_choices_each(client, engine):

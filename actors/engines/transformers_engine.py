@@ -2,8 +2,8 @@
 
 Sampling is per request (its own seed); the completion keeps the sampled token ids and their
 log-probabilities under the model's raw distribution (log-softmax of the logits, before temperature
-and top-p), as vLLM reports them. No guided decoding here: a request's `json_schema` is checked
-after generation and reported in `schema_valid`.
+and top-p), as vLLM reports them. A request's `json_schema` guides the sampling (`guided.py`), and
+the text is still checked against it afterwards (`schema_valid`: a document cut by `max_tokens` is not).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class TransformersEngine:
         self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
         self.max_input_tokens = max_input_tokens
         self._lock = threading.Lock()  # one generate at a time: the global RNG carries the seed
+        self._guide = None  # the JSON-schema compiler for this tokenizer, made at the first request with a schema
 
     def _input_ids(self, request: GenerationRequest):
         if request.messages is not None:
@@ -66,6 +67,10 @@ class TransformersEngine:
             options["streamer"] = _TokenSink(on_token)
         if cancelled is not None:
             options["stopping_criteria"] = _stop_when(cancelled)
+        if request.json_schema is not None:
+            from transformers import LogitsProcessorList
+
+            options["logits_processor"] = LogitsProcessorList([self._schema_guide().processor(request.json_schema)])
         with self._lock, torch.inference_mode():
             if request.seed is not None:
                 torch.manual_seed(request.seed)
@@ -96,6 +101,13 @@ class TransformersEngine:
         except Exception as exc:  # one bad request fails alone
             return Completion(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}", model=self.model,
                               engine=self.name, request_id=request.request_id)
+
+    def _schema_guide(self):
+        if self._guide is None:
+            from actors.engines.guided import SchemaGuide
+
+            self._guide = SchemaGuide(self.tokenizer, self.lm.config.vocab_size)
+        return self._guide
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))

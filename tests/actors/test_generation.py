@@ -35,11 +35,31 @@ def test_seeded_sampling_is_reproducible_and_keeps_tokens_and_logprobs(engine):
 def test_chat_messages_stops_schema_and_a_failing_request_alone(engine):
     chat = GenerationRequest(messages=[{"role": "user", "content": "rename fetch_user"}], max_tokens=8, temperature=0)
     too_long = GenerationRequest(prompt="word " * 20000, max_tokens=4)
-    schema = GenerationRequest(prompt="{", max_tokens=4, temperature=0, json_schema={"type": "object"})
-    results = engine.generate([chat, too_long, schema])
+    cut = GenerationRequest(prompt="{", max_tokens=2, temperature=0, json_schema={"type": "object", "required": ["a"]})
+    bad_schema = GenerationRequest(prompt="x", max_tokens=4, json_schema={"type": "no-such-type"})
+    results = engine.generate([chat, too_long, cut, bad_schema])
     assert results[0].finish_reason in ("stop", "length") and results[0].prompt_tokens > 5
     assert results[1].finish_reason == "error" and "at most" in results[1].error
-    assert results[2].schema_valid is False
+    assert results[2].finish_reason == "length" and results[2].schema_valid is False  # a document cut by max_tokens
+    assert results[3].finish_reason == "error" and "json_schema is not usable" in results[3].error
+
+
+ACTION_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["op", "file", "dry_run"],
+                 "properties": {"op": {"enum": ["rename", "extract", "inline"]}, "file": {"type": "string", "maxLength": 12},
+                                "dry_run": {"type": "boolean"}}}
+
+
+def test_a_json_schema_guides_even_a_random_model_to_valid_documents(engine):
+    import jsonschema
+
+    requests = [GenerationRequest(prompt="Plan the refactoring:", max_tokens=48, temperature=1.0, seed=seed, json_schema=ACTION_SCHEMA)
+                for seed in range(5)]
+    guided = engine.generate(requests)
+    free = engine.generate([request.model_copy(update={"json_schema": None}) for request in requests])
+    for completion in guided:
+        assert completion.finish_reason == "stop" and completion.schema_valid is True
+        jsonschema.validate(json.loads(completion.text), ACTION_SCHEMA)
+    assert not any(completion.text.startswith("{") for completion in free)  # the model alone writes no such thing
 
 
 def test_openai_engine_against_our_own_front_matches_the_local_engine(front_url, engine):

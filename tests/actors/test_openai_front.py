@@ -8,6 +8,7 @@ engine, not against fixed strings.
 from __future__ import annotations
 
 import base64
+import json
 import time
 
 import httpx
@@ -124,10 +125,13 @@ def test_requests_it_cannot_serve_are_400_with_a_reason(client, options, error):
     assert error in raised.value.body["message"]
 
 
-def test_a_json_object_response_format_is_accepted(client):
-    answer = client.chat.completions.create(model="small", messages=[{"role": "user", "content": "give JSON"}], max_tokens=4,
-                                            response_format={"type": "json_object"})
-    assert answer.choices[0].finish_reason in ("stop", "length")
+def test_response_format_json_schema_gives_a_valid_document(client):
+    schema = {"type": "object", "additionalProperties": False, "required": ["verdict", "score"],
+              "properties": {"verdict": {"enum": ["pass", "fail"]}, "score": {"type": "integer", "minimum": 0, "maximum": 9}}}
+    answer = client.chat.completions.create(model="small", messages=[{"role": "user", "content": "grade it"}], max_tokens=32, seed=4,
+                                            response_format={"type": "json_schema", "json_schema": {"name": "grade", "schema": schema}})
+    document = json.loads(answer.choices[0].message.content)
+    assert set(document) == {"verdict", "score"} and document["verdict"] in ("pass", "fail") and 0 <= document["score"] <= 9
 
 
 def test_embeddings_through_the_sdk_equal_the_in_process_model(client, embedder, front_url):

@@ -10,9 +10,10 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trajforge.client import IngestClient, contributor_id_for
+if TYPE_CHECKING:
+    from trajforge.client import IngestClient
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "sessions"
 
@@ -49,6 +50,8 @@ def _absolute(step: dict[str, Any], start: float) -> dict[str, Any]:
 
 def replay(client: IngestClient, doc: dict[str, Any], name: str = "", machine: str | None = None, now: float | None = None) -> ReplayResult:
     """Open a session, send its chunks, close it and send its feedback; the answers in order."""
+    from trajforge.client import contributor_id_for  # here: reading recordings needs no protocol crypto
+
     now = time.time() if now is None else now
     start = now - _duration(doc) - 1.0
     session = client.open_session(

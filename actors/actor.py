@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -42,6 +43,7 @@ class GenerationActor:
         self.counters: dict[str, int] = {"parse_failures": 0, "sandbox_failures": 0}
         self._metrics = _Metrics()
         self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+        self._streams: dict[str, threading.Event] = {}  # stream id -> its cancel flag, while it runs
         self.started_at = time.time()
         self.generated_tokens = 0
         self.requests = 0
@@ -91,6 +93,49 @@ class GenerationActor:
 
         options = LoopOptions(**self.settings.loop.model_dump(exclude={"task_timeout_s"}))
         return run_task(self, task, options)
+
+    def generate_stream(self, request: dict[str, Any], stream_id: str):
+        """One request streamed (call with `num_returns="streaming"`): `{"text": piece}` as text becomes final, then
+        `{"completion": ...}`. `cancel_stream(stream_id)` stops it. Engines that cannot stream give only the completion."""
+        try:
+            parsed = GenerationRequest.model_validate(request)
+        except ValueError as exc:
+            yield {"completion": Completion(text="", finish_reason="error", error=f"invalid request: {exc}", engine=self.engine.name).model_dump()}
+            return
+        if not hasattr(self.engine, "generate_streaming"):
+            yield {"completion": self.timed_generate([parsed])[0].model_dump()}
+            return
+        from actors.engines.live_text import text_stream
+
+        cancelled = self._streams[stream_id] = threading.Event()
+        try:
+            for item in text_stream(self.engine, parsed, self._submit_counted, self.settings.generation_timeout_s, cancelled):
+                yield {"text": item} if isinstance(item, str) else {"completion": item.model_dump()}
+        finally:
+            self._streams.pop(stream_id, None)
+
+    def cancel_stream(self, stream_id: str) -> bool:
+        """Stop a stream whose reader went away; False when it already ended."""
+        cancelled = self._streams.get(stream_id)
+        if cancelled is None:
+            return False
+        self.count("streams_cancelled")
+        cancelled.set()
+        return True
+
+    def _submit_counted(self, method, *args):
+        """An engine call on the actor's engine thread, counted in the health report before its result is seen."""
+
+        def counted():
+            started = time.perf_counter()
+            completion = method(*args)
+            self.requests += 1
+            self.errors += completion.finish_reason == "error"
+            self.generated_tokens += completion.completion_tokens
+            self._metrics.observe(time.perf_counter() - started, completion.completion_tokens)
+            return completion
+
+        return self._calls.submit(counted)
 
     def generate(self, requests: list[dict[str, Any] | GenerationRequest]) -> list[dict[str, Any]]:
         """Completions as dicts, in order; a request that is malformed or times out fails alone."""

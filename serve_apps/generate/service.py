@@ -3,7 +3,8 @@
 External tools and the teacher loop use local models through it exactly as they use remote ones,
 with OpenAI's SDKs pointed at `<url>/generate/v1`. The request and answer shapes are in
 `openai_api`; `stream: true` answers as server-sent events (`streaming`): live from a model in this
-replica, else once the completion is finished, one event per token with its log-probability.
+replica or from a GenerationActor (`actors.engines.live_text`), else once the completions are
+finished, one event per token with its log-probability.
 `/v1/embeddings` is answered by the embed application.
 """
 
@@ -13,16 +14,18 @@ import asyncio
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from actors.engines.live_text import text_stream
 from actors.engines.types import Completion, GenerationRequest
 from serve_apps.generate import openai_api
 from serve_apps.generate.settings import GenerateSettings
-from serve_apps.generate.streaming import DONE, LiveText, event, server_sent_events
+from serve_apps.generate.streaming import DONE, event, server_sent_events
 from serve_apps.http import CORS, HTTPError, json_response, read_body
 from trajforge.jsjson import JSONRejected, loads_strict
 
@@ -59,13 +62,32 @@ class ActorsBackend:
         health = ray.get(self.actors[0].health.remote())
         self.model, self.tokenizer = health["model"], None
 
-    async def generate_async(self, requests: list[GenerationRequest]) -> list[Completion]:
+    def _actor_for(self, request: GenerationRequest):
         import zlib
 
-        first = requests[0]
-        prefix = first.prompt if first.prompt is not None else "".join(m.content for m in first.messages)
-        actor = self.actors[zlib.crc32(prefix[:512].encode()) % len(self.actors)]
-        return [Completion.model_validate(item) for item in await actor.generate.remote(requests)]
+        prefix = request.prompt if request.prompt is not None else "".join(m.content for m in request.messages)
+        return self.actors[zlib.crc32(prefix[:512].encode()) % len(self.actors)]
+
+    async def generate_async(self, requests: list[GenerationRequest]) -> list[Completion]:
+        return [Completion.model_validate(item) for item in await self._actor_for(requests[0]).generate.remote(requests)]
+
+    async def stream_text(self, request: GenerationRequest):
+        """The actor's text pieces as it samples them (a Ray streaming generator), then the Completion; a reader
+        that stops early cancels the generation on the actor."""
+        import uuid
+
+        actor, stream_id, finished = self._actor_for(request), uuid.uuid4().hex, False
+        try:
+            async for ref in actor.generate_stream.options(num_returns="streaming").remote(request.model_dump(), stream_id):
+                item = await ref
+                if "completion" in item:
+                    finished = True
+                    yield Completion.model_validate(item["completion"])
+                else:
+                    yield item["text"]
+        finally:
+            if not finished:
+                actor.cancel_stream.remote(stream_id)
 
     def health(self) -> dict[str, Any]:
         return {"engine": self.name, "actors": len(self.actors), "model": self.model}
@@ -76,7 +98,8 @@ class GenerateService:
         self.settings = settings
         self.engine = engine or (ActorsBackend() if settings.backend == "actors" else build_engine(settings))
         self.model_name = settings.served_model_name or Path(str(self.engine.model)).name
-        self._lock = asyncio.Lock() if settings.backend == "engine" else None
+        self.actors = settings.backend == "actors"
+        self._engine_thread = None if self.actors else ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._embed = None  # the embed application's handle, found at the first /v1/embeddings
         self.created = int(time.time())
         self.counts = Counter()  # requests, completion_tokens, streams_hung_up: reported by /health
@@ -140,14 +163,13 @@ class GenerateService:
         parsed = openai_api.parse(body, chat, model_name=self.model_name, max_tokens_limit=self.settings.max_tokens_limit,
                                   max_choices=self.settings.max_choices)
         self.counts["requests"] += 1
-        if parsed.stream and len(parsed.requests) == 1 and not parsed.logprobs and hasattr(self.engine, "generate_streaming"):
+        if parsed.stream and len(parsed.requests) == 1 and not parsed.logprobs and hasattr(self.engine, "stream_text" if self.actors else "generate_streaming"):
             return await self.live(parsed)
-        if hasattr(self.engine, "generate_async"):
+        if self.actors:
             completions = await self.engine.generate_async(parsed.requests)
+            self.counts["completion_tokens"] += sum(completion.completion_tokens for completion in completions)
         else:
-            async with self._lock:  # one engine call at a time per replica
-                completions = await asyncio.to_thread(self.engine.generate, parsed.requests)
-        self.counts["completion_tokens"] += sum(completion.completion_tokens for completion in completions)
+            completions = await asyncio.wrap_future(self._run_engine(self.engine.generate, parsed.requests))
         failed = next((completion for completion in completions if completion.finish_reason == "error"), None)
         if failed is not None:
             raise HTTPError(500, "generation_failed", failed.error or "the engine failed")
@@ -160,56 +182,59 @@ class GenerateService:
             events.append(openai_api.usage_chunk(parsed, self.model_name, completions))
         return StreamingResponse(server_sent_events(events), media_type="text/event-stream", headers=SSE_HEADERS)
 
+    def _run_engine(self, method, *args) -> Future:
+        """An engine call on the replica's one engine thread (one call at a time), its tokens counted before its result is seen."""
+
+        def counted():
+            result = method(*args)
+            self.counts["completion_tokens"] += sum(c.completion_tokens for c in (result if isinstance(result, list) else [result]))
+            return result
+
+        return self._engine_thread.submit(counted)
+
     async def live(self, parsed: openai_api.Parsed) -> Response:
-        """One choice streamed while the model samples it: each token's final text as an event (no log-probabilities;
-        a client that asks for them gets the events once the completion is done). A client that goes away stops the model."""
-        loop, tokens, cancelled = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+        """One choice streamed while the model samples it: text as it becomes final, one event per piece (no
+        log-probabilities; a client that asks for them gets the events once the completion is done). A client that
+        goes away stops the model. An engine that fails before any text gives a real error status."""
         (request,) = parsed.requests
+        items = self.engine.stream_text(request) if self.actors else self._engine_stream(request)
+        first = await anext(items)
+        if isinstance(first, Completion) and first.finish_reason == "error":
+            await items.aclose()
+            raise HTTPError(500, "generation_failed", first.error or "the engine failed")
+        return StreamingResponse(self._live_events(parsed, first, items), media_type="text/event-stream", headers=SSE_HEADERS)
 
-        async def generate():
-            async with self._lock:
-                completion = await asyncio.to_thread(self.engine.generate_streaming, request,
-                                                     lambda token: loop.call_soon_threadsafe(tokens.put_nowait, token), cancelled)
-            self.counts["completion_tokens"] += completion.completion_tokens
-            return completion
+    async def _engine_stream(self, request: GenerationRequest):
+        """`text_stream` over this replica's engine, read from a worker thread so the event loop never waits on it."""
+        cancelled = threading.Event()
+        pieces = text_stream(self.engine, request, self._run_engine, self.settings.generation_timeout_s, cancelled)
+        try:
+            while (item := await asyncio.to_thread(next, pieces, None)) is not None:
+                yield item
+        finally:
+            cancelled.set()  # the engine stops at its next token
 
-        generation = asyncio.ensure_future(generate())
-        first = asyncio.ensure_future(tokens.get())
-        await asyncio.wait({first, generation}, return_when=asyncio.FIRST_COMPLETED)
-        if not first.done() and generation.result().finish_reason == "error":  # failed before any token: a real status
-            first.cancel()
-            raise HTTPError(500, "generation_failed", generation.result().error or "the engine failed")
-        return StreamingResponse(self._live_events(parsed, request, first, tokens, generation, cancelled),
-                                 media_type="text/event-stream", headers=SSE_HEADERS)
-
-    async def _live_events(self, parsed, request, pending, tokens, generation, cancelled):
-        text, model = LiveText(self.engine.tokenizer, request.stop), self.model_name
+    async def _live_events(self, parsed: openai_api.Parsed, first: str | Completion, items):
+        model, sent, completion = self.model_name, "", None
         try:
             if parsed.chat:
                 yield event(openai_api.delta_chunk(parsed, model, 0, "", first=True))
-            while pending is not None:
-                await asyncio.wait({pending, generation}, return_when=asyncio.FIRST_COMPLETED)
-                if not pending.done():  # the generation ended; what it sampled is already queued
-                    pending.cancel()
-                    pending = None
-                    arrived = [tokens.get_nowait() for _ in range(tokens.qsize())]
-                else:
-                    arrived, pending = [pending.result()], asyncio.ensure_future(tokens.get())
-                piece = "".join(text.add(token) for token in arrived)
-                if piece:
-                    yield event(openai_api.delta_chunk(parsed, model, 0, piece))
-            completion = generation.result()
+            item = first
+            while not isinstance(item, Completion):
+                sent += item
+                yield event(openai_api.delta_chunk(parsed, model, 0, item))
+                item = await anext(items)
+            completion = item
             if completion.finish_reason == "error":
                 yield event({"error": {"message": completion.error, "type": "generation_failed", "param": None, "code": "generation_failed"}})
             else:
-                rest = text.finish(completion.text)
-                if rest:
-                    yield event(openai_api.delta_chunk(parsed, model, 0, rest))
+                if completion.text.startswith(sent) and len(completion.text) > len(sent):
+                    yield event(openai_api.delta_chunk(parsed, model, 0, completion.text[len(sent):]))
                 yield event(openai_api.delta_chunk(parsed, model, 0, "", finish_reason=completion.finish_reason))
                 if parsed.include_usage:
                     yield event(openai_api.usage_chunk(parsed, model, [completion]))
             yield DONE
         finally:
-            if not generation.done():
+            if completion is None:
                 self.counts["streams_hung_up"] += 1
-            cancelled.set()
+            await items.aclose()

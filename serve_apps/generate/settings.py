@@ -33,6 +33,8 @@ class GenerateSettings(BaseModel):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_tokens_limit: int = Field(default=4096, ge=1)
     """Largest `max_tokens` a request may ask for."""
+    generation_timeout_s: float = Field(default=600.0, gt=0)
+    """A streamed generation running longer is stopped and its stream ends with an error event."""
     max_choices: int = Field(default=16, ge=1)
     """Most choices one request may ask for (`n` times the number of prompts)."""
     embed_app: str | None = "embed"

@@ -92,6 +92,7 @@ def test_front_over_named_actors_and_the_supervisor(serve_url, actor_settings):
         (remote,) = client.generate([request])
         (direct,) = ray.get(actor.generate.remote([request]))
         assert remote.error is None and remote.token_ids == direct["token_ids"] and remote.text == direct["text"]
+        _streams_live_from_the_actor_and_stops_when_the_reader_hangs_up(f"{serve_url}/generate-actors", actor, direct["text"])
 
         reports, stop = [], threading.Event()
         watcher = threading.Thread(target=supervise, args=([actor],), kwargs={"interval_s": 0.2, "stop": stop,
@@ -104,3 +105,29 @@ def test_front_over_named_actors_and_the_supervisor(serve_url, actor_settings):
             client.close()
         serve.delete("generate-actors")
         ray.kill(actor, no_restart=True)
+
+
+def _streams_live_from_the_actor_and_stops_when_the_reader_hangs_up(front: str, actor, expected: str) -> None:
+    import json
+    import time
+
+    import httpx
+    import ray
+
+    body = {"prompt": "def handler(", "max_tokens": 6, "temperature": 0.8, "seed": 4, "stream": True}
+    with httpx.stream("POST", f"{front}/v1/completions", json=body, timeout=60) as answer:
+        events = [json.loads(line[6:]) for line in answer.iter_lines() if line.startswith("data: {")]
+    assert "".join(event["choices"][0]["text"] for event in events) == expected
+    assert all(event["choices"][0]["logprobs"] is None for event in events)  # sent by the actor while it sampled
+
+    before = ray.get(actor.health.remote())
+    long = {"prompt": "def main(", "max_tokens": 3000, "temperature": 1.0, "seed": 2, "stream": True}
+    with httpx.Client(timeout=60) as http, http.stream("POST", f"{front}/v1/completions", json=long) as answer:
+        for count, _ in enumerate(line for line in answer.iter_lines() if line.startswith("data: ")):
+            if count == 2:
+                break
+    deadline = time.monotonic() + 60
+    while (health := ray.get(actor.health.remote()))["requests"] == before["requests"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert health.get("streams_cancelled", 0) == before.get("streams_cancelled", 0) + 1
+    assert 3 <= health["generated_tokens"] - before["generated_tokens"] < 3000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve_apps.generate.streaming import LiveText
+from actors.engines.live_text import LiveText
 
 
 @pytest.fixture(scope="module")

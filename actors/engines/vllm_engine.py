@@ -16,6 +16,7 @@ import asyncio
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +65,21 @@ class VllmEngine:
             return request.prompt
         return self.tokenizer.apply_chat_template([m.model_dump() for m in request.messages], add_generation_prompt=True, tokenize=False)
 
-    async def _one(self, request: GenerationRequest) -> Completion:
+    async def _one(self, request: GenerationRequest, on_token: Callable[[int], None] | None = None,
+                   cancelled: threading.Event | None = None) -> Completion:
         started = time.perf_counter()
         params = SamplingParams(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p, seed=request.seed,
                                 stop=request.stop or None, logprobs=0, **_guided(request.json_schema))
-        final = None
-        async for output in self.llm.generate(self._prompt(request), params, request_id=request.request_id or uuid.uuid4().hex):
+        final, seen, request_id = None, 0, request.request_id or uuid.uuid4().hex
+        async for output in self.llm.generate(self._prompt(request), params, request_id=request_id):
             final = output
+            if on_token is not None:
+                for token in output.outputs[0].token_ids[seen:]:
+                    on_token(int(token))
+                seen = len(output.outputs[0].token_ids)
+            if cancelled is not None and cancelled.is_set():
+                await self.llm.abort(request_id)
+                break
         choice = final.outputs[0]
         token_ids = list(choice.token_ids)
         logprobs = [float(step[token].logprob) for step, token in zip(choice.logprobs or [], token_ids)]
@@ -90,6 +99,15 @@ class VllmEngine:
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
         """All requests at once: vLLM batches them continuously and shares their cached prefixes."""
         return asyncio.run_coroutine_threadsafe(self._many(requests), self.loop).result()
+
+    def generate_streaming(self, request: GenerationRequest, on_token: Callable[[int], None] | None = None,
+                           cancelled: threading.Event | None = None) -> Completion:
+        """One request; `on_token` gets each token id as vLLM samples it, and setting `cancelled` aborts it."""
+        try:
+            return asyncio.run_coroutine_threadsafe(self._one(request, on_token, cancelled), self.loop).result()
+        except Exception as exc:  # fails alone, as in generate
+            return Completion(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}", engine=self.name,
+                              model=self.model, request_id=request.request_id)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))

@@ -23,8 +23,16 @@ PACKAGED = "packaged"
 
 
 def truncate(text: str, limit: int = MAX_INPUT_CHARS) -> str:
-    """The specification's truncation: the first `limit` characters."""
-    return text[:limit]
+    """The specification's truncation, `text.slice(0, limit)` in JavaScript: `limit` UTF-16 code units, so a
+    character outside the Basic Multilingual Plane (an emoji) counts twice; one cut in half is left out."""
+    if len(text) <= limit // 2 or text.isascii():
+        return text[:limit]
+    units = 0
+    for index, character in enumerate(text):
+        units += 2 if ord(character) > 0xFFFF else 1
+        if units > limit:
+            return text[:index]
+    return text
 
 
 def resolve_model(model: str) -> str:

@@ -141,6 +141,8 @@ def _inputs(payload: Any, limit: int) -> list[str]:
     texts = [given] if isinstance(given, str) else given
     if not isinstance(texts, list) or not texts or not all(isinstance(text, str) for text in texts):
         raise HTTPError(400, "invalid_input", '"input" must be a string or a non-empty list of strings')
+    if not all(texts):  # the specification's `if (!input)`: an empty string is missing input
+        raise HTTPError(400, "missing_input", '"input" must not be an empty string')
     if len(texts) > limit:
         raise HTTPError(413, "too_many_inputs", f"at most {limit} strings per request, got {len(texts)}")
     return texts

@@ -206,12 +206,14 @@ def _unwrap_envelopes(text: str) -> str:
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """A count from the query as the Node server reads it (`parseInt(x) || default`): absent or 0 gives the
+    default, more than `high` gives `high`; anything but digits is a 400."""
     raw = request.query_params.get(name)
-    if raw is None:
+    if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise HTTPError(400, "invalid_parameter", f"{name} must be an integer from {low} to {high}, got {raw!r}")
-    return int(raw)
+    if not raw.isdigit():
+        raise HTTPError(400, "invalid_parameter", f"{name} must be a whole number ({low} to {high}), got {raw!r}")
+    return min(int(raw), high) if int(raw) >= low else default
 
 
 async def _in_thread(function, *args):

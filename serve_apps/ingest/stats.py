@@ -42,16 +42,19 @@ class Stats:
         for date, envelopes, steps in self._conn.execute(
             f"SELECT {day.format('received_at')}, COUNT(*), SUM(steps) FROM envelopes WHERE received_at >= ? GROUP BY 1", (since,)
         ):
-            rows[date].update(envelopes=envelopes, steps=steps)
+            if date in rows:  # a row stamped after `now` (clock skew between replicas) belongs to no asked day
+                rows[date].update(envelopes=envelopes, steps=steps)
         for date, sessions in self._conn.execute(
             f"SELECT {day.format('created_at')}, COUNT(*) FROM sessions WHERE created_at >= ? GROUP BY 1", (since,)
         ):
-            rows[date]["sessions"] = sessions
+            if date in rows:
+                rows[date]["sessions"] = sessions
         for date, points in self._conn.execute(
             f"SELECT {day.format('created_at')}, SUM(points) FROM credits WHERE created_at >= ? GROUP BY 1", (since,)
         ):
-            rows[date]["points"] = points
-        return [rows[date] for date in sorted(rows) if date in rows]
+            if date in rows:
+                rows[date]["points"] = points
+        return [rows[date] for date in sorted(rows)]
 
     def _breakdown(self, column: str) -> dict[str, dict[str, Any]]:
         query = (

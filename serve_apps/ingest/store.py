@@ -189,7 +189,8 @@ class EnvelopeStore:
                 verdicts[index] = rejection(409, "session_closed", f"session {candidate.session_id!r} is closed: only USER_FEEDBACK is accepted now")
                 continue
             if envelope_limit and state.envelope_count >= envelope_limit:
-                verdicts[index] = rejection(429, "session_envelope_limit", f"a session may store at most {envelope_limit} envelopes", retryAfter=3600)
+                # No retryAfter: the cap is for the session's life, waiting never clears it.
+                verdicts[index] = rejection(429, "session_envelope_limit", f"a session may store at most {envelope_limit} envelopes; open a new session")
                 continue
             body: dict[str, Any] = {"accepted": True, "duplicate": False, "session_id": candidate.session_id, "sequence": candidate.sequence}
             if candidate.kind != "USER_FEEDBACK":

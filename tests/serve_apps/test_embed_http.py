@@ -78,7 +78,18 @@ def test_input_is_truncated_to_512_characters(http):
     assert vectors[0] != _embed(http, {"input": head[:-10]})["data"][0]["embedding"]
 
 
+def test_truncation_counts_utf16_units_as_javascript_does(http):
+    _ready(http)
+    head = "deploy the 🙂 service " * 32  # 21 characters, 22 UTF-16 units each
+    cut = 0
+    while len(head[:cut + 1].encode("utf-16-le")) <= 2 * MAX_INPUT_CHARS:
+        cut += 1
+    vectors = [item["embedding"] for item in _embed(http, {"input": [head, head[:cut], head[:cut - 1]]})["data"]]
+    assert cut < MAX_INPUT_CHARS and vectors[0] == vectors[1] != vectors[2]
+
+
 @pytest.mark.parametrize("payload, error", [({}, "missing_input"), ({"model": "x"}, "missing_input"), ({"input": 5}, "invalid_input"),
+                                            ({"input": ""}, "missing_input"), ({"input": ["a", ""]}, "missing_input"),
                                             ({"input": []}, "invalid_input"), ({"input": ["a", 3]}, "invalid_input")])
 def test_bad_input_is_400(http, payload, error):
     response = http.post("/v1/embed", json=payload)

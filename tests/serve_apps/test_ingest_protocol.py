@@ -262,3 +262,22 @@ def test_stats_endpoints_have_the_specified_shapes(client, http):
     assert models["o4-mini"]["sessions"] >= 1 and 0 < models["o4-mini"]["percentage"] <= 100
     assert "codex" in http.get("/v1/stats/providers").json()
     assert http.get("/v1/stats/daily", params={"days": "x"}).status_code == 400
+    # As the Node server reads them (`parseInt(x) || default`): 0 is the default, more than the most is the most.
+    assert len(http.get("/v1/stats/daily", params={"days": 0}).json()) == 7
+    assert len(http.get("/v1/stats/daily", params={"days": 5000}).json()) == 366
+    assert http.get("/v1/stats/leaderboard", params={"limit": 100000}).status_code == 200
+
+
+def test_daily_stats_leave_out_rows_stamped_after_now(tmp_path):
+    """A replica whose clock runs ahead stamps envelopes after another replica's `now`: no 500."""
+    from serve_apps.ingest import registry
+    from serve_apps.ingest.stats import Stats
+
+    connection = registry.connect(tmp_path / "ingest.db")
+    registry.create_schema(connection)
+    now = time.time()
+    connection.execute("PRAGMA foreign_keys=OFF")
+    connection.execute("INSERT INTO envelopes (hmac, envelope_id, session_id, kind, sequence, steps, segment_id, offset, length, received_at)"
+                       " VALUES ('h', 'e', 's', 'CHUNK', 1, 4, 1, 0, 10, ?)", (now + 3 * 86400,))
+    daily = Stats(connection).daily(3, now=now)
+    assert len(daily) == 3 and sum(row["envelopes"] for row in daily) == 0

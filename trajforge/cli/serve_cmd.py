@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 from pathlib import Path
 
@@ -10,12 +11,13 @@ from trajforge.settings import parse_assignment
 from trajforge.settings.serve_file import ServeFile, load_serve_file
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+PORT_ENV = "GROOVE_CENTRAL_PORT"  # the specification's port variable; the Node server listens on 8443 by default
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="Serve config file (default: configs/serve.yaml)")
     parser.add_argument("--host", help="address to bind (default from the config: 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="HTTP port (default from the config: 8000)")
+    parser.add_argument("--port", type=int, help="HTTP port (default: $GROOVE_CENTRAL_PORT, the Central Command's variable, else the config's 8000)")
     parser.add_argument("--lake", help="lake root for every application that has one (default ./lake)")
     parser.add_argument("--apps", help="comma-separated applications of the config to deploy (default: all of them: ingest,embed,generate)")
     parser.add_argument("--address", help="join this Ray cluster (e.g. auto, or ray://head:10001) instead of starting a local one")
@@ -40,8 +42,9 @@ def load(args: argparse.Namespace) -> ServeFile:
     assignments = [parse_assignment(text) for text in args.assignments]
     if args.host:
         assignments.append(("http_options.host", args.host))
-    if args.port:
-        assignments.append(("http_options.port", args.port))
+    port = args.port or os.environ.get(PORT_ENV)
+    if port:
+        assignments.append(("http_options.port", port))
     serve_file = load_serve_file(path, assignments)
     if args.lake:
         apps_with_lake = [app.name for app in serve_file.applications if "lake" in app.args]

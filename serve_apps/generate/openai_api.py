@@ -77,6 +77,8 @@ def _prompts(value: Any) -> list[str]:
     prompts = [value] if isinstance(value, str) else value
     if not isinstance(prompts, list) or not prompts or not all(isinstance(prompt, str) for prompt in prompts):
         raise _invalid('"prompt" must be a string or a non-empty list of strings (token-id prompts are not supported)')
+    if not all(prompts):
+        raise _invalid('"prompt" must not be empty: the model needs at least one token to continue from')
     return prompts
 
 

@@ -83,6 +83,13 @@ def test_openai_engine_against_our_own_front_matches_the_local_engine(front_url,
     ("/v1/chat/completions", {"messages": "not a list"}, 400),
     ("/v1/completions", {"prompt": "x", "max_tokens": 10**6}, 400),
     ("/v1/completions", {"prompt": [[1, 2, 3]]}, 400),
+    ("/v1/completions", {"prompt": ""}, 400),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 0}, 400),
+    ("/v1/completions", {"prompt": "x", "temperature": 5}, 400),
+    ("/v1/completions", {"prompt": "x", "n": "2"}, 400),
+    ("/v1/completions", {"prompt": "x", "seed": "lucky"}, 400),
+    ("/v1/chat/completions", {"messages": []}, 400),
+    ("/v1/completions", {"prompt": "x" * (5 * 1024 * 1024)}, 413),
     ("/v1/nothing", {}, 404),
 ])
 def test_front_rejects_bad_requests_in_openai_shape(front_url, path, body, status):

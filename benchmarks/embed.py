@@ -98,7 +98,8 @@ def report_http(args: argparse.Namespace) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    embed_args = {"num_gpus": args.num_gpus, "num_cpus": 0.5, "model": args.model, **dict(parse_assignment(text) for text in args.assignments)}
+    embed_args = {"num_gpus": args.num_gpus, "num_cpus": 0.5, "model": args.model,
+                  "rate_limits": {"per_address_per_minute": 0, "per_address_per_hour": 0}, **dict(parse_assignment(text) for text in args.assignments)}
     serve.run(build_app(embed_args), name="embed", route_prefix="/v1/embed")
     paths = {"via Serve's proxy": f"http://127.0.0.1:{port}/v1/embed"}
     paths.update({"direct to the replica": f"{url}/v1/embed" for url in direct_endpoints("127.0.0.1", port).get("embed", [])[:1]})

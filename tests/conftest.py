@@ -57,7 +57,8 @@ def serve_url(lakes) -> str:
     )
     serve.run(build_app({"lake": str(lakes["crash"]), "rate_limits": NO_LIMITS}), name="crash", route_prefix="/crash")
     serve.run(build_app({"lake": str(lakes["build"]), "rate_limits": NO_LIMITS, "num_cpus": 0.05}), name="build", route_prefix="/build")
-    serve.run(build_embed_app({"num_cpus": 0.25}), name="embed", route_prefix="/v1/embed")
+    serve.run(build_embed_app({"num_cpus": 0.25, "rate_limits": {"per_address_per_minute": 0, "per_address_per_hour": 0}}), name="embed",
+              route_prefix="/v1/embed")
     serve.run(build_embed_app({"num_cpus": 0.05, "model": "/nonexistent/model"}), name="broken-embed", route_prefix="/broken-embed")
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, 120)

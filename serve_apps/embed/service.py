@@ -24,7 +24,8 @@ from starlette.responses import Response
 
 from serve_apps.embed.coalesce import Coalescer
 from serve_apps.embed.settings import EmbedSettings
-from serve_apps.http import CORS, HTTPError, json_response, read_body
+from serve_apps.http import CORS, AddressResolver, HTTPError, json_response, read_body
+from serve_apps.ratelimit import AddressLimiter
 from trajforge.constants import EMBEDDING_DIM, EMBEDDING_MODEL_NAME
 from trajforge.embedding import Embedder
 from trajforge.jsjson import JSONRejected, loads_strict
@@ -55,6 +56,8 @@ class EmbedService:
         self.embedder: Embedder | None = None
         self.load_error: str | None = None
         self.model_calls = Coalescer(self._embed_now, settings.max_batch_size)
+        self.limiter = AddressLimiter(settings.rate_limits)
+        self.addresses = AddressResolver(settings.trusted_proxies)
         self._embed_texts.set_max_batch_size(settings.max_batch_size)
         self._embed_texts.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         threading.Thread(target=self._load, args=(loader,), name="embed-model-load", daemon=True).start()
@@ -84,6 +87,9 @@ class EmbedService:
                 return json_response(200, self.status())
             if request.method != "POST":
                 raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on /v1/embed; use POST", headers={"Allow": "GET, POST"})
+            retry = self.limiter.check(self.addresses.resolve(request))
+            if retry is not None:
+                raise HTTPError(429, "rate_limited", "too many requests from this address", retryAfter=retry)
             return await self.embed(request)
         except HTTPError as exc:
             return json_response(exc.status, exc.body, exc.headers)

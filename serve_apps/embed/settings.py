@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_apps.ratelimit import AddressLimits
 from trajforge.settings.serve_file import load_app_args
 
 APP_NAME = "embed"
@@ -38,6 +39,10 @@ class EmbedSettings(BaseModel):
     """Requests one replica accepts at once (they wait in the batch queue)."""
     max_inputs: int = Field(default=2048, ge=1)
     """Most strings one request may carry in `input`."""
+    rate_limits: AddressLimits = AddressLimits()
+    """The specification's per-address limits, which its server applies to every route (POSTs count here)."""
+    trusted_proxies: list[str] = []
+    """Peers (IPs or CIDRs) whose X-Forwarded-For is believed; from anyone else it is ignored."""
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     """Larger bodies get 413."""
 

@@ -22,7 +22,7 @@ from serve_apps.ingest import registry
 from serve_apps.ingest.committer import GroupCommitter
 from serve_apps.http import CORS, AddressResolver, HTTPError, json_response, read_body
 from serve_apps.ingest.metrics import IngestMetrics
-from serve_apps.ingest.ratelimit import AddressLimiter
+from serve_apps.ratelimit import AddressLimiter
 from serve_apps.ingest.settings import IngestSettings
 from serve_apps.ingest.stats import Stats
 from serve_apps.ingest.store import EnvelopeStore
@@ -43,7 +43,7 @@ class IngestService:
         self.committer = GroupCommitter(self.store.commit, settings.group_commit_max_envelopes)
         self._stats_lock = threading.Lock()
         self.stats = Stats(registry.connect(self.store.lake.registry_db))
-        self.limiter = AddressLimiter(settings.rate_limits.per_address_per_minute, settings.rate_limits.per_address_per_hour)
+        self.limiter = AddressLimiter(settings.rate_limits)
         self.addresses = AddressResolver(settings.trusted_proxies)
         self.metrics = IngestMetrics()
         self.pseudonym = lru_cache(maxsize=65536)(self.store.box.keyed_hash)

@@ -8,19 +8,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_apps.ratelimit import AddressLimits
 from trajforge import constants as c
 from trajforge.settings.serve_file import load_app_args
 
 APP_NAME = "ingest"
 
 
-class RateLimits(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    per_address_per_minute: int = Field(default=100, ge=0)
-    """Requests a client address may make per minute (0: no limit). Counted per replica."""
-    per_address_per_hour: int = Field(default=1000, ge=0)
-    """Requests a client address may make per hour (0: no limit). Counted per replica."""
+class RateLimits(AddressLimits):
     sessions_per_machine_per_hour: int = Field(default=20, ge=0)
     """Sessions one machine_fingerprint may open per hour (0: no limit). Counted in the registry."""
     envelopes_per_session: int = Field(default=200, ge=0)

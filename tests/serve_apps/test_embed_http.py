@@ -140,3 +140,34 @@ def test_503_while_the_model_loads(embedder):
 
     answer, ready_after = asyncio.run(scenario())
     assert answer.status_code == 503 and b"still loading" in answer.body and ready_after is True
+
+
+def test_per_address_limits_answer_429_with_retry_after_as_the_other_routes_do(embedder):
+    """The specification's server limits every route per address; the embed app counts its POSTs, per client address."""
+    from starlette.requests import Request
+
+    from serve_apps.embed.service import EmbedService
+    from serve_apps.embed.settings import EmbedSettings
+
+    never = threading.Event()
+
+    def post(service, client: str):
+        body = b'{"input": "hello"}'
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"content-length", str(len(body)).encode())],
+                 "query_string": b"", "client": (client, 40000)}
+        return service(Request(scope, receive))
+
+    async def scenario():
+        service = EmbedService(EmbedSettings(rate_limits={"per_address_per_minute": 2}), loader=lambda settings: never.wait(30) and embedder)
+        return [await post(service, "10.0.0.1") for _ in range(3)] + [await post(service, "10.0.0.2")]
+
+    try:
+        answers = asyncio.run(scenario())
+    finally:
+        never.set()
+    assert [answer.status_code for answer in answers] == [503, 503, 429, 503]  # counted before the model's readiness, per address
+    assert 1 <= int(answers[2].headers["retry-after"]) <= 60 and b'"retryAfter"' in answers[2].body

@@ -1,13 +1,25 @@
 """Per-address request limits (per minute and per hour), in fixed windows like the specification's.
 
-Counts live in the replica's memory: with N replicas an address gets up to N times the limit.
-Put a shared limiter (a Ray actor or the load balancer) in front when that matters.
+The Node server counts every route of an address in one place; here each application (ingest,
+embed) counts its own, in the replica's memory: with N replicas an address gets up to N times the
+limit. Put a shared limiter (a Ray actor or the load balancer) in front when that matters.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AddressLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    per_address_per_minute: int = Field(default=100, ge=0)
+    """Requests a client address may make per minute (0: no limit). Counted per replica."""
+    per_address_per_hour: int = Field(default=1000, ge=0)
+    """Requests a client address may make per hour (0: no limit). Counted per replica."""
 
 
 @dataclass
@@ -17,8 +29,8 @@ class _Window:
 
 
 class AddressLimiter:
-    def __init__(self, per_minute: int, per_hour: int):
-        self._limits = [(60.0, per_minute), (3600.0, per_hour)]
+    def __init__(self, limits: AddressLimits):
+        self._limits = [(60.0, limits.per_address_per_minute), (3600.0, limits.per_address_per_hour)]
         self._windows: dict[tuple[str, float], _Window] = {}
         self._last_sweep = time.monotonic()
 

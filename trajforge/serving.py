@@ -35,9 +35,11 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
     import ray
     from ray import serve
 
-    # Build first: a bad config fails here, before a cluster is started. The TRAJFORGE__ variables are
-    # already folded into the args (below --set); hide them so builders do not apply them twice.
-    overrides = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith(ENV_PREFIX)}
+    # Build first: a bad config fails here, before a cluster is started. The applications' TRAJFORGE__
+    # variables are already folded into their args (below --set); hide them so builders do not apply
+    # them twice. Others (TRAJFORGE__ACTORS__... for the actors the generate front starts) stay.
+    prefixes = tuple(f"{ENV_PREFIX}{app.name.upper()}__" for app in serve_file.applications)
+    overrides = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith(prefixes)}
     try:
         applications = [(app, _builder(app.import_path)(app.args)) for app in serve_file.applications]
     finally:

@@ -9,10 +9,10 @@ from serve_apps.generate.settings import GenerateSettings, load_settings
 
 
 class GenerateDeployment:
-    def __init__(self, settings: GenerateSettings):
+    def __init__(self, settings: GenerateSettings, actor_settings: Any = None):
         from serve_apps.generate.service import GenerateService
 
-        self.service = GenerateService(settings)
+        self.service = GenerateService(settings, actor_settings=actor_settings)
 
     async def __call__(self, request):
         return await self.service(request)
@@ -27,13 +27,26 @@ def build(settings: GenerateSettings):
         from actors.engines.factory import model_path
 
         settings = settings.model_copy(update={"model": str(model_path(settings.model).resolve())})
+    actor_settings = _actor_settings() if settings.backend == "actors" and settings.start_actors else None
 
     options: dict[str, Any] = {"num_cpus": settings.num_cpus}
     if settings.num_gpus:
         options["num_gpus"] = settings.num_gpus
     deployment = serve.deployment(GenerateDeployment, name="GenerateService", num_replicas=settings.num_replicas,
                                   max_ongoing_requests=settings.max_ongoing_requests, ray_actor_options=options)
-    return deployment.bind(settings)
+    return deployment.bind(settings, actor_settings)
+
+
+def _actor_settings():
+    """configs/actors.yaml as the driver sees it, with its model made and its paths absolute for the actors."""
+    from actors.engines.factory import model_path
+    from actors.settings import load_actor_settings
+
+    settings = load_actor_settings()
+    update: dict[str, Any] = {"lake": settings.lake.expanduser().resolve()}
+    if settings.engine != "openai":
+        update["model"] = str(model_path(settings.model).resolve())
+    return settings.model_copy(update=update)
 
 
 def build_app(args: Mapping[str, Any]):

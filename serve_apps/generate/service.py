@@ -11,6 +11,7 @@ finished, one event per token with its log-probability.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import Counter
@@ -30,6 +31,7 @@ from serve_apps.http import CORS, HTTPError, json_response, read_body
 from trajforge.jsjson import JSONRejected, loads_strict
 
 
+log = logging.getLogger("trajforge.generate")
 SSE_HEADERS = {**CORS, "Cache-Control": "no-cache"}
 
 
@@ -51,14 +53,19 @@ class ActorsBackend:
 
     name = "actors"
 
-    def __init__(self) -> None:
+    def __init__(self, actor_settings: Any = None) -> None:
         import ray
 
-        from actors.actor import find_actors
+        from actors.actor import find_actors, start_actors
 
         self.actors = find_actors()
+        if not self.actors and actor_settings is not None:
+            log.info("no generation actors running: starting %d from configs/actors.yaml", actor_settings.count)
+            start_actors(actor_settings, named=True)
+            self.actors = find_actors()
         if not self.actors:
-            raise RuntimeError("no generation actors: start them with actors.actor.start_actors(settings, named=True)")
+            raise RuntimeError("no generation actors: set generate.start_actors, or start them with "
+                               "actors.actor.start_actors(settings, named=True)")
         health = ray.get(self.actors[0].health.remote())
         self.model, self.tokenizer = health["model"], None
 
@@ -94,9 +101,9 @@ class ActorsBackend:
 
 
 class GenerateService:
-    def __init__(self, settings: GenerateSettings, engine: Any = None):
+    def __init__(self, settings: GenerateSettings, engine: Any = None, actor_settings: Any = None):
         self.settings = settings
-        self.engine = engine or (ActorsBackend() if settings.backend == "actors" else build_engine(settings))
+        self.engine = engine or (ActorsBackend(actor_settings) if settings.backend == "actors" else build_engine(settings))
         self.model_name = settings.served_model_name or Path(str(self.engine.model)).name
         self.actors = settings.backend == "actors"
         self._engine_thread = None if self.actors else ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")

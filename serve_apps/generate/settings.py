@@ -18,6 +18,9 @@ class GenerateSettings(BaseModel):
     backend: Literal["engine", "actors"] = "engine"
     """`actors`: route requests to the named GenerationActors (started with `start_actors(named=True)`),
     the same prompt prefix always to the same actor; `engine`: an engine inside this replica."""
+    start_actors: bool = True
+    """With backend `actors`: when no named GenerationActors are running, the front starts those of
+    configs/actors.yaml (`TRAJFORGE__ACTORS__*` apply), detached, so other jobs find them too."""
     engine: Literal["transformers", "openai"] = "transformers"
     """With backend `engine`: a local Hugging Face model, or another OpenAI-compatible endpoint."""
     model: str = "small"

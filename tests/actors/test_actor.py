@@ -85,7 +85,7 @@ def test_front_over_named_actors_and_the_supervisor(serve_url, actor_settings):
     client = None
     try:
         assert len(find_actors()) == 1
-        serve.run(build_app({"backend": "actors", "served_model_name": "small", "num_cpus": 0.05}), name="generate-actors",
+        serve.run(build_app({"backend": "actors", "start_actors": False, "served_model_name": "small", "num_cpus": 0.05}), name="generate-actors",
                   route_prefix="/generate-actors")
         client = OpenAIEngine(f"{serve_url}/generate-actors", "small", api_key_env=None, token_ids_in_logprobs=True)
         request = GenerationRequest(prompt="def handler(", max_tokens=6, temperature=0.8, seed=4)
@@ -105,6 +105,31 @@ def test_front_over_named_actors_and_the_supervisor(serve_url, actor_settings):
             client.close()
         serve.delete("generate-actors")
         ray.kill(actor, no_restart=True)
+
+
+def test_the_front_starts_the_configured_actors_when_none_run(serve_url, small_model, tmp_path, monkeypatch):
+    import httpx
+    import ray
+    from ray import serve
+
+    from actors.actor import find_actors
+    from serve_apps.generate.app import build_app
+
+    assert find_actors() == []
+    for name, value in {"MODEL": small_model, "NUM_CPUS": 0.05, "LAKE": tmp_path / "lake", "SANDBOX_WORKERS": 1}.items():
+        monkeypatch.setenv(f"TRAJFORGE__ACTORS__{name}", str(value))
+    try:
+        serve.run(build_app({"backend": "actors", "served_model_name": "small", "num_cpus": 0.05}), name="generate-auto",
+                  route_prefix="/generate-auto")
+        (actor,) = find_actors()
+        answer = httpx.post(f"{serve_url}/generate-auto/v1/completions", json={"prompt": "def f(", "max_tokens": 4, "seed": 1}, timeout=60)
+        assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 4
+        health = ray.get(actor.health.remote())
+        assert health["requests"] == 1 and health["model"] == str(small_model)
+    finally:
+        serve.delete("generate-auto")
+        for actor in find_actors():
+            ray.kill(actor, no_restart=True)
 
 
 def _streams_live_from_the_actor_and_stops_when_the_reader_hangs_up(front: str, actor, expected: str) -> None:

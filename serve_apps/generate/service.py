@@ -61,6 +61,7 @@ class ActorsBackend:
         self.actors = find_actors()
         if not self.actors and actor_settings is not None:
             log.info("no generation actors running: starting %d from configs/actors.yaml", actor_settings.count)
+            _check_room(actor_settings, ray.available_resources())
             start_actors(actor_settings, named=True)
             self.actors = find_actors()
         if not self.actors:
@@ -98,6 +99,16 @@ class ActorsBackend:
 
     def health(self) -> dict[str, Any]:
         return {"engine": self.name, "actors": len(self.actors), "model": self.model}
+
+
+def _check_room(settings: Any, free: dict[str, float]) -> None:
+    """Fail at once, saying what to change, rather than wait forever for actors the cluster has no room for."""
+    need = {"CPU": settings.num_cpus, "GPU": settings.num_gpus, **settings.resources}
+    short = [f"{amount * settings.count:g} {name} ({free.get(name, 0):g} free)" for name, amount in need.items()
+             if amount * settings.count > free.get(name, 0) + 1e-9]
+    if short:
+        raise RuntimeError(f"no room for the {settings.count} generation actor(s) of configs/actors.yaml: they need {', '.join(short)}. "
+                           "Lower actors.count, actors.num_cpus or actors.num_gpus (e.g. TRAJFORGE__ACTORS__NUM_CPUS=0.5), or add nodes.")
 
 
 class GenerateService:

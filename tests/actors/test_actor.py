@@ -156,3 +156,12 @@ def _streams_live_from_the_actor_and_stops_when_the_reader_hangs_up(front: str, 
         time.sleep(0.1)
     assert health.get("streams_cancelled", 0) == before.get("streams_cancelled", 0) + 1
     assert 3 <= health["generated_tokens"] - before["generated_tokens"] < 3000
+
+
+def test_the_front_says_what_to_change_when_the_actors_have_no_room(actor_settings):
+    from serve_apps.generate.service import _check_room
+
+    roomy = actor_settings.model_copy(update={"count": 3, "num_cpus": 0.5, "num_gpus": 1})
+    _check_room(roomy, {"CPU": 2.0, "GPU": 3.0})
+    with pytest.raises(RuntimeError, match=r"3 GPU \(1 free\).*actors.num_gpus"):
+        _check_room(roomy, {"CPU": 2.0, "GPU": 1.0})

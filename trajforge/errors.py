@@ -15,3 +15,7 @@ class ProtocolError(TrajforgeError, ValueError):
 
 class LakeCorruption(TrajforgeError, IOError):
     """A lake file is damaged in a way that cannot be repaired automatically."""
+
+
+class ServeStartError(TrajforgeError, RuntimeError):
+    """A Serve application did not start; the message carries its replicas' own reason."""

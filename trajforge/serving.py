@@ -9,6 +9,7 @@ import time
 
 import httpx
 
+from trajforge.errors import ServeStartError
 from trajforge.settings import ENV_PREFIX
 from trajforge.settings.serve_file import ServeFile
 
@@ -56,11 +57,29 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
     )
     for app, built in applications:
         log.info("deploying %s at %s", app.name, app.route_prefix)
-        serve.run(built, name=app.name, route_prefix=app.route_prefix)
+        try:
+            serve.run(built, name=app.name, route_prefix=app.route_prefix)
+        except RuntimeError as exc:
+            raise ServeStartError(f"application {app.name!r} did not start: {failure_reason(app.name) or exc}") from None
     host = "127.0.0.1" if http.host in WILDCARD_HOSTS else http.host
     url = f"http://{host}:{http.port}"
     wait_healthy(url, health_timeout_s)
     return url
+
+
+def failure_reason(app_name: str) -> str | None:
+    """What Serve recorded about an application's failed deployments: the last line of their replicas' error."""
+    from ray import serve
+
+    try:
+        overview = serve.status().applications.get(app_name)
+    except Exception:  # the controller itself is gone
+        return None
+    if overview is None:
+        return None
+    messages = [deployment.message for deployment in overview.deployments.values() if deployment.message] or [overview.message]
+    lines = [line.strip() for message in messages if message for line in message.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else None
 
 
 def direct_endpoints(host: str, proxy_port: int) -> dict[str, list[str]]:

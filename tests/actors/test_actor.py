@@ -165,3 +165,22 @@ def test_the_front_says_what_to_change_when_the_actors_have_no_room(actor_settin
     _check_room(roomy, {"CPU": 2.0, "GPU": 3.0})
     with pytest.raises(RuntimeError, match=r"3 GPU \(1 free\).*actors.num_gpus"):
         _check_room(roomy, {"CPU": 2.0, "GPU": 1.0})
+
+
+def test_trajforge_serve_reports_why_an_application_did_not_start(serve_url, small_model, monkeypatch):
+    """The replicas' own error reaches the user (`trajforge serve` prints it), not Serve's 'failed to update the deployments'."""
+    from ray import serve
+
+    from trajforge.errors import ServeStartError
+    from trajforge.serving import deploy
+    from trajforge.settings.serve_file import ServeFile
+
+    monkeypatch.setenv("TRAJFORGE__ACTORS__MODEL", str(small_model))
+    monkeypatch.setenv("TRAJFORGE__ACTORS__NUM_CPUS", "64")
+    app = {"name": "generate-noroom", "route_prefix": "/generate-noroom", "import_path": "serve_apps.generate.app:build_app",
+           "args": {"backend": "actors", "num_cpus": 0.05}}
+    try:
+        with pytest.raises(ServeStartError, match=r"'generate-noroom' did not start: .*no room .* 64 CPU"):
+            deploy(ServeFile(applications=[app]))
+    finally:
+        serve.delete("generate-noroom")

@@ -24,6 +24,7 @@ from starlette.responses import Response, StreamingResponse
 
 from actors.engines.live_text import text_stream
 from actors.engines.types import Completion, GenerationRequest
+from serve_apps.embed.forward import EmbeddingsForwarder, openai_error
 from serve_apps.generate import openai_api
 from serve_apps.generate.settings import GenerateSettings
 from serve_apps.generate.streaming import DONE, event, server_sent_events
@@ -118,7 +119,7 @@ class GenerateService:
         self.model_name = settings.served_model_name or Path(str(self.engine.model)).name
         self.actors = settings.backend == "actors"
         self._engine_thread = None if self.actors else ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-        self._embed = None  # the embed application's handle, found at the first /v1/embeddings
+        self.embed = EmbeddingsForwarder(settings.embed_app, "generate.embed_app")
         self.created = int(time.time())
         self.counts = Counter()  # requests, completion_tokens, streams_hung_up: reported by /health
 
@@ -141,8 +142,7 @@ class GenerateService:
                 return await self.embeddings(request)
             raise HTTPError(404, "not_found", f"no route {path}: use /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models or /health")
         except HTTPError as exc:
-            error = {"message": exc.body["message"], "type": exc.body["error"], "param": None, "code": exc.body["error"]}
-            return json_response(exc.status, {"error": error}, exc.headers)
+            return openai_error(exc)
 
     def models(self, model_id: str) -> Response:
         """`GET /v1/models` lists the one served model; `GET /v1/models/{id}` describes it."""
@@ -155,22 +155,7 @@ class GenerateService:
 
     async def embeddings(self, request: Request) -> Response:
         """OpenAI's `/v1/embeddings`, answered by the embed application of the same Serve instance."""
-        raw = await read_body(request, self.settings.max_body_bytes)
-        if not self.settings.embed_app:
-            raise HTTPError(404, "not_found", "embeddings are off on this front (generate.embed_app is null)")
-        if self._embed is None:
-            from ray import serve
-            from ray.serve.exceptions import RayServeException
-
-            try:
-                self._embed = serve.get_app_handle(self.settings.embed_app)
-            except RayServeException:
-                raise HTTPError(404, "not_found", f"no Serve application {self.settings.embed_app!r} answers embeddings here: deploy the "
-                                                  "embed application (configs/serve.yaml) or set generate.embed_app") from None
-        status, body, headers = await self._embed.answer_body.remote(raw)
-        if status != 200:
-            raise HTTPError(status, body["error"], body["message"], headers)
-        return json_response(200, body)
+        return await self.embed(await read_body(request, self.settings.max_body_bytes))
 
     async def complete(self, request: Request, chat: bool) -> Response:
         raw = await read_body(request, self.settings.max_body_bytes)

@@ -41,6 +41,8 @@ class IngestSettings(BaseModel):
     """The specification's rate limits."""
     trusted_proxies: list[str] = []
     """Peers (IPs or CIDRs) whose X-Forwarded-For is believed; from anyone else it is ignored."""
+    embed_app: str | None = "embed"
+    """The Serve application that answers OpenAI's `POST /v1/embeddings` here (null: 404)."""
     secret_key_env: str = "TRAJFORGE_SECRET_KEY"
     """Environment variable holding the base64 32-byte key that encrypts session secrets at rest."""
     key_file: Path | None = None

@@ -171,3 +171,16 @@ def test_per_address_limits_answer_429_with_retry_after_as_the_other_routes_do(e
         never.set()
     assert [answer.status_code for answer in answers] == [503, 503, 429, 503]  # counted before the model's readiness, per address
     assert 1 <= int(answers[2].headers["retry-after"]) <= 60 and b'"retryAfter"' in answers[2].body
+
+
+def test_openai_sdk_at_the_root_url_gets_embeddings_from_the_embed_app(serve_url, embedder, http):
+    """`OpenAI(base_url=<url>/v1)`: the ingest app at `/` forwards `/v1/embeddings` to the embed application."""
+    import openai
+
+    _ready(http)
+    with openai.OpenAI(base_url=f"{serve_url}/v1", api_key="unused", max_retries=0, timeout=60) as client:
+        answer = client.embeddings.create(model="all-MiniLM-L6-v2", input=TEXTS[:3])
+        assert np.allclose([item.embedding for item in answer.data], embedder.embed(TEXTS[:3]), atol=1e-5)
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.embeddings.create(model="all-MiniLM-L6-v2", input="")
+    assert "empty" in refused.value.body["message"]

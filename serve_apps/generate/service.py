@@ -218,7 +218,7 @@ class GenerateService:
             cancelled.set()  # the engine stops at its next token
 
     async def _live_events(self, parsed: openai_api.Parsed, first: str | Completion, items):
-        model, sent, completion = self.model_name, "", None
+        model, sent, completion, failed = self.model_name, "", None, False
         try:
             if parsed.chat:
                 yield event(openai_api.delta_chunk(parsed, model, 0, "", first=True))
@@ -229,7 +229,7 @@ class GenerateService:
                 item = await anext(items)
             completion = item
             if completion.finish_reason == "error":
-                yield event({"error": {"message": completion.error, "type": "generation_failed", "param": None, "code": "generation_failed"}})
+                yield event(_stream_error(completion.error or "the engine failed"))
             else:
                 if completion.text.startswith(sent) and len(completion.text) > len(sent):
                     yield event(openai_api.delta_chunk(parsed, model, 0, completion.text[len(sent):]))
@@ -237,7 +237,17 @@ class GenerateService:
                 if parsed.include_usage:
                     yield event(openai_api.usage_chunk(parsed, model, [completion]))
             yield DONE
+        except Exception as exc:  # the engine or an actor failed mid-stream (an actor died for good): said in the stream
+            log.exception("a streamed generation failed")
+            failed = True
+            yield event(_stream_error(f"{type(exc).__name__}: {exc}"))
+            yield DONE
         finally:
-            if completion is None:
+            if completion is None and not failed:
                 self.counts["streams_hung_up"] += 1
             await items.aclose()
+
+
+def _stream_error(message: str) -> dict[str, Any]:
+    """The event that ends a stream whose generation failed after its 200 was sent (as vLLM's server sends it)."""
+    return {"error": {"message": message, "type": "generation_failed", "param": None, "code": "generation_failed"}}

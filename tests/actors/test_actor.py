@@ -100,6 +100,7 @@ def test_front_over_named_actors_and_the_supervisor(serve_url, actor_settings):
         watcher.start()
         watcher.join(timeout=60)
         assert reports and reports[0][0]["healthy"] and reports[0][0]["health"]["requests"] >= 1
+        _an_actor_that_dies_mid_stream_ends_the_stream_with_an_error(f"{serve_url}/generate-actors", actor)
     finally:
         if client is not None:
             client.close()
@@ -130,6 +131,22 @@ def test_the_front_starts_the_configured_actors_when_none_run(serve_url, small_m
         serve.delete("generate-auto")
         for actor in find_actors():
             ray.kill(actor, no_restart=True)
+
+
+def _an_actor_that_dies_mid_stream_ends_the_stream_with_an_error(front: str, actor) -> None:
+    import json
+
+    import httpx
+    import ray
+
+    body = {"prompt": "def main(", "max_tokens": 3000, "temperature": 1.0, "seed": 3, "stream": True}
+    with httpx.Client(timeout=60) as http, http.stream("POST", f"{front}/v1/completions", json=body) as answer:
+        lines = (line for line in answer.iter_lines() if line.startswith("data: "))
+        first = [next(lines) for _ in range(3)]
+        ray.kill(actor, no_restart=True)
+        rest = list(lines)
+    assert all("error" not in json.loads(line[6:]) for line in first)
+    assert rest[-1] == "data: [DONE]" and "error" in json.loads(rest[-2][6:])
 
 
 def _streams_live_from_the_actor_and_stops_when_the_reader_hangs_up(front: str, actor, expected: str) -> None:

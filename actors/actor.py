@@ -43,7 +43,8 @@ class GenerationActor:
         self.counters: dict[str, int] = {"parse_failures": 0, "sandbox_failures": 0}
         self._metrics = _Metrics()
         self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
-        self._streams: dict[str, threading.Event] = {}  # stream id -> its cancel flag, while it runs
+        self._streams: dict[str, _Stream] = {}  # the streams running, by id
+        self._counting = threading.Lock()
         self.started_at = time.time()
         self.generated_tokens = 0
         self.requests = 0
@@ -107,21 +108,32 @@ class GenerationActor:
             return
         from actors.engines.live_text import text_stream
 
-        cancelled = self._streams[stream_id] = threading.Event()
+        stream = self._streams[stream_id] = _Stream()
+        finished = False
         try:
-            for item in text_stream(self.engine, parsed, self._submit_counted, self.settings.generation_timeout_s, cancelled):
-                yield {"text": item} if isinstance(item, str) else {"completion": item.model_dump()}
+            for item in text_stream(self.engine, parsed, self._submit_counted, self.settings.generation_timeout_s, stream.cancelled):
+                finished = not isinstance(item, str)
+                yield {"completion": item.model_dump()} if finished else {"text": item}
         finally:
             self._streams.pop(stream_id, None)
+            if not finished:  # Ray closed the generator: its reader went away
+                self._stream_cancelled(stream)
 
     def cancel_stream(self, stream_id: str) -> bool:
         """Stop a stream whose reader went away; False when it already ended."""
-        cancelled = self._streams.get(stream_id)
-        if cancelled is None:
+        stream = self._streams.get(stream_id)
+        if stream is None:
             return False
-        self.count("streams_cancelled")
-        cancelled.set()
+        self._stream_cancelled(stream)
+        stream.cancelled.set()
         return True
+
+    def _stream_cancelled(self, stream: _Stream) -> None:
+        """Counted once, whichever notices first: `cancel_stream`, or Ray closing the generator."""
+        with self._counting:
+            counted, stream.counted = stream.counted, True
+        if not counted:
+            self.count("streams_cancelled")
 
     def _submit_counted(self, method, *args):
         """An engine call on the actor's engine thread, counted in the health report before its result is seen."""
@@ -152,6 +164,14 @@ class GenerationActor:
         self.requests += rejected
         self.errors += rejected
         return [result.model_dump() for result in results]
+
+
+class _Stream:
+    """A running stream: the flag that stops its generation, and whether its cancellation was counted."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+        self.counted = False
 
 
 class _Metrics:

@@ -32,6 +32,12 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
     return Response(payload, status_code=status, media_type="application/json", headers=merged)
 
 
+def openai_error(exc: HTTPError) -> Response:
+    """An HTTPError in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, which OpenAI's SDKs read."""
+    error = {"message": exc.body["message"], "type": exc.body["error"], "param": None, "code": exc.body["error"]}
+    return json_response(exc.status, {"error": error}, exc.headers)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body; 413 past `limit` bytes (checked on Content-Length first, then on what arrived)."""
     declared = request.headers.get("content-length")

@@ -24,7 +24,6 @@ class SchemaGuide:
     def __init__(self, tokenizer: Any, vocab_size: int):
         import llguidance.hf
 
-        self.vocab_size = vocab_size
         self.tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size)
 
     def processor(self, schema: dict[str, Any]):
@@ -38,25 +37,23 @@ class SchemaGuide:
         matcher = LLMatcher(self.tokenizer, grammar, log_level=0)
         if matcher.is_error():
             raise ValueError(f"json_schema is not usable: {matcher.get_error()}")
-        return _Processor(matcher, self.vocab_size)
+        return _Processor(matcher)
 
 
 class _Processor(LogitsProcessor):
     """Masks, at each step, what the grammar does not allow after the tokens sampled so far (batch of one)."""
 
-    def __init__(self, matcher: Any, vocab_size: int):
+    def __init__(self, matcher: Any):
         self.matcher = matcher
-        self.vocab_size = vocab_size
-        self.prompt_length: int | None = None
+        self.started = False  # the first call sees the prompt; each later one, the token sampled since
 
     def __call__(self, input_ids, scores):
         import numpy as np
         import torch
 
-        if self.prompt_length is None:
-            self.prompt_length = input_ids.shape[1]
-        else:
+        if self.started:
             self.matcher.consume_token(int(input_ids[0, -1]))
+        self.started = True
         allowed = np.frombuffer(self.matcher.compute_logit_bias(), dtype=np.uint8)[: scores.shape[-1]]
         blocked = torch.ones(scores.shape[-1], dtype=torch.bool)
         blocked[: allowed.shape[0]] = torch.from_numpy(allowed == 0)

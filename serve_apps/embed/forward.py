@@ -35,9 +35,3 @@ class EmbeddingsForwarder:
         if status != 200:
             raise HTTPError(status, answer["error"], answer["message"], headers)
         return json_response(200, answer)
-
-
-def openai_error(exc: HTTPError) -> Response:
-    """An HTTPError in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, which OpenAI's SDKs read."""
-    error = {"message": exc.body["message"], "type": exc.body["error"], "param": None, "code": exc.body["error"]}
-    return json_response(exc.status, {"error": error}, exc.headers)

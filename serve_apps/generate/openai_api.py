@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from actors.engines.live_text import LiveText
 from actors.engines.types import Completion, GenerationRequest
 from serve_apps.http import HTTPError
 
@@ -200,9 +201,11 @@ def token_chunks(parsed: Parsed, model: str, index: int, completion: Completion,
     logprobs = _logprobs(parsed, completion, tokenizer)
     entries = logprobs["content"] if parsed.chat else list(zip(logprobs["tokens"], logprobs["token_logprobs"]))
     events, sent = [delta_chunk(parsed, model, index, "", first=True)] if parsed.chat else [], 0
+    live = LiveText(tokenizer, []) if tokenizer is not None else None
     for position, entry in enumerate(entries):
-        end = len(_prefix_text(tokenizer, completion, position + 1)) if tokenizer is not None else len(completion.text)
-        end = min(max(end, sent), len(completion.text))
+        if live is not None:
+            live.add(completion.token_ids[position])
+        end = min(live.sent, len(completion.text)) if live is not None else len(completion.text)
         piece = {"content": [entry]} if parsed.chat else {"tokens": [entry[0]], "token_logprobs": [entry[1]]}
         events.append(delta_chunk(parsed, model, index, completion.text[sent:end], logprobs=piece))
         sent = end
@@ -210,11 +213,6 @@ def token_chunks(parsed: Parsed, model: str, index: int, completion: Completion,
         events.append(delta_chunk(parsed, model, index, completion.text[sent:]))
     events.append(delta_chunk(parsed, model, index, "", finish_reason=completion.finish_reason))
     return events
-
-
-def _prefix_text(tokenizer: Any, completion: Completion, count: int) -> str:
-    text = tokenizer.decode(completion.token_ids[:count], skip_special_tokens=True)
-    return text.rstrip("\ufffd")
 
 
 def usage_chunk(parsed: Parsed, model: str, completions: list[Completion]) -> dict[str, Any]:

@@ -24,11 +24,11 @@ from starlette.responses import Response, StreamingResponse
 
 from actors.engines.live_text import text_stream
 from actors.engines.types import Completion, GenerationRequest
-from serve_apps.embed.forward import EmbeddingsForwarder, openai_error
+from serve_apps.embed.forward import EmbeddingsForwarder
 from serve_apps.generate import openai_api
 from serve_apps.generate.settings import GenerateSettings
 from serve_apps.generate.streaming import DONE, event, server_sent_events
-from serve_apps.http import CORS, HTTPError, json_response, read_body
+from serve_apps.http import CORS, HTTPError, json_response, openai_error, read_body
 from trajforge.jsjson import JSONRejected, loads_strict
 
 
@@ -117,8 +117,8 @@ class GenerateService:
         self.settings = settings
         self.engine = engine or (ActorsBackend(actor_settings) if settings.backend == "actors" else build_engine(settings))
         self.model_name = settings.served_model_name or Path(str(self.engine.model)).name
-        self.actors = settings.backend == "actors"
-        self._engine_thread = None if self.actors else ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self.uses_actors = settings.backend == "actors"
+        self._engine_thread = None if self.uses_actors else ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self.embed = EmbeddingsForwarder(settings.embed_app, "generate.embed_app")
         self.created = int(time.time())
         self.counts = Counter()  # requests, completion_tokens, streams_hung_up: reported by /health
@@ -166,9 +166,9 @@ class GenerateService:
         parsed = openai_api.parse(body, chat, model_name=self.model_name, max_tokens_limit=self.settings.max_tokens_limit,
                                   max_choices=self.settings.max_choices)
         self.counts["requests"] += 1
-        if parsed.stream and len(parsed.requests) == 1 and not parsed.logprobs and hasattr(self.engine, "stream_text" if self.actors else "generate_streaming"):
+        if parsed.stream and len(parsed.requests) == 1 and not parsed.logprobs and hasattr(self.engine, "stream_text" if self.uses_actors else "generate_streaming"):
             return await self.live(parsed)
-        if self.actors:
+        if self.uses_actors:
             completions = await self.engine.generate_async(parsed.requests)
             self.counts["completion_tokens"] += sum(completion.completion_tokens for completion in completions)
         else:
@@ -200,7 +200,7 @@ class GenerateService:
         log-probabilities; a client that asks for them gets the events once the completion is done). A client that
         goes away stops the model. An engine that fails before any text gives a real error status."""
         (request,) = parsed.requests
-        items = self.engine.stream_text(request) if self.actors else self._engine_stream(request)
+        items = self.engine.stream_text(request) if self.uses_actors else self._engine_stream(request)
         first = await anext(items)
         if isinstance(first, Completion) and first.finish_reason == "error":
             await items.aclose()

@@ -20,9 +20,9 @@ from starlette.responses import Response
 
 from serve_apps.ingest import registry
 from serve_apps.ingest.committer import GroupCommitter
-from serve_apps.http import CORS, AddressResolver, HTTPError, json_response, read_body
+from serve_apps.http import CORS, AddressResolver, HTTPError, json_response, openai_error, read_body
 from serve_apps.ingest.metrics import IngestMetrics
-from serve_apps.embed.forward import EmbeddingsForwarder, openai_error
+from serve_apps.embed.forward import EmbeddingsForwarder
 from serve_apps.ratelimit import AddressLimiter
 from serve_apps.ingest.settings import IngestSettings
 from serve_apps.ingest.stats import Stats
@@ -87,7 +87,7 @@ class IngestService:
                     raise HTTPError(429, "rate_limited", "too many requests from this address", retryAfter=retry)
             return await handler(request)
         except HTTPError as exc:
-            return openai_error(exc) if path == "/v1/embeddings" else json_response(exc.status, exc.body, exc.headers)
+            return json_response(exc.status, exc.body, exc.headers)
         except Exception:
             log.exception("unhandled error on %s %s", request.method, path)
             return json_response(500, {"error": "internal", "message": "the server failed; the request was not acknowledged, retry it"})
@@ -96,7 +96,10 @@ class IngestService:
 
     async def openai_embeddings(self, request: Request) -> Response:
         """OpenAI's `/v1/embeddings` at the root, so OpenAI's SDKs with `base_url=<url>/v1` reach the embed application."""
-        return await self.embed(await read_body(request, self.settings.max_body_bytes))
+        try:
+            return await self.embed(await read_body(request, self.settings.max_body_bytes))
+        except HTTPError as exc:  # OpenAI's SDKs read their own error shape
+            return openai_error(exc)
 
     async def health(self, request: Request) -> Response:
         return json_response(200, {"status": "ok", "uptime": round(time.monotonic() - self.started, 3)})

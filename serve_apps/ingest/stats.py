@@ -38,22 +38,21 @@ class Stats:
             (first + timedelta(days=offset)).isoformat(): {"date": (first + timedelta(days=offset)).isoformat(), "envelopes": 0, "steps": 0, "sessions": 0, "points": 0}
             for offset in range(days)
         }
+        # Only the asked days: a row stamped after today (clock skew between replicas) belongs to none of them.
+        window, until = "{0} >= ? AND {0} < ?", since + days * 86400
         day = "strftime('%Y-%m-%d', {}, 'unixepoch')"
         for date, envelopes, steps in self._conn.execute(
-            f"SELECT {day.format('received_at')}, COUNT(*), SUM(steps) FROM envelopes WHERE received_at >= ? GROUP BY 1", (since,)
+            f"SELECT {day.format('received_at')}, COUNT(*), SUM(steps) FROM envelopes WHERE {window.format('received_at')} GROUP BY 1", (since, until)
         ):
-            if date in rows:  # a row stamped after `now` (clock skew between replicas) belongs to no asked day
-                rows[date].update(envelopes=envelopes, steps=steps)
+            rows[date].update(envelopes=envelopes, steps=steps)
         for date, sessions in self._conn.execute(
-            f"SELECT {day.format('created_at')}, COUNT(*) FROM sessions WHERE created_at >= ? GROUP BY 1", (since,)
+            f"SELECT {day.format('created_at')}, COUNT(*) FROM sessions WHERE {window.format('created_at')} GROUP BY 1", (since, until)
         ):
-            if date in rows:
-                rows[date]["sessions"] = sessions
+            rows[date]["sessions"] = sessions
         for date, points in self._conn.execute(
-            f"SELECT {day.format('created_at')}, SUM(points) FROM credits WHERE created_at >= ? GROUP BY 1", (since,)
+            f"SELECT {day.format('created_at')}, SUM(points) FROM credits WHERE {window.format('created_at')} GROUP BY 1", (since, until)
         ):
-            if date in rows:
-                rows[date]["points"] = points
+            rows[date]["points"] = points
         return [rows[date] for date in sorted(rows)]
 
     def _breakdown(self, column: str) -> dict[str, dict[str, Any]]:

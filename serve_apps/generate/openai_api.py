@@ -21,6 +21,9 @@ from actors.engines.live_text import LiveText
 from actors.engines.types import Completion, GenerationRequest
 from serve_apps.http import HTTPError
 
+# What OpenAI's API samples with when a request leaves them out (the engines' own defaults differ).
+OPENAI_DEFAULTS = {"temperature": 1.0, "top_p": 1.0}
+
 # Chat roles OpenAI clients send, as the engines' chat templates know them.
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 
@@ -124,7 +127,7 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
         raise _invalid(f"{n * len(inputs)} choices asked (n x prompts); this server gives at most {max_choices} per request")
     sampling = {"max_tokens": body.get("max_completion_tokens", body.get("max_tokens")), "temperature": body.get("temperature"),
                 "top_p": body.get("top_p"), "stop": _stop(body.get("stop")), "json_schema": _schema(body.get("response_format"))}
-    sampling = {key: value for key, value in sampling.items() if value is not None}
+    sampling = {**OPENAI_DEFAULTS, **{key: value for key, value in sampling.items() if value is not None}}
     seed = body.get("seed")
     requests = []
     try:

@@ -39,6 +39,15 @@ def test_chat_with_developer_role_and_text_parts_matches_the_engine(client, engi
     assert answer.usage.completion_tokens == local.completion_tokens and answer.usage.prompt_tokens == local.prompt_tokens
 
 
+def test_unset_sampling_options_take_openais_defaults(client, engine):
+    """OpenAI samples at temperature 1 when a request names none; the engines' own default is lower."""
+    answer = client.completions.create(model="small", prompt="def main(", max_tokens=48, seed=6)
+    openai_default, engine_default = engine.generate([GenerationRequest(prompt="def main(", max_tokens=48, seed=6, temperature=1.0),
+                                                      GenerationRequest(prompt="def main(", max_tokens=48, seed=6)])
+    assert openai_default.token_ids != engine_default.token_ids  # the seed tells them apart
+    assert answer.choices[0].text == openai_default.text
+
+
 def test_streamed_chat_joins_to_the_unstreamed_answer_and_ends_with_usage(client):
     options = {"model": "small", "messages": MESSAGES, "max_tokens": 12, "temperature": 0.8, "seed": 3}
     whole = client.chat.completions.create(**options)

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.phases import Phases, TaskProgress
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -25,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="small", help="`small` (the embedded model) or a local model directory")
     parser.add_argument("--engine", default="transformers", choices=["transformers", "vllm"])
     parser.add_argument("--num-gpus", type=float, default=0.0)
+    parser.add_argument("--worker-logs", action="store_true", help="print the actor's own output here too (Ray's log_to_driver)")
     args = parser.parse_args(argv)
+    phase = Phases()
 
     import ray
 
@@ -41,22 +45,26 @@ def main(argv: list[str] | None = None) -> int:
         ("actors.loop.max_steps", 2), ("actors.loop.max_tokens", args.max_tokens), ("actors.loop.state_max_tokens", args.max_tokens // 2)])
 
     engine = build_engine(settings)
+    phase(f"engine loaded: {engine.name} on {'GPU' if args.num_gpus else 'CPU'}")
     requests = [GenerationRequest(prompt=f"def handler_{i}(request):", max_tokens=args.max_tokens, temperature=0.7, seed=i) for i in range(args.tasks)]
     engine.generate(requests[:1])  # warm-up
     started = time.perf_counter()
     alone = engine.generate(requests)
-    alone_rate = sum(c.completion_tokens for c in alone) / (time.perf_counter() - started)
+    alone_tokens = sum(c.completion_tokens for c in alone)
+    alone_rate = alone_tokens / (time.perf_counter() - started)
+    phase(f"engine alone: {alone_tokens} tokens at {alone_rate:.1f} tokens/s")
     del engine
 
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))
-    ray.init(logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    ray.init(logging_level="ERROR", log_to_driver=args.worker_logs, include_dashboard=False)
     try:
         (actor,) = start_actors(settings)
+        phase("actor started and warmed up")
         tasks = [{"task_id": f"bench-{i}", "instruction": "Replace print calls with logging.info", "language": "python",
                   "files": {"app.py": f"import logging\n\ndef run():\n    print('step', {i})\n"}} for i in range(args.tasks)]
         before = ray.get(actor.health.remote())["generated_tokens"]
         started = time.perf_counter()
-        summaries = run_loop([actor], tasks)
+        summaries = run_loop([actor], tasks, progress=TaskProgress(phase, len(tasks), "actor loop"))
         wall = time.perf_counter() - started
         tokens = ray.get(actor.health.remote())["generated_tokens"] - before
     finally:

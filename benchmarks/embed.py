@@ -7,8 +7,9 @@
   against the raw in-process `SentenceTransformer.encode` at its best batch size. Target on the CPU
   machine: >= 0.6x.
 - Pipeline: `embed_dataset` (Ray Data: tokenization on CPU workers, the model in an actor pool) over
-  `--texts` texts, against one process's `encode()` of the same texts. Target on a GPU machine
-  (`--num-gpus 1 --texts 100000`): >= 2x.
+  `--texts` texts, start to end, against one process loading the model and `encode()`-ing the same
+  texts (each pays for one model load). Target on a GPU machine (`--num-gpus 1 --texts 100000`): >= 2x.
+  Also printed: the pipeline against `encode()` alone, and its rate once streaming.
 """
 
 from __future__ import annotations
@@ -134,11 +135,12 @@ def report_pipeline(args: argparse.Namespace) -> None:
     texts = realistic_texts(args.texts, seed=11)
     loading = time.perf_counter()
     single = Embedder(model=args.model, device="cuda" if args.num_gpus else "cpu")
-    load_s = time.perf_counter() - loading
     single.embed(texts[:256])  # warm-up
+    load_s = time.perf_counter() - loading
     started = time.perf_counter()
     single.embed(texts)
-    single_rate = len(texts) / (time.perf_counter() - started)
+    encode_s = time.perf_counter() - started
+    single_rate = len(texts) / encode_s
     del single
     dataset = ray.data.from_items([{"text": text} for text in texts])
     started = time.perf_counter()
@@ -151,13 +153,20 @@ def report_pipeline(args: argparse.Namespace) -> None:
         if first_out is None:
             first_out, first_rows = time.perf_counter(), rows
     finished = time.perf_counter()
-    pipeline_rate = rows / (finished - started)
+    pipeline_s = finished - started
     streaming_rate = (rows - first_rows) / max(finished - first_out, 1e-9)
 
+    # Headline: start to end, each path paying for its own model load (a fresh process or a fresh GPU actor);
+    # below it, the pipeline's wall against encode() alone, and its rate once the first batch is out.
     print(f"\nembed pipeline benchmark: {len(texts)} texts of 20-60 words, {'GPU' if args.num_gpus else 'CPU'}")
-    print(f"  one process encode()       {single_rate:8.1f} sentences/s   (its model load of {load_s:.1f} s not included)")
-    print(f"  Ray Data pipeline          {pipeline_rate:8.1f} sentences/s   {pipeline_rate / single_rate:.2f}x one process   (target >= 2x on a GPU machine; start-up of {first_out - started:.1f} s included)")
-    print(f"    once streaming           {streaming_rate:8.1f} sentences/s   {streaming_rate / single_rate:.2f}x one process   (after the first batch is out)")
+    print(f"  one process: load + encode()  {load_s + encode_s:7.1f} s   {len(texts) / (load_s + encode_s):8.1f} sentences/s   "
+          f"(load and warm-up {load_s:.1f} s, encode() {encode_s:.1f} s = {single_rate:.1f} sentences/s)")
+    print(f"  Ray Data pipeline, start to end {pipeline_s:5.1f} s   {rows / pipeline_s:8.1f} sentences/s   "
+          f"{(load_s + encode_s) / pipeline_s:.2f}x one process   (target >= 2x on a GPU machine)")
+    print(f"    against encode() alone                              {encode_s / pipeline_s:.2f}x   "
+          f"(the pipeline's start-up of {first_out - started:.1f} s counted, the process's load not)")
+    print(f"    once streaming                {streaming_rate:8.1f} sentences/s   {streaming_rate / single_rate:.2f}x encode()   (after the first batch is out)")
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

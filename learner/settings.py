@@ -83,8 +83,10 @@ class TrainSettings(_Strict):
     """Recompute decoder layers' activations in the backward pass."""
     checkpoint_every_n_layers: int = Field(default=1, ge=1)
     """Checkpoint every n-th decoder layer only (1: all); larger keeps more activations and recomputes less."""
-    attention: Literal["auto", "sdpa", "flash_attention_2", "flex_attention", "eager"] = "auto"
-    """Attention kernel; `auto`: flash_attention_2 on GPUs when `flash_attn` is installed, else sdpa. All keep packed examples apart."""
+    attention: Literal["auto", "varlen", "sdpa", "flash_attention_2", "flex_attention", "eager"] = "auto"
+    """Attention kernel, all keeping packed examples apart; `auto` on GPUs: flash_attention_2 when `flash_attn` is installed,
+    else `varlen` (PyTorch's varlen flash kernel, learner/attention.py) when it passes its check at start, else sdpa (a dense
+    block-diagonal mask, no flash kernel); `auto` on CPU: sdpa."""
     loss: Literal["auto", "liger", "chunked"] = "auto"
     """Linear cross-entropy without full logits: Liger's fused kernel (GPU, `.[gpu]`) or a chunked pure-torch one; `auto` picks liger when importable on GPUs."""
     loss_chunk_tokens: int = Field(default=2048, ge=1)

@@ -60,12 +60,16 @@ part() {  # name, seconds, command...
 for name in $parts; do
   case $name in
     learner)
-      part learner 300 python3 -m benchmarks.learner --device gpu --workdir /tmp/learner --worker-logs ;;
+      # half the default token budget (20 plain steps, 10 of the learner); then the learner with sdpa (what
+      # `auto` picked before varlen) and without gradient checkpointing, a row each; each run prints its
+      # figure as it ends, so a part stopped at its limit still has the first ones
+      part learner 350 python3 -m benchmarks.learner --device gpu --workdir /tmp/learner --worker-logs --tokens 327680 \
+        --variant train.attention=sdpa --variant train.gradient_checkpointing=false ;;
     actors)
       # the learner part's random Qwen3-0.6B-shaped model when it ran, else the embedded small one; no jail by
       # default (nsjail under the machine's gVisor is untried; JAIL=nsjail tries it)
       model=small; [ -f /tmp/learner/qwen3-28x1024/config.json ] && model=/tmp/learner/qwen3-28x1024
-      TRAJFORGE__SANDBOX__JAIL=${JAIL:-none} part actors 150 python3 -m benchmarks.actors --num-gpus 1 --tasks 4 --max-tokens 64 --model $model --worker-logs ;;
+      TRAJFORGE__SANDBOX__JAIL=${JAIL:-none} part actors 130 python3 -m benchmarks.actors --num-gpus 1 --tasks 4 --max-tokens 64 --model $model --worker-logs ;;
     embed)
       minilm=/tmp/minilm
       if [ ! -f $minilm/model.safetensors ]; then

@@ -242,20 +242,27 @@ def main() -> None:
           f"(vocabulary {VOCAB}), sequence {args.seq_len}, token budget {args.tokens}", flush=True)
     phase("plain ZeRO-3 loop: starting")
     plain = run_plain(args, model_dir, tokens_file, on_gpu, workdir, model_shape)
-    phase(f"plain ZeRO-3 loop: {plain['tokens_per_s']:,.0f} tokens/s; the learner: starting")
-    rows = [("plain", plain, args.plain_micro_batch), ("learner", run_learner(args, model_dir, build, on_gpu, workdir), args.learner_micro_batch)]
-    phase(f"the learner: {rows[1][1]['tokens_per_s']:,.0f} tokens/s")
+    phase(f"plain ZeRO-3 loop: {plain['tokens_per_s']:,.0f} tokens/s")
+    runs = [("learner", "learner", [])]
     for number, variant in enumerate(args.variant, 1):
-        overrides = [parse_assignment(item) for item in variant.split(",") if item.strip()]
-        rows.append((f"variant {number}: {variant}", run_learner(args, model_dir, build, on_gpu, workdir, f"learner-variant{number}", overrides),
-                     dict(overrides).get("train.micro_batch_size", args.learner_micro_batch)))
-        phase(f"variant {number}: {rows[-1][1]['tokens_per_s']:,.0f} tokens/s")
+        runs.append((f"variant {number}: {variant}", f"learner-variant{number}", [parse_assignment(item) for item in variant.split(",") if item.strip()]))
+    rows = [("plain", plain, args.plain_micro_batch)]
+    for label, run_name, overrides in runs:
+        try:  # a run that fails is reported and the next one still runs
+            result = run_learner(args, model_dir, build, on_gpu, workdir, run_name, overrides)
+        except Exception as exc:
+            phase(f"{label}: failed: {type(exc).__name__}: {str(exc)[:2000]}")
+            continue
+        rows.append((label, result, dict(overrides).get("train.micro_batch_size", args.learner_micro_batch)))
+        phase(f"{label}: {result['tokens_per_s']:,.0f} tokens/s")
     width = max(len(name) for name, _, _ in rows)
     print(f"{'run':<{width}} {'micro-batch':>11} {'steps':>6} {'tokens/s':>10} {'MFU':>7} {'memory GB':>10} {'/ plain':>8}")
     for name, result, batch in rows:
         print(f"{name:<{width}} {batch:>11} {result['steps']:>6} {result['tokens_per_s']:>10,.0f} {result['mfu']:>7.2%} {result['memory_gb']:>10.1f} "
               f"{result['tokens_per_s'] / plain['tokens_per_s']:>7.2f}x")
-    learner = rows[1][1]
+    learner = dict((name, result) for name, result, _ in rows).get("learner")
+    if learner is None:
+        raise SystemExit("the learner's run failed (above)")
     print(f"learner / plain: tokens/s {learner['tokens_per_s'] / plain['tokens_per_s']:.2f}x, MFU {learner['mfu'] / plain['mfu']:.2f}x "
           f"(target on the GPU machine: tokens/s >= 1.5x)")
     ray.shutdown()

@@ -14,6 +14,7 @@ export PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS
 parts=${PARTS:-learner actors}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 python3 -c "import torch, transformers, ray, deepspeed; print('torch', torch.__version__, 'transformers', transformers.__version__, 'ray', ray.__version__, 'deepspeed', deepspeed.__version__)" 2>&1 | tail -1 | tee -a "$out/gpu.txt"
+timeout 60 python3 benchmarks/gpu/probe.py 2>&1 | tail -2 | tee -a "$out/gpu.txt"
 
 # DeepSpeed's FusedAdam is built by nvcc at its first use (a minute or more): build it now, in the
 # background, while the learner benchmark makes its model; its Ray Train workers then load the build
@@ -69,7 +70,7 @@ for name in $parts; do
       # the learner part's random Qwen3-0.6B-shaped model when it ran, else the embedded small one; no jail by
       # default (nsjail under the machine's gVisor is untried; JAIL=nsjail tries it)
       model=small; [ -f /tmp/learner/qwen3-28x1024/config.json ] && model=/tmp/learner/qwen3-28x1024
-      TRAJFORGE__SANDBOX__JAIL=${JAIL:-none} part actors 130 python3 -m benchmarks.actors --num-gpus 1 --tasks 4 --max-tokens 64 --model $model --worker-logs ;;
+      TRAJFORGE__SANDBOX__JAIL=${JAIL:-none} part actors 130 python3 -m benchmarks.actors --num-gpus 1 --tasks 2 --max-tokens 48 --model $model --worker-logs ;;
     embed)
       minilm=/tmp/minilm
       if [ ! -f $minilm/model.safetensors ]; then

@@ -61,20 +61,22 @@ def text_stream(engine: Any, request: GenerationRequest, submit: Callable[..., F
     Past `timeout_s` the generation is cancelled and an error Completion ends the stream; closing the
     iterator early (the reader went away) cancels it too.
     """
-    tokens: queue.SimpleQueue[int] = queue.SimpleQueue()
+    tokens: queue.SimpleQueue[int | None] = queue.SimpleQueue()
     running = submit(engine.generate_streaming, request, tokens.put, cancelled)
+    running.add_done_callback(lambda _: tokens.put(None))  # after the last token: the end, seen at once
     text, deadline = LiveText(engine.tokenizer, request.stop), time.monotonic() + timeout_s
     try:
-        while not (running.done() and tokens.empty()):
+        while True:
             try:
-                piece = text.add(tokens.get(timeout=0.05))
+                token = tokens.get(timeout=max(deadline - time.monotonic(), 0.0))
             except queue.Empty:
-                if time.monotonic() > deadline:
-                    cancelled.set()
-                    yield Completion(text="", finish_reason="error", engine=engine.name, request_id=request.request_id,
-                                     error=f"generation timed out after {timeout_s} s")
-                    return
-                continue
+                cancelled.set()
+                yield Completion(text="", finish_reason="error", engine=engine.name, request_id=request.request_id,
+                                 error=f"generation timed out after {timeout_s} s")
+                return
+            if token is None:
+                break
+            piece = text.add(token)
             if piece:
                 yield piece
         completion = running.result()

@@ -38,7 +38,7 @@ def serve_url(lakes) -> str:
 
     from serve_apps.embed.app import build_app as build_embed_app
     from serve_apps.ingest.app import build_app
-    from trajforge.serving import wait_healthy
+    from trajforge.serving import shutdown, wait_healthy
 
     port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
@@ -63,8 +63,7 @@ def serve_url(lakes) -> str:
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, 120)
     yield url
-    serve.shutdown()
-    ray.shutdown()
+    shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import importlib
 import logging
 import os
 import time
+from collections.abc import Iterable
 
 import httpx
 
@@ -121,10 +122,24 @@ def wait_healthy(url: str, timeout_s: float) -> None:
     raise TimeoutError(f"{url}/health did not answer 200 within {timeout_s:.0f} s ({last_error}); see the Ray logs under /tmp/ray/session_latest/logs")
 
 
-def shutdown() -> None:
+def shutdown(app_names: Iterable[str] = ()) -> None:
+    """Stop what this process started. A Ray it started itself goes with everything on it, Serve included
+    (`ray.shutdown`; `serve.shutdown` would add nothing but a log line from the killed controller). On a
+    cluster it joined (`--address`), only its own applications are deleted: Serve and other people's
+    applications there keep running."""
     import ray
     from ray import serve
 
-    if ray.is_initialized():
-        serve.shutdown()
-        ray.shutdown()
+    if not ray.is_initialized():
+        return
+    if not started_ray_here():
+        for name in app_names:
+            serve.delete(name)
+    ray.shutdown()
+
+
+def started_ray_here() -> bool:
+    """Whether this process started the Ray it is connected to (rather than joining a running cluster)."""
+    import ray
+
+    return bool(getattr(getattr(ray._private.worker, "_global_node", None), "head", False))

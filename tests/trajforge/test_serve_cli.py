@@ -163,3 +163,41 @@ def test_a_controller_that_cannot_name_replica_ports_gives_none_and_a_warning(se
     with caplog.at_level("WARNING", logger="trajforge.serving"):
         assert direct_endpoints("127.0.0.1", 8000) == {}
     assert "could not ask Serve for the replicas' own ports" in caplog.text
+
+
+JOIN_AND_LEAVE = """
+import sys
+import ray
+from ray import serve
+from trajforge import serving
+
+ray.init(address=sys.argv[1], logging_level="ERROR")
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+class Probe:
+    def __call__(self, request):
+        return "probe"
+
+serve.run(Probe.bind(), name="probe", route_prefix="/probe-of-another-driver")
+print("started here:", serving.started_ray_here(), flush=True)
+serving.shutdown(["probe"])
+"""
+
+
+def test_a_driver_that_joined_a_cluster_removes_only_its_own_applications(serve_url):
+    """On a shared Ray head node, stopping `trajforge serve --address ...` must not take Serve down for everyone."""
+    import ray
+    from ray import serve
+
+    from trajforge.serving import started_ray_here
+
+    assert started_ray_here()  # the session's Ray was started by this process
+    before = set(serve.status().applications)
+    result = subprocess.run([sys.executable, "-c", JOIN_AND_LEAVE, ray.get_runtime_context().gcs_address],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "started here: False" in result.stdout
+    after = serve.status().applications
+    assert "probe" not in after and set(after) == before
+    assert all(status.status == "RUNNING" for status in after.values())
+    assert httpx.get(f"{serve_url}/health", timeout=10).status_code == 200

@@ -80,5 +80,5 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("stopping...", flush=True)
     finally:
-        serving.shutdown()
+        serving.shutdown(app.name for app in serve_file.applications)
     return 0

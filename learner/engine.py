@@ -13,7 +13,7 @@ def deepspeed_config(settings: LearnerSettings, world_size: int, on_gpu: bool) -
     precision = train.precision if train.precision != "auto" else ("bf16" if on_gpu else "fp32")
     zero_section: dict[str, Any] = {"stage": zero.stage, "overlap_comm": on_gpu, "contiguous_gradients": True}
     if zero.stage == 3:
-        zero_section.update(stage3_gather_16bit_weights_on_model_save=True, stage3_param_persistence_threshold=10_000,
+        zero_section.update(stage3_gather_16bit_weights_on_model_save=True, stage3_param_persistence_threshold=zero.param_persistence_threshold,
                             stage3_prefetch_bucket_size=50_000_000, reduce_bucket_size=50_000_000)
         if zero.offload_params:
             zero_section["offload_param"] = {"device": "cpu", "pin_memory": on_gpu}

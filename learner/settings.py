@@ -66,6 +66,9 @@ class ZeroSettings(_Strict):
     """Keep optimizer state in CPU memory (DeepSpeed CPU Adam): what makes a 14B model fit 2 x 32 GB."""
     offload_params: bool = False
     """Keep parameters in CPU memory too (stage 3 only; slower again)."""
+    param_persistence_threshold: int = Field(default=10_000, ge=0)
+    """Stage 3: parameters with fewer elements than this stay whole on every worker (never gathered); larger values
+    trade memory for fewer gathers, which matters for small models on few GPUs."""
 
 
 class TrainSettings(_Strict):

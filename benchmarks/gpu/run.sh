@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine: the GPU figures of the learner (issue 6), the generation actors (issue 7) and the
 # embed pipeline (issue 3), in one call of at most 9.5 minutes. After benchmarks/gpu/pack.sh here:
-#   device run, carry [".carry"], timeout_s 590:
+#   device run, carry [".carry"], timeout_s 600:
 #   bash .carry/unpack.sh && export PYTHONPATH=/tmp/site:$PWD TORCH_CUDA_ARCH_LIST=9.0 && bash benchmarks/gpu/run.sh
 # PARTS picks the parts and their order (default "learner actors": the embed figure was taken on
 # 2026-12-04; PARTS="learner actors embed" adds it). Each part has its own time limit, so one that
@@ -62,15 +62,16 @@ for name in $parts; do
   case $name in
     learner)
       # half the default token budget (20 plain steps, 10 of the learner); then the learner with sdpa (what
-      # `auto` picked before varlen) and without gradient checkpointing, a row each; each run prints its
-      # figure as it ends, so a part stopped at its limit still has the first ones
-      part learner 350 python3 -m benchmarks.learner --device gpu --workdir /tmp/learner --worker-logs --tokens 327680 \
-        --variant train.attention=sdpa --variant train.gradient_checkpointing=false ;;
+      # `auto` picked before varlen), without gradient checkpointing, and with every layer's weights kept
+      # whole (no ZeRO-3 gathers on one GPU), a row each; each run prints its figure as it ends, so a
+      # part stopped at its limit still has the first ones
+      part learner 390 python3 -m benchmarks.learner --device gpu --workdir /tmp/learner --worker-logs --tokens 327680 \
+        --variant train.attention=sdpa --variant train.gradient_checkpointing=false --variant zero.param_persistence_threshold=100000000 ;;
     actors)
       # the learner part's random Qwen3-0.6B-shaped model when it ran, else the embedded small one; no jail by
       # default (nsjail under the machine's gVisor is untried; JAIL=nsjail tries it)
       model=small; [ -f /tmp/learner/qwen3-28x1024/config.json ] && model=/tmp/learner/qwen3-28x1024
-      TRAJFORGE__SANDBOX__JAIL=${JAIL:-none} part actors 130 python3 -m benchmarks.actors --num-gpus 1 --tasks 2 --max-tokens 48 --model $model --worker-logs ;;
+      TRAJFORGE__SANDBOX__JAIL=${JAIL:-none} part actors 100 python3 -m benchmarks.actors --num-gpus 1 --tasks 2 --max-tokens 48 --model $model --worker-logs ;;
     embed)
       minilm=/tmp/minilm
       if [ ! -f $minilm/model.safetensors ]; then

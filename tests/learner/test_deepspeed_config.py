@@ -1,0 +1,35 @@
+"""The DeepSpeed config the learner hands each worker, made from configs/learner.yaml and its overrides."""
+
+import pytest
+
+from learner.engine import deepspeed_config
+from learner.settings import load_learner_settings
+from trajforge.settings import ConfigError
+
+
+def test_stage3_settings_reach_deepspeed():
+    settings = load_learner_settings(assignments=[("learner.zero.param_persistence_threshold", 123_456),
+                                                  ("learner.zero.offload_optimizer", True),
+                                                  ("learner.train.micro_batch_size", 3),
+                                                  ("learner.train.gradient_accumulation_steps", 5)])
+    config = deepspeed_config(settings, world_size=2, on_gpu=True)
+    zero = config["zero_optimization"]
+    assert zero["stage"] == 3
+    assert zero["stage3_param_persistence_threshold"] == 123_456
+    assert zero["offload_optimizer"] == {"device": "cpu", "pin_memory": True}
+    assert "offload_param" not in zero
+    assert config["train_batch_size"] == 3 * 5 * 2
+    assert config["bf16"] == {"enabled": True}
+
+
+def test_the_cpu_default_is_fp32_without_pinned_memory():
+    settings = load_learner_settings(assignments=[("learner.zero.offload_params", True)])
+    config = deepspeed_config(settings, world_size=2, on_gpu=False)
+    assert config["bf16"] == {"enabled": False} and config["fp16"]["enabled"] is False
+    assert config["zero_optimization"]["offload_param"] == {"device": "cpu", "pin_memory": False}
+    assert config["zero_optimization"]["stage3_param_persistence_threshold"] == 10_000
+
+
+def test_a_negative_persistence_threshold_names_the_field():
+    with pytest.raises(ConfigError, match="param_persistence_threshold"):
+        load_learner_settings(assignments=[("learner.zero.param_persistence_threshold", -1)])

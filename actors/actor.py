@@ -101,7 +101,7 @@ class GenerationActor:
         try:
             parsed = GenerationRequest.model_validate(request)
         except ValueError as exc:
-            yield {"completion": Completion(text="", finish_reason="error", error=f"invalid request: {exc}", engine=self.engine.name).model_dump()}
+            yield {"completion": Completion(text="", finish_reason="error", error=f"invalid request: {exc}", engine=self.engine.name, invalid_request=True).model_dump()}
             return
         if not hasattr(self.engine, "generate_streaming"):
             yield {"completion": self.timed_generate([parsed])[0].model_dump()}
@@ -156,7 +156,7 @@ class GenerationActor:
             try:
                 parsed.append(item if isinstance(item, GenerationRequest) else GenerationRequest.model_validate(item))
             except ValueError as exc:
-                parsed.append(Completion(text="", finish_reason="error", error=f"invalid request: {exc}", engine=self.engine.name))
+                parsed.append(Completion(text="", finish_reason="error", error=f"invalid request: {exc}", engine=self.engine.name, invalid_request=True))
         todo = [request for request in parsed if isinstance(request, GenerationRequest)]
         answers = iter(self.timed_generate(todo) if todo else [])
         results = [(next(answers) if isinstance(item, GenerationRequest) else item) for item in parsed]

@@ -12,9 +12,11 @@ communication buckets and the CUDA context.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from learner.settings import LearnerSettings
 from trajforge.cluster import ClusterSettings
+from trajforge.errors import ConfigError
 
 # Public configs of the Qwen3 checkpoints (config.json on the model card), for estimates without the weights.
 SHAPES = {
@@ -39,12 +41,21 @@ class Estimate:
         return self.gpu_states_gb + self.activations_gb
 
 
-def model_config(name: str):
+def model_config(name: str, small_model_dir: Path):
+    """The config of `name`: a built-in shape, the embedded small model (its default shape until it is made) or a local directory."""
     from transformers import AutoConfig, Qwen3Config
 
     if name.lower() in SHAPES:
         return Qwen3Config(**SHAPES[name.lower()])
-    return AutoConfig.from_pretrained(name)
+    directory = small_model_dir if name == "small" else Path(name)
+    if (directory / "config.json").is_file():
+        return AutoConfig.from_pretrained(directory)
+    if name == "small":
+        from trajforge.small_model import small_config
+
+        return small_config()
+    raise ConfigError(f"learner.model: {name} is not a model directory with a config.json; name a local Hugging Face "
+                      f"checkpoint, `small`, or one of the built-in shapes {', '.join(SHAPES)}")
 
 
 def count_params(config) -> tuple[int, int]:
@@ -63,7 +74,7 @@ def estimate(settings: LearnerSettings, gpus: int, model_name: str | None = None
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 
     name = model_name or settings.model
-    config = model_config(str(settings.small_model_dir) if name == "small" else name)
+    config = model_config(name, settings.small_model_dir)
     total, largest = count_params(config)
     cpu_bytes, gpu_bytes, _ = estimate_zero3_model_states_mem_needs(
         total, largest, num_gpus_per_node=gpus, num_nodes=1, cpu_offload=settings.zero.offload_optimizer,

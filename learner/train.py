@@ -235,7 +235,8 @@ def run_command(args: argparse.Namespace) -> int:
         print_estimate(settings, cluster)
         return 0
     summary = launch(settings, cluster)
-    print(json.dumps({key: value for key, value in summary.items() if key not in ("loss", "eval_loss", "tokens_per_s")}, indent=2))
+    # one more JSON line, so stdout stays JSON lines throughout: the metrics lines, then this summary
+    print(json.dumps({"event": "summary", **{key: value for key, value in summary.items() if key not in ("loss", "eval_loss", "tokens_per_s")}}))
     return 0
 
 

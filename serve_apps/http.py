@@ -33,8 +33,11 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
 
 
 def openai_error(exc: HTTPError) -> Response:
-    """An HTTPError in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, which OpenAI's SDKs read."""
-    error = {"message": exc.body["message"], "type": exc.body["error"], "param": None, "code": exc.body["error"]}
+    """An HTTPError in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, which OpenAI's SDKs read: the
+    type is OpenAI's class of the status (invalid_request_error for a 4xx), the code ours where it says more."""
+    kind = "server_error" if exc.status >= 500 else "rate_limit_error" if exc.status == 429 else "invalid_request_error"
+    code = exc.body["error"] if exc.body["error"] != kind else None
+    error = {"message": exc.body["message"], "type": kind, "param": exc.body.get("param"), "code": code}
     return json_response(exc.status, {"error": error}, exc.headers)
 
 

@@ -54,6 +54,18 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
     return tokenizer
 
 
+def small_config(vocab_size: int = 4096, *, hidden_size: int = 128, layers: int = 2, heads: int = 4, kv_heads: int = 2,
+                 eos_token_id: int | None = None, pad_token_id: int | None = None):
+    """The small model's Qwen3Config: its shape, with the tokenizer's special ids once it has one."""
+    from transformers import Qwen3Config
+
+    return Qwen3Config(
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=hidden_size * 3, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=hidden_size // heads, max_position_embeddings=4096,
+        tie_word_embeddings=True, eos_token_id=eos_token_id, pad_token_id=pad_token_id, bos_token_id=None,
+    )
+
+
 def ensure_small_model(directory: str | Path = DEFAULT_DIR, texts: Iterable[str] | None = None, *, vocab_size: int = 4096,
                        hidden_size: int = 128, layers: int = 2, heads: int = 4, kv_heads: int = 2, seed: int = 0) -> Path:
     """The model directory, created on first use (atomically: a crash leaves no half-written model)."""
@@ -61,15 +73,12 @@ def ensure_small_model(directory: str | Path = DEFAULT_DIR, texts: Iterable[str]
     if (directory / "config.json").is_file() and (directory / "tokenizer.json").is_file():
         return directory
     import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3ForCausalLM
 
     log.info("creating the small Qwen3-shaped model in %s (first use)", directory)
     tokenizer = train_tokenizer(texts if texts is not None else default_corpus(), vocab_size)
-    config = Qwen3Config(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 3, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=hidden_size // heads, max_position_embeddings=4096,
-        tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
-    )
+    config = small_config(len(tokenizer), hidden_size=hidden_size, layers=layers, heads=heads, kv_heads=kv_heads,
+                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id

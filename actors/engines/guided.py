@@ -13,6 +13,8 @@ from typing import Any
 
 from transformers import LogitsProcessor
 
+from actors.engines.types import InvalidRequest
+
 # Documents laid out as json.dumps writes them (no free whitespace for a model to wander in), and
 # schema keywords the compiler does not implement (formats, $schema...) ignored rather than refused.
 JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": ", "lenient": True}
@@ -27,16 +29,16 @@ class SchemaGuide:
         self.tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size)
 
     def processor(self, schema: dict[str, Any]):
-        """A `generate` logits processor for one request; ValueError names what is wrong with the schema."""
+        """A `generate` logits processor for one request; InvalidRequest names what is wrong with the schema."""
         from llguidance import LLMatcher
 
         try:
             grammar = LLMatcher.grammar_from_json_schema(json.dumps(schema), defaults=JSON_STYLE)
         except ValueError as exc:
-            raise ValueError(f"json_schema is not usable: {exc}") from None
+            raise InvalidRequest(f"json_schema is not usable: {exc}") from None
         matcher = LLMatcher(self.tokenizer, grammar, log_level=0)
         if matcher.is_error():
-            raise ValueError(f"json_schema is not usable: {matcher.get_error()}")
+            raise InvalidRequest(f"json_schema is not usable: {matcher.get_error()}")
         return _Processor(matcher)
 
 

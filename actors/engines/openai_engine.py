@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from actors.engines.types import Completion, GenerationRequest, check_schema, cut_at_stop
+from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_schema, cut_at_stop
 
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -67,6 +67,8 @@ class OpenAIEngine:
                 continue
             if response.status_code == 200:
                 return response.json()
+            if response.status_code in (400, 404, 413, 422):
+                raise InvalidRequest(f"{self.base_url}{path} answered {response.status_code}: {response.text[:300]}")
             if response.status_code not in RETRYABLE or attempt == self.max_retries:
                 raise RuntimeError(f"{self.base_url}{path} answered {response.status_code}: {response.text[:300]}")
             retry_after = response.headers.get("retry-after", "")
@@ -104,7 +106,8 @@ class OpenAIEngine:
             )
         except (RuntimeError, KeyError, IndexError, ValueError) as exc:
             return Completion(text="", finish_reason="error", error=str(exc), model=self.model, engine=self.name,
-                              latency_s=round(time.perf_counter() - started, 4), request_id=request.request_id)
+                              invalid_request=isinstance(exc, InvalidRequest), latency_s=round(time.perf_counter() - started, 4),
+                              request_id=request.request_id)
 
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
         return list(self.pool.map(self._one, requests))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from actors.engines.types import Completion, GenerationRequest, check_schema, cut_at_stop
+from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_schema, cut_at_stop
 
 
 class TransformersEngine:
@@ -45,7 +45,7 @@ class TransformersEngine:
         else:
             ids = self.tokenizer(request.prompt, return_tensors="pt")["input_ids"]
         if ids.shape[1] > self.max_input_tokens:
-            raise ValueError(f"prompt of {ids.shape[1]} tokens; this engine takes at most {self.max_input_tokens}")
+            raise InvalidRequest(f"prompt of {ids.shape[1]} tokens; this engine takes at most {self.max_input_tokens}")
         return ids.to(self.device)
 
     def _one(self, request: GenerationRequest, on_token: Callable[[int], None] | None = None,
@@ -100,7 +100,7 @@ class TransformersEngine:
             return self._one(request, on_token, cancelled)
         except Exception as exc:  # one bad request fails alone
             return Completion(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}", model=self.model,
-                              engine=self.name, request_id=request.request_id)
+                              engine=self.name, request_id=request.request_id, invalid_request=isinstance(exc, InvalidRequest))
 
     def _schema_guide(self):
         if self._guide is None:

@@ -7,6 +7,11 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+class InvalidRequest(ValueError):
+    """A request an engine cannot serve as given (a prompt over its context, an unusable JSON schema): the caller's
+    to fix, answered 400 by the HTTP front, not an engine failure."""
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -51,6 +56,8 @@ class Completion(BaseModel):
     schema_valid: bool | None = None
     """Whether `text` validates against the request's json_schema (None when there was none)."""
     error: str | None = None
+    invalid_request: bool = False
+    """With finish_reason "error": the request itself was at fault (InvalidRequest), not the engine."""
     latency_s: float = 0.0
     request_id: str | None = None
 

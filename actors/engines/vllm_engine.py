@@ -23,7 +23,7 @@ from typing import Any
 import vllm  # noqa: F401  (ImportError here is reported by the factory)
 from vllm import AsyncEngineArgs, AsyncLLMEngine, SamplingParams
 
-from actors.engines.types import Completion, GenerationRequest, check_schema
+from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_schema
 
 
 def _guided(schema: dict[str, Any] | None) -> dict[str, Any]:
@@ -93,7 +93,7 @@ class VllmEngine:
         results = await asyncio.gather(*(self._one(request) for request in requests), return_exceptions=True)
         return [result if isinstance(result, Completion) else
                 Completion(text="", finish_reason="error", error=f"{type(result).__name__}: {result}", engine=self.name,
-                           model=self.model, request_id=request.request_id)
+                           model=self.model, request_id=request.request_id, invalid_request=isinstance(result, InvalidRequest))
                 for request, result in zip(requests, results)]
 
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
@@ -107,7 +107,7 @@ class VllmEngine:
             return asyncio.run_coroutine_threadsafe(self._one(request, on_token, cancelled), self.loop).result()
         except Exception as exc:  # fails alone, as in generate
             return Completion(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}", engine=self.name,
-                              model=self.model, request_id=request.request_id)
+                              model=self.model, request_id=request.request_id, invalid_request=isinstance(exc, InvalidRequest))
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))

@@ -125,7 +125,8 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
     )
     if n * len(inputs) > max_choices:
         raise _invalid(f"{n * len(inputs)} choices asked (n x prompts); this server gives at most {max_choices} per request")
-    sampling = {"max_tokens": body.get("max_completion_tokens", body.get("max_tokens")), "temperature": body.get("temperature"),
+    max_tokens = body.get("max_completion_tokens")
+    sampling = {"max_tokens": body.get("max_tokens") if max_tokens is None else max_tokens, "temperature": body.get("temperature"),
                 "top_p": body.get("top_p"), "stop": _stop(body.get("stop")), "json_schema": _schema(body.get("response_format"))}
     sampling = {**OPENAI_DEFAULTS, **{key: value for key, value in sampling.items() if value is not None}}
     seed = body.get("seed")
@@ -143,7 +144,7 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
     return Parsed(chat=chat, requests=requests, stream=bool(body.get("stream")),
                   include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
                   token_ids=bool(body.get("return_tokens_as_token_ids")), n=n,
-                  logprobs=body.get("logprobs") not in (None, False))
+                  logprobs=body.get("logprobs") is not None and body.get("logprobs") is not False)
 
 
 def _token_names(completion: Completion, tokenizer: Any, as_ids: bool) -> list[str]:

@@ -175,7 +175,7 @@ class GenerateService:
             completions = await asyncio.wrap_future(self._run_engine(self.engine.generate, parsed.requests))
         failed = next((completion for completion in completions if completion.finish_reason == "error"), None)
         if failed is not None:
-            raise HTTPError(500, "generation_failed", failed.error or "the engine failed")
+            raise _failure(failed)
         tokenizer = getattr(self.engine, "tokenizer", None)
         if not parsed.stream:
             return json_response(200, openai_api.answer(parsed, completions, self.model_name, tokenizer))
@@ -204,7 +204,7 @@ class GenerateService:
         first = await anext(items)
         if isinstance(first, Completion) and first.finish_reason == "error":
             await items.aclose()
-            raise HTTPError(500, "generation_failed", first.error or "the engine failed")
+            raise _failure(first)
         return StreamingResponse(self._live_events(parsed, first, items), media_type="text/event-stream", headers=SSE_HEADERS)
 
     async def _engine_stream(self, request: GenerationRequest):
@@ -246,6 +246,14 @@ class GenerateService:
             if completion is None and not failed:
                 self.counts["streams_hung_up"] += 1
             await items.aclose()
+
+
+def _failure(completion: Completion) -> HTTPError:
+    """A failed completion as an answer: 400 when the request was at fault (a prompt over the context, an unusable
+    schema), so clients do not retry it; 500 when the engine failed."""
+    if completion.invalid_request:
+        return HTTPError(400, "invalid_request_error", completion.error or "the request cannot be served")
+    return HTTPError(500, "generation_failed", completion.error or "the engine failed")
 
 
 def _stream_error(message: str) -> dict[str, Any]:

@@ -127,11 +127,30 @@ def test_models_are_listed_and_retrieved(client):
     ({"messages": [{"role": "user", "content": "x"}], "n": 17}, "at most 16"),
     ({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "yaml"}}, "response_format.type"),
     ({"messages": [{"role": "user", "content": "x"}], "stop": 5}, '"stop" must be'),
+    # found by the engine, not the parser: still the request's fault, so 400 (a 500 would make SDKs retry it)
+    ({"messages": [{"role": "user", "content": "word " * 20000}]}, "at most"),
+    ({"messages": [{"role": "user", "content": "x"}],
+      "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "no-such-type"}}}}, "json_schema is not usable"),
 ])
 def test_requests_it_cannot_serve_are_400_with_a_reason(client, options, error):
     with pytest.raises(openai.BadRequestError) as raised:
         client.chat.completions.create(model="small", **options)
     assert error in raised.value.body["message"]
+    assert raised.value.body["type"] == "invalid_request_error"
+
+
+def test_a_null_max_completion_tokens_leaves_max_tokens_in_force(front_url):
+    body = {"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": None, "max_tokens": 3, "temperature": 1.0, "seed": 1}
+    answer = httpx.post(front_url + "/v1/chat/completions", json=body, timeout=60).json()
+    assert 1 <= answer["usage"]["completion_tokens"] <= 3
+
+
+def test_completions_logprobs_zero_still_asks_for_the_sampled_tokens(front_url):
+    body = {"prompt": "def f", "max_tokens": 4, "logprobs": 0, "stream": True, "temperature": 0}
+    with httpx.stream("POST", front_url + "/v1/completions", json=body, timeout=60) as response:
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+    logprobs = [choice["logprobs"] for event in events for choice in event["choices"] if choice.get("logprobs")]
+    assert logprobs and all(value <= 0 for entry in logprobs for value in entry["token_logprobs"])
 
 
 def test_response_format_json_schema_gives_a_valid_document(client):

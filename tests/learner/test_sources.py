@@ -83,15 +83,3 @@ def test_a_config_typo_names_the_field(tmp_path):
     path.write_text("learner:\n  train:\n    max_step: 3\n")
     with pytest.raises(ConfigError, match=r"learner\.train\.max_step: unknown key"):
         load_learner_settings(path)
-
-
-def test_the_estimate_says_whether_qwen3_14b_fits_two_5090s():
-    from trajforge.cluster import load_cluster_settings
-    from learner.estimate import estimate
-    from learner.settings import LearnerSettings
-
-    gpus = load_cluster_settings().learner.gpus_per_node
-    offloaded = estimate(LearnerSettings.model_validate({"model": "qwen3-14b", "zero": {"offload_optimizer": True}}), gpus)
-    on_gpu = estimate(LearnerSettings.model_validate({"model": "qwen3-14b"}), gpus)
-    assert 14.7e9 < offloaded.total_params < 14.9e9
-    assert offloaded.gpu_total_gb < 32 * 0.9 < on_gpu.gpu_total_gb

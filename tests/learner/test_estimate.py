@@ -1,0 +1,35 @@
+"""`trajforge train --estimate`: DeepSpeed's memory estimate for the configured model, without its weights."""
+
+from __future__ import annotations
+
+import pytest
+
+from learner.estimate import estimate
+from learner.settings import LearnerSettings
+from learner.train import main
+from trajforge.cluster import load_cluster_settings
+from trajforge.errors import ConfigError
+
+
+def test_the_estimate_says_whether_qwen3_14b_fits_two_5090s():
+    gpus = load_cluster_settings().learner.gpus_per_node
+    offloaded = estimate(LearnerSettings.model_validate({"model": "qwen3-14b", "zero": {"offload_optimizer": True}}), gpus)
+    on_gpu = estimate(LearnerSettings.model_validate({"model": "qwen3-14b"}), gpus)
+    assert 14.7e9 < offloaded.total_params < 14.9e9
+    assert offloaded.gpu_total_gb < 32 * 0.9 < on_gpu.gpu_total_gb
+
+
+def test_the_default_small_model_is_estimated_before_it_exists(tmp_path, capsys):
+    missing = tmp_path / "never-made"
+    assert main(["--estimate", "--set", f"learner.small_model_dir={missing}"]) == 0
+    assert not missing.exists()  # an estimate makes nothing
+    out = capsys.readouterr().out
+    assert "model small:" in out and "fits 2 x" in out
+    small = estimate(LearnerSettings.model_validate({"small_model_dir": str(missing)}), 2)
+    assert 0 < small.total_params < 5e6
+
+
+def test_a_model_path_without_a_config_names_the_field(tmp_path):
+    with pytest.raises(ConfigError, match="learner.model"):
+        estimate(LearnerSettings.model_validate({"model": str(tmp_path)}), 2)
+    assert main(["--estimate", "--set", f"learner.model={tmp_path}"]) != 0

@@ -99,26 +99,41 @@ def _trim(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + ELLIPSIS
 
 
-def _merge_list(existing: list[str], new: list[str], cap: int, removed: set[str]) -> list[str]:
-    """Existing then new items, deduplicated (whitespace and case insensitive), the newest `cap` kept."""
-    merged, seen = [], set()
+def _merge_list(existing: list[str], new: list[str], cap: int, removed: set[str], newest_wins: bool = False) -> list[str]:
+    """Existing then new items, deduplicated (whitespace and case insensitive), the newest `cap` kept.
+
+    A repeated item keeps its first place, or with `newest_wins` (history, an event log) moves to the
+    end in its newest wording, so a repeated latest event is not the one the cap trims away."""
+    merged: dict[str, str] = {}
     for item in [*existing, *new]:
         text = _trim(item)
         key = _key(text)
-        if text and key not in seen and key not in removed:
-            seen.add(key)
-            merged.append(text)
-    return merged[-cap:]
+        if not text or key in removed:
+            continue
+        if newest_wins:
+            merged.pop(key, None)
+        merged.setdefault(key, text)
+    return list(merged.values())[-cap:]
 
 
-def merge(existing: State, update: StateUpdate | Mapping[str, Any] | str) -> State:
-    """Apply an update: append + dedupe + trim per list, drop `resolved` items, replace the focus if given."""
-    update = update if isinstance(update, StateUpdate) else parse_update(update)
+def _as_update(update: State | StateUpdate | Mapping[str, Any] | str) -> StateUpdate:
+    if isinstance(update, StateUpdate):
+        return update
+    if isinstance(update, State):  # a whole state as the update: its items are added, an empty focus changes nothing
+        return StateUpdate.model_validate({**update.model_dump(), "next_focus": update.next_focus or None})
+    return parse_update(update)
+
+
+def merge(existing: State, update: State | StateUpdate | Mapping[str, Any] | str) -> State:
+    """Apply an update (a StateUpdate, a State, a dict or JSON text): append + dedupe + trim per list,
+    drop `resolved` items, replace the focus if given."""
+    update = _as_update(update)
     removed = {_key(_trim(item)) for item in update.resolved}
     fields: dict[str, Any] = {}
     for name in LIST_FIELDS:
         cap = MAX_HISTORY if name == "history" else MAX_ITEMS
-        fields[name] = _merge_list(getattr(existing, name), getattr(update, name), cap, removed if name in ("open_issues", "hypotheses") else set())
+        fields[name] = _merge_list(getattr(existing, name), getattr(update, name), cap,
+                                   removed if name in ("open_issues", "hypotheses") else set(), newest_wins=name == "history")
     fields["next_focus"] = _trim(update.next_focus) if update.next_focus is not None else existing.next_focus
     return State(**fields)
 

@@ -39,6 +39,20 @@ def test_merge_appends_dedupes_trims_and_keeps_the_last_three_history_entries():
     assert merge(merged, {}).next_focus == "run the tests"  # a focus stays until replaced
 
 
+def test_merge_takes_a_whole_state_as_the_update():
+    existing = State(goals=["g"], history=["step 1: listed"], next_focus="look")
+    merged = merge(existing, State(decisions=["use a rule"], history=["step 2: applied"], next_focus="test"))
+    assert merged.decisions == ["use a rule"] and merged.history == ["step 1: listed", "step 2: applied"] and merged.next_focus == "test"
+    assert merge(existing, State(goals=["g2"])).next_focus == "look"  # a state without a focus leaves it
+
+
+def test_a_repeated_newest_history_event_moves_to_the_end_and_survives_the_cap():
+    state = State(history=["step 1: ran tests", "step 2: applied rule", "step 3: listed files"])
+    merged = merge(state, {"history": ["step 4: edited", "STEP 1:  ran tests"]})
+    assert merged.history == ["step 3: listed files", "step 4: edited", "STEP 1: ran tests"]
+    assert merge(State(goals=["a", "b"]), {"goals": ["A"]}).goals == ["a", "b"]  # other lists keep the first place
+
+
 @pytest.mark.parametrize("update,field", [
     ('{"goals": [1, 2]}', "goals"), ('{"mood": "x"}', "mood"), ("not json", "invalid state update"), ('{"next_focus": ["a"]}', "next_focus"),
 ])

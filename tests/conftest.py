@@ -1,6 +1,6 @@
 """Shared fixtures: one local Ray and one Serve instance per test session, with these apps.
 
-- `/`        the ingest app with no rate limits (most tests)
+- `/`        the ingest app with no rate limits (most tests); its `/v1/events` takes the key EVENTS_KEY
 - `/limited` an ingest app with tiny limits and a trusted proxy (rate-limit tests)
 - `/crash`   an ingest app whose replica the durability test SIGKILLs
 - `/build`   an ingest app whose lake only the build pipeline's tests fill
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import free_port
+from helpers import EVENTS_KEY, free_port
 from sft_builds import rows
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -43,7 +43,8 @@ def serve_url(lakes) -> str:
     port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"lake": str(lakes["main"]), "rate_limits": NO_LIMITS}), name="ingest", route_prefix="/")
+    serve.run(build_app({"lake": str(lakes["main"]), "rate_limits": NO_LIMITS, "events": {"api_keys": [EVENTS_KEY]}}), name="ingest",
+              route_prefix="/")
     serve.run(
         build_app(
             {

@@ -13,6 +13,7 @@ from typing import Any
 from trajforge.client import IngestClient, Session, contributor_id_for
 
 CONTRIBUTOR = contributor_id_for("tester")
+EVENTS_KEY = "starcode-company-key"  # the key the session's main ingest app takes on POST /v1/events
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
 JOB_EXCLUDES = json.dumps({"excludes": [".venv", ".git", "lake", "models", ".carry", ".sandbox", "logs", "reports", "runs"]})

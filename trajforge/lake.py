@@ -24,6 +24,16 @@ class Lake:
         return self.raw / "envelopes"
 
     @property
+    def raw_events(self) -> Path:
+        """Starcode telemetry events as JSON lines, `org=<org>/date=YYYY-MM-DD/type=<event type>/<writer>.jsonl`."""
+        return self.raw / "events"
+
+    @property
+    def events_db(self) -> Path:
+        """SQLite: the event ids already stored (the dedup index of `POST /v1/events`)."""
+        return self.root / "registry" / "events.db"
+
+    @property
     def registry_db(self) -> Path:
         """SQLite: sessions, processed envelopes (the HMAC dedup index), segments, gaps, ledger."""
         return self.root / "registry" / "ingest.db"

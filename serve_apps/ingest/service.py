@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from serve_apps.ingest import registry
 from serve_apps.ingest.committer import GroupCommitter
+from serve_apps.ingest.events import API_KEY_HEADER, EventStore, api_keys, key_accepted
 from serve_apps.http import CORS, AddressResolver, HTTPError, json_response, openai_error, read_body
 from serve_apps.ingest.metrics import IngestMetrics
 from serve_apps.embed.forward import EmbeddingsForwarder
@@ -29,6 +30,7 @@ from serve_apps.ingest.stats import Stats
 from serve_apps.ingest.store import EnvelopeStore
 from serve_apps.ingest.verify import Candidate, Verdict, verify
 from trajforge.contracts.envelope import rejection_from
+from trajforge.contracts.events import event_rejection, parse_event
 from trajforge.contracts.requests import SessionCloseRequest, SessionOpenRequest
 from trajforge.jsjson import JSONRejected, iter_array_spans, loads_strict
 
@@ -46,6 +48,11 @@ class IngestService:
         self.stats = Stats(registry.connect(self.store.lake.registry_db))
         self.limiter = AddressLimiter(settings.rate_limits)
         self.addresses = AddressResolver(settings.trusted_proxies)
+        self.events = EventStore(self.store.lake, self.store.writer_id)
+        self.event_keys = api_keys(settings.events.api_keys, settings.events.api_keys_env)
+        if not self.event_keys:
+            log.warning("POST /v1/events takes events without an API key: set %s (comma-separated keys) to require %s",
+                        settings.events.api_keys_env or "ingest.events.api_keys", API_KEY_HEADER)
         self.metrics = IngestMetrics()
         self.pseudonym = lru_cache(maxsize=65536)(self.store.box.keyed_hash)
         self.routes: dict[str, dict[str, Handler]] = {
@@ -54,6 +61,7 @@ class IngestService:
             "/v1/sessions/close": {"POST": self.close_session},
             "/v1/training/ingest": {"POST": self.ingest},
             "/v1/training/ingest:batch": {"POST": self.ingest_batch},
+            "/v1/events": {"POST": self.ingest_events},
             "/v1/stats/summary": {"GET": self.stats_summary},
             "/v1/stats/daily": {"GET": self.stats_daily},
             "/v1/stats/models": {"GET": self.stats_models},
@@ -175,6 +183,33 @@ class IngestService:
         results = [{"index": index, "status": verdict.status, **verdict.body} for index, verdict in enumerate(verdicts)]
         return json_response(200, {"results": results, "accepted": sum(1 for v in verdicts if v.status == 200)})
 
+    async def ingest_events(self, request: Request) -> Response:
+        """Starcode telemetry: one event, an array of events or `{"events": [...]}`. A request with any invalid
+        event stores none of them (400 names each one); resent events are answered as duplicates."""
+        if not key_accepted(request.headers.get(API_KEY_HEADER), self.event_keys):
+            raise HTTPError(401, "unauthorized", f"missing or unknown {API_KEY_HEADER}")
+        body = await self._json(request)
+        if isinstance(body, dict) and "events" in body and "event_type" not in body and "type" not in body:
+            body = body["events"]
+        items = body if isinstance(body, list) else [body]
+        if not items:
+            raise HTTPError(400, "no_events", 'send one event, an array of events or {"events": [...]}')
+        if len(items) > self.settings.events.max_events:
+            raise HTTPError(413, "too_many_events", f"a request carries at most {self.settings.events.max_events} events, got {len(items)}")
+        parsed, problems = [], []
+        for index, item in enumerate(items):
+            try:
+                parsed.append((parse_event(item), item))
+            except (ValueError, TypeError) as exc:
+                problems.append(event_rejection(index, exc))
+        if problems:
+            raise HTTPError(400, "invalid_event", f"{len(problems)} of {len(items)} events are invalid; none was stored: {problems[0]['message']}",
+                            rejected=problems)
+        answers = await _in_thread(self.events.store, parsed, self.pseudonym(self.addresses.resolve(request)))
+        duplicates = sum(answer.duplicate for answer in answers)
+        return json_response(200, {"accepted": len(answers) - duplicates, "duplicates": duplicates,
+                                   "event_ids": [answer.event_id for answer in answers]})
+
     async def stats_summary(self, request: Request) -> Response:
         return json_response(200, await _in_thread(self._stats, self.stats.summary))
 
@@ -198,6 +233,7 @@ class IngestService:
 
     def shutdown(self) -> None:
         self.committer.shutdown()
+        self.events.close()
         self.store.close()
 
 

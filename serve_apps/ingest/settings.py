@@ -22,6 +22,19 @@ class RateLimits(AddressLimits):
     """Envelopes one session may store (0: no limit)."""
 
 
+class EventSettings(BaseModel):
+    """`POST /v1/events`, the Starcode telemetry endpoint (seed 000)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_keys: list[str] = []
+    """Keys accepted in `x-company-api-key`, besides those in `api_keys_env`. With none at all, the endpoint is open."""
+    api_keys_env: str | None = "INGEST_API_KEYS"
+    """Environment variable with more keys, comma-separated (Starcode's `INGEST_API_KEYS`)."""
+    max_events: int = Field(default=1000, ge=1)
+    """Most events one request may carry (more: 413)."""
+
+
 class IngestSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -39,6 +52,8 @@ class IngestSettings(BaseModel):
     """Most envelopes one `/v1/training/ingest:batch` request may carry."""
     rate_limits: RateLimits = RateLimits()
     """The specification's rate limits."""
+    events: EventSettings = EventSettings()
+    """Starcode telemetry events at `POST /v1/events`."""
     trusted_proxies: list[str] = []
     """Peers (IPs or CIDRs) whose X-Forwarded-For is believed; from anyone else it is ignored."""
     embed_app: str | None = "embed"

@@ -37,7 +37,7 @@ class GenerationActor:
         self.settings, self.index = settings, index
         self.engine = build_engine(settings)
         self.sandbox = SandboxPool(workers=settings.sandbox_workers)
-        self.states = StateStore(settings.lake / "state" / "states.db")
+        self.states = StateStore(settings.state_db)
         self.trajectories = TrajectoryWriter(settings.lake / "raw" / "trajectories", f"actor{index}")
         self.templates = load_prompts(settings.prompts)
         self.counters: dict[str, int] = {"parse_failures": 0, "sandbox_failures": 0}

@@ -70,6 +70,11 @@ class ActorSettings(BaseModel):
     vllm: VllmSettings = Field(default_factory=VllmSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
 
+    @property
+    def state_db(self) -> Path:
+        """The task states' SQLite database, <lake>/state/states.db."""
+        return self.lake / "state" / "states.db"
+
 
 def load_actor_settings(path: str | Path | None = None, assignments: Iterable[tuple[str, Any]] = ()) -> ActorSettings:
     """File < TRAJFORGE__ACTORS__* environment < `assignments` (from `--set actors.x=y`)."""

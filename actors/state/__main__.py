@@ -7,18 +7,26 @@ import json
 import sys
 from pathlib import Path
 
-from actors.state import DEFAULT_DB, State, StateStore, render
+from actors.state import State, StateStore, render
+
+DB_HELP = "state database (default: the actors settings' lake, <actors.lake>/state/states.db)"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m actors.state", description=__doc__)
-    parser.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=f"state database (default {DEFAULT_DB})")
+    parser.add_argument("--db", type=Path, default=None, help=DB_HELP)
     verbs = parser.add_subparsers(dest="verb", required=True)
     dump = verbs.add_parser("dump", help="print one task's state as JSON, with its version")
     dump.add_argument("task_id")
     dump.add_argument("--render", action="store_true", help="print the <state> block a prompt would get instead")
-    verbs.add_parser("list", help="print the task ids that have a state")
+    listing = verbs.add_parser("list", help="print the task ids that have a state")
+    for verb in (dump, listing):  # --db after the verb too; SUPPRESS keeps one given before it
+        verb.add_argument("--db", type=Path, default=argparse.SUPPRESS, help=DB_HELP)
     args = parser.parse_args(argv)
+    if args.db is None:
+        from actors.settings import load_actor_settings
+
+        args.db = load_actor_settings().state_db
     if not args.db.exists():
         print(f"no state database at {args.db} (pass --db)", file=sys.stderr)
         return 2

@@ -87,3 +87,26 @@ class StateStore:
         if row is None:
             raise KeyError(task_id)
         return {"task_id": task_id, "version": row[1], "updated_at": row[2], "state": json.loads(row[0])}
+
+
+_default_stores: dict[Path, StateStore] = {}
+
+
+def default_store() -> StateStore:
+    """The store of the actors' settings (`actors.state_db`, under `actors.lake`), one per database per process."""
+    from actors.settings import load_actor_settings
+
+    path = load_actor_settings().state_db.resolve()
+    if path not in _default_stores:
+        _default_stores[path] = StateStore(path)
+    return _default_stores[path]
+
+
+def load(task_id: str) -> State:
+    """The specification's `load(task_id) -> State`, from the default store (an empty State for a new task)."""
+    return default_store().load(task_id)
+
+
+def save(task_id: str, state: State) -> int:
+    """The specification's `save(task_id, state)`, to the default store; returns the state's new version."""
+    return default_store().save(task_id, state)

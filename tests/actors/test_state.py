@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -118,11 +119,39 @@ def test_a_failing_update_leaves_the_stored_state_unchanged(tmp_path):
     assert store.load("t1").goals == ["g"] and store.version("t1") == 1
 
 
+def _state_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "actors.state", *args], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, **(env or {})})
+
+
 def test_dump_cli(tmp_path):
     db = tmp_path / "states.db"
     StateStore(db).save("task-7", State(goals=["g"], next_focus="f"))
-    run = subprocess.run([sys.executable, "-m", "actors.state", "--db", str(db), "dump", "task-7"], capture_output=True, text=True, cwd=REPO)
+    run = _state_cli("--db", str(db), "dump", "task-7")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["state"]["next_focus"] == "f"
-    missing = subprocess.run([sys.executable, "-m", "actors.state", "--db", str(db), "dump", "nope"], capture_output=True, text=True, cwd=REPO)
+    missing = _state_cli("--db", str(db), "dump", "nope")
     assert missing.returncode == 1 and "no state for task 'nope'" in missing.stderr
+
+
+def test_dump_cli_takes_db_after_the_verb_and_defaults_to_the_settings_lake(tmp_path):
+    lake = tmp_path / "lake"
+    StateStore(lake / "state" / "states.db").save("task-8", State(next_focus="after"))
+    after = _state_cli("dump", "task-8", "--db", str(lake / "state" / "states.db"))
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout)["state"]["next_focus"] == "after"
+    by_settings = _state_cli("dump", "task-8", "--render", env={"TRAJFORGE__ACTORS__LAKE": str(lake)})
+    assert by_settings.returncode == 0, by_settings.stderr
+    assert by_settings.stdout.startswith("<state>") and '"next_focus": "after"' in by_settings.stdout
+    listing = _state_cli("list", env={"TRAJFORGE__ACTORS__LAKE": str(lake)})
+    assert listing.stdout.split() == ["task-8"]
+
+
+def test_module_level_load_and_save_use_the_settings_lake(tmp_path, monkeypatch):
+    import actors.state
+
+    monkeypatch.setenv("TRAJFORGE__ACTORS__LAKE", str(tmp_path / "lake"))
+    assert actors.state.load("t") == State()
+    assert actors.state.save("t", State(goals=["g"])) == 1
+    assert actors.state.load("t").goals == ["g"]
+    assert StateStore(tmp_path / "lake" / "state" / "states.db").load("t").goals == ["g"]

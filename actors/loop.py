@@ -1,6 +1,7 @@
 """The actor loop (specification section 6.2) on Ray: one task's steps inside a `GenerationActor`.
 
-Per step: load the state, render the prompt with its `<state>` block, generate until `</action>`,
+Per step: load the state (summarized when its `<state>` block is over `state_token_budget` tokens of the
+engine's tokenizer), render the prompt with its `<state>` block, generate until `</action>`,
 continue until `</state_update>`, parse the tags, apply the action in the sandbox (and run the
 task's tests when it has some), merge and save the state, append one record to
 `lake/raw/trajectories/`. A task stops when its action is verified or after `max_steps`. Any
@@ -13,13 +14,14 @@ from __future__ import annotations
 import time
 import traceback
 from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from actors.engines.types import Completion, GenerationRequest
 from actors.prompting import ACTION_STOP, STATE_OPEN, STATE_STOP, parse_output, render_feedback, render_messages
-from actors.state import merge
+from actors.state import State, merge, summarize_history, token_budget, tokenizer_counter
 from sandbox.languages import EXTENSIONS
 
 
@@ -53,6 +55,7 @@ class LoopOptions(BaseModel):
     max_steps: int = Field(default=3, ge=1)
     max_tokens: int = Field(default=512, ge=1)
     state_max_tokens: int = Field(default=256, ge=1)
+    state_token_budget: int = Field(default=1024, ge=16)
     temperature: float = Field(default=0.7, ge=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
     seed: int = 0
@@ -65,6 +68,21 @@ def _prompt_text(engine: Any, messages: list[dict[str, str]]) -> str | None:
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         return None
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def state_token_counter(engine: Any) -> Callable[[str], int] | None:
+    """The engine's own token count (its tokenizer); None, the 4-characters-a-token estimate, for an engine
+    without a tokenizer (an OpenAI-compatible endpoint, the oracle teacher)."""
+    if callable(getattr(engine, "count_tokens", None)):
+        return engine.count_tokens
+    tokenizer = getattr(engine, "tokenizer", None)
+    return tokenizer_counter(tokenizer) if tokenizer is not None else None
+
+
+def state_within_budget(stored: State, options: LoopOptions, count_tokens: Callable[[str], int] | None) -> tuple[State, int]:
+    """The state to show the model, summarized when over `state_token_budget`, and the tokens its block takes."""
+    shown = summarize_history(stored, options.state_token_budget, count_tokens)
+    return shown, token_budget(shown, count_tokens)
 
 
 def generate_step(actor: Any, messages: list[dict[str, str]], options: LoopOptions, seed: int) -> tuple[Completion, Completion | None]:
@@ -110,9 +128,11 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
     box = actor.sandbox.sandbox
     workspace = box.prepare_workspace(task.task_id, task.files)
     feedback = ""
+    count_tokens = state_token_counter(getattr(actor, "engine", None))
     try:
         for step in range(1, options.max_steps + 1):
-            state = actor.states.load(task.task_id)
+            stored = actor.states.load(task.task_id)
+            state, state_tokens = state_within_budget(stored, options, count_tokens)
             current = {path: content.decode("utf-8", "replace") for path, content in read_tree(workspace, 1 << 20).items()
                        if path in task.files and isinstance(content, bytes)}
             messages = render_messages(actor.templates, {**task.model_dump(), "files": current}, state, feedback)
@@ -128,7 +148,7 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
                 if error or (result and not result["valid"]):
                     actor.count("sandbox_failures")
             state_after = merge(state, parsed.state_update) if parsed.state_update else state
-            if state_after != state:
+            if state_after != stored:  # a summary is saved too: the next step starts from what this one showed
                 actor.states.save(task.task_id, state_after)
             verified = bool(result and result["valid"] and result["files_changed"] and (tests is None or tests["exit_code"] == 0))
             matches_gold = None
@@ -139,6 +159,7 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
             final = solved or step == options.max_steps
             actor.trajectories.append({
                 "task_id": task.task_id, "step": step, "prompt": {"messages": messages}, "state_before": state.model_dump(),
+                "state_tokens": state_tokens, "state_summarized": state != stored,
                 "model_output": {**parsed.to_record(), "raw": first.text + (ACTION_STOP + STATE_OPEN + second.text + STATE_STOP if second else "")},
                 "sandbox_result": {"action": result, "tests": tests, "verified": verified},
                 "reward": {"verified": verified, "matches_gold": matches_gold, "tests_pass": None if tests is None else tests["exit_code"] == 0},

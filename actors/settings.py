@@ -39,6 +39,9 @@ class LoopSettings(BaseModel):
     max_steps: int = Field(default=3, ge=1)
     max_tokens: int = Field(default=512, ge=1)
     state_max_tokens: int = Field(default=256, ge=1)
+    state_token_budget: int = Field(default=1024, ge=16)
+    """Tokens the `<state>` block may take in a prompt, counted with the engine's tokenizer; a state over it is
+    summarized (`summarize_history`) before it is shown, and the summary is what is saved."""
     temperature: float = Field(default=0.7, ge=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
     seed: int = 0

@@ -127,3 +127,32 @@ def test_a_torn_last_line_is_skipped_and_counted(tmp_path):
     assert [r["step"] for r in read_trajectories(tmp_path, stats)] == [1] and stats.corrupt_lines == 1
     with pytest.raises(ValueError, match="lacks"):
         writer.append({"task_id": "t"})
+
+
+def test_a_state_over_the_token_budget_is_summarized_before_the_prompt_and_saved(small_model, engine, tmp_path):
+    """The budget is counted with the engine's tokenizer (the `engine` fixture is the same model, in this process)."""
+    from actors.actor import GenerationActor
+    from actors.state import State, StateStore, render
+
+    budget = 120
+    settings = load_actor_settings(assignments=[("actors.model", str(small_model)), ("actors.lake", str(tmp_path / "lake")),
+                                                ("actors.sandbox_workers", 1), ("actors.loop.max_steps", 1),
+                                                ("actors.loop.max_tokens", 8), ("actors.loop.state_max_tokens", 4),
+                                                ("actors.loop.state_token_budget", budget)])
+    big = State(goals=["replace print calls with logging.info"], history=[f"step {i}: tried a pattern. it matched nothing" for i in range(3)],
+                decisions=[f"decision {i}: keep the module's public names unchanged" for i in range(8)],
+                hypotheses=[f"hypothesis {i}: the call sites use keyword arguments" for i in range(8)], next_focus="the run function")
+    assert engine.count_tokens(render(big)) > budget
+    StateStore(settings.state_db).save("big-state", big)
+    actor = GenerationActor(settings)
+    try:
+        summary = actor.run_task({**TASKS[0], "task_id": "big-state"})
+    finally:
+        actor.sandbox.close()
+    assert summary["steps"] == 1
+    (record,) = read_trajectories(tmp_path / "lake" / "raw" / "trajectories")
+    shown = State.model_validate(record["state_before"])
+    assert render(shown) in record["prompt"]["messages"][1]["content"] and render(big) not in record["prompt"]["messages"][1]["content"]
+    assert record["state_summarized"] and record["state_tokens"] == engine.count_tokens(render(shown)) <= budget
+    assert shown.goals == big.goals and shown.next_focus == big.next_focus
+    assert StateStore(settings.state_db).load("big-state") == State.model_validate(record["state_after"])

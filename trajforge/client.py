@@ -102,12 +102,14 @@ class IngestClient:
 
     # ---- HTTP with retries ----------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, body: bytes | None = None, params: dict | None = None) -> tuple[int, Any]:
+    def _request(self, method: str, path: str, body: bytes | None = None, params: dict | None = None,
+                 headers: dict[str, str] | None = None) -> tuple[int, Any]:
         """One call with retries on connection errors, 5xx and 429; raises httpx.TransportError when offline."""
         attempt = 0
+        headers = {**({"content-type": "application/json"} if body is not None else {}), **(headers or {})}
         while True:
             try:
-                response = self._http.request(method, path, content=body, params=params, headers={"content-type": "application/json"} if body is not None else None)
+                response = self._http.request(method, path, content=body, params=params, headers=headers or None)
                 try:
                     answer = response.json() if response.content else {}
                 except ValueError:
@@ -131,6 +133,15 @@ class IngestClient:
 
     def get(self, path: str, **params: Any) -> Any:
         status, answer = self._request("GET", path, params=params or None)
+        if status != 200:
+            raise IngestError(status, answer)
+        return answer
+
+    def send_events(self, events: list[dict[str, Any]], api_key: str | None = None) -> dict[str, Any]:
+        """Starcode telemetry events (`POST /v1/events`, 1,000 at most a request by default), retried like envelopes.
+        A resent event is answered as a duplicate, so retrying is safe; a refusal (401, 400, 413) raises IngestError."""
+        body = json.dumps({"events": events}, ensure_ascii=False).encode()
+        status, answer = self._request("POST", "/v1/events", body, headers={"x-company-api-key": api_key} if api_key else None)
         if status != 200:
             raise IngestError(status, answer)
         return answer

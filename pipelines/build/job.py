@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from pipelines.build import manifest as manifests
 from pipelines.build.dedup import Candidate, find_duplicates
+from pipelines.build.event_rows import TELEMETRY_SUFFIX, stage_events
 from pipelines.build.output import write_tables
 from pipelines.build.settings import BuildSettings
 from pipelines.build.columns import ScoredSessions
@@ -99,6 +100,8 @@ def _reuse(parent: Path | None, stage: Path, ready: dict[str, SessionRefs]) -> d
                 reused[session_id] = origin
     for table in ("trajectories", "sft", "behavior", "embeddings"):
         for path in staged_files(parent / STAGE_DIR, table):
+            if path.name.endswith(TELEMETRY_SUFFIX):  # every build stages the telemetry rows afresh
+                continue
             target = stage / table / path.name
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -216,13 +219,14 @@ def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = 
     scores = _scores(indexed.scored(), todo)
     indexed.scores = []  # frees the segments' columns in the object store
     _process(settings, lake, stage, build_id, todo, scores)
+    telemetry_sessions, telemetry = stage_events(settings, lake.root, stage, build_id, org=org, forgotten=forgotten)
 
-    chosen = {**reused, **{s.session_id: build_id for s in todo}}
+    chosen = {**reused, **{s.session_id: build_id for s in todo}, **{session_id: build_id for session_id in telemetry_sessions}}
     candidates = _candidates(stage, chosen)
     built = {candidate.session_id for candidate in candidates}
     dropped = find_duplicates(candidates, settings.dedup.threshold, settings.dedup.num_perm)
     gone = {item.dropped for item in dropped}
-    keep = sorted(built - gone)
+    keep = sorted((built - gone) | telemetry_sessions)
     chosen_table = pa.table({"session_id": keep, "_origin": [chosen[key] for key in keep]})
     files_written = write_tables(work, stage, chosen_table, [item.as_row() for item in dropped], rows_per_file=settings.rows_per_file,
                                  embedded=settings.embedding.enabled)
@@ -233,5 +237,6 @@ def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = 
         forgotten={"contributors": len(forgotten), "digest": tombstones.digest(forgotten)},
         todo_origin=build_id, dropped=dropped, seconds=time.time() - started,
     )
+    manifest["telemetry"] = telemetry
     manifests.publish(lake, work, build_id, manifest)
     return manifest

@@ -40,6 +40,8 @@ class SftSettings(_Section):
     tiers: list[str] = Field(default_factory=lambda: ["TIER_A", "TIER_B"])
     dev_fraction: float = Field(default=0.05, ge=0, lt=1)
     system_prompt: str = "You are a coding agent working in a software repository."
+    telemetry_turns: bool = True
+    """Starcode `conversation.turn` events (POST /v1/events) become sft rows too (without tier or score)."""
 
     def model_post_init(self, __context: Any) -> None:
         unknown = sorted(set(self.tiers) - set(QUALITY_TIERS))

@@ -107,3 +107,15 @@ def test_two_replicas_storing_the_same_events_at_once_keep_one_copy(tmp_path):
     assert len(stored(tmp_path, "race")) == 50
     for store in stores:
         store.close()
+
+
+def test_the_client_sdk_sends_events_and_reports_a_refusal(serve_url):
+    from trajforge.client import IngestClient, IngestError
+
+    events = [turn(f"sdk-{uuid.uuid4().hex[:6]}") for _ in range(3)]
+    with IngestClient(serve_url, max_retries=0) as client:
+        assert client.send_events(events, api_key=EVENTS_KEY)["accepted"] == 3
+        assert client.send_events(events, api_key=EVENTS_KEY)["duplicates"] == 3
+        with pytest.raises(IngestError) as refused:
+            client.send_events(events)
+    assert refused.value.status == 401

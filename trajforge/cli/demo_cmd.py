@@ -65,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
                 status = (doc.get("close") or {}).get("status", "")
                 print(f"{result.name[:34]:<34} {doc['model'][:18]:<18} {result.steps:>5} {result.envelopes:>4} {status:<8} {points:>8}")
 
+            _section("Starcode telemetry events (POST /v1/events)")
+            _send_events(client, run_tag)
+
             _section("domain tags (embed service + DomainTagger)")
             _show_domain_tags(url, results)
 
@@ -96,6 +99,20 @@ def run(args: argparse.Namespace) -> int:
     _close_the_circle(export, held_out, Path(args.lake))
     print(f"\ndone in {time.monotonic() - started:.1f} s. Raw segments: {Path(args.lake).resolve() / 'raw' / 'envelopes'}")
     return 0
+
+
+def _send_events(client, run_tag: str) -> None:
+    """The recorded Starcode events (ids made unique to this run), sent twice: the second time all are duplicates."""
+    from trajforge.replay import EXAMPLES
+
+    path = EXAMPLES.parent / "events" / "starcode_events.jsonl"
+    events = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for event in events:
+        event["event_id"] = f"{event['event_id']}-{run_tag}"
+    first, again = client.send_events(events), client.send_events(events)
+    kinds = ", ".join(f"{kind} {sum(e['event_type'] == kind for e in events)}" for kind in sorted({e["event_type"] for e in events}))
+    print(f"{len(events)} events ({kinds}) from {path.name}: {first['accepted']} accepted; "
+          f"sent again: {again['accepted']} accepted, {again['duplicates']} duplicates")
 
 
 def _show_refusals(client, recorded_path: Path) -> None:

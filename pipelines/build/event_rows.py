@@ -1,0 +1,191 @@
+"""Starcode telemetry events (`lake/raw/events/`, from `POST /v1/events`) as curated rows, as Starcode's export makes them.
+
+- sft rows: one per `conversation.turn` event. Its payload's `messages` (OpenAI chat format, text parts
+  joined) or its user and assistant fields (`user_message`/`user`/`input`/`prompt`, then
+  `assistant_message`/`assistant`/`output`/`response`/`completion`), with `tool_calls` and
+  `tool_results` rendered as JSON; loss on the assistant turns. A turn without an assistant answer
+  gives no row (counted as `unusable_turns`). These rows have no tier or score: no session score
+  covers a lone turn.
+- behaviour rows: one per `model.error` (kind `model_error`) and `model.behavior` (kind `behavior`)
+  event: what happened (`behavior`/`kind`/`code`/`type` of the payload), its message, tool and model.
+
+An event stored twice (a retry after a crash between its fsync and its dedup entry) counts once, by
+(org, event_id). `--org` keeps one organisation's events; a forgotten contributor's events (by
+`contributor_id` or `user_id`) are left out. Every text is redacted with the build's redactor. Lines
+that do not parse (a writer killed mid-line) are skipped and listed in the manifest's quarantine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+USER_KEYS = ("user_message", "user", "input", "prompt", "request")
+ASSISTANT_KEYS = ("assistant_message", "assistant", "output", "response", "completion")
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool", "function": "tool"}
+BEHAVIOR_KINDS = {"model.error": "model_error", "model.behavior": "behavior"}
+TELEMETRY_SUFFIX = "-telemetry.parquet"
+
+
+@dataclass
+class EventRows:
+    sft: list[dict[str, Any]] = field(default_factory=list)
+    behavior: list[dict[str, Any]] = field(default_factory=list)
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+    redactions: Counter = field(default_factory=Counter)
+
+
+def read_events(lake_root: Path, quarantined: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(raw id `<path>:<line>`, record) of every stored event, in file order; unreadable lines go to `quarantined`."""
+    root = lake_root / "raw" / "events"
+    found = []
+    for path in sorted(root.glob("org=*/date=*/type=*/*.jsonl")) if root.is_dir() else []:
+        relative = str(path.relative_to(lake_root))
+        offset = 0
+        for number, line in enumerate(path.read_bytes().splitlines(keepends=True), start=1):
+            try:
+                record = json.loads(line) if line.endswith(b"\n") else None
+            except ValueError:
+                record = None
+            if isinstance(record, dict) and isinstance(record.get("event"), dict) and record.get("event_id"):
+                found.append((f"{relative}:{number}", record))
+            else:
+                reason = "torn last line" if not line.endswith(b"\n") else "not an event record"
+                quarantined.append({"source": "events", "path": relative, "offset": offset, "length": len(line), "reason": reason})
+            offset += len(line)
+    return found
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(part, dict) for part in value):  # OpenAI content parts
+        return "".join(str(part.get("text", "")) for part in value if part.get("type", "text") == "text")
+    if isinstance(value, dict) and isinstance(value.get("content"), (str, list)):
+        return _text(value["content"])
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def turn_messages(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chat messages of one conversation turn, loss on the assistant's; empty when there is no assistant answer."""
+    messages = []
+    if isinstance(payload.get("messages"), list):
+        for message in payload["messages"]:
+            if not isinstance(message, dict) or ROLES.get(str(message.get("role"))) is None:
+                continue
+            content = _text(message.get("content"))
+            if not content and message.get("tool_calls"):
+                content = _text(message["tool_calls"])
+            messages.append({"role": ROLES[message["role"]], "content": content})
+    else:
+        system = next((_text(payload[key]) for key in ("system_prompt", "system") if payload.get(key)), "")
+        user = next((_text(payload[key]) for key in USER_KEYS if payload.get(key) is not None), "")
+        answer = next((_text(payload[key]) for key in ASSISTANT_KEYS if payload.get(key) is not None), "")
+        messages = [{"role": "system", "content": system}] if system else []
+        if user:
+            messages.append({"role": "user", "content": user})
+        if payload.get("tool_calls"):
+            messages.append({"role": "assistant", "content": _text(payload["tool_calls"])})
+        if payload.get("tool_results"):
+            messages.append({"role": "tool", "content": _text(payload["tool_results"])})
+        if answer:
+            messages.append({"role": "assistant", "content": answer})
+    if not any(message["role"] == "assistant" and message["content"] for message in messages):
+        return []
+    return [{**message, "loss": message["role"] == "assistant"} for message in messages]
+
+
+def _provenance(session_id: str, contributor: str | None, raw_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def strings(*keys: str) -> list[str]:
+        values = [payload.get(key) for key in keys]
+        flat = [item for value in values for item in (value if isinstance(value, list) else [value])]
+        return sorted({str(item) for item in flat if isinstance(item, (str, int)) and item != ""})
+
+    return {"source": "telemetry", "session_id": session_id, "contributor_id": contributor, "raw_ids": [raw_id],
+            "repos": strings("repo", "repository"), "commits": strings("commit", "commit_sha"), "files": strings("file", "files", "files_written")}
+
+
+def event_rows(lake_root: Path, redactor, *, org: str | None, forgotten: set[str], system_prompt: str, split_of) -> EventRows:
+    """Every telemetry event of the lake as sft and behaviour rows (`split_of(session_id)` gives train or dev)."""
+    rows = EventRows()
+    seen: set[tuple[str, str]] = set()
+    for raw_id, record in read_events(lake_root, rows.quarantined):
+        event, event_org = record["event"], str(record.get("org_id") or "default")
+        key = (event_org, str(record["event_id"]))
+        if key in seen:
+            rows.counts["duplicates"] += 1
+            continue
+        seen.add(key)
+        contributor = next((str(event[name]) for name in ("contributor_id", "user_id") if event.get(name)), None)
+        if (org is not None and event_org != org) or (contributor and contributor.lower() in forgotten):
+            rows.counts["left_out"] += 1
+            continue
+        rows.counts["events"] += 1
+        payload, found = redactor.redact_tree(event.get("payload") if isinstance(event.get("payload"), dict) else {})
+        rows.redactions.update(found)
+        session_id = f"telemetry:{event_org}:{event.get('session_id') or record['event_id']}"
+        example_id = "telemetry-" + hashlib.sha256(f"{key[0]}\0{key[1]}".encode()).hexdigest()[:32]
+        provenance = _provenance(session_id, contributor, raw_id, payload)
+        kind = record.get("event_type")
+        if kind == "conversation.turn":
+            messages = turn_messages(payload)
+            if not messages:
+                rows.counts["unusable_turns"] += 1
+                continue
+            if messages[0]["role"] != "system" and system_prompt:
+                messages.insert(0, {"role": "system", "content": system_prompt, "loss": False})
+            rows.sft.append({"example_id": example_id, "source": "telemetry", "session_id": session_id, "step": None,
+                             "split": split_of(session_id), "tier": None, "score": None, "messages": messages,
+                             "num_tokens": None, "loss_tokens": None, "provenance": provenance})
+        elif kind in BEHAVIOR_KINDS:
+            model = payload.get("model") if isinstance(payload.get("model"), str) else event.get("model")
+            rows.behavior.append({
+                "row_id": example_id, "kind": BEHAVIOR_KINDS[kind], "session_id": session_id, "step": None, "source": "telemetry",
+                "behavior": next((str(payload[name]) for name in ("behavior", "kind", "code", "type", "name") if payload.get(name)), kind),
+                "provider": _text(payload.get("provider") or event.get("provider")) or None,
+                "model_engine": _text(model) or None, "tool": _text(payload.get("tool")) or None,
+                "content": _text(payload.get("message") or payload.get("error") or payload), "context": None, "recovered": None,
+                "provenance": provenance,
+            })
+    return rows
+
+
+def stage_events(settings, lake_root: Path, stage: Path, build_id: str, *, org: str | None, forgotten: set[str]) -> tuple[set[str], dict[str, Any]]:
+    """Stage the telemetry rows of this build (`_origin` = build_id) and their quarantine entries; returns their
+    session ids (for the build's chosen sessions) and the manifest's `telemetry` section."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.build.process import split_of
+    from pipelines.build.staging import STAGE_SCHEMAS, stage_file
+    from pipelines.build.tokens import TokenCounter
+    from trajforge.redaction import Redactor
+
+    rows = event_rows(lake_root, Redactor(settings.redaction), org=org, forgotten=forgotten,
+                      system_prompt=settings.sft.system_prompt if settings.sft.telemetry_turns else "",
+                      split_of=lambda session_id: split_of(session_id, settings.sft.dev_fraction))
+    sft = rows.sft if settings.sft.telemetry_turns else []
+    counts = iter(TokenCounter(settings.tokenizer).count([message["content"] for row in sft for message in row["messages"]]))
+    for row in sft:
+        sizes = [next(counts) for _ in row["messages"]]
+        row["num_tokens"], row["loss_tokens"] = sum(sizes), sum(size for size, message in zip(sizes, row["messages"]) if message["loss"])
+    for table, table_rows in (("sft", sft), ("behavior", rows.behavior)):
+        if table_rows:
+            path = stage_file(stage, table, build_id, 0, suffix=TELEMETRY_SUFFIX)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.Table.from_pylist([{**row, "_origin": build_id} for row in table_rows], schema=STAGE_SCHEMAS[table]), path)
+    if rows.quarantined:
+        (stage / "quarantine").mkdir(parents=True, exist_ok=True)
+        (stage / "quarantine" / "telemetry-events.json").write_text(json.dumps(rows.quarantined))
+    sessions = {row["session_id"] for row in (*sft, *rows.behavior)}
+    summary = {"events": rows.counts["events"], "duplicates": rows.counts["duplicates"], "left_out": rows.counts["left_out"],
+               "unusable_turns": rows.counts["unusable_turns"], "sft_rows": len(sft), "behavior_rows": len(rows.behavior),
+               "redactions": dict(sorted(rows.redactions.items()))}
+    return sessions, summary

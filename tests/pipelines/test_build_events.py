@@ -1,0 +1,113 @@
+"""Starcode telemetry events in the build: sent over HTTP to `POST /v1/events`, built into sft and behaviour rows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+
+import duckdb
+import pytest
+from helpers import EVENTS_KEY
+
+from pipelines.build import load_build_settings, run_build
+from pipelines.build.event_rows import turn_messages
+from trajforge.client import contributor_id_for
+from trajforge.lake import Lake
+
+pytestmark = pytest.mark.usefixtures("serve_url")
+ALICE, BOB = contributor_id_for("alice"), contributor_id_for("bob")
+SECRET = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+
+
+def settings_for(lake, **overrides):
+    assignments = [("build.lake", str(lake)), ("build.cpus_per_task", 0.05), ("build.embedding.enabled", False)]
+    return load_build_settings(assignments=assignments + [(f"build.{key}", value) for key, value in overrides.items()])
+
+
+def rows(build_dir, name):
+    return duckdb.sql(f"SELECT * FROM read_parquet('{build_dir / name}/*.parquet')").to_arrow_table().to_pylist()
+
+
+@pytest.fixture(scope="module")
+def events_lake(http, lakes, tmp_path_factory):
+    """Events of two organisations sent through the main ingest app, then its raw/events copied into a lake of their own."""
+    org, other = f"acme-{uuid.uuid4().hex[:6]}", f"globex-{uuid.uuid4().hex[:6]}"
+    events = [
+        {"event_id": "t1", "event_type": "conversation.turn", "org_id": org, "session_id": "s1", "contributor_id": ALICE,
+         "payload": {"messages": [{"role": "user", "content": [{"type": "text", "text": "rename fetch_user"}]},
+                                  {"role": "assistant", "content": f"done; token {SECRET}"}]}},
+        {"event_id": "t2", "type": "conversation.turn", "org_id": org, "session_id": "s1", "contributor_id": BOB,
+         "payload": {"user_message": "list the files", "tool_calls": [{"name": "list_files"}], "tool_results": [{"ok": True}],
+                     "assistant_message": "three files", "repo": "acme/api"}},
+        {"event_id": "t3", "event_type": "conversation.turn", "org_id": org, "payload": {"user_message": "no answer yet"}},
+        {"event_id": "e1", "event_type": "model.error", "org_id": org, "session_id": "s1",
+         "payload": {"code": "context_length_exceeded", "message": "prompt too long", "model": "qwen3-14b", "provider": "vllm"}},
+        {"event_id": "b1", "event_type": "model.behavior", "org_id": other, "payload": {"behavior": "tool_loop", "tool": "read_file"}},
+        {"event_id": "m1", "event_type": "session.meta", "org_id": org, "payload": {"os": "linux"}},
+    ]
+    assert http.post("/v1/events", json=events, headers={"x-company-api-key": EVENTS_KEY}).json()["accepted"] == len(events)
+    lake = tmp_path_factory.mktemp("events") / "lake"
+    for path in (lakes["main"] / "raw" / "events").glob("org=*"):
+        if path.name in (f"org={org}", f"org={other}"):
+            shutil.copytree(path, lake / "raw" / "events" / path.name)
+    return lake, org, other
+
+
+def test_turns_become_sft_rows_and_errors_behaviour_rows(events_lake):
+    lake, org, other = events_lake
+    manifest = run_build(settings_for(lake), progress=False)
+    build_dir = Lake.at(lake).build_dir(manifest["build_id"])
+    sft = {row["provenance"]["raw_ids"][0]: row for row in rows(build_dir, "sft")}
+    assert len(sft) == 2 and all(row["source"] == "telemetry" and row["tier"] is None for row in sft.values())
+    chats = sorted([[(m["role"], m["loss"]) for m in row["messages"]] for row in sft.values()], key=len)
+    assert chats == [[("system", False), ("user", False), ("assistant", True)],
+                     [("system", False), ("user", False), ("assistant", True), ("tool", False), ("assistant", True)]]  # the tool call is the model's too
+    texts = json.dumps([row["messages"] for row in sft.values()])
+    assert SECRET not in texts and "rename fetch_user" in texts
+    assert all(row["num_tokens"] > row["loss_tokens"] > 0 for row in sft.values())
+    assert any(row["provenance"]["repos"] == ["acme/api"] for row in sft.values())
+    behavior = {row["kind"]: row for row in rows(build_dir, "behavior")}
+    assert behavior["model_error"]["behavior"] == "context_length_exceeded" and behavior["model_error"]["model_engine"] == "qwen3-14b"
+    assert behavior["behavior"]["tool"] == "read_file" and behavior["behavior"]["session_id"].startswith(f"telemetry:{other}:")
+    assert manifest["telemetry"]["events"] == 6 and manifest["telemetry"]["unusable_turns"] == 1
+    assert manifest["telemetry"]["redactions"] and manifest["rows"]["sft"] == 2
+
+
+def test_a_retried_event_counts_once_and_a_torn_line_is_quarantined(events_lake, tmp_path):
+    lake, org, _ = events_lake
+    copy = tmp_path / "lake"
+    shutil.copytree(lake, copy, ignore=shutil.ignore_patterns("curated"))
+    turns = next((copy / "raw" / "events").glob(f"org={org}/date=*/type=conversation.turn/*.jsonl"))
+    first_line = turns.read_bytes().splitlines(keepends=True)[0]
+    (turns.parent / "another-writer.jsonl").write_bytes(first_line + b'{"event_id": "t9", "ev')  # stored again, then a torn line
+    manifest = run_build(settings_for(copy), progress=False)
+    assert manifest["telemetry"]["duplicates"] == 1 and manifest["rows"]["sft"] == 2
+    assert [record["reason"] for record in manifest["quarantine"]["records"]] == ["torn last line"]
+
+
+def test_org_and_forgotten_contributors_filter_events(events_lake, tmp_path):
+    from trajforge import tombstones
+
+    lake, org, _ = events_lake
+    copy = tmp_path / "lake"
+    shutil.copytree(lake, copy, ignore=shutil.ignore_patterns("curated"))
+    tombstones.forget(Lake.at(copy), BOB, reason="asked")
+    manifest = run_build(settings_for(copy, orgs={org: []}), org=org, progress=False)
+    build_dir = Lake.at(copy).build_dir(manifest["build_id"])
+    assert {row["provenance"]["contributor_id"] for row in rows(build_dir, "sft")} == {ALICE}
+    assert {row["kind"] for row in rows(build_dir, "behavior")} == {"model_error"}  # the other org's behaviour is left out
+
+
+@pytest.mark.parametrize("payload,roles", [
+    ({"prompt": "p", "completion": "c", "system_prompt": "s"}, ["system", "user", "assistant"]),
+    ({"messages": [{"role": "developer", "content": "d"}, {"role": "user", "content": "u"}, {"role": "assistant", "tool_calls": [{"id": 1}]},
+                   {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}, {"role": "critic", "content": "x"}]},
+     ["system", "user", "assistant", "tool", "assistant"]),
+    ({"messages": [{"role": "user", "content": "u"}]}, []),
+    ({}, []),
+])
+def test_turn_messages_read_the_shapes_agents_send(payload, roles):
+    messages = turn_messages(payload)
+    assert [message["role"] for message in messages] == roles
+    assert all(message["loss"] == (message["role"] == "assistant") for message in messages[-1:])

@@ -211,6 +211,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--estimate", action="store_true", help="print DeepSpeed's memory estimate for the model on the learner GPUs and exit")
 
 
+def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
+    """The sections `--set` may name: the learner's and the cluster topology's."""
+    return ("learner", "cluster")
+
+
 def run_command(args: argparse.Namespace) -> int:
     from trajforge.settings import parse_assignment
 
@@ -251,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     try:
+        from trajforge.settings import parse_assignments
+
+        parse_assignments(args.assignments, config_roots(args), "python -m learner.train")
         return run_command(args)
     except TrajforgeError as exc:
         print(f"learner.train: {exc}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Synthetic ast-grep tasks, verified in the sandbox: a Ray Data job.
 
-    trajforge synth-rules [--lake ./lake] [--workers 2]
+    trajforge synth-rules [--lake ./lake] [--workers 2] [--set sandbox.wall_time_s=10]
     ray job submit --working-dir . -- python -m pipelines.synth_rules --lake /shared/lake
 
 Candidates come from `pipelines/synth_templates.py` (templates x parameters x host snippets, in
@@ -8,6 +8,7 @@ Python, JavaScript/TypeScript and Java). Each candidate's gold action is applied
 sandbox to `pre`; only tasks whose result equals `post` exactly are kept. Output:
 `<lake>/raw/tasks/synth_rules/tasks.jsonl` (sorted by task id) and `_meta.json` (source, version,
 license, created_at, sha256, num_records, and what was dropped and why), both written atomically.
+`--set sandbox.*` changes the jail policy of the verifying sandboxes (configs/sandbox.yaml).
 """
 
 from __future__ import annotations
@@ -20,10 +21,15 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trajforge.errors import TrajforgeError
+from trajforge.settings import parse_assignment, parse_assignments
+
+if TYPE_CHECKING:
+    from sandbox.settings import SandboxSettings
 
 log = logging.getLogger("trajforge.synth_rules")
 VERSION = "1"
@@ -31,16 +37,17 @@ SOURCE = "trajforge synthetic ast-grep templates"
 LICENSE = "Apache-2.0 (snippets written for trajforge)"
 
 
+def tasks_file(lake: Path) -> Path:
+    """Where the job writes the lake's verified tasks (the teacher reads them from there by default)."""
+    return Path(lake) / "raw" / "tasks" / "synth_rules" / "tasks.jsonl"
+
+
 class VerifyBatch:
     """Ray Data stage: apply each candidate's gold action in the sandbox and compare with `post`."""
 
-    def __init__(self, workspaces_root: str | None = None):
+    def __init__(self, settings: SandboxSettings):
         from sandbox.runner import Sandbox
-        from sandbox.settings import load_sandbox_settings
 
-        settings = load_sandbox_settings()
-        if workspaces_root:
-            settings = settings.model_copy(update={"workspaces_root": Path(workspaces_root)})
         self.sandbox = Sandbox(settings)
 
     def verify(self, task: dict[str, Any]) -> tuple[bool, str]:
@@ -74,10 +81,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-def run(lake: Path, workers: int = 2, limit: int | None = None, cpus_per_worker: float = 0.5, tasks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def run(lake: Path, workers: int = 2, limit: int | None = None, cpus_per_worker: float = 0.5, tasks: list[dict[str, Any]] | None = None,
+        sandbox_assignments: Sequence[tuple[str, Any]] = ()) -> dict[str, Any]:
+    """Verify the candidates (or `tasks`) and write the kept ones; `sandbox_assignments` (`sandbox.x`, value)
+    apply to configs/sandbox.yaml after the default workspaces root, `<lake>/tmp/sandbox`."""
     import ray
 
     from pipelines.synth_templates import candidates
+    from sandbox.settings import load_sandbox_settings
+
+    sandbox = load_sandbox_settings(None, [("sandbox.workspaces_root", str((lake / "tmp" / "sandbox").resolve())), *sandbox_assignments])
 
     tasks = tasks if tasks is not None else candidates()
     tasks = tasks[:limit] if limit else tasks
@@ -86,24 +99,24 @@ def run(lake: Path, workers: int = 2, limit: int | None = None, cpus_per_worker:
     from ray.data import ActorPoolStrategy
 
     verified = ray.data.from_items(rows).map_batches(
-        VerifyBatch, fn_constructor_kwargs={"workspaces_root": str((lake / "tmp" / "sandbox").resolve())}, batch_size=16,
+        VerifyBatch, fn_constructor_kwargs={"settings": sandbox}, batch_size=16,
         batch_format="numpy", compute=ActorPoolStrategy(size=workers), num_cpus=cpus_per_worker,
     ).take_all()
     kept = sorted((row for row in verified if row["verified"]), key=lambda row: row["task_id"])
     dropped = Counter(f"{row['template']}: {row['reason']}" for row in verified if not row["verified"])
-    out_dir = lake / "raw" / "tasks" / "synth_rules"
+    out_dir = tasks_file(lake).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps({"task_id": r["task_id"], "instruction": r["instruction"], "pre": r["pre"], "post": r["post"], "language": r["language"],
                          "tags": json.loads(r["tags"]), "template": r["template"], "gold_action": json.loads(r["gold_action"])},
                         ensure_ascii=False, sort_keys=True) for r in kept]
     data = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
-    _atomic_write(out_dir / "tasks.jsonl", data)
+    _atomic_write(tasks_file(lake), data)
     meta = {"source": SOURCE, "version": VERSION, "license": LICENSE, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "sha256": hashlib.sha256(data).hexdigest(), "num_records": len(kept), "candidates": len(verified),
             "by_language": dict(sorted(Counter(r["language"] for r in kept).items())),
             "by_template": dict(sorted(Counter(r["template"] for r in kept).items())), "dropped": dict(sorted(dropped.items()))}
     _atomic_write(out_dir / "_meta.json", (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
-    return {**meta, "path": str(out_dir / "tasks.jsonl")}
+    return {**meta, "path": str(tasks_file(lake))}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,11 +125,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N candidates (quick runs)")
 
 
+def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
+    """The sections `--set` may name: the sandbox's (the verifying jails' policy)."""
+    return ("sandbox",)
+
+
 def run_command(args: argparse.Namespace) -> int:
     from trajforge.settings.job_paths import require_absolute_in_job
 
     require_absolute_in_job({"--lake": args.lake}, "--lake /shared/lake")
-    report = run(args.lake, args.workers, args.limit)
+    report = run(args.lake, args.workers, args.limit, sandbox_assignments=[parse_assignment(text) for text in getattr(args, "assignments", [])])
     print(json.dumps({key: value for key, value in report.items() if key != "dropped"}, indent=2))
     if report["dropped"]:
         print("dropped (gold action did not give post):", json.dumps(report["dropped"], indent=2))
@@ -126,8 +144,12 @@ def run_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.synth_rules", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="sandbox.FIELD=VALUE",
+                        help="override one field of configs/sandbox.yaml for the verifying jails (repeatable), e.g. --set sandbox.wall_time_s=10")
     try:
-        return run_command(parser.parse_args(argv))
+        args = parser.parse_args(argv)
+        parse_assignments(args.assignments, config_roots(args), "python -m pipelines.synth_rules")
+        return run_command(args)
     except TrajforgeError as exc:
         print(f"pipelines.synth_rules: {exc}", file=sys.stderr)
         return 2

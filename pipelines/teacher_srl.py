@@ -1,6 +1,6 @@
 """The teacher SRL loop (specification section 8) as a Ray job.
 
-    trajforge teacher [--config configs/teacher.yaml] [--set teacher.sample=100]
+    trajforge teacher [--config configs/teacher.yaml] [--set teacher.sample=100] [--set sandbox.wall_time_s=10]
     ray job submit --working-dir . -- python -m pipelines.teacher_srl --config configs/teacher.yaml
 
 Samples tasks (from `trajforge synth-rules`), and for each runs up to `max_steps` steps on a
@@ -21,12 +21,15 @@ import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from trajforge.errors import TrajforgeError
-from trajforge.settings import apply_assignments, env_assignments, parse_assignment, read_yaml, validate
+from trajforge.settings import apply_assignments, env_assignments, parse_assignment, parse_assignments, read_yaml, validate
+
+if TYPE_CHECKING:
+    from sandbox.settings import SandboxSettings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "teacher.yaml"
 
@@ -85,7 +88,8 @@ def teacher_records(settings: TeacherSettings, finished_only: bool = True) -> li
     return [r for r in records if r["task_id"] in finishing_run and r.get("run_id") == finishing_run[r["task_id"]]]
 
 
-def run(settings: TeacherSettings, progress: bool = True) -> dict[str, Any]:
+def run(settings: TeacherSettings, progress: bool = True, sandbox: SandboxSettings | None = None) -> dict[str, Any]:
+    """Run the loop; `sandbox`: the workers' jail policy (default: configs/sandbox.yaml, loaded by each worker)."""
     import ray
     from tqdm import tqdm
 
@@ -103,7 +107,7 @@ def run(settings: TeacherSettings, progress: bool = True) -> dict[str, Any]:
     summaries: list[dict[str, Any]] = []
     if todo:
         worker = ray.remote(TeacherWorker).options(num_cpus=settings.cpus_per_worker, max_restarts=2, max_task_retries=2, max_concurrency=2)
-        workers = [worker.remote(settings, index, run_id) for index in range(settings.workers)]
+        workers = [worker.remote(settings, index, run_id, sandbox) for index in range(settings.workers)]
         with tqdm(total=len(todo), desc="teacher tasks", unit="task", disable=not progress) as bar:
             summaries = run_loop(workers, todo, progress=bar, concurrency_per_actor=2)
         stats = [ray.get(w.stats.remote()) for w in workers]
@@ -163,14 +167,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="teacher config (default configs/teacher.yaml)")
 
 
+def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
+    """The sections `--set` may name: the teacher's, and the sandbox's (the workers' jail policy)."""
+    return ("teacher", "sandbox")
+
+
 def run_command(args: argparse.Namespace) -> int:
+    from sandbox.settings import load_sandbox_settings
     from trajforge.settings.job_paths import require_absolute_in_job
 
-    settings = load_teacher_settings(args.config, [parse_assignment(text) for text in getattr(args, "assignments", [])])
+    assignments = [parse_assignment(text) for text in getattr(args, "assignments", [])]
+    settings = load_teacher_settings(args.config, assignments)
+    sandbox = load_sandbox_settings(None, assignments)
     require_absolute_in_job({"teacher.lake": settings.lake, "teacher.tasks": settings.tasks, "teacher.reports": settings.reports},
                             "--set teacher.lake=/shared/lake --set teacher.tasks=/shared/lake/raw/tasks/synth_rules/tasks.jsonl "
                             "--set teacher.reports=/shared/reports/teacher")
-    result = run(settings)
+    result = run(settings, sandbox=sandbox)
     print(json.dumps(result, indent=2))
     print(Path(result["report"]).read_text(encoding="utf-8"))
     return 0
@@ -179,9 +191,12 @@ def run_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.teacher_srl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="teacher.FIELD=VALUE")
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="DOTTED.PATH=VALUE",
+                        help="override one config field (repeatable): teacher.* or sandbox.*, e.g. --set teacher.sample=100")
     try:
-        return run_command(parser.parse_args(argv))
+        args = parser.parse_args(argv)
+        parse_assignments(args.assignments, config_roots(args), "python -m pipelines.teacher_srl")
+        return run_command(args)
     except TrajforgeError as exc:
         print(f"pipelines.teacher_srl: {exc}", file=sys.stderr)
         return 2

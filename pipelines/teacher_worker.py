@@ -68,7 +68,8 @@ def oracle_answer(task: Any, step: int, mistake_rate: float, seed: int) -> tuple
 
 
 class TeacherWorker:
-    def __init__(self, settings: Any, index: int, run_id: str | None = None):
+    def __init__(self, settings: Any, index: int, run_id: str | None = None, sandbox: Any = None):
+        """`sandbox`: the SandboxSettings of this worker's jails (None: configs/sandbox.yaml, read here)."""
         from actors.prompting import load_prompts
         from actors.state import StateStore
         from sandbox.pool import SandboxPool
@@ -77,7 +78,7 @@ class TeacherWorker:
         self.settings, self.index = settings, index
         self.teacher = settings.kind if settings.kind == "oracle" else settings.model
         self.run_id = run_id
-        self.sandbox = SandboxPool(workers=2)
+        self.sandbox = SandboxPool(workers=2, settings=sandbox)
         self.states = StateStore(settings.lake / "state" / "teacher_states.db")
         self.trajectories = TrajectoryWriter(settings.lake / "raw" / "trajectories", f"teacher{index}")
         self.templates = load_prompts(settings.prompts)

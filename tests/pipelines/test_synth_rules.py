@@ -22,7 +22,8 @@ def test_job_keeps_verified_tasks_and_drops_a_wrong_post(serve_url, tmp_path):
 
     sample = [task for index, task in enumerate(candidates()) if index % 12 == 0]  # every template family, fast
     broken = dict(sample[0], task_id="synth-broken", post=sample[0]["post"].replace("(", "[", 1))
-    report = run(tmp_path / "lake", workers=1, cpus_per_worker=0.05, tasks=[*sample, broken])
+    report = run(tmp_path / "lake", workers=1, cpus_per_worker=0.05, tasks=[*sample, broken],
+                 sandbox_assignments=[("sandbox.logs_dir", str(tmp_path / "sandbox-logs"))])
     out = tmp_path / "lake" / "raw" / "tasks" / "synth_rules"
     lines = (out / "tasks.jsonl").read_bytes()
     meta = json.loads((out / "_meta.json").read_text())
@@ -34,3 +35,15 @@ def test_job_keeps_verified_tasks_and_drops_a_wrong_post(serve_url, tmp_path):
     assert [task["task_id"] for task in kept] == sorted(task["task_id"] for task in kept)
     assert set(kept[0]) >= {"instruction", "pre", "post", "language", "tags", "gold_action"}
     assert report["path"].endswith("tasks.jsonl")
+    assert len(list((tmp_path / "sandbox-logs").glob("*.jsonl"))) == len(sample) + 1  # the stage's jails got the --set values
+
+
+def test_sandbox_settings_are_applied_and_a_bad_one_stops_the_job_before_it_starts(tmp_path, capsys):
+    from pipelines.synth_rules import main as module_main
+    from trajforge.cli.main import main
+
+    assert main(["synth-rules", "--lake", str(tmp_path / "lake"), "--set", "sandbox.wall_time_s=-1"]) == 2
+    assert "sandbox.wall_time_s" in capsys.readouterr().err
+    assert module_main(["--lake", str(tmp_path / "lake"), "--set", "sandbox.jail=chroot"]) == 2
+    assert "sandbox.jail" in capsys.readouterr().err
+    assert not (tmp_path / "lake").exists()

@@ -8,6 +8,8 @@ import pytest
 
 from pipelines.synth_templates import candidates
 from pipelines.teacher_srl import load_teacher_settings, run, teacher_records
+from sandbox.settings import load_sandbox_settings
+from trajforge.cli.main import main
 
 
 @pytest.fixture()
@@ -28,8 +30,10 @@ def settings_for(tmp_path, tasks_path, **overrides):
 def test_oracle_run_records_rewards_and_writes_the_report(serve_url, tmp_path, task_file):
     path, tasks = task_file
     settings = settings_for(tmp_path, path, mistake_rate=0.0)
-    result = run(settings, progress=False)
+    sandbox = load_sandbox_settings(assignments=[("sandbox.logs_dir", str(tmp_path / "sandbox-logs"))])
+    result = run(settings, progress=False, sandbox=sandbox)
     assert (result["ran"], result["verified"]) == (len(tasks), len(tasks))
+    assert len(list((tmp_path / "sandbox-logs").glob("*.jsonl"))) == len(tasks)  # the workers' jails got the sandbox settings
     records = teacher_records(settings)
     assert len(records) == len(tasks) and all(r["final"] for r in records)
     record = records[0]
@@ -65,6 +69,12 @@ def test_a_restarted_job_skips_finished_tasks(serve_url, tmp_path, task_file):
 def test_missing_tasks_file_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="trajforge synth-rules"):
         run(settings_for(tmp_path, tmp_path / "none.jsonl"), progress=False)
+
+
+def test_a_bad_sandbox_setting_stops_the_teacher_before_it_starts(tmp_path, capsys):
+    assert main(["teacher", "--set", f"teacher.lake={tmp_path / 'lake'}", "--set", "sandbox.wall_time_s=-1"]) == 2
+    assert "sandbox.wall_time_s" in capsys.readouterr().err
+    assert not (tmp_path / "lake").exists()
 
 
 def test_oracle_precision_follows_the_mistake_rate(serve_url, tmp_path):

@@ -19,6 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
 
 
+def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("build",)
+
+
 def summary(manifest: dict) -> str:
     rows, sessions = manifest["rows"], manifest["sessions"]
     lines = [

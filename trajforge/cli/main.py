@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
+from trajforge.cli.common import common_arguments, merge_assignments
 from trajforge.errors import TrajforgeError
 
-# name -> (module, one-line help); a module defines `add_arguments(parser)` and `run(args) -> int`.
+# name -> (module, one-line help); a module defines `add_arguments(parser)` and `run(args) -> int`, and
+# `config_roots(args)` if it reads configs: the sections its `--set` may name (without it, --set is refused).
 COMMANDS = {
     "serve": ("trajforge.cli.serve_cmd", "run the ingest service on Ray Serve until Ctrl-C"),
     "embed": ("trajforge.cli.embed_cmd", "embed a text (in-process or through a deployment) and print its domain tags"),
@@ -24,16 +25,6 @@ COMMANDS = {
 }
 
 
-def common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--set", dest="assignments", action="append", default=[], metavar="DOTTED.PATH=VALUE",
-        help="override one config field (repeatable), e.g. --set ingest.rate_limits.per_address_per_minute=0; "
-        "environment variables TRAJFORGE__DOTTED__PATH do the same with lower precedence",
-    )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging threshold (default INFO)")
-    parser.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trajforge", description="A Ray-based training-data factory for coding agents.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -46,12 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = merge_assignments(build_parser().parse_args(argv))
     from trajforge.logs import setup_logging
+    from trajforge.settings import parse_assignments
 
     setup_logging(args.log_level, args.log_json)
     try:
-        return importlib.import_module(args.module).run(args)
+        module = importlib.import_module(args.module)
+        roots = module.config_roots(args) if hasattr(module, "config_roots") else ()
+        parse_assignments(args.assignments, roots, f"trajforge {args.command}")
+        return module.run(args)
     except TrajforgeError as exc:
         print(f"trajforge {args.command}: {exc}", file=sys.stderr)
         return 2

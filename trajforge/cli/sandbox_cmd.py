@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from trajforge.cli.common import common_arguments
+
 EPILOG = """\
 ACTION.json holds an inline rewrite or an ast-grep YAML rule, e.g.
   {"pattern": "print($A)", "rewrite": "logger.info($A)", "language": "python"}
@@ -29,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     apply.add_argument("--task-id", default="cli", help="task id for the workspace name and logs/sandbox/<task_id>.jsonl (default cli)")
     apply.add_argument("--keep", action="store_true", help="keep the jailed workspace and print its path on stderr")
     apply.add_argument("--config", type=Path, help="sandbox config (default configs/sandbox.yaml)")
+    common_arguments(apply, nested=True)
+
+
+def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("sandbox",)
 
 
 def _read_action(text: str) -> str:

@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 from trajforge.settings import parse_assignment
-from trajforge.settings.serve_file import ServeFile, load_serve_file
+from trajforge.settings.serve_file import ServeFile, load_serve_file, override_roots
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PORT_ENV = "GROOVE_CENTRAL_PORT"  # the specification's port variable; the Node server listens on 8443 by default
@@ -34,6 +34,10 @@ def config_path(given: Path | None) -> Path:
         return given
     local = Path("configs/serve.yaml")
     return local if local.exists() else REPO_CONFIGS / "serve.yaml"
+
+
+def config_roots(args: argparse.Namespace) -> list[str]:
+    return override_roots(config_path(args.config))
 
 
 def load(args: argparse.Namespace) -> ServeFile:

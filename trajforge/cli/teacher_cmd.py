@@ -11,6 +11,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job_arguments(parser)
 
 
+def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
+    from pipelines.teacher_srl import config_roots as job_roots
+
+    return job_roots(args)
+
+
 def run(args: argparse.Namespace) -> int:
     from pipelines.teacher_srl import run_command
 

@@ -11,6 +11,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     learner_arguments(parser)
 
 
+def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
+    from learner.train import config_roots as learner_roots
+
+    return learner_roots(args)
+
+
 def run(args: argparse.Namespace) -> int:
     from learner.train import run_command
 

@@ -70,8 +70,33 @@ def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def parse_assignments(texts: Iterable[str], roots: Iterable[str], command: str) -> list[tuple[str, Any]]:
+    """Parse the `--set` texts of `command`, which reads the config sections `roots`.
+
+    Each loader applies only its own root, so an assignment to any other root (a typo such as
+    `lerner.optim.lr`, or another component's section) would change nothing: it is refused, naming it
+    and the roots `command` accepts. Environment variables are not checked: every component sees them all.
+    """
+    roots = list(roots)
+    parsed = []
+    for text in texts:
+        dotted, value = parse_assignment(text)
+        root = dotted.split(".", 1)[0]
+        if not roots:
+            raise ConfigError(f"--set {text}: {command} reads no config, so --set has nothing to change")
+        if root not in roots:
+            raise ConfigError(f"--set {text}: {command} reads no config section {root!r}; it accepts "
+                              + ", ".join(f"{name}.*" for name in roots))
+        parsed.append((dotted, value))
+    return parsed
+
+
 def apply_assignments(data: dict[str, Any], assignments: Iterable[tuple[str, Any]], roots: Iterable[str]) -> dict[str, Any]:
-    """Apply assignments whose first segment is one of `roots` (a component ignores other components' variables)."""
+    """Apply assignments whose first segment is one of `roots` (a component ignores other components' variables).
+
+    A command that loads several components passes each the same list, so this filters; the command
+    refuses roots it does not read beforehand, with `parse_assignments`.
+    """
     roots = set(roots)
     for dotted, value in assignments:
         if dotted.split(".", 1)[0] in roots:

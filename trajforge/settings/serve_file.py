@@ -75,18 +75,32 @@ class ServeFile(BaseModel):
         return self.model_copy(update={"applications": [application for application in self.applications if application.name in wanted]})
 
 
-def load_serve_file(
-    path: str | Path, assignments: Iterable[tuple[str, Any]] = (), environ: dict[str, str] | None = None
-) -> ServeFile:
-    """Read the file, apply `TRAJFORGE__...` variables then the `--set` assignments, validate."""
-    data = read_yaml(path)
+def _flat_view(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    """(the view `--set` paths address, the applications list whose `args` are the view's application entries)."""
     view: dict[str, Any] = {key: copy.deepcopy(value) for key, value in data.items() if key != "applications"}
     applications = copy.deepcopy(data.get("applications") or [])
     for application in applications:
         if isinstance(application, dict) and "name" in application:
             view[application["name"]] = application.setdefault("args", {}) or {}
             application["args"] = view[application["name"]]
-    roots = set(view) | set(ServeFile.model_fields)
+    return view, applications
+
+
+def _roots(view: Mapping[str, Any]) -> list[str]:
+    return list(dict.fromkeys([*(name for name in ServeFile.model_fields if name != "applications"), *view]))
+
+
+def override_roots(path: str | Path) -> list[str]:
+    """The first segments an override of this Serve config may name: `http_options`, `proxy_location`, the applications."""
+    return _roots(_flat_view(read_yaml(path))[0])
+
+
+def load_serve_file(
+    path: str | Path, assignments: Iterable[tuple[str, Any]] = (), environ: dict[str, str] | None = None
+) -> ServeFile:
+    """Read the file, apply `TRAJFORGE__...` variables then the `--set` assignments, validate."""
+    view, applications = _flat_view(read_yaml(path))
+    roots = _roots(view)
     apply_assignments(view, env_assignments(environ), roots)
     apply_assignments(view, assignments, roots)
     merged = {key: value for key, value in view.items() if key in ServeFile.model_fields}

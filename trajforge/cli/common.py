@@ -1,0 +1,30 @@
+"""The arguments every subcommand takes: `--set`, `--log-level`, `--log-json`."""
+
+from __future__ import annotations
+
+import argparse
+
+NESTED_ASSIGNMENTS = "verb_assignments"
+
+
+def common_arguments(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
+    """Add the common arguments to a subcommand's parser, or (`nested`) to the parser of one of its verbs.
+
+    argparse copies a verb's parsed namespace over its command's, defaults included, so a verb's copy of
+    the arguments has no defaults (it leaves `trajforge sandbox --set a=1 apply` alone), and its `--set`
+    goes to a list of its own that `merge_assignments` appends to the command's.
+    """
+    set_default, level_default, json_default = (argparse.SUPPRESS,) * 3 if nested else ([], "INFO", False)
+    parser.add_argument(
+        "--set", dest=NESTED_ASSIGNMENTS if nested else "assignments", action="append", default=set_default, metavar="DOTTED.PATH=VALUE",
+        help="override one config field (repeatable), e.g. --set ingest.rate_limits.per_address_per_minute=0; "
+        "environment variables TRAJFORGE__DOTTED__PATH do the same with lower precedence",
+    )
+    parser.add_argument("--log-level", default=level_default, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging threshold (default INFO)")
+    parser.add_argument("--log-json", action="store_true", default=json_default, help="log JSON lines instead of text")
+
+
+def merge_assignments(args: argparse.Namespace) -> argparse.Namespace:
+    """One `assignments` list: the command's `--set` values, then its verb's."""
+    args.assignments = [*getattr(args, "assignments", []), *vars(args).pop(NESTED_ASSIGNMENTS, [])]
+    return args

@@ -1,6 +1,6 @@
 """The teacher SRL loop (specification section 8) as a Ray job.
 
-    trajforge teacher [--config configs/teacher.yaml] [--set teacher.sample=100] [--set sandbox.wall_time_s=10]
+    trajforge teacher [--config configs/teacher.yaml] [--lake ./lake] [--set teacher.sample=100] [--set sandbox.wall_time_s=10]
     ray job submit --working-dir . -- python -m pipelines.teacher_srl --config configs/teacher.yaml
 
 Samples tasks (from `trajforge synth-rules`), and for each runs up to `max_steps` steps on a
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines.synth_rules import tasks_file
 from trajforge.errors import TrajforgeError
 from trajforge.settings import apply_assignments, env_assignments, parse_assignment, parse_assignments, read_yaml, validate
 
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
     from sandbox.settings import SandboxSettings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "teacher.yaml"
+
+
+class TasksMissing(TrajforgeError, FileNotFoundError):
+    """The tasks file the teacher samples from is not there (`trajforge synth-rules` writes it)."""
 
 
 class TeacherSettings(BaseModel):
@@ -46,13 +51,19 @@ class TeacherSettings(BaseModel):
     seed: int = 0
     workers: int = Field(default=2, ge=1)
     requests_per_second: float = Field(default=4.0, gt=0)
-    tasks: Path = Path("lake/raw/tasks/synth_rules/tasks.jsonl")
+    tasks: Path | None = None
+    """The tasks to sample; null: where `trajforge synth-rules --lake <lake>` writes them (`tasks_file`)."""
     sample: int = Field(default=40, ge=0)
     max_steps: int = Field(default=3, ge=1)
     lake: Path = Path("./lake")
     reports: Path = Path("reports/teacher")
     prompts: Path | None = None
     cpus_per_worker: float = Field(default=0.5, ge=0)
+
+    @property
+    def tasks_file(self) -> Path:
+        """`tasks`, or `<lake>/raw/tasks/synth_rules/tasks.jsonl` when it is null (it follows `lake`)."""
+        return self.tasks if self.tasks is not None else tasks_file(self.lake)
 
 
 def load_teacher_settings(path: str | Path | None = None, assignments=()) -> TeacherSettings:
@@ -67,9 +78,14 @@ def teacher_name(settings: TeacherSettings) -> str:
 
 
 def load_tasks(settings: TeacherSettings) -> list[dict[str, Any]]:
-    if not settings.tasks.is_file():
-        raise FileNotFoundError(f"no tasks at {settings.tasks}: run `trajforge synth-rules` first (or set teacher.tasks)")
-    tasks = [json.loads(line) for line in settings.tasks.read_text(encoding="utf-8").splitlines() if line.strip()]
+    path = settings.tasks_file
+    if not path.is_file():
+        if settings.tasks is None:
+            raise TasksMissing(f"no tasks at {path} (teacher.tasks follows teacher.lake={settings.lake}): "
+                               f"run `trajforge synth-rules --lake {settings.lake}` first, or set teacher.tasks to a tasks file")
+        raise TasksMissing(f"no tasks at {path} (teacher.tasks): run `trajforge synth-rules --lake LAKE` first, "
+                           f"which writes LAKE/raw/tasks/synth_rules/tasks.jsonl, and point teacher.tasks there (or leave it null)")
+    tasks = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if settings.sample and settings.sample < len(tasks):
         tasks = sorted(random.Random(settings.seed).sample(tasks, settings.sample), key=lambda task: task["task_id"])
     return tasks
@@ -165,6 +181,8 @@ def write_report(settings: TeacherSettings, tasks: list[dict[str, Any]], stats: 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="teacher config (default configs/teacher.yaml)")
+    parser.add_argument("--lake", type=Path, default=None,
+                        help="the lake to read tasks from (unless teacher.tasks names a file) and write trajectories to (teacher.lake; default ./lake)")
 
 
 def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
@@ -177,11 +195,12 @@ def run_command(args: argparse.Namespace) -> int:
     from trajforge.settings.job_paths import require_absolute_in_job
 
     assignments = [parse_assignment(text) for text in getattr(args, "assignments", [])]
+    if args.lake is not None:
+        assignments.append(("teacher.lake", str(args.lake)))
     settings = load_teacher_settings(args.config, assignments)
     sandbox = load_sandbox_settings(None, assignments)
     require_absolute_in_job({"teacher.lake": settings.lake, "teacher.tasks": settings.tasks, "teacher.reports": settings.reports},
-                            "--set teacher.lake=/shared/lake --set teacher.tasks=/shared/lake/raw/tasks/synth_rules/tasks.jsonl "
-                            "--set teacher.reports=/shared/reports/teacher")
+                            "--lake /shared/lake --set teacher.reports=/shared/reports/teacher")
     result = run(settings, sandbox=sandbox)
     print(json.dumps(result, indent=2))
     print(Path(result["report"]).read_text(encoding="utf-8"))

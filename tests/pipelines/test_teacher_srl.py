@@ -7,9 +7,10 @@ import json
 import pytest
 
 from pipelines.synth_templates import candidates
-from pipelines.teacher_srl import load_teacher_settings, run, teacher_records
+from pipelines.teacher_srl import TasksMissing, load_teacher_settings, run, teacher_records
 from sandbox.settings import load_sandbox_settings
 from trajforge.cli.main import main
+from trajforge.errors import TrajforgeError
 
 
 @pytest.fixture()
@@ -66,13 +67,30 @@ def test_a_restarted_job_skips_finished_tasks(serve_url, tmp_path, task_file):
     assert sorted({r["task_id"] for r in teacher_records(settings_for(tmp_path, path))}) == sorted(t["task_id"] for t in tasks)
 
 
-def test_missing_tasks_file_says_what_to_run(tmp_path):
-    with pytest.raises(FileNotFoundError, match="trajforge synth-rules"):
+def test_missing_tasks_file_says_what_to_run(tmp_path, capsys):
+    with pytest.raises(TasksMissing, match="trajforge synth-rules") as caught:
         run(settings_for(tmp_path, tmp_path / "none.jsonl"), progress=False)
+    assert isinstance(caught.value, TrajforgeError) and isinstance(caught.value, FileNotFoundError)
+    assert main(["teacher", "--set", f"teacher.tasks={tmp_path / 'none.jsonl'}", "--set", f"teacher.lake={tmp_path / 'lake'}"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("trajforge teacher: no tasks at") and "run `trajforge synth-rules --lake LAKE` first" in error
+
+
+def test_tasks_follow_the_lake_unless_set(tmp_path, capsys):
+    lake = tmp_path / "elsewhere"
+    assert load_teacher_settings(assignments=[("teacher.lake", str(lake))]).tasks_file == lake / "raw" / "tasks" / "synth_rules" / "tasks.jsonl"
+    assert settings_for(tmp_path, tmp_path / "mine.jsonl").tasks_file == tmp_path / "mine.jsonl"
+    # `trajforge synth-rules --lake X` writes where `trajforge teacher --lake X` reads
+    from pipelines.synth_rules import tasks_file
+
+    assert tasks_file(lake) == load_teacher_settings(assignments=[("teacher.lake", str(lake))]).tasks_file
+    assert main(["teacher", "--lake", str(lake)]) == 2
+    error = capsys.readouterr().err
+    assert f"no tasks at {tasks_file(lake)}" in error and f"run `trajforge synth-rules --lake {lake}` first" in error
 
 
 def test_a_bad_sandbox_setting_stops_the_teacher_before_it_starts(tmp_path, capsys):
-    assert main(["teacher", "--set", f"teacher.lake={tmp_path / 'lake'}", "--set", "sandbox.wall_time_s=-1"]) == 2
+    assert main(["teacher", "--lake", str(tmp_path / "lake"), "--set", "sandbox.wall_time_s=-1"]) == 2
     assert "sandbox.wall_time_s" in capsys.readouterr().err
     assert not (tmp_path / "lake").exists()
 

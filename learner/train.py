@@ -2,9 +2,10 @@
 
 The driver (the head node, or this machine) resolves and verifies the builds, caches their rows,
 makes the embedded model if it is the one named, picks the device, writes the run's config beside
-its outputs, and starts a `TorchTrainer` with one worker per GPU (or `workers.count` CPU workers
-with gloo), pinned to the learner node by the resources in configs/cluster.yaml. While it runs, the
-driver echoes rank 0's metric lines (`<run>/metrics.jsonl`) to stdout as JSON lines.
+its outputs, and starts a `TorchTrainer` with one worker per GPU (`workers.count`, lowered to the GPUs
+there are; `workers.count` CPU workers with gloo when there are none), pinned to the learner node by
+the resources in configs/cluster.yaml. While it runs, the driver echoes rank 0's metric lines
+(`<run>/metrics.jsonl`) to stdout as JSON lines.
 
 Paths in the settings are resolved on the driver; on a cluster they must name shared storage
 (the lake, `output_dir`, the model) that the learner node sees at the same path.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import threading
 from pathlib import Path
@@ -22,6 +24,8 @@ from typing import Any
 from learner.settings import BuildMix, LearnerSettings, load_learner_settings
 from trajforge.cluster import ClusterSettings, advertised, load_cluster_settings
 from trajforge.errors import ConfigError, TrajforgeError
+
+log = logging.getLogger(__name__)
 
 
 def resolve_model(settings: LearnerSettings, sources: list) -> Path:
@@ -46,16 +50,39 @@ def prepare(settings: LearnerSettings) -> dict[str, Any]:
     return {"sources": [source.as_dict() for source in sources], "model_dir": str(resolve_model(settings, sources))}
 
 
-def placement(settings: LearnerSettings, cluster: ClusterSettings) -> tuple[bool, dict[str, float]]:
-    """(on GPUs?, Ray resources per worker), from the settings and what the running Ray cluster offers."""
+def choose_workers(device: str, count: int, cluster_gpus: float, learner_gpus: int) -> tuple[bool, int, str | None]:
+    """(on GPUs?, how many workers, why `count` was lowered or None): one worker per GPU.
+
+    `auto` trains on GPUs when the Ray cluster has at least `count`; with fewer but at least one, it
+    lowers the count to the GPUs there are, capped by `learner_gpus` (configs/cluster.yaml's learner
+    nodes x gpus_per_node; 0 states no count and caps nothing), rather than fall back to the CPU, which
+    it does only when the cluster has no GPU. `gpu` and `cpu` keep `count` as it is.
+    """
+    if device != "auto":
+        return device == "gpu", count, None
+    gpus = int(cluster_gpus)
+    if gpus >= count:
+        return True, count, None
+    if gpus == 0:
+        return False, count, None
+    usable = min(gpus, learner_gpus) if learner_gpus > 0 else gpus
+    cap = f", and configs/cluster.yaml gives the learner {learner_gpus}" if usable < gpus else ""
+    return True, usable, (f"learner.workers.count is {count} but the Ray cluster has {gpus} GPU(s){cap}: training with {usable} "
+                          f"worker(s), one per GPU (learner.workers.device=cpu trains on the CPU with {count} workers instead)")
+
+
+def placement(settings: LearnerSettings, cluster: ClusterSettings) -> tuple[bool, int, dict[str, float]]:
+    """(on GPUs?, how many workers, Ray resources per worker), from the settings and what the running Ray cluster offers."""
     import ray
 
     total = ray.cluster_resources()
     workers = settings.workers
-    on_gpu = workers.device == "gpu" or (workers.device == "auto" and total.get("GPU", 0) >= workers.count)
-    cpus = workers.cpus_per_worker or (4.0 if on_gpu else min(1.0, total.get("CPU", 1.0) / (2 * workers.count)))
+    on_gpu, count, lowered = choose_workers(workers.device, workers.count, total.get("GPU", 0.0), cluster.learner.nodes * cluster.learner.gpus_per_node)
+    if lowered:
+        log.warning("%s", lowered)
+    cpus = workers.cpus_per_worker or (4.0 if on_gpu else min(1.0, total.get("CPU", 1.0) / (2 * count)))
     pinned = advertised({**cluster.learner.resources, **workers.resources}, total, "the learner's workers", warn=on_gpu)
-    return on_gpu, {"CPU": cpus, **pinned}
+    return on_gpu, count, {"CPU": cpus, **pinned}
 
 
 def wait_for_resources(per_worker: dict[str, float], count: int, on_gpu: bool, timeout_s: float) -> None:
@@ -120,8 +147,9 @@ def launch(settings: LearnerSettings, cluster: ClusterSettings | None = None, *,
     prepared = prepare(settings)
     if not ray.is_initialized():
         ray.init(logging_level="ERROR", log_to_driver=False, include_dashboard=False)
-    on_gpu, resources = placement(settings, cluster)
-    wait_for_resources(resources, settings.workers.count, on_gpu, settings.workers.start_timeout_s)
+    on_gpu, count, resources = placement(settings, cluster)
+    settings = settings.model_copy(update={"workers": settings.workers.model_copy(update={"count": count})})
+    wait_for_resources(resources, count, on_gpu, settings.workers.start_timeout_s)
     peak = settings.peak_tflops or ((cluster.learner.gpu.peak_tflops if cluster.learner.gpu else None) if on_gpu else cluster.cpu_peak_tflops)
     run_dir = settings.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +157,7 @@ def launch(settings: LearnerSettings, cluster: ClusterSettings | None = None, *,
     (run_dir / "learner_config.json").write_text(json.dumps({**config, "resources_per_worker": resources}, indent=2) + "\n")
     trainer = TorchTrainer(
         worker_main, train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=settings.workers.count, use_gpu=on_gpu, resources_per_worker=resources, placement_strategy="PACK"),
+        scaling_config=ScalingConfig(num_workers=count, use_gpu=on_gpu, resources_per_worker=resources, placement_strategy="PACK"),
         torch_config=TorchConfig(backend="nccl" if on_gpu else "gloo"),
         run_config=RunConfig(name=settings.run_name, storage_path=str(settings.output_dir),
                              failure_config=FailureConfig(max_failures=settings.workers.max_failures)),

@@ -83,3 +83,51 @@ def test_a_config_typo_names_the_field(tmp_path):
     path.write_text("learner:\n  train:\n    max_step: 3\n")
     with pytest.raises(ConfigError, match=r"learner\.train\.max_step: unknown key"):
         load_learner_settings(path)
+
+
+# -- how many workers, on what (learner.train.choose_workers) ---------------------------------------------
+def test_auto_uses_one_worker_per_gpu_when_there_are_fewer_gpus_than_workers():
+    from learner.train import choose_workers
+
+    on_gpu, count, why = choose_workers("auto", 2, 1.0, 2)
+    assert (on_gpu, count) == (True, 1)
+    assert "learner.workers.count is 2 but the Ray cluster has 1 GPU(s): training with 1 worker(s), one per GPU" in why
+
+
+def test_the_learner_gpus_of_the_cluster_config_cap_a_lowered_count():
+    from learner.train import choose_workers
+
+    on_gpu, count, why = choose_workers("auto", 4, 3.0, 2)
+    assert (on_gpu, count) == (True, 2) and "configs/cluster.yaml gives the learner 2" in why
+    assert choose_workers("auto", 4, 3.0, 0)[:2] == (True, 3)  # a learner group with no GPU count caps nothing
+
+
+def test_auto_keeps_the_count_with_enough_gpus_and_the_cpu_only_without_any():
+    from learner.train import choose_workers
+
+    assert choose_workers("auto", 2, 8.0, 2) == (True, 2, None)
+    assert choose_workers("auto", 2, 0.0, 2) == (False, 2, None)
+    assert choose_workers("auto", 2, 0.5, 2) == (False, 2, None)  # a fraction of a GPU holds no worker
+    assert choose_workers("cpu", 2, 4.0, 2) == (False, 2, None)
+    assert choose_workers("gpu", 2, 1.0, 2) == (True, 2, None)  # asked for: the resource check says what is missing
+
+
+def test_a_lowered_count_is_logged_as_a_warning(monkeypatch, caplog):
+    import logging
+
+    import ray
+
+    from learner.settings import LearnerSettings
+    from learner.train import placement
+    from trajforge.cluster import load_cluster_settings
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 1.0})
+    with caplog.at_level(logging.WARNING, logger="learner.train"):
+        on_gpu, count, resources = placement(LearnerSettings(), load_cluster_settings())
+    assert (on_gpu, count, resources["CPU"]) == (True, 1, 4.0)
+    assert any(record.levelno == logging.WARNING and "learner.workers.count is 2" in record.getMessage() for record in caplog.records)
+
+
+def test_the_command_refuses_a_set_it_would_ignore(capsys):
+    assert main(["--set", "lerner.optim.lr=1"]) == 2
+    assert "reads no config section 'lerner'; it accepts learner.*, cluster.*" in capsys.readouterr().err

@@ -36,6 +36,10 @@ def summary(manifest: dict) -> str:
         f"  duplicates dropped: exact {manifest['dedup']['exact']}, near {manifest['dedup']['near']}",
         f"  quarantined records: {manifest['quarantine']['count']}",
     ]
+    telemetry = manifest.get("telemetry") or {}
+    if telemetry.get("events"):
+        lines.append(f"  telemetry events: {telemetry['events']} -> {telemetry['sft_rows']} sft rows, {telemetry['behavior_rows']} behavior rows "
+                     f"({telemetry['duplicates']} stored twice, {telemetry['unusable_turns']} turns without an answer)")
     return "\n".join(lines)
 
 

@@ -5,8 +5,13 @@
     completions = ray.get(actors[0].generate.remote([{"prompt": "def f(", "max_tokens": 16}]))
 
 Ray restarts a dead actor (`max_restarts`) and re-runs the calls it had in flight on the new one
-(`max_task_retries`), so a crash loses no work. Every generation call has its own timeout: a hung
-engine fails that call with a recorded reason instead of stalling the caller.
+(`max_task_retries`), so a crash loses no work. Every generation call has its own timeout, counted
+from when the engine thread takes it: a hung engine fails that call with a recorded reason instead
+of stalling the caller. The engine has one thread, so a generation that timed out but still runs
+holds up every later call: while one does, `health()` says `ok: False`, and the supervisor
+(`supervise`) restarts the actor; calls queued behind it wait for that restart (their
+in-flight task is re-run on the new actor) and give up only once the engine has been stuck for a
+whole timeout more.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -24,6 +29,7 @@ from actors.settings import ActorSettings
 from trajforge.cluster import ClusterSettings, advertised, load_cluster_settings
 
 log = logging.getLogger(__name__)
+
 
 
 class GenerationActor:
@@ -45,6 +51,7 @@ class GenerationActor:
         self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         self._streams: dict[str, _Stream] = {}  # the streams running, by id
         self._counting = threading.Lock()
+        self._stuck: dict[Future, float] = {}  # generations past their timeout still holding the engine thread: since when
         self.started_at = time.time()
         self.generated_tokens = 0
         self.requests = 0
@@ -58,29 +65,63 @@ class GenerationActor:
         return self.health()
 
     def health(self) -> dict[str, Any]:
-        return {"ok": True, "index": self.index, "pid": os.getpid(), "engine": self.engine.name, "model": str(self.engine.model),
+        """`ok` is False while a generation that timed out still holds the engine thread (`stuck_s`: for how long)."""
+        stuck_s = self._stuck_seconds()
+        return {"ok": stuck_s is None, "index": self.index, "pid": os.getpid(), "engine": self.engine.name, "model": str(self.engine.model),
                 "uptime_s": round(time.time() - self.started_at, 1), "requests": self.requests, "errors": self.errors,
-                "generated_tokens": self.generated_tokens, **self.counters}
+                "generated_tokens": self.generated_tokens, "stuck_s": round(stuck_s or 0.0, 1), **self.counters}
+
+    def _stuck_seconds(self) -> float | None:
+        """How long the engine thread has been held by a generation that timed out; None when it is not."""
+        with self._counting:
+            for future in [future for future in self._stuck if future.done()]:
+                del self._stuck[future]
+            since = min(self._stuck.values(), default=None)
+        return None if since is None else time.monotonic() - since
 
     def count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
         self._metrics.inc(name)
 
     def timed_generate(self, requests: list[GenerationRequest]) -> list[Completion]:
-        """The engine's answers, or an error completion per request when the call outlives its timeout."""
-        future = self._calls.submit(self.engine.generate, requests)
+        """The engine's answers, or an error completion per request (`timed_out`) when the call outlives its timeout."""
+        timeout_s = self.settings.generation_timeout_s
+        taken = threading.Event()
+
+        def generate() -> list[Completion]:
+            taken.set()
+            return self.engine.generate(requests)
+
+        future = self._calls.submit(generate)
         started = time.perf_counter()
-        try:
-            done = future.result(timeout=self.settings.generation_timeout_s)
-        except FutureTimeout:
-            done = [Completion(text="", finish_reason="error", engine=self.engine.name, request_id=r.request_id,
-                               error=f"generation timed out after {self.settings.generation_timeout_s} s") for r in requests]
+        error = self._wait_for_engine_thread(taken, future)
+        if error is None:
+            try:
+                done = future.result(timeout=timeout_s)
+            except FutureTimeout:
+                with self._counting:
+                    self._stuck[future] = time.monotonic()
+                error = f"generation timed out after {timeout_s} s"
+        if error is not None:
+            done = [Completion(text="", finish_reason="error", engine=self.engine.name, request_id=r.request_id, error=error, timed_out=True)
+                    for r in requests]
         tokens = sum(c.completion_tokens for c in done)
         self.requests += len(done)
         self.errors += sum(c.finish_reason == "error" for c in done)
         self.generated_tokens += tokens
         self._metrics.observe(time.perf_counter() - started, tokens)
         return done
+
+    def _wait_for_engine_thread(self, taken: threading.Event, future: Future) -> str | None:
+        """Wait while earlier calls hold the engine thread; None once this one has it. An error instead (the call
+        is dropped) once the thread has been held by a timed-out generation for a whole timeout: by then the
+        supervisor, polling every `health_interval_s`, would have restarted the actor, so none is watching."""
+        timeout_s = self.settings.generation_timeout_s
+        while not taken.wait(min(1.0, timeout_s / 4)):
+            stuck_s = self._stuck_seconds()
+            if stuck_s is not None and stuck_s > timeout_s and future.cancel():
+                return f"generation timed out: the engine has been stuck for {stuck_s:.0f} s on an earlier generation"
+        return None
 
     def propose(self, messages: list[dict[str, str]], options: Any, seed: int, task: Any) -> tuple[Completion, Completion | None]:
         """The model's answer for one step (used by the actor loop)."""
@@ -190,7 +231,8 @@ class _Metrics:
     def observe(self, seconds: float, tokens: int) -> None:
         if self.latency is not None:
             self.latency.observe(seconds)
-            self.tokens.inc(tokens)
+            if tokens:  # Ray's Counter refuses 0 (a call that only failed)
+                self.tokens.inc(tokens)
 
     def inc(self, name: str) -> None:
         if self.latency is not None and name in self.failures:

@@ -6,7 +6,8 @@ continue until `</state_update>`, parse the tags, apply the action in the sandbo
 task's tests when it has some), merge and save the state, append one record to
 `lake/raw/trajectories/`. A task stops when its action is verified or after `max_steps`. Any
 failure (an engine error, a sandbox timeout, malformed output) is recorded in the step and the task
-goes on or ends alone; nothing is raised to the caller.
+goes on or ends alone; nothing is raised to the caller. A generation that timed out ends its task: the
+engine is still busy with it, and the task's next steps would only queue behind it.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
             seed = options.seed + step
             first, second = actor.propose(messages, options, seed, task)
             error = first.error or (second.error if second else None)
+            timed_out = first.timed_out or bool(second and second.timed_out)
             parsed = parse_output(first.text, STATE_OPEN + second.text + STATE_STOP if second else "")
             if not error and parsed.errors:
                 actor.count("parse_failures")
@@ -156,7 +158,7 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
                 (name,) = task.files
                 matches_gold = read_tree(workspace, 1 << 20).get(name) == task.post.encode("utf-8")
             solved = verified and matches_gold is not False  # applied, and equal to the known result where there is one
-            final = solved or step == options.max_steps
+            final = solved or timed_out or step == options.max_steps
             actor.trajectories.append({
                 "task_id": task.task_id, "step": step, "prompt": {"messages": messages}, "state_before": state.model_dump(),
                 "state_tokens": state_tokens, "state_summarized": state != stored,
@@ -178,6 +180,8 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
             summary["verified"] = summary["verified"] or verified
             if solved:
                 summary["matches_gold"] = matches_gold
+                break
+            if timed_out:
                 break
             feedback = render_feedback(actor.templates, result, error or ("; ".join(parsed.errors) or None))
     except Exception as exc:  # the task fails alone, with its reason

@@ -72,7 +72,7 @@ def text_stream(engine: Any, request: GenerationRequest, submit: Callable[..., F
             except queue.Empty:
                 cancelled.set()
                 yield Completion(text="", finish_reason="error", engine=engine.name, request_id=request.request_id,
-                                 error=f"generation timed out after {timeout_s} s")
+                                 error=f"generation timed out after {timeout_s} s", timed_out=True)
                 return
             if token is None:
                 break

@@ -58,6 +58,8 @@ class Completion(BaseModel):
     error: str | None = None
     invalid_request: bool = False
     """With finish_reason "error": the request itself was at fault (InvalidRequest), not the engine."""
+    timed_out: bool = False
+    """With finish_reason "error": no answer within the generation timeout (the engine may still be busy with it)."""
     latency_s: float = 0.0
     request_id: str | None = None
 

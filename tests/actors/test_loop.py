@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
+from scripted_teacher import GOOD, STATE, ScriptedTeacher
 
 from actors.prompting import parse_output
 from actors.settings import load_actor_settings
@@ -18,39 +15,13 @@ TASKS = [
      "tests": ["python", "-c", "import app"]}
     for i in range(3)
 ]
-GOOD = ('<think>print should become logging.info</think><action>{"pattern": "print($$$A)", "rewrite": "logging.info($$$A)", '
-        '"language": "python"}</action>')
-STATE = '{"decisions": ["use logging.info"], "history": "replaced print", "next_focus": "done"}'
-
-
-class ScriptedTeacher(BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint answering with a fixed, correct action (the real client is what is tested)."""
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        answer = {"model": body["model"], "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
-        if "messages" in body:
-            text = STATE if body["messages"][-1]["role"] == "assistant" else GOOD
-            answer["choices"] = [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}]
-        else:  # /v1/completions: the actor's warm-up
-            answer["choices"] = [{"index": 0, "finish_reason": "length", "text": "ok"}]
-        payload = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")
 def teacher_url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedTeacher)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    server = ScriptedTeacher()
+    yield server.url
+    server.close()
 
 
 def test_parse_output_records_every_problem():

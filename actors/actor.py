@@ -9,7 +9,7 @@ Ray restarts a dead actor (`max_restarts`) and re-runs the calls it had in fligh
 from when the engine thread takes it: a hung engine fails that call with a recorded reason instead
 of stalling the caller. The engine has one thread, so a generation that timed out but still runs
 holds up every later call: while one does, `health()` says `ok: False`, and the supervisor
-(`supervise`) restarts the actor; calls queued behind it wait for that restart (their
+(actors/supervisor.py) restarts the actor; calls queued behind it wait for that restart (their
 in-flight task is re-run on the new actor) and give up only once the engine has been stuck for a
 whole timeout more.
 """
@@ -30,6 +30,8 @@ from trajforge.cluster import ClusterSettings, advertised, load_cluster_settings
 
 log = logging.getLogger(__name__)
 
+CONTROL_GROUP = "control"
+"""The concurrency group of `ready` and `health` (start_actors makes it), so they answer while tasks fill the default one."""
 
 
 class GenerationActor:
@@ -263,9 +265,9 @@ def start_actors(settings: ActorSettings, wait: bool = True, named: bool = False
                                    "max_task_retries": settings.max_task_retries, "max_concurrency": 4}
         if named:
             options.update(name=ACTOR_NAME.format(index=index), namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
-        actors.append(ray.remote(GenerationActor).options(**options).remote(settings, index))
+        actors.append(ray.remote(concurrency_groups={CONTROL_GROUP: 2})(GenerationActor).options(**options).remote(settings, index))
     if wait:
-        ray.get([actor.ready.remote() for actor in actors])
+        ray.get([actor.ready.options(concurrency_group=CONTROL_GROUP).remote() for actor in actors])
     return actors
 
 
@@ -279,30 +281,3 @@ def find_actors() -> list:
             found.append(ray.get_actor(ACTOR_NAME.format(index=len(found)), namespace=NAMESPACE))
         except ValueError:
             return found
-
-
-def supervise(actors: list, interval_s: float = 15.0, timeout_s: float = 10.0, stop: Any = None, on_report: Any = None) -> None:
-    """Poll every actor's health each `interval_s`; one that does not answer in `timeout_s` is killed
-    so that Ray restarts it (its in-flight calls are retried there). Runs until `stop` (an Event) is set."""
-    import threading
-
-    import ray
-
-    stop = stop or threading.Event()
-    while not stop.is_set():
-        refs = [actor.health.remote() for actor in actors]
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-        report = []
-        for index, (actor, ref) in enumerate(zip(actors, refs)):
-            healthy = ref in ready
-            try:
-                health = ray.get(ref) if healthy else None
-            except Exception:
-                healthy, health = False, None
-            if not healthy:
-                log.warning("generation actor %d did not answer its health check in %.0f s: restarting it", index, timeout_s)
-                ray.kill(actor, no_restart=False)
-            report.append({"index": index, "healthy": healthy, "health": health})
-        if on_report is not None:
-            on_report(report)
-        stop.wait(interval_s)

@@ -76,7 +76,8 @@ def test_front_over_named_actors_and_the_supervisor(serve_url, actor_settings):
     import ray
     from ray import serve
 
-    from actors.actor import find_actors, start_actors, supervise
+    from actors.actor import find_actors, start_actors
+    from actors.supervisor import supervise
     from actors.engines.openai_engine import OpenAIEngine
     from actors.engines.types import GenerationRequest
     from serve_apps.generate.app import build_app

@@ -130,7 +130,9 @@ class GenerateService:
                 return Response(status_code=204, headers=CORS)
             if path.endswith("/health"):
                 return json_response(200, {"ok": True, **self.engine.health(), **self.counts})
-            if "/v1/models" in path and request.method == "GET":
+            if "/v1/models" in path:
+                if request.method not in ("GET", "HEAD"):
+                    raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {path}; use GET", headers={"Allow": "GET"})
                 return self.models(path.split("/v1/models", 1)[1].strip("/"))
             if request.method != "POST":
                 raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {path}; use POST")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,7 @@ from trajforge.contracts.requests import SessionCloseRequest, SessionOpenRequest
 from trajforge.jsjson import JSONRejected, iter_array_spans, loads_strict
 
 log = logging.getLogger("trajforge.ingest")
+_LEADING_INT = re.compile(r"\s*[+-]?\d+")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -84,9 +86,10 @@ class IngestService:
                 raise HTTPError(404, "not_found", f"no route {path}; see GET /health and the README for the API")
             if request.method == "OPTIONS":
                 return Response(status_code=204, headers=CORS)
-            handler = methods.get(request.method)
+            # HEAD is GET without the body, as Express answers it (the HTTP server leaves the body out)
+            handler = methods.get("GET" if request.method == "HEAD" else request.method)
             if handler is None:
-                allowed = ", ".join(sorted(methods))
+                allowed = ", ".join(sorted({*methods, *(("HEAD",) if "GET" in methods else ())}))
                 raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {path}; use {allowed}", headers={"Allow": allowed})
             if path != "/health":
                 retry = self.limiter.check(self.addresses.resolve(request))
@@ -252,14 +255,14 @@ def _unwrap_envelopes(text: str) -> str:
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    """A count from the query as the Node server reads it (`parseInt(x) || default`): absent or 0 gives the
-    default, more than `high` gives `high`; anything but digits is a 400."""
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    """A count from the query as the Node server reads it, `parseInt(x) || default`: the leading integer of the
+    value (`7abc` is 7), the default when there is none or it is 0; past `high` it is `high`, and below `low` (a
+    negative count, which the Node server would pass on to its query) the default. Never an error."""
+    match = _LEADING_INT.match(request.query_params.get(name) or "")
+    value = int(match.group(0)) if match else 0
+    if not value or value < low:
         return default
-    if not raw.isdigit():
-        raise HTTPError(400, "invalid_parameter", f"{name} must be a whole number ({low} to {high}), got {raw!r}")
-    return min(int(raw), high) if int(raw) >= low else default
+    return min(value, high)
 
 
 async def _in_thread(function, *args):

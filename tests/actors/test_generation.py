@@ -91,6 +91,7 @@ def test_openai_engine_against_our_own_front_matches_the_local_engine(front_url,
     ("/v1/chat/completions", {"messages": []}, 400),
     ("/v1/completions", {"prompt": "x" * (5 * 1024 * 1024)}, 413),
     ("/v1/nothing", {}, 404),
+    ("/v1/models", {}, 405),
 ])
 def test_front_rejects_bad_requests_in_openai_shape(front_url, path, body, status):
     response = httpx.post(front_url + path, json=body, timeout=30)

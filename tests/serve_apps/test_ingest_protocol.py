@@ -261,7 +261,9 @@ def test_stats_endpoints_have_the_specified_shapes(client, http):
     models = http.get("/v1/stats/models").json()
     assert models["o4-mini"]["sessions"] >= 1 and 0 < models["o4-mini"]["percentage"] <= 100
     assert "codex" in http.get("/v1/stats/providers").json()
-    assert http.get("/v1/stats/daily", params={"days": "x"}).status_code == 400
+    for odd in ("x", "-3", ""):  # parseInt(x) || 7: never an error
+        assert len(http.get("/v1/stats/daily", params={"days": odd}).json()) == 7
+    assert len(http.get("/v1/stats/daily", params={"days": "2abc"}).json()) == 2
     # As the Node server reads them (`parseInt(x) || default`): 0 is the default, more than the most is the most.
     assert len(http.get("/v1/stats/daily", params={"days": 0}).json()) == 7
     assert len(http.get("/v1/stats/daily", params={"days": 5000}).json()) == 366
@@ -281,3 +283,18 @@ def test_daily_stats_leave_out_rows_stamped_after_now(tmp_path):
                        " VALUES ('h', 'e', 's', 'CHUNK', 1, 4, 1, 0, 10, ?)", (now + 3 * 86400,))
     daily = Stats(connection).daily(3, now=now)
     assert len(daily) == 3 and sum(row["envelopes"] for row in daily) == 0
+
+
+def test_head_answers_like_get_without_a_body(http):
+    head = http.head("/health")
+    assert head.status_code == 200 and head.content == b"" and head.headers["content-type"] == "application/json"
+    assert http.post("/health").headers["allow"] == "GET, HEAD"
+
+
+def test_an_empty_groove_version_is_missing(http):
+    from trajforge import crypto
+
+    body = {"session_id": "sess_empty_version", "public_key": crypto.generate_keypair()[0], "provider": "codex", "model": "m",
+            "machine_fingerprint": "f" * 64, "app_version_hash": "a" * 64, "groove_version": ""}
+    answer = http.post("/v1/sessions/open", json=body)
+    assert answer.status_code == 400 and answer.json()["field"] == "groove_version"

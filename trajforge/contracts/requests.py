@@ -21,7 +21,7 @@ class SessionOpenRequest(BaseModel):
     model: ShortText
     machine_fingerprint: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     app_version_hash: Hex64
-    groove_version: GrooveVersion
+    groove_version: Annotated[GrooveVersion, StringConstraints(min_length=1)]  # the Node server's `!field` treats "" as missing
 
 
 class SessionCloseRequest(BaseModel):

@@ -29,6 +29,9 @@ class OpenAISettings(BaseModel):
     base_url: str | None = None
     api_key_env: str | None = "OPENAI_API_KEY"
     concurrency: int = Field(default=8, ge=1)
+    token_ids_in_logprobs: bool = True
+    """Ask for the sampled token ids (`return_tokens_as_token_ids`, which vLLM's server and this project's front
+    take), so completions keep exactly what was sampled; false for an upstream that refuses unknown fields."""
 
 
 class LoopSettings(BaseModel):

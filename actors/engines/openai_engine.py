@@ -47,10 +47,12 @@ class OpenAIEngine:
             body["return_tokens_as_token_ids"] = True
         if request.messages is not None:
             body.update(messages=[m.model_dump() for m in request.messages], logprobs=True)
+            if request.top_logprobs:
+                body["top_logprobs"] = request.top_logprobs
             if request.json_schema is not None:
                 body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": request.json_schema}}
             return "/v1/chat/completions", body
-        body.update(prompt=request.prompt, logprobs=1)
+        body.update(prompt=request.prompt, logprobs=max(1, request.top_logprobs))
         return "/v1/completions", body
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -76,15 +78,21 @@ class OpenAIEngine:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _tokens(choice: dict[str, Any], chat: bool) -> tuple[list[int], list[float]]:
+    def _tokens(choice: dict[str, Any], chat: bool, top: int) -> tuple[list[int], list[float], list[list[tuple[int, float]]]]:
+        """The sampled token ids, their log-probabilities and, when asked, the alternatives: ids only where the
+        upstream names tokens `token_id:N` (vLLM's `return_tokens_as_token_ids`), else none."""
         logprobs = choice.get("logprobs") or {}
         if chat:
             entries = logprobs.get("content") or []
             tokens, values = [e.get("token", "") for e in entries], [e.get("logprob", 0.0) for e in entries]
+            alternatives = [[(a.get("token"), a.get("logprob")) for a in e.get("top_logprobs") or []] for e in entries]
         else:
             tokens, values = logprobs.get("tokens") or [], logprobs.get("token_logprobs") or []
-        ids = [int(t.split(":", 1)[1]) for t in tokens if isinstance(t, str) and t.startswith("token_id:")]
-        return (ids if len(ids) == len(tokens) else []), [float(v) for v in values if v is not None]
+            alternatives = [list((position or {}).items()) for position in logprobs.get("top_logprobs") or []]
+        ids = [_token_id(t) for t in tokens]
+        tops = [sorted(((_token_id(t), float(v)) for t, v in position if _token_id(t) is not None and v is not None),
+                       key=lambda pair: -pair[1])[:top] for position in alternatives] if top else []
+        return ([] if None in ids else ids), [float(v) for v in values if v is not None], tops if len(tops) == len(tokens) else []
 
     def _one(self, request: GenerationRequest) -> Completion:
         started = time.perf_counter()
@@ -95,10 +103,10 @@ class OpenAIEngine:
             chat = request.messages is not None
             text = (choice.get("message") or {}).get("content") or "" if chat else choice.get("text", "")
             text, _ = cut_at_stop(text, request.stop)
-            token_ids, logprobs = self._tokens(choice, chat)
+            token_ids, logprobs, top = self._tokens(choice, chat, request.top_logprobs)
             usage = answer.get("usage") or {}
             return Completion(
-                text=text, token_ids=token_ids, logprobs=logprobs,
+                text=text, token_ids=token_ids, logprobs=logprobs, top_logprobs=top,
                 finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
                 prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", len(token_ids)),
                 model=answer.get("model", self.model), engine=self.name, schema_valid=check_schema(text, request.json_schema),
@@ -122,3 +130,10 @@ class OpenAIEngine:
     def close(self) -> None:
         self.pool.shutdown(wait=False)
         self.client.close()
+
+
+def _token_id(name: Any) -> int | None:
+    """N of a token named `token_id:N`; None for a token given as text."""
+    if isinstance(name, str) and name.startswith("token_id:") and name[9:].lstrip("-").isdigit():
+        return int(name[9:])
+    return None

@@ -76,14 +76,19 @@ class TransformersEngine:
                 torch.manual_seed(request.seed)
             out = self.lm.generate(ids, attention_mask=torch.ones_like(ids), **options)
         new = out.sequences[0, ids.shape[1]:]
-        logits = torch.stack(out.logits, dim=1)[0].float()
-        logprobs = torch.log_softmax(logits, dim=-1).gather(1, new.unsqueeze(1)).squeeze(1)
+        distributions = torch.log_softmax(torch.stack(out.logits, dim=1)[0].float(), dim=-1)
+        logprobs = distributions.gather(1, new.unsqueeze(1)).squeeze(1)
+        top: list[list[tuple[int, float]]] = []
+        if request.top_logprobs:
+            values, indices = distributions.topk(request.top_logprobs, dim=-1)
+            top = [[(token, round(value, 6)) for token, value in zip(row_ids, row_values)]
+                   for row_ids, row_values in zip(indices.tolist(), values.tolist())]
         token_ids = new.tolist()
         raw = self.tokenizer.decode(token_ids, skip_special_tokens=True)
         text, stopped = cut_at_stop(raw, request.stop)
         ended = bool(token_ids) and token_ids[-1] == self.tokenizer.eos_token_id
         return Completion(
-            text=text, token_ids=token_ids, logprobs=[round(float(v), 6) for v in logprobs.tolist()],
+            text=text, token_ids=token_ids, logprobs=[round(float(v), 6) for v in logprobs.tolist()], top_logprobs=top,
             finish_reason="stop" if stopped or ended or len(token_ids) < request.max_tokens else "length",
             prompt_tokens=int(ids.shape[1]), completion_tokens=len(token_ids), model=self.model, engine=self.name,
             schema_valid=check_schema(text, request.json_schema), latency_s=round(time.perf_counter() - started, 4),

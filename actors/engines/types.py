@@ -33,6 +33,8 @@ class GenerationRequest(BaseModel):
     stop: list[str] = Field(default_factory=list)
     json_schema: dict[str, Any] | None = None
     """The output must be JSON that validates against this schema (guided decoding where the engine has it)."""
+    top_logprobs: int = Field(default=0, ge=0, le=20)
+    """With each sampled token, this many of the most likely tokens at its position and their log-probabilities."""
     request_id: str | None = None
 
     @model_validator(mode="after")
@@ -48,6 +50,8 @@ class Completion(BaseModel):
     text: str
     token_ids: list[int] = Field(default_factory=list)
     logprobs: list[float] = Field(default_factory=list)
+    top_logprobs: list[list[tuple[int, float]]] = Field(default_factory=list)
+    """Per sampled token, the request's `top_logprobs` most likely tokens (id, log-probability), the likeliest first."""
     finish_reason: Literal["stop", "length", "error"] = "stop"
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -69,7 +69,7 @@ class VllmEngine:
                    cancelled: threading.Event | None = None) -> Completion:
         started = time.perf_counter()
         params = SamplingParams(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p, seed=request.seed,
-                                stop=request.stop or None, logprobs=0, **_guided(request.json_schema))
+                                stop=request.stop or None, logprobs=request.top_logprobs, **_guided(request.json_schema))
         final, seen, request_id = None, 0, request.request_id or uuid.uuid4().hex
         async for output in self.llm.generate(self._prompt(request), params, request_id=request_id):
             final = output
@@ -83,7 +83,10 @@ class VllmEngine:
         choice = final.outputs[0]
         token_ids = list(choice.token_ids)
         logprobs = [float(step[token].logprob) for step, token in zip(choice.logprobs or [], token_ids)]
-        return Completion(text=choice.text, token_ids=token_ids, logprobs=logprobs,
+        # vLLM's dict per position holds its top `logprobs` tokens plus the sampled one: the likeliest N are the top
+        top = [sorted(((int(t), float(p.logprob)) for t, p in step.items()), key=lambda pair: -pair[1])[: request.top_logprobs]
+               for step in (choice.logprobs or [])] if request.top_logprobs else []
+        return Completion(text=choice.text, token_ids=token_ids, logprobs=logprobs, top_logprobs=top,
                           finish_reason="length" if choice.finish_reason == "length" else "stop",
                           prompt_tokens=len(final.prompt_token_ids or []), completion_tokens=len(token_ids), model=self.model,
                           engine=self.name, schema_valid=check_schema(choice.text, request.json_schema),

@@ -5,7 +5,8 @@ each prompt), accepting what OpenAI clients send: content as a list of text part
 role, `stop` as a string or a list, `response_format` `json_object` or `json_schema`,
 `max_completion_tokens`, `stream_options.include_usage`. `answer` and the `*_chunk` functions build
 the replies, with the sampled tokens' log-probabilities (as `token_id:N` when the client asks with
-vLLM's `return_tokens_as_token_ids`) so a client can recover exactly what was sampled.
+vLLM's `return_tokens_as_token_ids`) so a client can recover exactly what was sampled, and the
+likeliest alternatives per token when asked (`top_logprobs`, or completions' `logprobs: N`).
 """
 
 from __future__ import annotations
@@ -129,6 +130,9 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
     sampling = {"max_tokens": body.get("max_tokens") if max_tokens is None else max_tokens, "temperature": body.get("temperature"),
                 "top_p": body.get("top_p"), "stop": _stop(body.get("stop")), "json_schema": _schema(body.get("response_format"))}
     sampling = {**OPENAI_DEFAULTS, **{key: value for key, value in sampling.items() if value is not None}}
+    top = _top_logprobs(body, chat)
+    if top:
+        sampling["top_logprobs"] = top
     seed = body.get("seed")
     requests = []
     try:
@@ -147,8 +151,28 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
                   logprobs=body.get("logprobs") is not None and body.get("logprobs") is not False)
 
 
-def _token_names(completion: Completion, tokenizer: Any, as_ids: bool) -> list[str]:
-    return [f"token_id:{t}" if as_ids or tokenizer is None else tokenizer.decode([t]) for t in completion.token_ids]
+def _top_logprobs(body: dict[str, Any], chat: bool) -> int:
+    """How many alternatives per token the client asks for: chat's `top_logprobs` (0-20, with `logprobs: true`),
+    the number completions' `logprobs` gives (0-5), as OpenAI bounds them."""
+    if chat:
+        top = body.get("top_logprobs")
+        if top is None:
+            return 0
+        if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20:
+            raise _invalid('"top_logprobs" must be an integer from 0 to 20')
+        if top and body.get("logprobs") is not True:
+            raise _invalid('"logprobs" must be true when "top_logprobs" is used')
+        return top
+    asked = body.get("logprobs")
+    if asked is None or isinstance(asked, bool):
+        return 0
+    if not isinstance(asked, int) or not 0 <= asked <= 5:
+        raise _invalid('"logprobs" must be an integer from 0 to 5')
+    return asked
+
+
+def _token_name(token: int, tokenizer: Any, as_ids: bool) -> str:
+    return f"token_id:{token}" if as_ids or tokenizer is None else tokenizer.decode([token])
 
 
 def usage(parsed: Parsed, completions: list[Completion]) -> dict[str, int]:
@@ -159,10 +183,24 @@ def usage(parsed: Parsed, completions: list[Completion]) -> dict[str, int]:
 
 
 def _logprobs(parsed: Parsed, completion: Completion, tokenizer: Any) -> dict[str, Any]:
-    names = _token_names(completion, tokenizer, parsed.token_ids)
+    """OpenAI's `logprobs` of a choice: chat's `content` entries, or completions' parallel lists (`top_logprobs`
+    null unless asked for, `text_offset` where each token's text starts)."""
+    def name(token: int) -> str:
+        return _token_name(token, tokenizer, parsed.token_ids)
+
+    names = [name(token) for token in completion.token_ids]
+    tops = completion.top_logprobs or [[] for _ in names]
     if parsed.chat:
-        return {"content": [{"token": name, "logprob": value, "top_logprobs": []} for name, value in zip(names, completion.logprobs)]}
-    return {"tokens": names, "token_logprobs": completion.logprobs}
+        return {"content": [{"token": token, "logprob": value, "bytes": list(token.encode("utf-8")),
+                             "top_logprobs": [{"token": name(other), "logprob": other_value, "bytes": list(name(other).encode("utf-8"))}
+                                              for other, other_value in top]}
+                            for token, value, top in zip(names, completion.logprobs, tops)]}
+    offsets, position = [], 0
+    for token in names:
+        offsets.append(position)
+        position += len(token)
+    top_dicts = [{name(other): other_value for other, other_value in top} for top in tops] if completion.top_logprobs else None
+    return {"tokens": names, "token_logprobs": completion.logprobs, "top_logprobs": top_dicts, "text_offset": offsets}
 
 
 def _envelope(parsed: Parsed, model: str, chunk: bool) -> dict[str, Any]:
@@ -203,14 +241,16 @@ def token_chunks(parsed: Parsed, model: str, index: int, completion: Completion,
     `completion.text` (a token that decodes to part of a character carries no text of its own).
     """
     logprobs = _logprobs(parsed, completion, tokenizer)
-    entries = logprobs["content"] if parsed.chat else list(zip(logprobs["tokens"], logprobs["token_logprobs"]))
+    entries = logprobs["content"] if parsed.chat else [
+        {"tokens": [token], "token_logprobs": [value], "top_logprobs": None if logprobs["top_logprobs"] is None else [logprobs["top_logprobs"][i]],
+         "text_offset": [logprobs["text_offset"][i]]} for i, (token, value) in enumerate(zip(logprobs["tokens"], logprobs["token_logprobs"]))]
     events, sent = [delta_chunk(parsed, model, index, "", first=True)] if parsed.chat else [], 0
     live = LiveText(tokenizer, []) if tokenizer is not None else None
     for position, entry in enumerate(entries):
         if live is not None:
             live.add(completion.token_ids[position])
         end = min(live.sent, len(completion.text)) if live is not None else len(completion.text)
-        piece = {"content": [entry]} if parsed.chat else {"tokens": [entry[0]], "token_logprobs": [entry[1]]}
+        piece = {"content": [entry]} if parsed.chat else entry
         events.append(delta_chunk(parsed, model, index, completion.text[sent:end], logprobs=piece))
         sent = end
     if sent < len(completion.text) or not entries:

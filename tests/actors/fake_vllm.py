@@ -92,7 +92,9 @@ class AsyncLLMEngine:
                 return
             token = rng.randrange(10, 2000)
             output.token_ids.append(token)
-            output.logprobs.append({token: Logprob(-rng.random())})
+            sampled = -rng.random()  # with `logprobs: N`, vLLM adds the N likeliest tokens: here N others, likelier than the sampled one
+            others = params.logprobs or 0
+            output.logprobs.append({token: Logprob(sampled), **{token + k: Logprob(sampled * k / (others + 1)) for k in range(1, others + 1)}})
             output.text = self.tokenizer.decode(output.token_ids, skip_special_tokens=True)
             if len(output.token_ids) == params.max_tokens:
                 output.finish_reason = "length"

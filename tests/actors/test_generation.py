@@ -65,8 +65,8 @@ def test_a_json_schema_guides_even_a_random_model_to_valid_documents(engine):
 def test_openai_engine_against_our_own_front_matches_the_local_engine(front_url, engine):
     client = OpenAIEngine(front_url, "small", token_ids_in_logprobs=True, api_key_env=None)
     try:
-        requests = [GenerationRequest(prompt="class Order:", max_tokens=10, temperature=0.8, seed=5),
-                    GenerationRequest(messages=[{"role": "user", "content": "fix the test"}], max_tokens=10, temperature=0.8, seed=5)]
+        requests = [GenerationRequest(prompt="class Order:", max_tokens=10, temperature=0.8, seed=5, top_logprobs=3),
+                    GenerationRequest(messages=[{"role": "user", "content": "fix the test"}], max_tokens=10, temperature=0.8, seed=5, top_logprobs=2)]
         remote, local = client.generate(requests), engine.generate(requests)
         assert client.health()["ok"]
     finally:
@@ -75,6 +75,7 @@ def test_openai_engine_against_our_own_front_matches_the_local_engine(front_url,
         assert got.error is None
         assert got.token_ids == expected.token_ids and got.text == expected.text
         assert got.logprobs == pytest.approx(expected.logprobs, abs=1e-5)
+        assert [[token for token, _ in top] for top in got.top_logprobs] == [[token for token, _ in top] for top in expected.top_logprobs]
         assert got.completion_tokens == 10
 
 

@@ -89,6 +89,34 @@ def test_streamed_chat_with_logprobs_has_one_event_per_token(client, engine):
     assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == whole.choices[0].message.content
 
 
+def test_top_logprobs_are_the_likeliest_tokens_at_each_position(client, engine):
+    chat = client.chat.completions.create(model="small", messages=MESSAGES, max_tokens=6, temperature=0, logprobs=True, top_logprobs=3)
+    for entry in chat.choices[0].logprobs.content:
+        values = [alternative.logprob for alternative in entry.top_logprobs]
+        assert len(values) == 3 and values == sorted(values, reverse=True)
+        assert entry.token == entry.top_logprobs[0].token and entry.logprob == pytest.approx(values[0])  # greedy: the likeliest
+        assert bytes(entry.bytes).decode("utf-8", "replace") == entry.token
+    local = engine.generate([GenerationRequest(prompt="def main(", max_tokens=5, temperature=0.7, seed=2, top_logprobs=2)])[0]
+    text = client.completions.create(model="small", prompt="def main(", max_tokens=5, temperature=0.7, seed=2, logprobs=2)
+    logprobs = text.choices[0].logprobs
+    assert len(logprobs.top_logprobs) == len(local.top_logprobs) == 5
+    for position, top in zip(logprobs.top_logprobs, local.top_logprobs):  # {text: logprob}: two ids of one text share an entry
+        assert 1 <= len(position) <= 2 and {round(v, 4) for v in position.values()} <= {round(v, 4) for _, v in top}
+    assert logprobs.text_offset[0] == 0 and logprobs.text_offset == sorted(logprobs.text_offset)
+
+
+@pytest.mark.parametrize("options,error", [
+    ({"top_logprobs": 2}, '"logprobs" must be true'),
+    ({"logprobs": True, "top_logprobs": 21}, "from 0 to 20"),
+])
+def test_top_logprobs_out_of_bounds_are_400(client, options, error):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="small", messages=MESSAGES, max_tokens=2, **options)
+    assert error in raised.value.body["message"]
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model="small", prompt="x", max_tokens=2, logprobs=6)
+
+
 def test_completions_take_a_list_of_prompts_with_n_choices_each(client, engine):
     prompts = ["def main(", "class Order:"]
     answer = client.completions.create(model="small", prompt=prompts, n=2, max_tokens=6, temperature=0.9, seed=20)

@@ -41,6 +41,16 @@ def test_completions_keep_vllms_tokens_logprobs_and_options(vllm_engine):
     assert backend.seen_params[-1].structured_outputs.json == schema and backend.seen_params[-1].logprobs == 0
 
 
+def test_top_logprobs_are_the_likeliest_of_vllms_per_position_dicts(vllm_engine):
+    (completion,) = vllm_engine.generate([GenerationRequest(prompt="def main(", max_tokens=4, seed=3, top_logprobs=3)])
+    assert fake_vllm.AsyncLLMEngine.instances[-1].seen_params[-1].logprobs == 3
+    assert len(completion.top_logprobs) == 4
+    for (token, sampled), top in zip(zip(completion.token_ids, completion.logprobs), completion.top_logprobs):
+        values = [value for _, value in top]
+        assert len(top) == 3 and values == sorted(values, reverse=True) and min(values) > sampled  # the stand-in's others are likelier
+        assert token not in [candidate for candidate, _ in top]
+
+
 def test_streaming_hands_over_every_token_and_cancelling_aborts_the_request(vllm_engine):
     request = GenerationRequest(prompt="class Order:", max_tokens=40, seed=9)
     (whole,) = vllm_engine.generate([request])

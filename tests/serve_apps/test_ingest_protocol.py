@@ -148,6 +148,14 @@ def test_close_scores_from_the_steps_and_credits_the_ledger(client, http):
     assert any(row["contributor_id"] == CONTRIBUTOR[:8] for row in board)
 
 
+def test_a_close_without_an_outcome_block_is_scored_from_the_steps(client):
+    session = open_session(client)
+    session.send_chunk(steps(6))
+    unsigned = {"session_id": session.session_id, "type": "SESSION_CLOSE", "contributor_id": session.contributor_id}
+    answer = client.send(session.session_id, session.sign(unsigned, session.sequence))
+    assert answer["accepted"] and answer["score"]["points"] > 0
+
+
 def test_nothing_but_feedback_is_accepted_after_close(client, http):
     session = open_session(client)
     session.send_chunk(steps(3))

@@ -92,6 +92,8 @@ def test_close_and_feedback_envelopes():
     bad = copy.deepcopy(close)
     bad["outcome"]["status"] = "DONE"
     assert rejected(bad).field == "outcome.status"
+    bare = {key: value for key, value in close.items() if key != "outcome"}
+    assert validate_envelope(bare, now=NOW).outcome is None  # the Node schema checks an outcome only when one is sent
     feedback = {"session_id": "s", "type": "USER_FEEDBACK", "attestation": chunk()["attestation"],
                 "feedback": {"signal": "accepted", "timestamp": NOW, "context": "ok", "target_step": 45, "revision_rounds": 0, "delta_summary": None}}
     assert validate_envelope(feedback, now=NOW).feedback.signal == "accepted"

@@ -140,7 +140,7 @@ class CloseEnvelope(_Envelope):
     type: Literal["SESSION_CLOSE"]
     contributor_id: Hex32 | None = None
     metadata: Metadata | None = None
-    outcome: Outcome
+    outcome: Outcome | None = None  # the client's report, kept for comparison; scoring reads the steps, so a close may omit it
 
 
 class FeedbackEnvelope(_Envelope):

@@ -116,6 +116,7 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
         raise _invalid("the body must be a JSON object")
     if body.get("model") not in (None, model_name):
         raise HTTPError(404, "model_not_found", f"model {body.get('model')!r} is not served here; /v1/models lists {model_name!r}")
+    _refuse_what_cannot_be_honoured(body)
     n = body.get("n", 1)
     if n is None:
         n = 1
@@ -149,6 +150,25 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
                   include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
                   token_ids=bool(body.get("return_tokens_as_token_ids")), n=n,
                   logprobs=body.get("logprobs") is not None and body.get("logprobs") is not False)
+
+
+def _refuse_what_cannot_be_honoured(body: dict[str, Any]) -> None:
+    """400 for options this server would otherwise silently not do: forcing a tool call, echoing the prompt,
+    best_of; and for values OpenAI itself refuses. Options it can ignore without changing the answer's
+    meaning (`tools` with `tool_choice` auto or none, `user`, `logit_bias`, penalties in range) are accepted."""
+    choice = body.get("tool_choice")
+    if choice not in (None, "auto", "none"):
+        raise _invalid('"tool_choice" must be "auto" or "none" here: this server does not force tool calls')
+    if body.get("echo"):
+        raise _invalid('"echo" is not supported by this server')
+    if body.get("best_of") not in (None, 1):
+        raise _invalid('"best_of" is not supported by this server; ask for "n" choices instead')
+    for name in ("presence_penalty", "frequency_penalty"):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not -2 <= value <= 2):
+            raise _invalid(f'"{name}" must be a number from -2 to 2')
+    if body.get("stream") not in (None, True, False):
+        raise _invalid('"stream" must be true or false')
 
 
 def _top_logprobs(body: dict[str, Any], chat: bool) -> int:

@@ -49,6 +49,21 @@ def build_engine(settings: GenerateSettings):
     return TransformersEngine(model_path(settings.model), device="cuda" if settings.num_gpus else "cpu")
 
 
+def _local_tokenizer(model: str):
+    """The actors' tokenizer when their model directory is on this node too (token texts in logprobs and streams);
+    None otherwise, and tokens are then named `token_id:N`."""
+    path = Path(model)
+    if not (path / "tokenizer_config.json").is_file():
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        log.warning("the actors' tokenizer at %s did not load (%s): tokens are named token_id:N", path, exc)
+        return None
+
+
 class ActorsBackend:
     """Requests go to the named GenerationActors; one prompt prefix always to the same actor (prefix cache)."""
 
@@ -69,7 +84,7 @@ class ActorsBackend:
             raise RuntimeError("no generation actors: set generate.start_actors, or start them with "
                                "actors.actor.start_actors(settings, named=True)")
         health = ray.get(self.actors[0].health.remote())
-        self.model, self.tokenizer = health["model"], None
+        self.model, self.tokenizer = health["model"], _local_tokenizer(health["model"])
 
     def _actor_for(self, request: GenerationRequest):
         import zlib

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
 from actors.settings import load_actor_settings
@@ -93,6 +94,10 @@ def test_front_over_named_actors_and_the_supervisor(serve_url, actor_settings):
         (remote,) = client.generate([request])
         (direct,) = ray.get(actor.generate.remote([request]))
         assert remote.error is None and remote.token_ids == direct["token_ids"] and remote.text == direct["text"]
+        chat = httpx.post(f"{serve_url}/generate-actors/v1/chat/completions", timeout=60,
+                          json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "logprobs": True, "seed": 1}).json()
+        tokens = [entry["token"] for entry in chat["choices"][0]["logprobs"]["content"]]
+        assert tokens and not any(token.startswith("token_id:") for token in tokens)  # the front reads the actors' tokenizer
         _streams_live_from_the_actor_and_stops_when_the_reader_hangs_up(f"{serve_url}/generate-actors", actor, direct["text"])
 
         reports, stop = [], threading.Event()

@@ -22,7 +22,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from sandbox.models import Action, InvalidAction, RuleAction
+from sandbox.models import Action, InvalidAction, RewriteAction, RuleAction
 from sandbox.settings import SandboxSettings
 from sandbox.workspace import read_file
 
@@ -66,6 +66,25 @@ def check_rule(action: RuleAction) -> None:
         SgRoot("", action.language).root().find_all(config)
     except Exception as exc:  # the binding raises a plain Exception naming the bad field
         raise InvalidAction(f"rule {action.id!r} does not compile: {exc}") from None
+
+
+# The character ast-grep puts in place of `$` before parsing a pattern, where `$` cannot start an identifier
+# (ast-grep's own `expando_char`); the languages here are those whose character we know, `$` itself in the others.
+_EXPANDO = {"python": "µ", "javascript": "$", "typescript": "$", "tsx": "$", "java": "$"}
+
+
+def pattern_error(action: Action) -> str | None:
+    """Where an inline pattern does not parse in its language (ast-grep then warns of an ERROR node and
+    usually matches nothing); None when it parses, or for a language whose metavariable form is not known here."""
+    from ast_grep_py import SgRoot
+
+    if not isinstance(action, RewriteAction) or action.language not in _EXPANDO:
+        return None
+    errors = SgRoot(action.pattern.replace("$", _EXPANDO[action.language]), action.language).root().find_all(kind="ERROR")
+    if not errors:
+        return None
+    where = errors[0].range().start
+    return f"the pattern does not parse as {action.language} (a syntax error at line {where.line + 1}, column {where.column + 1})"
 
 
 def command(action: Action, settings: SandboxSettings, action_dir: Path, out_dir: Path) -> list[str]:

@@ -70,10 +70,20 @@ class RuleAction(_Action):
     constraints: dict[str, Any] | None = None
     transform: dict[str, Any] | None = None
     utils: dict[str, Any] | None = None
+    rewriters: list[dict[str, Any]] | None = None
+    # What ast-grep rules also carry for reporting, passed through to the rule file unchanged
+    message: str | None = None
+    severity: Literal["hint", "info", "warning", "error", "off"] | None = None
+    note: str | None = None
+    url: str | None = None
+    metadata: dict[str, Any] | None = None
+    files: list[str] | None = None
+    ignores: list[str] | None = None
 
     def to_yaml(self) -> str:
         body = {"id": self.id, "language": self.language, "rule": self.rule}
-        for key in ("fix", "constraints", "transform", "utils"):
+        for key in ("fix", "constraints", "transform", "utils", "rewriters", "message", "severity", "note", "url", "metadata",
+                    "files", "ignores"):
             if getattr(self, key) is not None:
                 body[key] = getattr(self, key)
         return yaml.safe_dump(body, sort_keys=False, allow_unicode=True)

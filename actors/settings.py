@@ -32,6 +32,9 @@ class OpenAISettings(BaseModel):
     token_ids_in_logprobs: bool = True
     """Ask for the sampled token ids (`return_tokens_as_token_ids`, which vLLM's server and this project's front
     take), so completions keep exactly what was sampled; false for an upstream that refuses unknown fields."""
+    continue_final_message: bool = True
+    """Continue a started assistant answer (vLLM's `continue_final_message`, which this project's front takes too),
+    as the loop's second generation does; false for an upstream without it (it then answers in a new turn)."""
 
 
 class LoopSettings(BaseModel):

@@ -24,13 +24,14 @@ class OpenAIEngine:
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY", timeout_s: float = 120.0,
                  max_retries: int = 4, backoff_s: float = 0.5, concurrency: int = 8, token_ids_in_logprobs: bool = False,
-                 transport: Any = None):
+                 continue_final_message: bool = False, transport: Any = None):
         import httpx
 
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         self.model = model
         self.max_retries, self.backoff_s = max_retries, backoff_s
         self.token_ids_in_logprobs = token_ids_in_logprobs
+        self.continue_final_message = continue_final_message
         headers = {"Authorization": f"Bearer {os.environ[api_key_env]}"} if api_key_env and os.environ.get(api_key_env) else {}
         self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport,
                                    limits=httpx.Limits(max_connections=concurrency))
@@ -49,6 +50,8 @@ class OpenAIEngine:
             body.update(messages=[m.model_dump() for m in request.messages], logprobs=True)
             if request.top_logprobs:
                 body["top_logprobs"] = request.top_logprobs
+            if request.continue_final_message and self.continue_final_message:  # else the upstream answers in a new turn
+                body.update(continue_final_message=True, add_generation_prompt=False)
             if request.json_schema is not None:
                 body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": request.json_schema}}
             return "/v1/chat/completions", body

@@ -39,8 +39,9 @@ class TransformersEngine:
 
     def _input_ids(self, request: GenerationRequest):
         if request.messages is not None:
-            encoded = self.tokenizer.apply_chat_template([m.model_dump() for m in request.messages], add_generation_prompt=True,
-                                                         return_tensors="pt", return_dict=True)
+            encoded = self.tokenizer.apply_chat_template([m.model_dump() for m in request.messages], return_tensors="pt", return_dict=True,
+                                                         add_generation_prompt=not request.continue_final_message,
+                                                         continue_final_message=request.continue_final_message)
             ids = encoded["input_ids"]
         else:
             ids = self.tokenizer(request.prompt, return_tensors="pt")["input_ids"]

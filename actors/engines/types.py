@@ -33,6 +33,9 @@ class GenerationRequest(BaseModel):
     stop: list[str] = Field(default_factory=list)
     json_schema: dict[str, Any] | None = None
     """The output must be JSON that validates against this schema (guided decoding where the engine has it)."""
+    continue_final_message: bool = False
+    """The last message is the start of the assistant's answer, to be continued (vLLM's `continue_final_message`),
+    not a finished turn followed by a new one."""
     top_logprobs: int = Field(default=0, ge=0, le=20)
     """With each sampled token, this many of the most likely tokens at its position and their log-probabilities."""
     request_id: str | None = None
@@ -41,6 +44,8 @@ class GenerationRequest(BaseModel):
     def _one_input(self) -> GenerationRequest:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of prompt or messages")
+        if self.continue_final_message and not (self.messages and self.messages[-1].role == "assistant"):
+            raise ValueError("continue_final_message needs messages whose last one is the assistant's")
         return self
 
 

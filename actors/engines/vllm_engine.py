@@ -63,7 +63,9 @@ class VllmEngine:
     def _prompt(self, request: GenerationRequest) -> str:
         if request.messages is None:
             return request.prompt
-        return self.tokenizer.apply_chat_template([m.model_dump() for m in request.messages], add_generation_prompt=True, tokenize=False)
+        return self.tokenizer.apply_chat_template([m.model_dump() for m in request.messages], tokenize=False,
+                                                  add_generation_prompt=not request.continue_final_message,
+                                                  continue_final_message=request.continue_final_message)
 
     async def _one(self, request: GenerationRequest, on_token: Callable[[int], None] | None = None,
                    cancelled: threading.Event | None = None) -> Completion:

@@ -134,6 +134,8 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
     top = _top_logprobs(body, chat)
     if top:
         sampling["top_logprobs"] = top
+    if chat and body.get("continue_final_message") is True:  # vLLM's extension (with add_generation_prompt false)
+        sampling["continue_final_message"] = True
     seed = body.get("seed")
     requests = []
     try:

@@ -62,11 +62,23 @@ def test_a_json_schema_guides_even_a_random_model_to_valid_documents(engine):
     assert not any(completion.text.startswith("{") for completion in free)  # the model alone writes no such thing
 
 
+def test_a_started_answer_is_continued_not_answered_in_a_new_turn(engine):
+    messages = [{"role": "user", "content": "rename fetch_user"}, {"role": "assistant", "content": "<think>find the calls"}]
+    continued = engine.generate([GenerationRequest(messages=messages, continue_final_message=True, max_tokens=8, temperature=0.9, seed=3)])[0]
+    rendered = engine.tokenizer.apply_chat_template(messages[:1], add_generation_prompt=True, tokenize=False) + messages[1]["content"]
+    as_text = engine.generate([GenerationRequest(prompt=rendered, max_tokens=8, temperature=0.9, seed=3)])[0]
+    assert continued.error is None and continued.token_ids == as_text.token_ids
+    with pytest.raises(ValueError, match="last one is the assistant"):
+        GenerationRequest(messages=messages[:1], continue_final_message=True)
+
+
 def test_openai_engine_against_our_own_front_matches_the_local_engine(front_url, engine):
-    client = OpenAIEngine(front_url, "small", token_ids_in_logprobs=True, api_key_env=None)
+    client = OpenAIEngine(front_url, "small", token_ids_in_logprobs=True, api_key_env=None, continue_final_message=True)
     try:
         requests = [GenerationRequest(prompt="class Order:", max_tokens=10, temperature=0.8, seed=5, top_logprobs=3),
-                    GenerationRequest(messages=[{"role": "user", "content": "fix the test"}], max_tokens=10, temperature=0.8, seed=5, top_logprobs=2)]
+                    GenerationRequest(messages=[{"role": "user", "content": "fix the test"}], max_tokens=10, temperature=0.8, seed=5, top_logprobs=2),
+                    GenerationRequest(messages=[{"role": "user", "content": "fix the test"}, {"role": "assistant", "content": "<think>"}],
+                                      continue_final_message=True, max_tokens=10, temperature=0.8, seed=5)]
         remote, local = client.generate(requests), engine.generate(requests)
         assert client.health()["ok"]
     finally:

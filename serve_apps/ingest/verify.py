@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from trajforge.constants import MAX_SEQUENCE
 from trajforge.contracts.envelope import EnvelopeRejected, validate_envelope
 from trajforge.crypto import verify_envelope
 from trajforge.jsjson import JSONRejected, canonical_without
@@ -48,28 +49,34 @@ def verify(
     secret_of: Callable[[str], str | None],
     now: float | None = None,
 ) -> Candidate | Verdict:
-    """Check one parsed envelope; a Verdict is a rejection, a Candidate goes on to the commit."""
-    if isinstance(envelope, dict):
-        session_id = envelope.get("session_id")
-        attestation = envelope.get("attestation")
-        if not isinstance(session_id, str) or not session_id:
-            return rejection(400, "invalid_envelope", "session_id: field required", field="session_id", rule="missing")
-        if not isinstance(attestation, dict) or not isinstance(attestation.get("session_hmac"), str) or not attestation["session_hmac"]:
-            return rejection(401, "missing_attestation", "attestation.session_hmac: a non-empty HMAC is required", field="attestation.session_hmac", rule="missing")
-    try:
-        model = validate_envelope(envelope, now=now)
-    except EnvelopeRejected as exc:
-        return rejection(400, "invalid_envelope", str(exc), field=exc.field, rule=exc.rule)
-    secret = secret_of(model.session_id)
+    """Check one parsed envelope in the specification's order (session, attestation, signature, then the schema);
+    a Verdict is a rejection, a Candidate goes on to the commit (which checks the session's state and sequence)."""
+    if not isinstance(envelope, dict):
+        return rejection(400, "invalid_envelope", "an envelope must be a JSON object", rule="type")
+    session_id = envelope.get("session_id")
+    if not isinstance(session_id, str) or not session_id:
+        return rejection(400, "invalid_envelope", "session_id: field required", field="session_id", rule="missing")
+    secret = secret_of(session_id)
     if secret is None:
-        return rejection(404, "unknown_session", f"session {model.session_id!r} was never opened here: open it with POST /v1/sessions/open")
+        return rejection(404, "unknown_session", f"session {session_id!r} was never opened here: open it with POST /v1/sessions/open")
+    attestation = envelope.get("attestation")
+    if not isinstance(attestation, dict) or not isinstance(attestation.get("session_hmac"), str) or not attestation["session_hmac"]:
+        return rejection(401, "missing_attestation", "attestation.session_hmac: a non-empty HMAC is required", field="attestation.session_hmac", rule="missing")
+    sequence = attestation.get("sequence")
+    if not isinstance(sequence, int) or isinstance(sequence, bool) or not 0 <= sequence <= MAX_SEQUENCE:
+        return rejection(400, "invalid_envelope", f"attestation.sequence: an integer from 0 to {MAX_SEQUENCE} is required",
+                         field="attestation.sequence", rule="sequence")
     try:
         signed_bytes = canonical_without(envelope, "attestation")
     except JSONRejected as exc:
         return rejection(400, "invalid_envelope", str(exc), rule="json")
-    attestation = model.attestation
-    if not verify_envelope(secret, signed_bytes, attestation.sequence, attestation.session_hmac):
+    if not verify_envelope(secret, signed_bytes, sequence, attestation["session_hmac"]):
         return rejection(401, "invalid_signature", "attestation.session_hmac does not match the envelope signed with the session key")
+    try:
+        model = validate_envelope(envelope, now=now)
+    except EnvelopeRejected as exc:
+        return rejection(400, "invalid_envelope", str(exc), field=exc.field, rule=exc.rule)
+    attestation = model.attestation
     kind = envelope.get("type") or "CHUNK"
     steps = len(envelope.get("trajectory_log") or ()) if kind == "CHUNK" else 0
     return Candidate(

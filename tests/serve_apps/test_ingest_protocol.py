@@ -217,12 +217,25 @@ def test_wrong_method_is_405_and_unknown_path_404_with_json(http):
     assert response.status_code == 404 and response.json()["error"] == "not_found"
 
 
+def test_checks_run_in_the_specifications_order(client, http):
+    """Session, attestation, signature, then the schema: an unknown session is 404 and a tampered envelope 401
+    whatever else is wrong with them."""
+    session = open_session(client)
+    envelope = json.loads(session.chunk(steps(2)))
+    garbage = {"session_id": "sess_never_opened", "attestation": {"session_hmac": "0" * 64, "sequence": 0}, "trajectory_log": []}
+    assert post(http, "/v1/training/ingest", json.dumps(garbage).encode())[0] == 404
+    envelope["trajectory_log"][0]["content"] = "x" * 20_000  # tampered, and over the schema's 10,000 characters
+    status, answer = post(http, "/v1/training/ingest", json.dumps(envelope).encode())
+    assert (status, answer["error"]) == (401, "invalid_signature")
+
+
 def test_batch_answers_one_result_per_envelope_in_order(client, http):
     session = open_session(client)
     good = [session.chunk(steps(2, start=1 + 2 * i)) for i in range(4)]
     bad = json.loads(good[1])
     bad["trajectory_log"][0]["type"] = "daydream"
-    bodies = [good[0], json.dumps(bad).encode(), good[2], good[0], good[3]]
+    sequence = bad.pop("attestation")["sequence"]
+    bodies = [good[0], session.sign(bad, sequence), good[2], good[0], good[3]]  # signed, so the schema is what fails
     status, answer = post(http, "/v1/training/ingest:batch", b"[" + b",\n ".join(bodies) + b"]")
     assert status == 200
     results = answer["results"]

@@ -24,7 +24,17 @@ DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "configs" / "prompts.yam
 ACTION_STOP = "</action>"
 STATE_STOP = "</state_update>"
 STATE_OPEN = "\n<state_update>"
-TAG = {name: re.compile(rf"<{name}>(.*?)(?:</{name}>|$)", re.DOTALL) for name in ("think", "action", "state_update")}
+# Tags as models write them: any case, attributes allowed (`<action type="rewrite">`); an unclosed <think> ends
+# where the action starts.
+TAG = {name: re.compile(rf"<{name}(?:\s[^>]*)?>(.*?)(?:</{name}\s*>|{until}$)", re.DOTALL | re.IGNORECASE)
+       for name, until in (("think", "(?=<action[\\s>])|"), ("action", ""), ("state_update", ""))}
+FENCE = re.compile(r"^```[\w-]*\s*\n?(.*?)\n?```$", re.DOTALL)
+
+
+def unfenced(text: str) -> str:
+    """The inside of a Markdown code fence (```json ... ```), which models often put their JSON in; else the text."""
+    match = FENCE.match(text.strip())
+    return match.group(1).strip() if match else text.strip()
 
 
 def load_prompts(path: str | Path | None = None) -> dict[str, str]:
@@ -77,14 +87,14 @@ def parse_output(action_part: str, state_part: str = "") -> ParsedOutput:
     else:
         parsed.action_text = match.group(1).strip()
         try:
-            parsed.action = parse_action(json.loads(parsed.action_text))
+            parsed.action = parse_action(json.loads(unfenced(parsed.action_text)))
         except json.JSONDecodeError as exc:
             parsed.errors.append(f"action is not JSON: {exc}")
         except InvalidAction as exc:
             parsed.errors.append(str(exc))
     if match := TAG["state_update"].search(text):
         try:
-            parsed.state_update = parse_update(match.group(1).strip() or "{}")
+            parsed.state_update = parse_update(unfenced(match.group(1)) or "{}")
         except InvalidStateUpdate as exc:
             parsed.errors.append(str(exc))
     return parsed

@@ -33,6 +33,15 @@ def test_parse_output_records_every_problem():
     assert "invalid state update" in parse_output(GOOD, "<state_update>{\"mood\": 1}</state_update>").errors[0]
 
 
+def test_parse_output_reads_tags_as_models_write_them():
+    action = '{"pattern": "print($A)", "rewrite": "log($A)", "language": "python"}'
+    fenced = parse_output(f'<THINK>rename it<Action type="rewrite">\n```json\n{action}\n```', '\n<state_update>```\n{"next_focus": "tests"}\n```')
+    assert fenced.errors == [] and fenced.think == "rename it" and fenced.action.rewrite == "log($A)"
+    assert fenced.state_update.next_focus == "tests"
+    unclosed = parse_output(f"<think>first the calls <action>{action}")
+    assert unclosed.think == "first the calls" and unclosed.action is not None
+
+
 def test_loop_with_a_scripted_teacher_verifies_saves_state_and_writes_records(serve_url, teacher_url, tmp_path):
     import ray
 

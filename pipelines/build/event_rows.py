@@ -123,14 +123,14 @@ def event_rows(lake_root: Path, redactor, *, org: str | None, forgotten: set[str
             rows.counts["duplicates"] += 1
             continue
         seen.add(key)
-        contributor = next((str(event[name]) for name in ("contributor_id", "user_id") if event.get(name)), None)
+        contributor = next((str(event[name]) for name in ("contributor_id", "contributorId", "user_id", "userId") if event.get(name)), None)
         if (org is not None and event_org != org) or (contributor and contributor.lower() in forgotten):
             rows.counts["left_out"] += 1
             continue
         rows.counts["events"] += 1
         payload, found = redactor.redact_tree(event.get("payload") if isinstance(event.get("payload"), dict) else {})
         rows.redactions.update(found)
-        session_id = f"telemetry:{event_org}:{event.get('session_id') or record['event_id']}"
+        session_id = f"telemetry:{event_org}:{record.get('session_id') or event.get('session_id') or record['event_id']}"
         example_id = "telemetry-" + hashlib.sha256(f"{key[0]}\0{key[1]}".encode()).hexdigest()[:32]
         provenance = _provenance(session_id, contributor, raw_id, payload)
         kind = record.get("event_type")

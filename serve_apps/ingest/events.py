@@ -1,6 +1,6 @@
 """`POST /v1/events`: Starcode telemetry events (seed 000), gated by `x-company-api-key`, kept as JSON lines.
 
-Each accepted event is one line `{"event_id", "event_type", "org_id", "received_at", "client", "event"}`
+Each accepted event is one line `{"event_id", "event_type", "org_id", "session_id", "received_at", "client", "event"}`
 in `lake/raw/events/org=<org>/date=<received UTC date>/type=<event type>/<writer>.jsonl`, where
 `event` is the event exactly as sent. A writer (one replica process) appends to files of its own and
 fsyncs them before the 200, so a killed replica loses at most an unacknowledged line at a file's end,
@@ -87,8 +87,8 @@ class EventStore:
                     answers.append(Accepted(event_id, duplicate=True))
                     continue
                 seen.add((org, event_id))
-                record = {"event_id": event_id, "event_type": event.event_type, "org_id": org, "received_at": now, "client": client,
-                          "event": raw}
+                record = {"event_id": event_id, "event_type": event.event_type, "org_id": org, "session_id": event.session_id,
+                          "received_at": now, "client": client, "event": raw}
                 folder = self.lake.raw_events / f"org={partition_name(org)}" / f"date={date}" / f"type={event.event_type}"
                 lines[folder / f"{self.writer_id}.jsonl"].append(json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
                 answers.append(Accepted(event_id, duplicate=False))

@@ -119,3 +119,11 @@ def test_the_client_sdk_sends_events_and_reports_a_refusal(serve_url):
         with pytest.raises(IngestError) as refused:
             client.send_events(events)
     assert refused.value.status == 401
+
+
+def test_javascript_camel_case_names_are_read(http, lakes):
+    org = f"camel-{uuid.uuid4().hex[:6]}"
+    event = {"eventType": "model.behavior", "eventId": "b-1", "orgId": org, "sessionId": "s-9", "payload": {"behavior": "retry"}}
+    assert http.post("/v1/events", json=event, headers=KEY).json()["event_ids"] == ["b-1"]
+    (record,) = stored(lakes["main"], org)
+    assert (record["event_type"], record["org_id"], record["session_id"], record["event"]) == ("model.behavior", org, "s-9", event)

@@ -5,8 +5,9 @@ Four event types: `conversation.turn` (a user message, the model's answer and it
 `session.meta` (the session's metadata). The type is `event_type` (or `type`, as some SDKs name it).
 Everything else an event carries is kept as sent: the server checks only what it files the event
 under (type, organisation) and what it deduplicates on (`event_id`), so a newer agent's extra fields
-are never lost. An event without an `event_id` gets the sha256 of its own bytes, so resending the
-same event is still recognised as a duplicate.
+are never lost. JavaScript's camelCase names are read too (`eventType`, `eventId` or `id`, `orgId` or `org`,
+`sessionId`). An event without an id gets the sha256 of its own bytes, so resending the same event
+is still recognised as a duplicate.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ class TelemetryEvent(BaseModel):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    event_type: EventType = Field(validation_alias=AliasChoices("event_type", "type"))
-    event_id: str | None = Field(default=None, min_length=1, max_length=128)
-    org_id: str | None = Field(default=None, min_length=1, max_length=100)
-    session_id: str | None = Field(default=None, min_length=1, max_length=200)
+    event_type: EventType = Field(validation_alias=AliasChoices("event_type", "type", "eventType"))
+    event_id: str | None = Field(default=None, min_length=1, max_length=128, validation_alias=AliasChoices("event_id", "eventId", "id"))
+    org_id: str | None = Field(default=None, min_length=1, max_length=100, validation_alias=AliasChoices("org_id", "orgId", "org"))
+    session_id: str | None = Field(default=None, min_length=1, max_length=200, validation_alias=AliasChoices("session_id", "sessionId"))
     timestamp: str | float | None = None
     """ISO 8601 or epoch seconds/milliseconds, as the agent sent it (the raw lake files events by received date)."""
     payload: dict[str, Any] | None = None

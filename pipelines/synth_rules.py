@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trajforge.errors import TrajforgeError
+from trajforge.lake import Lake
 from trajforge.settings import parse_assignment, parse_assignments
 
 if TYPE_CHECKING:
@@ -38,8 +39,8 @@ LICENSE = "Apache-2.0 (snippets written for trajforge)"
 
 
 def tasks_file(lake: Path) -> Path:
-    """Where the job writes the lake's verified tasks (the teacher reads them from there by default)."""
-    return Path(lake) / "raw" / "tasks" / "synth_rules" / "tasks.jsonl"
+    """Where the job writes the lake's verified tasks (the teacher and rollouts read them from there by default)."""
+    return Lake(Path(lake)).synthetic_tasks
 
 
 class VerifyBatch:

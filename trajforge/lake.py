@@ -53,6 +53,11 @@ class Lake:
         return self.raw / "trajectories"
 
     @property
+    def synthetic_tasks(self) -> Path:
+        """The verified synthetic ast-grep tasks `trajforge synth-rules` writes (JSON lines, `_meta.json` beside)."""
+        return self.raw / "tasks" / "synth_rules" / "tasks.jsonl"
+
+    @property
     def tombstones(self) -> Path:
         """Deletion requests (`trajforge forget`): one JSON line per contributor to leave out of every later build."""
         return self.raw / "tombstones" / "tombstones.jsonl"

@@ -1,0 +1,132 @@
+"""Student rollouts: the generation actors of configs/actors.yaml run the actor loop over refactoring tasks.
+
+    trajforge rollout [--lake ./lake] [--tasks FILE] [--limit N] [--set actors.engine=vllm]
+    trajforge rollout --queue NAME [--idle-exit-s 60]     # tasks as producers put them into a named Ray queue
+    ray job submit --working-dir . -- python -m actors.rollout --lake /shared/lake
+
+Starts `actors.count` GenerationActors (one per GPU in production, placed through configs/cluster.yaml),
+runs every task to its end in one actor (its turns share that actor's prefix cache), with the
+supervisor restarting an actor that hangs, and appends one step record per step to
+`<lake>/raw/trajectories/`, which the next build turns into rows. Tasks come from the synthetic tasks
+file of the lake (`trajforge synth-rules`), another JSON-lines file of tasks, or a named Ray queue
+(`actors/task_queue.py`). Prints one line per task and the verified share per language.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from actors.settings import ActorSettings, load_actor_settings
+from trajforge.errors import ConfigError, TrajforgeError
+from trajforge.settings import parse_assignment, parse_assignments
+
+
+def read_tasks(path: Path, limit: int | None) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise ConfigError(f"no tasks at {path}: run `trajforge synth-rules --lake LAKE` first, or pass --tasks FILE (JSON lines) or --queue NAME")
+    tasks = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return tasks[:limit] if limit else tasks
+
+
+def rollout(settings: ActorSettings, tasks: list[dict[str, Any]] | None = None, queue: str | None = None, idle_exit_s: float = 60.0,
+            progress: bool = True) -> list[dict[str, Any]]:
+    """Run the loop over `tasks`, or over what arrives in the named queue until it stays empty; the task summaries."""
+    import ray
+    from tqdm import tqdm
+
+    from actors.actor import start_actors
+    from actors.run import run_loop
+    from actors.task_queue import batches, task_queue
+
+    ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    actors = start_actors(settings)
+    summaries: list[dict[str, Any]] = []
+    try:
+        with tqdm(total=len(tasks) if tasks is not None else None, desc="rollout tasks", unit="task", disable=not progress) as bar:
+            waves = [tasks] if tasks is not None else batches(task_queue(queue), size=4 * len(actors), idle_exit_s=idle_exit_s)
+            for wave in waves:
+                summaries += run_loop(actors, wave, task_timeout_s=settings.loop.task_timeout_s, progress=bar,
+                                      health_interval_s=settings.health_interval_s)
+    finally:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+    return summaries
+
+
+def report(summaries: list[dict[str, Any]], tasks_language: dict[str, str], lake: Path) -> str:
+    lines = [f"{'task':<44} {'language':<11} {'steps':>5}  verified  problem"]
+    per_language: dict[str, Counter] = {}
+    for summary in summaries:
+        language = tasks_language.get(str(summary.get("task_id")), "?")
+        counts = per_language.setdefault(language, Counter())
+        counts["tasks"] += 1
+        counts["verified"] += bool(summary.get("verified"))
+        problem = (summary.get("errors") or [""])[-1][:60]
+        lines.append(f"{str(summary.get('task_id'))[:44]:<44} {language:<11} {summary.get('steps', 0):>5}  {str(bool(summary.get('verified'))):<8}  {problem}")
+    lines.append("")
+    for language, counts in sorted(per_language.items()):
+        lines.append(f"{language}: {counts['verified']} of {counts['tasks']} verified")
+    verified = sum(bool(summary.get("verified")) for summary in summaries)
+    lines.append(f"{verified} of {len(summaries)} tasks verified; step records in {lake / 'raw' / 'trajectories'}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="actors config (default configs/actors.yaml)")
+    parser.add_argument("--lake", type=Path, default=None, help="where step records go and synthetic tasks are read (actors.lake; default ./lake)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--tasks", type=Path, default=None, help="JSON lines of tasks (default <lake>/raw/tasks/synth_rules/tasks.jsonl)")
+    source.add_argument("--queue", default=None, metavar="NAME", help="take tasks from the named Ray queue (actors.task_queue) as they arrive")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N tasks of the file")
+    parser.add_argument("--idle-exit-s", type=float, default=60.0, help="with --queue: stop once the queue has been empty this long (default 60)")
+    parser.add_argument("--json", action="store_true", help="print the task summaries as JSON instead of a table")
+
+
+def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
+    """The section `--set` may name: the actors' (engine, model, count, loop, sandbox workers)."""
+    return ("actors",)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from trajforge.lake import Lake
+    from trajforge.settings.job_paths import require_absolute_in_job
+
+    assignments = [parse_assignment(text) for text in getattr(args, "assignments", [])]
+    if args.lake is not None:
+        assignments.append(("actors.lake", str(args.lake)))
+    settings = load_actor_settings(args.config, assignments)
+    require_absolute_in_job({"actors.lake": settings.lake, "--tasks": args.tasks}, "--lake /shared/lake")
+    tasks = None if args.queue else read_tasks(args.tasks or Lake(settings.lake).synthetic_tasks, args.limit)
+    summaries = rollout(settings, tasks, queue=args.queue, idle_exit_s=args.idle_exit_s)
+    if args.json:
+        print(json.dumps(summaries, indent=2, default=str))
+    else:
+        languages = {str(task.get("task_id")): str(task.get("language", "?")) for task in tasks or []}
+        print(report(summaries, languages, settings.lake))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from trajforge.logs import setup_logging
+
+    parser = argparse.ArgumentParser(prog="python -m actors.rollout", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="DOTTED.PATH=VALUE",
+                        help="override one config field (repeatable): actors.*, e.g. --set actors.count=3")
+    setup_logging("INFO", False)
+    try:
+        args = parser.parse_args(argv)
+        parse_assignments(args.assignments, config_roots(args), "python -m actors.rollout")
+        return run_command(args)
+    except TrajforgeError as exc:
+        print(f"actors.rollout: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""`trajforge rollout` / `python -m actors.rollout`: the configured actors over a tasks file or a named Ray queue."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from scripted_teacher import ScriptedTeacher
+
+from actors.rollout import main
+from trajforge.trajectories import read_trajectories
+
+TASKS = [{"task_id": f"rollout-{i}", "instruction": "Replace print calls with logging.info", "language": "python",
+          "files": {"app.py": f"import logging\n\ndef run():\n    print('step', {i})\n"}} for i in range(3)]
+
+
+def _options(teacher: ScriptedTeacher, lake) -> list[str]:
+    return ["--lake", str(lake), "--set", "actors.engine=openai", "--set", "actors.model=teacher", "--set", "actors.num_cpus=0",
+            "--set", f"actors.openai.base_url={teacher.url}", "--set", "actors.openai.api_key_env=null"]
+
+
+def test_rollout_takes_tasks_from_a_named_ray_queue_and_from_a_file(serve_url, tmp_path, capsys):
+    import ray
+
+    from actors.task_queue import task_queue
+
+    teacher, name = ScriptedTeacher(), f"test-{uuid.uuid4().hex[:8]}"
+    queue = task_queue(name)
+    try:
+        queue.put_nowait_batch(TASKS)  # put before the rollout starts: they wait in the detached queue
+        assert main(["--queue", name, "--idle-exit-s", "1", *_options(teacher, tmp_path / "lake")]) == 0
+        assert queue.empty()
+        from_queue = capsys.readouterr().out
+        tasks_file = tmp_path / "tasks.jsonl"
+        tasks_file.write_text("".join(json.dumps(task) + "\n" for task in TASKS))
+        assert main(["--tasks", str(tasks_file), "--limit", "2", *_options(teacher, tmp_path / "lake")]) == 0
+        from_file = capsys.readouterr().out
+    finally:
+        teacher.close()
+        ray.kill(queue.actor)
+    assert "3 of 3 tasks verified" in from_queue
+    assert "python: 2 of 2 verified" in from_file and "rollout-2" not in from_file
+    records = list(read_trajectories(tmp_path / "lake" / "raw" / "trajectories"))
+    assert sorted(record["task_id"] for record in records) == ["rollout-0", "rollout-0", "rollout-1", "rollout-1", "rollout-2"]
+
+
+def test_a_missing_tasks_file_says_what_to_run(tmp_path, capsys):
+    assert main(["--lake", str(tmp_path / "empty")]) == 2
+    assert "trajforge synth-rules" in capsys.readouterr().err

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from actors.settings import ActorSettings, load_actor_settings
-from trajforge.errors import ConfigError, TrajforgeError
-from trajforge.settings import parse_assignment, parse_assignments
+from trajforge.errors import ConfigError
+from trajforge.settings import parse_assignment
 
 
 def read_tasks(path: Path, limit: int | None) -> list[dict[str, Any]]:
@@ -112,21 +111,9 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trajforge.logs import setup_logging
+    from trajforge.cli.common import module_main
 
-    parser = argparse.ArgumentParser(prog="python -m actors.rollout", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="DOTTED.PATH=VALUE",
-                        help="override one config field (repeatable): actors.*, e.g. --set actors.count=3")
-    setup_logging("INFO", False)
-    try:
-        args = parser.parse_args(argv)
-        parse_assignments(args.assignments, config_roots(args), "python -m actors.rollout")
-        return run_command(args)
-    except TrajforgeError as exc:
-        print(f"actors.rollout: {exc}", file=sys.stderr)
-        return 2
-
+    return module_main("actors.rollout", __doc__, add_arguments, config_roots, run_command, argv)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -274,24 +274,9 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trajforge.logs import setup_logging
+    from trajforge.cli.common import module_main
 
-    parser = argparse.ArgumentParser(prog="python -m learner.train", description="SFT with DeepSpeed ZeRO-3 on Ray Train.")
-    add_arguments(parser)
-    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="DOTTED.PATH=VALUE",
-                        help="override one config field (repeatable), e.g. --set learner.train.max_steps=20")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        from trajforge.settings import parse_assignments
-
-        parse_assignments(args.assignments, config_roots(args), "python -m learner.train")
-        return run_command(args)
-    except TrajforgeError as exc:
-        print(f"learner.train: {exc}", file=sys.stderr)
-        return 2
-
+    return module_main("learner.train", "SFT with DeepSpeed ZeRO-3 on Ray Train.", add_arguments, config_roots, run_command, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

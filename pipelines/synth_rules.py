@@ -18,16 +18,14 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trajforge.errors import TrajforgeError
 from trajforge.lake import Lake
-from trajforge.settings import parse_assignment, parse_assignments
+from trajforge.settings import parse_assignment
 
 if TYPE_CHECKING:
     from sandbox.settings import SandboxSettings
@@ -143,18 +141,9 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.synth_rules", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="sandbox.FIELD=VALUE",
-                        help="override one field of configs/sandbox.yaml for the verifying jails (repeatable), e.g. --set sandbox.wall_time_s=10")
-    try:
-        args = parser.parse_args(argv)
-        parse_assignments(args.assignments, config_roots(args), "python -m pipelines.synth_rules")
-        return run_command(args)
-    except TrajforgeError as exc:
-        print(f"pipelines.synth_rules: {exc}", file=sys.stderr)
-        return 2
+    from trajforge.cli.common import module_main
 
+    return module_main("pipelines.synth_rules", __doc__, add_arguments, config_roots, run_command, argv)
 
 if __name__ == "__main__":
     raise SystemExit(main())

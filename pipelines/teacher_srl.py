@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -27,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.synth_rules import tasks_file
 from trajforge.errors import TrajforgeError
-from trajforge.settings import apply_assignments, env_assignments, parse_assignment, parse_assignments, read_yaml, validate
+from trajforge.settings import apply_assignments, env_assignments, parse_assignment, read_yaml, validate
 
 if TYPE_CHECKING:
     from sandbox.settings import SandboxSettings
@@ -208,18 +207,9 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.teacher_srl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="DOTTED.PATH=VALUE",
-                        help="override one config field (repeatable): teacher.* or sandbox.*, e.g. --set teacher.sample=100")
-    try:
-        args = parser.parse_args(argv)
-        parse_assignments(args.assignments, config_roots(args), "python -m pipelines.teacher_srl")
-        return run_command(args)
-    except TrajforgeError as exc:
-        print(f"pipelines.teacher_srl: {exc}", file=sys.stderr)
-        return 2
+    from trajforge.cli.common import module_main
 
+    return module_main("pipelines.teacher_srl", __doc__, add_arguments, config_roots, run_command, argv)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -165,17 +165,14 @@ def stage_events(settings, lake_root: Path, stage: Path, build_id: str, *, org: 
 
     from pipelines.build.process import split_of
     from pipelines.build.staging import STAGE_SCHEMAS, stage_file
-    from pipelines.build.tokens import TokenCounter
+    from pipelines.build.tokens import TokenCounter, count_sft_tokens
     from trajforge.redaction import Redactor
 
     rows = event_rows(lake_root, Redactor(settings.redaction), org=org, forgotten=forgotten,
                       system_prompt=settings.sft.system_prompt if settings.sft.telemetry_turns else "",
                       split_of=lambda session_id: split_of(session_id, settings.sft.dev_fraction))
     sft = rows.sft if settings.sft.telemetry_turns else []
-    counts = iter(TokenCounter(settings.tokenizer).count([message["content"] for row in sft for message in row["messages"]]))
-    for row in sft:
-        sizes = [next(counts) for _ in row["messages"]]
-        row["num_tokens"], row["loss_tokens"] = sum(sizes), sum(size for size, message in zip(sizes, row["messages"]) if message["loss"])
+    count_sft_tokens(sft, TokenCounter(settings.tokenizer))
     for table, table_rows in (("sft", sft), ("behavior", rows.behavior)):
         if table_rows:
             path = stage_file(stage, table, build_id, 0, suffix=TELEMETRY_SUFFIX)

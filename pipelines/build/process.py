@@ -25,6 +25,7 @@ from pipelines.build.derive import derive, mentions
 from pipelines.build.settings import BuildSettings
 from pipelines.build.sources import Quarantined, read_bytes
 from pipelines.build.staging import STAGE_SCHEMAS, stage_file
+from pipelines.build.tokens import count_sft_tokens
 from trajforge.raw_segments import decode_frame
 from trajforge.scoring import Score
 from trajforge.stitch import StitchedSession, stitch
@@ -117,12 +118,7 @@ class BatchBuilder:
 
     def _count_tokens(self) -> None:
         """Token counts of every sft row of the batch, in one tokenizer call (it spreads over threads)."""
-        rows = self.rows["sft"]
-        counts = iter(self.counter.count([message["content"] for row in rows for message in row["messages"]]))
-        for row in rows:
-            sizes = [next(counts) for _ in row["messages"]]
-            row["num_tokens"] = sum(sizes)
-            row["loss_tokens"] = sum(size for size, message in zip(sizes, row["messages"]) if message["loss"])
+        count_sft_tokens(self.rows["sft"], self.counter)
 
     def _field(self, entry: dict[str, Any]) -> None:
         envelopes, ids = self._read_envelopes(entry)

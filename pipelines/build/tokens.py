@@ -30,3 +30,12 @@ class TokenCounter:
         if not texts:
             return []
         return [len(encoding.ids) for encoding in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+
+def count_sft_tokens(rows: list[dict], counter: TokenCounter) -> None:
+    """Fill each sft row's `num_tokens` and `loss_tokens` (its messages with loss), in one tokenizer call."""
+    counts = iter(counter.count([message["content"] for row in rows for message in row["messages"]]))
+    for row in rows:
+        sizes = [next(counts) for _ in row["messages"]]
+        row["num_tokens"] = sum(sizes)
+        row["loss_tokens"] = sum(size for size, message in zip(sizes, row["messages"]) if message["loss"])

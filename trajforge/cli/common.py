@@ -1,8 +1,11 @@
-"""The arguments every subcommand takes: `--set`, `--log-level`, `--log-json`."""
+"""The arguments every subcommand takes (`--set`, `--log-level`, `--log-json`), and the `python -m` entry point
+of a component, which takes the same ones and checks `--set` as the `trajforge` subcommand does."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 
 NESTED_ASSIGNMENTS = "verb_assignments"
 
@@ -28,3 +31,25 @@ def merge_assignments(args: argparse.Namespace) -> argparse.Namespace:
     """One `assignments` list: the command's `--set` values, then its verb's."""
     args.assignments = [*getattr(args, "assignments", []), *vars(args).pop(NESTED_ASSIGNMENTS, [])]
     return args
+
+
+def module_main(module: str, description: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+                config_roots: Callable[[argparse.Namespace], tuple[str, ...]], run_command: Callable[[argparse.Namespace], int],
+                argv: list[str] | None = None) -> int:
+    """`python -m <module>` (what `ray job submit` runs): the component's arguments plus the common ones; a `--set`
+    of a section it does not read is refused, and a TrajforgeError is one line on stderr and exit status 2."""
+    from trajforge.errors import TrajforgeError
+    from trajforge.logs import setup_logging
+    from trajforge.settings import parse_assignments
+
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    common_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.log_json)
+    try:
+        parse_assignments(args.assignments, config_roots(args), f"python -m {module}")
+        return run_command(args)
+    except TrajforgeError as exc:
+        print(f"{module}: {exc}", file=sys.stderr)
+        return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import socket
 import sys
 import time
@@ -37,6 +38,14 @@ def post(http, path: str, body: bytes):
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port for a server a test starts, from 20000-29999: below the kernel's ephemeral range (where Ray's
+    own processes take random ports, one of which once took a test's Serve port before its proxy bound it) and
+    above Ray's worker ports (10002-19999)."""
+    for port in random.sample(range(20000, 30000), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-29999")

@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from actors.settings import ActorSettings, load_actor_settings
+from actors.task_queue import LEASE_S
 from trajforge.errors import ConfigError
 from trajforge.settings import parse_assignment
 
@@ -33,35 +35,40 @@ def read_tasks(path: Path, limit: int | None) -> list[dict[str, Any]]:
 
 
 def rollout(settings: ActorSettings, tasks: list[dict[str, Any]] | None = None, queue: str | None = None, idle_exit_s: float = 60.0,
-            progress: bool = True) -> list[dict[str, Any]]:
-    """Run the loop over `tasks`, or over what arrives in the named queue until it stays empty; the task summaries."""
+            progress: bool = True, lease_s: float = LEASE_S) -> list[dict[str, Any]]:
+    """Run the loop over `tasks`, or over what arrives in the named queue until it stays empty; the task summaries,
+    each with its task's `language`. A queue's batch is acknowledged once its tasks have ended, and released
+    back to the queue if the rollout fails while running it."""
     import ray
     from tqdm import tqdm
 
     from actors.actor import start_actors
     from actors.run import run_loop
-    from actors.task_queue import batches, task_queue
+    from actors.task_queue import leased_batches, task_queue
 
     ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
     actors = start_actors(settings)
     summaries: list[dict[str, Any]] = []
+    waves = (wave for wave in [tasks]) if tasks is not None else \
+        leased_batches(task_queue(queue), size=4 * len(actors), idle_exit_s=idle_exit_s, lease_s=lease_s)
     try:
-        with tqdm(total=len(tasks) if tasks is not None else None, desc="rollout tasks", unit="task", disable=not progress) as bar:
-            waves = [tasks] if tasks is not None else batches(task_queue(queue), size=4 * len(actors), idle_exit_s=idle_exit_s)
+        with tqdm(total=len(tasks) if tasks is not None else None, desc="rollout tasks", unit="task", disable=not progress) as bar, \
+                closing(waves):
             for wave in waves:
-                summaries += run_loop(actors, wave, task_timeout_s=settings.loop.task_timeout_s, progress=bar,
-                                      health_interval_s=settings.health_interval_s)
+                ran = run_loop(actors, wave, task_timeout_s=settings.loop.task_timeout_s, progress=bar,
+                               health_interval_s=settings.health_interval_s)
+                summaries += [{**summary, "language": str(task.get("language", "?"))} for summary, task in zip(ran, wave)]
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)
     return summaries
 
 
-def report(summaries: list[dict[str, Any]], tasks_language: dict[str, str], lake: Path) -> str:
+def report(summaries: list[dict[str, Any]], lake: Path) -> str:
     lines = [f"{'task':<44} {'language':<11} {'steps':>5}  verified  problem"]
     per_language: dict[str, Counter] = {}
     for summary in summaries:
-        language = tasks_language.get(str(summary.get("task_id")), "?")
+        language = summary.get("language", "?")
         counts = per_language.setdefault(language, Counter())
         counts["tasks"] += 1
         counts["verified"] += bool(summary.get("verified"))
@@ -82,7 +89,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--tasks", type=Path, default=None, help="JSON lines of tasks (default <lake>/raw/tasks/synth_rules/tasks.jsonl)")
     source.add_argument("--queue", default=None, metavar="NAME", help="take tasks from the named Ray queue (actors.task_queue) as they arrive")
     parser.add_argument("--limit", type=int, default=None, help="only the first N tasks of the file")
-    parser.add_argument("--idle-exit-s", type=float, default=60.0, help="with --queue: stop once the queue has been empty this long (default 60)")
+    parser.add_argument("--idle-exit-s", type=float, default=60.0,
+                        help="with --queue: stop once no task has been waiting or out on lease this long (default 60)")
+    parser.add_argument("--lease-s", type=float, default=LEASE_S,
+                        help=f"with --queue: a batch this rollout took goes back to the queue this long after the rollout stops "
+                             f"renewing it, if it was killed (default {LEASE_S:g})")
     parser.add_argument("--json", action="store_true", help="print the task summaries as JSON instead of a table")
 
 
@@ -101,12 +112,11 @@ def run_command(args: argparse.Namespace) -> int:
     settings = load_actor_settings(args.config, assignments)
     require_absolute_in_job({"actors.lake": settings.lake, "--tasks": args.tasks}, "--lake /shared/lake")
     tasks = None if args.queue else read_tasks(args.tasks or Lake(settings.lake).synthetic_tasks, args.limit)
-    summaries = rollout(settings, tasks, queue=args.queue, idle_exit_s=args.idle_exit_s)
+    summaries = rollout(settings, tasks, queue=args.queue, idle_exit_s=args.idle_exit_s, lease_s=args.lease_s)
     if args.json:
         print(json.dumps(summaries, indent=2, default=str))
     else:
-        languages = {str(task.get("task_id")): str(task.get("language", "?")) for task in tasks or []}
-        print(report(summaries, languages, settings.lake))
+        print(report(summaries, settings.lake))
     return 0
 
 

@@ -24,6 +24,10 @@ from serve_apps.http import HTTPError
 
 # What OpenAI's API samples with when a request leaves them out (the engines' own defaults differ).
 OPENAI_DEFAULTS = {"temperature": 1.0, "top_p": 1.0}
+# Legacy completions stop at 16 tokens unless told otherwise, as OpenAI's and vLLM's do. Chat has no such
+# default there (the rest of the context); here it is the engines' 256, to keep an unbounded answer from a
+# small model from holding a replica for minutes.
+COMPLETIONS_MAX_TOKENS = 16
 
 # Chat roles OpenAI clients send, as the engines' chat templates know them.
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
@@ -130,7 +134,8 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
     max_tokens = body.get("max_completion_tokens")
     sampling = {"max_tokens": body.get("max_tokens") if max_tokens is None else max_tokens, "temperature": body.get("temperature"),
                 "top_p": body.get("top_p"), "stop": _stop(body.get("stop")), "json_schema": _schema(body.get("response_format"))}
-    sampling = {**OPENAI_DEFAULTS, **{key: value for key, value in sampling.items() if value is not None}}
+    defaults = OPENAI_DEFAULTS if chat else {**OPENAI_DEFAULTS, "max_tokens": COMPLETIONS_MAX_TOKENS}
+    sampling = {**defaults, **{key: value for key, value in sampling.items() if value is not None}}
     top = _top_logprobs(body, chat)
     if top:
         sampling["top_logprobs"] = top

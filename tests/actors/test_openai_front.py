@@ -48,6 +48,12 @@ def test_unset_sampling_options_take_openais_defaults(client, engine):
     assert answer.choices[0].text == openai_default.text
 
 
+def test_a_completion_without_max_tokens_is_as_long_as_openais_sixteen(client, engine):
+    answer = client.completions.create(model="small", prompt="def main(", seed=4, temperature=1.0)
+    (local,) = engine.generate([GenerationRequest(prompt="def main(", max_tokens=16, seed=4, temperature=1.0)])
+    assert answer.choices[0].text == local.text and answer.usage.completion_tokens == local.completion_tokens <= 16
+
+
 def test_streamed_chat_joins_to_the_unstreamed_answer_and_ends_with_usage(client):
     options = {"model": "small", "messages": MESSAGES, "max_tokens": 12, "temperature": 0.8, "seed": 3}
     whole = client.chat.completions.create(**options)

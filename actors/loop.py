@@ -150,8 +150,9 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
                 if error or (result and not result["valid"]):
                     actor.count("sandbox_failures")
             state_after = merge(state, parsed.state_update) if parsed.state_update else state
-            if state_after != stored:  # a summary is saved too: the next step starts from what this one showed
-                actor.states.save(task.task_id, state_after)
+            # persisted every step (a summary too: the next step starts from what this one showed), so every task
+            # that ran has a state to dump, even one whose model never wrote a <state_update>
+            actor.states.save(task.task_id, state_after)
             verified = bool(result and result["valid"] and result["files_changed"] and (tests is None or tests["exit_code"] == 0))
             matches_gold = None
             if task.post is not None and len(task.files) == 1 and result and result["valid"]:

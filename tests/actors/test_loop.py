@@ -7,6 +7,7 @@ from scripted_teacher import GOOD, STATE, ScriptedTeacher
 
 from actors.prompting import parse_output
 from actors.settings import load_actor_settings
+from actors.state import StateStore
 from trajforge.trajectories import ReadStats, read_trajectories
 
 TASKS = [
@@ -47,7 +48,6 @@ def test_loop_with_a_scripted_teacher_verifies_saves_state_and_writes_records(se
 
     from actors.actor import start_actors
     from actors.run import run_loop
-    from actors.state import StateStore
 
     settings = load_actor_settings(assignments=[("actors.engine", "openai"), ("actors.model", "teacher"), ("actors.num_cpus", 0),
                                                 ("actors.openai.base_url", teacher_url), ("actors.openai.api_key_env", None),
@@ -94,6 +94,9 @@ def test_loop_with_the_small_model_records_malformed_output_and_keeps_going(serv
     first = records[0]["completions"][0]
     assert len(first["token_ids"]) == len(first["logprobs"]) == first["completion_tokens"] > 0
     assert health["parse_failures"] >= 4
+    store = StateStore(tmp_path / "lake" / "state" / "states.db")  # persisted every step, even with no <state_update>
+    last = [record for record in records if record["task_id"] == TASKS[0]["task_id"]][-1]
+    assert store.version(TASKS[0]["task_id"]) == 2 and store.load(TASKS[0]["task_id"]).model_dump() == last["state_after"]
 
 
 def test_a_torn_last_line_is_skipped_and_counted(tmp_path):

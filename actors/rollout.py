@@ -104,13 +104,16 @@ def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
 
 def run_command(args: argparse.Namespace) -> int:
     from trajforge.lake import Lake
-    from trajforge.settings.job_paths import require_absolute_in_job
+    from trajforge.settings.job_paths import rebase_in_job
 
     assignments = [parse_assignment(text) for text in getattr(args, "assignments", [])]
     if args.lake is not None:
         assignments.append(("actors.lake", str(args.lake)))
     settings = load_actor_settings(args.config, assignments)
-    require_absolute_in_job({"actors.lake": settings.lake, "--tasks": args.tasks}, "--lake /shared/lake")
+    rebased = dict(rebase_in_job({"actors.lake": settings.lake, "--tasks": args.tasks}, "--lake /shared/lake"))
+    if "actors.lake" in rebased:
+        settings = load_actor_settings(args.config, [*assignments, ("actors.lake", rebased["actors.lake"])])
+    args.tasks = Path(rebased["--tasks"]) if "--tasks" in rebased else args.tasks
     tasks = None if args.queue else read_tasks(args.tasks or Lake(settings.lake).synthetic_tasks, args.limit)
     summaries = rollout(settings, tasks, queue=args.queue, idle_exit_s=args.idle_exit_s, lease_s=args.lease_s)
     if args.json:

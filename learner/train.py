@@ -255,13 +255,14 @@ def run_command(args: argparse.Namespace) -> int:
     settings = load_learner_settings(args.config, assignments)
     cluster = load_cluster_settings(args.cluster_config, assignments)
     if not args.estimate:
-        from trajforge.settings.job_paths import require_absolute_in_job
+        from trajforge.settings.job_paths import rebase_in_job
 
         model_path = settings.small_model_dir if settings.model == "small" else (settings.model if "/" in settings.model else None)
-        require_absolute_in_job({"learner.data.lake": settings.data.lake, "learner.output_dir": settings.output_dir,
-                                 "learner.data.cache_dir": settings.data.cache_dir,
-                                 "learner.small_model_dir" if settings.model == "small" else "learner.model": model_path},
-                                "--lake /shared/lake --set learner.output_dir=/shared/runs --set learner.small_model_dir=/shared/models/small-qwen3")
+        if rebased := rebase_in_job({"learner.data.lake": settings.data.lake, "learner.output_dir": settings.output_dir,
+                                     "learner.data.cache_dir": settings.data.cache_dir,
+                                     "learner.small_model_dir" if settings.model == "small" else "learner.model": model_path},
+                                    "--lake /shared/lake --set learner.output_dir=/shared/runs --set learner.small_model_dir=/shared/models/small-qwen3"):
+            settings = load_learner_settings(args.config, [*assignments, *rebased])
     if args.estimate:
         from learner.estimate import print_estimate
 

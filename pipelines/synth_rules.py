@@ -130,9 +130,10 @@ def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from trajforge.settings.job_paths import require_absolute_in_job
+    from trajforge.settings.job_paths import rebase_in_job
 
-    require_absolute_in_job({"--lake": args.lake}, "--lake /shared/lake")
+    for _, path in rebase_in_job({"--lake": args.lake}, "--lake /shared/lake"):
+        args.lake = Path(path)
     report = run(args.lake, args.workers, args.limit, sandbox_assignments=[parse_assignment(text) for text in getattr(args, "assignments", [])])
     print(json.dumps({key: value for key, value in report.items() if key != "dropped"}, indent=2))
     if report["dropped"]:

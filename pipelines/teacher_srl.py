@@ -191,15 +191,16 @@ def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
 
 def run_command(args: argparse.Namespace) -> int:
     from sandbox.settings import load_sandbox_settings
-    from trajforge.settings.job_paths import require_absolute_in_job
+    from trajforge.settings.job_paths import rebase_in_job
 
     assignments = [parse_assignment(text) for text in getattr(args, "assignments", [])]
     if args.lake is not None:
         assignments.append(("teacher.lake", str(args.lake)))
     settings = load_teacher_settings(args.config, assignments)
     sandbox = load_sandbox_settings(None, assignments)
-    require_absolute_in_job({"teacher.lake": settings.lake, "teacher.tasks": settings.tasks, "teacher.reports": settings.reports},
-                            "--lake /shared/lake --set teacher.reports=/shared/reports/teacher")
+    if rebased := rebase_in_job({"teacher.lake": settings.lake, "teacher.tasks": settings.tasks, "teacher.reports": settings.reports},
+                                "--lake /shared/lake --set teacher.reports=/shared/reports/teacher"):
+        settings = load_teacher_settings(args.config, [*assignments, *rebased])
     result = run(settings, sandbox=sandbox)
     print(json.dumps(result, indent=2))
     print(Path(result["report"]).read_text(encoding="utf-8"))

@@ -51,22 +51,39 @@ def head(tmp_path_factory):
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_teacher_loop_runs_as_a_submitted_job_and_its_logs_are_readable(head, tmp_path):
-    address, env = head
-    tasks = [task for index, task in enumerate(candidates()) if index % 20 == 0]
-    path = tmp_path / "tasks.jsonl"
-    path.write_text("\n".join(json.dumps(task) for task in tasks) + "\n")
-    submit = subprocess.run(
-        [RAY, "job", "submit", "--address", address, "--working-dir", ".", "--runtime-env-json", EXCLUDES, "--",
-         "python", "-m", "pipelines.teacher_srl", "--set", f"teacher.lake={tmp_path / 'lake'}", "--set", f"teacher.tasks={path}",
-         "--set", f"teacher.reports={tmp_path / 'reports'}", "--set", "teacher.sample=0", "--set", "teacher.workers=1"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert submit.returncode == 0, submit.stdout[-2000:] + submit.stderr[-2000:]
+def _submit(address, env, runtime_env, *entrypoint, timeout=300):
+    submit = subprocess.run([RAY, "job", "submit", "--address", address, "--working-dir", ".", "--runtime-env-json", runtime_env, "--",
+                             *entrypoint], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-2000:]
     job_id = re.search(r"raysubmit_\w+", submit.stdout + submit.stderr).group(0)
     logs = subprocess.run([RAY, "job", "logs", "--address", address, job_id], env=env, capture_output=True, text=True, timeout=60)
-    assert logs.returncode == 0 and "# Teacher SRL run: oracle" in logs.stdout
-    assert f'"ran": {len(tasks)}' in logs.stdout
-    assert (tmp_path / "reports" / "metrics.md").is_file()
+    assert logs.returncode == 0
+    return logs.stdout
+
+
+def test_a_job_finds_the_project_checkout_it_was_installed_from(head):
+    """Where relative data paths resolve in a job: the checkout `make venv` installed trajforge from, not the copy."""
+    address, env = head
+    code = "import os; from trajforge.settings.job_paths import *; print('CHECKOUT', in_job_working_dir(), project_checkout(), os.getcwd())"
+    out = _submit(address, env, EXCLUDES, "python", "-c", code)
+    (line,) = [line for line in out.splitlines() if line.startswith("CHECKOUT")]
+    _, in_job, checkout, cwd = line.split()
+    assert in_job == "True" and checkout == str(REPO) and cwd != str(REPO)
+
+
+def test_teacher_loop_runs_as_a_submitted_job_with_relative_paths_and_its_logs_are_readable(head, tmp_path):
+    """The issue's `ray job submit --working-dir . -- python -m pipelines.teacher_srl`: the default relative lake and
+    reports, and a relative tasks file, resolved against the project folder (TRAJFORGE_HOME here, to keep the
+    checkout's own lake out of the test)."""
+    address, env = head
+    tasks = [task for index, task in enumerate(candidates()) if index % 20 == 0]
+    (tmp_path / "tasks.jsonl").write_text("\n".join(json.dumps(task) for task in tasks) + "\n")
+    runtime_env = json.dumps({**json.loads(EXCLUDES), "env_vars": {"TRAJFORGE_HOME": str(tmp_path)}})
+    out = _submit(address, env, runtime_env, "python", "-m", "pipelines.teacher_srl", "--config", "configs/teacher.yaml",
+                  "--set", "teacher.tasks=tasks.jsonl", "--set", "teacher.sample=0", "--set", "teacher.workers=1")
+    assert "# Teacher SRL run: oracle" in out and f'"ran": {len(tasks)}' in out
+    assert list((tmp_path / "lake" / "raw" / "trajectories").rglob("*.jsonl"))
+    assert list((tmp_path / "reports").rglob("metrics.md"))
 
 
 def test_the_learner_runs_as_a_submitted_job(head, tiny_model, tmp_path):
@@ -78,14 +95,9 @@ def test_the_learner_runs_as_a_submitted_job(head, tiny_model, tmp_path):
                 "learner.eval.every_steps": 0, "learner.eval.max_sequences": 2, "learner.checkpoint.every_steps": 0,
                 "learner.workers.device": "cpu", "learner.workers.cpus_per_worker": 0.5}
     assignments = [item for key, value in settings.items() for item in ("--set", f"{key}={value}")]
-    submit = subprocess.run(
-        [RAY, "job", "submit", "--address", address, "--working-dir", ".", "--runtime-env-json", EXCLUDES, "--",
-         "python", "-m", "learner.train", "--lake", str(tmp_path / "lake"), "--build", "tiny", *assignments],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
-    assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-2000:]
-    job_id = re.search(r"raysubmit_\w+", submit.stdout + submit.stderr).group(0)
-    logs = subprocess.run([RAY, "job", "logs", "--address", address, job_id], env=env, capture_output=True, text=True, timeout=60)
-    metric_lines = [json.loads(line) for line in logs.stdout.splitlines() if line.startswith('{"event"')]
+    out = _submit(address, env, EXCLUDES, "python", "-m", "learner.train", "--lake", str(tmp_path / "lake"), "--build", "tiny",
+                  *assignments, timeout=400)
+    metric_lines = [json.loads(line) for line in out.splitlines() if line.startswith('{"event"')]
     assert [line["step"] for line in metric_lines if line["event"] == "train"] == [1, 2]
-    assert '"finished": true' in logs.stdout
+    assert '"finished": true' in out
     assert (tmp_path / "runs" / "job" / "hf" / "config.json").is_file()

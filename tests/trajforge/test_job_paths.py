@@ -1,13 +1,14 @@
-"""Relative data paths are refused inside a submitted Ray job's working-dir copy, and only there."""
+"""Relative data paths inside a submitted Ray job's working-dir copy resolve against the project checkout, and only there."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from helpers import REPO
 
 from trajforge.errors import ConfigError
-from trajforge.settings.job_paths import JOB_CONFIG_VARIABLE, in_job_working_dir, require_absolute_in_job
+from trajforge.settings.job_paths import HOME_VARIABLE, JOB_CONFIG_VARIABLE, in_job_working_dir, project_checkout, rebase_in_job
 
 JOB_ENV = {JOB_CONFIG_VARIABLE: json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_0123.zip"}, "metadata": {}})}
 
@@ -19,29 +20,42 @@ def test_only_a_job_with_a_working_dir_counts():
     assert not in_job_working_dir({JOB_CONFIG_VARIABLE: "not json"})
 
 
-def test_relative_paths_are_named_and_absolute_ones_pass(tmp_path):
-    with pytest.raises(ConfigError, match=r"build\.lake=lake.*--lake /shared/lake"):
-        require_absolute_in_job({"build.lake": "lake", "other": tmp_path, "unset": None}, "--lake /shared/lake", JOB_ENV)
-    require_absolute_in_job({"build.lake": tmp_path, "unset": None}, "--lake /shared/lake", JOB_ENV)
-    require_absolute_in_job({"build.lake": "lake"}, "--lake /shared/lake", {})  # outside a job, relative is fine
+def test_the_checkout_is_the_editable_install_or_trajforge_home(tmp_path):
+    assert project_checkout({}) == REPO  # make venv installs this checkout in editable mode
+    assert project_checkout({HOME_VARIABLE: str(tmp_path)}) == tmp_path
 
 
-@pytest.mark.parametrize("argv, module", [
-    (["--set", "learner.train.max_steps=1"], "learner.train"),
-    (["--lake", "lake"], "pipelines.synth_rules"),
-    (["--set", "teacher.sample=1"], "pipelines.teacher_srl"),
+def test_relative_paths_resolve_against_the_checkout_and_absolute_ones_stay(tmp_path):
+    env = {**JOB_ENV, HOME_VARIABLE: str(tmp_path / "project")}
+    assert rebase_in_job({"build.lake": "./lake", "other": tmp_path, "unset": None}, "--lake /shared/lake", env) == \
+        [("build.lake", str(tmp_path / "project" / "lake"))]
+    assert rebase_in_job({"build.lake": tmp_path}, "--lake /shared/lake", env) == []
+    assert rebase_in_job({"build.lake": "lake"}, "--lake /shared/lake", {HOME_VARIABLE: str(tmp_path)}) == []  # not in a job
+
+
+def test_without_a_checkout_relative_paths_are_refused_by_name(monkeypatch):
+    monkeypatch.setattr("trajforge.settings.job_paths.project_checkout", lambda environ=None: None)
+    with pytest.raises(ConfigError, match=r"build\.lake=lake.*--lake /shared/lake.*TRAJFORGE_HOME"):
+        rebase_in_job({"build.lake": "lake"}, "--lake /shared/lake", JOB_ENV)
+
+
+@pytest.mark.parametrize("argv, module, missing", [
+    (["--set", "teacher.sample=1"], "pipelines.teacher_srl", "lake/raw/tasks"),
+    (["--limit", "1"], "actors.rollout", "lake/raw/tasks"),
 ])
-def test_the_jobs_refuse_relative_paths_before_starting(monkeypatch, capsys, argv, module):
+def test_the_jobs_read_their_relative_lake_from_the_checkout(monkeypatch, capsys, tmp_path, argv, module, missing):
     import importlib
 
     monkeypatch.setenv(JOB_CONFIG_VARIABLE, JOB_ENV[JOB_CONFIG_VARIABLE])
-    assert importlib.import_module(module).main(argv) == 2
-    assert "temporary copy of --working-dir" in capsys.readouterr().err
+    monkeypatch.setenv(HOME_VARIABLE, str(tmp_path))
+    assert importlib.import_module(module).main(argv) == 2  # an empty checkout: no tasks there, said with the resolved path
+    assert f"{tmp_path}/{missing}" in capsys.readouterr().err
 
 
-def test_the_build_command_refuses_a_relative_lake(monkeypatch, capsys):
+def test_the_build_command_refuses_a_relative_lake_without_a_checkout(monkeypatch, capsys):
     from trajforge.cli.main import main
 
     monkeypatch.setenv(JOB_CONFIG_VARIABLE, JOB_ENV[JOB_CONFIG_VARIABLE])
+    monkeypatch.setattr("trajforge.settings.job_paths.project_checkout", lambda environ=None: None)
     assert main(["build", "--lake", "lake"]) == 2
     assert "build.lake=lake" in capsys.readouterr().err

@@ -46,7 +46,7 @@ def summary(manifest: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from pipelines.build import load_build_settings, run_build
     from trajforge.settings import parse_assignment
-    from trajforge.settings.job_paths import require_absolute_in_job
+    from trajforge.settings.job_paths import rebase_in_job
 
     assignments = [parse_assignment(item) for item in args.assignments]
     if args.lake is not None:
@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if args.no_embed:
         assignments.append(("build.embedding.enabled", False))
     settings = load_build_settings(args.config, assignments)
-    require_absolute_in_job({"build.lake": settings.lake}, "--lake /shared/lake")
+    if rebased := rebase_in_job({"build.lake": settings.lake}, "--lake /shared/lake"):
+        settings = load_build_settings(args.config, [*assignments, *rebased])
     manifest = run_build(settings, full=args.full, org=args.org, progress=not args.no_progress)
     print(json.dumps(manifest, indent=2) if args.json else summary(manifest))
     return 0

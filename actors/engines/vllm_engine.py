@@ -1,18 +1,21 @@
 """The `vllm` engine: vLLM's async engine inside the actor's process (GPU machines, the `gpu` extra).
 
-Importing this module imports vllm; `actors.engines.factory` turns its absence into a clear
-ConfigError, so nothing else depends on vLLM being installed. The engine uses vLLM's multiprocessing
-executor (not its Ray executor, which would fight the actor's own placement), tensor parallel 1,
-prefix caching, the configured quantization (bitsandbytes 4-bit or AWQ), and guided JSON decoding for
-requests with a schema. Log-probabilities of the sampled tokens come back with every completion.
-
-Not exercised by the CPU test suite (vLLM installs only with CUDA); the GPU machine runs it through
-`benchmarks/actors.py` where vLLM can be installed.
+Importing this module imports vllm; `actors.engines.factory` turns its absence into a clear ConfigError. Written
+against vLLM 0.34 (V1's AsyncLLM, which AsyncLLMEngine names), kept working back to 0.11. One GPU: tensor parallel
+1 on vLLM's "uni" executor in its own engine-core process (never its Ray executor, which would fight the actor's
+placement; in a Ray actor vLLM spawns that process by itself), prefix caching, the configured quantization (checked
+against this vLLM's methods: recent ones have no bitsandbytes), structured outputs for requests with a JSON schema.
+Sampled tokens' log-probabilities, and the top ones when asked, come with every completion, read from vLLM's list
+of dicts or its FlatLogprobs alike. What vLLM refuses as the request's fault (a prompt over max_model_len, a schema
+it cannot compile) becomes InvalidRequest. Not run by the CPU tests (vLLM needs CUDA): tests/actors/fake_vllm.py
+mirrors the API used here, and the GPU machine runs the real one through `benchmarks/actors.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import threading
 import time
 import uuid
@@ -20,24 +23,50 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import vllm  # noqa: F401  (ImportError here is reported by the factory)
-from vllm import AsyncEngineArgs, AsyncLLMEngine, SamplingParams
+from vllm import AsyncEngineArgs, AsyncLLMEngine, SamplingParams  # ImportError here is reported by the factory
 
 from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_schema
+from trajforge.errors import ConfigError
+
+try:  # vLLM raises VLLMClientError (VLLMValidationError) for a bad request; older ones a ValueError
+    from vllm.exceptions import VLLMClientError as _ClientError
+except ImportError:
+    _ClientError = ValueError
 
 
-def _guided(schema: dict[str, Any] | None) -> dict[str, Any]:
-    """Sampling options for a JSON schema, across vLLM versions (structured_outputs, then guided_decoding)."""
+def _structured(schema: dict[str, Any] | None) -> dict[str, Any]:
+    """Sampling options for a JSON schema: structured_outputs, or an older vLLM's guided_decoding."""
     if schema is None:
         return {}
     try:
         from vllm.sampling_params import StructuredOutputsParams
-
-        return {"structured_outputs": StructuredOutputsParams(json=schema)}
     except ImportError:
         from vllm.sampling_params import GuidedDecodingParams
 
         return {"guided_decoding": GuidedDecodingParams(json=schema)}
+    return {"structured_outputs": StructuredOutputsParams(json=schema)}
+
+
+def _quantization(method: str | None) -> dict[str, Any]:
+    try:
+        from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS as known
+    except ImportError:  # moved: vLLM checks the name itself when the engine starts
+        known = None
+    if method is not None and known is not None and method not in known:
+        raise ConfigError(f"actors.vllm.quantization {method!r} is not a method of this vLLM; use null (none) or one of "
+                          f"{', '.join(known)}")
+    # older vLLM wanted bitsandbytes' load format named too (0.11 sets it itself)
+    return {"quantization": method, **({"load_format": "bitsandbytes"} if method == "bitsandbytes" else {})}
+
+
+def _read_logprobs(steps, token_ids: list[int], top: int) -> tuple[list[float], list[list[tuple[int, float]]]]:
+    """Sampled tokens' log-probabilities and each position's `top` likeliest, from vLLM's {token: Logprob} per position."""
+    steps = list(steps or [])  # a list of dicts, or FlatLogprobs, whose positions read as the same dicts
+    sampled = [float(step[token].logprob) for step, token in zip(steps, token_ids)]
+    # a position's dict holds the `top` likeliest tokens plus the sampled one: the likeliest `top` are the top
+    likeliest = [sorted(((int(t), float(p.logprob)) for t, p in step.items()), key=lambda pair: -pair[1])[:top]
+                 for step in steps] if top else []
+    return sampled, likeliest
 
 
 class VllmEngine:
@@ -45,74 +74,89 @@ class VllmEngine:
 
     def __init__(self, model: str | Path, settings: Any):
         self.model = str(model)
-        args = AsyncEngineArgs(model=self.model, tensor_parallel_size=1, distributed_executor_backend="mp",
-                               quantization=settings.quantization, gpu_memory_utilization=settings.gpu_memory_utilization,
-                               max_model_len=settings.max_model_len, enable_prefix_caching=settings.enable_prefix_caching)
+        args = AsyncEngineArgs(model=self.model, tensor_parallel_size=1, distributed_executor_backend="uni",
+                               gpu_memory_utilization=settings.gpu_memory_utilization, max_model_len=settings.max_model_len,
+                               enable_prefix_caching=settings.enable_prefix_caching, **_quantization(settings.quantization))
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="vllm-loop", daemon=True).start()
-        self.llm = asyncio.run_coroutine_threadsafe(self._start(args), self.loop).result()
-        self.tokenizer = asyncio.run_coroutine_threadsafe(self._tokenizer(), self.loop).result()
+        try:
+            self.llm = self._run(self._start(args))
+            tokenizer = self.llm.get_tokenizer()  # a coroutine in vLLM 0.11, plain in 0.32 on
+            self.tokenizer = self._run(tokenizer) if inspect.iscoroutine(tokenizer) else tokenizer
+        except BaseException:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            raise
 
-    async def _start(self, args):
+    def _run(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    async def _start(self, args):  # on the loop, so that vLLM's output handler runs there
         return AsyncLLMEngine.from_engine_args(args)
 
-    async def _tokenizer(self):
-        tokenizer = self.llm.get_tokenizer()
-        return await tokenizer if asyncio.iscoroutine(tokenizer) else tokenizer
-
-    def _prompt(self, request: GenerationRequest) -> str:
+    def _prompt(self, request: GenerationRequest) -> str | dict[str, list[int]]:
+        """A plain prompt goes as text (vLLM adds the tokenizer's special tokens, as the transformers engine does); chat
+        goes as token ids of the rendered template, as vLLM's own chat path sends it (text would get a second BOS)."""
         if request.messages is None:
             return request.prompt
-        return self.tokenizer.apply_chat_template([m.model_dump() for m in request.messages], tokenize=False,
+        text = self.tokenizer.apply_chat_template([m.model_dump() for m in request.messages], tokenize=False,
                                                   add_generation_prompt=not request.continue_final_message,
                                                   continue_final_message=request.continue_final_message)
+        return {"prompt_token_ids": self.tokenizer.encode(text, add_special_tokens=False)}
 
     async def _one(self, request: GenerationRequest, on_token: Callable[[int], None] | None = None,
                    cancelled: threading.Event | None = None) -> Completion:
         started = time.perf_counter()
-        params = SamplingParams(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p, seed=request.seed,
-                                stop=request.stop or None, logprobs=request.top_logprobs, **_guided(request.json_schema))
-        final, seen, request_id = None, 0, request.request_id or uuid.uuid4().hex
-        async for output in self.llm.generate(self._prompt(request), params, request_id=request_id):
-            final = output
-            if on_token is not None:
-                for token in output.outputs[0].token_ids[seen:]:
-                    on_token(int(token))
-                seen = len(output.outputs[0].token_ids)
-            if cancelled is not None and cancelled.is_set():
-                await self.llm.abort(request_id)
-                break
-        choice = final.outputs[0]
-        token_ids = list(choice.token_ids)
-        logprobs = [float(step[token].logprob) for step, token in zip(choice.logprobs or [], token_ids)]
-        # vLLM's dict per position holds its top `logprobs` tokens plus the sampled one: the likeliest N are the top
-        top = [sorted(((int(t), float(p.logprob)) for t, p in step.items()), key=lambda pair: -pair[1])[: request.top_logprobs]
-               for step in (choice.logprobs or [])] if request.top_logprobs else []
+        # vLLM's own id, unique: vLLM aborts every request sharing an id (and older ones refuse a repeated one)
+        final, seen, vllm_id = None, 0, f"{request.request_id or 'trajforge'}-{uuid.uuid4().hex}"
+        try:
+            params = SamplingParams(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
+                                    seed=request.seed, stop=request.stop or None, logprobs=request.top_logprobs,
+                                    **_structured(request.json_schema))
+            async with contextlib.aclosing(self.llm.generate(self._prompt(request), params, request_id=vllm_id)) as outputs:
+                async for output in outputs:
+                    final = output
+                    if on_token is not None:
+                        for token in output.outputs[0].token_ids[seen:]:
+                            on_token(int(token))
+                        seen = len(output.outputs[0].token_ids)
+                    if cancelled is not None and cancelled.is_set():
+                        await self.llm.abort(vllm_id)
+                        break
+        except (ValueError, _ClientError) as exc:
+            if final is None:  # refused before any output: the prompt is over max_model_len, the schema does not compile, ...
+                raise InvalidRequest(str(exc)) from exc
+            raise
+        choice = final.outputs[0] if final is not None else None
+        if choice is None or choice.finish_reason == "error":  # "error": vLLM's retryable internal failure
+            raise RuntimeError(f"vLLM ended request {vllm_id} without an answer")
+        token_ids = [int(token) for token in choice.token_ids]
+        logprobs, top = _read_logprobs(choice.logprobs, token_ids, request.top_logprobs)
         return Completion(text=choice.text, token_ids=token_ids, logprobs=logprobs, top_logprobs=top,
                           finish_reason="length" if choice.finish_reason == "length" else "stop",
                           prompt_tokens=len(final.prompt_token_ids or []), completion_tokens=len(token_ids), model=self.model,
                           engine=self.name, schema_valid=check_schema(choice.text, request.json_schema),
                           latency_s=round(time.perf_counter() - started, 4), request_id=request.request_id)
 
+    def _failed(self, request: GenerationRequest, exc: BaseException) -> Completion:
+        return Completion(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}", engine=self.name,
+                          model=self.model, request_id=request.request_id, invalid_request=isinstance(exc, InvalidRequest))
+
     async def _many(self, requests: list[GenerationRequest]) -> list[Completion]:
         results = await asyncio.gather(*(self._one(request) for request in requests), return_exceptions=True)
-        return [result if isinstance(result, Completion) else
-                Completion(text="", finish_reason="error", error=f"{type(result).__name__}: {result}", engine=self.name,
-                           model=self.model, request_id=request.request_id, invalid_request=isinstance(result, InvalidRequest))
+        return [result if isinstance(result, Completion) else self._failed(request, result)
                 for request, result in zip(requests, results)]
 
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
-        """All requests at once: vLLM batches them continuously and shares their cached prefixes."""
-        return asyncio.run_coroutine_threadsafe(self._many(requests), self.loop).result()
+        """All requests at once: vLLM batches them continuously and shares their cached prefixes; each fails alone."""
+        return self._run(self._many(requests))
 
     def generate_streaming(self, request: GenerationRequest, on_token: Callable[[int], None] | None = None,
                            cancelled: threading.Event | None = None) -> Completion:
         """One request; `on_token` gets each token id as vLLM samples it, and setting `cancelled` aborts it."""
         try:
-            return asyncio.run_coroutine_threadsafe(self._one(request, on_token, cancelled), self.loop).result()
+            return self._run(self._one(request, on_token, cancelled))
         except Exception as exc:  # fails alone, as in generate
-            return Completion(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}", engine=self.name,
-                              model=self.model, request_id=request.request_id, invalid_request=isinstance(exc, InvalidRequest))
+            return self._failed(request, exc)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))

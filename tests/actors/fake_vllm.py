@@ -1,9 +1,15 @@
 """A stand-in for the parts of vLLM's API that `actors/engines/vllm_engine.py` uses (vLLM installs only with CUDA).
 
-It speaks the same protocol: `AsyncLLMEngine.generate` is an async generator of cumulative
-`RequestOutput`s (token ids, text, per-step logprob dicts, finish reason), `abort` ends a request,
-`SamplingParams` carries the options. The "model" samples token ids from a seeded generator, so the
-adapter's mapping, streaming and abort are tested without a GPU.
+It mirrors vLLM 0.34 (checked against its wheel's source): `AsyncLLMEngine` is the V1 `AsyncLLM`, whose
+`from_engine_args` builds it, `get_tokenizer()` is plain (not a coroutine), `generate(prompt, sampling_params,
+request_id)` is an async generator of cumulative `RequestOutput`s and `abort(request_id)` a coroutine that ends
+every request made with that id. A prompt is text (tokenized with the tokenizer's special tokens, as vLLM's
+completions are) or a `{"prompt_token_ids": [...]}` dict. Bad requests raise `vllm.exceptions.VLLMValidationError`
+(a VLLMClientError, not a ValueError) from the first step of `generate`, with vLLM's messages: a prompt over
+max_model_len, a JSON schema the grammar backends refuse. `CompletionOutput.logprobs` is a list of
+{token id: Logprob} per position, the sampled token's and the `logprobs` likeliest, or a `FlatLogprobs` with
+`SamplingParams(flat_logprobs=True)`. Quantization methods are vLLM 0.34's (bitsandbytes is gone). The "model"
+samples token ids from a seeded generator, so the adapter's mapping, streaming and abort are tested without a GPU.
 """
 
 from __future__ import annotations
@@ -12,101 +18,231 @@ import asyncio
 import random
 import sys
 import types
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonschema
 
-@dataclass
-class SamplingParams:
-    max_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: list[str] | None = None
-    logprobs: int | None = None
-    structured_outputs: Any = None
+QUANTIZATION_METHODS = ["awq", "auto_awq", "fp8", "w4afp8", "fbgemm_fp8", "modelopt", "modelopt_fp4", "auto_gptq", "gptq",
+                        "gptq_marlin", "awq_marlin", "compressed-tensors", "experts_int8", "quark", "moe_wna16", "torchao",
+                        "inc", "mxfp4", "online", "fp8_per_tensor", "fp8_per_block", "fp8_per_channel", "mxfp8"]
+
+
+class VLLMError(Exception):
+    pass
+
+
+class VLLMClientError(VLLMError):
+    pass
+
+
+class VLLMValidationError(VLLMClientError):
+    def __init__(self, message: str, *, parameter: str | None = None, value: Any = None):
+        super().__init__(message)
+        self.parameter, self.value = parameter, value
+
+    def __str__(self) -> str:
+        extras = [f"{name}={value}" for name, value in (("parameter", self.parameter), ("value", self.value)) if value is not None]
+        return f"{super().__str__()} ({', '.join(extras)})" if extras else super().__str__()
 
 
 @dataclass
 class StructuredOutputsParams:
-    json: Any = None
+    json: str | dict | None = None
+    regex: str | None = None
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    max_tokens: int | None = 16
+    logprobs: int | None = None
+    flat_logprobs: bool = False
+    structured_outputs: StructuredOutputsParams | None = None
 
 
 @dataclass
 class AsyncEngineArgs:
-    model: str
-    tensor_parallel_size: int = 1
-    distributed_executor_backend: str | None = None
-    quantization: str | None = None
-    gpu_memory_utilization: float = 0.9
+    model: str = "Qwen/Qwen3-0.6B"
+    load_format: str = "auto"
     max_model_len: int | None = None
-    enable_prefix_caching: bool = False
+    distributed_executor_backend: str | None = None
+    tensor_parallel_size: int = 1
+    enable_prefix_caching: bool | None = None
+    gpu_memory_utilization: float | None = None
+    quantization: str | None = None
+    enable_log_requests: bool = False
 
 
 @dataclass
 class Logprob:
     logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+@dataclass
+class FlatLogprobs:
+    """vLLM's flattened logprobs: indexing or iterating gives the same {token id: Logprob} per position as the list."""
+
+    start_indices: list[int] = field(default_factory=list)
+    end_indices: list[int] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    ranks: list[int | None] = field(default_factory=list)
+    decoded_tokens: list[str | None] = field(default_factory=list)
+
+    def append(self, position: dict[int, Logprob] | None) -> None:
+        self.start_indices.append(len(self.logprobs))
+        for token, logprob in (position or {}).items():
+            self.token_ids.append(token)
+            self.logprobs.append(logprob.logprob)
+            self.ranks.append(logprob.rank)
+            self.decoded_tokens.append(logprob.decoded_token)
+        self.end_indices.append(len(self.logprobs))
+
+    def __len__(self) -> int:
+        return len(self.start_indices)
+
+    def __getitem__(self, index: int) -> dict[int, Logprob]:
+        if not isinstance(index, int):
+            raise TypeError(f"Invalid index type: {type(index)}")
+        return {self.token_ids[i]: Logprob(self.logprobs[i], self.ranks[i], self.decoded_tokens[i])
+                for i in range(self.start_indices[index], self.end_indices[index])}
+
+    def __iter__(self):
+        for position in range(len(self)):
+            yield self[position]
 
 
 @dataclass
 class CompletionOutput:
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[dict[int, Logprob]] = field(default_factory=list)
+    index: int
+    text: str
+    token_ids: list[int]
+    cumulative_logprob: float | None
+    logprobs: list[dict[int, Logprob]] | FlatLogprobs | None
     finish_reason: str | None = None
+    stop_reason: int | str | None = None
 
 
 @dataclass
 class RequestOutput:
     request_id: str
-    prompt_token_ids: list[int]
+    prompt: str | None
+    prompt_token_ids: list[int] | None
+    prompt_logprobs: Any
     outputs: list[CompletionOutput]
+    finished: bool
 
 
-class AsyncLLMEngine:
-    instances: list[AsyncLLMEngine] = []
+class AsyncLLM:
+    instances: list[AsyncLLM] = []
 
     def __init__(self, args: AsyncEngineArgs):
         from transformers import AutoTokenizer
 
-        self.args, self.tokenizer, self.aborted, self.seen_params = args, AutoTokenizer.from_pretrained(args.model), set(), []
-        AsyncLLMEngine.instances.append(self)
+        if args.quantization is not None and args.quantization not in QUANTIZATION_METHODS:
+            raise ValueError(f"Unknown quantization method: {args.quantization}. Must be one of {QUANTIZATION_METHODS}.")
+        self.args, self.tokenizer = args, AutoTokenizer.from_pretrained(args.model)
+        self.max_model_len = args.max_model_len or 2048
+        self.aborted: set[str] = set()
+        self.seen_params: list[SamplingParams] = []
+        self.seen_prompts: list[Any] = []
+        self.seen_ids: list[str] = []
+        AsyncLLM.instances.append(self)
 
     @classmethod
-    def from_engine_args(cls, args: AsyncEngineArgs) -> AsyncLLMEngine:
-        return cls(args)
+    def from_engine_args(cls, engine_args: AsyncEngineArgs, start_engine_loop: bool = True, usage_context: Any = None,
+                         stat_loggers: Any = None) -> AsyncLLM:
+        return cls(engine_args)
 
     def get_tokenizer(self):
         return self.tokenizer
 
-    async def abort(self, request_id: str) -> None:
-        self.aborted.add(request_id)
+    async def abort(self, request_id: str | Iterable[str], internal: bool = False) -> None:
+        self.aborted.update([request_id] if isinstance(request_id, str) else request_id)
 
-    async def generate(self, prompt: str, params: SamplingParams, request_id: str):
+    def _prompt_ids(self, prompt: Any) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer.encode(prompt, add_special_tokens=True)
+        if isinstance(prompt, dict) and "prompt_token_ids" in prompt:
+            return list(prompt["prompt_token_ids"])
+        if isinstance(prompt, dict) and "prompt" in prompt:
+            return self.tokenizer.encode(prompt["prompt"], add_special_tokens=True)
+        raise TypeError("Prompt should be a string, list of tokens, or dictionary")
+
+    def _validate(self, prompt_ids: list[int], params: SamplingParams) -> None:
+        """vLLM's request checks, with its messages (renderers/params.py, v1/engine/input_processor.py, backend_guidance.py)."""
+        length, limit = len(prompt_ids), self.max_model_len
+        if length == 0:
+            raise VLLMValidationError("The decoder prompt cannot be empty")
+        if length > limit:
+            raise VLLMValidationError(f"This model's maximum context length is {limit} tokens. However, your prompt contains "
+                                      f"{length} input tokens, which exceeds this limit even without any output tokens. "
+                                      "Please reduce the length of the input prompt.", parameter="input_tokens", value=length)
+        if length == limit:
+            raise VLLMValidationError(f"The decoder prompt (length {length}) plus the number of requested output tokens (at "
+                                      f"least 1) is longer than the maximum model length of {limit}. Make sure that "
+                                      "`max_model_len` is no smaller than the number of text tokens "
+                                      "(prompt + requested output tokens).")
+        schema = params.structured_outputs.json if params.structured_outputs is not None else None
+        if schema is not None:
+            try:
+                jsonschema.Draft202012Validator.check_schema(schema)
+            except jsonschema.SchemaError as exc:
+                raise VLLMValidationError(f"Grammar error: {exc.message}") from None
+
+    async def generate(self, prompt: Any, sampling_params: SamplingParams, request_id: str, *, lora_request: Any = None,
+                       tokenization_kwargs: dict[str, Any] | None = None, priority: int = 0):
+        params, prompt_ids = sampling_params, self._prompt_ids(prompt)
         self.seen_params.append(params)
-        rng, output = random.Random(params.seed), CompletionOutput()
-        prompt_ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+        self.seen_prompts.append(prompt)
+        self.seen_ids.append(request_id)
+        self._validate(prompt_ids, params)
+        rng, token_ids, steps = random.Random(params.seed), [], []
         for _ in range(params.max_tokens):
             await asyncio.sleep(0.001)
+            finish = None
             if request_id in self.aborted:
+                finish = "abort"  # vLLM's abort puts a last output, with no new token, in the request's queue
+            else:
+                token = rng.randrange(10, 2000)
+                token_ids.append(token)
+                sampled = -rng.random()  # with `logprobs: N`, vLLM adds the N likeliest tokens: here N others, likelier
+                others = params.logprobs or 0
+                steps.append({token: Logprob(sampled, rank=others + 1 + rng.randrange(50)),
+                              **{token + k: Logprob(sampled * k / (others + 1), rank=others + 1 - k) for k in range(1, others + 1)}})
+                if len(token_ids) == params.max_tokens:
+                    finish = "length"
+            logprobs: list[dict[int, Logprob]] | FlatLogprobs = list(steps)
+            if params.flat_logprobs:
+                logprobs = FlatLogprobs()
+                for step in steps:
+                    logprobs.append(step)
+            text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+            yield RequestOutput(request_id, prompt if isinstance(prompt, str) else None, prompt_ids, None,
+                                [CompletionOutput(0, text, list(token_ids), None, logprobs, finish)], finish is not None)
+            if finish is not None:
                 return
-            token = rng.randrange(10, 2000)
-            output.token_ids.append(token)
-            sampled = -rng.random()  # with `logprobs: N`, vLLM adds the N likeliest tokens: here N others, likelier than the sampled one
-            others = params.logprobs or 0
-            output.logprobs.append({token: Logprob(sampled), **{token + k: Logprob(sampled * k / (others + 1)) for k in range(1, others + 1)}})
-            output.text = self.tokenizer.decode(output.token_ids, skip_special_tokens=True)
-            if len(output.token_ids) == params.max_tokens:
-                output.finish_reason = "length"
-            yield RequestOutput(request_id, prompt_ids, [CompletionOutput(output.text, list(output.token_ids), list(output.logprobs),
-                                                                          output.finish_reason)])
+
+
+AsyncLLMEngine = AsyncLLM
+
+CONTENTS = {"vllm": ["AsyncEngineArgs", "AsyncLLMEngine", "SamplingParams"],
+            "vllm.sampling_params": ["SamplingParams", "StructuredOutputsParams"],
+            "vllm.exceptions": ["VLLMError", "VLLMClientError", "VLLMValidationError"],
+            "vllm.logprobs": ["Logprob", "FlatLogprobs"], "vllm.outputs": ["CompletionOutput", "RequestOutput"],
+            "vllm.model_executor.layers.quantization": ["QUANTIZATION_METHODS"]}
 
 
 def install() -> None:
-    """Make `import vllm` (and `vllm.sampling_params`) resolve to this module's classes."""
-    package = types.ModuleType("vllm")
-    package.AsyncEngineArgs, package.AsyncLLMEngine, package.SamplingParams = AsyncEngineArgs, AsyncLLMEngine, SamplingParams
-    sampling = types.ModuleType("vllm.sampling_params")
-    sampling.StructuredOutputsParams = StructuredOutputsParams
-    package.sampling_params = sampling
-    sys.modules.update({"vllm": package, "vllm.sampling_params": sampling})
+    """Make `import vllm` and the submodules named in CONTENTS resolve to this module's classes."""
+    for name, attributes in CONTENTS.items():
+        module = sys.modules[name] = types.ModuleType(name)
+        for attribute in attributes:
+            setattr(module, attribute, globals()[attribute])

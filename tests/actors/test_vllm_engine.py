@@ -1,7 +1,8 @@
-"""The vLLM engine's adapter code against a stand-in that speaks vLLM's Python API (vLLM needs CUDA)."""
+"""The vLLM engine's adapter code against a stand-in that speaks vLLM 0.34's Python API (vLLM needs CUDA)."""
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 from types import SimpleNamespace
@@ -10,45 +11,83 @@ import pytest
 
 import fake_vllm
 from actors.engines.types import GenerationRequest
+from trajforge.errors import ConfigError
+
+
+def settings(**changes):
+    return SimpleNamespace(**{"quantization": "awq", "gpu_memory_utilization": 0.5, "max_model_len": 4096,
+                              "enable_prefix_caching": True, **changes})
 
 
 @pytest.fixture(scope="module")
-def vllm_engine(small_model):
-    saved = {name: sys.modules.get(name) for name in ("vllm", "vllm.sampling_params", "actors.engines.vllm_engine")}
+def vllm_module():
+    saved = {name: sys.modules.get(name) for name in (*fake_vllm.CONTENTS, "actors.engines.vllm_engine")}
     fake_vllm.install()
     sys.modules.pop("actors.engines.vllm_engine", None)
-    from actors.engines.vllm_engine import VllmEngine
+    import actors.engines.vllm_engine as module
 
-    settings = SimpleNamespace(quantization="awq", gpu_memory_utilization=0.5, max_model_len=4096, enable_prefix_caching=True)
-    yield VllmEngine(small_model, settings)
-    for name, module in saved.items():
-        if module is None:
+    yield module
+    for name, previous in saved.items():
+        if previous is None:
             sys.modules.pop(name, None)
         else:
-            sys.modules[name] = module
+            sys.modules[name] = previous
+
+
+@pytest.fixture(scope="module")
+def vllm_engine(vllm_module, small_model):
+    return vllm_module.VllmEngine(small_model, settings())
+
+
+def backend() -> fake_vllm.AsyncLLM:
+    return fake_vllm.AsyncLLM.instances[-1]
 
 
 def test_completions_keep_vllms_tokens_logprobs_and_options(vllm_engine):
     schema = {"type": "object"}
+    messages = [{"role": "user", "content": "hi"}]
     requests = [GenerationRequest(prompt="def main(", max_tokens=7, seed=3),
-                GenerationRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=5, seed=4, json_schema=schema)]
+                GenerationRequest(messages=messages, max_tokens=5, seed=4, json_schema=schema)]
     plain, guided = vllm_engine.generate(requests)
-    backend = fake_vllm.AsyncLLMEngine.instances[-1]
-    assert backend.args.distributed_executor_backend == "mp" and backend.args.enable_prefix_caching and backend.args.quantization == "awq"
+    args = backend().args
+    assert (args.distributed_executor_backend, args.tensor_parallel_size) == ("uni", 1)
+    assert (args.quantization, args.load_format) == ("awq", "auto")
+    assert args.enable_prefix_caching and args.max_model_len == 4096 and args.gpu_memory_utilization == 0.5
     assert plain.completion_tokens == len(plain.token_ids) == len(plain.logprobs) == 7 and plain.finish_reason == "length"
     assert all(value <= 0 for value in plain.logprobs) and plain.prompt_tokens > 0 and plain.engine == "vllm"
     assert guided.schema_valid is False  # the stand-in samples no JSON; the schema went to vLLM's structured outputs:
-    assert backend.seen_params[-1].structured_outputs.json == schema and backend.seen_params[-1].logprobs == 0
+    assert backend().seen_params[-1].structured_outputs.json == schema and backend().seen_params[-1].logprobs == 0
 
 
-def test_top_logprobs_are_the_likeliest_of_vllms_per_position_dicts(vllm_engine):
+def test_chat_goes_as_the_templates_token_ids_without_added_special_tokens(vllm_engine):
+    tokenizer = vllm_engine.tokenizer
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure, "}]
+    (completion,) = vllm_engine.generate([GenerationRequest(messages=messages, max_tokens=3, seed=1, continue_final_message=True)])
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False, continue_final_message=True)
+    assert text.endswith("Sure, ")
+    expected = tokenizer.encode(text, add_special_tokens=False)
+    assert backend().seen_prompts[-1] == {"prompt_token_ids": expected} and completion.prompt_tokens == len(expected)
+    vllm_engine.generate([GenerationRequest(prompt="def main(", max_tokens=1)])
+    assert backend().seen_prompts[-1] == "def main("  # plain prompts go as text: vLLM tokenizes them as its completions do
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["list-of-dicts", "FlatLogprobs"])
+def test_top_logprobs_are_the_likeliest_of_vllms_per_position_logprobs(vllm_module, vllm_engine, monkeypatch, flat):
+    if flat:  # vLLM answers FlatLogprobs when asked with flat_logprobs; the engine reads either container
+        monkeypatch.setattr(vllm_module, "SamplingParams", functools.partial(fake_vllm.SamplingParams, flat_logprobs=True))
     (completion,) = vllm_engine.generate([GenerationRequest(prompt="def main(", max_tokens=4, seed=3, top_logprobs=3)])
-    assert fake_vllm.AsyncLLMEngine.instances[-1].seen_params[-1].logprobs == 3
-    assert len(completion.top_logprobs) == 4
+    assert isinstance(backend().seen_params[-1], fake_vllm.SamplingParams)
+    assert backend().seen_params[-1].logprobs == 3 and backend().seen_params[-1].flat_logprobs is flat
+    assert len(completion.top_logprobs) == len(completion.logprobs) == 4
     for (token, sampled), top in zip(zip(completion.token_ids, completion.logprobs), completion.top_logprobs):
         values = [value for _, value in top]
         assert len(top) == 3 and values == sorted(values, reverse=True) and min(values) > sampled  # the stand-in's others are likelier
-        assert token not in [candidate for candidate, _ in top]
+        assert token not in [candidate for candidate, _ in top] and sampled < 0
+    if flat:
+        monkeypatch.undo()
+        (as_list,) = vllm_engine.generate([GenerationRequest(prompt="def main(", max_tokens=4, seed=3, top_logprobs=3)])
+        assert (as_list.token_ids, as_list.logprobs, as_list.top_logprobs) == (completion.token_ids, completion.logprobs,
+                                                                                completion.top_logprobs)
 
 
 def test_streaming_hands_over_every_token_and_cancelling_aborts_the_request(vllm_engine):
@@ -65,4 +104,38 @@ def test_streaming_hands_over_every_token_and_cancelling_aborts_the_request(vllm
             cancelled.set()
 
     partial = vllm_engine.generate_streaming(request.model_copy(update={"request_id": "r-cancel"}), on_token, cancelled)
-    assert partial.token_ids == whole.token_ids[:5] and "r-cancel" in fake_vllm.AsyncLLMEngine.instances[-1].aborted
+    assert partial.token_ids == whole.token_ids[:5] and partial.request_id == "r-cancel" and partial.finish_reason == "stop"
+    (aborted,) = backend().aborted & {backend().seen_ids[-1]}
+    assert aborted.startswith("r-cancel-")  # vLLM's id for it: the caller's, made unique
+
+
+def test_requests_sharing_an_id_get_distinct_vllm_ids(vllm_engine):
+    # vLLM aborts every request made with an id (older ones refuse a repeated one): each gets its own
+    requests = [GenerationRequest(prompt="x = ", max_tokens=3, seed=seed, request_id="same") for seed in (1, 2)]
+    first, second = vllm_engine.generate(requests)
+    ids = backend().seen_ids[-2:]
+    assert first.finish_reason == second.finish_reason == "length" and first.request_id == second.request_id == "same"
+    assert len(set(ids)) == 2 and all(vllm_id.startswith("same-") for vllm_id in ids)
+
+
+def test_a_prompt_over_max_model_len_is_an_invalid_request_that_fails_alone(vllm_engine):
+    long = GenerationRequest(prompt="word " * 5000, max_tokens=4, request_id="long")
+    too_long, fine = vllm_engine.generate([long, GenerationRequest(prompt="def main(", max_tokens=2)])
+    assert too_long.finish_reason == "error" and too_long.invalid_request and too_long.request_id == "long"
+    assert too_long.error.startswith("InvalidRequest: This model's maximum context length is 4096 tokens")
+    assert fine.finish_reason == "length" and not fine.invalid_request and len(fine.token_ids) == 2
+    streamed = vllm_engine.generate_streaming(long, lambda token: None)
+    assert streamed.finish_reason == "error" and streamed.invalid_request and "4096" in streamed.error
+
+
+def test_a_schema_vllm_cannot_compile_is_an_invalid_request(vllm_engine):
+    (completion,) = vllm_engine.generate([GenerationRequest(prompt="{", max_tokens=3, json_schema={"type": "nonsense"})])
+    assert completion.finish_reason == "error" and completion.invalid_request
+    assert completion.error.startswith("InvalidRequest: Grammar error:") and completion.token_ids == []
+
+
+def test_a_quantization_this_vllm_lacks_is_a_config_error_before_the_engine_starts(vllm_module, small_model):
+    started = len(fake_vllm.AsyncLLM.instances)
+    with pytest.raises(ConfigError, match=r"actors\.vllm\.quantization 'bitsandbytes' is not a method of this vLLM.*awq"):
+        vllm_module.VllmEngine(small_model, settings(quantization="bitsandbytes"))
+    assert len(fake_vllm.AsyncLLM.instances) == started

@@ -17,7 +17,9 @@ SECTION = "actors"
 class VllmSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    quantization: str | None = "bitsandbytes"
+    quantization: str | None = None
+    """None: what the checkpoint's config says (a Qwen3-14B-AWQ or GPTQ directory is detected as such); or a method of
+    the installed vLLM, e.g. `fp8` (quantized at load) or `bitsandbytes` (vLLM releases that still have it)."""
     gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     max_model_len: int = Field(default=8192, ge=256)
     enable_prefix_caching: bool = True

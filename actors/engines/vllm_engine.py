@@ -2,8 +2,8 @@
 
 Importing this module imports vllm; `actors.engines.factory` turns its absence into a clear ConfigError. Written
 against vLLM 0.34 (V1's AsyncLLM, which AsyncLLMEngine names), kept working back to 0.11. One GPU: tensor parallel
-1 on vLLM's "uni" executor in its own engine-core process (never its Ray executor, which would fight the actor's
-placement; in a Ray actor vLLM spawns that process by itself), prefix caching, the configured quantization (checked
+1 on vLLM's multiprocessing executor (never its Ray executor, which would fight the actor's placement; in a Ray actor
+vLLM spawns its processes by itself; the model runs in a worker process of its own), prefix caching, the configured quantization (checked
 against this vLLM's methods: recent ones have no bitsandbytes), structured outputs for requests with a JSON schema.
 Sampled tokens' log-probabilities, and the top ones when asked, come with every completion, read from vLLM's list
 of dicts or its FlatLogprobs alike. What vLLM refuses as the request's fault (a prompt over max_model_len, a schema
@@ -74,7 +74,7 @@ class VllmEngine:
 
     def __init__(self, model: str | Path, settings: Any):
         self.model = str(model)
-        args = AsyncEngineArgs(model=self.model, tensor_parallel_size=1, distributed_executor_backend="uni",
+        args = AsyncEngineArgs(model=self.model, tensor_parallel_size=1, distributed_executor_backend="mp",
                                gpu_memory_utilization=settings.gpu_memory_utilization, max_model_len=settings.max_model_len,
                                enable_prefix_caching=settings.enable_prefix_caching, **_quantization(settings.quantization))
         self.loop = asyncio.new_event_loop()

@@ -50,7 +50,7 @@ def test_completions_keep_vllms_tokens_logprobs_and_options(vllm_engine):
                 GenerationRequest(messages=messages, max_tokens=5, seed=4, json_schema=schema)]
     plain, guided = vllm_engine.generate(requests)
     args = backend().args
-    assert (args.distributed_executor_backend, args.tensor_parallel_size) == ("uni", 1)
+    assert (args.distributed_executor_backend, args.tensor_parallel_size) == ("mp", 1)
     assert (args.quantization, args.load_format) == ("awq", "auto")
     assert args.enable_prefix_caching and args.max_model_len == 4096 and args.gpu_memory_utilization == 0.5
     assert plain.completion_tokens == len(plain.token_ids) == len(plain.logprobs) == 7 and plain.finish_reason == "length"

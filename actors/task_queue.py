@@ -115,13 +115,28 @@ class TaskQueue:
         return self.sizes() == {"ready": 0, "leased": 0}
 
 
-def task_queue(name: str) -> TaskQueue:
-    """The named queue, made on first use (detached, in namespace `trajforge`)."""
+def task_queue(name: str, create: bool = True) -> TaskQueue:
+    """The named queue, made on first use (detached, in namespace `trajforge`); with `create` false, a
+    ConfigError when there is none."""
     import ray
 
+    if not create:
+        try:
+            return TaskQueue(ray.get_actor(f"tasks-{name}", namespace=NAMESPACE))
+        except ValueError:
+            from trajforge.errors import ConfigError
+
+            raise ConfigError(f"no task queue named {name!r} in this Ray cluster (`trajforge queue put {name} FILE` makes it)") from None
     actor = ray.remote(QueueState).options(name=f"tasks-{name}", namespace=NAMESPACE, lifetime="detached",
                                            get_if_exists=True, num_cpus=0).remote()
     return TaskQueue(actor)
+
+
+def drop_queue(name: str) -> None:
+    """Remove the named queue with the tasks still in it (ConfigError when there is none)."""
+    import ray
+
+    ray.kill(task_queue(name, create=False).actor, no_restart=True)
 
 
 def leased_batches(queue: TaskQueue, size: int, idle_exit_s: float, lease_s: float = LEASE_S,

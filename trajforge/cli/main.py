@@ -18,6 +18,7 @@ COMMANDS = {
     "synth-rules": ("trajforge.cli.synth_cmd", "generate synthetic ast-grep tasks and keep those the sandbox verifies (a Ray Data job)"),
     "teacher": ("trajforge.cli.teacher_cmd", "run the teacher SRL loop on synthetic tasks (oracle offline, or an OpenAI-compatible teacher)"),
     "rollout": ("trajforge.cli.rollout_cmd", "student rollouts: the generation actors (configs/actors.yaml) run the actor loop on tasks, a file or a Ray queue"),
+    "queue": ("trajforge.cli.queue_cmd", "fill (put), inspect (status) or drop the named Ray task queue that `rollout --queue` takes from"),
     "build": ("trajforge.cli.build_cmd", "build curated Parquet from the raw lake: stitch, redact, score, embed, dedup (a Ray Data job)"),
     "train": ("trajforge.cli.train_cmd", "supervised fine-tuning on a build's sft rows with DeepSpeed ZeRO-3 on Ray Train (or --estimate its memory)"),
     "forget": ("trajforge.cli.forget_cmd", "a contributor's right to be forgotten: a tombstone that every later build honours"),

@@ -1,0 +1,72 @@
+"""`trajforge queue put|status|drop NAME`: fill and inspect the named task queue that `trajforge rollout --queue NAME` takes from.
+
+The queue is a detached actor, so it lives in a running Ray cluster (`ray start --head`, or RAY_ADDRESS) and
+outlives this command; a rollout started before or after takes the tasks as they arrive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from trajforge.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    put = verbs.add_parser("put", help="append the tasks of a JSON-lines file (or - for stdin) to the queue, made on first use")
+    put.add_argument("name", help="the queue's name (rollout --queue NAME)")
+    put.add_argument("tasks", help="JSON lines of tasks, each with task_id, instruction, language and files or pre")
+    status = verbs.add_parser("status", help="print the tasks waiting and the tasks out on lease to a rollout, as JSON")
+    status.add_argument("name")
+    drop = verbs.add_parser("drop", help="remove the queue and every task still in it")
+    drop.add_argument("name")
+    for verb in (put, status, drop):
+        verb.add_argument("--address", default="auto", help="the Ray cluster holding the queue (default auto: the running one)")
+
+
+def _connect(address: str) -> None:
+    import ray
+
+    try:
+        ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False)
+    except ConnectionError as exc:
+        raise ConfigError(f"no Ray cluster at {address!r} to hold the queue ({exc}); start one with `ray start --head`, "
+                          f"or pass --address") from None
+
+
+def _read(source: str) -> list[dict]:
+    import sys
+
+    if source != "-" and not Path(source).is_file():
+        raise ConfigError(f"no tasks file at {source}")
+    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    tasks = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            task = json.loads(line)
+        except ValueError as exc:
+            raise ConfigError(f"{source} line {number} is not JSON: {exc}; nothing was queued") from None
+        if not isinstance(task, dict) or not task.get("task_id"):
+            raise ConfigError(f"{source} line {number} is not a task object with a task_id; nothing was queued")
+        tasks.append(task)
+    return tasks
+
+
+def run(args: argparse.Namespace) -> int:
+    from actors.task_queue import drop_queue, task_queue
+
+    tasks = _read(args.tasks) if args.verb == "put" else []
+    _connect(args.address)
+    if args.verb == "put":
+        ready = task_queue(args.name).put_nowait_batch(tasks)
+        print(f"queued {len(tasks)} tasks in {args.name!r}; {ready} now waiting (trajforge rollout --queue {args.name})")
+    elif args.verb == "status":
+        print(json.dumps({"queue": args.name, **task_queue(args.name, create=False).sizes()}))
+    else:
+        drop_queue(args.name)
+        print(f"dropped queue {args.name!r}")
+    return 0

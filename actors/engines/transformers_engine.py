@@ -34,6 +34,8 @@ class TransformersEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
         self.max_input_tokens = max_input_tokens
+        # prompt and answer together: the model's positions (as vLLM's max_model_len defaults to them)
+        self.context_tokens = getattr(self.lm.config, "max_position_embeddings", None) or max_input_tokens + 32768
         self._lock = threading.Lock()  # one generate at a time: the global RNG carries the seed
         self._guide = None  # the JSON-schema compiler for this tokenizer, made at the first request with a schema
 
@@ -46,7 +48,12 @@ class TransformersEngine:
         else:
             ids = self.tokenizer(request.prompt, return_tensors="pt")["input_ids"]
         if ids.shape[1] > self.max_input_tokens:
-            raise InvalidRequest(f"prompt of {ids.shape[1]} tokens; this engine takes at most {self.max_input_tokens}")
+            raise InvalidRequest(f"prompt of {ids.shape[1]} tokens; this engine takes at most {self.max_input_tokens}",
+                                 "context_length_exceeded")
+        if ids.shape[1] + request.max_tokens > self.context_tokens:
+            raise InvalidRequest(f"This model's maximum context length is {self.context_tokens} tokens. However, you requested "
+                                 f"{ids.shape[1] + request.max_tokens} tokens ({ids.shape[1]} in the prompt, {request.max_tokens} "
+                                 "in the completion). Please reduce the length of the prompt or completion.", "context_length_exceeded")
         return ids.to(self.device)
 
     def _one(self, request: GenerationRequest, on_token: Callable[[int], None] | None = None,
@@ -106,7 +113,8 @@ class TransformersEngine:
             return self._one(request, on_token, cancelled)
         except Exception as exc:  # one bad request fails alone
             return Completion(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}", model=self.model,
-                              engine=self.name, request_id=request.request_id, invalid_request=isinstance(exc, InvalidRequest))
+                              engine=self.name, request_id=request.request_id, invalid_request=isinstance(exc, InvalidRequest),
+                              error_code=getattr(exc, "code", None))
 
     def _schema_guide(self):
         if self._guide is None:

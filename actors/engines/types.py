@@ -9,7 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 class InvalidRequest(ValueError):
     """A request an engine cannot serve as given (a prompt over its context, an unusable JSON schema): the caller's
-    to fix, answered 400 by the HTTP front, not an engine failure."""
+    to fix, answered 400 by the HTTP front, not an engine failure. `code` names the kind where OpenAI has one."""
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 class Message(BaseModel):
@@ -67,6 +71,8 @@ class Completion(BaseModel):
     error: str | None = None
     invalid_request: bool = False
     """With finish_reason "error": the request itself was at fault (InvalidRequest), not the engine."""
+    error_code: str | None = None
+    """With invalid_request: the InvalidRequest's code (`context_length_exceeded`), as OpenAI's error `code`."""
     timed_out: bool = False
     """With finish_reason "error": no answer within the generation timeout (the engine may still be busy with it)."""
     latency_s: float = 0.0

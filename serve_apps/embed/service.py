@@ -151,4 +151,9 @@ def _inputs(payload: Any, limit: int) -> list[str]:
         raise HTTPError(400, "missing_input", '"input" must not be an empty string')
     if len(texts) > limit:
         raise HTTPError(413, "too_many_inputs", f"at most {limit} strings per request, got {len(texts)}")
+    for index, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone UTF-16 surrogate escape: valid JSON, not text
+            raise HTTPError(400, "invalid_input", f'"input"[{index}] holds a lone UTF-16 surrogate, which is not text') from None
     return texts

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from actors.engines.live_text import LiveText
 from actors.engines.types import Completion, GenerationRequest
+from serve_apps.generate.openai_checks import check_body, invalid, validation_error
 from serve_apps.http import HTTPError
 
 # What OpenAI's API samples with when a request leaves them out (the engines' own defaults differ).
@@ -44,13 +45,14 @@ class Parsed:
     token_ids: bool = False
     logprobs: bool = False
     """The client asked for log-probabilities (`logprobs: true` in chat, a number in completions)."""
+    hide_logprobs: bool = False
+    """The client said `logprobs: false`: choices carry `logprobs: null` (left out, they carry them, to keep token ids)."""
     n: int = 1
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
     created: int = field(default_factory=lambda: int(time.time()))
 
 
-def _invalid(message: str, code: str = "invalid_request_error") -> HTTPError:
-    return HTTPError(400, code, message)
+_invalid = invalid
 
 
 def _content(value: Any, index: int) -> str:
@@ -62,22 +64,22 @@ def _content(value: Any, index: int) -> str:
         for part in value:
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise _invalid(f"messages[{index}].content: only text parts are supported here, got {kind!r}")
+                raise _invalid(f"messages[{index}].content: only text parts are supported here, got {kind!r}", "messages")
             texts.append(part["text"])
         return "".join(texts)
-    raise _invalid(f"messages[{index}].content must be a string or a list of text parts")
+    raise _invalid(f"messages[{index}].content must be a string or a list of text parts", "messages")
 
 
 def _messages(value: Any) -> list[dict[str, str]]:
     if not isinstance(value, list) or not value:
-        raise _invalid('"messages" must be a non-empty list of {"role", "content"} objects')
+        raise _invalid('"messages" must be a non-empty list of {"role", "content"} objects', "messages")
     messages = []
     for index, message in enumerate(value):
         if not isinstance(message, dict):
-            raise _invalid(f"messages[{index}] must be an object with role and content")
+            raise _invalid(f"messages[{index}] must be an object with role and content", "messages")
         role = ROLES.get(message.get("role"))
         if role is None:
-            raise _invalid(f"messages[{index}].role must be one of {sorted(ROLES)}, got {message.get('role')!r}")
+            raise _invalid(f"messages[{index}].role must be one of {sorted(ROLES)}, got {message.get('role')!r}", "messages")
         messages.append({"role": role, "content": _content(message.get("content"), index)})
     return messages
 
@@ -85,9 +87,9 @@ def _messages(value: Any) -> list[dict[str, str]]:
 def _prompts(value: Any) -> list[str]:
     prompts = [value] if isinstance(value, str) else value
     if not isinstance(prompts, list) or not prompts or not all(isinstance(prompt, str) for prompt in prompts):
-        raise _invalid('"prompt" must be a string or a non-empty list of strings (token-id prompts are not supported)')
+        raise _invalid('"prompt" must be a string or a non-empty list of strings (token-id prompts are not supported)', "prompt")
     if not all(prompts):
-        raise _invalid('"prompt" must not be empty: the model needs at least one token to continue from')
+        raise _invalid('"prompt" must not be empty: the model needs at least one token to continue from', "prompt")
     return prompts
 
 
@@ -102,16 +104,16 @@ def _schema(response_format: Any) -> dict[str, Any] | None:
     if kind == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema")
         if not isinstance(schema, dict):
-            raise _invalid("response_format.json_schema.schema must be a JSON schema object")
+            raise _invalid("response_format.json_schema.schema must be a JSON schema object", "response_format")
         return schema
-    raise _invalid('response_format.type must be "text", "json_object" or "json_schema"')
+    raise _invalid('response_format.type must be "text", "json_object" or "json_schema"', "response_format")
 
 
 def _stop(value: Any) -> list[str]:
     stops = [] if value is None else [value] if isinstance(value, str) else value
     if not isinstance(stops, list) or not all(isinstance(stop, str) for stop in stops):
-        raise _invalid('"stop" must be a string or a list of strings')
-    return stops
+        raise _invalid('"stop" must be a string or a list of strings', "stop")
+    return [stop for stop in stops if stop]  # an empty stop sequence would end every answer at once
 
 
 def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_choices: int) -> Parsed:
@@ -120,19 +122,22 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
         raise _invalid("the body must be a JSON object")
     if body.get("model") not in (None, model_name):
         raise HTTPError(404, "model_not_found", f"model {body.get('model')!r} is not served here; /v1/models lists {model_name!r}")
-    _refuse_what_cannot_be_honoured(body)
+    check_body(body, chat)
     n = body.get("n", 1)
     if n is None:
         n = 1
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise _invalid('"n" must be a positive integer')
+        raise _invalid('"n" must be a positive integer', "n")
     inputs: list[dict[str, Any]] = (
         [{"messages": _messages(body.get("messages"))}] if chat else [{"prompt": prompt} for prompt in _prompts(body.get("prompt"))]
     )
     if n * len(inputs) > max_choices:
-        raise _invalid(f"{n * len(inputs)} choices asked (n x prompts); this server gives at most {max_choices} per request")
-    max_tokens = body.get("max_completion_tokens")
-    sampling = {"max_tokens": body.get("max_tokens") if max_tokens is None else max_tokens, "temperature": body.get("temperature"),
+        raise _invalid(f"{n * len(inputs)} choices asked (n x prompts); this server gives at most {max_choices} per request", "n")
+    limit_name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = body.get(limit_name)
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= max_tokens_limit):
+        raise _invalid(f'"{limit_name}" must be an integer from 1 to {max_tokens_limit} (this server\'s limit), got {max_tokens!r}', limit_name)
+    sampling = {"max_tokens": max_tokens, "temperature": body.get("temperature"),
                 "top_p": body.get("top_p"), "stop": _stop(body.get("stop")), "json_schema": _schema(body.get("response_format"))}
     defaults = OPENAI_DEFAULTS if chat else {**OPENAI_DEFAULTS, "max_tokens": COMPLETIONS_MAX_TOKENS}
     sampling = {**defaults, **{key: value for key, value in sampling.items() if value is not None}}
@@ -149,33 +154,13 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
                 choice_seed = seed + choice if isinstance(seed, int) and not isinstance(seed, bool) else seed
                 requests.append(GenerationRequest(**given, **sampling, seed=choice_seed))
     except (ValidationError, TypeError) as exc:
-        raise _invalid(f"invalid request: {exc}") from None
-    if requests[0].max_tokens > max_tokens_limit:
-        raise _invalid(f"max_tokens {requests[0].max_tokens} is over this server's limit of {max_tokens_limit}")
+        raise validation_error(exc) from None
     options = body.get("stream_options") or {}
     return Parsed(chat=chat, requests=requests, stream=bool(body.get("stream")),
                   include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
                   token_ids=bool(body.get("return_tokens_as_token_ids")), n=n,
-                  logprobs=body.get("logprobs") is not None and body.get("logprobs") is not False)
-
-
-def _refuse_what_cannot_be_honoured(body: dict[str, Any]) -> None:
-    """400 for options this server would otherwise silently not do: forcing a tool call, echoing the prompt,
-    best_of; and for values OpenAI itself refuses. Options it can ignore without changing the answer's
-    meaning (`tools` with `tool_choice` auto or none, `user`, `logit_bias`, penalties in range) are accepted."""
-    choice = body.get("tool_choice")
-    if choice not in (None, "auto", "none"):
-        raise _invalid('"tool_choice" must be "auto" or "none" here: this server does not force tool calls')
-    if body.get("echo"):
-        raise _invalid('"echo" is not supported by this server')
-    if body.get("best_of") not in (None, 1):
-        raise _invalid('"best_of" is not supported by this server; ask for "n" choices instead')
-    for name in ("presence_penalty", "frequency_penalty"):
-        value = body.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not -2 <= value <= 2):
-            raise _invalid(f'"{name}" must be a number from -2 to 2')
-    if body.get("stream") not in (None, True, False):
-        raise _invalid('"stream" must be true or false')
+                  logprobs=body.get("logprobs") is not None and body.get("logprobs") is not False,
+                  hide_logprobs=body.get("logprobs") is False)
 
 
 def _top_logprobs(body: dict[str, Any], chat: bool) -> int:
@@ -186,15 +171,15 @@ def _top_logprobs(body: dict[str, Any], chat: bool) -> int:
         if top is None:
             return 0
         if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20:
-            raise _invalid('"top_logprobs" must be an integer from 0 to 20')
+            raise _invalid('"top_logprobs" must be an integer from 0 to 20', "top_logprobs")
         if top and body.get("logprobs") is not True:
-            raise _invalid('"logprobs" must be true when "top_logprobs" is used')
+            raise _invalid('"logprobs" must be true when "top_logprobs" is used', "logprobs")
         return top
     asked = body.get("logprobs")
     if asked is None or isinstance(asked, bool):
         return 0
     if not isinstance(asked, int) or not 0 <= asked <= 5:
-        raise _invalid('"logprobs" must be an integer from 0 to 5')
+        raise _invalid('"logprobs" must be an integer from 0 to 5', "logprobs")
     return asked
 
 
@@ -239,7 +224,8 @@ def answer(parsed: Parsed, completions: list[Completion], model: str, tokenizer:
     """The whole reply of a request that did not ask to stream."""
     choices = []
     for index, completion in enumerate(completions):
-        choice: dict[str, Any] = {"index": index, "finish_reason": completion.finish_reason, "logprobs": _logprobs(parsed, completion, tokenizer)}
+        choice: dict[str, Any] = {"index": index, "finish_reason": completion.finish_reason,
+                                  "logprobs": None if parsed.hide_logprobs else _logprobs(parsed, completion, tokenizer)}
         if parsed.chat:
             choice["message"] = {"role": "assistant", "content": completion.text}
         else:
@@ -278,7 +264,7 @@ def token_chunks(parsed: Parsed, model: str, index: int, completion: Completion,
             live.add(completion.token_ids[position])
         end = min(live.sent, len(completion.text)) if live is not None else len(completion.text)
         piece = {"content": [entry]} if parsed.chat else entry
-        events.append(delta_chunk(parsed, model, index, completion.text[sent:end], logprobs=piece))
+        events.append(delta_chunk(parsed, model, index, completion.text[sent:end], logprobs=None if parsed.hide_logprobs else piece))
         sent = end
     if sent < len(completion.text) or not entries:
         events.append(delta_chunk(parsed, model, index, completion.text[sent:]))

@@ -11,6 +11,7 @@ finished, one event per token with its log-probability.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -29,11 +30,11 @@ from serve_apps.generate import openai_api
 from serve_apps.generate.settings import GenerateSettings
 from serve_apps.generate.streaming import DONE, event, server_sent_events
 from serve_apps.http import CORS, HTTPError, json_response, openai_error, read_body
-from trajforge.jsjson import JSONRejected, loads_strict
 
 
 log = logging.getLogger("trajforge.generate")
 SSE_HEADERS = {**CORS, "Cache-Control": "no-cache"}
+POST_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 
 
 def build_engine(settings: GenerateSettings):
@@ -149,15 +150,14 @@ class GenerateService:
                 if request.method not in ("GET", "HEAD"):
                     raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {path}; use GET", headers={"Allow": "GET"})
                 return self.models(path.split("/v1/models", 1)[1].strip("/"))
+            route = next((name for name in POST_ROUTES if path.endswith(name)), None)
+            if route is None:
+                raise HTTPError(404, "not_found", f"no route {path}: use /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models or /health")
             if request.method != "POST":
-                raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {path}; use POST")
-            if path.endswith("/v1/chat/completions"):
-                return await self.complete(request, chat=True)
-            if path.endswith("/v1/completions"):
-                return await self.complete(request, chat=False)
-            if path.endswith("/v1/embeddings"):
+                raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {path}; use POST", headers={"Allow": "POST"})
+            if route == "/v1/embeddings":
                 return await self.embeddings(request)
-            raise HTTPError(404, "not_found", f"no route {path}: use /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models or /health")
+            return await self.complete(request, chat=route == "/v1/chat/completions")
         except HTTPError as exc:
             return openai_error(exc)
 
@@ -175,11 +175,7 @@ class GenerateService:
         return await self.embed(await read_body(request, self.settings.max_body_bytes))
 
     async def complete(self, request: Request, chat: bool) -> Response:
-        raw = await read_body(request, self.settings.max_body_bytes)
-        try:
-            body = loads_strict(raw)
-        except JSONRejected as exc:
-            raise HTTPError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        body = _load_json(await read_body(request, self.settings.max_body_bytes))
         parsed = openai_api.parse(body, chat, model_name=self.model_name, max_tokens_limit=self.settings.max_tokens_limit,
                                   max_choices=self.settings.max_choices)
         self.counts["requests"] += 1
@@ -265,11 +261,23 @@ class GenerateService:
             await items.aclose()
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _load_json(raw: bytes) -> Any:
+    """The body as OpenAI's and vLLM's servers read it: UTF-8 JSON, a repeated key's last value kept; NaN and Infinity refused."""
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise HTTPError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+
+
 def _failure(completion: Completion) -> HTTPError:
     """A failed completion as an answer: 400 when the request was at fault (a prompt over the context, an unusable
     schema), so clients do not retry it; 500 when the engine failed."""
     if completion.invalid_request:
-        return HTTPError(400, "invalid_request_error", completion.error or "the request cannot be served")
+        return HTTPError(400, completion.error_code or "invalid_request_error", completion.error or "the request cannot be served")
     return HTTPError(500, "generation_failed", completion.error or "the engine failed")
 
 

@@ -1,0 +1,92 @@
+"""What the OpenAI-compatible front refuses before it parses a request, each a 400 in OpenAI's shape naming the `param`.
+
+Refused: what the server would otherwise silently not do (forcing a tool call, `echo`, `best_of`, `suffix`), values
+OpenAI itself refuses (penalties or `logit_bias` out of range, malformed `tools`, `tool_choice` without tools,
+`stream_options` without `stream`, a seed past 64 bits), and text that is not text (a lone UTF-16 surrogate, which
+JSON can carry but no tokenizer can encode). Accepted and ignored, because the answer keeps its meaning: `tools` with
+`tool_choice` auto or none (the model may answer in text), `user`, `logit_bias` and penalties in range.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
+from serve_apps.http import HTTPError
+
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch's and vLLM's generators take
+
+
+def invalid(message: str, param: str | None = None, code: str = "invalid_request_error") -> HTTPError:
+    return HTTPError(400, code, message, param=param)
+
+
+def check_body(body: dict[str, Any], chat: bool) -> None:
+    _check_text(body)
+    _check_tools(body)
+    if body.get("echo"):
+        raise invalid('"echo" is not supported by this server', "echo")
+    if body.get("best_of") not in (None, 1):
+        raise invalid('"best_of" is not supported by this server; ask for "n" choices instead', "best_of")
+    if not chat and body.get("suffix") not in (None, ""):
+        raise invalid('"suffix" is not supported by this server', "suffix")
+    for name in ("presence_penalty", "frequency_penalty"):
+        if not _number_in(body.get(name), -2, 2, allow_none=True):
+            raise invalid(f'"{name}" must be a number from -2 to 2', name)
+    _check_logit_bias(body.get("logit_bias"))
+    if body.get("stream") not in (None, True, False):
+        raise invalid('"stream" must be true or false', "stream")
+    if body.get("stream_options") is not None and body.get("stream") is not True:
+        raise invalid('"stream_options" is only allowed when "stream" is true', "stream_options")
+    for name in ("continue_final_message", "add_generation_prompt", "return_tokens_as_token_ids"):
+        if body.get(name) not in (None, True, False):
+            raise invalid(f'"{name}" must be true or false', name)
+    seed = body.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]):
+        raise invalid(f'"seed" must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}', "seed")
+
+
+def _check_text(body: dict[str, Any]) -> None:
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise invalid(f"the body holds a lone UTF-16 surrogate ({exc.object[exc.start:exc.end]!a}), which is not text: "
+                      "send whole characters (a surrogate pair, or the character itself)") from None
+
+
+def _check_tools(body: dict[str, Any]) -> None:
+    tools, choice = body.get("tools"), body.get("tool_choice")
+    if tools is not None:
+        if not isinstance(tools, list) or not all(
+                isinstance(tool, dict) and tool.get("type", "function") == "function" and isinstance(tool.get("function"), dict)
+                and isinstance(tool["function"].get("name"), str) and tool["function"]["name"] for tool in tools):
+            raise invalid('"tools" must be a list of {"type": "function", "function": {"name": ..., "parameters": ...}}', "tools")
+    if choice not in (None, "auto", "none"):
+        raise invalid('"tool_choice" must be "auto" or "none" here: this server does not force tool calls', "tool_choice")
+    if choice == "auto" and not tools:
+        raise invalid('"tool_choice" is only allowed when "tools" are given', "tool_choice")
+
+
+def _check_logit_bias(bias: Any) -> None:
+    if bias is None:
+        return
+    if not isinstance(bias, dict) or not all(key.lstrip("-").isdigit() and _number_in(value, -100, 100) for key, value in bias.items()):
+        raise invalid('"logit_bias" must map token ids (as strings) to numbers from -100 to 100', "logit_bias")
+
+
+def _number_in(value: Any, low: float, high: float, allow_none: bool = False) -> bool:
+    if value is None:
+        return allow_none
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and low <= value <= high
+
+
+def validation_error(exc: ValidationError | TypeError) -> HTTPError:
+    """A rejected field of the engine request, said in the request's own terms (its first problem, and its name)."""
+    if isinstance(exc, TypeError):
+        return invalid(f"invalid request: {exc}")
+    first = exc.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in first.get("loc", ()) if not isinstance(part, int)) or None
+    field = {"json_schema": "response_format", "top_logprobs": "logprobs"}.get(field, field)
+    return invalid(f'"{field}": {first.get("msg", "invalid value")}' if field else f"invalid request: {first.get('msg')}", field)

@@ -1,0 +1,72 @@
+"""What the generate front refuses, and how: 400 in OpenAI's shape naming the `param`, never a 500 for a client's mistake."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+CHAT = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+PROMPT = {"prompt": "def f", "max_tokens": 2}
+
+
+def post(front_url: str, path: str, body: dict | None = None, content: bytes | None = None) -> httpx.Response:
+    return httpx.post(front_url + path, json=body, content=content, headers={"content-type": "application/json"}, timeout=60)
+
+
+@pytest.mark.parametrize("path,body,param,words", [
+    ("/v1/completions", {**PROMPT, "seed": 2**64}, "seed", "must be an integer"),
+    ("/v1/completions", {**PROMPT, "suffix": "x"}, "suffix", "not supported"),
+    ("/v1/completions", {**PROMPT, "stream_options": {"include_usage": True}}, "stream_options", "only allowed when"),
+    ("/v1/completions", {**PROMPT, "logit_bias": {"abc": 5}}, "logit_bias", "token ids"),
+    ("/v1/completions", {**PROMPT, "max_tokens": 10**9}, "max_tokens", "from 1 to 4096"),
+    ("/v1/completions", {**PROMPT, "max_tokens": "5"}, "max_tokens", "must be an integer"),
+    ("/v1/completions", {**PROMPT, "temperature": 5}, "temperature", "less than or equal to 2"),
+    ("/v1/chat/completions", {**CHAT, "max_completion_tokens": 0}, "max_completion_tokens", "from 1 to"),
+    ("/v1/chat/completions", {**CHAT, "tools": "x"}, "tools", "must be a list"),
+    ("/v1/chat/completions", {**CHAT, "tools": [{"type": "function"}]}, "tools", "must be a list"),
+    ("/v1/chat/completions", {**CHAT, "tool_choice": "auto"}, "tool_choice", 'only allowed when "tools"'),
+    ("/v1/chat/completions", {**CHAT, "continue_final_message": "yes"}, "continue_final_message", "true or false"),
+])
+def test_a_bad_field_is_a_400_that_names_it(front_url, path, body, param, words):
+    response = post(front_url, path, body)
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == param and words in error["message"], error
+    assert "GenerationRequest" not in error["message"] and error["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("path,raw", [
+    ("/v1/completions", b'{"prompt": "a\\ud83dxb", "max_tokens": 2}'),
+    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "a\\ud83dxb"}], "max_tokens": 2, "stream": true}'),
+    ("/v1/completions", b'{"prompt": "def f", "stop": ["\\ud800"], "max_tokens": 2}'),
+    ("/v1/embeddings", b'{"input": ["ok", "a\\ud83dxb"]}'),
+])
+def test_a_lone_surrogate_is_a_400_not_a_500(front_url, path, raw):
+    response = post(front_url, path, content=raw)
+    assert response.status_code == 400 and "surrogate" in response.json()["error"]["message"]
+
+
+def test_a_prompt_and_answer_past_the_context_is_context_length_exceeded(front_url):
+    response = post(front_url, "/v1/completions", {"prompt": "a " * 2500, "max_tokens": 4000})
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "context_length_exceeded"
+    assert "maximum context length is 4096 tokens" in error["message"]  # the model's max_position_embeddings
+
+
+def test_logprobs_false_gives_null_and_left_out_gives_them(front_url):
+    off = post(front_url, "/v1/chat/completions", {**CHAT, "logprobs": False, "seed": 1}).json()
+    left_out = post(front_url, "/v1/chat/completions", {**CHAT, "seed": 1}).json()
+    assert off["choices"][0]["logprobs"] is None
+    assert len(left_out["choices"][0]["logprobs"]["content"]) == left_out["usage"]["completion_tokens"]
+    assert off["choices"][0]["message"] == left_out["choices"][0]["message"]
+
+
+def test_a_repeated_key_keeps_its_last_value_and_empty_stops_are_ignored(front_url):
+    repeated = post(front_url, "/v1/completions", content=b'{"prompt": "x", "prompt": "def f", "max_tokens": 3, "seed": 2, "stop": [""]}')
+    plain = post(front_url, "/v1/completions", {"prompt": "def f", "max_tokens": 3, "seed": 2})
+    assert repeated.status_code == 200 and repeated.json()["choices"][0]["text"] == plain.json()["choices"][0]["text"]
+
+
+def test_routes_answer_404_for_unknown_paths_and_405_with_allow_for_a_wrong_method(front_url):
+    assert httpx.get(front_url + "/v1/nothing", timeout=30).status_code == 404
+    wrong = httpx.get(front_url + "/v1/chat/completions", timeout=30)
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"

@@ -103,8 +103,9 @@ class TransformersEngine:
             request_id=request.request_id,
         )
 
-    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
-        return [self.generate_streaming(request) for request in requests]
+    def generate(self, requests: list[GenerationRequest], cancelled: threading.Event | None = None) -> list[Completion]:
+        """One after another; setting `cancelled` ends the running one early and the rest at their first token."""
+        return [self.generate_streaming(request, cancelled=cancelled) for request in requests]
 
     def generate_streaming(self, request: GenerationRequest, on_token: Callable[[int], None] | None = None,
                            cancelled: threading.Event | None = None) -> Completion:

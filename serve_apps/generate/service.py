@@ -11,6 +11,8 @@ finished, one event per token with its log-probability.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import json
 import logging
 import threading
@@ -135,6 +137,7 @@ class GenerateService:
         self.model_name = settings.served_model_name or Path(str(self.engine.model)).name
         self.uses_actors = settings.backend == "actors"
         self._engine_thread = None if self.uses_actors else ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._cancellable = not self.uses_actors and "cancelled" in inspect.signature(self.engine.generate).parameters
         self.embed = EmbeddingsForwarder(settings.embed_app, "generate.embed_app")
         self.created = int(time.time())
         self.counts = Counter()  # requests, completion_tokens, streams_hung_up: reported by /health
@@ -185,7 +188,7 @@ class GenerateService:
             completions = await self.engine.generate_async(parsed.requests)
             self.counts["completion_tokens"] += sum(completion.completion_tokens for completion in completions)
         else:
-            completions = await asyncio.wrap_future(self._run_engine(self.engine.generate, parsed.requests))
+            completions = await self._generate_here(parsed.requests)
         failed = next((completion for completion in completions if completion.finish_reason == "error"), None)
         if failed is not None:
             raise _failure(failed)
@@ -197,6 +200,18 @@ class GenerateService:
         if parsed.include_usage:
             events.append(openai_api.usage_chunk(parsed, self.model_name, completions))
         return StreamingResponse(server_sent_events(events), media_type="text/event-stream", headers=SSE_HEADERS)
+
+    async def _generate_here(self, requests: list[GenerationRequest]) -> list[Completion]:
+        """The requests on this replica's engine; a client that goes away (Serve cancels its handler) stops the
+        engine at its next token where the engine can be stopped (`generate(..., cancelled=)`)."""
+        cancelled = threading.Event()
+        method = functools.partial(self.engine.generate, cancelled=cancelled) if self._cancellable else self.engine.generate
+        try:
+            return await asyncio.wrap_future(self._run_engine(method, requests))
+        except asyncio.CancelledError:
+            cancelled.set()
+            self.counts["requests_hung_up"] += 1
+            raise
 
     def _run_engine(self, method, *args) -> Future:
         """An engine call on the replica's one engine thread (one call at a time), its tokens counted before its result is seen."""

@@ -70,3 +70,25 @@ def test_routes_answer_404_for_unknown_paths_and_405_with_allow_for_a_wrong_meth
     assert httpx.get(front_url + "/v1/nothing", timeout=30).status_code == 404
     wrong = httpx.get(front_url + "/v1/chat/completions", timeout=30)
     assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+
+
+def test_a_client_that_goes_away_stops_an_unstreamed_generation(front_url):
+    """Serve cancels the handler of a request whose client hung up; the engine stops at its next token."""
+    import time
+
+    before = httpx.get(front_url + "/health", timeout=30).json()
+    body = {"prompt": "def main(", "max_tokens": 4000, "temperature": 1.0, "seed": 5, "n": 2}
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up after a second and closes its connection
+        httpx.post(front_url + "/v1/completions", json=body, timeout=httpx.Timeout(60, read=1.0))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        after = httpx.get(front_url + "/health", timeout=30).json()
+        if after.get("requests_hung_up", 0) > before.get("requests_hung_up", 0):
+            break
+        time.sleep(0.2)
+    assert after.get("requests_hung_up", 0) == before.get("requests_hung_up", 0) + 1
+    started = time.monotonic()
+    assert post(front_url, "/v1/completions", PROMPT).status_code == 200
+    assert time.monotonic() - started < 10  # not queued behind 8,000 tokens
+    generated = httpx.get(front_url + "/health", timeout=30).json()["completion_tokens"] - before.get("completion_tokens", 0)
+    assert generated < 4000

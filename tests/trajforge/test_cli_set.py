@@ -22,6 +22,7 @@ MISTYPED = {
     "synth-rules": ([], "teacher.sample=1", "it accepts sandbox.*"),
     "teacher": ([], "techer.sample=1", "it accepts teacher.*, sandbox.*"),
     "rollout": ([], "actor.count=2", "it accepts actors.*"),
+    "queue": (["status", "tasks"], "actors.count=2", "reads no config"),
     "build": ([], "dedup.threshold=0.5", "it accepts build.*"),
     "train": ([], "lerner.optim.lr=1", "it accepts learner.*, cluster.*"),
     "forget": ([CONTRIBUTOR], "build.lake=x", "reads no config"),

@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from trajforge.cli.common import common_arguments
 from trajforge.errors import ConfigError
 
 
@@ -23,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     drop = verbs.add_parser("drop", help="remove the queue and every task still in it")
     drop.add_argument("name")
     for verb in (put, status, drop):
+        common_arguments(verb, nested=True)
         verb.add_argument("--address", default="auto", help="the Ray cluster holding the queue (default auto: the running one)")
 
 

@@ -211,7 +211,9 @@ def _logprobs(parsed: Parsed, completion: Completion, tokenizer: Any) -> dict[st
     for token in names:
         offsets.append(position)
         position += len(token)
-    top_dicts = [{name(other): other_value for other, other_value in top} for top in tops] if completion.top_logprobs else None
+    # as OpenAI's legacy completions: the N likeliest and always the sampled token, so up to N + 1 entries
+    top_dicts = [{**{name(other): other_value for other, other_value in top}, token: value}
+                 for top, token, value in zip(tops, names, completion.logprobs)] if completion.top_logprobs else None
     return {"tokens": names, "token_logprobs": completion.logprobs, "top_logprobs": top_dicts, "text_offset": offsets}
 
 

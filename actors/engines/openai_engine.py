@@ -42,6 +42,11 @@ class OpenAIEngine:
                                 "top_p": request.top_p}
         if request.seed is not None:
             body["seed"] = request.seed
+        # OpenAI's own options, then vLLM's extras, each only when it changes the sampling
+        neutral = {"presence_penalty": 0.0, "frequency_penalty": 0.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
+        body.update({name: getattr(request, name) for name, off in neutral.items() if getattr(request, name) != off})
+        if request.logit_bias:
+            body["logit_bias"] = {str(token): bias for token, bias in request.logit_bias.items()}
         if request.stop:
             body["stop"] = request.stop
         if self.token_ids_in_logprobs:

@@ -65,20 +65,30 @@ class TransformersEngine:
         sample = request.temperature > 0
         options: dict[str, Any] = {"max_new_tokens": request.max_tokens, "do_sample": sample, "return_dict_in_generate": True,
                                    "output_logits": True, "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id}
-        if sample:
-            options.update(temperature=request.temperature, top_p=request.top_p)
+        if sample:  # top_k and min_p only when asked: else the model's generation_config stands, as vLLM's server does
+            options.update(temperature=request.temperature, top_p=request.top_p,
+                           **{name: value for name, value in (("top_k", request.top_k), ("min_p", request.min_p)) if value})
         else:
             options.update(temperature=None, top_p=None, top_k=None)
+        if request.repetition_penalty != 1.0:
+            options["repetition_penalty"] = request.repetition_penalty
+        if request.logit_bias:
+            options["sequence_bias"] = {(token,): bias for token, bias in request.logit_bias.items()}
         if request.stop:
             options.update(stop_strings=request.stop, tokenizer=self.tokenizer)
         if on_token is not None:
             options["streamer"] = _TokenSink(on_token)
         if cancelled is not None:
             options["stopping_criteria"] = _stop_when(cancelled)
+        processors = []
+        if request.presence_penalty or request.frequency_penalty:
+            processors.append(_penalties(ids.shape[1], request.presence_penalty, request.frequency_penalty))
         if request.json_schema is not None:
+            processors.append(self._schema_guide().processor(request.json_schema))
+        if processors:
             from transformers import LogitsProcessorList
 
-            options["logits_processor"] = LogitsProcessorList([self._schema_guide().processor(request.json_schema)])
+            options["logits_processor"] = LogitsProcessorList(processors)
         with self._lock, torch.inference_mode():
             if request.seed is not None:
                 torch.manual_seed(request.seed)
@@ -147,6 +157,22 @@ class _TokenSink:
 
     def end(self) -> None:
         pass
+
+
+def _penalties(prompt_tokens: int, presence: float, frequency: float):
+    """OpenAI's presence and frequency penalties over the tokens sampled so far (not the prompt's)."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class Penalties(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            answer = input_ids[:, prompt_tokens:]
+            if not answer.shape[1]:
+                return scores
+            counts = torch.zeros_like(scores).scatter_add_(1, answer, torch.ones_like(answer, dtype=scores.dtype))
+            return scores - frequency * counts - presence * (counts > 0).to(scores.dtype)
+
+    return Penalties()
 
 
 def _stop_when(cancelled: threading.Event):

@@ -40,12 +40,27 @@ class GenerationRequest(BaseModel):
     continue_final_message: bool = False
     """The last message is the start of the assistant's answer, to be continued (vLLM's `continue_final_message`),
     not a finished turn followed by a new one."""
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    """Subtracted from the logit of every token already in the answer (OpenAI's)."""
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    """Subtracted from a token's logit once per time it is already in the answer (OpenAI's)."""
+    repetition_penalty: float = Field(default=1.0, gt=0.0, le=10.0)
+    """Divides the logits of tokens in the prompt or the answer (vLLM's and Hugging Face's; 1: none)."""
+    top_k: int = Field(default=0, ge=0)
+    """Sample only among the k likeliest tokens (0: not set; the engine's default, which for `transformers` is the
+    model's generation_config, as vLLM's server applies it)."""
+    min_p: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Sample only tokens at least this fraction as likely as the likeliest (0: not set)."""
+    logit_bias: dict[int, float] = Field(default_factory=dict)
+    """Added to the logits of these token ids (-100 to 100; -100 bans a token), as OpenAI's `logit_bias`."""
     top_logprobs: int = Field(default=0, ge=0, le=20)
     """With each sampled token, this many of the most likely tokens at its position and their log-probabilities."""
     request_id: str | None = None
 
     @model_validator(mode="after")
     def _one_input(self) -> GenerationRequest:
+        if any(not -100 <= bias <= 100 for bias in self.logit_bias.values()):
+            raise ValueError("logit_bias values must be from -100 to 100")
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of prompt or messages")
         if self.continue_final_message and not (self.messages and self.messages[-1].role == "assistant"):

@@ -29,6 +29,9 @@ OPENAI_DEFAULTS = {"temperature": 1.0, "top_p": 1.0}
 # default there (the rest of the context); here it is the engines' 256, to keep an unbounded answer from a
 # small model from holding a replica for minutes.
 COMPLETIONS_MAX_TOKENS = 16
+# Sampling options taken as they are: OpenAI's penalties and logit_bias, and vLLM's extras (sent top level or
+# through an SDK's extra_body).
+SAMPLING_EXTRAS = ("presence_penalty", "frequency_penalty", "logit_bias", "top_k", "min_p", "repetition_penalty")
 
 # Chat roles OpenAI clients send, as the engines' chat templates know them.
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
@@ -138,7 +141,12 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
     if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= max_tokens_limit):
         raise _invalid(f'"{limit_name}" must be an integer from 1 to {max_tokens_limit} (this server\'s limit), got {max_tokens!r}', limit_name)
     sampling = {"max_tokens": max_tokens, "temperature": body.get("temperature"),
-                "top_p": body.get("top_p"), "stop": _stop(body.get("stop")), "json_schema": _schema(body.get("response_format"))}
+                "top_p": body.get("top_p"), "stop": _stop(body.get("stop")), "json_schema": _schema(body.get("response_format")),
+                **{name: body.get(name) for name in SAMPLING_EXTRAS}}
+    if sampling["top_k"] == -1:  # vLLM's "all tokens"
+        sampling["top_k"] = 0
+    if isinstance(sampling["logit_bias"], dict):  # checked by openai_checks: token ids as strings
+        sampling["logit_bias"] = {int(token): bias for token, bias in sampling["logit_bias"].items()}
     defaults = OPENAI_DEFAULTS if chat else {**OPENAI_DEFAULTS, "max_tokens": COMPLETIONS_MAX_TOKENS}
     sampling = {**defaults, **{key: value for key, value in sampling.items() if value is not None}}
     top = _top_logprobs(body, chat)

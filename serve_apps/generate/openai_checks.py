@@ -4,7 +4,8 @@ Refused: what the server would otherwise silently not do (forcing a tool call, `
 OpenAI itself refuses (penalties or `logit_bias` out of range, malformed `tools`, `tool_choice` without tools,
 `stream_options` without `stream`, a seed past 64 bits), and text that is not text (a lone UTF-16 surrogate, which
 JSON can carry but no tokenizer can encode). Accepted and ignored, because the answer keeps its meaning: `tools` with
-`tool_choice` auto or none (the model may answer in text), `user`, `logit_bias` and penalties in range.
+`tool_choice` auto or none (the model may answer in text), `user`. Penalties, `logit_bias`, and vLLM's `top_k`,
+`min_p` and `repetition_penalty` are applied by the engines.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _check_tools(body: dict[str, Any]) -> None:
 def _check_logit_bias(bias: Any) -> None:
     if bias is None:
         return
-    if not isinstance(bias, dict) or not all(key.lstrip("-").isdigit() and _number_in(value, -100, 100) for key, value in bias.items()):
+    if not isinstance(bias, dict) or not all(key.isdigit() and _number_in(value, -100, 100) for key, value in bias.items()):
         raise invalid('"logit_bias" must map token ids (as strings) to numbers from -100 to 100', "logit_bias")
 
 

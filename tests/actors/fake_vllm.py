@@ -61,6 +61,12 @@ class SamplingParams:
     stop: str | list[str] | None = None
     max_tokens: int | None = 16
     logprobs: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    logit_bias: dict[int, float] | None = None
     flat_logprobs: bool = False
     structured_outputs: StructuredOutputsParams | None = None
 

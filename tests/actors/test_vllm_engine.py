@@ -59,6 +59,17 @@ def test_completions_keep_vllms_tokens_logprobs_and_options(vllm_engine):
     assert backend().seen_params[-1].structured_outputs.json == schema and backend().seen_params[-1].logprobs == 0
 
 
+def test_penalties_and_vllms_sampling_extras_reach_sampling_params(vllm_engine):
+    vllm_engine.generate([GenerationRequest(prompt="def main(", max_tokens=2, seed=1, presence_penalty=0.5, frequency_penalty=-0.5,
+                                            repetition_penalty=1.2, top_k=5, min_p=0.1, logit_bias={7: -100.0})])
+    params = backend().seen_params[-1]
+    assert (params.presence_penalty, params.frequency_penalty, params.repetition_penalty) == (0.5, -0.5, 1.2)
+    assert (params.top_k, params.min_p, params.logit_bias) == (5, 0.1, {7: -100.0})
+    vllm_engine.generate([GenerationRequest(prompt="def main(", max_tokens=2, seed=1)])
+    unset = backend().seen_params[-1]  # off values are not sent: vLLM's own defaults stand
+    assert (unset.top_k, unset.min_p, unset.logit_bias) == (0, 0.0, None)
+
+
 def test_chat_goes_as_the_templates_token_ids_without_added_special_tokens(vllm_engine):
     tokenizer = vllm_engine.tokenizer
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure, "}]

@@ -27,10 +27,21 @@ from trajforge.errors import ConfigError
 from trajforge.settings import parse_assignment
 
 
-def read_tasks(path: Path, limit: int | None) -> list[dict[str, Any]]:
+def read_tasks(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """The tasks of a JSON-lines file, each an object with a task_id; a ConfigError names the first line that is not."""
     if not path.is_file():
         raise ConfigError(f"no tasks at {path}: run `trajforge synth-rules --lake LAKE` first, or pass --tasks FILE (JSON lines) or --queue NAME")
-    tasks = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    tasks = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            task = json.loads(line)
+        except ValueError as exc:
+            raise ConfigError(f"{path} line {number} is not JSON: {exc}") from None
+        if not isinstance(task, dict) or not task.get("task_id"):
+            raise ConfigError(f"{path} line {number} is not a task object with a task_id")
+        tasks.append(task)
     return tasks[:limit] if limit else tasks
 
 

@@ -16,7 +16,7 @@ from trajforge.errors import ConfigError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    put = verbs.add_parser("put", help="append the tasks of a JSON-lines file (or - for stdin) to the queue, made on first use")
+    put = verbs.add_parser("put", help="append the tasks of a JSON-lines file to the queue, made on first use")
     put.add_argument("name", help="the queue's name (rollout --queue NAME)")
     put.add_argument("tasks", help="JSON lines of tasks, each with task_id, instruction, language and files or pre")
     status = verbs.add_parser("status", help="print the tasks waiting and the tasks out on lease to a rollout, as JSON")
@@ -38,30 +38,11 @@ def _connect(address: str) -> None:
                           f"or pass --address") from None
 
 
-def _read(source: str) -> list[dict]:
-    import sys
-
-    if source != "-" and not Path(source).is_file():
-        raise ConfigError(f"no tasks file at {source}")
-    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    tasks = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            task = json.loads(line)
-        except ValueError as exc:
-            raise ConfigError(f"{source} line {number} is not JSON: {exc}; nothing was queued") from None
-        if not isinstance(task, dict) or not task.get("task_id"):
-            raise ConfigError(f"{source} line {number} is not a task object with a task_id; nothing was queued")
-        tasks.append(task)
-    return tasks
-
-
 def run(args: argparse.Namespace) -> int:
+    from actors.rollout import read_tasks
     from actors.task_queue import drop_queue, task_queue
 
-    tasks = _read(args.tasks) if args.verb == "put" else []
+    tasks = read_tasks(Path(args.tasks)) if args.verb == "put" else []  # all of them checked before any is queued
     _connect(args.address)
     if args.verb == "put":
         ready = task_queue(args.name).put_nowait_batch(tasks)

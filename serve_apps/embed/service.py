@@ -83,10 +83,11 @@ class EmbedService:
         try:
             if request.method == "OPTIONS":
                 return Response(status_code=204, headers=CORS)
-            if request.method == "GET":
+            if request.method in ("GET", "HEAD"):  # HEAD: the same answer, its body left out by the HTTP server
                 return json_response(200, self.status())
             if request.method != "POST":
-                raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on /v1/embed; use POST", headers={"Allow": "GET, POST"})
+                raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on /v1/embed; use POST (GET or HEAD for "
+                                "its status)", headers={"Allow": "GET, HEAD, POST"})
             retry = self.limiter.check(self.addresses.resolve(request))
             if retry is not None:
                 raise HTTPError(429, "rate_limited", "too many requests from this address", retryAfter=retry)

@@ -188,8 +188,9 @@ class EnvelopeStore:
             if candidate.kind != "USER_FEEDBACK" and state.status != "active" and not late_close:
                 verdicts[index] = rejection(409, "session_closed", f"session {candidate.session_id!r} is closed: only USER_FEEDBACK is accepted now")
                 continue
-            if envelope_limit and state.envelope_count >= envelope_limit:
-                # No retryAfter: the cap is for the session's life, waiting never clears it.
+            if envelope_limit and candidate.kind == "CHUNK" and state.envelope_count >= envelope_limit:
+                # No retryAfter: the cap is for the session's life, waiting never clears it. It caps the CHUNK flow
+                # (as the specification lists it): a full session can still be closed, scored and given feedback.
                 verdicts[index] = rejection(429, "session_envelope_limit", f"a session may store at most {envelope_limit} envelopes; open a new session")
                 continue
             body: dict[str, Any] = {"accepted": True, "duplicate": False, "session_id": candidate.session_id, "sequence": candidate.sequence}

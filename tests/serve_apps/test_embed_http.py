@@ -186,3 +186,10 @@ def test_openai_sdk_at_the_root_url_gets_embeddings_from_the_embed_app(serve_url
         with pytest.raises(openai.BadRequestError) as refused:
             client.embeddings.create(model="all-MiniLM-L6-v2", input="")
     assert "empty" in refused.value.body["message"]
+
+
+def test_head_answers_like_get_and_a_wrong_method_names_the_allowed_ones(http):
+    head = http.head("/v1/embed")
+    assert head.status_code == 200 and head.content == b"" and head.headers["content-type"] == "application/json"
+    wrong = http.put("/v1/embed", json={"input": "x"})
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, HEAD, POST"

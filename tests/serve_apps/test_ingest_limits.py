@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 from helpers import open_session, steps
@@ -54,5 +55,12 @@ def test_envelopes_per_session(serve_url):
         client._http.headers.update({"x-forwarded-for": f"10.3.0.{uuid.uuid4().int % 250}"})
         session = open_session(client)
         answers = [json.loads(json.dumps(session.send_chunk(steps(1, start=i + 1)))) for i in range(4)]
+        # the cap is the CHUNK flow's: a full session can still get its feedback and be closed (and scored);
+        # from another address, this one has used its 6 requests a minute
+        client._http.headers.update({"x-forwarded-for": f"10.3.1.{uuid.uuid4().int % 250}"})
+        feedback = session.send_feedback({"signal": "accepted", "timestamp": time.time(), "context": "done", "target_step": 3,
+                                          "revision_rounds": 0, "delta_summary": None})
+        closed = session.close({"status": "SUCCESS"})
     assert [a["status"] for a in answers] == [200, 200, 200, 429]
     assert answers[3]["error"] == "session_envelope_limit"
+    assert feedback["status"] == 200 and feedback["accepted"] and closed["status"] == 200 and closed["accepted"]

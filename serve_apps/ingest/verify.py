@@ -54,7 +54,9 @@ def verify(
     if not isinstance(envelope, dict):
         return rejection(400, "invalid_envelope", "an envelope must be a JSON object", rule="type")
     session_id = envelope.get("session_id")
-    if not isinstance(session_id, str) or not session_id:
+    if session_id is not None and not isinstance(session_id, str):
+        return rejection(400, "invalid_envelope", "session_id: must be a string", field="session_id", rule="string_type")
+    if not session_id:
         return rejection(400, "invalid_envelope", "session_id: field required", field="session_id", rule="missing")
     secret = secret_of(session_id)
     if secret is None:

@@ -46,6 +46,13 @@ def test_open_without_a_field_is_400_naming_it(http, missing):
     assert answer["field"] == missing
 
 
+@pytest.mark.parametrize("envelope, rule", [({"session_id": 5}, "string_type"), ({"chunk_sequence": 0}, "missing"),
+                                            ({"session_id": ""}, "missing")])
+def test_an_envelope_without_a_usable_session_id_says_which_problem(http, envelope, rule):
+    status, answer = post(http, "/v1/training/ingest", json.dumps(envelope).encode())
+    assert status == 400 and answer["field"] == "session_id" and answer["rule"] == rule
+
+
 def test_open_with_a_key_that_is_not_a_point_is_400(http):
     status, answer = post(http, "/v1/sessions/open", json.dumps({
         "session_id": f"sess_{uuid.uuid4()}", "public_key": "bm90IGEga2V5", "provider": "codex", "model": "gpt-5.5",

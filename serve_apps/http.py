@@ -22,6 +22,16 @@ class HTTPError(Exception):
         self.headers = headers or {}
 
 
+def lone_surrogate(value: Any) -> str | None:
+    """The first lone UTF-16 surrogate anywhere in a parsed JSON value (JSON can carry one as an escape, but it is
+    not text: no tokenizer or UTF-8 writer takes it), as an escape; None when there is none."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return ascii(exc.object[exc.start:exc.end])
+    return None
+
+
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
     merged = dict(CORS)

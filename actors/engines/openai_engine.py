@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_schema, cut_at_stop
+from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_schema, cut_at_stop, sampling_extras
 
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -42,11 +42,7 @@ class OpenAIEngine:
                                 "top_p": request.top_p}
         if request.seed is not None:
             body["seed"] = request.seed
-        # OpenAI's own options, then vLLM's extras, each only when it changes the sampling
-        neutral = {"presence_penalty": 0.0, "frequency_penalty": 0.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
-        body.update({name: getattr(request, name) for name, off in neutral.items() if getattr(request, name) != off})
-        if request.logit_bias:
-            body["logit_bias"] = {str(token): bias for token, bias in request.logit_bias.items()}
+        body.update(sampling_extras(request))  # only what changes the sampling: an upstream may not know vLLM's extras
         if request.stop:
             body["stop"] = request.stop
         if self.token_ids_in_logprobs:

@@ -35,7 +35,7 @@ class TransformersEngine:
         self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
         self.max_input_tokens = max_input_tokens
         # prompt and answer together: the model's positions (as vLLM's max_model_len defaults to them)
-        self.context_tokens = getattr(self.lm.config, "max_position_embeddings", None) or max_input_tokens + 32768
+        self.context_tokens: int | None = getattr(self.lm.config, "max_position_embeddings", None)
         self._lock = threading.Lock()  # one generate at a time: the global RNG carries the seed
         self._guide = None  # the JSON-schema compiler for this tokenizer, made at the first request with a schema
 
@@ -50,7 +50,7 @@ class TransformersEngine:
         if ids.shape[1] > self.max_input_tokens:
             raise InvalidRequest(f"prompt of {ids.shape[1]} tokens; this engine takes at most {self.max_input_tokens}",
                                  "context_length_exceeded")
-        if ids.shape[1] + request.max_tokens > self.context_tokens:
+        if self.context_tokens and ids.shape[1] + request.max_tokens > self.context_tokens:
             raise InvalidRequest(f"This model's maximum context length is {self.context_tokens} tokens. However, you requested "
                                  f"{ids.shape[1] + request.max_tokens} tokens ({ids.shape[1]} in the prompt, {request.max_tokens} "
                                  "in the completion). Please reduce the length of the prompt or completion.", "context_length_exceeded")

@@ -68,6 +68,17 @@ class GenerationRequest(BaseModel):
         return self
 
 
+# Sampling options beyond the basic ones, each off at its default: OpenAI's penalties and logit_bias, vLLM's extras.
+SAMPLING_EXTRAS = ("presence_penalty", "frequency_penalty", "repetition_penalty", "top_k", "min_p", "logit_bias")
+
+
+def sampling_extras(request: GenerationRequest) -> dict[str, Any]:
+    """The extra options this request sets away from their defaults: what an engine passes on to its backend."""
+    fields = GenerationRequest.model_fields
+    return {name: getattr(request, name) for name in SAMPLING_EXTRAS
+            if getattr(request, name) != fields[name].get_default(call_default_factory=True)}
+
+
 class Completion(BaseModel):
     """What came back, with the exact tokens sampled and their log-probabilities (for training later)."""
 

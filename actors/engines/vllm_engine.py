@@ -25,7 +25,7 @@ from typing import Any
 
 from vllm import AsyncEngineArgs, AsyncLLMEngine, SamplingParams  # ImportError here is reported by the factory
 
-from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_schema
+from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_schema, sampling_extras
 from trajforge.errors import ConfigError
 
 try:  # vLLM raises VLLMClientError (VLLMValidationError) for a bad request; older ones a ValueError
@@ -57,11 +57,6 @@ def _quantization(method: str | None) -> dict[str, Any]:
                           f"{', '.join(known)}")
     # older vLLM wanted bitsandbytes' load format named too (0.11 sets it itself)
     return {"quantization": method, **({"load_format": "bitsandbytes"} if method == "bitsandbytes" else {})}
-
-
-def _optional_sampling(request: GenerationRequest) -> dict[str, Any]:
-    """top_k, min_p and logit_bias only when the request sets them (their "off" values differ across vLLM releases)."""
-    return {key: value for key, value in (("top_k", request.top_k), ("min_p", request.min_p), ("logit_bias", request.logit_bias)) if value}
 
 
 def _read_logprobs(steps, token_ids: list[int], top: int) -> tuple[list[float], list[list[tuple[int, float]]]]:
@@ -116,8 +111,7 @@ class VllmEngine:
         try:
             params = SamplingParams(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
                                     seed=request.seed, stop=request.stop or None, logprobs=request.top_logprobs,
-                                    presence_penalty=request.presence_penalty, frequency_penalty=request.frequency_penalty,
-                                    repetition_penalty=request.repetition_penalty, **_optional_sampling(request),
+                                    **sampling_extras(request),
                                     **_structured(request.json_schema))
             async with contextlib.aclosing(self.llm.generate(self._prompt(request), params, request_id=vllm_id)) as outputs:
                 async for output in outputs:

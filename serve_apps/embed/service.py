@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 from serve_apps.embed.coalesce import Coalescer
 from serve_apps.embed.settings import EmbedSettings
-from serve_apps.http import CORS, AddressResolver, HTTPError, json_response, read_body
+from serve_apps.http import CORS, AddressResolver, HTTPError, json_response, lone_surrogate, read_body
 from serve_apps.ratelimit import AddressLimiter
 from trajforge.constants import EMBEDDING_DIM, EMBEDDING_MODEL_NAME
 from trajforge.embedding import Embedder
@@ -152,9 +152,6 @@ def _inputs(payload: Any, limit: int) -> list[str]:
         raise HTTPError(400, "missing_input", '"input" must not be an empty string')
     if len(texts) > limit:
         raise HTTPError(413, "too_many_inputs", f"at most {limit} strings per request, got {len(texts)}")
-    for index, text in enumerate(texts):
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:  # a lone UTF-16 surrogate escape: valid JSON, not text
-            raise HTTPError(400, "invalid_input", f'"input"[{index}] holds a lone UTF-16 surrogate, which is not text') from None
+    if (surrogate := lone_surrogate(texts)) is not None:
+        raise HTTPError(400, "invalid_input", f'"input" holds a lone UTF-16 surrogate ({surrogate}), which is not text')
     return texts

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from actors.engines.live_text import LiveText
-from actors.engines.types import Completion, GenerationRequest
+from actors.engines.types import SAMPLING_EXTRAS, Completion, GenerationRequest
 from serve_apps.generate.openai_checks import check_body, invalid, validation_error
 from serve_apps.http import HTTPError
 
@@ -29,9 +29,6 @@ OPENAI_DEFAULTS = {"temperature": 1.0, "top_p": 1.0}
 # default there (the rest of the context); here it is the engines' 256, to keep an unbounded answer from a
 # small model from holding a replica for minutes.
 COMPLETIONS_MAX_TOKENS = 16
-# Sampling options taken as they are: OpenAI's penalties and logit_bias, and vLLM's extras (sent top level or
-# through an SDK's extra_body).
-SAMPLING_EXTRAS = ("presence_penalty", "frequency_penalty", "logit_bias", "top_k", "min_p", "repetition_penalty")
 
 # Chat roles OpenAI clients send, as the engines' chat templates know them.
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
@@ -55,9 +52,6 @@ class Parsed:
     created: int = field(default_factory=lambda: int(time.time()))
 
 
-_invalid = invalid
-
-
 def _content(value: Any, index: int) -> str:
     """A message's content: a string, null (an assistant turn that only called tools), or text parts."""
     if value is None or isinstance(value, str):
@@ -67,22 +61,22 @@ def _content(value: Any, index: int) -> str:
         for part in value:
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise _invalid(f"messages[{index}].content: only text parts are supported here, got {kind!r}", "messages")
+                raise invalid(f"messages[{index}].content: only text parts are supported here, got {kind!r}", "messages")
             texts.append(part["text"])
         return "".join(texts)
-    raise _invalid(f"messages[{index}].content must be a string or a list of text parts", "messages")
+    raise invalid(f"messages[{index}].content must be a string or a list of text parts", "messages")
 
 
 def _messages(value: Any) -> list[dict[str, str]]:
     if not isinstance(value, list) or not value:
-        raise _invalid('"messages" must be a non-empty list of {"role", "content"} objects', "messages")
+        raise invalid('"messages" must be a non-empty list of {"role", "content"} objects', "messages")
     messages = []
     for index, message in enumerate(value):
         if not isinstance(message, dict):
-            raise _invalid(f"messages[{index}] must be an object with role and content", "messages")
+            raise invalid(f"messages[{index}] must be an object with role and content", "messages")
         role = ROLES.get(message.get("role"))
         if role is None:
-            raise _invalid(f"messages[{index}].role must be one of {sorted(ROLES)}, got {message.get('role')!r}", "messages")
+            raise invalid(f"messages[{index}].role must be one of {sorted(ROLES)}, got {message.get('role')!r}", "messages")
         messages.append({"role": role, "content": _content(message.get("content"), index)})
     return messages
 
@@ -90,9 +84,9 @@ def _messages(value: Any) -> list[dict[str, str]]:
 def _prompts(value: Any) -> list[str]:
     prompts = [value] if isinstance(value, str) else value
     if not isinstance(prompts, list) or not prompts or not all(isinstance(prompt, str) for prompt in prompts):
-        raise _invalid('"prompt" must be a string or a non-empty list of strings (token-id prompts are not supported)', "prompt")
+        raise invalid('"prompt" must be a string or a non-empty list of strings (token-id prompts are not supported)', "prompt")
     if not all(prompts):
-        raise _invalid('"prompt" must not be empty: the model needs at least one token to continue from', "prompt")
+        raise invalid('"prompt" must not be empty: the model needs at least one token to continue from', "prompt")
     return prompts
 
 
@@ -107,22 +101,22 @@ def _schema(response_format: Any) -> dict[str, Any] | None:
     if kind == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema")
         if not isinstance(schema, dict):
-            raise _invalid("response_format.json_schema.schema must be a JSON schema object", "response_format")
+            raise invalid("response_format.json_schema.schema must be a JSON schema object", "response_format")
         return schema
-    raise _invalid('response_format.type must be "text", "json_object" or "json_schema"', "response_format")
+    raise invalid('response_format.type must be "text", "json_object" or "json_schema"', "response_format")
 
 
 def _stop(value: Any) -> list[str]:
     stops = [] if value is None else [value] if isinstance(value, str) else value
     if not isinstance(stops, list) or not all(isinstance(stop, str) for stop in stops):
-        raise _invalid('"stop" must be a string or a list of strings', "stop")
+        raise invalid('"stop" must be a string or a list of strings', "stop")
     return [stop for stop in stops if stop]  # an empty stop sequence would end every answer at once
 
 
 def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_choices: int) -> Parsed:
     """The engine requests for a body; HTTPError (OpenAI's error shape) for what cannot be served."""
     if not isinstance(body, dict):
-        raise _invalid("the body must be a JSON object")
+        raise invalid("the body must be a JSON object")
     if body.get("model") not in (None, model_name):
         raise HTTPError(404, "model_not_found", f"model {body.get('model')!r} is not served here; /v1/models lists {model_name!r}")
     check_body(body, chat)
@@ -130,19 +124,19 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
     if n is None:
         n = 1
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise _invalid('"n" must be a positive integer', "n")
+        raise invalid('"n" must be a positive integer', "n")
     inputs: list[dict[str, Any]] = (
         [{"messages": _messages(body.get("messages"))}] if chat else [{"prompt": prompt} for prompt in _prompts(body.get("prompt"))]
     )
     if n * len(inputs) > max_choices:
-        raise _invalid(f"{n * len(inputs)} choices asked (n x prompts); this server gives at most {max_choices} per request", "n")
+        raise invalid(f"{n * len(inputs)} choices asked (n x prompts); this server gives at most {max_choices} per request", "n")
     limit_name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = body.get(limit_name)
     if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= max_tokens_limit):
-        raise _invalid(f'"{limit_name}" must be an integer from 1 to {max_tokens_limit} (this server\'s limit), got {max_tokens!r}', limit_name)
+        raise invalid(f'"{limit_name}" must be an integer from 1 to {max_tokens_limit} (this server\'s limit), got {max_tokens!r}', limit_name)
     sampling = {"max_tokens": max_tokens, "temperature": body.get("temperature"),
                 "top_p": body.get("top_p"), "stop": _stop(body.get("stop")), "json_schema": _schema(body.get("response_format")),
-                **{name: body.get(name) for name in SAMPLING_EXTRAS}}
+                **{name: body.get(name) for name in SAMPLING_EXTRAS}}  # top level, or an SDK's extra_body
     if sampling["top_k"] == -1:  # vLLM's "all tokens"
         sampling["top_k"] = 0
     if isinstance(sampling["logit_bias"], dict):  # checked by openai_checks: token ids as strings
@@ -179,15 +173,15 @@ def _top_logprobs(body: dict[str, Any], chat: bool) -> int:
         if top is None:
             return 0
         if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20:
-            raise _invalid('"top_logprobs" must be an integer from 0 to 20', "top_logprobs")
+            raise invalid('"top_logprobs" must be an integer from 0 to 20', "top_logprobs")
         if top and body.get("logprobs") is not True:
-            raise _invalid('"logprobs" must be true when "top_logprobs" is used', "logprobs")
+            raise invalid('"logprobs" must be true when "top_logprobs" is used', "logprobs")
         return top
     asked = body.get("logprobs")
     if asked is None or isinstance(asked, bool):
         return 0
     if not isinstance(asked, int) or not 0 <= asked <= 5:
-        raise _invalid('"logprobs" must be an integer from 0 to 5', "logprobs")
+        raise invalid('"logprobs" must be an integer from 0 to 5', "logprobs")
     return asked
 
 

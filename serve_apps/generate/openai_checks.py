@@ -10,12 +10,11 @@ JSON can carry but no tokenizer can encode). Accepted and ignored, because the a
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import ValidationError
 
-from serve_apps.http import HTTPError
+from serve_apps.http import HTTPError, lone_surrogate
 
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch's and vLLM's generators take
 
@@ -50,11 +49,9 @@ def check_body(body: dict[str, Any], chat: bool) -> None:
 
 
 def _check_text(body: dict[str, Any]) -> None:
-    try:
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise invalid(f"the body holds a lone UTF-16 surrogate ({exc.object[exc.start:exc.end]!a}), which is not text: "
-                      "send whole characters (a surrogate pair, or the character itself)") from None
+    if (surrogate := lone_surrogate(body)) is not None:
+        raise invalid(f"the body holds a lone UTF-16 surrogate ({surrogate}), which is not text: "
+                      "send whole characters (a surrogate pair, or the character itself)")
 
 
 def _check_tools(body: dict[str, Any]) -> None:

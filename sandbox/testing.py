@@ -49,9 +49,14 @@ def parse_spec(spec: TestSpec | Mapping[str, Any] | str | list[str] | None) -> T
         return TestSpec()
     if isinstance(spec, (str, list)):
         spec = {"command": spec}
+    if not isinstance(spec, Mapping):
+        raise InvalidAction(f"a test spec is a command (a shell line or an argv list) or a mapping, got {type(spec).__name__}")
     try:
         return TestSpec.model_validate(dict(spec))
-    except (ValidationError, TypeError, ValueError) as exc:
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors(include_url=False))
+        raise InvalidAction(f"invalid test spec: {problems}") from None
+    except (TypeError, ValueError) as exc:
         raise InvalidAction(f"invalid test spec: {exc}") from None
 
 
@@ -72,7 +77,10 @@ def _guess(command: list[str], workspace: Path) -> str:
 
 def resolve(spec: TestSpec, workspace: Path) -> tuple[str, list[str]]:
     """(framework, argv) for a spec: its command, or the framework's default."""
-    command = shlex.split(spec.command) if isinstance(spec.command, str) else list(spec.command or [])
+    try:
+        command = shlex.split(spec.command) if isinstance(spec.command, str) else list(spec.command or [])
+    except ValueError as exc:  # an unclosed quote
+        raise InvalidAction(f"test command {spec.command!r} is not a valid shell line: {exc}") from None
     framework = spec.framework if spec.framework != "auto" else _guess(command, workspace)
     if not command:
         if framework == "java" and shutil.which("javac") is None:

@@ -14,8 +14,9 @@ ACTION.json holds an inline rewrite or an ast-grep YAML rule, e.g.
   {"pattern": "print($A)", "rewrite": "logger.info($A)", "language": "python"}
   {"id": "no-console", "language": "javascript", "rule": {"pattern": "console.log($$$ARGS)"}, "fix": "logger.info($$$ARGS)"}
 The workspace directory is copied into a fresh jailed workspace and left untouched; the result's
-"diff" applies to it with `git apply`. Exit status: 0 when the action ran (matched or not),
-1 when the action is invalid or the tests fail, 2 when the jail cannot start.
+"diff" applies to it with `git apply`. Exit status: 0 when the action ran (matched or not) and the
+tests, if any, passed; 1 when the action, the workspace or the test command is invalid or the tests
+fail (the message says which); 2 when the jail cannot start.
 Jail policy: configs/sandbox.yaml (--set sandbox.wall_time_s=10, --set sandbox.jail=none, ...)."""
 
 
@@ -49,25 +50,41 @@ def _read_action(text: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def _tests_summary(tests: dict) -> str:
+    limits = f", limits hit: {', '.join(tests['limits_hit'])}" if tests["limits_hit"] else ""
+    return (f"{tests['passed']} passed, {tests['failed']} failed, {tests['errors']} errors "
+            f"(exit {tests['exit_code']}, signal {tests['signal']}{limits}): see \"tests\" in the output")
+
+
 def run(args: argparse.Namespace) -> int:
+    from sandbox.models import InvalidAction
     from sandbox.runner import Sandbox
     from sandbox.settings import load_sandbox_settings
     from trajforge.settings import parse_assignment
 
     settings = load_sandbox_settings(args.config, [parse_assignment(text) for text in args.assignments])
     box = Sandbox(settings)
-    workspace = box.prepare_workspace(args.task_id, args.workspace)
+    try:
+        workspace = box.prepare_workspace(args.task_id, args.workspace)
+    except InvalidAction as exc:
+        print(f"trajforge sandbox: {exc}", file=sys.stderr)
+        return 1
     try:
         result = box.apply_action(workspace, _read_action(args.action))
         output = result.model_dump(mode="json")
-        status = 0 if result.valid else 1
+        status, problem = (0, None) if result.valid else (1, f"invalid action: {result.error}")
         if result.valid and args.tests:
-            tests = box.run_tests(workspace, None if args.tests == "auto" else args.tests)
-            output["tests"] = tests.model_dump(mode="json")
-            status = 0 if tests.ok else 1
+            try:
+                tests = box.run_tests(workspace, None if args.tests == "auto" else args.tests)
+            except InvalidAction as exc:  # the action's result is still printed
+                output["tests"] = {"error": str(exc)}
+                status, problem = 1, f"tests not run: {exc}"
+            else:
+                output["tests"] = tests.model_dump(mode="json")
+                status, problem = (0, None) if tests.ok else (1, f"tests failed: {_tests_summary(output['tests'])}")
         print(json.dumps(output, indent=2, ensure_ascii=False))
-        if not result.valid:
-            print(f"trajforge sandbox: invalid action: {result.error}", file=sys.stderr)
+        if problem:
+            print(f"trajforge sandbox: {problem}", file=sys.stderr)
         return status
     finally:
         if args.keep:

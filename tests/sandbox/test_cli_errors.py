@@ -1,0 +1,69 @@
+"""`trajforge sandbox apply` as an outside client sees it: exit statuses and messages for bad tests and workspaces."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sandbox.models import InvalidAction
+
+REPO = Path(__file__).resolve().parents[2]
+ACTION = json.dumps({"pattern": "print($A)", "rewrite": "log($A)", "language": "python"})
+
+
+@pytest.fixture()
+def apply(box, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "app.py").write_text("print('hi')\n")
+    (project / "test_app.py").write_text("def test_fails():\n    assert False\n")
+    overrides = ["--set", f"sandbox.workspaces_root={box.settings.workspaces_root}", "--set", f"sandbox.logs_dir={box.settings.logs_dir}"]
+
+    def run(*extra: str, workspace: Path = project) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "trajforge", "sandbox", *overrides, "apply", "--workspace", str(workspace),
+                               "--action", ACTION, *extra], capture_output=True, text=True, cwd=REPO)
+    return run
+
+
+@pytest.mark.parametrize("command,message", [
+    ("curl http://example.com", "'curl' is not allowed"),
+    ("python -c 'unclosed", "not a valid shell line"),
+])
+def test_a_bad_test_command_exits_1_and_still_prints_the_actions_result(apply, command, message):
+    run = apply("--tests", command)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr and "tests not run: " in run.stderr and message in run.stderr
+    output = json.loads(run.stdout)
+    assert output["valid"] and output["files_changed"] == ["app.py"] and message in output["tests"]["error"]
+
+
+def test_failing_tests_exit_1_with_a_message_naming_the_counts(apply):
+    run = apply("--tests", "python -m pytest -q")
+    assert run.returncode == 1
+    assert "tests failed: 0 passed, 1 failed" in run.stderr
+    assert json.loads(run.stdout)["tests"]["failed"] == 1
+
+
+def test_an_invalid_workspace_exits_1_like_an_invalid_action(apply, tmp_path):
+    outside = tmp_path / "linked"
+    outside.mkdir()
+    (outside / "secret.py").symlink_to("/etc/passwd")
+    run = apply(workspace=outside)
+    assert run.returncode == 1 and "points outside the snapshot" in run.stderr
+    missing = apply(workspace=tmp_path / "nope")
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("python -c 'unclosed", "not a valid shell line"),
+    (5, "a test spec is a command"),
+    ({"command": 5}, "command.str: Input should be a valid string"),
+])
+def test_malformed_test_specs_are_invalid_with_a_plain_message(box, workspace, spec, message):
+    with pytest.raises(InvalidAction, match=message) as caught:
+        box.run_tests(workspace, spec)
+    assert "errors.pydantic.dev" not in str(caught.value)

@@ -48,6 +48,8 @@ class _Action(BaseModel):
     @field_validator("paths")
     @classmethod
     def _inside_workspace(cls, value: list[str] | None) -> list[str] | None:
+        if value == []:  # ast-grep given no path would rewrite the whole workspace
+            raise ValueError("an empty list names no file: omit paths to rewrite the whole workspace")
         return None if value is None else [check_relative_path(path) for path in value]
 
 

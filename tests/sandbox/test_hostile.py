@@ -144,6 +144,7 @@ def test_a_snapshot_symlink_pointing_outside_is_refused(box, tmp_path):
     ({"pattern": "print($A)", "rewrite": "x", "language": "python", "paths": ["/etc/passwd"]}, "must be relative"),
     ({"pattern": "print($A)", "rewrite": "x", "language": "python", "paths": ["missing.py"]}, "not in the workspace"),
     ({"pattern": "", "rewrite": "x", "language": "python"}, "pattern"),
+    ({"pattern": "print($A)", "rewrite": "x", "language": "python", "paths": []}, "omit paths to rewrite the whole workspace"),
     (["not", "a", "mapping"], "must be a mapping"),
 ])
 def test_invalid_actions_are_reported_not_run(box, workspace, action, message):

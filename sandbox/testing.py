@@ -15,12 +15,13 @@ from pydantic import ValidationError
 from sandbox.models import InvalidAction, TestSpec
 
 # Compile every .java file, then run each class whose name ends in Test (with `java -ea`): a class
-# passes when it exits 0. For JUnit, give the command (for example the console launcher) instead.
+# passes when it exits 0; a compile failure counts as one error (as pytest counts a collection error).
+# For JUnit, give the command (for example the console launcher) instead.
 JAVA_SCRIPT = """\
 set -u
 mkdir -p /tmp/classes
 find . -name '*.java' > /tmp/sources
-javac -d /tmp/classes @/tmp/sources || exit 2
+javac -d /tmp/classes @/tmp/sources || { echo "java tests: javac failed, Errors: 1"; exit 2; }
 passed=0; failed=0
 for class in $(cd /tmp/classes && find . -name '*Test.class' ! -name '*$*' | sed 's|^\\./||; s|\\.class$||; s|/|.|g'); do
   if java -ea -cp /tmp/classes "$class"; then passed=$((passed+1)); else failed=$((failed+1)); echo "FAILED $class"; fi

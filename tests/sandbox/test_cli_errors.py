@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,16 @@ def test_malformed_test_specs_are_invalid_with_a_plain_message(box, workspace, s
     with pytest.raises(InvalidAction, match=message) as caught:
         box.run_tests(workspace, spec)
     assert "errors.pydantic.dev" not in str(caught.value)
+
+
+@pytest.mark.skipif(shutil.which("javac") is None, reason="no JDK on this machine")
+def test_java_sources_that_do_not_compile_count_as_an_error(box):
+    ws = box.prepare_workspace("java-broken", {
+        "Calc.java": "public class Calc { static int add(int a, int b) { return LOG.x(a + b); } }\n",
+        "CalcTest.java": "public class CalcTest { public static void main(String[] a) { } }\n"})
+    try:
+        result = box.run_tests(ws, {"framework": "java"})
+    finally:
+        box.cleanup(ws)
+    assert (result.passed, result.failed, result.errors) == (0, 0, 1) and not result.ok
+    assert "cannot find symbol" in result.stdout.text + result.stderr.text

@@ -17,21 +17,24 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from pipelines.synth_rules import tasks_file
-from trajforge.errors import TrajforgeError
+from trajforge.errors import ConfigError, TrajforgeError
 from trajforge.settings import apply_assignments, env_assignments, parse_assignment, read_yaml, validate
 
 if TYPE_CHECKING:
     from sandbox.settings import SandboxSettings
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "teacher.yaml"
+PROJECT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT / "configs" / "teacher.yaml"
 
 
 class TasksMissing(TrajforgeError, FileNotFoundError):
@@ -43,7 +46,8 @@ class TeacherSettings(BaseModel):
 
     kind: Literal["oracle", "openai"] = "oracle"
     model: str = "oracle"
-    base_url: str | None = None
+    base_url: str | None = Field(default=None, validate_default=True)
+    """The OpenAI-compatible endpoint; required with kind openai."""
     api_key_env: str | None = "TEACHER_API_KEY"
     mistake_rate: float = Field(default=0.25, ge=0, le=1)
     temperature: float = Field(default=0.7, ge=0)
@@ -57,7 +61,15 @@ class TeacherSettings(BaseModel):
     lake: Path = Path("./lake")
     reports: Path = Path("reports/teacher")
     prompts: Path | None = None
+    """configs/teacher_prompts.yaml; a relative path not found from the working directory is the project's."""
     cpus_per_worker: float = Field(default=0.5, ge=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _endpoint_for_openai(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("kind") == "openai" and not value:
+            raise ValueError("an openai teacher needs its endpoint, e.g. --set teacher.base_url=https://api.example.com")
+        return value
 
     @property
     def tasks_file(self) -> Path:
@@ -69,7 +81,14 @@ def load_teacher_settings(path: str | Path | None = None, assignments=()) -> Tea
     source = Path(path) if path else DEFAULT_CONFIG
     data = read_yaml(source)
     apply_assignments(data, [*env_assignments(), *assignments], roots=["teacher"])
-    return validate(TeacherSettings, data.get("teacher") or {}, str(source), prefix="teacher")
+    settings = validate(TeacherSettings, data.get("teacher") or {}, str(source), prefix="teacher")
+    prompts = settings.prompts
+    if prompts is not None and not prompts.is_absolute() and not prompts.exists() and (PROJECT / prompts).is_file():
+        settings = settings.model_copy(update={"prompts": PROJECT / prompts})  # the shipped configs/teacher_prompts.yaml
+    if settings.prompts is not None and not settings.prompts.is_file():
+        raise ConfigError(f"teacher.prompts: no prompts file at {settings.prompts} (nor under {PROJECT}); "
+                          f"leave it null for the shipped one or give the path of a YAML file like configs/teacher_prompts.yaml")
+    return settings
 
 
 def teacher_name(settings: TeacherSettings) -> str:
@@ -84,22 +103,30 @@ def load_tasks(settings: TeacherSettings) -> list[dict[str, Any]]:
                                f"run `trajforge synth-rules --lake {settings.lake}` first, or set teacher.tasks to a tasks file")
         raise TasksMissing(f"no tasks at {path} (teacher.tasks): run `trajforge synth-rules --lake LAKE` first, "
                            f"which writes LAKE/raw/tasks/synth_rules/tasks.jsonl, and point teacher.tasks there (or leave it null)")
-    tasks = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from actors.rollout import read_tasks
+
+    tasks = read_tasks(path)  # every line an object with a task_id, or a ConfigError naming the first bad one
     if settings.sample and settings.sample < len(tasks):
         tasks = sorted(random.Random(settings.seed).sample(tasks, settings.sample), key=lambda task: task["task_id"])
     return tasks
 
 
+def unanswered(record: dict[str, Any]) -> bool:
+    """The teacher gave no answer at this step (its endpoint failed after the engine's retries): not its mistake."""
+    return any(completion.get("finish_reason") == "error" for completion in record.get("completions") or [])
+
+
 def teacher_records(settings: TeacherSettings, finished_only: bool = True) -> list[dict[str, Any]]:
     """This teacher's step records. A task interrupted by a stop and run again has records from both
-    runs; `finished_only` keeps, per task, only the steps of the run that finished it (no duplicates)."""
+    runs; `finished_only` keeps, per task, only the steps of the run that finished it (no duplicates).
+    A run whose last step the teacher did not answer did not finish its task: the next run retries it."""
     from trajforge.trajectories import read_trajectories
 
     root = settings.lake / "raw" / "trajectories"
     records = [r for r in read_trajectories(root) if r.get("teacher") == teacher_name(settings)] if root.is_dir() else []
     if not finished_only:
         return records
-    finishing_run = {r["task_id"]: r.get("run_id") for r in records if r.get("final")}
+    finishing_run = {r["task_id"]: r.get("run_id") for r in records if r.get("final") and not unanswered(r)}
     return [r for r in records if r["task_id"] in finishing_run and r.get("run_id") == finishing_run[r["task_id"]]]
 
 
@@ -130,13 +157,18 @@ def run(settings: TeacherSettings, progress: bool = True, sandbox: SandboxSettin
             ray.kill(w)
     else:
         stats = []
-    report = write_report(settings, tasks, stats, time.monotonic() - started)
+    failed = sorted({r["task_id"] for r in teacher_records(settings, finished_only=False)
+                     if r.get("run_id") == run_id and r.get("final") and unanswered(r)})
+    report = write_report(settings, tasks, stats, time.monotonic() - started, failed)
     return {"tasks": len(tasks), "skipped_finished": len(tasks) - len(todo), "ran": len(summaries),
-            "verified": sum(bool(s.get("verified")) for s in summaries), "report": str(report)}
+            "verified": sum(bool(s.get("verified")) for s in summaries), "unanswered": len(failed), "report": str(report)}
 
 
-def write_report(settings: TeacherSettings, tasks: list[dict[str, Any]], stats: list[dict[str, int]], wall_s: float) -> Path:
-    """reports/teacher/metrics.md from every record of this teacher on the sampled tasks."""
+def write_report(settings: TeacherSettings, tasks: list[dict[str, Any]], stats: list[dict[str, int]], wall_s: float,
+                 failed: Sequence[str] = ()) -> Path:
+    """reports/teacher/metrics.md from every record of this teacher on the sampled tasks. Precision is per step
+    (the specification's verified / total, over the steps the teacher answered); `failed`: tasks this run's
+    teacher left unanswered."""
     wanted = {task["task_id"]: task for task in tasks}
     records = [r for r in teacher_records(settings) if r["task_id"] in wanted]
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -148,8 +180,12 @@ def write_report(settings: TeacherSettings, tasks: list[dict[str, Any]], stats: 
         language = wanted[task_id]["language"]
         verified = any(s["reward"]["verified"] for s in steps)
         gold = any(s["reward"].get("matches_gold") for s in steps)
-        per_language[language].update(tasks=1, verified=int(verified), matches_gold=int(gold), steps=len(steps))
-        for step in steps:
+        answered = [s for s in steps if not unanswered(s)]
+        per_language[language].update(tasks=1, verified=int(verified), matches_gold=int(gold), steps=len(answered),
+                                      verified_steps=sum(bool(s["reward"]["verified"]) for s in answered))
+        if len(answered) < len(steps):
+            rewards["no answer (teacher endpoint error)"] += len(steps) - len(answered)
+        for step in answered:
             rewards["verified" if step["reward"]["verified"] else "not verified"] += 1
             rewards["matches gold" if step["reward"].get("matches_gold") else "differs from gold"] += 1
             if step["model_output"].get("errors"):
@@ -161,21 +197,31 @@ def write_report(settings: TeacherSettings, tasks: list[dict[str, Any]], stats: 
              f"- teacher: `{teacher_name(settings)}` ({settings.kind}), temperature {settings.temperature}, seed {settings.seed}"
              + (f", mistake rate {settings.mistake_rate}" if settings.kind == "oracle" else ""),
              f"- tasks: {len(by_task)} of {len(tasks)} sampled have records; {len(records)} steps; this run took {wall_s:.1f} s",
-             f"- cost: {tokens['prompt_tokens']} prompt tokens, {tokens['completion_tokens']} completion tokens (this run)", "",
-             "| language | tasks | verified | verified/total | matches gold | steps |", "| --- | --- | --- | --- | --- | --- |"]
+             f"- cost: {tokens['prompt_tokens']} prompt tokens, {tokens['completion_tokens']} completion tokens (this run)",
+             *([f"- **the teacher did not answer {len(failed)} tasks** (endpoint errors): not finished, the next run retries them: "
+                + ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else "")] if failed else []),
+             "", "Tasks are verified when one of their steps is; precision is verified steps / steps the teacher answered.", "",
+             "| language | tasks | verified | verified/total | matches gold | steps | verified steps | precision |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for language, counts in sorted(per_language.items()):
         lines.append(f"| {language} | {counts['tasks']} | {counts['verified']} | {counts['verified'] / counts['tasks']:.2f} | "
-                     f"{counts['matches_gold']} | {counts['steps']} |")
-    lines += ["", "| per model | tasks | verified/total |", "| --- | --- | --- |"]
+                     f"{counts['matches_gold']} | {counts['steps']} | {counts['verified_steps']} | {_share(counts['verified_steps'], counts['steps'])} |")
+    lines += ["", "| per model | tasks | verified/total | steps | precision |", "| --- | --- | --- | --- | --- |"]
     models = Counter(steps[0]["model"] for steps in by_task.values())
     for model, count in sorted(models.items()):
         verified = sum(any(s["reward"]["verified"] for s in steps) for steps in by_task.values() if steps[0]["model"] == model)
-        lines.append(f"| {model} | {count} | {verified / count:.2f} |")
+        answered = [s for steps in by_task.values() if steps[0]["model"] == model for s in steps if not unanswered(s)]
+        precision = _share(sum(bool(s["reward"]["verified"]) for s in answered), len(answered))
+        lines.append(f"| {model} | {count} | {verified / count:.2f} | {len(answered)} | {precision} |")
     lines += ["", "## Reward distribution (per step)", "", *(f"- {name}: {count}" for name, count in sorted(rewards.items())), ""]
     settings.reports.mkdir(parents=True, exist_ok=True)
     path = settings.reports / "metrics.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.2f}" if whole else "-"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -204,6 +250,10 @@ def run_command(args: argparse.Namespace) -> int:
     result = run(settings, sandbox=sandbox)
     print(json.dumps(result, indent=2))
     print(Path(result["report"]).read_text(encoding="utf-8"))
+    if result["unanswered"]:
+        print(f"trajforge teacher: the teacher ({settings.base_url or settings.kind}) did not answer {result['unanswered']} tasks; "
+              "they are not counted as finished: check the endpoint and run the job again to retry them", file=sys.stderr)
+        return 1
     return 0
 
 

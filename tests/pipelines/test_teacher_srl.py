@@ -137,3 +137,58 @@ def test_a_job_killed_halfway_and_resubmitted_finishes_without_duplicates(serve_
     steps = [(r["task_id"], r["step"]) for r in records]
     assert len(steps) == len(set(steps))  # no step recorded twice
     assert json.loads(rerun.stdout[: rerun.stdout.index("}") + 1])["skipped_finished"] >= len(done_before)
+
+
+def test_an_unreachable_teacher_fails_the_job_and_its_tasks_are_retried_not_finished(serve_url, tmp_path, task_file, capsys):
+    path, tasks = task_file
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps(tasks[0]) + "\n")
+    command = ["teacher", "--lake", str(tmp_path / "lake"), "--set", f"teacher.tasks={one}", "--set", f"teacher.reports={tmp_path / 'reports'}",
+               "--set", "teacher.kind=openai", "--set", "teacher.model=glm-4.6", "--set", "teacher.base_url=http://127.0.0.1:9",
+               "--set", "teacher.max_steps=1", "--set", "teacher.workers=1", "--set", "teacher.cpus_per_worker=0.05"]
+    assert main(command) == 1
+    captured = capsys.readouterr()
+    assert "did not answer 1 tasks" in captured.err and json.loads(captured.out[: captured.out.index("}") + 1])["unanswered"] == 1
+    settings = load_teacher_settings(assignments=[("teacher.lake", str(tmp_path / "lake")), ("teacher.kind", "openai"),
+                                                  ("teacher.model", "glm-4.6"), ("teacher.base_url", "http://127.0.0.1:9")])
+    recorded = teacher_records(settings, finished_only=False)
+    assert len(recorded) == 1 and recorded[0]["final"] and recorded[0]["error"]  # the step is kept, as what happened
+    assert teacher_records(settings) == []  # but the task is not finished
+    report = (tmp_path / "reports" / "metrics.md").read_text()
+    assert "did not answer 1 tasks" in report and "malformed output" not in report
+    assert main(command) == 1  # the next run retries it instead of skipping it
+    assert json.loads(capsys.readouterr().out.split("\n}")[0] + "}")["skipped_finished"] == 0
+
+
+def test_the_report_gives_precision_per_step(serve_url, tmp_path, task_file):
+    path, tasks = task_file
+    settings = settings_for(tmp_path, path, mistake_rate=1.0, max_steps=2)
+    run(settings, progress=False)
+    report = (tmp_path / "reports" / "metrics.md").read_text()
+    header = "| language | tasks | verified | verified/total | matches gold | steps | verified steps | precision |"
+    assert header in report and "| oracle | 10 |" in report
+    rows = [line.split(" | ") for line in report.splitlines() if line.startswith("| python |")]
+    steps, verified_steps, precision = int(rows[0][5]), int(rows[0][6]), float(rows[0][7].rstrip(" |"))
+    assert steps >= int(rows[0][1]) and abs(precision - verified_steps / steps) < 0.01
+
+
+@pytest.mark.parametrize("assignment,message", [
+    (("teacher.kind", "openai"), "teacher.base_url"),
+    (("teacher.prompts", "no/such/prompts.yaml"), "teacher.prompts: no prompts file"),
+])
+def test_teacher_settings_that_cannot_work_fail_at_load_naming_the_field(assignment, message):
+    with pytest.raises(TrajforgeError, match=message):
+        load_teacher_settings(assignments=[assignment])
+
+
+def test_the_shipped_prompts_are_found_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    prompts = load_teacher_settings().prompts
+    assert prompts.is_absolute() and prompts.is_file() and prompts.name == "teacher_prompts.yaml"
+
+
+def test_a_bad_line_in_the_tasks_file_is_named(tmp_path, capsys):
+    bad = tmp_path / "tasks.jsonl"
+    bad.write_text('{"task_id": "a", "language": "python"}\n{"task_id": "b"\n')
+    assert main(["teacher", "--lake", str(tmp_path / "lake"), "--set", f"teacher.tasks={bad}"]) == 2
+    assert f"{bad} line 2 is not JSON" in capsys.readouterr().err

@@ -26,6 +26,7 @@ from trajforge.cluster import ClusterSettings, advertised, load_cluster_settings
 from trajforge.errors import ConfigError, TrajforgeError
 
 log = logging.getLogger(__name__)
+RAY_CHECKPOINT_RECORD = "checkpoint_manager_snapshot.json"  # Ray Train's CHECKPOINT_MANAGER_SNAPSHOT_FILENAME, in <output_dir>/<run_name>/
 
 
 def resolve_model(settings: LearnerSettings, sources: list) -> Path:
@@ -153,6 +154,7 @@ def launch(settings: LearnerSettings, cluster: ClusterSettings | None = None, *,
     peak = settings.peak_tflops or ((cluster.learner.gpu.peak_tflops if cluster.learner.gpu else None) if on_gpu else cluster.cpu_peak_tflops)
     run_dir = settings.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
+    forget_ray_checkpoints(run_dir)
     config = {"settings": settings.model_dump(mode="json"), "on_gpu": on_gpu, "peak_tflops": peak, **prepared}
     (run_dir / "learner_config.json").write_text(json.dumps({**config, "resources_per_worker": resources}, indent=2) + "\n")
     trainer = TorchTrainer(
@@ -187,6 +189,16 @@ def launch(settings: LearnerSettings, cluster: ClusterSettings | None = None, *,
         "export": str(run_dir / "hf") if (run_dir / "hf" / "config.json").is_file() and end.get("finished") else None,
         "sources": prepared["sources"],
     }
+
+
+def forget_ray_checkpoints(run_dir: Path) -> None:
+    """Remove Ray Train's record of the run's checkpoints before a start.
+
+    The learner resumes from its own checkpoints (`learner.resume`) and prunes them itself (`checkpoint.keep`);
+    Ray Train's record still names the pruned ones, and a start that finds such a record refuses to run
+    ("the run snapshot contains a reference to a checkpoint that does not exist anymore").
+    """
+    (run_dir / RAY_CHECKPOINT_RECORD).unlink(missing_ok=True)
 
 
 def _root_message(exc: BaseException) -> str:

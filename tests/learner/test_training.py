@@ -95,3 +95,14 @@ def test_the_export_is_a_hugging_face_model_that_generates(full_run):
     assert out.shape[1] > prompt["input_ids"].shape[1]
     info = json.loads((Path(full_run["export"]) / "trajforge_export.json").read_text())
     assert info["step"] == MAX_STEPS and info["builds"] == ["tiny"]
+
+
+def test_a_run_starts_again_after_its_checkpoints_were_pruned(ray_cluster, tiny_model, lake, full_run, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    shutil.copytree(full_run["run_dir"], tmp_path / "full")  # keep 1: its step-4 checkpoint is gone, Ray Train's record still names it
+    assert [path.name for path in (tmp_path / "full" / "checkpoints").glob("step-*")] == [f"step-{MAX_STEPS:06d}"]
+    again = launch(settings_for(tiny_model, lake, tmp_path, "full", max_steps=MAX_STEPS + 1), echo=False)
+    assert again["finished"] and again["step"] == MAX_STEPS + 1
+    assert [line["step"] for line in read_metrics(Path(again["run_dir"]), "start")] == [0, MAX_STEPS]

@@ -14,6 +14,7 @@ Paths in the settings are resolved on the driver; on a cluster they must name sh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -48,7 +49,10 @@ def prepare(settings: LearnerSettings) -> dict[str, Any]:
 
     lake = Lake.at(settings.data.lake)
     sources = [prepare_source(lake, mix.build, mix.weight, settings.data.cache_dir) for mix in settings.data.builds]
-    return {"sources": [source.as_dict() for source in sources], "model_dir": str(resolve_model(settings, sources))}
+    # stdout carries only the metrics' JSON lines: making the model imports DeepSpeed, whose logger writes to stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        model_dir = resolve_model(settings, sources)
+    return {"sources": [source.as_dict() for source in sources], "model_dir": str(model_dir)}
 
 
 def choose_workers(device: str, count: int, cluster_gpus: float, learner_gpus: int) -> tuple[bool, int, str | None]:

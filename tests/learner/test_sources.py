@@ -75,6 +75,20 @@ def test_the_command_reports_a_corrupt_build_before_starting_ray(build, tmp_path
     assert "part-00001.parquet has 7 bytes, the manifest says" in error and "rebuild with `trajforge build --full`" in error
 
 
+def test_making_the_small_model_writes_nothing_to_stdout(build, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = ("from learner.settings import LearnerSettings; from learner.train import prepare; "
+            f"prepare(LearnerSettings.model_validate({{'small_model_dir': {str(tmp_path / 'small')!r}, "
+            f"'data': {{'lake': {str(tmp_path / 'lake')!r}, 'cache_dir': {str(tmp_path / 'cache')!r}}}}}).absolute())")
+    env = {name: value for name, value in os.environ.items() if name != "DS_ACCELERATOR"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "small" / "config.json").is_file() and done.stdout == ""  # stdout is the metrics' JSON lines
+
+
 def test_a_config_typo_names_the_field(tmp_path):
     from learner.settings import load_learner_settings
     from trajforge.errors import ConfigError

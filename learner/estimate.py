@@ -88,6 +88,13 @@ def estimate(settings: LearnerSettings, gpus: int, model_name: str | None = None
     return Estimate(total, largest, gpu_bytes / GB, cpu_bytes / GB, (kept + layers + logits) / GB)
 
 
+def count_text(count: int) -> str:
+    """A parameter count as people write it: 14.77 B, 0.60 B, 3.1 M, 920 K."""
+    if count >= 1e8:
+        return f"{count / 1e9:.2f} B"
+    return f"{count / 1e6:.1f} M" if count >= 1e6 else f"{count / 1e3:.0f} K"
+
+
 def print_estimate(settings: LearnerSettings, cluster: ClusterSettings) -> Estimate:
     import os
 
@@ -100,7 +107,7 @@ def print_estimate(settings: LearnerSettings, cluster: ClusterSettings) -> Estim
     gpus = cluster.learner.gpus_per_node * cluster.learner.nodes or settings.workers.count
     gpu = cluster.learner.gpu
     result = estimate(settings, gpus)
-    print(f"model {settings.model}: {result.total_params / 1e9:.2f} B parameters, largest layer {result.largest_layer_params / 1e6:.0f} M")
+    print(f"model {settings.model}: {count_text(result.total_params)} parameters, largest layer {count_text(result.largest_layer_params)}")
     estimate_zero3_model_states_mem_needs_all_cold(result.total_params, result.largest_layer_params, num_gpus_per_node=gpus, num_nodes=1)
     option = f"offload_optimizer={settings.zero.offload_optimizer}, offload_params={settings.zero.offload_params}"
     print(f"\nconfigured ({option}; micro-batch {settings.train.micro_batch_size} x {settings.data.seq_len} tokens, "

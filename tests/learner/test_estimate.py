@@ -27,6 +27,13 @@ def test_the_default_small_model_is_estimated_before_it_exists(tmp_path, capsys)
     assert "model small:" in out and "fits 2 x" in out
     small = estimate(LearnerSettings.model_validate({"small_model_dir": str(missing)}), 2)
     assert 0 < small.total_params < 5e6
+    assert "0.00 B" not in out and f"model small: {round(small.total_params, -3) // 1000} K parameters" in out
+
+
+def test_parameter_counts_read_in_their_unit():
+    from learner.estimate import count_text
+
+    assert [count_text(n) for n in (14_768_307_200, 596_049_920, 3_140_000, 918_272)] == ["14.77 B", "0.60 B", "3.1 M", "918 K"]
 
 
 def test_a_model_path_without_a_config_names_the_field(tmp_path):

@@ -49,6 +49,9 @@ def prepare(settings: LearnerSettings) -> dict[str, Any]:
 
     lake = Lake.at(settings.data.lake)
     sources = [prepare_source(lake, mix.build, mix.weight, settings.data.cache_dir) for mix in settings.data.builds]
+    if not any(source.dev_rows for source in sources):
+        log.warning("the builds have no dev rows, so no evaluation loss will be reported: build more sessions or raise "
+                    "build.sft.dev_fraction (configs/pipeline.yaml) and build again with --full")
     # stdout carries only the metrics' JSON lines: making the model imports DeepSpeed, whose logger writes to stdout
     with contextlib.redirect_stdout(sys.stderr):
         model_dir = resolve_model(settings, sources)

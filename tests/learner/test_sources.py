@@ -89,6 +89,21 @@ def test_making_the_small_model_writes_nothing_to_stdout(build, tmp_path):
     assert (tmp_path / "small" / "config.json").is_file() and done.stdout == ""  # stdout is the metrics' JSON lines
 
 
+def test_builds_without_dev_rows_are_warned_about(tiny_model, tmp_path, caplog):
+    from learner.settings import LearnerSettings
+    from learner.train import prepare
+
+    write_build(tmp_path / "lake", "b3", rows(6, dev=0))
+    settings = LearnerSettings.model_validate({"model": str(tiny_model), "data": {"lake": str(tmp_path / "lake"), "cache_dir": str(tmp_path / "c")}})
+    with caplog.at_level("WARNING", logger="learner.train"):
+        prepare(settings.absolute())
+    assert "no dev rows, so no evaluation loss" in caplog.text and "build.sft.dev_fraction" in caplog.text
+    write_build(tmp_path / "lake", "b4", rows(6, dev=2))
+    caplog.clear()
+    prepare(settings.absolute())
+    assert "no dev rows" not in caplog.text
+
+
 def test_a_config_typo_names_the_field(tmp_path):
     from learner.settings import load_learner_settings
     from trajforge.errors import ConfigError

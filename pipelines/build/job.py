@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -205,9 +206,10 @@ def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = 
     indexed = index_lake(str(lake.root), files, settings.cpus_per_task, progress)
     indexes = indexed.indexes
     sessions = group_sessions(indexes, files)
-    ready = sessions.select(sessions.closed | (time.time() - sessions.last_seen >= settings.open_session_grace_s))
-    if contributors is not None:
-        ready = {key: s for key, s in ready.items() if s.source == "ingest" and s.contributor_id in contributors}
+    is_ready = sessions.closed | (time.time() - sessions.last_seen >= settings.open_session_grace_s)
+    in_org = np.ones(len(sessions), dtype=bool) if contributors is None else np.array(
+        [source == "ingest" and contributor in contributors for source, contributor in zip(sessions.sources, sessions.contributors)], dtype=bool)
+    ready = sessions.select(is_ready & in_org)
     forgotten = tombstones.forgotten(lake)
     left_out = {key for key, s in ready.items() if s.contributor_id and s.contributor_id.lower() in forgotten}
     ready = {key: s for key, s in ready.items() if key not in left_out}
@@ -232,7 +234,7 @@ def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = 
                                  embedded=settings.embedding.enabled)
     manifest = manifests.build_manifest(
         work, stage, settings, build_id=build_id, parent=parent.name if parent else None, org=org, files=files_written, indexes=indexes,
-        sessions={"ready": len(ready), "built": len(todo), "reused": len(reused), "pending_open": len(sessions) - len(ready) - len(left_out),
+        sessions={"ready": len(ready), "built": len(todo), "reused": len(reused), "pending_open": int((~is_ready & in_org).sum()), "other_orgs": int((~in_org).sum()),
                   "quarantined": len(ready) - len(built), "forgotten": len(left_out)},
         forgotten={"contributors": len(forgotten), "digest": tombstones.digest(forgotten)},
         todo_origin=build_id, dropped=dropped, seconds=time.time() - started,

@@ -12,6 +12,7 @@ import pytest
 from build_lake import EXCLUSIONS, PLANTED, fill_phase_one, fill_phase_two
 
 from pipelines.build import load_build_settings, run_build
+from trajforge.cli.build_cmd import summary
 from trajforge.client import contributor_id_for
 from trajforge.lake import Lake
 
@@ -208,6 +209,9 @@ def test_org_filter_keeps_only_the_orgs_contributors(phase_one, tmp_path):
     manifest = run_build(settings_for(copy, orgs={"acme": [alice]}), org="acme", progress=False)
     rows = table(Lake.at(copy).build_dir(manifest["build_id"]), "trajectories")
     assert rows and {row["contributor_id"] for row in rows} == {alice} and manifest["org"] == "acme"
+    sessions = manifest["sessions"]  # the lake's one open session is not alice's; the others' sessions are not "still open"
+    assert sessions["pending_open"] == 0 and sessions["ready"] + sessions["other_orgs"] == len(ids) + 2  # + the two teacher runs
+    assert f"{sessions['other_orgs']} of other organizations left out" in summary(manifest)
     from trajforge.errors import ConfigError
 
     with pytest.raises(ConfigError, match="not in build.orgs"):

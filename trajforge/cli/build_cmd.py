@@ -28,7 +28,8 @@ def summary(manifest: dict) -> str:
     lines = [
         f"build {manifest['build_id']}  ({manifest['seconds']} s, parent {manifest['parent_build_id'] or '-'})",
         f"  sessions: {sessions['ready']} ready, {sessions['built']} built, {sessions['reused']} reused, "
-        f"{sessions['pending_open']} still open, {sessions['quarantined']} quarantined, {sessions.get('forgotten', 0)} of forgotten contributors left out",
+        f"{sessions['pending_open']} still open, {sessions['quarantined']} quarantined, {sessions.get('forgotten', 0)} of forgotten contributors left out"
+        + (f", {sessions.get('other_orgs', 0)} of other organizations left out" if manifest.get("org") else ""),
         f"  rows: " + ", ".join(f"{table} {count}" for table, count in rows.items()),
         f"  tiers: " + ", ".join(f"{tier} {count}" for tier, count in manifest["tiers"].items()),
         f"  exclusions: " + (", ".join(f"{reason} {count}" for reason, count in manifest["exclusions"].items()) or "none"),

@@ -42,6 +42,7 @@ from pipelines.build.sessions import SessionRefs, group_sessions
 from pipelines.build.sources import raw_files
 from pipelines.build.staging import STAGE_DIR, STAGE_SCHEMAS, stage_file, staged_files
 from trajforge import tombstones
+from trajforge.contracts.events import partition_name
 from trajforge.errors import ConfigError
 from trajforge.lake import Lake
 
@@ -66,6 +67,27 @@ def claim_build_id(lake: Lake) -> tuple[str, Path]:
             continue
         return build_id, work
     raise ConfigError(f"build: could not claim a build id under {lake.curated}; remove stale .*.partial folders there")
+
+
+def _org_contributors(settings: BuildSettings, lake: Lake, org: str | None) -> set[str] | None:
+    """The contributors whose field sessions an `--org` build keeps (None: no filter).
+
+    Telemetry events carry their organization (`org_id`, as Starcode's TRAINING_ORG_ID export filters them);
+    field sessions do not, so `build.orgs` lists an organization's contributors. An organization only the
+    events name builds its events alone.
+    """
+    if not org:
+        return None
+    if org in settings.orgs:
+        return set(settings.orgs[org])
+    events = lake.raw / "events"
+    event_orgs = sorted(path.name.removeprefix("org=") for path in events.glob("org=*")) if events.is_dir() else []
+    if partition_name(org) in event_orgs:
+        log.info("--org %s is not in build.orgs: building its telemetry events only (list its contributors in build.orgs "
+                 "for its field sessions)", org)
+        return set()
+    raise ConfigError(f"--org {org!r} is neither in build.orgs of configs/pipeline.yaml (known: {sorted(settings.orgs)}) nor an "
+                      f"org_id of the lake's telemetry events (known: {event_orgs}); add it to build.orgs with its contributor ids")
 
 
 def _parent(lake: Lake, settings: BuildSettings, org: str | None, full: bool, forgotten_digest: str) -> Path | None:
@@ -191,9 +213,7 @@ def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = 
     lake = Lake.at(settings.lake)
     if not lake.raw.is_dir():
         raise ConfigError(f"build.lake: {lake.root} has no raw/ folder; point --lake at a lake the ingest service or a job wrote")
-    contributors = settings.orgs.get(org) if org else None
-    if org and contributors is None:
-        raise ConfigError(f"--org {org!r} is not in build.orgs of configs/pipeline.yaml (known: {sorted(settings.orgs)})")
+    contributors = _org_contributors(settings, lake, org)
     lake.curated.mkdir(parents=True, exist_ok=True)
     for stale in lake.curated.glob(".*.partial"):
         shutil.rmtree(stale, ignore_errors=True)

@@ -214,7 +214,7 @@ def test_org_filter_keeps_only_the_orgs_contributors(phase_one, tmp_path):
     assert f"{sessions['other_orgs']} of other organizations left out" in summary(manifest)
     from trajforge.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="not in build.orgs"):
+    with pytest.raises(ConfigError, match="neither in build.orgs"):
         run_build(settings_for(copy), org="nobody", progress=False)
 
 

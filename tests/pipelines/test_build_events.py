@@ -99,6 +99,20 @@ def test_org_and_forgotten_contributors_filter_events(events_lake, tmp_path):
     assert {row["kind"] for row in rows(build_dir, "behavior")} == {"model_error"}  # the other org's behaviour is left out
 
 
+def test_an_org_the_events_name_needs_no_build_orgs_entry(events_lake, tmp_path):
+    from trajforge.errors import ConfigError
+
+    lake, org, other = events_lake
+    copy = tmp_path / "lake"
+    shutil.copytree(lake, copy, ignore=shutil.ignore_patterns("curated"))
+    manifest = run_build(settings_for(copy), org=other, progress=False)  # as Starcode's export filters by TRAINING_ORG_ID
+    build_dir = Lake.at(copy).build_dir(manifest["build_id"])
+    assert manifest["org"] == other and manifest["rows"]["sft"] == 0
+    assert [row["session_id"] for row in rows(build_dir, "behavior")] == [f"telemetry:{other}:b1"]
+    with pytest.raises(ConfigError, match=rf"'nobody' is neither in build.orgs .*org_id of the lake's telemetry events .*{other}"):
+        run_build(settings_for(copy), org="nobody", progress=False)
+
+
 @pytest.mark.parametrize("payload,roles", [
     ({"prompt": "p", "completion": "c", "system_prompt": "s"}, ["system", "user", "assistant"]),
     ({"messages": [{"role": "developer", "content": "d"}, {"role": "user", "content": "u"}, {"role": "assistant", "tool_calls": [{"id": 1}]},

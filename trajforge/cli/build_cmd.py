@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lake", type=Path, default=None, help="the lake to build from and into (default: build.lake, ./lake)")
     parser.add_argument("--full", action="store_true", help="build every session again instead of only new or changed ones")
     parser.add_argument("--org", default=os.environ.get("TRAINING_ORG_ID") or None,
-                        help="keep only sessions of this organization's contributors (build.orgs; default: $TRAINING_ORG_ID)")
+                        help="keep only this organization's data: its telemetry events (their org_id) and the field sessions of "
+                             "its contributors (listed in build.orgs); default: $TRAINING_ORG_ID")
     parser.add_argument("--no-embed", action="store_true", help="skip embeddings (domain tags from keywords)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trajforge.errors import TrajforgeError
 from trajforge.lake import Lake
 from trajforge.settings import parse_assignment
 
@@ -34,6 +35,10 @@ log = logging.getLogger("trajforge.synth_rules")
 VERSION = "1"
 SOURCE = "trajforge synthetic ast-grep templates"
 LICENSE = "Apache-2.0 (snippets written for trajforge)"
+
+
+class NothingVerified(TrajforgeError, RuntimeError):
+    """No candidate's gold action gave its `post`: the tasks already in the lake are left as they were."""
 
 
 def tasks_file(lake: Path) -> Path:
@@ -103,12 +108,15 @@ def run(lake: Path, workers: int = 2, limit: int | None = None, cpus_per_worker:
     ).take_all()
     kept = sorted((row for row in verified if row["verified"]), key=lambda row: row["task_id"])
     dropped = Counter(f"{row['template']}: {row['reason']}" for row in verified if not row["verified"])
+    if not kept:
+        reasons = "; ".join(f"{reason} ({count})" for reason, count in dropped.most_common(5))
+        raise NothingVerified(f"none of the {len(verified)} candidates verified, so {tasks_file(lake)} was left as it was: {reasons}")
     out_dir = tasks_file(lake).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps({"task_id": r["task_id"], "instruction": r["instruction"], "pre": r["pre"], "post": r["post"], "language": r["language"],
                          "tags": json.loads(r["tags"]), "template": r["template"], "gold_action": json.loads(r["gold_action"])},
                         ensure_ascii=False, sort_keys=True) for r in kept]
-    data = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+    data = ("\n".join(lines) + "\n").encode("utf-8")
     _atomic_write(tasks_file(lake), data)
     meta = {"source": SOURCE, "version": VERSION, "license": LICENSE, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "sha256": hashlib.sha256(data).hexdigest(), "num_records": len(kept), "candidates": len(verified),
@@ -118,10 +126,21 @@ def run(lake: Path, workers: int = 2, limit: int | None = None, cpus_per_worker:
     return {**meta, "path": str(tasks_file(lake))}
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lake", type=Path, default=Path("./lake"), help="lake root (default ./lake)")
-    parser.add_argument("--workers", type=int, default=2, help="sandbox actors verifying in parallel (default 2)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N candidates (quick runs)")
+    parser.add_argument("--workers", type=_positive, default=2, help="sandbox actors verifying in parallel (default 2)")
+    parser.add_argument("--limit", type=_positive, default=None,
+                        help="only the first N candidates (quick runs; the lake's tasks file then holds only those)")
 
 
 def config_roots(args: argparse.Namespace) -> tuple[str, ...]:

@@ -6,6 +6,8 @@ import hashlib
 import json
 from collections import Counter
 
+import pytest
+
 from pipelines.synth_templates import candidates, templates
 
 
@@ -46,4 +48,28 @@ def test_sandbox_settings_are_applied_and_a_bad_one_stops_the_job_before_it_star
     assert "sandbox.wall_time_s" in capsys.readouterr().err
     assert module_main(["--lake", str(tmp_path / "lake"), "--set", "sandbox.jail=chroot"]) == 2
     assert "sandbox.jail" in capsys.readouterr().err
+    assert not (tmp_path / "lake").exists()
+
+
+def test_a_run_that_verifies_nothing_fails_and_keeps_the_lakes_tasks(serve_url, tmp_path, capsys):
+    from pipelines.synth_rules import NothingVerified, run
+
+    lake = tmp_path / "lake"
+    good = [task for index, task in enumerate(candidates()) if index % 100 == 0]
+    run(lake, workers=1, cpus_per_worker=0.05, tasks=good)
+    out = lake / "raw" / "tasks" / "synth_rules"
+    before = {name: (out / name).read_bytes() for name in ("tasks.jsonl", "_meta.json")}
+    broken = [dict(task, post=task["post"] + "# not what the action gives\n") for task in good]
+    with pytest.raises(NothingVerified, match="left as it was: .*differs from post"):
+        run(lake, workers=1, cpus_per_worker=0.05, tasks=broken)
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
+@pytest.mark.parametrize("argument,value", [("--workers", "0"), ("--limit", "-5"), ("--limit", "x")])
+def test_counts_below_one_are_refused_by_the_parser(tmp_path, capsys, argument, value):
+    from trajforge.cli.main import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(["synth-rules", "--lake", str(tmp_path / "lake"), argument, value])
+    assert caught.value.code == 2 and argument in capsys.readouterr().err
     assert not (tmp_path / "lake").exists()

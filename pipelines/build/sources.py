@@ -10,14 +10,18 @@ Two sources feed a build:
 
 Indexing reads only headers and record keys; the bodies are read again, by offset, in the Ray Data
 stage that builds each batch, so no shuffle is needed. Damaged bytes that valid frames follow, frames
-without the header fields, and unparseable record lines are quarantine entries: counted, listed in
-the manifest, their bytes copied to `lake/quarantine/`, never a reason to stop.
+without the header fields, unparseable record lines, and the torn tail of a segment no writer holds
+(a crashed write, or a segment that is damaged throughout) are quarantine entries: counted and listed
+in the manifest with their file, offset and length (the raw lake is never rewritten), never a reason
+to stop. A torn tail whose writer still holds the segment's lock is a write in progress, only counted.
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -106,6 +110,9 @@ def indexed_frames(lake_root: str, relative: str) -> tuple[FileIndex, list[bytes
     except LakeCorruption:
         frames, damaged, torn_tail_bytes = salvage(path)
         quarantined += [Quarantined("ingest", relative, offset, length, "damaged bytes between valid frames") for offset, length in damaged]
+    if torn_tail_bytes and not writer_holds(path):
+        quarantined.append(Quarantined("ingest", relative, path.stat().st_size - torn_tail_bytes, torn_tail_bytes,
+                                       "torn tail: bytes after the last whole frame, and no writer holds the segment"))
     rows, bodies = [], []
     for frame in frames:
         header = frame.header
@@ -117,6 +124,26 @@ def indexed_frames(lake_root: str, relative: str) -> tuple[FileIndex, list[bytes
                      contributor if isinstance(contributor, str) else None))
         bodies.append(frame.body)
     return FileIndex(relative, records_table(rows), quarantined, torn_tail_bytes), bodies
+
+
+def writer_holds(path: Path) -> bool:
+    """Whether a live writer holds the segment's lock (its torn tail is then a write in progress).
+
+    A shared lock is taken and given back at once; a writer only ever opens a new segment, so none waits on it.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # a filesystem without flock: take the tail for a write in progress, as a reader must
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _index_clean(relative: str, spans: list[tuple[int, int, memoryview, memoryview]]) -> tuple[FileIndex, list[memoryview]] | None:

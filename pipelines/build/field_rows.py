@@ -7,7 +7,8 @@ The chat an sft row holds, step by step (consecutive steps of one role share a m
 | instruction, clarification, approval | user | the content |
 | thought | assistant | `<think>` content `</think>` |
 | action, edit | assistant | `<tool_call>{"name": tool, "arguments": {...}}</tool_call>` (the content when no tool) |
-| correction, resolution, coordination | assistant | the content |
+| correction, resolution, coordination sent | assistant | the content |
+| coordination received (`← partner: ...`, or no tool and no `→`) | user | the content: a teammate's words, not the model's |
 | observation | tool | the content, long outputs cut to their first 50 and last 20 lines (the specification's `OBSERVATION_TRUNCATE_*`) |
 | error | tool | `Error: ` the content |
 
@@ -37,10 +38,16 @@ def truncate_observation(text: str) -> str:
     return "\n".join([*lines[:OBSERVATION_TRUNCATE_HEAD], f"[... {cut} lines cut ...]", *lines[-OBSERVATION_TRUNCATE_TAIL:]])
 
 
+def received(step: dict[str, Any], content: str) -> bool:
+    """A coordination step that is a teammate's message to this agent (the agent's own go through a tool, or read `→ partner: ...`)."""
+    text = content.lstrip()
+    return step.get("type") == "coordination" and (text.startswith("←") or (not step.get("tool") and not text.startswith("→")))
+
+
 def step_message(step: dict[str, Any]) -> tuple[str, str]:
     kind = step.get("type")
     content = step.get("content") if isinstance(step.get("content"), str) else ""
-    if kind in USER_STEPS:
+    if kind in USER_STEPS or received(step, content):
         return "user", content
     if kind == "observation":
         return "tool", truncate_observation(content)

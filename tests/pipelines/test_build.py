@@ -128,6 +128,10 @@ def test_sft_rows_are_chats_with_loss_on_the_assistant_turns(built):
     field = {row["session_id"]: row for row in rows if row["source"] == "ingest"}
     assert ids["eligible"] in field and ids["too_short"] not in field
     assert field[ids["eligible"]]["messages"][0]["role"] == "system" and field[ids["eligible"]]["messages"][1]["role"] == "user"
+    team = field[ids["08_team_backend_notifications_sse"]]["messages"]  # its teammate's replies are not the model's to learn
+    heard = [message for message in team if "← frontend-2:" in message["content"]]
+    assert heard and all(message["role"] == "user" and not message["loss"] and "→ frontend-2" not in message["content"] for message in heard)
+    assert any(message["loss"] and "→ frontend-2" in message["content"] for message in team)
     teacher = [row for row in rows if row["source"] == "teacher"]
     assert [(row["session_id"], row["step"]) for row in teacher] == [("teacher:task-solved:run-1", 2)]
     assert teacher[0]["messages"][-1]["content"].startswith("<think>") and "</action>" in teacher[0]["messages"][-1]["content"]

@@ -211,6 +211,25 @@ def test_no_build_is_a_clear_error(tmp_path, capsys):
         Lake.at(tmp_path).resolve_build("b-missing")
 
 
+def test_a_missing_or_damaged_part_is_a_clear_error(lake, tmp_path, capsys):
+    copy = shutil.copytree(lake, tmp_path / "lake")
+    part = copy / "curated" / BUILD_ID / "trajectories" / "part-00000.parquet"
+    part.unlink()
+    assert _stats(["--lake", str(copy)]) == 2  # not tables that quietly count one part short
+    assert "part-00000.parquet is listed in" in capsys.readouterr().err
+    part.write_bytes(b"x" * (copy / "curated" / BUILD_ID / "trajectories" / "part-00001.parquet").stat().st_size)  # right size, not Parquet
+    manifest = json.loads((copy / "curated" / BUILD_ID / "manifest.json").read_text())
+    entry = next(item for item in manifest["files"] if item["path"] == "trajectories/part-00000.parquet")
+    entry["bytes"] = part.stat().st_size
+    (copy / "curated" / BUILD_ID / "manifest.json").write_text(json.dumps(manifest))
+    assert _stats(["--lake", str(copy)]) == 2
+    error = capsys.readouterr().err
+    assert "cannot be read" in error and "rebuild with `trajforge build --full`" in error and "Traceback" not in error
+    part.write_bytes(b"x" * 10)
+    assert _stats(["--lake", str(copy)]) == 2
+    assert "part-00000.parquet has 10 bytes, the manifest says" in capsys.readouterr().err
+
+
 def test_notebook_runs_headless(lake, monkeypatch):
     import nbformat
     from nbclient import NotebookClient

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
+
+from trajforge.errors import LakeCorruption
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,12 +19,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object (summary and every table) instead of text tables")
 
 
+def check_files(build_dir: Path) -> None:
+    """Every file the build's manifest lists is there at its size; a table that lost a part would count short without a word."""
+    manifest = json.loads((build_dir / "manifest.json").read_text())
+    for entry in manifest.get("files") or []:
+        path = build_dir / entry["path"]
+        if not path.is_file():
+            raise LakeCorruption(f"{path} is listed in {build_dir / 'manifest.json'} but missing: the build is incomplete; "
+                                 "restore the file or rebuild with `trajforge build --full`")
+        if "bytes" in entry and path.stat().st_size != entry["bytes"]:
+            raise LakeCorruption(f"{path} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}: the file is damaged; "
+                                 "restore it or rebuild with `trajforge build --full`")
+
+
 def run(args: argparse.Namespace) -> int:
+    import duckdb
+
     from pipelines import lake_stats
     from trajforge.lake import Lake
 
     build_dir = Lake.at(args.lake).resolve_build(args.build)
-    stats = lake_stats.all_stats(build_dir)
+    check_files(build_dir)
+    try:
+        stats = lake_stats.all_stats(build_dir)
+    except duckdb.Error as exc:
+        raise LakeCorruption(f"{build_dir} cannot be read ({str(exc).splitlines()[0]}); restore its files or rebuild with `trajforge build --full`") from None
     if args.json:
         print(json.dumps(stats, indent=2, default=str))
         return 0

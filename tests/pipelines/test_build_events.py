@@ -12,6 +12,7 @@ from helpers import EVENTS_KEY
 
 from pipelines.build import load_build_settings, run_build
 from pipelines.build.event_rows import turn_messages
+from trajforge.cli.build_cmd import summary
 from trajforge.client import contributor_id_for
 from trajforge.lake import Lake
 
@@ -72,6 +73,8 @@ def test_turns_become_sft_rows_and_errors_behaviour_rows(events_lake):
     assert behavior["behavior"]["tool"] == "read_file" and behavior["behavior"]["session_id"].startswith(f"telemetry:{other}:")
     assert manifest["telemetry"]["events"] == 6 and manifest["telemetry"]["unusable_turns"] == 1
     assert manifest["telemetry"]["redactions"] and manifest["rows"]["sft"] == 2
+    kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(manifest["telemetry"]["redactions"].items()))
+    assert "github_token" in kinds and f"\n  telemetry redactions: {kinds}" in summary(manifest)  # the session redactions line leaves these out
 
 
 def test_a_retried_event_counts_once_and_a_torn_line_is_quarantined(events_lake, tmp_path):

@@ -42,6 +42,8 @@ def summary(manifest: dict) -> str:
     if telemetry.get("events"):
         lines.append(f"  telemetry events: {telemetry['events']} -> {telemetry['sft_rows']} sft rows, {telemetry['behavior_rows']} behavior rows "
                      f"({telemetry['duplicates']} stored twice, {telemetry['unusable_turns']} turns without an answer)")
+        found = telemetry.get("redactions") or {}
+        lines.append("  telemetry redactions: " + (", ".join(f"{kind} {count}" for kind, count in sorted(found.items())) or "none"))
     return "\n".join(lines)
 
 

@@ -91,24 +91,33 @@ def _org_contributors(settings: BuildSettings, lake: Lake, org: str | None) -> s
 
 
 def _parent(lake: Lake, settings: BuildSettings, org: str | None, full: bool, forgotten_digest: str) -> Path | None:
-    if full or lake.latest_build_id() is None:
+    """The newest earlier build made with the same config and org (an `--org` build in between is not one), or None."""
+    if full:
         return None
-    candidate = lake.build_dir(lake.latest_build_id())
-    try:
-        previous = json.loads((candidate / "manifest.json").read_text())
-    except (OSError, ValueError):
-        log.warning("latest build %s has no readable manifest: building everything", candidate.name)
-        return None
-    if previous.get("config_hash") != settings.content_hash() or previous.get("org") != org:
-        log.info("config or org changed since build %s: building everything", candidate.name)
-        return None
-    if (previous.get("forgotten") or {}).get("digest", tombstones.digest(set())) != forgotten_digest:
-        log.info("contributors were forgotten since build %s: building everything (its staged rows may hold them)", candidate.name)
-        return None
-    if not (candidate / STAGE_DIR).is_dir():
-        log.warning("build %s has no staging area: building everything", candidate.name)
-        return None
-    return candidate
+    for candidate in _earlier_builds(lake):
+        try:
+            previous = json.loads((candidate / "manifest.json").read_text())
+        except (OSError, ValueError):
+            log.warning("build %s has no readable manifest: passed over", candidate.name)
+            continue
+        if previous.get("config_hash") != settings.content_hash() or previous.get("org") != org:
+            continue
+        if (previous.get("forgotten") or {}).get("digest", tombstones.digest(set())) != forgotten_digest:
+            log.info("contributors were forgotten since build %s: building everything (its staged rows may hold them)", candidate.name)
+            return None
+        if not (candidate / STAGE_DIR).is_dir():
+            log.warning("build %s has no staging area: building everything", candidate.name)
+            return None
+        return candidate
+    log.info("no earlier build with this config and org: building everything")
+    return None
+
+
+def _earlier_builds(lake: Lake) -> list[Path]:
+    """Complete builds, newest first: the one LATEST names, then the others by when their manifest was written."""
+    found = [path for path in lake.curated.iterdir() if not path.name.startswith(".") and (path / "manifest.json").is_file()]
+    latest = lake.latest_build_id()
+    return sorted(found, key=lambda path: (path.name == latest, (path / "manifest.json").stat().st_mtime_ns), reverse=True)
 
 
 def _reuse(parent: Path | None, stage: Path, ready: dict[str, SessionRefs]) -> dict[str, str]:

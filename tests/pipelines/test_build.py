@@ -242,6 +242,18 @@ def test_org_filter_keeps_only_the_orgs_contributors(phase_one, tmp_path):
         run_build(settings_for(copy), org="nobody", progress=False)
 
 
+def test_an_org_build_in_between_does_not_make_the_next_build_full(phase_one, tmp_path):
+    lake, ids, _ = phase_one
+    copy = tmp_path / "lake"
+    shutil.copytree(lake, copy)
+    orgs = {"acme": [contributor_id_for("alice")]}
+    first = run_build(settings_for(copy, orgs=orgs), progress=False)
+    run_build(settings_for(copy, orgs=orgs), org="acme", progress=False)
+    again = run_build(settings_for(copy, orgs=orgs), progress=False)
+    assert again["parent_build_id"] == first["build_id"] and again["sessions"]["built"] == 0
+    assert again["sessions"]["reused"] == first["sessions"]["ready"] and _hashes(again) == _hashes(first)
+
+
 def test_a_forgotten_contributor_leaves_every_later_build(phase_one, tmp_path):
     from trajforge import tombstones
 

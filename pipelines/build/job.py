@@ -7,7 +7,7 @@
    session as columns, one task per CPU over its share of the sessions, while the driver chooses
    what to build (`index_stage`).
 2. Choose the sessions to build: ready ones (closed, or silent past the grace period) that the
-   parent build (the latest one, same config and org) does not already hold with the same records.
+   parent build (the newest earlier one with the same config and org) does not already hold with the same records.
    `--full` builds every session again.
 3. A Ray Data pipeline: `process_batch` tasks (stitch, redact, derive, score, rows -> staging), then
    the embedding stages (tokenizer tasks, an actor pool with the model) that also tag domains.

@@ -251,6 +251,10 @@ def curve_text(summary: dict[str, Any], width: int = 40) -> str:
 
 # -- command line -------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("A run writes <learner.output_dir>/<learner.run_name>/ (checkpoints/, metrics.jsonl, tensorboard/, and hf/, the "
+                     "trained model, at the end) and prints its metrics on stdout as JSON lines, then a summary line. Starting a run "
+                     "of the same name again resumes it from its last checkpoint at the same data position (learner.resume: auto, "
+                     "never, or a checkpoint folder). A short run: --set learner.train.max_steps=20.")
     parser.add_argument("--config", type=Path, default=None, help="learner config (default configs/learner.yaml)")
     parser.add_argument("--cluster-config", type=Path, default=None, help="cluster topology (default configs/cluster.yaml)")
     parser.add_argument("--build", default=None, help="train on this one build (a build id, `latest` or a folder) instead of learner.data.builds")

@@ -104,6 +104,13 @@ def test_builds_without_dev_rows_are_warned_about(tiny_model, tmp_path, caplog):
     assert "no dev rows" not in caplog.text
 
 
+def test_the_help_says_where_a_run_goes_and_how_it_resumes(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "<learner.output_dir>/<learner.run_name>/" in text and "JSON lines" in text and "resumes it from its last checkpoint" in text
+
+
 def test_a_config_typo_names_the_field(tmp_path):
     from learner.settings import load_learner_settings
     from trajforge.errors import ConfigError

@@ -280,6 +280,15 @@ def test_a_forgotten_contributor_leaves_every_later_build(phase_one, tmp_path):
     assert again["parent_build_id"] == later["build_id"] and _hashes(again) == _hashes(later)
 
 
+def test_the_help_says_what_a_build_writes(capsys):
+    from trajforge.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "<lake>/curated/<build id>/" in text and "manifest.json" in text and "Without --full it builds only" in text
+
+
 def test_builds_started_in_the_same_second_get_their_own_ids_and_folders(tmp_path):
     from pipelines.build.job import claim_build_id
 

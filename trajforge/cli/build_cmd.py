@@ -9,6 +9,11 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("A build writes <lake>/curated/<build id>/: the trajectories, sft, behavior and duplicates tables as Parquet and "
+                     "manifest.json (row counts, exclusions, redactions, quarantined records, the sha256 of every file, the config "
+                     "hash and code version), then points curated/LATEST at it. Without --full it builds only the sessions that "
+                     "are new or changed since the newest build with the same config and org. A corrupt segment or a malformed "
+                     "record never stops it: it is quarantined and listed in the manifest. `trajforge stats` shows what a build holds.")
     parser.add_argument("--config", type=Path, default=None, help="pipeline config (default: configs/pipeline.yaml)")
     parser.add_argument("--lake", type=Path, default=None, help="the lake to build from and into (default: build.lake, ./lake)")
     parser.add_argument("--full", action="store_true", help="build every session again instead of only new or changed ones")

@@ -2,7 +2,7 @@
 
 `LiveText` turns sampled token ids into text as they arrive (incremental detokenization: only the
 last few tokens are decoded again) and releases only text that is final: never half a character,
-never a stop sequence or what may be its beginning.
+never a stop sequence (unless asked to keep it) or what may be its beginning.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from actors.engines.types import Completion, GenerationRequest, cut_at_stop
 class LiveText:
     """The text of a generation as its tokens arrive, released once it cannot change."""
 
-    def __init__(self, tokenizer: Any, stops: list[str]):
+    def __init__(self, tokenizer: Any, stops: list[str], keep_stop: bool = False):
         self.tokenizer = tokenizer
         self.stops = [stop for stop in stops if stop]
+        self.keep_stop = keep_stop  # release the stop sequence that ended the text too
         self.hold = max((len(stop) for stop in self.stops), default=1) - 1
         self.ids: list[int] = []
         self.prefix = self.read = 0  # ids[prefix:read] were decoded last time; ids[read:] are new
@@ -43,7 +44,7 @@ class LiveText:
         if len(after) > len(before) and not after.endswith("\ufffd"):
             self.text += after[len(before):]
             self.prefix, self.read = self.read, len(self.ids)
-        cut, self.stopped = cut_at_stop(self.text, self.stops)
+        cut, self.stopped = cut_at_stop(self.text, self.stops, keep=self.keep_stop)
         end = len(cut) if self.stopped else len(self.text) - self.hold
         piece = self.text[self.sent:end] if end > self.sent else ""
         self.sent += len(piece)
@@ -64,7 +65,7 @@ def text_stream(engine: Any, request: GenerationRequest, submit: Callable[..., F
     tokens: queue.SimpleQueue[int | None] = queue.SimpleQueue()
     running = submit(engine.generate_streaming, request, tokens.put, cancelled)
     running.add_done_callback(lambda _: tokens.put(None))  # after the last token: the end, seen at once
-    text, deadline = LiveText(engine.tokenizer, request.stop), time.monotonic() + timeout_s
+    text, deadline = LiveText(engine.tokenizer, request.stop, request.include_stop_str_in_output), time.monotonic() + timeout_s
     try:
         while True:
             try:

@@ -45,6 +45,8 @@ class OpenAIEngine:
         body.update(sampling_extras(request))  # only what changes the sampling: an upstream may not know vLLM's extras
         if request.stop:
             body["stop"] = request.stop
+            if request.include_stop_str_in_output:  # vLLM's, sent only when asked (an upstream may not know it)
+                body["include_stop_str_in_output"] = True
         if self.token_ids_in_logprobs:
             body["return_tokens_as_token_ids"] = True
         if request.messages is not None:
@@ -53,10 +55,13 @@ class OpenAIEngine:
                 body["top_logprobs"] = request.top_logprobs
             if request.continue_final_message and self.continue_final_message:  # else the upstream answers in a new turn
                 body.update(continue_final_message=True, add_generation_prompt=False)
+            elif not request.add_generation_prompt:
+                body["add_generation_prompt"] = False
             if request.json_schema is not None:
                 body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": request.json_schema}}
             return "/v1/chat/completions", body
-        body.update(prompt=request.prompt, logprobs=max(1, request.top_logprobs))
+        body.update(prompt=request.prompt if request.prompt is not None else request.prompt_token_ids,
+                    logprobs=max(1, request.top_logprobs))
         return "/v1/completions", body
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -106,7 +111,7 @@ class OpenAIEngine:
             choice = answer["choices"][0]
             chat = request.messages is not None
             text = (choice.get("message") or {}).get("content") or "" if chat else choice.get("text", "")
-            text, _ = cut_at_stop(text, request.stop)
+            text, _ = cut_at_stop(text, request.stop, keep=request.include_stop_str_in_output)
             token_ids, logprobs, top = self._tokens(choice, chat, request.top_logprobs)
             usage = answer.get("usage") or {}
             return Completion(

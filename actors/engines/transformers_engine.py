@@ -40,11 +40,19 @@ class TransformersEngine:
         self._guide = None  # the JSON-schema compiler for this tokenizer, made at the first request with a schema
 
     def _input_ids(self, request: GenerationRequest):
+        import torch
+
         if request.messages is not None:
             encoded = self.tokenizer.apply_chat_template([m.model_dump() for m in request.messages], return_tensors="pt", return_dict=True,
-                                                         add_generation_prompt=not request.continue_final_message,
+                                                         add_generation_prompt=request.add_generation_prompt and not request.continue_final_message,
                                                          continue_final_message=request.continue_final_message)
             ids = encoded["input_ids"]
+        elif request.prompt_token_ids is not None:
+            vocabulary = self.lm.get_input_embeddings().num_embeddings
+            if max(request.prompt_token_ids) >= vocabulary:
+                raise InvalidRequest(f"prompt token id {max(request.prompt_token_ids)} is out of vocabulary "
+                                     f"(this model's ids are 0 to {vocabulary - 1})")
+            ids = torch.tensor([request.prompt_token_ids], dtype=torch.long)
         else:
             ids = self.tokenizer(request.prompt, return_tensors="pt")["input_ids"]
         if ids.shape[1] > self.max_input_tokens:
@@ -103,7 +111,7 @@ class TransformersEngine:
                    for row_ids, row_values in zip(indices.tolist(), values.tolist())]
         token_ids = new.tolist()
         raw = self.tokenizer.decode(token_ids, skip_special_tokens=True)
-        text, stopped = cut_at_stop(raw, request.stop)
+        text, stopped = cut_at_stop(raw, request.stop, keep=request.include_stop_str_in_output)
         ended = bool(token_ids) and token_ids[-1] == self.tokenizer.eos_token_id
         return Completion(
             text=text, token_ids=token_ids, logprobs=[round(float(v), 6) for v in logprobs.tolist()], top_logprobs=top,

@@ -29,6 +29,8 @@ class GenerationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str | None = None
+    prompt_token_ids: list[int] | None = Field(default=None, min_length=1)
+    """The prompt as token ids of the engine's tokenizer, taken as they are (OpenAI's token-id `prompt`)."""
     messages: list[Message] | None = None
     max_tokens: int = Field(default=256, ge=1, le=32768)
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
@@ -40,6 +42,10 @@ class GenerationRequest(BaseModel):
     continue_final_message: bool = False
     """The last message is the start of the assistant's answer, to be continued (vLLM's `continue_final_message`),
     not a finished turn followed by a new one."""
+    add_generation_prompt: bool = True
+    """Chat: end the rendered prompt with the assistant's turn header (vLLM's `add_generation_prompt`)."""
+    include_stop_str_in_output: bool = False
+    """Keep the stop sequence that ended the answer at the end of its text (vLLM's `include_stop_str_in_output`)."""
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     """Subtracted from the logit of every token already in the answer (OpenAI's)."""
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
@@ -61,8 +67,10 @@ class GenerationRequest(BaseModel):
     def _one_input(self) -> GenerationRequest:
         if any(not -100 <= bias <= 100 for bias in self.logit_bias.values()):
             raise ValueError("logit_bias values must be from -100 to 100")
-        if (self.prompt is None) == (self.messages is None):
-            raise ValueError("give exactly one of prompt or messages")
+        if sum(given is not None for given in (self.prompt, self.prompt_token_ids, self.messages)) != 1:
+            raise ValueError("give exactly one of prompt, prompt_token_ids or messages")
+        if self.prompt_token_ids and min(self.prompt_token_ids) < 0:
+            raise ValueError("prompt_token_ids must be token ids (integers from 0)")
         if self.continue_final_message and not (self.messages and self.messages[-1].role == "assistant"):
             raise ValueError("continue_final_message needs messages whose last one is the assistant's")
         return self
@@ -129,7 +137,10 @@ def check_schema(text: str, schema: dict[str, Any] | None) -> bool | None:
         return False
 
 
-def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
-    """Text up to (not including) the first stop sequence, and whether one was found."""
-    cuts = [index for stop in stops if stop and (index := text.find(stop)) >= 0]
-    return (text[: min(cuts)], True) if cuts else (text, False)
+def cut_at_stop(text: str, stops: list[str], keep: bool = False) -> tuple[str, bool]:
+    """Text up to the first stop sequence (through its end with `keep`), and whether one was found."""
+    cuts = [(index, index + len(stop)) for stop in stops if stop and (index := text.find(stop)) >= 0]
+    if not cuts:
+        return text, False
+    start, end = min(cuts)
+    return text[: end if keep else start], True

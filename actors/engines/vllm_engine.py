@@ -94,12 +94,14 @@ class VllmEngine:
         return AsyncLLMEngine.from_engine_args(args)
 
     def _prompt(self, request: GenerationRequest) -> str | dict[str, list[int]]:
-        """A plain prompt goes as text (vLLM adds the tokenizer's special tokens, as the transformers engine does); chat
+        """Token ids go as they are; a plain prompt goes as text (vLLM adds the tokenizer's special tokens, as the transformers engine does); chat
         goes as token ids of the rendered template, as vLLM's own chat path sends it (text would get a second BOS)."""
+        if request.prompt_token_ids is not None:
+            return {"prompt_token_ids": request.prompt_token_ids}
         if request.messages is None:
             return request.prompt
         text = self.tokenizer.apply_chat_template([m.model_dump() for m in request.messages], tokenize=False,
-                                                  add_generation_prompt=not request.continue_final_message,
+                                                  add_generation_prompt=request.add_generation_prompt and not request.continue_final_message,
                                                   continue_final_message=request.continue_final_message)
         return {"prompt_token_ids": self.tokenizer.encode(text, add_special_tokens=False)}
 
@@ -111,6 +113,7 @@ class VllmEngine:
         try:
             params = SamplingParams(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
                                     seed=request.seed, stop=request.stop or None, logprobs=request.top_logprobs,
+                                    include_stop_str_in_output=request.include_stop_str_in_output,
                                     **sampling_extras(request),
                                     **_structured(request.json_schema))
             async with contextlib.aclosing(self.llm.generate(self._prompt(request), params, request_id=vllm_id)) as outputs:

@@ -1,8 +1,9 @@
 """OpenAI's request and answer shapes for `/v1/chat/completions` and `/v1/completions`.
 
 `parse` turns a request body into the engine's `GenerationRequest`s (one per choice: `n` choices of
-each prompt), accepting what OpenAI clients send: content as a list of text parts, the `developer`
-role, `stop` as a string or a list, `response_format` `json_object` or `json_schema`,
+each prompt), accepting what OpenAI clients send: prompts as text or token ids, content as a list of text
+parts, the `developer` role, `stop` as a string or a list, vLLM's `add_generation_prompt` and
+`include_stop_str_in_output`, `response_format` `json_object` or `json_schema`,
 `max_completion_tokens`, `stream_options.include_usage`. `answer` and the `*_chunk` functions build
 the replies, with the sampled tokens' log-probabilities (as `token_id:N` when the client asks with
 vLLM's `return_tokens_as_token_ids`) so a client can recover exactly what was sampled, and the
@@ -81,13 +82,21 @@ def _messages(value: Any) -> list[dict[str, str]]:
     return messages
 
 
-def _prompts(value: Any) -> list[str]:
+def _token_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value)
+
+
+def _prompts(value: Any) -> list[dict[str, Any]]:
+    """Completions' `prompt`: a string, a list of strings, token ids, or a list of token-id lists, as OpenAI takes them."""
+    if _token_ids(value):
+        return [{"prompt_token_ids": value}]
     prompts = [value] if isinstance(value, str) else value
-    if not isinstance(prompts, list) or not prompts or not all(isinstance(prompt, str) for prompt in prompts):
-        raise invalid('"prompt" must be a string or a non-empty list of strings (token-id prompts are not supported)', "prompt")
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) or _token_ids(p) for p in prompts):
+        raise invalid('"prompt" must be a string, a list of strings, a list of token ids (integers from 0), or a list of '
+                      "token-id lists", "prompt")
     if not all(prompts):
         raise invalid('"prompt" must not be empty: the model needs at least one token to continue from', "prompt")
-    return prompts
+    return [{"prompt": p} if isinstance(p, str) else {"prompt_token_ids": p} for p in prompts]
 
 
 def _schema(response_format: Any) -> dict[str, Any] | None:
@@ -126,7 +135,7 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise invalid('"n" must be a positive integer', "n")
     inputs: list[dict[str, Any]] = (
-        [{"messages": _messages(body.get("messages"))}] if chat else [{"prompt": prompt} for prompt in _prompts(body.get("prompt"))]
+        [{"messages": _messages(body.get("messages"))}] if chat else _prompts(body.get("prompt"))
     )
     if n * len(inputs) > max_choices:
         raise invalid(f"{n * len(inputs)} choices asked (n x prompts); this server gives at most {max_choices} per request", "n")
@@ -148,6 +157,10 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
         sampling["top_logprobs"] = top
     if chat and body.get("continue_final_message") is True:  # vLLM's extension (with add_generation_prompt false)
         sampling["continue_final_message"] = True
+    elif chat and body.get("add_generation_prompt") is False:  # vLLM's: the prompt ends without the assistant's header
+        sampling["add_generation_prompt"] = False
+    if body.get("include_stop_str_in_output") is True:  # vLLM's
+        sampling["include_stop_str_in_output"] = True
     seed = body.get("seed")
     requests = []
     try:

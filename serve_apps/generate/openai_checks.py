@@ -40,7 +40,7 @@ def check_body(body: dict[str, Any], chat: bool) -> None:
         raise invalid('"stream" must be true or false', "stream")
     if body.get("stream_options") is not None and body.get("stream") is not True:
         raise invalid('"stream_options" is only allowed when "stream" is true', "stream_options")
-    for name in ("continue_final_message", "add_generation_prompt", "return_tokens_as_token_ids"):
+    for name in ("continue_final_message", "add_generation_prompt", "return_tokens_as_token_ids", "include_stop_str_in_output"):
         if body.get(name) not in (None, True, False):
             raise invalid(f'"{name}" must be true or false', name)
     seed = body.get("seed")

@@ -92,7 +92,8 @@ class ActorsBackend:
     def _actor_for(self, request: GenerationRequest):
         import zlib
 
-        prefix = request.prompt if request.prompt is not None else "".join(m.content for m in request.messages)
+        prefix = request.prompt if request.prompt is not None else str(request.prompt_token_ids)[:2048] \
+            if request.prompt_token_ids is not None else "".join(m.content for m in request.messages)
         return self.actors[zlib.crc32(prefix[:512].encode()) % len(self.actors)]
 
     async def generate_async(self, requests: list[GenerationRequest]) -> list[Completion]:

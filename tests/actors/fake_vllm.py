@@ -68,6 +68,7 @@ class SamplingParams:
     min_p: float = 0.0
     logit_bias: dict[int, float] | None = None
     flat_logprobs: bool = False
+    include_stop_str_in_output: bool = False
     structured_outputs: StructuredOutputsParams | None = None
 
 

@@ -82,6 +82,17 @@ def test_chat_goes_as_the_templates_token_ids_without_added_special_tokens(vllm_
     assert backend().seen_prompts[-1] == "def main("  # plain prompts go as text: vLLM tokenizes them as its completions do
 
 
+def test_token_ids_a_kept_stop_and_no_generation_prompt_reach_vllm(vllm_engine):
+    tokenizer = vllm_engine.tokenizer
+    vllm_engine.generate([GenerationRequest(prompt_token_ids=[5, 6, 7], max_tokens=2, stop=["x"], include_stop_str_in_output=True)])
+    assert backend().seen_prompts[-1] == {"prompt_token_ids": [5, 6, 7]} and backend().seen_params[-1].include_stop_str_in_output
+    messages = [{"role": "user", "content": "hi"}]
+    vllm_engine.generate([GenerationRequest(messages=messages, max_tokens=1, add_generation_prompt=False)])
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    assert backend().seen_prompts[-1] == {"prompt_token_ids": tokenizer.encode(text, add_special_tokens=False)}
+    assert not backend().seen_params[-1].include_stop_str_in_output
+
+
 @pytest.mark.parametrize("flat", [False, True], ids=["list-of-dicts", "FlatLogprobs"])
 def test_top_logprobs_are_the_likeliest_of_vllms_per_position_logprobs(vllm_module, vllm_engine, monkeypatch, flat):
     if flat:  # vLLM answers FlatLogprobs when asked with flat_logprobs; the engine reads either container

@@ -1,0 +1,106 @@
+"""Token-id prompts, and vLLM's `include_stop_str_in_output` and `add_generation_prompt`: in the transformers engine,
+through the front (answered and streamed), and sent on by the openai engine."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from actors.engines.openai_engine import OpenAIEngine
+from actors.engines.types import GenerationRequest, cut_at_stop
+
+PROMPT = "def handler(event):"
+
+
+def one(engine, **options):
+    (completion,) = engine.generate([GenerationRequest(max_tokens=24, temperature=0.9, seed=8, **options)])
+    assert completion.error is None, completion.error
+    return completion
+
+
+def a_stop(text: str) -> str:
+    stop = next((text[i:i + 2] for i in range(4, len(text) - 1) if text[i:i + 2].strip()), None)
+    assert stop, f"the sampled text {text!r} is too short to pick a stop sequence from"
+    return stop
+
+
+def test_cut_at_stop_keeps_the_first_stop_when_asked():
+    assert cut_at_stop("a</x>b</y>", ["</y>", "</x>"]) == ("a", True)
+    assert cut_at_stop("a</x>b</y>", ["</y>", "</x>"], keep=True) == ("a</x>", True)
+    assert cut_at_stop("abc", ["</x>"], keep=True) == ("abc", False)
+
+
+def test_token_ids_are_the_same_prompt_as_their_text(engine):
+    ids = engine.tokenizer(PROMPT)["input_ids"]
+    as_text, as_ids = one(engine, prompt=PROMPT), one(engine, prompt_token_ids=ids)
+    assert as_ids.token_ids == as_text.token_ids and as_ids.prompt_tokens == len(ids)
+
+
+def test_an_out_of_vocabulary_token_id_is_the_requests_fault(engine):
+    (completion,) = engine.generate([GenerationRequest(prompt_token_ids=[1, 10**9], max_tokens=2)])
+    assert completion.finish_reason == "error" and completion.invalid_request and "out of vocabulary" in completion.error
+
+
+def test_include_stop_str_in_output_ends_the_text_with_its_stop(engine):
+    whole = one(engine, prompt=PROMPT)
+    stop = a_stop(whole.text)
+    cut, kept = one(engine, prompt=PROMPT, stop=[stop]), one(engine, prompt=PROMPT, stop=[stop], include_stop_str_in_output=True)
+    assert cut.text == whole.text[: whole.text.find(stop)]
+    assert kept.text == cut.text + stop and kept.finish_reason == "stop"
+
+
+def test_without_a_generation_prompt_the_chat_ends_at_the_last_message(engine):
+    messages = [{"role": "user", "content": "rename fetch_user"}]
+    with_header, without = one(engine, messages=messages), one(engine, messages=messages, add_generation_prompt=False)
+    rendered = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=False, tokenize=False)
+    assert without.prompt_tokens == len(engine.tokenizer(rendered, add_special_tokens=False)["input_ids"])
+    assert with_header.prompt_tokens > without.prompt_tokens
+
+
+def test_the_front_answers_token_id_prompts_like_their_text(front_url, engine):
+    ids = engine.tokenizer(PROMPT)["input_ids"]
+    with openai.OpenAI(base_url=f"{front_url}/v1", api_key="unused", max_retries=0, timeout=120) as client:
+        answer = client.completions.create(model="small", prompt=[ids, PROMPT], max_tokens=8, temperature=0.9, seed=8)
+        (local,) = engine.generate([GenerationRequest(prompt=PROMPT, max_tokens=8, temperature=0.9, seed=8)])
+        assert [choice.text for choice in answer.choices] == [local.text, local.text]
+        assert answer.usage.prompt_tokens == 2 * len(ids)
+        for bad in ([1, -2], [[1], "x", []], [1.5], [True]):
+            with pytest.raises(openai.BadRequestError) as raised:
+                client.completions.create(model="small", prompt=bad, max_tokens=2)
+            assert raised.value.body["param"] == "prompt"
+
+
+def test_the_front_keeps_the_stop_answered_and_streamed(front_url, engine):
+    whole = one(engine, prompt=PROMPT)
+    stop = a_stop(whole.text)
+    body = {"prompt": PROMPT, "max_tokens": 24, "temperature": 0.9, "seed": 8, "stop": [stop], "include_stop_str_in_output": True}
+    answered = httpx.post(f"{front_url}/v1/completions", json=body, timeout=120).json()
+    with httpx.stream("POST", f"{front_url}/v1/completions", json={**body, "stream": True}, timeout=120) as response:
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+    expected = whole.text[: whole.text.find(stop)] + stop
+    assert answered["choices"][0]["text"] == expected
+    assert "".join(event["choices"][0]["text"] for event in events) == expected
+    refused = httpx.post(f"{front_url}/v1/completions", json={**body, "include_stop_str_in_output": "yes"}, timeout=60)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "include_stop_str_in_output"
+
+
+def test_the_openai_engine_sends_token_ids_and_the_vllm_options():
+    sent = []
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json={"model": "m", "choices": [{"text": "a</x>b", "message": {"content": "a</x>b"},
+                                                                    "finish_reason": "stop"}]})
+
+    engine = OpenAIEngine("http://upstream/v1", "m", api_key_env=None, transport=httpx.MockTransport(upstream))
+    try:
+        ids, chat = engine.generate([GenerationRequest(prompt_token_ids=[5, 6], max_tokens=3, stop=["</x>"], include_stop_str_in_output=True),
+                                     GenerationRequest(messages=[{"role": "user", "content": "x"}], max_tokens=3, add_generation_prompt=False)])
+    finally:
+        engine.close()
+    (completion_body,), (chat_body,) = [body for body in sent if "prompt" in body], [body for body in sent if "messages" in body]
+    assert completion_body["prompt"] == [5, 6] and completion_body["include_stop_str_in_output"] is True and ids.text == "a</x>"
+    assert chat_body["add_generation_prompt"] is False and "include_stop_str_in_output" not in chat_body and chat.text == "a</x>b"

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# Host snippets: `{stmt}` is where a template's statement goes (already indented by the host).
+# Host snippets: `{stmt}` is where a template's statement goes (its first line indented by the host, the others
+# given the same indent).
 HOSTS = {
     "python": [
         "import logging\n\n\ndef handle(request, db):\n    user = db.get(request.user_id)\n    {stmt}\n    return user\n",
@@ -85,6 +86,10 @@ def templates() -> list[Template]:
         Template("literal-timeout", "python", "Double every literal timeout passed to {a}.", "{a}(url, timeout=5)", "{a}(url, timeout=5 * 2)",
                  _rule("double-timeout", "python", "{a}($U, timeout=$T)", "{a}($U, timeout=$T * 2)", constraints={"T": {"regex": "^[0-9]+$"}}),
                  ["constraints"], _pairs(FUNCS)),
+        Template("loop-to-comprehension", "python", "Replace the loop that appends to {a}_ids with a list comprehension.",
+                 "for row in {a}_rows:\n    {a}_ids.append(row.id)", "{a}_ids += [row.id for row in {a}_rows]",
+                 _rule("loop-to-comprehension", "python", "for $X in $S:\n    $R.append($E)", "$R += [$E for $X in $S]"),
+                 ["comprehension"], names),
         # --- JavaScript / TypeScript
         Template("console-to-logger", "javascript", "Replace console.log with logger.info.", "console.log('{a}', {a});",
                  "logger.info('{a}', {a});", {"pattern": "console.log($$$ARGS)", "rewrite": "logger.info($$$ARGS)", "language": "javascript"},
@@ -130,7 +135,8 @@ def candidates() -> list[dict[str, Any]]:
         hosts = HOSTS[template.language]
         for params in template.params:
             for host_index, host in enumerate(hosts):
-                stmt_pre, stmt_post = _fill(template.pre, params), _fill(template.post, params)
+                indent = host.split("{stmt}")[0].rsplit("\n", 1)[-1]  # a statement of several lines keeps the host's indent
+                stmt_pre, stmt_post = (_fill(text, params).replace("\n", "\n" + indent) for text in (template.pre, template.post))
                 tasks.append({
                     "task_id": f"synth-{template.name}-{params['a']}-{host_index}".replace("_", "-").lower(),
                     "template": template.name, "instruction": _fill(template.instruction, params), "language": template.language,

@@ -73,3 +73,18 @@ def test_counts_below_one_are_refused_by_the_parser(tmp_path, capsys, argument, 
         main(["synth-rules", "--lake", str(tmp_path / "lake"), argument, value])
     assert caught.value.code == 2 and argument in capsys.readouterr().err
     assert not (tmp_path / "lake").exists()
+
+
+def test_every_template_verifies_in_every_host_snippet(serve_url, tmp_path):
+    """One parameter set per template, in each host snippet of its language: multi-line statements (the loop of
+    loop-to-comprehension) keep the host's indentation, so every one of them verifies."""
+    from pipelines.synth_rules import run
+
+    first = {}
+    for task in candidates():
+        first.setdefault((task["template"], task["task_id"].rsplit("-", 1)[1]), task)
+    sample = list(first.values())
+    assert {"loop-to-comprehension", "rename-call", "println-to-logger"} <= {task["template"] for task in sample}
+    run(tmp_path / "lake", workers=1, cpus_per_worker=0.05, tasks=sample)
+    kept = (tmp_path / "lake" / "raw" / "tasks" / "synth_rules" / "tasks.jsonl").read_text().splitlines()
+    assert len(kept) == len(sample)

@@ -6,8 +6,10 @@ continue until `</state_update>`, parse the tags, apply the action in the sandbo
 task's tests when it has some), merge and save the state, append one record to
 `lake/raw/trajectories/`. A task stops when its action is verified or after `max_steps`. Any
 failure (an engine error, a sandbox timeout, malformed output) is recorded in the step and the task
-goes on or ends alone; nothing is raised to the caller. A generation that timed out ends its task: the
-engine is still busy with it, and the task's next steps would only queue behind it.
+goes on or ends alone; nothing is raised to the caller. A generation that failed (an engine or endpoint
+error after its retries, a timeout) ends its task with that step marked `final` and its `error`: there is
+no model output to judge (it is not recorded as malformed), the next step would fail the same way, and
+after a timeout the engine is still busy with it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from actors.engines.types import Completion, GenerationRequest
-from actors.prompting import ACTION_STOP, STATE_OPEN, STATE_STOP, parse_output, render_feedback, render_messages
+from actors.prompting import ACTION_STOP, STATE_OPEN, STATE_STOP, ParsedOutput, parse_output, render_feedback, render_messages
 from actors.state import State, merge, summarize_history, token_budget, tokenizer_counter
 from sandbox.languages import EXTENSIONS
 
@@ -139,9 +141,10 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
             messages = render_messages(actor.templates, {**task.model_dump(), "files": current}, state, feedback)
             seed = options.seed + step
             first, second = actor.propose(messages, options, seed, task)
-            error = first.error or (second.error if second else None)
-            timed_out = first.timed_out or bool(second and second.timed_out)
-            parsed = parse_output(first.text, STATE_OPEN + second.text + STATE_STOP if second else "")
+            broken = next((c for c in (first, second) if c is not None and c.finish_reason == "error"), None)
+            failed, error = broken is not None, (broken.error or "generation failed") if broken else None
+            parsed = ParsedOutput() if first is broken else \
+                parse_output(first.text, STATE_OPEN + second.text + STATE_STOP if second is not None and second is not broken else "")
             if not error and parsed.errors:
                 actor.count("parse_failures")
             result = tests = None
@@ -159,7 +162,7 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
                 (name,) = task.files
                 matches_gold = read_tree(workspace, 1 << 20).get(name) == task.post.encode("utf-8")
             solved = verified and matches_gold is not False  # applied, and equal to the known result where there is one
-            final = solved or timed_out or step == options.max_steps
+            final = solved or failed or step == options.max_steps
             actor.trajectories.append({
                 "task_id": task.task_id, "step": step, "prompt": {"messages": messages}, "state_before": state.model_dump(),
                 "state_tokens": state_tokens, "state_summarized": state != stored,
@@ -182,7 +185,7 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
             if solved:
                 summary["matches_gold"] = matches_gold
                 break
-            if timed_out:
+            if failed:
                 break
             feedback = render_feedback(actor.templates, result, error or ("; ".join(parsed.errors) or None))
     except Exception as exc:  # the task fails alone, with its reason

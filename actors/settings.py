@@ -31,6 +31,10 @@ class OpenAISettings(BaseModel):
     base_url: str | None = None
     api_key_env: str | None = "OPENAI_API_KEY"
     concurrency: int = Field(default=8, ge=1)
+    max_retries: int = Field(default=4, ge=0)
+    """Retries of a request that met a connection error, a timeout, 429 or 5xx, with exponential backoff and jitter
+    from `backoff_s` (a `Retry-After` header is honoured); other 4xx fail at once."""
+    backoff_s: float = Field(default=0.5, ge=0)
     token_ids_in_logprobs: bool = True
     """Ask for the sampled token ids (`return_tokens_as_token_ids`, which vLLM's server and this project's front
     take), so completions keep exactly what was sampled; false for an upstream that refuses unknown fields."""

@@ -22,6 +22,7 @@ def build_engine(settings: ActorSettings):
             raise ConfigError("actors.openai.base_url is required with engine openai (e.g. http://127.0.0.1:8000/generate)")
         return OpenAIEngine(settings.openai.base_url, settings.model, api_key_env=settings.openai.api_key_env,
                             concurrency=settings.openai.concurrency, timeout_s=settings.generation_timeout_s,
+                            max_retries=settings.openai.max_retries, backoff_s=settings.openai.backoff_s,
                             token_ids_in_logprobs=settings.openai.token_ids_in_logprobs,
                             continue_final_message=settings.openai.continue_final_message)
     if settings.engine == "vllm":

@@ -1,6 +1,7 @@
 """An OpenAI-compatible endpoint that answers the actor loop with a fixed, correct step (the real `openai` engine
 and the real loop are what the tests exercise). A chat whose task names `hang_marker` gets no answer until
-`release` is set, as a wedged upstream would; `delay_s` slows every chat answer so tasks stay in flight."""
+`release` is set, as a wedged upstream would; one that names `fail_marker` is answered 503, as a failing upstream
+would; `delay_s` slows every chat answer so tasks stay in flight."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ STATE = '{"decisions": ["use logging.info"], "history": "replaced print", "next_
 class ScriptedTeacher(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, hang_marker: str = "HANG-FOREVER", delay_s: float = 0.0):
+    def __init__(self, hang_marker: str = "HANG-FOREVER", delay_s: float = 0.0, fail_marker: str = "UPSTREAM-FAILS"):
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.hang_marker, self.delay_s = hang_marker, delay_s
+        self.hang_marker, self.delay_s, self.fail_marker = hang_marker, delay_s, fail_marker
         self.release = threading.Event()
         self.chats = 0
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -44,13 +45,18 @@ class _Handler(BaseHTTPRequestHandler):
             if any(self.server.hang_marker in message["content"] for message in body["messages"]):
                 self.server.release.wait()
             self.server.release.wait(self.server.delay_s)
+            if any(self.server.fail_marker in message["content"] for message in body["messages"]):
+                self._send(503, json.dumps({"error": {"message": "upstream overloaded"}}).encode())
+                return
             text = STATE if body["messages"][-1]["role"] == "assistant" else GOOD
             answer["choices"] = [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}]
         else:  # /v1/completions: the actor's warm-up
             answer["choices"] = [{"index": 0, "finish_reason": "length", "text": "ok"}]
-        payload = json.dumps(answer).encode()
+        self._send(200, json.dumps(answer).encode())
+
+    def _send(self, status: int, payload: bytes) -> None:
         try:
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(payload)))
             self.end_headers()

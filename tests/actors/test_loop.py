@@ -51,14 +51,22 @@ def test_loop_with_a_scripted_teacher_verifies_saves_state_and_writes_records(se
 
     settings = load_actor_settings(assignments=[("actors.engine", "openai"), ("actors.model", "teacher"), ("actors.num_cpus", 0),
                                                 ("actors.openai.base_url", teacher_url), ("actors.openai.api_key_env", None),
-                                                ("actors.lake", str(tmp_path / "lake"))])
+                                                ("actors.lake", str(tmp_path / "lake")), ("actors.openai.max_retries", 1),
+                                                ("actors.openai.backoff_s", 0.01), ("actors.loop.max_steps", 3)])
+    failing = {**TASKS[0], "task_id": "loop-upstream-fails", "instruction": "UPSTREAM-FAILS: " + TASKS[0]["instruction"]}
     (actor,) = start_actors(settings)
     try:
-        summaries = run_loop([actor], TASKS)
+        summaries = run_loop([actor], [*TASKS, failing])
     finally:
         ray.kill(actor, no_restart=True)
+    *summaries, failed = summaries
     assert [(s["task_id"], s["verified"], s["steps"]) for s in summaries] == [(t["task_id"], True, 1) for t in TASKS]
+    # an endpoint that fails after its retries ends the task at once: one step, its error, nothing called malformed
+    assert failed["steps"] == 1 and "503" in failed["errors"][0] and not any("malformed" in e for e in failed["errors"])
     records = list(read_trajectories(tmp_path / "lake" / "raw" / "trajectories"))
+    (failed_record,) = [r for r in records if r["task_id"] == failing["task_id"]]
+    assert failed_record["final"] and "503" in failed_record["error"] and failed_record["model_output"]["errors"] == []
+    records = [r for r in records if r is not failed_record]
     assert sorted(r["task_id"] for r in records) == [t["task_id"] for t in TASKS]
     record = records[0]
     assert record["sandbox_result"]["verified"] and record["sandbox_result"]["tests"]["exit_code"] == 0

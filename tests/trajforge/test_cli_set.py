@@ -96,3 +96,23 @@ def test_sets_before_and_after_the_verb_are_both_applied(capsys):
     code = main(["sandbox", "--set", "sandbox.wall_time_s=-1", "apply", "--workspace", ".", "--action", "{}", "--set", "sandbox.cpus=0"])
     error = capsys.readouterr().err
     assert code == 2 and "sandbox.wall_time_s" in error and "sandbox.cpus" in error
+
+
+def test_the_help_gives_each_command_an_example_of_a_section_it_reads(capsys):
+    """A command's `--set` example names a section it accepts; one that reads no config says so instead."""
+    import importlib
+
+    from trajforge.cli.common import SET_EXAMPLES
+    from trajforge.cli.main import build_parser
+
+    parser = build_parser()
+    for command, (module_name, _) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        roots = module.config_roots(parser.parse_args([command, *MISTYPED[command][0]])) if hasattr(module, "config_roots") else ()
+        if not roots:
+            assert command not in SET_EXAMPLES
+            continue
+        assert parse_assignments([SET_EXAMPLES[command]], roots, command)  # accepted, not refused
+        with pytest.raises(SystemExit):
+            main([command, "--help"] if command != "sandbox" else [command, "apply", "--help"])
+        assert f"--set {SET_EXAMPLES[command]}" in " ".join(capsys.readouterr().out.split())

@@ -10,8 +10,19 @@ from collections.abc import Callable
 NESTED_ASSIGNMENTS = "verb_assignments"
 
 
-def common_arguments(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
+# An example `--set` for each command's help: a field of a config section that command reads.
+SET_EXAMPLES = {
+    "serve": "ingest.rate_limits.per_address_per_minute=0", "sandbox": "sandbox.wall_time_s=10",
+    "synth-rules": "sandbox.wall_time_s=10", "teacher": "teacher.mistake_rate=0.1", "rollout": "actors.loop.max_steps=2",
+    "build": "build.dedup.threshold=0.9", "train": "learner.train.max_steps=20",
+    "pipelines.synth_rules": "sandbox.wall_time_s=10", "pipelines.teacher_srl": "teacher.mistake_rate=0.1",
+    "actors.rollout": "actors.loop.max_steps=2", "learner.train": "learner.train.max_steps=20",
+}
+
+
+def common_arguments(parser: argparse.ArgumentParser, *, nested: bool = False, command: str = "") -> None:
     """Add the common arguments to a subcommand's parser, or (`nested`) to the parser of one of its verbs.
+    `command` picks the `--set` example of the help (a command without one reads no config and refuses `--set`).
 
     argparse copies a verb's parsed namespace over its command's, defaults included, so a verb's copy of
     the arguments has no defaults (it leaves `trajforge sandbox --set a=1 apply` alone), and its `--set`
@@ -20,8 +31,9 @@ def common_arguments(parser: argparse.ArgumentParser, *, nested: bool = False) -
     set_default, level_default, json_default = (argparse.SUPPRESS,) * 3 if nested else ([], "INFO", False)
     parser.add_argument(
         "--set", dest=NESTED_ASSIGNMENTS if nested else "assignments", action="append", default=set_default, metavar="DOTTED.PATH=VALUE",
-        help="override one config field (repeatable), e.g. --set ingest.rate_limits.per_address_per_minute=0; "
-        "environment variables TRAJFORGE__DOTTED__PATH do the same with lower precedence",
+        help=f"override one config field (repeatable), e.g. --set {SET_EXAMPLES[command]}; environment variables "
+        "TRAJFORGE__DOTTED__PATH do the same with lower precedence" if command in SET_EXAMPLES
+        else "not taken: this command reads no config file",
     )
     parser.add_argument("--log-level", default=level_default, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging threshold (default INFO)")
     parser.add_argument("--log-json", action="store_true", default=json_default, help="log JSON lines instead of text")
@@ -44,7 +56,7 @@ def module_main(module: str, description: str, add_arguments: Callable[[argparse
 
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    common_arguments(parser)
+    common_arguments(parser, command=module)
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_json)
     try:

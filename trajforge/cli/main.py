@@ -12,7 +12,7 @@ from trajforge.errors import TrajforgeError
 # name -> (module, one-line help); a module defines `add_arguments(parser)` and `run(args) -> int`, and
 # `config_roots(args)` if it reads configs: the sections its `--set` may name (without it, --set is refused).
 COMMANDS = {
-    "serve": ("trajforge.cli.serve_cmd", "run the ingest service on Ray Serve until Ctrl-C"),
+    "serve": ("trajforge.cli.serve_cmd", "run the HTTP services (ingest, embed, the OpenAI-compatible generate front) on Ray Serve until Ctrl-C"),
     "embed": ("trajforge.cli.embed_cmd", "embed a text (in-process or through a deployment) and print its domain tags"),
     "sandbox": ("trajforge.cli.sandbox_cmd", "apply an ast-grep action (and tests) to a directory in the nsjail jail; prints JSON"),
     "synth-rules": ("trajforge.cli.synth_cmd", "generate synthetic ast-grep tasks and keep those the sandbox verifies (a Ray Data job)"),
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, summary) in COMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary)
-        common_arguments(sub)
+        common_arguments(sub, command=name)
         importlib.import_module(module_name).add_arguments(sub)
         sub.set_defaults(module=module_name)
     return parser

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     apply.add_argument("--task-id", default="cli", help="task id for the workspace name and logs/sandbox/<task_id>.jsonl (default cli)")
     apply.add_argument("--keep", action="store_true", help="keep the jailed workspace and print its path on stderr")
     apply.add_argument("--config", type=Path, help="sandbox config (default configs/sandbox.yaml)")
-    common_arguments(apply, nested=True)
+    common_arguments(apply, nested=True, command="sandbox")
 
 
 def config_roots(args: argparse.Namespace) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from trajforge.settings import apply_assignments, env_assignments, read_yaml, validate
+from trajforge.settings import load_section
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "actors.yaml"
 SECTION = "actors"
@@ -94,6 +94,4 @@ class ActorSettings(BaseModel):
 def load_actor_settings(path: str | Path | None = None, assignments: Iterable[tuple[str, Any]] = ()) -> ActorSettings:
     """File < TRAJFORGE__ACTORS__* environment < `assignments` (from `--set actors.x=y`)."""
     source = Path(path) if path else DEFAULT_PATH
-    data = read_yaml(source)
-    apply_assignments(data, [*env_assignments(), *assignments], roots=[SECTION])
-    return validate(ActorSettings, data.get(SECTION) or {}, str(source), prefix=SECTION)
+    return load_section(ActorSettings, source, SECTION, assignments)

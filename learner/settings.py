@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from trajforge.settings import apply_assignments, env_assignments, read_yaml, validate
+from trajforge.settings import load_section
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "learner.yaml"
 SECTION = "learner"
@@ -168,6 +168,4 @@ class LearnerSettings(_Strict):
 def load_learner_settings(path: str | Path | None = None, assignments: Iterable[tuple[str, Any]] = ()) -> LearnerSettings:
     """File < TRAJFORGE__LEARNER__* environment < `assignments` (from `--set learner.x=y`)."""
     source = Path(path) if path else DEFAULT_PATH
-    data = read_yaml(source)
-    apply_assignments(data, [*env_assignments(), *assignments], roots=[SECTION])
-    return validate(LearnerSettings, data.get(SECTION) or {}, str(source), prefix=SECTION)
+    return load_section(LearnerSettings, source, SECTION, assignments)

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from pipelines.synth_rules import tasks_file
 from trajforge.errors import ConfigError, TrajforgeError
-from trajforge.settings import apply_assignments, env_assignments, parse_assignment, read_yaml, validate
+from trajforge.settings import load_section, parse_assignment
 
 if TYPE_CHECKING:
     from sandbox.settings import SandboxSettings
@@ -79,9 +79,7 @@ class TeacherSettings(BaseModel):
 
 def load_teacher_settings(path: str | Path | None = None, assignments=()) -> TeacherSettings:
     source = Path(path) if path else DEFAULT_CONFIG
-    data = read_yaml(source)
-    apply_assignments(data, [*env_assignments(), *assignments], roots=["teacher"])
-    settings = validate(TeacherSettings, data.get("teacher") or {}, str(source), prefix="teacher")
+    settings = load_section(TeacherSettings, source, "teacher", assignments)
     prompts = settings.prompts
     if prompts is not None and not prompts.is_absolute() and not prompts.exists() and (PROJECT / prompts).is_file():
         settings = settings.model_copy(update={"prompts": PROJECT / prompts})  # the shipped configs/teacher_prompts.yaml

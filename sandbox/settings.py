@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from trajforge.settings import apply_assignments, env_assignments, read_yaml, validate
+from trajforge.settings import load_section
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "sandbox.yaml"
 SECTION = "sandbox"
@@ -67,6 +67,4 @@ class SandboxSettings(BaseModel):
 def load_sandbox_settings(path: str | Path | None = None, assignments: Iterable[tuple[str, Any]] = ()) -> SandboxSettings:
     """File < TRAJFORGE__SANDBOX__* environment < `assignments` (from `--set sandbox.x=y`)."""
     source = Path(path) if path else DEFAULT_PATH
-    data = read_yaml(source)
-    apply_assignments(data, [*env_assignments(), *assignments], roots=[SECTION])
-    return validate(SandboxSettings, data.get(SECTION) or {}, str(source), prefix=SECTION)
+    return load_section(SandboxSettings, source, SECTION, assignments)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from trajforge.settings import apply_assignments, env_assignments, read_yaml, validate
+from trajforge.settings import load_section
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "cluster.yaml"
 SECTION = "cluster"
@@ -62,9 +62,7 @@ class ClusterSettings(_Strict):
 def load_cluster_settings(path: str | Path | None = None, assignments: Iterable[tuple[str, Any]] = ()) -> ClusterSettings:
     """File < TRAJFORGE__CLUSTER__* environment < `assignments` (from `--set cluster.x=y`)."""
     source = Path(path) if path else DEFAULT_PATH
-    data = read_yaml(source)
-    apply_assignments(data, [*env_assignments(), *assignments], roots=[SECTION])
-    return validate(ClusterSettings, data.get(SECTION) or {}, str(source), prefix=SECTION)
+    return load_section(ClusterSettings, source, SECTION, assignments)
 
 
 def advertised(wanted: Mapping[str, float], total: Mapping[str, float], who: str, *, warn: bool) -> dict[str, float]:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trajforge.constants import QUALITY_TIERS
 from trajforge.redaction import RedactionSettings
-from trajforge.settings import apply_assignments, env_assignments, read_yaml, validate
+from trajforge.settings import load_section
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "pipeline.yaml"
 
@@ -73,6 +73,4 @@ class BuildSettings(_Section):
 
 def load_build_settings(path: str | Path | None = None, assignments=()) -> BuildSettings:
     source = Path(path) if path else DEFAULT_CONFIG
-    data = read_yaml(source)
-    apply_assignments(data, [*env_assignments(), *assignments], roots=["build"])
-    return validate(BuildSettings, data.get("build") or {}, str(source), prefix="build")
+    return load_section(BuildSettings, source, "build", assignments)

@@ -44,11 +44,24 @@ def test_unknown_key_is_refused_naming_it():
         load_settings({"rate_limits": {"per_adress_per_minute": 5}}, environ={})
 
 
-def test_bad_value_names_the_field_and_the_value():
-    with pytest.raises(ConfigError, match=r"ingest\.rate_limits\.per_address_per_minute: .*integer.*'many'"):
+def test_bad_value_names_the_field_the_value_and_where_it_was_set():
+    with pytest.raises(ConfigError, match=r"ingest\.rate_limits\.per_address_per_minute \(set by "
+                                          r"TRAJFORGE__INGEST__RATE_LIMITS__PER_ADDRESS_PER_MINUTE\): .*integer.*'many'"):
         load_settings({}, environ={"TRAJFORGE__INGEST__RATE_LIMITS__PER_ADDRESS_PER_MINUTE": "many"})
-    with pytest.raises(ConfigError, match=r"http_options\.port"):
+    with pytest.raises(ConfigError, match=r"http_options\.port \(set by --set http_options\.port\): .*65535"):
         load_serve_file(SERVE_YAML, [parse_assignment("http_options.port=70000")], environ={})
+
+
+def test_a_bad_value_in_the_file_names_the_file(tmp_path, monkeypatch):
+    from sandbox.settings import load_sandbox_settings
+
+    monkeypatch.delenv("TRAJFORGE__SANDBOX__MEMORY_MB", raising=False)
+    config = tmp_path / "sandbox.yaml"
+    config.write_text("sandbox:\n  memory_mb: lots\n")
+    with pytest.raises(ConfigError, match=rf"{config}: sandbox\.memory_mb: .*'lots'"):
+        load_sandbox_settings(config)
+    with pytest.raises(ConfigError, match=r"sandbox\.memory_mb \(set by --set sandbox\.memory_mb\): .*'abc'"):
+        load_sandbox_settings(config, [("sandbox.memory_mb", "abc")])
 
 
 def test_assignment_values_are_typed_as_yaml():

@@ -104,14 +104,34 @@ def apply_assignments(data: dict[str, Any], assignments: Iterable[tuple[str, Any
     return data
 
 
-def validate(model: type[M], data: Mapping[str, Any], source: str, prefix: str = "") -> M:
-    """Validate into `model`; the first error becomes a ConfigError naming `source` and the dotted field."""
+def origins(env: Iterable[tuple[str, Any]] = (), assignments: Iterable[tuple[str, Any]] = ()) -> dict[str, str]:
+    """Where each overridden dotted path got its value (the last override wins): an environment variable, or `--set`."""
+    found = {path: ENV_PREFIX + path.upper().replace(".", "__") for path, _ in env}
+    found.update({path: f"--set {path}" for path, _ in assignments})
+    return found
+
+
+def validate(model: type[M], data: Mapping[str, Any], source: str, prefix: str = "", overrides: Mapping[str, str] | None = None) -> M:
+    """Validate into `model`; the errors become a ConfigError naming the dotted field and where its value came from:
+    `source` (the file), or the `--set` or environment variable that `overrides` (from `origins`) says set it."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         lines = []
         for error in exc.errors(include_url=False):
             field = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
+            origin = next((by for path, by in (overrides or {}).items() if field == path or field.startswith(path + ".")), None)
             hint = "unknown key (check the spelling)" if error["type"] == "extra_forbidden" else error["msg"]
-            lines.append(f"{source}: {field}: {hint}" + (f" (got {error['input']!r})" if error["type"] != "extra_forbidden" and "input" in error and not isinstance(error["input"], dict) else ""))
+            if error["type"] != "extra_forbidden" and "input" in error and not isinstance(error["input"], dict):
+                hint += f" (got {error['input']!r})"
+            lines.append(f"{field} (set by {origin}): {hint}" if origin else f"{source}: {field}: {hint}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def load_section(model: type[M], source: str | Path, section: str, assignments: Iterable[tuple[str, Any]] = ()) -> M:
+    """One component's section of its YAML file, then `TRAJFORGE__<SECTION>__*` variables, then `assignments` (from
+    `--set section.x=y`), validated into `model`."""
+    data = read_yaml(source)
+    env, assignments = env_assignments(), list(assignments)
+    apply_assignments(data, [*env, *assignments], roots=[section])
+    return validate(model, data.get(section) or {}, str(source), prefix=section, overrides=origins(env, assignments))

@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from trajforge.errors import ConfigError
-from trajforge.settings import apply_assignments, env_assignments, read_yaml, validate
+from trajforge.settings import apply_assignments, env_assignments, origins, read_yaml, validate
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -101,15 +101,16 @@ def load_serve_file(
     """Read the file, apply `TRAJFORGE__...` variables then the `--set` assignments, validate."""
     view, applications = _flat_view(read_yaml(path))
     roots = _roots(view)
-    apply_assignments(view, env_assignments(environ), roots)
+    env, assignments = env_assignments(environ), list(assignments)
+    apply_assignments(view, env, roots)
     apply_assignments(view, assignments, roots)
     merged = {key: value for key, value in view.items() if key in ServeFile.model_fields}
     merged["applications"] = applications
-    return validate(ServeFile, merged, str(path))
+    return validate(ServeFile, merged, str(path), overrides=origins(env, assignments))
 
 
 def load_app_args(model: type[M], app_name: str, args: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> M:
     """An application's builder args, after its `TRAJFORGE__<APP>__...` environment variables, validated."""
-    wrapped = {app_name: dict(args)}
-    apply_assignments(wrapped, env_assignments(environ), roots=[app_name])
-    return validate(model, wrapped[app_name], "configs/serve.yaml", prefix=app_name)
+    wrapped, env = {app_name: dict(args)}, env_assignments(environ)
+    apply_assignments(wrapped, env, roots=[app_name])
+    return validate(model, wrapped[app_name], "configs/serve.yaml", prefix=app_name, overrides=origins(env))

@@ -119,6 +119,16 @@ def redactions(build_dir: str | Path) -> Rows:
     return [{"kind": row["kind"], "sessions": sessions_of.get(row["kind"], 0), **row} for row in merged]
 
 
+def telemetry(build_dir: str | Path) -> Rows:
+    """What the Starcode telemetry events became and what was redacted in them, from the manifest's `telemetry`
+    section (events are not sessions, so the `redactions` table, over the sessions' rows, leaves them out)."""
+    section = manifest(build_dir).get("telemetry") or {}
+    counts = [("events", "events"), ("stored twice", "duplicates"), ("left out (org filter, forgotten)", "left_out"),
+              ("turns without an answer", "unusable_turns"), ("sft rows", "sft_rows"), ("behavior rows", "behavior_rows")]
+    rows = [{"item": item, "count": section[key]} for item, key in counts if key in section]
+    return rows + [{"item": f"redacted: {kind}", "count": count} for kind, count in sorted((section.get("redactions") or {}).items())]
+
+
 def _beside_manifest(counted: dict[str, int], in_manifest: dict[str, int], key: str, value: str) -> Rows:
     rows = [{key: name, value: counted.get(name, 0), "manifest": in_manifest.get(name)} for name in {*counted, *in_manifest}]
     return sorted(rows, key=lambda row: (-row[value], -(row["manifest"] or 0), row[key]))
@@ -163,6 +173,7 @@ TABLE_QUERIES: dict[str, tuple[str, Callable[[str | Path], Rows]]] = {
     "sources": ("sessions per source", sources),
     "exclusions": ("excluded from training, per reason (manifest beside)", exclusions),
     "redactions": ("redactions per kind (manifest beside)", redactions),
+    "telemetry": ("Starcode telemetry events (POST /v1/events): what they became, their redactions", telemetry),
     "sft": ("sft rows per split and tier", sft_splits),
     "behavior": ("behavior rows per kind", behaviors),
     "duplicates": ("duplicates dropped, per kind", duplicates),

@@ -75,6 +75,8 @@ def write_build(lake: Path, build_id: str = BUILD_ID) -> Path:
         "rows": {"trajectories": 24, "sft": 16, "behavior": 6, "duplicates": 3},
         "tiers": {"TIER_A": 6, "TIER_B": 10, "TIER_C": 8}, "exclusions": MANIFEST_EXCLUSIONS,
         "redactions": {"email": 12, "aws_access_key": 2, "phone": 0}, "dedup": {"exact": 2, "near": 1},
+        "telemetry": {"events": 6, "duplicates": 1, "left_out": 0, "unusable_turns": 0, "sft_rows": 3, "behavior_rows": 2,
+                      "redactions": {"aws_access_key": 1, "email": 2}},
         "quarantine": {"count": 1, "records": [{"source": "envelopes", "path": "raw/x.seg", "offset": 10, "length": 5, "reason": "torn tail"}]},
         "files": files,
     }
@@ -137,6 +139,19 @@ def test_exclusions_and_redactions_beside_the_manifest(build):
         {"kind": "phone", "sessions": 0, "count": 0, "manifest": 0},
     ]
     assert lake_stats.disagreements(redactions, "kind", "count") == []
+
+
+def test_telemetry_events_and_their_redactions_come_from_the_manifest(build, tmp_path):
+    assert lake_stats.telemetry(build) == [
+        {"item": "events", "count": 6}, {"item": "stored twice", "count": 1}, {"item": "left out (org filter, forgotten)", "count": 0},
+        {"item": "turns without an answer", "count": 0}, {"item": "sft rows", "count": 3}, {"item": "behavior rows", "count": 2},
+        {"item": "redacted: aws_access_key", "count": 1}, {"item": "redacted: email", "count": 2},
+    ]
+    without = write_build(tmp_path / "lake", "20250101T000000Z-2")  # a build from before telemetry: no section, no rows
+    manifest = json.loads((without / "manifest.json").read_text())
+    del manifest["telemetry"]
+    (without / "manifest.json").write_text(json.dumps(manifest))
+    assert lake_stats.telemetry(without) == []
 
 
 def test_sft_behavior_duplicates_and_points(build):

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from trajforge.contracts.curated import SFT
 from trajforge.errors import LakeCorruption, TrajforgeError
-from trajforge.lake import Lake
+from trajforge.lake import Lake, check_listed_file
 
 log = logging.getLogger(__name__)
 COLUMNS = ("example_id", "split", "messages")
@@ -54,14 +54,6 @@ class Source:
         return asdict(self)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_manifest(build_dir: Path) -> dict:
     try:
         manifest = json.loads((build_dir / "manifest.json").read_text())
@@ -78,16 +70,7 @@ def verify_sft_files(build_dir: Path, manifest: dict) -> list[dict]:
     if not entries:
         raise LakeCorruption(f"{build_dir}: manifest.json lists no sft files; rebuild with `trajforge build`")
     for entry in entries:
-        path = build_dir / entry["path"]
-        if not path.is_file():
-            raise LakeCorruption(f"{path} is listed in {build_dir / 'manifest.json'} but missing: the build is incomplete; "
-                                 "restore the file or rebuild with `trajforge build --full`")
-        if "bytes" in entry and path.stat().st_size != entry["bytes"]:
-            raise LakeCorruption(f"{path} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}: the file is damaged; "
-                                 "restore it or rebuild with `trajforge build --full`")
-        if "sha256" in entry and sha256_of(path) != entry["sha256"]:
-            raise LakeCorruption(f"{path} does not match the sha256 in {build_dir / 'manifest.json'}: the file is damaged; "
-                                 "restore it or rebuild with `trajforge build --full`")
+        check_listed_file(build_dir, entry, checksum=True)
     return entries
 
 

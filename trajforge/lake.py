@@ -1,9 +1,14 @@
-"""Where things live in the lake. Every component asks this module for paths instead of joining strings."""
+"""Where things live in the lake. Every component asks this module for paths instead of joining strings; and the
+check of a file a build's manifest lists, which every reader of a build makes."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from trajforge.errors import LakeCorruption
 
 
 @dataclass(frozen=True)
@@ -95,3 +100,25 @@ class Lake:
         for path in (self.root, self.raw, self.raw_envelopes, self.registry_db.parent, self.quarantine):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return self
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_listed_file(build_dir: Path, entry: dict[str, Any], *, checksum: bool = False) -> Path:
+    """A file of a build's manifest (`files` entry): there, at its size, and with `checksum` at its sha256; else a
+    LakeCorruption naming it and how to mend the build."""
+    path, listed_in = build_dir / entry["path"], build_dir / "manifest.json"
+    mend = "restore it or rebuild with `trajforge build --full`"
+    if not path.is_file():
+        raise LakeCorruption(f"{path} is listed in {listed_in} but missing: the build is incomplete; {mend}")
+    if "bytes" in entry and path.stat().st_size != entry["bytes"]:
+        raise LakeCorruption(f"{path} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}: the file is damaged; {mend}")
+    if checksum and "sha256" in entry and sha256_of(path) != entry["sha256"]:
+        raise LakeCorruption(f"{path} does not match the sha256 in {listed_in}: the file is damaged; {mend}")
+    return path

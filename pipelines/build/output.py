@@ -9,7 +9,6 @@ give byte-identical files.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,9 @@ import pyarrow.parquet as pq
 
 from pipelines.build.staging import staged_files
 from trajforge.contracts.curated import DUPLICATES, KEYS, SCHEMAS
+from trajforge.lake import sha256_of
 
 PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": True, "write_statistics": True}
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_shards(batches, schema: pa.Schema, folder: Path, rows_per_file: int) -> list[dict[str, Any]]:

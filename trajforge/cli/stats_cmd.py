@@ -21,15 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_files(build_dir: Path) -> None:
     """Every file the build's manifest lists is there at its size; a table that lost a part would count short without a word."""
+    from trajforge.lake import check_listed_file
+
     manifest = json.loads((build_dir / "manifest.json").read_text())
     for entry in manifest.get("files") or []:
-        path = build_dir / entry["path"]
-        if not path.is_file():
-            raise LakeCorruption(f"{path} is listed in {build_dir / 'manifest.json'} but missing: the build is incomplete; "
-                                 "restore the file or rebuild with `trajforge build --full`")
-        if "bytes" in entry and path.stat().st_size != entry["bytes"]:
-            raise LakeCorruption(f"{path} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}: the file is damaged; "
-                                 "restore it or rebuild with `trajforge build --full`")
+        check_listed_file(build_dir, entry)
 
 
 def run(args: argparse.Namespace) -> int:

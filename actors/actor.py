@@ -16,6 +16,7 @@ whole timeout more.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -27,6 +28,7 @@ from typing import Any
 from actors.engines.types import Completion, GenerationRequest
 from actors.settings import ActorSettings
 from trajforge.cluster import ClusterSettings, advertised, load_cluster_settings
+from trajforge.errors import TrajforgeError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,8 @@ class GenerationActor:
         self.counters: dict[str, int] = {"parse_failures": 0, "sandbox_failures": 0}
         self._metrics = _Metrics()
         self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
-        self._streams: dict[str, _Stream] = {}  # the streams running, by id
+        self._streams: dict[str, _Stream] = {}  # the streams and cancellable generate calls running, by id
+        self._cancellable = "cancelled" in inspect.signature(self.engine.generate).parameters
         self._counting = threading.Lock()
         self._stuck: dict[Future, float] = {}  # generations past their timeout still holding the engine thread: since when
         self.started_at = time.time()
@@ -85,18 +88,21 @@ class GenerationActor:
         self.counters[name] = self.counters.get(name, 0) + 1
         self._metrics.inc(name)
 
-    def timed_generate(self, requests: list[GenerationRequest]) -> list[Completion]:
-        """The engine's answers, or an error completion per request (`timed_out`) when the call outlives its timeout."""
+    def timed_generate(self, requests: list[GenerationRequest], cancelled: threading.Event | None = None) -> list[Completion]:
+        """The engine's answers, or an error completion per request (`timed_out`) when the call outlives its timeout.
+        Setting `cancelled` drops the call while it waits for the engine thread, and stops an engine that can be
+        stopped (`generate(..., cancelled=)`) at its next token."""
         timeout_s = self.settings.generation_timeout_s
         taken = threading.Event()
 
         def generate() -> list[Completion]:
             taken.set()
-            return self.engine.generate(requests)
+            return self.engine.generate(requests, cancelled=cancelled) if cancelled is not None and self._cancellable \
+                else self.engine.generate(requests)
 
         future = self._calls.submit(generate)
         started = time.perf_counter()
-        error = self._wait_for_engine_thread(taken, future)
+        error = self._wait_for_engine_thread(taken, future, cancelled)
         if error is None:
             try:
                 done = future.result(timeout=timeout_s)
@@ -105,7 +111,8 @@ class GenerationActor:
                     self._stuck[future] = time.monotonic()
                 error = f"generation timed out after {timeout_s} s"
         if error is not None:
-            done = [Completion(text="", finish_reason="error", engine=self.engine.name, request_id=r.request_id, error=error, timed_out=True)
+            timed_out = not (cancelled is not None and cancelled.is_set())
+            done = [Completion(text="", finish_reason="error", engine=self.engine.name, request_id=r.request_id, error=error, timed_out=timed_out)
                     for r in requests]
         tokens = sum(c.completion_tokens for c in done)
         self.requests += len(done)
@@ -114,12 +121,15 @@ class GenerationActor:
         self._metrics.observe(time.perf_counter() - started, tokens)
         return done
 
-    def _wait_for_engine_thread(self, taken: threading.Event, future: Future) -> str | None:
+    def _wait_for_engine_thread(self, taken: threading.Event, future: Future, cancelled: threading.Event | None = None) -> str | None:
         """Wait while earlier calls hold the engine thread; None once this one has it. An error instead (the call
         is dropped) once the thread has been held by a timed-out generation for a whole timeout: by then the
-        supervisor, polling every `health_interval_s`, would have restarted the actor, so none is watching."""
+        supervisor, polling every `health_interval_s`, would have restarted the actor, so none is watching; or
+        once the caller cancelled it."""
         timeout_s = self.settings.generation_timeout_s
-        while not taken.wait(min(1.0, timeout_s / 4)):
+        while not taken.wait(min(0.2 if cancelled is not None else 1.0, timeout_s / 4)):
+            if cancelled is not None and cancelled.is_set() and future.cancel():
+                return "cancelled: the caller went away"
             stuck_s = self._stuck_seconds()
             if stuck_s is not None and stuck_s > timeout_s and future.cancel():
                 return f"generation timed out: the engine has been stuck for {stuck_s:.0f} s on an earlier generation"
@@ -163,7 +173,7 @@ class GenerationActor:
                 self._stream_cancelled(stream)
 
     def cancel_stream(self, stream_id: str) -> bool:
-        """Stop a stream whose reader went away; False when it already ended."""
+        """Stop a stream whose reader went away, or a `generate` call by its `call_id`; False when it already ended."""
         stream = self._streams.get(stream_id)
         if stream is None:
             return False
@@ -176,7 +186,7 @@ class GenerationActor:
         with self._counting:
             counted, stream.counted = stream.counted, True
         if not counted:
-            self.count("streams_cancelled")
+            self.count(stream.counter)
 
     def _submit_counted(self, method, *args):
         """An engine call on the actor's engine thread, counted in the health report before its result is seen."""
@@ -192,8 +202,10 @@ class GenerationActor:
 
         return self._calls.submit(counted)
 
-    def generate(self, requests: list[dict[str, Any] | GenerationRequest]) -> list[dict[str, Any]]:
-        """Completions as dicts, in order; a request that is malformed or times out fails alone."""
+    def generate(self, requests: list[dict[str, Any] | GenerationRequest], call_id: str | None = None) -> list[dict[str, Any]]:
+        """Completions as dicts, in order; a request that is malformed or times out fails alone. With `call_id`,
+        `cancel_stream(call_id)` stops the call (its caller went away): queued, it is dropped; running, an engine
+        that can be stopped ends at its next token."""
         parsed: list[GenerationRequest | Completion] = []
         for item in requests:
             try:
@@ -201,7 +213,12 @@ class GenerationActor:
             except ValueError as exc:
                 parsed.append(Completion(text="", finish_reason="error", error=f"invalid request: {exc}", engine=self.engine.name, invalid_request=True))
         todo = [request for request in parsed if isinstance(request, GenerationRequest)]
-        answers = iter(self.timed_generate(todo) if todo else [])
+        call = self._streams[call_id] = _Stream("calls_cancelled") if call_id is not None else None
+        try:
+            answers = iter(self.timed_generate(todo, call.cancelled if call else None) if todo else [])
+        finally:
+            if call_id is not None:
+                self._streams.pop(call_id, None)
         results = [(next(answers) if isinstance(item, GenerationRequest) else item) for item in parsed]
         rejected = len(parsed) - len(todo)
         self.requests += rejected
@@ -210,10 +227,11 @@ class GenerationActor:
 
 
 class _Stream:
-    """A running stream: the flag that stops its generation, and whether its cancellation was counted."""
+    """A running stream or cancellable call: the flag that stops its generation, and whether its cancellation was counted."""
 
-    def __init__(self) -> None:
+    def __init__(self, counter: str = "streams_cancelled") -> None:
         self.cancelled = threading.Event()
+        self.counter = counter  # the health count its cancellation adds to
         self.counted = False
 
 
@@ -254,6 +272,7 @@ def start_actors(settings: ActorSettings, wait: bool = True, named: bool = False
     OpenAI-compatible front (`backend: actors`) and other jobs find them with `find_actors()`.
     """
     import ray
+    from ray.exceptions import RayActorError
 
     cluster = cluster or load_cluster_settings()
     resources = {**advertised(cluster.actors.resources, ray.cluster_resources(), "the generation actors", warn=settings.num_gpus > 0),
@@ -267,8 +286,29 @@ def start_actors(settings: ActorSettings, wait: bool = True, named: bool = False
             options.update(name=ACTOR_NAME.format(index=index), namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
         actors.append(ray.remote(concurrency_groups={CONTROL_GROUP: 2})(GenerationActor).options(**options).remote(settings, index))
     if wait:
-        ray.get([actor.ready.options(concurrency_group=CONTROL_GROUP).remote() for actor in actors])
+        try:
+            ray.get([actor.ready.options(concurrency_group=CONTROL_GROUP).remote() for actor in actors])
+        except RayActorError as exc:
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+            raise ActorStartError(f"a generation actor did not start: {start_failure(exc)}") from None
     return actors
+
+
+class ActorStartError(TrajforgeError, RuntimeError):
+    """A generation actor did not start (its engine did not load or warm up); the message is the actor's own reason."""
+
+
+def start_failure(exc: Exception) -> str:
+    """The exception an actor's constructor raised, from the error Ray relays (its traceback's last lines), without the
+    frames; trajforge's own errors (a missing gpu extra, a missing model directory) without their class name."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    frames = [index for index, line in enumerate(lines) if line[:1].isspace()]
+    reason = "\n".join(lines[frames[-1] + 1:] if frames and frames[-1] + 1 < len(lines) else lines[-1:])
+    qualified, _, message = reason.partition(": ")
+    if not message or not qualified.replace(".", "").replace("_", "").isalnum():
+        return reason
+    return message if qualified.startswith("trajforge.") else f"{qualified.rsplit('.', 1)[-1]}: {message}"
 
 
 def find_actors() -> list:

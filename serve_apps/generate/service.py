@@ -97,7 +97,15 @@ class ActorsBackend:
         return self.actors[zlib.crc32(prefix[:512].encode()) % len(self.actors)]
 
     async def generate_async(self, requests: list[GenerationRequest]) -> list[Completion]:
-        return [Completion.model_validate(item) for item in await self._actor_for(requests[0]).generate.remote(requests)]
+        """The actor's completions; a caller that goes away (Serve cancels the handler) stops the call on the actor."""
+        import uuid
+
+        actor, call_id = self._actor_for(requests[0]), uuid.uuid4().hex
+        try:
+            return [Completion.model_validate(item) for item in await actor.generate.remote(requests, call_id)]
+        except asyncio.CancelledError:
+            actor.cancel_stream.remote(call_id)
+            raise
 
     async def stream_text(self, request: GenerationRequest):
         """The actor's text pieces as it samples them (a Ray streaming generator), then the Completion; a reader
@@ -186,7 +194,11 @@ class GenerateService:
         if parsed.stream and len(parsed.requests) == 1 and not parsed.logprobs and hasattr(self.engine, "stream_text" if self.uses_actors else "generate_streaming"):
             return await self.live(parsed)
         if self.uses_actors:
-            completions = await self.engine.generate_async(parsed.requests)
+            try:
+                completions = await self.engine.generate_async(parsed.requests)
+            except asyncio.CancelledError:
+                self.counts["requests_hung_up"] += 1
+                raise
             self.counts["completion_tokens"] += sum(completion.completion_tokens for completion in completions)
         else:
             completions = await self._generate_here(parsed.requests)

@@ -99,6 +99,7 @@ def test_front_over_named_actors_and_the_supervisor(serve_url, actor_settings):
         tokens = [entry["token"] for entry in chat["choices"][0]["logprobs"]["content"]]
         assert tokens and not any(token.startswith("token_id:") for token in tokens)  # the front reads the actors' tokenizer
         _streams_live_from_the_actor_and_stops_when_the_reader_hangs_up(f"{serve_url}/generate-actors", actor, direct["text"])
+        _an_unstreamed_answer_stops_on_the_actor_when_its_client_hangs_up(f"{serve_url}/generate-actors", actor)
 
         reports, stop = [], threading.Event()
         watcher = threading.Thread(target=supervise, args=([actor],), kwargs={"interval_s": 0.2, "stop": stop,
@@ -153,6 +154,24 @@ def _an_actor_that_dies_mid_stream_ends_the_stream_with_an_error(front: str, act
         rest = list(lines)
     assert all("error" not in json.loads(line[6:]) for line in first)
     assert rest[-1] == "data: [DONE]" and "error" in json.loads(rest[-2][6:])
+
+
+def _an_unstreamed_answer_stops_on_the_actor_when_its_client_hangs_up(front: str, actor) -> None:
+    """Serve cancels the handler of a client that hung up; the front cancels the actor's call, whose engine stops."""
+    import time
+
+    import ray
+
+    before = ray.get(actor.health.remote())
+    body = {"prompt": "def main(", "max_tokens": 4000, "temperature": 1.0, "seed": 5}
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up after a second and closes its connection
+        httpx.post(f"{front}/v1/completions", json=body, timeout=httpx.Timeout(60, read=1.0))
+    deadline, health = time.monotonic() + 30, before
+    while time.monotonic() < deadline and health["requests"] == before["requests"]:
+        time.sleep(0.2)
+        health = ray.get(actor.health.remote())
+    assert health.get("calls_cancelled", 0) == before.get("calls_cancelled", 0) + 1
+    assert 0 < health["generated_tokens"] - before["generated_tokens"] < 4000  # it ran, and stopped early
 
 
 def _streams_live_from_the_actor_and_stops_when_the_reader_hangs_up(front: str, actor, expected: str) -> None:

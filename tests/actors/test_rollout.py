@@ -47,3 +47,15 @@ def test_rollout_takes_tasks_from_a_named_ray_queue_and_from_a_file(serve_url, t
 def test_a_missing_tasks_file_says_what_to_run(tmp_path, capsys):
     assert main(["--lake", str(tmp_path / "empty")]) == 2
     assert "trajforge synth-rules" in capsys.readouterr().err
+
+
+def test_an_engine_that_cannot_start_is_one_clear_line_not_a_ray_traceback(serve_url, tmp_path, capsys):
+    tasks_file = tmp_path / "tasks.jsonl"
+    tasks_file.write_text(json.dumps(TASKS[0]) + "\n")
+    base = ["--tasks", str(tasks_file), "--lake", str(tmp_path / "lake"), "--set", "actors.num_cpus=0"]
+    assert main([*base, "--set", "actors.engine=vllm"]) == 2  # the venv has no gpu extra
+    err = capsys.readouterr().err
+    assert "did not start: engine vllm needs the gpu extra" in err.splitlines()[-1] and "Traceback" not in err
+    assert main([*base, "--set", f"actors.model={tmp_path / 'no-model'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"FileNotFoundError: model directory {tmp_path / 'no-model'} not found" in err and "Traceback" not in err

@@ -20,7 +20,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from actors.engines.types import Completion, GenerationRequest
 from actors.prompting import ACTION_STOP, STATE_OPEN, STATE_STOP, ParsedOutput, parse_output, render_feedback, render_messages
@@ -50,6 +50,12 @@ class LoopTask(BaseModel):
                 raise ValueError("a task needs files or pre")
             self.files = {f"snippet{EXTENSIONS.get(self.language, ('.txt',))[0]}": self.pre}
         return self
+
+
+def task_problems(exc: ValidationError) -> str:
+    """What is wrong with a task, field by field on one line (`task: a task needs files or pre; instruction: Field required`)."""
+    return "; ".join(f"{'.'.join(str(part) for part in error['loc']) or 'task'}: {error['msg'].removeprefix('Value error, ')}"
+                     for error in exc.errors(include_url=False))
 
 
 class LoopOptions(BaseModel):

@@ -27,10 +27,18 @@ from trajforge.errors import ConfigError
 from trajforge.settings import parse_assignment
 
 
-def read_tasks(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """The tasks of a JSON-lines file, each an object with a task_id; a ConfigError names the first line that is not."""
+NO_TASKS_HINT = "run `trajforge synth-rules --lake LAKE` first, or pass --tasks FILE (JSON lines) or --queue NAME"
+
+
+def read_tasks(path: Path, limit: int | None = None, hint: str = NO_TASKS_HINT) -> list[dict[str, Any]]:
+    """The tasks of a JSON-lines file, each one the actor loop can run (a task_id, an instruction, files or pre),
+    all checked before any runs; a ConfigError names the first line that is not one, or an empty file."""
+    from pydantic import ValidationError
+
+    from actors.loop import LoopTask, task_problems
+
     if not path.is_file():
-        raise ConfigError(f"no tasks at {path}: run `trajforge synth-rules --lake LAKE` first, or pass --tasks FILE (JSON lines) or --queue NAME")
+        raise ConfigError(f"no tasks at {path}" + (f": {hint}" if hint else ""))
     tasks = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -41,7 +49,13 @@ def read_tasks(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
             raise ConfigError(f"{path} line {number} is not JSON: {exc}") from None
         if not isinstance(task, dict) or not task.get("task_id"):
             raise ConfigError(f"{path} line {number} is not a task object with a task_id")
+        try:
+            LoopTask.model_validate(task)
+        except ValidationError as exc:
+            raise ConfigError(f"{path} line {number} is not a task the actor loop can run: {task_problems(exc)}") from None
         tasks.append(task)
+    if not tasks:
+        raise ConfigError(f"no tasks in {path}: the file has no task lines")
     return tasks[:limit] if limit else tasks
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
+
 from scripted_teacher import ScriptedTeacher
 
 from actors.rollout import main
@@ -59,3 +61,20 @@ def test_an_engine_that_cannot_start_is_one_clear_line_not_a_ray_traceback(serve
     assert main([*base, "--set", f"actors.model={tmp_path / 'no-model'}"]) == 2
     err = capsys.readouterr().err
     assert f"FileNotFoundError: model directory {tmp_path / 'no-model'} not found" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("lines", "problem"), [
+    ([], "no tasks in"),
+    (["", "  "], "no tasks in"),
+    ([{"task_id": "a", "instruction": "x"}], "line 1 is not a task the actor loop can run: task: a task needs files or pre"),
+    ([TASKS[0], {"task_id": "b", "pre": "x = 1\n"}], "line 2 is not a task the actor loop can run: instruction: Field required"),
+    ([{**TASKS[0], "task_id": 5}], "line 1 is not a task the actor loop can run: task_id: Input should be a valid string"),
+])
+def test_a_tasks_file_the_loop_cannot_run_is_refused_before_any_actor_starts(tmp_path, capsys, monkeypatch, lines, problem):
+    import actors.rollout
+
+    monkeypatch.setattr(actors.rollout, "rollout", lambda *args, **kwargs: pytest.fail("the rollout started"))
+    tasks_file = tmp_path / "tasks.jsonl"
+    tasks_file.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    assert main(["--tasks", str(tasks_file), "--lake", str(tmp_path / "lake")]) == 2
+    assert problem in capsys.readouterr().err

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from actors.rollout import read_tasks
     from actors.task_queue import drop_queue, task_queue
 
-    tasks = read_tasks(Path(args.tasks)) if args.verb == "put" else []  # all of them checked before any is queued
+    tasks = read_tasks(Path(args.tasks), hint="") if args.verb == "put" else []  # all of them checked before any is queued
     _connect(args.address)
     if args.verb == "put":
         ready = task_queue(args.name).put_nowait_batch(tasks)

@@ -59,6 +59,16 @@ def read_tasks(path: Path, limit: int | None = None, hint: str = NO_TASKS_HINT) 
     return tasks[:limit] if limit else tasks
 
 
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def rollout(settings: ActorSettings, tasks: list[dict[str, Any]] | None = None, queue: str | None = None, idle_exit_s: float = 60.0,
             progress: bool = True, lease_s: float = LEASE_S) -> list[dict[str, Any]]:
     """Run the loop over `tasks`, or over what arrives in the named queue until it stays empty; the task summaries,
@@ -113,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--tasks", type=Path, default=None, help="JSON lines of tasks (default <lake>/raw/tasks/synth_rules/tasks.jsonl)")
     source.add_argument("--queue", default=None, metavar="NAME", help="take tasks from the named Ray queue (actors.task_queue) as they arrive")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N tasks of the file")
+    parser.add_argument("--limit", type=positive, default=None, help="only the first N tasks of the file (not with --queue)")
     parser.add_argument("--idle-exit-s", type=float, default=60.0,
                         help="with --queue: stop once no task has been waiting or out on lease this long (default 60)")
     parser.add_argument("--lease-s", type=float, default=LEASE_S,
@@ -139,6 +149,8 @@ def run_command(args: argparse.Namespace) -> int:
     if "actors.lake" in rebased:
         settings = load_actor_settings(args.config, [*assignments, ("actors.lake", rebased["actors.lake"])])
     args.tasks = Path(rebased["--tasks"]) if "--tasks" in rebased else args.tasks
+    if args.queue and args.limit is not None:
+        raise ConfigError("--limit takes the first N tasks of a file; a --queue rollout takes what arrives until --idle-exit-s")
     tasks = None if args.queue else read_tasks(args.tasks or Lake(settings.lake).synthetic_tasks, args.limit)
     summaries = rollout(settings, tasks, queue=args.queue, idle_exit_s=args.idle_exit_s, lease_s=args.lease_s)
     if args.json:

@@ -78,3 +78,23 @@ def test_a_tasks_file_the_loop_cannot_run_is_refused_before_any_actor_starts(tmp
     tasks_file.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
     assert main(["--tasks", str(tasks_file), "--lake", str(tmp_path / "lake")]) == 2
     assert problem in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "two"])
+def test_a_limit_below_one_is_refused_by_the_parser(tmp_path, capsys, monkeypatch, limit):
+    import actors.rollout
+
+    monkeypatch.setattr(actors.rollout, "rollout", lambda *args, **kwargs: pytest.fail("the rollout started"))
+    tasks_file = tmp_path / "tasks.jsonl"
+    tasks_file.write_text("".join(json.dumps(task) + "\n" for task in TASKS))
+    with pytest.raises(SystemExit) as exit_status:
+        main(["--tasks", str(tasks_file), "--limit", limit])
+    assert exit_status.value.code == 2 and "--limit" in capsys.readouterr().err
+
+
+def test_limit_with_a_queue_is_refused_not_ignored(tmp_path, capsys, monkeypatch):
+    import actors.rollout
+
+    monkeypatch.setattr(actors.rollout, "rollout", lambda *args, **kwargs: pytest.fail("the rollout started"))
+    assert main(["--queue", "somewhere", "--limit", "2", "--lake", str(tmp_path / "lake")]) == 2
+    assert "--limit takes the first N tasks of a file" in capsys.readouterr().err

@@ -129,8 +129,8 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
     summary: dict[str, Any] = {"task_id": task_data.get("task_id"), "steps": 0, "verified": False, "errors": []}
     try:
         task = LoopTask.model_validate(task_data)
-    except ValueError as exc:
-        summary["errors"].append(f"invalid task: {exc}")
+    except ValidationError as exc:
+        summary["errors"].append(f"invalid task: {task_problems(exc)}")
         return summary
     from sandbox.workspace import read_tree
 

@@ -107,7 +107,7 @@ def report(summaries: list[dict[str, Any]], lake: Path) -> str:
         counts = per_language.setdefault(language, Counter())
         counts["tasks"] += 1
         counts["verified"] += bool(summary.get("verified"))
-        problem = (summary.get("errors") or [""])[-1][:60]
+        problem = " ".join((summary.get("errors") or [""])[-1].split())[:60]  # one table row, whatever the error's lines
         lines.append(f"{str(summary.get('task_id'))[:44]:<44} {language:<11} {summary.get('steps', 0):>5}  {str(bool(summary.get('verified'))):<8}  {problem}")
     lines.append("")
     for language, counts in sorted(per_language.items()):

@@ -43,6 +43,20 @@ def test_parse_output_reads_tags_as_models_write_them():
     assert unclosed.think == "first the calls" and unclosed.action is not None
 
 
+def test_an_invalid_task_fails_alone_with_a_one_line_reason_and_is_one_row_of_the_report(tmp_path):
+    from pathlib import Path
+
+    from actors.loop import LoopOptions, run_task
+    from actors.rollout import report
+
+    summary = run_task(None, {"task_id": "no-code", "instruction": "x"}, LoopOptions())  # refused before the actor is used
+    assert summary["errors"] == ["invalid task: task: a task needs files or pre"] and summary["steps"] == 0
+    table = report([{**summary, "errors": ["invalid task: 1 validation error\n  instruction\n    Field required"]}], Path("lake"))
+    (row,) = [line for line in table.splitlines() if line.startswith("no-code")]
+    assert row.endswith("invalid task: 1 validation error instruction Field required")
+    assert len(table.splitlines()) == 5  # header, the task, a blank line, its language, the total
+
+
 def test_loop_with_a_scripted_teacher_verifies_saves_state_and_writes_records(serve_url, teacher_url, tmp_path):
     import ray
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -30,15 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.db.exists():
         print(f"no state database at {args.db} (pass --db)", file=sys.stderr)
         return 2
-    store = StateStore(args.db)
-    if args.verb == "list":
-        print("\n".join(store.tasks()))
-        return 0
     try:
+        store = StateStore(args.db)
+        if args.verb == "list":
+            print("\n".join(store.tasks()))
+            return 0
         record = store.dump(args.task_id)
     except KeyError:
         print(f"no state for task {args.task_id!r} in {args.db}", file=sys.stderr)
         return 1
+    except sqlite3.Error as exc:  # a directory, another file, a database of other tables
+        print(f"{args.db} is not a state database ({exc}); pass --db <lake>/state/states.db", file=sys.stderr)
+        return 2
     print(render(State.model_validate(record["state"])) if args.render else json.dumps(record, indent=2, ensure_ascii=False))
     return 0
 

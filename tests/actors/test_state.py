@@ -147,6 +147,16 @@ def test_dump_cli_takes_db_after_the_verb_and_defaults_to_the_settings_lake(tmp_
     assert listing.stdout.split() == ["task-8"]
 
 
+def test_dump_cli_says_when_db_is_not_a_state_database(tmp_path):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not sqlite at all, just a long enough line of text to be read as a header\n")
+    for db in (junk, tmp_path):
+        for verb in (["dump", "task-7"], ["list"]):
+            run = _state_cli("--db", str(db), *verb)
+            assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+            assert run.stderr.startswith(f"{db} is not a state database")
+
+
 def test_module_level_load_and_save_use_the_settings_lake(tmp_path, monkeypatch):
     import actors.state
 

@@ -244,6 +244,8 @@ class _Metrics:
 
             self.latency = metrics.Histogram("trajforge_generation_latency_s", "seconds per engine call", boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60])
             self.tokens = metrics.Counter("trajforge_generated_tokens", "tokens generated")
+            self.throughput = metrics.Histogram("trajforge_generation_tokens_per_s", "tokens per second of an engine call",
+                                                boundaries=[1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500])
             self.failures = {name: metrics.Counter(f"trajforge_{name}", name.replace("_", " ")) for name in ("parse_failures", "sandbox_failures")}
         except Exception:  # not in a Ray process
             self.latency = None
@@ -253,6 +255,8 @@ class _Metrics:
             self.latency.observe(seconds)
             if tokens:  # Ray's Counter refuses 0 (a call that only failed)
                 self.tokens.inc(tokens)
+                if seconds > 0:
+                    self.throughput.observe(tokens / seconds)
 
     def inc(self, name: str) -> None:
         if self.latency is not None and name in self.failures:

@@ -10,9 +10,10 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from actors.state.model import State
 
@@ -63,8 +64,9 @@ class StateStore:
         row = self._connection().execute("SELECT version FROM states WHERE task_id = ?", (task_id,)).fetchone()
         return row[0] if row else 0
 
-    def save(self, task_id: str, state: State) -> int:
-        """Write the state; returns its new version."""
+    def save(self, task_id: str, state: State | Mapping[str, Any]) -> int:
+        """Write the state (a State, or a dict checked against it: a pydantic error names a bad field); returns its new version."""
+        state = state if isinstance(state, State) else State.model_validate(state)
         return self.update(task_id, lambda _: state)
 
     def update(self, task_id: str, change: Callable[[State], State]) -> int:
@@ -107,6 +109,6 @@ def load(task_id: str) -> State:
     return default_store().load(task_id)
 
 
-def save(task_id: str, state: State) -> int:
+def save(task_id: str, state: State | Mapping[str, Any]) -> int:
     """The specification's `save(task_id, state)`, to the default store; returns the state's new version."""
     return default_store().save(task_id, state)

@@ -124,6 +124,17 @@ def _state_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
                           env={**os.environ, **(env or {})})
 
 
+def test_save_takes_a_dict_checked_against_the_schema(tmp_path):
+    from pydantic import ValidationError
+
+    store = StateStore(tmp_path / "states.db")
+    assert store.save("t", {"goals": ["g"], "next_focus": "f"}) == 1
+    assert store.load("t") == State(goals=["g"], next_focus="f")
+    with pytest.raises(ValidationError, match="history"):
+        store.save("t", {"history": ["a", "b", "c", "d"]})
+    assert store.version("t") == 1
+
+
 def test_dump_cli(tmp_path):
     db = tmp_path / "states.db"
     StateStore(db).save("task-7", State(goals=["g"], next_focus="f"))

@@ -189,6 +189,6 @@ def test_the_shipped_prompts_are_found_from_any_working_directory(tmp_path, monk
 
 def test_a_bad_line_in_the_tasks_file_is_named(tmp_path, capsys):
     bad = tmp_path / "tasks.jsonl"
-    bad.write_text('{"task_id": "a", "language": "python"}\n{"task_id": "b"\n')
+    bad.write_text('{"task_id": "a", "language": "python", "instruction": "rename x", "pre": "x = 1\\n"}\n{"task_id": "b"\n')
     assert main(["teacher", "--lake", str(tmp_path / "lake"), "--set", f"teacher.tasks={bad}"]) == 2
     assert f"{bad} line 2 is not JSON" in capsys.readouterr().err

@@ -101,13 +101,30 @@ def generate_step(actor: Any, messages: list[dict[str, str]], options: LoopOptio
     first_request = GenerationRequest(prompt=prompt, max_tokens=options.max_tokens, stop=[ACTION_STOP], **common) if prompt \
         else GenerationRequest(messages=messages, max_tokens=options.max_tokens, stop=[ACTION_STOP], **common)
     first = actor.timed_generate([first_request])[0]
-    if first.finish_reason == "error":
+    if first.finish_reason != "stop":  # an error, or cut at max_tokens: no `</action>` to continue after
         return first, None
     so_far = first.text + ACTION_STOP + STATE_OPEN
     second_request = GenerationRequest(prompt=prompt + so_far, max_tokens=options.state_max_tokens, stop=[STATE_STOP], **common) if prompt \
         else GenerationRequest(messages=[*messages, {"role": "assistant", "content": so_far}], continue_final_message=True,
                                max_tokens=options.state_max_tokens, stop=[STATE_STOP], **common)
     return first, actor.timed_generate([second_request])[0]
+
+
+def _state_part(second: Completion | None) -> str:
+    """The `<state_update>` block as the model wrote it: closed only where its generation stopped at `</state_update>`."""
+    if second is None:
+        return ""
+    return STATE_OPEN + second.text + (STATE_STOP if second.finish_reason == "stop" else "")
+
+
+def _cut_short(first: Completion, second: Completion | None, options: LoopOptions) -> list[str]:
+    """Malformed-output entries for a generation cut at its token limit (its closing tag was never written)."""
+    cuts = []
+    if first.finish_reason == "length":
+        cuts.append(f"the answer reached max_tokens ({options.max_tokens}) before {ACTION_STOP}")
+    if second is not None and second.finish_reason == "length":
+        cuts.append(f"the state update reached state_max_tokens ({options.state_max_tokens}) before {STATE_STOP}")
+    return cuts
 
 
 def _sandbox(actor: Any, workspace, action, task: LoopTask, options: LoopOptions) -> tuple[dict | None, dict | None, str | None]:
@@ -149,8 +166,11 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
             first, second = actor.propose(messages, options, seed, task)
             broken = next((c for c in (first, second) if c is not None and c.finish_reason == "error"), None)
             failed, error = broken is not None, (broken.error or "generation failed") if broken else None
-            parsed = ParsedOutput() if first is broken else \
-                parse_output(first.text, STATE_OPEN + second.text + STATE_STOP if second is not None and second is not broken else "")
+            parsed = ParsedOutput() if first is broken else parse_output(first.text, _state_part(second) if second is not broken else "")
+            if not error:
+                parsed.errors = _cut_short(first, second, options) + parsed.errors
+            if first.finish_reason == "length":
+                parsed.action = None  # the answer was cut before `</action>`: its action is not the model's whole answer
             if not error and parsed.errors:
                 actor.count("parse_failures")
             result = tests = None
@@ -172,7 +192,7 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
             actor.trajectories.append({
                 "task_id": task.task_id, "step": step, "prompt": {"messages": messages}, "state_before": state.model_dump(),
                 "state_tokens": state_tokens, "state_summarized": state != stored,
-                "model_output": {**parsed.to_record(), "raw": first.text + (ACTION_STOP + STATE_OPEN + second.text + STATE_STOP if second else "")},
+                "model_output": {**parsed.to_record(), "raw": first.text + (ACTION_STOP + _state_part(second) if second else "")},
                 "sandbox_result": {"action": result, "tests": tests, "verified": verified},
                 "reward": {"verified": verified, "matches_gold": matches_gold, "tests_pass": None if tests is None else tests["exit_code"] == 0},
                 "final": final, "teacher": getattr(actor, "teacher", None), "run_id": getattr(actor, "run_id", None),

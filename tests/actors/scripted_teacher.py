@@ -1,7 +1,8 @@
 """An OpenAI-compatible endpoint that answers the actor loop with a fixed, correct step (the real `openai` engine
 and the real loop are what the tests exercise). A chat whose task names `hang_marker` gets no answer until
 `release` is set, as a wedged upstream would; one that names `fail_marker` is answered 503, as a failing upstream
-would; `delay_s` slows every chat answer so tasks stay in flight."""
+would; one that names `cut_marker` gets the good action without its `</action>`, cut at max_tokens (finish_reason
+"length"); `delay_s` slows every chat answer so tasks stay in flight."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ STATE = '{"decisions": ["use logging.info"], "history": "replaced print", "next_
 class ScriptedTeacher(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, hang_marker: str = "HANG-FOREVER", delay_s: float = 0.0, fail_marker: str = "UPSTREAM-FAILS"):
+    def __init__(self, hang_marker: str = "HANG-FOREVER", delay_s: float = 0.0, fail_marker: str = "UPSTREAM-FAILS",
+                 cut_marker: str = "CUT-SHORT"):
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.hang_marker, self.delay_s, self.fail_marker = hang_marker, delay_s, fail_marker
+        self.hang_marker, self.delay_s, self.fail_marker, self.cut_marker = hang_marker, delay_s, fail_marker, cut_marker
         self.release = threading.Event()
         self.chats = 0
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -48,8 +50,10 @@ class _Handler(BaseHTTPRequestHandler):
             if any(self.server.fail_marker in message["content"] for message in body["messages"]):
                 self._send(503, json.dumps({"error": {"message": "upstream overloaded"}}).encode())
                 return
-            text = STATE if body["messages"][-1]["role"] == "assistant" else GOOD
-            answer["choices"] = [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}]
+            text, finish = (STATE, "stop") if body["messages"][-1]["role"] == "assistant" else (GOOD, "stop")
+            if any(self.server.cut_marker in message["content"] for message in body["messages"]):
+                text, finish = GOOD.removesuffix("</action>"), "length"
+            answer["choices"] = [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": text}}]
         else:  # /v1/completions: the actor's warm-up
             answer["choices"] = [{"index": 0, "finish_reason": "length", "text": "ok"}]
         self._send(200, json.dumps(answer).encode())

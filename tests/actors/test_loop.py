@@ -68,19 +68,29 @@ def test_loop_with_a_scripted_teacher_verifies_saves_state_and_writes_records(se
                                                 ("actors.lake", str(tmp_path / "lake")), ("actors.openai.max_retries", 1),
                                                 ("actors.openai.backoff_s", 0.01), ("actors.loop.max_steps", 3)])
     failing = {**TASKS[0], "task_id": "loop-upstream-fails", "instruction": "UPSTREAM-FAILS: " + TASKS[0]["instruction"]}
+    cut = {**TASKS[0], "task_id": "loop-cut-short", "instruction": "CUT-SHORT: " + TASKS[0]["instruction"]}
     (actor,) = start_actors(settings)
     try:
-        summaries = run_loop([actor], [*TASKS, failing])
+        summaries = run_loop([actor], [*TASKS, failing, cut])
     finally:
         ray.kill(actor, no_restart=True)
-    *summaries, failed = summaries
+    *summaries, failed, cut_summary = summaries
+    # an answer cut at max_tokens is malformed, whatever it holds: its action is not applied, no `</action>` or state
+    # update is written for it, and the task goes on to its next step
+    assert cut_summary["steps"] == 3 and not cut_summary["verified"]
+    assert all("reached max_tokens (512) before </action>" in e for e in cut_summary["errors"])
+    records = list(read_trajectories(tmp_path / "lake" / "raw" / "trajectories"))
+    cut_records = [r for r in records if r["task_id"] == cut["task_id"]]
+    assert [r["final"] for r in cut_records] == [False, False, True]
+    for record in cut_records:
+        assert record["model_output"]["raw"] == GOOD.removesuffix("</action>") and record["model_output"]["action"] is None
+        assert record["sandbox_result"]["action"] is None and len(record["completions"]) == 1
     assert [(s["task_id"], s["verified"], s["steps"]) for s in summaries] == [(t["task_id"], True, 1) for t in TASKS]
     # an endpoint that fails after its retries ends the task at once: one step, its error, nothing called malformed
     assert failed["steps"] == 1 and "503" in failed["errors"][0] and not any("malformed" in e for e in failed["errors"])
-    records = list(read_trajectories(tmp_path / "lake" / "raw" / "trajectories"))
     (failed_record,) = [r for r in records if r["task_id"] == failing["task_id"]]
     assert failed_record["final"] and "503" in failed_record["error"] and failed_record["model_output"]["errors"] == []
-    records = [r for r in records if r is not failed_record]
+    records = [r for r in records if r is not failed_record and r["task_id"] != cut["task_id"]]
     assert sorted(r["task_id"] for r in records) == [t["task_id"] for t in TASKS]
     record = records[0]
     assert record["sandbox_result"]["verified"] and record["sandbox_result"]["tests"]["exit_code"] == 0

@@ -29,6 +29,7 @@ done
 echo "java tests: $passed passed, $failed failed"
 [ $failed -eq 0 ]
 """
+SHELLS = {"sh", "bash", "dash", "zsh", "ksh", "csh", "tcsh", "fish", "busybox"}
 DEFAULTS = {
     "pytest": [sys.executable, "-m", "pytest", "-q"],
     "node": ["node", "--test"],
@@ -76,12 +77,15 @@ def _guess(command: list[str], workspace: Path) -> str:
     raise InvalidAction("cannot tell which tests to run: give a command or framework (pytest, node, java)")
 
 
-def resolve(spec: TestSpec, workspace: Path) -> tuple[str, list[str]]:
-    """(framework, argv) for a spec: its command, or the framework's default."""
+def resolve(spec: TestSpec, workspace: Path, allowed: list[str]) -> tuple[str, list[str]]:
+    """(framework, argv) for a spec: its command, which must start an `allowed` program, or the framework's
+    default (ours, so not checked: the Java runner is a `/bin/sh -c` script)."""
     try:
         command = shlex.split(spec.command) if isinstance(spec.command, str) else list(spec.command or [])
     except ValueError as exc:  # an unclosed quote
         raise InvalidAction(f"test command {spec.command!r} is not a valid shell line: {exc}") from None
+    if command:
+        check_allowed(command, allowed)
     framework = spec.framework if spec.framework != "auto" else _guess(command, workspace)
     if not command:
         if framework == "java" and shutil.which("javac") is None:
@@ -94,7 +98,12 @@ def check_allowed(command: list[str], allowed: list[str]) -> None:
     """InvalidAction unless the command's program is on the allowlist (`python3.11` counts as `python`)."""
     program = Path(command[0]).name
     if re.sub(r"[\d.]+$", "", program) not in allowed and program not in allowed:
-        raise InvalidAction(f"test program {program!r} is not allowed: sandbox.allowed_test_programs lists {', '.join(allowed)}")
+        shell = " (shells are left off the default list: `sh -c` would run anything)" if program in SHELLS else ""
+        raise InvalidAction(
+            f"test program {program!r} is not allowed{shell}: a test command may start {', '.join(allowed) or 'nothing'}. "
+            f"Change the list in configs/sandbox.yaml (sandbox.allowed_test_programs) or with "
+            f"--set 'sandbox.allowed_test_programs=[{', '.join([*allowed, program])}]'; "
+            f"or give no command to run the framework's default (pytest -q, node --test, the Java runner)")
 
 
 def count(framework: str, output: str) -> dict[str, int]:

@@ -112,6 +112,27 @@ def test_a_test_program_off_the_allowlist_is_refused_and_a_missing_one_reported(
     assert result.exit_code == 127 and "command not found" in result.stderr.text
 
 
+@pytest.mark.parametrize("command", [["sh", "-c", "echo hi"], ["/bin/bash", "-c", "echo hi"], "dash -c 'echo hi'", ["sh", "run.sh"]])
+def test_a_shell_is_not_on_the_default_allowlist_and_the_refusal_says_what_is_and_where_to_change_it(box, workspace, command):
+    from sandbox.settings import SandboxSettings
+
+    shipped = set(box.settings.allowed_test_programs) | set(SandboxSettings().allowed_test_programs)  # configs/sandbox.yaml, the model's default
+    assert not {"sh", "bash", "dash"} & shipped
+    with pytest.raises(InvalidAction) as refused:
+        box.run_tests(workspace, {"command": command, "framework": "pytest"})
+    message = str(refused.value)
+    assert "is not allowed (shells are left off the default list: `sh -c` would run anything)" in message
+    assert "may start python, pytest, node" in message and "configs/sandbox.yaml (sandbox.allowed_test_programs)" in message
+
+
+def test_a_frameworks_default_command_is_ours_and_not_held_to_the_allowlist(box, workspace):
+    """The defaults are ours (the Java runner is a /bin/sh script): pytest's runs with python off the list."""
+    narrow = Sandbox(box.settings.model_copy(update={"allowed_test_programs": ["node"]}))
+    assert narrow.run_tests(workspace, {"framework": "pytest"}).passed == 1
+    with pytest.raises(InvalidAction, match="'python' is not allowed: a test command may start node"):
+        narrow.run_tests(workspace, {"command": "python -m pytest -q"})
+
+
 def test_no_jail_is_explicit_and_says_so_in_every_result(box, workspace, caplog):
     loose = Sandbox(box.settings.model_copy(update={"jail": "none"}))
     ws = loose.prepare_workspace("nojail", {"a.py": "print(1)\n"})
@@ -136,14 +157,15 @@ def test_bubblewrap_fallback_runs_as_the_unprivileged_uid(box):
 
     root = Path(tempfile.mkdtemp(prefix="trajforge-bwrap-"))
     root.chmod(0o755)  # started by root, bwrap runs as sandbox.uid, which must reach the workspace
-    wrapped = Sandbox(box.settings.model_copy(update={"jail": "bwrap", "toolchain": ["/usr", "/lib", "/lib64", "/bin"], "workspaces_root": root}))
+    wrapped = Sandbox(box.settings.model_copy(update={"jail": "bwrap", "toolchain": ["/usr", "/lib", "/lib64", "/bin"], "workspaces_root": root,
+                                                      "allowed_test_programs": ["id"]}))
     ws = wrapped.prepare_workspace("bwrap", {"a.txt": "x"})
     try:
-        result = wrapped.run_tests(ws, {"command": ["sh", "-c", "id -u"], "framework": "pytest"})
+        result = wrapped.run_tests(ws, {"command": ["id", "-u"], "framework": "pytest"})
         hidden = Sandbox(wrapped.settings.model_copy(update={"workspaces_root": box.settings.workspaces_root}))
         private = hidden.prepare_workspace("bwrap-private", {"a.txt": "x"})
         with pytest.raises(JailUnavailable, match="bubblewrap could not start"):
-            hidden.run_tests(private, {"command": ["sh", "-c", "id -u"], "framework": "pytest"})
+            hidden.run_tests(private, {"command": ["id", "-u"], "framework": "pytest"})
         hidden.cleanup(private)
     finally:
         wrapped.cleanup(ws)

@@ -1,12 +1,15 @@
 """The trajectory store (specification section 7): step records as JSON lines under `lake/raw/trajectories/`.
 
 Writers (actor loops, teacher jobs) each append to their own file and fsync every record, so a killed
-process loses at most the line it was writing; readers skip a torn last line and count it. The build
-pipeline turns these records into Parquet.
+process loses at most the line it was writing; readers skip a torn last line and count it. A writer holds
+an exclusive `flock` on its file from its first record until it closes or its process ends, as the ingest
+service's segment writers do, so a build can tell a torn line a crash left (quarantined) from a line being
+written (left for the next build). The build pipeline turns these records into Parquet.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -29,6 +32,7 @@ class TrajectoryWriter:
         name = f"{writer}-{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}.jsonl"
         self.path = self.root / name
         self._lock = threading.Lock()
+        self._fd: int | None = None  # opened, and locked, at the first record: an idle writer leaves no empty file
 
     def append(self, record: dict[str, Any]) -> None:
         missing = [name for name in RECORD_FIELDS if name not in record]
@@ -36,12 +40,22 @@ class TrajectoryWriter:
             raise ValueError(f"trajectory record lacks {missing}")
         line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            if self._fd is None:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    pass  # a filesystem without flock: builds then take every torn line for a write in progress
+                self._fd = fd
+            os.write(self._fd, line)
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Release the file (and its lock); a later `append` opens it again."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 @dataclass

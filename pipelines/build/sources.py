@@ -10,10 +10,11 @@ Two sources feed a build:
 
 Indexing reads only headers and record keys; the bodies are read again, by offset, in the Ray Data
 stage that builds each batch, so no shuffle is needed. Damaged bytes that valid frames follow, frames
-without the header fields, unparseable record lines, and the torn tail of a segment no writer holds
-(a crashed write, or a segment that is damaged throughout) are quarantine entries: counted and listed
-in the manifest with their file, offset and length (the raw lake is never rewritten), never a reason
-to stop. A torn tail whose writer still holds the segment's lock is a write in progress, only counted.
+without the header fields, unparseable record lines, and the torn tail of a segment or trajectory file
+no writer holds (a crashed write, or a segment that is damaged throughout) are quarantine entries:
+counted and listed in the manifest with their file, offset and length (the raw lake is never
+rewritten), never a reason to stop. A torn tail whose writer still holds the file's lock is a write in
+progress, only counted.
 """
 
 from __future__ import annotations
@@ -127,9 +128,9 @@ def indexed_frames(lake_root: str, relative: str) -> tuple[FileIndex, list[bytes
 
 
 def writer_holds(path: Path) -> bool:
-    """Whether a live writer holds the segment's lock (its torn tail is then a write in progress).
+    """Whether a live writer holds the file's lock (its torn tail is then a write in progress).
 
-    A shared lock is taken and given back at once; a writer only ever opens a new segment, so none waits on it.
+    A shared lock is taken and given back at once; a writer only ever opens a new file, so none waits on it.
     """
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -169,7 +170,8 @@ def loop_session_id(record: dict[str, Any]) -> str:
 
 
 def index_trajectory_file(lake_root: str, relative: str) -> FileIndex:
-    """Record keys of one trajectory file; a last line without its newline is a write in progress."""
+    """Record keys of one trajectory file. A last line without its newline is a write in progress while its
+    writer holds the file's lock, and a quarantine entry (a crash's torn line) when none does."""
     path = Path(lake_root) / relative
     index = FileIndex(relative)
     rows = []
@@ -179,6 +181,9 @@ def index_trajectory_file(lake_root: str, relative: str) -> FileIndex:
             length = len(line)
             if not line.endswith(b"\n"):
                 index.torn_tail_bytes = length
+                if not writer_holds(path):
+                    index.quarantined.append(Quarantined("trajectories", relative, offset, length,
+                                                         "torn tail: a last line without its newline, and no writer holds the file"))
                 break
             try:
                 record = json.loads(line)

@@ -205,24 +205,33 @@ def test_a_corrupt_segment_is_quarantined_and_the_build_goes_on(phase_one, tmp_p
     assert manifest["rows"]["trajectories"] >= len(ids) - 5
 
 
-def test_a_segment_torn_without_a_writer_is_listed_and_one_being_written_is_not(phase_one, tmp_path):
+def test_a_file_torn_without_a_writer_is_listed_and_one_being_written_is_not(phase_one, tmp_path):
     from trajforge.raw_segments import SegmentWriter, encode_frame
+    from trajforge.trajectories import TrajectoryWriter
 
     lake, _, _ = phase_one
     copy = tmp_path / "lake"
     shutil.copytree(lake, copy)
     folder = next((copy / "raw" / "envelopes").glob("date=*"))
     (folder / "crashed-0001.seg").write_bytes(b"not a frame at all " * 20)  # damaged throughout: a torn tail from byte 0
+    steps = copy / "raw" / "trajectories"
+    crashed_line = b'{"task_id": "t", "step": 1, "prompt": {}, "state_before": {}, "model_output": {}, "sandbox_result": {}, "reward": null}\n'
+    (steps / "actor0-crashed.jsonl").write_bytes(crashed_line + b'{"task_id": "t", "st')  # its writer died mid-line
     live = SegmentWriter(folder / "live-0001.seg")  # holds the lock, as the ingest service's writer does
+    steps_writer = TrajectoryWriter(steps, "actor1")  # holds its file's lock from its first record, as an actor's does
     try:
         frame = encode_frame({"session_id": "s", "kind": "CHUNK", "envelope_id": "env_x"}, b"{}")
         live.append([frame, frame[:10]])  # a whole frame, then the start of one being written
+        steps_writer.append(json.loads(crashed_line))
+        with open(steps_writer.path, "ab") as handle:
+            handle.write(b'{"task_id": "t", "step": 2')  # a line being written
         manifest = run_build(settings_for(copy), progress=False)
     finally:
         live.close()
+        steps_writer.close()
     torn = [(r["path"].rsplit("/", 1)[1], r["offset"], r["length"]) for r in manifest["quarantine"]["records"] if r["reason"].startswith("torn tail")]
-    assert torn == [("crashed-0001.seg", 0, 380)]
-    assert manifest["inputs"]["torn_tail_bytes"] == 380 + 10
+    assert sorted(torn) == [("actor0-crashed.jsonl", len(crashed_line), 20), ("crashed-0001.seg", 0, 380)]
+    assert manifest["inputs"]["torn_tail_bytes"] == 380 + 10 + 20 + 26
 
 
 def test_org_filter_keeps_only_the_orgs_contributors(phase_one, tmp_path):

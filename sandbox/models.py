@@ -148,7 +148,12 @@ class SandboxResult(RunReport):
     """False when the action was rejected (bad pattern, rule, language or path): see `error`."""
     error: str | None = None
     diff: str = ""
-    """Unified diff of the workspace before and after (a/ and b/ prefixes, as `git apply` takes)."""
+    """Unified diff of the workspace before and after (a/ and b/ prefixes, as `git apply` takes): its first
+    `diff_cap_bytes`, cut at a line end, as stdout and stderr keep their first `output_cap_bytes`."""
+    diff_bytes: int = 0
+    """Bytes of the whole diff (UTF-8)."""
+    diff_truncated: bool = False
+    """True when `diff` is only the start of it (then it no longer applies with `git apply`)."""
     files_changed: list[str] = Field(default_factory=list)
     matches: int = 0
     """Matches ast-grep found (nested ones included; one pass rewrites only the outermost)."""

@@ -96,13 +96,15 @@ class Sandbox:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         diff, changed = ws.unified_diff(before, ws.read_tree(workspace, limit))
+        diff, diff_bytes, diff_truncated = ws.cap_lines(diff, self.settings.diff_cap_bytes)
         valid = report.exit_code == 0 and not report.limits_hit
         error = None if valid else (report.stderr.text.strip()[-2000:] or f"ast-grep stopped: exit {report.exit_code}, signal {report.signal}, limits {report.limits_hit}")
         unparsed = astgrep.pattern_error(action) if valid and not matches else None
         if unparsed:  # ast-grep ran it anyway and, as such patterns do, matched nothing: not a valid action
             valid, error = False, f"{unparsed}; it matched nothing"
         return SandboxResult(**report.model_dump(), task_id=task_id, action=action.model_dump(exclude_none=True), valid=valid,
-                             error=error, diff=diff, files_changed=changed, matches=matches)
+                             error=error, diff=diff, diff_bytes=diff_bytes, diff_truncated=diff_truncated, files_changed=changed,
+                             matches=matches)
 
     def run_tests(self, workspace: Path, test_spec: TestSpec | Mapping[str, Any] | str | list[str] | None = None) -> TestResult:
         """Run the workspace's tests in the same jail and count passed/failed (pytest, node --test, Java)."""

@@ -43,6 +43,8 @@ class SandboxSettings(BaseModel):
     """Bytes of stdout and of stderr kept in a result; the rest is dropped and the stream flagged as truncated."""
     output_kill_bytes: int = Field(default=64 << 20, ge=1024)
     """A run writing more than this to stdout and stderr together is killed (limit `output`)."""
+    diff_cap_bytes: int = Field(default=64 << 10, ge=1024)
+    """Bytes of an action's diff kept in its result (whole lines); the rest is dropped and `diff_truncated` set."""
     toolchain: list[str] = Field(default_factory=lambda: ["/usr", "/lib", "/lib64", "/bin", "/sbin", "{prefix}", "{base_prefix}"])
     """Host paths mounted read-only at the same place in the jail ({prefix}: this Python's environment)."""
     workspaces_root: Path = Path(".sandbox")

@@ -151,6 +151,16 @@ def unified_diff(before: Mapping[str, bytes | str], after: Mapping[str, bytes | 
     return "".join(chunks), changed
 
 
+def cap_lines(text: str, cap: int) -> tuple[str, int, bool]:
+    """(the start of `text` in at most `cap` UTF-8 bytes, cut after its last whole line; its size in bytes; truncated)."""
+    data = text.encode("utf-8")
+    if len(data) <= cap:
+        return text, len(data), False
+    kept = data[:cap]
+    end = kept.rfind(b"\n")
+    return (kept[: end + 1] if end >= 0 else kept).decode("utf-8", "ignore"), len(data), True
+
+
 def remove(workspace: Path, root: Path) -> None:
     """Delete a workspace (only a direct child of `root`; links inside are removed, never followed)."""
     workspace, root = Path(workspace).absolute(), root.resolve()

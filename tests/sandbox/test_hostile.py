@@ -43,6 +43,34 @@ def test_a_gigabyte_of_output_is_cut_and_reported(tight_box, workspace):
     assert result.stdout.bytes < 64 << 20  # killed long before the gigabyte
 
 
+def test_a_huge_diff_is_cut_at_a_line_end_and_flagged_like_the_streams(box):
+    from sandbox.runner import Sandbox
+
+    files = {"big.py": "".join(f"print({i})\n" for i in range(20_000)), "small.py": "print('é')\n"}
+    action = {"pattern": "print($A)", "rewrite": "log($A)", "language": "python"}
+    results = []
+    for cap in (box.settings.diff_cap_bytes, 4 << 20):  # configs/sandbox.yaml's cap, then one above the whole diff
+        sized = Sandbox(box.settings.model_copy(update={"diff_cap_bytes": cap}))
+        ws = sized.prepare_workspace("diff-cap", files)
+        try:
+            results.append(sized.apply_action(ws, action))
+        finally:
+            sized.cleanup(ws)
+    cut, whole = results
+    assert box.settings.diff_cap_bytes == 64 << 10 and cut.valid and whole.valid
+    assert cut.diff_truncated and not whole.diff_truncated
+    assert cut.diff_bytes == whole.diff_bytes == len(whole.diff.encode()) > 64 << 10
+    assert len(cut.diff.encode()) <= 64 << 10 and cut.diff.endswith("\n") and whole.diff.startswith(cut.diff)
+    assert cut.files_changed == whole.files_changed == ["big.py", "small.py"] and cut.matches == 20_001
+
+
+def test_a_diff_cap_never_splits_a_character():
+    from sandbox.workspace import cap_lines
+
+    assert cap_lines("é" * 10, 5) == ("éé", 20, True)
+    assert cap_lines("ab\ncd\n", 5) == ("ab\n", 6, True) and cap_lines("ab\n", 3) == ("ab\n", 3, False)
+
+
 def test_a_huge_file_hits_the_file_size_limit(tight_box, workspace):
     result = run_python(tight_box, workspace, "open('big.bin', 'wb').write(b'x' * (64 << 20))\n")
     assert "file_size" in result.limits_hit

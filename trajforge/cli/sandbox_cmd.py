@@ -14,7 +14,7 @@ ACTION.json holds an inline rewrite or an ast-grep YAML rule, e.g.
   {"pattern": "print($A)", "rewrite": "logger.info($A)", "language": "python"}
   {"id": "no-console", "language": "javascript", "rule": {"pattern": "console.log($$$ARGS)"}, "fix": "logger.info($$$ARGS)"}
 The workspace directory is copied into a fresh jailed workspace and left untouched; the result's
-"diff" applies to it with `git apply`. Exit status: 0 when the action ran (matched or not) and the
+"diff" applies to it with `git apply` (unless "diff_truncated": it keeps sandbox.diff_cap_bytes). Exit status: 0 when the action ran (matched or not) and the
 tests, if any, passed; 1 when the action, the workspace or the test command is invalid or the tests
 fail (the message says which); 2 when the jail cannot start.
 Jail policy: configs/sandbox.yaml (--set sandbox.wall_time_s=10, --set sandbox.jail=none, ...)."""

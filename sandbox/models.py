@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any, Literal
@@ -114,6 +115,28 @@ def parse_action(data: Action | Mapping[str, Any] | str) -> Action:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'action'}: {e['msg']}" for e in exc.errors(include_url=False))
         raise InvalidAction(f"invalid {kind} action: {problems}") from None
+
+
+RAW_KEEP_BYTES = 16 << 10
+"""Of an action that could not be parsed, the result (and its log line) keeps this many bytes of what was given."""
+
+
+def unparsed_record(action: Any) -> dict[str, Any]:
+    """What an invalid action's result (and log line) records as its `action`: a mapping as it is when it is JSON
+    of at most RAW_KEEP_BYTES, otherwise `{"unparsed": the text (the JSON, or the repr), cut to RAW_KEEP_BYTES,
+    "bytes": its whole size, "truncated": whether it was cut}`; the result's `error` says why it is invalid."""
+    if isinstance(action, Mapping):
+        try:
+            text = json.dumps(dict(action), ensure_ascii=False)
+        except (TypeError, ValueError):
+            text = repr(dict(action))
+        else:
+            if len(text.encode("utf-8")) <= RAW_KEEP_BYTES:
+                return json.loads(text)
+    else:
+        text = action if isinstance(action, str) else repr(action)
+    data = text.encode("utf-8", "replace")
+    return {"unparsed": data[:RAW_KEEP_BYTES].decode("utf-8", "ignore"), "bytes": len(data), "truncated": len(data) > RAW_KEEP_BYTES}
 
 
 class StreamOutput(BaseModel):

@@ -25,7 +25,7 @@ from typing import Any
 
 from sandbox import astgrep, testing, workspace as ws
 from sandbox.jail import Mount
-from sandbox.models import Action, InvalidAction, RuleAction, SandboxResult, TestResult, TestSpec, parse_action
+from sandbox.models import Action, InvalidAction, RuleAction, SandboxResult, TestResult, TestSpec, parse_action, unparsed_record
 from sandbox.process import run_jailed
 from sandbox.settings import SandboxSettings, load_sandbox_settings
 
@@ -52,6 +52,7 @@ class Sandbox:
         """Apply one rewrite or YAML rule with the ast-grep CLI in the jail; never raises for a bad action."""
         workspace = Path(workspace)
         task_id = ws.task_of(workspace)
+        parsed = None
         try:
             self._check_workspace(workspace)
             parsed = parse_action(action)
@@ -60,9 +61,10 @@ class Sandbox:
             for path in parsed.paths or []:
                 if not os.path.lexists(workspace / path):
                     raise InvalidAction(f"path {path!r} is not in the workspace")
-        except InvalidAction as exc:
-            raw = action if isinstance(action, Mapping) else {"text": str(action)}
-            result = SandboxResult(task_id=task_id, action=dict(raw), valid=False, error=str(exc), jail=self.settings.jail)
+        except InvalidAction as exc:  # the log says so (valid false), why (error) and what was given (capped)
+            why = str(exc) if len(str(exc)) <= 2000 else str(exc)[:2000] + " [...]"
+            given = unparsed_record(action if parsed is None else parsed.model_dump(exclude_none=True))
+            result = SandboxResult(task_id=task_id, action=given, valid=False, error=why, jail=self.settings.jail)
             self._log(task_id, "action", result)
             return result
         result = self._apply(workspace, task_id, parsed)

@@ -68,6 +68,29 @@ def test_every_action_and_test_run_is_logged_as_one_json_line(box):
     assert lines[0]["diff"].startswith("--- a/a.py") and lines[2]["passed"] == 1
 
 
+def test_an_invalid_action_is_logged_as_invalid_with_why_and_what_was_given_capped(box):
+    from sandbox.models import RAW_KEEP_BYTES
+
+    given = ["language: python\npattern: [" + "x" * (1 << 20), "not: [valid", "{pattern: 'print($A)', language: python}",
+             {"pattern": {"print($A)"}, "rewrite": "log($A)", "language": "python"},  # a set: not JSON
+             {"pattern": "print($A)", "rewrite": "log($A)", "language": "python", "paths": ["nope.py"]}]
+    ws = box.prepare_workspace("invalid-logged", {"a.py": "print(1)\n"})
+    try:
+        for action in given:
+            box.apply_action(ws, action)
+    finally:
+        box.cleanup(ws)
+    text = (box.settings.logs_dir / "invalid-logged.jsonl").read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert [(entry["kind"], entry["valid"]) for entry in lines] == [("action", False)] * 5
+    assert lines[0]["action"] == {"unparsed": given[0][:RAW_KEEP_BYTES], "bytes": len(given[0]), "truncated": True}
+    assert "not valid YAML or JSON" in lines[0]["error"] and len(text.encode()) < 5 * RAW_KEEP_BYTES
+    assert lines[1]["action"] == {"unparsed": "not: [valid", "bytes": 11, "truncated": False} and "not valid YAML" in lines[1]["error"]
+    assert lines[2]["action"] == {"unparsed": given[2], "bytes": len(given[2]), "truncated": False} and "rewrite" in lines[2]["error"]
+    assert lines[3]["action"]["unparsed"].startswith("{'pattern': {'print($A)'}") and "pattern" in lines[3]["error"]
+    assert lines[4]["action"]["paths"] == ["nope.py"] and "'nope.py' is not in the workspace" in lines[4]["error"]
+
+
 @pytest.mark.parametrize("framework,output,expected", [
     ("pytest", "....F\n1 failed, 4 passed, 2 skipped in 0.20s\n", (4, 1, 0, 2)),
     ("pytest", "ERROR test_x.py\n1 passed, 3 errors in 0.1s\n", (1, 0, 3, 0)),

@@ -23,6 +23,7 @@ from actors.engines.live_text import LiveText
 from actors.engines.types import SAMPLING_EXTRAS, Completion, GenerationRequest
 from serve_apps.generate.openai_checks import check_body, invalid, validation_error
 from serve_apps.http import HTTPError
+from trajforge.constants import EMBEDDING_MODEL_NAME
 
 # What OpenAI's API samples with when a request leaves them out (the engines' own defaults differ).
 OPENAI_DEFAULTS = {"temperature": 1.0, "top_p": 1.0}
@@ -126,6 +127,8 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
     """The engine requests for a body; HTTPError (OpenAI's error shape) for what cannot be served."""
     if not isinstance(body, dict):
         raise invalid("the body must be a JSON object")
+    if body.get("model") == EMBEDDING_MODEL_NAME:
+        raise HTTPError(404, "model_not_found", f"model {EMBEDDING_MODEL_NAME!r} only embeds: POST /v1/embeddings, or ask {model_name!r} here")
     if body.get("model") not in (None, model_name):
         raise HTTPError(404, "model_not_found", f"model {body.get('model')!r} is not served here; /v1/models lists {model_name!r}")
     check_body(body, chat)

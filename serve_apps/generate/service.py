@@ -32,6 +32,7 @@ from serve_apps.generate import openai_api
 from serve_apps.generate.settings import GenerateSettings
 from serve_apps.generate.streaming import DONE, event, server_sent_events
 from serve_apps.http import CORS, HTTPError, json_response, openai_error, read_body
+from trajforge.constants import EMBEDDING_MODEL_NAME
 
 
 log = logging.getLogger("trajforge.generate")
@@ -174,13 +175,15 @@ class GenerateService:
             return openai_error(exc)
 
     def models(self, model_id: str) -> Response:
-        """`GET /v1/models` lists the one served model; `GET /v1/models/{id}` describes it."""
-        card = {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "trajforge"}
+        """`GET /v1/models` lists the served model, then the embedding model where `/v1/embeddings` is on;
+        `GET /v1/models/{id}` describes one."""
+        names = [self.model_name] + ([EMBEDDING_MODEL_NAME] if self.settings.embed_app else [])
+        cards = {name: {"id": name, "object": "model", "created": self.created, "owned_by": "trajforge"} for name in names}
         if not model_id:
-            return json_response(200, {"object": "list", "data": [card]})
-        if model_id != self.model_name:
-            raise HTTPError(404, "model_not_found", f"model {model_id!r} is not served here; /v1/models lists {self.model_name!r}")
-        return json_response(200, card)
+            return json_response(200, {"object": "list", "data": list(cards.values())})
+        if model_id not in cards:
+            raise HTTPError(404, "model_not_found", f"model {model_id!r} is not served here; /v1/models lists {names}")
+        return json_response(200, cards[model_id])
 
     async def embeddings(self, request: Request) -> Response:
         """OpenAI's `/v1/embeddings`, answered by the embed application of the same Serve instance."""

@@ -112,8 +112,13 @@ def test_front_rejects_bad_requests_in_openai_shape(front_url, path, body, statu
     assert response.json()["error"]["message"]
 
 
-def test_front_lists_its_model_and_rejects_invalid_json(front_url):
-    assert httpx.get(front_url + "/v1/models", timeout=30).json()["data"][0]["id"] == "small"
+def test_front_lists_its_models_and_rejects_invalid_json(front_url):
+    from trajforge.constants import EMBEDDING_MODEL_NAME
+
+    assert [card["id"] for card in httpx.get(front_url + "/v1/models", timeout=30).json()["data"]] == ["small", EMBEDDING_MODEL_NAME]
+    assert httpx.get(f"{front_url}/v1/models/{EMBEDDING_MODEL_NAME}", timeout=30).json()["id"] == EMBEDDING_MODEL_NAME
+    chat = httpx.post(front_url + "/v1/chat/completions", json={"model": EMBEDDING_MODEL_NAME, "messages": [{"role": "user", "content": "x"}]}, timeout=30)
+    assert chat.status_code == 404 and "/v1/embeddings" in chat.json()["error"]["message"]
     bad = httpx.post(front_url + "/v1/completions", content=b'{"prompt": NaN}', headers={"content-type": "application/json"}, timeout=30)
     assert bad.status_code == 400
 

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no state database at {args.db} (pass --db)", file=sys.stderr)
         return 2
     try:
-        store = StateStore(args.db)
+        store = StateStore(args.db, read_only=True)
         if args.verb == "list":
             print("\n".join(store.tasks()))
             return 0

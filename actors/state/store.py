@@ -28,19 +28,30 @@ CREATE TABLE IF NOT EXISTS states (
 
 
 class StateStore:
-    def __init__(self, path: str | Path):
+    """The states in the SQLite file at `path`, created on first use; `read_only` opens an existing one
+    without changing it (sqlite3.Error when the file is not a state database)."""
+
+    def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
         self._local = threading.local()
+        if read_only:
+            if not self._connection().execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'states'").fetchone():
+                raise sqlite3.DatabaseError("it holds no states table")
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._transaction() as db:
             db.execute(SCHEMA)
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
+            if self.read_only:
+                db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None)
+            else:
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
             self._local.db = db
         return db
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -161,11 +162,16 @@ def test_dump_cli_takes_db_after_the_verb_and_defaults_to_the_settings_lake(tmp_
 def test_dump_cli_says_when_db_is_not_a_state_database(tmp_path):
     junk = tmp_path / "notes.txt"
     junk.write_text("not sqlite at all, just a long enough line of text to be read as a header\n")
-    for db in (junk, tmp_path):
+    other = tmp_path / "other.db"  # an SQLite database of something else: read, never changed
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE runs (id TEXT)")
+    before = other.read_bytes()
+    for db in (junk, tmp_path, other):
         for verb in (["dump", "task-7"], ["list"]):
             run = _state_cli("--db", str(db), *verb)
             assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
             assert run.stderr.startswith(f"{db} is not a state database")
+    assert other.read_bytes() == before and sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt", "other.db"]
 
 
 def test_module_level_load_and_save_use_the_settings_lake(tmp_path, monkeypatch):

@@ -49,6 +49,20 @@ def test_failing_tests_exit_1_with_a_message_naming_the_counts(apply):
     assert json.loads(run.stdout)["tests"]["failed"] == 1
 
 
+def test_tests_that_find_nothing_to_run_say_so_instead_of_0_failed(apply, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "app.py").write_text("print('hi')\n")
+    run = apply("--tests", "python -m pytest -q", workspace=bare)
+    assert run.returncode == 1 and "no tests ran (none found, or the runner stopped first) (exit 5" in run.stderr
+
+
+def test_an_action_that_is_neither_a_file_nor_json_says_what_action_takes(apply):
+    run = apply("--action", "pattern: print($A)")
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "--action 'pattern: print($A)' is not a file: give ACTION.json (or .yaml), '-' to read stdin, or the JSON itself" in run.stderr
+
+
 def test_an_invalid_workspace_exits_1_like_an_invalid_action(apply, tmp_path):
     outside = tmp_path / "linked"
     outside.mkdir()

@@ -14,9 +14,11 @@ ACTION.json holds an inline rewrite or an ast-grep YAML rule, e.g.
   {"pattern": "print($A)", "rewrite": "logger.info($A)", "language": "python"}
   {"id": "no-console", "language": "javascript", "rule": {"pattern": "console.log($$$ARGS)"}, "fix": "logger.info($$$ARGS)"}
 The workspace directory is copied into a fresh jailed workspace and left untouched; the result's
-"diff" applies to it with `git apply` (unless "diff_truncated": it keeps sandbox.diff_cap_bytes). Exit status: 0 when the action ran (matched or not) and the
-tests, if any, passed; 1 when the action, the workspace or the test command is invalid or the tests
-fail (the message says which); 2 when the jail cannot start.
+"diff" applies to it with `git apply` (unless "diff_truncated": it keeps sandbox.diff_cap_bytes).
+--tests runs a command whose program is on sandbox.allowed_test_programs (python, pytest, node, java,
+...; no shell), or with 'auto' the framework's default. Exit status: 0 when the action ran (matched
+or not) and the tests, if any, passed; 1 when the action, the workspace or the test command is
+invalid or the tests fail or find nothing to run (the message says which); 2 when the jail cannot start.
 Jail policy: configs/sandbox.yaml (--set sandbox.wall_time_s=10, --set sandbox.jail=none, ...)."""
 
 
@@ -28,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              description=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     apply.add_argument("--workspace", required=True, type=Path, help="directory with the code to rewrite (copied, never modified)")
     apply.add_argument("--action", required=True, help="ACTION.json (or YAML), '-' for stdin, or the JSON itself")
-    apply.add_argument("--tests", metavar="CMD", help="after the action, run this test command in the jail (e.g. 'python -m pytest -q'); 'auto' picks one")
+    apply.add_argument("--tests", metavar="CMD", help="after the action, run this test command in the jail (e.g. 'python -m pytest -q'; its "
+                       "program must be on sandbox.allowed_test_programs); 'auto' runs the framework's default")
     apply.add_argument("--task-id", default="cli", help="task id for the workspace name and logs/sandbox/<task_id>.jsonl (default cli)")
     apply.add_argument("--keep", action="store_true", help="keep the jailed workspace and print its path on stderr")
     apply.add_argument("--config", type=Path, help="sandbox config (default configs/sandbox.yaml)")
@@ -46,14 +49,17 @@ def _read_action(text: str) -> str:
         return text
     path = Path(text)
     if not path.is_file():
-        raise SystemExit(f"trajforge sandbox: action file {path} not found")
+        raise SystemExit(f"trajforge sandbox: --action {text!r} is not a file: give ACTION.json (or .yaml), '-' to read stdin, "
+                         f"or the JSON itself (starting with '{{')")
     return path.read_text(encoding="utf-8")
 
 
-def _tests_summary(tests: dict) -> str:
+def _tests_problem(tests: dict) -> str:
     limits = f", limits hit: {', '.join(tests['limits_hit'])}" if tests["limits_hit"] else ""
-    return (f"{tests['passed']} passed, {tests['failed']} failed, {tests['errors']} errors "
-            f"(exit {tests['exit_code']}, signal {tests['signal']}{limits}): see \"tests\" in the output")
+    counted = tests["passed"] + tests["failed"] + tests["errors"] + tests["skipped"]
+    what = (f"tests failed: {tests['passed']} passed, {tests['failed']} failed, {tests['errors']} errors" if counted
+            else "no tests ran (none found, or the runner stopped first)")
+    return f"{what} (exit {tests['exit_code']}, signal {tests['signal']}{limits}): see \"tests\" in the output"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
                 status, problem = 1, f"tests not run: {exc}"
             else:
                 output["tests"] = tests.model_dump(mode="json")
-                status, problem = (0, None) if tests.ok else (1, f"tests failed: {_tests_summary(output['tests'])}")
+                status, problem = (0, None) if tests.ok else (1, _tests_problem(output["tests"]))
         print(json.dumps(output, indent=2, ensure_ascii=False))
         if problem:
             print(f"trajforge sandbox: {problem}", file=sys.stderr)

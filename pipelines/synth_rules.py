@@ -136,7 +136,17 @@ def _positive(text: str) -> int:
     return value
 
 
+EPILOG = """\
+Writes <lake>/raw/tasks/synth_rules/tasks.jsonl (the verified tasks, sorted by id: what `trajforge teacher`
+reads by default) and _meta.json beside it (source, license, sha256, counts by language and template, and
+what was dropped and why), both replaced atomically; a run that verifies nothing leaves them as they were
+and exits 2. --set sandbox.* changes the verifying jails' policy (configs/sandbox.yaml, e.g.
+--set sandbox.wall_time_s=10)."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--lake", type=Path, default=Path("./lake"), help="lake root (default ./lake)")
     parser.add_argument("--workers", type=_positive, default=2, help="sandbox actors verifying in parallel (default 2)")
     parser.add_argument("--limit", type=_positive, default=None,
@@ -163,7 +173,7 @@ def run_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     from trajforge.cli.common import module_main
 
-    return module_main("pipelines.synth_rules", __doc__, add_arguments, config_roots, run_command, argv)
+    return module_main("pipelines.synth_rules", __doc__.split("\n\nCandidates")[0], add_arguments, config_roots, run_command, argv)
 
 if __name__ == "__main__":
     raise SystemExit(main())

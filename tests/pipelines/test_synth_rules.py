@@ -170,6 +170,18 @@ def test_a_run_that_verifies_nothing_fails_and_keeps_the_lakes_tasks(serve_url, 
     assert {name: (out / name).read_bytes() for name in before} == before
 
 
+def test_help_says_what_the_job_writes_and_where(capsys):
+    from pipelines.synth_rules import main as module_main
+    from trajforge.cli.main import main
+
+    for run in (lambda: main(["synth-rules", "--help"]), lambda: module_main(["--help"])):
+        with pytest.raises(SystemExit):
+            run()
+        shown = capsys.readouterr().out
+        assert "<lake>/raw/tasks/synth_rules/tasks.jsonl" in shown and "_meta.json" in shown and "exits 2" in shown
+        assert shown.count("_meta.json") == 1  # the module's docstring says it too, but only its first paragraph is shown
+
+
 @pytest.mark.parametrize("argument,value", [("--workers", "0"), ("--limit", "-5"), ("--limit", "x")])
 def test_counts_below_one_are_refused_by_the_parser(tmp_path, capsys, argument, value):
     from trajforge.cli.main import main

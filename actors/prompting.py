@@ -24,6 +24,8 @@ DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "configs" / "prompts.yam
 ACTION_STOP = "</action>"
 STATE_STOP = "</state_update>"
 STATE_OPEN = "\n<state_update>"
+FEEDBACK_CHARS = 2000
+"""Most characters of a diff or an error the next step's prompt shows (a longer diff ends with a note that it was cut)."""
 # Tags as models write them: any case, attributes allowed (`<action type="rewrite">`); an unclosed <think> ends
 # where the action starts.
 TAG = {name: re.compile(rf"<{name}(?:\s[^>]*)?>(.*?)(?:</{name}\s*>|{until}$)", re.DOTALL | re.IGNORECASE)
@@ -55,10 +57,16 @@ def render_messages(templates: dict[str, str], task: dict[str, Any], state: Stat
 
 def render_feedback(templates: dict[str, str], result: dict[str, Any] | None, error: str | None) -> str:
     if error:
-        return templates["feedback"].format(verdict="not applied", details=error[:1000])
-    verdict = "applied" if result.get("valid") else "invalid"
-    details = result.get("diff") or result.get("error") or "no change: the pattern matched nothing"
-    return templates["feedback"].format(verdict=f"{verdict}, {result.get('matches', 0)} match(es)", details=details[:2000])
+        return templates["feedback"].format(verdict="not applied", details=error[:FEEDBACK_CHARS // 2])
+    verdict = f"{'applied' if result.get('valid') else 'invalid'}, {result.get('matches', 0)} match(es)"
+    diff = result.get("diff")
+    if not diff:
+        details = (result.get("error") or "no change: the pattern matched nothing")[:FEEDBACK_CHARS]
+    elif len(diff) > FEEDBACK_CHARS or result.get("diff_truncated"):  # the sandbox's cap, or the prompt's
+        details = f"{diff[:FEEDBACK_CHARS]}\n[the diff is cut here; it has {result.get('diff_bytes') or len(diff.encode())} bytes in all]"
+    else:
+        details = diff
+    return templates["feedback"].format(verdict=verdict, details=details)
 
 
 @dataclass

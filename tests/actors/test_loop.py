@@ -171,3 +171,17 @@ def test_a_state_over_the_token_budget_is_summarized_before_the_prompt_and_saved
     assert record["state_summarized"] and record["state_tokens"] == engine.count_tokens(render(shown)) <= budget
     assert shown.goals == big.goals and shown.next_focus == big.next_focus
     assert StateStore(settings.state_db).load("big-state") == State.model_validate(record["state_after"])
+
+
+def test_feedback_shows_a_long_or_capped_diff_cut_with_its_whole_size():
+    from actors.prompting import FEEDBACK_CHARS, load_prompts, render_feedback
+
+    templates = load_prompts()
+    short = render_feedback(templates, {"valid": True, "matches": 1, "diff": "-a\n+b\n"}, None)
+    assert "-a\n+b" in short and "cut here" not in short
+    long_diff = "".join(f"+line {i}\n" for i in range(1000))
+    long = render_feedback(templates, {"valid": True, "matches": 9, "diff": long_diff, "diff_bytes": len(long_diff)}, None)
+    assert long_diff[:FEEDBACK_CHARS] in long and long_diff[: FEEDBACK_CHARS + 1] not in long
+    assert f"[the diff is cut here; it has {len(long_diff)} bytes in all]" in long
+    capped = render_feedback(templates, {"valid": True, "matches": 2, "diff": "+x\n", "diff_bytes": 90000, "diff_truncated": True}, None)
+    assert "it has 90000 bytes in all" in capped

@@ -1,0 +1,84 @@
+"""Replacing files and folders others rely on: a kill midway leaves the old version or the new one, and what is
+renamed into place was fsync'd first."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from trajforge import atomic
+
+
+def record_syncs(monkeypatch) -> list[tuple[str, str]]:
+    """Every fsync (the path behind the descriptor) and every rename, in the order they happen."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda src, dst: (events.append(("replace", f"{src} -> {dst}")), real_replace(src, dst))[1])
+    return events
+
+
+def test_write_atomic_syncs_the_new_bytes_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    path = tmp_path / "LATEST"
+    path.write_text("old\n")
+    events = record_syncs(monkeypatch)
+    atomic.write_atomic(path, "new\n")
+    assert path.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == ["LATEST"]
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["fsync", "replace", "fsync"]
+    assert events[0][1].endswith(".tmp") and events[2][1] == str(tmp_path)
+
+
+def test_a_writer_that_fails_midway_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("line 1\nline 2\n")
+    with pytest.raises(RuntimeError, match="killed"):
+        with atomic.replacing(path) as temporary:
+            temporary.write_text("half a li")
+            raise RuntimeError("killed")
+    assert path.read_text() == "line 1\nline 2\n" and [p.name for p in tmp_path.iterdir()] == ["tasks.jsonl"]
+
+
+def test_a_process_killed_midway_leaves_the_old_file(tmp_path):
+    path = tmp_path / "report.md"
+    path.write_text("the previous report\n")
+    script = textwrap.dedent(f"""
+        import os
+        from trajforge import atomic
+        with atomic.replacing({str(path)!r}) as temporary:
+            temporary.write_text("the new repo")
+            os._exit(9)
+    """)
+    assert subprocess.run([sys.executable, "-c", script], cwd=Path(atomic.__file__).parents[1]).returncode == 9
+    assert path.read_text() == "the previous report\n"
+
+
+def test_publish_dir_syncs_every_file_before_the_rename_and_replaces_an_old_folder(tmp_path, monkeypatch):
+    target, staging = tmp_path / "hf", tmp_path / "hf.partial"
+    target.mkdir()
+    (target / "old.bin").write_bytes(b"old")
+    (staging / "sub").mkdir(parents=True)
+    (staging / "config.json").write_text("{}")
+    (staging / "sub" / "weights.bin").write_bytes(b"w" * 100)
+    events = record_syncs(monkeypatch)
+    atomic.publish_dir(staging, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"] and (target / "sub" / "weights.bin").read_bytes() == b"w" * 100
+    rename = events.index(("replace", f"{staging} -> {target}"))
+    synced = {path for kind, path in events[:rename] if kind == "fsync"}
+    assert {str(staging / "config.json"), str(staging / "sub" / "weights.bin"), str(staging / "sub"), str(staging)} <= synced
+    assert ("fsync", str(tmp_path)) in events[rename:]
+
+
+def test_publish_dir_without_replace_refuses_a_folder_that_is_there(tmp_path):
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "rows.json").write_text("{}")
+    (tmp_path / "staging").mkdir()
+    (tmp_path / "staging" / "rows.json").write_text('{"train": 1}')
+    with pytest.raises(OSError):
+        atomic.publish_dir(tmp_path / "staging", tmp_path / "target", replace=False)
+    assert (tmp_path / "target" / "rows.json").read_text() == "{}"

@@ -91,6 +91,9 @@ class Lake:
             path = self.build_dir(build_id)
         else:
             path = Path(build) if Path(build).is_dir() else self.build_dir(build)
+        if path.name.endswith(".partial"):
+            raise TrajforgeError(f"{path} is the work folder of a build that has not finished (or was killed); "
+                                 f"use a finished build in {self.curated}")
         if not (path / "manifest.json").is_file():
             raise TrajforgeError(f"{path} is not a complete build (no manifest.json); list builds in {self.curated}")
         return path

@@ -10,7 +10,6 @@ so a reader never sees a half-written build.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections import Counter
@@ -23,8 +22,8 @@ from pipelines.build.dedup import Dropped
 from pipelines.build.settings import BuildSettings
 from pipelines.build.sources import FileIndex
 from trajforge import __version__
+from trajforge.atomic import publish_dir, write_atomic
 from trajforge.lake import Lake
-from trajforge.raw_segments import fsync_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,17 +96,9 @@ def build_manifest(build_dir: Path, stage: Path, settings: BuildSettings, *, bui
 
 
 def publish(lake: Lake, work: Path, build_id: str, manifest: dict[str, Any]) -> Path:
-    path = work / "manifest.json"
-    with path.open("w") as handle:
-        handle.write(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    final = lake.build_dir(build_id)
-    os.replace(work, final)
-    fsync_dir(lake.curated)
-    marker = lake.curated / "LATEST"
-    temporary = lake.curated / f".LATEST.{os.getpid()}"
-    temporary.write_text(build_id + "\n")
-    os.replace(temporary, marker)
-    fsync_dir(lake.curated)
+    """Write the manifest, make every file of the build durable, rename the folder into place, then point LATEST
+    at it: a kill or a power loss at any point leaves LATEST on the previous build, never on a partial one."""
+    write_atomic(work / "manifest.json", json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    final = publish_dir(work, lake.build_dir(build_id), replace=False)
+    write_atomic(lake.curated / "LATEST", build_id + "\n")
     return final

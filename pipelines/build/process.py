@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from pipelines.build.settings import BuildSettings
 from pipelines.build.sources import Quarantined, read_bytes
 from pipelines.build.staging import STAGE_SCHEMAS, stage_file
 from pipelines.build.tokens import count_sft_tokens
+from trajforge.atomic import replacing, write_atomic
 from trajforge.raw_segments import decode_frame
 from trajforge.scoring import Score
 from trajforge.stitch import StitchedSession, stitch
@@ -183,23 +183,10 @@ class BatchBuilder:
             for row in rows:
                 row["_origin"] = origin
             path = stage_file(stage_dir, table, origin, index)
-            _atomic_parquet(pa.Table.from_pylist(rows, schema=STAGE_SCHEMAS[table]), path)
+            with replacing(path) as temporary:
+                pq.write_table(pa.Table.from_pylist(rows, schema=STAGE_SCHEMAS[table]), temporary)
         quarantine = stage_file(stage_dir, "quarantine", origin, index, suffix=".json")
-        _atomic_bytes(quarantine, json.dumps([item.as_dict() for item in self.quarantined]).encode())
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-
-
-def _atomic_parquet(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, temporary)
-    os.replace(temporary, path)
+        write_atomic(quarantine, json.dumps([item.as_dict() for item in self.quarantined]).encode())
 
 
 def process_batch(batch: dict[str, Any], *, lake_root: str, stage_dir: str, origin: str, settings_json: str) -> dict[str, list]:

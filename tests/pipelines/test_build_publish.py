@@ -1,0 +1,69 @@
+"""Publishing a build, and what a killed build leaves: no reader or later build ever takes a half-written build
+for a complete one. No Ray needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.build.job import _earlier_builds, claim_build_id
+from pipelines.build.manifest import publish
+from trajforge import atomic
+from trajforge.errors import TrajforgeError
+from trajforge.lake import Lake
+
+
+def fill(work: Path) -> list[str]:
+    """A work folder's files as a build leaves them before publishing (tables and staging); their paths in it."""
+    for relative in ("sft/part-00000.parquet", "trajectories/part-00000.parquet", "_stage/sft/b-b000000.parquet"):
+        (work / relative).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"x": [1, 2, 3]}), work / relative)
+    return ["sft/part-00000.parquet", "trajectories/part-00000.parquet", "_stage/sft/b-b000000.parquet"]
+
+
+def test_every_file_of_a_build_is_fsynced_before_it_is_published(tmp_path, monkeypatch):
+    lake = Lake.at(tmp_path / "lake")
+    build_id, work = claim_build_id(lake)
+    files = fill(work)
+    synced: list[Path] = []
+    monkeypatch.setattr(atomic, "fsync_file", lambda path: synced.append(Path(path)))
+    final = publish(lake, work, build_id, {"build_id": build_id, "files": []})
+    assert lake.latest_build_id() == build_id and final == lake.build_dir(build_id)
+    assert {work / relative for relative in files} | {work / "manifest.json"} <= set(synced)  # synced under the work name
+    assert any(path.parent == lake.curated and path.name.startswith(".LATEST") for path in synced)
+
+
+def test_a_build_killed_before_it_is_renamed_is_never_latest_nor_a_parent_nor_resolvable(tmp_path, monkeypatch):
+    lake = Lake.at(tmp_path / "lake")
+    first, work = claim_build_id(lake)
+    fill(work)
+    publish(lake, work, first, {"build_id": first, "files": []})
+    second, work = claim_build_id(lake)
+    fill(work)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed between the manifest and the rename")
+
+    monkeypatch.setattr("pipelines.build.manifest.publish_dir", killed)
+    with pytest.raises(KeyboardInterrupt):
+        publish(lake, work, second, {"build_id": second, "files": []})
+    monkeypatch.undo()
+    assert (work / "manifest.json").is_file()  # the manifest is there, in the folder that was never renamed
+    assert lake.latest_build_id() == first and lake.resolve_build("latest") == lake.build_dir(first)
+    assert _earlier_builds(lake) == [lake.build_dir(first)]  # what an incremental build may take as its parent
+    with pytest.raises(TrajforgeError, match="has not finished"):
+        lake.resolve_build(str(work))
+
+
+def test_the_manifest_is_written_whole(tmp_path):
+    lake = Lake.at(tmp_path / "lake")
+    build_id, work = claim_build_id(lake)
+    fill(work)
+    manifest = {"build_id": build_id, "files": [{"path": "sft/part-00000.parquet", "rows": 3}]}
+    final = publish(lake, work, build_id, manifest)
+    assert json.loads((final / "manifest.json").read_text()) == manifest
+    assert sorted(path.name for path in lake.curated.iterdir()) == [build_id, "LATEST"]

@@ -12,18 +12,22 @@
 3. A Ray Data pipeline: `process_batch` tasks (stitch, redact, derive, score, rows -> staging), then
    the embedding stages (tokenizer tasks, an actor pool with the model) that also tag domains.
 4. Deduplicate over all kept sessions, new and reused; write the tables and the manifest into
-   `curated/.<id>.partial/`, rename it to `curated/<id>/`, then point `curated/LATEST` at it.
-   A build killed halfway leaves only a `.partial` folder, which the next build removes.
+   `curated/.<id>.partial/`, fsync it, rename it to `curated/<id>/`, then point `curated/LATEST` at it.
+   A build killed halfway leaves only a `.partial` folder, which the next build removes (unless another
+   build is running: it cannot tell that build's folder from a dead one's, so it leaves them all).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -214,18 +218,38 @@ def _candidates(stage: Path, chosen: dict[str, str]) -> list[Candidate]:
     return found
 
 
+@contextlib.contextmanager
+def running_build(lake: Lake) -> Iterator[None]:
+    """Held for the whole of a build. Removes the `.partial` folders of killed builds first, but only when no
+    other build holds the lock: a build running beside this one keeps its folder."""
+    lake.curated.mkdir(parents=True, exist_ok=True)
+    with open(lake.curated / ".builds.lock", "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another build of %s is running: unfinished .partial folders are left for a later build to remove", lake.curated)
+        else:
+            for stale in lake.curated.glob(".*.partial"):
+                log.info("removing %s, left by a build that did not finish", stale.name)
+                shutil.rmtree(stale, ignore_errors=True)
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        yield
+
+
 def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Build the curated lake; returns the manifest."""
-    import ray
-
-    started = time.time()
     lake = Lake.at(settings.lake)
     if not lake.raw.is_dir():
         raise ConfigError(f"build.lake: {lake.root} has no raw/ folder; point --lake at a lake the ingest service or a job wrote")
     contributors = _org_contributors(settings, lake, org)
-    lake.curated.mkdir(parents=True, exist_ok=True)
-    for stale in lake.curated.glob(".*.partial"):
-        shutil.rmtree(stale, ignore_errors=True)
+    with running_build(lake):
+        return _run_build(settings, lake, contributors, full=full, org=org, progress=progress)
+
+
+def _run_build(settings: BuildSettings, lake: Lake, contributors: set[str] | None, *, full: bool, org: str | None, progress: bool) -> dict[str, Any]:
+    import ray
+
+    started = time.time()
     build_id, work = claim_build_id(lake)
     stage = work / STAGE_DIR
     stage.mkdir(parents=True)

@@ -1,8 +1,9 @@
 """Publishing a build, and what a killed build leaves: no reader or later build ever takes a half-written build
-for a complete one. No Ray needed."""
+for a complete one, and a build running beside another keeps its work folder. No Ray needed."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.build.job import _earlier_builds, claim_build_id
+from pipelines.build.job import _earlier_builds, claim_build_id, running_build
 from pipelines.build.manifest import publish
 from trajforge import atomic
 from trajforge.errors import TrajforgeError
@@ -57,6 +58,22 @@ def test_a_build_killed_before_it_is_renamed_is_never_latest_nor_a_parent_nor_re
     assert _earlier_builds(lake) == [lake.build_dir(first)]  # what an incremental build may take as its parent
     with pytest.raises(TrajforgeError, match="has not finished"):
         lake.resolve_build(str(work))
+
+
+def test_the_next_build_removes_a_killed_builds_folder_but_not_a_running_ones(tmp_path):
+    lake = Lake.at(tmp_path / "lake")
+    _, running = claim_build_id(lake)
+    with open(lake.curated / ".builds.lock", "a+b") as other:  # another build, running: it holds the lock shared
+        fcntl.flock(other, fcntl.LOCK_SH)
+        with running_build(lake):
+            assert running.is_dir()
+    with running_build(lake):  # that build was killed: nobody holds the lock any more
+        assert not running.exists()
+        _, mine = claim_build_id(lake)
+        with open(lake.curated / ".builds.lock", "a+b") as third:  # a build starting now cannot sweep mine away
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(third, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert mine.is_dir()
 
 
 def test_the_manifest_is_written_whole(tmp_path):

@@ -21,6 +21,7 @@ import time
 import uuid
 from typing import Any
 
+from trajforge.atomic import fsync_dir
 from trajforge.errors import ConfigError, LakeCorruption
 from trajforge.lake import Lake
 
@@ -35,12 +36,17 @@ def forget(lake: Lake, contributor_id: str, reason: str = "") -> dict[str, Any]:
     record = {"tombstone_id": uuid.uuid4().hex, "contributor_id": contributor_id.lower(), "reason": str(reason)[:500],
               "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     path = lake.tombstones
+    new_folders = [folder for folder in (path.parent.parent, path.parent) if not folder.is_dir()]
     path.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not path.exists()
     _cut_torn_tail(lake)
     with path.open("ab") as handle:
         handle.write((json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
         handle.flush()
         os.fsync(handle.fileno())
+    if new_file:  # the file's name (and its new folders') must survive a power loss too, not only its bytes
+        for folder in [path.parent, *(folder.parent for folder in reversed(new_folders))]:
+            fsync_dir(folder)
     log.info("tombstone %s: contributor %s is left out of every later build", record["tombstone_id"], record["contributor_id"])
     return record
 

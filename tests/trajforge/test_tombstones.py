@@ -58,3 +58,16 @@ def test_the_command_writes_the_tombstone(tmp_path, capsys):
     assert "next `trajforge build` leaves this contributor out" in capsys.readouterr().out
     assert forgotten(Lake.at(tmp_path)) == {contributor_id_for("carol")}
     assert main(["forget", "carol", "--lake", str(tmp_path)]) == 2
+
+
+def test_the_first_tombstone_survives_a_power_loss_its_name_and_new_folders_fsynced(tmp_path, monkeypatch):
+    import trajforge.tombstones as tombstones
+
+    synced = []
+    monkeypatch.setattr(tombstones, "fsync_dir", synced.append)
+    lake = Lake.at(tmp_path / "lake")
+    forget(lake, contributor_id_for("alice"))
+    assert synced == [lake.tombstones.parent, lake.raw, lake.root]  # the new file's folder, then each new folder's parent
+    synced.clear()
+    forget(lake, contributor_id_for("bob"))
+    assert synced == []  # an append to a file that is already there needs only the file's own fsync

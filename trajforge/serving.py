@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 # replica open 30 s for load balancers to notice; for clients that talk to replicas, 2 s is enough.
 WILDCARD_HOSTS = ("0.0.0.0", "::")
 DIRECT_INGRESS_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
+DEPLOYED: list[str] = []
+"""The applications `deploy` has (begun to) run from this process: all that `shutdown` may delete on a joined cluster."""
 
 
 def _builder(import_path: str):
@@ -50,14 +52,16 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
         for name, value in DIRECT_INGRESS_ENV.items():
             os.environ.setdefault(name, value)
     if not ray.is_initialized():
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        connect(address)
     http = serve_file.http_options
+    check_running_serve(http.host, http.port, [app.name for app in serve_file.applications])
     serve.start(
         proxy_location=serve_file.proxy_location,
         http_options={"host": http.host, "port": http.port, "request_timeout_s": http.request_timeout_s, "keep_alive_timeout_s": http.keep_alive_timeout_s},
     )
     for app, built in applications:
         log.info("deploying %s at %s", app.name, app.route_prefix)
+        DEPLOYED.append(app.name)
         try:
             serve.run(built, name=app.name, route_prefix=app.route_prefix)
         except RuntimeError as exc:
@@ -66,6 +70,54 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
     url = f"http://{host}:{http.port}"
     wait_healthy(url, health_timeout_s)
     return url
+
+
+def connect(address: str | None) -> None:
+    """`ray.init` on `address` (None: $RAY_ADDRESS, else a cluster running on this machine, else a new local Ray), failing in one line."""
+    import ray
+
+    check_reachable(address)
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except ConnectionError as exc:  # `auto` with no cluster on this machine
+        raise ServeStartError(f"{exc} (start one with `ray start --head`)") from None
+
+
+def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """A `host:port` address (not `auto`, not `ray://`) must answer on its port: Ray itself would retry a wrong one for minutes."""
+    import socket
+
+    if not address or address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as exc:
+        raise ServeStartError(f"no Ray cluster answers at --address {address} ({exc}); start one there with `ray start --head`, "
+                              "or give the address `ray start` printed (`--address auto` finds the one on this machine)") from None
+
+
+def check_running_serve(host: str, port: int, app_names: list[str]) -> None:
+    """When Serve already runs on the cluster (an earlier `trajforge serve`, `serve deploy`), it keeps its HTTP options:
+    refuse another host or port before anything is deployed (the applications would answer elsewhere than printed), and
+    say which of these applications replace running ones (stopping this command then removes them)."""
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return  # no Serve on this cluster yet
+    running = client.http_config
+    if (running.host, running.port) != (host, port):
+        raise ServeStartError(
+            f"Serve already runs on this Ray cluster with its HTTP proxy on {running.host}:{running.port}, and keeps that while it "
+            f"runs, so {host}:{port} cannot be used: leave out --host/--port (or set them to {running.host} and {running.port}), "
+            "or stop Serve first with `serve shutdown` (it removes every application on the cluster)")
+    replaced = sorted(set(app_names) & set(serve.status().applications))
+    if replaced:
+        log.warning("replacing the running application(s) %s on this cluster; stopping this command removes them",
+                    ", ".join(replaced))
 
 
 def failure_reason(app_name: str) -> str | None:
@@ -136,6 +188,39 @@ def shutdown(app_names: Iterable[str] = ()) -> None:
         for name in app_names:
             serve.delete(name)
     ray.shutdown()
+
+
+def remove(address: str | None, app_names: list[str]) -> list[str]:
+    """Delete those of `app_names` that run on the cluster at `address` (what `--detach` left); returns the names deleted."""
+    import ray
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    connect(address)
+    try:
+        if _get_global_client(raise_if_no_controller_running=False) is None:
+            return []
+        running = set(serve.status().applications)
+        removed = [name for name in app_names if name in running]
+        for name in removed:
+            serve.delete(name)
+        return removed
+    finally:
+        ray.shutdown()
+
+
+def disconnect() -> None:
+    """Leave the cluster with everything deployed still running (`trajforge serve --detach`)."""
+    import ray
+
+    ray.shutdown()
+
+
+def cluster_address() -> str:
+    """The GCS address of the Ray this process is connected to (what `ray start` printed)."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address
 
 
 def started_ray_here() -> bool:

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             print("models:", json.dumps(client.get("/v1/stats/models")))
             print("leaderboard:", json.dumps(client.get("/v1/stats/leaderboard", limit=5)))
     finally:
-        serving.shutdown(app.name for app in serve_file.applications)
+        serving.shutdown(serving.DEPLOYED)
     _section("sandbox: ast-grep rewrites in the nsjail jail (configs/sandbox.yaml)")
     from sandbox.demo import show_rewrites
 

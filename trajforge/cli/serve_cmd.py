@@ -20,7 +20,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="HTTP port (default: $GROOVE_CENTRAL_PORT, the Central Command's variable, else the config's 8000)")
     parser.add_argument("--lake", help="lake root for every application that has one (default ./lake)")
     parser.add_argument("--apps", help="comma-separated applications of the config to deploy (default: all of them: ingest,embed,generate)")
-    parser.add_argument("--address", help="join this Ray cluster (e.g. auto, or ray://head:10001) instead of starting a local one")
+    parser.add_argument("--address", help="the Ray cluster to deploy onto (auto: the one `ray start --head` runs on this machine; "
+                                          "HOST:6379; ray://head:10001). Default: $RAY_ADDRESS, else a cluster running on this "
+                                          "machine, else a local Ray that this command starts and stops")
+    parser.add_argument("--detach", action="store_true",
+                        help="on a running cluster (`ray start --head` first), deploy, print the URLs and return, leaving the "
+                             "applications running (`trajforge serve --stop` removes them). Without it the "
+                             "command stays in the foreground, and Ctrl-C, SIGTERM or closing its terminal removes its applications "
+                             "(and stops the Ray it started, if it started one)")
+    parser.add_argument("--stop", action="store_true",
+                        help="remove the config's applications (or those of --apps) from the running cluster, as left by --detach; "
+                             "Serve and other applications keep running")
     parser.add_argument(
         "--direct-ingress", action="store_true",
         help="also let each application's replicas answer HTTP on ports of their own (Ray Serve's direct ingress, printed "
@@ -62,15 +72,23 @@ def run(args: argparse.Namespace) -> int:
     from trajforge import serving
 
     serve_file = load(args)
+    address = args.address or ("auto" if args.detach or args.stop else None)
+    if args.stop:
+        removed = serving.remove(address, [app.name for app in serve_file.applications])
+        print(f"removed {', '.join(removed)}" if removed else "none of these applications runs on the cluster", flush=True)
+        return 0
 
     def stop(signum, frame):
         raise KeyboardInterrupt
 
+    detached = False
     try:
-        url = serving.deploy(serve_file, address=args.address, direct_ingress=args.direct_ingress)
-        signal.signal(signal.SIGTERM, stop)  # after ray.init, which installs a handler of its own
+        url = serving.deploy(serve_file, address=address, direct_ingress=args.direct_ingress)
+        for signum in (signal.SIGTERM, signal.SIGHUP):  # after ray.init, which installs a handler of its own
+            signal.signal(signum, stop)
         direct = serving.direct_endpoints(serve_file.http_options.host, serve_file.http_options.port) if args.direct_ingress else {}
-        print(f"trajforge is serving at {url}", flush=True)
+        joined = not serving.started_ray_here()
+        print(f"trajforge is serving at {url} ({'on the Ray cluster at ' + serving.cluster_address() if joined else 'on a local Ray started by this command'})", flush=True)
         for app in serve_file.applications:
             route = app.route_prefix.rstrip("/")
             print(f"  {app.name:<8} {url}{route}/  ({app.import_path})", flush=True)
@@ -78,11 +96,20 @@ def run(args: argparse.Namespace) -> int:
                 print(f"           direct: {replica_url}{route}/", flush=True)
         if args.direct_ingress and not direct:
             print("  direct ingress is off in this Ray cluster: start it with RAY_SERVE_ENABLE_DIRECT_INGRESS=1", flush=True)
-        print("Ctrl-C or SIGTERM stops it.", flush=True)
+        names = " ".join(app.name for app in serve_file.applications)
+        if args.detach:
+            detached = True
+            print(f"Detached: {names} keep running on the cluster; `serve status` shows them, `trajforge serve --stop` removes them.", flush=True)
+            return 0
+        print("Ctrl-C or SIGTERM stops it." if not joined else
+              f"Ctrl-C or SIGTERM removes these applications ({names}); the cluster and Serve keep running.", flush=True)
         while True:
             signal.pause()
     except KeyboardInterrupt:
         print("stopping...", flush=True)
     finally:
-        serving.shutdown(app.name for app in serve_file.applications)
+        if detached:
+            serving.disconnect()
+        else:
+            serving.shutdown(serving.DEPLOYED)
     return 0

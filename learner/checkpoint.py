@@ -2,20 +2,23 @@
 
 `<run>/checkpoints/step-000050/` holds every worker's ZeRO shards (parameters, gradients' fp32
 master copy, optimizer state), the scheduler, and `trajforge_state.json`: the step, the data cursor
-and the tokens seen. That file is written last, by rank 0, after every worker has saved, so a
-folder without it is an interrupted save and is never resumed from. `<run>/hf/` is a plain Hugging
-Face model directory (weights gathered from the shards, the tokenizer, `trajforge_export.json`),
-what a generation actor loads with `load_trained`.
+and the tokens seen. That file is written last, by rank 0, after every worker has saved and fsync'd
+its shards, so a folder without it is an interrupted save and is never resumed from; pruning an old
+checkpoint removes it first. `<run>/hf/` is a plain Hugging Face model directory (weights gathered
+from the shards, the tokenizer, `trajforge_export.json`), what a generation actor loads with
+`load_trained`; it is written as `<run>/hf.partial/`, fsync'd and renamed into place, so a kill
+midway leaves the previous export (or none), never a partial one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
+
+from trajforge.atomic import fsync_dir, fsync_tree, publish_dir, write_atomic
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trajforge_state.json"
@@ -46,13 +49,18 @@ def save(engine, run_dir: Path, step: int, state: dict[str, Any], keep: int) -> 
     import torch.distributed as dist
 
     folder = checkpoints_dir(run_dir) / tag(step)
+    if dist.get_rank() == 0 and (folder / STATE_FILE).exists():  # saving over an earlier save of this step (resumed from before it)
+        (folder / STATE_FILE).unlink()
+        fsync_dir(folder)
+    dist.barrier()
     engine.save_checkpoint(str(checkpoints_dir(run_dir)), tag=tag(step), client_state={"trajforge": state})
+    fsync_tree(folder)  # every worker: the shards are on disk before the state file can say they are complete
     dist.barrier()
     if dist.get_rank() == 0:
-        temporary = folder / f".{STATE_FILE}.tmp"
-        temporary.write_text(json.dumps(state, indent=2) + "\n")
-        os.replace(temporary, folder / STATE_FILE)
+        write_atomic(folder / STATE_FILE, json.dumps(state, indent=2) + "\n")
         for old in complete_checkpoints(run_dir)[:-keep]:
+            (old / STATE_FILE).unlink(missing_ok=True)  # first, so a kill while the shards go leaves no folder that looks complete
+            fsync_dir(old)
             shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
     return folder
@@ -88,8 +96,7 @@ def export_hf(engine, causal_lm, tokenizer, target: Path, info: dict[str, Any]) 
         causal_lm.save_pretrained(str(staging), state_dict=weights, safe_serialization=True)
         tokenizer.save_pretrained(str(staging))
         (staging / EXPORT_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)
+        publish_dir(staging, target)
     dist.barrier()
     return target if dist.get_rank() == 0 else None
 

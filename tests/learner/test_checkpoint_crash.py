@@ -1,0 +1,106 @@
+"""What a learner killed mid-write leaves: checkpoints (saved, saved again, pruned) and the Hugging Face export.
+A fake engine stands in for DeepSpeed, so no Ray and no training here."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch.distributed as dist
+
+from learner import checkpoint
+from trajforge import atomic
+
+SHARDS = ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+
+
+class FakeEngine:
+    def save_checkpoint(self, save_dir: str, tag: str, client_state: dict) -> None:
+        for name in SHARDS:
+            (Path(save_dir) / tag).mkdir(parents=True, exist_ok=True)
+            (Path(save_dir) / tag / name).write_bytes(b"shard " * 100)
+
+    def zero_optimization_partition_weights(self) -> bool:
+        return False
+
+    class module:  # noqa: N801 - DeepSpeed's attribute name
+        @staticmethod
+        def state_dict() -> dict:
+            return {"causal_lm.weight": 1}
+
+
+class FakeModel:
+    def __init__(self, fail: bool = False):
+        self.fail = fail
+
+    def save_pretrained(self, path: str, **kwargs) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "config.json").write_text("{}")
+        (Path(path) / "model.safetensors").write_bytes(b"weights")
+        if self.fail:
+            raise KeyboardInterrupt("killed while saving")
+
+
+@pytest.fixture
+def single_worker(monkeypatch):
+    monkeypatch.setattr(dist, "barrier", lambda: None)
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+
+
+@pytest.fixture
+def events(monkeypatch) -> list[tuple[str, Path]]:
+    """The files trajforge.atomic fsyncs and the renames, in order."""
+    found: list[tuple[str, Path]] = []
+    real_replace = os.replace
+    monkeypatch.setattr(atomic, "fsync_file", lambda path: found.append(("fsync", Path(path))))
+    monkeypatch.setattr(os, "replace", lambda src, dst: (found.append(("replace", Path(dst))), real_replace(src, dst))[1])
+    return found
+
+
+def test_the_shards_are_fsynced_before_the_state_file_marks_the_checkpoint_complete(tmp_path, single_worker, events):
+    folder = checkpoint.save(FakeEngine(), tmp_path, 4, {"step": 4}, keep=2)
+    marked = events.index(("replace", folder / checkpoint.STATE_FILE))
+    assert {("fsync", folder / name) for name in SHARDS} <= set(events[:marked])
+    assert checkpoint.complete_checkpoints(tmp_path) == [folder] and checkpoint.read_state(folder) == {"step": 4}
+
+
+def test_a_kill_while_pruning_leaves_no_broken_checkpoint_that_looks_complete(tmp_path, single_worker, monkeypatch):
+    old = checkpoint.save(FakeEngine(), tmp_path, 4, {"step": 4}, keep=1)
+
+    def killed_rmtree(path, ignore_errors=False):
+        (Path(path) / SHARDS[0]).unlink()
+        raise KeyboardInterrupt("killed while removing the old checkpoint")
+
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", killed_rmtree)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(FakeEngine(), tmp_path, 8, {"step": 8}, keep=1)
+    assert not (old / SHARDS[0]).exists()
+    assert checkpoint.complete_checkpoints(tmp_path) == [tmp_path / "checkpoints" / "step-000008"]  # resume takes step 8, not the torn 4
+
+
+def test_a_kill_while_saving_over_an_earlier_save_of_the_same_step_leaves_it_incomplete(tmp_path, single_worker, monkeypatch):
+    folder = checkpoint.save(FakeEngine(), tmp_path, 8, {"step": 8}, keep=2)  # then a resume from an earlier checkpoint
+
+    def killed_save(save_dir, tag, client_state):
+        (Path(save_dir) / tag / SHARDS[0]).write_bytes(b"half")
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(FakeEngine, "save_checkpoint", staticmethod(killed_save))
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(FakeEngine(), tmp_path, 8, {"step": 8}, keep=2)
+    assert checkpoint.complete_checkpoints(tmp_path) == [] and not (folder / checkpoint.STATE_FILE).exists()
+
+
+def test_a_kill_during_the_export_keeps_the_previous_one_and_an_export_is_fsynced_before_it_appears(tmp_path, single_worker, events):
+    target = tmp_path / "hf"
+    checkpoint.export_hf(FakeEngine(), FakeModel(), FakeModel(), target, {"step": 4})
+    staging = target.with_name("hf.partial")
+    appeared = events.index(("replace", target))
+    assert {("fsync", staging / name) for name in ("config.json", "model.safetensors", checkpoint.EXPORT_FILE)} <= set(events[:appeared])
+    assert json.loads((target / checkpoint.EXPORT_FILE).read_text()) == {"step": 4}
+
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.export_hf(FakeEngine(), FakeModel(), FakeModel(fail=True), target, {"step": 8})
+    assert json.loads((target / checkpoint.EXPORT_FILE).read_text()) == {"step": 4}  # the previous export, whole

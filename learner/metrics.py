@@ -9,10 +9,16 @@ allocated on the GPU, or peak RSS of the worker on CPU).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import resource
 from pathlib import Path
 from typing import Any
+
+from trajforge.atomic import write_atomic
+from trajforge.errors import TrajforgeError
+
+log = logging.getLogger(__name__)
 
 
 def memory_gb(on_gpu: bool) -> float:
@@ -42,7 +48,7 @@ class MetricsWriter:
             run_dir.mkdir(parents=True, exist_ok=True)
             path = run_dir / "metrics.jsonl"
             kept = [line for line in read_metrics(run_dir) if line["step"] <= resume_step] if resume_step else []
-            path.write_text("".join(json.dumps(line) + "\n" for line in kept), encoding="utf-8")
+            write_atomic(path, "".join(json.dumps(line) + "\n" for line in kept))  # a kill here keeps the whole history
             self._file = path.open("a", encoding="utf-8")
             from torch.utils.tensorboard import SummaryWriter
 
@@ -65,9 +71,23 @@ class MetricsWriter:
 
 
 def read_metrics(run_dir: Path, event: str | None = None) -> list[dict[str, Any]]:
-    """The run's metric lines (of one event kind), in order; a resumed run's lines follow the first run's."""
+    """The run's metric lines (of one event kind), in order; a resumed run's lines follow the first run's.
+
+    A last line without its newline (a run killed while writing it) is left out; any other unreadable line
+    is a TrajforgeError naming it."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    complete = text[: text.rfind("\n") + 1]
+    if complete != text:
+        log.warning("%s: leaving out a torn last line (%d characters; the run was killed while writing it)", path, len(text) - len(complete))
+    lines = []
+    for number, line in enumerate(complete.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            lines.append(json.loads(line))
+        except ValueError as exc:
+            raise TrajforgeError(f"{path}:{number}: not a metrics line ({exc}); remove the line or start a new run_name") from None
     return [line for line in lines if event is None or line["event"] == event]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from learner.settings import BuildMix, LearnerSettings, load_learner_settings
+from trajforge.atomic import write_atomic
 from trajforge.cluster import ClusterSettings, advertised, load_cluster_settings
 from trajforge.errors import ConfigError, TrajforgeError
 
@@ -163,7 +164,7 @@ def launch(settings: LearnerSettings, cluster: ClusterSettings | None = None, *,
     run_dir.mkdir(parents=True, exist_ok=True)
     forget_ray_checkpoints(run_dir)
     config = {"settings": settings.model_dump(mode="json"), "on_gpu": on_gpu, "peak_tflops": peak, **prepared}
-    (run_dir / "learner_config.json").write_text(json.dumps({**config, "resources_per_worker": resources}, indent=2) + "\n")
+    write_atomic(run_dir / "learner_config.json", json.dumps({**config, "resources_per_worker": resources}, indent=2) + "\n")
     trainer = TorchTrainer(
         worker_main, train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=count, use_gpu=on_gpu, resources_per_worker=resources, placement_strategy="PACK"),

@@ -5,7 +5,9 @@ records; anything else stops the start with a LakeCorruption that names the file
 The rows the learner can use (at least one message marked for loss) are then written once, per
 split, to `<cache>/<build id>-<digest>/{train,dev}.arrow`, uncompressed Arrow IPC: the workers of a
 node map the same file (the page cache is shared) and read any row by index without decoding
-Parquet again. The digest covers the files' sha256, so a rebuilt build gets a new cache.
+Parquet again. The digest covers the files' sha256, so a rebuilt build gets a new cache. A cache
+folder is filled under a temporary name, fsync'd and renamed into place, so a kill leaves none, never
+a partial one; two processes caching the same build at once both end up with the first one's folder.
 
 What the check does not protect against: a build whose manifest was rewritten to match damaged
 files; the sha256 proves the files are the ones the manifest names, not that the build was right.
@@ -16,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from trajforge.atomic import publish_dir
 from trajforge.contracts.curated import SFT
 from trajforge.errors import LakeCorruption, TrajforgeError
 from trajforge.lake import Lake, check_listed_file
@@ -118,10 +120,17 @@ def _write_cache(build_dir: Path, entries: list[dict], target: Path) -> dict[str
         for writer in writers.values():
             writer.close()
         (staging / "rows.json").write_text(json.dumps(counts) + "\n")
-        os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    try:
+        publish_dir(staging, target, replace=False)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "rows.json").is_file():
+            raise
+        log.info("%s was cached meanwhile by another process: using that copy", target)  # the same files give the same rows
+        return json.loads((target / "rows.json").read_text())
     return counts
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from sft_builds import rows, write_build
@@ -167,3 +168,20 @@ def test_a_lowered_count_is_logged_as_a_warning(monkeypatch, caplog):
 def test_the_command_refuses_a_set_it_would_ignore(capsys):
     assert main(["--set", "lerner.optim.lr=1"]) == 2
     assert "reads no config section 'lerner'; it accepts learner.*, cluster.*" in capsys.readouterr().err
+
+
+def test_two_processes_caching_one_build_at_once_both_use_the_first_copy(build, tmp_path, monkeypatch):
+    import learner.sources as sources
+
+    real_batches, raced = sources._batches, []
+
+    def batches_while_another_process_caches(build_dir, entries):
+        if not raced:  # the other process finishes its cache of the same build while this one is still writing
+            raced.append(None)
+            raced.append(prepare_source(Lake.at(tmp_path / "lake"), "b1", 1.0, tmp_path / "cache").cache_dir)
+        yield from real_batches(build_dir, entries)
+
+    monkeypatch.setattr(sources, "_batches", batches_while_another_process_caches)
+    source = prepare_source(Lake.at(tmp_path / "lake"), "b1", 1.0, tmp_path / "cache")
+    assert source.cache_dir == raced[1] and (source.train_rows, source.dev_rows) == (9, 3)
+    assert [path.name for path in (tmp_path / "cache").iterdir()] == [Path(raced[1]).name]  # no staging folder left behind

@@ -10,13 +10,16 @@ directory instead.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from trajforge.atomic import publish_dir
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -66,12 +69,36 @@ def small_config(vocab_size: int = 4096, *, hidden_size: int = 128, layers: int 
     )
 
 
+def _complete(directory: Path) -> bool:
+    return (directory / "config.json").is_file() and (directory / "tokenizer.json").is_file()
+
+
+@contextmanager
+def _creating(directory: Path) -> Iterator[None]:
+    """Held while one process creates the model: another one waits, then finds it made."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_small_model(directory: str | Path = DEFAULT_DIR, texts: Iterable[str] | None = None, *, vocab_size: int = 4096,
                        hidden_size: int = 128, layers: int = 2, heads: int = 4, kv_heads: int = 2, seed: int = 0) -> Path:
-    """The model directory, created on first use (atomically: a crash leaves no half-written model)."""
+    """The model directory, created on first use: by one process at a time, filled under a temporary name,
+    fsync'd and renamed into place, so a kill leaves no half-made model and two processes never replace
+    each other's (the second one uses the first one's)."""
     directory = Path(directory)
-    if (directory / "config.json").is_file() and (directory / "tokenizer.json").is_file():
+    if _complete(directory):
         return directory
+    with _creating(directory):
+        if _complete(directory):
+            return directory
+        _create(directory, texts, vocab_size=vocab_size, hidden_size=hidden_size, layers=layers, heads=heads, kv_heads=kv_heads, seed=seed)
+    return directory
+
+
+def _create(directory: Path, texts: Iterable[str] | None, *, vocab_size: int, hidden_size: int, layers: int, heads: int, kv_heads: int,
+            seed: int) -> None:
     import torch
     from transformers import Qwen3ForCausalLM
 
@@ -83,16 +110,12 @@ def ensure_small_model(directory: str | Path = DEFAULT_DIR, texts: Iterable[str]
     model = Qwen3ForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / "trajforge_model.json").write_text(json.dumps({"created_by": "trajforge.small_model", "seed": seed}) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
+        publish_dir(staging, directory)  # an incomplete directory there (made by hand, or by older code) is replaced
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return directory

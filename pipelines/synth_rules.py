@@ -17,13 +17,13 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trajforge.atomic import write_atomic
 from trajforge.errors import TrajforgeError
 from trajforge.lake import Lake
 from trajforge.settings import parse_assignment
@@ -76,15 +76,6 @@ class VerifyBatch:
         return batch
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 def run(lake: Path, workers: int = 2, limit: int | None = None, cpus_per_worker: float = 0.5, tasks: list[dict[str, Any]] | None = None,
         sandbox_assignments: Sequence[tuple[str, Any]] = ()) -> dict[str, Any]:
     """Verify the candidates (or `tasks`) and write the kept ones; `sandbox_assignments` (`sandbox.x`, value)
@@ -117,12 +108,12 @@ def run(lake: Path, workers: int = 2, limit: int | None = None, cpus_per_worker:
                          "tags": json.loads(r["tags"]), "template": r["template"], "gold_action": json.loads(r["gold_action"])},
                         ensure_ascii=False, sort_keys=True) for r in kept]
     data = ("\n".join(lines) + "\n").encode("utf-8")
-    _atomic_write(tasks_file(lake), data)
+    write_atomic(tasks_file(lake), data)
     meta = {"source": SOURCE, "version": VERSION, "license": LICENSE, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "sha256": hashlib.sha256(data).hexdigest(), "num_records": len(kept), "candidates": len(verified),
             "by_language": dict(sorted(Counter(r["language"] for r in kept).items())),
             "by_template": dict(sorted(Counter(r["template"] for r in kept).items())), "dropped": dict(sorted(dropped.items()))}
-    _atomic_write(out_dir / "_meta.json", (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+    write_atomic(out_dir / "_meta.json", (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
     return {**meta, "path": str(tasks_file(lake))}
 
 

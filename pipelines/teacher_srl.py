@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from pipelines.synth_rules import tasks_file
+from trajforge.atomic import write_atomic
 from trajforge.errors import ConfigError, TrajforgeError
 from trajforge.settings import load_section, parse_assignment
 
@@ -214,7 +215,7 @@ def write_report(settings: TeacherSettings, tasks: list[dict[str, Any]], stats: 
     lines += ["", "## Reward distribution (per step)", "", *(f"- {name}: {count}" for name, count in sorted(rewards.items())), ""]
     settings.reports.mkdir(parents=True, exist_ok=True)
     path = settings.reports / "metrics.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_atomic(path, "\n".join(lines))  # a kill midway leaves the previous report
     return path
 
 

@@ -192,3 +192,24 @@ def test_a_bad_line_in_the_tasks_file_is_named(tmp_path, capsys):
     bad.write_text('{"task_id": "a", "language": "python", "instruction": "rename x", "pre": "x = 1\\n"}\n{"task_id": "b"\n')
     assert main(["teacher", "--lake", str(tmp_path / "lake"), "--set", f"teacher.tasks={bad}"]) == 2
     assert f"{bad} line 2 is not JSON" in capsys.readouterr().err
+
+
+def test_a_kill_while_the_report_is_written_keeps_the_previous_report(tmp_path, task_file, monkeypatch):
+    import pathlib
+
+    from pipelines.teacher_srl import write_report
+
+    settings = settings_for(tmp_path, task_file[0])
+    previous = write_report(settings, task_file[1], [], 1.0).read_text()
+
+    def killed(self, data, *args, **kwargs):  # the process dies halfway through the write
+        with self.open("wb") as handle:
+            handle.write((data if isinstance(data, bytes) else data.encode())[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    for name in ("write_text", "write_bytes"):
+        monkeypatch.setattr(pathlib.Path, name, killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(settings, task_file[1], [], 2.0)
+    monkeypatch.undo()
+    assert (tmp_path / "reports" / "metrics.md").read_text() == previous

@@ -96,13 +96,13 @@ class SecretBox:
                 raise ValueError(f"{env_var} must be base64 of 32 random bytes (try: openssl rand -base64 32)") from exc
         key_file = Path(key_file)
         if not key_file.exists():
-            key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(base64.b64encode(os.urandom(32)))
-                handle.flush()
-                os.fsync(handle.fileno())
-        return cls(base64.b64decode(key_file.read_bytes().strip()))
+            _create_key_file(key_file)
+        try:
+            return cls(base64.b64decode(key_file.read_bytes().strip(), validate=True))
+        except ValueError:
+            raise ValueError(f"the key file {key_file} is damaged (not base64 of 32 bytes). If the registry beside it holds no "
+                             f"sessions yet, delete it and a new key is made; else restore it from a backup, or the sealed "
+                             f"session secrets cannot be opened") from None
 
     def seal(self, plaintext: str) -> str:
         nonce = os.urandom(12)
@@ -115,3 +115,25 @@ class SecretBox:
     def keyed_hash(self, value: str) -> str:
         """A stable pseudonym for a value (client addresses): HMAC-SHA256 with a key derived from this box."""
         return hmac.new(self._hash_key, value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _create_key_file(key_file: Path) -> None:
+    """A new random key at `key_file`, whole or not at all: written and fsync'd under a temporary name, then
+    hard-linked into place, which fails if another process (a second replica) made one first; that one is kept."""
+    from trajforge.atomic import fsync_dir
+
+    key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = key_file.with_name(f".{key_file.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(base64.b64encode(os.urandom(32)))
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, key_file)
+        except FileExistsError:
+            pass
+    finally:
+        temporary.unlink(missing_ok=True)
+    fsync_dir(key_file.parent)

@@ -40,6 +40,14 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda path: path.name)
 
 
+def incomplete_checkpoints(run_dir: Path, before: str) -> list[Path]:
+    """Checkpoint folders older than `before` (a tag) that never got their state file: a save or a pruning
+    that a kill interrupted. Resuming skips them; they only take disk (a 14B model's shards: hundreds of GB)."""
+    root = checkpoints_dir(run_dir)
+    return sorted(path for path in root.glob("step-*") if path.is_dir() and path.name < before and not (path / STATE_FILE).is_file()) \
+        if root.is_dir() else []
+
+
 def read_state(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / STATE_FILE).read_text())
 
@@ -62,6 +70,8 @@ def save(engine, run_dir: Path, step: int, state: dict[str, Any], keep: int) -> 
             (old / STATE_FILE).unlink(missing_ok=True)  # first, so a kill while the shards go leaves no folder that looks complete
             fsync_dir(old)
             shutil.rmtree(old, ignore_errors=True)
+        for torn in incomplete_checkpoints(run_dir, before=folder.name):  # the shards of saves a kill interrupted
+            shutil.rmtree(torn, ignore_errors=True)
     dist.barrier()
     return folder
 

@@ -93,6 +93,18 @@ def test_a_kill_while_saving_over_an_earlier_save_of_the_same_step_leaves_it_inc
     assert checkpoint.complete_checkpoints(tmp_path) == [] and not (folder / checkpoint.STATE_FILE).exists()
 
 
+def test_the_next_save_removes_the_shards_of_an_older_save_a_kill_interrupted(tmp_path, single_worker):
+    torn = tmp_path / "checkpoints" / "step-000004"
+    torn.mkdir(parents=True)
+    (torn / SHARDS[0]).write_bytes(b"half")  # a save killed before its state file
+    later = tmp_path / "checkpoints" / "step-000012"
+    later.mkdir()
+    (later / SHARDS[0]).write_bytes(b"half")  # a later step's torn save (a crashed run this one resumed before): overwritten when reached
+    folder = checkpoint.save(FakeEngine(), tmp_path, 8, {"step": 8}, keep=2)
+    assert not torn.exists() and later.exists()
+    assert checkpoint.complete_checkpoints(tmp_path) == [folder]
+
+
 def test_a_kill_during_the_export_keeps_the_previous_one_and_an_export_is_fsynced_before_it_appears(tmp_path, single_worker, events):
     target = tmp_path / "hf"
     checkpoint.export_hf(FakeEngine(), FakeModel(), FakeModel(), target, {"step": 4})

@@ -75,3 +75,18 @@ def advertised(wanted: Mapping[str, float], total: Mapping[str, float], who: str
         else:
             log.log(logging.WARNING if warn else logging.INFO, "no node advertises the resource %r; %s go anywhere", name, who)
     return kept
+
+
+def warn_if_cpus_taken(cpus: float, setting: str, who: str) -> None:
+    """Before work whose tasks ask for `cpus` CPUs each (`setting` names the field): connect to Ray as the job will, and when
+    no CPUs that many are free (Serve's replicas, other jobs) say so, since Ray would let the tasks wait without a word."""
+    import ray
+
+    ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    total, free = ray.cluster_resources().get("CPU", 0.0), ray.available_resources().get("CPU", 0.0)
+    if free >= cpus:
+        return
+    held = f"the cluster has {total:g} CPUs" if total < cpus else f"only {free:g} of the cluster's {total:g} CPUs are free (Serve's replicas and other work hold the rest)"
+    log.warning("%s; %s ask for %s=%g CPUs each and wait until that many are free: lower it (--set %s=%g), stop what holds "
+                "them, or add CPUs to the cluster (`ray status` shows the pending demand)", held, who, setting, cpus, setting,
+                max(min(free, cpus / 2), 0.1))

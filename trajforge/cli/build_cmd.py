@@ -54,6 +54,7 @@ def summary(manifest: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from pipelines.build import load_build_settings, run_build
+    from trajforge.cluster import warn_if_cpus_taken
     from trajforge.settings import parse_assignment
     from trajforge.settings.job_paths import rebase_in_job
 
@@ -65,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     settings = load_build_settings(args.config, assignments)
     if rebased := rebase_in_job({"build.lake": settings.lake}, "--lake /shared/lake"):
         settings = load_build_settings(args.config, [*assignments, *rebased])
+    warn_if_cpus_taken(settings.cpus_per_task, "build.cpus_per_task", "the build's tasks")
+    if settings.embedding.enabled:
+        warn_if_cpus_taken(settings.embedding.cpus, "build.embedding.cpus", "the build's embedding actors (--no-embed: none)")
     manifest = run_build(settings, full=args.full, org=args.org, progress=not args.no_progress)
     print(json.dumps(manifest, indent=2) if args.json else summary(manifest))
     return 0

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trajforge.errors import ConfigError
 from trajforge.settings import load_section
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "cluster.yaml"
@@ -90,3 +91,18 @@ def warn_if_cpus_taken(cpus: float, setting: str, who: str) -> None:
     log.warning("%s; %s ask for %s=%g CPUs each and wait until that many are free: lower it (--set %s=%g), stop what holds "
                 "them, or add CPUs to the cluster (`ray status` shows the pending demand)", held, who, setting, cpus, setting,
                 max(min(free, cpus / 2), 0.1))
+
+
+def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """A `host:port` address (not `auto`, not `ray://`) must answer on its port: Ray itself would retry a wrong one for minutes."""
+    import socket
+
+    if not address or address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"no Ray cluster answers at --address {address} ({exc}); start one there with `ray start --head`, "
+                          "or give the address `ray start` printed (`--address auto` finds the one on this machine)") from None

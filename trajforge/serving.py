@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 import httpx
 
+from trajforge.cluster import check_reachable
 from trajforge.errors import ServeStartError
 from trajforge.settings import ENV_PREFIX
 from trajforge.settings.serve_file import ServeFile
@@ -81,21 +82,6 @@ def connect(address: str | None) -> None:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except ConnectionError as exc:  # `auto` with no cluster on this machine
         raise ServeStartError(f"{exc} (start one with `ray start --head`)") from None
-
-
-def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
-    """A `host:port` address (not `auto`, not `ray://`) must answer on its port: Ray itself would retry a wrong one for minutes."""
-    import socket
-
-    if not address or address == "auto" or "://" in address or ":" not in address:
-        return
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            return
-    except (OSError, ValueError) as exc:
-        raise ServeStartError(f"no Ray cluster answers at --address {address} ({exc}); start one there with `ray start --head`, "
-                              "or give the address `ray start` printed (`--address auto` finds the one on this machine)") from None
 
 
 def check_running_serve(host: str, port: int, app_names: list[str]) -> None:

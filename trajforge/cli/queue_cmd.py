@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _connect(address: str) -> None:
     import ray
 
+    from trajforge.cluster import check_reachable
+
+    check_reachable(address)
     try:
         ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False)
     except ConnectionError as exc:

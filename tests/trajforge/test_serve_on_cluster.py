@@ -153,3 +153,16 @@ def test_detach_or_stop_without_a_cluster_on_this_machine_is_one_line(monkeypatc
     monkeypatch.setattr(ray, "init", no_cluster)
     with pytest.raises(ServeStartError, match=r"Could not find any running Ray instance\. \(start one with `ray start --head`\)"):
         connect("auto")
+
+
+def test_the_help_says_which_ray_it_uses_and_how_to_leave_it_running(capsys):
+    from trajforge.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "until Ctrl-C, or --detach on a running cluster" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Default: $RAY_ADDRESS, else a cluster running on this machine, else a local Ray" in text
+    assert "`trajforge serve --stop` removes them" in text and "closing its terminal removes its applications" in text

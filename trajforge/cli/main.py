@@ -12,7 +12,7 @@ from trajforge.errors import TrajforgeError
 # name -> (module, one-line help); a module defines `add_arguments(parser)` and `run(args) -> int`, and
 # `config_roots(args)` if it reads configs: the sections its `--set` may name (without it, --set is refused).
 COMMANDS = {
-    "serve": ("trajforge.cli.serve_cmd", "run the HTTP services (ingest, embed, the OpenAI-compatible generate front) on Ray Serve until Ctrl-C"),
+    "serve": ("trajforge.cli.serve_cmd", "run the HTTP services (ingest, embed, the OpenAI-compatible generate front) on Ray Serve until Ctrl-C, or --detach on a running cluster"),
     "embed": ("trajforge.cli.embed_cmd", "embed a text (in-process or through a deployment) and print its domain tags"),
     "sandbox": ("trajforge.cli.sandbox_cmd", "apply an ast-grep action (and tests) to a directory in the nsjail jail; prints JSON"),
     "synth-rules": ("trajforge.cli.synth_cmd", "generate synthetic ast-grep tasks and keep those the sandbox verifies (a Ray Data job)"),

@@ -223,6 +223,7 @@ def test_trajforge_serve_reports_why_an_application_did_not_start(serve_url, sma
            "args": {"backend": "actors", "num_cpus": 0.05}}
     try:
         with pytest.raises(ServeStartError, match=r"'generate-noroom' did not start: .*no room .* 64 CPU"):
-            deploy(ServeFile(applications=[app]))
+            url = httpx.URL(serve_url)  # the session's Serve: the same HTTP proxy, as trajforge serve requires on a running Serve
+            deploy(ServeFile(applications=[app], http_options={"host": url.host, "port": url.port}))
     finally:
         serve.delete("generate-noroom")

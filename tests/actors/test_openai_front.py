@@ -156,7 +156,7 @@ def test_streamed_completion_stops_where_the_unstreamed_one_does(client, engine)
 
 
 def test_models_are_listed_and_retrieved(client):
-    assert [model.id for model in client.models.list()] == ["small"]
+    assert [model.id for model in client.models.list()] == ["small", "sentence-transformers/all-MiniLM-L6-v2"]
     assert client.models.retrieve("small").id == "small"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-4o")

@@ -99,7 +99,7 @@ def test_python_tasks_run_before_and_after_the_rewrite_with_every_name_defined(m
         for side in ("pre", "post"):
             try:
                 _run_python(task[side], monkeypatch)
-            except Exception as exc:
+            except NameError as exc:
                 pytest.fail(f"{task['task_id']} {side}: {type(exc).__name__}: {exc}\n{task[side]}")
 
 

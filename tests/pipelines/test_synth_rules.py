@@ -7,7 +7,6 @@ import hashlib
 import importlib.util
 import inspect
 import json
-import shutil
 import subprocess
 import sys
 import types
@@ -114,7 +113,6 @@ console.log(JSON.stringify(problems));
 """
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
 def test_javascript_tasks_parse_before_and_after_the_rewrite():
     """Node parses every JavaScript task, before and after: no `await` outside an async function, no `const` that the
     host declares already (new-buffer's `const user` in a host with a `user` is skipped)."""

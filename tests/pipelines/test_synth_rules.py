@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import inspect
 import json
+import logging
 import subprocess
 import sys
 import types
@@ -89,16 +90,18 @@ def _run_python(code: str, monkeypatch) -> None:
                         result.send(None)
 
 
-def test_python_tasks_run_before_and_after_the_rewrite_with_every_name_defined(monkeypatch):
-    """The code of every Python task, before and after its rewrite, runs in its host without a NameError: what the
-    statement uses (rename-call's `user`, the called functions, `logging`, `retry`) is a parameter or an import."""
+def test_python_tasks_run_before_and_after_the_rewrite_with_every_name_defined(monkeypatch, caplog):
+    """The code of every Python task, before and after its rewrite, runs in its host without an error: what the
+    statement uses (rename-call's `user`, the called functions, `logging`, `retry`) is a parameter or an import, and
+    what it logs is formatted (the log capture is at INFO, so a message whose arguments do not fit it fails here)."""
+    caplog.set_level(logging.INFO)
     tasks = [task for task in candidates() if task["language"] == "python"]
     assert len(tasks) >= 300
     for task in tasks:
         for side in ("pre", "post"):
             try:
                 _run_python(task[side], monkeypatch)
-            except NameError as exc:
+            except Exception as exc:
                 pytest.fail(f"{task['task_id']} {side}: {type(exc).__name__}: {exc}\n{task[side]}")
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from actors.engines.types import Completion, GenerationRequest
 from actors.settings import ActorSettings
-from trajforge.cluster import ClusterSettings, advertised, load_cluster_settings
+from trajforge.cluster import ClusterSettings, advertised, load_cluster_settings, warn_if_cpus_taken
 from trajforge.errors import TrajforgeError
 
 log = logging.getLogger(__name__)
@@ -281,6 +281,8 @@ def start_actors(settings: ActorSettings, wait: bool = True, named: bool = False
     cluster = cluster or load_cluster_settings()
     resources = {**advertised(cluster.actors.resources, ray.cluster_resources(), "the generation actors", warn=settings.num_gpus > 0),
                  **settings.resources}
+    if not named:  # the front's named actors are checked by it, and may already run (holding their CPUs)
+        warn_if_cpus_taken(settings.num_cpus, "actors.num_cpus", "the generation actors")
     actors = []
     for index in range(settings.count):
         options: dict[str, Any] = {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus or None,

@@ -136,6 +136,7 @@ def run(settings: TeacherSettings, progress: bool = True, sandbox: SandboxSettin
 
     from actors.run import run_loop
     from pipelines.teacher_worker import TeacherWorker
+    from trajforge.cluster import warn_if_cpus_taken
 
     tasks = load_tasks(settings)
     import uuid
@@ -147,6 +148,7 @@ def run(settings: TeacherSettings, progress: bool = True, sandbox: SandboxSettin
     started = time.monotonic()
     summaries: list[dict[str, Any]] = []
     if todo:
+        warn_if_cpus_taken(settings.cpus_per_worker, "teacher.cpus_per_worker", "the teacher workers")
         worker = ray.remote(TeacherWorker).options(num_cpus=settings.cpus_per_worker, max_restarts=2, max_task_retries=2, max_concurrency=2)
         workers = [worker.remote(settings, index, run_id, sandbox) for index in range(settings.workers)]
         with tqdm(total=len(todo), desc="teacher tasks", unit="task", disable=not progress) as bar:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterable
 
@@ -92,8 +93,9 @@ def check_running_serve(host: str, port: int, app_names: list[str]) -> None:
     from ray.serve.context import _get_global_client
 
     client = _get_global_client(raise_if_no_controller_running=False)
-    if client is None:
-        return  # no Serve on this cluster yet
+    if client is None:  # no Serve on this cluster yet: its proxy must be able to bind the port
+        check_port_free(host, port)
+        return
     running = client.http_config
     if (running.host, running.port) != (host, port):
         raise ServeStartError(
@@ -104,6 +106,21 @@ def check_running_serve(host: str, port: int, app_names: list[str]) -> None:
     if replaced:
         log.warning("replacing the running application(s) %s on this cluster; stopping this command removes them",
                     ", ".join(replaced))
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port something else already listens on (another Ray cluster's Serve, any server): Serve's proxy would fail
+    to bind it and this command would talk to whatever answers there."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ServeStartError(
+                f"{host}:{port} is already in use ({exc.strerror}), by a process outside this Ray cluster (another cluster's "
+                f"Serve, started with `ray start --head`, or any server): pass another --port, stop what listens there "
+                f"(`ss -ltnp 'sport = :{port}'` names it), or join that cluster with --address instead of starting a new Ray") from None
 
 
 def failure_reason(app_name: str) -> str | None:

@@ -7,9 +7,12 @@ import pytest
 
 @pytest.fixture(scope="session")
 def small_model(tmp_path_factory):
-    from trajforge.small_model import ensure_small_model
+    """The embedded model's shape, its tokenizer trained on the example sessions alone: the default corpus also reads the
+    repository's code, so a code change would change what the tests' seeded samples say (and how long they run)."""
+    from trajforge.small_model import REPO, ensure_small_model
 
-    return ensure_small_model(tmp_path_factory.mktemp("models") / "small-qwen3")
+    sessions = [path.read_text(encoding="utf-8") for path in sorted((REPO / "examples" / "sessions").glob("*.json"))]
+    return ensure_small_model(tmp_path_factory.mktemp("models") / "small-qwen3", texts=sessions)
 
 
 @pytest.fixture(scope="session")

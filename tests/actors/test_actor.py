@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import httpx
@@ -58,6 +59,24 @@ def test_a_killed_actor_restarts_and_finishes_its_in_flight_call(serve_url, acto
         assert ray.get(actor.health.remote())["pid"] != first_pid
     finally:
         ray.kill(actor, no_restart=True)
+
+
+def test_actors_that_cannot_get_their_cpus_say_so_before_they_wait(serve_url, actor_settings, caplog):
+    """The session's Serve holds part of its Ray's 2 CPUs, as `trajforge serve` does on a head node: an actor asking for
+    2 CPUs would wait forever; the start says so, naming the setting."""
+    import ray
+
+    from actors.actor import start_actors
+
+    with caplog.at_level(logging.WARNING, logger="trajforge.cluster"):
+        (actor,) = start_actors(actor_settings.model_copy(update={"num_cpus": 2.0}), wait=False)
+    ray.kill(actor, no_restart=True)
+    assert "the generation actors ask for actors.num_cpus=2 CPUs each and wait until that many are free" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="trajforge.cluster"):
+        (actor,) = start_actors(actor_settings, wait=False)  # 0 CPUs: nothing to say
+    ray.kill(actor, no_restart=True)
+    assert caplog.text == ""
 
 
 def test_engine_choices_are_checked_with_clear_errors(small_model):

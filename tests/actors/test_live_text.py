@@ -8,12 +8,10 @@ from actors.engines.live_text import LiveText
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
+def tokenizer(small_model):
     from transformers import AutoTokenizer
 
-    from trajforge.small_model import ensure_small_model
-
-    return AutoTokenizer.from_pretrained(ensure_small_model(tmp_path_factory.mktemp("models") / "small-qwen3"))
+    return AutoTokenizer.from_pretrained(small_model)
 
 
 def _stream(tokenizer, text: str, stops: list[str]) -> tuple[list[str], LiveText]:

@@ -67,6 +67,26 @@ def test_a_restarted_job_skips_finished_tasks(serve_url, tmp_path, task_file):
     assert sorted({r["task_id"] for r in teacher_records(settings_for(tmp_path, path))}) == sorted(t["task_id"] for t in tasks)
 
 
+def test_the_teacher_checks_its_workers_cpus_before_it_starts_them(serve_url, tmp_path, task_file, monkeypatch):
+    """The workers ask Ray for `teacher.cpus_per_worker` each: the run first says when that many are not free (the
+    check itself is tested against the session's Serve in tests/trajforge/test_cluster.py)."""
+    import trajforge.cluster
+
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def check(cpus, setting, who):
+        asked.append((cpus, setting, who))
+        raise Stop  # before the workers start
+
+    monkeypatch.setattr(trajforge.cluster, "warn_if_cpus_taken", check)
+    with pytest.raises(Stop):
+        run(settings_for(tmp_path, task_file[0], cpus_per_worker=1.5), progress=False)
+    assert asked == [(1.5, "teacher.cpus_per_worker", "the teacher workers")]
+
+
 def test_missing_tasks_file_says_what_to_run(tmp_path, capsys):
     with pytest.raises(TasksMissing, match="trajforge synth-rules") as caught:
         run(settings_for(tmp_path, tmp_path / "none.jsonl"), progress=False)

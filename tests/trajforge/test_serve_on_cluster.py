@@ -6,6 +6,7 @@ until `--stop`."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -65,6 +66,22 @@ def test_a_port_the_running_serve_would_ignore_is_refused_before_anything_is_dep
         check_running_serve("0.0.0.0", port, ["not-deployed"])
     assert "not-deployed" not in serve.status().applications
     check_running_serve("127.0.0.1", port, ["not-deployed"])  # the running options: nothing to say
+
+
+def test_a_port_another_process_listens_on_is_refused_where_serve_would_start(monkeypatch):
+    """A Ray with no Serve yet (`RAY_ADDRESS=local` beside a `ray start --head` cluster whose Serve holds the port): the
+    proxy could not bind, and the command would talk to the other Serve, so it is refused, naming what to do."""
+    import ray.serve.context
+
+    from trajforge.serving import check_running_serve
+
+    monkeypatch.setattr(ray.serve.context, "_get_global_client", lambda **_: None)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        for host in ("127.0.0.1", "0.0.0.0"):
+            with pytest.raises(ServeStartError, match=rf"{host}:{port} is already in use .*pass another --port"):
+                check_running_serve(host, port, ["not-deployed"])
+    check_running_serve("127.0.0.1", free_port(), ["not-deployed"])  # a free port: nothing to refuse
 
 
 def test_a_refused_start_leaves_the_running_application_of_the_same_name_alone(serve_url, tmp_path):

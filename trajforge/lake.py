@@ -75,19 +75,29 @@ class Lake:
     def build_dir(self, build_id: str) -> Path:
         return self.curated / build_id
 
-    def latest_build_id(self) -> str | None:
-        """The newest complete build: `curated/LATEST` names it (written last, atomically, by the build)."""
-        marker = self.curated / "LATEST"
+    def latest_marker(self, org: str | None = None) -> Path:
+        """`curated/LATEST` names the newest complete build of the whole lake; `curated/LATEST.org=<org>` the newest
+        `--org` build of that organisation (so an organisation's build never becomes what `latest` trains on)."""
+        from trajforge.contracts.events import partition_name
+
+        return self.curated / ("LATEST" if org is None else f"LATEST.org={partition_name(org)}")
+
+    def latest_build_id(self, org: str | None = None) -> str | None:
+        """The newest complete build (of `org`): its marker names it (written last, atomically, by the build)."""
+        marker = self.latest_marker(org)
         return marker.read_text().strip() or None if marker.is_file() else None
 
     def resolve_build(self, build: str = "latest") -> Path:
-        """`latest`, a build id, or a path to a build folder -> the build folder (raises when absent)."""
+        """`latest` (the whole lake's newest build), `latest:ORG` (the newest `--org ORG` build), a build id, or a path
+        to a build folder -> the build folder (raises when absent)."""
         from trajforge.errors import TrajforgeError
 
-        if build == "latest":
-            build_id = self.latest_build_id()
+        if build == "latest" or build.startswith("latest:"):
+            org = build.partition(":")[2] or None
+            build_id = self.latest_build_id(org)
             if build_id is None:
-                raise TrajforgeError(f"no build in {self.curated}; run `trajforge build --lake {self.root}` first")
+                made_by = f"trajforge build --lake {self.root}" + (f" --org {org}" if org else "")
+                raise TrajforgeError(f"no {'build' if org is None else f'--org {org} build'} in {self.curated}; run `{made_by}` first")
             path = self.build_dir(build_id)
         else:
             path = Path(build) if Path(build).is_dir() else self.build_dir(build)

@@ -12,7 +12,8 @@
 3. A Ray Data pipeline: `process_batch` tasks (stitch, redact, derive, score, rows -> staging), then
    the embedding stages (tokenizer tasks, an actor pool with the model) that also tag domains.
 4. Deduplicate over all kept sessions, new and reused; write the tables and the manifest into
-   `curated/.<id>.partial/`, fsync it, rename it to `curated/<id>/`, then point `curated/LATEST` at it.
+   `curated/.<id>.partial/`, fsync it, rename it to `curated/<id>/`, then point `curated/LATEST` at it
+   (an `--org` build: `curated/LATEST.org=<org>`, so `latest` always names a build of the whole lake).
    A build killed halfway leaves only a `.partial` folder, which the next build removes (unless another
    build is running: it cannot tell that build's folder from a dead one's, so it leaves them all).
 """

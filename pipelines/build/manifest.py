@@ -97,8 +97,9 @@ def build_manifest(build_dir: Path, stage: Path, settings: BuildSettings, *, bui
 
 def publish(lake: Lake, work: Path, build_id: str, manifest: dict[str, Any]) -> Path:
     """Write the manifest, make every file of the build durable, rename the folder into place, then point LATEST
-    at it: a kill or a power loss at any point leaves LATEST on the previous build, never on a partial one."""
+    (an `--org` build: `LATEST.org=<org>`) at it: a kill or a power loss at any point leaves the marker on the
+    previous build, never on a partial one."""
     write_atomic(work / "manifest.json", json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     final = publish_dir(work, lake.build_dir(build_id), replace=False)
-    write_atomic(lake.curated / "LATEST", build_id + "\n")
+    write_atomic(lake.latest_marker(manifest.get("org")), build_id + "\n")
     return final

@@ -14,6 +14,7 @@ from build_lake import EXCLUSIONS, PLANTED, fill_phase_one, fill_phase_two
 from pipelines.build import load_build_settings, run_build
 from trajforge.cli.build_cmd import summary
 from trajforge.client import contributor_id_for
+from trajforge.errors import TrajforgeError
 from trajforge.lake import Lake
 
 pytestmark = pytest.mark.usefixtures("serve_url")
@@ -257,7 +258,11 @@ def test_an_org_build_in_between_does_not_make_the_next_build_full(phase_one, tm
     shutil.copytree(lake, copy)
     orgs = {"acme": [contributor_id_for("alice")]}
     first = run_build(settings_for(copy, orgs=orgs), progress=False)
-    run_build(settings_for(copy, orgs=orgs), org="acme", progress=False)
+    acme = run_build(settings_for(copy, orgs=orgs), org="acme", progress=False)
+    store = Lake.at(copy)  # `latest` stays the whole lake's build; `latest:acme` names the organisation's
+    assert store.resolve_build("latest").name == first["build_id"] and store.resolve_build("latest:acme").name == acme["build_id"]
+    with pytest.raises(TrajforgeError, match=r"no --org other build .*--org other` first"):
+        store.resolve_build("latest:other")
     again = run_build(settings_for(copy, orgs=orgs), progress=False)
     assert again["parent_build_id"] == first["build_id"] and again["sessions"]["built"] == 0
     assert again["sessions"]["reused"] == first["sessions"]["ready"] and _hashes(again) == _hashes(first)

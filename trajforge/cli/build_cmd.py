@@ -11,7 +11,8 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("A build writes <lake>/curated/<build id>/: the trajectories, sft, behavior and duplicates tables as Parquet and "
                      "manifest.json (row counts, exclusions, redactions, quarantined records, the sha256 of every file, the config "
-                     "hash and code version), then points curated/LATEST at it. Without --full it builds only the sessions that "
+                     "hash and code version), then points curated/LATEST at it (an --org build: curated/LATEST.org=<org>, so `latest` stays the whole lake's; "
+                     "name it `latest:<org>`). Without --full it builds only the sessions that "
                      "are new or changed since the newest build with the same config and org. A corrupt segment or a malformed "
                      "record never stops it: it is quarantined and listed in the manifest. `trajforge stats` shows what a build holds.")
     parser.add_argument("--config", type=Path, default=None, help="pipeline config (default: configs/pipeline.yaml)")

@@ -15,7 +15,8 @@ comparison as `reported_status`. The specification fixes the thresholds (`TIER_A
     clamped to 0..100.
 
 A recorded session that resolves its task with its errors recovered reaches 80 (TIER_A); one that
-stops with an unrecovered error lands in TIER_C.
+stops with an unrecovered error lands in TIER_C, as does one with no steps at all (quality 0, `no_steps`:
+its only chunks were damaged or empty).
 """
 
 from __future__ import annotations
@@ -111,9 +112,11 @@ def derive(session: StitchedSession) -> Derived:
     quality = 50 + (20 if kinds.get("resolution") else 0) + (10 if unrecovered == 0 else 0)
     quality -= min(10 * unrecovered, 30) + min(5 * interventions(steps), 15)
     quality += FEEDBACK_POINTS.get(signal, 0)
-    quality = max(0, min(100, quality))
+    quality = max(0, min(100, quality)) if steps else 0  # nothing to judge (its only chunk was damaged): no credit
     tier = tier_of(quality)
-    if tier == "TIER_A":
+    if not steps:
+        reason = "no_steps"
+    elif tier == "TIER_A":
         reason = "high_quality_no_errors" if errors == 0 else "high_quality_recovered_errors"
     elif tier == "TIER_B":
         reason = "acceptable_quality"

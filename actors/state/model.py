@@ -8,6 +8,7 @@ silently accepted); `merge` is where new items are deduplicated and trimmed to f
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trajforge.errors import TrajforgeError
+
+log = logging.getLogger(__name__)
 
 MAX_TEXT = 256
 MAX_HISTORY = 3
@@ -166,7 +169,8 @@ def tokenizer_counter(tokenizer: Any) -> Callable[[str], int]:
 
 def summarize_history(state: State, budget: int, count_tokens: Callable[[str], int] | None = None) -> State:
     """Shrink a state over `budget` tokens: fold history into one summary entry, then drop the oldest
-    hypotheses, decisions and constraints, then shorten texts, until it fits. Goals and the focus stay."""
+    hypotheses, decisions and constraints, then shorten the goals and the focus, then drop all goals but the first, until
+    it fits. A budget even that state exceeds is warned about, and that state returned."""
     count = count_tokens or heuristic_tokens
     if token_budget(state, count) <= budget:
         return state
@@ -182,4 +186,9 @@ def summarize_history(state: State, budget: int, count_tokens: Callable[[str], i
         limit //= 2
         current.goals = [goal[:limit] for goal in current.goals]
         current.next_focus = current.next_focus[:limit]
+    while len(current.goals) > 1 and token_budget(current, count) > budget:
+        current.goals.pop()  # the first goal (the task's own) goes last
+    if token_budget(current, count) > budget:
+        log.warning("the smallest state (its first goal and focus cut to %d characters) takes %d tokens, over the budget of "
+                    "%d: it is shown as it is; raise actors.state_token_budget", limit, token_budget(current, count), budget)
     return State.model_validate(current.model_dump())

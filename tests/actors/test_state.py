@@ -94,6 +94,17 @@ def test_summarize_history_fits_the_budget_and_keeps_the_goals():
     assert summarize_history(small, budget) == small  # already within budget: unchanged
 
 
+def test_a_budget_too_small_for_every_goal_keeps_the_first_and_one_too_small_for_that_is_said(caplog):
+    state = State(goals=[f"goal {i}: " + "refactor the module " * 5 for i in range(6)], decisions=["d"], next_focus="the tests " * 10)
+    first = summarize_history(state, 40)
+    assert token_budget(first) <= 40 and len(first.goals) >= 1 and first.goals[0].startswith("goal 0")
+    assert len(first.goals) < 6 and caplog.text == ""
+    with caplog.at_level("WARNING", logger="actors.state.model"):
+        floor = summarize_history(state, 16)
+    assert floor.goals == [state.goals[0][:16]] and token_budget(floor) > 16
+    assert "over the budget of 16" in caplog.text and "actors.state_token_budget" in caplog.text
+
+
 def test_store_roundtrip_versions_and_concurrent_updates_lose_nothing(tmp_path):
     store = StateStore(tmp_path / "states.db")
     assert store.load("t1") == State()

@@ -9,7 +9,7 @@ from pathlib import Path
 SNIPPETS = {
     "python": ({"billing/invoice.py": "import logging\n\n\ndef total(items):\n    print('summing', len(items))\n    return sum([item.price for item in items])\n",
                 "billing/test_invoice.py": "from invoice import total\n\nclass Item:\n    price = 2\n\ndef test_total():\n    assert total([Item(), Item()]) == 4\n"},
-               {"pattern": "print($$$ARGS)", "rewrite": "logging.debug($$$ARGS)", "language": "python"}),
+               {"pattern": "print($LABEL, $VALUE)", "rewrite": "logging.debug('%s %s', $LABEL, $VALUE)", "language": "python"}),
     "javascript": ({"web/cart.js": "var items = [];\nfunction add(item) { items.push(item); console.log('added', item.id); }\n"},
                    {"id": "no-console", "language": "javascript", "rule": {"pattern": "console.log($$$ARGS)"}, "fix": "logger.info($$$ARGS)"}),
     "typescript": ({"api/client.ts": "export async function get(url: string) {\n  const body = (await fetch(url)).json() as any;\n  return body as any;\n}\n"},

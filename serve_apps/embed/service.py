@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from serve_apps.embed.coalesce import Coalescer
+from serve_apps.embed.metrics import EmbedMetrics
 from serve_apps.embed.settings import EmbedSettings
 from serve_apps.http import CORS, AddressResolver, HTTPError, json_response, lone_surrogate, read_body
 from serve_apps.ratelimit import AddressLimiter
@@ -58,6 +59,7 @@ class EmbedService:
         self.model_calls = Coalescer(self._embed_now, settings.max_batch_size)
         self.limiter = AddressLimiter(settings.rate_limits)
         self.addresses = AddressResolver(settings.trusted_proxies)
+        self.metrics = EmbedMetrics()
         self._embed_texts.set_max_batch_size(settings.max_batch_size)
         self._embed_texts.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         threading.Thread(target=self._load, args=(loader,), name="embed-model-load", daemon=True).start()
@@ -74,7 +76,10 @@ class EmbedService:
     # many may be open at once (bounded by max_ongoing_requests anyway).
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.02, max_concurrent_batches=1024)
     async def _embed_texts(self, texts: list[str]) -> list[list[float]]:
-        return await self.model_calls.run(texts)
+        self.metrics.batch(len(texts))
+        vectors = await self.model_calls.run(texts)
+        self.metrics.embedded(len(texts))
+        return vectors
 
     def _embed_now(self, texts: list[str]) -> list[list[float]]:
         return self.embedder.embed(texts).tolist()
@@ -88,10 +93,11 @@ class EmbedService:
             if request.method != "POST":
                 raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on /v1/embed; use POST (GET or HEAD for "
                                 "its status)", headers={"Allow": "GET, HEAD, POST"})
-            retry = self.limiter.check(self.addresses.resolve(request))
-            if retry is not None:
-                raise HTTPError(429, "rate_limited", "too many requests from this address", retryAfter=retry)
-            return await self.embed(request)
+            with self.metrics.request():
+                retry = self.limiter.check(self.addresses.resolve(request))
+                if retry is not None:
+                    raise HTTPError(429, "rate_limited", "too many requests from this address", retryAfter=retry)
+                return await self.embed(request)
         except HTTPError as exc:
             return json_response(exc.status, exc.body, exc.headers)
 
@@ -107,7 +113,8 @@ class EmbedService:
     async def answer_body(self, body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
         """`embed_body` for callers through a deployment handle (the OpenAI front's `/v1/embeddings`): status, body, headers."""
         try:
-            return 200, await self.embed_body(body), {}
+            with self.metrics.request():
+                return 200, await self.embed_body(body), {}
         except HTTPError as exc:
             return exc.status, exc.body, exc.headers
 
@@ -122,6 +129,7 @@ class EmbedService:
         if self.embedder is None:
             message = f"the model failed to load ({self.load_error}); fix embed.model and redeploy" if self.load_error else "the model is still loading; retry in a few seconds"
             raise HTTPError(503, "model_not_ready", message, headers={"Retry-After": "5"})
+        self.metrics.inputs(texts)
         vectors = await asyncio.gather(*(self._embed_texts(text) for text in texts))
         data = [{"object": "embedding", "embedding": encode(vector), "index": index} for index, vector in enumerate(vectors)]
         tokens = sum(len(text.split()) for text in texts)

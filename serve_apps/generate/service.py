@@ -17,7 +17,6 @@ import json
 import logging
 import threading
 import time
-from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from actors.engines.live_text import text_stream
 from actors.engines.types import Completion, GenerationRequest
 from serve_apps.embed.forward import EmbeddingsForwarder
 from serve_apps.generate import openai_api
+from serve_apps.generate.metrics import GenerateMetrics, endpoint
 from serve_apps.generate.settings import GenerateSettings
 from serve_apps.generate.streaming import DONE, event, server_sent_events
 from serve_apps.http import CORS, HTTPError, json_response, openai_error, read_body
@@ -150,7 +150,7 @@ class GenerateService:
         self._cancellable = not self.uses_actors and "cancelled" in inspect.signature(self.engine.generate).parameters
         self.embed = EmbeddingsForwarder(settings.embed_app, "generate.embed_app")
         self.created = int(time.time())
-        self.counts = Counter()  # requests, completion_tokens, streams_hung_up: reported by /health
+        self.metrics = GenerateMetrics()  # also the totals /health reports
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -158,21 +158,25 @@ class GenerateService:
             if request.method == "OPTIONS":
                 return Response(status_code=204, headers=CORS)
             if path.endswith("/health"):
-                return json_response(200, {"ok": True, **self.engine.health(), **self.counts})
-            if "/v1/models" in path:
-                if request.method not in ("GET", "HEAD"):
-                    raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {path}; use GET", headers={"Allow": "GET"})
-                return self.models(path.split("/v1/models", 1)[1].strip("/"))
-            route = next((name for name in POST_ROUTES if path.endswith(name)), None)
-            if route is None:
-                raise HTTPError(404, "not_found", f"no route {path}: use /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models or /health")
-            if request.method != "POST":
-                raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {path}; use POST", headers={"Allow": "POST"})
-            if route == "/v1/embeddings":
-                return await self.embeddings(request)
-            return await self.complete(request, chat=route == "/v1/chat/completions")
+                return json_response(200, {"ok": True, **self.engine.health(), **self.metrics.counts})
+            with self.metrics.request(endpoint=endpoint(path)):
+                return await self._route(request, path)
         except HTTPError as exc:
             return openai_error(exc)
+
+    async def _route(self, request: Request, path: str) -> Response:
+        if "/v1/models" in path:
+            if request.method not in ("GET", "HEAD"):
+                raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {path}; use GET", headers={"Allow": "GET"})
+            return self.models(path.split("/v1/models", 1)[1].strip("/"))
+        route = next((name for name in POST_ROUTES if path.endswith(name)), None)
+        if route is None:
+            raise HTTPError(404, "not_found", f"no route {path}: use /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models or /health")
+        if request.method != "POST":
+            raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {path}; use POST", headers={"Allow": "POST"})
+        if route == "/v1/embeddings":
+            return await self.embeddings(request)
+        return await self.complete(request, chat=route == "/v1/chat/completions")
 
     def models(self, model_id: str) -> Response:
         """`GET /v1/models` lists the served model, then the embedding model where `/v1/embeddings` is on;
@@ -193,16 +197,16 @@ class GenerateService:
         body = _load_json(await read_body(request, self.settings.max_body_bytes))
         parsed = openai_api.parse(body, chat, model_name=self.model_name, max_tokens_limit=self.settings.max_tokens_limit,
                                   max_choices=self.settings.max_choices)
-        self.counts["requests"] += 1
+        self.metrics.add("requests")
         if parsed.stream and len(parsed.requests) == 1 and not parsed.logprobs and hasattr(self.engine, "stream_text" if self.uses_actors else "generate_streaming"):
             return await self.live(parsed)
         if self.uses_actors:
             try:
                 completions = await self.engine.generate_async(parsed.requests)
             except asyncio.CancelledError:
-                self.counts["requests_hung_up"] += 1
+                self.metrics.add("requests_hung_up")
                 raise
-            self.counts["completion_tokens"] += sum(completion.completion_tokens for completion in completions)
+            self.metrics.add("completion_tokens", sum(completion.completion_tokens for completion in completions))
         else:
             completions = await self._generate_here(parsed.requests)
         failed = next((completion for completion in completions if completion.finish_reason == "error"), None)
@@ -226,7 +230,7 @@ class GenerateService:
             return await asyncio.wrap_future(self._run_engine(method, requests))
         except asyncio.CancelledError:
             cancelled.set()
-            self.counts["requests_hung_up"] += 1
+            self.metrics.add("requests_hung_up")
             raise
 
     def _run_engine(self, method, *args) -> Future:
@@ -234,7 +238,7 @@ class GenerateService:
 
         def counted():
             result = method(*args)
-            self.counts["completion_tokens"] += sum(c.completion_tokens for c in (result if isinstance(result, list) else [result]))
+            self.metrics.add("completion_tokens", sum(c.completion_tokens for c in (result if isinstance(result, list) else [result])))
             return result
 
         return self._engine_thread.submit(counted)
@@ -288,7 +292,7 @@ class GenerateService:
             yield DONE
         finally:
             if completion is None and not failed:
-                self.counts["streams_hung_up"] += 1
+                self.metrics.add("streams_hung_up")
             await items.aclose()
 
 

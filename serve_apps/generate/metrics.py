@@ -1,0 +1,42 @@
+"""The generate front's metrics through `ray.util.metrics` (Prometheus: `ray_trajforge_generate_*`), and the replica's
+totals that `/health` reports."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from serve_apps.embed.metrics import RequestMetrics
+
+
+def endpoint(path: str) -> str:
+    """The `endpoint` tag of a request path: chat_completions, completions, embeddings, models, or other."""
+    if "/v1/models" in path:
+        return "models"
+    for name in ("chat/completions", "completions", "embeddings"):
+        if path.endswith(f"/v1/{name}"):
+            return name.replace("/", "_")
+    return "other"
+
+
+class GenerateMetrics(RequestMetrics):
+    """Requests by endpoint and outcome (a client that went away before its answer: hung_up), their latency (a stream's:
+    until its first event), completion tokens and streams cut off by their client. `counts` keeps this replica's totals
+    for `/health`: requests, completion_tokens, requests_hung_up, streams_hung_up."""
+
+    def __init__(self):
+        from ray.util.metrics import Counter as RayCounter
+
+        super().__init__("trajforge_generate", "generate front requests (a stream: until its first event)", tag_keys=("endpoint",))
+        self.counts: Counter[str] = Counter()
+        self._exported = {
+            "completion_tokens": RayCounter("trajforge_generate_completion_tokens", description="Completion tokens the generate front served."),
+            "streams_hung_up": RayCounter("trajforge_generate_streams_hung_up", description="Streamed answers whose client went away before their end."),
+        }
+
+    def add(self, name: str, amount: int = 1) -> None:
+        """Adds to a `/health` total, and to its Ray metric where it has one (requests and requests_hung_up are in
+        `trajforge_generate_requests`, by outcome)."""
+        self.counts[name] += amount
+        metric = self._exported.get(name)
+        if metric is not None and amount > 0:
+            metric.inc(amount)

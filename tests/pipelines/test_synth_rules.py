@@ -12,6 +12,7 @@ import subprocess
 import sys
 import types
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -206,3 +207,66 @@ def test_every_template_verifies_in_every_host_snippet(serve_url, tmp_path):
     run(tmp_path / "lake", workers=1, cpus_per_worker=0.05, tasks=sample)
     kept = (tmp_path / "lake" / "raw" / "tasks" / "synth_rules" / "tasks.jsonl").read_text().splitlines()
     assert len(kept) == len(sample)
+
+
+PUBLISH_AND_DIE = """
+import os, signal, sys
+from pathlib import Path
+import pipelines.synth_rules as synth
+
+real, calls, before, after = os.replace, [0], int(sys.argv[2]), int(sys.argv[3])
+
+def replace_and_die(source, target):  # SIGKILL just before or just after the n-th rename
+    calls[0] += 1
+    if calls[0] == before:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(source, target)
+    if calls[0] == after:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.replace = replace_and_die
+synth.publish(Path(sys.argv[1]), b"new\\n", {"sha256": __import__("hashlib").sha256(b"new\\n").hexdigest()})
+"""
+
+
+def _agree(folder) -> bytes:
+    """The tasks of a tasks.jsonl / _meta.json pair whose meta describes them (sha256, as `run` writes it)."""
+    data = (folder / "tasks.jsonl").read_bytes()
+    assert json.loads((folder / "_meta.json").read_text())["sha256"] == hashlib.sha256(data).hexdigest()
+    return data
+
+
+@pytest.mark.parametrize("before,after", [(1, 0), (2, 0), (0, 2)])
+def test_a_kill_while_publishing_never_leaves_tasks_and_meta_disagreeing(tmp_path, before, after):
+    """Killed at each rename of a run's publishing, the lake has the old pair or the new one (or, between publish_dir's
+    two renames, none and the old pair aside), never new tasks with old meta; the next run removes what it left."""
+    from pipelines.synth_rules import publish
+
+    out = tmp_path / "raw" / "tasks" / "synth_rules"
+    publish(out, b"old\n", {"sha256": hashlib.sha256(b"old\n").hexdigest()})
+    died = subprocess.run([sys.executable, "-c", PUBLISH_AND_DIE, str(out), str(before), str(after)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert died.returncode == -9, died.stderr[-2000:]
+    if out.exists():
+        assert _agree(out) == (b"new\n" if after else b"old\n")
+    else:
+        [aside] = out.parent.glob(".synth_rules.old-*")
+        assert before == 2 and _agree(aside) == b"old\n"
+    assert [path.name for path in out.parent.iterdir() if path.name.startswith(".")]  # what the killed run left
+    publish(out, b"next\n", {"sha256": hashlib.sha256(b"next\n").hexdigest()})
+    assert _agree(out) == b"next\n" and [path.name for path in out.parent.iterdir()] == ["synth_rules"]
+
+
+def test_a_live_runs_folder_is_left_alone(tmp_path):
+    import os
+    import socket
+
+    from pipelines.synth_rules import publish
+
+    out = tmp_path / "synth_rules"
+    live = tmp_path / f".synth_rules.new-{socket.gethostname()}-{os.getppid()}"  # pytest's parent: alive
+    elsewhere = tmp_path / ".synth_rules.new-some-other-host-1"
+    for folder in (live, elsewhere):
+        folder.mkdir()
+    publish(out, b"x\n", {"sha256": hashlib.sha256(b"x\n").hexdigest()})
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, "synth_rules"])

@@ -16,6 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
+from trajforge.atomic import write_atomic
 from trajforge.cli import serve_cmd
 
 
@@ -203,7 +204,7 @@ def _synth_and_teach(lake: Path, runs: Path) -> list[dict]:
     held_ids = {task["task_id"] for task in held_out}
     runs.mkdir(parents=True, exist_ok=True)
     teacher_tasks = runs / "demo-teacher-tasks.jsonl"
-    teacher_tasks.write_text("".join(json.dumps(t) + "\n" for t in tasks if t["task_id"] not in held_ids), encoding="utf-8")
+    write_atomic(teacher_tasks, "".join(json.dumps(t) + "\n" for t in tasks if t["task_id"] not in held_ids))
     settings = teacher_srl.load_teacher_settings(assignments=[("teacher.lake", str(lake)), ("teacher.sample", 0),
                                                               ("teacher.tasks", str(teacher_tasks))])
     result = teacher_srl.run(settings)

@@ -1,0 +1,59 @@
+"""`trajforge demo`'s teacher tasks file (all synthetic tasks but the held-out ones) is replaced atomically."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+TASKS = [{"task_id": f"synth-{language}-{index}", "language": language} for language in ("java", "python") for index in range(4)]
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs."""
+
+
+@pytest.fixture
+def demo(tmp_path, monkeypatch):
+    from pipelines import synth_rules, teacher_srl
+
+    tasks_file = tmp_path / "tasks.jsonl"
+    tasks_file.write_text("".join(json.dumps(task) + "\n" for task in TASKS))
+    (tmp_path / "report.md").write_text("report\n")
+    report = {"num_records": len(TASKS), "candidates": len(TASKS), "by_language": {"java": 4, "python": 4}, "path": str(tasks_file)}
+    monkeypatch.setattr(synth_rules, "run", lambda lake, workers: report)
+    monkeypatch.setattr(teacher_srl, "load_teacher_settings", lambda assignments: dict(assignments))
+    taught = []
+    monkeypatch.setattr(teacher_srl, "run", lambda settings: taught.append(settings) or {
+        "ran": 4, "skipped_finished": 0, "verified": 4, "report": str(tmp_path / "report.md")})
+    return tmp_path / "runs", taught
+
+
+def test_the_teacher_gets_every_task_but_the_held_out_ones(demo, tmp_path):
+    from trajforge.cli.demo_cmd import HELD_OUT_PER_LANGUAGE, _synth_and_teach
+
+    runs, taught = demo
+    held_out = _synth_and_teach(tmp_path / "lake", runs)
+    assert len(held_out) == 2 * HELD_OUT_PER_LANGUAGE
+    given = [json.loads(line) for line in (runs / "demo-teacher-tasks.jsonl").read_text().splitlines()]
+    assert sorted(task["task_id"] for task in given + held_out) == sorted(task["task_id"] for task in TASKS)
+    assert taught[0]["teacher.tasks"] == str(runs / "demo-teacher-tasks.jsonl")
+
+
+def test_a_demo_killed_while_writing_the_teacher_tasks_leaves_the_last_ones_whole(demo, tmp_path, monkeypatch):
+    import trajforge.atomic
+
+    runs, taught = demo
+    runs.mkdir()
+    (runs / "demo-teacher-tasks.jsonl").write_text("the last demo's tasks\n")
+
+    def killed(path):
+        raise Killed  # written, not yet durable nor in place
+
+    monkeypatch.setattr(trajforge.atomic, "fsync_file", killed)
+    from trajforge.cli.demo_cmd import _synth_and_teach
+
+    with pytest.raises(Killed):
+        _synth_and_teach(tmp_path / "lake", runs)
+    assert [path.name for path in runs.iterdir()] == ["demo-teacher-tasks.jsonl"] and not taught
+    assert (runs / "demo-teacher-tasks.jsonl").read_text() == "the last demo's tasks\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from serve_apps.embed.metrics import RequestMetrics
+from serve_apps.request_metrics import RequestMetrics
 
 
 def endpoint(path: str) -> str:

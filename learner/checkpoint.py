@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from trajforge.atomic import fsync_dir, fsync_tree, publish_dir, write_atomic
+from trajforge.atomic import fsync_dir, fsync_tree, staged_dir, write_atomic
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trajforge_state.json"
@@ -101,12 +101,10 @@ def export_hf(engine, causal_lm, tokenizer, target: Path, info: dict[str, Any]) 
     if dist.get_rank() == 0:
         prefix = "causal_lm."
         weights = {name[len(prefix):]: tensor for name, tensor in state.items() if name.startswith(prefix)}
-        staging = target.with_name(target.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        causal_lm.save_pretrained(str(staging), state_dict=weights, safe_serialization=True)
-        tokenizer.save_pretrained(str(staging))
-        (staging / EXPORT_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        publish_dir(staging, target)
+        with staged_dir(target) as staging:
+            causal_lm.save_pretrained(str(staging), state_dict=weights, safe_serialization=True)
+            tokenizer.save_pretrained(str(staging))
+            (staging / EXPORT_FILE).write_text(json.dumps(info, indent=2) + "\n")
     dist.barrier()
     return target if dist.get_rank() == 0 else None
 

@@ -8,9 +8,10 @@ Python, JavaScript/TypeScript and Java). Each candidate's gold action is applied
 sandbox to `pre`; only tasks whose result equals `post` exactly are kept. Output:
 `<lake>/raw/tasks/synth_rules/tasks.jsonl` (sorted by task id) and `_meta.json` (source, version,
 license, created_at, sha256, num_records, and what was dropped and why), published together: the
-folder is filled under a temporary name and renamed into place (`publish_dir`), so a reader finds the
-old pair or the new one, never one of each (a kill between publish_dir's two renames leaves no folder
-and the old pair in `.synth_rules.old-<pid>`). The next run removes what killed runs left beside it.
+folder is filled under a temporary name and renamed into place (`trajforge.atomic.staged_dir`), so a
+reader finds the old pair or the new one, never one of each (a kill between its two renames leaves no
+folder and the old pair in `.synth_rules.old-<host>-<pid>`). The next run removes what killed runs left
+beside it.
 `--set sandbox.*` changes the jail policy of the verifying sandboxes (configs/sandbox.yaml).
 """
 
@@ -20,16 +21,13 @@ import argparse
 import hashlib
 import json
 import logging
-import os
-import shutil
-import socket
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trajforge.atomic import publish_dir
+from trajforge.atomic import staged_dir
 from trajforge.errors import TrajforgeError
 from trajforge.lake import Lake
 from trajforge.settings import parse_assignment
@@ -121,44 +119,11 @@ def run(lake: Path, workers: int = 2, limit: int | None = None, cpus_per_worker:
 
 
 def publish(out_dir: Path, data: bytes, meta: dict[str, Any]) -> None:
-    """`out_dir` (…/synth_rules) becomes a folder of `tasks.jsonl` (`data`) and `_meta.json` (`meta`) in one rename;
-    then what killed runs left beside it goes (`_remove_leftovers`)."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.with_name(f".{out_dir.name}.new-{socket.gethostname()}-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)  # this process's own, from an earlier call that failed
-    try:
-        staging.mkdir()
+    """`out_dir` (…/synth_rules) becomes a folder of `tasks.jsonl` (`data`) and `_meta.json` (`meta`) in one rename
+    (`staged_dir`), which also removes what killed runs left beside it."""
+    with staged_dir(out_dir) as staging:
         (staging / "tasks.jsonl").write_bytes(data)
         (staging / "_meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        publish_dir(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _remove_leftovers(out_dir)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # someone else's, alive
-    return False
-
-
-def _remove_leftovers(out_dir: Path) -> None:
-    """Beside the just-published `out_dir`: publish_dir's aside copies (`.<name>.old-<pid>`, older versions, of no use
-    now that `out_dir` is there), and temporary folders (`.<name>.new-<host>-<pid>`) whose process is gone; those of
-    other hosts, or of a live process, are left (nothing proves them dead)."""
-    host = socket.gethostname()
-    for path in out_dir.parent.glob(f".{out_dir.name}.*"):
-        kind, _, owner = path.name[len(out_dir.name) + 2:].partition("-")
-        writer_host, _, pid = owner.rpartition("-")
-        dead = (kind == "old" and out_dir.is_dir()) or (kind == "new" and writer_host == host and pid.isdigit() and _gone(int(pid)))
-        if dead and path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-            log.warning("removed %s, left by a killed synth-rules run", path)
 
 
 def _positive(text: str) -> int:

@@ -4,7 +4,9 @@ leaves the previous version or the new one, never a partial one.
 The one way: write a temporary sibling (same folder, so the rename never crosses filesystems), fsync
 it, `os.replace` it onto the real name, fsync the folder so the rename itself survives a power loss.
 A folder is made the same way: filled under a temporary name, every file in it fsync'd, then renamed
-into place (`publish_dir`). Readers then need no check of their own beyond "is it there".
+into place (`staged_dir`, `publish_dir`). Readers then need no check of their own beyond "is it there".
+What a killed publisher leaves beside the folder (its temporary folder, or the previous version renamed
+aside) is removed by the next publish of the same folder on the same host (`remove_leftovers`).
 
 Appends (raw segments, trajectory and event lines, tombstones) are not this: they fsync each record
 and cut a torn tail; see `trajforge.raw_segments`.
@@ -12,15 +14,19 @@ and cut a torn tail; see `trajforge.raw_segments`.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from trajforge.raw_segments import fsync_dir
 
-__all__ = ["fsync_dir", "fsync_file", "fsync_tree", "replacing", "write_atomic", "publish_dir"]
+__all__ = ["fsync_dir", "fsync_file", "fsync_tree", "replacing", "write_atomic", "staged_dir", "publish_dir", "remove_leftovers"]
+
+log = logging.getLogger(__name__)
 
 
 def fsync_file(path: Path) -> None:
@@ -73,21 +79,78 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
     return path
 
 
+def _sibling(target: Path, kind: str) -> Path:
+    """`.<name>.<kind>-<host>-<pid>` beside `target`: this process's temporary ("new") or aside ("old") folder."""
+    return target.with_name(f".{target.name}.{kind}-{socket.gethostname()}-{os.getpid()}")
+
+
+@contextmanager
+def staged_dir(target: str | Path, *, replace: bool = True) -> Iterator[Path]:
+    """An empty temporary folder beside `target` to fill; when the block ends normally it becomes `target`
+    (`publish_dir`), when it raises it is removed and `target` stays as it was."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = _sibling(target, "new")
+    shutil.rmtree(staging, ignore_errors=True)  # this process's own, from an earlier call that failed
+    staging.mkdir()
+    try:
+        yield staging
+        publish_dir(staging, target, replace=replace)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def publish_dir(staging: Path, target: Path, *, replace: bool = True) -> Path:
     """Make the filled folder `staging` (a sibling of `target`) durable and rename it to `target`.
 
-    An existing `target` is renamed aside first and removed after (`replace=False` raises instead):
-    a kill in between leaves no `target` rather than a partial one, and the aside copy `.<name>.old-<pid>`.
+    An existing `target` is renamed aside first (`.<name>.old-<host>-<pid>`) and removed after (`replace=False`
+    raises instead): a kill in between leaves no `target` rather than a partial one, and the aside copy, which
+    the next publish of `target` removes with the other leftovers of killed publishers (`remove_leftovers`).
     """
     staging, target = Path(staging), Path(target)
     fsync_tree(staging)
     aside = None
     if target.exists() and replace:
-        aside = target.with_name(f".{target.name}.old-{os.getpid()}")
+        aside = _sibling(target, "old")
         shutil.rmtree(aside, ignore_errors=True)
         os.replace(target, aside)
     os.replace(staging, target)
     fsync_dir(target.parent)
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
+    remove_leftovers(target)
     return target
+
+
+def remove_leftovers(target: Path) -> list[Path]:
+    """Remove what publishers of `target` killed midway left beside it, and return it: their temporary folders
+    (`.<name>.new-<host>-<pid>`) and, while `target` is there, the older versions they renamed aside
+    (`.<name>.old-<host>-<pid>`). Only those of this host whose process is gone: another host's, or a live
+    process's, may still be in use."""
+    removed = []
+    host = socket.gethostname()
+    for path in target.parent.glob(f".{target.name}.*-*"):
+        kind, _, owner = path.name[len(target.name) + 2:].partition("-")
+        writer_host, _, pid = owner.rpartition("-")
+        if kind not in ("new", "old") or writer_host != host or not pid.isdigit() or not _gone(int(pid)):
+            continue
+        if (kind == "old" and not target.is_dir()) or not path.is_dir() or path.is_symlink():
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        log.warning("removed %s, left beside %s by a process killed while publishing it", path, target.name)
+        removed.append(path)
+    return removed
+
+
+def _gone(pid: int) -> bool:
+    """True when no process `pid` runs on this host."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # someone else's, alive
+    return False

@@ -13,13 +13,11 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from trajforge.atomic import publish_dir
+from trajforge.atomic import staged_dir
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -110,12 +108,7 @@ def _create(directory: Path, texts: Iterable[str] | None, *, vocab_size: int, hi
     model = Qwen3ForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    try:
+    with staged_dir(directory) as staging:  # an incomplete directory there (made by hand, or by older code) is replaced
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / "trajforge_model.json").write_text(json.dumps({"created_by": "trajforge.small_model", "seed": seed}) + "\n")
-        publish_dir(staging, directory)  # an incomplete directory there (made by hand, or by older code) is replaced
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

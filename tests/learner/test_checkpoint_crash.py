@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -108,7 +109,7 @@ def test_the_next_save_removes_the_shards_of_an_older_save_a_kill_interrupted(tm
 def test_a_kill_during_the_export_keeps_the_previous_one_and_an_export_is_fsynced_before_it_appears(tmp_path, single_worker, events):
     target = tmp_path / "hf"
     checkpoint.export_hf(FakeEngine(), FakeModel(), FakeModel(), target, {"step": 4})
-    staging = target.with_name("hf.partial")
+    staging = target.with_name(f".hf.new-{socket.gethostname()}-{os.getpid()}")
     appeared = events.index(("replace", target))
     assert {("fsync", staging / name) for name in ("config.json", "model.safetensors", checkpoint.EXPORT_FILE)} <= set(events[:appeared])
     assert json.loads((target / checkpoint.EXPORT_FILE).read_text()) == {"step": 4}
@@ -116,3 +117,4 @@ def test_a_kill_during_the_export_keeps_the_previous_one_and_an_export_is_fsynce
     with pytest.raises(KeyboardInterrupt):
         checkpoint.export_hf(FakeEngine(), FakeModel(), FakeModel(fail=True), target, {"step": 8})
     assert json.loads((target / checkpoint.EXPORT_FILE).read_text()) == {"step": 4}  # the previous export, whole
+    assert [path.name for path in tmp_path.iterdir()] == ["hf"]  # the failed export's temporary folder is gone

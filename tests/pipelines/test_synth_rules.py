@@ -255,18 +255,3 @@ def test_a_kill_while_publishing_never_leaves_tasks_and_meta_disagreeing(tmp_pat
     assert [path.name for path in out.parent.iterdir() if path.name.startswith(".")]  # what the killed run left
     publish(out, b"next\n", {"sha256": hashlib.sha256(b"next\n").hexdigest()})
     assert _agree(out) == b"next\n" and [path.name for path in out.parent.iterdir()] == ["synth_rules"]
-
-
-def test_a_live_runs_folder_is_left_alone(tmp_path):
-    import os
-    import socket
-
-    from pipelines.synth_rules import publish
-
-    out = tmp_path / "synth_rules"
-    live = tmp_path / f".synth_rules.new-{socket.gethostname()}-{os.getppid()}"  # pytest's parent: alive
-    elsewhere = tmp_path / ".synth_rules.new-some-other-host-1"
-    for folder in (live, elsewhere):
-        folder.mkdir()
-    publish(out, b"x\n", {"sha256": hashlib.sha256(b"x\n").hexdigest()})
-    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, "synth_rules"])

@@ -4,6 +4,7 @@ renamed into place was fsync'd first."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -82,3 +83,36 @@ def test_publish_dir_without_replace_refuses_a_folder_that_is_there(tmp_path):
     with pytest.raises(OSError):
         atomic.publish_dir(tmp_path / "staging", tmp_path / "target", replace=False)
     assert (tmp_path / "target" / "rows.json").read_text() == "{}"
+
+
+def test_staged_dir_publishes_what_the_block_filled_and_removes_it_when_the_block_raises(tmp_path):
+    target = tmp_path / "model"
+    with atomic.staged_dir(target) as staging:
+        (staging / "config.json").write_text('{"v": 1}')
+        assert not target.exists()
+    assert (target / "config.json").read_text() == '{"v": 1}'
+    with pytest.raises(RuntimeError), atomic.staged_dir(target) as staging:
+        (staging / "config.json").write_text('{"v": 2}')
+        raise RuntimeError("killed while saving")
+    assert (target / "config.json").read_text() == '{"v": 1}' and [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_publish_removes_what_killed_publishers_of_its_folder_left_on_this_host_and_nothing_else(tmp_path):
+    host, dead, alive = socket.gethostname(), _dead_pid(), os.getppid()
+    target = tmp_path / "synth_rules"
+    leftovers = [tmp_path / f".synth_rules.{kind}-{host}-{dead}" for kind in ("new", "old")]
+    kept = [tmp_path / f".synth_rules.new-{host}-{alive}",  # a live process is still filling it
+            tmp_path / f".synth_rules.old-other-host-{dead}",  # another host's: its pid says nothing here
+            tmp_path / f".other.new-{host}-{dead}"]  # another folder's
+    for folder in leftovers + kept:
+        folder.mkdir()
+    assert atomic.remove_leftovers(target) == [leftovers[0]]  # no target yet: the aside is the only copy of the old version
+    (tmp_path / "staging").mkdir()
+    atomic.publish_dir(tmp_path / "staging", target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name] + [folder.name for folder in kept])

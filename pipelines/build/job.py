@@ -105,7 +105,7 @@ def _parent(lake: Lake, settings: BuildSettings, org: str | None, full: bool, fo
         except (OSError, ValueError):
             log.warning("build %s has no readable manifest: passed over", candidate.name)
             continue
-        if previous.get("config_hash") != settings.content_hash() or previous.get("org") != org:
+        if previous.get("config_hash") != settings.content_hash(org) or previous.get("org") != org:
             continue
         if (previous.get("forgotten") or {}).get("digest", tombstones.digest(set())) != forgotten_digest:
             log.info("contributors were forgotten since build %s: building everything (its staged rows may hold them)", candidate.name)

@@ -74,7 +74,7 @@ def build_manifest(build_dir: Path, stage: Path, settings: BuildSettings, *, bui
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(seconds, 2),
         "code_version": code_version(),
-        "config_hash": settings.content_hash(),
+        "config_hash": settings.content_hash(org),
         "config": settings.model_dump(mode="json"),
         "tokenizer": settings.tokenizer,
         "embedding": {"enabled": settings.embedding.enabled, "model": settings.embedding.model if settings.embedding.enabled else None},

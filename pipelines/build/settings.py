@@ -64,10 +64,13 @@ class BuildSettings(_Section):
     orgs: dict[str, list[str]] = Field(default_factory=dict)
     """Organization -> its contributor ids, for `--org` (Starcode's TRAINING_ORG_ID filter)."""
 
-    def content_hash(self) -> str:
-        """The hash of everything that changes the built rows (not where the lake is or how parallel)."""
-        relevant = self.model_dump(mode="json", exclude={"lake", "workers", "cpus_per_task", "sessions_per_batch", "rows_per_file"})
+    def content_hash(self, org: str | None = None) -> str:
+        """The hash of everything that changes the rows of a build (of the whole lake, or `--org org`): not where the
+        lake is or how parallel, nor the contributor lists of organizations the build does not filter by."""
+        relevant = self.model_dump(mode="json", exclude={"lake", "workers", "cpus_per_task", "sessions_per_batch", "rows_per_file", "orgs"})
         relevant["embedding"] = {"enabled": self.embedding.enabled, "model": self.embedding.model}
+        if org is not None:
+            relevant["org_contributors"] = sorted(self.orgs.get(org, []))
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 

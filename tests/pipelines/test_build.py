@@ -263,9 +263,20 @@ def test_an_org_build_in_between_does_not_make_the_next_build_full(phase_one, tm
     assert store.resolve_build("latest").name == first["build_id"] and store.resolve_build("latest:acme").name == acme["build_id"]
     with pytest.raises(TrajforgeError, match=r"no --org other build .*--org other` first"):
         store.resolve_build("latest:other")
-    again = run_build(settings_for(copy, orgs=orgs), progress=False)
+    again = run_build(settings_for(copy, orgs={**orgs, "globex": [contributor_id_for("bob")]}), progress=False)  # an org list edited
     assert again["parent_build_id"] == first["build_id"] and again["sessions"]["built"] == 0
     assert again["sessions"]["reused"] == first["sessions"]["ready"] and _hashes(again) == _hashes(first)
+
+
+def test_the_config_hash_follows_only_the_contributor_list_of_the_org_a_build_filters_by():
+    settings = load_build_settings(None, [("build.orgs", {"acme": ["a" * 32]})])
+    edited = settings.model_copy(update={"orgs": {"acme": ["a" * 32], "globex": ["b" * 32]}})
+    grown = settings.model_copy(update={"orgs": {"acme": ["a" * 32, "c" * 32]}})
+    assert settings.content_hash() == edited.content_hash() == grown.content_hash()  # a whole-lake build reads no org list
+    assert settings.content_hash("acme") == edited.content_hash("acme") != grown.content_hash("acme")
+    assert settings.content_hash("acme") != settings.content_hash()
+    dedup = settings.model_copy(update={"dedup": settings.dedup.model_copy(update={"threshold": 0.5})})
+    assert dedup.content_hash() != settings.content_hash()  # what changes rows still changes the hash
 
 
 def test_a_forgotten_contributor_leaves_every_later_build(phase_one, tmp_path):

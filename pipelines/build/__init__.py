@@ -13,4 +13,13 @@ tables; `manifest.py` describes and publishes the build. The tables' schemas are
 from pipelines.build.job import run_build
 from pipelines.build.settings import BuildSettings, load_build_settings
 
-__all__ = ["BuildSettings", "load_build_settings", "run_build"]
+__all__ = ["BuildSettings", "load_build_settings", "main", "run_build"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.build`: the options of `trajforge build`, its errors named after the module."""
+    from trajforge.cli import build_cmd
+    from trajforge.cli.common import module_main
+    from trajforge.cli.main import COMMANDS
+
+    return module_main("pipelines.build", COMMANDS["build"][1], build_cmd.add_arguments, build_cmd.config_roots, build_cmd.run, argv)

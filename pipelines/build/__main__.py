@@ -2,7 +2,7 @@
 
 import sys
 
-from trajforge.cli.main import main
+from pipelines.build import main
 
 if __name__ == "__main__":
-    sys.exit(main(["build", *sys.argv[1:]]))
+    sys.exit(main())

@@ -52,6 +52,7 @@ def test_a_command_refuses_a_set_it_would_ignore(command, capsys, tmp_path, monk
     ("pipelines.teacher_srl", "sandboxx.jail=none", "teacher.*, sandbox.*"),
     ("pipelines.synth_rules", "teacher.sample=1", "sandbox.*"),
     ("actors.rollout", "sandbox.jail=none", "actors.*"),
+    ("pipelines.build", "dedup.threshold=0.5", "build.*"),
 ])
 def test_the_module_entry_points_refuse_it_too(module, assignment, accepted, capsys):
     import importlib

@@ -16,7 +16,7 @@ SET_EXAMPLES = {
     "synth-rules": "sandbox.wall_time_s=10", "teacher": "teacher.mistake_rate=0.1", "rollout": "actors.loop.max_steps=2",
     "build": "build.dedup.threshold=0.9", "train": "learner.train.max_steps=20",
     "pipelines.synth_rules": "sandbox.wall_time_s=10", "pipelines.teacher_srl": "teacher.mistake_rate=0.1",
-    "actors.rollout": "actors.loop.max_steps=2", "learner.train": "learner.train.max_steps=20",
+    "actors.rollout": "actors.loop.max_steps=2", "learner.train": "learner.train.max_steps=20", "pipelines.build": "build.dedup.threshold=0.9",
 }
 
 

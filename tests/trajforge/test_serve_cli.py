@@ -201,3 +201,21 @@ def test_a_driver_that_joined_a_cluster_removes_only_its_own_applications(serve_
     assert "probe" not in after and set(after) == before
     assert all(status.status == "RUNNING" for status in after.values())
     assert httpx.get(f"{serve_url}/health", timeout=10).status_code == 200
+
+
+def test_relative_paths_of_the_config_are_taken_from_the_folder_serve_runs_in(tmp_path, monkeypatch):
+    """A replica on a `ray start --head` cluster works in the folder `ray start` ran in; `./lake` means the one here."""
+    from trajforge.cli import serve_cmd
+    from trajforge.cli.common import merge_assignments
+    from trajforge.cli.main import build_parser
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints" / "mine").mkdir(parents=True)
+    args = build_parser().parse_args(["serve", "--set", "ingest.key_file=keys/ingest.key", "--set", "generate.model=checkpoints/mine"])
+    serve_file = serve_cmd.load(merge_assignments(args))
+    ingest, embed, generate = (serve_file.app(name).args for name in ("ingest", "embed", "generate"))
+    assert ingest["lake"] == str(tmp_path / "lake") and ingest["key_file"] == str(tmp_path / "keys" / "ingest.key")
+    assert generate["model"] == str(tmp_path / "checkpoints" / "mine") and embed["model"] == "packaged"  # a name, not a folder here
+    args = build_parser().parse_args(["serve", "--lake", "data/lake", "--set", "generate.model=small"])
+    serve_file = serve_cmd.load(merge_assignments(args))
+    assert serve_file.app("ingest").args["lake"] == str(tmp_path / "data" / "lake") and serve_file.app("generate").args["model"] == "small"

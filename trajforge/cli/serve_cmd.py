@@ -65,7 +65,28 @@ def load(args: argparse.Namespace) -> ServeFile:
         serve_file = load_serve_file(path, assignments + [(f"{name}.lake", args.lake) for name in apps_with_lake])
     if getattr(args, "apps", None):
         serve_file = serve_file.only(name.strip() for name in args.apps.split(",") if name.strip())
-    return serve_file
+    return absolute_paths(serve_file)
+
+
+PATH_ARGS = ("lake", "key_file")
+"""Application args that name a path; `model` is one only where a folder of that name is (else a name: small, packaged)."""
+
+
+def absolute_paths(serve_file: ServeFile, cwd: Path | None = None) -> ServeFile:
+    """The config with each application's relative paths made absolute against this command's folder. A replica
+    resolves them against its own working folder, which on a `ray start --head` cluster is the folder `ray start`
+    ran in: `./lake` would be a lake there, not the one in the folder `trajforge serve` ran in."""
+    cwd = (cwd or Path.cwd()).resolve()
+    applications = []
+    for application in serve_file.applications:
+        args = dict(application.args)
+        for name, value in application.args.items():
+            if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+                continue
+            if name in PATH_ARGS or (name == "model" and (cwd / value).is_dir()):
+                args[name] = str(cwd / value)
+        applications.append(application.model_copy(update={"args": args}))
+    return serve_file.model_copy(update={"applications": applications})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,14 +1,26 @@
-"""Relative data paths inside a submitted Ray job's working-dir copy resolve against the project checkout, and only there."""
+"""Relative data paths are made absolute in the driver: against the folder the command runs in, and inside a submitted
+Ray job's working-dir copy against the project checkout."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from helpers import REPO
 
 from trajforge.errors import ConfigError
-from trajforge.settings.job_paths import HOME_VARIABLE, JOB_CONFIG_VARIABLE, in_job_working_dir, project_checkout, rebase_in_job
+from trajforge.settings.job_paths import (
+    HOME_VARIABLE,
+    JOB_CONFIG_VARIABLE,
+    absolute_config_file,
+    absolute_data_paths,
+    in_job_working_dir,
+    names_local_folder,
+    project_checkout,
+    rebase_in_job,
+    with_absolute_paths,
+)
 
 JOB_ENV = {JOB_CONFIG_VARIABLE: json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_0123.zip"}, "metadata": {}})}
 
@@ -59,3 +71,39 @@ def test_the_build_command_refuses_a_relative_lake_without_a_checkout(monkeypatc
     monkeypatch.setattr("trajforge.settings.job_paths.project_checkout", lambda environ=None: None)
     assert main(["build", "--lake", "lake"]) == 2
     assert "build.lake=lake" in capsys.readouterr().err
+
+
+def test_outside_a_job_relative_paths_resolve_against_the_commands_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    paths = {"build.lake": "./lake", "learner.output_dir": Path("runs"), "other": "/abs/lake", "unset": None, "empty": ""}
+    assert absolute_data_paths(paths, "--lake /shared/lake", {}) == \
+        [("build.lake", str(tmp_path / "lake")), ("learner.output_dir", str(tmp_path / "runs"))]
+    assert absolute_data_paths({"lake": "lake"}, "--lake /shared/lake", {}, cwd="/elsewhere") == [("lake", "/elsewhere/lake")]
+    assert absolute_data_paths({"lake": "~/lake"}, "--lake /shared/lake", {}) == [("lake", str(Path.home() / "lake"))]
+
+
+def test_inside_a_job_they_resolve_against_the_checkout_as_before(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = {**JOB_ENV, HOME_VARIABLE: str(tmp_path / "project")}
+    assert absolute_data_paths({"build.lake": "lake"}, "--lake /shared/lake", env) == [("build.lake", str(tmp_path / "project" / "lake"))]
+    assert absolute_config_file("configs/prompts.yaml") == tmp_path / "configs" / "prompts.yaml"  # the job's copy holds it
+    assert absolute_config_file(None) is None
+
+
+def test_a_model_setting_is_a_folder_only_where_one_of_that_name_is(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "mine").mkdir(parents=True)
+    assert names_local_folder("models/mine", {})
+    assert not names_local_folder("small", {}) and not names_local_folder("Qwen/Qwen3-14B", {})
+    assert not names_local_folder(str(tmp_path / "models" / "mine"), {}) and not names_local_folder(None, {})
+    assert names_local_folder("mine", {**JOB_ENV, HOME_VARIABLE: str(tmp_path / "models")})
+
+
+def test_settings_get_their_path_fields_absolute_and_keep_their_types(tmp_path, monkeypatch):
+    from pipelines.teacher_srl import TeacherSettings
+
+    monkeypatch.chdir(tmp_path)
+    settings = with_absolute_paths(TeacherSettings(lake="lake", tasks="/abs/tasks.jsonl", model="m"), "teacher", ("lake", "tasks", "reports"),
+                                   "--lake /shared/lake")
+    assert (settings.lake, settings.tasks, settings.reports) == (tmp_path / "lake", Path("/abs/tasks.jsonl"), tmp_path / "reports" / "teacher")
+    assert isinstance(settings.lake, Path) and settings.model == "m"

@@ -1,12 +1,18 @@
-"""Data paths inside a submitted Ray job: `ray job submit --working-dir . -- python -m ...`.
+"""Where relative data paths point, made absolute in the driver before anything goes to Ray.
 
-Such a job's driver runs in a temporary copy of the working directory (under Ray's
+Ray's tasks, actors, Ray Data stages and Ray Train workers do not run in the driver's folder: on a cluster
+started with `ray start --head` they run in the folder `ray start` ran in, so a relative `./lake` handed to
+them names another lake than the one the user meant (and the default `./lake`, `./runs` or a model folder
+silently fill that other folder). Every entry point therefore hands Ray only absolute paths
+(`absolute_data_paths`): a relative path means the folder the command runs in.
+
+Inside a submitted Ray job, `ray job submit --working-dir . -- python -m ...`, the driver runs in a temporary copy of the working directory (under Ray's
 `runtime_resources/working_dir_files/`), without the ignored data folders, so a relative `./lake` or
 `./runs` taken as it is would read an empty lake or write results that vanish with the copy. The jobs
 therefore resolve relative data paths against the project checkout instead, as if the command had
 run there: the folder named by `TRAJFORGE_HOME`, else the checkout the installed `trajforge` is an
 editable install of (`make venv` installs it so, on the head node where the job's driver runs). With
-neither, they refuse relative paths and name them.
+neither, they refuse relative paths and name them (`rebase_in_job`).
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ import importlib.metadata
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
 from trajforge.errors import ConfigError
@@ -25,6 +32,8 @@ JOB_CONFIG_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervis
 HOME_VARIABLE = "TRAJFORGE_HOME"
 
 log = logging.getLogger(__name__)
+SettingsModel = TypeVar("SettingsModel")
+PathValue = str | Path | None
 
 
 def in_job_working_dir(environ: Mapping[str, str] | None = None) -> bool:
@@ -75,3 +84,51 @@ def rebase_in_job(paths: Mapping[str, str | Path | None], example: str,
     rebased = [(field, str(root / path)) for field, path in relative.items()]
     log.info("relative paths resolved against the project checkout %s: %s", root, ", ".join(f"{f}={p}" for f, p in rebased))
     return rebased
+
+
+def relative_base(environ: Mapping[str, str] | None = None, cwd: str | Path | None = None) -> Path | None:
+    """The folder relative data paths mean: in a job's working-dir copy the project checkout (None when unknown),
+    elsewhere `cwd`, by default the folder this process runs in."""
+    if in_job_working_dir(environ):
+        return project_checkout(environ)
+    return Path(cwd) if cwd is not None else Path.cwd()
+
+
+def absolute_data_paths(paths: Mapping[str, PathValue], example: str, environ: Mapping[str, str] | None = None,
+                        cwd: str | Path | None = None) -> list[tuple[str, str]]:
+    """(field, absolute path) for every relative path in `paths` (field -> path; None and absolute ones are left out),
+    resolved against the folder the command runs in (`cwd`), or in a job's working-dir copy against the project
+    checkout (`rebase_in_job`, which refuses them, naming `example`, when no checkout is known). The pairs are
+    `--set` assignments: a caller reloads its settings with them before it hands them to Ray."""
+    if in_job_working_dir(environ):
+        return rebase_in_job(paths, example, environ)
+    base = relative_base(environ, cwd)
+    return [(field, str(base / Path(path).expanduser())) for field, path in paths.items()
+            if path is not None and str(path) and not Path(path).is_absolute()]
+
+
+def absolute_config_file(path: PathValue, cwd: str | Path | None = None) -> Path | None:
+    """A relative config file (a prompts file) against the folder the command runs in, in a job too: its
+    working-dir copy holds the project's files, and its workers run in that copy as well. None stays None."""
+    if path is None or not str(path):
+        return None
+    return (Path(cwd) if cwd is not None else Path.cwd()) / Path(path).expanduser()
+
+
+def names_local_folder(name: PathValue, environ: Mapping[str, str] | None = None, cwd: str | Path | None = None) -> bool:
+    """True when `name` (a model setting) is a relative path to a folder that exists where relative paths resolve (a
+    model directory), rather than a name such as `small`, `packaged` or a hub id, which stays as it is."""
+    if name is None or not str(name) or Path(name).expanduser().is_absolute():
+        return False
+    base = relative_base(environ, cwd)
+    return base is not None and (base / Path(name)).is_dir()
+
+
+def with_absolute_paths(settings: SettingsModel, section: str, fields: Iterable[str], example: str,
+                        environ: Mapping[str, str] | None = None, cwd: str | Path | None = None) -> SettingsModel:
+    """A copy of `settings` (a pydantic model of the config section `section`) whose top-level path `fields` are
+    absolute (`absolute_data_paths`), each keeping its type (a Path stays a Path, a str a str)."""
+    current = {name: getattr(settings, name) for name in fields}
+    absolute = absolute_data_paths({f"{section}.{name}": value for name, value in current.items()}, example, environ, cwd)
+    update = {field.removeprefix(f"{section}."): path for field, path in absolute}
+    return settings.model_copy(update={name: type(current[name])(path) for name, path in update.items()})

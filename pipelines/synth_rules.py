@@ -83,13 +83,15 @@ class VerifyBatch:
 def run(lake: Path, workers: int = 2, limit: int | None = None, cpus_per_worker: float = 0.5, tasks: list[dict[str, Any]] | None = None,
         sandbox_assignments: Sequence[tuple[str, Any]] = ()) -> dict[str, Any]:
     """Verify the candidates (or `tasks`) and write the kept ones; `sandbox_assignments` (`sandbox.x`, value)
-    apply to configs/sandbox.yaml after the default workspaces root, `<lake>/tmp/sandbox`."""
+    apply to configs/sandbox.yaml after the default workspaces root, `<lake>/tmp/sandbox`. The verifying actors get
+    the jails' folders absolute: they run in a folder of their own (`ray start`'s, on a cluster)."""
     import ray
 
     from pipelines.synth_templates import candidates
-    from sandbox.settings import load_sandbox_settings
+    from sandbox.settings import absolute_sandbox_settings, load_sandbox_settings
 
-    sandbox = load_sandbox_settings(None, [("sandbox.workspaces_root", str((lake / "tmp" / "sandbox").resolve())), *sandbox_assignments])
+    sandbox = absolute_sandbox_settings(load_sandbox_settings(None, [("sandbox.workspaces_root", str((lake / "tmp" / "sandbox").resolve())),
+                                                                     *sandbox_assignments]))
 
     tasks = tasks if tasks is not None else candidates()
     tasks = tasks[:limit] if limit else tasks
@@ -159,9 +161,9 @@ def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from trajforge.settings.job_paths import rebase_in_job
+    from trajforge.settings.job_paths import absolute_data_paths
 
-    for _, path in rebase_in_job({"--lake": args.lake}, "--lake /shared/lake"):
+    for _, path in absolute_data_paths({"--lake": args.lake}, "--lake /shared/lake"):
         args.lake = Path(path)
     report = run(args.lake, args.workers, args.limit, sandbox_assignments=[parse_assignment(text) for text in getattr(args, "assignments", [])])
     print(json.dumps({key: value for key, value in report.items() if key != "dropped"}, indent=2))

@@ -82,12 +82,24 @@ def load_teacher_settings(path: str | Path | None = None, assignments=()) -> Tea
     source = Path(path) if path else DEFAULT_CONFIG
     settings = load_section(TeacherSettings, source, "teacher", assignments)
     prompts = settings.prompts
-    if prompts is not None and not prompts.is_absolute() and not prompts.exists() and (PROJECT / prompts).is_file():
-        settings = settings.model_copy(update={"prompts": PROJECT / prompts})  # the shipped configs/teacher_prompts.yaml
+    if prompts is not None and not prompts.is_absolute():  # absolute, for workers that run in another folder
+        from trajforge.settings.job_paths import absolute_config_file
+
+        shipped = not prompts.exists() and (PROJECT / prompts).is_file()  # the shipped configs/teacher_prompts.yaml
+        settings = settings.model_copy(update={"prompts": PROJECT / prompts if shipped else absolute_config_file(prompts)})
     if settings.prompts is not None and not settings.prompts.is_file():
         raise ConfigError(f"teacher.prompts: no prompts file at {settings.prompts} (nor under {PROJECT}); "
                           f"leave it null for the shipped one or give the path of a YAML file like configs/teacher_prompts.yaml")
     return settings
+
+
+def absolute_teacher_settings(settings: TeacherSettings) -> TeacherSettings:
+    """The settings with relative `lake`, `tasks` and `reports` made absolute in the driver (`with_absolute_paths`): the
+    workers run in a folder of their own (`ray start`'s, on a cluster), in a submitted job against the project checkout."""
+    from trajforge.settings.job_paths import with_absolute_paths
+
+    return with_absolute_paths(settings, "teacher", ("lake", "tasks", "reports"),
+                               "--lake /shared/lake --set teacher.reports=/shared/reports/teacher")
 
 
 def teacher_name(settings: TeacherSettings) -> str:
@@ -130,13 +142,17 @@ def teacher_records(settings: TeacherSettings, finished_only: bool = True) -> li
 
 
 def run(settings: TeacherSettings, progress: bool = True, sandbox: SandboxSettings | None = None) -> dict[str, Any]:
-    """Run the loop; `sandbox`: the workers' jail policy (default: configs/sandbox.yaml, loaded by each worker)."""
+    """Run the loop; `settings` with absolute paths (`absolute_teacher_settings`); `sandbox`: the workers' jail policy
+    (default: configs/sandbox.yaml as loaded here, its folders absolute)."""
     import ray
     from tqdm import tqdm
 
     from actors.run import run_loop
     from pipelines.teacher_worker import TeacherWorker
+    from sandbox.settings import absolute_sandbox_settings
     from trajforge.cluster import warn_if_cpus_taken
+
+    sandbox = sandbox or absolute_sandbox_settings()
 
     tasks = load_tasks(settings)
     import uuid
@@ -237,17 +253,13 @@ def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from sandbox.settings import load_sandbox_settings
-    from trajforge.settings.job_paths import rebase_in_job
+    from sandbox.settings import absolute_sandbox_settings, load_sandbox_settings
 
     assignments = [parse_assignment(text) for text in getattr(args, "assignments", [])]
     if args.lake is not None:
         assignments.append(("teacher.lake", str(args.lake)))
-    settings = load_teacher_settings(args.config, assignments)
-    sandbox = load_sandbox_settings(None, assignments)
-    if rebased := rebase_in_job({"teacher.lake": settings.lake, "teacher.tasks": settings.tasks, "teacher.reports": settings.reports},
-                                "--lake /shared/lake --set teacher.reports=/shared/reports/teacher"):
-        settings = load_teacher_settings(args.config, [*assignments, *rebased])
+    settings = absolute_teacher_settings(load_teacher_settings(args.config, assignments))
+    sandbox = absolute_sandbox_settings(load_sandbox_settings(None, assignments))
     result = run(settings, sandbox=sandbox)
     print(json.dumps(result, indent=2))
     print(Path(result["report"]).read_text(encoding="utf-8"))

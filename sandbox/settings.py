@@ -72,3 +72,12 @@ def load_sandbox_settings(path: str | Path | None = None, assignments: Iterable[
     """File < TRAJFORGE__SANDBOX__* environment < `assignments` (from `--set sandbox.x=y`)."""
     source = Path(path) if path else DEFAULT_PATH
     return load_section(SandboxSettings, source, SECTION, assignments)
+
+
+def absolute_sandbox_settings(settings: SandboxSettings | None = None) -> SandboxSettings:
+    """`settings` (default: configs/sandbox.yaml as this process loads it) with `workspaces_root` and `logs_dir` made
+    absolute here, for jails that run in Ray workers: those run in a folder of their own (`ray start`'s, on a cluster)."""
+    from trajforge.settings.job_paths import with_absolute_paths
+
+    return with_absolute_paths(settings or load_sandbox_settings(), SECTION, ("workspaces_root", "logs_dir"),
+                               "--set sandbox.logs_dir=/shared/logs/sandbox --set sandbox.workspaces_root=/tmp/trajforge-sandbox")

@@ -46,7 +46,7 @@ class GenerationActor:
 
         self.settings, self.index = settings, index
         self.engine = build_engine(settings)
-        self.sandbox = SandboxPool(workers=settings.sandbox_workers)
+        self.sandbox = SandboxPool(workers=settings.sandbox_workers, settings=settings.sandbox)
         self.states = StateStore(settings.state_db)
         self.trajectories = TrajectoryWriter(settings.lake / "raw" / "trajectories", f"actor{index}")
         self.templates = load_prompts(settings.prompts)

@@ -21,7 +21,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from actors.settings import ActorSettings, load_actor_settings
+from actors.settings import ActorSettings, absolute_actor_settings, load_actor_settings
 from actors.task_queue import LEASE_S
 from trajforge.errors import ConfigError
 from trajforge.settings import parse_assignment
@@ -139,19 +139,18 @@ def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
 
 def run_command(args: argparse.Namespace) -> int:
     from trajforge.lake import Lake
-    from trajforge.settings.job_paths import rebase_in_job
+    from trajforge.settings.job_paths import absolute_data_paths
 
     assignments = [parse_assignment(text) for text in getattr(args, "assignments", [])]
     if args.lake is not None:
         assignments.append(("actors.lake", str(args.lake)))
-    settings = load_actor_settings(args.config, assignments)
-    rebased = dict(rebase_in_job({"actors.lake": settings.lake, "--tasks": args.tasks}, "--lake /shared/lake"))
-    if "actors.lake" in rebased:
-        settings = load_actor_settings(args.config, [*assignments, ("actors.lake", rebased["actors.lake"])])
-    args.tasks = Path(rebased["--tasks"]) if "--tasks" in rebased else args.tasks
     if args.queue and args.limit is not None:
         raise ConfigError("--limit takes the first N tasks of a file; a --queue rollout takes what arrives until --idle-exit-s")
+    for _, path in absolute_data_paths({"--tasks": args.tasks}, "--tasks /shared/tasks.jsonl"):
+        args.tasks = Path(path)
+    settings = absolute_actor_settings(load_actor_settings(args.config, assignments), make_model=False)
     tasks = None if args.queue else read_tasks(args.tasks or Lake(settings.lake).synthetic_tasks, args.limit)
+    settings = absolute_actor_settings(settings)  # the embedded model made here, once the tasks are known to be there
     summaries = rollout(settings, tasks, queue=args.queue, idle_exit_s=args.idle_exit_s, lease_s=args.lease_s)
     if args.json:
         print(json.dumps(summaries, indent=2, default=str))

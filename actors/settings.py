@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sandbox.settings import SandboxSettings
 from trajforge.settings import load_section
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "actors.yaml"
@@ -81,6 +82,9 @@ class ActorSettings(BaseModel):
     """Step records go to <lake>/raw/trajectories/, task states to <lake>/state/states.db."""
     prompts: Path | None = None
     """Prompt templates (default configs/prompts.yaml)."""
+    sandbox: SandboxSettings | None = None
+    """The actors' jail policy; null: configs/sandbox.yaml as each actor loads it. `absolute_actor_settings` fills it
+    in the driver, with the jails' folders absolute."""
     loop: LoopSettings = Field(default_factory=LoopSettings)
     vllm: VllmSettings = Field(default_factory=VllmSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
@@ -95,3 +99,30 @@ def load_actor_settings(path: str | Path | None = None, assignments: Iterable[tu
     """File < TRAJFORGE__ACTORS__* environment < `assignments` (from `--set actors.x=y`)."""
     source = Path(path) if path else DEFAULT_PATH
     return load_section(ActorSettings, source, SECTION, assignments)
+
+
+def absolute_actor_settings(settings: ActorSettings, make_model: bool = True) -> ActorSettings:
+    """The settings as the generation actors must get them from the driver: they run in a folder of their own (the one
+    `ray start` ran in, on a cluster), so the lake, a relative model folder and the prompts file are made absolute here
+    (`with_absolute_paths`; in a submitted job the data paths against the project checkout), the embedded `small`
+    model is made here (under models/ where relative paths resolve; not yet without `make_model`) and named by its
+    path, and the jails' policy is loaded here, its folders absolute."""
+    from sandbox.settings import absolute_sandbox_settings
+    from trajforge.settings.job_paths import absolute_config_file, names_local_folder, with_absolute_paths
+
+    example = "--lake /shared/lake --set actors.model=/models/Qwen3-14B-AWQ"
+    local_model = settings.engine != "openai" and names_local_folder(settings.model)
+    settings = with_absolute_paths(settings, SECTION, ("lake", "model") if local_model else ("lake",), example)
+    update: dict[str, Any] = {"prompts": absolute_config_file(settings.prompts), "sandbox": absolute_sandbox_settings(settings.sandbox)}
+    if make_model and settings.engine != "openai" and settings.model == "small":
+        update["model"] = str(_small_model(example))
+    return settings.model_copy(update=update)
+
+
+def _small_model(example: str) -> Path:
+    """The embedded model's folder where relative paths resolve (made there on first use)."""
+    from trajforge.settings.job_paths import absolute_data_paths
+    from trajforge.small_model import DEFAULT_DIR, ensure_small_model
+
+    ((_, folder),) = absolute_data_paths({"actors.model": DEFAULT_DIR}, example)
+    return ensure_small_model(folder)

@@ -39,14 +39,9 @@ def build(settings: GenerateSettings):
 
 def _actor_settings():
     """configs/actors.yaml as the driver sees it, with its model made and its paths absolute for the actors."""
-    from actors.engines.factory import model_path
-    from actors.settings import load_actor_settings
+    from actors.settings import absolute_actor_settings, load_actor_settings
 
-    settings = load_actor_settings()
-    update: dict[str, Any] = {"lake": settings.lake.expanduser().resolve()}
-    if settings.engine != "openai":
-        update["model"] = str(model_path(settings.model).resolve())
-    return settings.model_copy(update=update)
+    return absolute_actor_settings(load_actor_settings())
 
 
 def build_app(args: Mapping[str, Any]):

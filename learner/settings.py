@@ -163,7 +163,9 @@ class LearnerSettings(_Strict):
         """The same settings with every relative path resolved against this process's working directory."""
         data = self.data.model_copy(update={"lake": self.data.lake.resolve(),
                                             "cache_dir": (self.data.cache_dir or self.output_dir / "cache").resolve()})
-        return self.model_copy(update={"small_model_dir": self.small_model_dir.resolve(), "output_dir": self.output_dir.resolve(), "data": data})
+        resume = self.resume if self.resume in ("auto", "never") else str(Path(self.resume).resolve())  # a checkpoint folder
+        return self.model_copy(update={"small_model_dir": self.small_model_dir.resolve(), "output_dir": self.output_dir.resolve(), "data": data,
+                                       "resume": resume})
 
 
 def load_learner_settings(path: str | Path | None = None, assignments: Iterable[tuple[str, Any]] = ()) -> LearnerSettings:

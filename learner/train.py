@@ -268,6 +268,21 @@ def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
     return ("learner", "cluster")
 
 
+def absolute_learner_paths(settings: LearnerSettings) -> list[tuple[str, str]]:
+    """`--set` assignments making the relative data paths absolute in the driver (`absolute_data_paths`): the Ray Train
+    workers run in a folder of their own (`ray start`'s, on a cluster); in a submitted job they resolve against the
+    project checkout. `learner.model` and `learner.resume` count only as folders (not `small`, `auto`, `never`)."""
+    from trajforge.settings.job_paths import absolute_data_paths
+
+    model_path = settings.small_model_dir if settings.model == "small" else (settings.model if "/" in settings.model else None)
+    resume_path = settings.resume if settings.resume not in ("auto", "never") else None
+    return absolute_data_paths({"learner.data.lake": settings.data.lake, "learner.output_dir": settings.output_dir,
+                                "learner.data.cache_dir": settings.data.cache_dir,
+                                "learner.small_model_dir" if settings.model == "small" else "learner.model": model_path,
+                                "learner.resume": resume_path},
+                               "--lake /shared/lake --set learner.output_dir=/shared/runs --set learner.small_model_dir=/shared/models/small-qwen3")
+
+
 def run_command(args: argparse.Namespace) -> int:
     from trajforge.settings import parse_assignment
 
@@ -279,14 +294,7 @@ def run_command(args: argparse.Namespace) -> int:
     settings = load_learner_settings(args.config, assignments)
     cluster = load_cluster_settings(args.cluster_config, assignments)
     if not args.estimate:
-        from trajforge.settings.job_paths import rebase_in_job
-
-        model_path = settings.small_model_dir if settings.model == "small" else (settings.model if "/" in settings.model else None)
-        if rebased := rebase_in_job({"learner.data.lake": settings.data.lake, "learner.output_dir": settings.output_dir,
-                                     "learner.data.cache_dir": settings.data.cache_dir,
-                                     "learner.small_model_dir" if settings.model == "small" else "learner.model": model_path},
-                                    "--lake /shared/lake --set learner.output_dir=/shared/runs --set learner.small_model_dir=/shared/models/small-qwen3"):
-            settings = load_learner_settings(args.config, [*assignments, *rebased])
+        settings = load_learner_settings(args.config, [*assignments, *absolute_learner_paths(settings)])
     if args.estimate:
         from learner.estimate import print_estimate
 

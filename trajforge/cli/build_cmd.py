@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.build import load_build_settings, run_build
     from trajforge.cluster import warn_if_cpus_taken
     from trajforge.settings import parse_assignment
-    from trajforge.settings.job_paths import rebase_in_job
+    from trajforge.settings.job_paths import absolute_data_paths, names_local_folder
 
     assignments = [parse_assignment(item) for item in args.assignments]
     if args.lake is not None:
@@ -65,8 +65,10 @@ def run(args: argparse.Namespace) -> int:
     if args.no_embed:
         assignments.append(("build.embedding.enabled", False))
     settings = load_build_settings(args.config, assignments)
-    if rebased := rebase_in_job({"build.lake": settings.lake}, "--lake /shared/lake"):
-        settings = load_build_settings(args.config, [*assignments, *rebased])
+    models = {"build.tokenizer": settings.tokenizer, "build.embedding.model": settings.embedding.model}
+    paths = {"build.lake": settings.lake, **{field: name for field, name in models.items() if names_local_folder(name)}}
+    if absolute := absolute_data_paths(paths, "--lake /shared/lake"):  # the build's tasks and actors run in Ray's folder
+        settings = load_build_settings(args.config, [*assignments, *absolute])
     warn_if_cpus_taken(settings.cpus_per_task, "build.cpus_per_task", "the build's tasks")
     if settings.embedding.enabled:
         warn_if_cpus_taken(settings.embedding.cpus, "build.embedding.cpus", "the build's embedding actors (--no-embed: none)")

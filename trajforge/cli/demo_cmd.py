@@ -39,8 +39,11 @@ def run(args: argparse.Namespace) -> int:
     from trajforge import serving
     from trajforge.client import IngestClient
     from trajforge.replay import EXAMPLES, load_recorded, recorded_sessions, replay
+    from trajforge.settings.job_paths import absolute_data_paths
 
     args.host, args.address = "127.0.0.1", None
+    for field, path in absolute_data_paths({"lake": args.lake, "runs": args.runs}, "--lake /shared/lake --runs /shared/runs"):
+        setattr(args, field, type(getattr(args, field))(path))  # Ray's workers may run in another folder (a joined cluster's)
     serve_file = serve_cmd.load(args)
     folder = args.sessions or EXAMPLES
     paths = recorded_sessions(folder)
@@ -243,11 +246,11 @@ def _close_the_circle(export: Path, tasks: list[dict], lake: Path) -> None:
     """The trained model in a `GenerationActor` (transformers engine), the actor loop on the held-out tasks."""
     from actors.actor import start_actors
     from actors.run import run_loop
-    from actors.settings import load_actor_settings
+    from actors.settings import absolute_actor_settings, load_actor_settings
 
-    settings = load_actor_settings(assignments=[("actors.model", str(export)), ("actors.count", 1), ("actors.num_cpus", 0.5),
-                                                ("actors.lake", str(lake)), ("actors.loop.max_steps", 2),
-                                                ("actors.loop.max_tokens", 160), ("actors.loop.temperature", 0.0)])
+    settings = absolute_actor_settings(load_actor_settings(assignments=[
+        ("actors.model", str(export)), ("actors.count", 1), ("actors.num_cpus", 0.5), ("actors.lake", str(lake)), ("actors.loop.max_steps", 2),
+        ("actors.loop.max_tokens", 160), ("actors.loop.temperature", 0.0)]))
     actors = start_actors(settings)
     summaries = run_loop(actors, tasks, task_timeout_s=settings.loop.task_timeout_s)
     print(f"{'task':<44} {'language':<11} {'steps':>5}  verified")

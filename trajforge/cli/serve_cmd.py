@@ -76,16 +76,14 @@ def absolute_paths(serve_file: ServeFile, cwd: Path | None = None) -> ServeFile:
     """The config with each application's relative paths made absolute against this command's folder. A replica
     resolves them against its own working folder, which on a `ray start --head` cluster is the folder `ray start`
     ran in: `./lake` would be a lake there, not the one in the folder `trajforge serve` ran in."""
-    cwd = (cwd or Path.cwd()).resolve()
+    from trajforge.settings.job_paths import absolute_data_paths, names_local_folder
+
     applications = []
     for application in serve_file.applications:
-        args = dict(application.args)
-        for name, value in application.args.items():
-            if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
-                continue
-            if name in PATH_ARGS or (name == "model" and (cwd / value).is_dir()):
-                args[name] = str(cwd / value)
-        applications.append(application.model_copy(update={"args": args}))
+        paths = {name: value for name, value in application.args.items() if isinstance(value, str)
+                 and (name in PATH_ARGS or (name == "model" and names_local_folder(value, cwd=cwd)))}
+        absolute = dict(absolute_data_paths(paths, "--lake /shared/lake", cwd=cwd))
+        applications.append(application.model_copy(update={"args": {**application.args, **absolute}}))
     return serve_file.model_copy(update={"applications": applications})
 
 

@@ -170,6 +170,9 @@ def test_per_address_limits_answer_429_with_retry_after_as_the_other_routes_do(e
         answers = asyncio.run(scenario())
     finally:
         never.set()
+        for thread in threading.enumerate():  # the loader logs when it ends: inside this test's log capture, not after it
+            if thread.name == "embed-model-load":
+                thread.join(10)
     assert [answer.status_code for answer in answers] == [503, 503, 429, 503]  # counted before the model's readiness, per address
     refused = json.loads(answers[2].body)
     assert refused["error"] == "rate_limited" and int(answers[2].headers["retry-after"]) == refused["retryAfter"]

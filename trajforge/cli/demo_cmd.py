@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         url = serving.deploy(serve_file)
-        print(f"serving at {url} after {time.monotonic() - started:.1f} s (lake: {Path(args.lake).resolve()})")
+        where = "a local Ray started by the demo" if serving.started_ray_here() else f"the Ray cluster at {serving.cluster_address()}"
+        print(f"serving at {url} on {where} after {time.monotonic() - started:.1f} s (lake: {Path(args.lake).resolve()})")
         run_tag = uuid.uuid4().hex[:8]
         with IngestClient(url) as client:
             _section(f"replaying {len(paths)} recorded agent sessions through the client SDK")

@@ -23,6 +23,7 @@ from typing import Any
 
 from actors.settings import ActorSettings, absolute_actor_settings, load_actor_settings
 from actors.task_queue import LEASE_S
+from trajforge.cli.common import positive_int
 from trajforge.errors import ConfigError
 from trajforge.settings import parse_assignment
 
@@ -57,16 +58,6 @@ def read_tasks(path: Path, limit: int | None = None, hint: str = NO_TASKS_HINT) 
     if not tasks:
         raise ConfigError(f"no tasks in {path}: the file has no task lines")
     return tasks[:limit] if limit else tasks
-
-
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
-    return value
 
 
 def rollout(settings: ActorSettings, tasks: list[dict[str, Any]] | None = None, queue: str | None = None, idle_exit_s: float = 60.0,
@@ -123,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--tasks", type=Path, default=None, help="JSON lines of tasks (default <lake>/raw/tasks/synth_rules/tasks.jsonl)")
     source.add_argument("--queue", default=None, metavar="NAME", help="take tasks from the named Ray queue (actors.task_queue) as they arrive")
-    parser.add_argument("--limit", type=positive, default=None, help="only the first N tasks of the file (not with --queue)")
+    parser.add_argument("--limit", type=positive_int, default=None, help="only the first N tasks of the file (not with --queue)")
     parser.add_argument("--idle-exit-s", type=float, default=60.0,
                         help="with --queue: stop once no task has been waiting or out on lease this long (default 60)")
     parser.add_argument("--lease-s", type=float, default=LEASE_S,

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trajforge.atomic import staged_dir
+from trajforge.cli.common import positive_int
 from trajforge.errors import TrajforgeError
 from trajforge.lake import Lake
 from trajforge.settings import parse_assignment
@@ -128,16 +129,6 @@ def publish(out_dir: Path, data: bytes, meta: dict[str, Any]) -> None:
         (staging / "_meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
-    return value
-
-
 EPILOG = """\
 Writes <lake>/raw/tasks/synth_rules/tasks.jsonl (the verified tasks, sorted by id: what `trajforge teacher`
 reads by default) and _meta.json beside it (source, license, sha256, counts by language and template, and
@@ -150,8 +141,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--lake", type=Path, default=Path("./lake"), help="lake root (default ./lake)")
-    parser.add_argument("--workers", type=_positive, default=2, help="sandbox actors verifying in parallel (default 2)")
-    parser.add_argument("--limit", type=_positive, default=None,
+    parser.add_argument("--workers", type=positive_int, default=2, help="sandbox actors verifying in parallel (default 2)")
+    parser.add_argument("--limit", type=positive_int, default=None,
                         help="only the first N candidates (quick runs; the lake's tasks file then holds only those)")
 
 

@@ -22,4 +22,4 @@ def main(argv: list[str] | None = None) -> int:
     from trajforge.cli.common import module_main
     from trajforge.cli.main import COMMANDS
 
-    return module_main("pipelines.build", COMMANDS["build"][1], build_cmd.add_arguments, build_cmd.config_roots, build_cmd.run, argv)
+    return module_main("pipelines.build", COMMANDS["build"][1], build_cmd.add_arguments, build_cmd.config_roots, build_cmd.run_command, argv)

@@ -193,7 +193,7 @@ def _stats(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     stats_cmd.add_arguments(parser)
     try:
-        return stats_cmd.run(parser.parse_args(argv))
+        return stats_cmd.run_command(parser.parse_args(argv))
     except TrajforgeError as exc:  # what main() does at the boundary
         print(f"trajforge stats: {exc}", file=sys.stderr)
         return 2

@@ -53,7 +53,7 @@ def summary(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace) -> int:
     from pipelines.build import load_build_settings, run_build
     from trajforge.cluster import warn_if_cpus_taken
     from trajforge.settings import parse_assignment

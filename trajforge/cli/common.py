@@ -20,6 +20,17 @@ SET_EXAMPLES = {
 }
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count that must be at least 1 (`--workers`, `--limit`), with a message that says so."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def common_arguments(parser: argparse.ArgumentParser, *, nested: bool = False, command: str = "") -> None:
     """Add the common arguments to a subcommand's parser, or (`nested`) to the parser of one of its verbs.
     `command` picks the `--set` example of the help (a command without one reads no config and refuses `--set`).

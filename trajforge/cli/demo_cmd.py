@@ -33,7 +33,7 @@ def _section(title: str) -> None:
     print(f"\n== {title} " + "=" * max(0, 66 - len(title)), flush=True)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from trajforge import serving
@@ -226,7 +226,7 @@ def _build_and_show(lake: Path) -> None:
     manifest = run_build(settings)
     print(build_cmd.summary(manifest))
     _section(f"trajforge stats --build {manifest['build_id']} (DuckDB over the Parquet)")
-    stats_cmd.run(argparse.Namespace(lake=str(lake), build=manifest["build_id"], json=False))
+    stats_cmd.run_command(argparse.Namespace(lake=str(lake), build=manifest["build_id"], json=False))
     return lake / "curated" / manifest["build_id"]
 
 

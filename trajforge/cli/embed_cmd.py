@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--values", type=int, default=8, help="how many leading values to print (default 8)")
 
 
-def run(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace) -> int:
     from trajforge import embedding
     from trajforge.domains import DomainTagger, load_domains
 

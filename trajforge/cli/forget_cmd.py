@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lake", type=Path, default=Path("./lake"), help="lake root (default ./lake)")
 
 
-def run(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace) -> int:
     from trajforge.lake import Lake
     from trajforge.tombstones import builds_holding, forget
 

@@ -9,18 +9,19 @@ import sys
 from trajforge.cli.common import common_arguments, merge_assignments
 from trajforge.errors import TrajforgeError
 
-# name -> (module, one-line help); a module defines `add_arguments(parser)` and `run(args) -> int`, and
+# name -> (module, one-line help); a module defines `add_arguments(parser)` and `run_command(args) -> int`, and
 # `config_roots(args)` if it reads configs: the sections its `--set` may name (without it, --set is refused).
+# The Ray jobs' commands are their `python -m` modules (pipelines.*, actors.rollout, learner.train) themselves.
 COMMANDS = {
     "serve": ("trajforge.cli.serve_cmd", "run the HTTP services (ingest, embed, the OpenAI-compatible generate front) on Ray Serve until Ctrl-C, or --detach on a running cluster"),
     "embed": ("trajforge.cli.embed_cmd", "embed a text (in-process or through a deployment) and print its domain tags"),
     "sandbox": ("trajforge.cli.sandbox_cmd", "apply an ast-grep action (and tests) to a directory in the nsjail jail; prints JSON"),
-    "synth-rules": ("trajforge.cli.synth_cmd", "generate synthetic ast-grep tasks and keep those the sandbox verifies (a Ray Data job)"),
-    "teacher": ("trajforge.cli.teacher_cmd", "run the teacher SRL loop on synthetic tasks (oracle offline, or an OpenAI-compatible teacher)"),
-    "rollout": ("trajforge.cli.rollout_cmd", "student rollouts: the generation actors (configs/actors.yaml) run the actor loop on tasks, a file or a Ray queue"),
+    "synth-rules": ("pipelines.synth_rules", "generate synthetic ast-grep tasks and keep those the sandbox verifies (a Ray Data job)"),
+    "teacher": ("pipelines.teacher_srl", "run the teacher SRL loop on synthetic tasks (oracle offline, or an OpenAI-compatible teacher)"),
+    "rollout": ("actors.rollout", "student rollouts: the generation actors (configs/actors.yaml) run the actor loop on tasks, a file or a Ray queue"),
     "queue": ("trajforge.cli.queue_cmd", "fill (put), inspect (status) or drop the named Ray task queue that `rollout --queue` takes from"),
     "build": ("trajforge.cli.build_cmd", "build curated Parquet from the raw lake: stitch, redact, score, embed, dedup (a Ray Data job)"),
-    "train": ("trajforge.cli.train_cmd", "supervised fine-tuning on a build's sft rows with DeepSpeed ZeRO-3 on Ray Train (or --estimate its memory)"),
+    "train": ("learner.train", "supervised fine-tuning on a build's sft rows with DeepSpeed ZeRO-3 on Ray Train (or --estimate its memory)"),
     "forget": ("trajforge.cli.forget_cmd", "a contributor's right to be forgotten: a tombstone that every later build honours"),
     "stats": ("trajforge.cli.stats_cmd", "print what a curated build holds (tiers, models, domains, exclusions, redactions, SFT rows) as tables or JSON"),
     "demo": ("trajforge.cli.demo_cmd", "the whole factory end to end: ingest, embed, sandbox, teacher, build, train, and the trained model back in the loop"),
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(args.module)
         roots = module.config_roots(args) if hasattr(module, "config_roots") else ()
         parse_assignments(args.assignments, roots, f"trajforge {args.command}")
-        return module.run(args)
+        return module.run_command(args)
     except TrajforgeError as exc:
         print(f"trajforge {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -41,7 +41,7 @@ def _connect(address: str) -> None:
                           f"or pass --address") from None
 
 
-def run(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace) -> int:
     from actors.rollout import read_tasks
     from actors.task_queue import drop_queue, task_queue
 

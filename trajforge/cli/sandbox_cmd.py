@@ -62,7 +62,7 @@ def _tests_problem(tests: dict) -> str:
     return f"{what} (exit {tests['exit_code']}, signal {tests['signal']}{limits}): see \"tests\" in the output"
 
 
-def run(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace) -> int:
     from sandbox.models import InvalidAction
     from sandbox.runner import Sandbox
     from sandbox.settings import load_sandbox_settings

@@ -87,7 +87,7 @@ def absolute_paths(serve_file: ServeFile, cwd: Path | None = None) -> ServeFile:
     return serve_file.model_copy(update={"applications": applications})
 
 
-def run(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace) -> int:
     from trajforge import serving
 
     serve_file = load(args)

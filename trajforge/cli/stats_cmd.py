@@ -28,7 +28,7 @@ def check_files(build_dir: Path) -> None:
         check_listed_file(build_dir, entry)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace) -> int:
     import duckdb
 
     from pipelines import lake_stats

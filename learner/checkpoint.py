@@ -6,8 +6,8 @@ and the tokens seen. That file is written last, by rank 0, after every worker ha
 its shards, so a folder without it is an interrupted save and is never resumed from; pruning an old
 checkpoint removes it first. `<run>/hf/` is a plain Hugging Face model directory (weights gathered
 from the shards, the tokenizer, `trajforge_export.json`), what a generation actor loads with
-`load_trained`; it is written as `<run>/hf.partial/`, fsync'd and renamed into place, so a kill
-midway leaves the previous export (or none), never a partial one.
+`load_trained`; it is written in a temporary folder beside it (`trajforge.atomic.staged_dir`), fsync'd
+and renamed into place, so a kill midway leaves the previous export (or none), never a partial one.
 """
 
 from __future__ import annotations

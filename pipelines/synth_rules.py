@@ -11,7 +11,7 @@ license, created_at, sha256, num_records, and what was dropped and why), publish
 folder is filled under a temporary name and renamed into place (`trajforge.atomic.staged_dir`), so a
 reader finds the old pair or the new one, never one of each (a kill between its two renames leaves no
 folder and the old pair in `.synth_rules.old-<host>-<pid>`). The next run removes what killed runs left
-beside it.
+beside it (`trajforge.atomic.remove_leftovers`: the old pairs, and this host's temporary folders).
 `--set sandbox.*` changes the jail policy of the verifying sandboxes (configs/sandbox.yaml).
 """
 
@@ -123,7 +123,7 @@ def run(lake: Path, workers: int = 2, limit: int | None = None, cpus_per_worker:
 
 def publish(out_dir: Path, data: bytes, meta: dict[str, Any]) -> None:
     """`out_dir` (…/synth_rules) becomes a folder of `tasks.jsonl` (`data`) and `_meta.json` (`meta`) in one rename
-    (`staged_dir`), which also removes what killed runs left beside it."""
+    (`staged_dir`), which also removes what killed runs left beside it (`remove_leftovers`)."""
     with staged_dir(out_dir) as staging:
         (staging / "tasks.jsonl").write_bytes(data)
         (staging / "_meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -5,8 +5,9 @@ The one way: write a temporary sibling (same folder, so the rename never crosses
 it, `os.replace` it onto the real name, fsync the folder so the rename itself survives a power loss.
 A folder is made the same way: filled under a temporary name, every file in it fsync'd, then renamed
 into place (`staged_dir`, `publish_dir`). Readers then need no check of their own beyond "is it there".
-What a killed publisher leaves beside the folder (its temporary folder, or the previous version renamed
-aside) is removed by the next publish of the same folder on the same host (`remove_leftovers`).
+What a killed publisher leaves beside the folder is removed by the next publish of the same folder
+(`remove_leftovers`): the previous version it renamed aside from any host, its temporary folder on
+the same host only (a pid says nothing about another host's processes).
 
 Appends (raw segments, trajectory and event lines, tombstones) are not this: they fsync each record
 and cut a torn tail; see `trajforge.raw_segments`.
@@ -14,6 +15,7 @@ and cut a torn tail; see `trajforge.raw_segments`.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -124,20 +126,23 @@ def publish_dir(staging: Path, target: Path, *, replace: bool = True) -> Path:
 
 
 def remove_leftovers(target: Path) -> list[Path]:
-    """Remove what publishers of `target` killed midway left beside it, and return it: their temporary folders
-    (`.<name>.new-<host>-<pid>`) and, while `target` is there, the older versions they renamed aside
-    (`.<name>.old-<host>-<pid>`). Only those of this host whose process is gone: another host's, or a live
-    process's, may still be in use."""
+    """Remove what publishers of `target` killed midway left beside it, and return it: while `target` is there, every
+    older version renamed aside (`.<name>.old-...`: never the only copy then), and the temporary folders
+    (`.<name>.new-<host>-<pid>`) of this host's processes that are gone (another host's, or a live process's, may
+    still be filling). Best effort: a leftover that cannot be removed is logged, never raised."""
     removed = []
     host = socket.gethostname()
-    for path in target.parent.glob(f".{target.name}.*-*"):
+    for path in target.parent.glob(glob.escape(f".{target.name}.") + "*-*"):
         kind, _, owner = path.name[len(target.name) + 2:].partition("-")
         writer_host, _, pid = owner.rpartition("-")
-        if kind not in ("new", "old") or writer_host != host or not pid.isdigit() or not _gone(int(pid)):
+        dead_writer = writer_host == host and pid.isascii() and pid.isdecimal() and _gone(int(pid))
+        if not ((kind == "old" and target.is_dir()) or (kind == "new" and dead_writer)) or not path.is_dir() or path.is_symlink():
             continue
-        if (kind == "old" and not target.is_dir()) or not path.is_dir() or path.is_symlink():
+        try:
+            shutil.rmtree(path)
+        except OSError as exc:
+            log.warning("could not remove %s, left beside %s by a killed publisher: %s", path, target.name, exc)
             continue
-        shutil.rmtree(path, ignore_errors=True)
         log.warning("removed %s, left beside %s by a process killed while publishing it", path, target.name)
         removed.append(path)
     return removed
@@ -149,7 +154,7 @@ def _gone(pid: int) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: no pid that large
         return True
     except PermissionError:
         return False  # someone else's, alive

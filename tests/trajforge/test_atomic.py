@@ -103,16 +103,19 @@ def _dead_pid() -> int:
     return child.pid
 
 
-def test_a_publish_removes_what_killed_publishers_of_its_folder_left_on_this_host_and_nothing_else(tmp_path):
+def test_a_publish_removes_what_killed_publishers_of_its_folder_left_and_nothing_in_use(tmp_path):
     host, dead, alive = socket.gethostname(), _dead_pid(), os.getppid()
-    target = tmp_path / "synth_rules"
-    leftovers = [tmp_path / f".synth_rules.{kind}-{host}-{dead}" for kind in ("new", "old")]
-    kept = [tmp_path / f".synth_rules.new-{host}-{alive}",  # a live process is still filling it
-            tmp_path / f".synth_rules.old-other-host-{dead}",  # another host's: its pid says nothing here
+    target = tmp_path / "run[1]"  # glob characters in the name
+    dead_temporaries = [tmp_path / f".run[1].new-{host}-{dead}",
+                        tmp_path / f".run[1].new-{host}-99999999999999999999"]  # no such pid: gone (and no OverflowError)
+    asides = [tmp_path / f".run[1].old-{host}-{dead}", tmp_path / f".run[1].old-other-host-{alive}", tmp_path / f".run[1].old-{dead}"]
+    kept = [tmp_path / f".run[1].new-{host}-{alive}",  # a live process is still filling it
+            tmp_path / f".run[1].new-other-host-{dead}",  # another host's: its pid says nothing here
             tmp_path / f".other.new-{host}-{dead}"]  # another folder's
-    for folder in leftovers + kept:
+    for folder in [*dead_temporaries, *asides, *kept]:
         folder.mkdir()
-    assert atomic.remove_leftovers(target) == [leftovers[0]]  # no target yet: the aside is the only copy of the old version
+    assert sorted(atomic.remove_leftovers(target)) == sorted(dead_temporaries)
+    assert all(aside.is_dir() for aside in asides)  # no target yet: an aside may be the only copy of the old version
     (tmp_path / "staging").mkdir()
     atomic.publish_dir(tmp_path / "staging", target)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name] + [folder.name for folder in kept])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name] + [folder.name for folder in kept])  # the asides went

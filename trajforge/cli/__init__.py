@@ -1,1 +1,2 @@
-"""The `trajforge` command: one entry point, one module per subcommand (imported only when chosen)."""
+"""The `trajforge` command: one entry point; each subcommand is a module (`main.COMMANDS`): its own here, or a Ray
+job's `python -m` module (pipelines.*, actors.rollout, learner.train)."""

@@ -124,8 +124,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
-    """The section `--set` may name: the actors' (engine, model, count, loop, sandbox workers)."""
-    return ("actors",)
+    """The sections `--set` may name: the actors' (engine, model, count, loop, sandbox workers) and the sandbox's (the
+    actors' jail policy, configs/sandbox.yaml)."""
+    return ("actors", "sandbox")
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -139,7 +140,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise ConfigError("--limit takes the first N tasks of a file; a --queue rollout takes what arrives until --idle-exit-s")
     for _, path in absolute_data_paths({"--tasks": args.tasks}, "--tasks /shared/tasks.jsonl"):
         args.tasks = Path(path)
-    settings = absolute_actor_settings(load_actor_settings(args.config, assignments), make_model=False)
+    settings = absolute_actor_settings(load_actor_settings(args.config, assignments), make_model=False, sandbox_assignments=assignments)
     tasks = None if args.queue else read_tasks(args.tasks or Lake(settings.lake).synthetic_tasks, args.limit)
     settings = absolute_actor_settings(settings)  # the embedded model made here, once the tasks are known to be there
     summaries = rollout(settings, tasks, queue=args.queue, idle_exit_s=args.idle_exit_s, lease_s=args.lease_s)

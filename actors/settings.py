@@ -83,8 +83,9 @@ class ActorSettings(BaseModel):
     prompts: Path | None = None
     """Prompt templates (default configs/prompts.yaml)."""
     sandbox: SandboxSettings | None = None
-    """The actors' jail policy; null: configs/sandbox.yaml as each actor loads it. `absolute_actor_settings` fills it
-    in the driver, with the jails' folders absolute."""
+    """The actors' jail policy, filled in the driver by `absolute_actor_settings` from configs/sandbox.yaml (and `--set
+    sandbox.*`) with the jails' folders absolute; null: configs/sandbox.yaml as each actor loads it. Not for the config
+    file: set the sandbox's own settings instead."""
     loop: LoopSettings = Field(default_factory=LoopSettings)
     vllm: VllmSettings = Field(default_factory=VllmSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
@@ -101,7 +102,8 @@ def load_actor_settings(path: str | Path | None = None, assignments: Iterable[tu
     return load_section(ActorSettings, source, SECTION, assignments)
 
 
-def absolute_actor_settings(settings: ActorSettings, make_model: bool = True) -> ActorSettings:
+def absolute_actor_settings(settings: ActorSettings, make_model: bool = True,
+                            sandbox_assignments: Iterable[tuple[str, Any]] = ()) -> ActorSettings:
     """The settings as the generation actors must get them from the driver: they run in a folder of their own (the one
     `ray start` ran in, on a cluster), so the lake, a relative model folder and the prompts file are made absolute here
     (`with_absolute_paths`; in a submitted job the data paths against the project checkout), the embedded `small`
@@ -113,7 +115,7 @@ def absolute_actor_settings(settings: ActorSettings, make_model: bool = True) ->
     example = "--lake /shared/lake --set actors.model=/models/Qwen3-14B-AWQ"
     local_model = settings.engine != "openai" and names_local_folder(settings.model)
     settings = with_absolute_paths(settings, SECTION, ("lake", "model") if local_model else ("lake",), example)
-    update: dict[str, Any] = {"prompts": absolute_config_file(settings.prompts), "sandbox": absolute_sandbox_settings(settings.sandbox)}
+    update: dict[str, Any] = {"prompts": absolute_config_file(settings.prompts), "sandbox": absolute_sandbox_settings(settings.sandbox, sandbox_assignments)}
     if make_model and settings.engine != "openai" and settings.model == "small":
         update["model"] = str(_small_model(example))
     return settings.model_copy(update=update)

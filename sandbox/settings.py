@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trajforge.settings import load_section
 
+log = logging.getLogger(__name__)
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "sandbox.yaml"
 SECTION = "sandbox"
 
@@ -74,10 +76,21 @@ def load_sandbox_settings(path: str | Path | None = None, assignments: Iterable[
     return load_section(SandboxSettings, source, SECTION, assignments)
 
 
-def absolute_sandbox_settings(settings: SandboxSettings | None = None) -> SandboxSettings:
-    """`settings` (default: configs/sandbox.yaml as this process loads it) with `workspaces_root` and `logs_dir` made
-    absolute here, for jails that run in Ray workers: those run in a folder of their own (`ray start`'s, on a cluster)."""
-    from trajforge.settings.job_paths import with_absolute_paths
+def absolute_sandbox_settings(settings: SandboxSettings | None = None, assignments: Iterable[tuple[str, Any]] = ()) -> SandboxSettings:
+    """`settings` (default: configs/sandbox.yaml with `assignments`, as this process loads it) for jails that run in
+    Ray workers, which work in a folder of their own (`ray start`'s, on a cluster): `logs_dir` made absolute here,
+    against this command's folder (in a `--working-dir` job, against the project checkout; with none known the logs
+    stay in the job's copy, with a warning). `workspaces_root`, each node's scratch space, is made absolute only
+    outside a job: in one, every worker resolves it in its own copy of the working dir, which each node has."""
+    from trajforge.settings.job_paths import in_job_working_dir, project_checkout, with_absolute_paths
 
-    return with_absolute_paths(settings or load_sandbox_settings(), SECTION, ("workspaces_root", "logs_dir"),
-                               "--set sandbox.logs_dir=/shared/logs/sandbox --set sandbox.workspaces_root=/tmp/trajforge-sandbox")
+    settings = settings or load_sandbox_settings(None, assignments)
+    example = "--set sandbox.logs_dir=/shared/logs/sandbox"
+    if not in_job_working_dir():
+        return with_absolute_paths(settings, SECTION, ("workspaces_root", "logs_dir"), example)
+    if project_checkout() is None:
+        if not settings.logs_dir.expanduser().is_absolute():
+            log.warning("sandbox.logs_dir=%s stays in this job's temporary copy of --working-dir and goes with it; "
+                        "pass %s to keep the jails' logs", settings.logs_dir, example)
+        return settings
+    return with_absolute_paths(settings, SECTION, ("logs_dir",), example)

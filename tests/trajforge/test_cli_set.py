@@ -21,7 +21,7 @@ MISTYPED = {
     "sandbox": (["apply", "--workspace", ".", "--action", "{}"], "sandbx.jail=none", "it accepts sandbox.*"),
     "synth-rules": ([], "teacher.sample=1", "it accepts sandbox.*"),
     "teacher": ([], "techer.sample=1", "it accepts teacher.*, sandbox.*"),
-    "rollout": ([], "actor.count=2", "it accepts actors.*"),
+    "rollout": ([], "actor.count=2", "it accepts actors.*, sandbox.*"),
     "queue": (["status", "tasks"], "actors.count=2", "reads no config"),
     "build": ([], "dedup.threshold=0.5", "it accepts build.*"),
     "train": ([], "lerner.optim.lr=1", "it accepts learner.*, cluster.*"),
@@ -51,7 +51,7 @@ def test_a_command_refuses_a_set_it_would_ignore(command, capsys, tmp_path, monk
     ("learner.train", "lerner.optim.lr=1", "learner.*, cluster.*"),
     ("pipelines.teacher_srl", "sandboxx.jail=none", "teacher.*, sandbox.*"),
     ("pipelines.synth_rules", "teacher.sample=1", "sandbox.*"),
-    ("actors.rollout", "sandbox.jail=none", "actors.*"),
+    ("actors.rollout", "teacher.sample=1", "actors.*, sandbox.*"),
     ("pipelines.build", "dedup.threshold=0.5", "build.*"),
 ])
 def test_the_module_entry_points_refuse_it_too(module, assignment, accepted, capsys):

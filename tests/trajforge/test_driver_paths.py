@@ -72,11 +72,16 @@ def test_rollout_actors_get_the_lake_model_folder_prompts_and_jail_folders_absol
     (folder / "prompts.yaml").write_text("system: s\nuser: u\nfeedback: f\n")
     _stop_at(monkeypatch, "actors.rollout.rollout")
     with pytest.raises(Handed) as stopped:
-        main(["--limit", "1", "--set", "actors.model=models/mine", "--set", "actors.prompts=prompts.yaml"])
+        main(["--limit", "1", "--set", "actors.model=models/mine", "--set", "actors.prompts=prompts.yaml",
+              "--set", "sandbox.logs_dir=jail-logs", "--set", "sandbox.wall_time_s=7"])
     settings, tasks = stopped.value.handed[:2]
     assert len(tasks) == 1 and settings.lake == folder / "lake" and settings.state_db == folder / "lake" / "state" / "states.db"
     assert settings.model == str(folder / "models" / "mine") and settings.prompts == folder / "prompts.yaml"
-    _sandbox_folders(settings.sandbox, folder)
+    from sandbox.settings import load_sandbox_settings
+
+    jails = settings.sandbox  # configs/sandbox.yaml with the command's --set sandbox.*, its folders absolute
+    assert jails.logs_dir == folder / "jail-logs" and jails.wall_time_s == 7 and jails.workspaces_root.is_relative_to(folder)
+    assert jails.toolchain == load_sandbox_settings().toolchain
 
 
 def test_the_embedded_model_is_made_in_the_commands_folder_not_by_each_actor(folder, monkeypatch):
@@ -104,14 +109,23 @@ def test_the_generate_front_starts_actors_with_absolute_paths(folder, monkeypatc
 
 def test_synth_rules_verifies_into_an_absolute_lake_with_absolute_jail_folders(folder, monkeypatch):
     from pipelines import synth_rules
-    from sandbox.settings import absolute_sandbox_settings, load_sandbox_settings
 
+    verify = synth_rules.run
     _stop_at(monkeypatch, "pipelines.synth_rules.run")
     with pytest.raises(Handed) as stopped:
         synth_rules.main(["--limit", "1"])
     assert stopped.value.handed[0] == folder / "lake"
-    sandbox = absolute_sandbox_settings(load_sandbox_settings(assignments=[("sandbox.workspaces_root", "jails")]))
-    assert sandbox.workspaces_root == folder / "jails" and sandbox.logs_dir == folder / "logs" / "sandbox"
+
+    class Dataset:  # where run() hands the verifying actors their jail policy
+        def map_batches(self, stage, **options):
+            raise Handed(options["fn_constructor_kwargs"]["settings"])
+
+    monkeypatch.setattr("ray.init", lambda **options: None)
+    monkeypatch.setattr("ray.data.from_items", lambda rows: Dataset())
+    with pytest.raises(Handed) as stopped:
+        verify(Path("lake"), limit=1, sandbox_assignments=[("sandbox.logs_dir", "jail-logs")])
+    (sandbox,) = stopped.value.handed
+    assert sandbox.workspaces_root == folder / "lake" / "tmp" / "sandbox" and sandbox.logs_dir == folder / "jail-logs"
 
 
 def test_build_tasks_get_an_absolute_lake_and_tokenizer_folder(folder, monkeypatch):

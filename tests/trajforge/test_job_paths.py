@@ -86,6 +86,8 @@ def test_inside_a_job_they_resolve_against_the_checkout_as_before(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     env = {**JOB_ENV, HOME_VARIABLE: str(tmp_path / "project")}
     assert absolute_data_paths({"build.lake": "lake"}, "--lake /shared/lake", env) == [("build.lake", str(tmp_path / "project" / "lake"))]
+    assert absolute_data_paths({"home": "~/lake", "empty": "", "unset": None}, "--lake /shared/lake", env) == \
+        [("home", str(Path.home() / "lake"))]  # a home is a home in a job too, and nothing is made of an empty path
     assert absolute_config_file("configs/prompts.yaml") == tmp_path / "configs" / "prompts.yaml"  # the job's copy holds it
     assert absolute_config_file(None) is None
 
@@ -95,6 +97,9 @@ def test_a_model_setting_is_a_folder_only_where_one_of_that_name_is(tmp_path, mo
     (tmp_path / "models" / "mine").mkdir(parents=True)
     assert names_local_folder("models/mine", {})
     assert not names_local_folder("small", {}) and not names_local_folder("Qwen/Qwen3-14B", {})
+    for name in ("small", "packaged"):  # the embedded models' names, even beside a folder of that name
+        (tmp_path / name).mkdir()
+        assert not names_local_folder(name, {})
     assert not names_local_folder(str(tmp_path / "models" / "mine"), {}) and not names_local_folder(None, {})
     assert names_local_folder("mine", {**JOB_ENV, HOME_VARIABLE: str(tmp_path / "models")})
 
@@ -107,3 +112,21 @@ def test_settings_get_their_path_fields_absolute_and_keep_their_types(tmp_path, 
                                    "--lake /shared/lake")
     assert (settings.lake, settings.tasks, settings.reports) == (tmp_path / "lake", Path("/abs/tasks.jsonl"), tmp_path / "reports" / "teacher")
     assert isinstance(settings.lake, Path) and settings.model == "m"
+
+
+def test_jail_folders_in_a_job_never_refuse_it(tmp_path, monkeypatch, caplog):
+    """The jails' workspaces are each node's scratch space: in a job, each worker's copy of the working dir holds them.
+    Their logs go to the checkout; with none known they stay in the job's copy, with a warning, instead of a refusal."""
+    from sandbox.settings import absolute_sandbox_settings, load_sandbox_settings
+
+    monkeypatch.chdir(tmp_path)
+    for name, value in JOB_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(HOME_VARIABLE, str(tmp_path / "project"))
+    settings = absolute_sandbox_settings(load_sandbox_settings())
+    assert settings.logs_dir == tmp_path / "project" / "logs" / "sandbox" and not settings.workspaces_root.is_absolute()
+    monkeypatch.delenv(HOME_VARIABLE)
+    monkeypatch.setattr("trajforge.settings.job_paths.project_checkout", lambda environ=None: None)
+    with caplog.at_level("WARNING", logger="sandbox.settings"):
+        settings = absolute_sandbox_settings(load_sandbox_settings())
+    assert not settings.logs_dir.is_absolute() and "pass --set sandbox.logs_dir=/shared/logs/sandbox" in caplog.text

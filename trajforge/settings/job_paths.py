@@ -30,6 +30,7 @@ from trajforge.errors import ConfigError
 
 JOB_CONFIG_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor for the entrypoint
 HOME_VARIABLE = "TRAJFORGE_HOME"
+MODEL_NAMES = ("small", "packaged")  # the embedded models' names, never a folder of that name
 
 log = logging.getLogger(__name__)
 SettingsModel = TypeVar("SettingsModel")
@@ -71,7 +72,7 @@ def rebase_in_job(paths: Mapping[str, str | Path | None], example: str,
     resolved against the project checkout; nothing outside a job. A ConfigError names them when no checkout is known."""
     if not in_job_working_dir(environ):
         return []
-    relative = {field: Path(path) for field, path in paths.items() if path is not None and not Path(path).is_absolute()}
+    relative = {field: Path(path) for field, path in paths.items() if _relative(path)}
     if not relative:
         return []
     root = project_checkout(environ)
@@ -96,15 +97,22 @@ def relative_base(environ: Mapping[str, str] | None = None, cwd: str | Path | No
 
 def absolute_data_paths(paths: Mapping[str, PathValue], example: str, environ: Mapping[str, str] | None = None,
                         cwd: str | Path | None = None) -> list[tuple[str, str]]:
-    """(field, absolute path) for every relative path in `paths` (field -> path; None and absolute ones are left out),
-    resolved against the folder the command runs in (`cwd`), or in a job's working-dir copy against the project
-    checkout (`rebase_in_job`, which refuses them, naming `example`, when no checkout is known). The pairs are
-    `--set` assignments: a caller reloads its settings with them before it hands them to Ray."""
+    """(field, absolute path) for every relative path in `paths` (field -> path; None, empty and absolute ones are left
+    out), resolved against the folder the command runs in (`cwd`), or in a job's working-dir copy against the project
+    checkout (`rebase_in_job`, which refuses them, naming `example`, when no checkout is known); a `~/...` path is
+    expanded. The pairs are `--set` assignments: a caller reloads its settings with them before it hands them to Ray."""
+    homes = [(field, str(Path(path).expanduser())) for field, path in paths.items()
+             if path is not None and str(path).startswith("~") and Path(path).expanduser().is_absolute()]
+    relative = {field: path for field, path in paths.items() if _relative(path)}
     if in_job_working_dir(environ):
-        return rebase_in_job(paths, example, environ)
+        return homes + rebase_in_job(relative, example, environ)
     base = relative_base(environ, cwd)
-    return [(field, str(base / Path(path).expanduser())) for field, path in paths.items()
-            if path is not None and str(path) and not Path(path).is_absolute()]
+    return homes + [(field, str(base / Path(path))) for field, path in relative.items()]
+
+
+def _relative(path: PathValue) -> bool:
+    """A path that means something only against a folder: not None or empty, not absolute, not `~/...` (a home)."""
+    return path is not None and bool(str(path)) and not Path(path).expanduser().is_absolute()
 
 
 def absolute_config_file(path: PathValue, cwd: str | Path | None = None) -> Path | None:
@@ -118,7 +126,7 @@ def absolute_config_file(path: PathValue, cwd: str | Path | None = None) -> Path
 def names_local_folder(name: PathValue, environ: Mapping[str, str] | None = None, cwd: str | Path | None = None) -> bool:
     """True when `name` (a model setting) is a relative path to a folder that exists where relative paths resolve (a
     model directory), rather than a name such as `small`, `packaged` or a hub id, which stays as it is."""
-    if name is None or not str(name) or Path(name).expanduser().is_absolute():
+    if not _relative(name) or str(name) in MODEL_NAMES:
         return False
     base = relative_base(environ, cwd)
     return base is not None and (base / Path(name)).is_dir()

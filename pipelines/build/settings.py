@@ -68,10 +68,29 @@ class BuildSettings(_Section):
         """The hash of everything that changes the rows of a build (of the whole lake, or `--org org`): not where the
         lake is or how parallel, nor the contributor lists of organizations the build does not filter by."""
         relevant = self.model_dump(mode="json", exclude={"lake", "workers", "cpus_per_task", "sessions_per_batch", "rows_per_file", "orgs"})
-        relevant["embedding"] = {"enabled": self.embedding.enabled, "model": self.embedding.model}
+        relevant["tokenizer"] = model_fingerprint(self.tokenizer)
+        relevant["embedding"] = {"enabled": self.embedding.enabled, "model": model_fingerprint(self.embedding.model)}
         if org is not None:
             relevant["org_contributors"] = sorted(self.orgs.get(org, []))
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def model_fingerprint(name: str) -> str:
+    """What a tokenizer or model setting contributes to the config hash: a name (`packaged`, a hub id) as it is; a
+    local folder or file by its content (the sha256 of its files' names, sizes and `tokenizer.json`/`config.json`
+    bytes), so moving the project or giving the same folder another path changes nothing, and retraining the
+    tokenizer in place makes the next build a full one."""
+    path = Path(name).expanduser()
+    if not path.exists():
+        return name
+    digest = hashlib.sha256()
+    files = sorted(item for item in path.rglob("*") if item.is_file()) if path.is_dir() else [path]
+    for item in files:
+        relative = item.relative_to(path).as_posix() if path.is_dir() else item.name
+        digest.update(f"{relative}\0{item.stat().st_size}\0".encode())
+        if item.name in ("tokenizer.json", "config.json") or not path.is_dir():
+            digest.update(item.read_bytes())
+    return f"sha256:{digest.hexdigest()}"
 
 
 def load_build_settings(path: str | Path | None = None, assignments=()) -> BuildSettings:

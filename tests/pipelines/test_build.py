@@ -279,6 +279,21 @@ def test_the_config_hash_follows_only_the_contributor_list_of_the_org_a_build_fi
     assert dedup.content_hash() != settings.content_hash()  # what changes rows still changes the hash
 
 
+def test_a_tokenizer_folder_counts_in_the_config_hash_by_its_content_not_its_path(tmp_path):
+    import shutil as files
+
+    from trajforge.embedding import resolve_model
+
+    first, moved = tmp_path / "a" / "tok", tmp_path / "b" / "tok"
+    files.copytree(resolve_model("packaged"), first)
+    files.copytree(first, moved)
+    settings = load_build_settings(None, [("build.tokenizer", str(first))])
+    assert settings.content_hash() == settings.model_copy(update={"tokenizer": str(moved)}).content_hash()
+    (moved / "tokenizer.json").write_text((moved / "tokenizer.json").read_text().replace('"[UNK]"', '"[UNKNOWN]"'))
+    assert settings.content_hash() != settings.model_copy(update={"tokenizer": str(moved)}).content_hash()  # retrained in place
+    assert settings.model_copy(update={"tokenizer": "packaged"}).content_hash() != settings.content_hash()
+
+
 def test_a_forgotten_contributor_leaves_every_later_build(phase_one, tmp_path):
     from trajforge import tombstones
 

@@ -79,18 +79,20 @@ def load_sandbox_settings(path: str | Path | None = None, assignments: Iterable[
 def absolute_sandbox_settings(settings: SandboxSettings | None = None, assignments: Iterable[tuple[str, Any]] = ()) -> SandboxSettings:
     """`settings` (default: configs/sandbox.yaml with `assignments`, as this process loads it) for jails that run in
     Ray workers, which work in a folder of their own (`ray start`'s, on a cluster): `logs_dir` made absolute here,
-    against this command's folder (in a `--working-dir` job, against the project checkout; with none known the logs
-    stay in the job's copy, with a warning). `workspaces_root`, each node's scratch space, is made absolute only
-    outside a job: in one, every worker resolves it in its own copy of the working dir, which each node has."""
-    from trajforge.settings.job_paths import in_job_working_dir, project_checkout, with_absolute_paths
+    against this command's folder (in a `--working-dir` job, against the project checkout; with none known, or from a
+    Ray Client driver, the logs stay where the workers run, with a warning). `workspaces_root`, each node's scratch
+    space, is made absolute only outside a job and Ray Client: in a job every worker uses its own copy of the
+    working dir, which each node has."""
+    from trajforge.settings.job_paths import in_job_working_dir, project_checkout, through_ray_client, with_absolute_paths
 
     settings = settings or load_sandbox_settings(None, assignments)
     example = "--set sandbox.logs_dir=/shared/logs/sandbox"
-    if not in_job_working_dir():
+    client = through_ray_client()
+    if not (client or in_job_working_dir()):
         return with_absolute_paths(settings, SECTION, ("workspaces_root", "logs_dir"), example)
-    if project_checkout() is None:
+    if client or project_checkout() is None:
         if not settings.logs_dir.expanduser().is_absolute():
-            log.warning("sandbox.logs_dir=%s stays in this job's temporary copy of --working-dir and goes with it; "
-                        "pass %s to keep the jails' logs", settings.logs_dir, example)
+            where = "on the cluster's workers, in their own folders" if client else "in this job's temporary copy of --working-dir"
+            log.warning("sandbox.logs_dir=%s stays %s; pass %s to keep the jails' logs", settings.logs_dir, where, example)
         return settings
     return with_absolute_paths(settings, SECTION, ("logs_dir",), example)

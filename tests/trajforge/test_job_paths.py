@@ -130,3 +130,24 @@ def test_jail_folders_in_a_job_never_refuse_it(tmp_path, monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="sandbox.settings"):
         settings = absolute_sandbox_settings(load_sandbox_settings())
     assert not settings.logs_dir.is_absolute() and "pass --set sandbox.logs_dir=/shared/logs/sandbox" in caplog.text
+
+
+def test_a_ray_client_driver_refuses_relative_paths_by_name_and_keeps_jail_folders_on_the_workers(tmp_path, monkeypatch, caplog):
+    """`ray://`: the command runs on another machine than the cluster's workers; its folder means nothing there."""
+    from sandbox.settings import absolute_sandbox_settings, load_sandbox_settings
+    from trajforge.cli import serve_cmd
+    from trajforge.cli.common import merge_assignments
+    from trajforge.cli.main import build_parser
+
+    monkeypatch.chdir(tmp_path)
+    client = {"RAY_ADDRESS": "ray://head:10001"}
+    with pytest.raises(ConfigError, match=r"Ray Client \(ray://head:10001\).*build\.lake=lake.*--lake /shared/lake"):
+        absolute_data_paths({"build.lake": "lake", "other": "/shared/other"}, "--lake /shared/lake", client)
+    assert absolute_data_paths({"build.lake": "/shared/lake"}, "--lake /shared/lake", client) == []
+    assert absolute_data_paths({"lake": "lake"}, "--lake /shared/lake", {}, address="auto") == [("lake", str(tmp_path / "lake"))]
+    with pytest.raises(ConfigError, match="lake=./lake"):  # serve's --address names the client the same way
+        serve_cmd.load(merge_assignments(build_parser().parse_args(["serve", "--address", "ray://head:10001"])))
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    with caplog.at_level("WARNING", logger="sandbox.settings"):
+        jails = absolute_sandbox_settings(load_sandbox_settings())
+    assert not jails.workspaces_root.is_absolute() and not jails.logs_dir.is_absolute() and "on the cluster's workers" in caplog.text

@@ -65,14 +65,14 @@ def load(args: argparse.Namespace) -> ServeFile:
         serve_file = load_serve_file(path, assignments + [(f"{name}.lake", args.lake) for name in apps_with_lake])
     if getattr(args, "apps", None):
         serve_file = serve_file.only(name.strip() for name in args.apps.split(",") if name.strip())
-    return absolute_paths(serve_file)
+    return absolute_paths(serve_file, address=getattr(args, "address", None))
 
 
 PATH_ARGS = ("lake", "key_file")
 """Application args that name a path; `model` is one only where a folder of that name is (else a name: small, packaged)."""
 
 
-def absolute_paths(serve_file: ServeFile, cwd: Path | None = None) -> ServeFile:
+def absolute_paths(serve_file: ServeFile, cwd: Path | None = None, address: str | None = None) -> ServeFile:
     """The config with each application's relative paths made absolute against this command's folder. A replica
     resolves them against its own working folder, which on a `ray start --head` cluster is the folder `ray start`
     ran in: `./lake` would be a lake there, not the one in the folder `trajforge serve` ran in."""
@@ -82,7 +82,7 @@ def absolute_paths(serve_file: ServeFile, cwd: Path | None = None) -> ServeFile:
     for application in serve_file.applications:
         paths = {name: value for name, value in application.args.items() if isinstance(value, str)
                  and (name in PATH_ARGS or (name == "model" and names_local_folder(value, cwd=cwd)))}
-        absolute = dict(absolute_data_paths(paths, "--lake /shared/lake", cwd=cwd))
+        absolute = dict(absolute_data_paths(paths, "--lake /shared/lake", cwd=cwd, address=address))
         applications.append(application.model_copy(update={"args": {**application.args, **absolute}}))
     return serve_file.model_copy(update={"applications": applications})
 

@@ -95,12 +95,30 @@ def relative_base(environ: Mapping[str, str] | None = None, cwd: str | Path | No
     return Path(cwd) if cwd is not None else Path.cwd()
 
 
+def ray_client_address(environ: Mapping[str, str] | None = None, address: str | None = None) -> str | None:
+    """The `ray://...` address when the driver reaches the cluster through Ray Client (`address`, else `$RAY_ADDRESS`):
+    it then runs on another machine than the cluster's workers, whose folders they cannot see. None otherwise."""
+    chosen = str(address or (os.environ if environ is None else environ).get("RAY_ADDRESS", ""))
+    return chosen if chosen.startswith("ray://") else None
+
+
+def through_ray_client(environ: Mapping[str, str] | None = None, address: str | None = None) -> bool:
+    return ray_client_address(environ, address) is not None
+
+
 def absolute_data_paths(paths: Mapping[str, PathValue], example: str, environ: Mapping[str, str] | None = None,
-                        cwd: str | Path | None = None) -> list[tuple[str, str]]:
+                        cwd: str | Path | None = None, address: str | None = None) -> list[tuple[str, str]]:
     """(field, absolute path) for every relative path in `paths` (field -> path; None, empty and absolute ones are left
     out), resolved against the folder the command runs in (`cwd`), or in a job's working-dir copy against the project
     checkout (`rebase_in_job`, which refuses them, naming `example`, when no checkout is known); a `~/...` path is
-    expanded. The pairs are `--set` assignments: a caller reloads its settings with them before it hands them to Ray."""
+    expanded. The pairs are `--set` assignments: a caller reloads its settings with them before it hands them to Ray.
+    A driver on Ray Client (`through_ray_client`, `address` as the command was given it) has no folder the cluster
+    sees: its relative paths are refused by name."""
+    client = ray_client_address(environ, address)
+    if client and (relative := [f"{field}={path}" for field, path in paths.items() if _relative(path)]):
+        raise ConfigError(f"this command reaches the cluster through Ray Client ({client}) from a "
+                          f"machine whose folders the cluster's workers cannot see, so these relative paths mean nothing there: "
+                          f"{', '.join(relative)}. Pass absolute paths on storage the cluster shares, e.g. {example}")
     homes = [(field, str(Path(path).expanduser())) for field, path in paths.items()
              if path is not None and str(path).startswith("~") and Path(path).expanduser().is_absolute()]
     relative = {field: path for field, path in paths.items() if _relative(path)}

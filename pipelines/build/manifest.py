@@ -10,7 +10,6 @@ so a reader never sees a half-written build.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,20 +20,9 @@ import pyarrow.parquet as pq
 from pipelines.build.dedup import Dropped
 from pipelines.build.settings import BuildSettings
 from pipelines.build.sources import FileIndex
-from trajforge import __version__
 from trajforge.atomic import publish_dir, write_atomic
 from trajforge.lake import Lake
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def code_version() -> str:
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = "", ""
-    return f"{__version__}+{commit}{'.dirty' if dirty else ''}" if commit else __version__
+from trajforge.version import code_version
 
 
 def _trajectory_counts(build_dir: Path) -> dict[str, Counter]:

@@ -117,3 +117,16 @@ def test_the_help_gives_each_command_an_example_of_a_section_it_reads(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"] if command != "sandbox" else [command, "apply", "--help"])
         assert f"--set {SET_EXAMPLES[command]}" in " ".join(capsys.readouterr().out.split())
+
+
+def test_version_names_the_package_and_the_checkouts_commit(capsys):
+    import subprocess
+
+    from trajforge import __version__
+    from trajforge.version import CHECKOUT
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    printed = capsys.readouterr().out.strip()
+    commit = subprocess.run(["git", "-C", str(CHECKOUT), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert done.value.code == 0 and printed.startswith(f"trajforge {__version__}+{commit}" if commit else f"trajforge {__version__}")

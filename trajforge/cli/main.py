@@ -28,8 +28,22 @@ COMMANDS = {
 }
 
 
+class PrintVersion(argparse.Action):
+    """`--version`, asking git for the commit only when it is given (not on every command's start)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from trajforge.version import code_version
+
+        print(f"trajforge {code_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trajforge", description="A Ray-based training-data factory for coding agents.")
+    parser.add_argument("--version", action=PrintVersion, help="print the version (with the checkout's git commit) and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, summary) in COMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary)

@@ -89,10 +89,9 @@ def run(lake: Path, workers: int = 2, limit: int | None = None, cpus_per_worker:
     import ray
 
     from pipelines.synth_templates import candidates
-    from sandbox.settings import absolute_sandbox_settings, load_sandbox_settings
+    from sandbox.settings import absolute_sandbox_settings
 
-    sandbox = absolute_sandbox_settings(load_sandbox_settings(None, [("sandbox.workspaces_root", str((lake / "tmp" / "sandbox").resolve())),
-                                                                     *sandbox_assignments]))
+    sandbox = absolute_sandbox_settings(None, [("sandbox.workspaces_root", str((lake / "tmp" / "sandbox").resolve())), *sandbox_assignments])
 
     tasks = tasks if tasks is not None else candidates()
     tasks = tasks[:limit] if limit else tasks

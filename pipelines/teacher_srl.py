@@ -253,13 +253,13 @@ def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from sandbox.settings import absolute_sandbox_settings, load_sandbox_settings
+    from sandbox.settings import absolute_sandbox_settings
 
     assignments = [parse_assignment(text) for text in getattr(args, "assignments", [])]
     if args.lake is not None:
         assignments.append(("teacher.lake", str(args.lake)))
     settings = absolute_teacher_settings(load_teacher_settings(args.config, assignments))
-    sandbox = absolute_sandbox_settings(load_sandbox_settings(None, assignments))
+    sandbox = absolute_sandbox_settings(None, assignments)
     result = run(settings, sandbox=sandbox)
     print(json.dumps(result, indent=2))
     print(Path(result["report"]).read_text(encoding="utf-8"))

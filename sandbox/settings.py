@@ -83,11 +83,11 @@ def absolute_sandbox_settings(settings: SandboxSettings | None = None, assignmen
     Ray Client driver, the logs stay where the workers run, with a warning). `workspaces_root`, each node's scratch
     space, is made absolute only outside a job and Ray Client: in a job every worker uses its own copy of the
     working dir, which each node has."""
-    from trajforge.settings.job_paths import in_job_working_dir, project_checkout, through_ray_client, with_absolute_paths
+    from trajforge.settings.job_paths import in_job_working_dir, project_checkout, ray_client_address, with_absolute_paths
 
     settings = settings or load_sandbox_settings(None, assignments)
     example = "--set sandbox.logs_dir=/shared/logs/sandbox"
-    client = through_ray_client()
+    client = ray_client_address() is not None
     if not (client or in_job_working_dir()):
         return with_absolute_paths(settings, SECTION, ("workspaces_root", "logs_dir"), example)
     if client or project_checkout() is None:

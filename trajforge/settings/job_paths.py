@@ -102,17 +102,13 @@ def ray_client_address(environ: Mapping[str, str] | None = None, address: str | 
     return chosen if chosen.startswith("ray://") else None
 
 
-def through_ray_client(environ: Mapping[str, str] | None = None, address: str | None = None) -> bool:
-    return ray_client_address(environ, address) is not None
-
-
 def absolute_data_paths(paths: Mapping[str, PathValue], example: str, environ: Mapping[str, str] | None = None,
                         cwd: str | Path | None = None, address: str | None = None) -> list[tuple[str, str]]:
     """(field, absolute path) for every relative path in `paths` (field -> path; None, empty and absolute ones are left
     out), resolved against the folder the command runs in (`cwd`), or in a job's working-dir copy against the project
     checkout (`rebase_in_job`, which refuses them, naming `example`, when no checkout is known); a `~/...` path is
     expanded. The pairs are `--set` assignments: a caller reloads its settings with them before it hands them to Ray.
-    A driver on Ray Client (`through_ray_client`, `address` as the command was given it) has no folder the cluster
+    A driver on Ray Client (`ray_client_address`, `address` as the command was given it) has no folder the cluster
     sees: its relative paths are refused by name."""
     client = ray_client_address(environ, address)
     if client and (relative := [f"{field}={path}" for field, path in paths.items() if _relative(path)]):

@@ -6,12 +6,10 @@ The rows the learner can use (at least one message marked for loss) are then wri
 split, to `<cache>/<build id>-<digest>/{train,dev}.arrow`, uncompressed Arrow IPC: the workers of a
 node map the same file (the page cache is shared) and read any row by index without decoding
 Parquet again. The digest covers the files' sha256, so a rebuilt build gets a new cache. A cache
-folder is filled under a hidden temporary name (`.<build id>-<digest>-<random>`), fsync'd and renamed
-into place, so a kill leaves none, never a partial one; two processes caching the same build at once
-both end up with the first one's folder. The process filling a temporary folder holds an exclusive
-flock on it until it is published; the kernel drops it when the process dies, so `prepare_source`
-removes (and logs) every temporary folder whose lock it can take: what a killed process left. Where
-the filesystem has no flock (NFS), such folders are left alone: nothing proves their writer dead.
+folder is filled under a hidden temporary name and renamed into place (`trajforge.atomic.staged_dir`),
+so a kill leaves none, never a partial one; two processes caching the same build at once both end up
+with the first one's folder. `prepare_source` removes (and logs) the temporary folders that killed
+cache builds left (`trajforge.atomic.remove_leftovers_in`: those whose writer's flock is gone).
 
 What the check does not protect against: a build whose manifest was rewritten to match damaged
 files; the sha256 proves the files are the ones the manifest names, not that the build was right.
@@ -19,14 +17,9 @@ files; the sha256 proves the files are the ones the manifest names, not that the
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
-import os
-import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trajforge.atomic import publish_dir
+from trajforge.atomic import remove_leftovers_in, staged_dir
 from trajforge.contracts.curated import SFT
 from trajforge.errors import LakeCorruption, TrajforgeError
 from trajforge.lake import Lake, check_listed_file
@@ -43,7 +36,6 @@ log = logging.getLogger(__name__)
 COLUMNS = ("example_id", "split", "messages")
 CACHED = pa.schema([SFT.field("example_id"), SFT.field("messages")])
 SPLITS = ("train", "dev")
-STAGING = re.compile(r"\..+-[0-9a-f]{12}-[a-z0-9_]{8}")  # `_staging`'s folders: `.<build id>-<digest>-<mkdtemp's 8 characters>`
 
 
 @dataclass(frozen=True)
@@ -110,89 +102,29 @@ def _has_loss(messages: pa.Array) -> pa.Array:
     return pa.array(mask)
 
 
-def _same_folder(path: Path, fd: int) -> bool:
-    """Is `fd` (an open folder) still the one at `path` (not renamed away or removed since it was opened)?"""
-    try:
-        return os.stat(path).st_ino == os.fstat(fd).st_ino
-    except FileNotFoundError:
-        return False
-
-
-def _staging(target: Path) -> tuple[Path, int]:
-    """A new temporary folder beside `target` and an open descriptor of it holding its exclusive flock."""
-    while True:
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while `remove_dead_staging`, which took it first, removes the folder
-        except OSError:  # no flock on this filesystem: the folder is filled unlocked, and no cleanup will touch it
-            return staging, fd
-        if _same_folder(staging, fd):
-            return staging, fd
-        os.close(fd)  # removed as a leftover in the instant before this process locked it: make another
-
-
-def remove_dead_staging(cache_root: Path) -> list[str]:
-    """Remove the temporary folders of cache builds killed midway: those in `cache_root` whose flock no process holds
-    (a live `_write_cache` holds its folder's until the folder is published). Returns their names, which it logs."""
-    removed = []
-    for path in sorted(cache_root.iterdir()) if cache_root.is_dir() else []:
-        if not STAGING.fullmatch(path.name) or path.is_symlink() or not path.is_dir():
-            continue
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            continue  # published or removed meanwhile
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: its writer is alive
-            if _same_folder(path, fd):
-                shutil.rmtree(path)
-                removed.append(path.name)
-        except OSError as exc:
-            if not isinstance(exc, BlockingIOError):
-                log.warning("cannot tell whether %s is a leftover of a killed cache build (%s): left as it is", path, exc)
-        finally:
-            os.close(fd)
-    if removed:
-        log.warning("removed %d half-written cache folder(s) of killed cache builds from %s: %s", len(removed), cache_root, ", ".join(removed))
-    return removed
-
-
 def _write_cache(build_dir: Path, entries: list[dict], target: Path) -> dict[str, int]:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging, lock = _staging(target)
-    try:
-        return _fill_and_publish(build_dir, entries, staging, target)
-    finally:
-        os.close(lock)  # after the rename: a published folder has no temporary name, so nothing removes it
-
-
-def _fill_and_publish(build_dir: Path, entries: list[dict], staging: Path, target: Path) -> dict[str, int]:
+    """Fill `target`'s cache folder under a temporary name and publish it; when another process published it meanwhile
+    (the same files give the same rows), use that copy."""
     import pyarrow.compute as pc
 
     counts = dict.fromkeys(SPLITS, 0)
     try:
-        writers = {split: pa.ipc.new_file(str(staging / f"{split}.arrow"), CACHED) for split in SPLITS}
-        for batch in _batches(build_dir, entries):
-            keep = _has_loss(batch.column("messages"))
-            for split in SPLITS:
-                chosen = batch.filter(pc.and_(pc.equal(batch.column("split"), split), keep))
-                if chosen.num_rows:
-                    writers[split].write_batch(pa.RecordBatch.from_arrays([chosen.column(0), chosen.column(2)], schema=CACHED))
-                    counts[split] += chosen.num_rows
-        for writer in writers.values():
-            writer.close()
-        (staging / "rows.json").write_text(json.dumps(counts) + "\n")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    try:
-        publish_dir(staging, target, replace=False)
+        with staged_dir(target, replace=False) as staging:
+            writers = {split: pa.ipc.new_file(str(staging / f"{split}.arrow"), CACHED) for split in SPLITS}
+            for batch in _batches(build_dir, entries):
+                keep = _has_loss(batch.column("messages"))
+                for split in SPLITS:
+                    chosen = batch.filter(pc.and_(pc.equal(batch.column("split"), split), keep))
+                    if chosen.num_rows:
+                        writers[split].write_batch(pa.RecordBatch.from_arrays([chosen.column(0), chosen.column(2)], schema=CACHED))
+                        counts[split] += chosen.num_rows
+            for writer in writers.values():
+                writer.close()
+            (staging / "rows.json").write_text(json.dumps(counts) + "\n")
     except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
         if not (target / "rows.json").is_file():
             raise
-        log.info("%s was cached meanwhile by another process: using that copy", target)  # the same files give the same rows
+        log.info("%s was cached meanwhile by another process: using that copy", target)
         return json.loads((target / "rows.json").read_text())
     return counts
 
@@ -205,7 +137,7 @@ def prepare_source(lake: Lake, build: str, weight: float, cache_root: Path) -> S
     build_id = str(manifest.get("build_id") or build_dir.name)
     digest = hashlib.sha256("".join(str(entry.get("sha256", entry["path"])) for entry in entries).encode()).hexdigest()[:12]
     target = cache_root / f"{build_id}-{digest}"
-    remove_dead_staging(cache_root)
+    remove_leftovers_in(cache_root)
     if (target / "rows.json").is_file():
         counts = json.loads((target / "rows.json").read_text())
     else:

@@ -6,8 +6,8 @@ it, `os.replace` it onto the real name, fsync the folder so the rename itself su
 A folder is made the same way: filled under a temporary name, every file in it fsync'd, then renamed
 into place (`staged_dir`, `publish_dir`). Readers then need no check of their own beyond "is it there".
 What a killed publisher leaves beside the folder is removed by the next publish of the same folder
-(`remove_leftovers`): the previous version it renamed aside from any host, its temporary folder on
-the same host only (a pid says nothing about another host's processes).
+(`remove_leftovers`): the previous version it renamed aside, and its temporary folder, whose flock the
+writer held until it died (on a filesystem without flock: only this host's, by the pid in its name).
 
 Appends (raw segments, trajectory and event lines, tombstones) are not this: they fsync each record
 and cut a torn tail; see `trajforge.raw_segments`.
@@ -15,9 +15,12 @@ and cut a torn tail; see `trajforge.raw_segments`.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import logging
 import os
+import re
+import secrets
 import shutil
 import socket
 from collections.abc import Iterator
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from trajforge.raw_segments import fsync_dir
 
-__all__ = ["fsync_dir", "fsync_file", "fsync_tree", "replacing", "write_atomic", "staged_dir", "publish_dir", "remove_leftovers"]
+__all__ = ["fsync_dir", "fsync_file", "fsync_tree", "replacing", "write_atomic", "staged_dir", "publish_dir", "remove_leftovers", "remove_leftovers_in"]
 
 log = logging.getLogger(__name__)
 
@@ -82,31 +85,57 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
 
 
 def _sibling(target: Path, kind: str) -> Path:
-    """`.<name>.<kind>-<host>-<pid>` beside `target`: this process's temporary ("new") or aside ("old") folder."""
-    return target.with_name(f".{target.name}.{kind}-{socket.gethostname()}-{os.getpid()}")
+    """`.<name>.<kind>-<host>-<pid>-<random>` beside `target`: a temporary ("new") or aside ("old") folder of this
+    process, unique even between its threads."""
+    return target.with_name(f".{target.name}.{kind}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _same_folder(path: Path, fd: int) -> bool:
+    """Is the open folder `fd` still the one at `path` (not removed or renamed away since it was opened)?"""
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _locked_staging(target: Path) -> tuple[Path, int]:
+    """A new empty temporary folder beside `target` and an open descriptor of it that holds its exclusive flock: the
+    mark of a live writer, which the kernel drops when the writer dies, on any host that shares the filesystem."""
+    while True:
+        staging = _sibling(target, "new")
+        staging.mkdir()
+        fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while `remove_leftovers`, which locked it first, removes it
+        except OSError:  # no flock on this filesystem: the host and pid in the name protect it instead
+            return staging, fd
+        if _same_folder(staging, fd):
+            return staging, fd
+        os.close(fd)  # removed as a leftover in the instant before this process locked it: make another
 
 
 @contextmanager
 def staged_dir(target: str | Path, *, replace: bool = True) -> Iterator[Path]:
     """An empty temporary folder beside `target` to fill; when the block ends normally it becomes `target`
-    (`publish_dir`), when it raises it is removed and `target` stays as it was."""
+    (`publish_dir`), when it raises it is removed and `target` stays as it was. The folder's flock is held until
+    then, so no `remove_leftovers` takes it for a killed writer's."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = _sibling(target, "new")
-    shutil.rmtree(staging, ignore_errors=True)  # this process's own, from an earlier call that failed
-    staging.mkdir()
+    staging, lock = _locked_staging(target)
     try:
         yield staging
         publish_dir(staging, target, replace=replace)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)  # after the rename: a published folder has no temporary name, so nothing removes it
 
 
 def publish_dir(staging: Path, target: Path, *, replace: bool = True) -> Path:
     """Make the filled folder `staging` (a sibling of `target`) durable and rename it to `target`.
 
-    An existing `target` is renamed aside first (`.<name>.old-<host>-<pid>`) and removed after (`replace=False`
+    An existing `target` is renamed aside first (`.<name>.old-<host>-<pid>-<random>`) and removed after (`replace=False`
     raises instead): a kill in between leaves no `target` rather than a partial one, and the aside copy, which
     the next publish of `target` removes with the other leftovers of killed publishers (`remove_leftovers`).
     """
@@ -115,7 +144,6 @@ def publish_dir(staging: Path, target: Path, *, replace: bool = True) -> Path:
     aside = None
     if target.exists() and replace:
         aside = _sibling(target, "old")
-        shutil.rmtree(aside, ignore_errors=True)
         os.replace(target, aside)
     os.replace(staging, target)
     fsync_dir(target.parent)
@@ -125,27 +153,69 @@ def publish_dir(staging: Path, target: Path, *, replace: bool = True) -> Path:
     return target
 
 
-def remove_leftovers(target: Path) -> list[Path]:
+LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>new|old)-(?P<owner>.+)")  # `_sibling`'s names (and `.<name>.old-<pid>` of older code)
+
+
+def remove_leftovers(target: str | Path) -> list[Path]:
     """Remove what publishers of `target` killed midway left beside it, and return it: while `target` is there, every
-    older version renamed aside (`.<name>.old-...`: never the only copy then), and the temporary folders
-    (`.<name>.new-<host>-<pid>`) of this host's processes that are gone (another host's, or a live process's, may
-    still be filling). Best effort: a leftover that cannot be removed is logged, never raised."""
+    older version renamed aside (`.<name>.old-...`: never the only copy then), and every temporary folder
+    (`.<name>.new-...`) whose flock no writer holds. Where the filesystem has no flock, only this host's temporary
+    folders of processes that are gone (a pid says nothing about another host's). Best effort: a leftover that
+    cannot be removed is logged, never raised."""
+    target = Path(target)
+    return _remove_leftovers(target.parent, only=target.name)
+
+
+def remove_leftovers_in(folder: str | Path) -> list[Path]:
+    """`remove_leftovers` for every published folder in `folder` at once (a cache of many)."""
+    return _remove_leftovers(Path(folder), only=None)
+
+
+def _remove_leftovers(folder: Path, only: str | None) -> list[Path]:
     removed = []
-    host = socket.gethostname()
-    for path in target.parent.glob(glob.escape(f".{target.name}.") + "*-*"):
-        kind, _, owner = path.name[len(target.name) + 2:].partition("-")
-        writer_host, _, pid = owner.rpartition("-")
-        dead_writer = writer_host == host and pid.isascii() and pid.isdecimal() and _gone(int(pid))
-        if not ((kind == "old" and target.is_dir()) or (kind == "new" and dead_writer)) or not path.is_dir() or path.is_symlink():
+    pattern = glob.escape(f".{only}.") + "*-*" if only is not None else ".*.*-*"
+    for path in sorted(folder.glob(pattern)) if folder.is_dir() else []:
+        match = LEFTOVER.fullmatch(path.name)
+        if not match or (only is not None and match["name"] != only) or not path.is_dir() or path.is_symlink():
             continue
-        try:
-            shutil.rmtree(path)
-        except OSError as exc:
-            log.warning("could not remove %s, left beside %s by a killed publisher: %s", path, target.name, exc)
-            continue
-        log.warning("removed %s, left beside %s by a process killed while publishing it", path, target.name)
-        removed.append(path)
+        if match["kind"] == "old":
+            gone = (folder / match["name"]).is_dir() and _remove(path)
+        else:
+            gone = _remove_abandoned(path, match["owner"])
+        if gone:
+            log.warning("removed %s, left beside %s by a process killed while publishing it", path, match["name"])
+            removed.append(path)
     return removed
+
+
+def _remove(path: Path) -> bool:
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        log.warning("could not remove %s, left by a killed publisher: %s", path, exc)
+        return False
+    return True
+
+
+def _remove_abandoned(path: Path, owner: str) -> bool:
+    """Remove the temporary folder `path` if its writer is gone: its flock is free (taken while removing, so a writer
+    that made it this instant waits, then makes it again), or, with no flock here, its owner is a dead pid of this host."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False  # published or removed meanwhile
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its writer is alive
+        except OSError:
+            host, pid, _ = owner.rsplit("-", 2) if owner.count("-") >= 2 else ("", "", "")
+            if not (host == socket.gethostname() and pid.isascii() and pid.isdecimal() and _gone(int(pid))):
+                return False
+        return _same_folder(path, fd) and _remove(path)
+    finally:
+        os.close(fd)
 
 
 def _gone(pid: int) -> bool:

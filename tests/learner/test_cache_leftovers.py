@@ -1,17 +1,20 @@
 """The Arrow cache after a killed cache build: its half-written temporary folder is removed at the next start,
-a folder another process is still filling is not."""
+a folder another process is still filling is not, and two caching the same build at once end with one folder."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sft_builds import rows, write_build
 
 import learner.sources as sources
 from learner.sources import open_split, prepare_source
+from trajforge.atomic import staged_dir
 from trajforge.lake import Lake
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +57,7 @@ def test_a_killed_cache_build_leaves_nothing_behind_at_the_next_start(tmp_path, 
     [leftover] = _killed_midway(tmp_path / "lake", cache)
     assert leftover.name.startswith(".b1-") and (leftover / "train.arrow").is_file()  # what the kill left
     (cache / ".notes").write_text("not a cache folder\n")
-    with caplog.at_level("WARNING", logger="learner.sources"):
+    with caplog.at_level("WARNING", logger="trajforge.atomic"):
         source = prepare_source(Lake.at(tmp_path / "lake"), "b1", 1.0, cache)
     assert sorted(path.name for path in cache.iterdir()) == [".notes", Path(source.cache_dir).name]
     assert leftover.name in caplog.text and "killed" in caplog.text
@@ -64,16 +67,26 @@ def test_a_killed_cache_build_leaves_nothing_behind_at_the_next_start(tmp_path, 
 def test_a_folder_another_process_is_filling_is_left_alone(tmp_path, caplog):
     write_build(tmp_path / "lake", "b1", rows(6, dev=2))
     cache = tmp_path / "cache"
-    cache.mkdir()
-    live, lock = sources._staging(cache / "b1-0123456789ab")  # as a live `_write_cache` holds it
-    try:
+    with staged_dir(cache / "b1-0123456789ab") as live:  # as a live cache build holds it
         (live / "train.arrow").write_bytes(b"half")
-        with caplog.at_level("WARNING", logger="learner.sources"):
+        with caplog.at_level("WARNING", logger="trajforge.atomic"):
             source = prepare_source(Lake.at(tmp_path / "lake"), "b1", 1.0, cache)
-            assert sources.remove_dead_staging(cache) == []
         assert (live / "train.arrow").read_bytes() == b"half" and "removed" not in caplog.text
         assert sorted(cache.iterdir()) == sorted([live, Path(source.cache_dir)])
-    finally:
-        os.close(lock)
-    assert sources.remove_dead_staging(cache) == [live.name]  # once its writer is gone (its lock released)
-    assert sorted(cache.iterdir()) == [Path(source.cache_dir)]
+    assert sorted(path.name for path in cache.iterdir()) == sorted(["b1-0123456789ab", Path(source.cache_dir).name])
+
+
+def test_two_processes_caching_the_same_build_at_once_both_use_the_first_ones_folder(tmp_path, monkeypatch):
+    write_build(tmp_path / "lake", "b1", rows(8, dev=2))
+    cache, both_writing = tmp_path / "cache", threading.Barrier(2, timeout=60)
+    real = sources._batches
+
+    def batches_side_by_side(build_dir, entries):
+        both_writing.wait()  # each is filling its own temporary folder; neither is published yet
+        yield from real(build_dir, entries)
+
+    monkeypatch.setattr(sources, "_batches", batches_side_by_side)
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: prepare_source(Lake.at(tmp_path / "lake"), "b1", 1.0, cache), range(2))
+    assert first == second and (first.train_rows, first.dev_rows) == (6, 2)
+    assert [path.name for path in cache.iterdir()] == [Path(first.cache_dir).name]  # no temporary folder is left

@@ -109,8 +109,8 @@ def test_the_next_save_removes_the_shards_of_an_older_save_a_kill_interrupted(tm
 def test_a_kill_during_the_export_keeps_the_previous_one_and_an_export_is_fsynced_before_it_appears(tmp_path, single_worker, events):
     target = tmp_path / "hf"
     checkpoint.export_hf(FakeEngine(), FakeModel(), FakeModel(), target, {"step": 4})
-    staging = target.with_name(f".hf.new-{socket.gethostname()}-{os.getpid()}")
     appeared = events.index(("replace", target))
+    [staging] = {path.parent for kind, path in events[:appeared] if kind == "fsync" and path.parent.name.startswith(f".hf.new-{socket.gethostname()}-{os.getpid()}-")}
     assert {("fsync", staging / name) for name in ("config.json", "model.safetensors", checkpoint.EXPORT_FILE)} <= set(events[:appeared])
     assert json.loads((target / checkpoint.EXPORT_FILE).read_text()) == {"step": 4}
 

@@ -3,6 +3,7 @@ renamed into place was fsync'd first."""
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -104,18 +105,37 @@ def _dead_pid() -> int:
 
 
 def test_a_publish_removes_what_killed_publishers_of_its_folder_left_and_nothing_in_use(tmp_path):
-    host, dead, alive = socket.gethostname(), _dead_pid(), os.getppid()
+    host, dead = socket.gethostname(), _dead_pid()
     target = tmp_path / "run[1]"  # glob characters in the name
-    dead_temporaries = [tmp_path / f".run[1].new-{host}-{dead}",
-                        tmp_path / f".run[1].new-{host}-99999999999999999999"]  # no such pid: gone (and no OverflowError)
-    asides = [tmp_path / f".run[1].old-{host}-{dead}", tmp_path / f".run[1].old-other-host-{alive}", tmp_path / f".run[1].old-{dead}"]
-    kept = [tmp_path / f".run[1].new-{host}-{alive}",  # a live process is still filling it
-            tmp_path / f".run[1].new-other-host-{dead}",  # another host's: its pid says nothing here
-            tmp_path / f".other.new-{host}-{dead}"]  # another folder's
-    for folder in [*dead_temporaries, *asides, *kept]:
+    abandoned = [tmp_path / f".run[1].new-{host}-{dead}", tmp_path / f".run[1].new-other-host-{os.getppid()}"]  # nobody holds their flock
+    asides = [tmp_path / f".run[1].old-{host}-{dead}", tmp_path / f".run[1].old-other-host-{os.getppid()}", tmp_path / f".run[1].old-{dead}"]
+    other = tmp_path / f".other.new-{host}-{dead}"  # another folder's
+    for folder in [*abandoned, *asides, other]:
+        folder.mkdir()
+    with atomic.staged_dir(target) as live:  # a live writer holds its folder's flock
+        (live / "weights").write_text("half")
+        assert sorted(atomic.remove_leftovers(target)) == sorted(abandoned)
+        assert all(aside.is_dir() for aside in asides)  # no target yet: an aside may be the only copy of the old version
+        assert (live / "weights").read_text() == "half"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, other.name])  # published; the asides went
+    assert atomic.remove_leftovers_in(tmp_path) == [other]  # a whole folder's at once
+
+
+def test_without_flock_only_this_hosts_temporary_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(atomic.fcntl, "flock", no_flock)
+    host, dead, alive = socket.gethostname(), _dead_pid(), os.getppid()
+    target = tmp_path / "run"
+    dead_temporaries = [tmp_path / f".run.new-{host}-{dead}-0a1b2c3d",
+                        tmp_path / f".run.new-{host}-99999999999999999999-0a1b2c3d"]  # no such pid: gone (and no OverflowError)
+    kept = [tmp_path / f".run.new-{host}-{alive}-0a1b2c3d",  # a live process is still filling it
+            tmp_path / f".run.new-other-host-{dead}-0a1b2c3d",  # another host's: its pid says nothing here
+            tmp_path / f".run.new-{dead}"]  # no host in its name: nothing proves its writer dead
+    for folder in [*dead_temporaries, *kept]:
         folder.mkdir()
     assert sorted(atomic.remove_leftovers(target)) == sorted(dead_temporaries)
-    assert all(aside.is_dir() for aside in asides)  # no target yet: an aside may be the only copy of the old version
-    (tmp_path / "staging").mkdir()
-    atomic.publish_dir(tmp_path / "staging", target)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name] + [folder.name for folder in kept])  # the asides went
+    with atomic.staged_dir(target) as staging:  # still publishes, unlocked
+        (staging / "done").write_text("yes")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["run"] + [folder.name for folder in kept])

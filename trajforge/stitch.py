@@ -1,7 +1,9 @@
 """TrajectoryStitcher (seed 004): one session's envelopes -> one ordered trajectory.
 
-Chunks are ordered by `chunk_sequence` (then arrival) and steps by `step`; missing chunk numbers and
-steps that appear twice are flagged (the copy from the earliest chunk is kept). The metadata is the
+Chunks are ordered by `chunk_sequence` (then arrival) and all their steps concatenated and sorted by
+`step` (stably: a step number that appears twice keeps both copies, the earliest chunk's first, as the
+specification's stitcher does, so the scorer counts both); missing chunk numbers and repeated step
+numbers are flagged. The metadata is the
 first chunk's, with the close's filling the fields it lacks. `stitch_order` is the ordering itself,
 over arrays of many sessions at once: the build's columnar stage calls it for a whole lake, `stitch`
 for one session's envelopes (the ingest ledger on SESSION_CLOSE, the build's per-session rows), so
@@ -71,18 +73,18 @@ def _sort_order(keys: list[np.ndarray]) -> np.ndarray:
 
 def stitch_order(groups: np.ndarray, chunk_sequences: np.ndarray, arrivals: np.ndarray, positions: np.ndarray,
                  step_numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The steps a stitched trajectory keeps, in order, and the ones it drops as duplicates.
+    """The steps of stitched trajectories in order, and the ones whose step number came before.
 
     One entry per step of every chunk: its session (`groups`), its chunk's `chunk_sequence` and
-    arrival rank, its position in the chunk, and its step number. Returns the kept indices sorted by
-    (session, step number) and the dropped indices: a step number seen twice in a session keeps the
-    copy from the chunk that comes first (by sequence, then arrival), then the earlier position.
+    arrival rank, its position in the chunk, and its step number. Returns every index sorted by
+    (session, step number), copies of one step number by their chunk (sequence, then arrival), then
+    position; and the indices of the later copies, which stitching flags as duplicate steps.
     """
     order = _sort_order([groups, step_numbers, chunk_sequences, arrivals, positions])
     group, number = groups[order], step_numbers[order]
     first = np.ones(len(order), dtype=bool)
     first[1:] = (group[1:] != group[:-1]) | (number[1:] != number[:-1])
-    return order[first], order[~first]
+    return order, order[~first]
 
 
 def _step_number(step: dict[str, Any]) -> int:
@@ -117,7 +119,7 @@ def stitch(session_id: str, envelopes: Iterable[dict[str, Any]]) -> StitchedSess
     ranks = np.fromiter((rank for rank, chunk in enumerate(chunks) for _ in (chunk.get("trajectory_log") or [])), dtype=np.int64, count=len(flat))
     numbers = np.fromiter((_step_number(step) for step in flat), dtype=np.int64, count=len(flat))
     zeros = np.zeros(len(flat), dtype=np.int64)
-    kept, dropped = stitch_order(zeros, ranks, zeros, np.arange(len(flat)), numbers)
+    ordered, repeated = stitch_order(zeros, ranks, zeros, np.arange(len(flat)), numbers)
 
     first = chunks[0] if chunks else None
     contributor = (first or {}).get("contributor_id") or (close or {}).get("contributor_id")
@@ -125,10 +127,10 @@ def stitch(session_id: str, envelopes: Iterable[dict[str, Any]]) -> StitchedSess
         session_id=session_id,
         contributor_id=contributor,
         metadata=merged_metadata((first or {}).get("metadata"), (close or {}).get("metadata")),
-        steps=[flat[index] for index in kept],
+        steps=[flat[index] for index in ordered],
         outcome=(close or {}).get("outcome"),
         feedback=feedback,
         total_chunks=len(chunks),
         missing_chunks=missing,
-        duplicate_steps=sorted(int(numbers[index]) for index in dropped),
+        duplicate_steps=sorted(int(numbers[index]) for index in repeated),
     )

@@ -219,7 +219,7 @@ def stitch_and_score(parts: list[tuple[str, SegmentColumns]]) -> ScoredSessions:
     mine = owner >= 0
     mine[mine] = chunk[owner[mine]]
     steps, owner = steps.filter(pa.array(mine)), owner[mine]
-    kept, _ = stitch_order(groups[owner], sequence[owner], owner, steps.column("position").to_numpy(), steps.column("step").to_numpy())
+    kept, _ = stitch_order(groups[owner], sequence[owner], owner, steps.column("position").to_numpy(), steps.column("step").to_numpy())  # all, in order
     kept_groups = groups[owner][kept]
     kinds = _kind_codes(steps.column("type").take(pa.array(kept)))
     tokens = np.bincount(kept_groups, weights=steps.column("token_count").to_numpy()[kept], minlength=sessions).astype(np.int64)

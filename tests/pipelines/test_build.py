@@ -87,7 +87,7 @@ def test_scores_match_the_ingest_ledger_and_the_formula(built):
 def test_stitching_orders_chunks_and_flags_gaps_and_duplicates(built):
     build_dir, _, ids, _ = built
     row = by_session(table(build_dir, "trajectories"))[ids["chunky"]]
-    assert row["missing_chunks"] == [1] and row["duplicate_steps"] == [3] and row["total_chunks"] == 2 and row["total_steps"] == 7
+    assert row["missing_chunks"] == [1] and row["duplicate_steps"] == [3] and row["total_chunks"] == 2 and row["total_steps"] == 8
     assert ids["open"] not in by_session(table(build_dir, "trajectories"))
 
 

@@ -85,10 +85,10 @@ def test_columnar_scores_equal_the_per_session_ones_and_bad_sessions_say_why(lak
         assert scored.score(index) == score(stitched), session
         assert scored.total_tokens[index] == stitched.total_tokens
     a = scored.session_ids.index("a")
-    assert scored.columns["steps"][a] == 6 and scored.models[a] == "o4-mini"  # the first chunk has no model: the close's fills it
-    assert scored.columns["complexity_bonus"][a] == 6 and scored.columns["errors_recovered"][a] == 2
+    assert scored.columns["steps"][a] == 8 and scored.models[a] == "o4-mini"  # steps 2 and 3 twice: both copies count  # the first chunk has no model: the close's fills it
+    assert scored.columns["complexity_bonus"][a] == 8 and scored.columns["errors_recovered"][a] == 2
     table = scored.table()
-    assert table.column("session_id").to_pylist() == ["a", "c", "e"] and table.column("total_steps").to_pylist() == [6, 2, 0]
+    assert table.column("session_id").to_pylist() == ["a", "c", "e"] and table.column("total_steps").to_pylist() == [8, 2, 0]
 
 
 def test_the_careful_index_path_gives_the_fast_paths_index(lake, monkeypatch):

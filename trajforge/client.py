@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from trajforge import constants as c
 from trajforge import crypto
 from trajforge.jsjson import canonical_without, js_stringify
 from trajforge.spool import Spool, Spooled
@@ -40,6 +41,28 @@ def retryable(status: int, answer: Any) -> bool:
     """Worth sending again later: the service is busy or down, not refusing this envelope for good."""
     refused_for_good = isinstance(answer, dict) and answer.get("error") == "session_envelope_limit"
     return status in RETRYABLE and not refused_for_good
+
+
+def _retry_after(answer: Any) -> float:
+    """The wait the service asked for (`retryAfter`, seconds), 0 when it named none."""
+    try:
+        return max(0.0, float(answer.get("retryAfter", 0))) if isinstance(answer, dict) else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def fitting(items: list[Spooled], max_body_bytes: int) -> list[Spooled]:
+    """The longest head of `items` whose batch body (a JSON array of their bodies) fits `max_body_bytes`; at least
+    one item, so an envelope too large even alone is sent and refused (413) on its own, never holding up the rest."""
+    size, count = 1, 0
+    for item in items:
+        size += len(item.body) + 1  # the item and its "," (or the closing "]")
+        if count and size > max_body_bytes:
+            break
+        count += 1
+    return items[:count]
+
+
 GROOVE_VERSION = "0.27.113"
 
 
@@ -86,7 +109,8 @@ class IngestClient:
         max_retries: int = 5,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 60.0,
-        batch_size: int = 500,
+        batch_size: int = c.MAX_BATCH_ENVELOPES,
+        max_body_bytes: int = c.MAX_BODY_BYTES,
         transport: httpx.BaseTransport | None = None,
     ):
         self.base_url = base_url.rstrip("/")
@@ -96,6 +120,7 @@ class IngestClient:
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.batch_size = batch_size
+        self.max_body_bytes = max_body_bytes
         self._drain_lock = threading.Lock()
         self._drainer: threading.Thread | None = None
         self._stop = threading.Event()
@@ -114,9 +139,9 @@ class IngestClient:
                     answer = response.json() if response.content else {}
                 except ValueError:
                     answer = {"message": response.text[:500]}
-                if not retryable(response.status_code, answer) or attempt >= self.max_retries:
-                    return response.status_code, answer
-                delay = float(answer.get("retryAfter", 0)) if isinstance(answer, dict) else 0.0
+                delay = _retry_after(answer)
+                if not retryable(response.status_code, answer) or attempt >= self.max_retries or delay > self.backoff_max_s:
+                    return response.status_code, answer  # a wait longer than backoff_max_s is the caller's to schedule
             except httpx.TransportError:
                 if attempt >= self.max_retries:
                     raise
@@ -192,7 +217,7 @@ class IngestClient:
         report = FlushReport()
         with self._drain_lock:
             while True:
-                items = self.spool.head(1 if single else self.batch_size)
+                items = fitting(self.spool.head(1 if single else self.batch_size), self.max_body_bytes)
                 if not items:
                     break
                 try:
@@ -217,6 +242,10 @@ class IngestClient:
             return [(status, answer)]
         payload = b"[" + b",".join(item.body for item in items) + b"]"
         status, answer = self._request("POST", "/v1/training/ingest:batch", payload)
+        if status == 413:  # the service takes smaller batches than this client sends: halve, never refuse the envelopes
+            half = len(items) // 2
+            log.info("a batch of %d envelopes (%d bytes) was too large for the service; sending it in halves", len(items), len(payload))
+            return self._deliver(items[:half]) + self._deliver(items[half:])
         if status != 200:
             if retryable(status, answer):
                 raise IngestError(status, answer)

@@ -50,3 +50,36 @@ def test_flush_uses_the_batch_endpoint_for_many(serve_url, tmp_path):
         report = client.flush()
         assert report.delivered == 120 and report.pending == 0
         assert client.get("/v1/stats/summary")["totalEnvelopes"] >= 120
+
+
+def _large_chunks(session, count: int) -> list[bytes]:
+    """`count` valid chunks of about 2.2 MB each: two fit in one 5 MiB request, three do not."""
+    chunks = []
+    for n in range(count):
+        big = steps(240, start=1 + 240 * n)
+        for step in big:
+            step["content"] = step["content"].ljust(9000, "x")
+        chunks.append(session.chunk(big))
+    return chunks
+
+
+def test_envelopes_too_large_together_for_one_request_are_sent_in_batches_that_fit(serve_url, tmp_path):
+    with IngestClient(serve_url, spool_path=tmp_path / "spool.db", max_retries=0) as client:
+        session = open_session(client)
+        for chunk in _large_chunks(session, 3):
+            client.spool.put(session.session_id, chunk)
+        report = client.flush()
+    assert (report.delivered, report.rejected, report.pending) == (3, 0, 0)
+    assert [answer["sequence"] for answer in report.answers] == [0, 1, 2]
+
+
+def test_a_batch_the_service_finds_too_large_is_halved_not_refused(serve_url, tmp_path):
+    # A client told the service takes 64 MiB: the 6.6 MB batch gets 413, and the envelopes go again in halves.
+    with IngestClient(serve_url, spool_path=tmp_path / "spool.db", max_retries=0, max_body_bytes=64 << 20) as client:
+        session = open_session(client)
+        for chunk in _large_chunks(session, 3):
+            client.spool.put(session.session_id, chunk)
+        report = client.flush()
+        assert client.spool.rejections() == []
+    assert (report.delivered, report.rejected, report.pending) == (3, 0, 0)
+    assert [answer["sequence"] for answer in report.answers] == [0, 1, 2]

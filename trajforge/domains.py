@@ -83,7 +83,8 @@ class DomainTagger:
         return [_tags(list(zip(self.names, row.tolist())), "embedding") for row in scores]
 
     def tag(self, text: str) -> dict[str, Any]:
-        """`{"primary": {"domain", "confidence"}, "secondary": ..., "tertiary": ..., "method": ...}`."""
+        """`{"primary": {"domain", "confidence"}, "secondary": ..., "tertiary": ..., "method": ...}` (by keywords, only the
+        ranks of domains the text names)."""
         if self._embed is not None:
             try:
                 return self.tag_vector(self._embed([text])[0])
@@ -92,7 +93,9 @@ class DomainTagger:
         return self.tag_keywords(text)
 
     def tag_keywords(self, text: str) -> dict[str, Any]:
+        """Ranks only the domains whose keywords the text has: a text with none gets no rank at all (no domain),
+        never the alphabetically first domains with confidence 0."""
         lowered = text.lower()
         counts = {name: sum(lowered.count(keyword) for keyword in domain.keywords) for name, domain in self.config.domains.items()}
-        total = sum(counts.values()) or 1
-        return _tags([(name, count / total) for name, count in counts.items()], "keywords")
+        total = sum(counts.values())
+        return _tags([(name, count / total) for name, count in counts.items() if count], "keywords")

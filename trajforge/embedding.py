@@ -225,11 +225,16 @@ def embed_dataset(dataset, text_column: str = "text", model: str = PACKAGED, *, 
 
 
 def remote(base_url: str, timeout_s: float = 30.0):
-    """An embed function backed by a deployed service's `POST /v1/embed` (list form, one request)."""
+    """An embed function backed by a deployed service's `POST /v1/embed` (list form, one request); it raises
+    RuntimeError, saying why, when the service is unreachable or refuses."""
     import httpx
 
     def embed(texts: list[str]) -> list[list[float]]:
-        response = httpx.post(f"{base_url.rstrip('/')}/v1/embed", json={"input": list(texts)}, timeout=timeout_s)
+        url = f"{base_url.rstrip('/')}/v1/embed"
+        try:
+            response = httpx.post(url, json={"input": list(texts)}, timeout=timeout_s)
+        except httpx.HTTPError as exc:  # down, refused, timed out: one error type for callers that fall back
+            raise RuntimeError(f"embed service at {url} unreachable ({type(exc).__name__}: {exc}); start it with `trajforge serve`") from exc
         if response.status_code != 200:
             raise RuntimeError(f"embed service answered {response.status_code}: {response.text[:300]}")
         return [item["embedding"] for item in sorted(response.json()["data"], key=lambda item: item["index"])]

@@ -9,7 +9,8 @@ near-duplicate, while unrelated sessions stay under 0.05. Signatures are compute
 tasks with numpy (multiply-shift hashes over crc32-based shingle hashes, far faster than datasketch's
 sha1 per shingle); the driver only clusters, with numpy banding (LSH): exact groups first, then the pairs
 sharing a whole band whose estimated Jaccard reaches `threshold`, joined transitively. In each group the
-best-scored session is kept (ties: the smaller session id) and every other one is recorded with
+best session is kept (a training-eligible one before any other, then the best-scored, then the smaller
+session id), so a copy that could become an sft row is never dropped for one that cannot; every other is recorded with
 the session that stays in its place, so `kept_session_id` is always a curated row: `exact` when the
 content is the same, `near` otherwise (an exact copy of a near-duplicate points past it).
 """
@@ -84,6 +85,7 @@ class Candidate:
     content_hash: str
     score: float
     signature: bytes
+    eligible: bool = True  # training_eligible: a copy that can become an sft row beats one that cannot, whatever the scores
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,8 @@ class Dropped:
                 "similarity": round(self.similarity, 6), "dropped_score": self.dropped_score, "kept_score": self.kept_score}
 
 
-def _rank(candidate: Candidate) -> tuple[float, str]:
-    return (-candidate.score, candidate.session_id)
+def _rank(candidate: Candidate) -> tuple[bool, float, str]:
+    return (not candidate.eligible, -candidate.score, candidate.session_id)
 
 
 def band_layout(threshold: float, num_perm: int) -> tuple[int, int]:

@@ -212,10 +212,10 @@ def _stage_embeddings(tables: list[pa.Table], stage: Path, build_id: str, index:
 def _candidates(stage: Path, chosen: dict[str, str]) -> list[Candidate]:
     found = []
     for path in staged_files(stage, "trajectories"):
-        table = pq.read_table(path, columns=["session_id", "_origin", "content_hash", "score", "minhash"])
-        for session_id, origin, content, points, signature in zip(*(table.column(n).to_pylist() for n in table.column_names)):
+        table = pq.read_table(path, columns=["session_id", "_origin", "content_hash", "score", "minhash", "training_eligible"])
+        for session_id, origin, content, points, signature, eligible in zip(*(table.column(n).to_pylist() for n in table.column_names)):
             if chosen.get(session_id) == origin:
-                found.append(Candidate(session_id, content, points, signature))
+                found.append(Candidate(session_id, content, points, signature, bool(eligible)))
     return found
 
 

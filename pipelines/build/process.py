@@ -52,10 +52,11 @@ def _counts(counter: Counter) -> list[dict[str, Any]]:
     return [{"kind": kind, "count": int(count)} for kind, count in sorted(counter.items()) if count]
 
 
-def _tags(tagger, text: str) -> tuple[str, list[dict[str, Any]]]:
+def _tags(tagger, text: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """The primary domain (None when no keyword of any domain is in the text) and the ranked tags."""
     tags = tagger.tag_keywords(text)
     ranked = [tags[rank] for rank in ("primary", "secondary", "tertiary") if rank in tags]
-    return ranked[0]["domain"], [{"domain": tag["domain"], "confidence": float(tag["confidence"])} for tag in ranked]
+    return (ranked[0]["domain"] if ranked else None), [{"domain": tag["domain"], "confidence": float(tag["confidence"])} for tag in ranked]
 
 
 class BatchBuilder:

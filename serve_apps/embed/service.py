@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import os
 import threading
@@ -28,7 +29,7 @@ from serve_apps.embed.settings import EmbedSettings
 from serve_apps.http import CORS, AddressResolver, HTTPError, json_response, lone_surrogate, read_body
 from serve_apps.ratelimit import AddressLimiter
 from trajforge.constants import EMBEDDING_DIM, EMBEDDING_MODEL_NAME
-from trajforge.embedding import Embedder
+from trajforge.embedding import Embedder, truncate
 from trajforge.jsjson import JSONRejected, loads_strict
 
 log = logging.getLogger("trajforge.embed")
@@ -128,11 +129,11 @@ class EmbedService:
         encode = _encoder(payload)
         if self.embedder is None:
             message = f"the model failed to load ({self.load_error}); fix embed.model and redeploy" if self.load_error else "the model is still loading; retry in a few seconds"
-            raise HTTPError(503, "model_not_ready", message, headers={"Retry-After": "5"})
+            raise HTTPError(503, "model_not_ready", message, headers={} if self.load_error else {"Retry-After": "5"})  # a failed load is not a wait
         self.metrics.inputs(texts)
         vectors = await asyncio.gather(*(self._embed_texts(text) for text in texts))
         data = [{"object": "embedding", "embedding": encode(vector), "index": index} for index, vector in enumerate(vectors)]
-        tokens = sum(len(text.split()) for text in texts)
+        tokens = sum(len(truncate(text).split()) for text in texts)  # words of what was embedded (an estimate: no tokenizer here)
         return {"object": "list", "data": data, "model": EMBEDDING_MODEL_NAME, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
@@ -152,11 +153,13 @@ def _encoder(payload: dict[str, Any]) -> Callable[[list[float]], Any]:
 def _inputs(payload: Any, limit: int) -> list[str]:
     if not isinstance(payload, dict) or "input" not in payload:
         raise HTTPError(400, "missing_input", 'the body must be a JSON object with "input": a string or a list of strings')
+    if payload["input"] in (None, False, 0, ""):  # the specification's `if (!input)`
+        raise HTTPError(400, "missing_input", f'"input" is {json.dumps(payload["input"])}, which is empty: send a string or a list of strings')
     given = payload["input"]
     texts = [given] if isinstance(given, str) else given
     if not isinstance(texts, list) or not texts or not all(isinstance(text, str) for text in texts):
         raise HTTPError(400, "invalid_input", '"input" must be a string or a non-empty list of strings')
-    if not all(texts):  # the specification's `if (!input)`: an empty string is missing input
+    if not all(texts):  # an empty string in a list is missing input too
         raise HTTPError(400, "missing_input", '"input" must not be an empty string')
     if len(texts) > limit:
         raise HTTPError(413, "too_many_inputs", f"at most {limit} strings per request, got {len(texts)}")

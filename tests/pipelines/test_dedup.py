@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -62,13 +63,13 @@ def test_banded_search_finds_the_same_duplicate_clusters_as_every_pair():
     assert {"exact", "near"} <= {item.kind for item in dropped}
 
 
-def test_every_group_keeps_its_best_scored_member():
-    candidates = _planted(200)
-    scores = {c.session_id: c.score for c in candidates}
+def test_every_group_keeps_its_best_member_a_training_eligible_one_first():
+    candidates = [dataclasses.replace(c, eligible=i % 3 != 0) for i, c in enumerate(_planted(200))]  # every third cannot train
+    rank = {c.session_id: (not c.eligible, -c.score, c.session_id) for c in candidates}
     dropped = find_duplicates(candidates, THRESHOLD, NUM_PERM)
-    assert dropped
+    assert dropped and any(rank[item.kept][1] > rank[item.dropped][1] for item in dropped)  # a lower score kept for its eligibility
     for item in dropped:
-        assert (-scores[item.kept], item.kept) < (-scores[item.dropped], item.dropped)
+        assert rank[item.kept] < rank[item.dropped]
         assert item.kept not in {other.dropped for other in dropped}
 
 

@@ -67,6 +67,11 @@ def test_the_specifications_example_chunk_is_valid():
     ("metadata__session_embedding", {"model": "m", "vector": ["0.1"], "source_text": "t"}, "metadata.session_embedding.vector.0"),
     ("metadata__routing", {"leaf_id": "l", "routing_confidence": 0.5, "fallback_used": "no"}, "metadata.routing.fallback_used"),
     ("metadata__leaf_context", {"leaf_id": "l", "leaf_version": "1", "confidence_at_route": -0.1, "chassis_model": "c"}, "metadata.leaf_context.confidence_at_route"),
+    # fields of optional (union) types: the path names the field, not the branch pydantic tried
+    ("metadata__leaf_context", {"leaf_id": "l", "leaf_version": None, "confidence_at_route": 0.1, "chassis_model": "c"}, "metadata.leaf_context.leaf_version"),
+    ("metadata__routing", {"leaf_id": "l", "routing_confidence": 0.5, "fallback_used": False, "parent_leaf_id": 3}, "metadata.routing.parent_leaf_id"),
+    ("metadata__domain_tags", {"primary": "react_frontend"}, "metadata.domain_tags.primary"),
+    ("metadata__session_embedding", "vector", "metadata.session_embedding"),
 ])
 def test_each_limit_is_enforced_and_named(path, value, field):
     assert rejected(chunk(**{path: value})).field == field

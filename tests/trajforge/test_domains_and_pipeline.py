@@ -32,7 +32,12 @@ def test_embedding_method_ranks_the_right_domain_first(tagger, text, domain):
 def test_keyword_fallback_when_no_model():
     tags = DomainTagger().tag("kubectl apply the helm chart, then terraform apply")
     assert tags["method"] == "keywords" and tags["primary"]["domain"] == "infra_devops"
-    assert sum(tags[rank]["confidence"] for rank in ("primary", "secondary", "tertiary")) <= 1.0 + 1e-9
+    assert sum(tags[rank]["confidence"] for rank in ("primary", "secondary", "tertiary") if rank in tags) <= 1.0 + 1e-9
+    assert all(tags[rank]["confidence"] > 0 for rank in ("primary", "secondary", "tertiary") if rank in tags)
+
+
+def test_keyword_fallback_names_no_domain_for_a_text_without_any_keyword():
+    assert DomainTagger().tag("hello there, how was your weekend?") == {"method": "keywords"}
 
 
 def test_an_embedder_that_fails_falls_back_to_keywords(embedder):
@@ -50,6 +55,20 @@ def test_an_embedder_that_fails_falls_back_to_keywords(embedder):
 
     tags = DomainTagger(embed=fails_later).tag("kubectl apply the helm chart")  # worked at start, gone when tagging
     assert tags["method"] == "keywords" and tags["primary"]["domain"] == "infra_devops"
+
+
+def test_a_service_that_is_not_there_is_a_runtime_error_the_tagger_falls_back_on(capsys):
+    from helpers import free_port
+
+    from trajforge import embedding
+    from trajforge.cli.main import main
+
+    down = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(RuntimeError, match="unreachable"):
+        embedding.remote(down)(["hello"])
+    assert DomainTagger(embed=embedding.remote(down)).tag("kubectl apply the helm chart")["method"] == "keywords"
+    assert main(["embed", "hello", "--url", down]) != 0  # the CLI says so, no traceback
+    assert "unreachable" in capsys.readouterr().err
 
 
 def test_domains_file_rejects_unknown_keys(tmp_path):

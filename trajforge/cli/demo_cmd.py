@@ -171,7 +171,7 @@ def _show_domain_tags(url: str, results: list) -> None:
         tags = [tagger.tag(text) for text in texts]
     print(f"{'session':<34} {'primary':<24} {'secondary':<24} {'tertiary':<24} method")
     for (doc, result), tag in zip(results, tags):
-        cells = [f"{tag[rank]['domain']} {tag[rank]['confidence']:.2f}" for rank in ("primary", "secondary", "tertiary")]
+        cells = [f"{tag[rank]['domain']} {tag[rank]['confidence']:.2f}" if rank in tag else "-" for rank in ("primary", "secondary", "tertiary")]
         print(f"{result.name[:34]:<34} {cells[0]:<24} {cells[1]:<24} {cells[2]:<24} {tag['method']}")
 
 

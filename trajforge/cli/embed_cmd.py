@@ -18,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_command(args: argparse.Namespace) -> int:
     from trajforge import embedding
     from trajforge.domains import DomainTagger, load_domains
+    from trajforge.errors import TrajforgeError
 
     if args.url:
         embed = embedding.remote(args.url)
@@ -26,7 +27,10 @@ def run_command(args: argparse.Namespace) -> int:
         embedder = embedding.Embedder(model=args.model)
         embed = lambda texts: embedder.embed(texts).tolist()  # noqa: E731
         source = f"in-process ({args.model})"
-    vector = embed([args.text])[0]
+    try:
+        vector = embed([args.text])[0]
+    except RuntimeError as exc:  # the service is down or refused: say so, no traceback
+        raise TrajforgeError(str(exc)) from None
     tagger = DomainTagger(load_domains(args.domains) if args.domains else None, embed=embed)
     print(f"source:  {source}")
     print(f"vector:  {len(vector)} dims, norm {math.sqrt(sum(v * v for v in vector)):.6f}")

@@ -63,11 +63,11 @@ TRAJECTORIES = pa.schema(
         ("tier", pa.string()),  # TIER_A | TIER_B | TIER_C
         ("tier_reason", pa.string()),
         ("training_eligible", pa.bool_()),
-        ("exclusion_reason", pa.string()),  # one of TRAINING_EXCLUSION_REASONS, or null
+        ("exclusion_reason", pa.string()),  # field sessions: one of TRAINING_EXCLUSION_REASONS; teacher/actor runs: "unverified"; or null
         ("score", pa.float64()),  # the TrajectoryScorer's total points
         ("score_breakdown", pa.string()),  # JSON
         ("feedback_signal", pa.string()),  # the last USER_FEEDBACK signal, or null
-        ("domain", pa.string()),
+        ("domain", pa.string()),  # the primary domain tag; null when keyword tagging found no domain's keyword
         ("domain_tags", pa.list_(DOMAIN_TAG)),
         ("embedding", pa.list_(pa.float32(), EMBEDDING_DIM)),  # null when the build ran without embeddings
         ("content_hash", pa.string()),  # sha256 of the normalized step text (exact dedup key)

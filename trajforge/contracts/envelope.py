@@ -6,6 +6,7 @@ JSON received is what gets stored and signed. `validate_envelope` is the one ent
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -186,9 +187,14 @@ def validate_envelope(envelope: Any, *, now: float | None = None) -> _Envelope:
         raise rejection_from(exc) from None
 
 
+# What pydantic adds to an error's location for the branch of a union it tried (`str`, `list[Step]`, `Step`,
+# `function-after[...]`, ...): not part of the field's path. Our field names are snake_case, so none is taken for one.
+_UNION_BRANCH = re.compile(r"(str|int|float|bool|bytes|none|[a-z-]+\[.*\]|[A-Z]\w*)")
+
+
 def rejection_from(exc: ValidationError) -> EnvelopeRejected:
     first = exc.errors(include_url=False)[0]
-    field = ".".join(str(part) for part in first["loc"])
+    field = ".".join(str(part) for part in first["loc"] if not (isinstance(part, str) and _UNION_BRANCH.fullmatch(part)))
     message = first["msg"]
     if first["type"] == "missing":
         message = "field required"

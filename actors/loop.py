@@ -42,6 +42,9 @@ class LoopTask(BaseModel):
     tests: str | list[str] | None = None
     gold_action: dict[str, Any] | None = None
     """The known-good action of a synthetic task (the oracle teacher replays it; never shown to a model)."""
+    state: State = Field(default_factory=State)
+    """The state step 1 starts from (the specification's "empty or prior state"): empty unless the task brings one,
+    such as a handoff from an earlier agent. Never an earlier run's: each run starts from the task's files."""
 
     @model_validator(mode="after")
     def _files(self) -> LoopTask:
@@ -155,9 +158,10 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
     workspace = box.prepare_workspace(task.task_id, task.files)
     feedback = ""
     count_tokens = state_token_counter(getattr(actor, "engine", None))
+    carried = task.state  # whatever an earlier run (or another teacher) of the task saved is not this run's state
     try:
         for step in range(1, options.max_steps + 1):
-            stored = actor.states.load(task.task_id)
+            stored = carried
             state, state_tokens = state_within_budget(stored, options, count_tokens)
             current = {path: content.decode("utf-8", "replace") for path, content in read_tree(workspace, 1 << 20).items()
                        if path in task.files and isinstance(content, bytes)}
@@ -182,19 +186,23 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
             # persisted every step (a summary too: the next step starts from what this one showed), so every task
             # that ran has a state to dump, even one whose model never wrote a <state_update>
             actor.states.save(task.task_id, state_after)
-            verified = bool(result and result["valid"] and result["files_changed"] and (tests is None or tests["exit_code"] == 0))
+            carried = state_after
+            # three rewards, each on its own: the action applied cleanly (and changed something), the code equals the
+            # known result, the task's tests pass
+            verified = bool(result and result["valid"] and result["files_changed"])
+            tests_pass = None if tests is None else tests["exit_code"] == 0
             matches_gold = None
-            if task.post is not None and len(task.files) == 1 and result and result["valid"]:
-                (name,) = task.files
+            if task.post is not None and len(task.files) == 1 and result is not None:
+                (name,) = task.files  # an action that did not apply left the code as it was: it matches only if that was the result
                 matches_gold = read_tree(workspace, 1 << 20).get(name) == task.post.encode("utf-8")
-            solved = verified and matches_gold is not False  # applied, and equal to the known result where there is one
+            solved = verified and matches_gold is not False and tests_pass is not False  # where a result or tests are known, they agree
             final = solved or failed or step == options.max_steps
             actor.trajectories.append({
                 "task_id": task.task_id, "step": step, "prompt": {"messages": messages}, "state_before": state.model_dump(),
                 "state_tokens": state_tokens, "state_summarized": state != stored,
                 "model_output": {**parsed.to_record(), "raw": first.text + (ACTION_STOP + _state_part(second) if second else "")},
                 "sandbox_result": {"action": result, "tests": tests, "verified": verified},
-                "reward": {"verified": verified, "matches_gold": matches_gold, "tests_pass": None if tests is None else tests["exit_code"] == 0},
+                "reward": {"verified": verified, "matches_gold": matches_gold, "tests_pass": tests_pass},
                 "final": final, "teacher": getattr(actor, "teacher", None), "run_id": getattr(actor, "run_id", None),
                 "state_after": state_after.model_dump(), "error": error, "model": first.model, "engine": first.engine,
                 "temperature": options.temperature, "top_p": options.top_p, "seed": seed, "actor": actor.index,

@@ -30,6 +30,7 @@ from pipelines.synth_rules import tasks_file
 from trajforge.atomic import write_atomic
 from trajforge.errors import ConfigError, TrajforgeError
 from trajforge.settings import load_section, parse_assignment
+from trajforge.trajectories import good_step
 
 if TYPE_CHECKING:
     from sandbox.settings import SandboxSettings
@@ -183,9 +184,10 @@ def run(settings: TeacherSettings, progress: bool = True, sandbox: SandboxSettin
 
 def write_report(settings: TeacherSettings, tasks: list[dict[str, Any]], stats: list[dict[str, int]], wall_s: float,
                  failed: Sequence[str] = ()) -> Path:
-    """reports/teacher/metrics.md from every record of this teacher on the sampled tasks. Precision is per step
-    (the specification's verified / total, over the steps the teacher answered); `failed`: tasks this run's
-    teacher left unanswered."""
+    """reports/teacher/metrics.md from every record of this teacher on the sampled tasks: verified / total (the
+    specification's teacher precision) per task and per step, and precision: the share of the steps the teacher
+    answered that earned all three rewards (`good_step`: applied, equal to the known result, tests pass), the figure a
+    deliberate mistake lowers even when its action applies; `failed`: tasks this run's teacher left unanswered."""
     wanted = {task["task_id"]: task for task in tasks}
     records = [r for r in teacher_records(settings) if r["task_id"] in wanted]
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -199,7 +201,8 @@ def write_report(settings: TeacherSettings, tasks: list[dict[str, Any]], stats: 
         gold = any(s["reward"].get("matches_gold") for s in steps)
         answered = [s for s in steps if not unanswered(s)]
         per_language[language].update(tasks=1, verified=int(verified), matches_gold=int(gold), steps=len(answered),
-                                      verified_steps=sum(bool(s["reward"]["verified"]) for s in answered))
+                                      verified_steps=sum(bool(s["reward"]["verified"]) for s in answered),
+                                      good_steps=sum(good_step(s) for s in answered))
         if len(answered) < len(steps):
             rewards["no answer (teacher endpoint error)"] += len(steps) - len(answered)
         for step in answered:
@@ -217,18 +220,20 @@ def write_report(settings: TeacherSettings, tasks: list[dict[str, Any]], stats: 
              f"- cost: {tokens['prompt_tokens']} prompt tokens, {tokens['completion_tokens']} completion tokens (this run)",
              *([f"- **the teacher did not answer {len(failed)} tasks** (endpoint errors): not finished, the next run retries them: "
                 + ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else "")] if failed else []),
-             "", "Tasks are verified when one of their steps is; precision is verified steps / steps the teacher answered.", "",
-             "| language | tasks | verified | verified/total | matches gold | steps | verified steps | precision |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "", "A task is verified when one of its steps is (its action applied cleanly). Precision is per step: the steps that"
+             " earned every reward (applied, equal to the gold result, tests pass where known) / the steps the teacher answered.", "",
+             "| language | tasks | verified | verified/total | matches gold | steps | verified steps | correct steps | precision |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for language, counts in sorted(per_language.items()):
         lines.append(f"| {language} | {counts['tasks']} | {counts['verified']} | {counts['verified'] / counts['tasks']:.2f} | "
-                     f"{counts['matches_gold']} | {counts['steps']} | {counts['verified_steps']} | {_share(counts['verified_steps'], counts['steps'])} |")
+                     f"{counts['matches_gold']} | {counts['steps']} | {counts['verified_steps']} | {counts['good_steps']} | "
+                     f"{_share(counts['good_steps'], counts['steps'])} |")
     lines += ["", "| per model | tasks | verified/total | steps | precision |", "| --- | --- | --- | --- | --- |"]
     models = Counter(steps[0]["model"] for steps in by_task.values())
     for model, count in sorted(models.items()):
         verified = sum(any(s["reward"]["verified"] for s in steps) for steps in by_task.values() if steps[0]["model"] == model)
         answered = [s for steps in by_task.values() if steps[0]["model"] == model for s in steps if not unanswered(s)]
-        precision = _share(sum(bool(s["reward"]["verified"]) for s in answered), len(answered))
+        precision = _share(sum(good_step(s) for s in answered), len(answered))
         lines.append(f"| {model} | {count} | {verified / count:.2f} | {len(answered)} | {precision} |")
     lines += ["", "## Reward distribution (per step)", "", *(f"- {name}: {count}" for name, count in sorted(rewards.items())), ""]
     settings.reports.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,13 @@ from typing import Any
 RECORD_FIELDS = ("task_id", "step", "prompt", "state_before", "model_output", "sandbox_result", "reward")
 
 
+def good_step(record: dict[str, Any]) -> bool:
+    """A step with all three rewards: its action applied cleanly (`verified`), and the code equals the known result
+    and the tests pass wherever those are known. What becomes an sft row, and what the teacher report's precision counts."""
+    reward = record.get("reward") or {}
+    return bool(reward.get("verified")) and reward.get("matches_gold") is not False and reward.get("tests_pass") is not False
+
+
 class TrajectoryWriter:
     """Appends records to `<root>/<writer>-<host>-<pid>-<time>.jsonl` (one file per writer process)."""
 

@@ -23,6 +23,7 @@ from typing import Any
 from pipelines.build.derive import tier_of
 from trajforge.scoring import score
 from trajforge.stitch import StitchedSession
+from trajforge.trajectories import good_step
 
 UNVERIFIED = "unverified"
 
@@ -36,11 +37,6 @@ def completion(record: dict[str, Any]) -> str:
     if output.get("state_update") is not None:
         parts.append(f"<state_update>{json.dumps(output['state_update'], ensure_ascii=False)}</state_update>")
     return "\n".join(parts)
-
-
-def good_step(record: dict[str, Any]) -> bool:
-    reward = record.get("reward") or {}
-    return bool(reward.get("verified")) and reward.get("matches_gold") is not False and reward.get("tests_pass") is not False
 
 
 def problem(record: dict[str, Any]) -> str | None:

@@ -101,6 +101,27 @@ def test_loop_with_a_scripted_teacher_verifies_saves_state_and_writes_records(se
     assert state.decisions == ["use logging.info"] and state.next_focus == "done"
 
 
+def test_each_run_of_a_task_starts_from_an_empty_state_not_the_last_runs(serve_url, teacher_url, tmp_path):
+    import ray
+
+    from actors.actor import start_actors
+    from actors.run import run_loop
+    from actors.state import State
+
+    settings = load_actor_settings(assignments=[("actors.engine", "openai"), ("actors.model", "teacher"), ("actors.num_cpus", 0),
+                                                ("actors.openai.base_url", teacher_url), ("actors.openai.api_key_env", None),
+                                                ("actors.lake", str(tmp_path / "lake")), ("actors.loop.max_steps", 1)])
+    (actor,) = start_actors(settings)
+    try:
+        first, second = run_loop([actor], [TASKS[1]]) + run_loop([actor], [TASKS[1]])  # the task again, from its files again
+    finally:
+        ray.kill(actor, no_restart=True)
+    assert first["verified"] and second["verified"]
+    runs = [r for r in read_trajectories(tmp_path / "lake" / "raw" / "trajectories") if r["task_id"] == TASKS[1]["task_id"]]
+    assert len(runs) == 2 and all(State.model_validate(r["state_before"]) == State() for r in runs)
+    assert State.model_validate(runs[1]["state_after"]).next_focus == "done"  # what each run learnt is still saved
+
+
 def test_loop_with_the_small_model_records_malformed_output_and_keeps_going(serve_url, small_model, tmp_path):
     import ray
 
@@ -158,10 +179,9 @@ def test_a_state_over_the_token_budget_is_summarized_before_the_prompt_and_saved
                 decisions=[f"decision {i}: keep the module's public names unchanged" for i in range(8)],
                 hypotheses=[f"hypothesis {i}: the call sites use keyword arguments" for i in range(8)], next_focus="the run function")
     assert engine.count_tokens(render(big)) > budget
-    StateStore(settings.state_db).save("big-state", big)
     actor = GenerationActor(settings)
     try:
-        summary = actor.run_task({**TASKS[0], "task_id": "big-state"})
+        summary = actor.run_task({**TASKS[0], "task_id": "big-state", "state": big.model_dump()})  # a task that brings its state
     finally:
         actor.sandbox.close()
     assert summary["steps"] == 1

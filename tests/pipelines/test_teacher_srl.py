@@ -125,6 +125,10 @@ def test_oracle_precision_follows_the_mistake_rate(serve_url, tmp_path):
     precision = sum(bool(r["reward"]["matches_gold"]) for r in first_steps) / len(first_steps)
     assert len(first_steps) == len(tasks)
     assert abs(precision - 0.7) < 0.15, precision
+    [row] = [line.split(" | ") for line in (tmp_path / "reports" / "metrics.md").read_text().splitlines() if line.startswith("| oracle |")]
+    assert abs(float(row[-1].rstrip(" |")) - 0.7) < 0.15  # the report's precision: a wrong rewrite that applies is no correct step
+    wrong = [r for r in first_steps if r["reward"]["verified"] and r["reward"]["matches_gold"] is False]
+    assert wrong  # such steps are verified (applied cleanly) and differ from gold: three rewards, each on its own
 
 
 def test_a_job_killed_halfway_and_resubmitted_finishes_without_duplicates(serve_url, tmp_path):
@@ -185,11 +189,11 @@ def test_the_report_gives_precision_per_step(serve_url, tmp_path, task_file):
     settings = settings_for(tmp_path, path, mistake_rate=1.0, max_steps=2)
     run(settings, progress=False)
     report = (tmp_path / "reports" / "metrics.md").read_text()
-    header = "| language | tasks | verified | verified/total | matches gold | steps | verified steps | precision |"
+    header = "| language | tasks | verified | verified/total | matches gold | steps | verified steps | correct steps | precision |"
     assert header in report and "| oracle | 10 |" in report
     rows = [line.split(" | ") for line in report.splitlines() if line.startswith("| python |")]
-    steps, verified_steps, precision = int(rows[0][5]), int(rows[0][6]), float(rows[0][7].rstrip(" |"))
-    assert steps >= int(rows[0][1]) and abs(precision - verified_steps / steps) < 0.01
+    steps, verified_steps, good_steps, precision = int(rows[0][5]), int(rows[0][6]), int(rows[0][7]), float(rows[0][8].rstrip(" |"))
+    assert steps >= int(rows[0][1]) and good_steps <= verified_steps and abs(precision - good_steps / steps) < 0.01
 
 
 @pytest.mark.parametrize("assignment,message", [

@@ -26,6 +26,7 @@ from actors.engines.types import Completion, GenerationRequest
 from actors.prompting import ACTION_STOP, STATE_OPEN, STATE_STOP, ParsedOutput, parse_output, render_feedback, render_messages
 from actors.state import State, merge, summarize_history, token_budget, tokenizer_counter
 from sandbox.languages import EXTENSIONS
+from sandbox.models import check_relative_path
 
 
 class LoopTask(BaseModel):
@@ -52,6 +53,8 @@ class LoopTask(BaseModel):
             if self.pre is None:
                 raise ValueError("a task needs files or pre")
             self.files = {f"snippet{EXTENSIONS.get(self.language, ('.txt',))[0]}": self.pre}
+        for name in self.files:
+            check_relative_path(name)  # refused here, as an invalid task, not when its workspace is made
         return self
 
 

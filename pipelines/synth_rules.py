@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("trajforge.synth_rules")
 VERSION = "1"
 SOURCE = "trajforge synthetic ast-grep templates"
-LICENSE = "Apache-2.0 (snippets written for trajforge)"
+LICENSE = "Apache-2.0"  # SPDX identifier, as seed 002 section 3.1 asks: every snippet is written for trajforge
 
 
 class NothingVerified(TrajforgeError, RuntimeError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any, Literal
@@ -20,16 +21,29 @@ class InvalidAction(TrajforgeError, ValueError):
     """An action, path or test spec that cannot be run; the message says what to fix."""
 
 
+# A name every platform can hold (seed 002 section 4.3: tasks stay portable even though the jail runs on Linux), and
+# that a diff names as `git apply` reads it: no control character, none of Windows' forbidden characters (a backslash,
+# a drive's colon), no component ending in a dot or a space, no device name (CON, NUL, COM1, ... with any extension).
+_NOT_PORTABLE = re.compile(r'[\x00-\x1f\x7f\\:<>"|?*]')
+_DEVICE = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)
+
+
 def check_relative_path(path: str) -> str:
-    """A path inside the workspace: relative, no `..`, no NUL; returned normalized (POSIX)."""
-    if not isinstance(path, str) or not path or "\x00" in path:
-        raise ValueError(f"path {path!r} must be a non-empty string without NUL")
+    """A path inside the workspace: relative, no `..`, portable (see `_NOT_PORTABLE`); returned normalized (POSIX)."""
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"path {path!r} must be a non-empty string")
+    if bad := _NOT_PORTABLE.search(path):
+        raise ValueError(f"path {path!r} has {bad.group()!r}, which a file name cannot hold on every platform (control characters, "
+                         "backslashes, ':', '<', '>', '\"', '|', '?', '*'): use '/' between folders and plain names")
     pure = PurePosixPath(path)
     if pure.is_absolute() or ".." in pure.parts:
         raise ValueError(f"path {path!r} must be relative to the workspace and must not contain '..'")
     normalized = str(pure)
     if normalized in ("", "."):
         raise ValueError(f"path {path!r} names the workspace itself")
+    for part in pure.parts:
+        if part.endswith((".", " ")) or _DEVICE.fullmatch(part):
+            raise ValueError(f"path {path!r} has the part {part!r}, which Windows cannot hold (a device name, or a trailing dot or space)")
     return normalized
 
 

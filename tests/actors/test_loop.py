@@ -51,6 +51,8 @@ def test_an_invalid_task_fails_alone_with_a_one_line_reason_and_is_one_row_of_th
 
     summary = run_task(None, {"task_id": "no-code", "instruction": "x"}, LoopOptions())  # refused before the actor is used
     assert summary["errors"] == ["invalid task: task: a task needs files or pre"] and summary["steps"] == 0
+    windows = run_task(None, {"task_id": "bad-name", "instruction": "x", "files": {"src\\app.py": "x"}}, LoopOptions())
+    assert windows["errors"][0].startswith("invalid task: task: path 'src\\\\app.py' has '\\\\'") and windows["steps"] == 0
     table = report([{**summary, "errors": ["invalid task: 1 validation error\n  instruction\n    Field required"]}], Path("lake"))
     (row,) = [line for line in table.splitlines() if line.startswith("no-code")]
     assert row.endswith("invalid task: 1 validation error instruction Field required")

@@ -138,7 +138,7 @@ def test_job_keeps_verified_tasks_and_drops_a_wrong_post(serve_url, tmp_path):
     meta = json.loads((out / "_meta.json").read_text())
     kept = [json.loads(line) for line in lines.splitlines()]
     assert meta["num_records"] == len(kept) == len(sample) and meta["candidates"] == len(sample) + 1
-    assert meta["sha256"] == hashlib.sha256(lines).hexdigest() and meta["license"] and meta["source"]
+    assert meta["sha256"] == hashlib.sha256(lines).hexdigest() and meta["license"] == "Apache-2.0" and meta["source"]
     assert "synth-broken" not in {task["task_id"] for task in kept}
     assert list(meta["dropped"].values()) == [1] and "differs from post" in next(iter(meta["dropped"]))
     assert [task["task_id"] for task in kept] == sorted(task["task_id"] for task in kept)

@@ -170,6 +170,7 @@ def test_a_snapshot_symlink_pointing_outside_is_refused(box, tmp_path):
     ({"pattern": "print($A)", "rewrite": "x", "language": "klingon"}, "unknown language 'klingon'"),
     ({"pattern": "print($A)", "rewrite": "x", "language": "python", "paths": ["../outside.py"]}, "must not contain '..'"),
     ({"pattern": "print($A)", "rewrite": "x", "language": "python", "paths": ["/etc/passwd"]}, "must be relative"),
+    ({"pattern": "print($A)", "rewrite": "x", "language": "python", "paths": ["src\\app.py"]}, "use '/' between folders"),
     ({"pattern": "print($A)", "rewrite": "x", "language": "python", "paths": ["missing.py"]}, "not in the workspace"),
     ({"pattern": "", "rewrite": "x", "language": "python"}, "pattern"),
     ({"pattern": "print($A)", "rewrite": "x", "language": "python", "paths": []}, "omit paths to rewrite the whole workspace"),
@@ -193,6 +194,16 @@ def test_a_pattern_the_cli_rejects_is_invalid_with_its_message(box, workspace):
     ({"../escape.py": "x"}, "must not contain '..'"),
     ({"/abs.py": "x"}, "must be relative"),
     ({"a.py": 3}, "must be str or bytes"),
+    # names a Windows checkout (or a diff `git apply` reads) cannot hold: refused with what to do, whatever the host
+    ({"src\\app.py": "x"}, "use '/' between folders"),
+    ({"C:/app.py": "x"}, "':'"),
+    ({"q?.py": "x"}, "'?'"),
+    ({"two\nlines.py": "x"}, "control characters"),
+    ({"tab\there.py": "x"}, "control characters"),
+    ({"CON.py": "x"}, "device name"),
+    ({"lib/aux": "x"}, "device name"),
+    ({"notes./a.py": "x"}, "trailing dot"),
+    ({"trailing .py ": "x"}, "trailing dot or space"),
 ])
 def test_bad_workspace_files_are_refused(box, files, message):
     with pytest.raises(InvalidAction, match=message):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 import shutil
 import sys
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import ValidationError
@@ -95,8 +96,14 @@ def resolve(spec: TestSpec, workspace: Path, allowed: list[str]) -> tuple[str, l
 
 
 def check_allowed(command: list[str], allowed: list[str]) -> None:
-    """InvalidAction unless the command's program is on the allowlist (`python3.11` counts as `python`)."""
-    program = Path(command[0]).name
+    """InvalidAction unless the command's program is on the allowlist (`python3.11` counts as `python`), named or
+    given by an absolute path outside the workspace (a file of the task named `python` is the task's program, not one
+    the list allows)."""
+    given = command[0]
+    if "/" in given and (not given.startswith("/") or PurePosixPath(posixpath.normpath(given)).is_relative_to("/workspace")):
+        raise InvalidAction(f"test program {given!r} is a file of the workspace, not an allowed program: give the program by name "
+                            f"(one of {', '.join(allowed) or 'nothing'}) and the workspace's files as its arguments")
+    program = Path(given).name
     if re.sub(r"[\d.]+$", "", program) not in allowed and program not in allowed:
         shell = " (shells are left off the default list: `sh -c` would run anything)" if program in SHELLS else ""
         raise InvalidAction(

@@ -33,6 +33,9 @@ def apply(box, tmp_path):
 @pytest.mark.parametrize("command,message", [
     ("curl http://example.com", "'curl' is not allowed"),
     ("python -c 'unclosed", "not a valid shell line"),
+    ("/workspace/python -m pytest", "is a file of the workspace"),  # named like an allowed program, but the task's own
+    ("./pytest -q", "is a file of the workspace"),
+    ("/usr/../workspace/bin/python x.py", "is a file of the workspace"),
 ])
 def test_a_bad_test_command_exits_1_and_still_prints_the_actions_result(apply, command, message):
     run = apply("--tests", command)

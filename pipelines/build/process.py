@@ -110,11 +110,16 @@ class BatchBuilder:
         self.passed.append((row["session_id"], text_for_embedding or text[:512]))
 
     def _sft(self, session_id: str, source: str, step: int | None, example_id: str, messages: list[dict[str, Any]], tier: str,
-             points: float, provenance: dict[str, Any]) -> None:
+             points: float, provenance: dict[str, Any], record: dict[str, Any] | None = None) -> None:
+        """One sft row; `record`: the teacher/actor step it comes from, whose reward and sampling it keeps."""
+        reward = (record or {}).get("reward") or {}
         self.rows["sft"].append({
             "example_id": example_id, "source": source, "session_id": session_id, "step": step,
             "split": split_of(session_id, self.settings.sft.dev_fraction), "tier": tier, "score": points, "messages": messages,
-            "num_tokens": None, "loss_tokens": None, "provenance": provenance,
+            "num_tokens": None, "loss_tokens": None,
+            "reward": {key: reward.get(key) for key in ("verified", "matches_gold", "tests_pass")} if record else None,
+            "model": (record or {}).get("model"), "temperature": (record or {}).get("temperature"), "seed": (record or {}).get("seed"),
+            "provenance": provenance,
         })
 
     def _count_tokens(self) -> None:
@@ -170,7 +175,8 @@ class BatchBuilder:
         for record in records:
             if loop_rows.good_step(record):
                 step = int(record.get("step") or 0)
-                self._sft(session_id, source, step, f"{session_id}#step{step:03d}", loop_rows.sft_messages(record), row["tier"], row["score"], provenance)
+                self._sft(session_id, source, step, f"{session_id}#step{step:03d}", loop_rows.sft_messages(record), row["tier"], row["score"],
+                          provenance, record)
         self.rows["behavior"] += loop_rows.behavior_rows(session_id, source, records, provenance)
         task = str(((records[0].get("prompt") or {}).get("messages") or [{}])[-1].get("content") or "")
         # The task (instruction and code) is part of the content: one rewrite rule applied to two different

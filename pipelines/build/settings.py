@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from trajforge.constants import QUALITY_TIERS
+from trajforge.contracts.curated import ROWS_VERSION, SCHEMAS
 from trajforge.redaction import RedactionSettings
 from trajforge.settings import load_section
 
@@ -68,6 +69,7 @@ class BuildSettings(_Section):
         """The hash of everything that changes the rows of a build (of the whole lake, or `--org org`): not where the
         lake is or how parallel, nor the contributor lists of organizations the build does not filter by."""
         relevant = self.model_dump(mode="json", exclude={"lake", "workers", "cpus_per_task", "sessions_per_batch", "rows_per_file", "orgs"})
+        relevant["rows"] = [ROWS_VERSION, *(str(schema) for schema in SCHEMAS.values())]  # rows an older version derived differ
         relevant["tokenizer"] = model_fingerprint(self.tokenizer)
         relevant["embedding"] = {"enabled": self.embedding.enabled, "model": model_fingerprint(self.embedding.model)}
         if org is not None:

@@ -7,6 +7,7 @@ import json
 import shutil
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from build_lake import EXCLUSIONS, PLANTED, fill_phase_one, fill_phase_two
@@ -135,6 +136,10 @@ def test_sft_rows_are_chats_with_loss_on_the_assistant_turns(built):
     assert any(message["loss"] and "→ frontend-2" in message["content"] for message in team)
     teacher = [row for row in rows if row["source"] == "teacher"]
     assert [(row["session_id"], row["step"]) for row in teacher] == [("teacher:task-solved:run-1", 2)]
+    # the trajectory store's step as Parquet with its reward columns and sampling (seed 002 section 7)
+    assert teacher[0]["reward"] == {"verified": True, "matches_gold": True, "tests_pass": None}
+    assert (teacher[0]["model"], teacher[0]["temperature"], teacher[0]["seed"]) == ("oracle", 0.7, 2)
+    assert all(row["reward"] is None and row["model"] is None for row in field.values())
     assert teacher[0]["messages"][-1]["content"].startswith("<think>") and "</action>" in teacher[0]["messages"][-1]["content"]
     assert "ops@example.org" not in json.dumps(teacher[0]["messages"])
 
@@ -277,6 +282,19 @@ def test_the_config_hash_follows_only_the_contributor_list_of_the_org_a_build_fi
     assert settings.content_hash("acme") != settings.content_hash()
     dedup = settings.model_copy(update={"dedup": settings.dedup.model_copy(update={"threshold": 0.5})})
     assert dedup.content_hash() != settings.content_hash()  # what changes rows still changes the hash
+
+
+def test_rows_an_older_version_derived_are_not_reused(monkeypatch):
+    import pipelines.build.settings as build_settings
+
+    settings = load_build_settings(None, [])
+    before = settings.content_hash()
+    monkeypatch.setattr(build_settings, "ROWS_VERSION", build_settings.ROWS_VERSION + 1)  # a rule of derivation changed
+    assert settings.content_hash() != before
+    monkeypatch.undo()
+    grown = {**build_settings.SCHEMAS, "sft": build_settings.SCHEMAS["sft"].append(pa.field("new_column", pa.string()))}
+    monkeypatch.setattr(build_settings, "SCHEMAS", grown)  # a column added
+    assert settings.content_hash() != before
 
 
 def test_a_tokenizer_folder_counts_in_the_config_hash_by_its_content_not_its_path(tmp_path):

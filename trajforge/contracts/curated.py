@@ -35,6 +35,11 @@ PROVENANCE = pa.struct(
 COUNT = pa.struct([("kind", pa.string()), ("count", pa.int64())])
 DOMAIN_TAG = pa.struct([("domain", pa.string()), ("confidence", pa.float32())])
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string()), ("loss", pa.bool_())])
+REWARD = pa.struct([("verified", pa.bool_()), ("matches_gold", pa.bool_()), ("tests_pass", pa.bool_())])  # a trajectory record's reward
+
+# What a build derives from the same raw records: bumped whenever that changes (a column, a rule of stitching,
+# scoring, tagging, dedup or eligibility), so the next build does not reuse rows an older version derived.
+ROWS_VERSION = 2
 
 TRAJECTORIES = pa.schema(
     [
@@ -88,6 +93,11 @@ SFT = pa.schema(
         ("messages", pa.list_(MESSAGE)),
         ("num_tokens", pa.int32()),  # counted with the manifest's `tokenizer`
         ("loss_tokens", pa.int32()),  # tokens of the messages with loss = true
+        # a teacher/actor step's record (seed 002 section 7, "converted to Parquet with additional reward columns"):
+        ("reward", REWARD),  # its three rewards; null for a field session
+        ("model", pa.string()),  # the model that wrote the step, its sampling temperature and seed; null for a field session
+        ("temperature", pa.float64()),
+        ("seed", pa.int64()),
         ("provenance", PROVENANCE),
     ]
 )

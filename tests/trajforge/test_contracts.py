@@ -83,6 +83,14 @@ def test_more_than_500_steps_is_refused():
     assert rejected(envelope).field == "trajectory_log"
 
 
+def test_a_chunk_with_no_steps_is_valid_and_one_without_a_log_is_not():
+    envelope = chunk()
+    envelope["trajectory_log"] = []
+    assert validate_envelope(envelope, now=NOW).trajectory_log == []  # the specification sets a maximum only
+    del envelope["trajectory_log"]
+    assert rejected(envelope).field == "trajectory_log"
+
+
 def test_limits_hold_at_their_edges():
     envelope = chunk(trajectory_log__0__content="x" * 10_000, trajectory_log__0__token_count=100_000, trajectory_log__0__step=50_000,
                      metadata__team_size=50, attestation__sequence=1_000_000, trajectory_log__0__timestamp=NOW + 3599)

@@ -134,7 +134,7 @@ class ChunkEnvelope(_Envelope):
     chunk_sequence: Sequence
     contributor_id: Hex32
     metadata: Metadata
-    trajectory_log: list[Step] = Field(min_length=1, max_length=c.MAX_STEPS_PER_ENVELOPE)
+    trajectory_log: list[Step] = Field(max_length=c.MAX_STEPS_PER_ENVELOPE)  # the specification sets no minimum: an empty chunk is valid
 
 
 class CloseEnvelope(_Envelope):

@@ -15,7 +15,7 @@ from build_lake import EXCLUSIONS, PLANTED, fill_phase_one, fill_phase_two
 from pipelines.build import load_build_settings, run_build
 from trajforge.cli.build_cmd import summary
 from trajforge.client import contributor_id_for
-from trajforge.errors import TrajforgeError
+from trajforge.errors import ConfigError, TrajforgeError
 from trajforge.lake import Lake
 
 pytestmark = pytest.mark.usefixtures("serve_url")
@@ -251,8 +251,6 @@ def test_org_filter_keeps_only_the_orgs_contributors(phase_one, tmp_path):
     sessions = manifest["sessions"]  # the lake's one open session is not alice's; the others' sessions are not "still open"
     assert sessions["pending_open"] == 0 and sessions["ready"] + sessions["other_orgs"] == len(ids) + 2  # + the two teacher runs
     assert f"{sessions['other_orgs']} of other organizations left out" in summary(manifest)
-    from trajforge.errors import ConfigError
-
     with pytest.raises(ConfigError, match="neither in build.orgs"):
         run_build(settings_for(copy), org="nobody", progress=False)
 
@@ -282,6 +280,18 @@ def test_the_config_hash_follows_only_the_contributor_list_of_the_org_a_build_fi
     assert settings.content_hash("acme") != settings.content_hash()
     dedup = settings.model_copy(update={"dedup": settings.dedup.model_copy(update={"threshold": 0.5})})
     assert dedup.content_hash() != settings.content_hash()  # what changes rows still changes the hash
+
+
+def test_telemetry_redact_false_turns_redaction_off_as_in_starcode(monkeypatch):
+    assert load_build_settings(None, []).redaction.kinds  # on by default
+    monkeypatch.setenv("TELEMETRY_REDACT", "false")
+    assert load_build_settings(None, []).redaction.kinds == []
+    assert load_build_settings(None, [("build.redaction.kinds", ["email"])]).redaction.kinds == ["email"]  # --set still wins
+    monkeypatch.setenv("TELEMETRY_REDACT", "true")
+    assert load_build_settings(None, []).redaction.kinds
+    monkeypatch.setenv("TELEMETRY_REDACT", "sometimes")
+    with pytest.raises(ConfigError, match="TELEMETRY_REDACT='sometimes' is neither true nor false"):
+        load_build_settings(None, [])
 
 
 def test_rows_an_older_version_derived_are_not_reused(monkeypatch):

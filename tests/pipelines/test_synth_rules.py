@@ -126,6 +126,18 @@ def test_javascript_tasks_parse_before_and_after_the_rewrite():
     assert json.loads(checked.stdout) == []
 
 
+def test_typescript_and_java_tasks_parse_before_and_after_the_rewrite():
+    """tree-sitter (ast-grep's parser) finds no syntax error in any TypeScript or Java task, before or after: a
+    rewrite never leaves code that does not parse (a compile check would need each host's project)."""
+    from ast_grep_py import SgRoot
+
+    tasks = [task for task in candidates() if task["language"] in ("typescript", "java")]
+    assert {task["language"] for task in tasks} == {"typescript", "java"}
+    broken = [f"{task['task_id']} {side}: {errors[0].text()[:80]!r}" for task in tasks for side in ("pre", "post")
+              if (errors := SgRoot(task[side], task["language"]).root().find_all(kind="ERROR"))]
+    assert broken == []
+
+
 def test_job_keeps_verified_tasks_and_drops_a_wrong_post(serve_url, tmp_path):
     from pipelines.synth_rules import run
 

@@ -75,6 +75,10 @@ class IngestError(RuntimeError):
         self.answer = answer
 
 
+class ServiceUnreachable(httpx.TransportError):
+    """The ingest service did not answer at all (after the retries): the message names the URL and what to do."""
+
+
 def contributor_id_for(handle: str) -> str:
     """A stable 32-hex contributor id for a handle (the protocol never sees the handle itself)."""
     return hashlib.sha256(f"trajforge-contributor:{handle}".encode()).hexdigest()[:32]
@@ -184,7 +188,8 @@ class IngestClient:
         version_hash: str | None = None,
         groove_version: str = GROOVE_VERSION,
     ) -> "Session":
-        """ECDH with the service; needs the service to be reachable (a session cannot be signed offline)."""
+        """ECDH with the service; needs the service to be reachable (a session cannot be signed offline): raises
+        ServiceUnreachable (an httpx.TransportError) when it does not answer, IngestError when it refuses."""
         public_b64, private_b64 = crypto.generate_keypair()
         request = {
             "session_id": session_id or f"sess_{uuid.uuid4()}",
@@ -195,7 +200,13 @@ class IngestClient:
             "app_version_hash": version_hash or app_version_hash(),
             "groove_version": groove_version,
         }
-        status, answer = self._request("POST", "/v1/sessions/open", json.dumps(request).encode())
+        try:
+            status, answer = self._request("POST", "/v1/sessions/open", json.dumps(request).encode())
+        except httpx.TransportError as exc:
+            raise ServiceUnreachable(
+                f"cannot open a session: no ingest service answers at {self.base_url} ({type(exc).__name__}: {exc}); "
+                "start it with `trajforge serve` or check the URL (a session needs the service: its key is agreed online)"
+            ) from exc
         if status != 200:
             raise IngestError(status, answer)
         secret = crypto.derive_shared_secret(private_b64, answer["server_public_key"])

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import httpx
+import pytest
 from helpers import free_port, open_session, steps
 
-from trajforge.client import IngestClient
+from trajforge.client import IngestClient, ServiceUnreachable, contributor_id_for
 
 
 def test_envelopes_wait_in_the_spool_while_offline_and_drain_in_order(serve_url, tmp_path):
@@ -25,6 +27,16 @@ def test_envelopes_wait_in_the_spool_while_offline_and_drain_in_order(serve_url,
         assert (report.delivered, report.rejected, report.pending) == (3, 0, 0)
         assert [answer["sequence"] for answer in report.answers] == [0, 1, 2]
         assert all("gap" not in answer for answer in report.answers)
+
+
+def test_opening_a_session_with_no_service_names_the_url_and_what_to_do(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    with IngestClient(url, spool_path=tmp_path / "spool.db", max_retries=1, backoff_base_s=0.01) as client:
+        with pytest.raises(ServiceUnreachable, match="trajforge serve") as caught:
+            client.open_session(provider="codex", model="o3", contributor_id=contributor_id_for("alice"))
+        assert url in str(caught.value)
+        assert isinstance(caught.value, httpx.TransportError)  # callers catching httpx's errors still do
+        assert client.spool.pending() == 0
 
 
 def test_a_permanently_refused_envelope_is_set_aside_and_does_not_block(serve_url, tmp_path):

@@ -267,11 +267,12 @@ def _run_build(settings: BuildSettings, lake: Lake, contributors: set[str] | Non
     forgotten = tombstones.forgotten(lake)
     left_out = {key for key, s in ready.items() if s.contributor_id and s.contributor_id.lower() in forgotten}
     ready = {key: s for key, s in ready.items() if key not in left_out}
+    pending_open, other_orgs = int((~is_ready & in_org).sum()), int((~in_org).sum())  # the built orgs' open sessions only
     parent = _parent(lake, settings, org, full, tombstones.digest(forgotten))
     reused = _reuse(parent, stage, ready)
     todo = [ready[key] for key in sorted(ready) if key not in reused]
-    log.info("build %s: %d sessions ready (%d reused from %s, %d to build), %d still open", build_id, len(ready), len(reused),
-             parent.name if parent else "nothing", len(todo), len(sessions) - len(ready))
+    log.info("build %s: %d sessions ready (%d reused from %s, %d to build), %d still open%s", build_id, len(ready), len(reused),
+             parent.name if parent else "nothing", len(todo), pending_open, f", {other_orgs} of other organizations left out" if org else "")
     scores = _scores(indexed.scored(), todo)
     indexed.scores = []  # frees the segments' columns in the object store
     _process(settings, lake, stage, build_id, todo, scores)
@@ -288,7 +289,7 @@ def _run_build(settings: BuildSettings, lake: Lake, contributors: set[str] | Non
                                  embedded=settings.embedding.enabled)
     manifest = manifests.build_manifest(
         work, stage, settings, build_id=build_id, parent=parent.name if parent else None, org=org, files=files_written, indexes=indexes,
-        sessions={"ready": len(ready), "built": len(todo), "reused": len(reused), "pending_open": int((~is_ready & in_org).sum()), "other_orgs": int((~in_org).sum()),
+        sessions={"ready": len(ready), "built": len(todo), "reused": len(reused), "pending_open": pending_open, "other_orgs": other_orgs,
                   "quarantined": len(ready) - len(built), "forgotten": len(left_out)},
         forgotten={"contributors": len(forgotten), "digest": tombstones.digest(forgotten)},
         todo_origin=build_id, dropped=dropped, seconds=time.time() - started,

@@ -4,6 +4,7 @@ redaction, dedup, quarantine, byte-identical reruns and incremental builds."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import duckdb
@@ -240,12 +241,15 @@ def test_a_file_torn_without_a_writer_is_listed_and_one_being_written_is_not(pha
     assert manifest["inputs"]["torn_tail_bytes"] == 380 + 10 + 20 + 26
 
 
-def test_org_filter_keeps_only_the_orgs_contributors(phase_one, tmp_path):
+def test_org_filter_keeps_only_the_orgs_contributors(phase_one, tmp_path, caplog):
     lake, ids, _ = phase_one
     copy = tmp_path / "lake"
     shutil.copytree(lake, copy)
     alice = contributor_id_for("alice")
+    caplog.set_level(logging.INFO, logger="pipelines.build.job")
     manifest = run_build(settings_for(copy, orgs={"acme": [alice]}), org="acme", progress=False)
+    (counts,) = [record.getMessage() for record in caplog.records if "sessions ready" in record.getMessage()]
+    assert ", 0 still open, " in counts and f"{manifest['sessions']['other_orgs']} of other organizations left out" in counts
     rows = table(Lake.at(copy).build_dir(manifest["build_id"]), "trajectories")
     assert rows and {row["contributor_id"] for row in rows} == {alice} and manifest["org"] == "acme"
     sessions = manifest["sessions"]  # the lake's one open session is not alice's; the others' sessions are not "still open"

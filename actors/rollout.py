@@ -9,7 +9,8 @@ runs every task to its end in one actor (its turns share that actor's prefix cac
 supervisor restarting an actor that hangs, and appends one step record per step to
 `<lake>/raw/trajectories/`, which the next build turns into rows. Tasks come from the synthetic tasks
 file of the lake (`trajforge synth-rules`), another JSON-lines file of tasks, or a named Ray queue
-(`actors/task_queue.py`). Prints one line per task and the verified share per language.
+(`actors/task_queue.py`), which needs a running cluster. An engine whose extra is not installed (vllm without
+`.[gpu]`) is refused before any actor starts. Prints one line per task and the verified share per language.
 """
 
 from __future__ import annotations
@@ -70,9 +71,12 @@ def rollout(settings: ActorSettings, tasks: list[dict[str, Any]] | None = None, 
 
     from actors.actor import start_actors
     from actors.run import run_loop
-    from actors.task_queue import leased_batches, task_queue
+    from actors.task_queue import connect_cluster, leased_batches, task_queue
 
-    ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    if queue is not None:
+        connect_cluster()  # a queue lives only in a running cluster: never a Ray of this process alone
+    else:
+        ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
     actors = start_actors(settings)
     summaries: list[dict[str, Any]] = []
     waves = (wave for wave in [tasks]) if tasks is not None else \
@@ -113,7 +117,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lake", type=Path, default=None, help="where step records go and synthetic tasks are read (actors.lake; default ./lake)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--tasks", type=Path, default=None, help="JSON lines of tasks (default <lake>/raw/tasks/synth_rules/tasks.jsonl)")
-    source.add_argument("--queue", default=None, metavar="NAME", help="take tasks from the named Ray queue (actors.task_queue) as they arrive")
+    source.add_argument("--queue", default=None, metavar="NAME", help="take tasks from the named Ray queue (actors.task_queue) as they arrive; it lives in the "
+                             "running Ray cluster (`ray start --head`, or RAY_ADDRESS)")
     parser.add_argument("--limit", type=positive_int, default=None, help="only the first N tasks of the file (not with --queue)")
     parser.add_argument("--idle-exit-s", type=float, default=60.0,
                         help="with --queue: stop once no task has been waiting or out on lease this long (default 60)")
@@ -130,6 +135,8 @@ def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from actors.engines.factory import check_engine_installed
+    from actors.task_queue import connect_cluster
     from trajforge.lake import Lake
     from trajforge.settings.job_paths import absolute_data_paths
 
@@ -142,6 +149,9 @@ def run_command(args: argparse.Namespace) -> int:
         args.tasks = Path(path)
     settings = absolute_actor_settings(load_actor_settings(args.config, assignments), make_model=False, sandbox_assignments=assignments)
     tasks = None if args.queue else read_tasks(args.tasks or Lake(settings.lake).synthetic_tasks, args.limit)
+    check_engine_installed(settings.engine)  # both refused before the embedded model is made and any actor starts
+    if args.queue:
+        connect_cluster()
     settings = absolute_actor_settings(settings)  # the embedded model made here, once the tasks are known to be there
     summaries = rollout(settings, tasks, queue=args.queue, idle_exit_s=args.idle_exit_s, lease_s=args.lease_s)
     if args.json:

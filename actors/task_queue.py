@@ -115,6 +115,27 @@ class TaskQueue:
         return self.sizes() == {"ready": 0, "leased": 0}
 
 
+def connect_cluster(address: str = "auto") -> None:
+    """Connect this process to the running Ray cluster that holds the named queues; a ConfigError at once when there is none.
+
+    A queue is a detached actor, so it lives only in a running cluster: a Ray started for this process alone would hold
+    a queue that no producer can reach, and a rollout would wait on it for nothing. RAY_ADDRESS, when set, wins over
+    `address` (Ray's own rule; `RAY_ADDRESS=local` asks for a Ray of this process alone, as the tests do). Already
+    connected, it does nothing."""
+    import ray
+
+    from trajforge.cluster import check_reachable
+    from trajforge.errors import ConfigError
+
+    check_reachable(address)
+    try:
+        ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False)
+    except ConnectionError as exc:
+        reason = str(exc).split(". ")[0].rstrip(".")
+        raise ConfigError(f"no Ray cluster at {address!r} to hold the task queue ({reason}): a named queue lives in a running cluster; "
+                          f"start one with `ray start --head`, or point RAY_ADDRESS at one") from None
+
+
 def task_queue(name: str, create: bool = True) -> TaskQueue:
     """The named queue, made on first use (detached, in namespace `trajforge`); with `create` false, a
     ConfigError when there is none."""

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 from actors.settings import ActorSettings
 from trajforge.errors import ConfigError
+
+EXTRA_PACKAGES = {"vllm": "vllm"}
+"""Engine -> the package it imports that only an extra installs (vllm: `.[gpu]`); the other engines need only the base install."""
+
+
+def check_engine_installed(engine: str) -> None:
+    """A ConfigError saying what to install when `engine` needs a package this Python lacks; the driver calls it before it
+    starts any actor, so a missing extra is one line rather than every actor's traceback.
+
+    It looks the package up without importing it (importing vLLM takes seconds and pulls in torch): a vLLM that is
+    installed but broken (a CUDA mismatch) still fails in the actor, where `build_engine` reports it. It checks this
+    machine only: a driver on a head node without the extra is refused even if the GPU nodes have it."""
+    package = EXTRA_PACKAGES.get(engine)
+    if package is None or package in sys.modules or importlib.util.find_spec(package) is not None:
+        return
+    raise ConfigError(f"engine {engine} needs the gpu extra, and this Python has no {package} package: on a CUDA machine run "
+                      f"`pip install -e '.[gpu]'`, or choose engine transformers or openai (--set actors.engine=transformers)")
 
 
 def model_path(model: str) -> Path:
@@ -29,7 +48,7 @@ def build_engine(settings: ActorSettings):
         try:
             from actors.engines.vllm_engine import VllmEngine
         except ImportError as exc:
-            raise ConfigError(f"engine vllm needs the gpu extra on a CUDA machine (`pip install -e '.[gpu]'`): {exc}") from None
+            raise ConfigError(f"engine vllm needs the gpu extra on a CUDA machine (`pip install -e '.[gpu]'`): {exc}") from None  # installed, not importable
         return VllmEngine(model_path(settings.model), settings.vllm)
     from actors.engines.transformers_engine import TransformersEngine
 

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 import uuid
 
 import pytest
@@ -55,9 +61,6 @@ def test_an_engine_that_cannot_start_is_one_clear_line_not_a_ray_traceback(serve
     tasks_file = tmp_path / "tasks.jsonl"
     tasks_file.write_text(json.dumps(TASKS[0]) + "\n")
     base = ["--tasks", str(tasks_file), "--lake", str(tmp_path / "lake"), "--set", "actors.num_cpus=0"]
-    assert main([*base, "--set", "actors.engine=vllm"]) == 2  # the venv has no gpu extra
-    err = capsys.readouterr().err
-    assert "did not start: engine vllm needs the gpu extra" in err.splitlines()[-1] and "Traceback" not in err
     assert main([*base, "--set", f"actors.model={tmp_path / 'no-model'}"]) == 2
     err = capsys.readouterr().err
     assert f"FileNotFoundError: model directory {tmp_path / 'no-model'} not found" in err and "Traceback" not in err
@@ -98,3 +101,55 @@ def test_limit_with_a_queue_is_refused_not_ignored(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(actors.rollout, "rollout", lambda *args, **kwargs: pytest.fail("the rollout started"))
     assert main(["--queue", "somewhere", "--limit", "2", "--lake", str(tmp_path / "lake")]) == 2
     assert "--limit takes the first N tasks of a file" in capsys.readouterr().err
+
+
+def test_an_engine_whose_extra_is_missing_is_refused_before_any_actor_starts(tmp_path, capsys, monkeypatch):
+    import actors.rollout
+    from actors.engines import factory
+
+    monkeypatch.setattr(actors.rollout, "rollout", lambda *args, **kwargs: pytest.fail("the rollout started"))
+    monkeypatch.setitem(factory.EXTRA_PACKAGES, "vllm", "vllm_absent_here")  # the same on a machine that has vLLM
+    tasks_file = tmp_path / "tasks.jsonl"
+    tasks_file.write_text(json.dumps(TASKS[0]) + "\n")
+    assert main(["--tasks", str(tasks_file), "--lake", str(tmp_path / "lake"), "--set", "actors.engine=vllm"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "engine vllm needs the gpu extra" in err and "pip install -e '.[gpu]'" in err
+    assert "choose engine transformers or openai" in err
+
+
+def test_the_engine_check_passes_engines_of_the_base_install_and_an_installed_extra(monkeypatch):
+    from actors.engines import factory
+
+    for engine in ("transformers", "openai"):
+        factory.check_engine_installed(engine)
+    monkeypatch.setitem(factory.EXTRA_PACKAGES, "vllm", "json")  # a package this Python has
+    factory.check_engine_installed("vllm")
+
+
+NO_CLUSTER = """
+import sys
+import ray._private.services as services
+
+services._find_address_from_flag = lambda flag: set()  # no Ray process of this machine (other tests' Rays) is found
+from trajforge.cli.main import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("command", ["rollout", "queue"])
+def test_a_queue_without_a_running_cluster_is_refused_at_once(tmp_path, command):
+    ray_tmp = tempfile.mkdtemp(prefix="ray")  # short: a Ray started there needs its socket paths under 108 bytes
+    env = {**{key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}, "RAY_TMPDIR": ray_tmp}  # no `ray start` recorded a cluster there
+    started = time.monotonic()
+    teacher = ScriptedTeacher()  # actors that would start, so the old rollout waited out --idle-exit-s and exited 0
+    argv = ["rollout", "--queue", "nowhere", "--idle-exit-s", "1", *_options(teacher, tmp_path / "lake")] if command == "rollout" \
+        else ["queue", "status", "nowhere"]
+    try:
+        done = subprocess.run([sys.executable, "-c", NO_CLUSTER, *argv], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    finally:
+        teacher.close()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.splitlines()[-1].startswith(f"trajforge {command}: no Ray cluster at 'auto' to hold the task queue")
+    assert "ray start --head" in done.stderr and "Traceback" not in done.stderr and time.monotonic() - started < 30

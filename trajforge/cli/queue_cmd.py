@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 from trajforge.cli.common import common_arguments
-from trajforge.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,25 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         verb.add_argument("--address", default="auto", help="the Ray cluster holding the queue (default auto: the running one)")
 
 
-def _connect(address: str) -> None:
-    import ray
-
-    from trajforge.cluster import check_reachable
-
-    check_reachable(address)
-    try:
-        ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False)
-    except ConnectionError as exc:
-        raise ConfigError(f"no Ray cluster at {address!r} to hold the queue ({exc}); start one with `ray start --head`, "
-                          f"or pass --address") from None
-
-
 def run_command(args: argparse.Namespace) -> int:
     from actors.rollout import read_tasks
-    from actors.task_queue import drop_queue, task_queue
+    from actors.task_queue import connect_cluster, drop_queue, task_queue
 
     tasks = read_tasks(Path(args.tasks), hint="") if args.verb == "put" else []  # all of them checked before any is queued
-    _connect(args.address)
+    connect_cluster(args.address)
     if args.verb == "put":
         ready = task_queue(args.name).put_nowait_batch(tasks)
         print(f"queued {len(tasks)} tasks in {args.name!r}; {ready} now waiting (trajforge rollout --queue {args.name})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,67 @@ def test_help_explains_every_command(command):
     result = subprocess.run([sys.executable, "-m", "trajforge", *command, "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "--set" in result.stdout or "serve" in result.stdout
+
+
+def test_an_environment_override_is_blamed_on_the_variable_as_it_is_spelled():
+    with pytest.raises(ConfigError, match=r"http_options\.port \(set by TRAJFORGE__HTTP_OPTIONS__port\): .*65535"):
+        load_serve_file(SERVE_YAML, environ={"TRAJFORGE__HTTP_OPTIONS__port": "80000"})
+    with pytest.raises(ConfigError, match=r"cannot set http_options\.port\.x \(set by TRAJFORGE__HTTP_OPTIONS__PORT__X\)"):
+        load_serve_file(SERVE_YAML, environ={"TRAJFORGE__HTTP_OPTIONS__PORT__X": "1"})
+
+
+def test_a_commands_flag_is_blamed_on_the_flag_not_on_set():
+    from trajforge.settings import Assignment
+
+    with pytest.raises(ConfigError, match=r"http_options\.port \(set by --port\): .*65535") as refused:
+        load_serve_file(SERVE_YAML, [Assignment("http_options.port", 80000, "--port")], environ={})
+    assert "--set" not in str(refused.value)
+
+
+def test_the_last_override_of_a_field_is_blamed():
+    """An environment variable set a.b.c; a later --set replaced all of a.b: the value validated is the --set's."""
+    from pydantic import BaseModel
+
+    from trajforge.settings import origins, validate
+
+    class Inner(BaseModel):
+        c: int = 0
+
+    class Middle(BaseModel):
+        b: Inner = Inner()
+
+    overrides = origins([("a.b.c", 1)], [("a.b", {"c": "many"})])
+    with pytest.raises(ConfigError, match=r"a\.b\.c \(set by --set a\.b\)"):
+        validate(Middle, {"b": {"c": "many"}}, "a.yaml", prefix="a", overrides=overrides)
+
+
+def test_assignments_keep_their_origin_through_pickle():
+    import pickle
+
+    from trajforge.settings import Assignment, origin_of
+
+    copied = pickle.loads(pickle.dumps(Assignment("a.b", [1], "--lake")))
+    assert copied == ("a.b", [1]) and origin_of(copied) == "--lake" and origin_of(("a.b", 1)) == "--set a.b"
+
+
+def test_a_missing_config_file_is_named_without_telling_to_pass_config(tmp_path, monkeypatch):
+    from trajforge.settings import SHIPPED_CONFIGS, read_yaml
+
+    monkeypatch.chdir(tmp_path)
+    folder = re.escape(str(tmp_path))
+    with pytest.raises(ConfigError, match=rf"config file nope\.yaml not found \(no such file in {folder}\): check the path") as refused:
+        read_yaml("nope.yaml")
+    assert "--config" not in str(refused.value)
+    with pytest.raises(ConfigError, match=r"config file nope\.yaml given with --config not found"):
+        read_yaml("nope.yaml", given_by="--config")
+    with pytest.raises(ConfigError, match=r"default config file .*gone\.yaml is missing from this checkout: restore it"):
+        read_yaml(SHIPPED_CONFIGS / "gone.yaml")
+
+
+def test_serve_with_a_missing_config_names_it(capsys, tmp_path):
+    from trajforge.cli.main import main
+
+    missing = tmp_path / "nope.yaml"
+    assert main(["serve", "--config", str(missing)]) == 2  # refused before Ray starts
+    err = capsys.readouterr().err
+    assert f"config file {missing} not found: check the path" in err and "pass --config" not in err

@@ -1,7 +1,8 @@
 """Loading component configs: YAML file, then `TRAJFORGE__A__B` environment variables, then `--set a.b=v`.
 
 Every component has one YAML file under `configs/` and one pydantic model that rejects unknown keys.
-A bad value stops the start with a ConfigError naming the file and the dotted field.
+A bad value stops the start with a ConfigError naming the dotted field and where its value came from: the file, or
+the override that set it (an `Assignment`'s `origin`: the `--set`, the environment variable, the command's flag).
 """
 
 from __future__ import annotations
@@ -17,20 +18,53 @@ from pydantic import BaseModel, ValidationError
 from trajforge.errors import ConfigError
 
 ENV_PREFIX = "TRAJFORGE__"
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 M = TypeVar("M", bound=BaseModel)
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+class Assignment(tuple):
+    """A (dotted path, value) pair, as every loader takes them, that also names where it came from (`origin`): the
+    `--set`, the environment variable or the command's flag that the error of a bad value blames:
+    `Assignment("http_options.port", 8001, "--port")`. A plain pair counts as a `--set`."""
+
+    origin: str
+
+    def __new__(cls, path: str, value: Any, origin: str) -> Assignment:
+        pair = super().__new__(cls, (path, value))
+        pair.origin = origin
+        return pair
+
+    def __getnewargs__(self) -> tuple[str, Any, str]:  # pickle and copy rebuild it with its origin
+        return (*self, self.origin)
+
+
+def origin_of(assignment: tuple[str, Any]) -> str:
+    """What set this override: an `Assignment`'s origin; a plain pair is a `--set`."""
+    return getattr(assignment, "origin", None) or f"--set {assignment[0]}"
+
+
+def read_yaml(path: str | Path, given_by: str | None = None, kind: str = "config file") -> dict[str, Any]:
+    """The YAML mapping at `path`, which `given_by` names when a flag gave it (`--config`, `--domains`): a missing
+    file is an error naming the path as given, and the flag, or for a shipped default the checkout that lacks it."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found (run from the repository root or pass --config)") from None
+        raise ConfigError(_missing_file(path, given_by, kind)) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return data
+
+
+def _missing_file(path: Path, given_by: str | None, kind: str) -> str:
+    where = f" (no such file in {Path.cwd()})" if not path.is_absolute() else ""
+    if given_by:
+        return f"{kind} {path} given with {given_by} not found{where}: check the path"
+    if path.parent.resolve() == SHIPPED_CONFIGS:
+        return f"the default {kind} {path} is missing from this checkout: restore it (git checkout -- configs/{path.name})"
+    return f"{kind} {path} not found{where}: check the path"
 
 
 def parse_assignment(assignment: str) -> tuple[str, Any]:
@@ -52,12 +86,12 @@ def env_assignments(environ: Mapping[str, str] | None = None) -> list[tuple[str,
     for name, raw in sorted(environ.items()):
         if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
             path = ".".join(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
-            found.append((path, parse_assignment(f"{path}={raw}")[1]))
+            found.append(Assignment(path, parse_assignment(f"{path}={raw}")[1], name))
     return found
 
 
-def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set a dotted path in nested dicts, creating intermediate mappings."""
+def set_path(data: dict[str, Any], dotted: str, value: Any, origin: str | None = None) -> None:
+    """Set a dotted path in nested dicts, creating intermediate mappings; an error names `origin`, what set it."""
     node = data
     parts = dotted.split(".")
     for index, part in enumerate(parts[:-1]):
@@ -65,7 +99,8 @@ def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"cannot set {dotted}: {'.'.join(parts[: index + 1])} is not a mapping")
+            blame = f" (set by {origin})" if origin else ""
+            raise ConfigError(f"cannot set {dotted}{blame}: {'.'.join(parts[: index + 1])} is not a mapping")
         node = child
     node[parts[-1]] = value
 
@@ -98,34 +133,45 @@ def apply_assignments(data: dict[str, Any], assignments: Iterable[tuple[str, Any
     refuses roots it does not read beforehand, with `parse_assignments`.
     """
     roots = set(roots)
-    for dotted, value in assignments:
+    for assignment in assignments:
+        dotted, value = assignment
         if dotted.split(".", 1)[0] in roots:
-            set_path(data, dotted, value)
+            set_path(data, dotted, value, origin_of(assignment))
     return data
 
 
 def origins(env: Iterable[tuple[str, Any]] = (), assignments: Iterable[tuple[str, Any]] = ()) -> dict[str, str]:
-    """Where each overridden dotted path got its value (the last override wins): an environment variable, or `--set`."""
-    found = {path: ENV_PREFIX + path.upper().replace(".", "__") for path, _ in env}
-    found.update({path: f"--set {path}" for path, _ in assignments})
+    """Where each overridden dotted path got its value, in the order they were applied: each `Assignment`'s origin
+    (the environment variable, the flag), else the environment variable of that path for `env`, `--set` for `assignments`."""
+    labelled = [(pair[0], getattr(pair, "origin", None) or ENV_PREFIX + pair[0].upper().replace(".", "__")) for pair in env]
+    found: dict[str, str] = {}
+    for path, origin in [*labelled, *((pair[0], origin_of(pair)) for pair in assignments)]:
+        found.pop(path, None)  # set again: it moves to the end, as the override applied last
+        found[path] = origin
     return found
 
 
 def validate(model: type[M], data: Mapping[str, Any], source: str, prefix: str = "", overrides: Mapping[str, str] | None = None) -> M:
     """Validate into `model`; the errors become a ConfigError naming the dotted field and where its value came from:
-    `source` (the file), or the `--set` or environment variable that `overrides` (from `origins`) says set it."""
+    `source` (the file), or the last override that `overrides` (from `origins`) says set it or a mapping above it."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         lines = []
         for error in exc.errors(include_url=False):
             field = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
-            origin = next((by for path, by in (overrides or {}).items() if field == path or field.startswith(path + ".")), None)
+            origin = _last_override(field, overrides or {})
             hint = "unknown key (check the spelling)" if error["type"] == "extra_forbidden" else error["msg"]
             if error["type"] != "extra_forbidden" and "input" in error and not isinstance(error["input"], dict):
                 hint += f" (got {error['input']!r})"
             lines.append(f"{field} (set by {origin}): {hint}" if origin else f"{source}: {field}: {hint}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def _last_override(field: str, overrides: Mapping[str, str]) -> str | None:
+    """The origin of the last applied override at `field` or a mapping above it: its value is the one validated."""
+    matching = [by for path, by in overrides.items() if field == path or field.startswith(path + ".")]
+    return matching[-1] if matching else None
 
 
 def load_section(model: type[M], source: str | Path, section: str, assignments: Iterable[tuple[str, Any]] = ()) -> M:

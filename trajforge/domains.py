@@ -38,8 +38,9 @@ class DomainsConfig(BaseModel):
     """Domain name -> prototype; at least three, since a tag names three."""
 
 
-def load_domains(path: str | Path = DEFAULT_DOMAINS) -> DomainsConfig:
-    return validate(DomainsConfig, read_yaml(path), str(path))
+def load_domains(path: str | Path = DEFAULT_DOMAINS, given_by: str | None = None) -> DomainsConfig:
+    """The prototypes file; `given_by`, the flag that named `path` (`--domains`), is named when the file is missing."""
+    return validate(DomainsConfig, read_yaml(path, given_by, kind="domains file"), str(path))
 
 
 def _tags(scored: list[tuple[str, float]], method: str) -> dict[str, Any]:

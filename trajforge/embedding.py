@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trajforge.constants import EMBEDDING_DIM, EMBEDDING_MODEL_NAME
+from trajforge.errors import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,10 +45,24 @@ def resolve_model(model: str) -> str:
     return str(Path(model).expanduser()) if Path(model).expanduser().exists() else model
 
 
+def names_a_path(model: str) -> bool:
+    """True for a model setting that can only be a folder (`/models/x`, `./x`, `~/x`): a hub id starts with none of these."""
+    return model.startswith((".", "~")) or Path(model).is_absolute()
+
+
+def check_model_exists(model: str) -> None:
+    """A ConfigError, naming the folder and what to pass instead, for a model folder that is not there (the hub's
+    own error for it is a traceback about repo ids)."""
+    if model != PACKAGED and names_a_path(model) and not Path(model).expanduser().exists():
+        raise ConfigError(f"model folder {model} does not exist: pass an existing model folder, `{PACKAGED}` "
+                          "(the model the package ships) or the id of a model in the local Hugging Face cache")
+
+
 class Embedder:
     """Loads the model once (offline) and embeds lists of texts into unit-norm float32 vectors."""
 
     def __init__(self, model: str = PACKAGED, device: str | None = None, batch_size: int = 64, threads: int | None = None):
+        check_model_exists(model)
         # No hub at run time: a model id must already be in the local cache.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -110,13 +125,17 @@ class Embedder:
         return out
 
     def embed_tokens(self, input_ids: "np.ndarray", token_type_ids: "np.ndarray", attention_mask: "np.ndarray") -> "np.ndarray":
-        """Run the model on a batch from `tokenize` (pooling and normalization included)."""
+        """Run the model on a batch from `tokenize` (pooling and normalization included).
+
+        Ray Data hands a stage read-only arrays (views of its object store), which `torch.from_numpy` warns about: each
+        column is copied into a writable int64 array first, the conversion to `long` the model needs anyway."""
+        import numpy as np
         import torch
 
         self._ensure_threads()
         width = max(int(attention_mask.sum(axis=1).max()), 1)
         features = {
-            name: torch.from_numpy(values[:, :width]).to(self.device, dtype=torch.long, non_blocking=True)
+            name: torch.from_numpy(np.array(values[:, :width], dtype=np.int64, copy=True)).to(self.device, non_blocking=True)
             for name, values in (("input_ids", input_ids), ("token_type_ids", token_type_ids), ("attention_mask", attention_mask))
         }
         with torch.inference_mode():
@@ -226,8 +245,13 @@ def embed_dataset(dataset, text_column: str = "text", model: str = PACKAGED, *, 
 
 def remote(base_url: str, timeout_s: float = 30.0):
     """An embed function backed by a deployed service's `POST /v1/embed` (list form, one request); it raises
-    RuntimeError, saying why, when the service is unreachable or refuses."""
+    RuntimeError, saying why, when the service is unreachable or refuses. A URL without http:// or https:// is a
+    ConfigError saying to add it (httpx would call it an unsupported protocol)."""
     import httpx
+
+    if not base_url.lower().startswith(("http://", "https://")):
+        fixed = "http://" + base_url.split("://", 1)[-1]
+        raise ConfigError(f"embed service URL {base_url!r} needs http:// or https:// in front: add it, e.g. {fixed}")
 
     def embed(texts: list[str]) -> list[list[float]]:
         url = f"{base_url.rstrip('/')}/v1/embed"

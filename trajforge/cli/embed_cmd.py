@@ -8,30 +8,45 @@ import math
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("text", help="the text to embed (truncated to 512 characters, as the service does)")
+    parser.add_argument("text", help="the text to embed (truncated to 512 characters, as the service does; not empty)")
     parser.add_argument("--url", help="a running service, e.g. http://127.0.0.1:8000 (default: embed in this process)")
     parser.add_argument("--model", default="packaged", help="in-process model: packaged, a local directory or a cached model id")
     parser.add_argument("--domains", help="domain prototypes YAML (default configs/domains.yaml)")
     parser.add_argument("--values", type=int, default=8, help="how many leading values to print (default 8)")
 
 
-def run_command(args: argparse.Namespace) -> int:
+def embed_function(args: argparse.Namespace):
+    """(embed function, what it is): the service at `--url`, else the `--model` loaded here; the model's load errors
+    (a hub id not in the cache, a folder that holds no model) become one line naming it and what to pass instead."""
     from trajforge import embedding
-    from trajforge.domains import DomainTagger, load_domains
     from trajforge.errors import TrajforgeError
 
     if args.url:
-        embed = embedding.remote(args.url)
-        source = f"{args.url}/v1/embed"
-    else:
+        return embedding.remote(args.url), f"{args.url}/v1/embed"
+    try:
         embedder = embedding.Embedder(model=args.model)
-        embed = lambda texts: embedder.embed(texts).tolist()  # noqa: E731
-        source = f"in-process ({args.model})"
+    except TrajforgeError:
+        raise
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrajforgeError(f"cannot load model {args.model!r} ({reason}): pass --model packaged, a local model folder "
+                             "or the id of a model in the local Hugging Face cache") from None
+    return (lambda texts: embedder.embed(texts).tolist()), f"in-process ({args.model})"
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from trajforge.domains import DomainTagger, load_domains
+    from trajforge.errors import ConfigError, TrajforgeError
+
+    if not args.text.strip():  # the embed service answers 400 missing_input for it
+        raise ConfigError("the text to embed is empty: give some text, e.g. trajforge embed \"def add(a, b): return a + b\"")
+    domains = load_domains(args.domains, given_by="--domains") if args.domains else None
+    embed, source = embed_function(args)
     try:
         vector = embed([args.text])[0]
     except RuntimeError as exc:  # the service is down or refused: say so, no traceback
         raise TrajforgeError(str(exc)) from None
-    tagger = DomainTagger(load_domains(args.domains) if args.domains else None, embed=embed)
+    tagger = DomainTagger(domains, embed=embed)
     print(f"source:  {source}")
     print(f"vector:  {len(vector)} dims, norm {math.sqrt(sum(v * v for v in vector)):.6f}")
     print(f"first:   [{', '.join(f'{v:+.5f}' for v in vector[: args.values])}, ...]")

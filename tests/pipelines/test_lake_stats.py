@@ -217,6 +217,18 @@ def test_cli_json(lake, capsys):
     assert stats["tables"]["tiers"][0] == {"tier": "TIER_A", "sessions": 6, "share": 0.25, "mean_score": 25.0, "mean_quality": 97.5}
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_reader_that_closes_the_pipe_early_ends_it_quietly(lake, as_json):
+    """`trajforge stats | head -2`: the reader here closes before the first line, so every write meets the closed pipe."""
+    import subprocess
+
+    command = [sys.executable, "-m", "trajforge.cli.main", "stats", "--lake", str(lake), *(["--json"] if as_json else [])]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    process.stdout.close()
+    errors = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and errors == ""  # as a program SIGPIPE ended; no BrokenPipeError traceback
+
+
 def test_no_build_is_a_clear_error(tmp_path, capsys):
     assert _stats(["--lake", str(tmp_path / "empty")]) == 2
     assert "no build in" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import httpx
 
@@ -26,6 +26,11 @@ WILDCARD_HOSTS = ("0.0.0.0", "::")
 DIRECT_INGRESS_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
 DEPLOYED: list[str] = []
 """The applications `deploy` has (begun to) run from this process: all that `shutdown` may delete on a joined cluster."""
+OWNERS_NAMESPACE = "trajforge_serve"
+"""Ray's internal key-value store namespace that records who deployed each application (`record_owner`)."""
+DETACHED = "detached"
+"""The owner of an application deployed by `trajforge serve --detach`; a foreground one's is its Ray job (`this_owner`)."""
+STOP_TIMEOUT_S = 120.0
 
 
 def _builder(import_path: str):
@@ -33,11 +38,13 @@ def _builder(import_path: str):
     return getattr(importlib.import_module(module_name), attribute)
 
 
-def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: float = 180.0, direct_ingress: bool = False) -> str:
+def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: float = 180.0, direct_ingress: bool = False,
+           detached: bool = False) -> str:
     """Start (or join) Ray, start Serve, run every application; returns the base URL once /health answers.
 
     `direct_ingress` turns on Serve's direct ingress in the Ray this starts (see `direct_endpoints`);
-    a cluster joined with `address` must have been started with `DIRECT_INGRESS_ENV` instead."""
+    a cluster joined with `address` must have been started with `DIRECT_INGRESS_ENV` instead.
+    `detached` applications outlive this process: it refuses to start a Ray of its own for them."""
     import ray
     from ray import serve
 
@@ -55,8 +62,11 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
             os.environ.setdefault(name, value)
     if not ray.is_initialized():
         connect(address)
+    if detached and started_ray_here():
+        ray.shutdown()
+        raise ServeStartError(cluster_needed("--detach"))
     http = serve_file.http_options
-    check_running_serve(http.host, http.port, [app.name for app in serve_file.applications])
+    check_running_serve(http.host, http.port, [app.name for app in serve_file.applications], detached=detached)
     serve.start(
         proxy_location=serve_file.proxy_location,
         http_options={"host": http.host, "port": http.port, "request_timeout_s": http.request_timeout_s, "keep_alive_timeout_s": http.keep_alive_timeout_s},
@@ -64,6 +74,7 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
     for app, built in applications:
         log.info("deploying %s at %s", app.name, app.route_prefix)
         DEPLOYED.append(app.name)
+        record_owner(app.name, detached)
         try:
             serve.run(built, name=app.name, route_prefix=app.route_prefix)
         except RuntimeError as exc:
@@ -85,10 +96,34 @@ def connect(address: str | None) -> None:
         raise ServeStartError(f"{exc} (start one with `ray start --head`)") from None
 
 
-def check_running_serve(host: str, port: int, app_names: list[str]) -> None:
+def cluster_needed(flag: str) -> str:
+    """The refusal of --detach or --stop where this command would start a Ray of its own (which stops with it)."""
+    return (f"{flag} needs a running Ray cluster, but this command would start a Ray of its own that stops when it exits "
+            "(RAY_ADDRESS=local or --address local): run `ray start --head` first and unset RAY_ADDRESS=local, "
+            "or name a cluster with --address HOST:6379")
+
+
+def ray_to_join(address: str | None) -> str | None:
+    """The Ray `connect(address)` would join (`auto` where none is found yet), or None where it would start a local Ray
+    of its own: $RAY_ADDRESS stands in for None and `auto`, `local` and no cluster on this machine start one."""
+    from ray._private.services import get_ray_address_from_environment
+
+    from_env = os.environ.get("RAY_ADDRESS")
+    chosen = from_env if from_env and address in (None, "auto") else address
+    if chosen == "local":
+        return None
+    if chosen not in (None, "auto"):
+        return chosen
+    try:
+        return get_ray_address_from_environment(chosen, None)
+    except ConnectionError:  # `auto` with no cluster on this machine: `connect` says so
+        return "auto"
+
+
+def check_running_serve(host: str, port: int, app_names: list[str], detached: bool = False) -> None:
     """When Serve already runs on the cluster (an earlier `trajforge serve`, `serve deploy`), it keeps its HTTP options:
     refuse another host or port before anything is deployed (the applications would answer elsewhere than printed), and
-    say which of these applications replace running ones (stopping this command then removes them)."""
+    say which of these applications replace running ones, and what then removes them."""
     from ray import serve
     from ray.serve.context import _get_global_client
 
@@ -100,12 +135,25 @@ def check_running_serve(host: str, port: int, app_names: list[str]) -> None:
     if (running.host, running.port) != (host, port):
         raise ServeStartError(
             f"Serve already runs on this Ray cluster with its HTTP proxy on {running.host}:{running.port}, and keeps that while it "
-            f"runs, so {host}:{port} cannot be used: leave out --host/--port (or set them to {running.host} and {running.port}), "
-            "or stop Serve first with `serve shutdown` (it removes every application on the cluster)")
+            f"runs, so {host}:{port} cannot be used: pass --host {running.host} --port {running.port} to deploy beside it, "
+            "or stop Serve first with `serve shutdown` (it removes every application on the cluster; `trajforge serve --stop` "
+            "removes applications but leaves Serve and its HTTP options)")
     replaced = sorted(set(app_names) & set(serve.status().applications))
     if replaced:
-        log.warning("replacing the running application(s) %s on this cluster; stopping this command removes them",
-                    ", ".join(replaced))
+        log.warning("%s", replacement_notice(replaced, detached))
+
+
+def replacement_notice(replaced: list[str], detached: bool) -> str:
+    """What deploying over running applications of the same names does: this config's versions take their place, and the
+    `trajforge serve` in the foreground that ran them (if one still does) no longer removes them when it stops."""
+    names = ", ".join(replaced)
+    foreground = [name for name in replaced if foreground_owner_alive(owner_of(name))]
+    text = (f"replacing the running application(s) {names} on this cluster with this config's: "
+            + ("they keep running after this command returns, until `trajforge serve --stop`" if detached
+               else "stopping this command removes them"))
+    if foreground:
+        text += f"; the foreground `trajforge serve` that ran {', '.join(foreground)} leaves them running when it stops"
+    return text
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -180,36 +228,100 @@ def wait_healthy(url: str, timeout_s: float) -> None:
 def shutdown(app_names: Iterable[str] = ()) -> None:
     """Stop what this process started. A Ray it started itself goes with everything on it, Serve included
     (`ray.shutdown`; `serve.shutdown` would add nothing but a log line from the killed controller). On a
-    cluster it joined (`--address`), only its own applications are deleted: Serve and other people's
-    applications there keep running."""
+    cluster it joined (`--address`), only its own applications are deleted: Serve, other people's applications and
+    those a later `trajforge serve` deployed over its own keep running."""
     import ray
-    from ray import serve
 
     if not ray.is_initialized():
         return
     if not started_ray_here():
-        for name in app_names:
-            serve.delete(name)
+        mine, taken = [], []
+        for name in dict.fromkeys(app_names):
+            (mine if owner_of(name) in (None, this_owner()) else taken).append(name)
+        if taken:
+            log.warning("leaving %s running: another `trajforge serve` deployed over this command's", ", ".join(taken))
+        delete_and_wait(mine)
     ray.shutdown()
 
 
-def remove(address: str | None, app_names: list[str]) -> list[str]:
-    """Delete those of `app_names` that run on the cluster at `address` (what `--detach` left); returns the names deleted."""
+def remove(address: str | None, app_names: list[str], on_stopping: Callable[[str], None] = lambda name: None) -> tuple[list[str], list[str]]:
+    """Delete those of `app_names` that run on the cluster at `address` (what `--detach` left), except those a
+    `trajforge serve` still running in the foreground deployed (its Ctrl-C removes them). `on_stopping(name)` is
+    called before each is deleted. Returns (the names deleted, the foreground ones left running)."""
     import ray
     from ray import serve
     from ray.serve.context import _get_global_client
 
     connect(address)
     try:
+        if started_ray_here():
+            raise ServeStartError(cluster_needed("--stop"))
         if _get_global_client(raise_if_no_controller_running=False) is None:
-            return []
+            return [], []
         running = set(serve.status().applications)
-        removed = [name for name in app_names if name in running]
+        present = [name for name in app_names if name in running]
+        foreground = [name for name in present if foreground_owner_alive(owner_of(name))]
+        removed = [name for name in present if name not in foreground]
         for name in removed:
-            serve.delete(name)
-        return removed
+            on_stopping(name)
+        delete_and_wait(removed)
+        return removed, foreground
     finally:
         ray.shutdown()
+
+
+def delete_and_wait(app_names: list[str], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Delete the applications together and wait until Serve has removed them: it drains each one's replicas first, which
+    with direct ingress takes its draining period (30 s unless the cluster set `DIRECT_INGRESS_ENV`), once for all."""
+    from ray import serve
+
+    for name in app_names:
+        serve.delete(name, _blocking=False)
+        forget_owner(name)
+    deadline = time.monotonic() + timeout_s
+    while app_names and set(app_names) & set(serve.status().applications):
+        if time.monotonic() > deadline:
+            raise ServeStartError(f"Serve did not remove {', '.join(app_names)} within {timeout_s:.0f} s; `serve status` shows why")
+        time.sleep(0.5)
+
+
+def this_owner() -> str:
+    """The owner this process records for the applications it deploys in the foreground: its Ray job."""
+    import ray
+
+    return f"job:{ray.get_runtime_context().get_job_id()}"
+
+
+def record_owner(app_name: str, detached: bool) -> None:
+    """Note in the cluster who runs `app_name` now: `DETACHED`, or this process (which removes it when it stops)."""
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    owner = DETACHED if detached else this_owner()
+    _internal_kv_put(app_name.encode(), owner.encode(), overwrite=True, namespace=OWNERS_NAMESPACE)
+
+
+def owner_of(app_name: str) -> str | None:
+    """Who `record_owner` last recorded for `app_name`; None where no `trajforge serve` deployed it (`serve deploy`)."""
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    owner = _internal_kv_get(app_name.encode(), namespace=OWNERS_NAMESPACE)
+    return owner.decode() if owner else None
+
+
+def forget_owner(app_name: str) -> None:
+    from ray.experimental.internal_kv import _internal_kv_del
+
+    _internal_kv_del(app_name.encode(), namespace=OWNERS_NAMESPACE)
+
+
+def foreground_owner_alive(owner: str | None) -> bool:
+    """Whether `owner` is a foreground `trajforge serve` whose Ray job (its driver) still runs; a killed one's is dead."""
+    from ray._private.state import jobs
+
+    if not owner or not owner.startswith("job:"):
+        return False
+    job_id = owner.removeprefix("job:")
+    return any(job["JobID"] == job_id and not job["IsDead"] for job in jobs())
 
 
 def disconnect() -> None:

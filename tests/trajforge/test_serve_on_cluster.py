@@ -60,8 +60,10 @@ def test_a_port_the_running_serve_would_ignore_is_refused_before_anything_is_dep
     from trajforge.serving import check_running_serve
 
     port = int(serve_url.rsplit(":", 1)[1])
-    with pytest.raises(ServeStartError, match=rf"HTTP proxy on 127.0.0.1:{port}.*`serve shutdown`"):
+    with pytest.raises(ServeStartError, match=rf"HTTP proxy on 127.0.0.1:{port}.*`serve shutdown`") as refused:
         check_running_serve("127.0.0.1", port + 1, ["not-deployed"])
+    assert f"pass --host 127.0.0.1 --port {port} to deploy beside it" in str(refused.value)
+    assert "leave out" not in str(refused.value)  # leaving them out means the config's, which a wildcard host is not
     with pytest.raises(ServeStartError, match="0.0.0.0:"):
         check_running_serve("0.0.0.0", port, ["not-deployed"])
     assert "not-deployed" not in serve.status().applications
@@ -86,12 +88,15 @@ def test_a_port_another_process_listens_on_is_refused_where_serve_would_start(mo
 
 def test_a_refused_start_leaves_the_running_application_of_the_same_name_alone(serve_url, tmp_path):
     """Another terminal's `trajforge serve --port 8001` on the head node: one line, exit 2, and the running ingest stays."""
+    import ray
     from ray import serve
 
     port = int(serve_url.rsplit(":", 1)[1])
     process = _serve(_config(tmp_path, port + 1, "ingest"))
     assert process.wait(timeout=120) == 2
-    assert f"Serve already runs on this Ray cluster with its HTTP proxy on 127.0.0.1:{port}" in process.stdout.read()
+    printed = process.stdout.read()
+    assert printed.splitlines()[0] == f"Ray: joining the cluster at {ray.get_runtime_context().gcs_address}"  # said first
+    assert f"Serve already runs on this Ray cluster with its HTTP proxy on 127.0.0.1:{port}" in printed
     assert serve.status().applications["ingest"].status == "RUNNING"
     assert httpx.get(f"{serve_url}/health", timeout=10).status_code == 200
 
@@ -103,6 +108,24 @@ def test_replacing_a_running_application_is_said(serve_url, caplog):
     with caplog.at_level("WARNING", logger="trajforge.serving"):
         check_running_serve("127.0.0.1", port, ["ingest", "not-deployed"])
     assert "replacing the running application(s) ingest on this cluster" in caplog.text
+    assert "stopping this command removes them" in caplog.text
+
+
+def test_replacing_with_detach_says_they_outlive_the_command_and_the_foreground_serve_leaves_them(serve_url, caplog):
+    """--detach over a foreground `trajforge serve`'s applications: the command returns, and the foreground one's Ctrl-C
+    leaves them (it removes only what it still owns)."""
+    from trajforge.serving import check_running_serve, forget_owner, record_owner
+
+    port = int(serve_url.rsplit(":", 1)[1])
+    record_owner("ingest", detached=False)  # this test's driver stands in for a foreground `trajforge serve`
+    try:
+        with caplog.at_level("WARNING", logger="trajforge.serving"):
+            check_running_serve("127.0.0.1", port, ["ingest"], detached=True)
+    finally:
+        forget_owner("ingest")
+    assert "they keep running after this command returns, until `trajforge serve --stop`" in caplog.text
+    assert "stopping this command removes them" not in caplog.text
+    assert "the foreground `trajforge serve` that ran ingest leaves them running when it stops" in caplog.text
 
 
 @pytest.mark.parametrize("command", [["serve"], ["serve", "--stop"], ["queue", "status", "some-queue"]])
@@ -172,6 +195,122 @@ def test_detach_or_stop_without_a_cluster_on_this_machine_is_one_line(monkeypatc
         connect("auto")
 
 
+@pytest.mark.parametrize("flags, environ", [(["--detach"], {"RAY_ADDRESS": "local"}), (["--stop"], {"RAY_ADDRESS": "local"}),
+                                             (["--stop", "--address", "local"], {"RAY_ADDRESS": ""})])
+def test_detach_or_stop_where_this_command_would_start_its_own_ray_is_refused(flags, environ, tmp_path):
+    """RAY_ADDRESS=local would start a Ray that dies with the command, taking the "detached" applications with it."""
+    import os
+
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "trajforge", "serve", "--config", str(_config(tmp_path, free_port(), "local-probe")),
+                             *flags], cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, **environ})
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    [line] = result.stderr.splitlines()
+    assert f"trajforge serve: {flags[0]} needs a running Ray cluster" in line and "run `ray start --head` first" in line
+    assert "RAY_ADDRESS=local" in line and result.stdout == ""
+    assert time.monotonic() - started < 30  # refused before any Ray starts
+
+
+def test_the_ray_to_join_follows_ray_address_and_auto(monkeypatch):
+    from trajforge.serving import ray_to_join
+
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    assert ray_to_join("auto") is None and ray_to_join(None) is None and ray_to_join("local") is None
+    assert ray_to_join("10.0.0.1:6379") == "10.0.0.1:6379" and ray_to_join("ray://head:10001") == "ray://head:10001"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.2:6379")
+    assert ray_to_join("auto") == ray_to_join(None) == "10.0.0.2:6379"
+
+
+def test_detach_and_stop_together_are_refused_by_the_parser(capsys):
+    from trajforge.cli.main import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--detach", "--stop"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+PROBE_APP = """
+from ray import serve
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+class Probe:
+    def __call__(self, request):
+        return "probe"
+"""
+
+
+def _probe(name: str) -> None:
+    from ray import serve
+
+    namespace: dict = {}
+    exec(PROBE_APP, namespace)
+    serve.run(namespace["Probe"].bind(), name=name, route_prefix=f"/{name}")
+
+
+def test_stop_removes_what_detach_left_and_leaves_a_running_foreground_serves_applications(serve_url, tmp_path):
+    """--stop says which it stops (Serve drains each first, 30 s with direct ingress), after the Ray it joined."""
+    import ray
+    from ray import serve
+
+    from trajforge.serving import forget_owner, record_owner
+
+    names = ["stop-foreground", "stop-detached", "stop-killed-foreground"]
+    for name in names:
+        _probe(name)
+    record_owner("stop-foreground", detached=False)  # this test's driver, alive: a foreground `trajforge serve`
+    record_owner("stop-detached", detached=True)
+    ray.experimental.internal_kv._internal_kv_put(b"stop-killed-foreground", b"job:7f000000", namespace="trajforge_serve")
+    config = {"http_options": {"host": "127.0.0.1", "port": int(serve_url.rsplit(":", 1)[1])},
+              "applications": [{"name": name, "route_prefix": f"/{name}", "import_path": "serve_apps.ingest.app:build_app"} for name in names]}
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(config))
+    try:
+        stop = _serve(tmp_path / "serve.yaml", "--stop")
+        assert stop.wait(timeout=120) == 0
+        printed = [line for line in stop.stdout.read().splitlines() if not line.startswith(("INFO", "["))]
+        assert printed[0] == f"Ray: joining the cluster at {ray.get_runtime_context().gcs_address}"
+        assert "stopping stop-detached: Serve drains its replicas first (with direct ingress up to 30 s)..." in printed
+        assert "removed stop-detached, stop-killed-foreground" in printed
+        assert any(line.startswith("left stop-foreground running: a `trajforge serve` still running in the foreground") for line in printed)
+        running = serve.status().applications
+        assert "stop-foreground" in running and not {"stop-detached", "stop-killed-foreground"} & set(running)
+    finally:
+        for name in names:
+            forget_owner(name)
+            if name in serve.status().applications:
+                serve.delete(name)
+
+
+LEAVE_WHAT_DETACH_TOOK = PROBE_APP + """
+import sys
+import ray
+from trajforge import serving
+
+ray.init(address=sys.argv[1], logging_level="ERROR")
+serve.run(Probe.bind(), name="taken-probe", route_prefix="/taken-probe")
+serving.record_owner("taken-probe", detached=False)
+serving.record_owner("taken-probe", detached=True)  # a `trajforge serve --detach` deployed over it since
+serving.shutdown(["taken-probe"])
+"""
+
+
+def test_a_foreground_serve_leaves_the_applications_a_later_detach_deployed_over_its_own(serve_url):
+    import ray
+    from ray import serve
+
+    from trajforge.serving import forget_owner
+
+    try:
+        result = subprocess.run([sys.executable, "-c", LEAVE_WHAT_DETACH_TOOK, ray.get_runtime_context().gcs_address],
+                                capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "leaving taken-probe running: another `trajforge serve` deployed over this command's" in result.stderr
+        assert serve.status().applications["taken-probe"].status == "RUNNING"
+    finally:
+        forget_owner("taken-probe")
+        if "taken-probe" in serve.status().applications:
+            serve.delete("taken-probe")
+
+
 def test_the_help_says_which_ray_it_uses_and_how_to_leave_it_running(capsys):
     from trajforge.cli.main import main
 
@@ -183,3 +322,5 @@ def test_the_help_says_which_ray_it_uses_and_how_to_leave_it_running(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "Default: $RAY_ADDRESS, else a cluster running on this machine, else a local Ray" in text
     assert "`trajforge serve --stop` removes them" in text and "closing its terminal removes its applications" in text
+    assert "those a `trajforge serve` still running in the foreground deployed are left to it" in text
+    assert "refused where this command would start a Ray of its own, as with RAY_ADDRESS=local" in text

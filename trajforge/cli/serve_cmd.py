@@ -7,6 +7,7 @@ import os
 import signal
 from pathlib import Path
 
+from trajforge.errors import ServeStartError
 from trajforge.settings import parse_assignment
 from trajforge.settings.serve_file import ServeFile, load_serve_file, override_roots
 
@@ -23,19 +24,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", help="the Ray cluster to deploy onto (auto: the one `ray start --head` runs on this machine; "
                                           "HOST:6379; ray://head:10001). Default: $RAY_ADDRESS, else a cluster running on this "
                                           "machine, else a local Ray that this command starts and stops")
-    parser.add_argument("--detach", action="store_true",
-                        help="on a running cluster (`ray start --head` first), deploy, print the URLs and return, leaving the "
-                             "applications running (`trajforge serve --stop` removes them). Without it the "
-                             "command stays in the foreground, and Ctrl-C, SIGTERM or closing its terminal removes its applications "
-                             "(and stops the Ray it started, if it started one)")
-    parser.add_argument("--stop", action="store_true",
-                        help="remove the config's applications (or those of --apps) from the running cluster, as left by --detach; "
-                             "Serve and other applications keep running")
+    leave = parser.add_mutually_exclusive_group()
+    leave.add_argument("--detach", action="store_true",
+                       help="on a running cluster (`ray start --head` first; refused where this command would start a Ray "
+                            "of its own, as with RAY_ADDRESS=local), deploy, print the URLs and return, leaving the "
+                            "applications running (`trajforge serve --stop` removes them). Without it the "
+                            "command stays in the foreground, and Ctrl-C, SIGTERM or closing its terminal removes its applications "
+                            "(and stops the Ray it started, if it started one)")
+    leave.add_argument("--stop", action="store_true",
+                       help="remove the config's applications (or those of --apps) from the running cluster, as left by "
+                            "--detach or `serve deploy`; those a `trajforge serve` still running in the foreground deployed "
+                            "are left to it (Ctrl-C there removes them). Serve and other applications keep running")
     parser.add_argument(
         "--direct-ingress", action="store_true",
         help="also let each application's replicas answer HTTP on ports of their own (Ray Serve's direct ingress, printed "
              "below the URLs), skipping Serve's Python proxy: on 2 cores 3-4x the single-envelope ingest and 1.5x the embed throughput. The proxy's URLs keep "
-             "working. A cluster joined with --address must be started with RAY_SERVE_ENABLE_DIRECT_INGRESS=1 instead.",
+             "working. A cluster joined with --address must be started with RAY_SERVE_ENABLE_DIRECT_INGRESS=1 instead (and "
+             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=2, else removing an application waits 30 s for its replicas).",
     )
 
 
@@ -87,22 +92,58 @@ def absolute_paths(serve_file: ServeFile, cwd: Path | None = None, address: str 
     return serve_file.model_copy(update={"applications": applications})
 
 
+def which_ray(address: str | None) -> str:
+    """The first line `trajforge serve` prints: the Ray it joins or starts (before Ray's and Serve's own output)."""
+    from trajforge import serving
+
+    joined = serving.ray_to_join(address)
+    if joined is None:
+        return "Ray: starting a local Ray for this command; it stops, with the applications, when this command does"
+    if joined == "auto":
+        return "Ray: joining the cluster that `ray start --head` runs on this machine"
+    return f"Ray: joining the cluster at {joined}"
+
+
 def run_command(args: argparse.Namespace) -> int:
     from trajforge import serving
 
     serve_file = load(args)
     address = args.address or ("auto" if args.detach or args.stop else None)
+    if (args.detach or args.stop) and serving.ray_to_join(address) is None:
+        raise ServeStartError(serving.cluster_needed("--stop" if args.stop else "--detach"))
+    print(which_ray(address), flush=True)
     if args.stop:
-        removed = serving.remove(address, [app.name for app in serve_file.applications])
-        print(f"removed {', '.join(removed)}" if removed else "none of these applications runs on the cluster", flush=True)
-        return 0
+        return stop_detached(address, [app.name for app in serve_file.applications])
+    return serve_until_stopped(args, serve_file, address)
+
+
+def stop_detached(address: str | None, app_names: list[str]) -> int:
+    """`--stop`: remove what --detach (or `serve deploy`) left, saying so before each (Serve drains it first)."""
+    from trajforge import serving
+
+    def stopping(name: str) -> None:
+        print(f"stopping {name}: Serve drains its replicas first (with direct ingress up to 30 s)...", flush=True)
+
+    removed, foreground = serving.remove(address, app_names, on_stopping=stopping)
+    if removed:
+        print(f"removed {', '.join(removed)}", flush=True)
+    if foreground:
+        print(f"left {', '.join(foreground)} running: a `trajforge serve` still running in the foreground deployed "
+              "them; Ctrl-C or SIGTERM there removes them", flush=True)
+    if not removed and not foreground:
+        print("none of these applications runs on the cluster", flush=True)
+    return 0
+
+
+def serve_until_stopped(args: argparse.Namespace, serve_file: ServeFile, address: str | None) -> int:
+    from trajforge import serving
 
     def stop(signum, frame):
         raise KeyboardInterrupt
 
     detached = False
     try:
-        url = serving.deploy(serve_file, address=address, direct_ingress=args.direct_ingress)
+        url = serving.deploy(serve_file, address=address, direct_ingress=args.direct_ingress, detached=args.detach)
         for signum in (signal.SIGTERM, signal.SIGHUP):  # after ray.init, which installs a handler of its own
             signal.signal(signum, stop)
         direct = serving.direct_endpoints(serve_file.http_options.host, serve_file.http_options.port) if args.direct_ingress else {}

@@ -137,6 +137,7 @@ def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
 def run_command(args: argparse.Namespace) -> int:
     from actors.engines.factory import check_engine_installed
     from actors.task_queue import connect_cluster
+    from trajforge.serving import ray_to_join
     from trajforge.lake import Lake
     from trajforge.settings.job_paths import absolute_data_paths
 
@@ -149,7 +150,8 @@ def run_command(args: argparse.Namespace) -> int:
         args.tasks = Path(path)
     settings = absolute_actor_settings(load_actor_settings(args.config, assignments), make_model=False, sandbox_assignments=assignments)
     tasks = None if args.queue else read_tasks(args.tasks or Lake(settings.lake).synthetic_tasks, args.limit)
-    check_engine_installed(settings.engine)  # both refused before the embedded model is made and any actor starts
+    # both refused before the embedded model is made and any actor starts; a cluster's GPU nodes may have what this one lacks
+    check_engine_installed(settings.engine, joins_cluster=bool(args.queue) or ray_to_join(None) is not None)
     if args.queue:
         connect_cluster()
     settings = absolute_actor_settings(settings)  # the embedded model made here, once the tasks are known to be there

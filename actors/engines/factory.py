@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 
 from actors.settings import ActorSettings
 from trajforge.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 EXTRA_PACKAGES = {"vllm": "vllm"}
 """Engine -> the package it imports that only an extra installs (vllm: `.[gpu]`); the other engines need only the base install."""
 
 
-def check_engine_installed(engine: str) -> None:
+def check_engine_installed(engine: str, joins_cluster: bool = False) -> None:
     """A ConfigError saying what to install when `engine` needs a package this Python lacks; the driver calls it before it
     starts any actor, so a missing extra is one line rather than every actor's traceback.
 
     It looks the package up without importing it (importing vLLM takes seconds and pulls in torch): a vLLM that is
-    installed but broken (a CUDA mismatch) still fails in the actor, where `build_engine` reports it. It checks this
-    machine only: a driver on a head node without the extra is refused even if the GPU nodes have it."""
+    installed but broken (a CUDA mismatch) still fails in the actor, where `build_engine` reports it. A driver that
+    joins a running cluster (`joins_cluster`) may sit on a head node without GPUs while its actors go to GPU nodes
+    that have the extra: there a missing package is a warning naming what those nodes need, not a refusal."""
     package = EXTRA_PACKAGES.get(engine)
     if package is None or package in sys.modules or importlib.util.find_spec(package) is not None:
+        return
+    if joins_cluster:
+        log.warning("this Python has no %s package; engine %s runs in the actors, so every node they are placed on needs "
+                    "`pip install -e '.[gpu]'` (an actor on a node without it fails at start, saying so)", package, engine)
         return
     raise ConfigError(f"engine {engine} needs the gpu extra, and this Python has no {package} package: on a CUDA machine run "
                       f"`pip install -e '.[gpu]'`, or choose engine transformers or openai (--set actors.engine=transformers)")

@@ -117,6 +117,22 @@ def test_an_engine_whose_extra_is_missing_is_refused_before_any_actor_starts(tmp
     assert "choose engine transformers or openai" in err
 
 
+def test_a_driver_joining_a_cluster_only_warns_that_the_actors_nodes_need_the_extra(tmp_path, capsys, monkeypatch):
+    import actors.rollout
+    from actors.engines import factory
+
+    started = []
+    monkeypatch.setitem(factory.EXTRA_PACKAGES, "vllm", "vllm_absent_here")
+    monkeypatch.setattr(actors.rollout, "rollout", lambda settings, *args, **kwargs: started.append(settings.engine) or [])
+    monkeypatch.setattr("trajforge.serving.ray_to_join", lambda address: "10.0.0.1:6379")  # a head node's cluster
+    tasks_file = tmp_path / "tasks.jsonl"
+    tasks_file.write_text(json.dumps(TASKS[0]) + "\n")
+    assert main(["--tasks", str(tasks_file), "--lake", str(tmp_path / "lake"), "--set", "actors.engine=vllm", "--json"]) == 0
+    err = capsys.readouterr().err
+    assert started == ["vllm"]
+    assert "WARNING" in err and "no vllm_absent_here package" in err and "every node they are placed on needs" in err
+
+
 def test_the_engine_check_passes_engines_of_the_base_install_and_an_installed_extra(monkeypatch):
     from actors.engines import factory
 

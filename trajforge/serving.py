@@ -54,7 +54,8 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
     prefixes = tuple(f"{ENV_PREFIX}{app.name.upper()}__" for app in serve_file.applications)
     overrides = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith(prefixes)}
     try:
-        applications = [(app, _builder(app.import_path)(app.args)) for app in serve_file.applications]
+        with serve_file.args_source():
+            applications = [(app, _builder(app.import_path)(app.args)) for app in serve_file.applications]
     finally:
         os.environ.update(overrides)
     if direct_ingress:

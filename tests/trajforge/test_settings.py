@@ -153,3 +153,20 @@ def test_serve_with_a_missing_config_names_it(capsys, tmp_path):
     assert main(["serve", "--config", str(missing)]) == 2  # refused before Ray starts
     err = capsys.readouterr().err
     assert f"config file {missing} not found: check the path" in err and "pass --config" not in err
+
+
+def test_an_applications_bad_arg_is_blamed_on_what_set_it_while_serve_builds_it(tmp_path):
+    """`trajforge serve` folds the variables and --set into the apps' args before their builders validate them: within
+    `args_source` a builder's error names the override (or the file actually read), not configs/serve.yaml."""
+    environ = {"TRAJFORGE__INGEST__NUM_REPLICAS": "bad"}
+    serve_file = load_serve_file(SERVE_YAML, [parse_assignment("ingest.rate_limits.per_address_per_minute=many")], environ=environ)
+    with serve_file.args_source(), pytest.raises(ConfigError) as refused:
+        load_settings(serve_file.app("ingest").args, environ={})
+    assert "ingest.num_replicas (set by TRAJFORGE__INGEST__NUM_REPLICAS)" in str(refused.value)
+    assert "ingest.rate_limits.per_address_per_minute (set by --set ingest.rate_limits.per_address_per_minute)" in str(refused.value)
+    copied = tmp_path / "serve.yaml"
+    copied.write_text(SERVE_YAML.read_text().replace("num_replicas: 1", "num_replicas: bad", 1))
+    assert "num_replicas: bad" in copied.read_text()
+    own_file = load_serve_file(copied, environ={}).only(["ingest"])
+    with own_file.args_source(), pytest.raises(ConfigError, match=re.escape(f"{copied}: ingest.num_replicas")):
+        load_settings(own_file.app("ingest").args, environ={})

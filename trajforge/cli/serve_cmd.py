@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 from trajforge.errors import ServeStartError
-from trajforge.settings import parse_assignment
+from trajforge.settings import Assignment, parse_assignment
 from trajforge.settings.serve_file import ServeFile, load_serve_file, override_roots
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -60,14 +60,13 @@ def load(args: argparse.Namespace) -> ServeFile:
     path = config_path(args.config)
     assignments = [parse_assignment(text) for text in args.assignments]
     if args.host:
-        assignments.append(("http_options.host", args.host))
-    port = args.port or os.environ.get(PORT_ENV)
-    if port:
-        assignments.append(("http_options.port", port))
+        assignments.append(Assignment("http_options.host", args.host, "--host"))
+    if args.port or os.environ.get(PORT_ENV):
+        assignments.append(Assignment("http_options.port", args.port or os.environ[PORT_ENV], "--port" if args.port else PORT_ENV))
     serve_file = load_serve_file(path, assignments)
     if args.lake:
         apps_with_lake = [app.name for app in serve_file.applications if "lake" in app.args]
-        serve_file = load_serve_file(path, assignments + [(f"{name}.lake", args.lake) for name in apps_with_lake])
+        serve_file = load_serve_file(path, assignments + [Assignment(f"{name}.lake", args.lake, "--lake") for name in apps_with_lake])
     if getattr(args, "apps", None):
         serve_file = serve_file.only(name.strip() for name in args.apps.split(",") if name.strip())
     return absolute_paths(serve_file, address=getattr(args, "address", None))

@@ -9,16 +9,22 @@ and `--set http_options.port=8001` the top-level key.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from trajforge.errors import ConfigError
 from trajforge.settings import apply_assignments, env_assignments, origins, read_yaml, validate
 
 M = TypeVar("M", bound=BaseModel)
+
+DEFAULT_SOURCE = "configs/serve.yaml"
+_ARGS_SOURCE: ContextVar[tuple[str, Mapping[str, str]] | None] = ContextVar("serve_args_source", default=None)
+"""While `trajforge serve` builds its applications (`args_source`): the file their args came from and what overrode them."""
 
 
 class HttpOptions(BaseModel):
@@ -58,6 +64,18 @@ class ServeFile(BaseModel):
     """The HTTP proxy's options."""
     applications: list[Application]
     """The Serve applications trajforge deploys (ingest, embed, the OpenAI-compatible generate front)."""
+    _source: str = PrivateAttr(default=DEFAULT_SOURCE)
+    _overrides: dict[str, str] = PrivateAttr(default_factory=dict)
+    """Each overridden flat-view path -> what set it (`origins`), so a builder's error blames the variable or flag."""
+
+    @contextmanager
+    def args_source(self) -> Iterator[None]:
+        """Within it, `load_app_args` names this file and the overrides that set an application's bad arg."""
+        token = _ARGS_SOURCE.set((self._source, dict(self._overrides)))
+        try:
+            yield
+        finally:
+            _ARGS_SOURCE.reset(token)
 
     def app(self, name: str) -> Application:
         for application in self.applications:
@@ -106,11 +124,15 @@ def load_serve_file(
     apply_assignments(view, assignments, roots)
     merged = {key: value for key, value in view.items() if key in ServeFile.model_fields}
     merged["applications"] = applications
-    return validate(ServeFile, merged, str(path), overrides=origins(env, assignments))
+    serve_file = validate(ServeFile, merged, str(path), overrides=origins(env, assignments))
+    serve_file._source, serve_file._overrides = str(path), origins(env, assignments)
+    return serve_file
 
 
 def load_app_args(model: type[M], app_name: str, args: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> M:
-    """An application's builder args, after its `TRAJFORGE__<APP>__...` environment variables, validated."""
+    """An application's builder args, after its `TRAJFORGE__<APP>__...` environment variables, validated; an error names
+    the override that set the value, else the Serve config (the file `trajforge serve` read, within `args_source`)."""
     wrapped, env = {app_name: dict(args)}, env_assignments(environ)
     apply_assignments(wrapped, env, roots=[app_name])
-    return validate(model, wrapped[app_name], "configs/serve.yaml", prefix=app_name, overrides=origins(env))
+    source, overrides = _ARGS_SOURCE.get() or (DEFAULT_SOURCE, {})
+    return validate(model, wrapped[app_name], source, prefix=app_name, overrides={**overrides, **origins(env)})

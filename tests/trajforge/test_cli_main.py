@@ -17,3 +17,35 @@ def test_a_broken_pipe_of_the_commands_own_is_shown_not_taken_for_a_reader_gone(
     monkeypatch.setattr(trajforge.cli.stats_cmd, "run_command", broken_child_pipe)
     with pytest.raises(BrokenPipeError):
         main.main(["stats"])
+
+
+MODULE_PRINTING = """
+from trajforge.cli.common import module_main
+
+def run_command(args):
+    for number in range(100_000):
+        print(f"line {number}")
+    return 0
+
+raise SystemExit(module_main("pipelines.example", "prints many lines", lambda parser: None, lambda args: (), run_command))
+"""
+
+
+def test_a_python_m_command_ends_quietly_when_its_reader_leaves_and_130_on_ctrl_c(capsys):
+    """`python -m learner.train ... | head -2` (what `ray job submit` runs) ends as `trajforge train | head -2` does."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from trajforge.cli.common import module_main
+
+    process = subprocess.Popen([sys.executable, "-c", MODULE_PRINTING], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               cwd=Path(__file__).resolve().parents[2])
+    process.stdout.close()
+    errors = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141 and errors == ""
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    assert module_main("pipelines.example", "doc", lambda parser: None, lambda args: (), interrupted, []) == 130

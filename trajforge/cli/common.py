@@ -60,7 +60,9 @@ def module_main(module: str, description: str, add_arguments: Callable[[argparse
                 config_roots: Callable[[argparse.Namespace], tuple[str, ...]], run_command: Callable[[argparse.Namespace], int],
                 argv: list[str] | None = None) -> int:
     """`python -m <module>` (what `ray job submit` runs): the component's arguments plus the common ones; a `--set`
-    of a section it does not read is refused, and a TrajforgeError is one line on stderr and exit status 2."""
+    of a section it does not read is refused, a TrajforgeError is one line on stderr and exit status 2, Ctrl-C is 130
+    and a reader that closed the pipe early 141, as for `trajforge <command>`."""
+    from trajforge.cli.pipes import quiet_when_reader_leaves
     from trajforge.errors import TrajforgeError
     from trajforge.logs import setup_logging
     from trajforge.settings import parse_assignments
@@ -70,9 +72,14 @@ def module_main(module: str, description: str, add_arguments: Callable[[argparse
     common_arguments(parser, command=module)
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_json)
-    try:
-        parse_assignments(args.assignments, config_roots(args), f"python -m {module}")
-        return run_command(args)
-    except TrajforgeError as exc:
-        print(f"{module}: {exc}", file=sys.stderr)
-        return 2
+    def run() -> int:
+        try:
+            parse_assignments(args.assignments, config_roots(args), f"python -m {module}")
+            return run_command(args)
+        except TrajforgeError as exc:
+            print(f"{module}: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
+
+    return quiet_when_reader_leaves(run)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from trajforge.cli.common import common_arguments, merge_assignments
+from trajforge.cli.pipes import quiet_when_reader_leaves
 from trajforge.errors import TrajforgeError
 
 # name -> (module, one-line help); a module defines `add_arguments(parser)` and `run_command(args) -> int`, and
@@ -54,41 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SIGPIPE_STATUS = 128 + 13
-"""What a shell reports for a program killed by SIGPIPE (`cat big | head` under `set -o pipefail`): the reader stopped
-reading, so the output was cut; not 0 (not everything was written), not 2 (nothing was refused)."""
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command; a reader that closed the pipe early (`trajforge stats | head -2`) ends it quietly with 141."""
-    try:
-        try:
-            return run(argv)
-        finally:
-            sys.stdout.flush()  # so a closed pipe shows here rather than as "Exception ignored" at exit
-    except BrokenPipeError:
-        if not _stdout_closed():
-            raise  # another pipe of the command's own (a child process's) broke: a fault to show, not a reader gone
-        _silence_stdout()
-        return SIGPIPE_STATUS
-
-
-def _stdout_closed() -> bool:
-    """Whether stdout is a pipe whose reader has gone (Linux' poll says POLLERR for it)."""
-    import select
-
-    try:
-        poller = select.poll()
-        poller.register(sys.stdout.fileno(), select.POLLOUT)
-        return any(events & select.POLLERR for _, events in poller.poll(0))
-    except (OSError, ValueError):  # a stdout with no file descriptor (a test's capture) is no pipe
-        return False
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null, so that the interpreter's own flush at exit does not meet the closed pipe again
-    (the standard recipe of Python's `signal` documentation, "Note on SIGPIPE")."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return quiet_when_reader_leaves(lambda: run(argv))
 
 
 def run(argv: list[str] | None = None) -> int:

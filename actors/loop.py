@@ -20,13 +20,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from actors.engines.types import Completion, GenerationRequest
 from actors.prompting import ACTION_STOP, STATE_OPEN, STATE_STOP, ParsedOutput, parse_output, render_feedback, render_messages
 from actors.state import State, merge, summarize_history, token_budget, tokenizer_counter
 from sandbox.languages import EXTENSIONS
 from sandbox.models import check_relative_path
+from sandbox.workspace import check_task_id
 
 
 class LoopTask(BaseModel):
@@ -46,6 +47,11 @@ class LoopTask(BaseModel):
     state: State = Field(default_factory=State)
     """The state step 1 starts from (the specification's "empty or prior state"): empty unless the task brings one,
     such as a handoff from an earlier agent. Never an earlier run's: each run starts from the task's files."""
+
+    @field_validator("task_id")
+    @classmethod
+    def _task_id(cls, task_id: str) -> str:
+        return check_task_id(task_id)  # the sandbox names the task's workspace after it: refused here, as an invalid task
 
     @model_validator(mode="after")
     def _files(self) -> LoopTask:
@@ -133,6 +139,12 @@ def _cut_short(first: Completion, second: Completion | None, options: LoopOption
     return cuts
 
 
+def _model_name(actor: Any) -> str:
+    """The model of the actor's engine, for a step whose completion does not say (a generation that timed out)."""
+    engine = getattr(actor, "engine", None)
+    return str(getattr(engine, "model", "") or "")
+
+
 def _sandbox(actor: Any, workspace, action, task: LoopTask, options: LoopOptions) -> tuple[dict | None, dict | None, str | None]:
     try:
         result = actor.sandbox.submit_action(workspace, action).result(timeout=options.sandbox_timeout_s)
@@ -158,7 +170,11 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
     from sandbox.workspace import read_tree
 
     box = actor.sandbox.sandbox
-    workspace = box.prepare_workspace(task.task_id, task.files)
+    try:
+        workspace = box.prepare_workspace(task.task_id, task.files)
+    except Exception as exc:  # files the sandbox cannot lay out (a file where another needs a folder), a full disk
+        summary["errors"].append(f"task failed: its workspace could not be made: {type(exc).__name__}: {exc}")
+        return summary
     feedback = ""
     count_tokens = state_token_counter(getattr(actor, "engine", None))
     carried = task.state  # whatever an earlier run (or another teacher) of the task saved is not this run's state
@@ -187,8 +203,13 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
                     actor.count("sandbox_failures")
             state_after = merge(state, parsed.state_update) if parsed.state_update else state
             # persisted every step (a summary too: the next step starts from what this one showed), so every task
-            # that ran has a state to dump, even one whose model never wrote a <state_update>
-            actor.states.save(task.task_id, state_after)
+            # that ran has a state to dump, even one whose model never wrote a <state_update>. A state that cannot be
+            # saved (a damaged or locked database) ends the task, but this step's record is still written.
+            try:
+                actor.states.save(task.task_id, state_after)
+            except Exception as exc:
+                error = "; ".join(filter(None, [error, f"state not saved: {type(exc).__name__}: {exc}"]))
+                failed = True
             carried = state_after
             # three rewards, each on its own: the action applied cleanly (and changed something), the code equals the
             # known result, the task's tests pass
@@ -207,7 +228,7 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
                 "sandbox_result": {"action": result, "tests": tests, "verified": verified},
                 "reward": {"verified": verified, "matches_gold": matches_gold, "tests_pass": tests_pass},
                 "final": final, "teacher": getattr(actor, "teacher", None), "run_id": getattr(actor, "run_id", None),
-                "state_after": state_after.model_dump(), "error": error, "model": first.model, "engine": first.engine,
+                "state_after": state_after.model_dump(), "error": error, "model": first.model or _model_name(actor), "engine": first.engine,
                 "temperature": options.temperature, "top_p": options.top_p, "seed": seed, "actor": actor.index,
                 "completions": [c.model_dump(include={"token_ids", "logprobs", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s"})
                                 for c in (first, second) if c is not None],

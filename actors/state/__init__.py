@@ -10,9 +10,9 @@ from actors.state.model import (
     InvalidStateUpdate, State, StateUpdate, heuristic_tokens, merge, parse_update, render, summarize_history,
     token_budget, tokenizer_counter,
 )
-from actors.state.store import StateStore, default_store, load, save
+from actors.state.store import StateDatabaseError, StateStore, default_store, load, save
 
 __all__ = [
-    "InvalidStateUpdate", "State", "StateStore", "StateUpdate", "default_store", "heuristic_tokens", "load", "merge",
+    "InvalidStateUpdate", "State", "StateDatabaseError", "StateStore", "StateUpdate", "default_store", "heuristic_tokens", "load", "merge",
     "parse_update", "render", "save", "summarize_history", "token_budget", "tokenizer_counter",
 ]

@@ -1,4 +1,7 @@
-"""`python -m actors.state dump <task_id>`: print a task's stored state (for debugging actor runs)."""
+"""`python -m actors.state dump <task_id>`: print a task's stored state (for debugging actor runs).
+
+Exit status: 0 printed; 1 no state for that task; 2 no database there, or a file that is not a state database or is
+damaged; 141 the reader closed the pipe early (`... | head`)."""
 
 from __future__ import annotations
 
@@ -9,16 +12,24 @@ import sys
 from pathlib import Path
 
 from actors.state import State, StateStore, render
+from actors.state.store import StateDatabaseError
 
 DB_HELP = "state database (default: the actors settings' lake, <actors.lake>/state/states.db)"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m actors.state", description=__doc__)
+    from trajforge.cli.pipes import quiet_when_reader_leaves
+
+    return quiet_when_reader_leaves(lambda: run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m actors.state", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", type=Path, default=None, help=DB_HELP)
-    verbs = parser.add_subparsers(dest="verb", required=True)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{dump,list}")
     dump = verbs.add_parser("dump", help="print one task's state as JSON, with its version")
-    dump.add_argument("task_id")
+    dump.add_argument("task_id", help="the task's id, as in its step records (python -m actors.state list names them)")
     dump.add_argument("--render", action="store_true", help="print the <state> block a prompt would get instead")
     listing = verbs.add_parser("list", help="print the task ids that have a state")
     for verb in (dump, listing):  # --db after the verb too; SUPPRESS keeps one given before it
@@ -34,13 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = StateStore(args.db, read_only=True)
         if args.verb == "list":
-            print("\n".join(store.tasks()))
+            tasks = store.tasks()
+            if tasks:
+                print("\n".join(tasks))
             return 0
         record = store.dump(args.task_id)
     except KeyError:
         print(f"no state for task {args.task_id!r} in {args.db}", file=sys.stderr)
         return 1
-    except sqlite3.Error as exc:  # a directory, another file, a database of other tables
+    except StateDatabaseError as exc:
+        advice = "restore it from a copy, or start a new one by moving it away" if exc.damaged else "pass --db <lake>/state/states.db"
+        print(f"{exc}; {advice}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:  # a directory, a database of other tables
         print(f"{args.db} is not a state database ({exc}); pass --db <lake>/state/states.db", file=sys.stderr)
         return 2
     print(render(State.model_validate(record["state"])) if args.render else json.dumps(record, indent=2, ensure_ascii=False))

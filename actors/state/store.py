@@ -2,6 +2,7 @@
 
 `update(task_id, fn)` reads, applies and writes inside one `BEGIN IMMEDIATE` transaction, so two
 actors updating the same task serialize instead of losing a write; `version` counts the writes.
+A file that is not SQLite, or a damaged one, raises `StateDatabaseError` naming the file.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from actors.state.model import State
+from trajforge.errors import TrajforgeError
+
+BUSY_TIMEOUT_S = 30.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS states (
@@ -27,30 +31,63 @@ CREATE TABLE IF NOT EXISTS states (
 """
 
 
+class StateDatabaseError(TrajforgeError, sqlite3.DatabaseError):
+    """The state database cannot be used: not an SQLite file (`damaged` False) or a damaged one (`damaged` True)."""
+
+    def __init__(self, path: Path, exc: sqlite3.DatabaseError):
+        self.damaged = getattr(exc, "sqlite_errorname", "") == "SQLITE_CORRUPT"
+        what = "a damaged SQLite database" if self.damaged else "not a state database"
+        super().__init__(f"{path} is {what} ({exc})")
+        self.path = path
+
+
+def is_damage(exc: BaseException) -> bool:
+    """A database error that says what the file is (not SQLite, or damaged), as opposed to a lock or a full disk."""
+    return getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
 class StateStore:
     """The states in the SQLite file at `path`, created on first use; `read_only` opens an existing one
-    without changing it (sqlite3.Error when the file is not a state database)."""
+    without changing it (sqlite3.Error when the file is not a state database; StateDatabaseError, naming the
+    file, when it is not SQLite or is damaged)."""
 
     def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
         self.read_only = read_only
         self._local = threading.local()
-        if read_only:
-            if not self._connection().execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'states'").fetchone():
-                raise sqlite3.DatabaseError("it holds no states table")
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._transaction() as db:
-            db.execute(SCHEMA)
+        with self._damage_named():
+            if read_only:
+                if not self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'states'"):
+                    raise sqlite3.DatabaseError("it holds no states table")
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._transaction() as db:
+                db.execute(SCHEMA)
+
+    @contextmanager
+    def _damage_named(self) -> Iterator[None]:
+        """SQLite's errors for a file that is not a database, or a damaged one, as StateDatabaseError naming the file."""
+        try:
+            yield
+        except StateDatabaseError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise StateDatabaseError(self.path, exc) from None
+            raise
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._damage_named():
+            return self._connection().execute(sql, params).fetchall()
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
             if self.read_only:
-                db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None)
+                db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             else:
-                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
+                db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+                _write_ahead_log(db)
                 db.execute("PRAGMA synchronous=FULL")
             self._local.db = db
         return db
@@ -68,12 +105,12 @@ class StateStore:
 
     def load(self, task_id: str) -> State:
         """The task's state, or an empty one for a task never saved."""
-        row = self._connection().execute("SELECT state FROM states WHERE task_id = ?", (task_id,)).fetchone()
-        return State.model_validate_json(row[0]) if row else State()
+        rows = self._read("SELECT state FROM states WHERE task_id = ?", (task_id,))
+        return State.model_validate_json(rows[0][0]) if rows else State()
 
     def version(self, task_id: str) -> int:
-        row = self._connection().execute("SELECT version FROM states WHERE task_id = ?", (task_id,)).fetchone()
-        return row[0] if row else 0
+        rows = self._read("SELECT version FROM states WHERE task_id = ?", (task_id,))
+        return rows[0][0] if rows else 0
 
     def save(self, task_id: str, state: State | Mapping[str, Any]) -> int:
         """Write the state (a State, or a dict checked against it: a pydantic error names a bad field); returns its new version."""
@@ -82,7 +119,7 @@ class StateStore:
 
     def update(self, task_id: str, change: Callable[[State], State]) -> int:
         """Atomically replace the state with `change(current)`; returns the new version."""
-        with self._transaction() as db:
+        with self._damage_named(), self._transaction() as db:
             row = db.execute("SELECT state, version FROM states WHERE task_id = ?", (task_id,)).fetchone()
             current = State.model_validate_json(row[0]) if row else State()
             new = State.model_validate(change(current).model_dump())
@@ -93,13 +130,28 @@ class StateStore:
         return version
 
     def tasks(self) -> list[str]:
-        return [row[0] for row in self._connection().execute("SELECT task_id FROM states ORDER BY task_id")]
+        return [row[0] for row in self._read("SELECT task_id FROM states ORDER BY task_id")]
 
     def dump(self, task_id: str) -> dict:
-        row = self._connection().execute("SELECT state, version, updated_at FROM states WHERE task_id = ?", (task_id,)).fetchone()
-        if row is None:
+        rows = self._read("SELECT state, version, updated_at FROM states WHERE task_id = ?", (task_id,))
+        if not rows:
             raise KeyError(task_id)
-        return {"task_id": task_id, "version": row[1], "updated_at": row[2], "state": json.loads(row[0])}
+        state, version, updated_at = rows[0]
+        return {"task_id": task_id, "version": version, "updated_at": updated_at, "state": json.loads(state)}
+
+
+def _write_ahead_log(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL mode. Switching a new file needs it to itself, and SQLite answers "database is locked"
+    at once instead of waiting out the busy timeout, so several actors opening a new lake together retry here."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 _default_stores: dict[Path, StateStore] = {}

@@ -27,9 +27,11 @@ STATE_OPEN = "\n<state_update>"
 FEEDBACK_CHARS = 2000
 """Most characters of a diff or an error the next step's prompt shows (a longer diff ends with a note that it was cut)."""
 # Tags as models write them: any case, attributes allowed (`<action type="rewrite">`); an unclosed <think> ends
-# where the action starts.
+# where the action starts. A closed <think> may mention the other tags ("then I write the <action>"): the action and
+# the state update are looked for after it first.
 TAG = {name: re.compile(rf"<{name}(?:\s[^>]*)?>(.*?)(?:</{name}\s*>|{until}$)", re.DOTALL | re.IGNORECASE)
        for name, until in (("think", "(?=<action[\\s>])|"), ("action", ""), ("state_update", ""))}
+CLOSED_THINK = re.compile(r"<think(?:\s[^>]*)?>(.*?)</think\s*>", re.DOTALL | re.IGNORECASE)
 FENCE = re.compile(r"^```[\w-]*\s*\n?(.*?)\n?```$", re.DOTALL)
 
 
@@ -87,9 +89,10 @@ def parse_output(action_part: str, state_part: str = "") -> ParsedOutput:
     """Read the tags; every problem becomes an entry in `errors`, never an exception."""
     text = action_part + (ACTION_STOP if ACTION_STOP not in action_part else "") + state_part
     parsed = ParsedOutput()
-    if match := TAG["think"].search(text):
-        parsed.think = match.group(1).strip()
-    match = TAG["action"].search(text)
+    after_think = 0
+    if match := CLOSED_THINK.search(text) or TAG["think"].search(text):
+        parsed.think, after_think = match.group(1).strip(), match.end()
+    match = TAG["action"].search(text, after_think) or TAG["action"].search(text)
     if not match:
         parsed.errors.append("no <action> tag")
     else:
@@ -100,7 +103,7 @@ def parse_output(action_part: str, state_part: str = "") -> ParsedOutput:
             parsed.errors.append(f"action is not JSON: {exc}")
         except InvalidAction as exc:
             parsed.errors.append(str(exc))
-    if match := TAG["state_update"].search(text):
+    if match := TAG["state_update"].search(text, after_think) or TAG["state_update"].search(text):
         try:
             parsed.state_update = parse_update(unfenced(match.group(1)) or "{}")
         except InvalidStateUpdate as exc:

@@ -43,6 +43,15 @@ def test_parse_output_reads_tags_as_models_write_them():
     assert unclosed.think == "first the calls" and unclosed.action is not None
 
 
+def test_a_think_that_mentions_the_tags_does_not_hide_the_answer():
+    action = '{"pattern": "print($A)", "rewrite": "log($A)", "language": "python"}'
+    state = '\n<state_update>{"next_focus": "tests"}</state_update>'
+    think = "I write the <action> first, then a <state_update> with the focus"
+    parsed = parse_output(f"<think>{think}</think>\n<action>{action}", state)
+    assert parsed.errors == [] and parsed.think == think and parsed.action.rewrite == "log($A)"
+    assert parsed.state_update.next_focus == "tests"
+
+
 def test_an_invalid_task_fails_alone_with_a_one_line_reason_and_is_one_row_of_the_report(tmp_path):
     from pathlib import Path
 

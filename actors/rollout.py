@@ -25,6 +25,7 @@ from typing import Any
 from actors.settings import ActorSettings, absolute_actor_settings, load_actor_settings
 from actors.task_queue import LEASE_S
 from trajforge.cli.common import positive_int
+from trajforge.cluster import init_ray
 from trajforge.errors import ConfigError
 from trajforge.settings import parse_assignment
 
@@ -76,7 +77,7 @@ def rollout(settings: ActorSettings, tasks: list[dict[str, Any]] | None = None, 
     if queue is not None:
         connect_cluster()  # a queue lives only in a running cluster: never a Ray of this process alone
     else:
-        ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+        init_ray()
     actors = start_actors(settings)
     summaries: list[dict[str, Any]] = []
     waves = (wave for wave in [tasks]) if tasks is not None else \

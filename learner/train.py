@@ -24,7 +24,7 @@ from typing import Any
 
 from learner.settings import BuildMix, LearnerSettings, load_learner_settings
 from trajforge.atomic import write_atomic
-from trajforge.cluster import ClusterSettings, advertised, load_cluster_settings
+from trajforge.cluster import ClusterSettings, advertised, init_ray, load_cluster_settings
 from trajforge.errors import ConfigError, TrajforgeError
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,6 @@ def _echo(path: Path, stop: threading.Event) -> None:
 
 def launch(settings: LearnerSettings, cluster: ClusterSettings | None = None, *, echo: bool = True) -> dict[str, Any]:
     """Train with Ray Train (connecting to the running Ray, or starting a local one); returns the run's summary."""
-    import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -154,8 +153,7 @@ def launch(settings: LearnerSettings, cluster: ClusterSettings | None = None, *,
     settings = settings.absolute()
     cluster = cluster or load_cluster_settings()
     prepared = prepare(settings)
-    if not ray.is_initialized():
-        ray.init(logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    init_ray()
     on_gpu, count, resources = placement(settings, cluster)
     settings = settings.model_copy(update={"workers": settings.workers.model_copy(update={"count": count})})
     wait_for_resources(resources, count, on_gpu, settings.workers.start_timeout_s)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from trajforge.atomic import staged_dir
 from trajforge.cli.common import positive_int
+from trajforge.cluster import init_ray
 from trajforge.errors import TrajforgeError
 from trajforge.lake import Lake
 from trajforge.settings import parse_assignment
@@ -96,7 +97,7 @@ def run(lake: Path, workers: int = 2, limit: int | None = None, cpus_per_worker:
     tasks = tasks if tasks is not None else candidates()
     tasks = tasks[:limit] if limit else tasks
     rows = [{**task, "gold_action": json.dumps(task["gold_action"]), "tags": json.dumps(task["tags"])} for task in tasks]
-    ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    init_ray()
     from ray.data import ActorPoolStrategy
 
     verified = ray.data.from_items(rows).map_batches(

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from pipelines.synth_rules import tasks_file
 from trajforge.atomic import write_atomic
+from trajforge.cluster import init_ray
 from trajforge.errors import ConfigError, TrajforgeError
 from trajforge.settings import load_section, parse_assignment
 from trajforge.trajectories import good_step
@@ -161,7 +162,7 @@ def run(settings: TeacherSettings, progress: bool = True, sandbox: SandboxSettin
     finished = {r["task_id"] for r in teacher_records(settings) if r.get("final")}
     run_id = uuid.uuid4().hex[:12]
     todo = [task for task in tasks if task["task_id"] not in finished]
-    ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    init_ray()
     started = time.monotonic()
     summaries: list[dict[str, Any]] = []
     if todo:

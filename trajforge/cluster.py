@@ -83,7 +83,7 @@ def warn_if_cpus_taken(cpus: float, setting: str, who: str) -> None:
     no CPUs that many are free (Serve's replicas, other jobs) say so, since Ray would let the tasks wait without a word."""
     import ray
 
-    ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    init_ray()
     total, free = ray.cluster_resources().get("CPU", 0.0), ray.available_resources().get("CPU", 0.0)
     if free >= cpus:
         return
@@ -93,16 +93,35 @@ def warn_if_cpus_taken(cpus: float, setting: str, who: str) -> None:
                 max(min(free, cpus / 2), 0.1))
 
 
+def init_ray(address: str | None = None) -> None:
+    """Connect this driver to Ray as every job command does (quiet logs, no dashboard of its own): `address`, else
+    $RAY_ADDRESS, else a cluster running on this machine, else a new local Ray. An address that does not answer is
+    refused within seconds (`check_reachable`). Already connected, it does nothing."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    check_reachable(address)
+    ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+
+
 def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
-    """A `host:port` address (not `auto`, not `ray://`) must answer on its port: Ray itself would retry a wrong one for minutes."""
+    """A `host:port` address (not `auto`, not `ray://`) must answer on its port: Ray itself would retry a wrong one for
+    minutes. With `address` None or `auto`, $RAY_ADDRESS is the one Ray would use, and the one checked."""
+    import os
     import socket
 
-    if not address or address == "auto" or "://" in address or ":" not in address:
+    named = f"--address {address}"
+    if address in (None, "auto") and os.environ.get("RAY_ADDRESS"):
+        address = os.environ["RAY_ADDRESS"]
+        named = f"RAY_ADDRESS={address}"
+    if not address or address in ("auto", "local") or "://" in address or ":" not in address:
         return
     host, _, port = address.rpartition(":")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
             return
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"no Ray cluster answers at --address {address} ({exc}); start one there with `ray start --head`, "
-                          "or give the address `ray start` printed (`--address auto` finds the one on this machine)") from None
+        raise ConfigError(f"no Ray cluster answers at {named} ({exc}); start one there with `ray start --head`, "
+                          "or give the address `ray start` printed (`--address auto` finds the one on this machine; "
+                          "unset RAY_ADDRESS to start a Ray for this command alone)") from None

@@ -47,6 +47,7 @@ from pipelines.build.sessions import SessionRefs, group_sessions
 from pipelines.build.sources import raw_files
 from pipelines.build.staging import STAGE_DIR, STAGE_SCHEMAS, stage_file, staged_files
 from trajforge import tombstones
+from trajforge.cluster import init_ray
 from trajforge.contracts.events import partition_name
 from trajforge.errors import ConfigError
 from trajforge.lake import Lake
@@ -248,13 +249,11 @@ def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = 
 
 
 def _run_build(settings: BuildSettings, lake: Lake, contributors: set[str] | None, *, full: bool, org: str | None, progress: bool) -> dict[str, Any]:
-    import ray
-
     started = time.time()
     build_id, work = claim_build_id(lake)
     stage = work / STAGE_DIR
     stage.mkdir(parents=True)
-    ray.init(ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    init_ray()
 
     files = raw_files(lake.root)
     indexed = index_lake(str(lake.root), files, settings.cpus_per_task, progress)

@@ -5,6 +5,7 @@ until `--stop`."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -136,6 +137,18 @@ def test_an_address_where_no_cluster_answers_fails_at_once(command):
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"no Ray cluster answers at --address 127.0.0.1:{port}" in result.stderr
     assert time.monotonic() - started < 30  # Ray alone retried such an address for minutes
+
+
+@pytest.mark.parametrize("command", [["serve"], ["synth-rules", "--limit", "1"]])
+def test_a_ray_address_variable_where_no_cluster_answers_fails_at_once(command, tmp_path, monkeypatch):
+    """RAY_ADDRESS is the address Ray uses when none is given: a dead one is refused as --address is, not retried for minutes."""
+    port, started = free_port(), time.monotonic()
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    result = subprocess.run([sys.executable, "-m", "trajforge", *command], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"no Ray cluster answers at RAY_ADDRESS=127.0.0.1:{port}" in result.stderr and "unset RAY_ADDRESS" in result.stderr
+    assert time.monotonic() - started < 30
 
 
 def test_auto_and_client_addresses_are_left_to_ray():

@@ -40,12 +40,19 @@ class State(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     goals: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    """What the task must achieve; an update adds to them."""
     constraints: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    """What must not change (the public API, the tests); an update adds to them."""
     decisions: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    """Choices made so far; an update adds to them."""
     hypotheses: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    """What the agent believes but has not checked; an update adds to them, its `resolved` removes them."""
     history: list[str] = Field(default_factory=list, max_length=MAX_HISTORY)
+    """The last steps, oldest first: an update appends, the 3 newest stay."""
     open_issues: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
+    """Problems still to solve; an update adds to them, its `resolved` removes them."""
     next_focus: str = ""
+    """What the next step should look at; an update replaces it."""
 
     @field_validator(*LIST_FIELDS)
     @classmethod
@@ -56,6 +63,10 @@ class State(BaseModel):
     @classmethod
     def _focus(cls, value: str) -> str:
         return _check_text(value)
+
+    def token_budget(self, count_tokens: Callable[[str], int] | None = None) -> int:
+        """The specification's `token_budget` method: `token_budget(self, count_tokens)`."""
+        return token_budget(self, count_tokens)
 
 
 class StateUpdate(BaseModel):
@@ -169,7 +180,7 @@ def tokenizer_counter(tokenizer: Any) -> Callable[[str], int]:
 
 def summarize_history(state: State, budget: int, count_tokens: Callable[[str], int] | None = None) -> State:
     """Shrink a state over `budget` tokens: fold history into one summary entry, then drop the oldest
-    hypotheses, decisions and constraints, then shorten the goals and the focus, then drop all goals but the first, until
+    hypotheses, decisions, open issues, constraints and history entries, then shorten the goals and the focus, then drop all goals but the first, until
     it fits. A budget even that state exceeds is warned about, and that state returned."""
     count = count_tokens or heuristic_tokens
     if token_budget(state, count) <= budget:

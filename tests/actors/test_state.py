@@ -82,6 +82,7 @@ def test_token_budget_uses_the_models_tokenizer():
     state = State(goals=["refactor the billing module"], decisions=["use a yaml rule"])
     counted = token_budget(state, tokenizer_counter(tokenizer))
     assert counted == len(tokenizer.encode(render(state), add_special_tokens=False).ids)
+    assert state.token_budget(tokenizer_counter(tokenizer)) == counted and state.token_budget() == token_budget(state)  # the spec's method
 
 
 def test_summarize_history_fits_the_budget_and_keeps_the_goals():

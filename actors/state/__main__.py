@@ -37,8 +37,14 @@ def run(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.db is None:
         from actors.settings import load_actor_settings
+        from trajforge.errors import TrajforgeError
 
-        args.db = load_actor_settings().state_db
+        try:
+            args.db = load_actor_settings().state_db
+        except TrajforgeError as exc:  # a bad config file or override: said in one message, as trajforge commands do
+            print(f"python -m actors.state: the default database comes from the actors settings, which are wrong: {exc}\n"
+                  "fix them, or pass --db <lake>/state/states.db", file=sys.stderr)
+            return 2
     if not args.db.exists():
         print(f"no state database at {args.db} (pass --db)", file=sys.stderr)
         return 2

@@ -19,8 +19,9 @@ from actors.state.store import StateDatabaseError
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _state_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "actors.state", *args], capture_output=True, text=True, cwd=REPO, env=dict(os.environ))
+def _state_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "actors.state", *args], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, **(env or {})})
 
 
 def test_a_new_database_another_process_is_creating_is_waited_for_not_refused(tmp_path):
@@ -114,3 +115,9 @@ def test_dump_cli_lists_nothing_for_an_empty_database_and_names_its_verbs(tmp_pa
     bare = _state_cli("--db", str(db))
     assert bare.returncode == 2 and "required: {dump,list}" in bare.stderr
     assert "task_id     the task's id" in _state_cli("dump", "--help").stdout
+
+
+def test_dump_cli_with_bad_actors_settings_says_so_in_one_message(tmp_path):
+    run = _state_cli("dump", "task-1", env={"TRAJFORGE__ACTORS__COUNT": "many"})
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert "actors.count (set by TRAJFORGE__ACTORS__COUNT)" in run.stderr and "pass --db" in run.stderr

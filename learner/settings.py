@@ -22,7 +22,7 @@ class BuildMix(_Strict):
     build: str = "latest"
     """`latest` (the whole lake's newest build), `latest:<org>` (the newest `--org` build), a build id of the lake, or a
     path to a build folder."""
-    weight: float = Field(default=1.0, gt=0)
+    weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     """Share of the training stream drawn from this build (weights are normalized over the list)."""
 
 

@@ -33,3 +33,10 @@ def test_the_cpu_default_is_fp32_without_pinned_memory():
 def test_a_negative_persistence_threshold_names_the_field():
     with pytest.raises(ConfigError, match="param_persistence_threshold"):
         load_learner_settings(assignments=[("learner.zero.param_persistence_threshold", -1)])
+
+
+@pytest.mark.parametrize("weight", [0.0, -1.0, float("inf"), float("nan")])
+def test_a_build_weight_that_is_not_a_positive_number_names_the_field(weight):
+    """An infinite weight passed `gt=0` and failed in the workers, after Ray started, as 'Probabilities contain NaN'."""
+    with pytest.raises(ConfigError, match=r"learner\.data\.builds\.0\.weight"):
+        load_learner_settings(assignments=[("learner.data.builds", [{"build": "b1", "weight": weight}])])

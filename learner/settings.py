@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from trajforge.settings import load_section
 
@@ -64,12 +64,23 @@ class ZeroSettings(_Strict):
     stage: Literal[0, 1, 2, 3] = 3
     """DeepSpeed ZeRO stage; 3 partitions parameters, gradients and optimizer state across the workers."""
     offload_optimizer: bool = False
-    """Keep optimizer state in CPU memory (DeepSpeed CPU Adam): what makes a 14B model fit 2 x 32 GB."""
+    """Keep optimizer state in CPU memory (DeepSpeed CPU Adam; stage 1 to 3): what makes a 14B model fit 2 x 32 GB."""
     offload_params: bool = False
     """Keep parameters in CPU memory too (stage 3 only; slower again)."""
     param_persistence_threshold: int = Field(default=10_000, ge=0)
     """Stage 3: parameters with fewer elements than this stay whole on every worker (never gathered); larger values
     trade memory for fewer gathers, which matters for small models on few GPUs."""
+
+    @field_validator("offload_optimizer", "offload_params")
+    @classmethod
+    def _offload_needs_its_stage(cls, offload: bool, info: ValidationInfo) -> bool:
+        # DeepSpeed ignores these at a lower stage without a word: the run would silently keep everything on the GPU.
+        stage = info.data.get("stage", 3)
+        if offload and info.field_name == "offload_params" and stage != 3:
+            raise ValueError(f"needs zero.stage 3 (it is {stage}): only stage 3 partitions, and so can offload, the parameters")
+        if offload and stage == 0:
+            raise ValueError("needs zero.stage 1, 2 or 3 (it is 0): without ZeRO, DeepSpeed does not offload the optimizer state")
+        return offload
 
 
 class TrainSettings(_Strict):

@@ -40,3 +40,16 @@ def test_a_build_weight_that_is_not_a_positive_number_names_the_field(weight):
     """An infinite weight passed `gt=0` and failed in the workers, after Ray started, as 'Probabilities contain NaN'."""
     with pytest.raises(ConfigError, match=r"learner\.data\.builds\.0\.weight"):
         load_learner_settings(assignments=[("learner.data.builds", [{"build": "b1", "weight": weight}])])
+
+
+@pytest.mark.parametrize(("stage", "field"), [(2, "offload_params"), (1, "offload_params"), (0, "offload_optimizer")])
+def test_an_offload_the_stage_would_ignore_names_the_field(stage, field):
+    """DeepSpeed keeps everything on the GPU without a word when the stage has no such offload."""
+    with pytest.raises(ConfigError, match=rf"learner\.zero\.{field}.*needs zero\.stage"):
+        load_learner_settings(assignments=[("learner.zero.stage", stage), (f"learner.zero.{field}", True)])
+    load_learner_settings(assignments=[("learner.zero.stage", stage)])  # the stage alone is fine
+
+
+def test_optimizer_offload_is_accepted_from_stage_1():
+    settings = load_learner_settings(assignments=[("learner.zero.stage", 1), ("learner.zero.offload_optimizer", True)])
+    assert deepspeed_config(settings, world_size=2, on_gpu=True)["zero_optimization"]["offload_optimizer"]["device"] == "cpu"

@@ -124,16 +124,15 @@ def connect_cluster(address: str = "auto") -> None:
     connected, it does nothing."""
     import ray
 
-    from trajforge.cluster import check_reachable
+    from trajforge.cluster import check_reachable, connect_failure
     from trajforge.errors import ConfigError
 
     check_reachable(address)
     try:
         ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False)
     except ConnectionError as exc:
-        reason = str(exc).split(". ")[0].rstrip(".")
-        raise ConfigError(f"no Ray cluster at {address!r} to hold the task queue ({reason}): a named queue lives in a running cluster; "
-                          f"start one with `ray start --head`, or point RAY_ADDRESS at one") from None
+        raise ConfigError(f"a task queue lives in a running Ray cluster, and none could be joined at {address!r}: "
+                          f"{connect_failure(exc)}") from None
 
 
 def task_queue(name: str, create: bool = True) -> TaskQueue:

@@ -102,7 +102,26 @@ def init_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     check_reachable(address)
-    ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    try:
+        ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    except ConnectionError as exc:
+        raise ConfigError(connect_failure(exc)) from None
+
+
+def connect_failure(exc: ConnectionError) -> str:
+    """What a `ray.init` that could not join a cluster means, and what to do. A cluster whose port answers but that
+    refuses this process most often wants a token: this Ray starts clusters with token authentication, and a driver
+    sends the token only with RAY_AUTH_MODE=token."""
+    import os
+
+    reason = str(exc).split(". ")[0].rstrip(".")
+    if "Could not find any running Ray instance" in reason:
+        return f"{reason} on this machine: start one with `ray start --head`, or point RAY_ADDRESS or --address at one"
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return (f"{reason}: its port answers, so the cluster most likely wants an authentication token (this Ray starts "
+                "clusters with token authentication): `export RAY_AUTH_MODE=token` (the token is ~/.ray/auth_token on "
+                "the head node, or RAY_AUTH_TOKEN) and run the command again")
+    return f"{reason}: check that the address is the one `ray start --head` printed and that the token in ~/.ray/auth_token is that cluster's"
 
 
 def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:

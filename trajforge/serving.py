@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 import httpx
 
-from trajforge.cluster import check_reachable
+from trajforge.cluster import check_reachable, connect_failure
 from trajforge.errors import ServeStartError
 from trajforge.settings import ENV_PREFIX
 from trajforge.settings.serve_file import ServeFile
@@ -93,8 +93,8 @@ def connect(address: str | None) -> None:
     check_reachable(address)
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    except ConnectionError as exc:  # `auto` with no cluster on this machine
-        raise ServeStartError(f"{exc} (start one with `ray start --head`)") from None
+    except ConnectionError as exc:  # `auto` with no cluster on this machine, a cluster that wants a token
+        raise ServeStartError(connect_failure(exc)) from None
 
 
 def cluster_needed(flag: str) -> str:

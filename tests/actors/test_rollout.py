@@ -167,5 +167,5 @@ def test_a_queue_without_a_running_cluster_is_refused_at_once(tmp_path, command)
         teacher.close()
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert done.stderr.splitlines()[-1].startswith(f"trajforge {command}: no Ray cluster at 'auto' to hold the task queue")
+    assert done.stderr.splitlines()[-1].startswith(f"trajforge {command}: a task queue lives in a running Ray cluster, and none could be joined at 'auto'")
     assert "ray start --head" in done.stderr and "Traceback" not in done.stderr and time.monotonic() - started < 30

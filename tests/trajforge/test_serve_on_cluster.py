@@ -18,7 +18,7 @@ import pytest
 import yaml
 from helpers import free_port
 
-from trajforge.errors import ServeStartError
+from trajforge.errors import ConfigError, ServeStartError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -204,8 +204,33 @@ def test_detach_or_stop_without_a_cluster_on_this_machine_is_one_line(monkeypatc
         raise ConnectionError("Could not find any running Ray instance.")
 
     monkeypatch.setattr(ray, "init", no_cluster)
-    with pytest.raises(ServeStartError, match=r"Could not find any running Ray instance\. \(start one with `ray start --head`\)"):
+    with pytest.raises(ServeStartError, match=r"Could not find any running Ray instance on this machine: start one with `ray start --head`"):
         connect("auto")
+
+
+def test_a_cluster_that_refuses_this_driver_is_said_to_want_its_token(monkeypatch):
+    """This Ray starts clusters with token authentication: a driver without RAY_AUTH_MODE=token is refused after its
+    port answered, and Ray says only that it failed to connect."""
+    import ray
+
+    from trajforge.cluster import init_ray
+    from trajforge.serving import connect
+
+    def refused(**_):
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379. Please check the address.")
+
+    monkeypatch.setattr(ray, "init", refused)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(ServeStartError, match=r"Failed to connect to Ray cluster at 10\.0\.0\.1:6379: .*`export RAY_AUTH_MODE=token`"):
+        connect("auto")
+    with pytest.raises(ConfigError, match=r"wants an authentication token .*`export RAY_AUTH_MODE=token`"):
+        init_ray("auto")
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    with pytest.raises(ConfigError) as refused_with_token:
+        init_ray("auto")
+    assert "export RAY_AUTH_MODE" not in str(refused_with_token.value) and "~/.ray/auth_token" in str(refused_with_token.value)
 
 
 @pytest.mark.parametrize("flags, environ", [(["--detach"], {"RAY_ADDRESS": "local"}), (["--stop"], {"RAY_ADDRESS": "local"}),

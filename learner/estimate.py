@@ -49,7 +49,11 @@ def model_config(name: str, small_model_dir: Path):
         return Qwen3Config(**SHAPES[name.lower()])
     directory = small_model_dir if name == "small" else Path(name)
     if (directory / "config.json").is_file():
-        return AutoConfig.from_pretrained(directory)
+        try:
+            return AutoConfig.from_pretrained(directory)
+        except (OSError, ValueError, KeyError) as exc:  # not JSON, or a model_type this transformers does not know
+            raise ConfigError(f"learner.model: {directory / 'config.json'} cannot be read as a Hugging Face config: "
+                              f"{str(exc).splitlines()[0]}") from None
     if name == "small":
         from trajforge.small_model import small_config
 
@@ -63,8 +67,11 @@ def count_params(config) -> tuple[int, int]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except ValueError as exc:  # a config of a model type that has no causal LM (an image encoder, say)
+        raise ConfigError(f"learner.model: a {config.model_type} model is not a causal LM: {str(exc).splitlines()[0]}") from None
     total = sum(parameter.numel() for parameter in model.parameters())
     largest = max(sum(parameter.numel() for parameter in module.parameters(recurse=False)) for module in model.modules())
     return total, largest

@@ -40,3 +40,14 @@ def test_a_model_path_without_a_config_names_the_field(tmp_path):
     with pytest.raises(ConfigError, match="learner.model"):
         estimate(LearnerSettings.model_validate({"model": str(tmp_path)}), 2)
     assert main(["--estimate", "--set", f"learner.model={tmp_path}"]) != 0
+
+
+@pytest.mark.parametrize(("config_json", "said"), [("{not json", "cannot be read as a Hugging Face config"),
+                                                   ('{"model_type": "no-such-model"}', "cannot be read as a Hugging Face config"),
+                                                   ('{"model_type": "vit", "hidden_size": 64}', "a vit model is not a causal LM")],
+                         ids=["not-json", "unknown-model-type", "not-a-causal-lm"])
+def test_a_config_json_that_names_no_causal_lm_is_one_line_naming_the_field(tmp_path, capsys, config_json, said):
+    (tmp_path / "config.json").write_text(config_json)
+    assert main(["--estimate", "--set", f"learner.model={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "learner.model: " in err and said in err and "Traceback" not in err

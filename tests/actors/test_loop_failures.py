@@ -92,3 +92,23 @@ def test_a_timed_out_generation_is_recorded_with_the_engines_model(tmp_path):
     (record,) = read_trajectories(tmp_path / "trajectories")
     assert record["final"] and record["model"] == "stand-in-model" and record["engine"] == "stand-in"
     assert record["temperature"] == 0.7 and record["seed"] == 1
+
+
+def test_a_hung_sandbox_fails_each_step_with_its_timeout_and_the_task_ends_alone(tmp_path):
+    from concurrent.futures import Future
+
+    class HungPool:  # a jail that never answers
+        def __init__(self, sandbox):
+            self.sandbox = sandbox
+
+        def submit_action(self, workspace, action):
+            return Future()
+
+    good = '<think>rename</think><action>{"pattern": "print($$$A)", "rewrite": "logging.info($$$A)", "language": "python"}'
+    actor = _Actor(tmp_path, [_answer(good), _answer('{"history": "tried the rewrite"}')] * 2)
+    actor.sandbox = HungPool(actor.sandbox.sandbox)
+    summary = run_task(actor, TASK, LoopOptions(max_steps=2, sandbox_timeout_s=0.2))
+    assert summary["errors"] == ["step 1: sandbox timed out after 0.2 s", "step 2: sandbox timed out after 0.2 s"]
+    records = list(read_trajectories(tmp_path / "trajectories"))
+    assert [(r["final"], r["sandbox_result"]["action"], r["reward"]["verified"]) for r in records] == [(False, None, False), (True, None, False)]
+    assert "sandbox timed out after 0.2 s" in records[1]["prompt"]["messages"][1]["content"]  # the next step is told

@@ -37,10 +37,9 @@ def resolve_model(settings: LearnerSettings, sources: list) -> Path:
         from trajforge.small_model import ensure_small_model
 
         return ensure_small_model(settings.small_model_dir, texts=sample_texts(sources[0]))
-    path = Path(settings.model).expanduser().resolve()
-    if not (path / "config.json").is_file() or not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
-        raise ConfigError(f"learner.model: {path} is not a Hugging Face model directory with a tokenizer (config.json, tokenizer.json)")
-    return path
+    from learner.model_dir import check_model_dir
+
+    return check_model_dir(Path(settings.model).expanduser().resolve())
 
 
 def prepare(settings: LearnerSettings) -> dict[str, Any]:
@@ -48,6 +47,12 @@ def prepare(settings: LearnerSettings) -> dict[str, Any]:
     from learner.sources import prepare_source
     from trajforge.lake import Lake
 
+    if settings.resume not in ("auto", "never"):
+        from learner.checkpoint import STATE_FILE
+
+        if not (Path(settings.resume) / STATE_FILE).is_file():
+            raise ConfigError(f"learner.resume: {settings.resume} is not a complete learner checkpoint (no {STATE_FILE}); name a "
+                              "<run>/checkpoints/step-NNNNNN folder, or `auto` (the run's latest) or `never`")
     lake = Lake.at(settings.data.lake)
     sources = [prepare_source(lake, mix.build, mix.weight, settings.data.cache_dir) for mix in settings.data.builds]
     if not any(source.dev_rows for source in sources):

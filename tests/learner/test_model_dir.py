@@ -1,0 +1,60 @@
+"""What the driver refuses before any worker starts: a model folder the workers could not train, a resume folder that is no checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from sft_builds import rows, write_build
+
+from learner.settings import LearnerSettings
+from learner.train import prepare
+from trajforge.errors import ConfigError
+
+
+@pytest.fixture
+def lake(tmp_path):
+    write_build(tmp_path / "lake", "b1", rows(4, dev=1))
+    return tmp_path / "lake"
+
+
+def settings_for(lake, model, **more) -> LearnerSettings:
+    return LearnerSettings.model_validate({"model": str(model), "data": {"lake": str(lake), "cache_dir": str(lake.parent / "cache")},
+                                           "output_dir": str(lake.parent / "runs"), **more}).absolute()
+
+
+@pytest.fixture
+def model_copy(tiny_model, tmp_path):
+    return shutil.copytree(tiny_model, tmp_path / "model")
+
+
+def test_a_complete_model_folder_is_accepted(lake, model_copy):
+    assert prepare(settings_for(lake, model_copy))["model_dir"] == str(model_copy)
+
+
+def test_a_model_without_a_chat_template_is_refused_before_the_workers(lake, model_copy):
+    (model_copy / "chat_template.jinja").unlink(missing_ok=True)
+    tokenizer_config = json.loads((model_copy / "tokenizer_config.json").read_text())
+    tokenizer_config.pop("chat_template", None)
+    (model_copy / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    with pytest.raises(ConfigError, match=r"learner\.model: .* has no chat template"):
+        prepare(settings_for(lake, model_copy))
+
+
+def test_a_model_without_weights_is_refused_before_the_workers(lake, model_copy):
+    for weights in model_copy.glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(ConfigError, match=r"learner\.model: .* has no weights"):
+        prepare(settings_for(lake, model_copy))
+
+
+def test_a_model_whose_config_transformers_cannot_read_is_refused(lake, model_copy):
+    (model_copy / "config.json").write_text('{"model_type": "no-such-model"}')
+    with pytest.raises(ConfigError, match=r"learner\.model: .*config\.json cannot be read"):
+        prepare(settings_for(lake, model_copy))
+
+
+def test_a_resume_folder_that_is_no_checkpoint_is_refused_before_the_workers(lake, model_copy, tmp_path):
+    with pytest.raises(ConfigError, match=r"learner\.resume: .*not-a-checkpoint is not a complete learner checkpoint"):
+        prepare(settings_for(lake, model_copy, resume=str(tmp_path / "not-a-checkpoint")))

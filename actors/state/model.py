@@ -64,7 +64,7 @@ class State(BaseModel):
     def _focus(cls, value: str) -> str:
         return _check_text(value)
 
-    def token_budget(self, count_tokens: Callable[[str], int] | None = None) -> int:
+    def token_budget(self, count_tokens: Callable[[str], int] | Any = None) -> int:
         """The specification's `token_budget` method: `token_budget(self, count_tokens)`."""
         return token_budget(self, count_tokens)
 
@@ -163,13 +163,30 @@ def heuristic_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4)
 
 
-def token_budget(state: State, count_tokens: Callable[[str], int] | None = None) -> int:
-    """Tokens the rendered state takes in a prompt, counted with the model's tokenizer when given."""
-    return (count_tokens or heuristic_tokens)(render(state))
+def token_budget(state: State, count_tokens: Callable[[str], int] | Any = None) -> int:
+    """Tokens the rendered state takes in a prompt, counted with the model's tokenizer when given (the tokenizer
+    itself, Hugging Face's or a `tokenizers.Tokenizer`, or a function of the text); else about 4 characters a token."""
+    return _counter(count_tokens)(render(state))
+
+
+def _counter(count_tokens: Callable[[str], int] | Any) -> Callable[[str], int]:
+    """A token counter from a tokenizer (anything with `encode`: a Hugging Face tokenizer is callable too, but its call
+    answers a BatchEncoding, not a count), a counter as it is, or the heuristic for None."""
+    if count_tokens is None:
+        return heuristic_tokens
+    return tokenizer_counter(count_tokens) if callable(getattr(count_tokens, "encode", None)) else count_tokens
 
 
 def tokenizer_counter(tokenizer: Any) -> Callable[[str], int]:
-    """A token counter from a Hugging Face tokenizer or a `tokenizers.Tokenizer` (special tokens not counted)."""
+    """A token counter from a Hugging Face tokenizer or a `tokenizers.Tokenizer` (special tokens not counted). A
+    `tokenizers.Tokenizer` whose file pads or truncates (an embedding model's, to 128) would count every text as that
+    length: it counts with a copy that does neither."""
+    if callable(getattr(tokenizer, "no_truncation", None)) and (tokenizer.padding or tokenizer.truncation):
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
 
     def count(text: str) -> int:
         encoded = tokenizer.encode(text, add_special_tokens=False)
@@ -178,11 +195,12 @@ def tokenizer_counter(tokenizer: Any) -> Callable[[str], int]:
     return count
 
 
-def summarize_history(state: State, budget: int, count_tokens: Callable[[str], int] | None = None) -> State:
-    """Shrink a state over `budget` tokens: fold history into one summary entry, then drop the oldest
-    hypotheses, decisions, open issues, constraints and history entries, then shorten the goals and the focus, then drop all goals but the first, until
-    it fits. A budget even that state exceeds is warned about, and that state returned."""
-    count = count_tokens or heuristic_tokens
+def summarize_history(state: State, budget: int, count_tokens: Callable[[str], int] | Any = None) -> State:
+    """Shrink a state over `budget` tokens (counted as `token_budget` does): fold history into one summary entry,
+    then drop the oldest hypotheses, decisions, open issues, constraints and history entries, then shorten the goals
+    and the focus, then drop all goals but the first, until it fits. A budget even that state exceeds is warned about,
+    and that state returned."""
+    count = _counter(count_tokens)
     if token_budget(state, count) <= budget:
         return state
     current = state.model_copy(deep=True)

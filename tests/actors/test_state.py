@@ -81,8 +81,26 @@ def test_token_budget_uses_the_models_tokenizer():
     tokenizer = Tokenizer.from_file(str(Path(resolve_model("packaged")) / "tokenizer.json"))
     state = State(goals=["refactor the billing module"], decisions=["use a yaml rule"])
     counted = token_budget(state, tokenizer_counter(tokenizer))
-    assert counted == len(tokenizer.encode(render(state), add_special_tokens=False).ids)
+    tokenizer.no_padding()  # its file pads (and truncates) every text to 128 tokens, which the counter must not count
+    assert counted == len(tokenizer.encode(render(state), add_special_tokens=False).ids) < 128
+    assert tokenizer.truncation and token_budget(State(goals=["refactor the module " * 12] * 16), tokenizer_counter(tokenizer)) > 128
     assert state.token_budget(tokenizer_counter(tokenizer)) == counted and state.token_budget() == token_budget(state)  # the spec's method
+
+
+def test_token_budget_and_summarize_take_the_tokenizer_itself():
+    """A Hugging Face tokenizer is callable, but its call answers a BatchEncoding: it is counted with `encode`."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from trajforge.embedding import resolve_model
+
+    path = str(Path(resolve_model("packaged")) / "tokenizer.json")
+    state = State(goals=["refactor the billing module"], decisions=[f"decision {i}: keep the public names" for i in range(6)])
+    expected = token_budget(state, tokenizer_counter(Tokenizer.from_file(path)))
+    for tokenizer in (Tokenizer.from_file(path), PreTrainedTokenizerFast(tokenizer_file=path)):
+        assert token_budget(state, tokenizer) == state.token_budget(tokenizer) == expected
+        small = summarize_history(state, expected // 2, tokenizer)
+        assert token_budget(small, tokenizer) <= expected // 2 and small.goals == state.goals
 
 
 def test_summarize_history_fits_the_budget_and_keeps_the_goals():

@@ -117,7 +117,6 @@ def load_model(model_dir: Path, settings: TrainSettings, ds_config: dict, on_gpu
         keep_alive = HfDeepSpeedConfig(ds_config)  # from_pretrained partitions while loading while this object lives
     torch.manual_seed(settings.seed)
     causal_lm = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, attn_implementation=attention)
-    causal_lm.config.use_cache = False
     if settings.gradient_checkpointing:
         enable_checkpointing(causal_lm, settings.checkpoint_every_n_layers)
     loss = pick_loss(settings.loss, on_gpu)

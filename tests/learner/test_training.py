@@ -80,7 +80,7 @@ def test_stopping_and_resuming_reproduces_the_uninterrupted_run_and_skips_an_int
     assert dict(resumed["eval_loss"])[MAX_STEPS] == pytest.approx(dict(full_run["eval_loss"])[MAX_STEPS], abs=1e-4)
 
 
-def test_the_export_is_a_hugging_face_model_that_generates(full_run):
+def test_the_export_is_a_hugging_face_model_that_generates(full_run, tiny_model):
     from pathlib import Path
 
     import torch
@@ -95,6 +95,8 @@ def test_the_export_is_a_hugging_face_model_that_generates(full_run):
     assert out.shape[1] > prompt["input_ids"].shape[1]
     info = json.loads((Path(full_run["export"]) / "trajforge_export.json").read_text())
     assert info["step"] == MAX_STEPS and info["builds"] == ["tiny"]
+    # the model's own config, not the training's (use_cache was saved as false: no KV cache for plain forward calls)
+    assert json.loads((Path(full_run["export"]) / "config.json").read_text()) == json.loads((tiny_model / "config.json").read_text())
 
 
 def test_a_run_starts_again_after_its_checkpoints_were_pruned(ray_cluster, tiny_model, lake, full_run, tmp_path):

@@ -14,7 +14,8 @@ before the last user query. So a message is found piece by piece: its text split
 each piece stripped of newlines and searched in order; the span runs from the first piece found
 (or the `<think>` tag just before it) through the last one, any `</think>` after it, and the
 end-of-turn token. A loss turn of which nothing was rendered adds no span and is counted in
-`turns_not_rendered`; an example left with no loss span at all is dropped.
+`turns_not_rendered`; an example left with no loss span at all is dropped, and so is one whose loss spans
+all lie past `seq_len`, where it is cut (`dropped["loss_after_seq_len"]`).
 """
 
 from __future__ import annotations
@@ -135,12 +136,13 @@ class ChatEncoder:
         in_loss = np.zeros(len(token_ids), dtype=bool)
         for start, end in spans:
             in_loss |= (starts >= start) & (starts < end)
+        had_loss = bool(in_loss[1:].any())
         if len(token_ids) > self.seq_len:
             self.truncated += 1
             token_ids, in_loss = token_ids[: self.seq_len], in_loss[: self.seq_len]
         targets = np.full(len(token_ids), IGNORE, dtype=np.int64)
         targets[:-1] = np.where(in_loss[1:], token_ids[1:], IGNORE)
         if not (targets != IGNORE).any():
-            self.dropped["no_loss_tokens"] += 1
+            self.dropped["loss_after_seq_len" if had_loss else "no_loss_tokens"] += 1  # the cut left none of the loss turns
             return None
         return Example(token_ids, targets)

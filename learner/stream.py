@@ -119,7 +119,7 @@ class PackedStream:
                 empty = empty + 1 if not rows else 0
                 if empty >= EMPTY_WINDOWS_LIMIT:
                     raise RuntimeError(f"{EMPTY_WINDOWS_LIMIT} windows in a row gave no trainable example "
-                                       f"(dropped so far: {dict(self.encoder.dropped)}); check the builds and the chat template")
+                                       f"(dropped so far: {dict(self.encoder.dropped)}); {self._advice()}")
                 window, offset = window + 1, 0
                 rows = self._rows_of(window)
                 continue
@@ -128,6 +128,12 @@ class PackedStream:
             offset += len(grab)
         self.cursor = Cursor(window, offset)
         return taken
+
+    def _advice(self) -> str:
+        if self.encoder.dropped["loss_after_seq_len"]:
+            return (f"the turns marked for loss begin after the first learner.data.seq_len ({self.encoder.seq_len}) tokens, "
+                    "where examples are cut: raise it")
+        return "check the builds and the chat template"
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

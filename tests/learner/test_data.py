@@ -210,3 +210,14 @@ def test_each_window_is_tokenized_once(two_builds, tokenizer):
         stream.take(1)
     stream.close()
     assert len(calls) <= 2  # window 0, and window 1 prepared ahead
+
+
+def test_a_seq_len_that_cuts_off_every_loss_turn_says_to_raise_it(two_builds, tokenizer):
+    lake, cache = two_builds
+    source = prepare_source(lake, "b-small", 1.0, cache)
+    encoder = ChatEncoder(tokenizer, 16)  # shorter than the system and user turns that come before the first loss turn
+    stream = PackedStream([open_split(source, "train")], [1.0], encoder, window=4, seed=0)
+    with pytest.raises(RuntimeError, match=r"begin after the first learner\.data\.seq_len \(16\) tokens.*raise it"):
+        stream.take(1)
+    stream.close()
+    assert set(encoder.dropped) == {"loss_after_seq_len"}

@@ -57,6 +57,12 @@ class TeacherSettings(BaseModel):
     seed: int = 0
     workers: int = Field(default=2, ge=1)
     requests_per_second: float = Field(default=4.0, gt=0)
+    timeout_s: float = Field(default=120.0, gt=0)
+    """openai: how long one request to the teacher may take; a hung endpoint fails the attempt after it."""
+    max_retries: int = Field(default=4, ge=0)
+    """openai: retries of a request that timed out, could not connect or got a 429/5xx, with exponential backoff."""
+    backoff_s: float = Field(default=0.5, ge=0)
+    """openai: the first retry's wait, doubled for each later one."""
     tasks: Path | None = None
     """The tasks to sample; null: where `trajforge synth-rules --lake <lake>` writes them (`tasks_file`)."""
     sample: int = Field(default=40, ge=0)

@@ -89,7 +89,8 @@ class TeacherWorker:
 
             if not settings.base_url:
                 raise ValueError("teacher.base_url is required with kind openai")
-            self.engine = OpenAIEngine(settings.base_url, settings.model, api_key_env=settings.api_key_env)
+            self.engine = OpenAIEngine(settings.base_url, settings.model, api_key_env=settings.api_key_env, timeout_s=settings.timeout_s,
+                                       max_retries=settings.max_retries, backoff_s=settings.backoff_s)
             self.limiter = RateLimiter(max(settings.requests_per_second / settings.workers, 0.01))
 
     def count(self, name: str) -> None:

@@ -184,6 +184,30 @@ def test_an_unreachable_teacher_fails_the_job_and_its_tasks_are_retried_not_fini
     assert json.loads(capsys.readouterr().out.split("\n}")[0] + "}")["skipped_finished"] == 0
 
 
+@pytest.mark.timeout(120)
+def test_a_hung_teacher_endpoint_fails_its_step_after_the_teachers_timeout_and_retries(serve_url, tmp_path, task_file, capsys):
+    """An endpoint that takes the connection and never answers: teacher.timeout_s and max_retries bound the wait
+    (the engine's defaults, 120 s and 4 retries, would hold the step for ten minutes)."""
+    import socket
+    import time
+
+    path, tasks = task_file
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps(tasks[0]) + "\n")
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)  # connections complete in the kernel's backlog; no request is ever read
+        started = time.monotonic()
+        command = ["teacher", "--lake", str(tmp_path / "lake"), "--set", f"teacher.tasks={one}", "--set", f"teacher.reports={tmp_path / 'reports'}",
+                   "--set", "teacher.kind=openai", "--set", "teacher.model=glm-4.6", "--set", f"teacher.base_url=http://127.0.0.1:{hung.getsockname()[1]}",
+                   "--set", "teacher.max_steps=1", "--set", "teacher.workers=1", "--set", "teacher.cpus_per_worker=0.05",
+                   "--set", "teacher.timeout_s=1", "--set", "teacher.max_retries=1", "--set", "teacher.backoff_s=0"]
+        assert main(command) == 1
+    assert time.monotonic() - started < 60
+    captured = capsys.readouterr()
+    assert json.loads(captured.out[: captured.out.index("}") + 1])["unanswered"] == 1
+
+
 def test_the_report_gives_precision_per_step(serve_url, tmp_path, task_file):
     path, tasks = task_file
     settings = settings_for(tmp_path, path, mistake_rate=1.0, max_steps=2)

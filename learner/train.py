@@ -58,6 +58,9 @@ def prepare(settings: LearnerSettings) -> dict[str, Any]:
     if not any(source.dev_rows for source in sources):
         log.warning("the builds have no dev rows, so no evaluation loss will be reported: build more sessions or raise "
                     "build.sft.dev_fraction (configs/pipeline.yaml) and build again with --full")
+    if settings.optim.warmup_steps >= settings.train.max_steps:
+        log.warning("learner.optim.warmup_steps (%d) is not below learner.train.max_steps (%d): the learning rate only warms up, "
+                    "never reaching learner.optim.lr nor its cosine decay", settings.optim.warmup_steps, settings.train.max_steps)
     # stdout carries only the metrics' JSON lines: making the model imports DeepSpeed, whose logger writes to stdout
     with contextlib.redirect_stdout(sys.stderr):
         model_dir = resolve_model(settings, sources)

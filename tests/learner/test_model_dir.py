@@ -1,4 +1,5 @@
-"""What the driver refuses before any worker starts: a model folder the workers could not train, a resume folder that is no checkpoint."""
+"""What the driver checks before any worker starts: a model folder the workers could not train, a resume folder
+that is no checkpoint, a schedule that never leaves its warmup."""
 
 from __future__ import annotations
 
@@ -58,3 +59,12 @@ def test_a_model_whose_config_transformers_cannot_read_is_refused(lake, model_co
 def test_a_resume_folder_that_is_no_checkpoint_is_refused_before_the_workers(lake, model_copy, tmp_path):
     with pytest.raises(ConfigError, match=r"learner\.resume: .*not-a-checkpoint is not a complete learner checkpoint"):
         prepare(settings_for(lake, model_copy, resume=str(tmp_path / "not-a-checkpoint")))
+
+
+def test_a_warmup_as_long_as_the_run_is_warned_about(lake, model_copy, caplog):
+    with caplog.at_level("WARNING", logger="learner.train"):
+        prepare(settings_for(lake, model_copy, optim={"warmup_steps": 10}, train={"max_steps": 5}))
+    assert "learner.optim.warmup_steps (10) is not below learner.train.max_steps (5)" in caplog.text
+    caplog.clear()
+    prepare(settings_for(lake, model_copy, optim={"warmup_steps": 4}, train={"max_steps": 5}))
+    assert "warmup_steps" not in caplog.text

@@ -117,6 +117,9 @@ def load_model(model_dir: Path, settings: TrainSettings, ds_config: dict, on_gpu
         keep_alive = HfDeepSpeedConfig(ds_config)  # from_pretrained partitions while loading while this object lives
     torch.manual_seed(settings.seed)
     causal_lm = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, attn_implementation=attention)
+    # from_pretrained returns the model in eval mode, where Hugging Face skips gradient checkpointing (and dropout):
+    # without this, they would start only when the first evaluation switches the engine back to training.
+    causal_lm.train()
     if settings.gradient_checkpointing:
         enable_checkpointing(causal_lm, settings.checkpoint_every_n_layers)
     loss = pick_loss(settings.loss, on_gpu)

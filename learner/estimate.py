@@ -77,14 +77,15 @@ def count_params(config) -> tuple[int, int]:
     return total, largest
 
 
-def estimate(settings: LearnerSettings, gpus: int, model_name: str | None = None) -> Estimate:
+def estimate(settings: LearnerSettings, gpus: int, model_name: str | None = None, *, nodes: int = 1) -> Estimate:
+    """Per GPU and per node (`cpu_states_gb`), with `gpus` GPUs on each of `nodes` nodes."""
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 
     name = model_name or settings.model
     config = model_config(name, settings.small_model_dir)
     total, largest = count_params(config)
     cpu_bytes, gpu_bytes, _ = estimate_zero3_model_states_mem_needs(
-        total, largest, num_gpus_per_node=gpus, num_nodes=1, cpu_offload=settings.zero.offload_optimizer,
+        total, largest, num_gpus_per_node=gpus, num_nodes=nodes, cpu_offload=settings.zero.offload_optimizer,
         cpu_offload_params=settings.zero.offload_params, zero_init=True)
     batch, seq, hidden = settings.train.micro_batch_size, settings.data.seq_len, config.hidden_size
     bytes_per = 4 if settings.train.precision == "fp32" else 2
@@ -111,22 +112,23 @@ def print_estimate(settings: LearnerSettings, cluster: ClusterSettings) -> Estim
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # an estimate needs no GPU; say so before DeepSpeed guesses aloud
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs_all_cold
 
-    gpus = cluster.learner.gpus_per_node * cluster.learner.nodes or settings.workers.count
-    gpu = cluster.learner.gpu
-    result = estimate(settings, gpus)
+    learner = cluster.learner
+    gpus, nodes = (learner.gpus_per_node, learner.nodes) if learner.gpus_per_node else (settings.workers.count, 1)
+    gpu = learner.gpu
+    result = estimate(settings, gpus, nodes=nodes)
     print(f"model {settings.model}: {count_text(result.total_params)} parameters, largest layer {count_text(result.largest_layer_params)}")
-    estimate_zero3_model_states_mem_needs_all_cold(result.total_params, result.largest_layer_params, num_gpus_per_node=gpus, num_nodes=1)
+    estimate_zero3_model_states_mem_needs_all_cold(result.total_params, result.largest_layer_params, num_gpus_per_node=gpus, num_nodes=nodes)
     option = f"offload_optimizer={settings.zero.offload_optimizer}, offload_params={settings.zero.offload_params}"
     print(f"\nconfigured ({option}; micro-batch {settings.train.micro_batch_size} x {settings.data.seq_len} tokens, "
           f"gradient checkpointing {settings.train.gradient_checkpointing}), per GPU:")
     print(f"  model states {result.gpu_states_gb:.1f} GB + activations {result.activations_gb:.1f} GB = {result.gpu_total_gb:.1f} GB; "
-          f"host memory for the offloaded states {result.cpu_states_gb:.0f} GB")
+          f"host memory for the offloaded states {result.cpu_states_gb:.0f} GB per learner node")
     if gpu is not None:
         verdict = "fits" if result.gpu_total_gb <= gpu.memory_gb * 0.9 else "does NOT fit"
-        print(f"  {verdict} {gpus} x {gpu.name} ({gpu.memory_gb:g} GB each, 10% kept as headroom)")
-    host = cluster.learner.host_memory_gb
+        print(f"  {verdict} {gpus * nodes} x {gpu.name} ({gpu.memory_gb:g} GB each, 10% kept as headroom)")
+    host = learner.host_memory_gb
     if host is not None:
-        print(f"  host memory: {'enough' if result.cpu_states_gb <= host * 0.9 else 'NOT enough'} ({host:g} GB on the learner node)")
+        print(f"  host memory: {'enough' if result.cpu_states_gb <= host * 0.9 else 'NOT enough'} ({host:g} GB on each learner node)")
     elif result.cpu_states_gb > 64:
         print("  set cluster.learner.host_memory_gb to check the learner node's RAM against the offloaded states")
     return result

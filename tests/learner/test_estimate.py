@@ -51,3 +51,14 @@ def test_a_config_json_that_names_no_causal_lm_is_one_line_naming_the_field(tmp_
     assert main(["--estimate", "--set", f"learner.model={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert "learner.model: " in err and said in err and "Traceback" not in err
+
+
+def test_the_estimate_spreads_the_states_over_every_node_of_the_learner(capsys):
+    """It counted 2 nodes x 2 GPUs as one node of 4: the right per-GPU share, but per-node host memory of all four."""
+    assert main(["--estimate", "--set", "learner.model=qwen3-14b", "--set", "learner.zero.offload_optimizer=true",
+                 "--set", "cluster.learner.nodes=2", "--set", "cluster.learner.gpus_per_node=2"]) == 0
+    out = capsys.readouterr().out
+    assert "HW: Setup with 2 nodes, 2 GPUs per node." in out and "fits 4 x RTX 5090" in out
+    settings = LearnerSettings.model_validate({"model": "qwen3-14b", "zero": {"offload_optimizer": True}})
+    one_node, two_nodes = estimate(settings, 2), estimate(settings, 2, nodes=2)
+    assert two_nodes.gpu_states_gb < one_node.gpu_states_gb and two_nodes.cpu_states_gb < one_node.cpu_states_gb

@@ -9,7 +9,8 @@ Parquet again. The digest covers the files' sha256, so a rebuilt build gets a ne
 folder is filled under a hidden temporary name and renamed into place (`trajforge.atomic.staged_dir`),
 so a kill leaves none, never a partial one; two processes caching the same build at once both end up
 with the first one's folder. `prepare_source` removes (and logs) the temporary folders that killed
-cache builds left (`trajforge.atomic.remove_leftovers_in`: those whose writer's flock is gone).
+cache builds left (`trajforge.atomic.remove_leftovers_in`: those whose writer's flock is gone), and makes a
+cache folder again, with a warning, when its files no longer hold the rows its rows.json counts.
 
 What the check does not protect against: a build whose manifest was rewritten to match damaged
 files; the sha256 proves the files are the ones the manifest names, not that the build was right.
@@ -102,14 +103,14 @@ def _has_loss(messages: pa.Array) -> pa.Array:
     return pa.array(mask)
 
 
-def _write_cache(build_dir: Path, entries: list[dict], target: Path) -> dict[str, int]:
+def _write_cache(build_dir: Path, entries: list[dict], target: Path, *, replace: bool = False) -> dict[str, int]:
     """Fill `target`'s cache folder under a temporary name and publish it; when another process published it meanwhile
-    (the same files give the same rows), use that copy."""
+    (the same files give the same rows), use that copy. `replace`: publish over a damaged copy."""
     import pyarrow.compute as pc
 
     counts = dict.fromkeys(SPLITS, 0)
     try:
-        with staged_dir(target, replace=False) as staging:
+        with staged_dir(target, replace=replace) as staging:
             writers = {split: pa.ipc.new_file(str(staging / f"{split}.arrow"), CACHED) for split in SPLITS}
             for batch in _batches(build_dir, entries):
                 keep = _has_loss(batch.column("messages"))
@@ -138,14 +139,32 @@ def prepare_source(lake: Lake, build: str, weight: float, cache_root: Path) -> S
     digest = hashlib.sha256("".join(str(entry.get("sha256", entry["path"])) for entry in entries).encode()).hexdigest()[:12]
     target = cache_root / f"{build_id}-{digest}"
     remove_leftovers_in(cache_root)
-    if (target / "rows.json").is_file():
-        counts = json.loads((target / "rows.json").read_text())
-    else:
-        log.info("caching the sft rows of build %s in %s", build_id, target)
-        counts = _write_cache(build_dir, entries, target)
+    counts = cached_counts(target) if (target / "rows.json").is_file() else None
+    if counts is None:
+        damaged = (target / "rows.json").is_file()
+        if damaged:
+            log.warning("the cache %s is damaged (its files do not hold the rows rows.json counts): caching build %s again", target, build_id)
+        else:
+            log.info("caching the sft rows of build %s in %s", build_id, target)
+        counts = _write_cache(build_dir, entries, target, replace=damaged)
     if counts["train"] == 0:
         raise TrajforgeError(f"build {build_id} ({build_dir}) has no train rows with a message marked for loss; nothing to learn from")
     return Source(build_id, str(build_dir), weight, str(target), counts["train"], counts["dev"])
+
+
+def cached_counts(target: Path) -> dict[str, int] | None:
+    """The rows per split of a cache folder, or None when its files do not hold them (truncated, overwritten, missing).
+
+    Reads only the Arrow files' footers and batch headers (memory-mapped); the workers would otherwise fail on them."""
+    try:
+        counts = json.loads((target / "rows.json").read_text())
+        for split in SPLITS:
+            reader = pa.ipc.open_file(pa.memory_map(str(target / f"{split}.arrow")))
+            if sum(reader.get_batch(index).num_rows for index in range(reader.num_record_batches)) != counts[split]:
+                return None
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
+        return None
+    return counts
 
 
 def open_split(source: Source, split: str) -> pa.Table:

@@ -185,3 +185,19 @@ def test_two_processes_caching_one_build_at_once_both_use_the_first_copy(build, 
     source = prepare_source(Lake.at(tmp_path / "lake"), "b1", 1.0, tmp_path / "cache")
     assert source.cache_dir == raced[1] and (source.train_rows, source.dev_rows) == (9, 3)
     assert [path.name for path in (tmp_path / "cache").iterdir()] == [Path(raced[1]).name]  # no staging folder left behind
+
+
+@pytest.mark.parametrize("damage", ["truncated", "emptied", "missing"])
+def test_a_damaged_cache_is_made_again_not_handed_to_the_workers(build, tmp_path, caplog, damage):
+    """The workers failed on it with Arrow's bare 'Not an Arrow file', after Ray had started."""
+    cache = tmp_path / "cache"
+    source = prepare_source(Lake.at(tmp_path / "lake"), "b1", 1.0, cache)
+    arrow = source.path("train")
+    if damage == "missing":
+        arrow.unlink()
+    else:
+        arrow.write_bytes(arrow.read_bytes()[:300] if damage == "truncated" else b"")
+    with caplog.at_level("WARNING", logger="learner.sources"):
+        again = prepare_source(Lake.at(tmp_path / "lake"), "b1", 1.0, cache)
+    assert "is damaged" in caplog.text and again.cache_dir == source.cache_dir
+    assert open_split(again, "train").num_rows == again.train_rows == 9

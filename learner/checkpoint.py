@@ -66,14 +66,24 @@ def save(engine, run_dir: Path, step: int, state: dict[str, Any], keep: int) -> 
     dist.barrier()
     if dist.get_rank() == 0:
         write_atomic(folder / STATE_FILE, json.dumps(state, indent=2) + "\n")
-        for old in complete_checkpoints(run_dir)[:-keep]:
-            (old / STATE_FILE).unlink(missing_ok=True)  # first, so a kill while the shards go leaves no folder that looks complete
-            fsync_dir(old)
-            shutil.rmtree(old, ignore_errors=True)
+        remove(complete_checkpoints(run_dir)[:-keep])
         for torn in incomplete_checkpoints(run_dir, before=folder.name):  # the shards of saves a kill interrupted
             shutil.rmtree(torn, ignore_errors=True)
     dist.barrier()
     return folder
+
+
+def remove(folders: list[Path]) -> None:
+    for old in folders:
+        (old / STATE_FILE).unlink(missing_ok=True)  # first, so a kill while the shards go leaves no folder that looks complete
+        fsync_dir(old)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def later_than(run_dir: Path, step: int) -> list[Path]:
+    """The run's checkpoint folders after `step`, complete or not."""
+    root = checkpoints_dir(run_dir)
+    return sorted(path for path in root.glob("step-*") if path.is_dir() and path.name > tag(step)) if root.is_dir() else []
 
 
 def load(engine, checkpoint: Path) -> dict[str, Any]:

@@ -153,7 +153,8 @@ class LearnerSettings(_Strict):
     run_name: str = Field(default="sft", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     """Name of the run; a second start with the same name resumes it."""
     resume: str = "auto"
-    """`auto` (the run's latest checkpoint, if any), `never`, or the path of a checkpoint folder to start from."""
+    """`auto` (the run's latest checkpoint, if any), `never`, or the path of a checkpoint folder to start from; `never` and a
+    folder replace the run's history after their step (its later checkpoints are removed, its metrics lines cut)."""
     log_every_steps: int = Field(default=1, ge=1)
     """Write a metrics line every this many steps."""
     peak_tflops: float | None = Field(default=None, gt=0)

@@ -48,11 +48,13 @@ def prepare(settings: LearnerSettings) -> dict[str, Any]:
     from trajforge.lake import Lake
 
     if settings.resume not in ("auto", "never"):
-        from learner.checkpoint import STATE_FILE
+        from learner.checkpoint import STATE_FILE, read_state
 
-        if not (Path(settings.resume) / STATE_FILE).is_file():
-            raise ConfigError(f"learner.resume: {settings.resume} is not a complete learner checkpoint (no {STATE_FILE}); name a "
-                              "<run>/checkpoints/step-NNNNNN folder, or `auto` (the run's latest) or `never`")
+        try:
+            int(read_state(Path(settings.resume))["step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(f"learner.resume: {settings.resume} is not a complete learner checkpoint (no readable {STATE_FILE}); name a "
+                              "<run>/checkpoints/step-NNNNNN folder, or `auto` (the run's latest) or `never`") from None
     lake = Lake.at(settings.data.lake)
     sources = [prepare_source(lake, mix.build, mix.weight, settings.data.cache_dir) for mix in settings.data.builds]
     if not any(source.dev_rows for source in sources):
@@ -169,6 +171,7 @@ def launch(settings: LearnerSettings, cluster: ClusterSettings | None = None, *,
     run_dir = settings.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     forget_ray_checkpoints(run_dir)
+    remove_superseded_checkpoints(settings)
     config = {"settings": settings.model_dump(mode="json"), "on_gpu": on_gpu, "peak_tflops": peak, **prepared}
     write_atomic(run_dir / "learner_config.json", json.dumps({**config, "resources_per_worker": resources}, indent=2) + "\n")
     trainer = TorchTrainer(
@@ -203,6 +206,24 @@ def launch(settings: LearnerSettings, cluster: ClusterSettings | None = None, *,
         "export": str(run_dir / "hf") if (run_dir / "hf" / "config.json").is_file() and end.get("finished") else None,
         "sources": prepared["sources"],
     }
+
+
+def remove_superseded_checkpoints(settings: LearnerSettings) -> list[Path]:
+    """Remove the run's checkpoints after the step this start begins at (0 with `learner.resume=never`, a named
+    checkpoint's step); returns them. They belong to the history this start replaces (its metrics.jsonl is cut at
+    that step too): kept, they would outlive the new checkpoints in the pruning by name, and `auto` would resume
+    from them."""
+    from learner import checkpoint
+
+    if settings.resume == "auto":
+        return []
+    step = 0 if settings.resume == "never" else int(checkpoint.read_state(Path(settings.resume))["step"])
+    superseded = checkpoint.later_than(settings.run_dir, step)
+    if superseded:
+        log.warning("learner.resume=%s starts run %s at step %d: removing its later checkpoints %s", settings.resume, settings.run_name,
+                    step, ", ".join(path.name for path in superseded))
+        checkpoint.remove(superseded)
+    return superseded
 
 
 def forget_ray_checkpoints(run_dir: Path) -> None:

@@ -1,5 +1,5 @@
 """What the driver checks before any worker starts: a model folder the workers could not train, a resume folder
-that is no checkpoint, a schedule that never leaves its warmup."""
+that is no checkpoint, a schedule that never leaves its warmup; and the checkpoints of a history a start replaces."""
 
 from __future__ import annotations
 
@@ -68,3 +68,37 @@ def test_a_warmup_as_long_as_the_run_is_warned_about(lake, model_copy, caplog):
     caplog.clear()
     prepare(settings_for(lake, model_copy, optim={"warmup_steps": 4}, train={"max_steps": 5}))
     assert "warmup_steps" not in caplog.text
+
+
+def _checkpoints(run_dir, *steps):
+    from learner.checkpoint import STATE_FILE, tag
+
+    for step in steps:
+        folder = run_dir / "checkpoints" / tag(step)
+        folder.mkdir(parents=True)
+        (folder / STATE_FILE).write_text(json.dumps({"step": step}))
+    return run_dir / "checkpoints"
+
+
+def test_starting_a_run_over_removes_its_checkpoints_of_the_replaced_history(lake, model_copy, caplog):
+    """They outlived the new run's checkpoints in the pruning by name (keep 1 deleted the step-2 save just made and kept
+    the old step-4 one), and a later `auto` start resumed from the old history."""
+    from learner.checkpoint import complete_checkpoints
+    from learner.train import remove_superseded_checkpoints
+
+    settings = settings_for(lake, model_copy, resume="never")
+    root = _checkpoints(settings.run_dir, 2, 4)
+    with caplog.at_level("WARNING", logger="learner.train"):
+        assert [path.name for path in remove_superseded_checkpoints(settings)] == ["step-000002", "step-000004"]
+    assert "removing its later checkpoints step-000002, step-000004" in caplog.text
+    assert complete_checkpoints(settings.run_dir) == [] and not list(root.glob("step-*"))
+
+
+def test_resuming_from_an_earlier_checkpoint_removes_only_the_later_ones(lake, model_copy):
+    from learner.checkpoint import complete_checkpoints
+    from learner.train import remove_superseded_checkpoints
+
+    root = _checkpoints(settings_for(lake, model_copy).run_dir, 2, 4, 6)
+    assert [path.name for path in remove_superseded_checkpoints(settings_for(lake, model_copy, resume=str(root / "step-000004")))] == ["step-000006"]
+    assert [path.name for path in complete_checkpoints(settings_for(lake, model_copy).run_dir)] == ["step-000002", "step-000004"]
+    assert remove_superseded_checkpoints(settings_for(lake, model_copy)) == []  # auto resumes from the latest: nothing is later

@@ -2,8 +2,8 @@
 
 The model is instantiated on PyTorch's meta device (no memory, no weights) from its config.json, or
 from a built-in shape (`qwen3-14b`, `qwen3-0.6b`) when no checkpoint is at hand. DeepSpeed's
-`estimate_zero3_model_states_mem_needs_all_cold` prints its table of model states (parameters,
-gradients, optimizer) per offload option; we add the activations of one micro-batch with gradient
+`estimate_zero3_model_states_mem_needs_all_cold` (its ZeRO-2 one for `learner.zero.stage` 0 to 2) prints
+its table of model states (parameters, gradients, optimizer) per offload option; we add the activations of one micro-batch with gradient
 checkpointing (the layer inputs kept, one layer recomputed, one chunk of logits) and a verdict for
 the configured option. Estimates, not measurements: leave a few GB of headroom for fragmentation,
 communication buckets and the CUDA context.
@@ -78,15 +78,22 @@ def count_params(config) -> tuple[int, int]:
 
 
 def estimate(settings: LearnerSettings, gpus: int, model_name: str | None = None, *, nodes: int = 1) -> Estimate:
-    """Per GPU and per node (`cpu_states_gb`), with `gpus` GPUs on each of `nodes` nodes."""
-    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
-
+    """Per GPU and per node (`cpu_states_gb`), with `gpus` GPUs on each of `nodes` nodes, for the configured ZeRO stage."""
     name = model_name or settings.model
     config = model_config(name, settings.small_model_dir)
     total, largest = count_params(config)
-    cpu_bytes, gpu_bytes, _ = estimate_zero3_model_states_mem_needs(
-        total, largest, num_gpus_per_node=gpus, num_nodes=nodes, cpu_offload=settings.zero.offload_optimizer,
-        cpu_offload_params=settings.zero.offload_params, zero_init=True)
+    zero = settings.zero
+    if zero.stage == 3:
+        from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+
+        cpu_bytes, gpu_bytes, _ = estimate_zero3_model_states_mem_needs(
+            total, largest, num_gpus_per_node=gpus, num_nodes=nodes, cpu_offload=zero.offload_optimizer,
+            cpu_offload_params=zero.offload_params, zero_init=True)
+    else:
+        from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+        cpu_bytes, gpu_bytes = estimate_zero2_model_states_mem_needs(total, *zero2_spread(zero.stage, gpus, nodes),
+                                                                     cpu_offload=zero.offload_optimizer)
     batch, seq, hidden = settings.train.micro_batch_size, settings.data.seq_len, config.hidden_size
     bytes_per = 4 if settings.train.precision == "fp32" else 2
     kept = config.num_hidden_layers * batch * seq * hidden * bytes_per if settings.train.gradient_checkpointing else 0
@@ -94,6 +101,12 @@ def estimate(settings: LearnerSettings, gpus: int, model_name: str | None = None
     layers = one_layer if settings.train.gradient_checkpointing else one_layer * config.num_hidden_layers
     logits = 2 * min(settings.train.loss_chunk_tokens, batch * seq) * config.vocab_size * 4
     return Estimate(total, largest, gpu_bytes / GB, cpu_bytes / GB, (kept + layers + logits) / GB)
+
+
+def zero2_spread(stage: int, gpus: int, nodes: int) -> tuple[int, int]:
+    """(GPUs per node, nodes) for DeepSpeed's ZeRO-2 estimate, which stands for stages 1 and 2 (it has none for 1,
+    whose whole gradients on every GPU make it a little low) and for stage 0 as a single GPU (nothing is partitioned)."""
+    return (gpus, nodes) if stage else (1, 1)
 
 
 def count_text(count: int) -> str:
@@ -117,8 +130,15 @@ def print_estimate(settings: LearnerSettings, cluster: ClusterSettings) -> Estim
     gpu = learner.gpu
     result = estimate(settings, gpus, nodes=nodes)
     print(f"model {settings.model}: {count_text(result.total_params)} parameters, largest layer {count_text(result.largest_layer_params)}")
-    estimate_zero3_model_states_mem_needs_all_cold(result.total_params, result.largest_layer_params, num_gpus_per_node=gpus, num_nodes=nodes)
-    option = f"offload_optimizer={settings.zero.offload_optimizer}, offload_params={settings.zero.offload_params}"
+    if settings.zero.stage == 3:
+        estimate_zero3_model_states_mem_needs_all_cold(result.total_params, result.largest_layer_params, num_gpus_per_node=gpus, num_nodes=nodes)
+    else:
+        from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs_all_cold
+
+        print(f"(ZeRO stage {settings.zero.stage}: DeepSpeed's ZeRO-2 estimate{', as one GPU holding everything' if settings.zero.stage == 0 else ''})")
+        spread_gpus, spread_nodes = zero2_spread(settings.zero.stage, gpus, nodes)
+        estimate_zero2_model_states_mem_needs_all_cold(result.total_params, num_gpus_per_node=spread_gpus, num_nodes=spread_nodes)
+    option = f"zero stage {settings.zero.stage}, offload_optimizer={settings.zero.offload_optimizer}, offload_params={settings.zero.offload_params}"
     print(f"\nconfigured ({option}; micro-batch {settings.train.micro_batch_size} x {settings.data.seq_len} tokens, "
           f"gradient checkpointing {settings.train.gradient_checkpointing}), per GPU:")
     print(f"  model states {result.gpu_states_gb:.1f} GB + activations {result.activations_gb:.1f} GB = {result.gpu_total_gb:.1f} GB; "

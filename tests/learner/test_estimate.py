@@ -62,3 +62,12 @@ def test_the_estimate_spreads_the_states_over_every_node_of_the_learner(capsys):
     settings = LearnerSettings.model_validate({"model": "qwen3-14b", "zero": {"offload_optimizer": True}})
     one_node, two_nodes = estimate(settings, 2), estimate(settings, 2, nodes=2)
     assert two_nodes.gpu_states_gb < one_node.gpu_states_gb and two_nodes.cpu_states_gb < one_node.cpu_states_gb
+
+
+def test_the_estimate_follows_the_configured_zero_stage(capsys):
+    """It used ZeRO-3's figures for every stage: stage 2 keeps whole 16-bit parameters on each GPU, so it needs more."""
+    by_stage = {stage: estimate(LearnerSettings.model_validate({"model": "qwen3-14b", "zero": {"stage": stage}}), 2) for stage in (0, 2, 3)}
+    assert by_stage[3].gpu_states_gb < by_stage[2].gpu_states_gb < by_stage[0].gpu_states_gb
+    assert main(["--estimate", "--set", "learner.model=qwen3-14b", "--set", "learner.zero.stage=2"]) == 0
+    out = capsys.readouterr().out
+    assert "ZeRO stage 2: DeepSpeed's ZeRO-2 estimate" in out and "offload_param=" not in out and "zero stage 2," in out

@@ -117,7 +117,11 @@ class Trainer:
                            matmul_params=self.shape.matmul_params, dev_sequences=len(self.dev_rows))
 
     def _resume_point(self) -> Path | None:
+        import ray.train
+
         choice = self.settings.resume
+        if ray.train.get_checkpoint() is not None:  # Ray Train restarted the workers after a failure (workers.max_failures)
+            choice = "auto"  # go on from the run's last checkpoint, not from the start this run was launched with
         if choice == "never":
             return None
         if choice != "auto":

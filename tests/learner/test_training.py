@@ -108,3 +108,33 @@ def test_a_run_starts_again_after_its_checkpoints_were_pruned(ray_cluster, tiny_
     again = launch(settings_for(tiny_model, lake, tmp_path, "full", max_steps=MAX_STEPS + 1), echo=False)
     assert again["finished"] and again["step"] == MAX_STEPS + 1
     assert [line["step"] for line in read_metrics(Path(again["run_dir"]), "start")] == [0, MAX_STEPS]
+
+
+def test_a_restart_after_a_worker_failure_goes_on_from_the_last_checkpoint_whatever_the_start(ray_cluster, tiny_model, lake, tmp_path,
+                                                                                             monkeypatch):
+    """With learner.resume=never, Ray Train's restart (workers.max_failures) started the run over from step 0."""
+    failed_once = tmp_path / "failed-once"
+
+    def fail_once_at_step_2(config):
+        import learner.trainer as trainer
+
+        train_step = trainer.Trainer.train_step
+
+        def failing(self):
+            if self.step == 1 and not failed_once.exists():
+                if self.rank == 0:
+                    failed_once.touch()
+                raise RuntimeError("a worker died")
+            return train_step(self)
+
+        trainer.Trainer.train_step = failing
+        return trainer.worker_main(config)
+
+    monkeypatch.setattr("learner.trainer.worker_main", fail_once_at_step_2)
+    base = settings_for(tiny_model, lake, tmp_path, "restarted", max_steps=3).model_dump(mode="json")
+    settings = LearnerSettings.model_validate({**base, "resume": "never", "checkpoint": {"every_steps": 1, "keep": 1, "export_hf": False},
+                                               "eval": {"every_steps": 0, "max_sequences": 1},
+                                               "workers": {**base["workers"], "max_failures": 1}})
+    summary = launch(settings, echo=False)
+    assert failed_once.exists() and summary["finished"] and summary["step"] == 3
+    assert [(line["step"], line["resumed"]) for line in read_metrics(tmp_path / "restarted", "start")] == [(0, False), (1, True)]

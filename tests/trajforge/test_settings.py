@@ -170,3 +170,15 @@ def test_an_applications_bad_arg_is_blamed_on_what_set_it_while_serve_builds_it(
     own_file = load_serve_file(copied, environ={}).only(["ingest"])
     with own_file.args_source(), pytest.raises(ConfigError, match=re.escape(f"{copied}: ingest.num_replicas")):
         load_settings(own_file.app("ingest").args, environ={})
+
+
+def test_yaml_1_1_boolean_words_stay_text_and_still_set_a_boolean_field():
+    """PyYAML reads `off`/`on`/`yes`/`no` as booleans: `--set learner.run_name=off` was refused as not a string."""
+    from learner.settings import load_learner_settings
+
+    assert parse_assignment("learner.run_name=off") == ("learner.run_name", "off")
+    assert parse_assignment("learner.zero.offload_optimizer=true") == ("learner.zero.offload_optimizer", True)
+    settings = load_learner_settings(assignments=[parse_assignment("learner.run_name=off"),
+                                                  parse_assignment("learner.zero.offload_optimizer=Yes")])
+    assert settings.run_name == "off" and settings.zero.offload_optimizer is True
+    assert env_assignments({"TRAJFORGE__LEARNER__RUN_NAME": "ON"}) == [("learner.run_name", "ON")]

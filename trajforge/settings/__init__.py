@@ -67,11 +67,18 @@ def _missing_file(path: Path, given_by: str | None, kind: str) -> str:
     return f"{kind} {path} not found{where}: check the path"
 
 
+YAML11_BOOLEANS = frozenset({"yes", "no", "on", "off"})
+"""Words PyYAML reads as booleans (YAML 1.1) that YAML 1.2 and most readers take for strings: an override keeps them
+as text, so `--set learner.run_name=off` names a run `off`; a boolean field still reads them (pydantic's `off` is False)."""
+
+
 def parse_assignment(assignment: str) -> tuple[str, Any]:
     """`a.b.c=value` -> ("a.b.c", value), the value read as YAML (so `0`, `true`, `[1, 2]` are typed)."""
     path, sep, raw = assignment.partition("=")
     if not sep or not path.strip():
         raise ConfigError(f"--set expects dotted.path=value, got {assignment!r}")
+    if raw.strip().lower() in YAML11_BOOLEANS:
+        return path.strip(), raw.strip()
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

@@ -107,6 +107,7 @@ def plain_loop(config: dict[str, Any]) -> None:
     keep = HfDeepSpeedConfig(config["ds_config"])  # noqa: F841 (ZeRO-3 partitions while loading while it lives)
     dtype = torch.bfloat16 if config["on_gpu"] else torch.float32
     model = AutoModelForCausalLM.from_pretrained(config["model_dir"], dtype=dtype, attn_implementation="sdpa")
+    model.train()  # from_pretrained answers eval mode, where Hugging Face skips the checkpointing below
     enable_checkpointing(model, every_n_layers=1)  # HF's activation checkpointing, non-reentrant (as ZeRO-3 needs)
     optimizer = None if "optimizer" in config["ds_config"] else torch.optim.AdamW(model.parameters(), lr=1e-5)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, model_parameters=model.parameters(), config=config["ds_config"])

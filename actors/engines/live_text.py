@@ -44,7 +44,8 @@ class LiveText:
         if len(after) > len(before) and not after.endswith("\ufffd"):
             self.text += after[len(before):]
             self.prefix, self.read = self.read, len(self.ids)
-        cut, self.stopped = cut_at_stop(self.text, self.stops, keep=self.keep_stop)
+        cut, stop = cut_at_stop(self.text, self.stops, keep=self.keep_stop)
+        self.stopped = stop is not None
         end = len(cut) if self.stopped else len(self.text) - self.hold
         piece = self.text[self.sent:end] if end > self.sent else ""
         self.sent += len(piece)

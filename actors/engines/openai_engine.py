@@ -4,6 +4,8 @@ Chat requests go to `/v1/chat/completions`, prompts to `/v1/completions`, with a
 in flight. Connection errors, timeouts, 429 and 5xx are retried with exponential backoff and jitter
 (honouring `Retry-After`); other 4xx fail that request alone. Log-probabilities are requested, and
 with `token_ids_in_logprobs` (vLLM's `return_tokens_as_token_ids`) the exact token ids come back too.
+A choice's `stop_reason` (vLLM's server and our front send it) says whether a stop string or the end of
+text ended the answer; without it (OpenAI's own) a completion's `stop_reason_known` is False.
 """
 
 from __future__ import annotations
@@ -111,12 +113,15 @@ class OpenAIEngine:
             choice = answer["choices"][0]
             chat = request.messages is not None
             text = (choice.get("message") or {}).get("content") or "" if chat else choice.get("text", "")
-            text, _ = cut_at_stop(text, request.stop, keep=request.include_stop_str_in_output)
+            text, cut = cut_at_stop(text, request.stop, keep=request.include_stop_str_in_output)
             token_ids, logprobs, top = self._tokens(choice, chat, request.top_logprobs)
             usage = answer.get("usage") or {}
+            # vLLM's server (and our front) says what ended the answer in `stop_reason`; OpenAI's says only "stop"
+            known = "stop_reason" in choice or cut is not None
             return Completion(
                 text=text, token_ids=token_ids, logprobs=logprobs, top_logprobs=top,
                 finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+                stop_reason=cut if cut is not None else choice.get("stop_reason"), stop_reason_known=known,
                 prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", len(token_ids)),
                 model=answer.get("model", self.model), engine=self.name, schema_valid=check_schema(text, request.json_schema),
                 latency_s=round(time.perf_counter() - started, 4), request_id=request.request_id,

@@ -38,6 +38,9 @@ class TransformersEngine:
         self.context_tokens: int | None = getattr(self.lm.config, "max_position_embeddings", None)
         self._lock = threading.Lock()  # one generate at a time: the global RNG carries the seed
         self._guide = None  # the JSON-schema compiler for this tokenizer, made at the first request with a schema
+        # the tokens `generate` ends an answer at: the tokenizer's end of text and the generation_config's
+        configured = self.lm.generation_config.eos_token_id
+        self._end_ids = {self.tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])} - {None}
 
     def _input_ids(self, request: GenerationRequest):
         import torch
@@ -111,11 +114,17 @@ class TransformersEngine:
                    for row_ids, row_values in zip(indices.tolist(), values.tolist())]
         token_ids = new.tolist()
         raw = self.tokenizer.decode(token_ids, skip_special_tokens=True)
-        text, stopped = cut_at_stop(raw, request.stop, keep=request.include_stop_str_in_output)
-        ended = bool(token_ids) and token_ids[-1] == self.tokenizer.eos_token_id
+        text, stop = cut_at_stop(raw, request.stop, keep=request.include_stop_str_in_output)
+        ended = bool(token_ids) and token_ids[-1] in self._end_ids
+        known = bool(stop) or ended or len(token_ids) >= request.max_tokens
+        if not known:  # stopped early: a stop string `generate` matched across the prompt's end, or cancelled
+            whole = self.tokenizer.decode(out.sequences[0].tolist(), skip_special_tokens=True)
+            stop = next((candidate for candidate in request.stop if candidate and whole.endswith(candidate)), None)
+            known = stop is not None
         return Completion(
             text=text, token_ids=token_ids, logprobs=[round(float(v), 6) for v in logprobs.tolist()], top_logprobs=top,
-            finish_reason="stop" if stopped or ended or len(token_ids) < request.max_tokens else "length",
+            finish_reason="stop" if stop or ended or len(token_ids) < request.max_tokens else "length",
+            stop_reason=stop, stop_reason_known=known,  # None: the model's end of text (or its token limit)
             prompt_tokens=int(ids.shape[1]), completion_tokens=len(token_ids), model=self.model, engine=self.name,
             schema_valid=check_schema(text, request.json_schema), latency_s=round(time.perf_counter() - started, 4),
             request_id=request.request_id,

@@ -96,6 +96,12 @@ class Completion(BaseModel):
     top_logprobs: list[list[tuple[int, float]]] = Field(default_factory=list)
     """Per sampled token, the request's `top_logprobs` most likely tokens (id, log-probability), the likeliest first."""
     finish_reason: Literal["stop", "length", "error"] = "stop"
+    stop_reason: str | int | None = None
+    """What ended an answer whose finish_reason is "stop", as vLLM names it: the stop string that matched, a stop token
+    id, or None at the model's end of text (and at a length or error finish). Meaningful only with `stop_reason_known`."""
+    stop_reason_known: bool = False
+    """Whether the engine says what ended the answer: False for an OpenAI-compatible endpoint that sends no
+    `stop_reason` (OpenAI's own, where "stop" is either a stop string or the end of text)."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str = ""
@@ -137,10 +143,10 @@ def check_schema(text: str, schema: dict[str, Any] | None) -> bool | None:
         return False
 
 
-def cut_at_stop(text: str, stops: list[str], keep: bool = False) -> tuple[str, bool]:
-    """Text up to the first stop sequence (through its end with `keep`), and whether one was found."""
-    cuts = [(index, index + len(stop)) for stop in stops if stop and (index := text.find(stop)) >= 0]
+def cut_at_stop(text: str, stops: list[str], keep: bool = False) -> tuple[str, str | None]:
+    """Text up to the first stop sequence (through its end with `keep`), and that sequence (None when none was found)."""
+    cuts = [(index, index + len(stop), stop) for stop in stops if stop and (index := text.find(stop)) >= 0]
     if not cuts:
-        return text, False
-    start, end = min(cuts)
-    return text[: end if keep else start], True
+        return text, None
+    start, end, stop = min(cuts)
+    return text[: end if keep else start], stop

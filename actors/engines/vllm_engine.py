@@ -137,6 +137,7 @@ class VllmEngine:
         logprobs, top = _read_logprobs(choice.logprobs, token_ids, request.top_logprobs)
         return Completion(text=choice.text, token_ids=token_ids, logprobs=logprobs, top_logprobs=top,
                           finish_reason="length" if choice.finish_reason == "length" else "stop",
+                          stop_reason=choice.stop_reason, stop_reason_known=True,  # the stop string, a stop token id, None at EOS
                           prompt_tokens=len(final.prompt_token_ids or []), completion_tokens=len(token_ids), model=self.model,
                           engine=self.name, schema_valid=check_schema(choice.text, request.json_schema),
                           latency_s=round(time.perf_counter() - started, 4), request_id=request.request_id)

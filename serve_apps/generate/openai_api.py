@@ -244,7 +244,7 @@ def answer(parsed: Parsed, completions: list[Completion], model: str, tokenizer:
     """The whole reply of a request that did not ask to stream."""
     choices = []
     for index, completion in enumerate(completions):
-        choice: dict[str, Any] = {"index": index, "finish_reason": completion.finish_reason,
+        choice: dict[str, Any] = {"index": index, "finish_reason": completion.finish_reason, **stop_reason(completion),
                                   "logprobs": None if parsed.hide_logprobs else _logprobs(parsed, completion, tokenizer)}
         if parsed.chat:
             choice["message"] = {"role": "assistant", "content": completion.text}
@@ -254,9 +254,16 @@ def answer(parsed: Parsed, completions: list[Completion], model: str, tokenizer:
     return {**_envelope(parsed, model, chunk=False), "choices": choices, "usage": usage(parsed, completions)}
 
 
+def stop_reason(completion: Completion) -> dict[str, Any]:
+    """vLLM's `stop_reason` of a choice (the stop string that ended it, a stop token id, or null at the end of text),
+    where the engine knows it: without the key a client cannot tell a matched stop string from the model's end."""
+    return {"stop_reason": completion.stop_reason} if completion.stop_reason_known else {}
+
+
 def delta_chunk(parsed: Parsed, model: str, index: int, text: str, *, first: bool = False, logprobs: dict[str, Any] | None = None,
-                finish_reason: str | None = None) -> dict[str, Any]:
-    """One streamed event of a choice: new text (the first chat event also names the role), or its end."""
+                ended: Completion | None = None) -> dict[str, Any]:
+    """One streamed event of a choice: new text (the first chat event also names the role), or its end (`ended`)."""
+    finish_reason = ended.finish_reason if ended is not None else None
     choice: dict[str, Any] = {"index": index}
     if parsed.chat:
         choice["delta"] = {"role": "assistant", "content": text} if first else ({"content": text} if text or finish_reason is None else {})
@@ -264,6 +271,8 @@ def delta_chunk(parsed: Parsed, model: str, index: int, text: str, *, first: boo
         choice["text"] = text
     choice["logprobs"] = logprobs
     choice["finish_reason"] = finish_reason
+    if ended is not None:
+        choice.update(stop_reason(ended))
     return {**_envelope(parsed, model, chunk=True), "choices": [choice]}
 
 
@@ -288,7 +297,7 @@ def token_chunks(parsed: Parsed, model: str, index: int, completion: Completion,
         sent = end
     if sent < len(completion.text) or not entries:
         events.append(delta_chunk(parsed, model, index, completion.text[sent:]))
-    events.append(delta_chunk(parsed, model, index, "", finish_reason=completion.finish_reason))
+    events.append(delta_chunk(parsed, model, index, "", ended=completion))
     return events
 
 

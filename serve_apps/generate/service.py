@@ -281,7 +281,7 @@ class GenerateService:
             else:
                 if completion.text.startswith(sent) and len(completion.text) > len(sent):
                     yield event(openai_api.delta_chunk(parsed, model, 0, completion.text[len(sent):]))
-                yield event(openai_api.delta_chunk(parsed, model, 0, "", finish_reason=completion.finish_reason))
+                yield event(openai_api.delta_chunk(parsed, model, 0, "", ended=completion))
                 if parsed.include_usage:
                     yield event(openai_api.usage_chunk(parsed, model, [completion]))
             yield DONE

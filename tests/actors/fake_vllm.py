@@ -219,7 +219,10 @@ class AsyncLLM:
                 finish = "abort"  # vLLM's abort puts a last output, with no new token, in the request's queue
             else:
                 token = rng.randrange(10, 2000)
+                token = next((forced for forced, bias in (params.logit_bias or {}).items() if bias >= 100), token)  # a certain token
                 token_ids.append(token)
+                if token == self.tokenizer.eos_token_id:
+                    finish = "stop"  # the end of text: vLLM's stop_reason None
                 sampled = -rng.random()  # with `logprobs: N`, vLLM adds the N likeliest tokens: here N others, likelier
                 others = params.logprobs or 0
                 steps.append({token: Logprob(sampled, rank=others + 1 + rng.randrange(50)),
@@ -232,8 +235,12 @@ class AsyncLLM:
                 for step in steps:
                     logprobs.append(step)
             text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+            stops = [params.stop] if isinstance(params.stop, str) else params.stop or []
+            stop_reason = min(((text.find(stop), stop) for stop in stops if stop in text), default=(0, None))[1]
+            if stop_reason is not None and finish != "abort":  # the first stop string in the text ends it, named
+                finish, text = "stop", text[:text.find(stop_reason) + (len(stop_reason) if params.include_stop_str_in_output else 0)]
             yield RequestOutput(request_id, prompt if isinstance(prompt, str) else None, prompt_ids, None,
-                                [CompletionOutput(0, text, list(token_ids), None, logprobs, finish)], finish is not None)
+                                [CompletionOutput(0, text, list(token_ids), None, logprobs, finish, stop_reason)], finish is not None)
             if finish is not None:
                 return
 

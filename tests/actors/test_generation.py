@@ -141,3 +141,61 @@ def test_openai_engine_retries_overload_and_fails_requests_alone():
     assert (ok.text, ok.token_ids, ok.logprobs) == ("done", [5, 6], [-0.1, -0.2])
     assert calls.count("ok") == 3
     assert bad.finish_reason == "error" and "400" in bad.error
+
+
+def _a_stop_it_writes(engine, prompt: str) -> tuple[str, str]:
+    """A stop string the small model writes, greedily, after `prompt`, and its whole answer without stops."""
+    (whole,) = engine.generate([GenerationRequest(prompt=prompt, max_tokens=12, temperature=0)])
+    stop = whole.text[len(whole.text) // 2:][:5]
+    assert stop.strip(), whole.text
+    return stop, whole.text
+
+
+def test_the_transformers_engine_says_which_stop_string_ended_an_answer_and_when_the_model_ended_it(engine):
+    stop, whole = _a_stop_it_writes(engine, "def main(")
+    eos = engine.tokenizer.eos_token_id
+    stopped, ended, cut = engine.generate([
+        GenerationRequest(prompt="def main(", max_tokens=12, temperature=0, stop=[stop, "</action>"]),
+        GenerationRequest(prompt="def main(", max_tokens=12, temperature=0, stop=["</action>"], logit_bias={eos: 100.0}),
+        GenerationRequest(prompt="def main(", max_tokens=3, temperature=0, stop=["</action>"])])
+    assert (stopped.finish_reason, stopped.stop_reason, stopped.stop_reason_known) == ("stop", stop, True)
+    assert stopped.text == whole[:whole.find(stop)]
+    assert (ended.finish_reason, ended.stop_reason, ended.stop_reason_known, ended.token_ids) == ("stop", None, True, [eos])
+    assert (cut.finish_reason, cut.stop_reason) == ("length", None)
+    # `generate` matches a stop string across the prompt's end too: stopped there, not the model's end of text
+    (across,) = engine.generate([GenerationRequest(prompt="class Order:", max_tokens=12, temperature=0, stop=[":::::"])])
+    assert (across.text, across.stop_reason, across.stop_reason_known) == ("::::", ":::::", True)
+
+
+def test_openai_engine_reads_vllms_stop_reason_and_leaves_a_plain_openai_answer_unknown():
+    def answer(request: httpx.Request) -> httpx.Response:
+        choice = {"text": "<action>{}", "finish_reason": "stop"}
+        prompt = json.loads(request.content)["prompt"]
+        if prompt != "openai":  # vLLM's server: the stop string that matched, or null at the end of text
+            choice["stop_reason"] = "</action>" if prompt == "stopped" else None
+        return httpx.Response(200, json={"model": "m", "choices": [choice], "usage": {"prompt_tokens": 1, "completion_tokens": 2}})
+
+    client = OpenAIEngine("http://upstream", "m", api_key_env=None, transport=httpx.MockTransport(answer), concurrency=1)
+    try:
+        stopped, ended, plain = client.generate([GenerationRequest(prompt=prompt, stop=["</action>"]) for prompt in ("stopped", "ended", "openai")])
+    finally:
+        client.close()
+    assert (stopped.stop_reason, stopped.stop_reason_known) == ("</action>", True)
+    assert (ended.stop_reason, ended.stop_reason_known) == (None, True)
+    assert (plain.stop_reason, plain.stop_reason_known, plain.finish_reason) == (None, False, "stop")
+
+
+def test_stop_reason_goes_from_the_engine_through_our_front_to_the_openai_engine(front_url, engine):
+    stop, _ = _a_stop_it_writes(engine, "def main(")
+    eos = engine.tokenizer.eos_token_id
+    requests = [GenerationRequest(prompt="def main(", max_tokens=12, temperature=0, stop=[stop]),
+                GenerationRequest(messages=[{"role": "user", "content": "fix the test"}], max_tokens=12, temperature=0,
+                                  stop=["</action>"], logit_bias={eos: 100.0})]
+    client = OpenAIEngine(front_url, "small", api_key_env=None)
+    try:
+        stopped, ended = client.generate(requests)
+    finally:
+        client.close()
+    local = engine.generate(requests)
+    assert (stopped.stop_reason, stopped.stop_reason_known) == (local[0].stop_reason, True) == (stop, True)
+    assert (ended.stop_reason, ended.stop_reason_known, ended.text) == (None, True, "") and local[1].stop_reason is None

@@ -155,6 +155,24 @@ def test_streamed_completion_stops_where_the_unstreamed_one_does(client, engine)
     assert [chunk.choices[0].finish_reason for chunk in streamed if chunk.choices[0].finish_reason] == ["stop"]
 
 
+def test_choices_say_which_stop_string_ended_them_or_null_at_the_end_of_text_as_vllms_server_does(front_url, engine):
+    (local,) = engine.generate([GenerationRequest(prompt="def main(", max_tokens=12, temperature=0)])
+    stop = local.text[len(local.text) // 2:][:5]
+    eos = engine.tokenizer.eos_token_id
+    stopped = {"model": "small", "prompt": "def main(", "max_tokens": 12, "temperature": 0, "stop": [stop]}
+    ended = {"model": "small", "messages": AS_ENGINE, "max_tokens": 12, "stop": ["</action>"], "logit_bias": {str(eos): 100}}
+    with httpx.Client(base_url=front_url, timeout=120) as http:
+        (choice,) = http.post("/v1/completions", json=stopped).json()["choices"]
+        (chat,) = http.post("/v1/chat/completions", json=ended).json()["choices"]
+        streams = [[json.loads(line[6:]) for line in http.post(path, json={**body, "stream": True, **extra}).text.splitlines()
+                    if line.startswith("data: {")] for path, body, extra in
+                   [("/v1/completions", stopped, {}), ("/v1/completions", stopped, {"logprobs": 1}), ("/v1/chat/completions", ended, {})]]
+    assert (choice["finish_reason"], choice["stop_reason"], choice["text"]) == ("stop", stop, local.text[:local.text.find(stop)])
+    assert (chat["finish_reason"], chat["stop_reason"], chat["message"]["content"]) == ("stop", None, "")
+    lasts = [[c for event in events for c in event["choices"] if c["finish_reason"]] for events in streams]
+    assert [[(c["finish_reason"], c["stop_reason"]) for c in last] for last in lasts] == [[("stop", stop)]] * 2 + [[("stop", None)]]
+
+
 def test_models_are_listed_and_retrieved(client):
     assert [model.id for model in client.models.list()] == ["small", "sentence-transformers/all-MiniLM-L6-v2"]
     assert client.models.retrieve("small").id == "small"

@@ -28,9 +28,9 @@ def a_stop(text: str) -> str:
 
 
 def test_cut_at_stop_keeps_the_first_stop_when_asked():
-    assert cut_at_stop("a</x>b</y>", ["</y>", "</x>"]) == ("a", True)
-    assert cut_at_stop("a</x>b</y>", ["</y>", "</x>"], keep=True) == ("a</x>", True)
-    assert cut_at_stop("abc", ["</x>"], keep=True) == ("abc", False)
+    assert cut_at_stop("a</x>b</y>", ["</y>", "</x>"]) == ("a", "</x>")
+    assert cut_at_stop("a</x>b</y>", ["</y>", "</x>"], keep=True) == ("a</x>", "</x>")
+    assert cut_at_stop("abc", ["</x>"], keep=True) == ("abc", None)
 
 
 def test_token_ids_are_the_same_prompt_as_their_text(engine):

@@ -161,3 +161,15 @@ def test_a_quantization_this_vllm_lacks_is_a_config_error_before_the_engine_star
     with pytest.raises(ConfigError, match=r"actors\.vllm\.quantization 'bitsandbytes' is not a method of this vLLM.*awq"):
         vllm_module.VllmEngine(small_model, settings(quantization="bitsandbytes"))
     assert len(fake_vllm.AsyncLLM.instances) == started
+
+
+def test_vllms_stop_reason_says_which_stop_string_ended_an_answer_or_none_at_the_end_of_text(vllm_engine):
+    (whole,) = vllm_engine.generate([GenerationRequest(prompt="def main(", max_tokens=8, seed=3)])
+    stop = whole.text[len(whole.text) // 2:][:3]
+    eos = vllm_engine.tokenizer.eos_token_id
+    stopped, ended = vllm_engine.generate([GenerationRequest(prompt="def main(", max_tokens=8, seed=3, stop=[stop]),
+                                           GenerationRequest(prompt="def main(", max_tokens=8, stop=["</action>"], logit_bias={eos: 100.0})])
+    assert (stopped.finish_reason, stopped.stop_reason, stopped.stop_reason_known) == ("stop", stop, True)
+    assert stopped.text == whole.text[:whole.text.find(stop)]
+    assert (ended.finish_reason, ended.stop_reason, ended.stop_reason_known, ended.token_ids) == ("stop", None, True, [eos])
+    assert (whole.finish_reason, whole.stop_reason, whole.stop_reason_known) == ("length", None, True)

@@ -2,7 +2,8 @@
 
 Per step: load the state (summarized when its `<state>` block is over `state_token_budget` tokens of the
 engine's tokenizer), render the prompt with its `<state>` block, generate until `</action>`,
-continue until `</state_update>`, parse the tags, apply the action in the sandbox (and run the
+continue until `</state_update>` (not where the engine says the model ended its answer first: that is
+malformed output, recorded exactly as written), parse the tags, apply the action in the sandbox (and run the
 task's tests when it has some), merge and save the state, append one record to
 `lake/raw/trajectories/`. A task stops when its action is verified or after `max_steps`. Any
 failure (an engine error, a sandbox timeout, malformed output) is recorded in the step and the task
@@ -113,8 +114,8 @@ def generate_step(actor: Any, messages: list[dict[str, str]], options: LoopOptio
     first_request = GenerationRequest(prompt=prompt, max_tokens=options.max_tokens, stop=[ACTION_STOP], **common) if prompt \
         else GenerationRequest(messages=messages, max_tokens=options.max_tokens, stop=[ACTION_STOP], **common)
     first = actor.timed_generate([first_request])[0]
-    if first.finish_reason != "stop":  # an error, or cut at max_tokens: no `</action>` to continue after
-        return first, None
+    if first.finish_reason != "stop" or _ended_before(first, ACTION_STOP):  # an error, cut at max_tokens, or the
+        return first, None  # model's own end: no `</action>` to continue after
     so_far = first.text + ACTION_STOP + STATE_OPEN
     second_request = GenerationRequest(prompt=prompt + so_far, max_tokens=options.state_max_tokens, stop=[STATE_STOP], **common) if prompt \
         else GenerationRequest(messages=[*messages, {"role": "assistant", "content": so_far}], continue_final_message=True,
@@ -122,20 +123,32 @@ def generate_step(actor: Any, messages: list[dict[str, str]], options: LoopOptio
     return first, actor.timed_generate([second_request])[0]
 
 
+def _ended_before(completion: Completion | None, stop: str) -> bool:
+    """Whether the engine says this generation ended without writing `stop` (the model's end of text): every engine
+    reports both as finish_reason "stop". False where the engine cannot tell (an OpenAI endpoint that is not vLLM)."""
+    return (completion is not None and completion.finish_reason == "stop" and completion.stop_reason_known
+            and completion.stop_reason != stop)
+
+
 def _state_part(second: Completion | None) -> str:
     """The `<state_update>` block as the model wrote it: closed only where its generation stopped at `</state_update>`."""
     if second is None:
         return ""
-    return STATE_OPEN + second.text + (STATE_STOP if second.finish_reason == "stop" else "")
+    return STATE_OPEN + second.text + (STATE_STOP if second.finish_reason == "stop" and not _ended_before(second, STATE_STOP) else "")
 
 
 def _cut_short(first: Completion, second: Completion | None, options: LoopOptions) -> list[str]:
-    """Malformed-output entries for a generation cut at its token limit (its closing tag was never written)."""
+    """Malformed-output entries for a generation that ended before its closing tag: cut at its token limit, or the
+    model ended its answer there (the tag was never written)."""
     cuts = []
     if first.finish_reason == "length":
         cuts.append(f"the answer reached max_tokens ({options.max_tokens}) before {ACTION_STOP}")
+    if _ended_before(first, ACTION_STOP):
+        cuts.append(f"the model ended its answer before {ACTION_STOP}")
     if second is not None and second.finish_reason == "length":
         cuts.append(f"the state update reached state_max_tokens ({options.state_max_tokens}) before {STATE_STOP}")
+    if _ended_before(second, STATE_STOP):
+        cuts.append(f"the model ended its answer before {STATE_STOP}")
     return cuts
 
 
@@ -192,8 +205,8 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
             parsed = ParsedOutput() if first is broken else parse_output(first.text, _state_part(second) if second is not broken else "")
             if not error:
                 parsed.errors = _cut_short(first, second, options) + parsed.errors
-            if first.finish_reason == "length":
-                parsed.action = None  # the answer was cut before `</action>`: its action is not the model's whole answer
+            if first.finish_reason == "length" or _ended_before(first, ACTION_STOP):
+                parsed.action = None  # the answer ended before `</action>`: its action was never closed, not applied
             if not error and parsed.errors:
                 actor.count("parse_failures")
             result = tests = None

@@ -1,5 +1,6 @@
-"""The actor loop's failure isolation without Ray or a model: a stand-in engine answers, the real sandbox, state
-store and trajectory writer record. Each task that cannot run fails alone, with its reason, and never raises."""
+"""The actor loop's failure isolation without Ray: a stand-in engine (or the small model in this process) answers, the
+real sandbox, state store and trajectory writer record. Each task that cannot run fails alone, with its reason, and
+never raises; an answer the model ended before its closing tag is recorded as malformed, exactly as written."""
 
 from __future__ import annotations
 
@@ -52,8 +53,13 @@ class _Actor:
         return generate_step(self, messages, options, seed)
 
 
-def _answer(text: str, finish_reason: str = "stop") -> Completion:
-    return Completion(text=text, finish_reason=finish_reason, model="stand-in-model", engine="stand-in", token_ids=[1], logprobs=[-0.5])
+def _answer(text: str, finish_reason: str = "stop", **ending) -> Completion:
+    return Completion(text=text, finish_reason=finish_reason, model="stand-in-model", engine="stand-in", token_ids=[1], logprobs=[-0.5],
+                      **ending)
+
+
+GOOD = '<think>rename</think><action>{"pattern": "print($$$A)", "rewrite": "logging.info($$$A)", "language": "python"}'
+AT_EOS = {"stop_reason": None, "stop_reason_known": True}  # the engine says: the model's end of text, no stop string
 
 
 @pytest.mark.parametrize("task_id", ["repo/issue-12", "fix print", "x" * 129])
@@ -112,3 +118,56 @@ def test_a_hung_sandbox_fails_each_step_with_its_timeout_and_the_task_ends_alone
     records = list(read_trajectories(tmp_path / "trajectories"))
     assert [(r["final"], r["sandbox_result"]["action"], r["reward"]["verified"]) for r in records] == [(False, None, False), (True, None, False)]
     assert "sandbox timed out after 0.2 s" in records[1]["prompt"]["messages"][1]["content"]  # the next step is told
+
+
+def test_an_answer_the_model_ended_before_its_action_closed_is_malformed_and_not_continued(tmp_path):
+    actor = _Actor(tmp_path, [_answer(GOOD, **AT_EOS), _answer('{"next_focus": "never asked for"}')])
+    summary = run_task(actor, TASK, LoopOptions(max_steps=1))
+    assert len(actor.engine.answers) == 1  # no second generation after the model's end
+    (record,) = read_trajectories(tmp_path / "trajectories")
+    assert record["model_output"]["raw"] == GOOD  # no `</action>` the model never wrote
+    assert record["model_output"]["errors"] == ["the model ended its answer before </action>"]
+    assert record["model_output"]["action"] is None and record["sandbox_result"]["action"] is None
+    assert len(record["completions"]) == 1 and record["error"] is None
+    assert summary["errors"] == ["step 1: malformed output: the model ended its answer before </action>"]
+
+
+def test_an_answer_stopped_at_its_action_goes_on_to_a_state_update_the_model_may_leave_open(tmp_path):
+    state = '{"next_focus": "the tests"}'
+    actor = _Actor(tmp_path, [_answer(GOOD, stop_reason="</action>", stop_reason_known=True), _answer(state, **AT_EOS)])
+    summary = run_task(actor, TASK, LoopOptions(max_steps=1))
+    (record,) = read_trajectories(tmp_path / "trajectories")
+    assert record["model_output"]["raw"] == GOOD + "</action>\n<state_update>" + state  # closed where the engine stopped it only
+    assert record["model_output"]["errors"] == ["the model ended its answer before </state_update>"]
+    assert record["sandbox_result"]["verified"] and summary["verified"] and len(record["completions"]) == 2
+
+
+def test_an_engine_that_cannot_tell_a_stop_string_from_the_end_is_taken_to_have_stopped(tmp_path):
+    actor = _Actor(tmp_path, [_answer(GOOD), _answer('{"next_focus": "done"}')])  # an OpenAI endpoint: "stop" only
+    run_task(actor, TASK, LoopOptions(max_steps=1))
+    (record,) = read_trajectories(tmp_path / "trajectories")
+    assert record["model_output"]["raw"] == GOOD + '</action>\n<state_update>{"next_focus": "done"}</state_update>'
+    assert record["model_output"]["errors"] == [] and record["sandbox_result"]["verified"]
+
+
+def test_the_small_model_ending_its_answer_at_once_is_recorded_as_it_wrote_it(tmp_path, engine):
+    """The transformers engine in the loop, its end-of-text token made certain: one generation, an empty answer."""
+    eos = engine.tokenizer.eos_token_id
+
+    class EndsAtOnce:
+        name, model, tokenizer = engine.name, engine.model, engine.tokenizer
+
+        def __init__(self):
+            self.requests = []
+
+        def generate(self, requests):
+            self.requests += requests
+            return engine.generate([request.model_copy(update={"logit_bias": {eos: 100.0}}) for request in requests])
+
+    actor = _Actor(tmp_path, [])
+    actor.engine = EndsAtOnce()
+    run_task(actor, TASK, LoopOptions(max_steps=1, max_tokens=8))
+    (record,) = read_trajectories(tmp_path / "trajectories")
+    assert len(actor.engine.requests) == 1 and [c["token_ids"] for c in record["completions"]] == [[eos]]
+    assert record["model_output"]["raw"] == ""
+    assert record["model_output"]["errors"] == ["the model ended its answer before </action>", "no <action> tag"]

@@ -130,6 +130,15 @@ def _ended_before(completion: Completion | None, stop: str) -> bool:
             and completion.stop_reason != stop)
 
 
+def _completion_record(completion: Completion) -> dict[str, Any]:
+    """What a step record keeps of a completion: the sampled tokens and their log-probabilities, why it ended
+    (`stop_reason` only where the engine could tell: the stop string, or null for the model's own end), its cost."""
+    kept = completion.model_dump(include={"token_ids", "logprobs", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s"})
+    if completion.stop_reason_known:
+        kept["stop_reason"] = completion.stop_reason
+    return kept
+
+
 def _state_part(second: Completion | None) -> str:
     """The `<state_update>` block as the model wrote it: closed only where its generation stopped at `</state_update>`."""
     if second is None:
@@ -243,8 +252,7 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
                 "final": final, "teacher": getattr(actor, "teacher", None), "run_id": getattr(actor, "run_id", None),
                 "state_after": state_after.model_dump(), "error": error, "model": first.model or _model_name(actor), "engine": first.engine,
                 "temperature": options.temperature, "top_p": options.top_p, "seed": seed, "actor": actor.index,
-                "completions": [c.model_dump(include={"token_ids", "logprobs", "finish_reason", "prompt_tokens", "completion_tokens", "latency_s"})
-                                for c in (first, second) if c is not None],
+                "completions": [_completion_record(c) for c in (first, second) if c is not None],
                 "created_at": time.time(),
             })
             summary["steps"] = step

@@ -129,6 +129,7 @@ def test_an_answer_the_model_ended_before_its_action_closed_is_malformed_and_not
     assert record["model_output"]["errors"] == ["the model ended its answer before </action>"]
     assert record["model_output"]["action"] is None and record["sandbox_result"]["action"] is None
     assert len(record["completions"]) == 1 and record["error"] is None
+    assert record["completions"][0]["stop_reason"] is None  # the record says why: the model's own end
     assert summary["errors"] == ["step 1: malformed output: the model ended its answer before </action>"]
 
 
@@ -140,6 +141,7 @@ def test_an_answer_stopped_at_its_action_goes_on_to_a_state_update_the_model_may
     assert record["model_output"]["raw"] == GOOD + "</action>\n<state_update>" + state  # closed where the engine stopped it only
     assert record["model_output"]["errors"] == ["the model ended its answer before </state_update>"]
     assert record["sandbox_result"]["verified"] and summary["verified"] and len(record["completions"]) == 2
+    assert [completion["stop_reason"] for completion in record["completions"]] == ["</action>", None]
 
 
 def test_an_engine_that_cannot_tell_a_stop_string_from_the_end_is_taken_to_have_stopped(tmp_path):
@@ -148,6 +150,7 @@ def test_an_engine_that_cannot_tell_a_stop_string_from_the_end_is_taken_to_have_
     (record,) = read_trajectories(tmp_path / "trajectories")
     assert record["model_output"]["raw"] == GOOD + '</action>\n<state_update>{"next_focus": "done"}</state_update>'
     assert record["model_output"]["errors"] == [] and record["sandbox_result"]["verified"]
+    assert all("stop_reason" not in completion for completion in record["completions"])  # unknown is not recorded as null
 
 
 def test_the_small_model_ending_its_answer_at_once_is_recorded_as_it_wrote_it(tmp_path, engine):

@@ -138,7 +138,7 @@ def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
 def run_command(args: argparse.Namespace) -> int:
     from actors.engines.factory import check_engine_installed
     from actors.task_queue import connect_cluster
-    from trajforge.serving import ray_to_join
+    from trajforge.cluster import ray_to_join
     from trajforge.lake import Lake
     from trajforge.settings.job_paths import absolute_data_paths
 

@@ -122,17 +122,13 @@ def connect_cluster(address: str = "auto") -> None:
     a queue that no producer can reach, and a rollout would wait on it for nothing. RAY_ADDRESS, when set, wins over
     `address` (Ray's own rule; `RAY_ADDRESS=local` asks for a Ray of this process alone, as the tests do). Already
     connected, it does nothing."""
-    import ray
-
-    from trajforge.cluster import check_reachable, connect_failure
+    from trajforge.cluster import init_ray
     from trajforge.errors import ConfigError
 
-    check_reachable(address)
     try:
-        ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False)
-    except ConnectionError as exc:
-        raise ConfigError(f"a task queue lives in a running Ray cluster, and none could be joined at {address!r}: "
-                          f"{connect_failure(exc)}") from None
+        init_ray(address)
+    except ConfigError as exc:
+        raise ConfigError(f"a task queue lives in a running Ray cluster, and none could be joined at {address!r}: {exc}") from None
 
 
 def task_queue(name: str, create: bool = True) -> TaskQueue:

@@ -9,6 +9,7 @@ actors read the whole file, so that a typo anywhere in it fails at start.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,6 @@ def connect_failure(exc: ConnectionError) -> str:
     """What a `ray.init` that could not join a cluster means, and what to do. A cluster whose port answers but that
     refuses this process most often wants a token: this Ray starts clusters with token authentication, and a driver
     sends the token only with RAY_AUTH_MODE=token."""
-    import os
-
     reason = str(exc).split(". ")[0].rstrip(".")
     if "Could not find any running Ray instance" in reason:
         return f"{reason} on this machine: start one with `ray start --head`, or point RAY_ADDRESS or --address at one"
@@ -124,19 +123,38 @@ def connect_failure(exc: ConnectionError) -> str:
     return f"{reason}: check that the address is the one `ray start --head` printed and that the token in ~/.ray/auth_token is that cluster's"
 
 
+def address_in_use(address: str | None) -> str | None:
+    """The address Ray's `init` goes by: $RAY_ADDRESS stands in for None and `auto` (Ray's own rule), else `address`."""
+    from_env = os.environ.get("RAY_ADDRESS")
+    return from_env if from_env and address in (None, "auto") else address
+
+
+def ray_to_join(address: str | None) -> str | None:
+    """The Ray `init_ray(address)` would join (`auto` where none is found yet), or None where it would start a local Ray
+    of its own: $RAY_ADDRESS stands in for None and `auto`, `local` and no cluster on this machine start one."""
+    from ray._private.services import get_ray_address_from_environment
+
+    chosen = address_in_use(address)
+    if chosen == "local":
+        return None
+    if chosen not in (None, "auto"):
+        return chosen
+    try:
+        return get_ray_address_from_environment(chosen, None)
+    except ConnectionError:  # `auto` with no cluster on this machine: connecting says so
+        return "auto"
+
+
 def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
     """A `host:port` address (not `auto`, not `ray://`) must answer on its port: Ray itself would retry a wrong one for
     minutes. With `address` None or `auto`, $RAY_ADDRESS is the one Ray would use, and the one checked."""
-    import os
     import socket
 
-    named = f"--address {address}"
-    if address in (None, "auto") and os.environ.get("RAY_ADDRESS"):
-        address = os.environ["RAY_ADDRESS"]
-        named = f"RAY_ADDRESS={address}"
-    if not address or address in ("auto", "local") or "://" in address or ":" not in address:
+    chosen = address_in_use(address)
+    named = f"--address {chosen}" if chosen == address else f"RAY_ADDRESS={chosen}"
+    if not chosen or chosen in ("auto", "local") or "://" in chosen or ":" not in chosen:
         return
-    host, _, port = address.rpartition(":")
+    host, _, port = chosen.rpartition(":")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
             return

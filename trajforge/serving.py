@@ -104,23 +104,6 @@ def cluster_needed(flag: str) -> str:
             "or name a cluster with --address HOST:6379")
 
 
-def ray_to_join(address: str | None) -> str | None:
-    """The Ray `connect(address)` would join (`auto` where none is found yet), or None where it would start a local Ray
-    of its own: $RAY_ADDRESS stands in for None and `auto`, `local` and no cluster on this machine start one."""
-    from ray._private.services import get_ray_address_from_environment
-
-    from_env = os.environ.get("RAY_ADDRESS")
-    chosen = from_env if from_env and address in (None, "auto") else address
-    if chosen == "local":
-        return None
-    if chosen not in (None, "auto"):
-        return chosen
-    try:
-        return get_ray_address_from_environment(chosen, None)
-    except ConnectionError:  # `auto` with no cluster on this machine: `connect` says so
-        return "auto"
-
-
 def check_running_serve(host: str, port: int, app_names: list[str], detached: bool = False) -> None:
     """When Serve already runs on the cluster (an earlier `trajforge serve`, `serve deploy`), it keeps its HTTP options:
     refuse another host or port before anything is deployed (the applications would answer elsewhere than printed), and

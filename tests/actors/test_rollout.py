@@ -124,7 +124,7 @@ def test_a_driver_joining_a_cluster_only_warns_that_the_actors_nodes_need_the_ex
     started = []
     monkeypatch.setitem(factory.EXTRA_PACKAGES, "vllm", "vllm_absent_here")
     monkeypatch.setattr(actors.rollout, "rollout", lambda settings, *args, **kwargs: started.append(settings.engine) or [])
-    monkeypatch.setattr("trajforge.serving.ray_to_join", lambda address: "10.0.0.1:6379")  # a head node's cluster
+    monkeypatch.setattr("trajforge.cluster.ray_to_join", lambda address: "10.0.0.1:6379")  # a head node's cluster
     tasks_file = tmp_path / "tasks.jsonl"
     tasks_file.write_text(json.dumps(TASKS[0]) + "\n")
     assert main(["--tasks", str(tasks_file), "--lake", str(tmp_path / "lake"), "--set", "actors.engine=vllm", "--json"]) == 0

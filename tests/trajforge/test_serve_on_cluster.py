@@ -250,7 +250,7 @@ def test_detach_or_stop_where_this_command_would_start_its_own_ray_is_refused(fl
 
 
 def test_the_ray_to_join_follows_ray_address_and_auto(monkeypatch):
-    from trajforge.serving import ray_to_join
+    from trajforge.cluster import ray_to_join
 
     monkeypatch.setenv("RAY_ADDRESS", "local")
     assert ray_to_join("auto") is None and ray_to_join(None) is None and ray_to_join("local") is None

@@ -7,6 +7,7 @@ import os
 import signal
 from pathlib import Path
 
+from trajforge.cluster import ray_to_join
 from trajforge.errors import ServeStartError
 from trajforge.settings import Assignment, parse_assignment
 from trajforge.settings.serve_file import ServeFile, load_serve_file, override_roots
@@ -93,9 +94,7 @@ def absolute_paths(serve_file: ServeFile, cwd: Path | None = None, address: str 
 
 def which_ray(address: str | None) -> str:
     """The first line `trajforge serve` prints: the Ray it joins or starts (before Ray's and Serve's own output)."""
-    from trajforge import serving
-
-    joined = serving.ray_to_join(address)
+    joined = ray_to_join(address)
     if joined is None:
         return "Ray: starting a local Ray for this command; it stops, with the applications, when this command does"
     if joined == "auto":
@@ -108,7 +107,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     serve_file = load(args)
     address = args.address or ("auto" if args.detach or args.stop else None)
-    if (args.detach or args.stop) and serving.ray_to_join(address) is None:
+    if (args.detach or args.stop) and ray_to_join(address) is None:
         raise ServeStartError(serving.cluster_needed("--stop" if args.stop else "--detach"))
     print(which_ray(address), flush=True)
     if args.stop:

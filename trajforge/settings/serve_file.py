@@ -124,8 +124,9 @@ def load_serve_file(
     apply_assignments(view, assignments, roots)
     merged = {key: value for key, value in view.items() if key in ServeFile.model_fields}
     merged["applications"] = applications
-    serve_file = validate(ServeFile, merged, str(path), overrides=origins(env, assignments))
-    serve_file._source, serve_file._overrides = str(path), origins(env, assignments)
+    overrides = origins(env, assignments)
+    serve_file = validate(ServeFile, merged, str(path), overrides=overrides)
+    serve_file._source, serve_file._overrides = str(path), overrides
     return serve_file
 
 

@@ -51,7 +51,7 @@ class GenerationActor:
         self.trajectories = TrajectoryWriter(settings.lake / "raw" / "trajectories", f"actor{index}")
         self.templates = load_prompts(settings.prompts)
         self.counters: dict[str, int] = {"parse_failures": 0, "sandbox_failures": 0}
-        self._metrics = _Metrics()
+        self._metrics = _Metrics({"actor": str(index), "engine": self.engine.name, "model": str(self.engine.model)})
         self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         self._streams: dict[str, _Stream] = {}  # the streams and cancellable generate calls running, by id
         self._cancellable = "cancelled" in inspect.signature(self.engine.generate).parameters
@@ -236,19 +236,33 @@ class _Stream:
 
 
 class _Metrics:
-    """Ray's metrics (exported to the dashboard's Prometheus endpoint); silent outside a Ray worker."""
+    """Ray's metrics (exported to each node's Prometheus endpoint, `ray_` before each name), tagged with the actor's
+    index, engine and model; silent outside a Ray worker. The failure counters are published at 0 from the start, so a
+    dashboard or alert finds their series before the first failure (Prometheus shows no counter never incremented)."""
 
-    def __init__(self) -> None:
+    TAG_KEYS = ("actor", "engine", "model")
+
+    def __init__(self, tags: dict[str, str] | None = None) -> None:
         try:
             from ray.util import metrics
 
-            self.latency = metrics.Histogram("trajforge_generation_latency_s", "seconds per engine call", boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60])
-            self.tokens = metrics.Counter("trajforge_generated_tokens", "tokens generated")
+            keys = self.TAG_KEYS
+            self.latency = metrics.Histogram("trajforge_generation_latency_s", "seconds per engine call", boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60],
+                                             tag_keys=keys)
+            self.tokens = metrics.Counter("trajforge_generated_tokens", "tokens generated", tag_keys=keys)
             self.throughput = metrics.Histogram("trajforge_generation_tokens_per_s", "tokens per second of an engine call",
-                                                boundaries=[1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500])
-            self.failures = {name: metrics.Counter(f"trajforge_{name}", name.replace("_", " ")) for name in ("parse_failures", "sandbox_failures")}
+                                                boundaries=[1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500], tag_keys=keys)
+            self.failures = {name: metrics.Counter(f"trajforge_{name}", description, tag_keys=keys)
+                             for name, description in (("parse_failures", "loop steps whose output was malformed"),
+                                                       ("sandbox_failures", "actions the sandbox refused, failed or timed out on"))}
         except Exception:  # not in a Ray process
             self.latency = None
+            return
+        default_tags = {key: str((tags or {}).get(key, "")) for key in keys}
+        for metric in (self.latency, self.tokens, self.throughput, *self.failures.values()):
+            metric.set_default_tags(default_tags)
+        for counter in (self.tokens, *self.failures.values()):
+            counter._record(0)  # `inc` refuses 0; this is what it calls
 
     def observe(self, seconds: float, tokens: int) -> None:
         if self.latency is not None:

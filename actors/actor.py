@@ -46,7 +46,7 @@ class GenerationActor:
 
         self.settings, self.index = settings, index
         self.engine = build_engine(settings)
-        self.sandbox = SandboxPool(workers=settings.sandbox_workers, settings=settings.sandbox)
+        self.sandbox = SandboxPool(workers=settings.sandbox_workers, settings=loop_jail_settings(settings))
         self.states = StateStore(settings.state_db)
         self.trajectories = TrajectoryWriter(settings.lake / "raw" / "trajectories", f"actor{index}")
         self.templates = load_prompts(settings.prompts)
@@ -224,6 +224,17 @@ class GenerationActor:
         self.requests += rejected
         self.errors += rejected
         return [result.model_dump() for result in results]
+
+
+def loop_jail_settings(settings: ActorSettings):
+    """The actor's jail policy with its wall-time limit cut to a second past the loop's `sandbox_timeout_s`: a run the loop
+    gave up on then ends in its jail too, instead of holding the jail that the batch's other tasks wait for (the second
+    lets the loop's timeout, not the jail's, be what the step record says)."""
+    from sandbox.settings import load_sandbox_settings
+
+    jails = settings.sandbox or load_sandbox_settings()
+    limit_s = settings.loop.sandbox_timeout_s + 1.0
+    return jails if jails.wall_time_s <= limit_s else jails.model_copy(update={"wall_time_s": limit_s})
 
 
 class _Stream:

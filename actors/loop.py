@@ -29,6 +29,7 @@ from actors.state import State, merge, summarize_history, token_budget, tokenize
 from sandbox.languages import EXTENSIONS
 from sandbox.models import check_relative_path
 from sandbox.workspace import check_task_id
+from trajforge.errors import TrajforgeError
 
 
 class LoopTask(BaseModel):
@@ -168,16 +169,44 @@ def _model_name(actor: Any) -> str:
 
 
 def _sandbox(actor: Any, workspace, action, task: LoopTask, options: LoopOptions) -> tuple[dict | None, dict | None, str | None]:
+    """The action's result, the tests' result (run when the action changed something) and the error that cut the call
+    short; an action that applied is kept even when its tests then time out or fail to start."""
+    result = None
     try:
-        result = actor.sandbox.submit_action(workspace, action).result(timeout=options.sandbox_timeout_s)
+        result = _in_a_jail(actor.sandbox.submit_action(workspace, action), options.sandbox_timeout_s)
         tests = None
         if result.valid and result.files_changed and task.tests:
-            tests = actor.sandbox.submit_tests(workspace, task.tests).result(timeout=options.sandbox_timeout_s)
+            tests = _in_a_jail(actor.sandbox.submit_tests(workspace, task.tests), options.sandbox_timeout_s)
         return result.model_dump(mode="json"), tests.model_dump(mode="json") if tests else None, None
-    except FutureTimeout:
-        return None, None, f"sandbox timed out after {options.sandbox_timeout_s} s"
-    except Exception as exc:  # a jail that cannot start fails this step, recorded
-        return None, None, f"sandbox failed: {type(exc).__name__}: {exc}"
+    except Exception as exc:  # a jail that cannot start fails this step too, recorded
+        doing = "applying the action" if result is None else "running the task's tests"
+        if isinstance(exc, SandboxTimeout):
+            error = f"sandbox timed out {doing}: {exc}"
+        elif isinstance(exc, FutureTimeout):
+            error = f"sandbox timed out after {options.sandbox_timeout_s} s {doing}"
+        else:
+            error = f"sandbox failed {doing}: {type(exc).__name__}: {exc}"
+    return (result.model_dump(mode="json") if result is not None else None), None, error
+
+
+QUEUED_TIMEOUTS = 4
+"""How many sandbox timeouts a call may wait for a free jail: each call ahead of it ends within one (the actor caps its
+jails' wall time there), and an actor runs 4 tasks at once."""
+
+
+class SandboxTimeout(TrajforgeError, TimeoutError):
+    """No jail took the call while it waited `QUEUED_TIMEOUTS` timeouts."""
+
+
+def _in_a_jail(future, timeout_s: float):
+    """The call's result within `timeout_s` of its start in a jail (FutureTimeout past it). Time spent queued behind
+    other tasks' calls is not counted against it, so a hung call fails its own task, not those waiting for its jail."""
+    waited_until = time.monotonic() + QUEUED_TIMEOUTS * timeout_s
+    while not future.running() and not future.done():
+        if time.monotonic() > waited_until and future.cancel():  # else a jail took it just now
+            raise SandboxTimeout(f"no jail was free for {QUEUED_TIMEOUTS * timeout_s:g} s")
+        time.sleep(0.02)
+    return future.result(timeout=timeout_s)
 
 
 def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dict[str, Any]:
@@ -236,7 +265,8 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions) -> dic
             # three rewards, each on its own: the action applied cleanly (and changed something), the code equals the
             # known result, the task's tests pass
             verified = bool(result and result["valid"] and result["files_changed"])
-            tests_pass = None if tests is None else tests["exit_code"] == 0
+            tests_due = bool(verified and task.tests)  # and did not finish (timed out, or could not start): not passed
+            tests_pass = (False if tests_due else None) if tests is None else tests["exit_code"] == 0
             matches_gold = None
             if task.post is not None and len(task.files) == 1 and result is not None:
                 (name,) = task.files  # an action that did not apply left the code as it was: it matches only if that was the result

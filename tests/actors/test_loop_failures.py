@@ -100,24 +100,45 @@ def test_a_timed_out_generation_is_recorded_with_the_engines_model(tmp_path):
     assert record["temperature"] == 0.7 and record["seed"] == 1
 
 
+class _HungPool:
+    """A jail that takes the call and never answers (`started`), or a pool whose jails never free up."""
+
+    def __init__(self, sandbox, started: bool = True):
+        self.sandbox, self.started = sandbox, started
+
+    def submit_action(self, workspace, action):
+        from concurrent.futures import Future
+
+        future = Future()
+        if self.started:
+            future.set_running_or_notify_cancel()
+        return future
+
+
 def test_a_hung_sandbox_fails_each_step_with_its_timeout_and_the_task_ends_alone(tmp_path):
-    from concurrent.futures import Future
-
-    class HungPool:  # a jail that never answers
-        def __init__(self, sandbox):
-            self.sandbox = sandbox
-
-        def submit_action(self, workspace, action):
-            return Future()
-
-    good = '<think>rename</think><action>{"pattern": "print($$$A)", "rewrite": "logging.info($$$A)", "language": "python"}'
-    actor = _Actor(tmp_path, [_answer(good), _answer('{"history": "tried the rewrite"}')] * 2)
-    actor.sandbox = HungPool(actor.sandbox.sandbox)
+    actor = _Actor(tmp_path, [_answer(GOOD), _answer('{"history": "tried the rewrite"}')] * 2)
+    actor.sandbox = _HungPool(actor.sandbox.sandbox)
     summary = run_task(actor, TASK, LoopOptions(max_steps=2, sandbox_timeout_s=0.2))
-    assert summary["errors"] == ["step 1: sandbox timed out after 0.2 s", "step 2: sandbox timed out after 0.2 s"]
+    timed_out = "sandbox timed out after 0.2 s applying the action"
+    assert summary["errors"] == [f"step 1: {timed_out}", f"step 2: {timed_out}"]
     records = list(read_trajectories(tmp_path / "trajectories"))
     assert [(r["final"], r["sandbox_result"]["action"], r["reward"]["verified"]) for r in records] == [(False, None, False), (True, None, False)]
-    assert "sandbox timed out after 0.2 s" in records[1]["prompt"]["messages"][1]["content"]  # the next step is told
+    assert timed_out in records[1]["prompt"]["messages"][1]["content"]  # the next step is told
+
+
+def test_a_call_no_jail_takes_gives_up_after_waiting_a_few_timeouts(tmp_path):
+    """A call queued behind other tasks' calls is not timed out while it waits (each of those ends within a timeout),
+    but a pool that never frees a jail does not hold the task for ever either."""
+    import time
+
+    from actors.loop import QUEUED_TIMEOUTS
+
+    actor = _Actor(tmp_path, [_answer(GOOD), _answer('{"history": "tried the rewrite"}')])
+    actor.sandbox = _HungPool(actor.sandbox.sandbox, started=False)
+    started = time.monotonic()
+    summary = run_task(actor, TASK, LoopOptions(max_steps=1, sandbox_timeout_s=0.2))
+    assert QUEUED_TIMEOUTS * 0.2 <= time.monotonic() - started < 10
+    assert summary["errors"] == [f"step 1: sandbox timed out applying the action: no jail was free for {QUEUED_TIMEOUTS * 0.2:g} s"]
 
 
 def test_an_answer_the_model_ended_before_its_action_closed_is_malformed_and_not_continued(tmp_path):

@@ -94,17 +94,21 @@ def warn_if_cpus_taken(cpus: float, setting: str, who: str) -> None:
                 max(min(free, cpus / 2), 0.1))
 
 
-def init_ray(address: str | None = None) -> None:
-    """Connect this driver to Ray as every job command does (quiet logs, no dashboard of its own): `address`, else
-    $RAY_ADDRESS, else a cluster running on this machine, else a new local Ray. An address that does not answer is
-    refused within seconds (`check_reachable`). Already connected, it does nothing."""
+def init_ray(address: str | None = None, *, include_dashboard: bool | None = False, logging_level: str = "ERROR") -> None:
+    """Connect this driver to Ray, the one way every command does: `address`, else $RAY_ADDRESS, else a cluster running
+    on this machine, else a new local Ray. An address that does not answer is refused within seconds
+    (`check_reachable`). Already connected, it does nothing.
+
+    A Ray it starts has no dashboard and Ray logs only errors, as a job's driver wants; `trajforge serve` asks for the
+    dashboard where Ray can run one (`include_dashboard=None`, Ray's default) and Ray's warnings (`logging_level`)."""
     import ray
 
     if ray.is_initialized():
         return
     check_reachable(address)
     try:
-        ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+        ray.init(address=address, ignore_reinit_error=True, logging_level=logging_level, log_to_driver=False,
+                 include_dashboard=include_dashboard)
     except ConnectionError as exc:
         raise ConfigError(connect_failure(exc)) from None
 

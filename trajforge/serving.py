@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable
 
 import httpx
 
-from trajforge.cluster import check_reachable, connect_failure
-from trajforge.errors import ServeStartError
+from trajforge.cluster import init_ray
+from trajforge.errors import ConfigError, ServeStartError
 from trajforge.settings import ENV_PREFIX
 from trajforge.settings.serve_file import ServeFile
 
@@ -61,8 +61,7 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
     if direct_ingress:
         for name, value in DIRECT_INGRESS_ENV.items():
             os.environ.setdefault(name, value)
-    if not ray.is_initialized():
-        connect(address)
+    connect(address)
     if detached and started_ray_here():
         ray.shutdown()
         raise ServeStartError(cluster_needed("--detach"))
@@ -87,14 +86,13 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
 
 
 def connect(address: str | None) -> None:
-    """`ray.init` on `address` (None: $RAY_ADDRESS, else a cluster running on this machine, else a new local Ray), failing in one line."""
-    import ray
-
-    check_reachable(address)
+    """Join or start Ray as every command does (`init_ray`: `address`, else $RAY_ADDRESS, else a cluster running on this
+    machine, else a new local Ray), with the dashboard of a Ray it starts, to watch the applications in, and Ray's
+    warnings shown; a refusal is one line. Already connected, it does nothing."""
     try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    except ConnectionError as exc:  # `auto` with no cluster on this machine, a cluster that wants a token
-        raise ServeStartError(connect_failure(exc)) from None
+        init_ray(address, include_dashboard=None, logging_level="WARNING")
+    except ConfigError as exc:
+        raise ServeStartError(str(exc)) from None
 
 
 def cluster_needed(flag: str) -> str:

@@ -204,8 +204,30 @@ def test_detach_or_stop_without_a_cluster_on_this_machine_is_one_line(monkeypatc
         raise ConnectionError("Could not find any running Ray instance.")
 
     monkeypatch.setattr(ray, "init", no_cluster)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     with pytest.raises(ServeStartError, match=r"Could not find any running Ray instance on this machine: start one with `ray start --head`"):
         connect("auto")
+
+
+def test_serve_joins_ray_as_every_command_does_with_the_dashboard_of_a_ray_it_starts(monkeypatch):
+    """One way to connect (`init_ray`): `trajforge serve` asks it for the dashboard and Ray's warnings, and, like every
+    command, does nothing where this process is already connected (no second address check, no second `ray.init`)."""
+    import ray
+
+    from trajforge.serving import connect
+
+    calls = []
+    monkeypatch.setattr(ray, "init", lambda **options: calls.append(options))
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    connect(None)
+    [options] = calls
+    assert options["address"] is None and options["ignore_reinit_error"] and not options["log_to_driver"]
+    assert options["include_dashboard"] is None and options["logging_level"] == "WARNING"  # None: Ray's default, on where it can
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    connect(f"127.0.0.1:{free_port()}")  # nothing answers there, but this process is connected already
+    assert len(calls) == 1
 
 
 def test_a_cluster_that_refuses_this_driver_is_said_to_want_its_token(monkeypatch):

@@ -96,8 +96,8 @@ def warn_if_cpus_taken(cpus: float, setting: str, who: str) -> None:
 
 def init_ray(address: str | None = None, *, include_dashboard: bool | None = False, logging_level: str = "ERROR") -> None:
     """Connect this driver to Ray, the one way every command does: `address`, else $RAY_ADDRESS, else a cluster running
-    on this machine, else a new local Ray. An address that does not answer is refused within seconds
-    (`check_reachable`). Already connected, it does nothing.
+    on this machine, else a new local Ray. An address that does not answer, or whose cluster turns this driver's token
+    (or its lack of one) away, is refused within seconds (`check_reachable`). Already connected, it does nothing.
 
     A Ray it starts has no dashboard and Ray logs only errors, as a job's driver wants; `trajforge serve` asks for the
     dashboard where Ray can run one (`include_dashboard=None`, Ray's default) and Ray's warnings (`logging_level`)."""
@@ -113,6 +113,14 @@ def init_ray(address: str | None = None, *, include_dashboard: bool | None = Fal
         raise ConfigError(connect_failure(exc)) from None
 
 
+TOKEN_WHERE = "the token is ~/.ray/auth_token on the head node, or RAY_AUTH_TOKEN"
+
+
+def sends_token() -> bool:
+    """Whether this driver sends a token to a cluster it names: Ray sends one only with RAY_AUTH_MODE=token."""
+    return os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+
+
 def connect_failure(exc: ConnectionError) -> str:
     """What a `ray.init` that could not join a cluster means, and what to do. A cluster whose port answers but that
     refuses this process most often wants a token: this Ray starts clusters with token authentication, and a driver
@@ -120,11 +128,20 @@ def connect_failure(exc: ConnectionError) -> str:
     reason = str(exc).split(". ")[0].rstrip(".")
     if "Could not find any running Ray instance" in reason:
         return f"{reason} on this machine: start one with `ray start --head`, or point RAY_ADDRESS or --address at one"
-    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+    if not sends_token():
         return (f"{reason}: its port answers, so the cluster most likely wants an authentication token (this Ray starts "
-                "clusters with token authentication): `export RAY_AUTH_MODE=token` (the token is ~/.ray/auth_token on "
-                "the head node, or RAY_AUTH_TOKEN) and run the command again")
+                f"clusters with token authentication): `export RAY_AUTH_MODE=token` ({TOKEN_WHERE}) and run the command again")
     return f"{reason}: check that the address is the one `ray start --head` printed and that the token in ~/.ray/auth_token is that cluster's"
+
+
+def token_refusal(named: str, refusal: str) -> str:
+    """What to do when the cluster (`named` as the command was given it) answered `refusal`, its token authentication's
+    "missing or incorrect", to the token this driver sends, or to its lack of one."""
+    if not sends_token():
+        return (f"the Ray cluster at {named} wants an authentication token ({refusal}), which this driver sends only with "
+                f"RAY_AUTH_MODE=token: `export RAY_AUTH_MODE=token` ({TOKEN_WHERE}) and run the command again")
+    return (f"the Ray cluster at {named} refuses this driver's authentication token ({refusal}): give it that cluster's "
+            "token, from ~/.ray/auth_token on its head node, in RAY_AUTH_TOKEN or ~/.ray/auth_token here")
 
 
 def address_in_use(address: str | None) -> str | None:
@@ -150,8 +167,10 @@ def ray_to_join(address: str | None) -> str | None:
 
 
 def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
-    """A `host:port` address (not `auto`, not `ray://`) must answer on its port: Ray itself would retry a wrong one for
-    minutes. With `address` None or `auto`, $RAY_ADDRESS is the one Ray would use, and the one checked."""
+    """A `host:port` address (not `auto`, not `ray://`) must answer on its port, and its cluster must take this driver's
+    token (`gcs_refusal`): Ray itself would retry a wrong port for minutes, and a refused token for 20 s before saying
+    only that it could not connect. With `address` None or `auto`, $RAY_ADDRESS is the one Ray would use, and the one
+    checked. It does not check a cluster found on this machine (`auto`), whose token Ray finds in ~/.ray/auth_token."""
     import socket
 
     chosen = address_in_use(address)
@@ -161,8 +180,30 @@ def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
     host, _, port = chosen.rpartition(":")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            return
+            pass
     except (OSError, ValueError) as exc:
         raise ConfigError(f"no Ray cluster answers at {named} ({exc}); start one there with `ray start --head`, "
                           "or give the address `ray start` printed (`--address auto` finds the one on this machine; "
                           "unset RAY_ADDRESS to start a Ray for this command alone)") from None
+    refusal = gcs_refusal(chosen, timeout_s)
+    if refusal:
+        raise ConfigError(token_refusal(named, refusal))
+
+
+def gcs_refusal(address: str, timeout_s: float) -> str | None:
+    """Ray's refusal when the cluster's GCS at `address` turns away the token this driver would send (none without
+    RAY_AUTH_MODE=token), else None. It asks the GCS for its cluster id, the first thing `ray.init` asks, on a channel
+    Ray builds as its own clients' (TLS and token as configured), once and within `timeout_s`. Any other answer (not a
+    GCS, a slow one) is left for `ray.init` to find: only token authentication's UNAUTHENTICATED counts."""
+    import grpc
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    channel = init_grpc_channel(address)
+    try:
+        gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout_s)
+    except grpc.RpcError as exc:
+        return exc.details() if exc.code() == grpc.StatusCode.UNAUTHENTICATED else None
+    finally:
+        channel.close()
+    return None

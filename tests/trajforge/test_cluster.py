@@ -1,12 +1,22 @@
-"""configs/cluster.yaml: the topology loads strictly, and pins are kept only where a node advertises them."""
+"""configs/cluster.yaml: the topology loads strictly, and pins are kept only where a node advertises them; a driver that\njoins a cluster is refused in seconds where no cluster answers or where the cluster wants its token."""
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+from helpers import RAY, REPO, free_port
 
-from trajforge.cluster import advertised, load_cluster_settings
+from trajforge.cluster import advertised, check_reachable, load_cluster_settings
 from trajforge.errors import ConfigError
 
 
@@ -68,3 +78,118 @@ def test_trajforge_build_warns_before_its_tasks_wait(serve_url, tmp_path, capsys
 
 
 MANIFEST = {"build_id": "stub"}
+
+
+REFUSAL = "InvalidAuthToken: Authentication token is missing or incorrect"  # what a token-authenticated GCS answers
+
+
+@contextmanager
+def gcs_answering(refuse: bool) -> Iterator[str]:
+    """A gRPC server standing in for a cluster's GCS: every call is refused as token authentication refuses a driver
+    without the cluster's token (`refuse`), or answered with an empty reply. Yields its HOST:PORT."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    def answer(request: bytes, context: grpc.ServicerContext) -> bytes:
+        if refuse:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSAL)
+        return b""
+
+    class EveryMethod(grpc.GenericRpcHandler):
+        def service(self, handler_call_details):
+            return grpc.unary_unary_rpc_method_handler(answer)
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((EveryMethod(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(0)
+
+
+def test_a_cluster_that_refuses_this_drivers_token_is_named_before_ray_retries(monkeypatch):
+    """Ray retried such a cluster for 20 s and then said only that it failed to connect: the GCS's own refusal is asked
+    for once, so the command stops in seconds, saying what to export, or with RAY_AUTH_MODE=token that the token is wrong."""
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with gcs_answering(refuse=True) as address:
+        started = time.monotonic()
+        with pytest.raises(ConfigError) as refused:
+            check_reachable(address)
+        assert time.monotonic() - started < 5
+        assert str(refused.value) == (
+            f"the Ray cluster at --address {address} wants an authentication token ({REFUSAL}), which this driver sends only "
+            "with RAY_AUTH_MODE=token: `export RAY_AUTH_MODE=token` (the token is ~/.ray/auth_token on the head node, or "
+            "RAY_AUTH_TOKEN) and run the command again")
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        with pytest.raises(ConfigError, match=rf"the Ray cluster at RAY_ADDRESS={address} wants an authentication token"):
+            check_reachable("auto")
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")
+        with pytest.raises(ConfigError, match=rf"at RAY_ADDRESS={address} refuses this driver's authentication token") as wrong:
+            check_reachable(None)
+        assert "export RAY_AUTH_MODE" not in str(wrong.value) and "~/.ray/auth_token on its head node" in str(wrong.value)
+    monkeypatch.delenv("RAY_ADDRESS")
+    with gcs_answering(refuse=False) as address:
+        check_reachable(address)  # a cluster that takes this driver: nothing to say, ray.init joins it
+
+
+@pytest.mark.parametrize("command", [["queue", "status", "some-queue"], ["serve"]])
+def test_a_command_joining_a_cluster_that_wants_its_token_stops_in_seconds(command):
+    environ = {name: value for name, value in os.environ.items() if name not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    with gcs_answering(refuse=True) as address:
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "trajforge", *command, "--address", address], cwd=REPO, env=environ,
+                                capture_output=True, text=True, timeout=120)
+        elapsed = time.monotonic() - started
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"the Ray cluster at --address {address} wants an authentication token" in result.stderr
+    assert elapsed < 15  # Ray's own retries took 20 s before it said anything
+
+
+@pytest.fixture(scope="module")
+def token_cluster(tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """A Ray head started as this Ray starts clusters, with token authentication (its token given in RAY_AUTH_TOKEN,
+    so no ~/.ray/auth_token is written); killed as a process group, never with `ray stop`. Yields (HOST:PORT, token)."""
+    token = secrets.token_hex(32)
+    environ = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
+    environ.pop("RAY_ADDRESS", None)
+    temp_dir, port = Path(f"/tmp/rt{os.getpid()}"), free_port()  # short: Ray's socket paths are length-limited
+    command = [RAY, "start", "--head", "--block", "--num-cpus", "1", "--port", str(port), "--include-dashboard", "false",
+               "--ray-client-server-port", str(free_port()), "--temp-dir", str(temp_dir), "--disable-usage-stats"]
+    process = subprocess.Popen(command, env=environ, cwd=tmp_path_factory.mktemp("token-head"), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    address, deadline = f"127.0.0.1:{port}", time.monotonic() + 120
+    try:
+        while _probe(address, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}).returncode != 0:
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail("the token-authenticated Ray head did not come up in 120 s")
+            time.sleep(1)
+        yield address, token
+    finally:
+        subprocess.run(["pkill", "-9", "-s", str(process.pid)], check=False)
+        process.wait(timeout=30)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _probe(address: str, auth: dict[str, str]) -> subprocess.CompletedProcess:
+    """`check_reachable(address)` in a fresh driver whose only authentication settings are `auth`."""
+    environ = {name: value for name, value in os.environ.items() if not name.startswith(("RAY_AUTH_", "RAY_ADDRESS"))}
+    return subprocess.run([sys.executable, "-c", f"from trajforge.cluster import check_reachable; check_reachable({address!r})"],
+                          cwd=REPO, env={**environ, **auth}, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.slow
+def test_a_real_token_authenticated_cluster_is_told_apart_by_its_answer(token_cluster):
+    """What Ray's GCS answers: a driver without RAY_AUTH_MODE=token, or with another cluster's token, is refused at once;
+    one with the cluster's token passes."""
+    address, token = token_cluster
+    started = time.monotonic()
+    without = _probe(address, {})
+    assert without.returncode == 1 and f"the Ray cluster at --address {address} wants an authentication token" in without.stderr
+    assert time.monotonic() - started < 15
+    wrong = _probe(address, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)})
+    assert wrong.returncode == 1 and "refuses this driver's authentication token" in wrong.stderr
+    assert _probe(address, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}).returncode == 0

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 from serve_apps.ingest.settings import load_settings
 from trajforge.errors import ConfigError
@@ -182,3 +185,82 @@ def test_yaml_1_1_boolean_words_stay_text_and_still_set_a_boolean_field():
                                                   parse_assignment("learner.zero.offload_optimizer=Yes")])
     assert settings.run_name == "off" and settings.zero.offload_optimizer is True
     assert env_assignments({"TRAJFORGE__LEARNER__RUN_NAME": "ON"}) == [("learner.run_name", "ON")]
+
+
+class _Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    soft: int = 1
+    hard: int = 2
+
+    @model_validator(mode="after")
+    def _soft_within_hard(self) -> _Limits:
+        if self.soft > self.hard:
+            raise ValueError("soft must not exceed hard")
+        return self
+
+
+class _Demo(BaseModel):
+    """A section with both kinds of check across fields: a model's own (limits) and a field's that reads another (kill)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limits: _Limits = _Limits()
+    cap: int = 10
+    kill: int = 20
+    name: str = "demo"
+
+    @field_validator("kill")
+    @classmethod
+    def _kill_from_cap(cls, kill: int, info: ValidationInfo) -> int:
+        if kill < info.data.get("cap", 0):
+            raise ValueError(f"must be at least cap ({info.data['cap']})")
+        return kill
+
+
+def test_a_check_across_fields_names_the_overrides_that_took_part(tmp_path, monkeypatch):
+    """It was blamed on the file alone, though a --set or a variable of the other field made it fail."""
+    from trajforge.settings import load_section
+
+    for name in [name for name in os.environ if name.startswith("TRAJFORGE__DEMO__")]:
+        monkeypatch.delenv(name)
+    config = tmp_path / "demo.yaml"
+    config.write_text("demo:\n  cap: 10\n  kill: 20\n  limits: {soft: 1, hard: 2}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_section(_Demo, config, "demo", [("demo.cap", 50)])
+    assert f"demo.kill (from {config}) and demo.cap (set by --set demo.cap): Value error, must be at least cap (50)" in str(refused.value)
+    monkeypatch.setenv("TRAJFORGE__DEMO__LIMITS__SOFT", "5")
+    with pytest.raises(ConfigError) as refused:
+        load_section(_Demo, config, "demo", [("demo.kill", 5), ("demo.name", "other")])
+    message = str(refused.value)
+    assert f"demo.limits (from {config}) and demo.limits.soft (set by TRAJFORGE__DEMO__LIMITS__SOFT): Value error, soft must not exceed hard" in message
+    assert "demo.kill (set by --set demo.kill): Value error, must be at least cap (10)" in message  # its own override only
+    assert "demo.name" not in message  # an override that changes nothing of the error is not named
+    monkeypatch.delenv("TRAJFORGE__DEMO__LIMITS__SOFT")
+    monkeypatch.setenv("TRAJFORGE__DEMO__CAP", "30")
+    with pytest.raises(ConfigError, match=r"demo\.kill \(set by --set demo\.kill\) and demo\.cap \(set by TRAJFORGE__DEMO__CAP\): "
+                                          r"Value error, must be at least cap \(30\)"):
+        load_section(_Demo, config, "demo", [("demo.kill", 25)])
+
+
+def test_a_check_across_fields_of_a_file_alone_still_names_the_file(tmp_path, monkeypatch):
+    from trajforge.settings import load_section
+
+    monkeypatch.delenv("TRAJFORGE__DEMO__NAME", raising=False)
+    config = tmp_path / "demo.yaml"
+    config.write_text("demo:\n  cap: 30\n  kill: 20\n")
+    with pytest.raises(ConfigError) as refused:
+        load_section(_Demo, config, "demo", [("demo.name", "other")])
+    assert str(refused.value) == f"invalid configuration:\n  {config}: demo.kill: Value error, must be at least cap (30) (got 20)"
+
+
+def test_an_applications_check_across_fields_names_the_override_while_serve_builds_it(tmp_path):
+    from trajforge.settings.serve_file import load_app_args
+
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({"applications": [{"name": "demo", "route_prefix": "/", "import_path": "demo:app",
+                                                        "args": {"cap": 10, "kill": 20}}]}))
+    serve_file = load_serve_file(config, [parse_assignment("demo.cap=40")], environ={})
+    with serve_file.args_source(), pytest.raises(ConfigError) as refused:
+        load_app_args(_Demo, "demo", serve_file.app("demo").args, environ={})
+    assert f"demo.kill (from {config}) and demo.cap (set by --set demo.cap): Value error, must be at least cap (40)" in str(refused.value)

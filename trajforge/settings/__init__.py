@@ -2,11 +2,13 @@
 
 Every component has one YAML file under `configs/` and one pydantic model that rejects unknown keys.
 A bad value stops the start with a ConfigError naming the dotted field and where its value came from: the file, or
-the override that set it (an `Assignment`'s `origin`: the `--set`, the environment variable, the command's flag).
+the override that set it (an `Assignment`'s `origin`: the `--set`, the environment variable, the command's flag). A
+check across fields also names the overrides of the other fields it found wrong (`validate`).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -158,20 +160,29 @@ def origins(env: Iterable[tuple[str, Any]] = (), assignments: Iterable[tuple[str
     return found
 
 
-def validate(model: type[M], data: Mapping[str, Any], source: str, prefix: str = "", overrides: Mapping[str, str] | None = None) -> M:
+def validate(model: type[M], data: Mapping[str, Any], source: str, prefix: str = "", overrides: Mapping[str, str] | None = None,
+             file_data: Mapping[str, Any] | None = None) -> M:
     """Validate into `model`; the errors become a ConfigError naming the dotted field and where its value came from:
-    `source` (the file), or the last override that `overrides` (from `origins`) says set it or a mapping above it."""
+    `source` (the file), or the last override that `overrides` (from `origins`) says set it or a mapping above it. Given
+    `file_data` (the same data as read from the file, before the overrides), an error of a check across fields (a
+    validator that reads other fields) also names the overrides of those other fields (`_cross_field_overrides`)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
+        errors, overrides = exc.errors(include_url=False), overrides or {}
+        others = _cross_field_overrides(model, data, file_data, prefix, overrides, errors) if file_data is not None else {}
         lines = []
-        for error in exc.errors(include_url=False):
+        for index, error in enumerate(errors):
             field = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
-            origin = _last_override(field, overrides or {})
+            origin = _last_override(field, overrides)
             hint = "unknown key (check the spelling)" if error["type"] == "extra_forbidden" else error["msg"]
             if error["type"] != "extra_forbidden" and "input" in error and not isinstance(error["input"], dict):
                 hint += f" (got {error['input']!r})"
-            lines.append(f"{field} (set by {origin}): {hint}" if origin else f"{source}: {field}: {hint}")
+            if others.get(index):
+                named = " and ".join(f"{path} (set by {by})" for path, by in others[index])
+                lines.append(f"{field} ({f'set by {origin}' if origin else f'from {source}'}) and {named}: {hint}")
+            else:
+                lines.append(f"{field} (set by {origin}): {hint}" if origin else f"{source}: {field}: {hint}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 
@@ -181,10 +192,69 @@ def _last_override(field: str, overrides: Mapping[str, str]) -> str | None:
     return matching[-1] if matching else None
 
 
+def _cross_field_overrides(model: type[BaseModel], data: Mapping[str, Any], file_data: Mapping[str, Any], prefix: str,
+                           overrides: Mapping[str, str], errors: list[Any]) -> dict[int, list[tuple[str, str]]]:
+    """Error index -> (path, origin) of each override of another field of the error's model (its siblings, or for a
+    model's own check its fields) that the error depends on: with that one path put back as the file has it, the
+    errors at the field are not the same. A validator across fields does not say which fields it read; this finds the
+    overridden ones among them by trying. It does not find fields that came from the file (the file is named instead),
+    nor an override whose undoing leaves the error word for word as it was."""
+    if not overrides or not isinstance(data, Mapping):
+        return {}
+    skip = len(prefix.split(".")) if prefix else 0
+    relative = {path: tuple(path.split(".")[skip:]) for path in overrides}
+    original = _errors_by_field(model, data)
+    undone: dict[str, dict[tuple[str, ...], list[tuple[str, str]]] | None] = {}
+    found: dict[int, list[tuple[str, str]]] = {}
+    for index, error in enumerate(errors):
+        loc = tuple(str(part) for part in error["loc"])
+        scope = loc if isinstance(error.get("input"), dict) else loc[:-1]
+        for path, parts in relative.items():
+            if len(parts) <= len(scope) or parts[: len(scope)] != scope or loc[: len(parts)] == parts:
+                continue  # not another field of this model, or the field's own override (or one above it)
+            if path not in undone:
+                reverted = _put_back(data, file_data, parts)
+                undone[path] = None if reverted is None else _errors_by_field(model, reverted)
+            if undone[path] is not None and undone[path].get(loc) != original.get(loc):
+                found.setdefault(index, []).append((path, overrides[path]))
+    return found
+
+
+def _errors_by_field(model: type[BaseModel], data: Mapping[str, Any]) -> dict[tuple[str, ...], list[tuple[str, str]]]:
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        by_field: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+        for error in exc.errors(include_url=False):
+            by_field.setdefault(tuple(str(part) for part in error["loc"]), []).append((error["type"], error["msg"]))
+        return by_field
+    return {}
+
+
+def _put_back(data: Mapping[str, Any], file_data: Mapping[str, Any], parts: tuple[str, ...]) -> dict[str, Any] | None:
+    """A copy of `data` whose value at `parts` is the file's (left out where the file has none); None where `data`
+    has no mapping there to change."""
+    reverted = copy.deepcopy(dict(data))
+    node: Any = reverted
+    for part in parts[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return None
+    value: Any = file_data
+    for part in parts:
+        if not isinstance(value, Mapping) or part not in value:
+            node.pop(parts[-1], None)
+            return reverted
+        value = value[part]
+    node[parts[-1]] = copy.deepcopy(value)
+    return reverted
+
+
 def load_section(model: type[M], source: str | Path, section: str, assignments: Iterable[tuple[str, Any]] = ()) -> M:
     """One component's section of its YAML file, then `TRAJFORGE__<SECTION>__*` variables, then `assignments` (from
     `--set section.x=y`), validated into `model`."""
     data = read_yaml(source)
+    as_read = copy.deepcopy(data.get(section) or {})
     env, assignments = env_assignments(), list(assignments)
     apply_assignments(data, [*env, *assignments], roots=[section])
-    return validate(model, data.get(section) or {}, str(source), prefix=section, overrides=origins(env, assignments))
+    return validate(model, data.get(section) or {}, str(source), prefix=section, overrides=origins(env, assignments), file_data=as_read)

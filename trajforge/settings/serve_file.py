@@ -23,8 +23,9 @@ from trajforge.settings import apply_assignments, env_assignments, origins, read
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_SOURCE = "configs/serve.yaml"
-_ARGS_SOURCE: ContextVar[tuple[str, Mapping[str, str]] | None] = ContextVar("serve_args_source", default=None)
-"""While `trajforge serve` builds its applications (`args_source`): the file their args came from and what overrode them."""
+_ARGS_SOURCE: ContextVar[tuple[str, Mapping[str, str], Mapping[str, Any]] | None] = ContextVar("serve_args_source", default=None)
+"""While `trajforge serve` builds its applications (`args_source`): the file their args came from, what overrode them,
+and the flat view as the file has it (each application's args before the overrides)."""
 
 
 class HttpOptions(BaseModel):
@@ -67,11 +68,13 @@ class ServeFile(BaseModel):
     _source: str = PrivateAttr(default=DEFAULT_SOURCE)
     _overrides: dict[str, str] = PrivateAttr(default_factory=dict)
     """Each overridden flat-view path -> what set it (`origins`), so a builder's error blames the variable or flag."""
+    _as_read: dict[str, Any] = PrivateAttr(default_factory=dict)
+    """The flat view as the file has it, before the overrides: what a builder's check across fields compares with."""
 
     @contextmanager
     def args_source(self) -> Iterator[None]:
         """Within it, `load_app_args` names this file and the overrides that set an application's bad arg."""
-        token = _ARGS_SOURCE.set((self._source, dict(self._overrides)))
+        token = _ARGS_SOURCE.set((self._source, dict(self._overrides), self._as_read))
         try:
             yield
         finally:
@@ -118,7 +121,7 @@ def load_serve_file(
 ) -> ServeFile:
     """Read the file, apply `TRAJFORGE__...` variables then the `--set` assignments, validate."""
     view, applications = _flat_view(read_yaml(path))
-    roots = _roots(view)
+    roots, as_read = _roots(view), copy.deepcopy(view)
     env, assignments = env_assignments(environ), list(assignments)
     apply_assignments(view, env, roots)
     apply_assignments(view, assignments, roots)
@@ -126,7 +129,7 @@ def load_serve_file(
     merged["applications"] = applications
     overrides = origins(env, assignments)
     serve_file = validate(ServeFile, merged, str(path), overrides=overrides)
-    serve_file._source, serve_file._overrides = str(path), overrides
+    serve_file._source, serve_file._overrides, serve_file._as_read = str(path), overrides, as_read
     return serve_file
 
 
@@ -135,5 +138,6 @@ def load_app_args(model: type[M], app_name: str, args: Mapping[str, Any], enviro
     the override that set the value, else the Serve config (the file `trajforge serve` read, within `args_source`)."""
     wrapped, env = {app_name: dict(args)}, env_assignments(environ)
     apply_assignments(wrapped, env, roots=[app_name])
-    source, overrides = _ARGS_SOURCE.get() or (DEFAULT_SOURCE, {})
-    return validate(model, wrapped[app_name], source, prefix=app_name, overrides={**overrides, **origins(env)})
+    source, overrides, as_read = _ARGS_SOURCE.get() or (DEFAULT_SOURCE, {}, {app_name: args})
+    return validate(model, wrapped[app_name], source, prefix=app_name, overrides={**overrides, **origins(env)},
+                    file_data=as_read.get(app_name) or {})

@@ -156,7 +156,7 @@ def run(settings: TeacherSettings, progress: bool = True, sandbox: SandboxSettin
     from tqdm import tqdm
 
     from actors.run import run_loop
-    from pipelines.teacher_worker import TeacherWorker
+    from pipelines.teacher_worker import start_teacher_workers
     from sandbox.settings import absolute_sandbox_settings
     from trajforge.cluster import warn_if_cpus_taken
 
@@ -173,8 +173,7 @@ def run(settings: TeacherSettings, progress: bool = True, sandbox: SandboxSettin
     summaries: list[dict[str, Any]] = []
     if todo:
         warn_if_cpus_taken(settings.cpus_per_worker, "teacher.cpus_per_worker", "the teacher workers")
-        worker = ray.remote(TeacherWorker).options(num_cpus=settings.cpus_per_worker, max_restarts=2, max_task_retries=2, max_concurrency=2)
-        workers = [worker.remote(settings, index, run_id, sandbox) for index in range(settings.workers)]
+        workers = start_teacher_workers(settings, run_id, sandbox)
         with tqdm(total=len(todo), desc="teacher tasks", unit="task", disable=not progress) as bar:
             summaries = run_loop(workers, todo, progress=bar, concurrency_per_actor=2)
         stats = [ray.get(w.stats.remote()) for w in workers]

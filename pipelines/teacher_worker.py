@@ -9,12 +9,16 @@ our own front) through the generation interface, under a shared request rate.
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 import time
 from typing import Any
 
 from actors.engines.types import Completion
+
+STUCK_MARGIN = 2.0
+"""A teacher call counts as stuck once it has run this many times as long as its timeouts and backoffs allow."""
 
 
 class RateLimiter:
@@ -83,6 +87,10 @@ class TeacherWorker:
         self.trajectories = TrajectoryWriter(settings.lake / "raw" / "trajectories", f"teacher{index}")
         self.templates = load_prompts(settings.prompts)
         self.counters: dict[str, int] = {"parse_failures": 0, "sandbox_failures": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self.started_at = time.time()
+        self.requests = self.errors = 0
+        self._in_flight: dict[object, float] = {}  # teacher calls running now: since when (monotonic)
+        self._in_flight_lock = threading.Lock()
         self.engine = None
         if settings.kind == "openai":
             from actors.engines.openai_engine import OpenAIEngine
@@ -98,11 +106,51 @@ class TeacherWorker:
 
     def timed_generate(self, requests):
         self.limiter.acquire()
-        done = self.engine.generate(requests)
+        call = object()
+        with self._in_flight_lock:
+            self._in_flight[call] = time.monotonic()
+        try:
+            done = self.engine.generate(requests)
+        finally:
+            with self._in_flight_lock:
+                del self._in_flight[call]
         for completion in done:
             self.counters["prompt_tokens"] += completion.prompt_tokens
             self.counters["completion_tokens"] += completion.completion_tokens
+        self.requests += len(done)
+        self.errors += sum(completion.finish_reason == "error" for completion in done)
         return done
+
+    def ready(self) -> dict[str, Any]:
+        """Returns once the constructor is done; the health dict (what the supervisor waits for after a restart)."""
+        return self.health()
+
+    def health(self) -> dict[str, Any]:
+        """GenerationActor.health's shape, for the supervisor (actors/supervisor.py) that `run_loop` starts: `ok` is False
+        while a teacher call has outlived `call_budget_s` (`stuck_s`: by how long), and the supervisor then restarts
+        the worker so that Ray re-runs its tasks. Call it in the `control` concurrency group (`start_teacher_workers`
+        makes it) so that a worker busy with its tasks still answers."""
+        stuck_s = self._stuck_seconds()
+        return {"ok": stuck_s is None, "index": self.index, "pid": os.getpid(), "engine": self.engine.name if self.engine else "oracle",
+                "model": self.teacher, "uptime_s": round(time.time() - self.started_at, 1), "requests": self.requests,
+                "errors": self.errors, "generated_tokens": self.counters["completion_tokens"], "stuck_s": round(stuck_s or 0.0, 1),
+                **self.counters}
+
+    def call_budget_s(self) -> float:
+        """How long one teacher call may run before it counts as stuck: STUCK_MARGIN times what its attempts' timeouts
+        and the backoffs between them add up to (an endpoint that sends a byte now and then never trips the timeout
+        of a read). It does not allow for an endpoint's `Retry-After` waits: a worker that honours ones longer than
+        the margin is restarted."""
+        attempts = self.settings.max_retries + 1
+        backoffs = 1.5 * self.settings.backoff_s * (2 ** self.settings.max_retries - 1)  # the engine's jitter is up to 1.5x
+        return STUCK_MARGIN * (attempts * self.settings.timeout_s + backoffs)
+
+    def _stuck_seconds(self) -> float | None:
+        """How long the oldest teacher call has run past `call_budget_s`; None when none has."""
+        with self._in_flight_lock:
+            oldest = min(self._in_flight.values(), default=None)
+        over = None if oldest is None else time.monotonic() - oldest - self.call_budget_s()
+        return over if over is not None and over > 0 else None
 
     def propose(self, messages, options, seed, task) -> tuple[Completion, Completion | None]:
         if self.engine is not None:
@@ -111,6 +159,7 @@ class TeacherWorker:
             return generate_step(self, messages, options, seed)
         step = seed - options.seed
         action_part, state_part, mistake = oracle_answer(task, step, self.settings.mistake_rate, self.settings.seed)
+        self.requests += 2
         return (Completion(text=action_part, model="oracle", engine="oracle", error=None),
                 Completion(text=state_part, model="oracle", engine="oracle"))
 
@@ -122,3 +171,16 @@ class TeacherWorker:
 
     def stats(self) -> dict[str, int]:
         return dict(self.counters)
+
+
+def start_teacher_workers(settings: Any, run_id: str, sandbox: Any = None) -> list:
+    """The run's `settings.workers` TeacherWorker actors (`cpus_per_worker` each, two tasks at once), restarted by Ray
+    with their tasks re-run, and with the `control` concurrency group where `ready` and `health` answer while both
+    task slots are busy (as GenerationActors have it, so `run_loop`'s supervisor watches them the same way)."""
+    import ray
+
+    from actors.actor import CONTROL_GROUP
+
+    worker = ray.remote(concurrency_groups={CONTROL_GROUP: 1})(TeacherWorker).options(
+        num_cpus=settings.cpus_per_worker, max_restarts=2, max_task_retries=2, max_concurrency=2)
+    return [worker.remote(settings, index, run_id, sandbox) for index in range(settings.workers)]

@@ -1,0 +1,111 @@
+"""Teacher workers answer the supervisor's health checks as GenerationActors do, on the session's Ray."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from pipelines.synth_templates import candidates
+from pipelines.teacher_srl import load_teacher_settings
+
+# GenerationActor.health()'s keys (actors/actor.py), which the supervisor and its reports read
+HEALTH_KEYS = {"ok", "index", "pid", "engine", "model", "uptime_s", "requests", "errors", "generated_tokens", "stuck_s",
+               "parse_failures", "sandbox_failures"}
+
+
+def teacher_settings(tmp_path, **overrides):
+    assignments = [("teacher.lake", str(tmp_path / "lake")), ("teacher.reports", str(tmp_path / "reports")), ("teacher.workers", 1),
+                   ("teacher.cpus_per_worker", 0.05), ("teacher.max_steps", 1), ("teacher.mistake_rate", 0.0)]
+    return load_teacher_settings(assignments=assignments + [(f"teacher.{key}", value) for key, value in overrides.items()])
+
+
+def one_round(worker) -> dict:
+    """The supervisor's first report on `worker`."""
+    from actors.supervisor import supervise
+
+    reports, stop = [], threading.Event()
+    supervise([worker], interval_s=0.1, timeout_s=30, stop=stop, on_report=lambda report: (reports.append(report), stop.set()))
+    return reports[0][0]
+
+
+def test_an_oracle_worker_reports_its_health_to_the_supervisor(serve_url, tmp_path):
+    import ray
+
+    from actors.actor import CONTROL_GROUP
+    from pipelines.teacher_worker import start_teacher_workers
+
+    (worker,) = start_teacher_workers(teacher_settings(tmp_path), "run-health")
+    try:
+        ready = ray.get(worker.ready.options(concurrency_group=CONTROL_GROUP).remote(), timeout=120)
+        assert set(ready) == HEALTH_KEYS | {"prompt_tokens", "completion_tokens"}
+        assert (ready["ok"], ready["engine"], ready["model"], ready["requests"], ready["stuck_s"]) == (True, "oracle", "oracle", 0, 0.0)
+        summary = ray.get(worker.run_task.remote(candidates()[0]), timeout=120)
+        report = one_round(worker)
+        assert summary["verified"] and (report["healthy"], report["status"]) == (True, "ok")
+        assert report["health"]["requests"] == 2 * summary["steps"] and report["health"]["pid"] == ready["pid"]
+    finally:
+        ray.kill(worker, no_restart=True)
+
+
+class TricklingServer:
+    """An HTTP endpoint that sends one byte of its answer every 0.1 s: never silent long enough for a read timeout."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stopped = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(connection,), daemon=True).start()
+
+    def _trickle(self, connection: socket.socket) -> None:
+        with connection:
+            connection.recv(65536)
+            try:
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+                while not self.stopped.wait(0.1):
+                    connection.sendall(b" ")
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.sock.close()
+
+
+@pytest.fixture
+def trickling_endpoint():
+    server = TricklingServer()
+    yield server.url
+    server.close()
+
+
+def test_a_worker_whose_teacher_call_outlives_its_timeouts_says_it_is_stuck_while_busy(serve_url, tmp_path, trickling_endpoint):
+    import ray
+
+    from actors.actor import CONTROL_GROUP
+    from pipelines.teacher_worker import start_teacher_workers
+
+    settings = teacher_settings(tmp_path, kind="openai", model="teacher", base_url=trickling_endpoint, timeout_s=0.5, max_retries=0,
+                                backoff_s=0.0)
+    (worker,) = start_teacher_workers(settings, "run-stuck")
+    try:
+        ray.get(worker.ready.options(concurrency_group=CONTROL_GROUP).remote(), timeout=120)
+        tasks = [worker.run_task.remote(task) for task in candidates()[:2]]  # both task slots held by calls that never end
+        deadline, health = time.monotonic() + 60, {}
+        while time.monotonic() < deadline and health.get("stuck_s", 0) < 0.5:
+            health = ray.get(worker.health.options(concurrency_group=CONTROL_GROUP).remote(), timeout=30)
+            time.sleep(0.2)
+        assert health["ok"] is False and health["stuck_s"] >= 0.5 and health["engine"] == "openai" and health["model"] == "teacher"
+        assert ray.wait(tasks, timeout=0)[0] == []
+    finally:
+        ray.kill(worker, no_restart=True)

@@ -22,6 +22,18 @@ class HTTPError(Exception):
         self.headers = headers or {}
 
 
+def app_path(request: Request) -> str:
+    """The request's path below the application's route prefix, without a trailing slash ("/" for the prefix itself).
+
+    Serve hands an application every path under its prefix (`/v1/embed/anything` to the app at `/v1/embed`) and
+    names the prefix in `root_path`, so an app that answers only its own routes must compare this path, not a suffix."""
+    path = request.scope["path"]
+    root = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    return path.rstrip("/") or "/"
+
+
 def lone_surrogate(value: Any) -> str | None:
     """The first lone UTF-16 surrogate anywhere in a parsed JSON value (JSON can carry one as an escape, but it is
     not text: no tokenizer or UTF-8 writer takes it), as an escape; None when there is none."""

@@ -23,6 +23,10 @@ class EmbedDeployment:
         """For the OpenAI front's `/v1/embeddings`: (status, JSON body, headers) of a request body."""
         return await self.service.answer_body(body)
 
+    def status(self) -> dict[str, Any]:
+        """For the fronts' `/v1/models`: whether the model is ready, or why it failed to load (`GET /v1/embed`'s body)."""
+        return self.service.status()
+
 
 def build(settings: EmbedSettings):
     from ray import serve

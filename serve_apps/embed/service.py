@@ -26,7 +26,7 @@ from starlette.responses import Response
 from serve_apps.embed.coalesce import Coalescer
 from serve_apps.embed.metrics import EmbedMetrics
 from serve_apps.embed.settings import EmbedSettings
-from serve_apps.http import CORS, AddressResolver, HTTPError, json_response, lone_surrogate, read_body
+from serve_apps.http import CORS, AddressResolver, HTTPError, app_path, json_response, lone_surrogate, read_body
 from serve_apps.ratelimit import AddressLimiter
 from trajforge.constants import EMBEDDING_DIM, EMBEDDING_MODEL_NAME
 from trajforge.embedding import Embedder, truncate
@@ -87,6 +87,10 @@ class EmbedService:
 
     async def __call__(self, request: Request) -> Response:
         try:
+            if app_path(request) != "/":  # Serve sends every path under the route prefix here
+                route = request.scope.get("root_path") or "/"
+                raise HTTPError(404, "not_found", f"no route {request.url.path}: this application answers {route} alone "
+                                                  "(POST to embed, GET or HEAD for its status)")
             if request.method == "OPTIONS":
                 return Response(status_code=204, headers=CORS)
             if request.method in ("GET", "HEAD"):  # HEAD: the same answer, its body left out by the HTTP server

@@ -9,11 +9,11 @@ from serve_apps.request_metrics import RequestMetrics
 
 
 def endpoint(path: str) -> str:
-    """The `endpoint` tag of a request path: chat_completions, completions, embeddings, models, or other."""
-    if "/v1/models" in path:
+    """The `endpoint` tag of a path below the front's route prefix: chat_completions, completions, embeddings, models, or other."""
+    if path == "/v1/models" or path.startswith("/v1/models/"):
         return "models"
     for name in ("chat/completions", "completions", "embeddings"):
-        if path.endswith(f"/v1/{name}"):
+        if path == f"/v1/{name}":
             return name.replace("/", "_")
     return "other"
 

@@ -31,7 +31,7 @@ from serve_apps.generate import openai_api
 from serve_apps.generate.metrics import GenerateMetrics, endpoint
 from serve_apps.generate.settings import GenerateSettings
 from serve_apps.generate.streaming import DONE, event, server_sent_events
-from serve_apps.http import CORS, HTTPError, json_response, openai_error, read_body
+from serve_apps.http import CORS, HTTPError, app_path, json_response, openai_error, read_body
 from trajforge.constants import EMBEDDING_MODEL_NAME
 
 
@@ -154,10 +154,10 @@ class GenerateService:
 
     async def __call__(self, request: Request) -> Response:
         try:
-            path = request.url.path.rstrip("/")
+            path = app_path(request)
             if request.method == "OPTIONS":
                 return Response(status_code=204, headers=CORS)
-            if path.endswith("/health"):
+            if path == "/health":
                 return json_response(200, {"ok": True, **self.engine.health(), **self.metrics.counts})
             with self.metrics.request(endpoint=endpoint(path)):
                 return await self._route(request, path)
@@ -165,23 +165,23 @@ class GenerateService:
             return openai_error(exc)
 
     async def _route(self, request: Request, path: str) -> Response:
-        if "/v1/models" in path:
+        if path == "/v1/models" or path.startswith("/v1/models/"):
             if request.method not in ("GET", "HEAD"):
-                raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {path}; use GET", headers={"Allow": "GET"})
-            return self.models(path.split("/v1/models", 1)[1].strip("/"))
-        route = next((name for name in POST_ROUTES if path.endswith(name)), None)
-        if route is None:
-            raise HTTPError(404, "not_found", f"no route {path}: use /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models or /health")
+                raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}; use GET", headers={"Allow": "GET"})
+            return await self.models(path[len("/v1/models/"):])
+        if path not in POST_ROUTES:
+            raise HTTPError(404, "not_found", f"no route {request.url.path}: use /v1/chat/completions, /v1/completions, /v1/embeddings, "
+                                              "/v1/models or /health")
         if request.method != "POST":
-            raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {path}; use POST", headers={"Allow": "POST"})
-        if route == "/v1/embeddings":
+            raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}; use POST", headers={"Allow": "POST"})
+        if path == "/v1/embeddings":
             return await self.embeddings(request)
-        return await self.complete(request, chat=route == "/v1/chat/completions")
+        return await self.complete(request, chat=path == "/v1/chat/completions")
 
-    def models(self, model_id: str) -> Response:
-        """`GET /v1/models` lists the served model, then the embedding model where `/v1/embeddings` is on;
-        `GET /v1/models/{id}` describes one."""
-        names = [self.model_name] + ([EMBEDDING_MODEL_NAME] if self.settings.embed_app else [])
+    async def models(self, model_id: str) -> Response:
+        """`GET /v1/models` lists the served model, then the embedding model where `/v1/embeddings` answers (the embed
+        application is deployed and its model did not fail to load); `GET /v1/models/{id}` describes one."""
+        names = [self.model_name] + ([EMBEDDING_MODEL_NAME] if await self.embed.serves_embeddings() else [])
         cards = {name: {"id": name, "object": "model", "created": self.created, "owned_by": "trajforge"} for name in names}
         if not model_id:
             return json_response(200, {"object": "list", "data": list(cards.values())})

@@ -92,3 +92,13 @@ def test_a_client_that_goes_away_stops_an_unstreamed_generation(front_url):
     assert time.monotonic() - started < 10  # not queued behind 8,000 tokens
     generated = httpx.get(front_url + "/health", timeout=30).json()["completion_tokens"] - before.get("completion_tokens", 0)
     assert generated < 4000
+
+
+@pytest.mark.parametrize("method,path", [("POST", "/v1/chat/completions/extra"), ("POST", "/anything/v1/chat/completions"),
+                                         ("POST", "/x/v1/completions"), ("GET", "/anything/health"), ("GET", "/x/v1/models"),
+                                         ("POST", "/v1/embeddings/extra")])
+def test_a_path_that_only_ends_or_starts_like_a_route_is_404_naming_the_routes(front_url, method, path):
+    response = httpx.request(method, front_url + path, json=CHAT, timeout=30)
+    error = response.json()["error"]
+    assert response.status_code == 404 and error["code"] == "not_found" and error["type"] == "invalid_request_error"
+    assert "/generate-test" + path in error["message"] and "/v1/chat/completions, /v1/completions" in error["message"]

@@ -142,11 +142,15 @@ class GenerationActor:
         return generate_step(self, messages, options, seed)
 
     def run_task(self, task: dict[str, Any]) -> dict[str, Any]:
-        """The actor loop for one task (actors/loop.py); a summary, never an exception."""
+        """The actor loop for one task (actors/loop.py); a summary, never an exception. Each call is a run of its own
+        (a new `run_id` in its step records): a run Ray re-runs on a restarted actor leaves the steps the dead one
+        wrote apart, as an unfinished run, instead of mixing them into the new run's trajectory."""
+        import uuid
+
         from actors.loop import LoopOptions, run_task
 
         options = LoopOptions(**self.settings.loop.model_dump(exclude={"task_timeout_s"}))
-        return run_task(self, task, options)
+        return run_task(self, task, options, run_id=uuid.uuid4().hex[:12])
 
     def generate_stream(self, request: dict[str, Any], stream_id: str):
         """One request streamed (call with `num_returns="streaming"`): `{"text": piece}` as text becomes final, then

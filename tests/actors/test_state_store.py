@@ -121,3 +121,21 @@ def test_dump_cli_with_bad_actors_settings_says_so_in_one_message(tmp_path):
     run = _state_cli("dump", "task-1", env={"TRAJFORGE__ACTORS__COUNT": "many"})
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
     assert "actors.count (set by TRAJFORGE__ACTORS__COUNT)" in run.stderr and "pass --db" in run.stderr
+
+
+def test_dump_cli_answers_a_missing_database_no_arguments_and_help_clearly(tmp_path):
+    missing = tmp_path / "lake" / "state" / "states.db"
+    for verb in (["dump", "task-1"], ["list"]):
+        run = _state_cli(*verb, "--db", str(missing))
+        assert (run.returncode, run.stdout, run.stderr) == (2, "", f"no state database at {missing} (pass --db)\n")
+    by_settings = _state_cli("dump", "task-1", env={"TRAJFORGE__ACTORS__LAKE": str(tmp_path / "lake")})
+    assert by_settings.returncode == 2 and by_settings.stderr == f"no state database at {missing} (pass --db)\n"
+    assert not (tmp_path / "lake").exists()  # looking made nothing
+    bare = _state_cli()
+    assert bare.returncode == 2 and bare.stdout == "" and "usage: python -m actors.state" in bare.stderr
+    assert "the following arguments are required: {dump,list}" in bare.stderr
+    no_task = _state_cli("dump", "--db", str(missing))
+    assert no_task.returncode == 2 and "the following arguments are required: task_id" in no_task.stderr
+    helped = _state_cli("--help")
+    assert helped.returncode == 0 and helped.stderr == ""
+    assert "python -m actors.state dump <task_id>" in helped.stdout and "Exit status: 0 printed; 1 no state for that task" in helped.stdout

@@ -4,7 +4,7 @@
 each prompt), accepting what OpenAI clients send: prompts as text or token ids, content as a list of text
 parts, the `developer` role, `stop` as a string or a list, vLLM's `add_generation_prompt` and
 `include_stop_str_in_output`, `response_format` `json_object` or `json_schema`,
-`max_completion_tokens`, `stream_options.include_usage`. `answer` and the `*_chunk` functions build
+`max_completion_tokens`, `stream_options.include_usage`, completions' `echo`. `answer` and the `*_chunk` functions build
 the replies, with the sampled tokens' log-probabilities (as `token_id:N` when the client asks with
 vLLM's `return_tokens_as_token_ids`) so a client can recover exactly what was sampled, and the
 likeliest alternatives per token when asked (`top_logprobs`, or completions' `logprobs: N`).
@@ -48,7 +48,10 @@ class Parsed:
     logprobs: bool = False
     """The client asked for log-probabilities (`logprobs: true` in chat, a number in completions)."""
     hide_logprobs: bool = False
-    """The client said `logprobs: false`: choices carry `logprobs: null` (left out, they carry them, to keep token ids)."""
+    """The client said `logprobs: false`, or asked for `echo`: choices carry `logprobs: null` (left out, they carry them,
+    to keep token ids)."""
+    echo: bool = False
+    """Completions' `echo`: each choice's text starts with its prompt."""
     n: int = 1
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
     created: int = field(default_factory=lambda: int(time.time()))
@@ -178,7 +181,7 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
                   include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
                   token_ids=bool(body.get("return_tokens_as_token_ids")), n=n,
                   logprobs=body.get("logprobs") is not None and body.get("logprobs") is not False,
-                  hide_logprobs=body.get("logprobs") is False)
+                  hide_logprobs=body.get("logprobs") is False or body.get("echo") is True, echo=not chat and body.get("echo") is True)
 
 
 def _top_logprobs(body: dict[str, Any], chat: bool) -> int:
@@ -199,6 +202,15 @@ def _top_logprobs(body: dict[str, Any], chat: bool) -> int:
     if not isinstance(asked, int) or not 0 <= asked <= 5:
         raise invalid('"logprobs" must be an integer from 0 to 5', "logprobs")
     return asked
+
+
+def echoed(parsed: Parsed, index: int, tokenizer: Any) -> str:
+    """What `echo` puts before choice `index`'s text: its prompt, token ids decoded with the model's tokenizer (the
+    front checks it has one before it generates)."""
+    if not parsed.echo:
+        return ""
+    request = parsed.requests[index]
+    return request.prompt if request.prompt is not None else tokenizer.decode(request.prompt_token_ids)
 
 
 def _token_name(token: int, tokenizer: Any, as_ids: bool) -> str:
@@ -249,7 +261,7 @@ def answer(parsed: Parsed, completions: list[Completion], model: str, tokenizer:
         if parsed.chat:
             choice["message"] = {"role": "assistant", "content": completion.text}
         else:
-            choice["text"] = completion.text
+            choice["text"] = echoed(parsed, index, tokenizer) + completion.text
         choices.append(choice)
     return {**_envelope(parsed, model, chunk=False), "choices": choices, "usage": usage(parsed, completions)}
 
@@ -273,7 +285,8 @@ def delta_chunk(parsed: Parsed, model: str, index: int, text: str, *, first: boo
     choice["finish_reason"] = finish_reason
     if ended is not None:
         choice.update(stop_reason(ended))
-    return {**_envelope(parsed, model, chunk=True), "choices": [choice]}
+    # with include_usage, OpenAI's chunks all carry `usage`: null, but for the last, which has it
+    return {**_envelope(parsed, model, chunk=True), "choices": [choice], **({"usage": None} if parsed.include_usage else {})}
 
 
 def token_chunks(parsed: Parsed, model: str, index: int, completion: Completion, tokenizer: Any) -> list[dict[str, Any]]:
@@ -286,7 +299,9 @@ def token_chunks(parsed: Parsed, model: str, index: int, completion: Completion,
     entries = logprobs["content"] if parsed.chat else [
         {"tokens": [token], "token_logprobs": [value], "top_logprobs": None if logprobs["top_logprobs"] is None else [logprobs["top_logprobs"][i]],
          "text_offset": [logprobs["text_offset"][i]]} for i, (token, value) in enumerate(zip(logprobs["tokens"], logprobs["token_logprobs"]))]
-    events, sent = [delta_chunk(parsed, model, index, "", first=True)] if parsed.chat else [], 0
+    events = [delta_chunk(parsed, model, index, "", first=True)] if parsed.chat else \
+        [delta_chunk(parsed, model, index, echoed(parsed, index, tokenizer))] if parsed.echo else []
+    sent = 0
     live = LiveText(tokenizer, []) if tokenizer is not None else None
     for position, entry in enumerate(entries):
         if live is not None:

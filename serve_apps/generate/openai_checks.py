@@ -1,10 +1,12 @@
 """What the OpenAI-compatible front refuses before it parses a request, each a 400 in OpenAI's shape naming the `param`.
 
-Refused: what the server would otherwise silently not do (forcing a tool call, `echo`, `best_of`, `suffix`), values
-OpenAI itself refuses (penalties or `logit_bias` out of range, malformed `tools`, `tool_choice` without tools,
-`stream_options` without `stream`, a seed past 64 bits), and text that is not text (a lone UTF-16 surrogate, which
-JSON can carry but no tokenizer can encode). Accepted and ignored, because the answer keeps its meaning: `tools` with
-`tool_choice` auto or none (the model may answer in text), `user`. Penalties, `logit_bias`, and vLLM's `top_k`,
+Refused: what the server would otherwise silently not do (forcing a tool or function call, `echo` with `logprobs` or on
+chat, audio output, `best_of`, `suffix`), values OpenAI itself refuses (penalties or `logit_bias` out of range,
+malformed `tools`, `tool_choice` without tools, `stream_options` without `stream`, a number where a boolean belongs, a
+seed past 64 bits), and text that is not text (a lone UTF-16 surrogate, which JSON can carry but no tokenizer can
+encode). Accepted and ignored, because the answer keeps its meaning: `tools` with
+`tool_choice` auto or none (the model may answer in text), `functions`, `user`, `store`, `metadata`, `service_tier`,
+`prediction`, `parallel_tool_calls`, `reasoning_effort`. Penalties, `logit_bias`, and vLLM's `top_k`,
 `min_p` and `repetition_penalty` are applied by the engines.
 """
 
@@ -26,8 +28,10 @@ def invalid(message: str, param: str | None = None, code: str = "invalid_request
 def check_body(body: dict[str, Any], chat: bool) -> None:
     _check_text(body)
     _check_tools(body)
-    if body.get("echo"):
-        raise invalid('"echo" is not supported by this server', "echo")
+    _check_text_output(body)
+    _check_echo(body, chat)
+    if chat and not _flag(body.get("logprobs")):
+        raise invalid('"logprobs" must be true or false here (the number of alternatives per token is "top_logprobs")', "logprobs")
     if body.get("best_of") not in (None, 1):
         raise invalid('"best_of" is not supported by this server; ask for "n" choices instead', "best_of")
     if not chat and body.get("suffix") not in (None, ""):
@@ -40,6 +44,9 @@ def check_body(body: dict[str, Any], chat: bool) -> None:
         raise invalid('"stream" must be true or false', "stream")
     if body.get("stream_options") is not None and body.get("stream") is not True:
         raise invalid('"stream_options" is only allowed when "stream" is true', "stream_options")
+    options = body.get("stream_options")
+    if options is not None and (not isinstance(options, dict) or not _flag(options.get("include_usage"))):
+        raise invalid('"stream_options" must be an object whose "include_usage" is true or false', "stream_options")
     for name in ("continue_final_message", "add_generation_prompt", "return_tokens_as_token_ids", "include_stop_str_in_output"):
         if body.get(name) not in (None, True, False):
             raise invalid(f'"{name}" must be true or false', name)
@@ -65,6 +72,35 @@ def _check_tools(body: dict[str, Any]) -> None:
         raise invalid('"tool_choice" must be "auto" or "none" here: this server does not force tool calls', "tool_choice")
     if choice == "auto" and not tools:
         raise invalid('"tool_choice" is only allowed when "tools" are given', "tool_choice")
+    if body.get("function_call") not in (None, "auto", "none"):  # the deprecated form of tool_choice
+        raise invalid('"function_call" must be "auto" or "none" here: this server does not force function calls', "function_call")
+
+
+def _check_echo(body: dict[str, Any], chat: bool) -> None:
+    """Completions' `echo` (the prompt before each choice's text), without `logprobs`: those of the prompt's tokens are
+    not computed here. Prompts given as token ids are echoed as text where the front has the model's tokenizer."""
+    echo = body.get("echo")
+    if not _flag(echo):
+        raise invalid('"echo" must be true or false', "echo")
+    if echo and chat:
+        raise invalid('"echo" is not supported on chat completions', "echo")
+    if echo and body.get("logprobs") is not None and body.get("logprobs") is not False:
+        raise invalid('"echo" with "logprobs" needs the log-probabilities of the prompt\'s tokens, which this server does not '
+                      "compute: ask for one of them", "echo")
+
+
+def _check_text_output(body: dict[str, Any]) -> None:
+    """Audio answers (`modalities` with "audio", `audio`): the models here answer in text only."""
+    modalities = body.get("modalities")
+    if modalities is not None and (not isinstance(modalities, list) or any(kind != "text" for kind in modalities)):
+        raise invalid('"modalities" may only be ["text"] here: this server answers in text', "modalities")
+    if body.get("audio") is not None:
+        raise invalid('"audio" output is not supported by this server: it answers in text', "audio")
+
+
+def _flag(value: Any) -> bool:
+    """Absent, or a JSON boolean (not 0 or 1, which compare equal to them in Python)."""
+    return value is None or isinstance(value, bool)
 
 
 def _check_logit_bias(bias: Any) -> None:

@@ -197,6 +197,10 @@ class GenerateService:
         body = _load_json(await read_body(request, self.settings.max_body_bytes))
         parsed = openai_api.parse(body, chat, model_name=self.model_name, max_tokens_limit=self.settings.max_tokens_limit,
                                   max_choices=self.settings.max_choices)
+        tokenizer = getattr(self.engine, "tokenizer", None)
+        if parsed.echo and tokenizer is None and any(choice.prompt is None for choice in parsed.requests):
+            raise HTTPError(400, "invalid_request_error", '"echo" of a prompt given as token ids needs the model\'s tokenizer, '
+                                                          "which this front does not have: send the prompt as text", param="echo")
         self.metrics.add("requests")
         if parsed.stream and len(parsed.requests) == 1 and not parsed.logprobs and hasattr(self.engine, "stream_text" if self.uses_actors else "generate_streaming"):
             return await self.live(parsed)
@@ -212,7 +216,6 @@ class GenerateService:
         failed = next((completion for completion in completions if completion.finish_reason == "error"), None)
         if failed is not None:
             raise _failure(failed)
-        tokenizer = getattr(self.engine, "tokenizer", None)
         if not parsed.stream:
             return json_response(200, openai_api.answer(parsed, completions, self.model_name, tokenizer))
         events = [event for index, completion in enumerate(completions)
@@ -270,6 +273,8 @@ class GenerateService:
         try:
             if parsed.chat:
                 yield event(openai_api.delta_chunk(parsed, model, 0, "", first=True))
+            elif parsed.echo:
+                yield event(openai_api.delta_chunk(parsed, model, 0, openai_api.echoed(parsed, 0, getattr(self.engine, "tokenizer", None))))
             item = first
             while not isinstance(item, Completion):
                 sent += item

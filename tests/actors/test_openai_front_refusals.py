@@ -26,6 +26,15 @@ def post(front_url: str, path: str, body: dict | None = None, content: bytes | N
     ("/v1/chat/completions", {**CHAT, "tools": [{"type": "function"}]}, "tools", "must be a list"),
     ("/v1/chat/completions", {**CHAT, "tool_choice": "auto"}, "tool_choice", 'only allowed when "tools"'),
     ("/v1/chat/completions", {**CHAT, "continue_final_message": "yes"}, "continue_final_message", "true or false"),
+    ("/v1/completions", {**PROMPT, "echo": True, "logprobs": 0}, "echo", "log-probabilities of the prompt's tokens"),
+    ("/v1/completions", {**PROMPT, "echo": 1}, "echo", "true or false"),
+    ("/v1/chat/completions", {**CHAT, "echo": True}, "echo", "not supported on chat"),
+    ("/v1/chat/completions", {**CHAT, "logprobs": 3}, "logprobs", "true or false"),
+    ("/v1/chat/completions", {**CHAT, "stream": True, "stream_options": {"include_usage": "yes"}}, "stream_options", "true or false"),
+    ("/v1/chat/completions", {**CHAT, "stream": True, "stream_options": ["include_usage"]}, "stream_options", "must be an object"),
+    ("/v1/chat/completions", {**CHAT, "function_call": {"name": "f"}}, "function_call", "does not force"),
+    ("/v1/chat/completions", {**CHAT, "modalities": ["text", "audio"]}, "modalities", "answers in text"),
+    ("/v1/chat/completions", {**CHAT, "audio": {"voice": "alloy", "format": "wav"}}, "audio", "not supported"),
 ])
 def test_a_bad_field_is_a_400_that_names_it(front_url, path, body, param, words):
     response = post(front_url, path, body)

@@ -219,3 +219,22 @@ def test_relative_paths_of_the_config_are_taken_from_the_folder_serve_runs_in(tm
     args = build_parser().parse_args(["serve", "--lake", "data/lake", "--set", "generate.model=small"])
     serve_file = serve_cmd.load(merge_assignments(args))
     assert serve_file.app("ingest").args["lake"] == str(tmp_path / "data" / "lake") and serve_file.app("generate").args["model"] == "small"
+
+
+def test_serve_reads_the_checkouts_config_as_every_command_does_not_one_in_the_folder_it_runs_in(tmp_path, monkeypatch):
+    """Every command reads its file from the checkout's configs/ unless --config names another: a configs/serve.yaml in
+    the working folder (another project's Ray Serve config, a stale copy) was taken by serve alone, without a word."""
+    import yaml
+
+    from trajforge.cli import serve_cmd
+    from trajforge.cli.common import merge_assignments
+    from trajforge.cli.main import build_parser
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    stray = {"http_options": {"port": 8123}, "applications": [{"name": "other", "route_prefix": "/", "import_path": "other:app"}]}
+    (tmp_path / "configs" / "serve.yaml").write_text(yaml.safe_dump(stray))
+    serve_file = serve_cmd.load(merge_assignments(build_parser().parse_args(["serve"])))
+    assert serve_file.http_options.port == 8000 and [app.name for app in serve_file.applications] == ["ingest", "embed", "generate"]
+    given = serve_cmd.load(merge_assignments(build_parser().parse_args(["serve", "--config", "configs/serve.yaml"])))
+    assert given.http_options.port == 8123 and [app.name for app in given.applications] == ["other"]

@@ -9,10 +9,9 @@ from pathlib import Path
 
 from trajforge.cluster import ray_to_join
 from trajforge.errors import ServeStartError
-from trajforge.settings import Assignment, parse_assignment
+from trajforge.settings import SHIPPED_CONFIGS, Assignment, parse_assignment
 from trajforge.settings.serve_file import ServeFile, load_serve_file, override_roots
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PORT_ENV = "GROOVE_CENTRAL_PORT"  # the specification's port variable; the Node server listens on 8443 by default
 
 
@@ -46,10 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_path(given: Path | None) -> Path:
-    if given is not None:
-        return given
-    local = Path("configs/serve.yaml")
-    return local if local.exists() else REPO_CONFIGS / "serve.yaml"
+    """`--config`, else the checkout's configs/serve.yaml, as every command reads its file: a configs/serve.yaml in the
+    folder the command runs in is not taken (it may be another project's Ray Serve config)."""
+    return given if given is not None else SHIPPED_CONFIGS / "serve.yaml"
 
 
 def config_roots(args: argparse.Namespace) -> list[str]:

@@ -101,6 +101,7 @@ def test_loop_with_a_scripted_teacher_verifies_saves_state_and_writes_records(se
     assert failed["steps"] == 1 and "503" in failed["errors"][0] and not any("malformed" in e for e in failed["errors"])
     (failed_record,) = [r for r in records if r["task_id"] == failing["task_id"]]
     assert failed_record["final"] and "503" in failed_record["error"] and failed_record["model_output"]["errors"] == []
+    assert (failed_record["model"], failed_record["engine"], failed_record["temperature"], failed_record["seed"]) == ("teacher", "openai", 0.7, 1)
     records = [r for r in records if r is not failed_record and r["task_id"] != cut["task_id"]]
     assert sorted(r["task_id"] for r in records) == [t["task_id"] for t in TASKS]
     record = records[0]
@@ -155,8 +156,13 @@ def test_loop_with_the_small_model_records_malformed_output_and_keeps_going(serv
     records = list(read_trajectories(tmp_path / "lake" / "raw" / "trajectories", stats))
     assert len(records) == 4 and stats.corrupt_lines == 0
     assert all(r["model_output"]["errors"] and r["model_output"]["raw"] for r in records)
-    first = records[0]["completions"][0]
-    assert len(first["token_ids"]) == len(first["logprobs"]) == first["completion_tokens"] > 0
+    for record in records:  # the specification's fields, with what sampled it; every completion's tokens and log-probabilities
+        assert {"task_id", "step", "prompt", "state_before", "model_output", "sandbox_result", "reward"} <= record.keys()
+        assert {"think", "action", "state_update"} <= record["model_output"].keys()
+        assert (record["model"], record["engine"], record["temperature"]) == (str(small_model), "transformers", 0.7)
+        assert record["seed"] == record["step"] and record["completions"]
+        for completion in record["completions"]:
+            assert len(completion["token_ids"]) == len(completion["logprobs"]) == completion["completion_tokens"] > 0
     assert health["parse_failures"] >= 4
     store = StateStore(tmp_path / "lake" / "state" / "states.db")  # persisted every step, even with no <state_update>
     last = [record for record in records if record["task_id"] == TASKS[0]["task_id"]][-1]

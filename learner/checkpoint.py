@@ -52,6 +52,16 @@ def read_state(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / STATE_FILE).read_text())
 
 
+def resume_point(run_dir: Path, resume: str) -> Path | None:
+    """The checkpoint a start resumes from: none with `never`, the run's latest complete one with `auto`, else the folder named."""
+    if resume == "never":
+        return None
+    if resume != "auto":
+        return Path(resume)
+    found = complete_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
 def save(engine, run_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
     """Every worker calls this; returns the checkpoint folder."""
     import torch.distributed as dist
@@ -117,6 +127,25 @@ def export_hf(engine, causal_lm, tokenizer, target: Path, info: dict[str, Any]) 
             (staging / EXPORT_FILE).write_text(json.dumps(info, indent=2) + "\n")
     dist.barrier()
     return target if dist.get_rank() == 0 else None
+
+
+def export_step(target: Path) -> int | None:
+    """The step an export was made at (its trajforge_export.json); None where there is no export, -1 where its record
+    cannot be read (a folder the learner did not write whole)."""
+    if not target.is_dir():
+        return None
+    try:
+        return int(json.loads((target / EXPORT_FILE).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
+
+
+def remove_export(target: Path) -> None:
+    """Remove an export: its config.json and record first, so a kill midway leaves no folder that loads as a model."""
+    for name in ("config.json", EXPORT_FILE):
+        (target / name).unlink(missing_ok=True)
+    fsync_dir(target)
+    shutil.rmtree(target, ignore_errors=True)
 
 
 def load_trained(path: str | Path, dtype: str = "auto", device: str | None = None):

@@ -93,7 +93,7 @@ class TrainSettings(_Strict):
     gradient_accumulation_steps: int = Field(default=8, ge=1)
     """Micro-batches per optimizer step on each worker."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    """`auto`: bf16 on GPUs, fp32 on CPU."""
+    """`auto`: bf16 on GPUs, fp32 on CPU; fp16 on CPU workers needs a CPU whose oneDNN has fp16 (DeepSpeed refuses it otherwise)."""
     gradient_checkpointing: bool = True
     """Recompute decoder layers' activations in the backward pass."""
     checkpoint_every_n_layers: int = Field(default=1, ge=1)
@@ -101,7 +101,8 @@ class TrainSettings(_Strict):
     attention: Literal["auto", "varlen", "sdpa", "flash_attention_2", "flex_attention", "eager"] = "auto"
     """Attention kernel, all keeping packed examples apart; `auto` on GPUs: flash_attention_2 when `flash_attn` is installed,
     else `varlen` (PyTorch's varlen flash kernel, learner/attention.py) when it passes its check at start, else sdpa (a dense
-    block-diagonal mask, no flash kernel); `auto` on CPU: sdpa."""
+    block-diagonal mask, no flash kernel); `auto` on CPU: sdpa. flash_attention_2 and flex_attention need GPUs (refused for CPU
+    workers)."""
     loss: Literal["auto", "liger", "chunked"] = "auto"
     """Linear cross-entropy without full logits: Liger's fused kernel (GPU, `.[gpu]`) or a chunked pure-torch one; `auto` picks liger when importable on GPUs."""
     loss_chunk_tokens: int = Field(default=2048, ge=1)

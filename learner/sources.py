@@ -148,8 +148,31 @@ def prepare_source(lake: Lake, build: str, weight: float, cache_root: Path) -> S
             log.info("caching the sft rows of build %s in %s", build_id, target)
         counts = _write_cache(build_dir, entries, target, replace=damaged)
     if counts["train"] == 0:
-        raise TrajforgeError(f"build {build_id} ({build_dir}) has no train rows with a message marked for loss; nothing to learn from")
+        raise TrajforgeError(nothing_to_learn(build_id, build_dir, manifest, entries, counts["dev"]))
     return Source(build_id, str(build_dir), weight, str(target), counts["train"], counts["dev"])
+
+
+def nothing_to_learn(build_id: str, build_dir: Path, manifest: dict, entries: list[dict], dev_rows: int) -> str:
+    """Why a build gives no train row, and what to do: an empty sft table is explained from what its manifest says."""
+    rows = sum(int(entry.get("rows") or 0) for entry in entries)
+    if rows:
+        return (f"build {build_id} ({build_dir}) has {rows} sft rows but no train row with a message marked for loss ({dev_rows} usable dev "
+                "rows), so nothing to learn from; build it from more sessions (or a lower build.sft.dev_fraction), or name another build")
+    config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    tiers = (config.get("sft") or {}).get("tiers")
+    facts = [f"it was built with build.sft.tiers [{', '.join(map(str, tiers))}]"] if tiers else []
+    if isinstance(manifest.get("tiers"), dict):
+        facts.append("its sessions by tier: " + ", ".join(f"{tier} {count}" for tier, count in manifest["tiers"].items()))
+    if manifest.get("exclusions"):
+        facts.append("excluded from training: " + ", ".join(f"{reason} {count}" for reason, count in manifest["exclusions"].items()))
+    pending = (manifest.get("sessions") or {}).get("pending_open")
+    if pending:
+        facts.append(f"{pending} sessions still open (built once closed or past build.open_session_grace_s)")
+    return (f"build {build_id} ({build_dir}) has an empty sft table, so nothing to learn from: sft rows come from training-eligible field "
+            "sessions of the tiers in build.sft.tiers and from telemetry turns (build.sft.telemetry_turns)"
+            + (f"; {'; '.join(facts)}" if facts else "")
+            + ". Ingest more sessions or widen build.sft.tiers (configs/pipeline.yaml) and run `trajforge build` again, "
+            "or train on another build (--build, learner.data.builds)")
 
 
 def cached_counts(target: Path) -> dict[str, int] | None:

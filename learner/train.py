@@ -44,9 +44,14 @@ def resolve_model(settings: LearnerSettings, sources: list) -> Path:
 
 def prepare(settings: LearnerSettings) -> dict[str, Any]:
     """Everything the workers need, checked before any worker starts (a bad build fails here, in seconds)."""
+    from learner.device_check import check_device, device_before_ray
+    from learner.resume_data import check_resume_data
     from learner.sources import prepare_source
     from trajforge.lake import Lake
 
+    on_gpu, why = device_before_ray(settings.workers.device)
+    if on_gpu is not None:  # else known once Ray is joined (`launch`)
+        check_device(settings, on_gpu, why_cpu=why)
     if settings.resume not in ("auto", "never"):
         from learner.checkpoint import STATE_FILE, read_state
 
@@ -57,6 +62,8 @@ def prepare(settings: LearnerSettings) -> dict[str, Any]:
                               "<run>/checkpoints/step-NNNNNN folder, or `auto` (the run's latest) or `never`") from None
     lake = Lake.at(settings.data.lake)
     sources = [prepare_source(lake, mix.build, mix.weight, settings.data.cache_dir) for mix in settings.data.builds]
+    # the worker count, part of the data position, is settled here unless `auto` may lower it to the GPUs there are
+    check_resume_data(settings, sources, settings.workers.count if settings.workers.device != "auto" or on_gpu is False else None)
     if not any(source.dev_rows for source in sources):
         log.warning("the builds have no dev rows, so no evaluation loss will be reported: build more sessions or raise "
                     "build.sft.dev_fraction (configs/pipeline.yaml) and build again with --full")
@@ -153,12 +160,11 @@ def _echo(path: Path, stop: threading.Event) -> None:
 
 def launch(settings: LearnerSettings, cluster: ClusterSettings | None = None, *, echo: bool = True) -> dict[str, Any]:
     """Train with Ray Train (connecting to the running Ray, or starting a local one); returns the run's summary."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     from learner.checkpoint import complete_checkpoints
+    from learner.device_check import check_device
     from learner.metrics import read_metrics
-    from learner.trainer import worker_main
+    from learner.resume_data import check_resume_data
+    from learner.sources import Source
 
     settings = settings.absolute()
     cluster = cluster or load_cluster_settings()
@@ -166,12 +172,21 @@ def launch(settings: LearnerSettings, cluster: ClusterSettings | None = None, *,
     init_ray()
     on_gpu, count, resources = placement(settings, cluster)
     settings = settings.model_copy(update={"workers": settings.workers.model_copy(update={"count": count})})
+    check_device(settings, on_gpu, why_cpu=f"learner.workers.device={settings.workers.device}" +
+                 (" and the Ray cluster has no GPU" if settings.workers.device == "auto" else ""))
+    check_resume_data(settings, [Source(**item) for item in prepared["sources"]], count)
     wait_for_resources(resources, count, on_gpu, settings.workers.start_timeout_s)
     peak = settings.peak_tflops or ((cluster.learner.gpu.peak_tflops if cluster.learner.gpu else None) if on_gpu else cluster.cpu_peak_tflops)
     run_dir = settings.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     forget_ray_checkpoints(run_dir)
-    remove_superseded_checkpoints(settings)
+    remove_superseded_history(settings)
+    # imported after the checks: Ray Train's torch integration imports torch (seconds, a refusal need not wait for it)
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from learner.trainer import worker_main
+
     config = {"settings": settings.model_dump(mode="json"), "on_gpu": on_gpu, "peak_tflops": peak, **prepared}
     write_atomic(run_dir / "learner_config.json", json.dumps({**config, "resources_per_worker": resources}, indent=2) + "\n")
     trainer = TorchTrainer(
@@ -208,11 +223,12 @@ def launch(settings: LearnerSettings, cluster: ClusterSettings | None = None, *,
     }
 
 
-def remove_superseded_checkpoints(settings: LearnerSettings) -> list[Path]:
-    """Remove the run's checkpoints after the step this start begins at (0 with `learner.resume=never`, a named
-    checkpoint's step); returns them. They belong to the history this start replaces (its metrics.jsonl is cut at
-    that step too): kept, they would outlive the new checkpoints in the pruning by name, and `auto` would resume
-    from them."""
+def remove_superseded_history(settings: LearnerSettings) -> list[Path]:
+    """Remove what the run's history after the step this start begins at (0 with `learner.resume=never`, a named
+    checkpoint's step) left: its later checkpoints, and its Hugging Face export (`<run>/hf`) when made after that step;
+    returns them. They belong to the history this start replaces (its metrics.jsonl is cut at that step too): kept,
+    the checkpoints would outlive the new ones in the pruning by name, `auto` would resume from them, and until the
+    new run's end a reader of `<run>/hf` would take the replaced run's model for this one's."""
     from learner import checkpoint
 
     if settings.resume == "auto":
@@ -223,6 +239,13 @@ def remove_superseded_checkpoints(settings: LearnerSettings) -> list[Path]:
         log.warning("learner.resume=%s starts run %s at step %d: removing its later checkpoints %s", settings.resume, settings.run_name,
                     step, ", ".join(path.name for path in superseded))
         checkpoint.remove(superseded)
+    export = settings.run_dir / "hf"
+    made_at = checkpoint.export_step(export)
+    if made_at is not None and (made_at > step or made_at < 0):
+        log.warning("learner.resume=%s starts run %s at step %d: removing its Hugging Face export %s (%s), the replaced history's model",
+                    settings.resume, settings.run_name, step, export, f"of step {made_at}" if made_at >= 0 else "of an unknown step")
+        checkpoint.remove_export(export)
+        superseded.append(export)
     return superseded
 
 

@@ -9,8 +9,6 @@ steps and averaging over workers turns into the mean over every loss token of th
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -20,6 +18,7 @@ from typing import Any
 
 from learner import checkpoint
 from learner.metrics import MetricsWriter, memory_gb
+from learner.resume_data import data_record, data_signature
 from learner.settings import LearnerSettings
 from learner.sources import Source
 
@@ -57,14 +56,6 @@ def skip_shared_memory_comm_build() -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
-def data_signature(settings: LearnerSettings, sources: list[Source], world_size: int) -> str:
-    """What the data position depends on; resuming with a different one would not continue the same stream."""
-    data, train = settings.data, settings.train
-    parts = [[(s.build_id, s.weight, s.train_rows) for s in sources], data.seq_len, data.window, data.seed,
-             train.micro_batch_size * train.gradient_accumulation_steps * world_size]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
-
-
 class Trainer:
     def __init__(self, settings: LearnerSettings, sources: list[Source], model_dir: Path, *, on_gpu: bool, peak_tflops: float):
         import deepspeed
@@ -92,7 +83,8 @@ class Trainer:
         model, self.shape = load_model(model_dir, settings.train, self.ds_config, on_gpu)
         self.engine, self.scheduler = initialize(model, settings, self.ds_config, on_gpu)
         self.causal_lm = model.causal_lm
-        self.signature = data_signature(settings, sources, self.world)
+        self.data_record = data_record(settings, sources, self.world)
+        self.signature = data_signature(self.data_record)
 
         seq_len = settings.data.seq_len
         self.eval_encoder = ChatEncoder(AutoTokenizer.from_pretrained(str(model_dir)), seq_len)
@@ -122,12 +114,7 @@ class Trainer:
         choice = self.settings.resume
         if ray.train.get_checkpoint() is not None:  # Ray Train restarted the workers after a failure (workers.max_failures)
             choice = "auto"  # go on from the run's last checkpoint, not from the start this run was launched with
-        if choice == "never":
-            return None
-        if choice != "auto":
-            return Path(choice)
-        found = checkpoint.complete_checkpoints(self.run_dir)
-        return found[-1] if found else None
+        return checkpoint.resume_point(self.run_dir, choice)
 
     # -- one step -------------------------------------------------------------------------------------------
     def _tensors(self, rows) -> dict:
@@ -235,7 +222,7 @@ class Trainer:
         from ray.train import Checkpoint, CheckpointUploadMode
 
         state = {"step": self.step, "tokens_seen": self.tokens_seen, "cursor": self.stream.cursor.as_dict(),
-                 "data_signature": self.signature, "builds": [source.build_id for source in self.sources]}
+                 "data_signature": self.signature, "data": self.data_record, "builds": [source.build_id for source in self.sources]}
         folder = checkpoint.save(self.engine, self.run_dir, self.step, state, self.settings.checkpoint.keep)
         self.metrics.write("checkpoint", self.step, path=str(folder))
         # Written in place by every worker: Ray Train records it without copying (a 14B model's shards are ~200 GB).

@@ -1,5 +1,5 @@
 """What the driver checks before any worker starts: a model folder the workers could not train, a resume folder
-that is no checkpoint, a schedule that never leaves its warmup; and the checkpoints of a history a start replaces."""
+that is no checkpoint, a schedule that never leaves its warmup; and the checkpoints and export of a history a start replaces."""
 
 from __future__ import annotations
 
@@ -84,21 +84,55 @@ def test_starting_a_run_over_removes_its_checkpoints_of_the_replaced_history(lak
     """They outlived the new run's checkpoints in the pruning by name (keep 1 deleted the step-2 save just made and kept
     the old step-4 one), and a later `auto` start resumed from the old history."""
     from learner.checkpoint import complete_checkpoints
-    from learner.train import remove_superseded_checkpoints
+    from learner.train import remove_superseded_history
 
     settings = settings_for(lake, model_copy, resume="never")
     root = _checkpoints(settings.run_dir, 2, 4)
     with caplog.at_level("WARNING", logger="learner.train"):
-        assert [path.name for path in remove_superseded_checkpoints(settings)] == ["step-000002", "step-000004"]
+        assert [path.name for path in remove_superseded_history(settings)] == ["step-000002", "step-000004"]
     assert "removing its later checkpoints step-000002, step-000004" in caplog.text
     assert complete_checkpoints(settings.run_dir) == [] and not list(root.glob("step-*"))
 
 
 def test_resuming_from_an_earlier_checkpoint_removes_only_the_later_ones(lake, model_copy):
     from learner.checkpoint import complete_checkpoints
-    from learner.train import remove_superseded_checkpoints
+    from learner.train import remove_superseded_history
 
     root = _checkpoints(settings_for(lake, model_copy).run_dir, 2, 4, 6)
-    assert [path.name for path in remove_superseded_checkpoints(settings_for(lake, model_copy, resume=str(root / "step-000004")))] == ["step-000006"]
+    assert [path.name for path in remove_superseded_history(settings_for(lake, model_copy, resume=str(root / "step-000004")))] == ["step-000006"]
     assert [path.name for path in complete_checkpoints(settings_for(lake, model_copy).run_dir)] == ["step-000002", "step-000004"]
-    assert remove_superseded_checkpoints(settings_for(lake, model_copy)) == []  # auto resumes from the latest: nothing is later
+    assert remove_superseded_history(settings_for(lake, model_copy)) == []  # auto resumes from the latest: nothing is later
+
+
+def _export(run_dir, step):
+    from learner.checkpoint import EXPORT_FILE
+
+    export = run_dir / "hf"
+    export.mkdir(parents=True)
+    (export / "config.json").write_text("{}")
+    (export / EXPORT_FILE).write_text(json.dumps({"step": step}))
+    return export
+
+
+def test_starting_a_run_over_removes_the_replaced_historys_export(lake, model_copy, caplog):
+    """Until the new run's end, a reader of <run>/hf took the old run's model for the new one's."""
+    from learner.train import remove_superseded_history
+
+    settings = settings_for(lake, model_copy, resume="never")
+    _checkpoints(settings.run_dir, 8)
+    export = _export(settings.run_dir, 8)
+    with caplog.at_level("WARNING", logger="learner.train"):
+        assert remove_superseded_history(settings)[-1] == export
+    assert f"removing its Hugging Face export {export} (of step 8), the replaced history's model" in caplog.text
+    assert not export.exists()
+
+
+def test_resuming_from_an_earlier_checkpoint_removes_a_later_export_and_keeps_one_of_that_step(lake, model_copy):
+    from learner.train import remove_superseded_history
+
+    root = _checkpoints(settings_for(lake, model_copy).run_dir, 4, 8)
+    export = _export(settings_for(lake, model_copy).run_dir, 8)
+    assert remove_superseded_history(settings_for(lake, model_copy, resume=str(root / "step-000008"))) == []  # the same step's model
+    assert remove_superseded_history(settings_for(lake, model_copy)) == [] and export.exists()  # auto goes on with the history
+    assert remove_superseded_history(settings_for(lake, model_copy, resume=str(root / "step-000004"))) == [root / "step-000008", export]
+    assert not export.exists()

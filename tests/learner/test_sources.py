@@ -36,6 +36,27 @@ def test_rows_without_a_loss_turn_are_left_out(tmp_path):
     assert prepare_source(Lake.at(tmp_path / "lake"), "b2", 1.0, tmp_path / "cache").train_rows == 2
 
 
+def test_a_build_with_an_empty_sft_table_says_why_and_what_to_do(tmp_path):
+    folder = write_build(tmp_path / "lake", "none", [])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(config={"sft": {"tiers": ["TIER_A"]}}, tiers={"TIER_A": 0, "TIER_B": 2, "TIER_C": 1},
+                    exclusions={"too_few_steps": 1}, sessions={"pending_open": 4})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(TrajforgeError) as refused:
+        prepare_source(Lake.at(tmp_path / "lake"), "none", 1.0, tmp_path / "cache")
+    text = str(refused.value)
+    assert f"build none ({folder}) has an empty sft table" in text and "training-eligible field sessions of the tiers in build.sft.tiers" in text
+    assert "built with build.sft.tiers [TIER_A]; its sessions by tier: TIER_A 0, TIER_B 2, TIER_C 1" in text
+    assert "excluded from training: too_few_steps 1; 4 sessions still open" in text
+    assert "widen build.sft.tiers (configs/pipeline.yaml) and run `trajforge build` again" in text and "--build" in text
+
+
+def test_a_build_whose_rows_are_all_dev_says_so(tmp_path):
+    write_build(tmp_path / "lake", "dev-only", rows(3, dev=3))
+    with pytest.raises(TrajforgeError, match=r"has 3 sft rows but no train row with a message marked for loss \(3 usable dev rows\)"):
+        prepare_source(Lake.at(tmp_path / "lake"), "dev-only", 1.0, tmp_path / "cache")
+
+
 def test_a_corrupt_file_is_named(build, tmp_path):
     damaged = build / "sft" / "part-00001.parquet"
     data = bytearray(damaged.read_bytes())

@@ -138,3 +138,19 @@ def test_a_restart_after_a_worker_failure_goes_on_from_the_last_checkpoint_whate
     summary = launch(settings, echo=False)
     assert failed_once.exists() and summary["finished"] and summary["step"] == 3
     assert [(line["step"], line["resumed"]) for line in read_metrics(tmp_path / "restarted", "start")] == [(0, False), (1, True)]
+
+
+def test_resuming_a_real_checkpoint_with_other_data_settings_is_refused_before_any_worker(tiny_model, lake, full_run, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from learner.checkpoint import complete_checkpoints, read_state
+    from trajforge.errors import ConfigError
+
+    shutil.copytree(full_run["run_dir"], tmp_path / "full")
+    assert read_state(complete_checkpoints(tmp_path / "full")[-1])["data"]["seq_len"] == 256  # what the workers recorded
+    base = settings_for(tiny_model, lake, tmp_path, "full", max_steps=MAX_STEPS + 1).model_dump(mode="json")
+    changed = LearnerSettings.model_validate({**base, "data": {**base["data"], "seq_len": 128, "window": 4}})
+    with pytest.raises(ConfigError, match=r"learner\.data\.seq_len was 256, is now 128; learner\.data\.window was 3, is now 4"):
+        launch(changed, echo=False)
+    assert (Path(tmp_path / "full") / "hf" / "config.json").is_file()  # a refused start removes nothing

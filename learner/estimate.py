@@ -109,6 +109,40 @@ def zero2_spread(stage: int, gpus: int, nodes: int) -> tuple[int, int]:
     return (gpus, nodes) if stage else (1, 1)
 
 
+def training_gpus(workers: int, nodes: int, gpus_per_node: int) -> tuple[int, int]:
+    """(GPUs per node, nodes) the run trains on: one worker per GPU, `learner.workers.count` of them lowered to the
+    learner's GPUs (as `learner.train.choose_workers` does), on as few learner nodes as hold them. A count that fills
+    no whole number of nodes is estimated as one node holding them all: the per-GPU share is right, the host memory
+    per node the most it could be. Without a GPU count in configs/cluster.yaml, `workers` GPUs on one node."""
+    if not gpus_per_node:
+        return workers, 1
+    used = min(workers, nodes * gpus_per_node)
+    if used <= gpus_per_node or used % gpus_per_node:
+        return used, 1
+    return gpus_per_node, used // gpus_per_node
+
+
+def host_memory_use(settings: LearnerSettings) -> str:
+    """What DeepSpeed's host memory figure is for: the offloaded states, or (nothing offloaded) loading the model."""
+    offloaded = settings.zero.offload_optimizer or settings.zero.offload_params
+    return "for the offloaded states" if offloaded else "to load the model (nothing is offloaded)"
+
+
+def to_fit(settings: LearnerSettings, result: Estimate) -> list[str]:
+    """Settings that lower the per-GPU figure, the likeliest first."""
+    zero, hints = settings.zero, []
+    if zero.stage < 3:
+        hints.append("learner.zero.stage=3")
+    if not zero.offload_optimizer:
+        hints.append("learner.zero.offload_optimizer=true")
+    elif zero.stage == 3 and not zero.offload_params:
+        hints.append("learner.zero.offload_params=true")
+    if result.activations_gb > 0.25 * result.gpu_total_gb:
+        hints.append("a lower learner.data.seq_len or train.micro_batch_size" + ("" if settings.train.gradient_checkpointing else
+                                                                                 ", train.gradient_checkpointing=true"))
+    return hints
+
+
 def count_text(count: int) -> str:
     """A parameter count as people write it: 14.77 B, 0.60 B, 3.1 M, 920 K."""
     if count >= 1e8:
@@ -126,10 +160,13 @@ def print_estimate(settings: LearnerSettings, cluster: ClusterSettings) -> Estim
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs_all_cold
 
     learner = cluster.learner
-    gpus, nodes = (learner.gpus_per_node, learner.nodes) if learner.gpus_per_node else (settings.workers.count, 1)
+    gpus, nodes = training_gpus(settings.workers.count, learner.nodes, learner.gpus_per_node)
     gpu = learner.gpu
     result = estimate(settings, gpus, nodes=nodes)
     print(f"model {settings.model}: {count_text(result.total_params)} parameters, largest layer {count_text(result.largest_layer_params)}")
+    if learner.gpus_per_node and gpus * nodes != learner.nodes * learner.gpus_per_node:
+        print(f"trained by {gpus * nodes} worker(s), one per GPU (learner.workers.count is {settings.workers.count}; configs/cluster.yaml "
+              f"gives the learner {learner.nodes} x {learner.gpus_per_node} GPUs)")
     if settings.zero.stage == 3:
         estimate_zero3_model_states_mem_needs_all_cold(result.total_params, result.largest_layer_params, num_gpus_per_node=gpus, num_nodes=nodes)
     else:
@@ -142,13 +179,14 @@ def print_estimate(settings: LearnerSettings, cluster: ClusterSettings) -> Estim
     print(f"\nconfigured ({option}; micro-batch {settings.train.micro_batch_size} x {settings.data.seq_len} tokens, "
           f"gradient checkpointing {settings.train.gradient_checkpointing}), per GPU:")
     print(f"  model states {result.gpu_states_gb:.1f} GB + activations {result.activations_gb:.1f} GB = {result.gpu_total_gb:.1f} GB; "
-          f"host memory for the offloaded states {result.cpu_states_gb:.0f} GB per learner node")
+          f"host memory {result.cpu_states_gb:.0f} GB per learner node {host_memory_use(settings)}")
     if gpu is not None:
-        verdict = "fits" if result.gpu_total_gb <= gpu.memory_gb * 0.9 else "does NOT fit"
-        print(f"  {verdict} {gpus * nodes} x {gpu.name} ({gpu.memory_gb:g} GB each, 10% kept as headroom)")
+        fits = result.gpu_total_gb <= gpu.memory_gb * 0.9
+        print(f"  {'fits' if fits else 'does NOT fit'} {gpus * nodes} x {gpu.name} ({gpu.memory_gb:g} GB each, 10% kept as headroom)"
+              + ("" if fits or not to_fit(settings, result) else f"; to fit, try {', '.join(to_fit(settings, result))}"))
     host = learner.host_memory_gb
     if host is not None:
         print(f"  host memory: {'enough' if result.cpu_states_gb <= host * 0.9 else 'NOT enough'} ({host:g} GB on each learner node)")
     elif result.cpu_states_gb > 64:
-        print("  set cluster.learner.host_memory_gb to check the learner node's RAM against the offloaded states")
+        print("  set cluster.learner.host_memory_gb to check the learner node's RAM against this figure")
     return result

@@ -305,12 +305,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("A run writes <learner.output_dir>/<learner.run_name>/ (checkpoints/, metrics.jsonl, tensorboard/, and hf/, the "
                      "trained model, at the end) and prints its metrics on stdout as JSON lines, then a summary line. Starting a run "
                      "of the same name again resumes it from its last checkpoint at the same data position (learner.resume: auto, "
-                     "never, or a checkpoint folder). A short run: --set learner.train.max_steps=20.")
+                     "never, or a checkpoint folder; never and a folder remove the replaced history's later checkpoints and hf/). "
+                     "learner.workers.device=auto trains on the Ray cluster's GPUs, or on the CPU where it has none. Refused before "
+                     "any worker starts: settings CPU workers cannot run (train.attention flash_attention_2 or flex_attention, "
+                     "train.loss liger), and resuming with other data settings than the checkpoint's. A short run: "
+                     "--set learner.train.max_steps=20.")
     parser.add_argument("--config", type=Path, default=None, help="learner config (default configs/learner.yaml)")
     parser.add_argument("--cluster-config", type=Path, default=None, help="cluster topology (default configs/cluster.yaml)")
     parser.add_argument("--build", default=None, help="train on this one build (a build id, `latest`, `latest:<org>` or a folder) instead of learner.data.builds")
     parser.add_argument("--lake", type=Path, default=None, help="the lake holding the builds (learner.data.lake)")
-    parser.add_argument("--estimate", action="store_true", help="print DeepSpeed's memory estimate for the model on the learner GPUs and exit")
+    parser.add_argument("--estimate", action="store_true",
+                        help="print DeepSpeed's memory estimate for learner.model on the GPUs its workers use and exit; needs only the "
+                             "model's config.json, or a built-in shape: --set learner.model=qwen3-14b (or qwen3-0.6b)")
 
 
 def config_roots(args: argparse.Namespace) -> tuple[str, ...]:

@@ -56,7 +56,7 @@ def test_a_config_json_that_names_no_causal_lm_is_one_line_naming_the_field(tmp_
 def test_the_estimate_spreads_the_states_over_every_node_of_the_learner(capsys):
     """It counted 2 nodes x 2 GPUs as one node of 4: the right per-GPU share, but per-node host memory of all four."""
     assert main(["--estimate", "--set", "learner.model=qwen3-14b", "--set", "learner.zero.offload_optimizer=true",
-                 "--set", "cluster.learner.nodes=2", "--set", "cluster.learner.gpus_per_node=2"]) == 0
+                 "--set", "cluster.learner.nodes=2", "--set", "cluster.learner.gpus_per_node=2", "--set", "learner.workers.count=4"]) == 0
     out = capsys.readouterr().out
     assert "HW: Setup with 2 nodes, 2 GPUs per node." in out and "fits 4 x RTX 5090" in out
     settings = LearnerSettings.model_validate({"model": "qwen3-14b", "zero": {"offload_optimizer": True}})
@@ -71,3 +71,27 @@ def test_the_estimate_follows_the_configured_zero_stage(capsys):
     assert main(["--estimate", "--set", "learner.model=qwen3-14b", "--set", "learner.zero.stage=2"]) == 0
     out = capsys.readouterr().out
     assert "ZeRO stage 2: DeepSpeed's ZeRO-2 estimate" in out and "offload_param=" not in out and "zero stage 2," in out
+
+
+def test_the_estimate_is_for_the_gpus_the_workers_use_not_every_gpu_of_the_learner(capsys):
+    """It spread the states over every learner GPU in configs/cluster.yaml: 2 workers on 2 nodes x 2 GPUs were
+    estimated as 4 GPUs, half the per-GPU share they need."""
+    from learner.estimate import training_gpus
+
+    assert [training_gpus(*case) for case in ((2, 2, 2), (4, 2, 2), (8, 2, 2), (3, 2, 2), (1, 1, 2), (2, 1, 0))] == \
+        [(2, 1), (2, 2), (2, 2), (3, 1), (1, 1), (2, 1)]
+    assert main(["--estimate", "--set", "learner.model=qwen3-14b", "--set", "learner.zero.offload_optimizer=true",
+                 "--set", "learner.workers.count=1"]) == 0
+    out = capsys.readouterr().out
+    assert "trained by 1 worker(s), one per GPU (learner.workers.count is 1; configs/cluster.yaml gives the learner 1 x 2 GPUs)" in out
+    assert "HW: Setup with 1 node, 1 GPU per node." in out and "does NOT fit 1 x RTX 5090" in out
+
+
+def test_the_host_memory_without_offload_is_not_called_offloaded_and_a_miss_says_what_to_try(capsys):
+    assert main(["--estimate", "--set", "learner.model=qwen3-14b"]) == 0
+    out = capsys.readouterr().out
+    assert "GB per learner node to load the model (nothing is offloaded)" in out and "offloaded states" not in out
+    assert "does NOT fit 2 x RTX 5090 (32 GB each, 10% kept as headroom); to fit, try learner.zero.offload_optimizer=true" in out
+    assert main(["--estimate", "--set", "learner.model=qwen3-14b", "--set", "learner.zero.offload_optimizer=true"]) == 0
+    out = capsys.readouterr().out
+    assert "GB per learner node for the offloaded states" in out and "fits 2 x RTX 5090 (32 GB each, 10% kept as headroom)\n" in out

@@ -133,6 +133,14 @@ def test_the_help_says_where_a_run_goes_and_how_it_resumes(capsys):
     assert "<learner.output_dir>/<learner.run_name>/" in text and "JSON lines" in text and "resumes it from its last checkpoint" in text
 
 
+def test_the_help_names_the_estimates_built_in_shapes_and_what_is_refused_before_the_workers(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--set learner.model=qwen3-14b (or qwen3-0.6b)" in text and "remove the replaced history's later checkpoints and hf/" in text
+    assert "settings CPU workers cannot run (train.attention flash_attention_2 or flex_attention, train.loss liger)" in text
+
+
 def test_a_config_typo_names_the_field(tmp_path):
     from learner.settings import load_learner_settings
     from trajforge.errors import ConfigError

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from actors.engines.types import Completion
+from trajforge.errors import TrajforgeError
 
 STUCK_MARGIN = 2.0
 """A teacher call counts as stuck once it has run this many times as long as its timeouts and backoffs allow."""
@@ -173,14 +174,27 @@ class TeacherWorker:
         return dict(self.counters)
 
 
+class TeacherStartError(TrajforgeError, RuntimeError):
+    """A teacher worker did not start (its constructor failed); the message is the worker's own reason."""
+
+
 def start_teacher_workers(settings: Any, run_id: str, sandbox: Any = None) -> list:
     """The run's `settings.workers` TeacherWorker actors (`cpus_per_worker` each, two tasks at once), restarted by Ray
     with their tasks re-run, and with the `control` concurrency group where `ready` and `health` answer while both
-    task slots are busy (as GenerationActors have it, so `run_loop`'s supervisor watches them the same way)."""
+    task slots are busy (as GenerationActors have it, so `run_loop`'s supervisor watches them the same way). Returns
+    once each has started: the supervisor would take one still starting for one that does not answer."""
     import ray
+    from ray.exceptions import RayActorError
 
-    from actors.actor import CONTROL_GROUP
+    from actors.actor import CONTROL_GROUP, start_failure
 
     worker = ray.remote(concurrency_groups={CONTROL_GROUP: 1})(TeacherWorker).options(
         num_cpus=settings.cpus_per_worker, max_restarts=2, max_task_retries=2, max_concurrency=2)
-    return [worker.remote(settings, index, run_id, sandbox) for index in range(settings.workers)]
+    workers = [worker.remote(settings, index, run_id, sandbox) for index in range(settings.workers)]
+    try:
+        ray.get([started.ready.options(concurrency_group=CONTROL_GROUP).remote() for started in workers])
+    except RayActorError as exc:
+        for started in workers:
+            ray.kill(started, no_restart=True)
+        raise TeacherStartError(f"a teacher worker did not start: {start_failure(exc)}") from None
+    return workers

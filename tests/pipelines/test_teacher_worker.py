@@ -109,3 +109,14 @@ def test_a_worker_whose_teacher_call_outlives_its_timeouts_says_it_is_stuck_whil
         assert ray.wait(tasks, timeout=0)[0] == []
     finally:
         ray.kill(worker, no_restart=True)
+
+
+def test_workers_are_started_before_they_are_returned_and_one_that_cannot_start_says_why(serve_url, tmp_path):
+    """The supervisor polls from the first moment: a worker handed over still starting would be taken for a hung one."""
+    from pipelines.teacher_worker import TeacherStartError, start_teacher_workers
+    from trajforge.errors import TrajforgeError
+
+    settings = teacher_settings(tmp_path).model_copy(update={"prompts": tmp_path / "no-such-prompts.yaml"})
+    with pytest.raises(TeacherStartError, match="no-such-prompts.yaml") as raised:
+        start_teacher_workers(settings, "run-broken")
+    assert isinstance(raised.value, TrajforgeError) and raised.value.args[0].startswith("a teacher worker did not start: ")

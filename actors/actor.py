@@ -231,13 +231,14 @@ class GenerationActor:
 
 
 def loop_jail_settings(settings: ActorSettings):
-    """The actor's jail policy with its wall-time limit cut to a second past the loop's `sandbox_timeout_s`: a run the loop
-    gave up on then ends in its jail too, instead of holding the jail that the batch's other tasks wait for (the second
-    lets the loop's timeout, not the jail's, be what the step record says)."""
+    """The actor's jail policy with its wall-time limit cut to `JAIL_GRACE_S` past the loop's `sandbox_timeout_s`: a run the
+    loop gave up on then ends in its jail too, instead of holding the jail that the batch's other tasks wait for (the
+    grace lets the loop's timeout, not the jail's, be what the step record says)."""
+    from actors.loop import JAIL_GRACE_S
     from sandbox.settings import load_sandbox_settings
 
     jails = settings.sandbox or load_sandbox_settings()
-    limit_s = settings.loop.sandbox_timeout_s + 1.0
+    limit_s = settings.loop.sandbox_timeout_s + JAIL_GRACE_S
     return jails if jails.wall_time_s <= limit_s else jails.model_copy(update={"wall_time_s": limit_s})
 
 

@@ -189,9 +189,11 @@ def _sandbox(actor: Any, workspace, action, task: LoopTask, options: LoopOptions
     return (result.model_dump(mode="json") if result is not None else None), None, error
 
 
+JAIL_GRACE_S = 1.0
+"""How long past the loop's sandbox timeout the actor's jails let a run go on (actors/actor.py: loop_jail_settings)."""
 QUEUED_TIMEOUTS = 4
-"""How many sandbox timeouts a call may wait for a free jail: each call ahead of it ends within one (the actor caps its
-jails' wall time there), and an actor runs 4 tasks at once."""
+"""How many sandbox timeouts (each with the jails' grace) a call may wait for a free jail: an actor runs 4 tasks at once,
+so at most 3 calls are ahead of it, and each ends within one."""
 
 
 class SandboxTimeout(TrajforgeError, TimeoutError):
@@ -201,10 +203,11 @@ class SandboxTimeout(TrajforgeError, TimeoutError):
 def _in_a_jail(future, timeout_s: float):
     """The call's result within `timeout_s` of its start in a jail (FutureTimeout past it). Time spent queued behind
     other tasks' calls is not counted against it, so a hung call fails its own task, not those waiting for its jail."""
-    waited_until = time.monotonic() + QUEUED_TIMEOUTS * timeout_s
+    queued_s = QUEUED_TIMEOUTS * (timeout_s + JAIL_GRACE_S)
+    waited_until = time.monotonic() + queued_s
     while not future.running() and not future.done():
         if time.monotonic() > waited_until and future.cancel():  # else a jail took it just now
-            raise SandboxTimeout(f"no jail was free for {QUEUED_TIMEOUTS * timeout_s:g} s")
+            raise SandboxTimeout(f"no jail was free for {queued_s:g} s")
         time.sleep(0.02)
     return future.result(timeout=timeout_s)
 

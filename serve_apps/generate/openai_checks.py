@@ -3,11 +3,13 @@
 Refused: what the server would otherwise silently not do (forcing a tool or function call, `echo` with `logprobs` or on
 chat, audio output, `best_of`, `suffix`), values OpenAI itself refuses (penalties or `logit_bias` out of range,
 malformed `tools`, `tool_choice` without tools, `stream_options` without `stream`, a number where a boolean belongs, a
-seed past 64 bits), and text that is not text (a lone UTF-16 surrogate, which JSON can carry but no tokenizer can
-encode). Accepted and ignored, because the answer keeps its meaning: `tools` with
-`tool_choice` auto or none (the model may answer in text), `functions`, `user`, `store`, `metadata`, `service_tier`,
-`prediction`, `parallel_tool_calls`, `reasoning_effort`. Penalties, `logit_bias`, and vLLM's `top_k`,
-`min_p` and `repetition_penalty` are applied by the engines.
+seed past 64 bits), text that is not text (a lone UTF-16 surrogate, which JSON can carry but no tokenizer can encode),
+and any field the route does not know (`CHAT_FIELDS`, `COMPLETION_FIELDS`), `reasoning_effort`, `verbosity` and
+`web_search_options` among them: the answer would not be what they ask for. Accepted and ignored, because the answer
+keeps its meaning: `tools` with `tool_choice` auto or none (the model may answer in text), `functions`, `user`,
+`store`, `metadata`, `service_tier`, `prediction` (a latency hint), `parallel_tool_calls`, the `prompt_cache_*` hints,
+`safety_identifier`. Penalties, `logit_bias`, and vLLM's `top_k`, `min_p` and `repetition_penalty` are applied by
+the engines.
 """
 
 from __future__ import annotations
@@ -20,12 +22,28 @@ from serve_apps.http import HTTPError, lone_surrogate
 
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch's and vLLM's generators take
 
+# The request fields each route knows (OpenAI's, and the vLLM extensions the engines apply); any other is refused by
+# name, as OpenAI refuses an unrecognized argument, rather than ignored: a misspelt `max_token`, or vLLM's
+# `chat_template_kwargs` or `ignore_eos`, would otherwise change the answer without a word.
+COMMON_FIELDS = {"model", "n", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "stream", "stream_options",
+                 "logprobs", "logit_bias", "presence_penalty", "frequency_penalty", "response_format", "user", "echo",
+                 "top_k", "min_p", "repetition_penalty", "include_stop_str_in_output", "return_tokens_as_token_ids"}
+CHAT_FIELDS = COMMON_FIELDS | {"messages", "top_logprobs", "tools", "tool_choice", "functions", "function_call", "modalities", "audio",
+                               "continue_final_message", "add_generation_prompt", "parallel_tool_calls", "store", "metadata",
+                               "service_tier", "prediction", "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention",
+                               "safety_identifier"}
+COMPLETION_FIELDS = COMMON_FIELDS | {"prompt", "best_of", "suffix"}
+
 
 def invalid(message: str, param: str | None = None, code: str = "invalid_request_error") -> HTTPError:
     return HTTPError(400, code, message, param=param)
 
 
 def check_body(body: dict[str, Any], chat: bool) -> None:
+    unknown = sorted(set(body) - (CHAT_FIELDS if chat else COMPLETION_FIELDS))
+    if unknown:
+        route = "/v1/chat/completions" if chat else "/v1/completions"
+        raise invalid(f'unrecognized request argument supplied: "{unknown[0]}" (not a field {route} takes here)', unknown[0])
     _check_text(body)
     _check_tools(body)
     _check_text_output(body)

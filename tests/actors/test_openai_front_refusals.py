@@ -35,6 +35,12 @@ def post(front_url: str, path: str, body: dict | None = None, content: bytes | N
     ("/v1/chat/completions", {**CHAT, "function_call": {"name": "f"}}, "function_call", "does not force"),
     ("/v1/chat/completions", {**CHAT, "modalities": ["text", "audio"]}, "modalities", "answers in text"),
     ("/v1/chat/completions", {**CHAT, "audio": {"voice": "alloy", "format": "wav"}}, "audio", "not supported"),
+    ("/v1/chat/completions", {**CHAT, "max_token": 5}, "max_token", "unrecognized request argument"),
+    ("/v1/chat/completions", {**CHAT, "chat_template_kwargs": {"enable_thinking": False}}, "chat_template_kwargs", "unrecognized"),
+    ("/v1/chat/completions", {**CHAT, "web_search_options": {}}, "web_search_options", "unrecognized"),
+    ("/v1/chat/completions", {**CHAT, "reasoning_effort": "low"}, "reasoning_effort", "unrecognized"),
+    ("/v1/completions", {**PROMPT, "top_logprobs": 2}, "top_logprobs", "not a field /v1/completions takes"),
+    ("/v1/completions", {**PROMPT, "messages": CHAT["messages"]}, "messages", "unrecognized"),
 ])
 def test_a_bad_field_is_a_400_that_names_it(front_url, path, body, param, words):
     response = post(front_url, path, body)
@@ -111,3 +117,11 @@ def test_a_path_that_only_ends_or_starts_like_a_route_is_404_naming_the_routes(f
     error = response.json()["error"]
     assert response.status_code == 404 and error["code"] == "not_found" and error["type"] == "invalid_request_error"
     assert "/generate-test" + path in error["message"] and "/v1/chat/completions, /v1/completions" in error["message"]
+
+
+def test_hints_that_leave_the_answer_as_it_is_are_taken_and_ignored(front_url):
+    hints = {"user": "u1", "store": False, "metadata": {"run": "x"}, "service_tier": "auto", "parallel_tool_calls": False,
+             "prediction": {"type": "content", "content": "x"}, "prompt_cache_key": "k", "safety_identifier": "s"}
+    plain = post(front_url, "/v1/chat/completions", {**CHAT, "seed": 3, "temperature": 1.0}).json()
+    hinted = post(front_url, "/v1/chat/completions", {**CHAT, "seed": 3, "temperature": 1.0, **hints}).json()
+    assert hinted["choices"][0]["message"] == plain["choices"][0]["message"]

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from actors.engines.live_text import LiveText
 from actors.engines.types import SAMPLING_EXTRAS, Completion, GenerationRequest
 from serve_apps.generate.openai_checks import check_body, invalid, validation_error
+from serve_apps.generate.token_bytes import token_bytes
 from serve_apps.http import HTTPError
 from trajforge.constants import EMBEDDING_MODEL_NAME
 
@@ -233,10 +234,10 @@ def _logprobs(parsed: Parsed, completion: Completion, tokenizer: Any) -> dict[st
     names = [name(token) for token in completion.token_ids]
     tops = completion.top_logprobs or [[] for _ in names]
     if parsed.chat:
-        return {"content": [{"token": token, "logprob": value, "bytes": list(token.encode("utf-8")),
-                             "top_logprobs": [{"token": name(other), "logprob": other_value, "bytes": list(name(other).encode("utf-8"))}
+        return {"content": [{"token": text, "logprob": value, "bytes": token_bytes(token, text, tokenizer),
+                             "top_logprobs": [{"token": name(other), "logprob": other_value, "bytes": token_bytes(other, name(other), tokenizer)}
                                               for other, other_value in top]}
-                            for token, value, top in zip(names, completion.logprobs, tops)]}
+                            for token, text, value, top in zip(completion.token_ids, names, completion.logprobs, tops)]}
     offsets, position = [], 0
     for token in names:
         offsets.append(position)

@@ -101,3 +101,17 @@ def test_echo_puts_each_prompt_before_its_choices_unstreamed_and_streamed(client
     token_ids = engine.tokenizer.encode(prompts[1])
     by_ids = client.completions.create(**{**options, "n": 1}, prompt=token_ids, echo=True)
     assert by_ids.choices[0].text.startswith(engine.tokenizer.decode(token_ids))
+
+
+def test_a_token_that_is_part_of_a_character_carries_its_own_bytes(client, engine):
+    """`bytes` is how an OpenAI client joins the pieces of a character a byte-level tokenizer cut: U+FFFD's UTF-8 would
+    lose them."""
+    first_byte_of_e_acute = engine.tokenizer.convert_tokens_to_ids("Ã")  # byte 0xC3 alone, spelt as its stand-in
+    answer = client.chat.completions.create(model="small", messages=MESSAGES, max_tokens=1, logprobs=True, top_logprobs=1,
+                                            logit_bias={str(first_byte_of_e_acute): 100}, seed=1)
+    (entry,) = answer.choices[0].logprobs.content
+    assert entry.token == "\ufffd" and entry.bytes == [0xC3]
+    whole = client.chat.completions.create(model="small", messages=MESSAGES, max_tokens=6, logprobs=True, top_logprobs=5, seed=2)
+    entries = [e for sampled in whole.choices[0].logprobs.content for e in (sampled, *sampled.top_logprobs)]
+    assert all(bytes(e.bytes).decode("utf-8") == e.token for e in entries if "\ufffd" not in e.token)
+    assert all(bytes(e.bytes) != "\ufffd".encode() for e in entries if e.token == "\ufffd")

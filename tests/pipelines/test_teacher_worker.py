@@ -85,7 +85,7 @@ class TricklingServer:
 @pytest.fixture
 def trickling_endpoint():
     server = TricklingServer()
-    yield server.url
+    yield server
     server.close()
 
 
@@ -95,7 +95,7 @@ def test_a_worker_whose_teacher_call_outlives_its_timeouts_says_it_is_stuck_whil
     from actors.actor import CONTROL_GROUP
     from pipelines.teacher_worker import start_teacher_workers
 
-    settings = teacher_settings(tmp_path, kind="openai", model="teacher", base_url=trickling_endpoint, timeout_s=0.5, max_retries=0,
+    settings = teacher_settings(tmp_path, kind="openai", model="teacher", base_url=trickling_endpoint.url, timeout_s=0.5, max_retries=0,
                                 backoff_s=0.0)
     (worker,) = start_teacher_workers(settings, "run-stuck")
     try:
@@ -107,6 +107,9 @@ def test_a_worker_whose_teacher_call_outlives_its_timeouts_says_it_is_stuck_whil
             time.sleep(0.2)
         assert health["ok"] is False and health["stuck_s"] >= 0.5 and health["engine"] == "openai" and health["model"] == "teacher"
         assert ray.wait(tasks, timeout=0)[0] == []
+        trickling_endpoint.close()  # the calls fail, their tasks end: none is left for Ray to retry when the worker goes
+        assert all(summary["errors"] for summary in ray.get(tasks, timeout=60))
+        assert ray.get(worker.health.options(concurrency_group=CONTROL_GROUP).remote(), timeout=30)["ok"] is True
     finally:
         ray.kill(worker, no_restart=True)
 

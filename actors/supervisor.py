@@ -1,4 +1,4 @@
-"""The supervisor of the generation actors (specification section 6.1: health polled every 15 s).
+"""The supervisor of the generation actors and the teacher workers (specification section 6.1: health polled every 15 s).
 
 Each round it asks every actor's `health()` (in the actors' `control` concurrency group, so a busy actor
 still answers) and kills, with `ray.kill(actor, no_restart=False)`, one that does not answer within
@@ -8,12 +8,14 @@ is not polled again until its restart answers `ready()`, however long the model 
 
 It does not protect against an actor Ray is already restarting after a crash of its own that takes
 longer than `timeout_s` to come back: that one is killed once more, which costs one of its restarts.
-It only watches actors made by `start_actors` (a `health` method and the `control` group).
+It only watches actors made by `start_actors` or `start_teacher_workers` (a `health` method and the `control` group);
+its log names each by its class ("generation actor 0", "teacher worker 1").
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -65,6 +67,14 @@ def _poll(actors: list, timeout_s: float, restarts: dict[int, _Restart], pids: d
     return report
 
 
+def actor_name(actor: Any, index: int) -> str:
+    """What the actor is, from its class, and its index: "generation actor 0" (GenerationActor), "teacher worker 1"
+    (TeacherWorker); "actor 2" for a handle that does not say its class."""
+    descriptor = getattr(actor, "_ray_actor_creation_function_descriptor", None)  # what Ray's own repr of a handle reads
+    class_name = getattr(descriptor, "class_name", "") or "Actor"
+    return f"{re.sub(r'(?<=[a-z0-9])(?=[A-Z])', ' ', class_name).lower()} {index}"
+
+
 def _answer(ref: Any) -> tuple[dict[str, Any] | None, str | None]:
     """The call's result, or the reason it has none; `ActorDiedError` (restarts used up) is raised."""
     import ray
@@ -86,13 +96,13 @@ def _check_health(index: int, actor: Any, ref: Any, timeout_s: float, restarts: 
         try:
             health, reason = _answer(ref)
         except ray.exceptions.ActorDiedError as exc:
-            return _died(index, exc, dead)
+            return _died(index, actor, exc, dead)
     if health is not None:
         pids[index] = health["pid"]
         if health.get("ok", True):
             return {"index": index, "healthy": True, "health": health, "status": "ok"}
         reason = f"its engine has been stuck for {health.get('stuck_s', 0):.0f} s on a generation that timed out"
-    log.warning("generation actor %d is unhealthy (%s): killing it so that Ray restarts it and re-runs its tasks", index, reason)
+    log.warning("%s is unhealthy (%s): killing it so that Ray restarts it and re-runs its tasks", actor_name(actor, index), reason)
     ray.kill(actor, no_restart=False)
     restarts[index] = _Restart(actor.ready.options(concurrency_group=CONTROL_GROUP).remote(), pids.get(index))
     return {"index": index, "healthy": False, "health": health, "status": "killed", "reason": reason}
@@ -109,17 +119,17 @@ def _check_restart(index: int, actor: Any, restarts: dict[int, _Restart], pids: 
         health, _ = _answer(restart.ref)
     except ray.exceptions.ActorDiedError as exc:
         del restarts[index]
-        return _died(index, exc, dead)
+        return _died(index, actor, exc, dead)
     if health is None or health["pid"] == restart.old_pid:  # answered before the kill landed: wait for the new process
         restart.ref = actor.ready.options(concurrency_group=CONTROL_GROUP).remote()
         return {"index": index, "healthy": False, "health": None, "status": "restarting"}
     del restarts[index]
     pids[index] = health["pid"]
-    log.info("generation actor %d restarted (pid %s)", index, health["pid"])
+    log.info("%s restarted (pid %s)", actor_name(actor, index), health["pid"])
     return {"index": index, "healthy": True, "health": health, "status": "restarted"}
 
 
-def _died(index: int, exc: Exception, dead: set[int]) -> dict[str, Any]:
+def _died(index: int, actor: Any, exc: Exception, dead: set[int]) -> dict[str, Any]:
     dead.add(index)
-    log.error("generation actor %d is dead for good (its restarts are used up): %s", index, str(exc).splitlines()[0][:200])
+    log.error("%s is dead for good (its restarts are used up): %s", actor_name(actor, index), str(exc).splitlines()[0][:200])
     return {"index": index, "healthy": False, "health": None, "status": "dead"}

@@ -123,3 +123,32 @@ def test_workers_are_started_before_they_are_returned_and_one_that_cannot_start_
     with pytest.raises(TeacherStartError, match="no-such-prompts.yaml") as raised:
         start_teacher_workers(settings, "run-broken")
     assert isinstance(raised.value, TrajforgeError) and raised.value.args[0].startswith("a teacher worker did not start: ")
+
+
+def test_the_supervisor_names_a_teacher_worker_as_one_when_it_restarts_it(serve_url, tmp_path, caplog):
+    import logging
+    import os
+    import signal
+
+    import ray
+
+    from actors.actor import CONTROL_GROUP
+    from actors.supervisor import supervise
+    from pipelines.teacher_worker import start_teacher_workers
+
+    (worker,) = start_teacher_workers(teacher_settings(tmp_path), "job-supervised")
+    reports, stop = [], threading.Event()
+    try:
+        pid = ray.get(worker.health.options(concurrency_group=CONTROL_GROUP).remote(), timeout=60)["pid"]
+        os.kill(pid, signal.SIGSTOP)  # alive but answering nothing, as a wedged process is
+        timer = threading.Timer(120, stop.set)
+        timer.start()
+        with caplog.at_level(logging.INFO, logger="actors.supervisor"):
+            supervise([worker], interval_s=0.2, timeout_s=1, stop=stop,
+                      on_report=lambda report: (reports.append(report[0]["status"]), report[0]["status"] == "restarted" and stop.set()))
+        timer.cancel()
+    finally:
+        ray.kill(worker, no_restart=True)
+    assert reports[0] == "killed" and reports[-1] == "restarted"
+    assert "teacher worker 0 is unhealthy (it did not answer its health check in 1 s)" in caplog.text
+    assert "teacher worker 0 restarted (pid " in caplog.text and "generation actor" not in caplog.text

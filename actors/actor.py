@@ -23,12 +23,15 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actors.engines.types import Completion, GenerationRequest
 from actors.settings import ActorSettings
 from trajforge.cluster import ClusterSettings, advertised, load_cluster_settings, warn_if_cpus_taken
 from trajforge.errors import TrajforgeError
+
+if TYPE_CHECKING:
+    from sandbox.settings import SandboxSettings
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,8 @@ class GenerationActor:
 
         self.settings, self.index = settings, index
         self.engine = build_engine(settings)
-        self.sandbox = SandboxPool(workers=settings.sandbox_workers, settings=loop_jail_settings(settings))
+        jails = loop_jail_settings(settings.sandbox, settings.loop.sandbox_timeout_s)
+        self.sandbox = SandboxPool(workers=settings.sandbox_workers, settings=jails)
         self.states = StateStore(settings.state_db)
         self.trajectories = TrajectoryWriter(settings.lake / "raw" / "trajectories", f"actor{index}")
         self.templates = load_prompts(settings.prompts)
@@ -230,15 +234,16 @@ class GenerationActor:
         return [result.model_dump() for result in results]
 
 
-def loop_jail_settings(settings: ActorSettings):
-    """The actor's jail policy with its wall-time limit cut to `JAIL_GRACE_S` past the loop's `sandbox_timeout_s`: a run the
-    loop gave up on then ends in its jail too, instead of holding the jail that the batch's other tasks wait for (the
-    grace lets the loop's timeout, not the jail's, be what the step record says)."""
+def loop_jail_settings(jails: SandboxSettings | None, sandbox_timeout_s: float) -> SandboxSettings:
+    """The jail policy of a loop's sandbox pool (`jails`, a SandboxSettings; None: configs/sandbox.yaml) with its wall-time
+    limit cut to `JAIL_GRACE_S` past the loop's `sandbox_timeout_s`: a run the loop gave up on then ends in its jail too,
+    instead of holding the jail that the batch's other tasks wait for (the grace lets the loop's timeout, not the jail's,
+    be what the step record says). For the generation actors and the teacher workers alike."""
     from actors.loop import JAIL_GRACE_S
     from sandbox.settings import load_sandbox_settings
 
-    jails = settings.sandbox or load_sandbox_settings()
-    limit_s = settings.loop.sandbox_timeout_s + JAIL_GRACE_S
+    jails = jails or load_sandbox_settings()
+    limit_s = sandbox_timeout_s + JAIL_GRACE_S
     return jails if jails.wall_time_s <= limit_s else jails.model_copy(update={"wall_time_s": limit_s})
 
 

@@ -74,7 +74,10 @@ def oracle_answer(task: Any, step: int, mistake_rate: float, seed: int) -> tuple
 
 class TeacherWorker:
     def __init__(self, settings: Any, index: int, run_id: str | None = None, sandbox: Any = None):
-        """`sandbox`: the SandboxSettings of this worker's jails (None: configs/sandbox.yaml, read here)."""
+        """`sandbox`: the SandboxSettings of this worker's jails (None: configs/sandbox.yaml, read here), their wall time cut
+        to the loop's sandbox timeout and grace (`loop_jail_settings`)."""
+        from actors.actor import loop_jail_settings
+        from actors.loop import LoopOptions
         from actors.prompting import load_prompts
         from actors.state import StateStore
         from sandbox.pool import SandboxPool
@@ -83,7 +86,8 @@ class TeacherWorker:
         self.settings, self.index = settings, index
         self.teacher = settings.kind if settings.kind == "oracle" else settings.model
         self.run_id = run_id
-        self.sandbox = SandboxPool(workers=2, settings=sandbox)
+        self.options = LoopOptions(max_steps=settings.max_steps, temperature=settings.temperature, seed=settings.seed)
+        self.sandbox = SandboxPool(workers=2, settings=loop_jail_settings(sandbox, self.options.sandbox_timeout_s))
         self.states = StateStore(settings.lake / "state" / "teacher_states.db")
         self.trajectories = TrajectoryWriter(settings.lake / "raw" / "trajectories", f"teacher{index}")
         self.templates = load_prompts(settings.prompts)
@@ -165,10 +169,9 @@ class TeacherWorker:
                 Completion(text=state_part, model="oracle", engine="oracle"))
 
     def run_task(self, task: dict[str, Any]) -> dict[str, Any]:
-        from actors.loop import LoopOptions, run_task
+        from actors.loop import run_task
 
-        options = LoopOptions(max_steps=self.settings.max_steps, temperature=self.settings.temperature, seed=self.settings.seed)
-        return run_task(self, task, options)
+        return run_task(self, task, self.options)
 
     def stats(self) -> dict[str, int]:
         return dict(self.counters)

@@ -125,6 +125,22 @@ def test_workers_are_started_before_they_are_returned_and_one_that_cannot_start_
     assert isinstance(raised.value, TrajforgeError) and raised.value.args[0].startswith("a teacher worker did not start: ")
 
 
+def test_a_workers_jails_end_a_run_a_grace_past_the_loops_sandbox_timeout(tmp_path):
+    """The generation actors' cap (`loop_jail_settings`): a hung run frees its jail once the loop has given up on it."""
+    from actors.loop import JAIL_GRACE_S, LoopOptions
+    from pipelines.teacher_worker import TeacherWorker
+    from sandbox.settings import load_sandbox_settings
+
+    def jail_wall_time_s(wall_time_s: float) -> float:
+        sandbox = load_sandbox_settings(assignments=[("sandbox.wall_time_s", wall_time_s), ("sandbox.logs_dir", str(tmp_path / "logs"))])
+        worker = TeacherWorker(teacher_settings(tmp_path), 0, "job-jails", sandbox)
+        return worker.sandbox.sandbox.settings.wall_time_s
+
+    loop_timeout_s = LoopOptions().sandbox_timeout_s  # the teacher's loop keeps the default
+    assert jail_wall_time_s(600) == loop_timeout_s + JAIL_GRACE_S
+    assert jail_wall_time_s(10) == 10  # a shorter limit is kept
+
+
 def test_the_supervisor_names_a_teacher_worker_as_one_when_it_restarts_it(serve_url, tmp_path, caplog):
     import logging
     import os

@@ -213,8 +213,9 @@ def _in_a_jail(future, timeout_s: float):
 
 
 def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions, run_id: str | None = None) -> dict[str, Any]:
-    """Run one task to completion inside `actor`; returns a summary, never raises. `run_id` (default: the actor's
-    `run_id`, a teacher job's) is recorded in every step record, so the records of each run of a task stay apart."""
+    """Run one task to completion inside `actor`; returns a summary, never raises. `run_id` (this run's, one per call) is
+    recorded in every step record, so the records of each run of a task stay apart; so is the actor's `job_id` (a
+    teacher job's, which every run of that job shares; None for a generation actor)."""
     started = time.perf_counter()
     summary: dict[str, Any] = {"task_id": task_data.get("task_id"), "steps": 0, "verified": False, "errors": []}
     try:
@@ -283,7 +284,7 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions, run_id
                 "model_output": {**parsed.to_record(), "raw": first.text + (ACTION_STOP + _state_part(second) if second else "")},
                 "sandbox_result": {"action": result, "tests": tests, "verified": verified},
                 "reward": {"verified": verified, "matches_gold": matches_gold, "tests_pass": tests_pass},
-                "final": final, "teacher": getattr(actor, "teacher", None), "run_id": run_id or getattr(actor, "run_id", None),
+                "final": final, "teacher": getattr(actor, "teacher", None), "run_id": run_id, "job_id": getattr(actor, "job_id", None),
                 "state_after": state_after.model_dump(), "error": error, "model": first.model or _model_name(actor), "engine": first.engine,
                 "temperature": options.temperature, "top_p": options.top_p, "seed": seed, "actor": actor.index,
                 "completions": [_completion_record(c) for c in (first, second) if c is not None],

@@ -7,9 +7,10 @@ Samples tasks (from `trajforge synth-rules`), and for each runs up to `max_steps
 TeacherWorker actor: the prompt from `configs/teacher_prompts.yaml` (system, `<state>`, instruction +
 code + the sandbox's feedback), the teacher's `<think>/<action>/<state_update>`, the action verified in
 the sandbox, rewards (verified, matches the gold result, tests pass). Each step goes to
-`lake/raw/trajectories/` with the teacher, model, temperature and seed. A task whose last step is
-recorded (`final`) is finished: a restarted job skips it, so a crash or `ray job stop` loses at most
-the tasks in flight. Ends with `reports/teacher/metrics.md`.
+`lake/raw/trajectories/` with the teacher, model, temperature and seed, the job's `job_id` and the run's
+`run_id` (one per run of a task: a task Ray re-runs on a restarted worker is a new run). A task with a run
+whose last step is recorded (`final`) and answered is finished: a restarted job skips it, so a crash or
+`ray job stop` loses at most the tasks in flight. Ends with `reports/teacher/metrics.md`.
 """
 
 from __future__ import annotations
@@ -136,17 +137,31 @@ def unanswered(record: dict[str, Any]) -> bool:
 
 
 def teacher_records(settings: TeacherSettings, finished_only: bool = True) -> list[dict[str, Any]]:
-    """This teacher's step records. A task interrupted by a stop and run again has records from both
-    runs; `finished_only` keeps, per task, only the steps of the run that finished it (no duplicates).
-    A run whose last step the teacher did not answer did not finish its task: the next run retries it."""
+    """This teacher's step records. A task interrupted (a job stopped, a worker restarted by Ray or the supervisor)
+    and run again has records from both runs; `finished_only` keeps, per task, only the steps of the run that
+    finished it (`finishing_runs`: no step twice)."""
     from trajforge.trajectories import read_trajectories
 
     root = settings.lake / "raw" / "trajectories"
     records = [r for r in read_trajectories(root) if r.get("teacher") == teacher_name(settings)] if root.is_dir() else []
     if not finished_only:
         return records
-    finishing_run = {r["task_id"]: r.get("run_id") for r in records if r.get("final") and not unanswered(r)}
-    return [r for r in records if r["task_id"] in finishing_run and r.get("run_id") == finishing_run[r["task_id"]]]
+    finishing = finishing_runs(records)
+    return [r for r in records if finishing.get(r["task_id"], _NO_RUN) == r.get("run_id")]
+
+
+_NO_RUN = object()
+
+
+def finishing_runs(records: list[dict[str, Any]]) -> dict[str, str | None]:
+    """The run (`run_id`) that finished each finished task: the first whose last step is recorded and answered. A run
+    whose last step the teacher did not answer did not finish its task (the next job retries it); one that has no last
+    step was interrupted. The first, where Ray re-ran a task whose worker died after its last record was written."""
+    finishing: dict[str, str | None] = {}
+    for record in sorted(records, key=lambda record: record.get("created_at") or 0.0):
+        if record.get("final") and not unanswered(record):
+            finishing.setdefault(record["task_id"], record.get("run_id"))
+    return finishing
 
 
 def run(settings: TeacherSettings, progress: bool = True, sandbox: SandboxSettings | None = None) -> dict[str, Any]:
@@ -165,15 +180,15 @@ def run(settings: TeacherSettings, progress: bool = True, sandbox: SandboxSettin
     tasks = load_tasks(settings)
     import uuid
 
-    finished = {r["task_id"] for r in teacher_records(settings) if r.get("final")}
-    run_id = uuid.uuid4().hex[:12]
+    finished = set(finishing_runs(teacher_records(settings, finished_only=False)))
+    job_id = uuid.uuid4().hex[:12]
     todo = [task for task in tasks if task["task_id"] not in finished]
     init_ray()
     started = time.monotonic()
     summaries: list[dict[str, Any]] = []
     if todo:
         warn_if_cpus_taken(settings.cpus_per_worker, "teacher.cpus_per_worker", "the teacher workers")
-        workers = start_teacher_workers(settings, run_id, sandbox)
+        workers = start_teacher_workers(settings, job_id, sandbox)
         with tqdm(total=len(todo), desc="teacher tasks", unit="task", disable=not progress) as bar:
             summaries = run_loop(workers, todo, progress=bar, concurrency_per_actor=2)
         stats = [ray.get(w.stats.remote()) for w in workers]
@@ -181,8 +196,9 @@ def run(settings: TeacherSettings, progress: bool = True, sandbox: SandboxSettin
             ray.kill(w)
     else:
         stats = []
-    failed = sorted({r["task_id"] for r in teacher_records(settings, finished_only=False)
-                     if r.get("run_id") == run_id and r.get("final") and unanswered(r)})
+    recorded = teacher_records(settings, finished_only=False)
+    finished = set(finishing_runs(recorded))
+    failed = sorted({r["task_id"] for r in recorded if r.get("job_id") == job_id and r.get("final") and unanswered(r)} - finished)
     report = write_report(settings, tasks, stats, time.monotonic() - started, failed)
     return {"tasks": len(tasks), "skipped_finished": len(tasks) - len(todo), "ran": len(summaries),
             "verified": sum(bool(s.get("verified")) for s in summaries), "unanswered": len(failed), "report": str(report)}
@@ -190,12 +206,18 @@ def run(settings: TeacherSettings, progress: bool = True, sandbox: SandboxSettin
 
 def write_report(settings: TeacherSettings, tasks: list[dict[str, Any]], stats: list[dict[str, int]], wall_s: float,
                  failed: Sequence[str] = ()) -> Path:
-    """reports/teacher/metrics.md from every record of this teacher on the sampled tasks: verified / total (the
-    specification's teacher precision) per task and per step, and precision: the share of the steps the teacher
-    answered that earned all three rewards (`good_step`: applied, equal to the known result, tests pass), the figure a
-    deliberate mistake lowers even when its action applies; `failed`: tasks this run's teacher left unanswered."""
+    """reports/teacher/metrics.md from this teacher's finished tasks among the sampled ones, each counted by the steps of
+    the run that finished it (`finishing_runs`): verified / total (the specification's teacher precision) per task and
+    per step, and precision: the share of the steps the teacher answered that earned all three rewards (`good_step`:
+    applied, equal to the known result, tests pass), the figure a deliberate mistake lowers even when its action
+    applies. The steps of interrupted runs (a worker restarted mid-task, a stopped job) are named apart and not counted,
+    so a step a re-run took again counts once; `failed`: tasks this job's teacher left unanswered."""
     wanted = {task["task_id"]: task for task in tasks}
-    records = [r for r in teacher_records(settings) if r["task_id"] in wanted]
+    recorded = [r for r in teacher_records(settings, finished_only=False) if r["task_id"] in wanted]
+    finishing = finishing_runs(recorded)
+    records = [r for r in recorded if finishing.get(r["task_id"], _NO_RUN) == r.get("run_id")]
+    ended_runs = {(r["task_id"], r.get("run_id")) for r in recorded if r.get("final")}
+    interrupted = Counter((r["task_id"], r.get("run_id")) for r in recorded if (r["task_id"], r.get("run_id")) not in ended_runs)
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         by_task[record["task_id"]].append(record)
@@ -222,8 +244,11 @@ def write_report(settings: TeacherSettings, tasks: list[dict[str, Any]], stats: 
     lines = [f"# Teacher SRL run: {teacher_name(settings)}", "",
              f"- teacher: `{teacher_name(settings)}` ({settings.kind}), temperature {settings.temperature}, seed {settings.seed}"
              + (f", mistake rate {settings.mistake_rate}" if settings.kind == "oracle" else ""),
-             f"- tasks: {len(by_task)} of {len(tasks)} sampled have records; {len(records)} steps; this run took {wall_s:.1f} s",
-             f"- cost: {tokens['prompt_tokens']} prompt tokens, {tokens['completion_tokens']} completion tokens (this run)",
+             f"- tasks: {len(by_task)} of {len(tasks)} sampled are finished; {len(records)} steps in the runs that finished them; "
+             f"this job took {wall_s:.1f} s",
+             f"- cost: {tokens['prompt_tokens']} prompt tokens, {tokens['completion_tokens']} completion tokens (this job)",
+             *([f"- interrupted runs: {len(interrupted)} ({interrupted.total()} steps; a worker restarted mid-task, a stopped job): "
+                "kept in the lake, not counted here"] if interrupted else []),
              *([f"- **the teacher did not answer {len(failed)} tasks** (endpoint errors): not finished, the next run retries them: "
                 + ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else "")] if failed else []),
              "", "A task is verified when one of its steps is (its action applied cleanly). Precision is per step: the steps that"

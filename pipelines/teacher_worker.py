@@ -73,9 +73,9 @@ def oracle_answer(task: Any, step: int, mistake_rate: float, seed: int) -> tuple
 
 
 class TeacherWorker:
-    def __init__(self, settings: Any, index: int, run_id: str | None = None, sandbox: Any = None):
-        """`sandbox`: the SandboxSettings of this worker's jails (None: configs/sandbox.yaml, read here), their wall time cut
-        to the loop's sandbox timeout and grace (`loop_jail_settings`)."""
+    def __init__(self, settings: Any, index: int, job_id: str | None = None, sandbox: Any = None):
+        """`job_id`: the teacher job's, in every step record; `sandbox`: the SandboxSettings of this worker's jails (None:
+        configs/sandbox.yaml, read here), their wall time cut to the loop's sandbox timeout and grace (`loop_jail_settings`)."""
         from actors.actor import loop_jail_settings
         from actors.loop import LoopOptions
         from actors.prompting import load_prompts
@@ -85,7 +85,7 @@ class TeacherWorker:
 
         self.settings, self.index = settings, index
         self.teacher = settings.kind if settings.kind == "oracle" else settings.model
-        self.run_id = run_id
+        self.job_id = job_id
         self.options = LoopOptions(max_steps=settings.max_steps, temperature=settings.temperature, seed=settings.seed)
         self.sandbox = SandboxPool(workers=2, settings=loop_jail_settings(sandbox, self.options.sandbox_timeout_s))
         self.states = StateStore(settings.lake / "state" / "teacher_states.db")
@@ -169,9 +169,14 @@ class TeacherWorker:
                 Completion(text=state_part, model="oracle", engine="oracle"))
 
     def run_task(self, task: dict[str, Any]) -> dict[str, Any]:
+        """The actor loop for one task; each call is a run of its own (a new `run_id` in its step records, beside the
+        job's `job_id`): when Ray re-runs the task on a restarted worker, the steps the dead one wrote stay an
+        unfinished run apart from the re-run's (`teacher_records` and the report take the run that finished the task)."""
+        import uuid
+
         from actors.loop import run_task
 
-        return run_task(self, task, self.options)
+        return run_task(self, task, self.options, run_id=uuid.uuid4().hex[:12])
 
     def stats(self) -> dict[str, int]:
         return dict(self.counters)
@@ -181,8 +186,8 @@ class TeacherStartError(TrajforgeError, RuntimeError):
     """A teacher worker did not start (its constructor failed); the message is the worker's own reason."""
 
 
-def start_teacher_workers(settings: Any, run_id: str, sandbox: Any = None) -> list:
-    """The run's `settings.workers` TeacherWorker actors (`cpus_per_worker` each, two tasks at once), restarted by Ray
+def start_teacher_workers(settings: Any, job_id: str, sandbox: Any = None) -> list:
+    """The job's `settings.workers` TeacherWorker actors (`cpus_per_worker` each, two tasks at once), restarted by Ray
     with their tasks re-run, and with the `control` concurrency group where `ready` and `health` answer while both
     task slots are busy (as GenerationActors have it, so `run_loop`'s supervisor watches them the same way). Returns
     once each has started: the supervisor would take one still starting for one that does not answer."""
@@ -193,7 +198,7 @@ def start_teacher_workers(settings: Any, run_id: str, sandbox: Any = None) -> li
 
     worker = ray.remote(concurrency_groups={CONTROL_GROUP: 1})(TeacherWorker).options(
         num_cpus=settings.cpus_per_worker, max_restarts=2, max_task_retries=2, max_concurrency=2)
-    workers = [worker.remote(settings, index, run_id, sandbox) for index in range(settings.workers)]
+    workers = [worker.remote(settings, index, job_id, sandbox) for index in range(settings.workers)]
     try:
         ray.get([started.ready.options(concurrency_group=CONTROL_GROUP).remote() for started in workers])
     except RayActorError as exc:

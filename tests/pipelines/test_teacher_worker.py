@@ -125,6 +125,46 @@ def test_workers_are_started_before_they_are_returned_and_one_that_cannot_start_
     assert isinstance(raised.value, TrajforgeError) and raised.value.args[0].startswith("a teacher worker did not start: ")
 
 
+def test_a_worker_restarted_mid_task_keeps_each_run_apart_and_the_report_counts_each_step_once(serve_url, tmp_path):
+    """Ray re-runs the tasks of a worker killed mid-task: the dead run's steps keep their own run_id, unfinished, so the
+    records of the run that finished a task (what the report counts) have each step once."""
+    import ray
+
+    from actors.run import run_loop
+    from pipelines.teacher_srl import teacher_records, write_report
+    from pipelines.teacher_worker import start_teacher_workers
+
+    settings = teacher_settings(tmp_path, max_steps=3, mistake_rate=1.0)  # every step a mistake: every task takes three
+    tasks = candidates()[:6]
+    (worker,) = start_teacher_workers(settings, "job-restart")
+    summaries: list = []
+    try:
+        runner = threading.Thread(target=lambda: summaries.extend(run_loop([worker], tasks, task_timeout_s=120, health_interval_s=None,
+                                                                           concurrency_per_actor=2)))
+        runner.start()
+        deadline = time.monotonic() + 60
+        while not any(not r["final"] for r in teacher_records(settings, finished_only=False)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ray.kill(worker, no_restart=False)  # as a crash would, with a task between its steps: Ray restarts it and re-runs it
+        runner.join(timeout=240)
+        assert not runner.is_alive()
+    finally:
+        ray.kill(worker, no_restart=True)
+    assert [s["steps"] for s in summaries] == [3] * len(tasks)
+    recorded = teacher_records(settings, finished_only=False)
+    runs: dict[tuple, list] = {}
+    for record in recorded:
+        runs.setdefault((record["task_id"], record["run_id"]), []).append(record)
+    interrupted = [steps for steps in runs.values() if not any(r["final"] for r in steps)]
+    assert interrupted and all(r["job_id"] == "job-restart" for r in recorded)  # the kill landed mid-task
+    counted = teacher_records(settings)
+    assert sorted((r["task_id"], r["step"]) for r in counted) == sorted((t["task_id"], step) for t in tasks for step in (1, 2, 3))
+    report = write_report(settings, tasks, [], 1.0).read_text()
+    [row] = [line.split(" | ") for line in report.splitlines() if line.startswith("| oracle |")]
+    assert (int(row[1]), int(row[3])) == (len(tasks), 3 * len(tasks))  # tasks, steps: the interrupted runs' steps not among them
+    assert f"- interrupted runs: {len(interrupted)} ({sum(map(len, interrupted))} steps;" in report
+
+
 def test_a_workers_jails_end_a_run_a_grace_past_the_loops_sandbox_timeout(tmp_path):
     """The generation actors' cap (`loop_jail_settings`): a hung run frees its jail once the loop has given up on it."""
     from actors.loop import JAIL_GRACE_S, LoopOptions

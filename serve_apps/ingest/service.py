@@ -22,7 +22,7 @@ from starlette.responses import Response
 from serve_apps.ingest import registry
 from serve_apps.ingest.committer import GroupCommitter
 from serve_apps.ingest.events import API_KEY_HEADER, EventStore, api_keys, key_accepted
-from serve_apps.http import CORS, AddressResolver, HTTPError, json_response, openai_error, read_body
+from serve_apps.http import CORS, AddressResolver, HTTPError, app_path, json_response, openai_error, read_body
 from serve_apps.ingest.metrics import IngestMetrics
 from serve_apps.embed.forward import EmbeddingsForwarder
 from serve_apps.ratelimit import AddressLimiter
@@ -75,11 +75,7 @@ class IngestService:
         log.info("ingest ready: lake=%s writer=%s", self.store.lake.root, self.store.writer_id)
 
     async def __call__(self, request: Request) -> Response:
-        path = request.scope["path"]
-        root = request.scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        path = path.rstrip("/") or "/"
+        path = app_path(request)
         methods = self.routes.get(path)
         try:
             if methods is None:

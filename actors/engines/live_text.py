@@ -2,7 +2,8 @@
 
 `LiveText` turns sampled token ids into text as they arrive (incremental detokenization: only the
 last few tokens are decoded again) and releases only text that is final: never half a character,
-never a stop sequence (unless asked to keep it) or what may be its beginning.
+never a stop sequence (unless asked to keep it) or what may be its beginning, and a `stop_token_ids` token (or, with
+`skip_special_tokens` off, a special token) only once another follows: the token that ends an answer is not in its text.
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ from actors.engines.types import Completion, GenerationRequest, cut_at_stop
 class LiveText:
     """The text of a generation as its tokens arrive, released once it cannot change."""
 
-    def __init__(self, tokenizer: Any, stops: list[str], keep_stop: bool = False):
+    def __init__(self, tokenizer: Any, stops: list[str], keep_stop: bool = False, skip_special_tokens: bool = True,
+                 stop_token_ids: list[int] | None = None):
         self.tokenizer = tokenizer
         self.stops = [stop for stop in stops if stop]
         self.keep_stop = keep_stop  # release the stop sequence that ended the text too
+        self.skip_special_tokens = skip_special_tokens
+        # tokens that may end the answer, whose text it then leaves out: released only once another token follows
+        self.held_ids = set(stop_token_ids or ()) | (set() if skip_special_tokens else set(tokenizer.all_special_ids))
         self.hold = max((len(stop) for stop in self.stops), default=1) - 1
         self.ids: list[int] = []
         self.prefix = self.read = 0  # ids[prefix:read] were decoded last time; ids[read:] are new
@@ -32,12 +37,12 @@ class LiveText:
         self.stopped = False
 
     def _decode(self, start: int, end: int) -> str:
-        return self.tokenizer.decode(self.ids[start:end], skip_special_tokens=True)
+        return self.tokenizer.decode(self.ids[start:end], skip_special_tokens=self.skip_special_tokens)
 
     def add(self, token: int) -> str:
         """The text that `token` makes final ("" while a character or a possible stop sequence is incomplete)."""
         self.ids.append(token)
-        if self.stopped:
+        if self.stopped or token in self.held_ids:
             return ""
         # Decoding from a few tokens back keeps the spacing rules of tokenizers that look at the previous token.
         before, after = self._decode(self.prefix, self.read), self._decode(self.prefix, len(self.ids))
@@ -66,7 +71,8 @@ def text_stream(engine: Any, request: GenerationRequest, submit: Callable[..., F
     tokens: queue.SimpleQueue[int | None] = queue.SimpleQueue()
     running = submit(engine.generate_streaming, request, tokens.put, cancelled)
     running.add_done_callback(lambda _: tokens.put(None))  # after the last token: the end, seen at once
-    text, deadline = LiveText(engine.tokenizer, request.stop, request.include_stop_str_in_output), time.monotonic() + timeout_s
+    text = LiveText(engine.tokenizer, request.stop, request.include_stop_str_in_output, request.skip_special_tokens, request.stop_token_ids)
+    deadline = time.monotonic() + timeout_s
     try:
         while True:
             try:

@@ -59,6 +59,8 @@ class OpenAIEngine:
                 body.update(continue_final_message=True, add_generation_prompt=False)
             elif not request.add_generation_prompt:
                 body["add_generation_prompt"] = False
+            if request.chat_template_kwargs is not None:  # vLLM's, sent only when set (an upstream may not know it)
+                body["chat_template_kwargs"] = request.chat_template_kwargs
             if request.json_schema is not None:
                 body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": request.json_schema}}
             return "/v1/chat/completions", body

@@ -4,6 +4,8 @@ Sampling is per request (its own seed); the completion keeps the sampled token i
 log-probabilities under the model's raw distribution (log-softmax of the logits, before temperature
 and top-p), as vLLM reports them. A request's `json_schema` guides the sampling (`guided.py`), and
 the text is still checked against it afterwards (`schema_valid`: a document cut by `max_tokens` is not).
+vLLM's `min_tokens`, `stop_token_ids`, `ignore_eos` and `skip_special_tokens` act as in vLLM (the token that ended an
+answer is not in its text); `min_tokens` with stop strings is refused (vLLM matches none before `min_tokens`).
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class TransformersEngine:
         if request.messages is not None:
             encoded = self.tokenizer.apply_chat_template([m.model_dump() for m in request.messages], return_tensors="pt", return_dict=True,
                                                          add_generation_prompt=request.add_generation_prompt and not request.continue_final_message,
-                                                         continue_final_message=request.continue_final_message)
+                                                         continue_final_message=request.continue_final_message,
+                                                         **(request.chat_template_kwargs or {}))
             ids = encoded["input_ids"]
         elif request.prompt_token_ids is not None:
             vocabulary = self.lm.get_input_embeddings().num_embeddings
@@ -72,7 +75,12 @@ class TransformersEngine:
         import torch
 
         started = time.perf_counter()
+        if request.min_tokens and request.stop:
+            raise InvalidRequest("min_tokens with stop strings is not supported by the transformers engine (vLLM matches no stop "
+                                 "string before min_tokens): leave one of them out")
         ids = self._input_ids(request)
+        # what ends the answer: the model's end of text (unless ignore_eos) and the request's stop_token_ids
+        ends = sorted(set(request.stop_token_ids) | (set() if request.ignore_eos else self._end_ids))
         sample = request.temperature > 0
         options: dict[str, Any] = {"max_new_tokens": request.max_tokens, "do_sample": sample, "return_dict_in_generate": True,
                                    "output_logits": True, "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id}
@@ -81,6 +89,7 @@ class TransformersEngine:
                            **{name: value for name, value in (("top_k", request.top_k), ("min_p", request.min_p)) if value})
         else:
             options.update(temperature=None, top_p=None, top_k=None)
+        options["eos_token_id"] = ends or None  # None: no token ends it (ignore_eos without stop_token_ids)
         if request.repetition_penalty != 1.0:
             options["repetition_penalty"] = request.repetition_penalty
         if request.logit_bias:
@@ -94,6 +103,11 @@ class TransformersEngine:
         processors = []
         if request.presence_penalty or request.frequency_penalty:
             processors.append(_penalties(ids.shape[1], request.presence_penalty, request.frequency_penalty))
+        if request.min_tokens:  # as vLLM: the end of text is held off too with ignore_eos
+            from transformers.generation.logits_process import MinNewTokensLengthLogitsProcessor
+
+            processors.append(MinNewTokensLengthLogitsProcessor(ids.shape[1], request.min_tokens, sorted(self._end_ids | set(ends)),
+                                                                device=self.device))
         if request.json_schema is not None:
             processors.append(self._schema_guide().processor(request.json_schema))
         if processors:
@@ -113,17 +127,21 @@ class TransformersEngine:
             top = [[(token, round(value, 6)) for token, value in zip(row_ids, row_values)]
                    for row_ids, row_values in zip(indices.tolist(), values.tolist())]
         token_ids = new.tolist()
-        raw = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        ended = bool(token_ids) and token_ids[-1] in ends
+        # as vLLM: the token that ended the answer is not in its text (unless include_stop_str_in_output)
+        shown = token_ids[:-1] if ended and not request.include_stop_str_in_output else token_ids
+        raw = self.tokenizer.decode(shown, skip_special_tokens=request.skip_special_tokens)
         text, stop = cut_at_stop(raw, request.stop, keep=request.include_stop_str_in_output)
-        ended = bool(token_ids) and token_ids[-1] in self._end_ids
-        known = bool(stop) or ended or len(token_ids) >= request.max_tokens
+        if ended and stop is None and (request.ignore_eos or token_ids[-1] not in self._end_ids):
+            stop = token_ids[-1]  # a stop_token_ids token: vLLM's stop_reason is its id (None at the end of text)
+        known = stop is not None or ended or len(token_ids) >= request.max_tokens
         if not known:  # stopped early: a stop string `generate` matched across the prompt's end, or cancelled
             whole = self.tokenizer.decode(out.sequences[0].tolist(), skip_special_tokens=True)
             stop = next((candidate for candidate in request.stop if candidate and whole.endswith(candidate)), None)
             known = stop is not None
         return Completion(
             text=text, token_ids=token_ids, logprobs=[round(float(v), 6) for v in logprobs.tolist()], top_logprobs=top,
-            finish_reason="stop" if stop or ended or len(token_ids) < request.max_tokens else "length",
+            finish_reason="stop" if stop is not None or ended or len(token_ids) < request.max_tokens else "length",
             stop_reason=stop, stop_reason_known=known,  # None: the model's end of text (or its token limit)
             prompt_tokens=int(ids.shape[1]), completion_tokens=len(token_ids), model=self.model, engine=self.name,
             schema_valid=check_schema(text, request.json_schema), latency_s=round(time.perf_counter() - started, 4),

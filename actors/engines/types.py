@@ -23,6 +23,12 @@ class Message(BaseModel):
     content: str
 
 
+# apply_chat_template's own arguments, which the engines set from the request: not the template's variables.
+RESERVED_TEMPLATE_KWARGS = frozenset({"conversation", "tools", "documents", "chat_template", "add_generation_prompt",
+                                      "continue_final_message", "tokenize", "padding", "truncation", "max_length",
+                                      "return_tensors", "return_dict", "return_assistant_tokens_mask", "tokenizer_kwargs"})
+
+
 class GenerationRequest(BaseModel):
     """A prompt or chat messages, and how to sample the answer."""
 
@@ -59,6 +65,18 @@ class GenerationRequest(BaseModel):
     """Sample only tokens at least this fraction as likely as the likeliest (0: not set)."""
     logit_bias: dict[int, float] = Field(default_factory=dict)
     """Added to the logits of these token ids (-100 to 100; -100 bans a token), as OpenAI's `logit_bias`."""
+    min_tokens: int = Field(default=0, ge=0)
+    """Sample at least this many tokens before the end of text or a `stop_token_ids` token may end the answer (vLLM's)."""
+    stop_token_ids: list[int] = Field(default_factory=list)
+    """Token ids that end the answer, as a stop string does (vLLM's): the answer keeps the id, its text leaves the
+    token out unless `include_stop_str_in_output`, and `stop_reason` is the id."""
+    ignore_eos: bool = False
+    """Go on past the model's end-of-text tokens, to `max_tokens`, a stop string or a `stop_token_ids` token (vLLM's)."""
+    skip_special_tokens: bool = True
+    """Leave special tokens out of the text (vLLM's; the token that ended the answer is left out either way)."""
+    chat_template_kwargs: dict[str, Any] | None = None
+    """Chat: extra variables for the model's chat template, as `apply_chat_template`'s keyword arguments (vLLM's), such
+    as Qwen3's `enable_thinking`; one the template does not read changes nothing, as in vLLM and Hugging Face."""
     top_logprobs: int = Field(default=0, ge=0, le=20)
     """With each sampled token, this many of the most likely tokens at its position and their log-probabilities."""
     request_id: str | None = None
@@ -71,13 +89,23 @@ class GenerationRequest(BaseModel):
             raise ValueError("give exactly one of prompt, prompt_token_ids or messages")
         if self.prompt_token_ids and min(self.prompt_token_ids) < 0:
             raise ValueError("prompt_token_ids must be token ids (integers from 0)")
+        if self.min_tokens > self.max_tokens:
+            raise ValueError(f"min_tokens must be at most max_tokens ({self.max_tokens}), got {self.min_tokens}")
+        if any(token < 0 for token in self.stop_token_ids):
+            raise ValueError("stop_token_ids must be token ids (integers from 0)")
+        if self.chat_template_kwargs is not None and self.messages is None:
+            raise ValueError("chat_template_kwargs is for messages (chat) only")
+        if reserved := sorted(RESERVED_TEMPLATE_KWARGS & set(self.chat_template_kwargs or {})):
+            raise ValueError(f"chat_template_kwargs may not set {reserved[0]!r}: the engine sets it (use the request's own field where "
+                             "there is one)")
         if self.continue_final_message and not (self.messages and self.messages[-1].role == "assistant"):
             raise ValueError("continue_final_message needs messages whose last one is the assistant's")
         return self
 
 
 # Sampling options beyond the basic ones, each off at its default: OpenAI's penalties and logit_bias, vLLM's extras.
-SAMPLING_EXTRAS = ("presence_penalty", "frequency_penalty", "repetition_penalty", "top_k", "min_p", "logit_bias")
+SAMPLING_EXTRAS = ("presence_penalty", "frequency_penalty", "repetition_penalty", "top_k", "min_p", "logit_bias",
+                   "min_tokens", "stop_token_ids", "ignore_eos", "skip_special_tokens")
 
 
 def sampling_extras(request: GenerationRequest) -> dict[str, Any]:

@@ -102,7 +102,8 @@ class VllmEngine:
             return request.prompt
         text = self.tokenizer.apply_chat_template([m.model_dump() for m in request.messages], tokenize=False,
                                                   add_generation_prompt=request.add_generation_prompt and not request.continue_final_message,
-                                                  continue_final_message=request.continue_final_message)
+                                                  continue_final_message=request.continue_final_message,
+                                                  **(request.chat_template_kwargs or {}))
         return {"prompt_token_ids": self.tokenizer.encode(text, add_special_tokens=False)}
 
     async def _one(self, request: GenerationRequest, on_token: Callable[[int], None] | None = None,

@@ -2,8 +2,8 @@
 
 `parse` turns a request body into the engine's `GenerationRequest`s (one per choice: `n` choices of
 each prompt), accepting what OpenAI clients send: prompts as text or token ids, content as a list of text
-parts, the `developer` role, `stop` as a string or a list, vLLM's `add_generation_prompt` and
-`include_stop_str_in_output`, `response_format` `json_object` or `json_schema`,
+parts, the `developer` role, `stop` as a string or a list, vLLM's `add_generation_prompt`,
+`include_stop_str_in_output`, `chat_template_kwargs` and sampling extras, `response_format` `json_object` or `json_schema`,
 `max_completion_tokens`, `stream_options.include_usage`, completions' `echo`. `answer` and the `*_chunk` functions build
 the replies, with the sampled tokens' log-probabilities (as `token_id:N` when the client asks with
 vLLM's `return_tokens_as_token_ids`) so a client can recover exactly what was sampled, and the
@@ -168,6 +168,11 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
         sampling["add_generation_prompt"] = False
     if body.get("include_stop_str_in_output") is True:  # vLLM's
         sampling["include_stop_str_in_output"] = True
+    if chat and body.get("chat_template_kwargs") is not None:  # vLLM's
+        sampling["chat_template_kwargs"] = body["chat_template_kwargs"]
+    limit = sampling.get("max_tokens", GenerationRequest.model_fields["max_tokens"].default)
+    if sampling.get("min_tokens", 0) > limit:  # vLLM's bound, named here (the engine request's check names no field)
+        raise invalid(f'"min_tokens" must be at most max_tokens ({limit}), got {sampling["min_tokens"]}', "min_tokens")
     seed = body.get("seed")
     requests = []
     try:
@@ -303,7 +308,9 @@ def token_chunks(parsed: Parsed, model: str, index: int, completion: Completion,
     events = [delta_chunk(parsed, model, index, "", first=True)] if parsed.chat else \
         [delta_chunk(parsed, model, index, echoed(parsed, index, tokenizer))] if parsed.echo else []
     sent = 0
-    live = LiveText(tokenizer, []) if tokenizer is not None else None
+    request = parsed.requests[index]
+    live = LiveText(tokenizer, [], skip_special_tokens=request.skip_special_tokens, stop_token_ids=request.stop_token_ids) \
+        if tokenizer is not None else None
     for position, entry in enumerate(entries):
         if live is not None:
             live.add(completion.token_ids[position])

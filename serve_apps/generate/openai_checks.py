@@ -8,8 +8,8 @@ and any field the route does not know (`CHAT_FIELDS`, `COMPLETION_FIELDS`), `rea
 `web_search_options` among them: the answer would not be what they ask for. Accepted and ignored, because the answer
 keeps its meaning: `tools` with `tool_choice` auto or none (the model may answer in text), `functions`, `user`,
 `store`, `metadata`, `service_tier`, `prediction` (a latency hint), `parallel_tool_calls`, the `prompt_cache_*` hints,
-`safety_identifier`. Penalties, `logit_bias`, and vLLM's `top_k`, `min_p` and `repetition_penalty` are applied by
-the engines.
+`safety_identifier`. Penalties, `logit_bias`, and vLLM's `top_k`, `min_p`, `repetition_penalty`, `min_tokens`,
+`stop_token_ids`, `ignore_eos`, `skip_special_tokens` and chat's `chat_template_kwargs` are applied by the engines.
 """
 
 from __future__ import annotations
@@ -18,20 +18,22 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from actors.engines.types import RESERVED_TEMPLATE_KWARGS
 from serve_apps.http import HTTPError, lone_surrogate
 
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch's and vLLM's generators take
 
 # The request fields each route knows (OpenAI's, and the vLLM extensions the engines apply); any other is refused by
-# name, as OpenAI refuses an unrecognized argument, rather than ignored: a misspelt `max_token`, or vLLM's
-# `chat_template_kwargs` or `ignore_eos`, would otherwise change the answer without a word.
+# name, as OpenAI refuses an unrecognized argument, rather than ignored: a misspelt `max_token`, or a vLLM extension
+# the engines do not apply (`guided_json`, `prompt_logprobs`), would otherwise change the answer without a word.
 COMMON_FIELDS = {"model", "n", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "stream", "stream_options",
                  "logprobs", "logit_bias", "presence_penalty", "frequency_penalty", "response_format", "user", "echo",
-                 "top_k", "min_p", "repetition_penalty", "include_stop_str_in_output", "return_tokens_as_token_ids"}
+                 "top_k", "min_p", "repetition_penalty", "include_stop_str_in_output", "return_tokens_as_token_ids",
+                 "min_tokens", "stop_token_ids", "ignore_eos", "skip_special_tokens"}
 CHAT_FIELDS = COMMON_FIELDS | {"messages", "top_logprobs", "tools", "tool_choice", "functions", "function_call", "modalities", "audio",
                                "continue_final_message", "add_generation_prompt", "parallel_tool_calls", "store", "metadata",
                                "service_tier", "prediction", "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention",
-                               "safety_identifier"}
+                               "safety_identifier", "chat_template_kwargs"}
 COMPLETION_FIELDS = COMMON_FIELDS | {"prompt", "best_of", "suffix"}
 
 
@@ -65,12 +67,32 @@ def check_body(body: dict[str, Any], chat: bool) -> None:
     options = body.get("stream_options")
     if options is not None and (not isinstance(options, dict) or not _flag(options.get("include_usage"))):
         raise invalid('"stream_options" must be an object whose "include_usage" is true or false', "stream_options")
-    for name in ("continue_final_message", "add_generation_prompt", "return_tokens_as_token_ids", "include_stop_str_in_output"):
-        if body.get(name) not in (None, True, False):
+    _check_vllm_extras(body)
+    for name in ("continue_final_message", "add_generation_prompt", "return_tokens_as_token_ids", "include_stop_str_in_output",
+                 "ignore_eos", "skip_special_tokens"):
+        if not _flag(body.get(name)):
             raise invalid(f'"{name}" must be true or false', name)
     seed = body.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]):
         raise invalid(f'"seed" must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}', "seed")
+
+
+def _check_vllm_extras(body: dict[str, Any]) -> None:
+    """vLLM's `min_tokens`, `stop_token_ids` and `chat_template_kwargs`, in the types vLLM's server takes (no coercion)."""
+    min_tokens = body.get("min_tokens")
+    if min_tokens is not None and (not isinstance(min_tokens, int) or isinstance(min_tokens, bool) or min_tokens < 0):
+        raise invalid('"min_tokens" must be an integer from 0', "min_tokens")
+    stop_ids = body.get("stop_token_ids")
+    if stop_ids is not None and (not isinstance(stop_ids, list) or
+                                 not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in stop_ids)):
+        raise invalid('"stop_token_ids" must be a list of token ids (integers from 0)', "stop_token_ids")
+    kwargs = body.get("chat_template_kwargs")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise invalid('"chat_template_kwargs" must be an object of the chat template\'s variables, such as {"enable_thinking": false}',
+                      "chat_template_kwargs")
+    if reserved := sorted(RESERVED_TEMPLATE_KWARGS & set(kwargs or {})):
+        raise invalid(f'"chat_template_kwargs" may not set {reserved[0]!r}: the server sets it from the request '
+                      "(its own field where there is one)", "chat_template_kwargs")
 
 
 def _check_text(body: dict[str, Any]) -> None:

@@ -69,6 +69,10 @@ class SamplingParams:
     logit_bias: dict[int, float] | None = None
     flat_logprobs: bool = False
     include_stop_str_in_output: bool = False
+    min_tokens: int = 0
+    stop_token_ids: list[int] | None = None
+    ignore_eos: bool = False
+    skip_special_tokens: bool = True
     structured_outputs: StructuredOutputsParams | None = None
 
 
@@ -211,7 +215,7 @@ class AsyncLLM:
         self.seen_prompts.append(prompt)
         self.seen_ids.append(request_id)
         self._validate(prompt_ids, params)
-        rng, token_ids, steps = random.Random(params.seed), [], []
+        rng, token_ids, steps, stop_token = random.Random(params.seed), [], [], None
         for _ in range(params.max_tokens):
             await asyncio.sleep(0.001)
             finish = None
@@ -220,9 +224,14 @@ class AsyncLLM:
             else:
                 token = rng.randrange(10, 2000)
                 token = next((forced for forced, bias in (params.logit_bias or {}).items() if bias >= 100), token)  # a certain token
+                ends = {*(params.stop_token_ids or []), *([] if params.ignore_eos else [self.tokenizer.eos_token_id])}
+                if len(token_ids) < params.min_tokens and token in ends | {self.tokenizer.eos_token_id}:
+                    token = 10 if 10 not in ends else 11  # vLLM masks every end token before min_tokens
                 token_ids.append(token)
-                if token == self.tokenizer.eos_token_id:
+                if token == self.tokenizer.eos_token_id and not params.ignore_eos:
                     finish = "stop"  # the end of text: vLLM's stop_reason None
+                elif token in (params.stop_token_ids or []):
+                    finish, stop_token = "stop", token  # vLLM's stop_reason: the stop token id
                 sampled = -rng.random()  # with `logprobs: N`, vLLM adds the N likeliest tokens: here N others, likelier
                 others = params.logprobs or 0
                 steps.append({token: Logprob(sampled, rank=others + 1 + rng.randrange(50)),
@@ -234,11 +243,14 @@ class AsyncLLM:
                 logprobs = FlatLogprobs()
                 for step in steps:
                     logprobs.append(step)
-            text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+            # the token that ended the answer is left out of its text unless include_stop_str_in_output
+            shown = token_ids[:-1] if finish == "stop" and not params.include_stop_str_in_output else token_ids
+            text = self.tokenizer.decode(shown, skip_special_tokens=params.skip_special_tokens)
             stops = [params.stop] if isinstance(params.stop, str) else params.stop or []
-            stop_reason = min(((text.find(stop), stop) for stop in stops if stop in text), default=(0, None))[1]
-            if stop_reason is not None and finish != "abort":  # the first stop string in the text ends it, named
-                finish, text = "stop", text[:text.find(stop_reason) + (len(stop_reason) if params.include_stop_str_in_output else 0)]
+            stop_string = min(((text.find(stop), stop) for stop in stops if stop in text), default=(0, None))[1]
+            if stop_string is not None and finish != "abort":  # the first stop string in the text ends it, named
+                finish, text = "stop", text[:text.find(stop_string) + (len(stop_string) if params.include_stop_str_in_output else 0)]
+            stop_reason = stop_string if stop_string is not None else stop_token if finish == "stop" else None
             yield RequestOutput(request_id, prompt if isinstance(prompt, str) else None, prompt_ids, None,
                                 [CompletionOutput(0, text, list(token_ids), None, logprobs, finish, stop_reason)], finish is not None)
             if finish is not None:

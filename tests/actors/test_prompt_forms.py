@@ -1,5 +1,5 @@
-"""Token-id prompts, and vLLM's `include_stop_str_in_output` and `add_generation_prompt`: in the transformers engine,
-through the front (answered and streamed), and sent on by the openai engine."""
+"""Token-id prompts, and vLLM's `include_stop_str_in_output`, `add_generation_prompt` and `chat_template_kwargs`: in the
+transformers engine, through the front (answered and streamed), and sent on by the openai engine."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from actors.engines.openai_engine import OpenAIEngine
 from actors.engines.types import GenerationRequest, cut_at_stop
 
 PROMPT = "def handler(event):"
+# Qwen3's switch, in a template of its own: with enable_thinking false the answer starts after an empty thought
+THINKING_OFF = "{% if add_generation_prompt and enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}"
 
 
 def one(engine, **options):
@@ -104,3 +106,62 @@ def test_the_openai_engine_sends_token_ids_and_the_vllm_options():
     (completion_body,), (chat_body,) = [body for body in sent if "prompt" in body], [body for body in sent if "messages" in body]
     assert completion_body["prompt"] == [5, 6] and completion_body["include_stop_str_in_output"] is True and ids.text == "a</x>"
     assert chat_body["add_generation_prompt"] is False and "include_stop_str_in_output" not in chat_body and chat.text == "a</x>b"
+
+
+@pytest.fixture(scope="module")
+def thinking_engine(small_model, tmp_path_factory):
+    """The small model with a chat template that reads `enable_thinking`, as Qwen3's does (the small model's reads none)."""
+    import shutil
+
+    from actors.engines.transformers_engine import TransformersEngine
+
+    folder = tmp_path_factory.mktemp("thinking") / "small-qwen3"
+    shutil.copytree(small_model, folder)
+    template = folder / "chat_template.jinja"
+    template.write_text(template.read_text(encoding="utf-8") + THINKING_OFF, encoding="utf-8")
+    return TransformersEngine(folder, device="cpu")
+
+
+def test_chat_template_kwargs_are_the_templates_variables(thinking_engine):
+    messages = [{"role": "user", "content": "rename fetch_user"}]
+    plain = one(thinking_engine, messages=messages)
+    off = one(thinking_engine, messages=messages, chat_template_kwargs={"enable_thinking": False})
+    rendered = thinking_engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, enable_thinking=False)
+    assert rendered.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert off.prompt_tokens == len(thinking_engine.tokenizer(rendered, add_special_tokens=False)["input_ids"]) > plain.prompt_tokens
+    unread = one(thinking_engine, messages=messages, chat_template_kwargs={"enable_thinking": True, "unread": 1})
+    assert (unread.prompt_tokens, unread.token_ids) == (plain.prompt_tokens, plain.token_ids)  # as vLLM: nothing read, nothing changed
+    for refused in ({"prompt": PROMPT, "chat_template_kwargs": {}}, {"messages": messages, "chat_template_kwargs": {"tokenize": True}}):
+        with pytest.raises(ValueError, match="chat_template_kwargs"):
+            GenerationRequest(**refused)
+
+
+def test_the_front_takes_chat_template_kwargs_on_chat_only(thinking_engine):
+    from serve_apps.generate.service import GenerateService
+    from serve_apps.generate.settings import GenerateSettings
+
+    service = GenerateService(GenerateSettings(served_model_name="small", embed_app=None), engine=thinking_engine)
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    status, plain = post(service, "/v1/chat/completions", chat)
+    status_off, off = post(service, "/v1/chat/completions", {**chat, "chat_template_kwargs": {"enable_thinking": False}})
+    assert (status, status_off) == (200, 200)
+    assert off["usage"]["prompt_tokens"] == plain["usage"]["prompt_tokens"] + len(thinking_engine.tokenizer("<think>\n\n</think>\n\n")["input_ids"])
+    for path, body, words in [("/v1/chat/completions", {**chat, "chat_template_kwargs": "enable_thinking=false"}, "must be an object"),
+                              ("/v1/chat/completions", {**chat, "chat_template_kwargs": {"add_generation_prompt": False}}, "may not set"),
+                              ("/v1/completions", {"prompt": PROMPT, "chat_template_kwargs": {}}, "unrecognized request argument")]:
+        status, answer = post(service, path, body)
+        assert status == 400 and answer["error"]["param"] == "chat_template_kwargs" and words in answer["error"]["message"], answer
+
+
+def post(service, path: str, body: dict) -> tuple[int, dict]:
+    """The front's answer to a POST, called in this process (no Serve)."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    async def receive():
+        return {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/generate" + path, "root_path": "/generate", "headers": [], "query_string": b""}
+    response = asyncio.run(service(Request(scope, receive)))
+    return response.status_code, json.loads(response.body)

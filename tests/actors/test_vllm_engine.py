@@ -82,6 +82,29 @@ def test_chat_goes_as_the_templates_token_ids_without_added_special_tokens(vllm_
     assert backend().seen_prompts[-1] == "def main("  # plain prompts go as text: vLLM tokenizes them as its completions do
 
 
+def test_chat_template_kwargs_render_the_chat_and_vllms_extras_reach_sampling_params(vllm_engine, monkeypatch):
+    tokenizer = vllm_engine.tokenizer
+    monkeypatch.setattr(tokenizer, "chat_template", tokenizer.chat_template + "{% if enable_thinking is false %}<think></think>{% endif %}")
+    messages = [{"role": "user", "content": "hi"}]
+    vllm_engine.generate([GenerationRequest(messages=messages, max_tokens=1, chat_template_kwargs={"enable_thinking": False})])
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+    assert text.endswith("<think></think>")
+    assert backend().seen_prompts[-1] == {"prompt_token_ids": tokenizer.encode(text, add_special_tokens=False)}
+    eos = tokenizer.eos_token_id
+    (ignored,) = vllm_engine.generate([GenerationRequest(prompt="def main(", max_tokens=4, logit_bias={eos: 100}, ignore_eos=True,
+                                                          min_tokens=2, skip_special_tokens=False)])
+    params = backend().seen_params[-1]
+    assert (params.ignore_eos, params.min_tokens, params.skip_special_tokens) == (True, 2, False)
+    assert ignored.token_ids == [10, 10, eos, eos] and ignored.text.endswith(tokenizer.eos_token * 2)  # eos held off by min_tokens
+    (stopped,) = vllm_engine.generate([GenerationRequest(prompt="def main(", max_tokens=4, seed=2, stop_token_ids=[eos, 11],
+                                                          logit_bias={11: 100})])
+    assert backend().seen_params[-1].stop_token_ids == [eos, 11]
+    assert (stopped.token_ids, stopped.stop_reason, stopped.text) == ([11], 11, "")
+    vllm_engine.generate([GenerationRequest(prompt="def main(", max_tokens=1)])
+    unset = backend().seen_params[-1]  # off values are not sent: vLLM's own defaults stand
+    assert (unset.ignore_eos, unset.min_tokens, unset.stop_token_ids, unset.skip_special_tokens) == (False, 0, None, True)
+
+
 def test_token_ids_a_kept_stop_and_no_generation_prompt_reach_vllm(vllm_engine):
     tokenizer = vllm_engine.tokenizer
     vllm_engine.generate([GenerationRequest(prompt_token_ids=[5, 6, 7], max_tokens=2, stop=["x"], include_stop_str_in_output=True)])

@@ -311,7 +311,6 @@ def start_actors(settings: ActorSettings, wait: bool = True, named: bool = False
     OpenAI-compatible front (`backend: actors`) and other jobs find them with `find_actors()`.
     """
     import ray
-    from ray.exceptions import RayActorError
 
     cluster = cluster or load_cluster_settings()
     resources = {**advertised(cluster.actors.resources, ray.cluster_resources(), "the generation actors", warn=settings.num_gpus > 0),
@@ -327,13 +326,22 @@ def start_actors(settings: ActorSettings, wait: bool = True, named: bool = False
             options.update(name=ACTOR_NAME.format(index=index), namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
         actors.append(ray.remote(concurrency_groups={CONTROL_GROUP: 2})(GenerationActor).options(**options).remote(settings, index))
     if wait:
-        try:
-            ray.get([actor.ready.options(concurrency_group=CONTROL_GROUP).remote() for actor in actors])
-        except RayActorError as exc:
-            for actor in actors:
-                ray.kill(actor, no_restart=True)
-            raise ActorStartError(f"a generation actor did not start: {start_failure(exc)}") from None
+        wait_started(actors, ActorStartError, "a generation actor")
     return actors
+
+
+def wait_started(actors: list, error: type[Exception], what: str) -> None:
+    """Returns once every actor's `ready()` has answered; where one failed to start, ends them all and raises `error`
+    with that actor's own reason ("<what> did not start: ...")."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    try:
+        ray.get([actor.ready.options(concurrency_group=CONTROL_GROUP).remote() for actor in actors])
+    except RayActorError as exc:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        raise error(f"{what} did not start: {start_failure(exc)}") from None
 
 
 class ActorStartError(TrajforgeError, RuntimeError):

@@ -51,7 +51,8 @@ def supervise(actors: list, interval_s: float = 15.0, timeout_s: float = 10.0, s
 def _poll(actors: list, timeout_s: float, restarts: dict[int, _Restart], pids: dict[int, int], dead: set[int]) -> list[dict[str, Any]]:
     import ray
 
-    health_refs = {index: actor.health.options(concurrency_group=CONTROL_GROUP).remote()
+    # never retried: a check that failed is the answer (a retry would outlive the kill and only log Ray's notice)
+    health_refs = {index: actor.health.options(concurrency_group=CONTROL_GROUP, max_task_retries=0).remote()
                    for index, actor in enumerate(actors) if index not in restarts and index not in dead}
     waiting = [*health_refs.values(), *(restart.ref for restart in restarts.values())]
     answered, _ = ray.wait(waiting, num_returns=len(waiting), timeout=timeout_s) if waiting else ([], [])

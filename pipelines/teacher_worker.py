@@ -192,17 +192,11 @@ def start_teacher_workers(settings: Any, job_id: str, sandbox: Any = None) -> li
     task slots are busy (as GenerationActors have it, so `run_loop`'s supervisor watches them the same way). Returns
     once each has started: the supervisor would take one still starting for one that does not answer."""
     import ray
-    from ray.exceptions import RayActorError
 
-    from actors.actor import CONTROL_GROUP, start_failure
+    from actors.actor import CONTROL_GROUP, wait_started
 
     worker = ray.remote(concurrency_groups={CONTROL_GROUP: 1})(TeacherWorker).options(
         num_cpus=settings.cpus_per_worker, max_restarts=2, max_task_retries=2, max_concurrency=2)
     workers = [worker.remote(settings, index, job_id, sandbox) for index in range(settings.workers)]
-    try:
-        ray.get([started.ready.options(concurrency_group=CONTROL_GROUP).remote() for started in workers])
-    except RayActorError as exc:
-        for started in workers:
-            ray.kill(started, no_restart=True)
-        raise TeacherStartError(f"a teacher worker did not start: {start_failure(exc)}") from None
+    wait_started(workers, TeacherStartError, "a teacher worker")
     return workers

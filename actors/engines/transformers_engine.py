@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_schema, cut_at_stop
+from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_schema, cut_at_stop, render_chat
 
 
 class TransformersEngine:
@@ -48,11 +48,7 @@ class TransformersEngine:
         import torch
 
         if request.messages is not None:
-            encoded = self.tokenizer.apply_chat_template([m.model_dump() for m in request.messages], return_tensors="pt", return_dict=True,
-                                                         add_generation_prompt=request.add_generation_prompt and not request.continue_final_message,
-                                                         continue_final_message=request.continue_final_message,
-                                                         **(request.chat_template_kwargs or {}))
-            ids = encoded["input_ids"]
+            ids = render_chat(self.tokenizer, request, return_tensors="pt", return_dict=True)["input_ids"]
         elif request.prompt_token_ids is not None:
             vocabulary = self.lm.get_input_embeddings().num_embeddings
             if max(request.prompt_token_ids) >= vocabulary:

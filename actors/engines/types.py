@@ -16,6 +16,21 @@ class InvalidRequest(ValueError):
         self.code = code
 
 
+def render_chat(tokenizer: Any, request: GenerationRequest, **options: Any) -> Any:
+    """`apply_chat_template` for a chat request, with its generation-prompt flags and its template's variables. A
+    template that refuses the messages (its `raise_exception`, as Qwen3's does for messages without a user query, or a
+    variable it cannot use) is the request's fault: InvalidRequest, answered 400 as vLLM's server does, not a 500."""
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template([m.model_dump() for m in request.messages],
+                                             add_generation_prompt=request.add_generation_prompt and not request.continue_final_message,
+                                             continue_final_message=request.continue_final_message,
+                                             **options, **(request.chat_template_kwargs or {}))
+    except TemplateError as exc:
+        raise InvalidRequest(f"the model's chat template refused these messages: {exc}") from exc
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from vllm import AsyncEngineArgs, AsyncLLMEngine, SamplingParams  # ImportError here is reported by the factory
 
-from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_schema, sampling_extras
+from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_schema, render_chat, sampling_extras
 from trajforge.errors import ConfigError
 
 try:  # vLLM raises VLLMClientError (VLLMValidationError) for a bad request; older ones a ValueError
@@ -100,10 +100,7 @@ class VllmEngine:
             return {"prompt_token_ids": request.prompt_token_ids}
         if request.messages is None:
             return request.prompt
-        text = self.tokenizer.apply_chat_template([m.model_dump() for m in request.messages], tokenize=False,
-                                                  add_generation_prompt=request.add_generation_prompt and not request.continue_final_message,
-                                                  continue_final_message=request.continue_final_message,
-                                                  **(request.chat_template_kwargs or {}))
+        text = render_chat(self.tokenizer, request, tokenize=False)
         return {"prompt_token_ids": self.tokenizer.encode(text, add_special_tokens=False)}
 
     async def _one(self, request: GenerationRequest, on_token: Callable[[int], None] | None = None,

@@ -15,6 +15,8 @@ from actors.engines.types import GenerationRequest, cut_at_stop
 PROMPT = "def handler(event):"
 # Qwen3's switch, in a template of its own: with enable_thinking false the answer starts after an empty thought
 THINKING_OFF = "{% if add_generation_prompt and enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}"
+# and its refusal of messages without a user query
+NO_USER_QUERY = "{% if messages | selectattr('role', 'equalto', 'user') | list | length == 0 %}{{ raise_exception('No user query found in messages.') }}{% endif %}"
 
 
 def one(engine, **options):
@@ -118,7 +120,7 @@ def thinking_engine(small_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("thinking") / "small-qwen3"
     shutil.copytree(small_model, folder)
     template = folder / "chat_template.jinja"
-    template.write_text(template.read_text(encoding="utf-8") + THINKING_OFF, encoding="utf-8")
+    template.write_text(template.read_text(encoding="utf-8") + THINKING_OFF + NO_USER_QUERY, encoding="utf-8")
     return TransformersEngine(folder, device="cpu")
 
 
@@ -151,6 +153,19 @@ def test_the_front_takes_chat_template_kwargs_on_chat_only(thinking_engine):
                               ("/v1/completions", {"prompt": PROMPT, "chat_template_kwargs": {}}, "unrecognized request argument")]:
         status, answer = post(service, path, body)
         assert status == 400 and answer["error"]["param"] == "chat_template_kwargs" and words in answer["error"]["message"], answer
+
+
+def test_messages_the_chat_template_refuses_are_the_requests_fault(thinking_engine):
+    from serve_apps.generate.service import GenerateService
+    from serve_apps.generate.settings import GenerateSettings
+
+    system_only = [{"role": "system", "content": "you refactor code"}]
+    (completion,) = thinking_engine.generate([GenerationRequest(messages=system_only, max_tokens=2)])
+    assert completion.finish_reason == "error" and completion.invalid_request and "No user query found" in completion.error
+    service = GenerateService(GenerateSettings(served_model_name="small", embed_app=None), engine=thinking_engine)
+    status, answer = post(service, "/v1/chat/completions", {"messages": system_only, "max_tokens": 2})
+    assert status == 400 and "No user query found in messages" in answer["error"]["message"], answer
+    assert answer["error"]["type"] == "invalid_request_error"
 
 
 def post(service, path: str, body: dict) -> tuple[int, dict]:

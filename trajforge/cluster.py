@@ -167,10 +167,11 @@ def ray_to_join(address: str | None) -> str | None:
 
 
 def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
-    """A `host:port` address (not `auto`, not `ray://`) must answer on its port, and its cluster must take this driver's
-    token (`gcs_refusal`): Ray itself would retry a wrong port for minutes, and a refused token for 20 s before saying
-    only that it could not connect. With `address` None or `auto`, $RAY_ADDRESS is the one Ray would use, and the one
-    checked. It does not check a cluster found on this machine (`auto`), whose token Ray finds in ~/.ray/auth_token."""
+    """A `host:port` address (not `auto`, not `ray://`) must answer on its port as a Ray GCS that takes this driver's
+    token (`cluster_id_error`): Ray itself would retry a wrong port for minutes, a port that answers another protocol
+    (the dashboard's 8265, a web server) for some 40 s a try, and a refused token for 20 s, before saying only that it
+    could not connect. With `address` None or `auto`, $RAY_ADDRESS is the one Ray would use, and the one checked. It
+    does not check a cluster found on this machine (`auto`), whose token Ray finds in ~/.ray/auth_token."""
     import socket
 
     chosen = address_in_use(address)
@@ -185,16 +186,35 @@ def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
         raise ConfigError(f"no Ray cluster answers at {named} ({exc}); start one there with `ray start --head`, "
                           "or give the address `ray start` printed (`--address auto` finds the one on this machine; "
                           "unset RAY_ADDRESS to start a Ray for this command alone)") from None
-    refusal = gcs_refusal(chosen, timeout_s)
-    if refusal:
-        raise ConfigError(token_refusal(named, refusal))
+    error = cluster_id_error(chosen, timeout_s)
+    if error is None:
+        return
+    code, details = error
+    if code == "UNAUTHENTICATED":
+        raise ConfigError(token_refusal(named, details))
+    mismatch = not_a_gcs(code, details)
+    if mismatch:
+        raise ConfigError(f"{named} answers, but not as a Ray cluster's GCS: {mismatch}; give the GCS's address, HOST:6379 "
+                          "unless `ray start --head --port` chose another (`ray status` on the head node prints it)")
 
 
-def gcs_refusal(address: str, timeout_s: float) -> str | None:
-    """Ray's refusal when the cluster's GCS at `address` turns away the token this driver would send (none without
-    RAY_AUTH_MODE=token), else None. It asks the GCS for its cluster id, the first thing `ray.init` asks, on a channel
-    Ray builds as its own clients' (TLS and token as configured), once and within `timeout_s`. Any other answer (not a
-    GCS, a slow one) is left for `ray.init` to find: only token authentication's UNAUTHENTICATED counts."""
+def not_a_gcs(code: str, details: str) -> str | None:
+    """What the port is instead of a GCS, where the cluster-id call's failure (its gRPC status `code` and `details`) says
+    that clearly: bytes that are not HTTP/2 (a web server, the dashboard) or a gRPC server without the GCS's service
+    (the Ray Client's port); else None. A GCS that answers slowly (DEADLINE_EXCEEDED), a port that closes the connection
+    (a GCS restarting) or a TLS handshake that fails (RAY_USE_TLS) are left for `ray.init` to find."""
+    if code == "UNAVAILABLE" and "Failed parsing HTTP/2" in details:  # gRPC's own words for a server that is not HTTP/2
+        return "it does not speak gRPC (a web server, such as the Ray dashboard's port, 8265 by default?)"
+    if code == "UNIMPLEMENTED":
+        return "it speaks gRPC but has no GCS service (the Ray Client's port, 10001 by default, is given as ray://HOST:10001)"
+    return None
+
+
+def cluster_id_error(address: str, timeout_s: float) -> tuple[str, str] | None:
+    """How the GCS at `address` failed the first thing `ray.init` asks, its cluster id: the gRPC status code's name and
+    details (UNAUTHENTICATED: token authentication turned away the token this driver would send, none without
+    RAY_AUTH_MODE=token); None when it answered. Asked once, within `timeout_s`, on a channel Ray builds as its own
+    clients' (TLS and token as configured)."""
     import grpc
     from ray._private.grpc_utils import init_grpc_channel
     from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
@@ -203,7 +223,7 @@ def gcs_refusal(address: str, timeout_s: float) -> str | None:
     try:
         gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout_s)
     except grpc.RpcError as exc:
-        return exc.details() if exc.code() == grpc.StatusCode.UNAUTHENTICATED else None
+        return exc.code().name, exc.details() or ""
     finally:
         channel.close()
     return None

@@ -136,6 +136,70 @@ def test_a_cluster_that_refuses_this_drivers_token_is_named_before_ray_retries(m
         check_reachable(address)  # a cluster that takes this driver: nothing to say, ray.init joins it
 
 
+@contextmanager
+def serving(kind: str) -> Iterator[str]:
+    """A local server that answers, but not as a GCS: `http` (a plain HTTP/1 server, as the dashboard's port is), `grpc`
+    (a gRPC server without the GCS's service, as the Ray Client's port is) or `silent` (takes the connection and says
+    nothing, as a GCS too busy to answer in time). Yields its HOST:PORT."""
+    import http.server
+    import socket
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    if kind == "http":
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            server.server_close()
+    elif kind == "grpc":
+        server = grpc.server(ThreadPoolExecutor(max_workers=1))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            server.stop(0)
+    else:
+        with socket.create_server(("127.0.0.1", 0), backlog=8) as listening:  # the kernel takes connections; none is read
+            yield f"127.0.0.1:{listening.getsockname()[1]}"
+
+
+def test_an_address_that_answers_http_or_another_grpc_service_is_refused_in_seconds_naming_the_gcs_port(monkeypatch):
+    """ray.init waited some 40 s a try on a port that answers but is not a GCS (the dashboard's 8265, a web server)."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with serving("http") as address:
+        started = time.monotonic()
+        with pytest.raises(ConfigError) as refused:
+            check_reachable(address)
+        assert time.monotonic() - started < 5
+        assert str(refused.value) == (
+            f"--address {address} answers, but not as a Ray cluster's GCS: it does not speak gRPC (a web server, such as the "
+            "Ray dashboard's port, 8265 by default?); give the GCS's address, HOST:6379 unless `ray start --head --port` "
+            "chose another (`ray status` on the head node prints it)")
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        with pytest.raises(ConfigError, match=rf"^RAY_ADDRESS={address} answers, but not as a Ray cluster's GCS"):
+            check_reachable(None)
+    monkeypatch.delenv("RAY_ADDRESS")
+    with serving("grpc") as address, pytest.raises(ConfigError, match=r"it speaks gRPC but has no GCS service .*ray://HOST:10001"):
+        check_reachable(address)
+
+
+def test_a_gcs_too_busy_to_answer_in_time_is_left_to_ray(monkeypatch):
+    """Only a clear protocol mismatch is refused: a port that takes the connection and is slow to answer may be a busy GCS."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with serving("silent") as address:
+        assert check_reachable(address, timeout_s=0.5) is None  # ray.init then waits for it, as for any slow GCS
+
+
 @pytest.mark.parametrize("command", [["queue", "status", "some-queue"], ["serve"]])
 def test_a_command_joining_a_cluster_that_wants_its_token_stops_in_seconds(command):
     environ = {name: value for name, value in os.environ.items() if name not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}

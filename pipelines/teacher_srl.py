@@ -68,6 +68,10 @@ class TeacherSettings(BaseModel):
     """The tasks to sample; null: where `trajforge synth-rules --lake <lake>` writes them (`tasks_file`)."""
     sample: int = Field(default=40, ge=0)
     max_steps: int = Field(default=3, ge=1)
+    sandbox_timeout_s: float = Field(default=30.0, gt=0)
+    """How long the loop waits for one sandbox run (an action or its tests) once a jail takes it, as
+    `actors.loop.sandbox_timeout_s` does for the generation actors; the workers' jails end a run `JAIL_GRACE_S` past it
+    (`loop_jail_settings`), so a `sandbox.wall_time_s` above it is cut. The default is the sandbox's own wall time."""
     lake: Path = Path("./lake")
     reports: Path = Path("reports/teacher")
     prompts: Path | None = None

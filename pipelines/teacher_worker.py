@@ -86,7 +86,8 @@ class TeacherWorker:
         self.settings, self.index = settings, index
         self.teacher = settings.kind if settings.kind == "oracle" else settings.model
         self.job_id = job_id
-        self.options = LoopOptions(max_steps=settings.max_steps, temperature=settings.temperature, seed=settings.seed)
+        self.options = LoopOptions(max_steps=settings.max_steps, temperature=settings.temperature, seed=settings.seed,
+                                   sandbox_timeout_s=settings.sandbox_timeout_s)
         self.sandbox = SandboxPool(workers=2, settings=loop_jail_settings(sandbox, self.options.sandbox_timeout_s))
         self.states = StateStore(settings.lake / "state" / "teacher_states.db")
         self.trajectories = TrajectoryWriter(settings.lake / "raw" / "trajectories", f"teacher{index}")

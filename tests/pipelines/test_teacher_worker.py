@@ -165,20 +165,24 @@ def test_a_worker_restarted_mid_task_keeps_each_run_apart_and_the_report_counts_
     assert f"- interrupted runs: {len(interrupted)} ({sum(map(len, interrupted))} steps;" in report
 
 
-def test_a_workers_jails_end_a_run_a_grace_past_the_loops_sandbox_timeout(tmp_path):
-    """The generation actors' cap (`loop_jail_settings`): a hung run frees its jail once the loop has given up on it."""
-    from actors.loop import JAIL_GRACE_S, LoopOptions
+def test_a_workers_jails_end_a_run_a_grace_past_the_teachers_sandbox_timeout(tmp_path):
+    """The generation actors' cap (`loop_jail_settings`) from `teacher.sandbox_timeout_s`: a hung run frees its jail once
+    the loop has given up on it, and by default the loop waits as long as the sandbox's own wall time (not the actors' 90 s)."""
+    from actors.loop import JAIL_GRACE_S
     from pipelines.teacher_worker import TeacherWorker
-    from sandbox.settings import load_sandbox_settings
+    from sandbox.settings import SandboxSettings, load_sandbox_settings
 
-    def jail_wall_time_s(wall_time_s: float) -> float:
+    def worker(wall_time_s: float, **overrides) -> TeacherWorker:
         sandbox = load_sandbox_settings(assignments=[("sandbox.wall_time_s", wall_time_s), ("sandbox.logs_dir", str(tmp_path / "logs"))])
-        worker = TeacherWorker(teacher_settings(tmp_path), 0, "job-jails", sandbox)
-        return worker.sandbox.sandbox.settings.wall_time_s
+        return TeacherWorker(teacher_settings(tmp_path, **overrides), 0, "job-jails", sandbox)
 
-    loop_timeout_s = LoopOptions().sandbox_timeout_s  # the teacher's loop keeps the default
-    assert jail_wall_time_s(600) == loop_timeout_s + JAIL_GRACE_S
-    assert jail_wall_time_s(10) == 10  # a shorter limit is kept
+    default = worker(600)
+    assert default.options.sandbox_timeout_s == SandboxSettings().wall_time_s == 30
+    assert default.sandbox.sandbox.settings.wall_time_s == 30 + JAIL_GRACE_S
+    short = worker(600, sandbox_timeout_s=5)
+    assert short.options.sandbox_timeout_s == 5 and short.sandbox.sandbox.settings.wall_time_s == 5 + JAIL_GRACE_S
+    assert worker(10, sandbox_timeout_s=5).sandbox.sandbox.settings.wall_time_s == 5 + JAIL_GRACE_S
+    assert worker(3, sandbox_timeout_s=5).sandbox.sandbox.settings.wall_time_s == 3  # a shorter limit is kept
 
 
 def test_the_supervisor_names_a_teacher_worker_as_one_when_it_restarts_it(serve_url, tmp_path, caplog):

@@ -74,9 +74,11 @@ class GenerationActor:
         return self.health()
 
     def health(self) -> dict[str, Any]:
-        """`ok` is False while a generation that timed out still holds the engine thread (`stuck_s`: for how long)."""
+        """`ok` is False while a generation that timed out still holds the engine thread (`stuck_s`: for how long); `kind`
+        names what answered, for the supervisor's log."""
         stuck_s = self._stuck_seconds()
-        return {"ok": stuck_s is None, "index": self.index, "pid": os.getpid(), "engine": self.engine.name, "model": str(self.engine.model),
+        return {"ok": stuck_s is None, "kind": "generation actor", "index": self.index, "pid": os.getpid(), "engine": self.engine.name,
+                "model": str(self.engine.model),
                 "uptime_s": round(time.time() - self.started_at, 1), "requests": self.requests, "errors": self.errors,
                 "generated_tokens": self.generated_tokens, "stuck_s": round(stuck_s or 0.0, 1), **self.counters}
 

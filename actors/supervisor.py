@@ -9,13 +9,13 @@ is not polled again until its restart answers `ready()`, however long the model 
 It does not protect against an actor Ray is already restarting after a crash of its own that takes
 longer than `timeout_s` to come back: that one is killed once more, which costs one of its restarts.
 It only watches actors made by `start_actors` or `start_teacher_workers` (a `health` method and the `control` group);
-its log names each by its class ("generation actor 0", "teacher worker 1").
+its log names each by the `kind` its health last said ("generation actor 0", "teacher worker 1"), and one that has not
+answered it yet as "actor 2".
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -39,16 +39,17 @@ def supervise(actors: list, interval_s: float = 15.0, timeout_s: float = 10.0, s
     restarting, restarted or dead)."""
     stop = stop or threading.Event()
     restarts: dict[int, _Restart] = {}
-    pids: dict[int, int] = {}
+    last_health: dict[int, dict[str, Any]] = {}  # what each actor's latest answer said: its pid and kind
     dead: set[int] = set()
     while not stop.is_set():
-        report = _poll(actors, timeout_s, restarts, pids, dead)
+        report = _poll(actors, timeout_s, restarts, last_health, dead)
         if on_report is not None:
             on_report(report)
         stop.wait(interval_s)
 
 
-def _poll(actors: list, timeout_s: float, restarts: dict[int, _Restart], pids: dict[int, int], dead: set[int]) -> list[dict[str, Any]]:
+def _poll(actors: list, timeout_s: float, restarts: dict[int, _Restart], last_health: dict[int, dict[str, Any]],
+          dead: set[int]) -> list[dict[str, Any]]:
     import ray
 
     # never retried: a check that failed is the answer (a retry would outlive the kill and only log Ray's notice)
@@ -62,18 +63,16 @@ def _poll(actors: list, timeout_s: float, restarts: dict[int, _Restart], pids: d
         if index in dead:
             report.append({"index": index, "healthy": False, "health": None, "status": "dead"})
         elif index in restarts:
-            report.append(_check_restart(index, actor, restarts, pids, dead, answered))
+            report.append(_check_restart(index, actor, restarts, last_health, dead, answered))
         else:
-            report.append(_check_health(index, actor, health_refs[index], timeout_s, restarts, pids, dead, answered))
+            report.append(_check_health(index, actor, health_refs[index], timeout_s, restarts, last_health, dead, answered))
     return report
 
 
-def actor_name(actor: Any, index: int) -> str:
-    """What the actor is, from its class, and its index: "generation actor 0" (GenerationActor), "teacher worker 1"
-    (TeacherWorker); "actor 2" for a handle that does not say its class."""
-    descriptor = getattr(actor, "_ray_actor_creation_function_descriptor", None)  # what Ray's own repr of a handle reads
-    class_name = getattr(descriptor, "class_name", "") or "Actor"
-    return f"{re.sub(r'(?<=[a-z0-9])(?=[A-Z])', ' ', class_name).lower()} {index}"
+def actor_name(last_health: dict[int, dict[str, Any]], index: int) -> str:
+    """What the actor is, as its latest health answer said (`kind`), and its index: "generation actor 0", "teacher
+    worker 1"; "actor 2" for one that has not answered yet (one hung from the start)."""
+    return f"{last_health.get(index, {}).get('kind') or 'actor'} {index}"
 
 
 def _answer(ref: Any) -> tuple[dict[str, Any] | None, str | None]:
@@ -88,8 +87,8 @@ def _answer(ref: Any) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"its health check failed: {type(exc).__name__}: {str(exc)[:200]}"
 
 
-def _check_health(index: int, actor: Any, ref: Any, timeout_s: float, restarts: dict[int, _Restart], pids: dict[int, int],
-                  dead: set[int], answered: set) -> dict[str, Any]:
+def _check_health(index: int, actor: Any, ref: Any, timeout_s: float, restarts: dict[int, _Restart],
+                  last_health: dict[int, dict[str, Any]], dead: set[int], answered: set) -> dict[str, Any]:
     import ray
 
     health, reason = None, f"it did not answer its health check in {timeout_s:.0f} s"
@@ -97,20 +96,20 @@ def _check_health(index: int, actor: Any, ref: Any, timeout_s: float, restarts: 
         try:
             health, reason = _answer(ref)
         except ray.exceptions.ActorDiedError as exc:
-            return _died(index, actor, exc, dead)
+            return _died(index, exc, last_health, dead)
     if health is not None:
-        pids[index] = health["pid"]
+        last_health[index] = health
         if health.get("ok", True):
             return {"index": index, "healthy": True, "health": health, "status": "ok"}
         reason = f"its engine has been stuck for {health.get('stuck_s', 0):.0f} s on a generation that timed out"
-    log.warning("%s is unhealthy (%s): killing it so that Ray restarts it and re-runs its tasks", actor_name(actor, index), reason)
+    log.warning("%s is unhealthy (%s): killing it so that Ray restarts it and re-runs its tasks", actor_name(last_health, index), reason)
     ray.kill(actor, no_restart=False)
-    restarts[index] = _Restart(actor.ready.options(concurrency_group=CONTROL_GROUP).remote(), pids.get(index))
+    restarts[index] = _Restart(actor.ready.options(concurrency_group=CONTROL_GROUP).remote(), last_health.get(index, {}).get("pid"))
     return {"index": index, "healthy": False, "health": health, "status": "killed", "reason": reason}
 
 
-def _check_restart(index: int, actor: Any, restarts: dict[int, _Restart], pids: dict[int, int], dead: set[int],
-                   answered: set) -> dict[str, Any]:
+def _check_restart(index: int, actor: Any, restarts: dict[int, _Restart], last_health: dict[int, dict[str, Any]],
+                   dead: set[int], answered: set) -> dict[str, Any]:
     import ray
 
     restart = restarts[index]
@@ -120,17 +119,17 @@ def _check_restart(index: int, actor: Any, restarts: dict[int, _Restart], pids: 
         health, _ = _answer(restart.ref)
     except ray.exceptions.ActorDiedError as exc:
         del restarts[index]
-        return _died(index, actor, exc, dead)
+        return _died(index, exc, last_health, dead)
     if health is None or health["pid"] == restart.old_pid:  # answered before the kill landed: wait for the new process
         restart.ref = actor.ready.options(concurrency_group=CONTROL_GROUP).remote()
         return {"index": index, "healthy": False, "health": None, "status": "restarting"}
     del restarts[index]
-    pids[index] = health["pid"]
-    log.info("%s restarted (pid %s)", actor_name(actor, index), health["pid"])
+    last_health[index] = health
+    log.info("%s restarted (pid %s)", actor_name(last_health, index), health["pid"])
     return {"index": index, "healthy": True, "health": health, "status": "restarted"}
 
 
-def _died(index: int, actor: Any, exc: Exception, dead: set[int]) -> dict[str, Any]:
+def _died(index: int, exc: Exception, last_health: dict[int, dict[str, Any]], dead: set[int]) -> dict[str, Any]:
     dead.add(index)
-    log.error("%s is dead for good (its restarts are used up): %s", actor_name(actor, index), str(exc).splitlines()[0][:200])
+    log.error("%s is dead for good (its restarts are used up): %s", actor_name(last_health, index), str(exc).splitlines()[0][:200])
     return {"index": index, "healthy": False, "health": None, "status": "dead"}

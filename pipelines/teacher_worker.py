@@ -137,7 +137,8 @@ class TeacherWorker:
         the worker so that Ray re-runs its tasks. Call it in the `control` concurrency group (`start_teacher_workers`
         makes it) so that a worker busy with its tasks still answers."""
         stuck_s = self._stuck_seconds()
-        return {"ok": stuck_s is None, "index": self.index, "pid": os.getpid(), "engine": self.engine.name if self.engine else "oracle",
+        return {"ok": stuck_s is None, "kind": "teacher worker", "index": self.index, "pid": os.getpid(),
+                "engine": self.engine.name if self.engine else "oracle",
                 "model": self.teacher, "uptime_s": round(time.time() - self.started_at, 1), "requests": self.requests,
                 "errors": self.errors, "generated_tokens": self.counters["completion_tokens"], "stuck_s": round(stuck_s or 0.0, 1),
                 **self.counters}

@@ -26,7 +26,7 @@ def test_actor_warms_up_generates_and_reports_health(serve_url, actor_settings):
     (actor,) = start_actors(actor_settings)
     try:
         health = ray.get(actor.health.remote())
-        assert health["ok"] and health["engine"] == "transformers"
+        assert health["ok"] and health["kind"] == "generation actor" and health["engine"] == "transformers"
         results = ray.get(actor.generate.remote([{"prompt": "def f(", "max_tokens": 6, "seed": 1},
                                                  {"prompt": "x", "max_tokens": -3},
                                                  {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}]))

@@ -12,7 +12,7 @@ from pipelines.synth_templates import candidates
 from pipelines.teacher_srl import load_teacher_settings
 
 # GenerationActor.health()'s keys (actors/actor.py), which the supervisor and its reports read
-HEALTH_KEYS = {"ok", "index", "pid", "engine", "model", "uptime_s", "requests", "errors", "generated_tokens", "stuck_s",
+HEALTH_KEYS = {"ok", "kind", "index", "pid", "engine", "model", "uptime_s", "requests", "errors", "generated_tokens", "stuck_s",
                "parse_failures", "sandbox_failures"}
 
 
@@ -41,7 +41,8 @@ def test_an_oracle_worker_reports_its_health_to_the_supervisor(serve_url, tmp_pa
     try:
         ready = ray.get(worker.ready.options(concurrency_group=CONTROL_GROUP).remote(), timeout=120)
         assert set(ready) == HEALTH_KEYS | {"prompt_tokens", "completion_tokens"}
-        assert (ready["ok"], ready["engine"], ready["model"], ready["requests"], ready["stuck_s"]) == (True, "oracle", "oracle", 0, 0.0)
+        assert (ready["ok"], ready["kind"], ready["engine"], ready["model"], ready["requests"], ready["stuck_s"]) == \
+            (True, "teacher worker", "oracle", "oracle", 0, 0.0)
         summary = ray.get(worker.run_task.remote(candidates()[0]), timeout=120)
         report = one_round(worker)
         assert summary["verified"] and (report["healthy"], report["status"]) == (True, "ok")
@@ -185,7 +186,9 @@ def test_a_workers_jails_end_a_run_a_grace_past_the_teachers_sandbox_timeout(tmp
     assert worker(3, sandbox_timeout_s=5).sandbox.sandbox.settings.wall_time_s == 3  # a shorter limit is kept
 
 
-def test_the_supervisor_names_a_teacher_worker_as_one_when_it_restarts_it(serve_url, tmp_path, caplog):
+def test_the_supervisor_names_a_teacher_worker_as_its_health_said_and_one_never_heard_from_as_an_actor(serve_url, tmp_path, caplog):
+    """Named from the `kind` of its latest health answer (not from Ray's private class descriptor): "actor 0" while it
+    never answered, "teacher worker 0" from its restart's answer on, also once it hangs again."""
     import logging
     import os
     import signal
@@ -198,17 +201,27 @@ def test_the_supervisor_names_a_teacher_worker_as_one_when_it_restarts_it(serve_
 
     (worker,) = start_teacher_workers(teacher_settings(tmp_path), "job-supervised")
     reports, stop = [], threading.Event()
+
+    def on_report(report: list[dict]) -> None:
+        reports.append(report[0]["status"])
+        if report[0]["status"] == "restarted" and reports.count("restarted") == 1:
+            os.kill(report[0]["health"]["pid"], signal.SIGSTOP)  # the restarted worker hangs too, after it answered
+        elif reports.count("restarted") == 2:
+            stop.set()
+
     try:
         pid = ray.get(worker.health.options(concurrency_group=CONTROL_GROUP).remote(), timeout=60)["pid"]
-        os.kill(pid, signal.SIGSTOP)  # alive but answering nothing, as a wedged process is
-        timer = threading.Timer(120, stop.set)
+        os.kill(pid, signal.SIGSTOP)  # alive but answering nothing, as a wedged process is, before the supervisor heard it
+        timer = threading.Timer(180, stop.set)
         timer.start()
         with caplog.at_level(logging.INFO, logger="actors.supervisor"):
-            supervise([worker], interval_s=0.2, timeout_s=1, stop=stop,
-                      on_report=lambda report: (reports.append(report[0]["status"]), report[0]["status"] == "restarted" and stop.set()))
+            supervise([worker], interval_s=0.2, timeout_s=1, stop=stop, on_report=on_report)
         timer.cancel()
     finally:
         ray.kill(worker, no_restart=True)
-    assert reports[0] == "killed" and reports[-1] == "restarted"
-    assert "teacher worker 0 is unhealthy (it did not answer its health check in 1 s)" in caplog.text
-    assert "teacher worker 0 restarted (pid " in caplog.text and "generation actor" not in caplog.text
+    assert reports[0] == "killed" and reports.count("killed") == 2 and reports[-1] == "restarted"
+    unhealthy = [line for line in caplog.text.splitlines() if "is unhealthy" in line]
+    assert len(unhealthy) == 2
+    assert "actor 0 is unhealthy (it did not answer its health check in 1 s)" in unhealthy[0] and "teacher worker" not in unhealthy[0]
+    assert "teacher worker 0 is unhealthy (it did not answer its health check in 1 s)" in unhealthy[1]
+    assert caplog.text.count("teacher worker 0 restarted (pid ") == 2 and "generation actor" not in caplog.text

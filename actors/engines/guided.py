@@ -1,8 +1,10 @@
-"""Guided JSON for the `transformers` engine: the output follows the request's JSON schema.
+"""Guided decoding for the `transformers` engine: the output follows the request's structured output (a JSON
+schema, a regex the whole answer matches, or one of some strings).
 
-The schema is compiled to a grammar by llguidance (the library vLLM also offers for structured
-outputs); before each sampling step the tokens that cannot continue a valid document get -inf,
-ahead of temperature and top-p, and once the document is complete only end-of-sequence remains.
+Each is compiled to a grammar by llguidance (the library vLLM also offers for structured outputs): a schema by its
+JSON-schema compiler, a regex as it is, choices as a Lark rule of string literals. Before each sampling step the
+tokens that cannot continue a valid answer get -inf, ahead of temperature and top-p, and once the answer is complete
+only end-of-sequence remains. A regex takes llguidance's (Rust) syntax: no look-around or back-references.
 The log-probabilities the engine reports stay those of the model's raw distribution.
 """
 
@@ -13,32 +15,38 @@ from typing import Any
 
 from transformers import LogitsProcessor
 
-from actors.engines.types import InvalidRequest
+from actors.engines.types import InvalidRequest, StructuredOutput
 
 # Documents laid out as json.dumps writes them (no free whitespace for a model to wander in), and
 # schema keywords the compiler does not implement (formats, $schema...) ignored rather than refused.
 JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": ", "lenient": True}
 
 
-class SchemaGuide:
-    """One tokenizer's grammar compiler; `processor(schema)` gives a fresh per-request logits processor."""
+class OutputGuide:
+    """One tokenizer's grammar compiler; `processor(structured)` gives a fresh per-request logits processor."""
 
     def __init__(self, tokenizer: Any, vocab_size: int):
         import llguidance.hf
 
         self.tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size)
 
-    def processor(self, schema: dict[str, Any]):
-        """A `generate` logits processor for one request; InvalidRequest names what is wrong with the schema."""
+    def processor(self, structured: StructuredOutput):
+        """A `generate` logits processor for one request; InvalidRequest names what is wrong with the constraint."""
         from llguidance import LLMatcher
 
+        kind = "json_schema" if structured.json_schema is not None else "regex" if structured.regex is not None else "choice"
         try:
-            grammar = LLMatcher.grammar_from_json_schema(json.dumps(schema), defaults=JSON_STYLE)
+            if structured.json_schema is not None:
+                grammar = LLMatcher.grammar_from_json_schema(json.dumps(structured.json_schema), defaults=JSON_STYLE)
+            elif structured.regex is not None:
+                grammar = LLMatcher.grammar_from_regex(structured.regex)
+            else:  # JSON's string escapes are also Lark's
+                grammar = LLMatcher.grammar_from_lark("start: " + " | ".join(json.dumps(option) for option in structured.choice))
         except ValueError as exc:
-            raise InvalidRequest(f"json_schema is not usable: {exc}") from None
+            raise InvalidRequest(f"{kind} is not usable: {exc}") from None
         matcher = LLMatcher(self.tokenizer, grammar, log_level=0)
         if matcher.is_error():
-            raise InvalidRequest(f"json_schema is not usable: {matcher.get_error()}")
+            raise InvalidRequest(f"{kind} is not usable: {matcher.get_error()}")
         return _Processor(matcher)
 
 

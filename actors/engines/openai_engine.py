@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_schema, cut_at_stop, sampling_extras
+from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_output, cut_at_stop, sampling_extras
 
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -49,6 +49,9 @@ class OpenAIEngine:
             body["stop"] = request.stop
             if request.include_stop_str_in_output:  # vLLM's, sent only when asked (an upstream may not know it)
                 body["include_stop_str_in_output"] = True
+        structured = request.structured_output
+        if structured is not None and structured.json_schema is None:  # vLLM's, sent only when set (OpenAI's has no such)
+            body["structured_outputs"] = {"regex": structured.regex} if structured.regex is not None else {"choice": structured.choice}
         if self.token_ids_in_logprobs:
             body["return_tokens_as_token_ids"] = True
         if request.messages is not None:
@@ -125,7 +128,7 @@ class OpenAIEngine:
                 finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
                 stop_reason=cut if cut is not None else choice.get("stop_reason"), stop_reason_known=known,
                 prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", len(token_ids)),
-                model=answer.get("model", self.model), engine=self.name, schema_valid=check_schema(text, request.json_schema),
+                model=answer.get("model", self.model), engine=self.name, schema_valid=check_output(text, request.structured_output),
                 latency_s=round(time.perf_counter() - started, 4), request_id=request.request_id,
             )
         except (RuntimeError, KeyError, IndexError, ValueError) as exc:

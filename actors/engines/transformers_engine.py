@@ -2,8 +2,9 @@
 
 Sampling is per request (its own seed); the completion keeps the sampled token ids and their
 log-probabilities under the model's raw distribution (log-softmax of the logits, before temperature
-and top-p), as vLLM reports them. A request's `json_schema` guides the sampling (`guided.py`), and
-the text is still checked against it afterwards (`schema_valid`: a document cut by `max_tokens` is not).
+and top-p), as vLLM reports them. A request's `structured_output` (JSON schema, regex or choice) guides the
+sampling (`guided.py`), and the text is still checked against it afterwards (`schema_valid`: a document cut by
+`max_tokens` is not).
 vLLM's `min_tokens`, `stop_token_ids`, `ignore_eos` and `skip_special_tokens` act as in vLLM (the token that ended an
 answer is not in its text); `min_tokens` with stop strings is refused (vLLM matches none before `min_tokens`).
 """
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_schema, cut_at_stop, render_chat
+from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_output, cut_at_stop, render_chat
 
 
 class TransformersEngine:
@@ -39,7 +40,7 @@ class TransformersEngine:
         # prompt and answer together: the model's positions (as vLLM's max_model_len defaults to them)
         self.context_tokens: int | None = getattr(self.lm.config, "max_position_embeddings", None)
         self._lock = threading.Lock()  # one generate at a time: the global RNG carries the seed
-        self._guide = None  # the JSON-schema compiler for this tokenizer, made at the first request with a schema
+        self._guide = None  # the grammar compiler for this tokenizer, made at the first request with a structured output
         # the tokens `generate` ends an answer at: the tokenizer's end of text and the generation_config's
         configured = self.lm.generation_config.eos_token_id
         self._end_ids = {self.tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])} - {None}
@@ -104,8 +105,8 @@ class TransformersEngine:
 
             processors.append(MinNewTokensLengthLogitsProcessor(ids.shape[1], request.min_tokens, sorted(self._end_ids | set(ends)),
                                                                 device=self.device))
-        if request.json_schema is not None:
-            processors.append(self._schema_guide().processor(request.json_schema))
+        if request.structured_output is not None:
+            processors.append(self._output_guide().processor(request.structured_output))
         if processors:
             from transformers import LogitsProcessorList
 
@@ -140,7 +141,7 @@ class TransformersEngine:
             finish_reason="stop" if stop is not None or ended or len(token_ids) < request.max_tokens else "length",
             stop_reason=stop, stop_reason_known=known,  # None: the model's end of text (or its token limit)
             prompt_tokens=int(ids.shape[1]), completion_tokens=len(token_ids), model=self.model, engine=self.name,
-            schema_valid=check_schema(text, request.json_schema), latency_s=round(time.perf_counter() - started, 4),
+            schema_valid=check_output(text, request.structured_output), latency_s=round(time.perf_counter() - started, 4),
             request_id=request.request_id,
         )
 
@@ -158,11 +159,11 @@ class TransformersEngine:
                               engine=self.name, request_id=request.request_id, invalid_request=isinstance(exc, InvalidRequest),
                               error_code=getattr(exc, "code", None))
 
-    def _schema_guide(self):
+    def _output_guide(self):
         if self._guide is None:
-            from actors.engines.guided import SchemaGuide
+            from actors.engines.guided import OutputGuide
 
-            self._guide = SchemaGuide(self.tokenizer, self.lm.config.vocab_size)
+            self._guide = OutputGuide(self.tokenizer, self.lm.config.vocab_size)
         return self._guide
 
     def count_tokens(self, text: str) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -44,6 +46,46 @@ RESERVED_TEMPLATE_KWARGS = frozenset({"conversation", "tools", "documents", "cha
                                       "return_tensors", "return_dict", "return_assistant_tokens_mask", "tokenizer_kwargs"})
 
 
+class StructuredOutput(BaseModel):
+    """What the answer must be, exactly one of: JSON valid against a schema, text a regex matches whole, or one of some
+    strings (vLLM's structured outputs `json`, `regex`, `choice`). Not grammars: vLLM reads a grammar per its backend
+    (xgrammar's EBNF, guidance's Lark), so one text would not mean the same to every engine here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    json_schema: dict[str, Any] | None = None
+    regex: str | None = None
+    """A regular expression the whole answer matches (the common syntax of Python's `re` and Rust's `regex`)."""
+    choice: list[str] | None = Field(default=None, min_length=1)
+    """The answer is exactly one of these strings."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StructuredOutput:
+        given = [name for name in ("json_schema", "regex", "choice") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of json_schema, regex or choice, got {given or 'none'}")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex does not compile: {exc}") from None
+        return self
+
+    def holds(self, text: str) -> bool:
+        """Whether `text` is what this asks for: valid JSON, a whole match of the regex, one of the choices."""
+        if self.regex is not None:
+            return re.fullmatch(self.regex, text) is not None
+        if self.choice is not None:
+            return text in self.choice
+        import jsonschema
+
+        try:
+            jsonschema.validate(json.loads(text), self.json_schema)
+            return True
+        except (ValueError, jsonschema.ValidationError):
+            return False
+
+
 class GenerationRequest(BaseModel):
     """A prompt or chat messages, and how to sample the answer."""
 
@@ -58,8 +100,9 @@ class GenerationRequest(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
-    json_schema: dict[str, Any] | None = None
-    """The output must be JSON that validates against this schema (guided decoding where the engine has it)."""
+    structured_output: StructuredOutput | None = None
+    """What the output must be (JSON valid against a schema, a regex's match, one of some strings), by guided decoding
+    where the engine has it. `json_schema=` is taken for `structured_output={"json_schema": ...}`."""
     continue_final_message: bool = False
     """The last message is the start of the assistant's answer, to be continued (vLLM's `continue_final_message`),
     not a finished turn followed by a new one."""
@@ -95,6 +138,23 @@ class GenerationRequest(BaseModel):
     top_logprobs: int = Field(default=0, ge=0, le=20)
     """With each sampled token, this many of the most likely tokens at its position and their log-probabilities."""
     request_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_schema_shorthand(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "json_schema" in data:
+            data = dict(data)
+            schema = data.pop("json_schema")
+            if schema is not None and data.get("structured_output") is not None:
+                raise ValueError("give json_schema or structured_output, not both")
+            if schema is not None:
+                data["structured_output"] = {"json_schema": schema}
+        return data
+
+    @property
+    def json_schema(self) -> dict[str, Any] | None:
+        """The JSON schema the output must validate against, if that is what `structured_output` asks."""
+        return self.structured_output.json_schema if self.structured_output is not None else None
 
     @model_validator(mode="after")
     def _one_input(self) -> GenerationRequest:
@@ -150,7 +210,8 @@ class Completion(BaseModel):
     model: str = ""
     engine: str = ""
     schema_valid: bool | None = None
-    """Whether `text` validates against the request's json_schema (None when there was none)."""
+    """Whether `text` is what the request's structured_output asks (JSON valid against its schema, a whole match of its
+    regex, one of its choices); None when it asked for none."""
     error: str | None = None
     invalid_request: bool = False
     """With finish_reason "error": the request itself was at fault (InvalidRequest), not the engine."""
@@ -171,19 +232,9 @@ class Engine(Protocol):
     def health(self) -> dict[str, Any]: ...
 
 
-def check_schema(text: str, schema: dict[str, Any] | None) -> bool | None:
-    """None without a schema; else whether `text` is JSON valid against it."""
-    if schema is None:
-        return None
-    import json
-
-    import jsonschema
-
-    try:
-        jsonschema.validate(json.loads(text), schema)
-        return True
-    except (ValueError, jsonschema.ValidationError):
-        return False
+def check_output(text: str, structured: StructuredOutput | None) -> bool | None:
+    """None without a structured output asked for; else whether `text` is what it asks (StructuredOutput.holds)."""
+    return None if structured is None else structured.holds(text)
 
 
 def cut_at_stop(text: str, stops: list[str], keep: bool = False) -> tuple[str, str | None]:

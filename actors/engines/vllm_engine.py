@@ -4,7 +4,8 @@ Importing this module imports vllm; `actors.engines.factory` turns its absence i
 against vLLM 0.34 (V1's AsyncLLM, which AsyncLLMEngine names), kept working back to 0.11. One GPU: tensor parallel
 1 on vLLM's multiprocessing executor (never its Ray executor, which would fight the actor's placement; in a Ray actor
 vLLM spawns its processes by itself; the model runs in a worker process of its own), prefix caching, the configured quantization (checked
-against this vLLM's methods: recent ones have no bitsandbytes), structured outputs for requests with a JSON schema.
+against this vLLM's methods: recent ones have no bitsandbytes), structured outputs for requests with a JSON schema, a
+regex or choices.
 Sampled tokens' log-probabilities, and the top ones when asked, come with every completion, read from vLLM's list
 of dicts or its FlatLogprobs alike. What vLLM refuses as the request's fault (a prompt over max_model_len, a schema
 it cannot compile) becomes InvalidRequest. Not run by the CPU tests (vLLM needs CUDA): tests/actors/fake_vllm.py
@@ -25,7 +26,8 @@ from typing import Any
 
 from vllm import AsyncEngineArgs, AsyncLLMEngine, SamplingParams  # ImportError here is reported by the factory
 
-from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_schema, render_chat, sampling_extras
+from actors.engines.types import (Completion, GenerationRequest, InvalidRequest, StructuredOutput, check_output, render_chat,
+                                  sampling_extras)
 from trajforge.errors import ConfigError
 
 try:  # vLLM raises VLLMClientError (VLLMValidationError) for a bad request; older ones a ValueError
@@ -34,17 +36,20 @@ except ImportError:
     _ClientError = ValueError
 
 
-def _structured(schema: dict[str, Any] | None) -> dict[str, Any]:
-    """Sampling options for a JSON schema: structured_outputs, or an older vLLM's guided_decoding."""
-    if schema is None:
+def _structured(structured: StructuredOutput | None) -> dict[str, Any]:
+    """Sampling options for a structured output (its one of json, regex, choice): structured_outputs, or an older
+    vLLM's guided_decoding, which takes the same three."""
+    if structured is None:
         return {}
+    constraint = {name: value for name, value in (("json", structured.json_schema), ("regex", structured.regex),
+                                                  ("choice", structured.choice)) if value is not None}
     try:
         from vllm.sampling_params import StructuredOutputsParams
     except ImportError:
         from vllm.sampling_params import GuidedDecodingParams
 
-        return {"guided_decoding": GuidedDecodingParams(json=schema)}
-    return {"structured_outputs": StructuredOutputsParams(json=schema)}
+        return {"guided_decoding": GuidedDecodingParams(**constraint)}
+    return {"structured_outputs": StructuredOutputsParams(**constraint)}
 
 
 def _quantization(method: str | None) -> dict[str, Any]:
@@ -113,7 +118,7 @@ class VllmEngine:
                                     seed=request.seed, stop=request.stop or None, logprobs=request.top_logprobs,
                                     include_stop_str_in_output=request.include_stop_str_in_output,
                                     **sampling_extras(request),
-                                    **_structured(request.json_schema))
+                                    **_structured(request.structured_output))
             async with contextlib.aclosing(self.llm.generate(self._prompt(request), params, request_id=vllm_id)) as outputs:
                 async for output in outputs:
                     final = output
@@ -137,7 +142,7 @@ class VllmEngine:
                           finish_reason="length" if choice.finish_reason == "length" else "stop",
                           stop_reason=choice.stop_reason, stop_reason_known=True,  # the stop string, a stop token id, None at EOS
                           prompt_tokens=len(final.prompt_token_ids or []), completion_tokens=len(token_ids), model=self.model,
-                          engine=self.name, schema_valid=check_schema(choice.text, request.json_schema),
+                          engine=self.name, schema_valid=check_output(choice.text, request.structured_output),
                           latency_s=round(time.perf_counter() - started, 4), request_id=request.request_id)
 
     def _failed(self, request: GenerationRequest, exc: BaseException) -> Completion:

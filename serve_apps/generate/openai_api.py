@@ -3,7 +3,8 @@
 `parse` turns a request body into the engine's `GenerationRequest`s (one per choice: `n` choices of
 each prompt), accepting what OpenAI clients send: prompts as text or token ids, content as a list of text
 parts, the `developer` role, `stop` as a string or a list, vLLM's `add_generation_prompt`,
-`include_stop_str_in_output`, `chat_template_kwargs` and sampling extras, `response_format` `json_object` or `json_schema`,
+`include_stop_str_in_output`, `chat_template_kwargs` and sampling extras, `response_format` `json_object` or `json_schema`
+and vLLM's structured outputs (`structured_output.py`),
 `max_completion_tokens`, `stream_options.include_usage`, completions' `echo`. `answer` and the `*_chunk` functions build
 the replies, with the sampled tokens' log-probabilities (as `token_id:N` when the client asks with
 vLLM's `return_tokens_as_token_ids`) so a client can recover exactly what was sampled, and the
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 from actors.engines.live_text import LiveText
 from actors.engines.types import SAMPLING_EXTRAS, Completion, GenerationRequest
 from serve_apps.generate.openai_checks import check_body, invalid, validation_error
+from serve_apps.generate.structured_output import structured_output
 from serve_apps.generate.token_bytes import token_bytes
 from serve_apps.http import HTTPError
 from trajforge.constants import EMBEDDING_MODEL_NAME
@@ -104,22 +106,6 @@ def _prompts(value: Any) -> list[dict[str, Any]]:
     return [{"prompt": p} if isinstance(p, str) else {"prompt_token_ids": p} for p in prompts]
 
 
-def _schema(response_format: Any) -> dict[str, Any] | None:
-    if response_format is None:
-        return None
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return {"type": "object"}
-    if kind == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema")
-        if not isinstance(schema, dict):
-            raise invalid("response_format.json_schema.schema must be a JSON schema object", "response_format")
-        return schema
-    raise invalid('response_format.type must be "text", "json_object" or "json_schema"', "response_format")
-
-
 def _stop(value: Any) -> list[str]:
     stops = [] if value is None else [value] if isinstance(value, str) else value
     if not isinstance(stops, list) or not all(isinstance(stop, str) for stop in stops):
@@ -151,7 +137,8 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
     if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= max_tokens_limit):
         raise invalid(f'"{limit_name}" must be an integer from 1 to {max_tokens_limit} (this server\'s limit), got {max_tokens!r}', limit_name)
     sampling = {"max_tokens": max_tokens, "temperature": body.get("temperature"),
-                "top_p": body.get("top_p"), "stop": _stop(body.get("stop")), "json_schema": _schema(body.get("response_format")),
+                "top_p": body.get("top_p"), "stop": _stop(body.get("stop")),
+                "structured_output": structured_output(body),
                 **{name: body.get(name) for name in SAMPLING_EXTRAS}}  # top level, or an SDK's extra_body
     if sampling["top_k"] == -1:  # vLLM's "all tokens"
         sampling["top_k"] = 0

@@ -9,7 +9,9 @@ and any field the route does not know (`CHAT_FIELDS`, `COMPLETION_FIELDS`), `rea
 keeps its meaning: `tools` with `tool_choice` auto or none (the model may answer in text), `functions`, `user`,
 `store`, `metadata`, `service_tier`, `prediction` (a latency hint), `parallel_tool_calls`, the `prompt_cache_*` hints,
 `safety_identifier`. Penalties, `logit_bias`, and vLLM's `top_k`, `min_p`, `repetition_penalty`, `min_tokens`,
-`stop_token_ids`, `ignore_eos`, `skip_special_tokens` and chat's `chat_template_kwargs` are applied by the engines.
+`stop_token_ids`, `ignore_eos`, `skip_special_tokens`, chat's `chat_template_kwargs` and the structured outputs
+(`response_format`, vLLM's `structured_outputs` and `guided_json`/`_regex`/`_choice`: `structured_output.py`, which also
+refuses `guided_grammar`) are applied by the engines.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch's and vLLM's generators take
 
 # The request fields each route knows (OpenAI's, and the vLLM extensions the engines apply); any other is refused by
 # name, as OpenAI refuses an unrecognized argument, rather than ignored: a misspelt `max_token`, or a vLLM extension
-# the engines do not apply (`guided_json`, `prompt_logprobs`), would otherwise change the answer without a word.
+# the engines do not apply (`prompt_logprobs`, `guided_whitespace_pattern`), would otherwise change the answer without a word.
 COMMON_FIELDS = {"model", "n", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "stream", "stream_options",
                  "logprobs", "logit_bias", "presence_penalty", "frequency_penalty", "response_format", "user", "echo",
                  "top_k", "min_p", "repetition_penalty", "include_stop_str_in_output", "return_tokens_as_token_ids",
-                 "min_tokens", "stop_token_ids", "ignore_eos", "skip_special_tokens"}
+                 "min_tokens", "stop_token_ids", "ignore_eos", "skip_special_tokens",
+                 "structured_outputs", "guided_json", "guided_regex", "guided_choice", "guided_grammar"}
 CHAT_FIELDS = COMMON_FIELDS | {"messages", "top_logprobs", "tools", "tool_choice", "functions", "function_call", "modalities", "audio",
                                "continue_final_message", "add_generation_prompt", "parallel_tool_calls", "store", "metadata",
                                "service_tier", "prediction", "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention",
@@ -162,5 +165,5 @@ def validation_error(exc: ValidationError | TypeError) -> HTTPError:
         return invalid(f"invalid request: {exc}")
     first = exc.errors(include_url=False)[0]
     field = ".".join(str(part) for part in first.get("loc", ()) if not isinstance(part, int)) or None
-    field = {"json_schema": "response_format", "top_logprobs": "logprobs"}.get(field, field)
+    field = {"top_logprobs": "logprobs"}.get(field, field)
     return invalid(f'"{field}": {first.get("msg", "invalid value")}' if field else f"invalid request: {first.get('msg')}", field)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import sys
 import types
 from collections.abc import Iterable
@@ -51,6 +52,13 @@ class VLLMValidationError(VLLMClientError):
 class StructuredOutputsParams:
     json: str | dict | None = None
     regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+
+    def __post_init__(self):  # as vLLM's
+        if sum(value is not None for value in (self.json, self.regex, self.choice, self.grammar)) > 1:
+            raise ValueError("You can only use one kind of structured outputs constraint but multiple are specified: "
+                             f"{self.__dict__}")
 
 
 @dataclass
@@ -201,7 +209,15 @@ class AsyncLLM:
                                       f"least 1) is longer than the maximum model length of {limit}. Make sure that "
                                       "`max_model_len` is no smaller than the number of text tokens "
                                       "(prompt + requested output tokens).")
-        schema = params.structured_outputs.json if params.structured_outputs is not None else None
+        structured = params.structured_outputs or StructuredOutputsParams()
+        if structured.regex is not None:
+            try:
+                re.compile(structured.regex)
+                if "(?=" in structured.regex or "(?!" in structured.regex:  # vLLM's backends take no lookaround
+                    raise re.error("look-around is not supported")
+            except re.error as exc:
+                raise VLLMValidationError(f"Error in regex: {exc}") from None
+        schema = structured.json
         if schema is not None:
             try:
                 jsonschema.Draft202012Validator.check_schema(schema)

@@ -55,7 +55,7 @@ def test_a_json_schema_guides_even_a_random_model_to_valid_documents(engine):
     requests = [GenerationRequest(prompt="Plan the refactoring:", max_tokens=48, temperature=1.0, seed=seed, json_schema=ACTION_SCHEMA)
                 for seed in range(5)]
     guided = engine.generate(requests)
-    free = engine.generate([request.model_copy(update={"json_schema": None}) for request in requests])
+    free = engine.generate([request.model_copy(update={"structured_output": None}) for request in requests])
     for completion in guided:
         assert completion.finish_reason == "stop" and completion.schema_valid is True
         jsonschema.validate(json.loads(completion.text), ACTION_SCHEMA)

@@ -37,7 +37,7 @@ def post(front_url: str, path: str, body: dict | None = None, content: bytes | N
     ("/v1/chat/completions", {**CHAT, "audio": {"voice": "alloy", "format": "wav"}}, "audio", "not supported"),
     ("/v1/chat/completions", {**CHAT, "max_token": 5}, "max_token", "unrecognized request argument"),
     ("/v1/chat/completions", {**CHAT, "chat_template_kwargs": ["enable_thinking"]}, "chat_template_kwargs", "must be an object"),
-    ("/v1/chat/completions", {**CHAT, "guided_regex": "a+"}, "guided_regex", "unrecognized"),
+    ("/v1/chat/completions", {**CHAT, "guided_whitespace_pattern": " "}, "guided_whitespace_pattern", "unrecognized"),
     ("/v1/chat/completions", {**CHAT, "web_search_options": {}}, "web_search_options", "unrecognized"),
     ("/v1/chat/completions", {**CHAT, "reasoning_effort": "low"}, "reasoning_effort", "unrecognized"),
     ("/v1/completions", {**PROMPT, "top_logprobs": 2}, "top_logprobs", "not a field /v1/completions takes"),

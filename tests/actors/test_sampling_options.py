@@ -144,7 +144,7 @@ def test_stop_token_ids_end_the_answer_at_that_token_named_in_stop_reason(front_
     ({"stop_token_ids": 5}, "stop_token_ids", "list of token ids"),
     ({"ignore_eos": "yes"}, "ignore_eos", "true or false"),
     ({"skip_special_tokens": 0}, "skip_special_tokens", "true or false"),
-    ({"guided_json": {}}, "guided_json", "unrecognized request argument"),
+    ({"guided_decoding_backend": "xgrammar"}, "guided_decoding_backend", "unrecognized request argument"),
 ])
 def test_the_extras_refused_by_name(front_url, body, param, words):
     response = httpx.post(f"{front_url}/v1/completions", json={"prompt": PROMPT, **body}, timeout=60)

@@ -196,3 +196,13 @@ def test_vllms_stop_reason_says_which_stop_string_ended_an_answer_or_none_at_the
     assert stopped.text == whole.text[:whole.text.find(stop)]
     assert (ended.finish_reason, ended.stop_reason, ended.stop_reason_known, ended.token_ids) == ("stop", None, True, [eos])
     assert (whole.finish_reason, whole.stop_reason, whole.stop_reason_known) == ("length", None, True)
+
+
+def test_a_regex_or_choice_goes_to_vllms_structured_outputs_and_a_bad_regex_is_the_requests_fault(vllm_engine):
+    regex, choice = vllm_engine.generate([GenerationRequest(prompt="x", max_tokens=2, structured_output={"regex": "[0-9]{3}"}),
+                                          GenerationRequest(prompt="x", max_tokens=2, structured_output={"choice": ["yes", "no"]})])
+    sent = [params.structured_outputs for params in backend().seen_params[-2:]]
+    assert sent == [fake_vllm.StructuredOutputsParams(regex="[0-9]{3}"), fake_vllm.StructuredOutputsParams(choice=["yes", "no"])]
+    assert regex.schema_valid is False and choice.schema_valid is False  # the stand-in samples neither
+    (refused,) = vllm_engine.generate([GenerationRequest(prompt="x", max_tokens=2, structured_output={"regex": "(?=a)a"})])
+    assert refused.finish_reason == "error" and refused.invalid_request and "Error in regex" in refused.error

@@ -52,6 +52,8 @@ class OpenAIEngine:
         structured = request.structured_output
         if structured is not None and structured.json_schema is None:  # vLLM's, sent only when set (OpenAI's has no such)
             body["structured_outputs"] = {"regex": structured.regex} if structured.regex is not None else {"choice": structured.choice}
+        if request.json_schema is not None:  # on completions too: vLLM's server takes it there (OpenAI's refuses, not ignores)
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": request.json_schema}}
         if self.token_ids_in_logprobs:
             body["return_tokens_as_token_ids"] = True
         if request.messages is not None:
@@ -64,8 +66,6 @@ class OpenAIEngine:
                 body["add_generation_prompt"] = False
             if request.chat_template_kwargs is not None:  # vLLM's, sent only when set (an upstream may not know it)
                 body["chat_template_kwargs"] = request.chat_template_kwargs
-            if request.json_schema is not None:
-                body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": request.json_schema}}
             return "/v1/chat/completions", body
         body.update(prompt=request.prompt if request.prompt is not None else request.prompt_token_ids,
                     logprobs=max(1, request.top_logprobs))

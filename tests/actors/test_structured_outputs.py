@@ -121,10 +121,14 @@ def test_the_openai_engine_sends_structured_outputs_only_when_set():
         chat = [{"role": "user", "content": "x"}]
         answers = engine.generate([GenerationRequest(prompt="x", max_tokens=3, structured_output={"regex": "[0-9]{3}"}),
                                    GenerationRequest(messages=chat, structured_output={"choice": ["123", "4"]}),
-                                   GenerationRequest(prompt="x", max_tokens=3)])
+                                   GenerationRequest(prompt="x", max_tokens=3),
+                                   GenerationRequest(prompt="x", max_tokens=3, json_schema={"type": "integer"})])
     finally:
         engine.close()
-    regex, choice, plain = sorted(sent, key=lambda body: ("structured_outputs" not in body, "messages" in body))
+    regex, choice, plain, schema = sorted(sent, key=lambda body: ("structured_outputs" not in body, "messages" in body,
+                                                                  "response_format" in body))
     assert regex["structured_outputs"] == {"regex": "[0-9]{3}"} and choice["structured_outputs"] == {"choice": ["123", "4"]}
     assert "structured_outputs" not in plain and "response_format" not in plain
-    assert [answer.schema_valid for answer in answers] == [True, True, None]
+    # a prompt's schema is sent too, as vLLM's server takes response_format on completions (it was left out)
+    assert schema["response_format"]["json_schema"]["schema"] == {"type": "integer"} and "structured_outputs" not in schema
+    assert [answer.schema_valid for answer in answers] == [True, True, None, True]

@@ -84,9 +84,10 @@ REFUSAL = "InvalidAuthToken: Authentication token is missing or incorrect"  # wh
 
 
 @contextmanager
-def gcs_answering(refuse: bool) -> Iterator[str]:
+def gcs_answering(refuse: bool | None) -> Iterator[str]:
     """A gRPC server standing in for a cluster's GCS: every call is refused as token authentication refuses a driver
-    without the cluster's token (`refuse`), or answered with an empty reply. Yields its HOST:PORT."""
+    without the cluster's token (`refuse`), or answered with an empty reply; with `refuse` None it has no service at
+    all (a gRPC server that is no GCS, as the Ray Client's port is). Yields its HOST:PORT."""
     from concurrent.futures import ThreadPoolExecutor
 
     import grpc
@@ -101,7 +102,8 @@ def gcs_answering(refuse: bool) -> Iterator[str]:
             return grpc.unary_unary_rpc_method_handler(answer)
 
     server = grpc.server(ThreadPoolExecutor(max_workers=2))
-    server.add_generic_rpc_handlers((EveryMethod(),))
+    if refuse is not None:
+        server.add_generic_rpc_handlers((EveryMethod(),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
@@ -138,15 +140,11 @@ def test_a_cluster_that_refuses_this_drivers_token_is_named_before_ray_retries(m
 
 @contextmanager
 def serving(kind: str) -> Iterator[str]:
-    """A local server that answers, but not as a GCS: `http` (a plain HTTP/1 server, as the dashboard's port is), `grpc`
-    (a gRPC server without the GCS's service, as the Ray Client's port is) or `silent` (takes the connection and says
-    nothing, as a GCS too busy to answer in time). Yields its HOST:PORT."""
+    """A local server that answers, but not as a GCS: `http` (a plain HTTP/1 server, as the dashboard's port is) or
+    `silent` (takes the connection and says nothing, as a GCS too busy to answer in time). Yields its HOST:PORT."""
     import http.server
     import socket
     import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    import grpc
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:
@@ -160,14 +158,6 @@ def serving(kind: str) -> Iterator[str]:
         finally:
             server.shutdown()
             server.server_close()
-    elif kind == "grpc":
-        server = grpc.server(ThreadPoolExecutor(max_workers=1))
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        try:
-            yield f"127.0.0.1:{port}"
-        finally:
-            server.stop(0)
     else:
         with socket.create_server(("127.0.0.1", 0), backlog=8) as listening:  # the kernel takes connections; none is read
             yield f"127.0.0.1:{listening.getsockname()[1]}"
@@ -189,7 +179,7 @@ def test_an_address_that_answers_http_or_another_grpc_service_is_refused_in_seco
         with pytest.raises(ConfigError, match=rf"^RAY_ADDRESS={address} answers, but not as a Ray cluster's GCS"):
             check_reachable(None)
     monkeypatch.delenv("RAY_ADDRESS")
-    with serving("grpc") as address, pytest.raises(ConfigError, match=r"it speaks gRPC but has no GCS service .*ray://HOST:10001"):
+    with gcs_answering(refuse=None) as address, pytest.raises(ConfigError, match=r"it speaks gRPC but has no GCS service .*ray://HOST:10001"):
         check_reachable(address)
 
 

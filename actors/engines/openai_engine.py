@@ -6,6 +6,8 @@ in flight. Connection errors, timeouts, 429 and 5xx are retried with exponential
 with `token_ids_in_logprobs` (vLLM's `return_tokens_as_token_ids`) the exact token ids come back too.
 A choice's `stop_reason` (vLLM's server and our front send it) says whether a stop string or the end of
 text ended the answer; without it (OpenAI's own) a completion's `stop_reason_known` is False.
+A request's `prompt_logprobs` is asked of `/v1/completions` as `echo` with `logprobs` (vLLM's server and our front
+answer it) and split back off the answer; chat has no echo, so there it is refused.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class OpenAIEngine:
         if self.token_ids_in_logprobs:
             body["return_tokens_as_token_ids"] = True
         if request.messages is not None:
+            if request.prompt_logprobs is not None:
+                raise InvalidRequest("prompt_logprobs on chat is not supported by the openai engine: OpenAI's chat completions "
+                                     "have no echo; send a prompt (completions) instead")
             body.update(messages=[m.model_dump() for m in request.messages], logprobs=True)
             if request.top_logprobs:
                 body["top_logprobs"] = request.top_logprobs
@@ -68,7 +73,9 @@ class OpenAIEngine:
                 body["chat_template_kwargs"] = request.chat_template_kwargs
             return "/v1/chat/completions", body
         body.update(prompt=request.prompt if request.prompt is not None else request.prompt_token_ids,
-                    logprobs=max(1, request.top_logprobs))
+                    logprobs=max(1, request.top_logprobs, request.prompt_logprobs or 0))
+        if request.prompt_logprobs is not None:  # the prompt's tokens come back first, their log-probabilities with them
+            body["echo"] = True
         return "/v1/completions", body
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -112,24 +119,27 @@ class OpenAIEngine:
 
     def _one(self, request: GenerationRequest) -> Completion:
         started = time.perf_counter()
-        path, body = self._body(request)
         try:
+            path, body = self._body(request)
             answer = self._post(path, body)
             choice = answer["choices"][0]
             chat = request.messages is not None
+            usage = answer.get("usage") or {}
+            scored: dict[str, Any] = {}
+            if request.prompt_logprobs is not None:
+                choice, scored = _split_echo(request, choice, usage.get("prompt_tokens", 0))
             text = (choice.get("message") or {}).get("content") or "" if chat else choice.get("text", "")
             text, cut = cut_at_stop(text, request.stop, keep=request.include_stop_str_in_output)
             token_ids, logprobs, top = self._tokens(choice, chat, request.top_logprobs)
-            usage = answer.get("usage") or {}
             # vLLM's server (and our front) says what ended the answer in `stop_reason`; OpenAI's says only "stop"
             known = "stop_reason" in choice or cut is not None
             return Completion(
                 text=text, token_ids=token_ids, logprobs=logprobs, top_logprobs=top,
-                finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+                finish_reason="length" if choice.get("finish_reason") == "length" or request.max_tokens == 0 else "stop",
                 stop_reason=cut if cut is not None else choice.get("stop_reason"), stop_reason_known=known,
                 prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", len(token_ids)),
                 model=answer.get("model", self.model), engine=self.name, schema_valid=check_output(text, request.structured_output),
-                latency_s=round(time.perf_counter() - started, 4), request_id=request.request_id,
+                latency_s=round(time.perf_counter() - started, 4), request_id=request.request_id, **scored,
             )
         except (RuntimeError, KeyError, IndexError, ValueError) as exc:
             return Completion(text="", finish_reason="error", error=str(exc), model=self.model, engine=self.name,
@@ -156,3 +166,28 @@ def _token_id(name: Any) -> int | None:
     if isinstance(name, str) and name.startswith("token_id:") and name[9:].lstrip("-").isdigit():
         return int(name[9:])
     return None
+
+
+def _split_echo(request: GenerationRequest, choice: dict[str, Any], prompt_tokens: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An echoed completions choice as the sampled part alone, and the Completion's prompt fields: the first
+    `prompt_tokens` entries of its logprobs are the prompt's (the first one's null), its text starts with the prompt."""
+    logprobs = choice.get("logprobs") or {}
+    names, values = logprobs.get("tokens") or [], logprobs.get("token_logprobs") or []
+    if not prompt_tokens or len(names) < prompt_tokens or len(values) < prompt_tokens:
+        raise RuntimeError("the upstream echoed no log-probabilities for the prompt (it may not support echo with logprobs)")
+    alternatives = logprobs.get("top_logprobs") or [None] * len(names)
+    offsets = logprobs.get("text_offset") or []
+    text = choice.get("text", "")
+    if request.prompt is not None and text.startswith(request.prompt):
+        answer_text = text[len(request.prompt):]
+    else:  # a token-id prompt: the answer starts where its first token's text does
+        answer_text = text[offsets[prompt_tokens]:] if len(offsets) > prompt_tokens else ""
+    ids = [_token_id(name) for name in names[:prompt_tokens]]
+    prompt_ids = request.prompt_token_ids or ([] if None in ids else ids)
+    tops = [None if position is None else sorted(((_token_id(t), float(v)) for t, v in position.items() if _token_id(t) is not None),
+                                                 key=lambda pair: -pair[1])[:request.prompt_logprobs]
+            for position in alternatives[:prompt_tokens]]
+    rest = {"logprobs": {key: (value[prompt_tokens:] if isinstance(value, list) else value) for key, value in logprobs.items()}}
+    return {**choice, **rest, "text": answer_text}, {
+        "prompt_token_ids": prompt_ids, "prompt_logprobs": [None if v is None else float(v) for v in values[:prompt_tokens]],
+        "prompt_top_logprobs": [None, *tops[1:]]}

@@ -111,6 +111,10 @@ class TransformersEngine:
             from transformers import LogitsProcessorList
 
             options["logits_processor"] = LogitsProcessorList(processors)
+        prompt_scores = self._prompt_logprobs(ids, request.prompt_logprobs) if request.prompt_logprobs is not None else {}
+        if request.max_tokens == 0:  # the prompt scored, nothing sampled
+            return Completion(text="", finish_reason="length", prompt_tokens=int(ids.shape[1]), model=self.model, engine=self.name,
+                              latency_s=round(time.perf_counter() - started, 4), request_id=request.request_id, **prompt_scores)
         with self._lock, torch.inference_mode():
             if request.seed is not None:
                 torch.manual_seed(request.seed)
@@ -142,8 +146,25 @@ class TransformersEngine:
             stop_reason=stop, stop_reason_known=known,  # None: the model's end of text (or its token limit)
             prompt_tokens=int(ids.shape[1]), completion_tokens=len(token_ids), model=self.model, engine=self.name,
             schema_valid=check_output(text, request.structured_output), latency_s=round(time.perf_counter() - started, 4),
-            request_id=request.request_id,
+            request_id=request.request_id, **prompt_scores,
         )
+
+    def _prompt_logprobs(self, ids, top: int) -> dict[str, Any]:
+        """One forward pass over the prompt: token i's log-probability is position i-1's log-softmax at it (the model's
+        raw distribution, as vLLM's prompt_logprobs), with the `top` likeliest there; the first token has none."""
+        import torch
+
+        with torch.inference_mode():
+            distributions = torch.log_softmax(self.lm(ids).logits[0, :-1].float(), dim=-1)
+        following = ids[0, 1:]
+        scores = distributions.gather(1, following.unsqueeze(1)).squeeze(1).tolist()
+        tops: list[list[tuple[int, float]] | None] = [[] for _ in scores]
+        if top:
+            values, indices = distributions.topk(top, dim=-1)
+            tops = [[(token, round(value, 6)) for token, value in zip(row_ids, row_values)]
+                    for row_ids, row_values in zip(indices.tolist(), values.tolist())]
+        return {"prompt_token_ids": ids[0].tolist(), "prompt_logprobs": [None, *(round(value, 6) for value in scores)],
+                "prompt_top_logprobs": [None, *tops]}
 
     def generate(self, requests: list[GenerationRequest], cancelled: threading.Event | None = None) -> list[Completion]:
         """One after another; setting `cancelled` ends the running one early and the rest at their first token."""

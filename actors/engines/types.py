@@ -95,7 +95,8 @@ class GenerationRequest(BaseModel):
     prompt_token_ids: list[int] | None = Field(default=None, min_length=1)
     """The prompt as token ids of the engine's tokenizer, taken as they are (OpenAI's token-id `prompt`)."""
     messages: list[Message] | None = None
-    max_tokens: int = Field(default=256, ge=1, le=32768)
+    max_tokens: int = Field(default=256, ge=0, le=32768)
+    """0 only with `prompt_logprobs`: the prompt scored, nothing sampled (vLLM's echo with max_tokens 0)."""
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: int | None = None
@@ -137,6 +138,9 @@ class GenerationRequest(BaseModel):
     as Qwen3's `enable_thinking`; one the template does not read changes nothing, as in vLLM and Hugging Face."""
     top_logprobs: int = Field(default=0, ge=0, le=20)
     """With each sampled token, this many of the most likely tokens at its position and their log-probabilities."""
+    prompt_logprobs: int | None = Field(default=None, ge=0, le=20)
+    """The log-probability of each prompt token after the ones before it, and the top N there (vLLM's; None: not asked).
+    The first prompt token has none."""
     request_id: str | None = None
 
     @model_validator(mode="before")
@@ -164,6 +168,8 @@ class GenerationRequest(BaseModel):
             raise ValueError("give exactly one of prompt, prompt_token_ids or messages")
         if self.prompt_token_ids and min(self.prompt_token_ids) < 0:
             raise ValueError("prompt_token_ids must be token ids (integers from 0)")
+        if self.max_tokens == 0 and self.prompt_logprobs is None:
+            raise ValueError("max_tokens must be at least 1 (0 only with prompt_logprobs, to score the prompt alone)")
         if self.min_tokens > self.max_tokens:
             raise ValueError(f"min_tokens must be at most max_tokens ({self.max_tokens}), got {self.min_tokens}")
         if any(token < 0 for token in self.stop_token_ids):
@@ -198,6 +204,13 @@ class Completion(BaseModel):
     logprobs: list[float] = Field(default_factory=list)
     top_logprobs: list[list[tuple[int, float]]] = Field(default_factory=list)
     """Per sampled token, the request's `top_logprobs` most likely tokens (id, log-probability), the likeliest first."""
+    prompt_token_ids: list[int] = Field(default_factory=list)
+    """With the request's `prompt_logprobs`: the prompt's token ids as the engine read them."""
+    prompt_logprobs: list[float | None] = Field(default_factory=list)
+    """With the request's `prompt_logprobs`: per prompt token, its log-probability after the ones before it (None for
+    the first)."""
+    prompt_top_logprobs: list[list[tuple[int, float]] | None] = Field(default_factory=list)
+    """With the request's `prompt_logprobs` N: per prompt token, the N likeliest there (None for the first)."""
     finish_reason: Literal["stop", "length", "error"] = "stop"
     stop_reason: str | int | None = None
     """What ended an answer whose finish_reason is "stop", as vLLM names it: the stop string that matched, a stop token

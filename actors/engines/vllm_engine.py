@@ -7,7 +7,8 @@ vLLM spawns its processes by itself; the model runs in a worker process of its o
 against this vLLM's methods: recent ones have no bitsandbytes), structured outputs for requests with a JSON schema, a
 regex or choices.
 Sampled tokens' log-probabilities, and the top ones when asked, come with every completion, read from vLLM's list
-of dicts or its FlatLogprobs alike. What vLLM refuses as the request's fault (a prompt over max_model_len, a schema
+of dicts or its FlatLogprobs alike; the prompt's, when asked (`prompt_logprobs`), from its RequestOutput's. What
+vLLM refuses as the request's fault (a prompt over max_model_len, a schema
 it cannot compile) becomes InvalidRequest. Not run by the CPU tests (vLLM needs CUDA): tests/actors/fake_vllm.py
 mirrors the API used here, and the GPU machine runs the real one through `benchmarks/actors.py`.
 """
@@ -74,6 +75,17 @@ def _read_logprobs(steps, token_ids: list[int], top: int) -> tuple[list[float], 
     return sampled, likeliest
 
 
+def _prompt_scores(steps, prompt_ids: list[int] | None, top: int) -> dict[str, Any]:
+    """The Completion's prompt fields from vLLM's prompt_logprobs: None for the first token, then a position's
+    {token: Logprob} as for sampled tokens."""
+    prompt_ids = [int(token) for token in prompt_ids or []]
+    if steps is None:
+        raise RuntimeError("vLLM sent no prompt_logprobs for a request that asked for them")
+    sampled, likeliest = _read_logprobs(list(steps)[1:], prompt_ids[1:], top)
+    return {"prompt_token_ids": prompt_ids, "prompt_logprobs": [None, *sampled],
+            "prompt_top_logprobs": [None, *(likeliest or [[] for _ in sampled])]}
+
+
 class VllmEngine:
     name = "vllm"
 
@@ -113,15 +125,20 @@ class VllmEngine:
         started = time.perf_counter()
         # vLLM's own id, unique: vLLM aborts every request sharing an id (and older ones refuse a repeated one)
         final, seen, vllm_id = None, 0, f"{request.request_id or 'trajforge'}-{uuid.uuid4().hex}"
+        prompt_steps = None  # vLLM sends the prompt's log-probabilities once, with the first output
         try:
-            params = SamplingParams(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
+            # max_tokens 0 (the prompt scored alone) samples one token, left out, as vLLM's server does for echo
+            params = SamplingParams(max_tokens=request.max_tokens or 1, temperature=request.temperature, top_p=request.top_p,
                                     seed=request.seed, stop=request.stop or None, logprobs=request.top_logprobs,
                                     include_stop_str_in_output=request.include_stop_str_in_output,
+                                    **({"prompt_logprobs": request.prompt_logprobs} if request.prompt_logprobs is not None else {}),
                                     **sampling_extras(request),
                                     **_structured(request.structured_output))
             async with contextlib.aclosing(self.llm.generate(self._prompt(request), params, request_id=vllm_id)) as outputs:
                 async for output in outputs:
                     final = output
+                    if prompt_steps is None and getattr(output, "prompt_logprobs", None) is not None:
+                        prompt_steps = output.prompt_logprobs
                     if on_token is not None:
                         for token in output.outputs[0].token_ids[seen:]:
                             on_token(int(token))
@@ -136,9 +153,15 @@ class VllmEngine:
         choice = final.outputs[0] if final is not None else None
         if choice is None or choice.finish_reason == "error":  # "error": vLLM's retryable internal failure
             raise RuntimeError(f"vLLM ended request {vllm_id} without an answer")
+        scored = _prompt_scores(prompt_steps, final.prompt_token_ids, request.prompt_logprobs) \
+            if request.prompt_logprobs is not None else {}
+        if request.max_tokens == 0:
+            return Completion(text="", finish_reason="length", prompt_tokens=len(final.prompt_token_ids or []), model=self.model,
+                              engine=self.name, latency_s=round(time.perf_counter() - started, 4), request_id=request.request_id,
+                              **scored)
         token_ids = [int(token) for token in choice.token_ids]
         logprobs, top = _read_logprobs(choice.logprobs, token_ids, request.top_logprobs)
-        return Completion(text=choice.text, token_ids=token_ids, logprobs=logprobs, top_logprobs=top,
+        return Completion(text=choice.text, token_ids=token_ids, logprobs=logprobs, top_logprobs=top, **scored,
                           finish_reason="length" if choice.finish_reason == "length" else "stop",
                           stop_reason=choice.stop_reason, stop_reason_known=True,  # the stop string, a stop token id, None at EOS
                           prompt_tokens=len(final.prompt_token_ids or []), completion_tokens=len(token_ids), model=self.model,

@@ -5,7 +5,9 @@ each prompt), accepting what OpenAI clients send: prompts as text or token ids, 
 parts, the `developer` role, `stop` as a string or a list, vLLM's `add_generation_prompt`,
 `include_stop_str_in_output`, `chat_template_kwargs` and sampling extras, `response_format` `json_object` or `json_schema`
 and vLLM's structured outputs (`structured_output.py`),
-`max_completion_tokens`, `stream_options.include_usage`, completions' `echo`. `answer` and the `*_chunk` functions build
+`max_completion_tokens`, `stream_options.include_usage`, completions' `echo` (with `logprobs`, the prompt's tokens and
+their log-probabilities first, as vLLM's server gives them; with `max_tokens` 0, the prompt alone). `answer` and the
+`*_chunk` functions build
 the replies, with the sampled tokens' log-probabilities (as `token_id:N` when the client asks with
 vLLM's `return_tokens_as_token_ids`) so a client can recover exactly what was sampled, and the
 likeliest alternatives per token when asked (`top_logprobs`, or completions' `logprobs: N`).
@@ -51,8 +53,8 @@ class Parsed:
     logprobs: bool = False
     """The client asked for log-probabilities (`logprobs: true` in chat, a number in completions)."""
     hide_logprobs: bool = False
-    """The client said `logprobs: false`, or asked for `echo`: choices carry `logprobs: null` (left out, they carry them,
-    to keep token ids)."""
+    """The client said `logprobs: false`, or asked for `echo` without `logprobs`: choices carry `logprobs: null` (left
+    out, they carry them, to keep token ids)."""
     echo: bool = False
     """Completions' `echo`: each choice's text starts with its prompt."""
     n: int = 1
@@ -134,8 +136,11 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
         raise invalid(f"{n * len(inputs)} choices asked (n x prompts); this server gives at most {max_choices} per request", "n")
     limit_name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = body.get(limit_name)
-    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= max_tokens_limit):
-        raise invalid(f'"{limit_name}" must be an integer from 1 to {max_tokens_limit} (this server\'s limit), got {max_tokens!r}', limit_name)
+    echo = not chat and body.get("echo") is True
+    least = 0 if echo else 1  # as vLLM: 0 with echo is the prompt alone (scored, with logprobs), nothing sampled
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not least <= max_tokens <= max_tokens_limit):
+        raise invalid(f'"{limit_name}" must be an integer from {least} to {max_tokens_limit} (this server\'s limit)'
+                      f'{"" if echo else " (0 only with echo)"}, got {max_tokens!r}', limit_name)
     sampling = {"max_tokens": max_tokens, "temperature": body.get("temperature"),
                 "top_p": body.get("top_p"), "stop": _stop(body.get("stop")),
                 "structured_output": structured_output(body),
@@ -149,6 +154,9 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
     top = _top_logprobs(body, chat)
     if top:
         sampling["top_logprobs"] = top
+    asked_logprobs = body.get("logprobs") is not None and body.get("logprobs") is not False
+    if echo and (asked_logprobs or max_tokens == 0):  # the echoed prompt's log-probabilities (engines need them for 0 tokens)
+        sampling["prompt_logprobs"] = top
     if chat and body.get("continue_final_message") is True:  # vLLM's extension (with add_generation_prompt false)
         sampling["continue_final_message"] = True
     elif chat and body.get("add_generation_prompt") is False:  # vLLM's: the prompt ends without the assistant's header
@@ -173,8 +181,7 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
     return Parsed(chat=chat, requests=requests, stream=bool(body.get("stream")),
                   include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
                   token_ids=bool(body.get("return_tokens_as_token_ids")), n=n,
-                  logprobs=body.get("logprobs") is not None and body.get("logprobs") is not False,
-                  hide_logprobs=body.get("logprobs") is False or body.get("echo") is True, echo=not chat and body.get("echo") is True)
+                  logprobs=asked_logprobs, hide_logprobs=body.get("logprobs") is False or (echo and not asked_logprobs), echo=echo)
 
 
 def _top_logprobs(body: dict[str, Any], chat: bool) -> int:
@@ -217,14 +224,19 @@ def usage(parsed: Parsed, completions: list[Completion]) -> dict[str, int]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
 
 
-def _logprobs(parsed: Parsed, completion: Completion, tokenizer: Any) -> dict[str, Any]:
+def _logprobs(parsed: Parsed, completion: Completion, tokenizer: Any, with_prompt: bool = False) -> dict[str, Any]:
     """OpenAI's `logprobs` of a choice: chat's `content` entries, or completions' parallel lists (`top_logprobs`
-    null unless asked for, `text_offset` where each token's text starts)."""
+    null unless asked for, `text_offset` where each token's text starts). `with_prompt` (completions' echo): the
+    prompt's tokens first, the first one's log-probability and alternatives null, as vLLM's server answers."""
     def name(token: int) -> str:
         return _token_name(token, tokenizer, parsed.token_ids)
 
-    names = [name(token) for token in completion.token_ids]
-    tops = completion.top_logprobs or [[] for _ in names]
+    token_ids, values = completion.token_ids, completion.logprobs
+    tops: list[Any] = completion.top_logprobs or [[] for _ in token_ids]
+    if with_prompt and completion.prompt_logprobs:
+        token_ids, values = completion.prompt_token_ids + token_ids, completion.prompt_logprobs + values
+        tops = completion.prompt_top_logprobs + tops
+    names = [name(token) for token in token_ids]
     if parsed.chat:
         return {"content": [{"token": text, "logprob": value, "bytes": token_bytes(token, text, tokenizer),
                              "top_logprobs": [{"token": name(other), "logprob": other_value, "bytes": token_bytes(other, name(other), tokenizer)}
@@ -235,9 +247,9 @@ def _logprobs(parsed: Parsed, completion: Completion, tokenizer: Any) -> dict[st
         offsets.append(position)
         position += len(token)
     # as OpenAI's legacy completions: the N likeliest and always the sampled token, so up to N + 1 entries
-    top_dicts = [{**{name(other): other_value for other, other_value in top}, token: value}
-                 for top, token, value in zip(tops, names, completion.logprobs)] if completion.top_logprobs else None
-    return {"tokens": names, "token_logprobs": completion.logprobs, "top_logprobs": top_dicts, "text_offset": offsets}
+    top_dicts = [None if top is None else {**{name(other): other_value for other, other_value in top}, token: value}
+                 for top, token, value in zip(tops, names, values)] if any(tops) else None
+    return {"tokens": names, "token_logprobs": values, "top_logprobs": top_dicts, "text_offset": offsets}
 
 
 def _envelope(parsed: Parsed, model: str, chunk: bool) -> dict[str, Any]:
@@ -250,7 +262,7 @@ def answer(parsed: Parsed, completions: list[Completion], model: str, tokenizer:
     choices = []
     for index, completion in enumerate(completions):
         choice: dict[str, Any] = {"index": index, "finish_reason": completion.finish_reason, **stop_reason(completion),
-                                  "logprobs": None if parsed.hide_logprobs else _logprobs(parsed, completion, tokenizer)}
+                                  "logprobs": None if parsed.hide_logprobs else _logprobs(parsed, completion, tokenizer, parsed.echo)}
         if parsed.chat:
             choice["message"] = {"role": "assistant", "content": completion.text}
         else:

@@ -1,7 +1,7 @@
 """What the OpenAI-compatible front refuses before it parses a request, each a 400 in OpenAI's shape naming the `param`.
 
-Refused: what the server would otherwise silently not do (forcing a tool or function call, `echo` with `logprobs` or on
-chat, audio output, `best_of`, `suffix`), values OpenAI itself refuses (penalties or `logit_bias` out of range,
+Refused: what the server would otherwise silently not do (forcing a tool or function call, `echo` on chat or streamed
+with `logprobs`, audio output, `best_of`, `suffix`), values OpenAI itself refuses (penalties or `logit_bias` out of range,
 malformed `tools`, `tool_choice` without tools, `stream_options` without `stream`, a number where a boolean belongs, a
 seed past 64 bits), text that is not text (a lone UTF-16 surrogate, which JSON can carry but no tokenizer can encode),
 and any field the route does not know (`CHAT_FIELDS`, `COMPLETION_FIELDS`), `reasoning_effort`, `verbosity` and
@@ -120,16 +120,17 @@ def _check_tools(body: dict[str, Any]) -> None:
 
 
 def _check_echo(body: dict[str, Any], chat: bool) -> None:
-    """Completions' `echo` (the prompt before each choice's text), without `logprobs`: those of the prompt's tokens are
-    not computed here. Prompts given as token ids are echoed as text where the front has the model's tokenizer."""
+    """Completions' `echo` (the prompt before each choice's text; with `logprobs`, the prompt's tokens and their
+    log-probabilities before the sampled ones, as vLLM's server answers). Prompts given as token ids are echoed as text
+    where the front has the model's tokenizer. Not streamed with `logprobs`: the answer is one reply."""
     echo = body.get("echo")
     if not _flag(echo):
         raise invalid('"echo" must be true or false', "echo")
     if echo and chat:
         raise invalid('"echo" is not supported on chat completions', "echo")
-    if echo and body.get("logprobs") is not None and body.get("logprobs") is not False:
-        raise invalid('"echo" with "logprobs" needs the log-probabilities of the prompt\'s tokens, which this server does not '
-                      "compute: ask for one of them", "echo")
+    if echo and body.get("stream") is True and body.get("logprobs") is not None and body.get("logprobs") is not False:
+        raise invalid('"stream" with "echo" and "logprobs" is not supported by this server: ask without "stream" for the '
+                      "prompt's log-probabilities", "stream")
 
 
 def _check_text_output(body: dict[str, Any]) -> None:

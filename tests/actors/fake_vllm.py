@@ -8,7 +8,10 @@ completions are) or a `{"prompt_token_ids": [...]}` dict. Bad requests raise `vl
 (a VLLMClientError, not a ValueError) from the first step of `generate`, with vLLM's messages: a prompt over
 max_model_len, a JSON schema the grammar backends refuse. `CompletionOutput.logprobs` is a list of
 {token id: Logprob} per position, the sampled token's and the `logprobs` likeliest, or a `FlatLogprobs` with
-`SamplingParams(flat_logprobs=True)`. Quantization methods are vLLM 0.34's (bitsandbytes is gone). The "model"
+`SamplingParams(flat_logprobs=True)`; `RequestOutput.prompt_logprobs`, with `SamplingParams(prompt_logprobs=N)`, is None
+then one such dict per prompt token after the first, on the first output only (vLLM's output processor pops them);
+`max_tokens` under 1 is refused, as vLLM's SamplingParams does. Quantization methods are vLLM 0.34's (bitsandbytes is
+gone). The "model"
 samples token ids from a seeded generator, so the adapter's mapping, streaming and abort are tested without a GPU.
 """
 
@@ -69,6 +72,7 @@ class SamplingParams:
     stop: str | list[str] | None = None
     max_tokens: int | None = 16
     logprobs: int | None = None
+    prompt_logprobs: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
@@ -198,6 +202,8 @@ class AsyncLLM:
     def _validate(self, prompt_ids: list[int], params: SamplingParams) -> None:
         """vLLM's request checks, with its messages (renderers/params.py, v1/engine/input_processor.py, backend_guidance.py)."""
         length, limit = len(prompt_ids), self.max_model_len
+        if params.max_tokens is not None and params.max_tokens < 1:
+            raise VLLMValidationError(f"max_tokens must be at least 1, got {params.max_tokens}.")
         if length == 0:
             raise VLLMValidationError("The decoder prompt cannot be empty")
         if length > limit:
@@ -232,6 +238,8 @@ class AsyncLLM:
         self.seen_ids.append(request_id)
         self._validate(prompt_ids, params)
         rng, token_ids, steps, stop_token = random.Random(params.seed), [], [], None
+        prompt_logprobs = None if params.prompt_logprobs is None else [None, *(
+            self._position(token, -rng.random(), params.prompt_logprobs, rng) for token in prompt_ids[1:])]
         for _ in range(params.max_tokens):
             await asyncio.sleep(0.001)
             finish = None
@@ -248,10 +256,7 @@ class AsyncLLM:
                     finish = "stop"  # the end of text: vLLM's stop_reason None
                 elif token in (params.stop_token_ids or []):
                     finish, stop_token = "stop", token  # vLLM's stop_reason: the stop token id
-                sampled = -rng.random()  # with `logprobs: N`, vLLM adds the N likeliest tokens: here N others, likelier
-                others = params.logprobs or 0
-                steps.append({token: Logprob(sampled, rank=others + 1 + rng.randrange(50)),
-                              **{token + k: Logprob(sampled * k / (others + 1), rank=others + 1 - k) for k in range(1, others + 1)}})
+                steps.append(self._position(token, -rng.random(), params.logprobs or 0, rng))
                 if len(token_ids) == params.max_tokens:
                     finish = "length"
             logprobs: list[dict[int, Logprob]] | FlatLogprobs = list(steps)
@@ -267,10 +272,20 @@ class AsyncLLM:
             if stop_string is not None and finish != "abort":  # the first stop string in the text ends it, named
                 finish, text = "stop", text[:text.find(stop_string) + (len(stop_string) if params.include_stop_str_in_output else 0)]
             stop_reason = stop_string if stop_string is not None else stop_token if finish == "stop" else None
-            yield RequestOutput(request_id, prompt if isinstance(prompt, str) else None, prompt_ids, None,
+            # as vLLM's output processor, which pops them: the prompt's log-probabilities come with the first output only
+            yield RequestOutput(request_id, prompt if isinstance(prompt, str) else None, prompt_ids, prompt_logprobs,
                                 [CompletionOutput(0, text, list(token_ids), None, logprobs, finish, stop_reason)], finish is not None)
+            prompt_logprobs = None
             if finish is not None:
                 return
+
+
+    @staticmethod
+    def _position(token: int, value: float, others: int, rng: random.Random) -> dict[int, Logprob]:
+        """A position's {token: Logprob}: the token's, and with `logprobs: N` (or `prompt_logprobs: N`) the N likeliest,
+        as vLLM adds them: here N others, likelier."""
+        return {token: Logprob(value, rank=others + 1 + rng.randrange(50)),
+                **{token + k: Logprob(value * k / (others + 1), rank=others + 1 - k) for k in range(1, others + 1)}}
 
 
 AsyncLLMEngine = AsyncLLM

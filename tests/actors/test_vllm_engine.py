@@ -135,6 +135,20 @@ def test_top_logprobs_are_the_likeliest_of_vllms_per_position_logprobs(vllm_modu
                                                                                 completion.top_logprobs)
 
 
+def test_prompt_logprobs_go_to_vllm_and_come_back_with_none_first(vllm_engine):
+    (completion,) = vllm_engine.generate([GenerationRequest(prompt="def main(", max_tokens=3, seed=3, prompt_logprobs=2)])
+    assert completion.error is None and backend().seen_params[-1].prompt_logprobs == 2 and len(completion.token_ids) == 3
+    prompt_ids = backend().tokenizer.encode("def main(", add_special_tokens=True)
+    assert completion.prompt_token_ids == prompt_ids and len(completion.prompt_logprobs) == len(prompt_ids)
+    assert completion.prompt_logprobs[0] is None and completion.prompt_top_logprobs[0] is None
+    for token, value, top in zip(prompt_ids[1:], completion.prompt_logprobs[1:], completion.prompt_top_logprobs[1:]):
+        assert value < 0 and len(top) == 2 and token not in [candidate for candidate, _ in top]
+    # max_tokens 0 scores the prompt alone: vLLM takes no 0, so one token is sampled and left out, as its server does
+    (scored,) = vllm_engine.generate([GenerationRequest(prompt="def main(", max_tokens=0, prompt_logprobs=2, seed=3)])
+    assert backend().seen_params[-1].max_tokens == 1 and (scored.text, scored.token_ids, scored.completion_tokens) == ("", [], 0)
+    assert scored.prompt_logprobs == completion.prompt_logprobs and scored.finish_reason == "length"
+
+
 def test_streaming_hands_over_every_token_and_cancelling_aborts_the_request(vllm_engine):
     request = GenerationRequest(prompt="class Order:", max_tokens=40, seed=9)
     (whole,) = vllm_engine.generate([request])

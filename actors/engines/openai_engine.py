@@ -113,8 +113,7 @@ class OpenAIEngine:
             tokens, values = logprobs.get("tokens") or [], logprobs.get("token_logprobs") or []
             alternatives = [list((position or {}).items()) for position in logprobs.get("top_logprobs") or []]
         ids = [_token_id(t) for t in tokens]
-        tops = [sorted(((_token_id(t), float(v)) for t, v in position if _token_id(t) is not None and v is not None),
-                       key=lambda pair: -pair[1])[:top] for position in alternatives] if top else []
+        tops = [_likeliest(position, top) for position in alternatives] if top else []
         return ([] if None in ids else ids), [float(v) for v in values if v is not None], tops if len(tops) == len(tokens) else []
 
     def _one(self, request: GenerationRequest) -> Completion:
@@ -168,6 +167,13 @@ def _token_id(name: Any) -> int | None:
     return None
 
 
+def _likeliest(named: Any, top: int) -> list[tuple[int, float]]:
+    """The `top` likeliest of (token name, log-probability) pairs as (id, log-probability), the likeliest first: only
+    tokens named `token_id:N` (the others' ids are unknown) with a log-probability."""
+    ranked = ((_token_id(name), float(value)) for name, value in named if _token_id(name) is not None and value is not None)
+    return sorted(ranked, key=lambda pair: -pair[1])[:top]
+
+
 def _split_echo(request: GenerationRequest, choice: dict[str, Any], prompt_tokens: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """An echoed completions choice as the sampled part alone, and the Completion's prompt fields: the first
     `prompt_tokens` entries of its logprobs are the prompt's (the first one's null), its text starts with the prompt."""
@@ -184,8 +190,7 @@ def _split_echo(request: GenerationRequest, choice: dict[str, Any], prompt_token
         answer_text = text[offsets[prompt_tokens]:] if len(offsets) > prompt_tokens else ""
     ids = [_token_id(name) for name in names[:prompt_tokens]]
     prompt_ids = request.prompt_token_ids or ([] if None in ids else ids)
-    tops = [None if position is None else sorted(((_token_id(t), float(v)) for t, v in position.items() if _token_id(t) is not None),
-                                                 key=lambda pair: -pair[1])[:request.prompt_logprobs]
+    tops = [None if position is None else _likeliest(position.items(), request.prompt_logprobs)
             for position in alternatives[:prompt_tokens]]
     rest = {"logprobs": {key: (value[prompt_tokens:] if isinstance(value, list) else value) for key, value in logprobs.items()}}
     return {**choice, **rest, "text": answer_text}, {

@@ -20,6 +20,17 @@ from typing import Any
 from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_output, cut_at_stop, render_chat
 
 
+def _scores(distributions, chosen, top: int) -> tuple[list[float], list[list[tuple[int, float]]]]:
+    """Per position of `distributions` (log-softmax rows), the chosen token's log-probability and, with `top`, the `top`
+    likeliest (id, log-probability) there, the likeliest first (an empty list without `top`); rounded to 6 places."""
+    logprobs = [round(value, 6) for value in distributions.gather(1, chosen.unsqueeze(1)).squeeze(1).tolist()]
+    if not top:
+        return logprobs, []
+    values, indices = distributions.topk(top, dim=-1)
+    return logprobs, [[(token, round(value, 6)) for token, value in zip(row_ids, row_values)]
+                      for row_ids, row_values in zip(indices.tolist(), values.tolist())]
+
+
 class TransformersEngine:
     name = "transformers"
 
@@ -121,12 +132,7 @@ class TransformersEngine:
             out = self.lm.generate(ids, attention_mask=torch.ones_like(ids), **options)
         new = out.sequences[0, ids.shape[1]:]
         distributions = torch.log_softmax(torch.stack(out.logits, dim=1)[0].float(), dim=-1)
-        logprobs = distributions.gather(1, new.unsqueeze(1)).squeeze(1)
-        top: list[list[tuple[int, float]]] = []
-        if request.top_logprobs:
-            values, indices = distributions.topk(request.top_logprobs, dim=-1)
-            top = [[(token, round(value, 6)) for token, value in zip(row_ids, row_values)]
-                   for row_ids, row_values in zip(indices.tolist(), values.tolist())]
+        logprobs, top = _scores(distributions, new, request.top_logprobs)
         token_ids = new.tolist()
         ended = bool(token_ids) and token_ids[-1] in ends
         # as vLLM: the token that ended the answer is not in its text (unless include_stop_str_in_output)
@@ -141,7 +147,7 @@ class TransformersEngine:
             stop = next((candidate for candidate in request.stop if candidate and whole.endswith(candidate)), None)
             known = stop is not None
         return Completion(
-            text=text, token_ids=token_ids, logprobs=[round(float(v), 6) for v in logprobs.tolist()], top_logprobs=top,
+            text=text, token_ids=token_ids, logprobs=logprobs, top_logprobs=top,
             finish_reason="stop" if stop is not None or ended or len(token_ids) < request.max_tokens else "length",
             stop_reason=stop, stop_reason_known=known,  # None: the model's end of text (or its token limit)
             prompt_tokens=int(ids.shape[1]), completion_tokens=len(token_ids), model=self.model, engine=self.name,
@@ -156,15 +162,9 @@ class TransformersEngine:
 
         with torch.inference_mode():
             distributions = torch.log_softmax(self.lm(ids).logits[0, :-1].float(), dim=-1)
-        following = ids[0, 1:]
-        scores = distributions.gather(1, following.unsqueeze(1)).squeeze(1).tolist()
-        tops: list[list[tuple[int, float]] | None] = [[] for _ in scores]
-        if top:
-            values, indices = distributions.topk(top, dim=-1)
-            tops = [[(token, round(value, 6)) for token, value in zip(row_ids, row_values)]
-                    for row_ids, row_values in zip(indices.tolist(), values.tolist())]
-        return {"prompt_token_ids": ids[0].tolist(), "prompt_logprobs": [None, *(round(value, 6) for value in scores)],
-                "prompt_top_logprobs": [None, *tops]}
+        scores, tops = _scores(distributions, ids[0, 1:], top)
+        return {"prompt_token_ids": ids[0].tolist(), "prompt_logprobs": [None, *scores],
+                "prompt_top_logprobs": [None, *(tops or [[] for _ in scores])]}
 
     def generate(self, requests: list[GenerationRequest], cancelled: threading.Event | None = None) -> list[Completion]:
         """One after another; setting `cancelled` ends the running one early and the rest at their first token."""

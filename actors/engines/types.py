@@ -21,7 +21,9 @@ class InvalidRequest(ValueError):
 def render_chat(tokenizer: Any, request: GenerationRequest, **options: Any) -> Any:
     """`apply_chat_template` for a chat request, with its generation-prompt flags and its template's variables. A
     template that refuses the messages (its `raise_exception`, as Qwen3's does for messages without a user query, or a
-    variable it cannot use) is the request's fault: InvalidRequest, answered 400 as vLLM's server does, not a 500."""
+    variable it cannot use) is the request's fault: InvalidRequest, answered 400 as vLLM's server does, not a 500. So is
+    a TypeError or ValueError while rendering (a `chat_template_kwargs` value or a message field of a type the template
+    cannot compute with, a model without a chat template), as vLLM's server also answers them."""
     from jinja2 import TemplateError
 
     try:
@@ -31,6 +33,9 @@ def render_chat(tokenizer: Any, request: GenerationRequest, **options: Any) -> A
                                              **options, **(request.chat_template_kwargs or {}))
     except TemplateError as exc:
         raise InvalidRequest(f"the model's chat template refused these messages: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"the model's chat template could not render these messages ({type(exc).__name__}: {exc}); "
+                             "check the messages' fields and chat_template_kwargs' values") from exc
 
 
 class Message(BaseModel):

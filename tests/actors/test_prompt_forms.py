@@ -17,6 +17,8 @@ PROMPT = "def handler(event):"
 THINKING_OFF = "{% if add_generation_prompt and enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}"
 # and its refusal of messages without a user query
 NO_USER_QUERY = "{% if messages | selectattr('role', 'equalto', 'user') | list | length == 0 %}{{ raise_exception('No user query found in messages.') }}{% endif %}"
+# and a variable it computes with (a string where it wants a number is a TypeError inside the template)
+REPEAT = "{% if repeat is defined %}{{ '' * repeat }}{% endif %}"
 
 
 def one(engine, **options):
@@ -120,7 +122,7 @@ def thinking_engine(small_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("thinking") / "small-qwen3"
     shutil.copytree(small_model, folder)
     template = folder / "chat_template.jinja"
-    template.write_text(template.read_text(encoding="utf-8") + THINKING_OFF + NO_USER_QUERY, encoding="utf-8")
+    template.write_text(template.read_text(encoding="utf-8") + THINKING_OFF + NO_USER_QUERY + REPEAT, encoding="utf-8")
     return TransformersEngine(folder, device="cpu")
 
 
@@ -166,6 +168,19 @@ def test_messages_the_chat_template_refuses_are_the_requests_fault(thinking_engi
     status, answer = post(service, "/v1/chat/completions", {"messages": system_only, "max_tokens": 2})
     assert status == 400 and "No user query found in messages" in answer["error"]["message"], answer
     assert answer["error"]["type"] == "invalid_request_error"
+
+
+def test_a_template_that_cannot_compute_with_a_value_is_the_requests_fault(thinking_engine):
+    from serve_apps.generate.service import GenerateService
+    from serve_apps.generate.settings import GenerateSettings
+
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    assert one(thinking_engine, messages=chat["messages"], chat_template_kwargs={"repeat": 3}).prompt_tokens > 0
+    (completion,) = thinking_engine.generate([GenerationRequest(**chat, chat_template_kwargs={"repeat": "three"})])
+    assert completion.finish_reason == "error" and completion.invalid_request and "TypeError" in completion.error
+    service = GenerateService(GenerateSettings(served_model_name="small", embed_app=None), engine=thinking_engine)
+    status, answer = post(service, "/v1/chat/completions", {**chat, "chat_template_kwargs": {"repeat": "three"}})
+    assert status == 400 and "could not render these messages" in answer["error"]["message"], answer
 
 
 def post(service, path: str, body: dict) -> tuple[int, dict]:

@@ -8,9 +8,11 @@ against this vLLM's methods: recent ones have no bitsandbytes), structured outpu
 regex or choices.
 Sampled tokens' log-probabilities, and the top ones when asked, come with every completion, read from vLLM's list
 of dicts or its FlatLogprobs alike; the prompt's, when asked (`prompt_logprobs`), from its RequestOutput's. What
-vLLM refuses as the request's fault (a prompt over max_model_len, a schema
-it cannot compile) becomes InvalidRequest. Not run by the CPU tests (vLLM needs CUDA): tests/actors/fake_vllm.py
-mirrors the API used here, and the GPU machine runs the real one through `benchmarks/actors.py`.
+vLLM refuses as the request's fault (a prompt over max_model_len, a schema it cannot compile) becomes InvalidRequest
+(code context_length_exceeded for the prompt, as the transformers engine's); a request vLLM aborts by itself
+(finish_reason "abort") fails as "error" does, not as a short answer; `health` is not ok once vLLM's engine core died.
+Not run by the CPU tests (vLLM needs CUDA): tests/actors/fake_vllm.py mirrors the API used here (checked against the
+vLLM 0.34.0 wheel's source), and the GPU machine runs the real one through `benchmarks/actors.py`.
 """
 
 from __future__ import annotations
@@ -58,11 +60,27 @@ def _quantization(method: str | None) -> dict[str, Any]:
         from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS as known
     except ImportError:  # moved: vLLM checks the name itself when the engine starts
         known = None
-    if method is not None and known is not None and method not in known:
-        raise ConfigError(f"actors.vllm.quantization {method!r} is not a method of this vLLM; use null (none) or one of "
-                          f"{', '.join(known)}")
+    try:  # vLLM refuses these at start unless allow_deprecated_quantization, naming a CLI flag
+        from vllm.model_executor.layers.quantization import DEPRECATED_QUANTIZATION_METHODS as deprecated
+    except ImportError:
+        deprecated = []
+    if method is not None and ((known is not None and method not in known) or method in deprecated):
+        usable = [name for name in known or [] if name not in deprecated]
+        raise ConfigError(f"actors.vllm.quantization {method!r} is not a method of this vLLM"
+                          f"{' (deprecated there)' if method in deprecated else ''}; use null (none)"
+                          f"{' or one of ' + ', '.join(usable) if usable else ''}")
     # older vLLM wanted bitsandbytes' load format named too (0.11 sets it itself)
     return {"quantization": method, **({"load_format": "bitsandbytes"} if method == "bitsandbytes" else {})}
+
+
+def _error_code(exc: BaseException) -> str | None:
+    """OpenAI's code for a prompt longer than the context: vLLM names the parameter (input_tokens, input_text); where
+    the prompt fills max_model_len exactly, and in older vLLM, its message says "maximum model length"."""
+    message = str(exc)
+    if getattr(exc, "parameter", None) in ("input_tokens", "input_text") or "maximum model length" in message \
+            or "maximum context length" in message:
+        return "context_length_exceeded"
+    return None
 
 
 def _read_logprobs(steps, token_ids: list[int], top: int) -> tuple[list[float], list[list[tuple[int, float]]]]:
@@ -148,11 +166,13 @@ class VllmEngine:
                         break
         except (ValueError, _ClientError) as exc:
             if final is None:  # refused before any output: the prompt is over max_model_len, the schema does not compile, ...
-                raise InvalidRequest(str(exc)) from exc
+                raise InvalidRequest(str(exc), _error_code(exc)) from exc
             raise
         choice = final.outputs[0] if final is not None else None
-        if choice is None or choice.finish_reason == "error":  # "error": vLLM's retryable internal failure
-            raise RuntimeError(f"vLLM ended request {vllm_id} without an answer")
+        # "error": vLLM's retryable internal failure; "abort": vLLM stopped it (a cancel here breaks before that output)
+        if choice is None or choice.finish_reason in ("error", "abort"):
+            raise RuntimeError(f"vLLM ended request {vllm_id} without an answer"
+                               f"{' (aborted)' if choice is not None and choice.finish_reason == 'abort' else ''}")
         scored = _prompt_scores(prompt_steps, final.prompt_token_ids, request.prompt_logprobs) \
             if request.prompt_logprobs is not None else {}
         if request.max_tokens == 0:
@@ -170,7 +190,8 @@ class VllmEngine:
 
     def _failed(self, request: GenerationRequest, exc: BaseException) -> Completion:
         return Completion(text="", finish_reason="error", error=f"{type(exc).__name__}: {exc}", engine=self.name,
-                          model=self.model, request_id=request.request_id, invalid_request=isinstance(exc, InvalidRequest))
+                          model=self.model, request_id=request.request_id, invalid_request=isinstance(exc, InvalidRequest),
+                          error_code=getattr(exc, "code", None))
 
     async def _many(self, requests: list[GenerationRequest]) -> list[Completion]:
         results = await asyncio.gather(*(self._one(request) for request in requests), return_exceptions=True)
@@ -193,4 +214,5 @@ class VllmEngine:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def health(self) -> dict[str, Any]:
-        return {"engine": self.name, "model": self.model, "ok": True}
+        """Not ok once vLLM's engine core has died (its `errored`): every request would fail with EngineDeadError."""
+        return {"engine": self.name, "model": self.model, "ok": not getattr(self.llm, "errored", False)}

@@ -9,15 +9,19 @@ completions are) or a `{"prompt_token_ids": [...]}` dict. Bad requests raise `vl
 max_model_len, a JSON schema the grammar backends refuse. `CompletionOutput.logprobs` is a list of
 {token id: Logprob} per position, the sampled token's and the `logprobs` likeliest, or a `FlatLogprobs` with
 `SamplingParams(flat_logprobs=True)`; `RequestOutput.prompt_logprobs`, with `SamplingParams(prompt_logprobs=N)`, is None
-then one such dict per prompt token after the first, on the first output only (vLLM's output processor pops them);
-`max_tokens` under 1 is refused, as vLLM's SamplingParams does. Quantization methods are vLLM 0.34's (bitsandbytes is
-gone). The "model"
+then one such dict per prompt token after the first, on every output (vLLM's default CUMULATIVE output kind; only
+DELTA pops them, which the stand-in does not speak). SamplingParams and StructuredOutputsParams refuse what vLLM's
+refuse when built (`max_tokens` under 1, an empty stop string, no or several constraints...) with its
+VLLMValidationError. Quantization methods are vLLM 0.34's (bitsandbytes is gone), and a deprecated one (fbgemm_fp8)
+fails the engine's start as vLLM's does. `errored` is True once a test marks the engine core dead (`dead`), and then
+`generate` raises EngineDeadError, as vLLM's. The "model"
 samples token ids from a seeded generator, so the adapter's mapping, streaming and abort are tested without a GPU.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import random
 import re
 import sys
@@ -28,9 +32,12 @@ from typing import Any
 
 import jsonschema
 
-QUANTIZATION_METHODS = ["awq", "auto_awq", "fp8", "w4afp8", "fbgemm_fp8", "modelopt", "modelopt_fp4", "auto_gptq", "gptq",
-                        "gptq_marlin", "awq_marlin", "compressed-tensors", "experts_int8", "quark", "moe_wna16", "torchao",
-                        "inc", "mxfp4", "online", "fp8_per_tensor", "fp8_per_block", "fp8_per_channel", "mxfp8"]
+QUANTIZATION_METHODS = ["awq", "auto_awq", "fp8", "w4afp8", "fbgemm_fp8", "modelopt", "modelopt_fp4", "modelopt_mxfp8",
+                        "modelopt_mixed", "auto_gptq", "gptq", "gptq_marlin", "awq_marlin", "humming", "compressed-tensors",
+                        "experts_int8", "quark", "moe_wna16", "torchao", "inc", "mxfp4", "gpt_oss_mxfp4", "deepseek_v4_fp8",
+                        "online", "fp8_per_tensor", "fp8_per_block", "fp8_per_channel", "int8_per_channel_weight_only",
+                        "nvfp4_per_token", "mxfp8", "lut_b_moe", "mxfp4_hadamard32"]
+DEPRECATED_QUANTIZATION_METHODS = ["fbgemm_fp8"]
 
 
 class VLLMError(Exception):
@@ -39,6 +46,15 @@ class VLLMError(Exception):
 
 class VLLMClientError(VLLMError):
     pass
+
+
+class VLLMServerError(VLLMError):
+    pass
+
+
+class EngineDeadError(VLLMServerError):
+    def __init__(self):
+        super().__init__("EngineCore encountered an issue. See stack trace (above) for the root cause.")
 
 
 class VLLMValidationError(VLLMClientError):
@@ -58,10 +74,17 @@ class StructuredOutputsParams:
     choice: list[str] | None = None
     grammar: str | None = None
 
-    def __post_init__(self):  # as vLLM's
-        if sum(value is not None for value in (self.json, self.regex, self.choice, self.grammar)) > 1:
-            raise ValueError("You can only use one kind of structured outputs constraint but multiple are specified: "
-                             f"{self.__dict__}")
+    def __post_init__(self):  # as vLLM's: exactly one constraint, else its VLLMValidationError
+        count = sum(value is not None for value in (self.json, self.regex, self.choice, self.grammar))
+        if count != 1:
+            raise VLLMValidationError(f"You {'can only' if count else 'must'} use one kind of structured outputs constraint "
+                                      f"but {'multiple are' if count else 'none are'} specified: {self.__dict__}")
+
+
+class RequestOutputKind(enum.Enum):
+    CUMULATIVE = 0
+    DELTA = 1
+    FINAL_ONLY = 2
 
 
 @dataclass
@@ -85,7 +108,21 @@ class SamplingParams:
     stop_token_ids: list[int] | None = None
     ignore_eos: bool = False
     skip_special_tokens: bool = True
+    output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
     structured_outputs: StructuredOutputsParams | None = None
+
+    def __post_init__(self):
+        """Some of vLLM's checks, made where vLLM makes them (when the params are built), with its messages."""
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise VLLMValidationError(f"max_tokens must be at least 1, got {self.max_tokens}.", parameter="max_tokens",
+                                      value=self.max_tokens)
+        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            raise VLLMValidationError(f"min_tokens must be less than or equal to max_tokens={self.max_tokens}, got "
+                                      f"{self.min_tokens}.")
+        if any(not stop for stop in self.stop or []):
+            raise VLLMValidationError("stop cannot contain an empty string.")
 
 
 @dataclass
@@ -98,6 +135,7 @@ class AsyncEngineArgs:
     enable_prefix_caching: bool | None = None
     gpu_memory_utilization: float | None = None
     quantization: str | None = None
+    allow_deprecated_quantization: bool = False
     enable_log_requests: bool = False
 
 
@@ -149,6 +187,7 @@ class CompletionOutput:
     token_ids: list[int]
     cumulative_logprob: float | None
     logprobs: list[dict[int, Logprob]] | FlatLogprobs | None
+    routed_experts: Any = None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
 
@@ -171,13 +210,21 @@ class AsyncLLM:
 
         if args.quantization is not None and args.quantization not in QUANTIZATION_METHODS:
             raise ValueError(f"Unknown quantization method: {args.quantization}. Must be one of {QUANTIZATION_METHODS}.")
+        if args.quantization in DEPRECATED_QUANTIZATION_METHODS and not args.allow_deprecated_quantization:
+            raise ValueError(f"The quantization method {args.quantization} is deprecated and will be removed in future "
+                             "versions of vLLM. To bypass, set `--allow-deprecated-quantization`.")
         self.args, self.tokenizer = args, AutoTokenizer.from_pretrained(args.model)
         self.max_model_len = args.max_model_len or 2048
         self.aborted: set[str] = set()
         self.seen_params: list[SamplingParams] = []
         self.seen_prompts: list[Any] = []
         self.seen_ids: list[str] = []
+        self.dead = False  # set by a test: the engine core process died
         AsyncLLM.instances.append(self)
+
+    @property
+    def errored(self) -> bool:
+        return self.dead
 
     @classmethod
     def from_engine_args(cls, engine_args: AsyncEngineArgs, start_engine_loop: bool = True, usage_context: Any = None,
@@ -202,8 +249,6 @@ class AsyncLLM:
     def _validate(self, prompt_ids: list[int], params: SamplingParams) -> None:
         """vLLM's request checks, with its messages (renderers/params.py, v1/engine/input_processor.py, backend_guidance.py)."""
         length, limit = len(prompt_ids), self.max_model_len
-        if params.max_tokens is not None and params.max_tokens < 1:
-            raise VLLMValidationError(f"max_tokens must be at least 1, got {params.max_tokens}.")
         if length == 0:
             raise VLLMValidationError("The decoder prompt cannot be empty")
         if length > limit:
@@ -215,15 +260,15 @@ class AsyncLLM:
                                       f"least 1) is longer than the maximum model length of {limit}. Make sure that "
                                       "`max_model_len` is no smaller than the number of text tokens "
                                       "(prompt + requested output tokens).")
-        structured = params.structured_outputs or StructuredOutputsParams()
-        if structured.regex is not None:
+        structured = params.structured_outputs
+        if structured is not None and structured.regex is not None:
             try:
                 re.compile(structured.regex)
                 if "(?=" in structured.regex or "(?!" in structured.regex:  # vLLM's backends take no lookaround
                     raise re.error("look-around is not supported")
             except re.error as exc:
                 raise VLLMValidationError(f"Error in regex: {exc}") from None
-        schema = structured.json
+        schema = structured.json if structured is not None else None
         if schema is not None:
             try:
                 jsonschema.Draft202012Validator.check_schema(schema)
@@ -232,7 +277,11 @@ class AsyncLLM:
 
     async def generate(self, prompt: Any, sampling_params: SamplingParams, request_id: str, *, lora_request: Any = None,
                        tokenization_kwargs: dict[str, Any] | None = None, priority: int = 0):
+        if self.dead:
+            raise EngineDeadError()
         params, prompt_ids = sampling_params, self._prompt_ids(prompt)
+        if params.output_kind is not RequestOutputKind.CUMULATIVE:
+            raise NotImplementedError("the stand-in speaks vLLM's default CUMULATIVE output kind only")
         self.seen_params.append(params)
         self.seen_prompts.append(prompt)
         self.seen_ids.append(request_id)
@@ -267,15 +316,16 @@ class AsyncLLM:
             # the token that ended the answer is left out of its text unless include_stop_str_in_output
             shown = token_ids[:-1] if finish == "stop" and not params.include_stop_str_in_output else token_ids
             text = self.tokenizer.decode(shown, skip_special_tokens=params.skip_special_tokens)
-            stops = [params.stop] if isinstance(params.stop, str) else params.stop or []
+            stops = params.stop or []
             stop_string = min(((text.find(stop), stop) for stop in stops if stop in text), default=(0, None))[1]
             if stop_string is not None and finish != "abort":  # the first stop string in the text ends it, named
                 finish, text = "stop", text[:text.find(stop_string) + (len(stop_string) if params.include_stop_str_in_output else 0)]
             stop_reason = stop_string if stop_string is not None else stop_token if finish == "stop" else None
-            # as vLLM's output processor, which pops them: the prompt's log-probabilities come with the first output only
+            # CUMULATIVE, as vLLM's output processor: every output carries the prompt's log-probabilities, all of them
             yield RequestOutput(request_id, prompt if isinstance(prompt, str) else None, prompt_ids, prompt_logprobs,
-                                [CompletionOutput(0, text, list(token_ids), None, logprobs, finish, stop_reason)], finish is not None)
-            prompt_logprobs = None
+                                [CompletionOutput(index=0, text=text, token_ids=list(token_ids), cumulative_logprob=None,
+                                                  logprobs=logprobs, finish_reason=finish, stop_reason=stop_reason)],
+                                finish is not None)
             if finish is not None:
                 return
 
@@ -291,10 +341,11 @@ class AsyncLLM:
 AsyncLLMEngine = AsyncLLM
 
 CONTENTS = {"vllm": ["AsyncEngineArgs", "AsyncLLMEngine", "SamplingParams"],
-            "vllm.sampling_params": ["SamplingParams", "StructuredOutputsParams"],
-            "vllm.exceptions": ["VLLMError", "VLLMClientError", "VLLMValidationError"],
+            "vllm.sampling_params": ["SamplingParams", "StructuredOutputsParams", "RequestOutputKind"],
+            "vllm.exceptions": ["VLLMError", "VLLMClientError", "VLLMServerError", "VLLMValidationError"],
+            "vllm.v1.engine.exceptions": ["EngineDeadError"],
             "vllm.logprobs": ["Logprob", "FlatLogprobs"], "vllm.outputs": ["CompletionOutput", "RequestOutput"],
-            "vllm.model_executor.layers.quantization": ["QUANTIZATION_METHODS"]}
+            "vllm.model_executor.layers.quantization": ["QUANTIZATION_METHODS", "DEPRECATED_QUANTIZATION_METHODS"]}
 
 
 def install() -> None:

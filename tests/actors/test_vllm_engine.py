@@ -182,9 +182,34 @@ def test_a_prompt_over_max_model_len_is_an_invalid_request_that_fails_alone(vllm
     too_long, fine = vllm_engine.generate([long, GenerationRequest(prompt="def main(", max_tokens=2)])
     assert too_long.finish_reason == "error" and too_long.invalid_request and too_long.request_id == "long"
     assert too_long.error.startswith("InvalidRequest: This model's maximum context length is 4096 tokens")
+    # OpenAI's code, as the transformers engine's
+    assert too_long.error_code == "context_length_exceeded" and fine.error_code is None
     assert fine.finish_reason == "length" and not fine.invalid_request and len(fine.token_ids) == 2
     streamed = vllm_engine.generate_streaming(long, lambda token: None)
     assert streamed.finish_reason == "error" and streamed.invalid_request and "4096" in streamed.error
+    assert streamed.error_code == "context_length_exceeded"
+    # a prompt that fills max_model_len exactly: vLLM names no parameter, its message says "maximum model length"
+    (full,) = vllm_engine.generate([GenerationRequest(prompt_token_ids=[5] * 4096, max_tokens=1)])
+    assert full.invalid_request and "maximum model length of 4096" in full.error and full.error_code == "context_length_exceeded"
+    (schema,) = vllm_engine.generate([GenerationRequest(prompt="{", max_tokens=3, json_schema={"type": "nonsense"})])
+    assert schema.invalid_request and schema.error_code is None
+
+
+def test_an_empty_stop_string_is_refused_by_vllms_sampling_params_as_the_requests_fault(vllm_engine):
+    (refused,) = vllm_engine.generate([GenerationRequest(prompt="def main(", max_tokens=3, stop=["", "x"])])
+    assert refused.finish_reason == "error" and refused.invalid_request and "stop cannot contain an empty string" in refused.error
+
+
+def test_a_request_vllm_aborts_by_itself_fails_instead_of_ending_as_a_short_answer(vllm_engine):
+    def on_token(token: int) -> None:  # on the engine's loop: vLLM aborts it (a paused engine, a shutdown), not the caller
+        if len(seen) == 3:
+            backend().aborted.add(backend().seen_ids[-1])
+        seen.append(token)
+
+    seen: list[int] = []
+    aborted = vllm_engine.generate_streaming(GenerationRequest(prompt="class Order:", max_tokens=40, seed=9), on_token)
+    assert aborted.finish_reason == "error" and not aborted.invalid_request and "(aborted)" in aborted.error
+    assert len(seen) == 4 and aborted.token_ids == []
 
 
 def test_a_schema_vllm_cannot_compile_is_an_invalid_request(vllm_engine):
@@ -197,7 +222,39 @@ def test_a_quantization_this_vllm_lacks_is_a_config_error_before_the_engine_star
     started = len(fake_vllm.AsyncLLM.instances)
     with pytest.raises(ConfigError, match=r"actors\.vllm\.quantization 'bitsandbytes' is not a method of this vLLM.*awq"):
         vllm_module.VllmEngine(small_model, settings(quantization="bitsandbytes"))
+    # vLLM 0.34 lists fbgemm_fp8 but refuses it at start unless allow_deprecated_quantization (named as a CLI flag)
+    with pytest.raises(ConfigError, match=r"'fbgemm_fp8' is not a method of this vLLM \(deprecated there\)") as refused:
+        vllm_module.VllmEngine(small_model, settings(quantization="fbgemm_fp8"))
+    assert "fbgemm_fp8" not in str(refused.value).split(";")[1] and "awq" in str(refused.value)
     assert len(fake_vllm.AsyncLLM.instances) == started
+
+
+def test_health_is_not_ok_once_vllms_engine_core_died_and_requests_fail_as_the_engines_fault(vllm_module, small_model):
+    engine = vllm_module.VllmEngine(small_model, settings())
+    fake_vllm.AsyncLLM.instances.remove(engine.llm)  # the other tests' backend() stays the shared engine's
+    assert engine.health()["ok"] is True
+    engine.llm.dead = True
+    (failed,) = engine.generate([GenerationRequest(prompt="def main(", max_tokens=2)])
+    assert engine.health() == {"engine": "vllm", "model": str(small_model), "ok": False}
+    assert failed.finish_reason == "error" and not failed.invalid_request and failed.error.startswith("EngineDeadError")
+
+
+def test_the_stand_in_answers_as_vllms_cumulative_outputs_and_refuses_as_its_params_do(vllm_engine):
+    async def outputs():
+        params = fake_vllm.SamplingParams(max_tokens=3, prompt_logprobs=1, seed=1)
+        return [output async for output in backend().generate({"prompt_token_ids": [5, 6, 7]}, params, "fidelity")]
+
+    answers = vllm_engine._run(outputs())
+    # vLLM's default output kind is CUMULATIVE: every output carries all the prompt's log-probabilities (only DELTA pops them)
+    assert len(answers) == 3 and all(answer.prompt_logprobs == answers[0].prompt_logprobs for answer in answers)
+    assert answers[0].prompt_logprobs[0] is None and len(answers[0].prompt_logprobs) == 3
+    assert answers[-1].outputs[0].routed_experts is None and answers[-1].outputs[0].finish_reason == "length"
+    for constraints in ({}, {"regex": "a", "choice": ["a"]}):  # exactly one, or vLLM's VLLMValidationError (not a ValueError)
+        with pytest.raises(fake_vllm.VLLMValidationError, match="one kind of structured outputs constraint") as refused:
+            fake_vllm.StructuredOutputsParams(**constraints)
+        assert not isinstance(refused.value, ValueError)
+    with pytest.raises(fake_vllm.VLLMValidationError, match="max_tokens must be at least 1"):
+        fake_vllm.SamplingParams(max_tokens=0)
 
 
 def test_vllms_stop_reason_says_which_stop_string_ended_an_answer_or_none_at_the_end_of_text(vllm_engine):

@@ -7,7 +7,8 @@ with `token_ids_in_logprobs` (vLLM's `return_tokens_as_token_ids`) the exact tok
 A choice's `stop_reason` (vLLM's server and our front send it) says whether a stop string or the end of
 text ended the answer; without it (OpenAI's own) a completion's `stop_reason_known` is False.
 A request's `prompt_logprobs` is asked of `/v1/completions` as `echo` with `logprobs` (vLLM's server and our front
-answer it) and split back off the answer; chat has no echo, so there it is refused.
+answer it) and split back off the answer; chat has no echo, so there it is refused. A chat request's `tools` are sent on;
+the calls an upstream answers with come back in the text in the Hermes form (`hermes.py`), as a local model writes them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from actors.engines.hermes import calls_text
 from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_output, cut_at_stop, sampling_extras
 
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -71,6 +73,8 @@ class OpenAIEngine:
                 body["add_generation_prompt"] = False
             if request.chat_template_kwargs is not None:  # vLLM's, sent only when set (an upstream may not know it)
                 body["chat_template_kwargs"] = request.chat_template_kwargs
+            if request.tools:
+                body["tools"] = request.tools
             return "/v1/chat/completions", body
         body.update(prompt=request.prompt if request.prompt is not None else request.prompt_token_ids,
                     logprobs=max(1, request.top_logprobs, request.prompt_logprobs or 0))
@@ -127,7 +131,7 @@ class OpenAIEngine:
             scored: dict[str, Any] = {}
             if request.prompt_logprobs is not None:
                 choice, scored = _split_echo(request, choice, usage.get("prompt_tokens", 0))
-            text = (choice.get("message") or {}).get("content") or "" if chat else choice.get("text", "")
+            text = _chat_text(choice.get("message") or {}) if chat else choice.get("text", "")
             text, cut = cut_at_stop(text, request.stop, keep=request.include_stop_str_in_output)
             token_ids, logprobs, top = self._tokens(choice, chat, request.top_logprobs)
             # vLLM's server (and our front) says what ended the answer in `stop_reason`; OpenAI's says only "stop"
@@ -158,6 +162,12 @@ class OpenAIEngine:
     def close(self) -> None:
         self.pool.shutdown(wait=False)
         self.client.close()
+
+
+def _chat_text(message: dict[str, Any]) -> str:
+    """A chat answer's text, its tool calls (an upstream that parsed them) written back after it in the Hermes form."""
+    text, calls = message.get("content") or "", message.get("tool_calls")
+    return text + (calls_text(calls) if calls else "")
 
 
 def _token_id(name: Any) -> int | None:

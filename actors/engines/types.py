@@ -30,6 +30,7 @@ def render_chat(tokenizer: Any, request: GenerationRequest, **options: Any) -> A
         return tokenizer.apply_chat_template([m.model_dump() for m in request.messages],
                                              add_generation_prompt=request.add_generation_prompt and not request.continue_final_message,
                                              continue_final_message=request.continue_final_message,
+                                             **({"tools": request.tools} if request.tools else {}),
                                              **options, **(request.chat_template_kwargs or {}))
     except TemplateError as exc:
         raise InvalidRequest(f"the model's chat template refused these messages: {exc}") from exc
@@ -141,6 +142,9 @@ class GenerationRequest(BaseModel):
     chat_template_kwargs: dict[str, Any] | None = None
     """Chat: extra variables for the model's chat template, as `apply_chat_template`'s keyword arguments (vLLM's), such
     as Qwen3's `enable_thinking`; one the template does not read changes nothing, as in vLLM and Hugging Face."""
+    tools: list[dict[str, Any]] | None = None
+    """Chat: the functions the model may call (OpenAI's `tools`), listed to it by the model's chat template (as
+    `apply_chat_template(tools=...)`); the answer's calls are read from its text by the front (`tool_calls.py`)."""
     top_logprobs: int = Field(default=0, ge=0, le=20)
     """With each sampled token, this many of the most likely tokens at its position and their log-probabilities."""
     prompt_logprobs: int | None = Field(default=None, ge=0, le=20)
@@ -179,8 +183,8 @@ class GenerationRequest(BaseModel):
             raise ValueError(f"min_tokens must be at most max_tokens ({self.max_tokens}), got {self.min_tokens}")
         if any(token < 0 for token in self.stop_token_ids):
             raise ValueError("stop_token_ids must be token ids (integers from 0)")
-        if self.chat_template_kwargs is not None and self.messages is None:
-            raise ValueError("chat_template_kwargs is for messages (chat) only")
+        if self.messages is None and (self.chat_template_kwargs is not None or self.tools is not None):
+            raise ValueError(f"{'tools' if self.tools is not None else 'chat_template_kwargs'} is for messages (chat) only")
         if reserved := sorted(RESERVED_TEMPLATE_KWARGS & set(self.chat_template_kwargs or {})):
             raise ValueError(f"chat_template_kwargs may not set {reserved[0]!r}: the engine sets it (use the request's own field where "
                              "there is one)")

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from actors.engines.live_text import LiveText
 from actors.engines.types import SAMPLING_EXTRAS, Completion, GenerationRequest
 from serve_apps.generate.openai_checks import check_body, invalid, validation_error
+from serve_apps.generate import tool_calls
 from serve_apps.generate.structured_output import structured_output
 from serve_apps.generate.token_bytes import token_bytes
 from serve_apps.http import HTTPError
@@ -57,6 +58,8 @@ class Parsed:
     out, they carry them, to keep token ids)."""
     echo: bool = False
     """Completions' `echo`: each choice's text starts with its prompt."""
+    tool_use: tool_calls.ToolUse | None = None
+    """Chat with `tools` (and a `tool_choice` other than "none"): how the answers' tool calls are read."""
     n: int = 1
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
     created: int = field(default_factory=lambda: int(time.time()))
@@ -87,7 +90,7 @@ def _messages(value: Any) -> list[dict[str, str]]:
         role = ROLES.get(message.get("role"))
         if role is None:
             raise invalid(f"messages[{index}].role must be one of {sorted(ROLES)}, got {message.get('role')!r}", "messages")
-        messages.append({"role": role, "content": _content(message.get("content"), index)})
+        messages.append({"role": role, "content": _content(message.get("content"), index), **tool_calls.history(message, index)})
     return messages
 
 
@@ -165,6 +168,9 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
         sampling["include_stop_str_in_output"] = True
     if chat and body.get("chat_template_kwargs") is not None:  # vLLM's
         sampling["chat_template_kwargs"] = body["chat_template_kwargs"]
+    tool_use = tool_calls.tool_use(body) if chat else None
+    if tool_use is not None:  # the chat template lists them ("none" leaves them out: the model cannot call them)
+        sampling["tools"] = tool_use.tools
     limit = sampling.get("max_tokens", GenerationRequest.model_fields["max_tokens"].default)
     if sampling.get("min_tokens", 0) > limit:  # vLLM's bound, named here (the engine request's check names no field)
         raise invalid(f'"min_tokens" must be at most max_tokens ({limit}), got {sampling["min_tokens"]}', "min_tokens")
@@ -181,7 +187,8 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
     return Parsed(chat=chat, requests=requests, stream=bool(body.get("stream")),
                   include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
                   token_ids=bool(body.get("return_tokens_as_token_ids")), n=n,
-                  logprobs=asked_logprobs, hide_logprobs=body.get("logprobs") is False or (echo and not asked_logprobs), echo=echo)
+                  logprobs=asked_logprobs, hide_logprobs=body.get("logprobs") is False or (echo and not asked_logprobs), echo=echo,
+                  tool_use=tool_use)
 
 
 def _top_logprobs(body: dict[str, Any], chat: bool) -> int:
@@ -264,7 +271,7 @@ def answer(parsed: Parsed, completions: list[Completion], model: str, tokenizer:
         choice: dict[str, Any] = {"index": index, "finish_reason": completion.finish_reason, **stop_reason(completion),
                                   "logprobs": None if parsed.hide_logprobs else _logprobs(parsed, completion, tokenizer, parsed.echo)}
         if parsed.chat:
-            choice["message"] = {"role": "assistant", "content": completion.text}
+            choice["message"], choice["finish_reason"] = tool_calls.message(completion.text, parsed.tool_use, completion.finish_reason)
         else:
             choice["text"] = echoed(parsed, index, tokenizer) + completion.text
         choices.append(choice)
@@ -278,11 +285,14 @@ def stop_reason(completion: Completion) -> dict[str, Any]:
 
 
 def delta_chunk(parsed: Parsed, model: str, index: int, text: str, *, first: bool = False, logprobs: dict[str, Any] | None = None,
-                ended: Completion | None = None) -> dict[str, Any]:
-    """One streamed event of a choice: new text (the first chat event also names the role), or its end (`ended`)."""
-    finish_reason = ended.finish_reason if ended is not None else None
+                ended: Completion | None = None, finish_reason: str | None = None, delta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One streamed event of a choice: new text (the first chat event also names the role), another chat `delta` (tool
+    calls), or its end (`ended`, with its finish_reason unless another is given)."""
+    finish_reason = finish_reason or (ended.finish_reason if ended is not None else None)
     choice: dict[str, Any] = {"index": index}
-    if parsed.chat:
+    if delta is not None:
+        choice["delta"] = delta
+    elif parsed.chat:
         choice["delta"] = {"role": "assistant", "content": text} if first else ({"content": text} if text or finish_reason is None else {})
     else:
         choice["text"] = text
@@ -300,6 +310,10 @@ def token_chunks(parsed: Parsed, model: str, index: int, completion: Completion,
     The texts are the completion's text cut where the decoded tokens end, so they join back to exactly
     `completion.text` (a token that decodes to part of a character carries no text of its own).
     """
+    if parsed.tool_use is not None:
+        message, finish_reason = tool_calls.message(completion.text, parsed.tool_use, completion.finish_reason)
+        if "tool_calls" in message:
+            return tool_call_chunks(parsed, model, index, completion, message, finish_reason, tokenizer)
     logprobs = _logprobs(parsed, completion, tokenizer)
     entries = logprobs["content"] if parsed.chat else [
         {"tokens": [token], "token_logprobs": [value], "top_logprobs": None if logprobs["top_logprobs"] is None else [logprobs["top_logprobs"][i]],
@@ -321,6 +335,16 @@ def token_chunks(parsed: Parsed, model: str, index: int, completion: Completion,
         events.append(delta_chunk(parsed, model, index, completion.text[sent:]))
     events.append(delta_chunk(parsed, model, index, "", ended=completion))
     return events
+
+
+def tool_call_chunks(parsed: Parsed, model: str, index: int, completion: Completion, message: dict[str, Any], finish_reason: str,
+                     tokenizer: Any) -> list[dict[str, Any]]:
+    """A finished completion that called tools, as a stream: its content (with every token's log-probability), then
+    one event per call, then its end."""
+    logprobs = None if parsed.hide_logprobs else _logprobs(parsed, completion, tokenizer)
+    return [delta_chunk(parsed, model, index, message["content"] or "", first=True, logprobs=logprobs),
+            *(delta_chunk(parsed, model, index, "", delta=delta) for delta in tool_calls.deltas(message["tool_calls"])),
+            delta_chunk(parsed, model, index, "", ended=completion, finish_reason=finish_reason)]
 
 
 def usage_chunk(parsed: Parsed, model: str, completions: list[Completion]) -> dict[str, Any]:

@@ -1,14 +1,15 @@
 """What the OpenAI-compatible front refuses before it parses a request, each a 400 in OpenAI's shape naming the `param`.
 
-Refused: what the server would otherwise silently not do (forcing a tool or function call, `echo` on chat or streamed
-with `logprobs`, audio output, `best_of`, `suffix`), values OpenAI itself refuses (penalties or `logit_bias` out of range,
-malformed `tools`, `tool_choice` without tools, `stream_options` without `stream`, a number where a boolean belongs, a
+Refused: what the server would otherwise silently not do (forcing a function call with the deprecated `function_call`,
+`echo` on chat or streamed with `logprobs`, audio output, `best_of`, `suffix`), values OpenAI itself refuses (penalties
+or `logit_bias` out of range, malformed `tools`, `tool_choice` without tools or naming a function not among them,
+`stream_options` without `stream`, a number where a boolean belongs, a
 seed past 64 bits), text that is not text (a lone UTF-16 surrogate, which JSON can carry but no tokenizer can encode),
 and any field the route does not know (`CHAT_FIELDS`, `COMPLETION_FIELDS`), `reasoning_effort`, `verbosity` and
 `web_search_options` among them: the answer would not be what they ask for. Accepted and ignored, because the answer
-keeps its meaning: `tools` with `tool_choice` auto or none (the model may answer in text), `functions`, `user`,
-`store`, `metadata`, `service_tier`, `prediction` (a latency hint), `parallel_tool_calls`, the `prompt_cache_*` hints,
-`safety_identifier`. Penalties, `logit_bias`, and vLLM's `top_k`, `min_p`, `repetition_penalty`, `min_tokens`,
+keeps its meaning: `functions` (the deprecated form of `tools`), `user`, `store`, `metadata`, `service_tier`,
+`prediction` (a latency hint), the `prompt_cache_*` hints, `safety_identifier`. `tools`, `tool_choice` and
+`parallel_tool_calls` are applied (`tool_calls.py`). Penalties, `logit_bias`, and vLLM's `top_k`, `min_p`, `repetition_penalty`, `min_tokens`,
 `stop_token_ids`, `ignore_eos`, `skip_special_tokens`, chat's `chat_template_kwargs` and the structured outputs
 (`response_format`, vLLM's `structured_outputs` and `guided_json`/`_regex`/`_choice`: `structured_output.py`, which also
 refuses `guided_grammar`) are applied by the engines.
@@ -111,10 +112,21 @@ def _check_tools(body: dict[str, Any]) -> None:
                 isinstance(tool, dict) and tool.get("type", "function") == "function" and isinstance(tool.get("function"), dict)
                 and isinstance(tool["function"].get("name"), str) and tool["function"]["name"] for tool in tools):
             raise invalid('"tools" must be a list of {"type": "function", "function": {"name": ..., "parameters": ...}}', "tools")
-    if choice not in (None, "auto", "none"):
-        raise invalid('"tool_choice" must be "auto" or "none" here: this server does not force tool calls', "tool_choice")
-    if choice == "auto" and not tools:
+    if any(not isinstance(tool["function"].get("parameters") or {}, dict) for tool in tools or []):
+        raise invalid('"tools": each function\'s "parameters" must be a JSON schema object', "tools")
+    if not _flag(body.get("parallel_tool_calls")):
+        raise invalid('"parallel_tool_calls" must be true or false', "parallel_tool_calls")
+    if choice is None or choice == "none":
+        pass
+    elif not tools:
         raise invalid('"tool_choice" is only allowed when "tools" are given', "tool_choice")
+    elif choice not in ("auto", "required"):
+        function = choice.get("function") if isinstance(choice, dict) and choice.get("type") == "function" else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise invalid('"tool_choice" must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}',
+                          "tool_choice")
+        if function["name"] not in {tool["function"]["name"] for tool in tools}:
+            raise invalid(f'"tool_choice" names the function {function["name"]!r}, which is not among "tools"', "tool_choice")
     if body.get("function_call") not in (None, "auto", "none"):  # the deprecated form of tool_choice
         raise invalid('"function_call" must be "auto" or "none" here: this server does not force function calls', "function_call")
 

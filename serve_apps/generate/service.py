@@ -27,7 +27,7 @@ from starlette.responses import Response, StreamingResponse
 from actors.engines.live_text import text_stream
 from actors.engines.types import Completion, GenerationRequest
 from serve_apps.embed.forward import EmbeddingsForwarder
-from serve_apps.generate import openai_api
+from serve_apps.generate import openai_api, tool_calls
 from serve_apps.generate.metrics import GenerateMetrics, endpoint
 from serve_apps.generate.settings import GenerateSettings
 from serve_apps.generate.streaming import DONE, event, server_sent_events
@@ -275,18 +275,25 @@ class GenerateService:
                 yield event(openai_api.delta_chunk(parsed, model, 0, "", first=True))
             elif parsed.echo:
                 yield event(openai_api.delta_chunk(parsed, model, 0, openai_api.echoed(parsed, 0, getattr(self.engine, "tokenizer", None))))
-            item = first
+            item, gate = first, tool_calls.ContentGate(parsed.tool_use) if parsed.tool_use is not None else None
             while not isinstance(item, Completion):
-                sent += item
-                yield event(openai_api.delta_chunk(parsed, model, 0, item))
+                piece = gate.add(item) if gate is not None else item  # with tools, the content before a call
+                sent += piece
+                if piece or gate is None:
+                    yield event(openai_api.delta_chunk(parsed, model, 0, piece))
                 item = await anext(items)
             completion = item
             if completion.finish_reason == "error":
                 yield event(_stream_error(completion.error or "the engine failed"))
             else:
-                if completion.text.startswith(sent) and len(completion.text) > len(sent):
-                    yield event(openai_api.delta_chunk(parsed, model, 0, completion.text[len(sent):]))
-                yield event(openai_api.delta_chunk(parsed, model, 0, "", ended=completion))
+                message, finish_reason = tool_calls.message(completion.text, parsed.tool_use, completion.finish_reason) \
+                    if parsed.chat else ({"content": completion.text}, completion.finish_reason)
+                content = message["content"] or ""
+                if content.startswith(sent) and len(content) > len(sent):
+                    yield event(openai_api.delta_chunk(parsed, model, 0, content[len(sent):]))
+                for delta in tool_calls.deltas(message.get("tool_calls", [])):
+                    yield event(openai_api.delta_chunk(parsed, model, 0, "", delta=delta))
+                yield event(openai_api.delta_chunk(parsed, model, 0, "", ended=completion, finish_reason=finish_reason))
                 if parsed.include_usage:
                     yield event(openai_api.usage_chunk(parsed, model, [completion]))
             yield DONE

@@ -1,7 +1,8 @@
 """What a request asks its answer to be, from the fields that can say it, as one `StructuredOutput`.
 
 OpenAI's `response_format` (`json_object`, `json_schema`), vLLM's `structured_outputs` (`json`, `regex`, `choice`,
-`json_object`) and vLLM's older `guided_json`, `guided_regex`, `guided_choice`, top level or in an SDK's `extra_body`.
+`json_object`) and vLLM's older `guided_json`, `guided_regex`, `guided_choice`, top level or in an SDK's `extra_body`, and
+a `tool_choice` that forces calls ("required", a named function: `tool_calls.py`).
 At most one constraint per request: a second is a 400 naming its field, as vLLM refuses more than one. Grammars
 (`structured_outputs.grammar`, `guided_grammar`) are refused: vLLM reads one per its backend (xgrammar's EBNF,
 guidance's Lark), so the same text would not be honoured alike by every engine here.
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 
 from actors.engines.types import StructuredOutput
 from serve_apps.generate.openai_checks import invalid
+from serve_apps.generate.tool_calls import tool_use
 
 GRAMMAR_REFUSAL = "grammars are not supported by this server (vLLM's differ by backend); use a regex, choices or a JSON schema"
 
@@ -80,6 +82,8 @@ def _parts(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     for name, key in (("guided_regex", "regex"), ("guided_choice", "choice")):
         if body.get(name) is not None:
             parts.append((name, {key: body[name]}))
+    if (use := tool_use(body)) is not None and (schema := use.schema()) is not None:  # "required" or a named function
+        parts.append(("tool_choice", {"json_schema": schema}))
     return parts
 
 

@@ -186,8 +186,8 @@ def test_models_are_listed_and_retrieved(client):
     ({"messages": [{"role": "user", "content": "x"}], "n": 17}, "at most 16"),
     ({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "yaml"}}, "response_format.type"),
     ({"messages": [{"role": "user", "content": "x"}], "stop": 5}, '"stop" must be'),
-    ({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required",
-      "tools": [{"type": "function", "function": {"name": "list_files", "parameters": {"type": "object"}}}]}, "does not force tool calls"),
+    ({"messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "function", "function": {"name": "rm_rf"}},
+      "tools": [{"type": "function", "function": {"name": "list_files", "parameters": {"type": "object"}}}]}, "not among"),
     ({"messages": [{"role": "user", "content": "x"}], "presence_penalty": 3}, "from -2 to 2"),
     # found by the engine, not the parser: still the request's fault, so 400 (a 500 would make SDKs retry it)
     ({"messages": [{"role": "user", "content": "word " * 20000}]}, "at most"),

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.engines.types import Completion, GenerationRequest
 from actors.settings import ActorSettings
+from trajforge import metric_names
 from trajforge.cluster import ClusterSettings, advertised, load_cluster_settings, warn_if_cpus_taken
 from trajforge.errors import TrajforgeError
 
@@ -270,14 +271,15 @@ class _Metrics:
             from ray.util import metrics
 
             keys = self.TAG_KEYS
-            self.latency = metrics.Histogram("trajforge_generation_latency_s", "seconds per engine call", boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60],
+            self.latency = metrics.Histogram(metric_names.GENERATION_LATENCY.name, "seconds per engine call", boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60],
                                              tag_keys=keys)
-            self.tokens = metrics.Counter("trajforge_generated_tokens", "tokens generated", tag_keys=keys)
-            self.throughput = metrics.Histogram("trajforge_generation_tokens_per_s", "tokens per second of an engine call",
+            self.tokens = metrics.Counter(metric_names.GENERATED_TOKENS.name, "tokens generated", tag_keys=keys)
+            self.throughput = metrics.Histogram(metric_names.GENERATION_TOKENS_PER_S.name, "tokens per second of an engine call",
                                                 boundaries=[1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500], tag_keys=keys)
-            self.failures = {name: metrics.Counter(f"trajforge_{name}", description, tag_keys=keys)
-                             for name, description in (("parse_failures", "loop steps whose output was malformed"),
-                                                       ("sandbox_failures", "actions the sandbox refused, failed or timed out on"))}
+            self.failures = {name: metrics.Counter(metric.name, description, tag_keys=keys)
+                             for name, metric, description in (
+                                 ("parse_failures", metric_names.PARSE_FAILURES, "loop steps whose output was malformed"),
+                                 ("sandbox_failures", metric_names.SANDBOX_FAILURES, "actions the sandbox refused, failed or timed out on"))}
         except Exception:  # not in a Ray process
             self.latency = None
             return

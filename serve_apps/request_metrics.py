@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from serve_apps.http import HTTPError
+from trajforge.metric_names import Metric
 
 LATENCY_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]
 OUTCOMES = "ok, bad_request, not_ready, rate_limited, error or hung_up (the client went away)"
@@ -29,14 +30,14 @@ def outcome(status: int) -> str:
 
 
 class RequestMetrics:
-    """`<prefix>_requests` (a counter) and `<prefix>_request_seconds` (a histogram), tagged by `tag_keys` and outcome."""
+    """`requests` (a counter) and `latency` (a histogram), tagged by `tag_keys` and outcome."""
 
-    def __init__(self, prefix: str, what: str, tag_keys: tuple[str, ...] = ()):
+    def __init__(self, requests: Metric, latency: Metric, what: str, tag_keys: tuple[str, ...] = ()):
         from ray.util.metrics import Counter, Histogram
 
         keys = (*tag_keys, "outcome")
-        self._requests = Counter(f"{prefix}_requests", description=f"{what} by outcome: {OUTCOMES}.", tag_keys=keys)
-        self._latency = Histogram(f"{prefix}_request_seconds", description=f"Time to answer {what}, by outcome.",
+        self._requests = Counter(requests.name, description=f"{what} by outcome: {OUTCOMES}.", tag_keys=keys)
+        self._latency = Histogram(latency.name, description=f"Time to answer {what}, by outcome.",
                                   boundaries=LATENCY_BOUNDARIES_S, tag_keys=keys)
 
     @contextmanager

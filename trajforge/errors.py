@@ -19,3 +19,7 @@ class LakeCorruption(TrajforgeError, IOError):
 
 class ServeStartError(TrajforgeError, RuntimeError):
     """A Serve application did not start; the message carries its replicas' own reason."""
+
+
+class NoRaySession(TrajforgeError, FileNotFoundError):
+    """No Ray session on this node holds what a command needs (its Grafana provisioning, for `trajforge dashboard --install`)."""

@@ -7,6 +7,7 @@ Made in the replica that records them (the service builds them), so importing th
 from __future__ import annotations
 
 from serve_apps.request_metrics import RequestMetrics
+from trajforge import metric_names as names
 from trajforge.embedding import MAX_INPUT_CHARS, truncate
 
 BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -16,10 +17,10 @@ class EmbedMetrics(RequestMetrics):
     def __init__(self):
         from ray.util.metrics import Counter, Histogram
 
-        super().__init__("trajforge_embed", "embed requests (POST /v1/embed, and /v1/embeddings through a handle)")
-        self._texts = Counter("trajforge_embed_texts", description="Texts embedded.")
-        self._truncated = Counter("trajforge_embed_truncated_inputs", description=f"Texts cut to their first {MAX_INPUT_CHARS} UTF-16 units before embedding.")
-        self._batch_size = Histogram("trajforge_embed_batch_size", description="Texts per Serve batch (@serve.batch), before the model's coalescing.",
+        super().__init__(names.EMBED_REQUESTS, names.EMBED_REQUEST_SECONDS, "embed requests (POST /v1/embed, and /v1/embeddings through a handle)")
+        self._texts = Counter(names.EMBED_TEXTS.name, description="Texts embedded.")
+        self._truncated = Counter(names.EMBED_TRUNCATED_INPUTS.name, description=f"Texts cut to their first {MAX_INPUT_CHARS} UTF-16 units before embedding.")
+        self._batch_size = Histogram(names.EMBED_BATCH_SIZE.name, description="Texts per Serve batch (@serve.batch), before the model's coalescing.",
                                      boundaries=BATCH_SIZE_BOUNDARIES)
 
     def batch(self, size: int) -> None:

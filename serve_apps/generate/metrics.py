@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 from serve_apps.request_metrics import RequestMetrics
+from trajforge import metric_names as names
 
 
 def endpoint(path: str) -> str:
@@ -26,11 +27,11 @@ class GenerateMetrics(RequestMetrics):
     def __init__(self):
         from ray.util.metrics import Counter as RayCounter
 
-        super().__init__("trajforge_generate", "generate front requests (a stream: until its first event)", tag_keys=("endpoint",))
+        super().__init__(names.GENERATE_REQUESTS, names.GENERATE_REQUEST_SECONDS, "generate front requests (a stream: until its first event)", tag_keys=("endpoint",))
         self.counts: Counter[str] = Counter()
         self._exported = {
-            "completion_tokens": RayCounter("trajforge_generate_completion_tokens", description="Completion tokens the generate front served."),
-            "streams_hung_up": RayCounter("trajforge_generate_streams_hung_up", description="Streamed answers whose client went away before their end."),
+            "completion_tokens": RayCounter(names.GENERATE_COMPLETION_TOKENS.name, description="Completion tokens the generate front served."),
+            "streams_hung_up": RayCounter(names.GENERATE_STREAMS_HUNG_UP.name, description="Streamed answers whose client went away before their end."),
         }
 
     def add(self, name: str, amount: int = 1) -> None:

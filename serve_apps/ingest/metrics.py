@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from trajforge import metric_names
+
 LATENCY_BOUNDARIES_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
 
 
@@ -12,10 +14,10 @@ class IngestMetrics:
         from ray.util.metrics import Counter, Histogram
 
         self._envelopes = Counter(
-            "trajforge_ingest_envelopes", description="Envelopes by result: accepted, duplicate, or the rejection reason.", tag_keys=("result",)
+            metric_names.INGEST_ENVELOPES.name, description="Envelopes by result: accepted, duplicate, or the rejection reason.", tag_keys=("result",)
         )
         self._latency = Histogram(
-            "trajforge_ingest_request_seconds", description="Time to answer an ingest request, durable write included.", boundaries=LATENCY_BOUNDARIES_S, tag_keys=("endpoint",)
+            metric_names.INGEST_REQUEST_SECONDS.name, description="Time to answer an ingest request, durable write included.", boundaries=LATENCY_BOUNDARIES_S, tag_keys=("endpoint",)
         )
 
     def record(self, verdicts: Iterable, seconds: float) -> None:

@@ -6,40 +6,14 @@ from __future__ import annotations
 import time
 
 import pytest
-from ray_metrics import scrape
+from ray_metrics import dashboard_series, record_metrics, scrape
 
-
-class _Recorder:
-    """Stands in for a `ray.util.metrics` class: remembers its name, tag keys, default tags and what it was given."""
-
-    made: dict[str, _Recorder] = {}
-
-    def __init__(self, name: str, description: str = "", boundaries=None, tag_keys=None):
-        self.name, self.tag_keys, self.default_tags, self.values = name, tag_keys, {}, []
-        _Recorder.made[name] = self
-
-    def set_default_tags(self, tags: dict[str, str]) -> _Recorder:
-        self.default_tags = tags
-        return self
-
-    def _record(self, value: float, tags=None) -> None:
-        self.values.append(value)
-
-    def observe(self, value: float, tags=None) -> None:
-        self.values.append(value)
-
-    def inc(self, value: float = 1.0, tags=None) -> None:
-        self.values.append(value)
+from trajforge import metric_names
 
 
 @pytest.fixture
 def recorded(monkeypatch):
-    from ray.util import metrics
-
-    _Recorder.made = {}
-    for kind in ("Counter", "Histogram", "Gauge"):
-        monkeypatch.setattr(metrics, kind, _Recorder)
-    return _Recorder.made
+    return record_metrics(monkeypatch)
 
 
 def test_latency_tokens_per_second_and_failures_are_recorded(recorded):
@@ -93,6 +67,9 @@ def test_a_loop_run_reaches_the_nodes_prometheus_endpoint_with_the_actors_tags(s
         time.sleep(1.0)
         seen = _new_series(before, scrape(), wanted, tags)
     assert seen == wanted
+    exported = {name for name, labels in scrape() if set(tags.items()) <= labels}
+    actors_metrics = [metric for metric in metric_names.ALL if metric.tags == metric_names.ACTOR_TAGS]
+    assert dashboard_series(*actors_metrics) <= exported  # what the Grafana dashboard queries is what Ray exports
     latency_s = _new_series(before, scrape(), {"ray_trajforge_generation_latency_s_sum": None}, tags)["ray_trajforge_generation_latency_s_sum"]
     assert 0 < latency_s < 120
 

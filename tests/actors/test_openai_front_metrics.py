@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 
 import httpx
-from ray_metrics import key, scrape, short_of
+from ray_metrics import dashboard_series, key, scrape, short_of
+
+from trajforge import metric_names
 
 
 def test_requests_by_endpoint_and_outcome_tokens_and_hung_up_streams_are_exported(front_url):
@@ -34,3 +36,5 @@ def test_requests_by_endpoint_and_outcome_tokens_and_hung_up_streams_are_exporte
         key("ray_trajforge_generate_completion_tokens_total"): tokens + 1,
         key("ray_trajforge_generate_streams_hung_up_total"): 1,
     }) == {}
+    front_metrics = [metric for metric in metric_names.ALL if metric.name.startswith("trajforge_generate_")]
+    assert dashboard_series(*front_metrics) <= {name for name, _ in scrape()}  # what the Grafana dashboard queries is what Ray exports

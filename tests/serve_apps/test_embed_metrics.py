@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-from ray_metrics import key, scrape, short_of
+from ray_metrics import dashboard_series, key, scrape, short_of
 
+from trajforge import metric_names
 from trajforge.embedding import MAX_INPUT_CHARS
 
 
@@ -34,3 +35,5 @@ def test_requests_by_outcome_texts_batches_and_truncations_are_exported(http):
         key("ray_trajforge_embed_batch_size_count"): 1,
         key("ray_trajforge_embed_batch_size_sum"): len(texts),
     }) == {}
+    embed_metrics = [metric for metric in metric_names.ALL if metric.name.startswith("trajforge_embed_")]
+    assert dashboard_series(*embed_metrics) <= {name for name, _ in scrape()}  # what the Grafana dashboard queries is what Ray exports

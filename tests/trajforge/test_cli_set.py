@@ -27,6 +27,7 @@ MISTYPED = {
     "train": ([], "lerner.optim.lr=1", "it accepts learner.*, cluster.*"),
     "forget": ([CONTRIBUTOR], "build.lake=x", "reads no config"),
     "stats": ([], "build.lake=x", "reads no config"),
+    "dashboard": ([], "build.lake=x", "reads no config"),
     "demo": ([], "teacher.sample=1", "reads no config"),
 }
 

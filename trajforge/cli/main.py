@@ -25,6 +25,7 @@ COMMANDS = {
     "train": ("learner.train", "supervised fine-tuning on a build's sft rows with DeepSpeed ZeRO-3 on Ray Train (or --estimate its memory)"),
     "forget": ("trajforge.cli.forget_cmd", "a contributor's right to be forgotten: a tombstone that every later build honours"),
     "stats": ("trajforge.cli.stats_cmd", "print what a curated build holds (tiers, models, domains, exclusions, redactions, SFT rows) as tables or JSON"),
+    "dashboard": ("trajforge.cli.dashboard_cmd", "the Grafana dashboard of trajforge's metrics: print its JSON, write it (--out), or --install it into the Grafana of the Ray session on this node"),
     "demo": ("trajforge.cli.demo_cmd", "the whole factory end to end: ingest, embed, sandbox, teacher, build, train, and the trained model back in the loop"),
 }
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sandbox.settings import SandboxSettings
 from trajforge.settings import load_section
@@ -89,6 +89,14 @@ class ActorSettings(BaseModel):
     loop: LoopSettings = Field(default_factory=LoopSettings)
     vllm: VllmSettings = Field(default_factory=VllmSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
+
+    @model_validator(mode="after")
+    def _vllm_has_a_gpu(self) -> ActorSettings:
+        # Ray sets CUDA_VISIBLE_DEVICES only for the GPUs it reserved: without one, every vLLM actor would take GPU 0
+        if self.engine == "vllm" and self.num_gpus == 0:
+            raise ValueError("engine vllm needs a GPU per actor: set num_gpus 1 (or a fraction, with vllm.gpu_memory_utilization "
+                             "lowered to match, to share one)")
+        return self
 
     @property
     def state_db(self) -> Path:

@@ -85,7 +85,7 @@ def test_engine_choices_are_checked_with_clear_errors(small_model):
     with pytest.raises(ConfigError, match="base_url is required"):
         build_engine(load_actor_settings(assignments=[("actors.engine", "openai")]))
     with pytest.raises(ConfigError, match="gpu extra"):
-        build_engine(load_actor_settings(assignments=[("actors.engine", "vllm")]))
+        build_engine(load_actor_settings(assignments=[("actors.engine", "vllm"), ("actors.num_gpus", 1)]))
     with pytest.raises(ConfigError, match="actors.engine"):
         load_actor_settings(assignments=[("actors.engine", "llama.cpp")])
 

@@ -111,7 +111,7 @@ def test_an_engine_whose_extra_is_missing_is_refused_before_any_actor_starts(tmp
     monkeypatch.setitem(factory.EXTRA_PACKAGES, "vllm", "vllm_absent_here")  # the same on a machine that has vLLM
     tasks_file = tmp_path / "tasks.jsonl"
     tasks_file.write_text(json.dumps(TASKS[0]) + "\n")
-    assert main(["--tasks", str(tasks_file), "--lake", str(tmp_path / "lake"), "--set", "actors.engine=vllm"]) == 2
+    assert main(["--tasks", str(tasks_file), "--lake", str(tmp_path / "lake"), "--set", "actors.engine=vllm", "--set", "actors.num_gpus=1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "engine vllm needs the gpu extra" in err and "pip install -e '.[gpu]'" in err
     assert "choose engine transformers or openai" in err
@@ -127,7 +127,7 @@ def test_a_driver_joining_a_cluster_only_warns_that_the_actors_nodes_need_the_ex
     monkeypatch.setattr("trajforge.cluster.ray_to_join", lambda address: "10.0.0.1:6379")  # a head node's cluster
     tasks_file = tmp_path / "tasks.jsonl"
     tasks_file.write_text(json.dumps(TASKS[0]) + "\n")
-    assert main(["--tasks", str(tasks_file), "--lake", str(tmp_path / "lake"), "--set", "actors.engine=vllm", "--json"]) == 0
+    assert main(["--tasks", str(tasks_file), "--lake", str(tmp_path / "lake"), "--set", "actors.engine=vllm", "--set", "actors.num_gpus=1", "--json"]) == 0
     err = capsys.readouterr().err
     assert started == ["vllm"]
     assert "WARNING" in err and "no vllm_absent_here package" in err and "every node they are placed on needs" in err
@@ -169,3 +169,12 @@ def test_a_queue_without_a_running_cluster_is_refused_at_once(tmp_path, command)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.splitlines()[-1].startswith(f"trajforge {command}: a task queue lives in a running Ray cluster, and none could be joined at 'auto'")
     assert "ray start --head" in done.stderr and "Traceback" not in done.stderr and time.monotonic() - started < 30
+
+
+def test_vllm_actors_without_a_gpu_each_are_refused_naming_the_override(tmp_path, capsys):
+    """Ray sets CUDA_VISIBLE_DEVICES only for reserved GPUs: vLLM actors with num_gpus 0 would all load onto GPU 0."""
+    tasks_file = tmp_path / "tasks.jsonl"
+    tasks_file.write_text(json.dumps(TASKS[0]) + "\n")
+    assert main(["--tasks", str(tasks_file), "--lake", str(tmp_path / "lake"), "--set", "actors.engine=vllm"]) == 2
+    err = capsys.readouterr().err
+    assert "engine vllm needs a GPU per actor: set num_gpus 1" in err and "actors.engine (set by --set actors.engine)" in err

@@ -75,11 +75,14 @@ class GenerationActor:
         return self.health()
 
     def health(self) -> dict[str, Any]:
-        """`ok` is False while a generation that timed out still holds the engine thread (`stuck_s`: for how long); `kind`
-        names what answered, for the supervisor's log."""
+        """`ok` is False while a generation that timed out still holds the engine thread (`stuck_s`: for how long), or
+        while an engine whose model runs in this process says it is not (vLLM's engine core died: `engine_ok`), as a
+        restart mends both; an `openai` engine's upstream being down is not the actor's to mend. `kind` names what
+        answered, for the supervisor's log."""
         stuck_s = self._stuck_seconds()
-        return {"ok": stuck_s is None, "kind": "generation actor", "index": self.index, "pid": os.getpid(), "engine": self.engine.name,
-                "model": str(self.engine.model),
+        engine_ok = not getattr(self.engine, "serves_here", True) or bool(self.engine.health().get("ok", True))
+        return {"ok": stuck_s is None and engine_ok, "kind": "generation actor", "index": self.index, "pid": os.getpid(),
+                "engine": self.engine.name, "engine_ok": engine_ok, "model": str(self.engine.model),
                 "uptime_s": round(time.time() - self.started_at, 1), "requests": self.requests, "errors": self.errors,
                 "generated_tokens": self.generated_tokens, "stuck_s": round(stuck_s or 0.0, 1), **self.counters}
 

@@ -27,6 +27,7 @@ RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 
 class OpenAIEngine:
     name = "openai"
+    serves_here = False  # the model runs upstream: restarting the process that holds this client mends nothing there
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY", timeout_s: float = 120.0,
                  max_retries: int = 4, backoff_s: float = 0.5, concurrency: int = 8, token_ids_in_logprobs: bool = False,

@@ -222,3 +222,21 @@ def test_feedback_shows_a_long_or_capped_diff_cut_with_its_whole_size():
     assert f"[the diff is cut here; it has {len(long_diff)} bytes in all]" in long
     capped = render_feedback(templates, {"valid": True, "matches": 2, "diff": "+x\n", "diff_bytes": 90000, "diff_truncated": True}, None)
     assert "it has 90000 bytes in all" in capped
+
+
+def test_an_in_process_engine_that_says_it_is_not_ok_makes_the_actor_unhealthy(small_model, tmp_path, monkeypatch):
+    """vLLM's engine core can die under the actor (every request then fails): the supervisor must see it to restart."""
+    from actors.actor import GenerationActor
+    from actors.engines.openai_engine import OpenAIEngine
+
+    settings = load_actor_settings(assignments=[("actors.model", str(small_model)), ("actors.lake", str(tmp_path / "lake")),
+                                                ("actors.sandbox_workers", 1)])
+    actor = GenerationActor(settings)
+    try:
+        assert actor.health()["ok"] and actor.health()["engine_ok"]
+        monkeypatch.setattr(actor.engine, "health", lambda: {"engine": "vllm", "ok": False})
+        assert not actor.health()["ok"] and not actor.health()["engine_ok"]
+        monkeypatch.setattr(actor, "engine", OpenAIEngine("http://127.0.0.1:9/v1", "teacher", api_key_env=None))
+        assert actor.health()["ok"]  # an upstream that does not answer is not mended by restarting this actor
+    finally:
+        actor.sandbox.close()

@@ -193,14 +193,16 @@ class VllmEngine:
                           model=self.model, request_id=request.request_id, invalid_request=isinstance(exc, InvalidRequest),
                           error_code=getattr(exc, "code", None))
 
-    async def _many(self, requests: list[GenerationRequest]) -> list[Completion]:
-        results = await asyncio.gather(*(self._one(request) for request in requests), return_exceptions=True)
+    async def _many(self, requests: list[GenerationRequest], cancelled: threading.Event | None = None) -> list[Completion]:
+        results = await asyncio.gather(*(self._one(request, cancelled=cancelled) for request in requests), return_exceptions=True)
         return [result if isinstance(result, Completion) else self._failed(request, result)
                 for request, result in zip(requests, results)]
 
-    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
-        """All requests at once: vLLM batches them continuously and shares their cached prefixes; each fails alone."""
-        return self._run(self._many(requests))
+    def generate(self, requests: list[GenerationRequest], cancelled: threading.Event | None = None) -> list[Completion]:
+        """All requests at once: vLLM batches them continuously and shares their cached prefixes; each fails alone.
+        Setting `cancelled` (the actor's timeout, a caller that went away) aborts each in vLLM at its next output, so
+        the GPU stops working on them; each answers what it had."""
+        return self._run(self._many(requests, cancelled))
 
     def generate_streaming(self, request: GenerationRequest, on_token: Callable[[int], None] | None = None,
                            cancelled: threading.Event | None = None) -> Completion:

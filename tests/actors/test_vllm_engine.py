@@ -168,6 +168,20 @@ def test_streaming_hands_over_every_token_and_cancelling_aborts_the_request(vllm
     assert aborted.startswith("r-cancel-")  # vLLM's id for it: the caller's, made unique
 
 
+def test_a_cancelled_batch_is_aborted_in_vllm_and_answers_what_it_had(vllm_engine):
+    """The actor stops a batch that outlived its timeout, or whose caller went away, through `generate(cancelled=)`."""
+    import inspect
+
+    assert "cancelled" in inspect.signature(vllm_engine.generate).parameters  # what the actor looks for
+    requests = [GenerationRequest(prompt=prompt, max_tokens=40, seed=2, request_id=f"batch-{i}") for i, prompt in enumerate(["def a(", "def b("])]
+    cancelled = threading.Event()
+    cancelled.set()
+    answers = vllm_engine.generate(requests, cancelled=cancelled)
+    assert [answer.request_id for answer in answers] == ["batch-0", "batch-1"]
+    assert all(answer.finish_reason != "error" and len(answer.token_ids) < 40 for answer in answers)
+    assert {name.rsplit("-", 1)[0] for name in backend().aborted} >= {"batch-0", "batch-1"}
+
+
 def test_requests_sharing_an_id_get_distinct_vllm_ids(vllm_engine):
     # vLLM aborts every request made with an id (older ones refuse a repeated one): each gets its own
     requests = [GenerationRequest(prompt="x = ", max_tokens=3, seed=seed, request_id="same") for seed in (1, 2)]

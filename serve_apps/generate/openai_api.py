@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from actors.engines.live_text import LiveText
 from actors.engines.types import SAMPLING_EXTRAS, Completion, GenerationRequest
 from serve_apps.generate.openai_checks import check_body, invalid, validation_error
-from serve_apps.generate import tool_calls
+from serve_apps.generate import chat_message, tool_calls
 from serve_apps.generate.structured_output import structured_output
 from serve_apps.generate.token_bytes import token_bytes
 from serve_apps.http import HTTPError
@@ -60,6 +60,10 @@ class Parsed:
     """Completions' `echo`: each choice's text starts with its prompt."""
     tool_use: tool_calls.ToolUse | None = None
     """Chat with `tools` (and a `tool_choice` other than "none"): how the answers' tool calls are read."""
+    reasoning: bool = False
+    """Chat on a front with a reasoning parser: the answers' thinking is split off as `reasoning` (`reasoning.py`)."""
+    include_reasoning: bool = True
+    """vLLM's `include_reasoning`: false leaves the split-off reasoning out (null)."""
     n: int = 1
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
     created: int = field(default_factory=lambda: int(time.time()))
@@ -118,8 +122,9 @@ def _stop(value: Any) -> list[str]:
     return [stop for stop in stops if stop]  # an empty stop sequence would end every answer at once
 
 
-def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_choices: int) -> Parsed:
-    """The engine requests for a body; HTTPError (OpenAI's error shape) for what cannot be served."""
+def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_choices: int, reasoning_parser: str | None = None) -> Parsed:
+    """The engine requests for a body; HTTPError (OpenAI's error shape) for what cannot be served. `reasoning_parser`
+    (the front's `generate.reasoning_parser`): chat answers' thinking is given apart."""
     if not isinstance(body, dict):
         raise invalid("the body must be a JSON object")
     if body.get("model") == EMBEDDING_MODEL_NAME:
@@ -188,7 +193,8 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
                   include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
                   token_ids=bool(body.get("return_tokens_as_token_ids")), n=n,
                   logprobs=asked_logprobs, hide_logprobs=body.get("logprobs") is False or (echo and not asked_logprobs), echo=echo,
-                  tool_use=tool_use)
+                  tool_use=tool_use, reasoning=chat and reasoning_parser is not None,
+                  include_reasoning=body.get("include_reasoning") is not False)
 
 
 def _top_logprobs(body: dict[str, Any], chat: bool) -> int:
@@ -271,7 +277,7 @@ def answer(parsed: Parsed, completions: list[Completion], model: str, tokenizer:
         choice: dict[str, Any] = {"index": index, "finish_reason": completion.finish_reason, **stop_reason(completion),
                                   "logprobs": None if parsed.hide_logprobs else _logprobs(parsed, completion, tokenizer, parsed.echo)}
         if parsed.chat:
-            choice["message"], choice["finish_reason"] = tool_calls.message(completion.text, parsed.tool_use, completion.finish_reason)
+            choice["message"], choice["finish_reason"] = chat_message.message(completion.text, parsed, completion.finish_reason)
         else:
             choice["text"] = echoed(parsed, index, tokenizer) + completion.text
         choices.append(choice)
@@ -310,10 +316,10 @@ def token_chunks(parsed: Parsed, model: str, index: int, completion: Completion,
     The texts are the completion's text cut where the decoded tokens end, so they join back to exactly
     `completion.text` (a token that decodes to part of a character carries no text of its own).
     """
-    if parsed.tool_use is not None:
-        message, finish_reason = tool_calls.message(completion.text, parsed.tool_use, completion.finish_reason)
-        if "tool_calls" in message:
-            return tool_call_chunks(parsed, model, index, completion, message, finish_reason, tokenizer)
+    if parsed.chat and (parsed.tool_use is not None or parsed.reasoning):
+        said, finish_reason = chat_message.message(completion.text, parsed, completion.finish_reason)
+        if chat_message.has_parts(said):
+            return message_chunks(parsed, model, index, completion, said, finish_reason, tokenizer)
     logprobs = _logprobs(parsed, completion, tokenizer)
     entries = logprobs["content"] if parsed.chat else [
         {"tokens": [token], "token_logprobs": [value], "top_logprobs": None if logprobs["top_logprobs"] is None else [logprobs["top_logprobs"][i]],
@@ -337,13 +343,15 @@ def token_chunks(parsed: Parsed, model: str, index: int, completion: Completion,
     return events
 
 
-def tool_call_chunks(parsed: Parsed, model: str, index: int, completion: Completion, message: dict[str, Any], finish_reason: str,
-                     tokenizer: Any) -> list[dict[str, Any]]:
-    """A finished completion that called tools, as a stream: its content (with every token's log-probability), then
-    one event per call, then its end."""
+def message_chunks(parsed: Parsed, model: str, index: int, completion: Completion, said: dict[str, Any], finish_reason: str,
+                   tokenizer: Any) -> list[dict[str, Any]]:
+    """A finished chat completion with reasoning or tool calls, as a stream: the role (with every token's
+    log-probability), its reasoning, its content, one event per call, then its end."""
     logprobs = None if parsed.hide_logprobs else _logprobs(parsed, completion, tokenizer)
-    return [delta_chunk(parsed, model, index, message["content"] or "", first=True, logprobs=logprobs),
-            *(delta_chunk(parsed, model, index, "", delta=delta) for delta in tool_calls.deltas(message["tool_calls"])),
+    parts = [{"reasoning": said["reasoning"]}] if said.get("reasoning") else []
+    parts += [{"content": said["content"]}] if said["content"] else []
+    return [delta_chunk(parsed, model, index, "", first=True, logprobs=logprobs),
+            *(delta_chunk(parsed, model, index, "", delta=delta) for delta in parts + tool_calls.deltas(said.get("tool_calls", []))),
             delta_chunk(parsed, model, index, "", ended=completion, finish_reason=finish_reason)]
 
 

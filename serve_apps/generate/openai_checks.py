@@ -37,7 +37,7 @@ COMMON_FIELDS = {"model", "n", "max_tokens", "max_completion_tokens", "temperatu
 CHAT_FIELDS = COMMON_FIELDS | {"messages", "top_logprobs", "tools", "tool_choice", "functions", "function_call", "modalities", "audio",
                                "continue_final_message", "add_generation_prompt", "parallel_tool_calls", "store", "metadata",
                                "service_tier", "prediction", "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention",
-                               "safety_identifier", "chat_template_kwargs"}
+                               "safety_identifier", "chat_template_kwargs", "include_reasoning"}
 COMPLETION_FIELDS = COMMON_FIELDS | {"prompt", "best_of", "suffix"}
 
 
@@ -73,7 +73,7 @@ def check_body(body: dict[str, Any], chat: bool) -> None:
         raise invalid('"stream_options" must be an object whose "include_usage" is true or false', "stream_options")
     _check_vllm_extras(body)
     for name in ("continue_final_message", "add_generation_prompt", "return_tokens_as_token_ids", "include_stop_str_in_output",
-                 "ignore_eos", "skip_special_tokens"):
+                 "ignore_eos", "skip_special_tokens", "include_reasoning"):
         if not _flag(body.get(name)):
             raise invalid(f'"{name}" must be true or false', name)
     seed = body.get("seed")

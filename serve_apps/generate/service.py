@@ -27,7 +27,8 @@ from starlette.responses import Response, StreamingResponse
 from actors.engines.live_text import text_stream
 from actors.engines.types import Completion, GenerationRequest
 from serve_apps.embed.forward import EmbeddingsForwarder
-from serve_apps.generate import openai_api, tool_calls
+from serve_apps.generate import openai_api
+from serve_apps.generate.chat_message import LiveMessage
 from serve_apps.generate.metrics import GenerateMetrics, endpoint
 from serve_apps.generate.settings import GenerateSettings
 from serve_apps.generate.streaming import DONE, event, server_sent_events
@@ -196,7 +197,7 @@ class GenerateService:
     async def complete(self, request: Request, chat: bool) -> Response:
         body = _load_json(await read_body(request, self.settings.max_body_bytes))
         parsed = openai_api.parse(body, chat, model_name=self.model_name, max_tokens_limit=self.settings.max_tokens_limit,
-                                  max_choices=self.settings.max_choices)
+                                  max_choices=self.settings.max_choices, reasoning_parser=self.settings.reasoning_parser)
         tokenizer = getattr(self.engine, "tokenizer", None)
         if parsed.echo and tokenizer is None and any(choice.prompt is None for choice in parsed.requests):
             raise HTTPError(400, "invalid_request_error", '"echo" of a prompt given as token ids needs the model\'s tokenizer, '
@@ -268,31 +269,29 @@ class GenerateService:
         finally:
             cancelled.set()  # the engine stops at its next token
 
+    def _delta_event(self, parsed: openai_api.Parsed, delta: dict[str, Any]) -> dict[str, Any]:
+        """A chat delta, or a completion's text, as one streamed event of choice 0."""
+        return openai_api.delta_chunk(parsed, self.model_name, 0, delta.get("content", ""), delta=delta if parsed.chat else None)
+
     async def _live_events(self, parsed: openai_api.Parsed, first: str | Completion, items):
-        model, sent, completion, failed = self.model_name, "", None, False
+        model, completion, failed = self.model_name, None, False
         try:
             if parsed.chat:
                 yield event(openai_api.delta_chunk(parsed, model, 0, "", first=True))
             elif parsed.echo:
                 yield event(openai_api.delta_chunk(parsed, model, 0, openai_api.echoed(parsed, 0, getattr(self.engine, "tokenizer", None))))
-            item, gate = first, tool_calls.ContentGate(parsed.tool_use) if parsed.tool_use is not None else None
+            item, parts = first, LiveMessage(parsed)  # reasoning, content up to a tool call, then the calls
             while not isinstance(item, Completion):
-                piece = gate.add(item) if gate is not None else item  # with tools, the content before a call
-                sent += piece
-                if piece or gate is None:
-                    yield event(openai_api.delta_chunk(parsed, model, 0, piece))
+                for delta in parts.add(item):
+                    yield event(self._delta_event(parsed, delta))
                 item = await anext(items)
             completion = item
             if completion.finish_reason == "error":
                 yield event(_stream_error(completion.error or "the engine failed"))
             else:
-                message, finish_reason = tool_calls.message(completion.text, parsed.tool_use, completion.finish_reason) \
-                    if parsed.chat else ({"content": completion.text}, completion.finish_reason)
-                content = message["content"] or ""
-                if content.startswith(sent) and len(content) > len(sent):
-                    yield event(openai_api.delta_chunk(parsed, model, 0, content[len(sent):]))
-                for delta in tool_calls.deltas(message.get("tool_calls", [])):
-                    yield event(openai_api.delta_chunk(parsed, model, 0, "", delta=delta))
+                deltas, finish_reason = parts.finish(completion.text, completion.finish_reason)
+                for delta in deltas:
+                    yield event(self._delta_event(parsed, delta))
                 yield event(openai_api.delta_chunk(parsed, model, 0, "", ended=completion, finish_reason=finish_reason))
                 if parsed.include_usage:
                     yield event(openai_api.usage_chunk(parsed, model, [completion]))

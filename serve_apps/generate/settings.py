@@ -40,6 +40,9 @@ class GenerateSettings(BaseModel):
     """A streamed generation running longer is stopped and its stream ends with an error event."""
     max_choices: int = Field(default=16, ge=1)
     """Most choices one request may ask for (`n` times the number of prompts)."""
+    reasoning_parser: Literal["qwen3"] | None = None
+    """`qwen3`: a chat answer's `<think>...</think>` is given apart as the message's `reasoning` (vLLM's
+    `--reasoning-parser qwen3`); null: the answer's text is its content, thinking included."""
     embed_app: str | None = "embed"
     """The Serve application that answers `/v1/embeddings` (null: the front answers 404 there)."""
 

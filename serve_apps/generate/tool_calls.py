@@ -20,6 +20,7 @@ from typing import Any
 
 from actors.engines.hermes import BLOCK, START
 from serve_apps.generate.openai_checks import invalid
+from serve_apps.generate.reasoning import held_back
 
 
 @dataclass(frozen=True)
@@ -110,17 +111,6 @@ def split(text: str, use: ToolUse) -> tuple[str | None, list[dict[str, Any]]]:
     return text, []
 
 
-def message(text: str, use: ToolUse | None, finish_reason: str) -> tuple[dict[str, Any], str]:
-    """The assistant message of an answer and its finish_reason ("tool_calls" when it called tools, but for a named
-    function, which OpenAI ends with "stop")."""
-    if use is None:
-        return {"role": "assistant", "content": text}, finish_reason
-    content, calls = split(text, use)
-    if not calls:
-        return {"role": "assistant", "content": content}, finish_reason
-    return {"role": "assistant", "content": content, "tool_calls": calls}, finish_reason if use.choice == "function" else "tool_calls"
-
-
 def deltas(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The streamed form of the calls: one delta each, with its index."""
     return [{"tool_calls": [{"index": index, **call}]} for index, call in enumerate(calls)]
@@ -138,11 +128,6 @@ class ContentGate:
         if self.use.choice != "auto":
             return ""
         end = self.text.find(START)
-        if end < 0:
-            end = len(self.text)
-            for size in range(min(len(START) - 1, len(self.text)), 0, -1):
-                if START.startswith(self.text[-size:]):
-                    end -= size
-                    break
+        end = len(self.text) - held_back(self.text, START) if end < 0 else end
         out, self.sent = self.text[self.sent:max(end, self.sent)], max(end, self.sent)
         return out

@@ -1,6 +1,7 @@
 """OpenAI's tool calling through the front, as vLLM's server answers it with the `hermes` tool parser: tools listed by
 the chat template, `<tool_call>` blocks read back as `tool_calls` (answered and streamed, live and buffered), "required"
-and a named function held to JSON by structured outputs, and the openai engine carrying an upstream's calls."""
+and a named function held to JSON by structured outputs, and the openai engine carrying an upstream's calls; and vLLM's
+`qwen3` reasoning parser (`generate.reasoning_parser`), whose `reasoning` comes before the content and the calls."""
 
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ def service(tool_engine):
     return GenerateService(GenerateSettings(served_model_name="small", embed_app=None), engine=tool_engine)
 
 
-def parsed(body: dict) -> openai_api.Parsed:
-    return openai_api.parse(body, True, model_name="small", max_tokens_limit=4096, max_choices=4)
+def parsed(body: dict, reasoning_parser: str | None = None) -> openai_api.Parsed:
+    return openai_api.parse(body, True, model_name="small", max_tokens_limit=4096, max_choices=4, reasoning_parser=reasoning_parser)
 
 
 def rendered(engine, body: dict) -> str:
@@ -210,3 +211,67 @@ def test_tools_are_for_chat_and_a_named_choice_must_be_a_tool():
                         ({"messages": [{"role": "assistant", "content": None, "tool_calls": "ls"}]}, "tool_calls must be a list")]:
         with pytest.raises(Exception, match=words):
             parsed(body)
+
+
+THOUGHT = "<think>\nsrc holds the code\n</think>\n\n"
+
+
+def answering(text: str, reasoning_parser: str | None = "qwen3"):
+    """The front over an upstream that answers every chat with `text` (the small tokenizer marks think tags special,
+    so its own model's text would lose them; Qwen3's does not)."""
+    from serve_apps.generate.service import GenerateService
+    from serve_apps.generate.settings import GenerateSettings
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"model": "m", "usage": {"prompt_tokens": 3, "completion_tokens": 9}, "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}]})
+
+    engine = OpenAIEngine("http://upstream/v1", "m", transport=httpx.MockTransport(upstream), api_key_env=None)
+    return GenerateService(GenerateSettings(served_model_name="small", embed_app=None, reasoning_parser=reasoning_parser), engine=engine)
+
+
+def test_the_reasoning_parser_gives_the_thinking_apart_and_reads_calls_from_the_content():
+    body = {"messages": ASK, "tools": TOOLS}
+    status, answer = post(answering(THOUGHT + "Let me look." + CALL), "/v1/chat/completions", body)
+    assert status == 200, answer
+    message = answer["choices"][0]["message"]
+    assert message["reasoning"] == "src holds the code" and message["content"] == "Let me look."
+    assert message["tool_calls"][0]["function"]["name"] == "list_files" and answer["choices"][0]["finish_reason"] == "tool_calls"
+    status, answer = post(answering(THOUGHT + "done"), "/v1/chat/completions", {"messages": ASK, "include_reasoning": False})
+    assert answer["choices"][0]["message"] == {"role": "assistant", "content": "done", "reasoning": None}
+    status, answer = post(answering(THOUGHT + "done", None), "/v1/chat/completions", {"messages": ASK})  # no parser: as written
+    assert answer["choices"][0]["message"] == {"role": "assistant", "content": THOUGHT + "done"}
+
+
+def test_a_streamed_answer_gives_reasoning_then_content_then_the_calls():
+    status, events = post_stream(answering(THOUGHT + "Let me look." + CALL), {"messages": ASK, "tools": TOOLS, "stream": True})
+    deltas = [choice["delta"] for event in events for choice in event["choices"]]
+    assert [key for d in deltas for key in ("reasoning", "content", "tool_calls") if d.get(key)] == ["reasoning", "content", "tool_calls"]
+    assert deltas[1]["reasoning"] == "src holds the code" and deltas[2]["content"] == "Let me look."
+    assert "<think>" not in json.dumps(events) and events[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_live_deltas_join_to_the_whole_message_however_the_text_is_cut():
+    from serve_apps.generate.chat_message import LiveMessage, message
+
+    text = THOUGHT + "Let me look." + CALL
+    body = {"messages": ASK, "tools": TOOLS}
+    whole, _ = message(text, parsed(body, "qwen3"), "stop")
+    for size in (1, 2, 5, 11):  # tokens of any length
+        live = LiveMessage(parsed(body, "qwen3"))
+        deltas = [delta for start in range(0, len(text), size) for delta in live.add(text[start:start + size])]
+        rest, finish_reason = live.finish(text, "stop")
+        deltas += rest
+        joined = {key: "".join(d.get(key) or "" for d in deltas) for key in ("reasoning", "content")}
+        assert joined == {"reasoning": whole["reasoning"], "content": whole["content"]}, size
+        assert [d["tool_calls"][0]["function"]["name"] for d in deltas if "tool_calls" in d] == ["list_files"] and finish_reason == "tool_calls"
+        assert all("<" not in (d.get("reasoning") or "") + (d.get("content") or "") for d in deltas), size  # never part of a tag
+
+
+def test_reasoning_splits_as_vllms_qwen3_parser_does():
+    from serve_apps.generate.reasoning import split
+
+    assert split("<think>\nR\n</think>\n\nA") == ("R", "A")
+    assert split("<think>\nstill thinking") == ("still thinking", None)  # cut by max_tokens: all reasoning
+    assert split("no thinking here") == (None, "no thinking here")
+    assert split("<think>\n\n</think>\n\n") == ("", None)

@@ -259,9 +259,10 @@ def _logprobs(parsed: Parsed, completion: Completion, tokenizer: Any, with_promp
     for token in names:
         offsets.append(position)
         position += len(token)
-    # as OpenAI's legacy completions: the N likeliest and always the sampled token, so up to N + 1 entries
+    # as OpenAI's legacy completions: the N likeliest and always the sampled token, so up to N + 1 entries (with
+    # `logprobs: 0`, the sampled token alone, as vLLM's server answers)
     top_dicts = [None if top is None else {**{name(other): other_value for other, other_value in top}, token: value}
-                 for top, token, value in zip(tops, names, values)] if any(tops) else None
+                 for top, token, value in zip(tops, names, values)] if parsed.logprobs or any(tops) else None
     return {"tokens": names, "token_logprobs": values, "top_logprobs": top_dicts, "text_offset": offsets}
 
 

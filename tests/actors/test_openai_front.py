@@ -213,6 +213,10 @@ def test_completions_logprobs_zero_still_asks_for_the_sampled_tokens(front_url):
         events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
     logprobs = [choice["logprobs"] for event in events for choice in event["choices"] if choice.get("logprobs")]
     assert logprobs and all(value <= 0 for entry in logprobs for value in entry["token_logprobs"])
+    # as vLLM's server: each position's top_logprobs is the sampled token alone (logprobs + 1 entries)
+    assert all(entry["top_logprobs"] == [{entry["tokens"][0]: entry["token_logprobs"][0]}] for entry in logprobs)
+    answer = httpx.post(front_url + "/v1/completions", json={**body, "stream": False}, timeout=60).json()["choices"][0]["logprobs"]
+    assert answer["top_logprobs"] == [{token: value} for token, value in zip(answer["tokens"], answer["token_logprobs"])]
 
 
 def test_response_format_json_schema_gives_a_valid_document(client):

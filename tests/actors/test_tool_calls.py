@@ -178,11 +178,15 @@ def test_the_sdk_reads_calls_from_the_running_front(front_url):
                                                 extra_body={"guided_choice": body["guided_choice"]})
         (call,) = answer.choices[0].message.tool_calls
         assert (call.function.name, json.loads(call.function.arguments), answer.choices[0].finish_reason) == ("list_files", {"path": "src"}, "tool_calls")
-        stream = client.chat.completions.create(model="small", messages=body["messages"], tools=TOOLS, max_tokens=200, stream=True,
-                                                extra_body={"guided_choice": body["guided_choice"]})
-        deltas = [chunk.choices[0].delta for chunk in stream if chunk.choices]
-        (streamed,) = [call for delta in deltas for call in delta.tool_calls or []]
-        assert streamed.function.name == "list_files" and "".join(d.content or "" for d in deltas) == "ok "
+        # the SDK's own stream helper accumulates the deltas into the final message, as it does against OpenAI
+        with client.chat.completions.stream(model="small", messages=body["messages"], tools=TOOLS, max_tokens=200,
+                                            extra_body={"guided_choice": body["guided_choice"]}) as stream:
+            kinds = {event.type for event in stream}
+            final = stream.get_final_completion()
+        (streamed,) = final.choices[0].message.tool_calls
+        assert (streamed.function.name, json.loads(streamed.function.arguments)) == ("list_files", {"path": "src"})
+        assert final.choices[0].message.content == "ok " and final.choices[0].finish_reason == "tool_calls"
+        assert {"content.delta", "tool_calls.function.arguments.done"} <= kinds
 
 
 def test_the_openai_engine_sends_tools_and_writes_an_upstreams_calls_back_as_hermes_text():

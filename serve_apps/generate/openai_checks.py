@@ -1,13 +1,13 @@
 """What the OpenAI-compatible front refuses before it parses a request, each a 400 in OpenAI's shape naming the `param`.
 
-Refused: what the server would otherwise silently not do (forcing a function call with the deprecated `function_call`,
-`echo` on chat or streamed with `logprobs`, audio output, `best_of`, `suffix`), values OpenAI itself refuses (penalties
+Refused: what the server would otherwise silently not do (the deprecated `functions` and `function_call`, unless
+"none": send `tools`; `echo` on chat or streamed with `logprobs`, audio output, `best_of`, `suffix`), values OpenAI itself refuses (penalties
 or `logit_bias` out of range, malformed `tools`, `tool_choice` without tools or naming a function not among them,
 `stream_options` without `stream`, a number where a boolean belongs, a
 seed past 64 bits), text that is not text (a lone UTF-16 surrogate, which JSON can carry but no tokenizer can encode),
 and any field the route does not know (`CHAT_FIELDS`, `COMPLETION_FIELDS`), `reasoning_effort`, `verbosity` and
 `web_search_options` among them: the answer would not be what they ask for. Accepted and ignored, because the answer
-keeps its meaning: `functions` (the deprecated form of `tools`), `user`, `store`, `metadata`, `service_tier`,
+keeps its meaning: `user`, `store`, `metadata`, `service_tier`,
 `prediction` (a latency hint), the `prompt_cache_*` hints, `safety_identifier`. `tools`, `tool_choice` and
 `parallel_tool_calls` are applied (`tool_calls.py`). Penalties, `logit_bias`, and vLLM's `top_k`, `min_p`, `repetition_penalty`, `min_tokens`,
 `stop_token_ids`, `ignore_eos`, `skip_special_tokens`, chat's `chat_template_kwargs` and the structured outputs
@@ -127,8 +127,13 @@ def _check_tools(body: dict[str, Any]) -> None:
                           "tool_choice")
         if function["name"] not in {tool["function"]["name"] for tool in tools}:
             raise invalid(f'"tool_choice" names the function {function["name"]!r}, which is not among "tools"', "tool_choice")
-    if body.get("function_call") not in (None, "auto", "none"):  # the deprecated form of tool_choice
-        raise invalid('"function_call" must be "auto" or "none" here: this server does not force function calls', "function_call")
+    # OpenAI's deprecated function calling: answered in text it would silently mean something else
+    deprecated = ' is OpenAI\'s deprecated function calling, not served here: send the functions as "tools" (each {"type": ' \
+                 '"function", "function": ...}) with "tool_choice"'
+    if body.get("function_call") not in (None, "auto", "none"):
+        raise invalid(f'"function_call"{deprecated}', "function_call")
+    if body.get("functions") and body.get("function_call") != "none":
+        raise invalid(f'"functions"{deprecated}', "functions")
 
 
 def _check_echo(body: dict[str, Any], chat: bool) -> None:

@@ -33,7 +33,9 @@ def post(front_url: str, path: str, body: dict | None = None, content: bytes | N
     ("/v1/chat/completions", {**CHAT, "logprobs": 3}, "logprobs", "true or false"),
     ("/v1/chat/completions", {**CHAT, "stream": True, "stream_options": {"include_usage": "yes"}}, "stream_options", "true or false"),
     ("/v1/chat/completions", {**CHAT, "stream": True, "stream_options": ["include_usage"]}, "stream_options", "must be an object"),
-    ("/v1/chat/completions", {**CHAT, "function_call": {"name": "f"}}, "function_call", "does not force"),
+    ("/v1/chat/completions", {**CHAT, "function_call": {"name": "f"}}, "function_call", 'send the functions as "tools"'),
+    ("/v1/chat/completions", {**CHAT, "functions": [{"name": "f", "parameters": {"type": "object"}}]}, "functions", "deprecated function calling"),
+    ("/v1/chat/completions", {**CHAT, "functions": [{"name": "f"}], "function_call": "auto"}, "functions", 'send the functions as "tools"'),
     ("/v1/chat/completions", {**CHAT, "modalities": ["text", "audio"]}, "modalities", "answers in text"),
     ("/v1/chat/completions", {**CHAT, "audio": {"voice": "alloy", "format": "wav"}}, "audio", "not supported"),
     ("/v1/chat/completions", {**CHAT, "max_token": 5}, "max_token", "unrecognized request argument"),
@@ -123,7 +125,8 @@ def test_a_path_that_only_ends_or_starts_like_a_route_is_404_naming_the_routes(f
 
 def test_hints_that_leave_the_answer_as_it_is_are_taken_and_ignored(front_url):
     hints = {"user": "u1", "store": False, "metadata": {"run": "x"}, "service_tier": "auto", "parallel_tool_calls": False,
-             "prediction": {"type": "content", "content": "x"}, "prompt_cache_key": "k", "safety_identifier": "s"}
+             "prediction": {"type": "content", "content": "x"}, "prompt_cache_key": "k", "safety_identifier": "s",
+             "functions": [{"name": "f"}], "function_call": "none"}  # functions the model may not call: the same answer
     plain = post(front_url, "/v1/chat/completions", {**CHAT, "seed": 3, "temperature": 1.0}).json()
     hinted = post(front_url, "/v1/chat/completions", {**CHAT, "seed": 3, "temperature": 1.0, **hints}).json()
     assert hinted["choices"][0]["message"] == plain["choices"][0]["message"]

@@ -34,34 +34,35 @@ def has_parts(said: dict[str, Any]) -> bool:
 
 
 class LiveMessage:
-    """A streamed answer's pieces as OpenAI deltas (`{"reasoning": ...}`, `{"content": ...}`) while it is sampled, and
-    at its end what is left of the whole message: the rest of its reasoning and content, then its tool calls."""
+    """A streamed answer's pieces as OpenAI deltas (`{"reasoning": ...}`, `{"content": ...}`) while it is sampled: each
+    time, what of the text so far can be sent (`reasoning.streamed`, `tool_calls.streamed_content`) past what was; at
+    its end what is left of the whole message: the rest of its reasoning and content, then its tool calls."""
 
     def __init__(self, parsed: Parsed) -> None:
-        self.parsed = parsed
-        self.thinking = reasoning.ReasoningGate() if parsed.chat and parsed.reasoning else None
-        self.tools = tool_calls.ContentGate(parsed.tool_use) if parsed.chat and parsed.tool_use is not None else None
+        self.parsed, self.text = parsed, ""
         self.sent = {"reasoning": "", "content": ""}
 
     def add(self, piece: str) -> list[dict[str, Any]]:
-        thought, said = self.thinking.add(piece) if self.thinking is not None else ("", piece)
-        if self.tools is not None:
-            said = self.tools.add(said)
-        return self._deltas(thought if self.parsed.include_reasoning else "", said)
+        self.text += piece
+        parsed = self.parsed
+        thought, said = reasoning.streamed(self.text) if parsed.chat and parsed.reasoning else ("", self.text)
+        if parsed.chat and parsed.tool_use is not None:
+            said = tool_calls.streamed_content(said, parsed.tool_use)
+        return self._deltas(thought if parsed.include_reasoning else "", said)
 
     def finish(self, text: str, finish_reason: str) -> tuple[list[dict[str, Any]], str]:
         if not self.parsed.chat:
-            return self._deltas("", _rest(text, self.sent["content"])), finish_reason
+            return self._deltas("", text), finish_reason
         said, finish_reason = message(text, self.parsed, finish_reason)
-        deltas = self._deltas(_rest(said.get("reasoning") or "", self.sent["reasoning"]), _rest(said["content"] or "", self.sent["content"]))
-        return deltas + tool_calls.deltas(said.get("tool_calls", [])), finish_reason
+        return self._deltas(said.get("reasoning") or "", said["content"] or "") + tool_calls.deltas(said.get("tool_calls", [])), finish_reason
 
     def _deltas(self, thought: str, said: str) -> list[dict[str, Any]]:
-        self.sent["reasoning"] += thought
-        self.sent["content"] += said
-        return [delta for delta in ({"reasoning": thought}, {"content": said}) if next(iter(delta.values()))]
-
-
-def _rest(whole: str, sent: str) -> str:
-    """What of `whole` is still to send after `sent` (nothing when what was sent is not its start)."""
-    return whole[len(sent):] if whole.startswith(sent) else ""
+        """Deltas of what of `thought` and `said` (each the whole part so far) was not sent yet (nothing of a part whose
+        start is not what was sent)."""
+        deltas = []
+        for key, whole in (("reasoning", thought), ("content", said)):
+            more = whole[len(self.sent[key]):] if whole.startswith(self.sent[key]) else ""
+            if more:
+                self.sent[key] += more
+                deltas.append({key: more})
+        return deltas

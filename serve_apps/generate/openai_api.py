@@ -24,8 +24,8 @@ from pydantic import ValidationError
 
 from actors.engines.live_text import LiveText
 from actors.engines.types import SAMPLING_EXTRAS, Completion, GenerationRequest
-from serve_apps.generate.openai_checks import check_body, invalid, validation_error
 from serve_apps.generate import chat_message, tool_calls
+from serve_apps.generate.openai_checks import check_body, invalid, validation_error
 from serve_apps.generate.structured_output import structured_output
 from serve_apps.generate.token_bytes import token_bytes
 from serve_apps.http import HTTPError
@@ -149,9 +149,10 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
     if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not least <= max_tokens <= max_tokens_limit):
         raise invalid(f'"{limit_name}" must be an integer from {least} to {max_tokens_limit} (this server\'s limit)'
                       f'{"" if echo else " (0 only with echo)"}, got {max_tokens!r}', limit_name)
+    tool_use = tool_calls.tool_use(body) if chat else None
     sampling = {"max_tokens": max_tokens, "temperature": body.get("temperature"),
                 "top_p": body.get("top_p"), "stop": _stop(body.get("stop")),
-                "structured_output": structured_output(body),
+                "structured_output": structured_output(body, tool_use),
                 **{name: body.get(name) for name in SAMPLING_EXTRAS}}  # top level, or an SDK's extra_body
     if sampling["top_k"] == -1:  # vLLM's "all tokens"
         sampling["top_k"] = 0
@@ -173,7 +174,6 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
         sampling["include_stop_str_in_output"] = True
     if chat and body.get("chat_template_kwargs") is not None:  # vLLM's
         sampling["chat_template_kwargs"] = body["chat_template_kwargs"]
-    tool_use = tool_calls.tool_use(body) if chat else None
     if tool_use is not None:  # the chat template lists them ("none" leaves them out: the model cannot call them)
         sampling["tools"] = tool_use.tools
     limit = sampling.get("max_tokens", GenerationRequest.model_fields["max_tokens"].default)

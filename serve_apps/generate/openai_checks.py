@@ -116,11 +116,9 @@ def _check_tools(body: dict[str, Any]) -> None:
         raise invalid('"tools": each function\'s "parameters" must be a JSON schema object', "tools")
     if not _flag(body.get("parallel_tool_calls")):
         raise invalid('"parallel_tool_calls" must be true or false', "parallel_tool_calls")
-    if choice is None or choice == "none":
-        pass
-    elif not tools:
+    if choice not in (None, "none") and not tools:
         raise invalid('"tool_choice" is only allowed when "tools" are given', "tool_choice")
-    elif choice not in ("auto", "required"):
+    if choice not in (None, "none", "auto", "required"):
         function = choice.get("function") if isinstance(choice, dict) and choice.get("type") == "function" else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise invalid('"tool_choice" must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}',

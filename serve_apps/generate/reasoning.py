@@ -33,33 +33,17 @@ def held_back(text: str, tag: str) -> int:
     return 0
 
 
-class ReasoningGate:
-    """A streamed answer's pieces as (reasoning, content) pieces, each a prefix-extension of what `split` gives for
-    the whole answer: nothing until it is clear whether the answer starts with `<think>`, and never part of a tag."""
-
-    def __init__(self) -> None:
-        self.text, self.reasoning_sent, self.content_sent = "", 0, 0
-
-    def add(self, piece: str) -> tuple[str, str]:
-        self.text += piece
-        body = self.text.lstrip()
-        if len(body) < len(START) and START.startswith(body):
-            return "", ""  # may still become <think>
-        if not body.startswith(START):
-            return "", self._content(self.text)
-        body = body[len(START):]
-        if END in body:
-            reasoning, _, rest = body.partition(END)
-            return self._reasoning(reasoning.strip("\n")), self._content(rest.lstrip("\n"))
-        reasoning = body[: len(body) - held_back(body, END)].lstrip("\n").rstrip("\n")
-        return self._reasoning(reasoning), ""
-
-    def _reasoning(self, reasoning: str) -> str:
-        out = reasoning[self.reasoning_sent:]
-        self.reasoning_sent = max(self.reasoning_sent, len(reasoning))
-        return out
-
-    def _content(self, content: str) -> str:
-        out = content[self.content_sent:]
-        self.content_sent = max(self.content_sent, len(content))
-        return out
+def streamed(text: str) -> tuple[str, str]:
+    """What of a partial answer can be sent already, as (reasoning, content): prefixes of what `split` gives for any
+    answer that goes on from `text`. Nothing while it may still become `<think>`, never part of a tag, and the
+    newlines `split` drops held back until more text follows them."""
+    body = text.lstrip()
+    if len(body) < len(START) and START.startswith(body):
+        return "", ""  # may still become <think>
+    if not body.startswith(START):
+        return "", text
+    body = body[len(START):]
+    if END in body:
+        reasoning, _, rest = body.partition(END)
+        return reasoning.strip("\n"), rest.lstrip("\n")
+    return body[: len(body) - held_back(body, END)].strip("\n"), ""

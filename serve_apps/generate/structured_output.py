@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from actors.engines.types import StructuredOutput
 from serve_apps.generate.openai_checks import invalid
-from serve_apps.generate.tool_calls import tool_use
+from serve_apps.generate.tool_calls import ToolUse
 
 GRAMMAR_REFUSAL = "grammars are not supported by this server (vLLM's differ by backend); use a regex, choices or a JSON schema"
 
@@ -68,7 +68,7 @@ def _structured_outputs(value: Any) -> dict[str, Any]:
     return given
 
 
-def _parts(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def _parts(body: dict[str, Any], use: ToolUse | None) -> list[tuple[str, dict[str, Any]]]:
     """Each field that asks for a constraint, named, with the StructuredOutput arguments it gives."""
     parts = []
     if body.get("response_format") is not None and (given := _response_format(body["response_format"])) is not None:
@@ -82,15 +82,16 @@ def _parts(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     for name, key in (("guided_regex", "regex"), ("guided_choice", "choice")):
         if body.get(name) is not None:
             parts.append((name, {key: body[name]}))
-    if (use := tool_use(body)) is not None and (schema := use.schema()) is not None:  # "required" or a named function
+    if use is not None and (schema := use.schema()) is not None:  # "required" or a named function
         parts.append(("tool_choice", {"json_schema": schema}))
     return parts
 
 
-def structured_output(body: dict[str, Any]) -> StructuredOutput | None:
+def structured_output(body: dict[str, Any], use: ToolUse | None = None) -> StructuredOutput | None:
     """The request's one structured output, or None; HTTPError 400 naming the field that is malformed, or the second
-    one when more than one asks for a constraint."""
-    parts = _parts(body)
+    one when more than one asks for a constraint. `use`: the request's tool use (`tool_calls.tool_use`), whose forced
+    calls are a constraint too."""
+    parts = _parts(body, use)
     if len(parts) > 1:
         raise invalid(f'"{parts[1][0]}" with "{parts[0][0]}": only one kind of structured output per request', parts[1][0])
     if not parts:

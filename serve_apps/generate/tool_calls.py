@@ -116,18 +116,10 @@ def deltas(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"tool_calls": [{"index": index, **call}]} for index, call in enumerate(calls)]
 
 
-class ContentGate:
-    """What of a streamed answer is content, as it comes: text up to where a call may begin (the start of
-    `<tool_call>`, held back until it is clearly not one); nothing for "required" or a named function (JSON calls)."""
-
-    def __init__(self, use: ToolUse) -> None:
-        self.use, self.text, self.sent = use, "", 0
-
-    def add(self, piece: str) -> str:
-        self.text += piece
-        if self.use.choice != "auto":
-            return ""
-        end = self.text.find(START)
-        end = len(self.text) - held_back(self.text, START) if end < 0 else end
-        out, self.sent = self.text[self.sent:max(end, self.sent)], max(end, self.sent)
-        return out
+def streamed_content(content: str, use: ToolUse) -> str:
+    """What of a partial answer's content can be sent already: the text up to where a call may begin (the start of
+    `<tool_call>` held back until it is clearly not one); nothing for "required" or a named function (JSON calls)."""
+    if use.choice != "auto":
+        return ""
+    end = content.find(START)
+    return content[:end] if end >= 0 else content[: len(content) - held_back(content, START)]

@@ -92,11 +92,14 @@ def test_hermes_blocks_are_read_as_calls_and_what_is_not_a_call_stays_text():
 
 
 def test_streamed_content_stops_where_a_call_begins():
-    gate = tool_calls.ContentGate(tool_calls.ToolUse("auto", TOOLS))
-    pieces = [gate.add(piece) for piece in ["Let me", " look <", "tool", "_call>\n{", '"name"']]
-    assert pieces == ["Let me", " look ", "", "", ""]
-    gate = tool_calls.ContentGate(tool_calls.ToolUse("auto", TOOLS))
-    assert [gate.add(piece) for piece in ["a <", "b"]] == ["a ", "<b"]  # held back only while it could still be a call
+    from serve_apps.generate.chat_message import LiveMessage
+
+    def content_sent(pieces: list[str]) -> list[str]:
+        live = LiveMessage(parsed({"messages": ASK, "tools": TOOLS}))
+        return ["".join(delta.get("content", "") for delta in live.add(piece)) for piece in pieces]
+
+    assert content_sent(["Let me", " look <", "tool", "_call>\n{", '"name"']) == ["Let me", " look ", "", "", ""]
+    assert content_sent(["a <", "b"]) == ["a ", "<b"]  # held back only while it could still be a call
 
 
 def forced(text: str) -> dict:

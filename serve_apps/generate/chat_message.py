@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 def message(text: str, parsed: Parsed, finish_reason: str) -> tuple[dict[str, Any], str]:
     """The assistant message of a chat answer and its finish_reason ("tool_calls" when it called tools, but for a
     named function, which OpenAI ends with "stop")."""
-    thought, content = reasoning.split(text) if parsed.reasoning else (None, text)
+    thought, content = reasoning.split(text) if parsed.reasoning and parsed.thinks else (None, text)
     said: dict[str, Any] = {"role": "assistant", "content": content}
     if parsed.reasoning:
         said["reasoning"] = thought if parsed.include_reasoning else None
@@ -45,7 +45,7 @@ class LiveMessage:
     def add(self, piece: str) -> list[dict[str, Any]]:
         self.text += piece
         parsed = self.parsed
-        thought, said = reasoning.streamed(self.text) if parsed.chat and parsed.reasoning else ("", self.text)
+        thought, said = reasoning.streamed(self.text) if parsed.chat and parsed.reasoning and parsed.thinks else ("", self.text)
         if parsed.chat and parsed.tool_use is not None:
             said = tool_calls.streamed_content(said, parsed.tool_use)
         return self._deltas(thought if parsed.include_reasoning else "", said)

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from actors.engines.live_text import LiveText
 from actors.engines.types import SAMPLING_EXTRAS, Completion, GenerationRequest
-from serve_apps.generate import chat_message, tool_calls
+from serve_apps.generate import chat_message, reasoning, tool_calls
 from serve_apps.generate.openai_checks import check_body, invalid, validation_error
 from serve_apps.generate.structured_output import structured_output
 from serve_apps.generate.token_bytes import token_bytes
@@ -64,6 +64,8 @@ class Parsed:
     """Chat on a front with a reasoning parser: the answers' thinking is split off as `reasoning` (`reasoning.py`)."""
     include_reasoning: bool = True
     """vLLM's `include_reasoning`: false leaves the split-off reasoning out (null)."""
+    thinks: bool = True
+    """The answers are read as thinking first (not when `chat_template_kwargs` say `enable_thinking: false`)."""
     n: int = 1
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
     created: int = field(default_factory=lambda: int(time.time()))
@@ -194,7 +196,8 @@ def parse(body: Any, chat: bool, *, model_name: str, max_tokens_limit: int, max_
                   token_ids=bool(body.get("return_tokens_as_token_ids")), n=n,
                   logprobs=asked_logprobs, hide_logprobs=body.get("logprobs") is False or (echo and not asked_logprobs), echo=echo,
                   tool_use=tool_use, reasoning=chat and reasoning_parser is not None,
-                  include_reasoning=body.get("include_reasoning") is not False)
+                  include_reasoning=body.get("include_reasoning") is not False,
+                  thinks=reasoning.thinks(body.get("chat_template_kwargs")))
 
 
 def _top_logprobs(body: dict[str, Any], chat: bool) -> int:

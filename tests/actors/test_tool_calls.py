@@ -5,6 +5,7 @@ and a named function held to JSON by structured outputs, and the openai engine c
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 
@@ -261,16 +262,16 @@ def test_a_streamed_answer_gives_reasoning_then_content_then_the_calls():
 def test_live_deltas_join_to_the_whole_message_however_the_text_is_cut():
     from serve_apps.generate.chat_message import LiveMessage, message
 
-    text = THOUGHT + "Let me look." + CALL
     body = {"messages": ASK, "tools": TOOLS}
-    whole, _ = message(text, parsed(body, "qwen3"), "stop")
-    for size in (1, 2, 5, 11):  # tokens of any length
+    for text, size in itertools.product((THOUGHT + "Let me look." + CALL, "thought\n</think>\n\nLet me look." + CALL,
+                                         "<think>\nthought " + CALL), (1, 2, 5, 11)):  # tokens of any length
+        whole, _ = message(text, parsed(body, "qwen3"), "stop")
         live = LiveMessage(parsed(body, "qwen3"))
         deltas = [delta for start in range(0, len(text), size) for delta in live.add(text[start:start + size])]
         rest, finish_reason = live.finish(text, "stop")
         deltas += rest
         joined = {key: "".join(d.get(key) or "" for d in deltas) for key in ("reasoning", "content")}
-        assert joined == {"reasoning": whole["reasoning"], "content": whole["content"]}, size
+        assert joined == {"reasoning": whole["reasoning"] or "", "content": whole["content"] or ""}, (text, size)
         assert [d["tool_calls"][0]["function"]["name"] for d in deltas if "tool_calls" in d] == ["list_files"] and finish_reason == "tool_calls"
         assert all("<" not in (d.get("reasoning") or "") + (d.get("content") or "") for d in deltas), size  # never part of a tag
 
@@ -279,6 +280,20 @@ def test_reasoning_splits_as_vllms_qwen3_parser_does():
     from serve_apps.generate.reasoning import split
 
     assert split("<think>\nR\n</think>\n\nA") == ("R", "A")
+    assert split("R\n</think>\n\nA") == ("R", "A")  # Qwen3-2507 thinking: the template opened the thought in the prompt
     assert split("<think>\nstill thinking") == ("still thinking", None)  # cut by max_tokens: all reasoning
-    assert split("no thinking here") == (None, "no thinking here")
-    assert split("<think>\n\n</think>\n\n") == ("", None)
+    assert split("no tags at all") == ("no tags at all", None)  # vLLM 0.34 reads an answer as thinking until </think>
+    assert split("<think>\n\n</think>\n\n") == (None, None)
+    assert split("<think>\nR\n" + CALL) == ("R", CALL)  # a call ends the thinking; it is read from the content
+
+
+def test_enable_thinking_false_leaves_the_answer_whole_and_streams_it_as_content():
+    body = {"messages": ASK, "chat_template_kwargs": {"enable_thinking": False}}
+    status, answer = post(answering("R\n</think>\n\nA"), "/v1/chat/completions", body)
+    assert status == 200, answer
+    assert answer["choices"][0]["message"] == {"role": "assistant", "content": "R\n</think>\n\nA", "reasoning": None}
+    status, events = post_stream(answering("plain answer"), {**body, "stream": True})
+    deltas = [choice["delta"] for event in events for choice in event["choices"]]
+    assert "".join(d.get("content") or "" for d in deltas) == "plain answer" and not any(d.get("reasoning") for d in deltas)
+    status, answer = post(answering("R\n</think>\n\nA"), "/v1/chat/completions", {"messages": ASK})  # thinking: split
+    assert answer["choices"][0]["message"] == {"role": "assistant", "content": "A", "reasoning": "R"}

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from serve_apps.embed.settings import EmbedSettings, load_settings
+from serve_apps.scaling import replica_options
 
 
 class EmbedDeployment:
@@ -34,9 +35,9 @@ def build(settings: EmbedSettings):
     options: dict[str, Any] = {"num_cpus": settings.num_cpus}
     if settings.num_gpus:
         options["num_gpus"] = settings.num_gpus
-    scaling = {"autoscaling_config": settings.autoscaling_config} if settings.autoscaling_config else {"num_replicas": settings.num_replicas}
     deployment = serve.deployment(
-        EmbedDeployment, name="EmbedService", max_ongoing_requests=settings.max_ongoing_requests, ray_actor_options=options, **scaling
+        EmbedDeployment, name="EmbedService", max_ongoing_requests=settings.max_ongoing_requests, ray_actor_options=options,
+        **replica_options(settings.num_replicas, settings.autoscaling_config),
     )
     return deployment.bind(settings)
 

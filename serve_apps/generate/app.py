@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from serve_apps.generate.settings import GenerateSettings, load_settings
+from serve_apps.scaling import replica_options
 
 
 class GenerateDeployment:
@@ -32,8 +33,8 @@ def build(settings: GenerateSettings):
     options: dict[str, Any] = {"num_cpus": settings.num_cpus}
     if settings.num_gpus:
         options["num_gpus"] = settings.num_gpus
-    deployment = serve.deployment(GenerateDeployment, name="GenerateService", num_replicas=settings.num_replicas,
-                                  max_ongoing_requests=settings.max_ongoing_requests, ray_actor_options=options)
+    deployment = serve.deployment(GenerateDeployment, name="GenerateService", max_ongoing_requests=settings.max_ongoing_requests,
+                                  ray_actor_options=options, **replica_options(settings.num_replicas, settings.autoscaling_config))
     return deployment.bind(settings, actor_settings)
 
 

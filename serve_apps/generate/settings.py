@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_apps.scaling import AutoscalingSetting
 from trajforge.settings.serve_file import load_app_args
 
 APP_NAME = "generate"
@@ -30,6 +31,10 @@ class GenerateSettings(BaseModel):
     upstream_url: str | None = None
     """For engine `openai`: the endpoint to forward to."""
     num_replicas: int = Field(default=1, ge=1)
+    """Replicas when autoscaling is off."""
+    autoscaling_config: AutoscalingSetting = None
+    """Ray Serve autoscaling (min_replicas, max_replicas, target_ongoing_requests, ...); replaces num_replicas. With
+    backend `engine` each replica loads the model; with `actors` replicas are thin and share the actors."""
     num_cpus: float = Field(default=1.0, ge=0)
     num_gpus: float = Field(default=0.0, ge=0)
     max_ongoing_requests: int = Field(default=64, ge=1)

@@ -77,21 +77,21 @@ class IngestService:
     async def __call__(self, request: Request) -> Response:
         path = app_path(request)
         methods = self.routes.get(path)
+        if request.method == "OPTIONS":  # CORS preflight, answered on any path before the limits, as the specification's middleware
+            return Response(status_code=204, headers=CORS)
         try:
+            # the specification's per-address limit is a middleware: every request counts, /health and unknown paths too
+            retry = self.limiter.check(self.addresses.resolve(request))
+            if retry is not None:
+                self.metrics.rejected("rate_limited")
+                raise HTTPError(429, "rate_limited", "too many requests from this address", retryAfter=retry)
             if methods is None:
                 raise HTTPError(404, "not_found", f"no route {path}; see GET /health and the README for the API")
-            if request.method == "OPTIONS":
-                return Response(status_code=204, headers=CORS)
             # HEAD is GET without the body, as Express answers it (the HTTP server leaves the body out)
             handler = methods.get("GET" if request.method == "HEAD" else request.method)
             if handler is None:
                 allowed = ", ".join(sorted({*methods, *(("HEAD",) if "GET" in methods else ())}))
                 raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {path}; use {allowed}", headers={"Allow": allowed})
-            if path != "/health":
-                retry = self.limiter.check(self.addresses.resolve(request))
-                if retry is not None:
-                    self.metrics.rejected("rate_limited")
-                    raise HTTPError(429, "rate_limited", "too many requests from this address", retryAfter=retry)
             return await handler(request)
         except HTTPError as exc:
             return json_response(exc.status, exc.body, exc.headers)

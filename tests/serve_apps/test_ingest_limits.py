@@ -30,10 +30,14 @@ def test_per_address_limit_answers_429_with_retry_after(serve_url, http):
     assert other.status_code == 200  # each address has its own window
 
 
-def test_forwarded_for_from_an_untrusted_peer_is_ignored(serve_url, http):
-    # The main app trusts no proxy: X-Forwarded-For cannot move a client out of its own window.
-    for _ in range(3):
-        assert http.get("/v1/stats/summary", headers={"x-forwarded-for": "1.2.3.4"}).status_code == 200
+def test_every_request_counts_toward_the_address_limit_as_the_specifications_middleware(serve_url, http):
+    address = {"x-forwarded-for": f"10.4.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"}
+    statuses = [http.get("/limited/health", headers=address).status_code for _ in range(4)]
+    statuses += [http.get("/limited/v1/no-such-route", headers=address).status_code for _ in range(2)]
+    statuses.append(http.get("/limited/health", headers=address).status_code)
+    assert statuses == [200] * 4 + [404] * 2 + [429]
+    preflight = http.options("/limited/v1/no-such-route", headers=address)  # CORS preflight: any path, never limited
+    assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == "*"
 
 
 def test_sessions_per_machine_per_hour(serve_url, monkeypatch):

@@ -7,12 +7,12 @@
 """
 
 from actors.state.model import (
-    InvalidStateUpdate, State, StateUpdate, heuristic_tokens, merge, parse_update, render, summarize_history,
+    InvalidStateUpdate, State, StateUpdate, as_state, heuristic_tokens, merge, parse_update, render, summarize_history,
     token_budget, tokenizer_counter,
 )
 from actors.state.store import StateDatabaseError, StateStore, default_store, load, save
 
 __all__ = [
-    "InvalidStateUpdate", "State", "StateDatabaseError", "StateStore", "StateUpdate", "default_store", "heuristic_tokens", "load", "merge",
+    "InvalidStateUpdate", "State", "StateDatabaseError", "StateStore", "StateUpdate", "as_state", "default_store", "heuristic_tokens", "load", "merge",
     "parse_update", "render", "save", "summarize_history", "token_budget", "tokenizer_counter",
 ]

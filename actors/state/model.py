@@ -138,10 +138,18 @@ def _as_update(update: State | StateUpdate | Mapping[str, Any] | str) -> StateUp
     return parse_update(update)
 
 
-def merge(existing: State, update: State | StateUpdate | Mapping[str, Any] | str) -> State:
-    """Apply an update (a StateUpdate, a State, a dict or JSON text): append + dedupe + trim per list,
+def as_state(state: State | Mapping[str, Any] | str) -> State:
+    """A State as it is; a dict or JSON text (a dump's `state`, a step record's `state_before`) checked against it."""
+    if isinstance(state, State):
+        return state
+    return State.model_validate_json(state) if isinstance(state, str) else State.model_validate(state)
+
+
+def merge(existing_state: State | Mapping[str, Any] | str, state_update: State | StateUpdate | Mapping[str, Any] | str) -> State:
+    """The specification's `merge(existing_state, state_update) -> State`: apply an update (a StateUpdate, a State, a
+    dict or JSON text) to a state (a State, or a dict or JSON text checked against it): append + dedupe + trim per list,
     drop `resolved` items, replace the focus if given."""
-    update = _as_update(update)
+    existing, update = as_state(existing_state), _as_update(state_update)
     removed = {_key(_trim(item)) for item in update.resolved}
     fields: dict[str, Any] = {}
     for name in LIST_FIELDS:
@@ -152,9 +160,9 @@ def merge(existing: State, update: State | StateUpdate | Mapping[str, Any] | str
     return State(**fields)
 
 
-def render(state: State) -> str:
+def render(state: State | Mapping[str, Any] | str) -> str:
     """The `<state>` block of a prompt: the non-empty fields as JSON, in a fixed order."""
-    body = {name: value for name, value in state.model_dump().items() if value}
+    body = {name: value for name, value in as_state(state).model_dump().items() if value}
     return "<state>\n" + json.dumps(body, ensure_ascii=False, indent=1) + "\n</state>"
 
 
@@ -163,7 +171,7 @@ def heuristic_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4)
 
 
-def token_budget(state: State, count_tokens: Callable[[str], int] | Any = None) -> int:
+def token_budget(state: State | Mapping[str, Any] | str, count_tokens: Callable[[str], int] | Any = None) -> int:
     """Tokens the rendered state takes in a prompt, counted with the model's tokenizer when given (the tokenizer
     itself, Hugging Face's or a `tokenizers.Tokenizer`, or a function of the text); else about 4 characters a token."""
     return _counter(count_tokens)(render(state))
@@ -195,12 +203,12 @@ def tokenizer_counter(tokenizer: Any) -> Callable[[str], int]:
     return count
 
 
-def summarize_history(state: State, budget: int, count_tokens: Callable[[str], int] | Any = None) -> State:
+def summarize_history(state: State | Mapping[str, Any] | str, budget: int, count_tokens: Callable[[str], int] | Any = None) -> State:
     """Shrink a state over `budget` tokens (counted as `token_budget` does): fold history into one summary entry,
     then drop the oldest hypotheses, decisions, open issues, constraints and history entries, then shorten the goals
     and the focus, then drop all goals but the first, until it fits. A budget even that state exceeds is warned about,
     and that state returned."""
-    count = _counter(count_tokens)
+    count, state = _counter(count_tokens), as_state(state)
     if token_budget(state, count) <= budget:
         return state
     current = state.model_copy(deep=True)

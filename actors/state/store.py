@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from actors.state.model import State
+from actors.state.model import State, as_state
 from trajforge.errors import TrajforgeError
 
 BUSY_TIMEOUT_S = 30.0
@@ -112,9 +112,10 @@ class StateStore:
         rows = self._read("SELECT version FROM states WHERE task_id = ?", (task_id,))
         return rows[0][0] if rows else 0
 
-    def save(self, task_id: str, state: State | Mapping[str, Any]) -> int:
-        """Write the state (a State, or a dict checked against it: a pydantic error names a bad field); returns its new version."""
-        state = state if isinstance(state, State) else State.model_validate(state)
+    def save(self, task_id: str, state: State | Mapping[str, Any] | str) -> int:
+        """Write the state (a State, or a dict or JSON text checked against it: a pydantic error names a bad field); returns
+        its new version."""
+        state = as_state(state)
         return self.update(task_id, lambda _: state)
 
     def update(self, task_id: str, change: Callable[[State], State]) -> int:

@@ -48,6 +48,18 @@ def test_merge_takes_a_whole_state_as_the_update():
     assert merge(existing, State(goals=["g2"])).next_focus == "look"  # a state without a focus leaves it
 
 
+def test_merge_takes_the_specifications_argument_names_and_a_state_as_a_dict_or_json():
+    """`merge(existing_state, state_update) -> State` (seed 002, 5.2); a state as JSON has it (a dump, a step record)."""
+    stored = {"goals": ["g"], "history": ["step 1: listed"], "next_focus": "look"}
+    merged = merge(existing_state=stored, state_update={"history": ["step 2: applied"]})
+    assert merged == State(goals=["g"], history=["step 1: listed", "step 2: applied"], next_focus="look")
+    assert merge(json.dumps(stored), State(decisions=["d"])).decisions == ["d"]
+    assert render(stored) == render(State(**stored)) and token_budget(stored) == token_budget(State(**stored))
+    assert summarize_history(stored, 1000) == State(**stored)
+    with pytest.raises(ValueError, match="at most 3 items"):  # a stored state is held to the caps, not trimmed
+        merge({"history": ["a", "b", "c", "d"]}, {})
+
+
 def test_a_repeated_newest_history_event_moves_to_the_end_and_survives_the_cap():
     state = State(history=["step 1: ran tests", "step 2: applied rule", "step 3: listed files"])
     merged = merge(state, {"history": ["step 4: edited", "STEP 1:  ran tests"]})
@@ -161,9 +173,10 @@ def test_save_takes_a_dict_checked_against_the_schema(tmp_path):
     store = StateStore(tmp_path / "states.db")
     assert store.save("t", {"goals": ["g"], "next_focus": "f"}) == 1
     assert store.load("t") == State(goals=["g"], next_focus="f")
+    assert store.save("t", '{"goals": ["g"], "next_focus": "f2"}') == 2 and store.load("t").next_focus == "f2"  # JSON text too
     with pytest.raises(ValidationError, match="history"):
         store.save("t", {"history": ["a", "b", "c", "d"]})
-    assert store.version("t") == 1
+    assert store.version("t") == 2
 
 
 def test_dump_cli(tmp_path):

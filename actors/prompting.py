@@ -27,11 +27,14 @@ STATE_OPEN = "\n<state_update>"
 FEEDBACK_CHARS = 2000
 """Most characters of a diff or an error the next step's prompt shows (a longer diff ends with a note that it was cut)."""
 # Tags as models write them: any case, attributes allowed (`<action type="rewrite">`); an unclosed <think> ends
-# where the action starts. A closed <think> may mention the other tags ("then I write the <action>"): the action and
-# the state update are looked for after it first.
+# where the action starts, or where the first generation stopped (the `</action>` the parser adds there, which the
+# model did not write) or the state update starts. A closed <think> may mention the other tags ("then I write the
+# <action>"): the action and the state update are looked for after it first. A `</think>` with no <think> before it
+# closes reasoning that the chat template opened in the prompt (Qwen3's thinking models): the text before it.
 TAG = {name: re.compile(rf"<{name}(?:\s[^>]*)?>(.*?)(?:</{name}\s*>|{until}$)", re.DOTALL | re.IGNORECASE)
-       for name, until in (("think", "(?=<action[\\s>])|"), ("action", ""), ("state_update", ""))}
+       for name, until in (("think", "(?=<action[\\s>]|</action\\s*>|<state_update[\\s>])|"), ("action", ""), ("state_update", ""))}
 CLOSED_THINK = re.compile(r"<think(?:\s[^>]*)?>(.*?)</think\s*>", re.DOTALL | re.IGNORECASE)
+OPENED_IN_PROMPT_THINK = re.compile(r"\A((?:(?!<think[\s>]|<action[\s>]|<state_update[\s>]).)*?)</think\s*>", re.DOTALL | re.IGNORECASE)
 FENCE = re.compile(r"^```[\w-]*\s*\n?(.*?)\n?```$", re.DOTALL)
 
 
@@ -90,7 +93,7 @@ def parse_output(action_part: str, state_part: str = "") -> ParsedOutput:
     text = action_part + (ACTION_STOP if ACTION_STOP not in action_part else "") + state_part
     parsed = ParsedOutput()
     after_think = 0
-    if match := CLOSED_THINK.search(text) or TAG["think"].search(text):
+    if match := CLOSED_THINK.search(text) or TAG["think"].search(text) or OPENED_IN_PROMPT_THINK.search(text):
         parsed.think, after_think = match.group(1).strip(), match.end()
     match = TAG["action"].search(text, after_think) or TAG["action"].search(text)
     if not match:

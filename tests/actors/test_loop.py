@@ -52,6 +52,18 @@ def test_a_think_that_mentions_the_tags_does_not_hide_the_answer():
     assert parsed.state_update.next_focus == "tests"
 
 
+def test_the_recorded_think_is_what_the_model_wrote_in_it():
+    """An unclosed <think> (an answer cut at max_tokens mid-thought) ends where the text does, not with the `</action>`
+    the parser adds or the state update; a `</think>` the chat template opened in the prompt closes the text before it."""
+    action = '{"pattern": "print($A)", "rewrite": "log($A)", "language": "python"}'
+    cut = parse_output("<think>first the print calls, then")
+    assert cut.think == "first the print calls, then" and cut.errors == ["no <action> tag"]
+    assert parse_output("<think>no action yet", '\n<state_update>{"next_focus": "x"}').think == "no action yet"
+    opened = parse_output(f"the calls are all print\n</think>\n<action>{action}", '\n<state_update>{"next_focus": "x"}')
+    assert opened.think == "the calls are all print" and opened.action.rewrite == "log($A)" and opened.errors == []
+    assert parse_output(f"<action>{action}</action> done </think>").think is None  # a `</think>` after the action closes nothing
+
+
 def test_an_invalid_task_fails_alone_with_a_one_line_reason_and_is_one_row_of_the_report(tmp_path):
     from pathlib import Path
 

@@ -1,6 +1,7 @@
 """`python -m actors.state dump <task_id>`: print a task's stored state (for debugging actor runs).
 
-Exit status: 0 printed; 1 no state for that task; 2 no database there, or a file that is not a state database or is
+Exit status: 0 printed; 1 no state for that task (the message names the lake's other state database, the
+teacher's `teacher_states.db` or the actors' `states.db`, where that one has it); 2 no database there, or a file that is not a state database or is
 damaged; 141 the reader closed the pipe early (`... | head`)."""
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def run(argv: list[str] | None = None) -> int:
             return 0
         record = store.dump(args.task_id)
     except KeyError:
-        print(f"no state for task {args.task_id!r} in {args.db}", file=sys.stderr)
+        print(f"no state for task {args.task_id!r} in {args.db}{_held_elsewhere(args.db, args.task_id)}", file=sys.stderr)
         return 1
     except StateDatabaseError as exc:
         advice = "restore it from a copy, or start a new one by moving it away" if exc.damaged else "pass --db <lake>/state/states.db"
@@ -68,6 +69,24 @@ def run(argv: list[str] | None = None) -> int:
         return 2
     print(render(State.model_validate(record["state"])) if args.render else json.dumps(record, indent=2, ensure_ascii=False))
     return 0
+
+
+
+TEACHER_DB = "teacher_states.db"
+"""The teacher SRL loop's states, beside the actors' in `<lake>/state/` (pipelines/teacher_worker.py)."""
+
+
+def _held_elsewhere(db: Path, task_id: str) -> str:
+    """A hint where the lake's other state database (the teacher's, or the actors' from the teacher's) has the task."""
+    other = db.with_name("states.db" if db.name == TEACHER_DB else TEACHER_DB)
+    try:
+        if other == db or not other.is_file():
+            return ""
+        StateStore(other, read_only=True).dump(task_id)
+    except (KeyError, sqlite3.Error):
+        return ""
+    whose = "the generation actors'" if other.name == "states.db" else "the teacher's"
+    return f"; {whose} states have it: pass --db {other}"
 
 
 if __name__ == "__main__":

@@ -189,6 +189,19 @@ def test_dump_cli(tmp_path):
     assert missing.returncode == 1 and "no state for task 'nope'" in missing.stderr
 
 
+def test_dump_cli_names_the_teachers_state_database_when_it_has_the_task(tmp_path):
+    """The teacher SRL loop keeps its states beside the actors', in <lake>/state/teacher_states.db."""
+    actors_db, teacher_db = tmp_path / "states.db", tmp_path / "teacher_states.db"
+    StateStore(actors_db).save("rollout-task", State(next_focus="student"))
+    StateStore(teacher_db).save("teacher-task", State(next_focus="teacher"))
+    run = _state_cli("--db", str(actors_db), "dump", "teacher-task")
+    assert run.returncode == 1 and run.stderr.strip().endswith(f"the teacher's states have it: pass --db {teacher_db}")
+    back = _state_cli("--db", str(teacher_db), "dump", "rollout-task")
+    assert back.returncode == 1 and back.stderr.strip().endswith(f"the generation actors' states have it: pass --db {actors_db}")
+    neither = _state_cli("--db", str(actors_db), "dump", "nope")
+    assert neither.returncode == 1 and neither.stderr.strip() == f"no state for task 'nope' in {actors_db}"
+
+
 def test_dump_cli_takes_db_after_the_verb_and_defaults_to_the_settings_lake(tmp_path):
     lake = tmp_path / "lake"
     StateStore(lake / "state" / "states.db").save("task-8", State(next_focus="after"))

@@ -1,8 +1,8 @@
-"""`python -m actors.state dump <task_id>`: print a task's stored state (for debugging actor runs).
+"""`python -m actors.state dump <task_id> [--lake LAKE | --db PATH]`: print a task's stored state (for debugging actor runs).
 
 Exit status: 0 printed; 1 no state for that task (the message names the lake's other state database, the
-teacher's `teacher_states.db` or the actors' `states.db`, where that one has it); 2 no database there, or a file that is not a state database or is
-damaged; 141 the reader closed the pipe early (`... | head`)."""
+teacher's `teacher_states.db` or the actors' `states.db`, where that one has it); 2 no database there, or a file
+that is not a state database or is damaged; 141 the reader closed the pipe early (`... | head`)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from actors.state import State, StateStore, render
 from actors.state.store import StateDatabaseError
 
 DB_HELP = "state database (default: the actors settings' lake, <actors.lake>/state/states.db)"
+LAKE_HELP = "the lake a rollout wrote to (trajforge rollout --lake): its database, <lake>/state/states.db"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,14 +29,20 @@ def run(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m actors.state", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", type=Path, default=None, help=DB_HELP)
+    parser.add_argument("--lake", type=Path, default=None, help=LAKE_HELP)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="{dump,list}")
     dump = verbs.add_parser("dump", help="print one task's state as JSON, with its version")
     dump.add_argument("task_id", help="the task's id, as in its step records (python -m actors.state list names them)")
     dump.add_argument("--render", action="store_true", help="print the <state> block a prompt would get instead")
     listing = verbs.add_parser("list", help="print the task ids that have a state")
-    for verb in (dump, listing):  # --db after the verb too; SUPPRESS keeps one given before it
+    for verb in (dump, listing):  # --db and --lake after the verb too; SUPPRESS keeps one given before it
         verb.add_argument("--db", type=Path, default=argparse.SUPPRESS, help=DB_HELP)
+        verb.add_argument("--lake", type=Path, default=argparse.SUPPRESS, help=LAKE_HELP)
     args = parser.parse_args(argv)
+    if args.lake is not None:
+        if args.db is not None:
+            parser.error("--db and --lake both name the database: give one")
+        args.db = args.lake / "state" / "states.db"
     if args.db is None:
         from actors.settings import load_actor_settings
         from trajforge.errors import TrajforgeError

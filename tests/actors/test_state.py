@@ -215,6 +215,18 @@ def test_dump_cli_takes_db_after_the_verb_and_defaults_to_the_settings_lake(tmp_
     assert listing.stdout.split() == ["task-8"]
 
 
+def test_dump_cli_takes_the_lake_a_rollout_wrote_to(tmp_path):
+    """`trajforge rollout --lake L` writes L/state/states.db: `--lake L` reads it, before or after the verb."""
+    lake = tmp_path / "lake"
+    StateStore(lake / "state" / "states.db").save("task-9", State(next_focus="there"))
+    for args in (["--lake", str(lake), "dump", "task-9"], ["dump", "task-9", "--lake", str(lake)]):
+        run = _state_cli(*args)
+        assert run.returncode == 0 and json.loads(run.stdout)["state"]["next_focus"] == "there", run.stderr
+    assert _state_cli("list", "--lake", str(lake)).stdout.split() == ["task-9"]
+    both = _state_cli("--lake", str(lake), "dump", "task-9", "--db", str(lake / "state" / "states.db"))
+    assert both.returncode == 2 and "--db and --lake both name the database: give one" in both.stderr
+
+
 def test_dump_cli_says_when_db_is_not_a_state_database(tmp_path):
     junk = tmp_path / "notes.txt"
     junk.write_text("not sqlite at all, just a long enough line of text to be read as a header\n")

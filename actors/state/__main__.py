@@ -78,7 +78,6 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
-
 TEACHER_DB = "teacher_states.db"
 """The teacher SRL loop's states, beside the actors' in `<lake>/state/` (pipelines/teacher_worker.py)."""
 

@@ -46,7 +46,7 @@ GENERATE_REQUEST_SECONDS = Metric("trajforge_generate_request_seconds", "histogr
 GENERATE_COMPLETION_TOKENS = Metric("trajforge_generate_completion_tokens", "counter")
 GENERATE_STREAMS_HUNG_UP = Metric("trajforge_generate_streams_hung_up", "counter")
 
-GENERATION_LATENCY = Metric("trajforge_generation_latency_s", "histogram", ACTOR_TAGS)
+GENERATION_LATENCY = Metric("trajforge_actor_latency_s", "histogram", ACTOR_TAGS)  # the specification's actor_latency (section 6.2)
 GENERATED_TOKENS = Metric("trajforge_generated_tokens", "counter", ACTOR_TAGS)
 GENERATION_TOKENS_PER_S = Metric("trajforge_generation_tokens_per_s", "histogram", ACTOR_TAGS)
 PARSE_FAILURES = Metric("trajforge_parse_failures", "counter", ACTOR_TAGS)

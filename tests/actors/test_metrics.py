@@ -25,7 +25,7 @@ def test_latency_tokens_per_second_and_failures_are_recorded(recorded):
     recorder.inc("parse_failures")
     recorder.inc("sandbox_failures")
     recorder.inc("sandbox_failures")
-    assert recorded["trajforge_generation_latency_s"].values == [2.0, 0.5]
+    assert recorded["trajforge_actor_latency_s"].values == [2.0, 0.5]
     assert recorded["trajforge_generation_tokens_per_s"].values == [5.0]
     # the counters start at 0, so their series exist before the first failure
     assert recorded["trajforge_generated_tokens"].values == [0, 10]
@@ -59,7 +59,7 @@ def test_a_loop_run_reaches_the_nodes_prometheus_endpoint_with_the_actors_tags(s
     assert [s["steps"] for s in summaries] == [1, 1]
     calls, tokens = health["requests"], health["generated_tokens"]
     assert calls >= 2 and tokens > 0 and health["parse_failures"] == 2  # 16 tokens: no closed action from the small model
-    wanted = {"ray_trajforge_generation_latency_s_count": calls, "ray_trajforge_generation_tokens_per_s_count": calls,
+    wanted = {"ray_trajforge_actor_latency_s_count": calls, "ray_trajforge_generation_tokens_per_s_count": calls,
               "ray_trajforge_generated_tokens_total": tokens, "ray_trajforge_parse_failures_total": 2,
               "ray_trajforge_sandbox_failures_total": 0}  # none in this run, yet its series is there from the start
     deadline, seen = time.monotonic() + 90, {}
@@ -70,7 +70,7 @@ def test_a_loop_run_reaches_the_nodes_prometheus_endpoint_with_the_actors_tags(s
     exported = {name for name, labels in scrape() if set(tags.items()) <= labels}
     actors_metrics = [metric for metric in metric_names.ALL if metric.tags == metric_names.ACTOR_TAGS]
     assert dashboard_series(*actors_metrics) <= exported  # what the Grafana dashboard queries is what Ray exports
-    latency_s = _new_series(before, scrape(), {"ray_trajforge_generation_latency_s_sum": None}, tags)["ray_trajforge_generation_latency_s_sum"]
+    latency_s = _new_series(before, scrape(), {"ray_trajforge_actor_latency_s_sum": None}, tags)["ray_trajforge_actor_latency_s_sum"]
     assert 0 < latency_s < 120
 
 

@@ -6,7 +6,8 @@ the registry's sequence counters, so a rejected envelope never consumes a sequen
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +73,10 @@ def verify(
         signed_bytes = canonical_without(envelope, "attestation")
     except JSONRejected as exc:
         return rejection(400, "invalid_envelope", str(exc), rule="json")
-    if not verify_envelope(secret, signed_bytes, sequence, attestation["session_hmac"]):
+    signature = attestation["session_hmac"]
+    if not verify_envelope(secret, signed_bytes, sequence, signature) and not any(
+        verify_envelope(secret, spelling, sequence, signature) for spelling in python_spellings(envelope, signed_bytes)
+    ):
         return rejection(401, "invalid_signature", "attestation.session_hmac does not match the envelope signed with the session key")
     try:
         model = validate_envelope(envelope, now=now)
@@ -91,3 +95,21 @@ def verify(
         body=body,
         client=client,
     )
+
+
+def python_spellings(envelope: dict[str, Any], canonical: bytes) -> Iterator[bytes]:
+    """The envelope without `attestation` as Python's `json.dumps` writes it (compact or with its default separators,
+    ASCII-escaped or not), where that differs from JavaScript's `JSON.stringify` (`1.0` for `1`, `\\u00e9` for `é`):
+    a client in Python that signs what `json.dumps` gives signed the same parsed envelope with the session key, so it
+    is accepted too. Only tried after the JavaScript spelling failed."""
+    rest = {key: value for key, value in envelope.items() if key != "attestation"}
+    seen = {canonical}
+    for ensure_ascii in (True, False):
+        for separators in ((",", ":"), (", ", ": ")):
+            try:
+                spelling = json.dumps(rest, ensure_ascii=ensure_ascii, separators=separators).encode("utf-8")
+            except (UnicodeEncodeError, ValueError, TypeError):  # a lone surrogate cannot be UTF-8
+                continue
+            if spelling not in seen:
+                seen.add(spelling)
+                yield spelling

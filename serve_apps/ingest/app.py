@@ -24,8 +24,12 @@ def build(settings: IngestSettings):
     """The Serve Application for validated settings."""
     from ray import serve
 
-    # Replicas do not share the driver's working directory: pin the lake to an absolute path.
-    settings = settings.model_copy(update={"lake": settings.lake.expanduser().resolve()})
+    from serve_apps.ingest.events import api_keys
+
+    # Replicas do not share the driver's working directory: pin the lake to an absolute path. Nor, on a cluster
+    # started before this command, its environment: fold the keys of INGEST_API_KEYS set here into the settings.
+    events = settings.events.model_copy(update={"api_keys": api_keys(settings.events.api_keys, settings.events.api_keys_env)})
+    settings = settings.model_copy(update={"lake": settings.lake.expanduser().resolve(), "events": events})
     deployment = serve.deployment(
         IngestDeployment,
         name="IngestService",

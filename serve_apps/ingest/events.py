@@ -44,7 +44,7 @@ def api_keys(configured: list[str], env_name: str | None, environ: Mapping[str, 
     """The keys `POST /v1/events` accepts: the configured ones and the comma-separated list in `env_name`."""
     environ = os.environ if environ is None else environ
     from_env = environ.get(env_name, "") if env_name else ""
-    return [key for key in (*configured, *(part.strip() for part in from_env.split(","))) if key]
+    return list(dict.fromkeys(key for key in (*configured, *(part.strip() for part in from_env.split(","))) if key))
 
 
 def key_accepted(given: str | None, keys: list[str]) -> bool:

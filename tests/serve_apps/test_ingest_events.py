@@ -88,6 +88,16 @@ def test_keys_come_from_the_config_and_the_environment():
     assert key_accepted("c", ["b", "c"]) and not key_accepted("d", ["b", "c"]) and not key_accepted(None, ["b"])
 
 
+def test_the_keys_of_the_deploying_process_environment_reach_replicas_that_lack_it(tmp_path, monkeypatch):
+    """`INGEST_API_KEYS=k trajforge serve` onto a cluster started without the variable still gates the endpoint."""
+    from serve_apps.ingest.app import build
+    from serve_apps.ingest.settings import load_settings
+
+    monkeypatch.setenv("INGEST_API_KEYS", "from-env,a")
+    settings = build(load_settings({"lake": str(tmp_path), "events": {"api_keys": ["a"]}}))._bound_deployment.init_args[0]
+    assert api_keys(settings.events.api_keys, settings.events.api_keys_env, environ={}) == ["a", "from-env"]
+
+
 def test_two_replicas_storing_the_same_events_at_once_keep_one_copy(tmp_path):
     lake = Lake.at(tmp_path).ensure()
     events = [(parse_event(raw), raw) for raw in (turn("race", n=i) for i in range(50))]

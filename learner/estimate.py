@@ -25,6 +25,7 @@ SHAPES = {
     "qwen3-0.6b": {"hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16,
                    "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936, "tie_word_embeddings": True},
 }
+HUB_NAMES = {f"qwen/{shape}": shape for shape in SHAPES}  # the model cards' names, as a user without the weights writes them: Qwen/Qwen3-14B
 GB = 2**30
 
 
@@ -41,12 +42,20 @@ class Estimate:
         return self.gpu_states_gb + self.activations_gb
 
 
+def builtin_shape(name: str) -> str | None:
+    """The built-in shape `name` stands for: a shape's name, or its model card's (`Qwen/Qwen3-14B`) when no such folder is here."""
+    if name.lower() in SHAPES:
+        return name.lower()
+    return HUB_NAMES.get(name.lower()) if not Path(name).expanduser().exists() else None
+
+
 def model_config(name: str, small_model_dir: Path):
     """The config of `name`: a built-in shape, the embedded small model (its default shape until it is made) or a local directory."""
     from transformers import AutoConfig, Qwen3Config
 
-    if name.lower() in SHAPES:
-        return Qwen3Config(**SHAPES[name.lower()])
+    shape = builtin_shape(name)
+    if shape is not None:
+        return Qwen3Config(**SHAPES[shape])
     directory = small_model_dir if name == "small" else Path(name)
     if (directory / "config.json").is_file():
         try:
@@ -59,7 +68,7 @@ def model_config(name: str, small_model_dir: Path):
 
         return small_config()
     raise ConfigError(f"learner.model: {name} is not a model directory with a config.json; name a local Hugging Face "
-                      f"checkpoint, `small`, or one of the built-in shapes {', '.join(SHAPES)}")
+                      f"checkpoint, `small`, or one of the built-in shapes {', '.join(SHAPES)} (also as Qwen/Qwen3-14B, Qwen/Qwen3-0.6B)")
 
 
 def count_params(config) -> tuple[int, int]:
@@ -163,7 +172,9 @@ def print_estimate(settings: LearnerSettings, cluster: ClusterSettings) -> Estim
     gpus, nodes = training_gpus(settings.workers.count, learner.nodes, learner.gpus_per_node)
     gpu = learner.gpu
     result = estimate(settings, gpus, nodes=nodes)
-    print(f"model {settings.model}: {count_text(result.total_params)} parameters, largest layer {count_text(result.largest_layer_params)}")
+    shape = builtin_shape(settings.model)
+    source = f" (built-in shape {shape}: the model card's config.json, no weights needed)" if shape else ""
+    print(f"model {settings.model}{source}: {count_text(result.total_params)} parameters, largest layer {count_text(result.largest_layer_params)}")
     if learner.gpus_per_node and gpus * nodes != learner.nodes * learner.gpus_per_node:
         print(f"trained by {gpus * nodes} worker(s), one per GPU (learner.workers.count is {settings.workers.count}; configs/cluster.yaml "
               f"gives the learner {learner.nodes} x {learner.gpus_per_node} GPUs)")

@@ -33,6 +33,10 @@ def check_model_dir(path: Path) -> Path:
     """`path` if it holds a trainable Hugging Face causal LM; else a ConfigError naming learner.model and what is missing."""
     from learner.estimate import model_config
 
+    if not path.exists():
+        raise ConfigError(f"learner.model: {path} does not exist; it names a local Hugging Face checkpoint folder, which nothing "
+                          "downloads: fetch one first, e.g. `hf download Qwen/Qwen3-14B --local-dir /models/Qwen3-14B`, and name "
+                          "that folder (`trajforge train --estimate` needs no weights: --set learner.model=qwen3-14b)")
     if not (path / "config.json").is_file() or not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise ConfigError(f"learner.model: {path} is not a Hugging Face model directory with a tokenizer (config.json, tokenizer.json)")
     model_config(str(path), path)  # one line naming the field when transformers cannot read it

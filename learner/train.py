@@ -316,7 +316,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lake", type=Path, default=None, help="the lake holding the builds (learner.data.lake)")
     parser.add_argument("--estimate", action="store_true",
                         help="print DeepSpeed's memory estimate for learner.model on the GPUs its workers use and exit; needs only the "
-                             "model's config.json, or a built-in shape: --set learner.model=qwen3-14b (or qwen3-0.6b)")
+                             "model's config.json, or a built-in shape: --set learner.model=qwen3-14b (or qwen3-0.6b; also named as on the hub, "
+                             "Qwen/Qwen3-14B), and says whether it fits the GPUs of configs/cluster.yaml")
 
 
 def config_roots(args: argparse.Namespace) -> tuple[str, ...]:

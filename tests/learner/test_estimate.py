@@ -19,6 +19,18 @@ def test_the_estimate_says_whether_qwen3_14b_fits_two_5090s():
     assert offloaded.gpu_total_gb < 32 * 0.9 < on_gpu.gpu_total_gb
 
 
+def test_a_model_named_as_on_the_hub_is_estimated_from_its_built_in_shape(tmp_path, monkeypatch, capsys):
+    """`Qwen/Qwen3-14B`, the name a user without the weights knows, was refused as a missing folder."""
+    monkeypatch.chdir(tmp_path)  # no folder of that name here
+    assert main(["--estimate", "--set", "learner.model=Qwen/Qwen3-14B", "--set", "learner.zero.offload_optimizer=true"]) == 0
+    out = capsys.readouterr().out
+    assert "model Qwen/Qwen3-14B (built-in shape qwen3-14b" in out and "14.77 B parameters" in out and "fits 2 x" in out
+    local = tmp_path / "Qwen" / "Qwen3-14B"
+    local.mkdir(parents=True)  # a folder of that name is what the name means, even a wanting one
+    with pytest.raises(ConfigError, match="is not a model directory with a config.json"):
+        estimate(LearnerSettings.model_validate({"model": "Qwen/Qwen3-14B"}), 2)
+
+
 def test_the_default_small_model_is_estimated_before_it_exists(tmp_path, capsys):
     missing = tmp_path / "never-made"
     assert main(["--estimate", "--set", f"learner.small_model_dir={missing}"]) == 0

@@ -34,6 +34,11 @@ def test_a_complete_model_folder_is_accepted(lake, model_copy):
     assert prepare(settings_for(lake, model_copy))["model_dir"] == str(model_copy)
 
 
+def test_a_model_folder_that_does_not_exist_says_nothing_downloads_it(lake, tmp_path):
+    with pytest.raises(ConfigError, match=r"learner\.model: .*Qwen3-14B does not exist; .*hf download Qwen/Qwen3-14B"):
+        prepare(settings_for(lake, tmp_path / "Qwen" / "Qwen3-14B"))
+
+
 def test_a_model_without_a_chat_template_is_refused_before_the_workers(lake, model_copy):
     (model_copy / "chat_template.jinja").unlink(missing_ok=True)
     tokenizer_config = json.loads((model_copy / "tokenizer_config.json").read_text())

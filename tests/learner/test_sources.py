@@ -137,7 +137,7 @@ def test_the_help_names_the_estimates_built_in_shapes_and_what_is_refused_before
     with pytest.raises(SystemExit):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--set learner.model=qwen3-14b (or qwen3-0.6b)" in text and "remove the replaced history's later checkpoints and hf/" in text
+    assert "--set learner.model=qwen3-14b (or qwen3-0.6b; also named as on the hub, Qwen/Qwen3-14B)" in text and "remove the replaced history's later checkpoints and hf/" in text
     assert "settings CPU workers cannot run (train.attention flash_attention_2 or flex_attention, train.loss liger)" in text
 
 

@@ -201,9 +201,7 @@ def launch(settings: LearnerSettings, cluster: ClusterSettings | None = None, *,
     if echoing:
         echoing.start()
     try:
-        trainer.fit()
-    except Exception as exc:  # Ray wraps the worker's exception; keep its message, drop Ray's frames
-        raise TrajforgeError(f"training failed: {_root_message(exc)}") from exc
+        fit_run(trainer, run_dir)
     finally:
         stop.set()
         if echoing:
@@ -221,6 +219,23 @@ def launch(settings: LearnerSettings, cluster: ClusterSettings | None = None, *,
         "export": str(run_dir / "hf") if (run_dir / "hf" / "config.json").is_file() and end.get("finished") else None,
         "sources": prepared["sources"],
     }
+
+
+def fit_run(trainer, run_dir: Path) -> None:
+    """`trainer.fit()`, its failures one line: a worker's exception (Ray wraps it) its message; Ctrl-C, which Ray Train
+    turns into an abort of the run and a SystemExit(1) out of `fit`, a KeyboardInterrupt (status 130) after saying where
+    the run stands."""
+    from learner.checkpoint import complete_checkpoints
+
+    try:
+        trainer.fit()
+    except Exception as exc:
+        raise TrajforgeError(f"training failed: {_root_message(exc)}") from exc
+    except SystemExit as exc:
+        found = complete_checkpoints(run_dir)
+        log.warning("training interrupted; %s", f"the same command resumes the run from its last checkpoint, {found[-1]}" if found else
+                    "the run has no checkpoint yet, so the same command starts it over")
+        raise KeyboardInterrupt from exc
 
 
 def remove_superseded_history(settings: LearnerSettings) -> list[Path]:

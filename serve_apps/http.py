@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
+
+log = logging.getLogger(__name__)
 
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, OPTIONS", "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Company-Api-Key"}
 
@@ -77,11 +80,21 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+FORWARDED_BY_SERVE = "forwarded-by-serve-proxy"
+"""The address of every request whose peer Serve's proxy replaced while `trusted_proxies` trusts no one: one window."""
+
+
 class AddressResolver:
-    """The client's address: the peer, or X-Forwarded-For's first entry when the peer is a trusted proxy."""
+    """The client's address: the peer, or X-Forwarded-For's first entry when the peer is a trusted proxy.
+
+    Serve's HTTP proxy (uvicorn) itself puts X-Forwarded-For's host in the peer's place when the peer is one of its
+    FORWARDED_ALLOW_IPS (default this host), unless Ray was started with FORWARDED_ALLOW_IPS='' (`trajforge serve`
+    starts its Ray so). Such a request is recognised (its peer is one of the header's hosts): with trusted proxies
+    configured its first entry is taken, else it counts as FORWARDED_BY_SERVE, so a client cannot pick its window."""
 
     def __init__(self, trusted_proxies: list[str]):
         self._networks = [ipaddress.ip_network(entry, strict=False) for entry in trusted_proxies]
+        self._warned = False
 
     def _trusted(self, peer: str) -> bool:
         if not self._networks:
@@ -94,9 +107,22 @@ class AddressResolver:
 
     def resolve(self, request: Request) -> str:
         peer = request.client.host if request.client else "unknown"
-        if self._trusted(peer):
-            forwarded = request.headers.get("x-forwarded-for", "")
-            first = forwarded.split(",")[0].strip()
-            if first:
-                return first
+        forwarded = [entry.strip() for entry in request.headers.get("x-forwarded-for", "").split(",")]
+        if self._networks and (self._trusted(peer) or _replaced_by_serve(peer, forwarded)):
+            return forwarded[0] or peer
+        if _replaced_by_serve(peer, forwarded):
+            self._warn_once()
+            return FORWARDED_BY_SERVE  # the real peer is unknown; the client must not pick its own window
         return peer
+
+    def _warn_once(self) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("Serve's HTTP proxy applied X-Forwarded-For before trusted_proxies could judge it (uvicorn's "
+                        "FORWARDED_ALLOW_IPS, default 127.0.0.1): such requests share one rate-limit window. Start Ray with "
+                        "FORWARDED_ALLOW_IPS='' (trajforge serve does for a Ray it starts), and list real proxies in trusted_proxies")
+
+
+def _replaced_by_serve(peer: str, forwarded: list[str]) -> bool:
+    """Whether Serve's proxy put an X-Forwarded-For entry in the peer's place (the peer is one of the header's hosts)."""
+    return any(entry and (entry == peer or entry.rsplit(":", 1)[0].strip("[]") == peer) for entry in forwarded)

@@ -18,11 +18,15 @@ from trajforge.settings.serve_file import ServeFile
 
 log = logging.getLogger(__name__)
 
+PROXY_HEADERS_ENV = {"FORWARDED_ALLOW_IPS": ""}
+"""For a Ray started here: Serve's HTTP proxy (uvicorn) leaves X-Forwarded-For to the applications' trusted_proxies
+(by default it applies the header itself for peers on this host, so a local client could pick its own address)."""
+WILDCARD_HOSTS = ("0.0.0.0", "::")
+
 # Ray Serve's direct ingress: every application's replicas also answer HTTP on a port of their own
 # (30000 and up), so a client can skip the Python proxy. Read by the Serve controller and replicas at
 # start, so it must be in the environment Ray starts with. Serve keeps a stopping direct-ingress
 # replica open 30 s for load balancers to notice; for clients that talk to replicas, 2 s is enough.
-WILDCARD_HOSTS = ("0.0.0.0", "::")
 DIRECT_INGRESS_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
 DEPLOYED: list[str] = []
 """The applications `deploy` has (begun to) run from this process: all that `shutdown` may delete on a joined cluster."""
@@ -61,6 +65,8 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
     if direct_ingress:
         for name, value in DIRECT_INGRESS_ENV.items():
             os.environ.setdefault(name, value)
+    for name, value in PROXY_HEADERS_ENV.items():  # a Ray started here: X-Forwarded-For judged by trusted_proxies alone
+        os.environ.setdefault(name, value)
     connect(address)
     if detached and started_ray_here():
         ray.shutdown()

@@ -130,7 +130,8 @@ def test_plain_serve_run_of_the_config_file_honours_the_variables(tmp_path):
     config_path = tmp_path / "serve.yaml"
     config_path.write_text(yaml.safe_dump(config))
     lake = tmp_path / "env-lake"
-    environ = dict(os.environ, TRAJFORGE__INGEST__LAKE=str(lake), TRAJFORGE__INGEST__RATE_LIMITS__PER_ADDRESS_PER_MINUTE="0")
+    environ = dict(os.environ, TRAJFORGE__INGEST__LAKE=str(lake), TRAJFORGE__INGEST__RATE_LIMITS__PER_ADDRESS_PER_MINUTE="5")
+    environ.pop("FORWARDED_ALLOW_IPS", None)  # Serve's proxy as `serve run` starts it: uvicorn's default, this host trusted
     process = subprocess.Popen([str(Path(sys.executable).parent / "serve"), "run", str(config_path)], cwd=REPO, env=environ,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -140,6 +141,10 @@ def test_plain_serve_run_of_the_config_file_honours_the_variables(tmp_path):
         with IngestClient(f"http://127.0.0.1:{port}", max_retries=0) as client:
             assert open_session(client).send_chunk(steps(2))["status"] == 200
         assert (lake / "registry" / "ingest.db").exists()
+        # This Ray's Serve proxy applies X-Forwarded-For from this host itself (uvicorn's default); the ingest app, which
+        # trusts no proxy, still keeps such requests in one window: a client cannot pick a fresh address per request.
+        statuses = [httpx.get(f"http://127.0.0.1:{port}/health", headers={"x-forwarded-for": f"10.7.0.{i}"}).status_code for i in range(6)]
+        assert statuses == [200] * 5 + [429]
     finally:
         _kill_tree(process)
 

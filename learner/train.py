@@ -127,11 +127,17 @@ def wait_for_resources(per_worker: dict[str, float], count: int, on_gpu: bool, t
     if missing:
         raise TrajforgeError(f"the learner's {count} workers need {needed} and the Ray cluster has only "
                              f"{ {name: total.get(name, 0.0) for name in needed} }; lower learner.workers.count or cpus_per_worker")
-    deadline = time.monotonic() + timeout_s
+    deadline, told = time.monotonic() + timeout_s, False
     while True:
         free = ray.available_resources()
-        if all(free.get(name, 0.0) + 1e-9 >= amount for name, amount in needed.items()):
+        short = {name: round(free.get(name, 0.0), 3) for name, amount in needed.items() if free.get(name, 0.0) + 1e-9 < amount}
+        if not short:
             return
+        if not told:  # else the command would say nothing until the timeout
+            told = True
+            log.warning("the learner's %d workers need %s and only %s is free: waiting up to %g s (learner.workers.start_timeout_s) for "
+                        "other work to release it (`ray status` shows what holds it)%s", count, needed, short, timeout_s,
+                        "; a lower learner.workers.cpus_per_worker may start now" if "CPU" in short else "")
         if time.monotonic() > deadline:
             raise TrajforgeError(f"the learner's {count} workers need {needed}; after {timeout_s:g} s only "
                                  f"{ {name: round(free.get(name, 0.0), 3) for name in needed} } is free (other jobs hold the rest)")

@@ -10,10 +10,10 @@ from trajforge import metric_names as names
 
 
 def endpoint(path: str) -> str:
-    """The `endpoint` tag of a path below the front's route prefix: chat_completions, completions, embeddings, models, or other."""
+    """The `endpoint` tag of a path below the front's route prefix: chat_completions, completions, responses, embeddings, models, or other."""
     if path == "/v1/models" or path.startswith("/v1/models/"):
         return "models"
-    for name in ("chat/completions", "completions", "embeddings"):
+    for name in ("chat/completions", "completions", "responses", "embeddings"):
         if path == f"/v1/{name}":
             return name.replace("/", "_")
     return "other"

@@ -27,18 +27,19 @@ from starlette.responses import Response, StreamingResponse
 from actors.engines.live_text import text_stream
 from actors.engines.types import Completion, GenerationRequest
 from serve_apps.embed.forward import EmbeddingsForwarder
-from serve_apps.generate import openai_api
+from serve_apps.generate import openai_api, responses_api
 from serve_apps.generate.chat_message import LiveMessage
 from serve_apps.generate.metrics import GenerateMetrics, endpoint
 from serve_apps.generate.settings import GenerateSettings
-from serve_apps.generate.streaming import DONE, event, server_sent_events
+from serve_apps.generate.responses_stream import ResponseEvents
+from serve_apps.generate.streaming import ChatEvents, server_sent_events
 from serve_apps.http import CORS, HTTPError, app_path, json_response, openai_error, read_body
 from trajforge.constants import EMBEDDING_MODEL_NAME
 
 
 log = logging.getLogger("trajforge.generate")
 SSE_HEADERS = {**CORS, "Cache-Control": "no-cache"}
-POST_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+POST_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings")
 
 
 def build_engine(settings: GenerateSettings):
@@ -171,12 +172,14 @@ class GenerateService:
                 raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}; use GET", headers={"Allow": "GET"})
             return await self.models(path[len("/v1/models/"):])
         if path not in POST_ROUTES:
-            raise HTTPError(404, "not_found", f"no route {request.url.path}: use /v1/chat/completions, /v1/completions, /v1/embeddings, "
-                                              "/v1/models or /health")
+            raise HTTPError(404, "not_found", f"no route {request.url.path}: use /v1/chat/completions, /v1/completions, /v1/responses, "
+                                              "/v1/embeddings, /v1/models or /health")
         if request.method != "POST":
             raise HTTPError(405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}; use POST", headers={"Allow": "POST"})
         if path == "/v1/embeddings":
             return await self.embeddings(request)
+        if path == "/v1/responses":
+            return await self.respond(request)
         return await self.complete(request, chat=path == "/v1/chat/completions")
 
     async def models(self, model_id: str) -> Response:
@@ -203,8 +206,40 @@ class GenerateService:
             raise HTTPError(400, "invalid_request_error", '"echo" of a prompt given as token ids needs the model\'s tokenizer, '
                                                           "which this front does not have: send the prompt as text", param="echo")
         self.metrics.add("requests")
-        if parsed.stream and len(parsed.requests) == 1 and not parsed.logprobs and hasattr(self.engine, "stream_text" if self.uses_actors else "generate_streaming"):
-            return await self.live(parsed)
+        if parsed.stream and self._streams_live(parsed):
+            first, items = await self._live_start(parsed)
+            return _event_stream(self._live_events(parsed, first, items, ChatEvents(parsed, self.model_name, tokenizer)))
+        completions = await self._completions(parsed)
+        if not parsed.stream:
+            return json_response(200, openai_api.answer(parsed, completions, self.model_name, tokenizer))
+        events = [event for index, completion in enumerate(completions)
+                  for event in openai_api.token_chunks(parsed, self.model_name, index, completion, tokenizer)]
+        if parsed.include_usage:
+            events.append(openai_api.usage_chunk(parsed, self.model_name, completions))
+        return StreamingResponse(server_sent_events(events), media_type="text/event-stream", headers=SSE_HEADERS)
+
+    async def respond(self, request: Request) -> Response:
+        """OpenAI's Responses API (`responses_api.py`): the body as a chat request, its answer as a Response object,
+        streamed as the Responses events (`responses_stream.py`) from the chat answer's live deltas."""
+        body = _load_json(await read_body(request, self.settings.max_body_bytes))
+        asked, parsed = responses_api.parse(body, model_name=self.model_name, max_tokens_limit=self.settings.max_tokens_limit,
+                                            reasoning_parser=self.settings.reasoning_parser)
+        self.metrics.add("requests")
+        if not parsed.stream:
+            (completion,) = await self._completions(parsed)
+            return json_response(200, responses_api.response(asked, parsed, completion, self.model_name, getattr(self.engine, "tokenizer", None)))
+        if self._streams_live(parsed):
+            first, items = await self._live_start(parsed)
+        else:  # an engine that cannot stream: the finished answer, as the same events
+            (first,), items = await self._completions(parsed), _no_more()
+        shape = ResponseEvents(asked, parsed, self.model_name, getattr(self.engine, "tokenizer", None))
+        return _event_stream(self._live_events(parsed, first, items, shape))
+
+    def _streams_live(self, parsed: openai_api.Parsed) -> bool:
+        return len(parsed.requests) == 1 and not parsed.logprobs and hasattr(self.engine, "stream_text" if self.uses_actors else "generate_streaming")
+
+    async def _completions(self, parsed: openai_api.Parsed) -> list[Completion]:
+        """The parsed request's completions, from the actors or this replica's engine; a failed one is the answer (raised)."""
         if self.uses_actors:
             try:
                 completions = await self.engine.generate_async(parsed.requests)
@@ -217,13 +252,7 @@ class GenerateService:
         failed = next((completion for completion in completions if completion.finish_reason == "error"), None)
         if failed is not None:
             raise _failure(failed)
-        if not parsed.stream:
-            return json_response(200, openai_api.answer(parsed, completions, self.model_name, tokenizer))
-        events = [event for index, completion in enumerate(completions)
-                  for event in openai_api.token_chunks(parsed, self.model_name, index, completion, tokenizer)]
-        if parsed.include_usage:
-            events.append(openai_api.usage_chunk(parsed, self.model_name, completions))
-        return StreamingResponse(server_sent_events(events), media_type="text/event-stream", headers=SSE_HEADERS)
+        return completions
 
     async def _generate_here(self, requests: list[GenerationRequest]) -> list[Completion]:
         """The requests on this replica's engine; a client that goes away (Serve cancels its handler) stops the
@@ -247,17 +276,18 @@ class GenerateService:
 
         return self._engine_thread.submit(counted)
 
-    async def live(self, parsed: openai_api.Parsed) -> Response:
+    async def _live_start(self, parsed: openai_api.Parsed):
         """One choice streamed while the model samples it: text as it becomes final, one event per piece (no
         log-probabilities; a client that asks for them gets the events once the completion is done). A client that
-        goes away stops the model. An engine that fails before any text gives a real error status."""
+        goes away stops the model. An engine that fails before any text gives a real error status: the first item is
+        awaited here, before the answer's status is sent."""
         (request,) = parsed.requests
         items = self.engine.stream_text(request) if self.uses_actors else self._engine_stream(request)
         first = await anext(items)
         if isinstance(first, Completion) and first.finish_reason == "error":
             await items.aclose()
             raise _failure(first)
-        return StreamingResponse(self._live_events(parsed, first, items), media_type="text/event-stream", headers=SSE_HEADERS)
+        return first, items
 
     async def _engine_stream(self, request: GenerationRequest):
         """`text_stream` over this replica's engine, read from a worker thread so the event loop never waits on it."""
@@ -269,42 +299,46 @@ class GenerateService:
         finally:
             cancelled.set()  # the engine stops at its next token
 
-    def _delta_event(self, parsed: openai_api.Parsed, delta: dict[str, Any]) -> dict[str, Any]:
-        """A chat delta, or a completion's text, as one streamed event of choice 0."""
-        return openai_api.delta_chunk(parsed, self.model_name, 0, delta.get("content", ""), delta=delta if parsed.chat else None)
-
-    async def _live_events(self, parsed: openai_api.Parsed, first: str | Completion, items):
-        model, completion, failed = self.model_name, None, False
+    async def _live_events(self, parsed: openai_api.Parsed, first: str | Completion, items, shape):
+        """The answer's events in a route's `shape` (`streaming.ChatEvents`, `responses_stream.ResponseEvents`), from its
+        deltas: reasoning, content up to a tool call, then the calls."""
+        completion, failed = None, False
         try:
-            if parsed.chat:
-                yield event(openai_api.delta_chunk(parsed, model, 0, "", first=True))
-            elif parsed.echo:
-                yield event(openai_api.delta_chunk(parsed, model, 0, openai_api.echoed(parsed, 0, getattr(self.engine, "tokenizer", None))))
-            item, parts = first, LiveMessage(parsed)  # reasoning, content up to a tool call, then the calls
+            for payload in shape.start():
+                yield shape.frame(payload)
+            item, parts = first, LiveMessage(parsed)
             while not isinstance(item, Completion):
                 for delta in parts.add(item):
-                    yield event(self._delta_event(parsed, delta))
+                    for payload in shape.delta(delta):
+                        yield shape.frame(payload)
                 item = await anext(items)
             completion = item
             if completion.finish_reason == "error":
-                yield event(_stream_error(completion.error or "the engine failed"))
+                yield shape.frame(_stream_error(completion.error or "the engine failed"))
             else:
                 deltas, finish_reason = parts.finish(completion.text, completion.finish_reason)
-                for delta in deltas:
-                    yield event(self._delta_event(parsed, delta))
-                yield event(openai_api.delta_chunk(parsed, model, 0, "", ended=completion, finish_reason=finish_reason))
-                if parsed.include_usage:
-                    yield event(openai_api.usage_chunk(parsed, model, [completion]))
-            yield DONE
+                for payload in [payload for delta in deltas for payload in shape.delta(delta)] + shape.end(completion, finish_reason):
+                    yield shape.frame(payload)
+            yield shape.closing
         except Exception as exc:  # the engine or an actor failed mid-stream (an actor died for good): said in the stream
             log.exception("a streamed generation failed")
             failed = True
-            yield event(_stream_error(f"{type(exc).__name__}: {exc}"))
-            yield DONE
+            yield shape.frame(_stream_error(f"{type(exc).__name__}: {exc}"))
+            yield shape.closing
         finally:
             if completion is None and not failed:
                 self.metrics.add("streams_hung_up")
             await items.aclose()
+
+
+async def _no_more():
+    """The rest of a stream whose first item was its whole Completion."""
+    return
+    yield
+
+
+def _event_stream(events) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def _refuse_constant(name: str):

@@ -279,8 +279,9 @@ def output_items(said: dict[str, Any], finish_reason: str) -> list[dict[str, Any
 
 
 def usage(parsed: openai_api.Parsed, completion: Completion, tokenizer: Any) -> dict[str, Any]:
+    thinking = _reasoning_tokens(parsed, completion, tokenizer)
     return {"input_tokens": completion.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": completion.completion_tokens, "output_tokens_details": {"reasoning_tokens": _reasoning_tokens(parsed, completion, tokenizer)},
+            "output_tokens": completion.completion_tokens, "output_tokens_details": {"reasoning_tokens": thinking},
             "total_tokens": completion.prompt_tokens + completion.completion_tokens}
 
 

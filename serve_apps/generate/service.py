@@ -1,10 +1,12 @@
-"""The OpenAI-compatible HTTP front: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`, `/health`.
+"""The OpenAI-compatible HTTP front: `/v1/chat/completions`, `/v1/completions`, `/v1/responses`, `/v1/embeddings`,
+`/v1/models`, `/health`.
 
 External tools and the teacher loop use local models through it exactly as they use remote ones,
 with OpenAI's SDKs pointed at `<url>/generate/v1`. The request and answer shapes are in
 `openai_api`; `stream: true` answers as server-sent events (`streaming`): live from a model in this
 replica or from a GenerationActor (`actors.engines.live_text`), else once the completions are
-finished, one event per token with its log-probability.
+finished, one event per token with its log-probability. `/v1/responses` (OpenAI's Responses API, `responses_api`) is a
+chat request underneath, its answer a Response object, streamed as the Responses events (`responses_stream`).
 `/v1/embeddings` is answered by the embed application.
 """
 

@@ -55,7 +55,8 @@ def test_text_with_instructions_is_the_chat_answer_as_a_response(client, engine)
 
 def test_a_multi_turn_input_list_is_the_same_conversation_on_chat(client):
     turns = [{"role": "developer", "content": INSTRUCTIONS},
-             {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "rename "}, {"type": "input_text", "text": "fetch_user"}]},
+             {"type": "message", "role": "user",
+              "content": [{"type": "input_text", "text": "rename "}, {"type": "input_text", "text": "fetch_user"}]},
              {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "to what?"}]},
              {"role": "user", "content": "load_user"}]
     chat = [{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": "rename fetch_user"},
@@ -267,3 +268,23 @@ def test_store_and_other_hints_are_accepted_and_change_nothing():
                                   safety_identifier="s", prompt_cache_key="k", text={"format": {"type": "text"}})
     assert plain.output_text == hinted.output_text == "fine" and sent[0] == sent[1]
     assert (hinted.metadata, hinted.user) == ({"run": "7"}, "u1")
+
+
+def test_usage_counts_the_thinking_tokens_up_to_the_end_of_the_thought():
+    from actors.engines.types import Completion
+    from serve_apps.generate import responses_api
+
+    class Tokenizer:
+        unk_token_id = 0
+
+        @staticmethod
+        def convert_tokens_to_ids(token):
+            return {"</think>": 9}.get(token, 0)
+
+    _, parsed = responses_api.parse({"input": "x"}, model_name="small", max_tokens_limit=64, reasoning_parser="qwen3")
+    thought = Completion(text="R\n</think>\n\nA", token_ids=[5, 6, 9, 7, 8], prompt_tokens=4, completion_tokens=5)
+    cut = Completion(text="<think>\nstill thinking", token_ids=[5, 6, 7], prompt_tokens=4, completion_tokens=3, finish_reason="length")
+    assert responses_api.usage(parsed, thought, Tokenizer())["output_tokens_details"] == {"reasoning_tokens": 3}
+    assert responses_api.usage(parsed, cut, Tokenizer())["output_tokens_details"] == {"reasoning_tokens": 3}  # all thinking
+    _, plain = responses_api.parse({"input": "x"}, model_name="small", max_tokens_limit=64, reasoning_parser=None)
+    assert responses_api.usage(plain, thought, Tokenizer())["output_tokens_details"] == {"reasoning_tokens": 0}

@@ -49,3 +49,22 @@ def test_a_python_m_command_ends_quietly_when_its_reader_leaves_and_130_on_ctrl_
         raise KeyboardInterrupt
 
     assert module_main("pipelines.example", "doc", lambda parser: None, lambda args: (), interrupted, []) == 130
+
+
+def test_python_m_help_wraps_a_one_line_epilog_and_keeps_a_docstrings_lines(capsys, monkeypatch):
+    from trajforge.cli.common import module_main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    epilog = "A run writes its folder and prints its metrics. " * 6
+    description = "First line of a docstring.\n\n    an indented example line that stays as written"
+
+    def add_arguments(parser):
+        parser.epilog = epilog
+
+    with pytest.raises(SystemExit):
+        module_main("pipelines.example", description, add_arguments, lambda args: (), lambda args: 0, ["--help"])
+    shown = capsys.readouterr().out
+    assert "\n    an indented example line that stays as written\n" in shown
+    tail = shown[shown.index("A run writes"):].splitlines()
+    assert len(tail) > 1 and all(len(line) <= 100 for line in tail)
+    assert " ".join(tail).split() == epilog.split()

@@ -4,7 +4,9 @@ of a component, which takes the same ones and checks `--set` as the `trajforge` 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import textwrap
 from collections.abc import Callable
 
 NESTED_ASSIGNMENTS = "verb_assignments"
@@ -69,6 +71,8 @@ def module_main(module: str, description: str, add_arguments: Callable[[argparse
 
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
+    # Raw keeps a docstring's own lines; a text written as one line (a command's epilog) is wrapped as argparse would
+    parser.description, parser.epilog = (_filled(text) for text in (parser.description, parser.epilog))
     common_arguments(parser, command=module)
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_json)
@@ -83,3 +87,10 @@ def module_main(module: str, description: str, add_arguments: Callable[[argparse
             return 130
 
     return quiet_when_reader_leaves(run)
+
+
+def _filled(text: str | None) -> str | None:
+    """A one-line help text wrapped to the terminal's width (at most 100 columns); text with its own lines as written."""
+    if not text or "\n" in text:
+        return text
+    return textwrap.fill(text, width=min(shutil.get_terminal_size().columns, 100) - 2)

@@ -104,6 +104,9 @@ class Lake:
         if path.name.endswith(".partial"):
             raise TrajforgeError(f"{path} is the work folder of a build that has not finished (or was killed); "
                                  f"use a finished build in {self.curated}")
+        if not path.exists():
+            raise TrajforgeError(f"no build {build!r}: {path} does not exist; name a build id in {self.curated}, `latest`, "
+                                 "or a build folder")
         if not (path / "manifest.json").is_file():
             raise TrajforgeError(f"{path} is not a complete build (no manifest.json); list builds in {self.curated}")
         return path

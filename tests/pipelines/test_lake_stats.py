@@ -232,10 +232,13 @@ def test_a_reader_that_closes_the_pipe_early_ends_it_quietly(lake, as_json):
 def test_no_build_is_a_clear_error(tmp_path, capsys):
     assert _stats(["--lake", str(tmp_path / "empty")]) == 2
     assert "no build in" in capsys.readouterr().err
-    with pytest.raises(TrajforgeError, match="not a complete build"):
-        from trajforge.lake import Lake
+    from trajforge.lake import Lake
 
+    with pytest.raises(TrajforgeError, match="no build 'b-missing': .* does not exist"):
         Lake.at(tmp_path).resolve_build("b-missing")
+    (tmp_path / "curated" / "b-torn").mkdir(parents=True)
+    with pytest.raises(TrajforgeError, match="not a complete build"):
+        Lake.at(tmp_path).resolve_build("b-torn")
 
 
 def test_a_missing_or_damaged_part_is_a_clear_error(lake, tmp_path, capsys):

@@ -4,6 +4,7 @@ Ray job's working-dir copy against the project checkout."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,8 +48,9 @@ def test_relative_paths_resolve_against_the_checkout_and_absolute_ones_stay(tmp_
 
 def test_without_a_checkout_relative_paths_are_refused_by_name(monkeypatch):
     monkeypatch.setattr("trajforge.settings.job_paths.project_checkout", lambda environ=None: None)
-    with pytest.raises(ConfigError, match=r"build\.lake=lake.*--lake /shared/lake.*TRAJFORGE_HOME"):
+    with pytest.raises(ConfigError, match=r"build\.lake=lake.*--lake /shared/lake.*TRAJFORGE_HOME") as refused:
         rebase_in_job({"build.lake": "lake"}, "--lake /shared/lake", JOB_ENV)
+    assert sys.executable in str(refused.value) and "activate the project's .venv before `ray start`" in str(refused.value)
 
 
 @pytest.mark.parametrize("argv, module, missing", [

@@ -21,6 +21,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -81,7 +82,9 @@ def rebase_in_job(paths: Mapping[str, str | Path | None], example: str,
         raise ConfigError(f"this Ray job runs in a temporary copy of --working-dir, so these relative paths would point into it "
                           f"and their data would be lost: {named}. Pass absolute paths on storage the cluster shares, e.g. "
                           f"{example}, or name the project folder with --runtime-env-json "
-                          f"'{{\"env_vars\": {{\"{HOME_VARIABLE}\": \"/path/to/trajforge\"}}}}'")
+                          f"'{{\"env_vars\": {{\"{HOME_VARIABLE}\": \"/path/to/trajforge\"}}}}'. (The project is found through "
+                          f"the editable install `make venv` makes; this job's python, {sys.executable}, has none: jobs run the "
+                          "python on the PATH `ray start` saw, so activate the project's .venv before `ray start`.)")
     rebased = [(field, str(root / path)) for field, path in relative.items()]
     log.info("relative paths resolved against the project checkout %s: %s", root, ", ".join(f"{f}={p}" for f, p in rebased))
     return rebased

@@ -288,3 +288,35 @@ def test_usage_counts_the_thinking_tokens_up_to_the_end_of_the_thought():
     assert responses_api.usage(parsed, cut, Tokenizer())["output_tokens_details"] == {"reasoning_tokens": 3}  # all thinking
     _, plain = responses_api.parse({"input": "x"}, model_name="small", max_tokens_limit=64, reasoning_parser=None)
     assert responses_api.usage(plain, thought, Tokenizer())["output_tokens_details"] == {"reasoning_tokens": 0}
+
+
+def test_an_engine_that_fails_mid_stream_ends_the_events_with_an_error_the_sdk_raises(engine):
+    """Live from an engine in the replica: what was sampled is sent, then the failure, in the shape chat streams use."""
+    from serve_apps.generate.service import GenerateService
+    from serve_apps.generate.settings import GenerateSettings
+
+    class Failing:
+        name, model, tokenizer = "failing", "small", engine.tokenizer
+
+        def generate(self, requests):
+            raise AssertionError("the stream is live")
+
+        def generate_streaming(self, request, on_token, cancelled=None):
+            for token in engine.tokenizer.encode("hello there"):
+                on_token(token)
+            raise RuntimeError("the GPU fell off the bus")
+
+        def health(self):
+            return {"engine": self.name}
+
+    service = GenerateService(GenerateSettings(served_model_name="small", embed_app=None), engine=Failing())
+    sdk = openai.OpenAI(base_url="http://front/generate/v1", api_key="unused", max_retries=0,
+                        http_client=httpx.Client(transport=FrontTransport(service)))
+    events = []
+    with pytest.raises(openai.APIError, match="the GPU fell off the bus"):
+        for event in sdk.responses.create(model="small", input="x", stream=True):
+            events.append(event)
+    assert [event.type for event in events][:4] == ["response.created", "response.in_progress", "response.output_item.added",
+                                                    "response.content_part.added"]
+    assert "".join(event.delta for event in events if event.type == "response.output_text.delta") == "hello there"
+    assert service.metrics.counts["streams_hung_up"] == 0

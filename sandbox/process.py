@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 _warned_no_jail = False
 NSJAIL_SETUP_FAILED = ("Launching child process failed", "Couldn't launch the child process", "Couldn't prepare sandboxing policy")
 NSJAIL_TIME_LIMIT = "run time >= time limit"
+# How nsjail's log ends a run: its exit status is 128+N both for a signal N and for a program that exits 128+N itself.
+NSJAIL_ENDED = re.compile(r"\) (?:exited with status: (\d+)|terminated with signal: \w+ \((\d+)\))")
 CHUNK = 65536
 
 
@@ -176,8 +179,12 @@ def _report(settings, returncode, wall, usage, capture, timed_out, group, run_di
         raise JailUnavailable(f"bubblewrap could not start the jail: {stderr.text.strip()[:500]}"
                               " (as root, bwrap runs as sandbox.uid: the workspaces root and toolchain must be readable by it)")
     exit_code, signal_number = returncode, None
+    ended = NSJAIL_ENDED.findall(nsjail_log)
     if returncode < 0:
         exit_code, signal_number = None, -returncode
+    elif ended and returncode > 128:  # nsjail's log tells a signal from a program that exited 128+N itself
+        status, killed_by = ended[-1]
+        exit_code, signal_number = (None, int(killed_by)) if killed_by else (int(status), None)
     elif settings.jail != "none" and returncode > 128 and returncode - 128 < signal.NSIG:
         exit_code, signal_number = None, returncode - 128  # nsjail and bwrap report a signal as 128+N
     stats = group.stats() if group is not None else None

@@ -36,6 +36,12 @@ def test_endless_loop_hits_the_time_limit(tight_box, workspace):
     assert tight_box.settings.wall_time_s <= time.monotonic() - started < tight_box.settings.wall_time_s + 4
 
 
+@pytest.mark.parametrize("status", [137, 130, 159])
+def test_a_program_that_exits_128_plus_n_itself_is_an_exit_status_not_a_signal(box, workspace, status):
+    result = run_python(box, workspace, f"import sys\nsys.exit({status})\n")  # nsjail exits 128+N for signal N too
+    assert (result.exit_code, result.signal, result.limits_hit) == (status, None, [])
+
+
 def test_a_gigabyte_of_output_is_cut_and_reported(tight_box, workspace):
     result = run_python(tight_box, workspace, "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(1024): sys.stdout.write(chunk)\n")
     assert "output" in result.limits_hit

@@ -74,7 +74,8 @@ def _write_files(files: Mapping[str, str | bytes], workspace: Path) -> None:
 
 
 def _copy_directory(source: Path, workspace: Path) -> None:
-    """Copy regular files and directories; a symlink is kept only when it stays inside the snapshot."""
+    """Copy regular files and directories; a symlink is kept only when it stays inside the snapshot. A name that is
+    not portable (see `check_relative_path`) is refused, as in a {path: content} snapshot."""
     if not source.is_dir():
         raise InvalidAction(f"snapshot directory {source} does not exist")
     source = source.resolve()
@@ -82,6 +83,10 @@ def _copy_directory(source: Path, workspace: Path) -> None:
         relative_dir = Path(directory).relative_to(source)
         for name in [*dirnames, *filenames]:
             path, relative = Path(directory) / name, relative_dir / name
+            try:  # the same portable names as a {path: content} snapshot (and an action's paths) must have
+                check_relative_path(relative.as_posix())
+            except ValueError as exc:
+                raise InvalidAction(f"snapshot entry {relative}: {exc}") from None
             mode = os.lstat(path).st_mode
             if stat.S_ISLNK(mode):
                 target = os.readlink(path)

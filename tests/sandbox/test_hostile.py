@@ -216,6 +216,15 @@ def test_bad_workspace_files_are_refused(box, files, message):
         box.prepare_workspace("bad-files", files)
 
 
+@pytest.mark.parametrize("name,message", [("CON.py", "device name"), ("a:b.py", "':'"), ("notes.", "trailing dot")])
+def test_a_snapshot_directory_with_a_name_that_is_not_portable_is_refused_like_files_given_as_a_dict(box, tmp_path, name, message):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / name).write_text("print(1)\n")  # an action's paths could not name it
+    with pytest.raises(InvalidAction, match=f"snapshot entry src/{name}: .*{message}"):
+        box.prepare_workspace("bad-names", tmp_path)
+    assert not list(box.settings.workspaces_root.glob("bad-names--*"))
+
+
 @pytest.mark.parametrize("task_id", ["../x", "a/b", "", "a--b", "x" * 200])
 def test_bad_task_ids_are_refused(box, task_id):
     with pytest.raises(InvalidAction, match="task id"):

@@ -200,8 +200,9 @@ class TestSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     command: list[str] | str | None = None
-    """The command (argv list or a shell line); default by framework: pytest -q, node --test, or the Java runner."""
-    framework: Literal["auto", "pytest", "node", "java"] = "auto"
+    """The command (argv list or a shell line); default by framework: pytest -q, python -m unittest, node --test, or the
+    Java runner."""
+    framework: Literal["auto", "pytest", "unittest", "node", "java"] = "auto"
     """How to read the counts; `auto` guesses from the command or the workspace's files."""
 
 

@@ -33,6 +33,7 @@ echo "java tests: $passed passed, $failed failed"
 SHELLS = {"sh", "bash", "dash", "zsh", "ksh", "csh", "tcsh", "fish", "busybox"}
 DEFAULTS = {
     "pytest": [sys.executable, "-m", "pytest", "-q"],
+    "unittest": [sys.executable, "-m", "unittest"],
     "node": ["node", "--test"],
     "java": ["/bin/sh", "-c", JAVA_SCRIPT],
 }
@@ -41,6 +42,9 @@ COUNTERS = {
     "node": {"passed": r"^[#ℹ] pass (\d+)", "failed": r"^[#ℹ] fail (\d+)", "errors": r"^[#ℹ] cancelled (\d+)", "skipped": r"^[#ℹ] skipped (\d+)"},
     "java": {"passed": r"(\d+) passed|\[\s*(\d+) tests successful", "failed": r"(\d+) failed|\[\s*(\d+) tests failed",
              "errors": r"Errors: (\d+)", "skipped": r"Skipped: (\d+)|\[\s*(\d+) tests skipped"},
+    # `python -m unittest` ends with "Ran N tests" and "OK" or "FAILED (failures=F, errors=E, skipped=S)"
+    "unittest": {"ran": r"^Ran (\d+) tests? in", "failed": r"^(?:OK|FAILED) \((?:.*, )?failures=(\d+)",
+                 "errors": r"^(?:OK|FAILED) \((?:.*, )?errors=(\d+)", "skipped": r"^(?:OK|FAILED) \((?:.*, )?skipped=(\d+)"},
 }
 
 
@@ -65,7 +69,7 @@ def parse_spec(spec: TestSpec | Mapping[str, Any] | str | list[str] | None) -> T
 
 def _guess(command: list[str], workspace: Path) -> str:
     words = " ".join(command)
-    for framework, marker in (("pytest", "pytest"), ("node", "node"), ("java", "java")):
+    for framework, marker in (("pytest", "pytest"), ("unittest", "unittest"), ("node", "node"), ("java", "java")):
         if marker in words:
             return framework
     names = {path.suffix for path in workspace.rglob("*") if not path.is_symlink()}
@@ -75,7 +79,7 @@ def _guess(command: list[str], workspace: Path) -> str:
         return "node"
     if ".java" in names:
         return "java"
-    raise InvalidAction("cannot tell which tests to run: give a command or framework (pytest, node, java)")
+    raise InvalidAction("cannot tell which tests to run: give a command or framework (pytest, unittest, node, java)")
 
 
 def resolve(spec: TestSpec, workspace: Path, allowed: list[str]) -> tuple[str, list[str]]:
@@ -120,4 +124,6 @@ def count(framework: str, output: str) -> dict[str, int]:
         found = re.findall(pattern, output, flags=re.MULTILINE)
         values = [int(next(group for group in match if group)) if isinstance(match, tuple) else int(match) for match in found]
         counts[name] = values[-1] if values else 0
+    if framework == "unittest":  # unittest prints how many ran; passed are the rest
+        counts["passed"] = max(0, counts.pop("ran") - counts["failed"] - counts["errors"] - counts["skipped"])
     return counts

@@ -98,10 +98,26 @@ def test_an_invalid_action_is_logged_as_invalid_with_why_and_what_was_given_capp
     ("node", "✔ a (1ms)\nℹ tests 2\nℹ pass 2\nℹ fail 0\n", (2, 0, 0, 0)),
     ("java", "java tests: 3 passed, 1 failed\n", (3, 1, 0, 0)),
     ("java", "[         5 tests successful      ]\n[         2 tests failed          ]\n", (5, 2, 0, 0)),
+    ("unittest", "..\n------\nRan 5 tests in 0.002s\n\nFAILED (failures=1, errors=1, skipped=1)\n", (2, 1, 1, 1)),
+    ("unittest", "Ran 3 tests in 0.001s\n\nOK (skipped=1, expected failures=1)\n", (2, 0, 0, 1)),
 ])
 def test_counts_are_read_from_each_runner(framework, output, expected):
     got = count(framework, output)
     assert (got["passed"], got["failed"], got["errors"], got["skipped"]) == expected
+
+
+def test_unittest_runs_in_the_jail_with_its_counts(box):
+    ws = box.prepare_workspace("unittest", {"test_a.py": (
+        "import unittest\n\nclass T(unittest.TestCase):\n    def test_ok(self):\n        pass\n\n    def test_bad(self):\n"
+        "        self.assertEqual(1, 2)\n\n    def test_error(self):\n        raise ValueError\n\n"
+        "    @unittest.skip('x')\n    def test_skipped(self):\n        pass\n")})
+    try:
+        results = [box.run_tests(ws, "python -m unittest"), box.run_tests(ws, {"framework": "unittest"})]
+    finally:
+        box.cleanup(ws)
+    for result in results:  # they were read as pytest's output: 0 passed, 0 failed
+        assert (result.framework, result.passed, result.failed, result.errors, result.skipped) == ("unittest", 1, 1, 1, 1)
+        assert result.exit_code == 1 and not result.ok
 
 
 def test_node_tests_run_in_the_jail(box):

@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from sandbox.languages import normalize_language
 from trajforge.errors import TrajforgeError
@@ -176,6 +176,13 @@ class RunReport(BaseModel):
     limits_hit: list[Limit] = Field(default_factory=list)
     jail: str = "nsjail"
     """The isolation that ran it: nsjail, bwrap or none."""
+    _tails: dict[str, str] = PrivateAttr(default_factory=dict)
+    """The last bytes of a truncated stream (not in the result): where a test runner prints its counts."""
+
+    def output_for_counts(self) -> str:
+        """stdout then stderr as a test runner's counts are read from them: each kept start, then its end when cut."""
+        return "\n".join(stream.text + ("\n" + self._tails.get(name, "") if stream.truncated else "")
+                         for name, stream in (("stdout", self.stdout), ("stderr", self.stderr)))
 
 
 class SandboxResult(RunReport):

@@ -30,6 +30,8 @@ NSJAIL_TIME_LIMIT = "run time >= time limit"
 # How nsjail's log ends a run: its exit status is 128+N both for a signal N and for a program that exits 128+N itself.
 NSJAIL_ENDED = re.compile(r"\) (?:exited with status: (\d+)|terminated with signal: \w+ \((\d+)\))")
 CHUNK = 65536
+TAIL_BYTES = 64 << 10
+"""Of a stream cut at the cap, its last bytes are kept too (not in the result) for the test runner's counts."""
 
 
 class _Capture:
@@ -39,6 +41,7 @@ class _Capture:
         self.cap, self.kill_at, self.on_exceeded = cap, kill_at, on_exceeded
         self.kept = {"stdout": bytearray(), "stderr": bytearray()}
         self.total = {"stdout": 0, "stderr": 0}
+        self.tail = {"stdout": bytearray(), "stderr": bytearray()}
         self.exceeded = False
         self._lock = threading.Lock()
 
@@ -50,6 +53,9 @@ class _Capture:
                     if len(kept) < self.cap:
                         kept += chunk[: self.cap - len(kept)]
                     self.total[name] += len(chunk)
+                    tail = self.tail[name]
+                    tail += chunk[-TAIL_BYTES:]
+                    del tail[:-TAIL_BYTES]
                     trip = not self.exceeded and sum(self.total.values()) > self.kill_at
                     if trip:
                         self.exceeded = True
@@ -203,6 +209,8 @@ def _report(settings, returncode, wall, usage, capture, timed_out, group, run_di
         limits.append("seccomp")
     cpu = stats.cpu_s if stats is not None and stats.cpu_s is not None else usage.ru_utime + usage.ru_stime
     peak = stats.memory_peak_bytes / 2**20 if stats is not None and stats.memory_peak_bytes else usage.ru_maxrss / 1024
-    return RunReport(exit_code=exit_code, signal=signal.Signals(signal_number).name if signal_number else None,
-                     stdout=capture.stream("stdout"), stderr=stderr, wall_s=round(wall, 4), cpu_s=round(cpu, 4),
-                     memory_peak_mb=round(peak, 1), limits_hit=limits, jail=settings.jail)
+    report = RunReport(exit_code=exit_code, signal=signal.Signals(signal_number).name if signal_number else None,
+                       stdout=capture.stream("stdout"), stderr=stderr, wall_s=round(wall, 4), cpu_s=round(cpu, 4),
+                       memory_peak_mb=round(peak, 1), limits_hit=limits, jail=settings.jail)
+    report._tails = {name: bytes(tail).decode("utf-8", errors="replace") for name, tail in capture.tail.items()}
+    return report

@@ -115,7 +115,7 @@ class Sandbox:
         spec = testing.parse_spec(test_spec)
         framework, command = testing.resolve(spec, workspace, self.settings.allowed_test_programs)
         report = run_jailed(self.settings, command, workspace, env={"PYTEST_ADDOPTS": "-p no:cacheprovider"})
-        counts = testing.count(framework, report.stdout.text + "\n" + report.stderr.text)
+        counts = testing.count(framework, report.output_for_counts())
         result = TestResult(**report.model_dump(), task_id=ws.task_of(workspace), framework=framework, command=command, **counts)
         self._log(result.task_id, "tests", result)
         return result

@@ -49,6 +49,17 @@ def test_a_gigabyte_of_output_is_cut_and_reported(tight_box, workspace):
     assert result.stdout.bytes < 64 << 20  # killed long before the gigabyte
 
 
+def test_tests_whose_output_is_cut_at_the_cap_still_report_their_counts(tight_box):
+    ws = tight_box.prepare_workspace("loud-tests", {"test_loud.py": (
+        "def test_ok():\n    pass\n\ndef test_loud_failure():\n    print('x' * (256 << 10))\n    assert False\n")})
+    try:
+        result = tight_box.run_tests(ws, "python -m pytest -q")
+    finally:
+        tight_box.cleanup(ws)
+    assert result.stdout.truncated and len(result.stdout.text) == tight_box.settings.output_cap_bytes and not result.limits_hit
+    assert (result.passed, result.failed, result.exit_code) == (1, 1, 1)  # pytest's summary is past the cap: it read 0 and 0
+
+
 def test_a_huge_diff_is_cut_at_a_line_end_and_flagged_like_the_streams(box):
     from sandbox.runner import Sandbox
 

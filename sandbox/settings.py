@@ -55,7 +55,8 @@ class SandboxSettings(BaseModel):
     """One JSON-lines file per task: every action or test run and its result."""
     include_hidden_and_ignored: bool = True
     """Rewrite hidden and git-ignored files too (ast-grep skips them by default)."""
-    allowed_test_programs: list[str] = Field(default_factory=lambda: ["python", "pytest", "node", "npx", "java", "javac", "mvn", "gradle"])
+    allowed_test_programs: list[str] = Field(default_factory=lambda: [
+        "python", "pytest", "node", "npx", "java", "javac", "mvn", "gradle", "ast-grep"])
     """Programs a given test command may start (the specification's allowlist of binaries, by name, a version suffix
     such as python3.11 allowed); anything else is an invalid test spec. No shell by default: the check reads only the
     program, so a listed `sh` would let `sh -c '...'` run anything. The frameworks' defaults are not checked (the

@@ -151,6 +151,15 @@ def test_a_test_program_off_the_allowlist_is_refused_and_a_missing_one_reported(
     assert result.exit_code == 127 and "command not found" in result.stderr.text
 
 
+def test_the_specifications_allowlist_ast_grep_python_pytest_may_start_a_test_command(box, workspace):
+    """Seed 002 section 9: the sandbox's allowlist of binaries is ast-grep, python and pytest."""
+    from sandbox.settings import SandboxSettings
+
+    assert {"ast-grep", "python", "pytest"} <= set(box.settings.allowed_test_programs) & set(SandboxSettings().allowed_test_programs)
+    result = box.run_tests(workspace, ["ast-grep", "run", "--pattern", "print($A)", "--lang", "python", "app.py"])
+    assert result.exit_code == 0 and "print(x)" in result.stdout.text  # ast-grep was refused: not on the list
+
+
 @pytest.mark.parametrize("command", [["sh", "-c", "echo hi"], ["/bin/bash", "-c", "echo hi"], "dash -c 'echo hi'", ["sh", "run.sh"]])
 def test_a_shell_is_not_on_the_default_allowlist_and_the_refusal_says_what_is_and_where_to_change_it(box, workspace, command):
     from sandbox.settings import SandboxSettings

@@ -25,7 +25,7 @@ class EmbedAndTagBatch(EmbedTokensBatch):
         batch = super().__call__(batch)
         tags = self.tagger.tag_vectors(batch[self.output_column])
         batch["domain"] = [tag["primary"]["domain"] for tag in tags]
-        batch["domain_tags_json"] = [json.dumps([tag[rank] for rank in ("primary", "secondary", "tertiary") if rank in tag]) for tag in tags]
+        batch["domain_tags_json"] = [json.dumps(tag) for tag in tags]
         batch.pop("embed_text", None)
         return batch
 

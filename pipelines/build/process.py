@@ -52,11 +52,11 @@ def _counts(counter: Counter) -> list[dict[str, Any]]:
     return [{"kind": kind, "count": int(count)} for kind, count in sorted(counter.items()) if count]
 
 
-def _tags(tagger, text: str) -> tuple[str | None, list[dict[str, Any]]]:
-    """The primary domain (None when no keyword of any domain is in the text) and the ranked tags."""
+def _tags(tagger, text: str) -> tuple[str | None, dict[str, Any] | None]:
+    """The primary domain and the keyword tags in seed 004's `domain_tags` shape; both None when no keyword of any
+    domain is in the text."""
     tags = tagger.tag_keywords(text)
-    ranked = [tags[rank] for rank in ("primary", "secondary", "tertiary") if rank in tags]
-    return (ranked[0]["domain"] if ranked else None), [{"domain": tag["domain"], "confidence": float(tag["confidence"])} for tag in ranked]
+    return (tags["primary"]["domain"], tags) if "primary" in tags else (None, None)
 
 
 class BatchBuilder:

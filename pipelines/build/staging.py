@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from trajforge.constants import EMBEDDING_DIM
-from trajforge.contracts.curated import BEHAVIOR, DOMAIN_TAG, SFT, TRAJECTORIES
+from trajforge.contracts.curated import BEHAVIOR, DOMAIN_TAGS, SFT, TRAJECTORIES
 
 ORIGIN = pa.field("_origin", pa.string())
 STAGE_SCHEMAS = {
@@ -21,7 +21,7 @@ STAGE_SCHEMAS = {
     "sft": SFT.append(ORIGIN),
     "behavior": BEHAVIOR.append(ORIGIN),
     "embeddings": pa.schema([("session_id", pa.string()), ("embedding", pa.list_(pa.float32(), EMBEDDING_DIM)), ("domain", pa.string()),
-                             ("domain_tags", pa.list_(DOMAIN_TAG)), ORIGIN]),
+                             ("domain_tags", DOMAIN_TAGS), ORIGIN]),
 }
 STAGE_DIR = "_stage"
 

@@ -34,12 +34,15 @@ PROVENANCE = pa.struct(
 )
 COUNT = pa.struct([("kind", pa.string()), ("count", pa.int64())])
 DOMAIN_TAG = pa.struct([("domain", pa.string()), ("confidence", pa.float32())])
+# seed 004's `domain_tags` object (primary/secondary/tertiary, each {domain, confidence}), with the DomainTagger's
+# `method` (embedding | keywords); a rank keyword tagging did not fill is null, and so is the whole value with no rank
+DOMAIN_TAGS = pa.struct([("primary", DOMAIN_TAG), ("secondary", DOMAIN_TAG), ("tertiary", DOMAIN_TAG), ("method", pa.string())])
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string()), ("loss", pa.bool_())])
 REWARD = pa.struct([("verified", pa.bool_()), ("matches_gold", pa.bool_()), ("tests_pass", pa.bool_())])  # a trajectory record's reward
 
 # What a build derives from the same raw records: bumped whenever that changes (a column, a rule of stitching,
 # scoring, tagging, dedup or eligibility), so the next build does not reuse rows an older version derived.
-ROWS_VERSION = 2
+ROWS_VERSION = 3
 
 TRAJECTORIES = pa.schema(
     [
@@ -73,7 +76,7 @@ TRAJECTORIES = pa.schema(
         ("score_breakdown", pa.string()),  # JSON
         ("feedback_signal", pa.string()),  # the last USER_FEEDBACK signal, or null
         ("domain", pa.string()),  # the primary domain tag; null when keyword tagging found no domain's keyword
-        ("domain_tags", pa.list_(DOMAIN_TAG)),
+        ("domain_tags", DOMAIN_TAGS),
         ("embedding", pa.list_(pa.float32(), EMBEDDING_DIM)),  # null when the build ran without embeddings
         ("content_hash", pa.string()),  # sha256 of the normalized step text (exact dedup key)
         ("redactions", pa.list_(COUNT)),

@@ -10,12 +10,13 @@ read; the driver groups the sessions and chooses what to build meanwhile, then c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from pipelines.build.columns import ScoredSessions, SegmentColumns, read_segment, split, stitch_and_score
-from pipelines.build.sources import FileIndex, index_trajectory_file
+from pipelines.build.sources import FileIndex, Quarantined, index_trajectory_file
 
 MAX_SCORING_TASKS = 8
 
@@ -27,11 +28,24 @@ def _system_allocator() -> None:
         pa.set_memory_pool(pa.system_memory_pool())
 
 
+def unreadable(root: str, relative: str, source: str, error: OSError) -> FileIndex:
+    """A raw file the build cannot read (its permissions, an I/O error, gone since it was listed): no records, and the
+    whole file in the quarantine with the reason, so the build goes on and the manifest says what it left out."""
+    try:
+        size = (Path(root) / relative).stat().st_size
+    except OSError:
+        size = 0
+    return FileIndex(relative, quarantined=[Quarantined(source, relative, 0, size, f"unreadable: {error.strerror or error}")])
+
+
 def _index_one(root: str, relative: str, source: str, partitions: int) -> tuple[FileIndex | SegmentColumns | None, ...]:
     _system_allocator()
-    if source != "ingest":
-        return (index_trajectory_file(root, relative), *([None] * partitions))
-    index, columns = read_segment(root, relative)
+    try:
+        if source != "ingest":
+            return (index_trajectory_file(root, relative), *([None] * partitions))
+        index, columns = read_segment(root, relative)
+    except OSError as exc:
+        return (unreadable(root, relative, source, exc), *([None] * partitions))
     return (index, *split(columns, partitions))
 
 

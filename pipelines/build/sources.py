@@ -202,9 +202,11 @@ def raw_files(lake_root: Path) -> dict[str, str]:
     """Every raw file a build reads, relative path -> source (`ingest` or `trajectories`)."""
     found = {}
     for path in sorted((lake_root / "raw" / "envelopes").rglob("*.seg")):
-        found[str(path.relative_to(lake_root))] = "ingest"
+        if not path.is_dir():  # a folder that happens to end in .seg holds no frames
+            found[str(path.relative_to(lake_root))] = "ingest"
     for path in sorted((lake_root / "raw" / "trajectories").glob("*.jsonl")):
-        found[str(path.relative_to(lake_root))] = "trajectories"
+        if not path.is_dir():
+            found[str(path.relative_to(lake_root))] = "trajectories"
     return found
 
 

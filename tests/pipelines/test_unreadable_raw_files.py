@@ -1,0 +1,28 @@
+"""A raw file the build cannot read (a broken link, an I/O error, its permissions) is quarantined whole, with the
+reason, and the build goes on; a folder that happens to end in .seg is not a raw file. No Ray needed."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.build.index_stage import _index_one
+from pipelines.build.sources import raw_files
+
+
+@pytest.mark.parametrize("relative, source", [("raw/envelopes/date=2026-12-07/gone-0001.seg", "ingest"),
+                                              ("raw/trajectories/gone.jsonl", "trajectories")])
+def test_a_file_that_cannot_be_read_is_quarantined_whole(tmp_path, relative, source):
+    path = tmp_path / relative
+    path.parent.mkdir(parents=True)
+    path.symlink_to(tmp_path / "on-a-volume-no-longer-mounted")
+    assert raw_files(tmp_path) == {relative: source}
+    index, *parts = _index_one(str(tmp_path), relative, source, 3)
+    assert parts == [None, None, None] and index.records.num_rows == 0
+    assert [(q.source, q.path, q.offset, q.length, q.reason) for q in index.quarantined] == [
+        (source, relative, 0, 0, "unreadable: No such file or directory")]
+
+
+def test_a_folder_named_like_a_segment_is_not_listed(tmp_path):
+    (tmp_path / "raw" / "envelopes" / "date=2026-12-07" / "odd.seg").mkdir(parents=True)
+    (tmp_path / "raw" / "trajectories" / "odd.jsonl").mkdir(parents=True)
+    assert raw_files(tmp_path) == {}

@@ -159,3 +159,20 @@ def test_pickles_for_ray_tasks(redactor):
 )
 def test_hard_negatives_are_left_alone(redactor, text):
     assert redactor.redact(text) == Redaction(text, {})
+
+
+@pytest.mark.parametrize(
+    "text, secret, kind",
+    [
+        ("curl -H 'Authorization: Bearer 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' https://api.sendgrid.com/v3/mail/send",
+         "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", "sendgrid_key"),
+        ("conn = 'DefaultEndpointsProtocol=https;AccountName=acme;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
+         "K1SZFPTOtr/KBHBeksoGMGw==;EndpointSuffix=core.windows.net'",
+         "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==", "env_secret"),
+        ("storage_account_key = \"9fKx2LmQ7vRt4WzN8pBc3Dh6Jy1Ga5Ue0KoT\"", "9fKx2LmQ7vRt4WzN8pBc3Dh6Jy1Ga5Ue0KoT", "env_secret"),
+    ],
+)
+def test_sendgrid_keys_and_azure_account_keys_are_replaced(redactor, text, secret, kind):
+    result = redactor.redact(text)
+    assert secret not in result.text and result.counts == {kind: 1}
+    assert "AccountName=acme;" in result.text or "AccountName" not in text, "the rest of a connection string stays"

@@ -6,8 +6,8 @@
 
 Each match becomes `[REDACTED:<KIND>]` (settings.placeholder). Kinds, most specific first (KINDS):
 private_key, the provider keys (aws_access_key, github_token, gitlab_token, anthropic_key, openai_key,
-slack_token, stripe_key, google_api_key, npm_token, huggingface_token, jwt), aws_secret_key, basic_auth,
-bearer_token, url_password, env_secret, email, ip_address, phone. Where matches overlap the earlier kind
+slack_token, stripe_key, sendgrid_key, google_api_key, npm_token, huggingface_token, jwt), aws_secret_key,
+basic_auth, bearer_token, url_password, env_secret, email, ip_address, phone. Where matches overlap the earlier kind
 wins and the other is dropped whole: `GITHUB_TOKEN=ghp_...` counts one github_token, `Bearer eyJ...` one
 jwt. Placeholders already in a text are never matched again, so redaction is idempotent.
 

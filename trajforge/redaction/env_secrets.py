@@ -31,7 +31,7 @@ from trajforge.redaction.rule import Rule, Span
 from trajforge.redaction.values import is_placeholder
 
 _SECRET_NOUNS = ("password", "passwd", "passphrase", "secret", "token", "credential", "credentials", "apikey")
-_QUALIFIED_KEYS = frozenset("api secret access private signing encryption master auth client license app session".split())
+_QUALIFIED_KEYS = frozenset("api secret access account private signing encryption master auth client license app session".split())
 _NOT_SECRET_TOKENS = frozenset(
     "eos bos pad unk sep cls mask start end next page special max num cancel cancellation continuation sync "
     "pagination resume stop first last lexer parser image video audio vision prefix suffix middle eot fill".split()

@@ -56,6 +56,7 @@ PROVIDER_KEYS = (
     PatternRule("slack_token", re.compile(r"\bxox[abeoprs]-[A-Za-z0-9-]{10,}" + _END + r"|(?<=hooks\.slack\.com/services/)T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]{16,}"),
                 ("xox", "hooks.slack.com"), accept=_random_body(5)),
     PatternRule("stripe_key", re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,247}\b"), ("_live_", "_test_"), accept=_random_body(8)),
+    PatternRule("sendgrid_key", re.compile(r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}" + _END), ("sg.",), accept=_random_body(3)),
     PatternRule("google_api_key", re.compile(r"\bAIza[A-Za-z0-9_-]{35}" + _END), ("aiza",)),
     PatternRule("npm_token", re.compile(r"\bnpm_[A-Za-z0-9]{36}\b"), ("npm_",), accept=_random_body(4)),
     PatternRule("huggingface_token", re.compile(r"\bhf_[A-Za-z0-9]{30,40}\b"), ("hf_",), accept=_random_body(3)),

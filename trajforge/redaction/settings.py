@@ -16,6 +16,7 @@ Kind = Literal[
     "openai_key",
     "slack_token",
     "stripe_key",
+    "sendgrid_key",
     "google_api_key",
     "npm_token",
     "huggingface_token",

@@ -115,9 +115,12 @@ def parse_action(data: Action | Mapping[str, Any] | str) -> Action:
         return data
     if isinstance(data, str):
         try:
-            data = yaml.safe_load(data)
-        except yaml.YAMLError as exc:
-            raise InvalidAction(f"the action is not valid YAML or JSON: {exc}") from None
+            data = json.loads(data)  # first: JSON is not quite a subset of YAML (a tab may indent JSON, not YAML)
+        except ValueError:
+            try:
+                data = yaml.safe_load(data)
+            except yaml.YAMLError as exc:
+                raise InvalidAction(f"the action is not valid YAML or JSON: {exc}") from None
     if not isinstance(data, Mapping):
         raise InvalidAction(f"an action must be a mapping, got {type(data).__name__}")
     kind = data.get("type") or ("rule" if "rule" in data else "rewrite")

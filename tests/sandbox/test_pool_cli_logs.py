@@ -245,6 +245,12 @@ def test_parse_action_accepts_yaml_rule_text():
     assert action.type == "rule" and action.language == "typescript" and action.fix == "$A as unknown"
 
 
+def test_parse_action_accepts_any_json_a_tab_indented_file_included():
+    given = {"pattern": "print($A)", "rewrite": "log($A)", "language": "python", "paths": ["src/a.py"]}
+    action = parse_action(json.dumps(given, indent="\t"))  # YAML refuses a tab that indents: 'not valid YAML or JSON'
+    assert action.model_dump(exclude_none=True) == {**given, "type": "rewrite"}
+
+
 def test_a_ray_actor_owns_a_pool_and_ray_data_verifies_actions_through_it(serve_url, box):
     """The production shape: a Ray actor holding a SandboxPool, fed from a Ray Data pipeline."""
     import ray

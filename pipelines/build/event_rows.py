@@ -47,7 +47,12 @@ def read_events(lake_root: Path, quarantined: list[dict[str, Any]]) -> list[tupl
     for path in sorted(root.glob("org=*/date=*/type=*/*.jsonl")) if root.is_dir() else []:
         relative = str(path.relative_to(lake_root))
         offset = 0
-        for number, line in enumerate(path.read_bytes().splitlines(keepends=True), start=1):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:  # a broken link, an I/O error, a folder: the whole file is listed, the build goes on
+            quarantined.append({"source": "events", "path": relative, "offset": 0, "length": 0, "reason": f"unreadable: {exc.strerror or exc}"})
+            continue
+        for number, line in enumerate(data.splitlines(keepends=True), start=1):
             try:
                 record = json.loads(line) if line.endswith(b"\n") else None
             except ValueError:

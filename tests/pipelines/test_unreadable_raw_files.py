@@ -26,3 +26,16 @@ def test_a_folder_named_like_a_segment_is_not_listed(tmp_path):
     (tmp_path / "raw" / "envelopes" / "date=2026-12-07" / "odd.seg").mkdir(parents=True)
     (tmp_path / "raw" / "trajectories" / "odd.jsonl").mkdir(parents=True)
     assert raw_files(tmp_path) == {}
+
+
+def test_an_events_file_that_cannot_be_read_is_quarantined_whole(tmp_path):
+    from pipelines.build.event_rows import read_events
+
+    folder = tmp_path / "raw" / "events" / "org=acme" / "date=2026-12-07" / "type=conversation.turn"
+    folder.mkdir(parents=True)
+    (folder / "a.jsonl").write_text('{"event_id": "e1", "event": {"type": "conversation.turn"}}\n')
+    (folder / "b.jsonl").symlink_to(tmp_path / "on-a-volume-no-longer-mounted")
+    quarantined = []
+    assert [raw_id for raw_id, _ in read_events(tmp_path, quarantined)] == [f"{folder.relative_to(tmp_path)}/a.jsonl:1"]
+    assert quarantined == [{"source": "events", "path": f"{folder.relative_to(tmp_path)}/b.jsonl", "offset": 0, "length": 0,
+                            "reason": "unreadable: No such file or directory"}]

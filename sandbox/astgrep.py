@@ -9,7 +9,8 @@ Decisions, each from a trap found on this machine:
 - One action is two CLI passes in the same jail: `--json=compact` to list matches (ast-grep cannot
   print JSON and update at once), then `-U` to apply. One `-U` pass rewrites only the outermost
   of nested matches; `matches` counts them all.
-- `ast-grep-py` is used only to reject malformed YAML rules before starting a jail. It never sees an
+- `ast-grep-py` is used only to reject malformed YAML rules before starting a jail (and to say where an
+  inline pattern the CLI warned about has its syntax error). It never sees an
   unknown language (it panics with a BaseException; languages are checked first) and its `fix` is
   never used (it does not expand metavariables): the CLI applies every rewrite.
 """
@@ -71,20 +72,25 @@ def check_rule(action: RuleAction) -> None:
 # The character ast-grep puts in place of `$` before parsing a pattern, where `$` cannot start an identifier
 # (ast-grep's own `expando_char`); the languages here are those whose character we know, `$` itself in the others.
 _EXPANDO = {"python": "µ", "javascript": "$", "typescript": "$", "tsx": "$", "java": "$"}
+CLI_PATTERN_ERROR = "Pattern contains an ERROR node"
+"""What the CLI warns on stderr when an inline pattern does not parse (and it matched nothing)."""
 
 
-def pattern_error(action: Action) -> str | None:
-    """Where an inline pattern does not parse in its language (ast-grep then warns of an ERROR node and
-    usually matches nothing); None when it parses, or for a language whose metavariable form is not known here."""
+def pattern_error(action: Action, stderr: str) -> str | None:
+    """Why an inline pattern that matched nothing is invalid: the CLI's own verdict (its warning on `stderr`), so that
+    it agrees with the CLI (the binding alone also flags patterns the CLI takes, such as Java's `if ($C) { $$$ }`);
+    the binding only says where the syntax error is, when it finds it. None when the CLI did not warn."""
     from ast_grep_py import SgRoot
 
-    if not isinstance(action, RewriteAction) or action.language not in _EXPANDO:
+    if not isinstance(action, RewriteAction) or CLI_PATTERN_ERROR not in stderr:
         return None
-    errors = SgRoot(action.pattern.replace("$", _EXPANDO[action.language]), action.language).root().find_all(kind="ERROR")
-    if not errors:
-        return None
-    where = errors[0].range().start
-    return f"the pattern does not parse as {action.language} (a syntax error at line {where.line + 1}, column {where.column + 1})"
+    why = f"the pattern does not parse as {action.language} (ast-grep: {CLI_PATTERN_ERROR})"
+    if action.language in _EXPANDO:
+        errors = SgRoot(action.pattern.replace("$", _EXPANDO[action.language]), action.language).root().find_all(kind="ERROR")
+        if errors:
+            where = errors[0].range().start
+            why = f"the pattern does not parse as {action.language} (a syntax error at line {where.line + 1}, column {where.column + 1})"
+    return why
 
 
 def command(action: Action, settings: SandboxSettings, action_dir: Path, out_dir: Path) -> list[str]:

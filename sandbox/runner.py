@@ -101,7 +101,7 @@ class Sandbox:
         diff, diff_bytes, diff_truncated = ws.cap_lines(diff, self.settings.diff_cap_bytes)
         valid = report.exit_code == 0 and not report.limits_hit
         error = None if valid else (report.stderr.text.strip()[-2000:] or f"ast-grep stopped: exit {report.exit_code}, signal {report.signal}, limits {report.limits_hit}")
-        unparsed = astgrep.pattern_error(action) if valid and not matches else None
+        unparsed = astgrep.pattern_error(action, report.stderr.text) if valid and not matches else None
         if unparsed:  # ast-grep ran it anyway and, as such patterns do, matched nothing: not a valid action
             valid, error = False, f"{unparsed}; it matched nothing"
         return SandboxResult(**report.model_dump(), task_id=task_id, action=action.model_dump(exclude_none=True), valid=valid,

@@ -121,10 +121,30 @@ def test_the_binding_and_the_cli_agree_on_a_rule_that_does_not_compile(box, work
     assert cli.returncode not in (0, 1) and "patern" in cli.stderr
 
 
-@pytest.mark.parametrize("pattern", ["print(", "if x:\n  )"])
-def test_a_pattern_that_does_not_parse_and_matches_nothing_is_invalid(box, workspace, pattern):
+@pytest.mark.parametrize("pattern", ["print(", "$A +"])
+def test_a_pattern_that_does_not_parse_and_matches_nothing_is_invalid(box, workspace, tmp_path, pattern):
     result = box.apply_action(workspace, {"pattern": pattern, "rewrite": "log(", "language": "python"})
     assert not result.valid and "does not parse as python" in result.error and result.diff == "" and result.matches == 0
+    cli = subprocess.run([cli_binary(), "run", "-p", pattern, "-l", "python", "."], cwd=tmp_path, capture_output=True, text=True)
+    assert "Pattern contains an ERROR node" in cli.stderr  # the CLI's own verdict, which the result follows
+
+
+@pytest.mark.parametrize("language,files,pattern", [
+    ("java", {"A.java": "class A { int n = 1; }\n"}, "if ($C) { $$$ }"),
+    ("java", {"A.java": "class A { int n = 1; }\n"}, "$X++"),
+    ("java", {"A.java": "class A { int n = 1; }\n"}, "@Override"),
+    ("python", {"a.py": "x = 1\n"}, "@$D"),
+    ("typescript", {"a.ts": "let x = 1;\n"}, "private $F: $T"),
+])
+def test_a_pattern_the_cli_takes_that_matches_nothing_is_valid_as_the_cli_says(box, tmp_path, language, files, pattern):
+    workspace = box.prepare_workspace("cli-takes", files)
+    try:
+        result = box.apply_action(workspace, {"pattern": pattern, "rewrite": "x", "language": language})
+    finally:
+        box.cleanup(workspace)
+    cli = subprocess.run([cli_binary(), "run", "-p", pattern, "-l", language, "."], cwd=tmp_path, capture_output=True, text=True)
+    assert cli.returncode == 1 and "ERROR" not in cli.stderr  # no match, and no warning about the pattern
+    assert result.valid and result.matches == 0 and result.error is None  # the binding alone called it "does not parse"
 
 
 def test_a_directory_not_made_by_prepare_workspace_is_refused_not_read_as_empty(box, tmp_path):

@@ -2,8 +2,8 @@
 
 The manifest says what the build holds and how it was made: row counts, sessions by tier,
 exclusions by reason, redactions by kind, duplicates by kind, quarantined records (each with its
-file, offset, length and reason), the sha256 of every file, the config and its hash, the code
-version. `publish` renames the `.partial` folder into place and then points `curated/LATEST` at it,
+file, offset, length and reason), the sha256 of every file (the tables' under `files`, the staging area's, which
+the next incremental build starts from, under `staging`), the config and its hash, the code version. `publish` renames the `.partial` folder into place and then points `curated/LATEST` at it,
 so a reader never sees a half-written build.
 """
 
@@ -21,7 +21,7 @@ from pipelines.build.dedup import Dropped
 from pipelines.build.settings import BuildSettings
 from pipelines.build.sources import FileIndex
 from trajforge.atomic import publish_dir, write_atomic
-from trajforge.lake import Lake
+from trajforge.lake import Lake, sha256_of
 from trajforge.version import code_version
 
 
@@ -44,6 +44,11 @@ def _quarantine(stage: Path, indexes: list[FileIndex]) -> list[dict[str, Any]]:
         entries += json.loads(path.read_text())
     unique = {(e["path"], e["offset"], e["reason"]): e for e in entries}
     return [unique[key] for key in sorted(unique)]
+
+
+def _staging(build_dir: Path, stage: Path) -> list[dict[str, Any]]:
+    return [{"path": path.relative_to(build_dir).as_posix(), "bytes": path.stat().st_size, "sha256": sha256_of(path)}
+            for path in sorted(stage.rglob("*")) if path.is_file()]
 
 
 def build_manifest(build_dir: Path, stage: Path, settings: BuildSettings, *, build_id: str, parent: str | None, org: str | None,
@@ -80,6 +85,7 @@ def build_manifest(build_dir: Path, stage: Path, settings: BuildSettings, *, bui
         "dedup": {"exact": sum(1 for d in dropped if d.kind == "exact"), "near": sum(1 for d in dropped if d.kind == "near")},
         "quarantine": {"count": len(quarantined), "records": quarantined},
         "files": files,
+        "staging": _staging(build_dir, stage),
     }
 
 

@@ -176,6 +176,17 @@ def test_embeddings_domains_and_the_manifest(built):
     assert Lake.at(build_dir.parents[1]).latest_build_id() == manifest["build_id"]
 
 
+def test_the_manifest_lists_every_file_of_the_build_with_its_sha256(built):
+    build_dir, manifest, _, _ = built
+    listed = {entry["path"]: entry for entry in manifest["files"] + manifest["staging"]}
+    on_disk = {path.relative_to(build_dir).as_posix() for path in build_dir.rglob("*") if path.is_file()} - {"manifest.json"}
+    assert on_disk == set(listed) and any(path.startswith("_stage/") for path in on_disk)
+    from pipelines.build.output import sha256_of
+
+    for path, entry in listed.items():
+        assert (build_dir / path).stat().st_size == entry["bytes"] and sha256_of(build_dir / path) == entry["sha256"], path
+
+
 def _hashes(manifest):
     return {entry["path"]: entry["sha256"] for entry in manifest["files"]}
 

@@ -39,6 +39,7 @@ _CANDIDATE = compile_digit_pattern(
 _DATE = re.compile(r"\d{4}([-./])\d{1,2}\1\d{1,2}|\d{1,2}([-./])\d{1,2}\2\d{2,4}")
 _DIGIT = re.compile(r"\d")
 _GROUPS = re.compile(r"\d+")
+_SEPARATORS = re.compile(r"[ .-]")
 
 
 @functools.cache
@@ -71,6 +72,8 @@ def _is_number(candidate: str, digits: str, regions: tuple[str, ...]) -> bool:
     groups = _GROUPS.findall(candidate)
     if len(digits) < 9 or max(map(len, groups)) < 3 or len(groups) < 3 and "." in candidate:
         return False  # too short to hold an area code; 05 10 15 20: a row of numbers; 309.6171875: a decimal
+    if "." in candidate and not candidate.startswith("(") and len(set(_SEPARATORS.findall(candidate))) > 1:
+        return False  # 1.239 841 9739, 206.766 9877: a decimal written in digit groups (a constant), not a phone
     return any(_grouped_number(candidate, region) for region in regions if digits.startswith(_trunk_prefix(region)))
 
 

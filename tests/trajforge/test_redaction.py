@@ -155,6 +155,7 @@ def test_pickles_for_ray_tasks(redactor):
         "tests/test_api.py:142: AssertionError; uuid 3f2a9c1e-77b4-4d1a-9e0c-5b6d7e8f9a01; color #3b82f6",
         "password = getpass(); token = os.environ['API_TOKEN']; tokenizer.pad_token = tokenizer.eos_token",
         "git clone git@github.com:acme/api.git; npm i react@18.3.1; listen 0.0.0.0:8000 and [::1]:8000",
+        "TOKEN=$(curl -X PUT http://169.254.169.254/latest/api/token); curl http://[fd00:ec2::254]/latest/meta-data/iam/",
         "CODATA constants in digit groups: 'electron mass energy equivalent in MeV': 1.239 841 9739 e-06, proton 938.272 0813 MeV",
     ],
 )

@@ -6,7 +6,8 @@ read backwards. Not emails: scp-style git remotes (`git@github.com:org/repo`), U
 pseudo-TLDs (`ubuntu@ip-10-0-0-5.ec2.internal`), npm and Go versions (`react@18.2.0`: no letter TLD).
 
 IP: IPv4 and IPv6, validated by `ipaddress`, and the dashed IPv4 in EC2 host names (`ip-10-42-3-17`).
-Kept: loopback, unspecified and netmask addresses when `keep_loopback_ips` (they name no host); CIDR
+Kept: loopback, unspecified and netmask addresses when `keep_loopback_ips` (they name no host), and so the
+cloud instance metadata service's (`169.254.169.254`, `fd00:ec2::254`: the same on every VM); CIDR
 networks (`10.0.0.0/16` is a subnet, `10.1.2.3/32` a host and redacted); versions and section numbers
 (`version 1.2.3.4`, `==1.2.3.4`, `Chrome/120.0.0.0`, `pkg-1.2.3.4`, `section 8.4.1.3`, OIDs, 0.0.0.0/8,
 and quads whose first three parts are single digits: `7.4.3.3`, `3.1.1.6`, `6.0.0.0` are far more often
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 
 from trajforge.redaction.rule import Rule, Span, compile_digit_pattern
 
+METADATA_SERVICE = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
 _DOMAIN = re.compile(r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?P<tld>[A-Za-z]{2,24})(?![\w-]|\.\w)")
 _LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
 _NOT_TLDS = frozenset(
@@ -103,7 +105,7 @@ class IpRule(Rule):
             return True  # an octet over 255 or with a leading zero: not an address
         if address.packed[0] == 0 or max(address.packed[:3]) < 10:
             return True  # 0.x.x.x is never a host; 7.4.3.3, 3.1.1.6, 6.0.0.0 are sections and versions
-        return self.keep_loopback and (address.is_loopback or address.is_unspecified or _is_mask(address))
+        return self.keep_loopback and (address.is_loopback or address.is_unspecified or _is_mask(address) or address in METADATA_SERVICE)
 
     def _keep_v4(self, text: str, match: re.Match[str]) -> bool:
         if self._keep_address(match.group("address")):
@@ -128,7 +130,8 @@ class IpRule(Rule):
         except ValueError:
             return True
         mapped = address.ipv4_mapped
-        if self.keep_loopback and (address.is_loopback or address.is_unspecified or mapped is not None and mapped.is_loopback):
+        if self.keep_loopback and (address.is_loopback or address.is_unspecified or mapped is not None and mapped.is_loopback
+                                   or address in METADATA_SERVICE):
             return True
         prefix = match.group("prefix")
         return prefix is not None and int(prefix) < 128 and _is_network(f"{address}/{prefix}")

@@ -44,7 +44,8 @@ class RedactionSettings(BaseModel):
     allowlist: list[str] = []
     """Literal strings never redacted, e.g. a public demo address; a match inside one of them is kept."""
     keep_loopback_ips: bool = True
-    """Keep loopback, unspecified and netmask addresses (127.0.0.1, 0.0.0.0, ::1, 255.255.255.0): they name no host."""
+    """Keep loopback, unspecified, netmask and metadata-service addresses (127.0.0.1, 0.0.0.0, ::1, 255.255.255.0,
+    169.254.169.254): they name no host."""
     phone_regions: list[str] = ["US", "GB", "DE"]
     """Regions (ISO 3166 codes) whose national formats count as phones; `+<country>` numbers are found in any case."""
 

@@ -254,6 +254,11 @@ def load_section(model: type[M], source: str | Path, section: str, assignments: 
     """One component's section of its YAML file, then `TRAJFORGE__<SECTION>__*` variables, then `assignments` (from
     `--set section.x=y`), validated into `model`."""
     data = read_yaml(source)
+    flat = sorted(set(data) & set(model.model_fields)) if section not in data else []
+    if flat:  # e.g. `jail: none` in a --config file for the sandbox: read nowhere, so the defaults would run silently
+        raise ConfigError(f"{source}: {', '.join(flat)} {'is a setting' if len(flat) == 1 else 'are settings'} of {section} at "
+                          f"the top level of the file, where nothing reads {'it' if len(flat) == 1 else 'them'}: put "
+                          f"{'it' if len(flat) == 1 else 'them'} under `{section}:`")
     as_read = copy.deepcopy(data.get(section) or {})
     env, assignments = env_assignments(), list(assignments)
     apply_assignments(data, [*env, *assignments], roots=[section])

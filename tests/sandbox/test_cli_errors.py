@@ -45,18 +45,20 @@ def test_a_bad_test_command_exits_1_and_still_prints_the_actions_result(apply, c
     assert output["valid"] and output["files_changed"] == ["app.py"] and message in output["tests"]["error"]
 
 
-def test_failing_tests_exit_1_with_a_message_naming_the_counts(apply):
+def test_failing_tests_exit_0_as_the_action_ran_with_a_message_naming_the_counts_or_1_when_required_to_pass(apply):
     run = apply("--tests", "python -m pytest -q")
-    assert run.returncode == 1
+    assert run.returncode == 0  # the issue: exit 0 when the action ran; the tests' outcome is in the output
     assert "tests failed: 0 passed, 1 failed" in run.stderr
     assert json.loads(run.stdout)["tests"]["failed"] == 1
+    strict = apply("--tests", "python -m pytest -q", "--require-tests-pass")
+    assert strict.returncode == 1 and "tests failed: 0 passed, 1 failed" in strict.stderr
 
 
 def test_tests_that_find_nothing_to_run_say_so_instead_of_0_failed(apply, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / "app.py").write_text("print('hi')\n")
-    run = apply("--tests", "python -m pytest -q", workspace=bare)
+    run = apply("--tests", "python -m pytest -q", "--require-tests-pass", workspace=bare)
     assert run.returncode == 1 and "no tests ran (none found, or the runner stopped first) (exit 5" in run.stderr
 
 

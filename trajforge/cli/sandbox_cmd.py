@@ -16,9 +16,10 @@ ACTION.json holds an inline rewrite or an ast-grep YAML rule, e.g.
 The workspace directory is copied into a fresh jailed workspace and left untouched; the result's
 "diff" applies to it with `git apply` (unless "diff_truncated": it keeps sandbox.diff_cap_bytes).
 --tests runs a command whose program is on sandbox.allowed_test_programs (python, pytest, node, java,
-...; no shell), or with 'auto' the framework's default. Exit status: 0 when the action ran (matched
-or not) and the tests, if any, passed; 1 when the action, the workspace or the test command is
-invalid or the tests fail or find nothing to run (the message says which); 2 when the jail cannot start.
+...; no shell), or with 'auto' the framework's default; their counts are in the output's "tests".
+Exit status: 0 when the action ran (matched or not), whatever its tests gave (a failing or empty test
+run is said on stderr; --require-tests-pass makes it 1); 1 when the action, the workspace or the test
+command is invalid (the message says which); 2 when the jail cannot start.
 Jail policy: configs/sandbox.yaml (--set sandbox.wall_time_s=10, --set sandbox.jail=none, ...)."""
 
 
@@ -32,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     apply.add_argument("--action", required=True, help="ACTION.json (or YAML), '-' for stdin, or the JSON itself")
     apply.add_argument("--tests", metavar="CMD", help="after the action, run this test command in the jail (e.g. 'python -m pytest -q'; its "
                        "program must be on sandbox.allowed_test_programs); 'auto' runs the framework's default")
+    apply.add_argument("--require-tests-pass", action="store_true",
+                       help="exit 1 when the tests fail or none ran (default: 0 whenever the action ran; the counts are in the output)")
     apply.add_argument("--task-id", default="cli", help="task id for the workspace name and logs/sandbox/<task_id>.jsonl (default cli)")
     apply.add_argument("--keep", action="store_true", help="keep the jailed workspace and print its path on stderr")
     apply.add_argument("--config", type=Path, help="sandbox config (default configs/sandbox.yaml)")
@@ -87,7 +90,7 @@ def run_command(args: argparse.Namespace) -> int:
                 status, problem = 1, f"tests not run: {exc}"
             else:
                 output["tests"] = tests.model_dump(mode="json")
-                status, problem = (0, None) if tests.ok else (1, _tests_problem(output["tests"]))
+                status, problem = (0, None) if tests.ok else (1 if args.require_tests_pass else 0, _tests_problem(output["tests"]))
         print(json.dumps(output, indent=2, ensure_ascii=False))
         if problem:
             print(f"trajforge sandbox: {problem}", file=sys.stderr)

@@ -12,7 +12,7 @@ wins and the other is dropped whole: `GITHUB_TOKEN=ghp_...` counts one github_to
 jwt. Placeholders already in a text are never matched again, so redaction is idempotent.
 
 Library or rules, per kind (measured by `python -m trajforge.redaction.compare` on
-tests/data/redaction_labelled.jsonl, 296 texts and 248 labelled values, and on the example sessions):
+tests/data/redaction_labelled.jsonl, 299 texts and 251 labelled values, and on the example sessions):
 
 - Secrets: our rules everywhere; detect-secrets is not used at run time. On the 13 kinds it covers,
   its `scan` (default filters) reaches precision 0.64 / recall 0.39 even when a fragment counts as a

@@ -104,6 +104,9 @@ class Lake:
         if path.name.endswith(".partial"):
             raise TrajforgeError(f"{path} is the work folder of a build that has not finished (or was killed); "
                                  f"use a finished build in {self.curated}")
+        if not path.exists() and (self.curated / f".{path.name}.partial").is_dir():
+            raise TrajforgeError(f"build {path.name} has not finished (it was killed, or still runs): only its work folder "
+                                 f"{self.curated / f'.{path.name}.partial'} is there; use a finished build in {self.curated}")
         if not path.exists():
             raise TrajforgeError(f"no build {build!r}: {path} does not exist; name a build id in {self.curated}, `latest`, "
                                  "or a build folder")

@@ -84,3 +84,21 @@ def test_the_manifest_is_written_whole(tmp_path):
     final = publish(lake, work, build_id, manifest)
     assert json.loads((final / "manifest.json").read_text()) == manifest
     assert sorted(path.name for path in lake.curated.iterdir()) == [build_id, "LATEST"]
+
+
+def test_a_killed_builds_id_and_an_interrupted_build_say_what_they_left(tmp_path, monkeypatch, capsys):
+    from trajforge.cli.main import run
+
+    lake = Lake.at(tmp_path / "lake")
+    (lake.curated / ".b-killed.partial").mkdir(parents=True)
+    with pytest.raises(TrajforgeError, match=r"build b-killed has not finished \(it was killed, or still runs\)"):
+        lake.resolve_build("b-killed")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pipelines.build.run_build", interrupted)
+    monkeypatch.setattr("trajforge.cluster.warn_if_cpus_taken", lambda *args: None)
+    assert run(["build", "--lake", str(lake.root), "--no-embed", "--no-progress"]) == 130
+    assert "trajforge build: interrupted, nothing published: there is no finished build yet; run the same command again" \
+        in capsys.readouterr().err

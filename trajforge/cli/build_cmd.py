@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 
@@ -72,6 +73,19 @@ def run_command(args: argparse.Namespace) -> int:
     warn_if_cpus_taken(settings.cpus_per_task, "build.cpus_per_task", "the build's tasks")
     if settings.embedding.enabled:
         warn_if_cpus_taken(settings.embedding.cpus, "build.embedding.cpus", "the build's embedding actors (--no-embed: none)")
-    manifest = run_build(settings, full=args.full, org=args.org, progress=not args.no_progress)
+    try:
+        manifest = run_build(settings, full=args.full, org=args.org, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"trajforge build: interrupted, nothing published: {interrupted_state(settings.lake)}", file=sys.stderr)
+        raise
     print(json.dumps(manifest, indent=2) if args.json else summary(manifest))
     return 0
+
+
+def interrupted_state(lake_root) -> str:
+    """What an interrupted build leaves: the build `latest` still names, and how to go on."""
+    from trajforge.lake import Lake
+
+    latest = Lake.at(lake_root).latest_build_id(None)
+    kept = f"curated/LATEST still names {latest}" if latest else "there is no finished build yet"
+    return f"{kept}; run the same command again to build (the next build removes the unfinished work folder)"

@@ -43,13 +43,20 @@ class RateLimiter:
 
 
 MISTAKES = ("malformed_json", "wrong_language", "broken_pattern", "wrong_rewrite")
+CODE_CHANGING = ("wrong_rewrite",)
+"""Mistakes whose action applies and changes the code: the gold action, replayed on the next step, no longer gives
+`post` (its pattern matched the changed code, or nothing), so the oracle makes them only at a run's last step."""
 
 
-def oracle_answer(task: Any, step: int, mistake_rate: float, seed: int) -> tuple[str, str, str | None]:
-    """(action part, state part, the mistake made or None) for one step."""
+def oracle_answer(task: Any, step: int, mistake_rate: float, seed: int, last: bool = True) -> tuple[str, str, str | None]:
+    """(action part, state part, the mistake made or None) for one step; `last`: no step follows it in this run. A step
+    makes a mistake at `mistake_rate`, and every other step gives the gold result, so the per-step precision is
+    about 1 - mistake_rate whatever `max_steps` is: a mistake that changes the code (`CODE_CHANGING`) is drawn only
+    at the last step, as the oracle, which only replays the gold action, could not repair it on a later one."""
     rng = random.Random(f"{seed}:{task.task_id}:{step}")
     action = dict(task.gold_action or {})
-    mistake = rng.choice(MISTAKES) if rng.random() < mistake_rate else None
+    kinds = MISTAKES if last else tuple(kind for kind in MISTAKES if kind not in CODE_CHANGING)
+    mistake = rng.choice(kinds) if rng.random() < mistake_rate else None
     if mistake == "wrong_language":
         action["language"] = "ruby"
     elif mistake == "broken_pattern":
@@ -165,7 +172,8 @@ class TeacherWorker:
 
             return generate_step(self, messages, options, seed)
         step = seed - options.seed
-        action_part, state_part, mistake = oracle_answer(task, step, self.settings.mistake_rate, self.settings.seed)
+        action_part, state_part, mistake = oracle_answer(task, step, self.settings.mistake_rate, self.settings.seed,
+                                                        last=step >= options.max_steps)
         self.requests += 2
         return (Completion(text=action_part, model="oracle", engine="oracle", error=None),
                 Completion(text=state_part, model="oracle", engine="oracle"))

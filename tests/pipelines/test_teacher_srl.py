@@ -261,3 +261,25 @@ def test_a_kill_while_the_report_is_written_keeps_the_previous_report(tmp_path, 
         write_report(settings, task_file[1], [], 2.0)
     monkeypatch.undo()
     assert (tmp_path / "reports" / "metrics.md").read_text() == previous
+
+
+def test_with_several_steps_every_step_the_oracle_answers_without_a_mistake_is_correct(serve_url, tmp_path):
+    from types import SimpleNamespace
+
+    from pipelines.teacher_worker import oracle_answer
+    from trajforge.trajectories import good_step
+
+    tasks = {task["task_id"]: task for task in [task for index, task in enumerate(candidates()) if index % 10 == 0][:50]}
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("\n".join(json.dumps(task) for task in tasks.values()) + "\n")
+    settings = settings_for(tmp_path, path, mistake_rate=0.5, max_steps=3, workers=2)
+    run(settings, progress=False)
+    records = teacher_records(settings)
+    assert {r["task_id"] for r in records if r["final"]} == set(tasks)
+    changed_and_wrong = [(r["task_id"], r["step"]) for r in records if not r["final"] and r["reward"]["verified"] and r["reward"]["matches_gold"] is False]
+    assert not changed_and_wrong  # a step after such a one replays the gold action on code it no longer turns into `post`
+    for record in records:  # a wrong rewrite on an early step left code the gold action, replayed, could not fix
+        mistake = oracle_answer(SimpleNamespace(**tasks[record["task_id"]]), record["step"], 0.5, 0, last=record["step"] == 3)[2]
+        assert good_step(record) == (mistake is None), (record["task_id"], record["step"], mistake, record["reward"])
+    [row] = [line.split(" | ") for line in (tmp_path / "reports" / "metrics.md").read_text().splitlines() if line.startswith("| oracle |")]
+    assert abs(float(row[-1].rstrip(" |")) - 0.5) < 0.15  # the report's per-step precision: about 1 - the mistake rate

@@ -225,3 +225,17 @@ def test_the_supervisor_names_a_teacher_worker_as_its_health_said_and_one_never_
     assert "actor 0 is unhealthy (it did not answer its health check in 1 s)" in unhealthy[0] and "teacher worker" not in unhealthy[0]
     assert "teacher worker 0 is unhealthy (it did not answer its health check in 1 s)" in unhealthy[1]
     assert caplog.text.count("teacher worker 0 restarted (pid ") == 2 and "generation actor" not in caplog.text
+
+
+def test_the_oracle_makes_a_mistake_that_changes_the_code_only_at_a_runs_last_step():
+    from types import SimpleNamespace
+
+    from pipelines.teacher_worker import oracle_answer
+
+    tasks = [SimpleNamespace(**task) for task in candidates()[:300]]
+    earlier = [oracle_answer(task, 1, 0.5, 0, last=False)[2] for task in tasks]
+    last = [oracle_answer(task, 1, 0.5, 0, last=True)[2] for task in tasks]
+    # a wrong rewrite applies and changes the code: replayed after it, the gold action could not give `post`
+    assert "wrong_rewrite" not in earlier and "wrong_rewrite" in last
+    assert [mistake is None for mistake in earlier] == [mistake is None for mistake in last]  # the same steps err: the rate holds
+    assert abs(sum(mistake is not None for mistake in earlier) / len(tasks) - 0.5) < 0.1

@@ -66,7 +66,9 @@ class TeacherSettings(BaseModel):
     """openai: the first retry's wait, doubled for each later one."""
     tasks: Path | None = None
     """The tasks to sample; null: where `trajforge synth-rules --lake <lake>` writes them (`tasks_file`)."""
-    sample: int = Field(default=40, ge=0)
+    sample: int = Field(default=0, ge=0)
+    """Tasks per run, sampled with `seed`; 0: every task (the synthetic set's ~590, so that the report of the plain
+    `ray job submit ... --config configs/teacher.yaml` shows the 200 verified steps the specification asks for)."""
     max_steps: int = Field(default=3, ge=1)
     sandbox_timeout_s: float = Field(default=30.0, gt=0)
     """How long the loop waits for one sandbox run (an action or its tests) once a jail takes it, as

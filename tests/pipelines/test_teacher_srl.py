@@ -109,6 +109,20 @@ def test_tasks_follow_the_lake_unless_set(tmp_path, capsys):
     assert f"no tasks at {tasks_file(lake)}" in error and f"run `trajforge synth-rules --lake {lake}` first" in error
 
 
+def test_the_shipped_config_teaches_every_task_so_its_report_can_show_200_verified_steps(tmp_path):
+    from pipelines.teacher_srl import DEFAULT_CONFIG, load_tasks
+
+    tasks = candidates()[:250]
+    lake = tmp_path / "lake"
+    path = lake / "raw" / "tasks" / "synth_rules" / "tasks.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text("".join(json.dumps(task) + "\n" for task in tasks))
+    (tmp_path / "bare.yaml").write_text("teacher: {}\n")
+    for settings in (load_teacher_settings(DEFAULT_CONFIG, [("teacher.lake", str(lake))]),
+                     load_teacher_settings(tmp_path / "bare.yaml", [("teacher.lake", str(lake))])):  # the model's default too
+        assert [task["task_id"] for task in load_tasks(settings)] == [task["task_id"] for task in tasks]
+
+
 def test_a_bad_sandbox_setting_stops_the_teacher_before_it_starts(tmp_path, capsys):
     assert main(["teacher", "--lake", str(tmp_path / "lake"), "--set", "sandbox.wall_time_s=-1"]) == 2
     assert "sandbox.wall_time_s" in capsys.readouterr().err

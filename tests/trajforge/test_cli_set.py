@@ -28,7 +28,7 @@ MISTYPED = {
     "forget": ([CONTRIBUTOR], "build.lake=x", "reads no config"),
     "stats": ([], "build.lake=x", "reads no config"),
     "dashboard": ([], "build.lake=x", "reads no config"),
-    "demo": ([], "teacher.sample=1", "reads no config"),
+    "demo": ([], "teacher.sample=1", "http_options.*, ingest.*, embed.*"),
 }
 
 
@@ -98,6 +98,26 @@ def test_sets_before_and_after_the_verb_are_both_applied(capsys):
     code = main(["sandbox", "--set", "sandbox.wall_time_s=-1", "apply", "--workspace", ".", "--action", "{}", "--set", "sandbox.cpus=0"])
     error = capsys.readouterr().err
     assert code == 2 and "sandbox.wall_time_s" in error and "sandbox.cpus" in error
+
+
+def test_the_demo_deploys_the_serve_config_with_its_set(monkeypatch, tmp_path, capsys):
+    """`trajforge demo --set ingest.*` reaches the Serve config it deploys, as `trajforge serve`'s does (it was refused)."""
+    from trajforge import serving
+    from trajforge.errors import TrajforgeError
+
+    monkeypatch.chdir(tmp_path)
+    deployed = []
+
+    def deploy(serve_file, **_):
+        deployed.append(serve_file)
+        raise TrajforgeError("stop here")
+
+    monkeypatch.setattr(serving, "deploy", deploy)
+    monkeypatch.setattr(serving, "shutdown", lambda *names: None)
+    assert main(["demo", "--set", "ingest.rate_limits.per_address_per_minute=7", "--set", "ingest.num_replicas=2"]) == 2
+    assert "stop here" in capsys.readouterr().err
+    ingest = deployed[0].app("ingest").args
+    assert ingest["rate_limits"]["per_address_per_minute"] == 7 and ingest["num_replicas"] == 2
 
 
 def test_the_help_gives_each_command_an_example_of_a_section_it_reads(capsys):

@@ -29,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-steps", type=int, default=30, help="optimizer steps of the demo's training run (default 30)")
 
 
+def config_roots(args: argparse.Namespace) -> list[str]:
+    """The demo deploys the Serve config (--config) with the --set and TRAJFORGE__ overrides of `trajforge serve`."""
+    return serve_cmd.config_roots(args)
+
+
 def _section(title: str) -> None:
     print(f"\n== {title} " + "=" * max(0, 66 - len(title)), flush=True)
 

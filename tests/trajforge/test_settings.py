@@ -48,6 +48,18 @@ def test_unknown_key_is_refused_naming_it():
         load_settings({"rate_limits": {"per_adress_per_minute": 5}}, environ={})
 
 
+def test_an_unknown_top_level_key_of_the_serve_file_is_refused_naming_it(tmp_path):
+    """A misspelt `http_options` (or a Serve key trajforge does not apply) was dropped in silence: port 8000 was served."""
+    import yaml
+
+    data = yaml.safe_load(SERVE_YAML.read_text())
+    data["http_option"] = data.pop("http_options") | {"port": 9000}
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"serve\.yaml: http_option: unknown key"):
+        load_serve_file(path, environ={})
+
+
 def test_bad_value_names_the_field_the_value_and_where_it_was_set():
     with pytest.raises(ConfigError, match=r"ingest\.rate_limits\.per_address_per_minute \(set by "
                                           r"TRAJFORGE__INGEST__RATE_LIMITS__PER_ADDRESS_PER_MINUTE\): .*integer.*'many'"):

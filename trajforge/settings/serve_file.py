@@ -125,7 +125,8 @@ def load_serve_file(
     env, assignments = env_assignments(environ), list(assignments)
     apply_assignments(view, env, roots)
     apply_assignments(view, assignments, roots)
-    merged = {key: value for key, value in view.items() if key in ServeFile.model_fields}
+    names = {application.get("name") for application in applications if isinstance(application, dict)}
+    merged = {key: value for key, value in view.items() if key not in names}  # a misspelt top-level key is refused
     merged["applications"] = applications
     overrides = origins(env, assignments)
     serve_file = validate(ServeFile, merged, str(path), overrides=overrides)

@@ -9,7 +9,9 @@
 Every envelope is signed (HMAC-SHA256 keyed by the ECDH secret of its session, over the JavaScript
 serialization the server reproduces), written to a durable local spool, then delivered in order
 with retries and exponential backoff. When the service is unreachable the envelopes stay in the
-spool and go out at the next `send`, `flush`, or from the background drainer.
+spool and go out at the next `flush`, from the background drainer, or at a `send`: once a delivery has found the
+service down, a `send` only spools (it does not wait through the retries again) until `/health` answers, which it
+asks at most every `offline_probe_s` (60 s, as the specification's client probes its offline queue).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from trajforge.spool import Spool, Spooled
 
 log = logging.getLogger(__name__)
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
+_now = time.monotonic
 
 
 def retryable(status: int, answer: Any) -> bool:
@@ -110,6 +113,8 @@ class IngestClient:
         *,
         spool_path: str | Path = ":memory:",
         timeout_s: float = 30.0,
+        session_timeout_s: float = 10.0,
+        offline_probe_s: float = 60.0,
         max_retries: int = 5,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 60.0,
@@ -120,6 +125,9 @@ class IngestClient:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, transport=transport)
         self.spool = Spool(Path(spool_path).expanduser() if str(spool_path) != ":memory:" else spool_path)
+        self.session_timeout_s = session_timeout_s  # session open and close (the specification's 10 s)
+        self.offline_probe_s = offline_probe_s
+        self._offline_since: float | None = None  # when a delivery last found the service down or busy
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
@@ -132,13 +140,13 @@ class IngestClient:
     # ---- HTTP with retries ----------------------------------------------------------------------
 
     def _request(self, method: str, path: str, body: bytes | None = None, params: dict | None = None,
-                 headers: dict[str, str] | None = None) -> tuple[int, Any]:
+                 headers: dict[str, str] | None = None, timeout: float | None = None) -> tuple[int, Any]:
         """One call with retries on connection errors, 5xx and 429; raises httpx.TransportError when offline."""
-        attempt = 0
+        attempt, options = 0, ({"timeout": timeout} if timeout is not None else {})
         headers = {**({"content-type": "application/json"} if body is not None else {}), **(headers or {})}
         while True:
             try:
-                response = self._http.request(method, path, content=body, params=params, headers=headers or None)
+                response = self._http.request(method, path, content=body, params=params, headers=headers or None, **options)
                 try:
                     answer = response.json() if response.content else {}
                 except ValueError:
@@ -201,7 +209,7 @@ class IngestClient:
             "groove_version": groove_version,
         }
         try:
-            status, answer = self._request("POST", "/v1/sessions/open", json.dumps(request).encode())
+            status, answer = self._request("POST", "/v1/sessions/open", json.dumps(request).encode(), timeout=self.session_timeout_s)
         except httpx.TransportError as exc:
             raise ServiceUnreachable(
                 f"cannot open a session: no ingest service answers at {self.base_url} ({type(exc).__name__}: {exc}); "
@@ -215,29 +223,42 @@ class IngestClient:
     # ---- delivery -------------------------------------------------------------------------------
 
     def send(self, session_id: str, body: bytes) -> dict | None:
-        """Spool one signed envelope, then drain; the server's answer for it, or None if it stays spooled."""
+        """Spool one signed envelope, then drain; the server's answer for it, or None if it stays spooled (offline)."""
         spool_id = self.spool.put(session_id, body)
+        if self._offline_since is not None and not self._back_online():
+            return None
         report = self.drain(single=True)
         for answer in report.answers:
             if answer.get("_spool_id") == spool_id:
                 return answer
         return None
 
+    def _back_online(self) -> bool:
+        """Offline: whether to deliver now, i.e. /health answers (asked at most every `offline_probe_s`)."""
+        if _now() - self._offline_since < self.offline_probe_s:
+            return False
+        if not self.health():
+            self._offline_since = _now()
+            return False
+        return True
+
     def drain(self, single: bool = False) -> FlushReport:
-        """Deliver spooled envelopes in order until the spool is empty or the service is unreachable."""
+        """Deliver spooled envelopes in order until the spool is empty or the service is unreachable (or busy)."""
         report = FlushReport()
         with self._drain_lock:
             while True:
                 items = fitting(self.spool.head(1 if single else self.batch_size), self.max_body_bytes)
                 if not items:
+                    self._offline_since = None
                     break
                 try:
                     answers = self._deliver(items)
                 except (httpx.TransportError, IngestError) as exc:
                     log.warning("ingest unreachable (%s); %d envelopes stay in the spool", exc, self.spool.pending())
+                    self._offline_since = _now()
                     break
-                progressed = self._settle(items, answers, report)
-                if not progressed:
+                if not self._settle(items, answers, report):
+                    self._offline_since = _now()
                     break
         report.pending = self.spool.pending()
         return report
@@ -366,7 +387,8 @@ class Session:
         answer = self.client.send(self.session_id, self.close_envelope(outcome, metadata))
         if answer is not None:
             try:
-                self.client._request("POST", "/v1/sessions/close", json.dumps({"session_id": self.session_id}).encode())
+                self.client._request("POST", "/v1/sessions/close", json.dumps({"session_id": self.session_id}).encode(),
+                                     timeout=self.client.session_timeout_s)
             except httpx.TransportError:
                 log.warning("HTTP close of %s not delivered; the SESSION_CLOSE envelope already closed it", self.session_id)
         return answer

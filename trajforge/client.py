@@ -322,6 +322,9 @@ class IngestClient:
         self._stop.set()
         if self._drainer is not None:
             self._drainer.join(timeout=5)
+        if str(self.spool.path) == ":memory:" and self.spool.pending():
+            log.warning("%d envelopes were not delivered and are lost with this client's in-memory spool: give IngestClient "
+                        "a spool_path to keep them for the next run", self.spool.pending())
         self._http.close()
         self.spool.close()
 

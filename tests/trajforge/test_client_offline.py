@@ -109,3 +109,21 @@ def test_session_open_and_close_wait_10_s_as_the_specification_says_and_envelope
         session = client.open_session(provider="codex", model="o3", contributor_id="0" * 32, machine="m" * 64)
         session.close({"status": "SUCCESS"})
     assert timeouts == {"/v1/sessions/open": 10.0, "/v1/training/ingest": 30.0, "/v1/sessions/close": 10.0}
+
+
+def test_closing_a_client_whose_in_memory_spool_still_holds_envelopes_says_they_are_lost(sleeps, caplog):
+    service = FakeService()
+    service.up = False
+    with client_of(service, max_retries=0) as client:
+        client.send("s", b'{"n":1}')
+    assert any("1 envelopes were not delivered and are lost" in r.getMessage() and "spool_path" in r.getMessage() for r in caplog.records)
+
+
+def test_closing_a_client_with_a_spool_file_keeps_them_quietly(sleeps, caplog, tmp_path):
+    service = FakeService()
+    service.up = False
+    with client_of(service, max_retries=0, spool_path=tmp_path / "spool.db") as client:
+        client.send("s", b'{"n":1}')
+    assert not any("are lost" in r.getMessage() for r in caplog.records)
+    with client_of(FakeService(), spool_path=tmp_path / "spool.db") as again:
+        assert again.flush().delivered == 1

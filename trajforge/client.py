@@ -225,7 +225,7 @@ class IngestClient:
     def send(self, session_id: str, body: bytes) -> dict | None:
         """Spool one signed envelope, then drain; the server's answer for it, or None if it stays spooled (offline)."""
         spool_id = self.spool.put(session_id, body)
-        if self._offline_since is not None and not self._back_online():
+        if not self._back_online():
             return None
         report = self.drain(single=True)
         for answer in report.answers:
@@ -234,13 +234,12 @@ class IngestClient:
         return None
 
     def _back_online(self) -> bool:
-        """Offline: whether to deliver now, i.e. /health answers (asked at most every `offline_probe_s`)."""
-        if _now() - self._offline_since < self.offline_probe_s:
-            return False
-        if not self.health():
-            self._offline_since = _now()
-            return False
-        return True
+        """Whether to deliver now: not offline, or /health answers (asked at most every `offline_probe_s` while offline)."""
+        since = self._offline_since  # read once: the drainer thread may clear it meanwhile
+        due = since is None or _now() - since >= self.offline_probe_s
+        if due and since is not None and not self.health():
+            self._offline_since, due = _now(), False
+        return due
 
     def drain(self, single: bool = False) -> FlushReport:
         """Deliver spooled envelopes in order until the spool is empty or the service is unreachable (or busy)."""

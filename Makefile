@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Where the CPU build of torch comes from (PyPI's Linux torch is the CUDA build); empty: the pip configuration's indexes only
+# Where the CPU build of torch comes from (PyPI's Linux torch is the CUDA build); empty: the pip configuration's indexes only.
+# Used only where its host resolves: a machine that cannot reach it keeps pip's own indexes, without retry warnings.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_CPU_INDEX_REACHABLE = $(shell timeout 5 $(PYTHON) -c "import socket, sys, urllib.parse; socket.getaddrinfo(urllib.parse.urlsplit(sys.argv[1]).hostname, 443)" '$(TORCH_CPU_INDEX)' >/dev/null 2>&1 && echo yes)
 HAS_NVIDIA_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
 
 .PHONY: venv test demo serve bench clean
@@ -17,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 ifneq ($(HAS_NVIDIA_GPU),yes)
 	# No NVIDIA GPU: pin the CPU build of torch first so nothing pulls a multi-GB CUDA build.
-	$(BIN)/python -m pip install --quiet torch==2.13.0 $(if $(TORCH_CPU_INDEX),--extra-index-url $(TORCH_CPU_INDEX))
+	$(BIN)/python -m pip install --quiet torch==2.13.0 $(if $(and $(TORCH_CPU_INDEX),$(TORCH_CPU_INDEX_REACHABLE)),--extra-index-url $(TORCH_CPU_INDEX))
 endif
 	DS_BUILD_OPS=0 $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)

@@ -20,12 +20,14 @@ def venv_commands(*variables: str) -> list[str]:
 
 
 def test_without_a_gpu_torch_comes_from_the_cpu_index_before_the_project():
-    commands = venv_commands()
+    commands = venv_commands("TORCH_CPU_INDEX_REACHABLE=yes")  # where download.pytorch.org resolves
     torch = next(index for index, line in enumerate(commands) if "torch==2.13.0" in line)
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in commands[torch]
     assert torch < next(index for index, line in enumerate(commands) if "-e '.[dev]'" in line)
 
 
-def test_the_cpu_index_can_be_left_to_the_pip_configuration():
-    torch = next(line for line in venv_commands("TORCH_CPU_INDEX=") if "torch==2.13.0" in line)
-    assert "--extra-index-url" not in torch
+def test_the_cpu_index_can_be_left_to_the_pip_configuration_and_is_left_where_it_cannot_be_reached():
+    for variables in (("TORCH_CPU_INDEX=", "TORCH_CPU_INDEX_REACHABLE=yes"), ("TORCH_CPU_INDEX_REACHABLE=",),
+                      ("TORCH_CPU_INDEX=https://no-such-host.invalid/whl/cpu",)):
+        torch = next(line for line in venv_commands(*variables) if "torch==2.13.0" in line)
+        assert "--extra-index-url" not in torch, variables

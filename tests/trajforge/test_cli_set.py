@@ -151,11 +151,3 @@ def test_version_names_the_package_and_the_checkouts_commit(capsys):
     printed = capsys.readouterr().out.strip()
     commit = subprocess.run(["git", "-C", str(CHECKOUT), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert done.value.code == 0 and printed.startswith(f"trajforge {__version__}+{commit}" if commit else f"trajforge {__version__}")
-
-
-def test_serve_says_a_bad_application_arg_before_any_word_of_a_ray(monkeypatch, capsys):
-    monkeypatch.setenv("RAY_ADDRESS", "local")
-    assert main(["serve", "--set", "ingest.num_replicas=abc"]) == 2
-    printed = capsys.readouterr()
-    assert "ingest.num_replicas (set by --set ingest.num_replicas)" in printed.err
-    assert "Ray:" not in printed.out  # it was "Ray: starting a local Ray ..." though none was started

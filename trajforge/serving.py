@@ -43,12 +43,13 @@ def _builder(import_path: str):
 
 
 def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: float = 180.0, direct_ingress: bool = False,
-           detached: bool = False) -> str:
+           detached: bool = False, announce: Callable[[], None] | None = None) -> str:
     """Start (or join) Ray, start Serve, run every application; returns the base URL once /health answers.
 
     `direct_ingress` turns on Serve's direct ingress in the Ray this starts (see `direct_endpoints`);
     a cluster joined with `address` must have been started with `DIRECT_INGRESS_ENV` instead.
-    `detached` applications outlive this process: it refuses to start a Ray of its own for them."""
+    `detached` applications outlive this process: it refuses to start a Ray of its own for them. `announce` runs once the
+    applications are built, before Ray is joined or started (a bad config is said before any word of a Ray)."""
     import ray
     from ray import serve
 
@@ -67,6 +68,8 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
             os.environ.setdefault(name, value)
     for name, value in PROXY_HEADERS_ENV.items():  # a Ray started here: X-Forwarded-For judged by trusted_proxies alone
         os.environ.setdefault(name, value)
+    if announce is not None:
+        announce()
     connect(address)
     if detached and started_ray_here():
         ray.shutdown()

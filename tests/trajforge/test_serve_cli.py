@@ -243,3 +243,13 @@ def test_serve_reads_the_checkouts_config_as_every_command_does_not_one_in_the_f
     assert serve_file.http_options.port == 8000 and [app.name for app in serve_file.applications] == ["ingest", "embed", "generate"]
     given = serve_cmd.load(merge_assignments(build_parser().parse_args(["serve", "--config", "configs/serve.yaml"])))
     assert given.http_options.port == 8123 and [app.name for app in given.applications] == ["other"]
+
+
+def test_a_bad_application_arg_is_said_before_any_word_of_a_ray():
+    # its own process: `trajforge serve` shuts down the Ray it ran with, which in-process is the session's
+    environ = dict(os.environ, RAY_ADDRESS="local")
+    result = subprocess.run([sys.executable, "-m", "trajforge", "serve", "--set", "ingest.num_replicas=abc"], cwd=REPO,
+                            env=environ, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "ingest.num_replicas (set by --set ingest.num_replicas)" in result.stderr
+    assert "Ray:" not in result.stdout  # it was "Ray: starting a local Ray ..." though none was started

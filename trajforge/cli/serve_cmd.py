@@ -107,8 +107,8 @@ def run_command(args: argparse.Namespace) -> int:
     address = args.address or ("auto" if args.detach or args.stop else None)
     if (args.detach or args.stop) and ray_to_join(address) is None:
         raise ServeStartError(serving.cluster_needed("--stop" if args.stop else "--detach"))
-    print(which_ray(address), flush=True)
     if args.stop:
+        print(which_ray(address), flush=True)
         return stop_detached(address, [app.name for app in serve_file.applications])
     return serve_until_stopped(args, serve_file, address)
 
@@ -139,7 +139,8 @@ def serve_until_stopped(args: argparse.Namespace, serve_file: ServeFile, address
 
     detached = False
     try:
-        url = serving.deploy(serve_file, address=address, direct_ingress=args.direct_ingress, detached=args.detach)
+        url = serving.deploy(serve_file, address=address, direct_ingress=args.direct_ingress, detached=args.detach,
+                             announce=lambda: print(which_ray(address), flush=True))
         for signum in (signal.SIGTERM, signal.SIGHUP):  # after ray.init, which installs a handler of its own
             signal.signal(signum, stop)
         direct = serving.direct_endpoints(serve_file.http_options.host, serve_file.http_options.port) if args.direct_ingress else {}

@@ -42,7 +42,7 @@ def test_every_request_counts_toward_the_address_limit_as_the_specifications_mid
 
 def test_sessions_per_machine_per_hour(serve_url, monkeypatch):
     machine, waits = uuid.uuid4().hex, []
-    monkeypatch.setattr("trajforge.client.time.sleep", waits.append)
+    monkeypatch.setattr("trajforge.client.transport.time.sleep", waits.append)
     with IngestClient(serve_url + "/limited", max_retries=5, backoff_max_s=60) as client:  # retries, as an agent's would
         client._http.headers.update({"x-forwarded-for": f"10.2.0.{uuid.uuid4().int % 250}"})
         open_session(client, machine=machine)

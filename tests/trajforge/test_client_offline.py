@@ -29,14 +29,14 @@ class FakeService:
 @pytest.fixture
 def sleeps(monkeypatch):
     waits: list[float] = []
-    monkeypatch.setattr("trajforge.client.time.sleep", waits.append)
+    monkeypatch.setattr("trajforge.client.transport.time.sleep", waits.append)
     return waits
 
 
 @pytest.fixture
 def clock(monkeypatch):
     now = [1000.0]
-    monkeypatch.setattr("trajforge.client._now", lambda: now[0], raising=False)
+    monkeypatch.setattr("trajforge.client.outbox._now", lambda: now[0])
     return now
 
 

@@ -1,0 +1,31 @@
+"""The Python SDK an agent uses to send signed trajectories to the ingest service.
+
+    client = IngestClient("http://127.0.0.1:8000", spool_path="~/.cache/trajforge/spool.db")
+    session = client.open_session(provider="codex", model="gpt-5.5", contributor_id=contributor_id_for("alice"))
+    session.send_chunk(steps, metadata={"agent_role": "frontend"})
+    session.close({"status": "SUCCESS"})
+    client.flush()
+
+Every envelope is signed (HMAC-SHA256 keyed by the ECDH secret of its session, over the JavaScript
+serialization the server reproduces), written to a durable local spool, then delivered in order
+with retries and exponential backoff. When the service is unreachable the envelopes stay in the
+spool and go out at the next `flush`, from the background drainer, or at a `send`: once a delivery has found the
+service down, a `send` only spools (it does not wait through the retries again) until `/health` answers, which it
+asks at most every `offline_probe_s` (60 s, as the specification's client probes its offline queue).
+
+Modules: `ingest` (the client), `session` (numbering and signing), `outbox` (delivery from the spool and the
+offline mode), `transport` (HTTP with retries), `batching` (cutting into pieces the service takes), `errors`,
+`identity` (contributor id, machine fingerprint, version hash); the spool itself is `trajforge.spool`.
+"""
+
+from trajforge.client.batching import fitting
+from trajforge.client.errors import RETRYABLE, IngestError, ServiceUnreachable, retryable
+from trajforge.client.identity import GROOVE_VERSION, app_version_hash, contributor_id_for, machine_fingerprint
+from trajforge.client.ingest import IngestClient
+from trajforge.client.outbox import FlushReport
+from trajforge.client.session import Session
+
+__all__ = [
+    "GROOVE_VERSION", "RETRYABLE", "FlushReport", "IngestClient", "IngestError", "ServiceUnreachable", "Session",
+    "app_version_hash", "contributor_id_for", "fitting", "machine_fingerprint", "retryable",
+]

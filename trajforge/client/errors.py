@@ -1,0 +1,45 @@
+"""What the service's answers mean to the client: which are worth sending again, how long it asked to wait."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
+
+
+class IngestError(RuntimeError):
+    """The service refused a request for a reason retrying cannot fix (the message says which)."""
+
+    def __init__(self, status: int, answer: dict):
+        super().__init__(f"HTTP {status}: {answer.get('message') or answer}")
+        self.status = status
+        self.answer = answer
+
+
+class ServiceUnreachable(httpx.TransportError):
+    """The ingest service did not answer at all (after the retries): the message names the URL and what to do."""
+
+
+def retryable(status: int, answer: Any) -> bool:
+    """Worth sending again later: the service is busy or down, not refusing this envelope for good."""
+    refused_for_good = isinstance(answer, dict) and answer.get("error") == "session_envelope_limit"
+    return status in RETRYABLE and not refused_for_good
+
+
+def retry_after(answer: Any) -> float:
+    """The wait the service asked for (`retryAfter`, seconds), 0 when it named none."""
+    try:
+        return max(0.0, float(answer.get("retryAfter", 0))) if isinstance(answer, dict) else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def read_answer(response: httpx.Response) -> Any:
+    """The JSON answer of a response (`{}` when empty, `{"message": text}` when not JSON)."""
+    try:
+        return response.json() if response.content else {}
+    except ValueError:
+        return {"message": response.text[:500]}
+

@@ -1,0 +1,150 @@
+"""`IngestClient`: sessions (ECDH with the service), envelopes through the durable spool, telemetry events."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from trajforge import constants as c
+from trajforge import crypto
+from trajforge.client.errors import IngestError, ServiceUnreachable
+from trajforge.client.identity import GROOVE_VERSION, app_version_hash, machine_fingerprint
+from trajforge.client.outbox import FlushReport, Outbox
+from trajforge.client.session import Session
+from trajforge.client.transport import Transport
+from trajforge.spool import Spool
+
+log = logging.getLogger("trajforge.client")
+
+
+class IngestClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        spool_path: str | Path = ":memory:",
+        timeout_s: float = 30.0,
+        session_timeout_s: float = 10.0,
+        offline_probe_s: float = 60.0,
+        max_retries: int = 5,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 60.0,
+        batch_size: int = c.MAX_BATCH_ENVELOPES,
+        max_body_bytes: int = c.MAX_BODY_BYTES,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.transport = Transport(self.base_url, timeout_s=timeout_s, max_retries=max_retries, backoff_base_s=backoff_base_s,
+                                   backoff_max_s=backoff_max_s, transport=transport)
+        self._http = self.transport.http
+        self.spool = Spool(Path(spool_path).expanduser() if str(spool_path) != ":memory:" else spool_path)
+        self.outbox = Outbox(self.spool, self.transport, batch_size=batch_size, max_body_bytes=max_body_bytes, offline_probe_s=offline_probe_s)
+        self.session_timeout_s = session_timeout_s  # session open and close (the specification's 10 s)
+        self._drainer: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # ---- HTTP -----------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, body: bytes | None = None, params: dict | None = None,
+                 headers: dict[str, str] | None = None, timeout: float | None = None) -> tuple[int, Any]:
+        return self.transport.request(method, path, body, params, headers, timeout)
+
+    def health(self) -> bool:
+        return self.transport.health()
+
+    def get(self, path: str, **params: Any) -> Any:
+        status, answer = self._request("GET", path, params=params or None)
+        if status != 200:
+            raise IngestError(status, answer)
+        return answer
+
+    def send_events(self, events: list[dict[str, Any]], api_key: str | None = None) -> dict[str, Any]:
+        """Starcode telemetry events (`POST /v1/events`, 1,000 at most a request by default), retried like envelopes.
+        A resent event is answered as a duplicate, so retrying is safe; a refusal (401, 400, 413) raises IngestError."""
+        body = json.dumps({"events": events}, ensure_ascii=False).encode()
+        status, answer = self._request("POST", "/v1/events", body, headers={"x-company-api-key": api_key} if api_key else None)
+        if status != 200:
+            raise IngestError(status, answer)
+        return answer
+
+    # ---- sessions -------------------------------------------------------------------------------
+
+    def open_session(self, *, provider: str, model: str, contributor_id: str, session_id: str | None = None, machine: str | None = None,
+                     version_hash: str | None = None, groove_version: str = GROOVE_VERSION) -> Session:
+        """ECDH with the service; needs the service to be reachable (a session cannot be signed offline): raises
+        ServiceUnreachable (an httpx.TransportError) when it does not answer, IngestError when it refuses."""
+        public_b64, private_b64 = crypto.generate_keypair()
+        request = {
+            "session_id": session_id or f"sess_{uuid.uuid4()}",
+            "public_key": public_b64,
+            "provider": provider,
+            "model": model,
+            "machine_fingerprint": machine or machine_fingerprint(),
+            "app_version_hash": version_hash or app_version_hash(),
+            "groove_version": groove_version,
+        }
+        try:
+            status, answer = self._request("POST", "/v1/sessions/open", json.dumps(request).encode(), timeout=self.session_timeout_s)
+        except httpx.TransportError as exc:
+            raise ServiceUnreachable(
+                f"cannot open a session: no ingest service answers at {self.base_url} ({type(exc).__name__}: {exc}); "
+                "start it with `trajforge serve` or check the URL (a session needs the service: its key is agreed online)"
+            ) from exc
+        if status != 200:
+            raise IngestError(status, answer)
+        secret = crypto.derive_shared_secret(private_b64, answer["server_public_key"])
+        return Session(self, request["session_id"], secret, contributor_id, request["app_version_hash"], provider, model)
+
+    # ---- delivery -------------------------------------------------------------------------------
+
+    def send(self, session_id: str, body: bytes) -> dict | None:
+        """Spool one signed envelope, then drain; the server's answer for it, or None if it stays spooled (offline)."""
+        spool_id = self.spool.put(session_id, body)
+        if not self.outbox.back_online():
+            return None
+        report = self.outbox.drain(single=True)
+        for answer in report.answers:
+            if answer.get("_spool_id") == spool_id:
+                return answer
+        return None
+
+    def drain(self) -> FlushReport:
+        """Deliver spooled envelopes in order until the spool is empty or the service is unreachable (or busy)."""
+        return self.outbox.drain()
+
+    flush = drain
+
+    def start_background_drain(self, interval_s: float = 60.0) -> None:
+        """Every `interval_s`, if envelopes are waiting and /health answers, deliver them."""
+        if self._drainer is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                if self.spool.pending() and self.health():
+                    self.drain()
+
+        self._drainer = threading.Thread(target=loop, name="trajforge-spool-drain", daemon=True)
+        self._drainer.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._drainer is not None:
+            self._drainer.join(timeout=5)
+        if str(self.spool.path) == ":memory:" and self.spool.pending():
+            log.warning("%d envelopes were not delivered and are lost with this client's in-memory spool: give IngestClient "
+                        "a spool_path to keep them for the next run", self.spool.pending())
+        self.transport.close()
+        self.spool.close()
+
+    def __enter__(self) -> IngestClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -8,6 +8,7 @@ embed service unreachable), keyword counts rank them instead, and the result say
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ class Domain(BaseModel):
     description: str = Field(min_length=1)
     """Text embedded as the domain's prototype."""
     keywords: list[str] = []
-    """Lower-case substrings counted by the keyword fallback."""
+    """Words or phrases counted by the keyword fallback, case aside, as whole words (a plural -s or -es counts too):
+    `java` is not in "javascript", nor `ci` in "decision"."""
 
 
 class DomainsConfig(BaseModel):
@@ -43,6 +45,14 @@ def load_domains(path: str | Path = DEFAULT_DOMAINS, given_by: str | None = None
     return validate(DomainsConfig, read_yaml(path, given_by, kind="domains file"), str(path))
 
 
+def keyword_pattern(keyword: str) -> re.Pattern[str]:
+    """`keyword` as a whole word of a lower-cased text: not inside a longer word (`pip` in "pipeline"), a plural -s or
+    -es allowed. An end that is not a letter or digit (`.py`, `next.js`) needs no boundary there."""
+    head = r"(?<![a-z0-9])" if keyword[:1].isalnum() else ""
+    tail = r"(?:e?s)?(?![a-z0-9])" if keyword[-1:].isalnum() else ""
+    return re.compile(head + re.escape(keyword.lower()) + tail)
+
+
 def _tags(scored: list[tuple[str, float]], method: str) -> dict[str, Any]:
     ranked = sorted(scored, key=lambda item: (-item[1], item[0]))[:3]
     tags: dict[str, Any] = {rank: {"domain": name, "confidence": round(min(max(score, 0.0), 1.0), 4)} for rank, (name, score) in zip(RANKS, ranked)}
@@ -54,6 +64,8 @@ class DomainTagger:
     def __init__(self, config: DomainsConfig | None = None, embed: EmbedFn | None = None):
         self.config = config or load_domains()
         self.names = list(self.config.domains)
+        self._keywords = {name: [keyword_pattern(keyword) for keyword in domain.keywords if keyword.strip()]
+                          for name, domain in self.config.domains.items()}
         self._embed = embed
         self._prototypes = None
         if embed is not None:
@@ -97,6 +109,6 @@ class DomainTagger:
         """Ranks only the domains whose keywords the text has: a text with none gets no rank at all (no domain),
         never the alphabetically first domains with confidence 0."""
         lowered = text.lower()
-        counts = {name: sum(lowered.count(keyword) for keyword in domain.keywords) for name, domain in self.config.domains.items()}
+        counts = {name: sum(len(pattern.findall(lowered)) for pattern in patterns) for name, patterns in self._keywords.items()}
         total = sum(counts.values())
         return _tags([(name, count / total) for name, count in counts.items() if count], "keywords")

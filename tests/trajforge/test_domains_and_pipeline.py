@@ -40,6 +40,19 @@ def test_keyword_fallback_names_no_domain_for_a_text_without_any_keyword():
     assert DomainTagger().tag("hello there, how was your weekend?") == {"method": "keywords"}
 
 
+@pytest.mark.parametrize("text, domain", [
+    ("Writing JavaScript with React hooks", "react_frontend"),  # `java` is not in "javascript"
+    ("fix the precision of the decision logic", None),  # nor `ci` in "precision"
+    ("the expression parser in the data pipeline", None),  # nor `express` in "expression", `pip` in "pipeline"
+    ("we meet in two weeks about the new laws", None),  # nor `eks` in "weeks", `aws` in "laws"
+    ("DuckDB joins over two dataframes", "data_engineering"),  # plurals count
+    ("rename main.py", "python_backend"),  # a keyword that starts with a dot
+])
+def test_keywords_count_as_whole_words_not_inside_other_words(text, domain):
+    tags = DomainTagger().tag_keywords(text)
+    assert tags.get("primary", {}).get("domain") == domain, tags
+
+
 def test_an_embedder_that_fails_falls_back_to_keywords(embedder):
     def unavailable(texts):
         raise RuntimeError("HTTP 503: the model is loading")

@@ -243,24 +243,47 @@ def embed_dataset(dataset, text_column: str = "text", model: str = PACKAGED, *, 
     )
 
 
+REMOTE_BATCH = 256
+"""Texts per request of `remote` (the service takes up to its `max_inputs`, 2048 by default, and 5 MB bodies)."""
+
+
+def endpoint(url: str) -> str:
+    """The `POST /v1/embed` URL of a service: from its base URL (`http://host:8000`) or the endpoint itself
+    (`http://host:8000/v1/embed`, the form of the specification's EMBEDDING_SERVICE_URL)."""
+    base = url.rstrip("/")
+    return base if base.endswith("/v1/embed") else f"{base}/v1/embed"
+
+
 def remote(base_url: str, timeout_s: float = 30.0):
-    """An embed function backed by a deployed service's `POST /v1/embed` (list form, one request); it raises
-    RuntimeError, saying why, when the service is unreachable or refuses. A URL without http:// or https:// is a
-    ConfigError saying to add it (httpx would call it an unsupported protocol)."""
+    """An embed function backed by a deployed service's `POST /v1/embed` (list form, REMOTE_BATCH texts a request,
+    each truncated as the service would); `base_url` is the service's URL or the endpoint's. It raises RuntimeError,
+    saying why, when the service is unreachable, refuses or answers something else. A URL without http:// or https://
+    is a ConfigError saying to add it (httpx would call it an unsupported protocol)."""
     import httpx
 
     if not base_url.lower().startswith(("http://", "https://")):
         fixed = "http://" + base_url.split("://", 1)[-1]
         raise ConfigError(f"embed service URL {base_url!r} needs http:// or https:// in front: add it, e.g. {fixed}")
+    url = endpoint(base_url)
 
-    def embed(texts: list[str]) -> list[list[float]]:
-        url = f"{base_url.rstrip('/')}/v1/embed"
+    def post(texts: list[str]) -> list[list[float]]:
         try:
-            response = httpx.post(url, json={"input": list(texts)}, timeout=timeout_s)
+            response = httpx.post(url, json={"input": [truncate(text) for text in texts]}, timeout=timeout_s)
         except httpx.HTTPError as exc:  # down, refused, timed out: one error type for callers that fall back
             raise RuntimeError(f"embed service at {url} unreachable ({type(exc).__name__}: {exc}); start it with `trajforge serve`") from exc
         if response.status_code != 200:
             raise RuntimeError(f"embed service answered {response.status_code}: {response.text[:300]}")
-        return [item["embedding"] for item in sorted(response.json()["data"], key=lambda item: item["index"])]
+        try:
+            data = sorted(response.json()["data"], key=lambda item: item["index"])
+            vectors = [list(item["embedding"]) for item in data]
+        except (ValueError, KeyError, TypeError) as exc:  # not an embed service's answer (another server at that URL)
+            raise RuntimeError(f"{url} answered 200 but not with embeddings ({response.text[:120]!r}): is it an embed service?") from exc
+        if len(vectors) != len(texts):
+            raise RuntimeError(f"embed service at {url} answered {len(vectors)} embeddings for {len(texts)} texts")
+        return vectors
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        texts = list(texts)
+        return [vector for start in range(0, len(texts), REMOTE_BATCH) for vector in post(texts[start:start + REMOTE_BATCH])]
 
     return embed

@@ -9,7 +9,8 @@ import math
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", help="the text to embed (truncated to 512 characters, as the service does; not empty)")
-    parser.add_argument("--url", help="a running service, e.g. http://127.0.0.1:8000 (default: embed in this process)")
+    parser.add_argument("--url", help="a running service, e.g. http://127.0.0.1:8000, or its endpoint http://127.0.0.1:8000/v1/embed "
+                        "(default: embed in this process)")
     parser.add_argument("--model", default="packaged", help="in-process model: packaged, a local directory or a cached model id")
     parser.add_argument("--domains", help="domain prototypes YAML (default configs/domains.yaml)")
     parser.add_argument("--values", type=int, default=8, help="how many leading values to print (default 8)")
@@ -22,7 +23,7 @@ def embed_function(args: argparse.Namespace):
     from trajforge.errors import TrajforgeError
 
     if args.url:
-        return embedding.remote(args.url), f"{args.url}/v1/embed"
+        return embedding.remote(args.url), embedding.endpoint(args.url)
     try:
         embedder = embedding.Embedder(model=args.model)
     except TrajforgeError:

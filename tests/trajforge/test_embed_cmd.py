@@ -67,3 +67,12 @@ def test_the_model_stage_takes_read_only_arrays_without_a_warning(embedder):
         vectors = embedder.embed_tokens(tokens["input_ids"], tokens["token_type_ids"], tokens["attention_mask"])
     assert [str(warning.message) for warning in caught] == []
     assert np.allclose(vectors, embedder.embed(texts), atol=1e-5)
+
+
+def test_values_is_at_least_one_and_all_of_them_end_without_an_ellipsis(capsys):
+    with pytest.raises(SystemExit) as refused:
+        main(["embed", "--values", "0", "some text"])
+    assert refused.value.code == 2 and "--values: 0 is not at least 1" in capsys.readouterr().err
+    assert main(["embed", "--values", "384", "some text"]) == 0
+    first = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("first:"))
+    assert first.count(",") == 383 and first.endswith("]") and "..." not in first

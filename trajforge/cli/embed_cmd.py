@@ -6,6 +6,8 @@ import argparse
 import json
 import math
 
+from trajforge.cli.common import positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", help="the text to embed (truncated to 512 characters, as the service does; not empty)")
@@ -13,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: embed in this process)")
     parser.add_argument("--model", default="packaged", help="in-process model: packaged, a local directory or a cached model id")
     parser.add_argument("--domains", help="domain prototypes YAML (default configs/domains.yaml)")
-    parser.add_argument("--values", type=int, default=8, help="how many leading values to print (default 8)")
+    parser.add_argument("--values", type=positive_int, default=8, help="how many leading values to print (default 8)")
 
 
 def embed_function(args: argparse.Namespace):
@@ -50,6 +52,7 @@ def run_command(args: argparse.Namespace) -> int:
     tagger = DomainTagger(domains, embed=embed)
     print(f"source:  {source}")
     print(f"vector:  {len(vector)} dims, norm {math.sqrt(sum(v * v for v in vector)):.6f}")
-    print(f"first:   [{', '.join(f'{v:+.5f}' for v in vector[: args.values])}, ...]")
+    more = ", ..." if args.values < len(vector) else ""
+    print(f"first:   [{', '.join(f'{v:+.5f}' for v in vector[: args.values])}{more}]")
     print(f"domains: {json.dumps(tagger.tag_vector(vector))}")
     return 0

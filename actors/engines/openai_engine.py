@@ -9,12 +9,18 @@ text ended the answer; without it (OpenAI's own) a completion's `stop_reason_kno
 A request's `prompt_logprobs` is asked of `/v1/completions` as `echo` with `logprobs` (vLLM's server and our front
 answer it) and split back off the answer; chat has no echo, so there it is refused. A chat request's `tools` are sent on;
 the calls an upstream answers with come back in the text in the Hermes form (`hermes.py`), as a local model writes them.
+An upstream that refuses a parameter as unsupported by its model (OpenAI's reasoning models refuse `max_tokens`,
+`temperature`, `top_p`, `logprobs`, `stop`: `unsupported_parameter`/`unsupported_value` naming it) gets the request
+again without it (`max_tokens` as `max_completion_tokens`), and every later one too, with one warning naming what it
+lost; stops are still cut here. What shapes the answer (messages, prompt, tools, a schema) is never dropped.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,6 +29,11 @@ from actors.engines.hermes import calls_text
 from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_output, cut_at_stop, sampling_extras
 
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
+# what an upstream may refuse for its model and the request still means the same (stops are cut here, the sampling
+# settings fall back to the upstream's defaults, log-probabilities are left empty)
+DROPPABLE = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "logprobs", "top_logprobs",
+             "presence_penalty", "frequency_penalty", "include_stop_str_in_output", "return_tokens_as_token_ids"}
+log = logging.getLogger(__name__)
 
 
 class OpenAIEngine:
@@ -43,6 +54,36 @@ class OpenAIEngine:
         self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport,
                                    limits=httpx.Limits(max_connections=concurrency))
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-engine")
+        self.refused: set[str] = set()  # parameters the upstream said its model does not support
+        self._refused_lock = threading.Lock()
+
+    def _without_refused(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`body` without the parameters the upstream refused; `max_tokens` renamed `max_completion_tokens`."""
+        body = {name: value for name, value in body.items() if name not in self.refused or name == "max_tokens"}
+        if "max_tokens" in self.refused and "max_tokens" in body:
+            limit = body.pop("max_tokens")
+            if "max_completion_tokens" not in self.refused:
+                body["max_completion_tokens"] = limit
+        return body
+
+    def _learn_refusal(self, response: Any, body: dict[str, Any]) -> bool:
+        """True when `response` is a 400 refusing one of `body`'s droppable parameters as unsupported (now remembered)."""
+        try:
+            error = response.json().get("error") or {}
+        except ValueError:
+            return False
+        if not isinstance(error, dict):
+            return False
+        param, message = error.get("param"), str(error.get("message") or "")
+        unsupported = error.get("code") in ("unsupported_parameter", "unsupported_value") or message.startswith("Unsupported ")
+        if not (unsupported and isinstance(param, str) and param in body and param in DROPPABLE):
+            return False
+        with self._refused_lock:
+            if param not in self.refused:
+                self.refused.add(param)
+                log.warning("%s refuses %r for model %s (%s): sending every request without it%s", self.base_url, param,
+                            self.model, message[:200], " (as max_completion_tokens)" if param == "max_tokens" else "")
+        return True
 
     def _body(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {"model": self.model, "max_tokens": request.max_tokens, "temperature": request.temperature,
@@ -86,24 +127,29 @@ class OpenAIEngine:
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         import httpx
 
-        for attempt in range(self.max_retries + 1):
+        attempt = 0
+        while True:
             delay = self.backoff_s * 2**attempt * (0.5 + random.random())
+            sent = self._without_refused(body)
             try:
-                response = self.client.post(path, json=body)
+                response = self.client.post(path, json=sent)
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 if attempt == self.max_retries:
                     raise RuntimeError(f"{self.base_url}{path} unreachable after {attempt + 1} attempts: {exc}") from None
                 time.sleep(delay)
+                attempt += 1
                 continue
             if response.status_code == 200:
                 return response.json()
+            if response.status_code == 400 and self._learn_refusal(response, sent):
+                continue  # at most once per droppable parameter: each refusal is remembered
             if response.status_code in (400, 404, 413, 422):
                 raise InvalidRequest(f"{self.base_url}{path} answered {response.status_code}: {response.text[:300]}")
             if response.status_code not in RETRYABLE or attempt == self.max_retries:
                 raise RuntimeError(f"{self.base_url}{path} answered {response.status_code}: {response.text[:300]}")
             retry_after = response.headers.get("retry-after", "")
             time.sleep(float(retry_after) if retry_after.replace(".", "", 1).isdigit() else delay)
-        raise AssertionError("unreachable")
+            attempt += 1
 
     @staticmethod
     def _tokens(choice: dict[str, Any], chat: bool, top: int) -> tuple[list[int], list[float], list[list[tuple[int, float]]]]:

@@ -1,17 +1,30 @@
 """The client's durable outbox: signed envelopes wait here (SQLite, fsync'd) until the service takes them.
 
 Envelopes leave in the order they were signed, so a session's sequences reach the server in order
-even across an offline period or a restart of the agent.
+even across an offline period or a restart of the agent. A spool file that is not a readable SQLite database
+(damaged on disk, or another file at that path) is moved aside to `<name>.corrupt-<time>` with a logged error, and a
+fresh spool takes its place: the client keeps working, and what the old file held is kept for inspection.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger("trajforge.client")
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL,"
+    " body BLOB NOT NULL, created_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0)",
+    "CREATE TABLE IF NOT EXISTS rejected (id INTEGER PRIMARY KEY, session_id TEXT NOT NULL, body BLOB NOT NULL,"
+    " status INTEGER NOT NULL, answer TEXT NOT NULL, rejected_at REAL NOT NULL)",
+)
 
 
 @dataclass(frozen=True)
@@ -21,29 +34,69 @@ class Spooled:
     body: bytes
 
 
+def _connect(path: str | Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        if str(path) != ":memory:" and (check := conn.execute("PRAGMA quick_check").fetchone()[0]) != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {check}")
+    except sqlite3.DatabaseError:
+        conn.close()
+        raise
+    return conn
+
+
+def _set_aside(path: Path, problem: Exception) -> Path:
+    """Move a damaged spool (and its WAL and shared-memory files) aside; the name it now has."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9}")
+    for suffix in ("", "-wal", "-shm"):
+        part = Path(f"{path}{suffix}")
+        if part.exists():
+            part.rename(f"{aside}{suffix}")
+    log.error("the spool %s is damaged (%s): moved aside to %s, starting an empty spool; envelopes it held were not sent",
+              path, problem, aside)
+    return aside
+
+
 class Spool:
     def __init__(self, path: str | Path = ":memory:"):
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.set_aside: Path | None = None  # where a damaged spool file went, if one was found
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL,"
-            " body BLOB NOT NULL, created_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0)"
-        )
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS rejected (id INTEGER PRIMARY KEY, session_id TEXT NOT NULL, body BLOB NOT NULL,"
-            " status INTEGER NOT NULL, answer TEXT NOT NULL, rejected_at REAL NOT NULL)"
-        )
+        try:
+            self._conn = _connect(path)
+        except sqlite3.DatabaseError as exc:
+            if str(path) == ":memory:":
+                raise
+            self.set_aside = _set_aside(Path(path), exc)
+            self._conn = _connect(path)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (one fsync), under the lock; rolled back if the body raises."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     def put(self, session_id: str, body: bytes) -> int:
-        with self._lock:
-            return self._conn.execute(
-                "INSERT INTO outbox (session_id, body, created_at) VALUES (?, ?, ?)", (session_id, body, time.time())
-            ).lastrowid
+        return self.put_many(session_id, [body])[0]
+
+    def put_many(self, session_id: str, bodies: list[bytes]) -> list[int]:
+        """Spool envelopes in one transaction, in this order; their ids."""
+        now = time.time()
+        with self._write() as conn:
+            return [conn.execute("INSERT INTO outbox (session_id, body, created_at) VALUES (?, ?, ?)", (session_id, body, now)).lastrowid
+                    for body in bodies]
 
     def head(self, limit: int) -> list[Spooled]:
         with self._lock:
@@ -51,23 +104,21 @@ class Spool:
         return [Spooled(*row) for row in rows]
 
     def delivered(self, ids: list[int]) -> None:
-        with self._lock:
-            self._conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+        with self._write() as conn:
+            conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
     def reject(self, item: Spooled, status: int, answer: dict) -> None:
         """Move a permanently refused envelope aside (kept for inspection, never resent)."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.execute(
-                "INSERT INTO rejected (id, session_id, body, status, answer, rejected_at) VALUES (?, ?, ?, ?, ?, ?)",
+        with self._write() as conn:
+            conn.execute(  # OR REPLACE: another process sharing this spool may have set it aside first
+                "INSERT OR REPLACE INTO rejected (id, session_id, body, status, answer, rejected_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (item.id, item.session_id, item.body, status, json.dumps(answer), time.time()),
             )
-            self._conn.execute("DELETE FROM outbox WHERE id = ?", (item.id,))
-            self._conn.execute("COMMIT")
+            conn.execute("DELETE FROM outbox WHERE id = ?", (item.id,))
 
     def attempted(self, ids: list[int]) -> None:
-        with self._lock:
-            self._conn.executemany("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in ids])
+        with self._write() as conn:
+            conn.executemany("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in ids])
 
     def pending(self) -> int:
         with self._lock:

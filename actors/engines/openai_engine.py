@@ -8,7 +8,8 @@ A choice's `stop_reason` (vLLM's server and our front send it) says whether a st
 text ended the answer; without it (OpenAI's own) a completion's `stop_reason_known` is False.
 A request's `prompt_logprobs` is asked of `/v1/completions` as `echo` with `logprobs` (vLLM's server and our front
 answer it) and split back off the answer; chat has no echo, so there it is refused. A chat request's `tools` are sent on;
-the calls an upstream answers with come back in the text in the Hermes form (`hermes.py`), as a local model writes them.
+the calls an upstream answers with come back in the text in the Hermes form (`hermes.py`), and its split-off reasoning
+in `<think>` before the content, as a local model writes them (the actor loop reads the thought from there).
 An upstream that refuses a parameter as unsupported by its model (OpenAI's reasoning models refuse `max_tokens`,
 `temperature`, `top_p`, `logprobs`, `stop`: `unsupported_parameter`/`unsupported_value` naming it) gets the request
 again without it (`max_tokens` as `max_completion_tokens`), and every later one too, with one warning naming what it
@@ -212,9 +213,12 @@ class OpenAIEngine:
 
 
 def _chat_text(message: dict[str, Any]) -> str:
-    """A chat answer's text, its tool calls (an upstream that parsed them) written back after it in the Hermes form."""
+    """A chat answer's text as a local model writes it: the reasoning an upstream's reasoning parser split off (vLLM's
+    `reasoning`, earlier `reasoning_content`) back in `<think>` before it, its tool calls after it in the Hermes form."""
     text, calls = message.get("content") or "", message.get("tool_calls")
-    return text + (calls_text(calls) if calls else "")
+    reasoning = message.get("reasoning") or message.get("reasoning_content")
+    thought = f"<think>{reasoning}</think>" if isinstance(reasoning, str) and reasoning else ""
+    return thought + text + (calls_text(calls) if calls else "")
 
 
 def _token_id(name: Any) -> int | None:

@@ -1,6 +1,7 @@
 """The openai engine against an upstream that refuses parameters its model does not support, as OpenAI's reasoning
 models do (`max_tokens`, `temperature`, `logprobs`, `stop`): the request is sent again without them (`max_tokens` as
-`max_completion_tokens`), every later request too, with one warning; any other 400 fails that request alone."""
+`max_completion_tokens`), every later request too, with one warning; any other 400 fails that request alone. A
+reasoning the upstream split off comes back in `<think>`."""
 
 from __future__ import annotations
 
@@ -80,3 +81,17 @@ def test_a_plain_bad_request_is_not_retried():
     engine = OpenAIEngine("http://upstream/v1", "m", api_key_env=None, transport=httpx.MockTransport(answer))
     [completion] = engine.generate([GenerationRequest(prompt="a", temperature=0.5)])
     assert completion.invalid_request and len(bodies) == 1 and engine.refused == set()
+
+
+def test_an_upstreams_split_off_reasoning_comes_back_in_think_before_the_content():
+    messages = iter([{"role": "assistant", "content": "<action>{}</action>", "reasoning": "print becomes logging"},
+                     {"role": "assistant", "content": "ok", "reasoning_content": "older servers name it so"},
+                     {"role": "assistant", "content": "plain", "reasoning": None}])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"model": "m", "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+                                         "choices": [{"index": 0, "finish_reason": "stop", "message": next(messages)}]})
+
+    engine = OpenAIEngine("http://upstream/v1", "m", api_key_env=None, transport=httpx.MockTransport(answer), concurrency=1)
+    texts = [engine.generate([GenerationRequest(messages=[{"role": "user", "content": "hi"}])])[0].text for _ in range(3)]
+    assert texts == ["<think>print becomes logging</think><action>{}</action>", "<think>older servers name it so</think>ok", "plain"]

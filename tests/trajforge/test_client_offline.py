@@ -21,9 +21,14 @@ class FakeService:
         if not self.up:
             raise httpx.ConnectError("connection refused")
         status = self.statuses.pop(0) if self.statuses else 200
+        answer = {"accepted": status == 200, "duplicate": False, "message": f"answered {status}"}
         if request.url.path == "/v1/training/ingest":
             self.bodies.append(json.loads(request.content)) if status == 200 else None
-        return httpx.Response(status, json={"accepted": status == 200, "duplicate": False, "message": f"answered {status}"})
+        if request.url.path == "/v1/training/ingest:batch" and status == 200:
+            batch = json.loads(request.content)
+            self.bodies.extend(batch)
+            return httpx.Response(200, json={"results": [{"index": i, "status": 200, **answer} for i in range(len(batch))]})
+        return httpx.Response(status, json=answer)
 
 
 @pytest.fixture

@@ -8,10 +8,16 @@
 
 Every envelope is signed (HMAC-SHA256 keyed by the ECDH secret of its session, over the JavaScript
 serialization the server reproduces), written to a durable local spool, then delivered in order
-with retries and exponential backoff. When the service is unreachable the envelopes stay in the
-spool and go out at the next `flush`, from the background drainer, or at a `send`: once a delivery has found the
-service down, a `send` only spools (it does not wait through the retries again) until `/health` answers, which it
-asks at most every `offline_probe_s` (60 s, as the specification's client probes its offline queue).
+with retries and exponential backoff with jitter (5 retries, waits up to 60 s, the service's Retry-After kept).
+Steps beyond one envelope's limits (500 steps, 5 MB) go in several envelopes with consecutive sequences; events
+beyond one request's (1,000 events, 5 MB) in several requests. A session may be used from several threads.
+
+When the service is unreachable the envelopes stay in the spool and the whole backlog goes out, in order and in
+batches the service takes (500 envelopes, 5 MB a request), at the next `flush`, from the background drainer, at a
+`send`, or at `close`: once a delivery has found the service down, a `send` only spools (it does not wait through
+the retries again) until the service's Retry-After is over or `/health` answers, which it asks at most every
+`offline_probe_s` (60 s, as the specification's client probes its offline queue). A refusal (4xx) sets aside only
+the envelope refused; 5xx, 429 and no answer keep everything in the spool.
 
 Modules: `ingest` (the client), `session` (numbering and signing), `outbox` (delivery from the spool and the
 offline mode), `transport` (HTTP with retries), `batching` (cutting into pieces the service takes), `errors`,

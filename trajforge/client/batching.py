@@ -3,7 +3,8 @@ requests, events into requests, each within a count and a byte budget, in order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from trajforge.spool import Spooled
 
@@ -29,3 +30,9 @@ def fitting(items: list[Spooled], max_body_bytes: int) -> list[Spooled]:
         return []
     _, end = runs([len(item.body) + 1 for item in items], len(items), max_body_bytes - 1)[0]  # "[" and "," / "]"
     return items[:end]
+
+
+def pieces(items: list[Any], serialize: Callable[[Any], bytes], max_count: int, budget: int) -> list[list[Any]]:
+    """`items` cut in order into lists of at most `max_count` items whose JSON array (each item as `serialize` writes
+    it) fits `budget` bytes; an item too large even alone goes alone. No items: one empty list."""
+    return [items[start:end] for start, end in runs([len(serialize(item)) + 1 for item in items], max_count, budget - 1)]

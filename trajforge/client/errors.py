@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -37,9 +40,29 @@ def retry_after(answer: Any) -> float:
 
 
 def read_answer(response: httpx.Response) -> Any:
-    """The JSON answer of a response (`{}` when empty, `{"message": text}` when not JSON)."""
+    """The JSON answer of a response (`{}` when empty, `{"message": text}` when not JSON), with the wait an HTTP
+    `Retry-After` header asks for as `retryAfter` when the body names none (a proxy's 503, for one)."""
     try:
-        return response.json() if response.content else {}
+        answer = response.json() if response.content else {}
     except ValueError:
-        return {"message": response.text[:500]}
+        answer = {"message": response.text[:500]}
+    wait = header_retry_after(response.headers) if response.status_code in RETRYABLE else None
+    if isinstance(answer, dict) and "retryAfter" not in answer and wait is not None:
+        answer["retryAfter"] = wait
+    return answer
+
+
+def header_retry_after(headers: Mapping[str, str]) -> float | None:
+    """An HTTP `Retry-After` header in seconds (delay-seconds or an HTTP date), None when absent or unreadable."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError):
+        return None
 

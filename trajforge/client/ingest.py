@@ -13,6 +13,7 @@ import httpx
 
 from trajforge import constants as c
 from trajforge import crypto
+from trajforge.client.batching import pieces
 from trajforge.client.errors import IngestError, ServiceUnreachable
 from trajforge.client.identity import GROOVE_VERSION, app_version_hash, machine_fingerprint
 from trajforge.client.outbox import FlushReport, Outbox
@@ -21,6 +22,10 @@ from trajforge.client.transport import Transport
 from trajforge.spool import Spool
 
 log = logging.getLogger("trajforge.client")
+
+
+def _event_json(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, ensure_ascii=False).encode()
 
 
 class IngestClient:
@@ -37,6 +42,8 @@ class IngestClient:
         backoff_max_s: float = 60.0,
         batch_size: int = c.MAX_BATCH_ENVELOPES,
         max_body_bytes: int = c.MAX_BODY_BYTES,
+        max_steps_per_envelope: int = c.MAX_STEPS_PER_ENVELOPE,
+        max_events_per_request: int = 1000,
         transport: httpx.BaseTransport | None = None,
     ):
         self.base_url = base_url.rstrip("/")
@@ -46,6 +53,9 @@ class IngestClient:
         self.spool = Spool(Path(spool_path).expanduser() if str(spool_path) != ":memory:" else spool_path)
         self.outbox = Outbox(self.spool, self.transport, batch_size=batch_size, max_body_bytes=max_body_bytes, offline_probe_s=offline_probe_s)
         self.session_timeout_s = session_timeout_s  # session open and close (the specification's 10 s)
+        self.max_body_bytes = max_body_bytes  # the service's body limit (5 MB): envelopes, batches and event requests fit it
+        self.max_steps_per_envelope = max_steps_per_envelope  # the schema's 500: more steps go in several envelopes
+        self.max_events_per_request = max_events_per_request  # the events endpoint's 1,000: more go in several requests
         self._drainer: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -65,13 +75,21 @@ class IngestClient:
         return answer
 
     def send_events(self, events: list[dict[str, Any]], api_key: str | None = None) -> dict[str, Any]:
-        """Starcode telemetry events (`POST /v1/events`, 1,000 at most a request by default), retried like envelopes.
-        A resent event is answered as a duplicate, so retrying is safe; a refusal (401, 400, 413) raises IngestError."""
-        body = json.dumps({"events": events}, ensure_ascii=False).encode()
-        status, answer = self._request("POST", "/v1/events", body, headers={"x-company-api-key": api_key} if api_key else None)
-        if status != 200:
-            raise IngestError(status, answer)
-        return answer
+        """Starcode telemetry events (`POST /v1/events`), retried like envelopes, in as many requests, in order, as the
+        service's limits ask (`max_events_per_request`, `max_body_bytes`); one answer adding theirs up. A resent event
+        is answered as a duplicate, so retrying (or sending again after a refusal) is safe; a refusal (401, 400, 413)
+        raises IngestError, and the requests before it were stored."""
+        headers = {"x-company-api-key": api_key} if api_key else None
+        total: dict[str, Any] = {"accepted": 0, "duplicates": 0, "event_ids": []}
+        envelope_room = self.max_body_bytes - len(b'{"events":[]}') + 2
+        for part in pieces(list(events), _event_json, self.max_events_per_request, envelope_room):
+            body = b'{"events":[' + b",".join(_event_json(event) for event in part) + b"]}"
+            status, answer = self._request("POST", "/v1/events", body, headers=headers)
+            if status != 200:
+                raise IngestError(status, answer)
+            for key, value in answer.items():
+                total[key] = total[key] + value if key in total and type(total[key]) is type(value) else value
+        return total
 
     # ---- sessions -------------------------------------------------------------------------------
 
@@ -104,18 +122,22 @@ class IngestClient:
     # ---- delivery -------------------------------------------------------------------------------
 
     def send(self, session_id: str, body: bytes) -> dict | None:
-        """Spool one signed envelope, then drain; the server's answer for it, or None if it stays spooled (offline)."""
-        spool_id = self.spool.put(session_id, body)
-        if not self.outbox.back_online():
-            return None
-        report = self.outbox.drain(single=True)
-        for answer in report.answers:
-            if answer.get("_spool_id") == spool_id:
-                return answer
-        return None
+        """Spool one signed envelope, then deliver the spool (the backlog first, in batches); the server's answer for
+        it, or None if it stays spooled (offline)."""
+        [answer] = self.deliver(self.enqueue(session_id, [body]))
+        return answer
+
+    def enqueue(self, session_id: str, bodies: list[bytes]) -> list[int]:
+        """Spool signed envelopes, in this order; their spool ids, for `deliver`."""
+        return self.outbox.put(session_id, bodies)
+
+    def deliver(self, spool_ids: list[int]) -> list[dict | None]:
+        """Deliver the spool unless the service is known to be down; the answers for these envelopes (None: spooled)."""
+        return self.outbox.deliver(spool_ids)
 
     def drain(self) -> FlushReport:
-        """Deliver spooled envelopes in order until the spool is empty or the service is unreachable (or busy)."""
+        """Deliver every spooled envelope in order, in batches, until the spool is empty or the service is unreachable
+        (or busy); tried even while the service is known to be down."""
         return self.outbox.drain()
 
     flush = drain
@@ -133,10 +155,18 @@ class IngestClient:
         self._drainer = threading.Thread(target=loop, name="trajforge-spool-drain", daemon=True)
         self._drainer.start()
 
-    def close(self) -> None:
+    def close(self, flush: bool = True) -> None:
+        """Stop the background drain; with `flush`, deliver what the spool still holds first (with the retries; once,
+        without them, when the service is known down and the spool is in memory; not at all when it is known down and
+        the spool is a file, which keeps them for the next run)."""
+        if self._stop.is_set():
+            return  # closed already (close() inside a with block, then its exit)
         self._stop.set()
         if self._drainer is not None:
             self._drainer.join(timeout=5)
+        in_memory = str(self.spool.path) == ":memory:"
+        if flush and self.spool.pending() and (self.outbox.offline_since is None or in_memory):
+            self.outbox.drain(retries=0 if self.outbox.offline_since is not None else None)
         if str(self.spool.path) == ":memory:" and self.spool.pending():
             log.warning("%d envelopes were not delivered and are lost with this client's in-memory spool: give IngestClient "
                         "a spool_path to keep them for the next run", self.spool.pending())

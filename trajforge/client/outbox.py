@@ -1,5 +1,13 @@
-"""Delivery of the spooled envelopes, oldest first: the batch endpoint for many, the single one for one, and the
-offline mode (once a delivery finds the service down or busy, sends only spool until /health answers again)."""
+"""Delivery of the spooled envelopes, oldest first, and the offline mode.
+
+A drain sends the whole backlog, in order, in batches that fit the service's limits (`/v1/training/ingest:batch`,
+500 envelopes and 5 MB a request; a lone envelope goes to `/v1/training/ingest`). A batch the service refuses as a
+whole for a reason other than being busy (413, a 400 for one unreadable body, ...) is halved until the refusal
+comes for one envelope alone, so one bad envelope is set aside and never takes the others with it; a service with
+no batch endpoint (404, 405) gets single envelopes from then on. 5xx, 429 and no answer leave everything in the
+spool: from then on sends only spool until the wait the service asked for (Retry-After) is over or, when it named
+none, /health answers (asked at most every `offline_probe_s`).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +19,12 @@ from dataclasses import dataclass, field
 import httpx
 
 from trajforge.client.batching import fitting
-from trajforge.client.errors import IngestError, retryable
+from trajforge.client.errors import IngestError, retry_after, retryable
 from trajforge.client.transport import Transport
 from trajforge.spool import Spool, Spooled
 
 log = logging.getLogger("trajforge.client")
+SINGLE, BATCH = "/v1/training/ingest", "/v1/training/ingest:batch"
 
 
 def _now() -> float:
@@ -31,6 +40,18 @@ class FlushReport:
     answers: list[dict] = field(default_factory=list)
 
 
+class Busy(IngestError):
+    """The service is busy or failing (5xx, 429): the envelopes wait in the spool."""
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A batch request refused as a whole (not busy): its envelopes are sent again in smaller requests."""
+
+    status: int
+    answer: dict
+
+
 class Outbox:
     def __init__(self, spool: Spool, transport: Transport, *, batch_size: int, max_body_bytes: int, offline_probe_s: float):
         self.spool = spool
@@ -39,59 +60,114 @@ class Outbox:
         self.max_body_bytes = max_body_bytes
         self.offline_probe_s = offline_probe_s
         self.offline_since: float | None = None  # when a delivery last found the service down or busy
-        self._lock = threading.Lock()
+        self.retry_at: float | None = None  # when the service said to come back (its Retry-After), if it did
+        self.batch_endpoint = True  # False once the service answered 404/405 there
+        self._lock = threading.Lock()  # one drain at a time
+        self._answers_lock = threading.Lock()
+        self._waiting: dict[int, dict | None] = {}  # spool id -> its answer, for sends waiting on one
+
+    # ---- sends ----------------------------------------------------------------------------------
+
+    def put(self, session_id: str, bodies: list[bytes]) -> list[int]:
+        """Spool envelopes (in one transaction, in this order) whose answers a sender will wait for."""
+        with self._answers_lock:
+            ids = self.spool.put_many(session_id, bodies)
+            self._waiting.update(dict.fromkeys(ids))
+        return ids
+
+    def deliver(self, ids: list[int]) -> list[dict | None]:
+        """Drain if the service is not known to be down, then the answers to these envelopes (None: still spooled),
+        whichever drain, this thread's or another's, delivered them."""
+        asked = _now()
+        if self.back_online():
+            self.drain(unless_offline_since=asked)
+        with self._answers_lock:
+            return [self._waiting.pop(spool_id, None) for spool_id in ids]
 
     def back_online(self) -> bool:
-        """Whether to deliver now: not offline, or /health answers (asked at most every `offline_probe_s` while offline)."""
-        since = self.offline_since  # read once: the drainer thread may clear it meanwhile
-        due = since is None or _now() - since >= self.offline_probe_s
-        if due and since is not None and not self.transport.health():
-            self.offline_since, due = _now(), False
-        return due
+        """Whether to deliver now: not offline, past the service's Retry-After, or /health answers (asked at most every
+        `offline_probe_s` while offline)."""
+        since, until = self.offline_since, self.retry_at  # read once: the drainer thread may clear them meanwhile
+        if since is None or (until is not None and _now() >= until):
+            return True
+        if _now() - since < self.offline_probe_s:
+            return False
+        if not self.transport.health():
+            self.offline_since = _now()
+            return False
+        return True
 
-    def drain(self, single: bool = False) -> FlushReport:
-        """Deliver spooled envelopes in order until the spool is empty or the service is unreachable (or busy)."""
+    # ---- drains ---------------------------------------------------------------------------------
+
+    def drain(self, retries: int | None = None, unless_offline_since: float | None = None) -> FlushReport:
+        """Deliver the spooled envelopes in order until the spool is empty or the service is down or busy; with
+        `unless_offline_since`, not if another drain found the service down since then (while this one waited)."""
         report = FlushReport()
         with self._lock:
+            went_offline = self.offline_since
+            if unless_offline_since is not None and went_offline is not None and went_offline > unless_offline_since:
+                report.pending = self.spool.pending()
+                return report
+            cap = self._cap()
             while True:
-                items = fitting(self.spool.head(1 if single else self.batch_size), self.max_body_bytes)
+                items = fitting(self.spool.head(cap), self.max_body_bytes)
                 if not items:
-                    self.offline_since = None
+                    self.offline_since = self.retry_at = None
                     break
                 try:
-                    answers = self._deliver(items)
-                except (httpx.TransportError, IngestError) as exc:
-                    log.warning("ingest unreachable (%s); %d envelopes stay in the spool", exc, self.spool.pending())
-                    self.offline_since = _now()
+                    answers = self._post(items, retries)
+                except (httpx.TransportError, Busy) as exc:
+                    self._wait(exc, retry_after(getattr(exc, "answer", None)) or None)
                     break
+                if isinstance(answers, Refused):
+                    cap = self._smaller(items, answers)
+                    continue
                 if not self._settle(items, answers, report):
-                    self.offline_since = _now()
+                    self._wait("an envelope was answered busy", None)
                     break
+                cap = min(self._cap(), cap * 2)  # back to full batches step by step after a refused one
         report.pending = self.spool.pending()
         return report
 
-    def _deliver(self, items: list[Spooled]) -> list[tuple[int, dict]]:
+    def _cap(self) -> int:
+        return self.batch_size if self.batch_endpoint else 1
+
+    def _wait(self, why: object, seconds: float | None) -> None:
+        log.warning("ingest unreachable or busy (%s); %d envelopes stay in the spool", why, self.spool.pending())
+        self.offline_since = _now()
+        self.retry_at = None if seconds is None else self.offline_since + seconds
+
+    def _smaller(self, items: list[Spooled], refused: Refused) -> int:
+        """How many envelopes to send next after a batch of `items` was refused as a whole."""
+        if refused.status in (404, 405):
+            log.info("the service has no batch endpoint (HTTP %d): envelopes go one per request", refused.status)
+            self.batch_endpoint = False
+            return 1
+        log.info("a batch of %d envelopes was refused whole (HTTP %d: %s); sending it in halves", len(items), refused.status,
+                 refused.answer.get("message"))
+        return max(1, len(items) // 2)
+
+    def _post(self, items: list[Spooled], retries: int | None) -> list[tuple[int, dict]] | Refused:
         self.spool.attempted([item.id for item in items])
         if len(items) == 1:
-            status, answer = self.transport.request("POST", "/v1/training/ingest", items[0].body)
+            status, answer = self.transport.request("POST", SINGLE, items[0].body, retries=retries)
             if retryable(status, answer):
-                raise IngestError(status, answer)
+                raise Busy(status, answer)
             return [(status, answer)]
         payload = b"[" + b",".join(item.body for item in items) + b"]"
-        status, answer = self.transport.request("POST", "/v1/training/ingest:batch", payload)
-        if status == 413:  # the service takes smaller batches than this client sends: halve, never refuse the envelopes
-            half = len(items) // 2
-            log.info("a batch of %d envelopes (%d bytes) was too large for the service; sending it in halves", len(items), len(payload))
-            return self._deliver(items[:half]) + self._deliver(items[half:])
+        status, answer = self.transport.request("POST", BATCH, payload, retries=retries)
+        if retryable(status, answer):
+            raise Busy(status, answer)
         if status != 200:
-            if retryable(status, answer):
-                raise IngestError(status, answer)
-            return [(status, answer)] * len(items)
-        return [(result["status"], result) for result in answer["results"]]
+            return Refused(status, answer)
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list) or len(results) != len(items):
+            raise Busy(502, {"message": f"the batch answer carries no result for each of the {len(items)} envelopes"})
+        return [(result.get("status", 502), result) for result in results]
 
     def _settle(self, items: list[Spooled], answers: list[tuple[int, dict]], report: FlushReport) -> bool:
-        """Apply the per-envelope answers; False when the head must wait (retryable refusal)."""
-        done = []
+        """Apply the per-envelope answers; False when the head must wait (retryable refusal) and nothing was done."""
+        done, set_aside = [], 0
         for item, (status, answer) in zip(items, answers):
             if status == 200:
                 done.append(item.id)
@@ -103,9 +179,14 @@ class Outbox:
                 log.warning("envelope of %s refused for good: %s", item.session_id, answer.get("message"))
                 self.spool.reject(item, status, answer)
                 report.rejected += 1
-            report.answers.append({**answer, "_spool_id": item.id, "status": status})
+                set_aside += 1
+            answered = {**answer, "_spool_id": item.id, "status": status}
+            report.answers.append(answered)
+            with self._answers_lock:
+                if item.id in self._waiting:
+                    self._waiting[item.id] = answered
         else:
             self.spool.delivered(done)
             return True
         self.spool.delivered(done)
-        return bool(done)
+        return bool(done or set_aside)

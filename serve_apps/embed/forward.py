@@ -42,7 +42,8 @@ class EmbeddingsForwarder:
                                               f"embed application (configs/serve.yaml) or set {self.setting}")
         status, answer, headers = await handle.answer_body.remote(body)
         if status != 200:
-            raise HTTPError(status, answer["error"], answer["message"], headers)
+            extra = {key: value for key, value in answer.items() if key not in ("error", "message")}  # `param`, for OpenAI's shape
+            raise HTTPError(status, answer["error"], answer["message"], headers, **extra)
         return json_response(200, answer)
 
     async def serves_embeddings(self) -> bool:

@@ -145,28 +145,38 @@ def _encoder(payload: dict[str, Any]) -> Callable[[list[float]], Any]:
     """OpenAI's `encoding_format` (`float`, or `base64` of little-endian float32) and `dimensions` (only 384)."""
     dimensions = payload.get("dimensions")
     if dimensions is not None and dimensions != EMBEDDING_DIM:
-        raise HTTPError(400, "invalid_dimensions", f"this model gives {EMBEDDING_DIM}-dim vectors; omit dimensions or send {EMBEDDING_DIM}")
+        raise HTTPError(400, "invalid_dimensions", f"this model gives {EMBEDDING_DIM}-dim vectors; omit dimensions or send {EMBEDDING_DIM}", param="dimensions")
     encoding = payload.get("encoding_format") or "float"
     if encoding == "float":
         return lambda vector: vector
     if encoding == "base64":
         return lambda vector: base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
-    raise HTTPError(400, "invalid_encoding_format", f'encoding_format must be "float" or "base64", got {encoding!r}')
+    raise HTTPError(400, "invalid_encoding_format", f'encoding_format must be "float" or "base64", got {encoding!r}', param="encoding_format")
 
 
 def _inputs(payload: Any, limit: int) -> list[str]:
     if not isinstance(payload, dict) or "input" not in payload:
-        raise HTTPError(400, "missing_input", 'the body must be a JSON object with "input": a string or a list of strings')
+        raise HTTPError(400, "missing_input", 'the body must be a JSON object with "input": a string or a list of strings', param="input")
     if payload["input"] in (None, False, 0, ""):  # the specification's `if (!input)`
-        raise HTTPError(400, "missing_input", f'"input" is {json.dumps(payload["input"])}, which is empty: send a string or a list of strings')
+        raise HTTPError(400, "missing_input", f'"input" is {json.dumps(payload["input"])}, which is empty: send a string or a list of strings', param="input")
     given = payload["input"]
     texts = [given] if isinstance(given, str) else given
     if not isinstance(texts, list) or not texts or not all(isinstance(text, str) for text in texts):
-        raise HTTPError(400, "invalid_input", '"input" must be a string or a non-empty list of strings')
+        if isinstance(texts, list) and texts and all(_token_ids(item) for item in texts):  # OpenAI's token-array form
+            raise HTTPError(400, "invalid_input", '"input" holds token ids, which this model cannot read (it has its own tokenizer): '
+                            "send the texts as strings (LangChain's OpenAIEmbeddings: check_embedding_ctx_length=False)", param="input")
+        raise HTTPError(400, "invalid_input", '"input" must be a string or a non-empty list of strings', param="input")
     if not all(texts):  # an empty string in a list is missing input too
-        raise HTTPError(400, "missing_input", '"input" must not be an empty string')
+        raise HTTPError(400, "missing_input", '"input" must not be an empty string', param="input")
     if len(texts) > limit:
-        raise HTTPError(413, "too_many_inputs", f"at most {limit} strings per request, got {len(texts)}")
+        raise HTTPError(413, "too_many_inputs", f"at most {limit} strings per request, got {len(texts)}", param="input")
     if (surrogate := lone_surrogate(texts)) is not None:
-        raise HTTPError(400, "invalid_input", f'"input" holds a lone UTF-16 surrogate ({surrogate}), which is not text')
+        raise HTTPError(400, "invalid_input", f'"input" holds a lone UTF-16 surrogate ({surrogate}), which is not text', param="input")
     return texts
+
+
+def _token_ids(item: Any) -> bool:
+    """An int, or a non-empty list of ints: one text of OpenAI's token-array `input` forms."""
+    if isinstance(item, list):
+        return bool(item) and all(isinstance(value, int) and not isinstance(value, bool) for value in item)
+    return isinstance(item, int) and not isinstance(item, bool)

@@ -199,3 +199,23 @@ def test_head_answers_like_get_and_a_wrong_method_names_the_allowed_ones(http):
     assert head.status_code == 200 and head.content == b"" and head.headers["content-type"] == "application/json"
     wrong = http.put("/v1/embed", json={"input": "x"})
     assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, HEAD, POST"
+
+
+def test_openai_errors_name_the_parameter_and_token_ids_are_refused_saying_why(serve_url, http):
+    """OpenAI's SDKs (and LangChain's OpenAIEmbeddings, which sends token ids by default) read `param` of an error."""
+    import openai
+
+    _ready(http)
+    with openai.OpenAI(base_url=f"{serve_url}/v1", api_key="unused", max_retries=0, timeout=60) as client:
+        for kwargs, param in [({"input": [[101, 2023], [2003]]}, "input"), ({"input": [7, 8, 9]}, "input"), ({"input": ""}, "input"),
+                              ({"input": "a", "dimensions": 256}, "dimensions"), ({"input": "a", "encoding_format": "int8"}, "encoding_format")]:
+            with pytest.raises(openai.BadRequestError) as refused:
+                client.embeddings.create(model="all-MiniLM-L6-v2", **kwargs)
+            assert refused.value.body["param"] == param, (kwargs, refused.value.body)
+    assert "token ids" in refused_message(http, {"input": [[101, 2023]]}) and "token ids" not in refused_message(http, {"input": ["a", 1]})
+
+
+def refused_message(http, payload) -> str:
+    response = http.post("/v1/embed", json=payload)
+    assert response.status_code == 400 and response.json()["param"] == "input"
+    return response.json()["message"]

@@ -131,7 +131,7 @@ def test_settings_choose_kinds_placeholder_and_allowlist():
 
 def test_unknown_kind_is_an_error_naming_the_field():
     with pytest.raises(ValidationError) as error:
-        RedactionSettings.model_validate({"kinds": ["email", "credit_card"]})
+        RedactionSettings.model_validate({"kinds": ["email", "passport_number"]})
     assert "kinds" in str(error.value)
     with pytest.raises(ValidationError, match="extra"):
         RedactionSettings.model_validate({"kind": ["email"]})

@@ -18,8 +18,8 @@ it reads a secret rather than holds one:
 
 An UPPER_CASE, unquoted name written `NAME=value` or `NAME: value` (an env, properties or compose
 file) is the exception: there a plain word is the value (`POSTGRES_PASSWORD=postgres`). Known misses:
-a code-style name given a plain word without digits (`password: hunter`), XML elements, values that
-continue on the next line.
+a code-style name given a plain word without digits (`password: hunter`), values that
+continue on the next line. netrc files, XML elements and key/value attribute pairs are config_formats.py's.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterator
 
 from trajforge.redaction.rule import Rule, Span
-from trajforge.redaction.values import is_placeholder
+from trajforge.redaction.values import PASSWORD_NOUNS, is_passphrase, is_placeholder
 
 _SECRET_NOUNS = ("password", "passwd", "passphrase", "secret", "token", "credential", "credentials", "apikey")
 _QUALIFIED_KEYS = frozenset("api secret access account private signing encryption master auth client license app session".split())
@@ -53,6 +53,7 @@ _CALL_OR_OPERATOR = re.compile(r".*[(\[].*|.*(?:===|!==|\?\.|!!|=>|::|&&|\|\|).*
 _NOT_A_SECRET = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[a-z][a-z0-9+.-]*://.*|#[0-9A-Fa-f]{3,8}|.*<[^>]*>.*|\|\w+\|")
 _PATH = re.compile(r"(?:~|\.{1,2})?/.*|.*\.(?:pem|key|crt|p12|pfx|json|txt|env)")
 _ANNOTATION_END = re.compile(r"[ \t]*=(?!=)")
+_HYPHENATED = re.compile(r"[a-z]+(?:-[a-z]+){2,}")
 
 
 def is_secret_name(name: str) -> bool:
@@ -100,7 +101,10 @@ def _value_span(text: str, match: re.Match[str]) -> Span | None:
         return None  # only a command-line flag assigns without an operator; `.token-x:` is a selector
     name = name.lstrip("-")
     value = _VALUE.match(text, match.end())
-    if value is None or not is_secret_name(name) or _qualified_by_prose(text, start, name):
+    # `Server=db;User ID=sa;Password=...;`: a connection string's value is data, and ODBC's bare `PWD` names a password
+    connection = sep == "=" and text[:start].rstrip(" \t")[-1:] == ";"
+    secret_name = is_secret_name(name) or connection and name.lower() in ("pwd", "pass")
+    if value is None or not secret_name or _qualified_by_prose(text, start, name):
         return None
     group = next(group for group in ("dq", "sq", "bare") if value.group(group) is not None)
     content, end = value.group(group), value.end(group)
@@ -111,10 +115,10 @@ def _value_span(text: str, match: re.Match[str]) -> Span | None:
     if not operator and content.startswith("-"):
         return None  # `--current-token --cut-at-cursor`: the next flag, not a value
     next_char = text[end : end + 1]
-    env_file = not close and name.isupper() and (sep == "=" or sep.startswith(":")) and next_char not in tuple(",)}]")
+    env_file = connection or not close and name.isupper() and (sep == "=" or sep.startswith(":")) and next_char not in tuple(",)}]")
     if group == "bare" and (operator == ":" and _ANNOTATION_END.match(text, end) or _CALL_OR_OPERATOR.fullmatch(content)):
         return None  # `NAME: Type = ...`, calls, indexing, operators
-    if not _holds_secret(content, name, quoted=group != "bare", env_file=env_file, next_char=next_char):
+    if not holds_secret(content, name, quoted=group != "bare", env_file=env_file, next_char=next_char):
         return None
     return value.start(group), end
 
@@ -127,15 +131,20 @@ def _qualified_by_prose(text: str, start: int, name: str) -> bool:
     return previous is not None and not is_secret_name(f"{previous.group(1)}_{name}")
 
 
-def _holds_secret(value: str, name: str, quoted: bool, env_file: bool, next_char: str) -> bool:
+def holds_secret(value: str, name: str, quoted: bool, env_file: bool, next_char: str) -> bool:
     if len(value) < 4 or is_placeholder(value.rstrip(":,")) or value.lower() == name.lower() or _NOT_A_SECRET.fullmatch(value):
         return False
-    if any(char.isspace() for char in value) or not quoted and _PATH.fullmatch(value):
-        return False  # prose, or the file that holds the secret
+    if any(char.isspace() for char in value):
+        # prose, unless a quoted passphrase of a password-named field: `password = "correct horse battery"`
+        return quoted and _WORDS.findall(name)[-1].lower() in PASSWORD_NOUNS and is_passphrase(value)
+    if not quoted and _PATH.fullmatch(value):
+        return False  # the file that holds the secret
     if env_file:
         return True
     if value.isdigit() or _WORDS_ONLY.fullmatch(value):
-        return False
+        # a plain word is a variable or a name, but three hyphenated words may be a passphrase (correct-horse-battery)
+        return quoted and _WORDS.findall(name)[-1].lower() in PASSWORD_NOUNS and _HYPHENATED.fullmatch(value) is not None \
+            and is_passphrase(value.replace("-", " "))
     if quoted:
         return True
     if _MEMBER.fullmatch(value):

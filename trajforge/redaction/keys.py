@@ -53,8 +53,8 @@ PROVIDER_KEYS = (
     PatternRule("anthropic_key", re.compile(r"\bsk-ant-[A-Za-z0-9_-]{20,}" + _END), ("sk-ant-",), accept=_random_body(7)),
     PatternRule("openai_key", re.compile(r"\bsk-(?:[a-z]+-)?[A-Za-z0-9_-]{20,}" + _END), ("sk-",), accept=_openai),
     # Slack tokens, and the secret path of an incoming-webhook URL (the host stays).
-    PatternRule("slack_token", re.compile(r"\bxox[abeoprs]-[A-Za-z0-9-]{10,}" + _END + r"|(?<=hooks\.slack\.com/services/)T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]{16,}"),
-                ("xox", "hooks.slack.com"), accept=_random_body(5)),
+    PatternRule("slack_token", re.compile(r"\b(?:xox[abeoprs]-|xapp-\d-)[A-Za-z0-9-]{10,}" + _END + r"|(?<=hooks\.slack\.com/services/)T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]{16,}"),
+                ("xox", "xapp-", "hooks.slack.com"), accept=_random_body(5)),
     PatternRule("stripe_key", re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,247}\b"), ("_live_", "_test_"), accept=_random_body(8)),
     PatternRule("sendgrid_key", re.compile(r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}" + _END), ("sg.",), accept=_random_body(3)),
     PatternRule("google_api_key", re.compile(r"\bAIza[A-Za-z0-9_-]{35}" + _END), ("aiza",)),

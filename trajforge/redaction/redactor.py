@@ -7,8 +7,11 @@ import re
 from collections import Counter
 from typing import Any, NamedTuple
 
-from trajforge.redaction import auth, keys
+from trajforge.redaction import auth, keys, service_keys
+from trajforge.redaction.cli_passwords import CliPasswordRule
+from trajforge.redaction.config_formats import ConfigFormatSecretRule
 from trajforge.redaction.env_secrets import EnvSecretRule
+from trajforge.redaction.identity_numbers import CreditCardRule, SsnRule
 from trajforge.redaction.network import EmailRule, IpRule
 from trajforge.redaction.phones import PhoneRule
 from trajforge.redaction.rule import Rule, Span
@@ -34,13 +37,22 @@ def build_rules(settings: RedactionSettings) -> list[Rule]:
     rules: list[Rule] = [
         keys.PRIVATE_KEY,
         *keys.PROVIDER_KEYS,
+        *service_keys.TWILIO_KEYS,
+        service_keys.PYPI_TOKEN,
+        service_keys.GOOGLE_OAUTH_SECRET,
+        service_keys.GOOGLE_ACCESS_TOKEN,
         keys.AWS_SECRET_KEY,
         auth.BASIC_AUTH,
         auth.BEARER_TOKEN,
         auth.URL_PASSWORD,
         auth.USER_FLAG_PASSWORD,
+        service_keys.AZURE_SAS_SIGNATURE,
+        CliPasswordRule(),
         EnvSecretRule(),
+        ConfigFormatSecretRule(),
         EmailRule(),
+        CreditCardRule(),
+        SsnRule(),
         IpRule(settings.keep_loopback_ips),
         PhoneRule(settings.phone_regions),
     ]

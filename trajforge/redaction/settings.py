@@ -5,7 +5,7 @@ from __future__ import annotations
 from string import Formatter
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 Kind = Literal[
     "private_key",
@@ -17,6 +17,8 @@ Kind = Literal[
     "slack_token",
     "stripe_key",
     "sendgrid_key",
+    "twilio_key",
+    "pypi_token",
     "google_api_key",
     "npm_token",
     "huggingface_token",
@@ -25,13 +27,22 @@ Kind = Literal[
     "basic_auth",
     "bearer_token",
     "url_password",
+    "cli_password",
     "env_secret",
     "email",
+    "credit_card",
+    "ssn",
     "ip_address",
     "phone",
 ]
 KINDS: tuple[str, ...] = get_args(Kind)
 """Every kind, most specific first: where two matches overlap, the one whose kind comes first wins."""
+
+RULES_VERSION = 2
+"""Bumped whenever the rules find something else in the same text (a new shape, a miss or a false positive fixed).
+The settings' dump carries it, so the build's config hash changes and the next build redacts every session again
+instead of reusing rows that older rules redacted. 1: up to 2026-12-06; 2: passphrases, Twilio, PyPI, command-line
+passwords, payment cards, SSNs, Slack app tokens, Google OAuth secrets, Azure SAS signatures, connection strings."""
 
 
 class RedactionSettings(BaseModel):
@@ -48,6 +59,23 @@ class RedactionSettings(BaseModel):
     169.254.169.254): they name no host."""
     phone_regions: list[str] = ["US", "GB", "DE"]
     """Regions (ISO 3166 codes) whose national formats count as phones; `+<country>` numbers are found in any case."""
+
+    @computed_field
+    @property
+    def rules_version(self) -> int:
+        """RULES_VERSION, in every dump of the settings (the build's config hash and manifest); not a setting."""
+        return RULES_VERSION
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dumped_rules_version(cls, data: object) -> object:
+        """A dump read back (the build ships its settings to Ray tasks as JSON) carries rules_version: dropped when it
+        is this code's, refused otherwise (rows of other rules, or someone trying to set it)."""
+        if isinstance(data, dict) and "rules_version" in data:
+            data = dict(data)
+            if data.pop("rules_version") != RULES_VERSION:
+                raise ValueError(f"rules_version is the redaction code's ({RULES_VERSION}), not a setting: remove it")
+        return data
 
     @field_validator("kinds", mode="before")
     @classmethod

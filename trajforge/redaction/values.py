@@ -23,7 +23,8 @@ _PLACEHOLDER = re.compile(
       | \{.*\} | \{\{.* | \#\{.*        # {password}, {{ .Values.x }}, #{var}
       | <.*> | \[.*\] | \(.*\)          # <your-token>, [hidden], (none)
       | [*x•.#_-]{3,}                   # ******, xxxxxxxx, ..., ---
-      | (?:.*[-_ ])?(?:your|my|insert|put|enter)[-_ ].*   # your_token_here, xoxb-your-token
+      | (?:.*[-_ ])?(?:your|insert|put|enter)[-_ ].*   # your_token_here, xoxb-your-token
+      | (?:.*[-_ ])?my[-_]?(?:[a-z0-9]+[-_])*(?:password|passwd|pass|secret|token|key|api[-_]?key)(?:[-_].*)?   # my-db-password, xoxb-my-token
       | (?:your|my|the)[-_]?(?:password|passwd|pass|secret|token|key|api[-_]?key)   # mypassword
       | (?:pass(?:word)?|passwd|secret|token|test|example|changeme|dummy|fake|sample)[-_]?\d{0,4}   # password1, token123
       | .*[-_ ](?:here|placeholder|example)
@@ -45,3 +46,23 @@ def looks_random(token: str, min_classes: int = 2) -> bool:
     if classes < min_classes or len(set(token)) < min(10, len(token) // 2):
         return False
     return not re.search(r"(.)\1{5}", token)
+
+
+PASSWORD_NOUNS = frozenset("password passwd passphrase pwd pass".split())
+# Words that make a multi-word value prose, a UI label or a translation rather than a passphrase.
+_PROSE_WORDS = frozenset(
+    """a an the is are was be been not no must should can cannot can't could will would may of to for in on at by with
+    from and or but if this that these those it its your you please enter confirm type new old current invalid incorrect
+    wrong required missing empty field fields least characters character long short too match matches reset forgot
+    forgotten change expired password passwords passwd passphrase passwort kennwort contraseña senha wachtwoord
+    mot de passe la le du der die das el lo""".split()
+)
+
+
+def is_passphrase(value: str) -> bool:
+    """A quoted multi-word value of a password-named field that reads as a passphrase (`correct horse battery`,
+    `my pass`), not as prose, a label or a translation (`This field is required.`, `Invalid password`, `Mot de passe`)."""
+    words = value.split()
+    if not 2 <= len(words) <= 6 or len(value) > 64 or value.rstrip()[-1:] in tuple(".?:…"):
+        return False
+    return not any(word.lower().strip(",;") in _PROSE_WORDS for word in words) and not is_placeholder(value)

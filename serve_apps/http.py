@@ -5,14 +5,16 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 log = logging.getLogger(__name__)
+_LEADING_INT = re.compile(r"\s*[+-]?\d+")
 
-CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, OPTIONS", "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Company-Api-Key"}
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS", "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Company-Api-Key"}
 
 
 class HTTPError(Exception):
@@ -64,6 +66,17 @@ def openai_error(exc: HTTPError) -> Response:
     code = exc.body["error"] if exc.body["error"] != kind else None
     error = {"message": exc.body["message"], "type": kind, "param": exc.body.get("param"), "code": code}
     return json_response(exc.status, {"error": error}, exc.headers)
+
+
+def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """A count from the query as the Node server reads it, `parseInt(x) || default`: the leading integer of the
+    value (`7abc` is 7), the default when there is none or it is 0; past `high` it is `high`, and below `low` (a
+    negative count, which the Node server would pass on to its query) the default. Never an error."""
+    match = _LEADING_INT.match(request.query_params.get(name) or "")
+    value = int(match.group(0)) if match else 0
+    if not value or value < low:
+        return default
+    return min(value, high)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

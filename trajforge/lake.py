@@ -34,6 +34,17 @@ class Lake:
         return self.raw / "events"
 
     @property
+    def raw_provenance(self) -> Path:
+        """Provenance events (seed 003: agent_action, outcome) as JSON lines,
+        `customer=<customer>/date=YYYY-MM-DD/<writer>.jsonl`."""
+        return self.raw / "provenance"
+
+    @property
+    def provenance_db(self) -> Path:
+        """SQLite: API tokens (hashes only) and the query index of the provenance events (rebuilt from the raw lines)."""
+        return self.root / "registry" / "provenance.db"
+
+    @property
     def events_db(self) -> Path:
         """SQLite: the event ids already stored (the dedup index of `POST /v1/events`)."""
         return self.root / "registry" / "events.db"
@@ -61,6 +72,20 @@ class Lake:
     def synthetic_tasks(self) -> Path:
         """The verified synthetic ast-grep tasks `trajforge synth-rules` writes (JSON lines, `_meta.json` beside)."""
         return self.raw / "tasks" / "synth_rules" / "tasks.jsonl"
+
+    @property
+    def raw_datasets(self) -> Path:
+        """Public code-edit datasets (`pipelines/datasets`): one folder per dataset, `<name>/source/` (the archive or file as
+        downloaded, untouched), `<name>/normalized/part-*.jsonl` and `<name>/_meta.json`, published together."""
+        return self.raw / "datasets"
+
+    def raw_dataset(self, name: str) -> Path:
+        return self.raw_datasets / name
+
+    @property
+    def processed_datasets(self) -> Path:
+        """The datasets' processed splits: `<language>/<split>.jsonl` and `manifest.json`, published together."""
+        return self.root / "processed" / "datasets"
 
     @property
     def tombstones(self) -> Path:

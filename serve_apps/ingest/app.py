@@ -27,9 +27,12 @@ def build(settings: IngestSettings):
     from serve_apps.ingest.events import api_keys
 
     # Replicas do not share the driver's working directory: pin the lake to an absolute path. Nor, on a cluster
-    # started before this command, its environment: fold the keys of INGEST_API_KEYS set here into the settings.
+    # started before this command, its environment: fold the keys of INGEST_API_KEYS (and TRAJFORGE_ADMIN_KEYS) set here
+    # into the settings.
     events = settings.events.model_copy(update={"api_keys": api_keys(settings.events.api_keys, settings.events.api_keys_env)})
-    settings = settings.model_copy(update={"lake": settings.lake.expanduser().resolve(), "events": events})
+    provenance = settings.provenance.model_copy(
+        update={"admin_keys": api_keys(settings.provenance.admin_keys, settings.provenance.admin_keys_env)})
+    settings = settings.model_copy(update={"lake": settings.lake.expanduser().resolve(), "events": events, "provenance": provenance})
     deployment = serve.deployment(
         IngestDeployment,
         name="IngestService",

@@ -93,7 +93,7 @@ class EventStore:
                 lines[folder / f"{self.writer_id}.jsonl"].append(json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
                 answers.append(Accepted(event_id, duplicate=False))
             for path, chunk in lines.items():
-                _append_durably(path, b"".join(chunk))
+                append_durably(path, b"".join(chunk))
             conn.executemany("INSERT INTO events (org, event_id, received_at) VALUES (?, ?, ?)",
                              [(org, answer.event_id, now) for (org, *_), answer in zip(keyed, answers) if not answer.duplicate])
         return answers
@@ -113,7 +113,7 @@ class EventStore:
         self._conn.close()
 
 
-def _append_durably(path: Path, data: bytes) -> None:
+def append_durably(path: Path, data: bytes) -> None:
     """Append and fsync. A failed write is cut back off (no half line for the next append to extend). When the
     file or its folders are new, the folders holding the new entries are fsync'd too, so acknowledged data
     cannot vanish with an entry that never reached the disk."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -22,8 +21,9 @@ from starlette.responses import Response
 from serve_apps.ingest import registry
 from serve_apps.ingest.committer import GroupCommitter
 from serve_apps.ingest.events import API_KEY_HEADER, EventStore, api_keys, key_accepted
-from serve_apps.http import CORS, AddressResolver, HTTPError, app_path, json_response, openai_error, read_body
+from serve_apps.http import CORS, AddressResolver, HTTPError, app_path, int_param, json_response, openai_error, read_body
 from serve_apps.ingest.metrics import IngestMetrics
+from serve_apps.ingest.provenance import ProvenanceAPI, claims
 from serve_apps.embed.forward import EmbeddingsForwarder
 from serve_apps.ratelimit import AddressLimiter
 from serve_apps.ingest.settings import IngestSettings
@@ -36,7 +36,6 @@ from trajforge.contracts.requests import SessionCloseRequest, SessionOpenRequest
 from trajforge.jsjson import JSONRejected, iter_array_spans, loads_strict
 
 log = logging.getLogger("trajforge.ingest")
-_LEADING_INT = re.compile(r"\s*[+-]?\d+")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -57,6 +56,8 @@ class IngestService:
                         settings.events.api_keys_env or "ingest.events.api_keys", API_KEY_HEADER)
         self.metrics = IngestMetrics()
         self.pseudonym = lru_cache(maxsize=65536)(self.store.box.keyed_hash)
+        self.provenance = ProvenanceAPI(settings, self.store.lake, self.store.writer_id,
+                                        lambda request: self.pseudonym(self.addresses.resolve(request)))
         self.routes: dict[str, dict[str, Handler]] = {
             "/health": {"GET": self.health},
             "/v1/sessions/open": {"POST": self.open_session},
@@ -70,13 +71,14 @@ class IngestService:
             "/v1/stats/providers": {"GET": self.stats_providers},
             "/v1/stats/leaderboard": {"GET": self.stats_leaderboard},
             "/v1/embeddings": {"POST": self.openai_embeddings},
+            **self.provenance.routes,
         }
         self.embed = EmbeddingsForwarder(settings.embed_app, "ingest.embed_app")
         log.info("ingest ready: lake=%s writer=%s", self.store.lake.root, self.store.writer_id)
 
     async def __call__(self, request: Request) -> Response:
         path = app_path(request)
-        methods = self.routes.get(path)
+        methods = self.routes.get(path) or self.provenance.match(path)
         if request.method == "OPTIONS":  # CORS preflight, answered on any path before the limits, as the specification's middleware
             return Response(status_code=204, headers=CORS)
         try:
@@ -184,10 +186,23 @@ class IngestService:
 
     async def ingest_events(self, request: Request) -> Response:
         """Starcode telemetry: one event, an array of events or `{"events": [...]}`. A request with any invalid
-        event stores none of them (400 names each one); resent events are answered as duplicates."""
-        if not key_accepted(request.headers.get(API_KEY_HEADER), self.event_keys):
+        event stores none of them (400 names each one); resent events are answered as duplicates. Provenance events
+        (`agent_action`, `outcome`, seed 003) go to the provenance API, which takes a bearer token instead of the key."""
+        key_ok = key_accepted(request.headers.get(API_KEY_HEADER), self.event_keys)
+        try:
+            body = loads_strict(await read_body(request, self.settings.max_body_bytes))
+        except JSONRejected as exc:
+            if not key_ok and not request.headers.get("authorization"):
+                raise HTTPError(401, "unauthorized", f"missing or unknown {API_KEY_HEADER}") from None
+            raise HTTPError(400, "malformed_json", str(exc)) from None
+        except HTTPError:
+            if not key_ok and not request.headers.get("authorization"):
+                raise HTTPError(401, "unauthorized", f"missing or unknown {API_KEY_HEADER}") from None
+            raise
+        if claims(body):
+            return await self.provenance.ingest(request, body)
+        if not key_ok:
             raise HTTPError(401, "unauthorized", f"missing or unknown {API_KEY_HEADER}")
-        body = await self._json(request)
         if isinstance(body, dict) and "events" in body and "event_type" not in body and "type" not in body:
             body = body["events"]
         items = body if isinstance(body, list) else [body]
@@ -213,7 +228,7 @@ class IngestService:
         return json_response(200, await _in_thread(self._stats, self.stats.summary))
 
     async def stats_daily(self, request: Request) -> Response:
-        days = _int_param(request, "days", 7, 1, 366)
+        days = int_param(request, "days", 7, 1, 366)
         return json_response(200, await _in_thread(self._stats, self.stats.daily, days))
 
     async def stats_models(self, request: Request) -> Response:
@@ -223,7 +238,7 @@ class IngestService:
         return json_response(200, await _in_thread(self._stats, self.stats.providers))
 
     async def stats_leaderboard(self, request: Request) -> Response:
-        limit = _int_param(request, "limit", 10, 1, 1000)
+        limit = int_param(request, "limit", 10, 1, 1000)
         return json_response(200, await _in_thread(self._stats, self.stats.leaderboard, limit))
 
     def _stats(self, query, *args):
@@ -233,6 +248,7 @@ class IngestService:
     def shutdown(self) -> None:
         self.committer.shutdown()
         self.events.close()
+        self.provenance.shutdown()
         self.store.close()
 
 
@@ -248,17 +264,6 @@ def _unwrap_envelopes(text: str) -> str:
             raise JSONRejected('write the key as plain "envelopes", without escapes')
         return stripped[stripped.index(":", key + 11) + 1 : stripped.rindex("}")]
     return text
-
-
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    """A count from the query as the Node server reads it, `parseInt(x) || default`: the leading integer of the
-    value (`7abc` is 7), the default when there is none or it is 0; past `high` it is `high`, and below `low` (a
-    negative count, which the Node server would pass on to its query) the default. Never an error."""
-    match = _LEADING_INT.match(request.query_params.get(name) or "")
-    value = int(match.group(0)) if match else 0
-    if not value or value < low:
-        return default
-    return min(value, high)
 
 
 async def _in_thread(function, *args):

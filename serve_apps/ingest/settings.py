@@ -35,6 +35,25 @@ class EventSettings(BaseModel):
     """Most events one request may carry (more: 413)."""
 
 
+class ProvenanceSettings(BaseModel):
+    """The provenance API (seed 003): API tokens, `agent_action`/`outcome` events on `POST /v1/events`, the queries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    admin_keys: list[str] = []
+    """Bootstrap keys (`Authorization: Bearer <key>`) that may make tokens of any customer and role and manage them,
+    besides those in `admin_keys_env`. With none at all, `POST /v1/tokens` is open (say so in the log): for a
+    deployment only this host reaches."""
+    admin_keys_env: str | None = "TRAJFORGE_ADMIN_KEYS"
+    """Environment variable with more admin keys, comma-separated."""
+    search_limit: int = Field(default=50, ge=1)
+    """`GET /v1/events/search`'s `limit` when none is given."""
+    max_search_limit: int = Field(default=100, ge=1)
+    """The most events one search answers (a larger `limit` is cut to it)."""
+    max_events: int = Field(default=100, ge=1)
+    """Most provenance events one `POST /v1/events` may carry (more: 413)."""
+
+
 class IngestSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -54,6 +73,8 @@ class IngestSettings(BaseModel):
     """The specification's rate limits."""
     events: EventSettings = EventSettings()
     """Starcode telemetry events at `POST /v1/events`."""
+    provenance: ProvenanceSettings = ProvenanceSettings()
+    """Provenance events, API tokens and the provenance queries (seed 003)."""
     trusted_proxies: list[str] = []
     """Peers (IPs or CIDRs) whose X-Forwarded-For is believed; from anyone else it is ignored."""
     embed_app: str | None = "embed"

@@ -1,0 +1,271 @@
+"""The provenance API of the ingest application (seed 003, STEREOS): API tokens and roles, `agent_action` and
+`outcome` events on `POST /v1/events` (the service hands them here by `event_type`), and the queries.
+
+Authorization: `Authorization: Bearer sk_...` (a token of one customer, role admin or user). Token creation has no
+web sign-in to stand on: with admin keys configured (`ingest.provenance.admin_keys`, `TRAJFORGE_ADMIN_KEYS`) it takes
+one of them (or an admin token; a user token may make user tokens of its own customer); with none, it is open, as
+on a deployment only this host reaches, and the first token made is an admin. Every query answers the caller's
+customer alone (an admin may name another with `customer_id=`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from functools import partial
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from serve_apps.http import HTTPError, app_path, int_param, json_response, read_body
+from serve_apps.ingest.events import api_keys, key_accepted
+from serve_apps.ingest.provenance_store import SEARCH_FILTERS, ProvenanceStore, UnknownEvent
+from serve_apps.ingest.settings import IngestSettings
+from serve_apps.ingest.tokens import OPEN, Principal, TokenStore
+from trajforge.contracts.envelope import rejection_from
+from trajforge.contracts.provenance import (OUTCOME, TOKEN_PREFIX, Rejected, RoleUpdate, TokenRequest, is_provenance,
+                                            parse_provenance)
+from trajforge.jsjson import JSONRejected, loads_strict
+from trajforge.lake import Lake
+
+log = logging.getLogger("trajforge.ingest.provenance")
+Handler = Callable[[Request], Awaitable[Response]]
+MAKE_ONE = "make one with POST /v1/tokens"
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def claims(body: Any) -> bool:
+    """Whether a parsed `POST /v1/events` body is provenance (an agent_action or outcome event, an array holding
+    one, or `{"events": [...]}` holding one) rather than Starcode telemetry."""
+    if isinstance(body, dict) and "event_type" not in body and isinstance(body.get("events"), list):
+        body = body["events"]
+    return any(map(is_provenance, body)) if isinstance(body, list) else is_provenance(body)
+
+
+class ProvenanceAPI:
+    def __init__(self, settings: IngestSettings, lake: Lake, writer_id: str, client_of: Callable[[Request], str]):
+        self.settings = settings.provenance
+        self.max_body_bytes = settings.max_body_bytes
+        self.client_of = client_of
+        self.tokens = TokenStore(lake)
+        self.store = ProvenanceStore(lake, writer_id)
+        if self.store.recovered:
+            log.warning("provenance: indexed %d events found in the raw lake but not in the index (a crash between the two)", self.store.recovered)
+        self.admin_keys = api_keys(self.settings.admin_keys, self.settings.admin_keys_env)
+        if not self.admin_keys:
+            log.warning("POST /v1/tokens makes API tokens without a credential (the first one an admin): set %s (comma-separated "
+                        "admin keys) unless only this host reaches the service", self.settings.admin_keys_env or "ingest.provenance.admin_keys")
+        self.routes: dict[str, dict[str, Handler]] = {
+            "/v1/tokens": {"POST": self.create_token, "GET": self.list_users},
+            "/v1/users": {"GET": self.list_users},
+            "/v1/me": {"GET": self.me},
+            "/v1/customers/me": {"GET": self.customer},
+            "/v1/provenance/by-file": {"GET": self.by_file},
+            "/v1/events/search": {"GET": self.search},
+        }
+
+    def match(self, path: str) -> dict[str, Handler] | None:
+        """The handlers of a path with a parameter in it (`/v1/provenance/by-commit/{commit}`, `/v1/users/{id}/...`)."""
+        head, _, tail = path.rpartition("/")
+        if path.startswith("/v1/provenance/by-commit/") and head == "/v1/provenance/by-commit" and tail:
+            return {"GET": partial(self.by_commit, commit=tail)}
+        if head == "/v1/tokens" and tail.startswith("tok_"):
+            return {"DELETE": partial(self.revoke, token_id=tail)}
+        parts = path.split("/")
+        if len(parts) == 5 and parts[:3] == ["", "v1", "users"] and parts[3]:
+            if parts[4] == "role":
+                return {"PATCH": partial(self.set_role, token_id=parts[3])}
+            if parts[4] == "profile":
+                return {"GET": partial(self.profile, token_id=parts[3])}
+        return None
+
+    # ---- who is asking ---------------------------------------------------------------------------
+
+    def principal(self, request: Request, required: bool = True) -> Principal | None:
+        """The bearer of `Authorization: Bearer ...`: a token, or an admin key; 401 without one (when `required`)
+        and for an unknown or revoked one."""
+        scheme, _, credential = (request.headers.get("authorization") or "").strip().partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
+            if not required:
+                return None
+            raise HTTPError(401, "unauthorized", f"send Authorization: Bearer {TOKEN_PREFIX}... ({MAKE_ONE})", headers=CHALLENGE)
+        if self.admin_keys and key_accepted(credential, self.admin_keys):
+            return Principal("admin")
+        who = self.tokens.principal(credential) if credential.startswith(TOKEN_PREFIX) else None
+        if who is None:
+            raise HTTPError(401, "unauthorized", f"the token in Authorization: Bearer is unknown or revoked ({MAKE_ONE}; tokens start "
+                            f"with {TOKEN_PREFIX})", headers=CHALLENGE)
+        return who
+
+    def customer_of(self, request: Request) -> tuple[Principal, str]:
+        """A token's holder and the customer whose data it asks for (its own; an admin may name another)."""
+        who = self.principal(request)
+        named = request.query_params.get("customer_id")
+        if who.customer_id is None:
+            if not named:
+                raise HTTPError(403, "forbidden", "an admin key makes and manages tokens; name the customer with customer_id= "
+                                f"or use a {TOKEN_PREFIX} token")
+            return who, named
+        if named and named != who.customer_id and not who.is_admin:
+            raise HTTPError(403, "forbidden", f"this token is of customer {who.customer_id!r}; only an admin may read another customer's")
+        return who, named or who.customer_id
+
+    def admin(self, request: Request) -> Principal:
+        who = self.principal(request)
+        if not who.is_admin:
+            raise HTTPError(403, "forbidden", f"admin only: token {who.token_id} has the role {who.role!r}")
+        return who
+
+    async def _body(self, request: Request, model: type[BaseModel]) -> Any:
+        try:
+            return model.model_validate(loads_strict(await read_body(request, self.max_body_bytes)))
+        except JSONRejected as exc:
+            raise HTTPError(400, "malformed_json", str(exc)) from None
+        except ValidationError as exc:
+            problem = rejection_from(exc)
+            raise HTTPError(400, "invalid_request", str(problem), field=problem.field, rule=problem.rule) from None
+
+    # ---- tokens and users ------------------------------------------------------------------------
+
+    async def create_token(self, request: Request) -> Response:
+        ask = await self._body(request, TokenRequest)
+        who = self.principal(request, required=bool(self.admin_keys))
+        if who is None:
+            if ask.role == "admin":
+                raise HTTPError(403, "forbidden", "an admin token is made with an admin credential (the first token of an open deployment is one)")
+            role, made_by = ask.role, OPEN
+        elif who.is_admin:
+            role, made_by = ask.role or "user", who.label
+        else:
+            if ask.customer_id != who.customer_id or ask.role == "admin":
+                raise HTTPError(403, "forbidden", f"a user token makes user tokens of its own customer ({who.customer_id!r}) alone")
+            role, made_by = "user", who.label
+        token, row = await asyncio.to_thread(self.tokens.create, ask.customer_id, ask.name, role, made_by)
+        return json_response(200, {"token": token, **row, "message": "store this token now: it is not shown again"})
+
+    async def list_users(self, request: Request) -> Response:
+        self.admin(request)
+        named = request.query_params.get("customer_id")
+        rows, counts = await asyncio.to_thread(lambda: (self.tokens.list(named), self.store.counts(named)))
+        return json_response(200, {"users": [{**row, "total_events": counts.get(row["id"], 0)} for row in rows]})
+
+    async def set_role(self, request: Request, token_id: str) -> Response:
+        self.admin(request)
+        change = await self._body(request, RoleUpdate)
+        return json_response(200, {"user": self._found(await asyncio.to_thread(partial(self.tokens.update, token_id, role=change.role)), token_id)})
+
+    async def revoke(self, request: Request, token_id: str) -> Response:
+        who = self.principal(request)
+        if not who.is_admin and who.token_id != token_id:
+            raise HTTPError(403, "forbidden", "a user token may revoke itself alone")
+        return json_response(200, {"revoked": True, "user": self._found(await asyncio.to_thread(partial(self.tokens.update, token_id, revoke=True)), token_id)})
+
+    async def profile(self, request: Request, token_id: str) -> Response:
+        who = self.principal(request)
+        if not who.is_admin and who.token_id != token_id:
+            raise HTTPError(403, "forbidden", "admin only: a user token reads its own profile (GET /v1/me)")
+        row = self._found(await asyncio.to_thread(self.tokens.get, token_id), token_id)
+        counts = await asyncio.to_thread(self.store.counts, row["customer_id"])
+        return json_response(200, {"user": {**row, "total_events": counts.get(token_id, 0)}})
+
+    async def me(self, request: Request) -> Response:
+        who = self.principal(request)
+        row = await asyncio.to_thread(self.tokens.get, who.token_id) if who.token_id else {"id": None, "role": "admin", "customer_id": None}
+        return json_response(200, {"user": row})
+
+    async def customer(self, request: Request) -> Response:
+        who = self.principal(request)
+        if who.customer_id is None:
+            raise HTTPError(403, "forbidden", f"an admin key is of no customer; use a {TOKEN_PREFIX} token")
+        return json_response(200, {"customer": {"id": who.customer_id}, "token": {"id": who.token_id, "name": who.name, "role": who.role}})
+
+    @staticmethod
+    def _found(row: dict[str, Any] | None, token_id: str) -> dict[str, Any]:
+        if row is None:
+            raise HTTPError(404, "not_found", f"no token {token_id!r}")
+        return row
+
+    # ---- events ----------------------------------------------------------------------------------
+
+    async def ingest(self, request: Request, body: Any) -> Response:
+        """`POST /v1/events` with provenance: one event (answered with its `event_id`) or an array of them (`event_ids`);
+        one invalid event rejects the request whole (400 naming its field), as for telemetry."""
+        who, customer_id = self.customer_of(request)
+        single = not isinstance(body, list) and "event_type" in body
+        items = [body] if single else body if isinstance(body, list) else body["events"]
+        if len(items) > self.settings.max_events:
+            raise HTTPError(413, "too_many_events", f"a request carries at most {self.settings.max_events} provenance events, got {len(items)}")
+        parsed, problems = [], []
+        for index, item in enumerate(items):
+            try:
+                if not is_provenance(item):
+                    raise Rejected("event_type", "literal_error", "event_type: provenance (agent_action, outcome) and telemetry events "
+                                   "go in separate requests")
+                parsed.append((parse_provenance(item), item))
+            except Rejected as exc:
+                problems.append({"index": index, "field": exc.field, "rule": exc.rule, "message": str(exc)})
+        if problems:
+            first = problems[0]
+            raise HTTPError(400, "invalid_event", first["message"] if single else f"{len(problems)} of {len(items)} events are invalid; "
+                            f"none was stored: {first['message']}", field=first["field"], rule=first["rule"], rejected=problems)
+        try:
+            ids = await asyncio.to_thread(self.store.store, parsed, customer_id, who.token_id, self.client_of(request))
+        except UnknownEvent as exc:
+            raise HTTPError(404, "unknown_event", str(exc), field="original_event_id") from None
+        if not single:
+            return json_response(200, {"success": True, "accepted": len(ids), "event_ids": ids})
+        answer = {"success": True, "event_id": ids[0], "event_type": parsed[0][0].event_type}
+        if parsed[0][0].event_type == OUTCOME:
+            answer["outcome_id"] = ids[0]
+        return json_response(200, answer)
+
+    # ---- queries ---------------------------------------------------------------------------------
+
+    async def by_commit(self, request: Request, commit: str) -> Response:
+        _, customer_id = self.customer_of(request)
+        events = await asyncio.to_thread(self.store.by_commit, customer_id, commit)
+        return json_response(200, {"commit": commit, "count": len(events), "events": events})
+
+    async def by_file(self, request: Request) -> Response:
+        _, customer_id = self.customer_of(request)
+        path, repo = request.query_params.get("path"), request.query_params.get("repo") or None
+        if not path:
+            raise HTTPError(400, "invalid_request", "path: the file's path is required (?path=src/auth.ts&repo=...)", field="path", rule="missing")
+        events = await asyncio.to_thread(self.store.by_file, customer_id, path, repo)
+        return json_response(200, {"path": path, "repo": repo, "count": len(events), "events": events})
+
+    async def search(self, request: Request) -> Response:
+        _, customer_id = self.customer_of(request)
+        query = request.query_params
+        filters = {name: query[name] for name in (*SEARCH_FILTERS, "commit") if query.get(name)}
+        limit = int_param(request, "limit", self.settings.search_limit, 1, self.settings.max_search_limit)
+        offset = int_param(request, "offset", 0, 0, 1_000_000)
+        since, until = _time_param(request, "since"), _time_param(request, "until")
+        events = await asyncio.to_thread(self.store.search, customer_id, filters, since, until, query.get("intent"), limit, offset)
+        return json_response(200, {"events": events, "count": len(events), "limit": limit, "offset": offset})
+
+    def shutdown(self) -> None:
+        self.tokens.close()
+        self.store.close()
+
+
+def _time_param(request: Request, name: str) -> float | None:
+    """An ISO 8601 time (UTC when it names no zone) or epoch seconds; 400 naming the parameter otherwise."""
+    value = request.query_params.get(name)
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise HTTPError(400, "invalid_request", f"{name}: an ISO 8601 time (2026-02-07T12:00:00Z) or epoch seconds, got {value!r}",
+                        field=name, rule="datetime") from None
+    return (moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment).timestamp()

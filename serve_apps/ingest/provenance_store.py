@@ -1,0 +1,264 @@
+"""Provenance events (seed 003): appended durably to the raw lake, indexed in SQLite for the queries.
+
+Each event is one JSON line `{"event_id", "event_type", "customer_id", "token_id", "received_at", "client", "event"}`
+in `lake/raw/provenance/customer=<customer>/date=<received UTC date>/<writer>.jsonl` (`event` exactly as sent),
+fsync'd before the 200. The lines are the truth; `registry/provenance.db` indexes them: the events, their artifact
+links (repo, branch, commit, one row per file written) and, per raw file, the offset up to which it is indexed.
+A request's lines are written and indexed in one `BEGIN IMMEDIATE` transaction that also advances the offset, so a
+line that reached the disk but not the index (a crash between the two) is indexed at the next start, or before the
+next append to its file; a torn last line (a killed writer) is never indexed and no later write extends it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from serve_apps.ingest import registry
+from serve_apps.ingest.events import append_durably
+from serve_apps.ingest.tokens import iso
+from trajforge.contracts.events import partition_name
+from trajforge.contracts.provenance import AGENT_ACTION, OUTCOME, AgentAction, Outcome, ProvenanceEvent, parse_provenance
+from trajforge.lake import Lake
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS prov_events (
+    event_id TEXT PRIMARY KEY,
+    event_type TEXT NOT NULL,              -- agent_action | outcome
+    customer_id TEXT NOT NULL,
+    token_id TEXT,
+    actor_type TEXT, actor_id TEXT, tool TEXT, intent TEXT, model TEXT,
+    files_written TEXT,                    -- JSON array
+    repo TEXT, branch TEXT, commit_sha TEXT, diff_hash TEXT,
+    original_event_id TEXT, status TEXT, linked_commit TEXT,
+    ts REAL NOT NULL,                      -- the event's timestamp; when it was received if it gave none
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS prov_by_time ON prov_events (customer_id, ts);
+CREATE INDEX IF NOT EXISTS prov_by_actor ON prov_events (customer_id, actor_id, ts);
+CREATE INDEX IF NOT EXISTS prov_by_commit ON prov_events (commit_sha);
+CREATE INDEX IF NOT EXISTS prov_by_linked_commit ON prov_events (linked_commit);
+CREATE INDEX IF NOT EXISTS prov_by_original ON prov_events (original_event_id);
+CREATE TABLE IF NOT EXISTS artifact_links (
+    event_id TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    branch TEXT,
+    commit_sha TEXT,
+    file TEXT                              -- NULL for an action that wrote no file
+);
+CREATE INDEX IF NOT EXISTS links_by_file ON artifact_links (file, repo);
+CREATE INDEX IF NOT EXISTS links_by_event ON artifact_links (event_id);
+CREATE TABLE IF NOT EXISTS indexed_files (
+    path TEXT PRIMARY KEY,                 -- relative to the lake root
+    offset INTEGER NOT NULL                -- bytes of the file that are indexed (always at a line's end)
+);
+"""
+SEARCH_FILTERS = ("event_type", "actor_type", "actor_id", "tool", "model", "repo", "branch")
+
+
+class UnknownEvent(LookupError):
+    """An outcome names an event that is not an agent_action of this customer."""
+
+
+class ProvenanceStore:
+    def __init__(self, lake: Lake, writer_id: str):
+        self.lake, self.writer_id = lake, writer_id
+        self._lock = threading.Lock()
+        self._conn = registry.connect(lake.provenance_db)
+        self._conn.executescript(SCHEMA)
+        self.recovered = self.recover()
+
+    # ---- writing ---------------------------------------------------------------------------------
+
+    def store(self, events: list[tuple[ProvenanceEvent, dict[str, Any]]], customer_id: str, token_id: str | None,
+              client: str, now: float | None = None) -> list[str]:
+        """Append the events durably and index them; answers their new ids, in order. An outcome must name an
+        agent_action (stored earlier, or earlier in this request) of the same customer."""
+        now = time.time() if now is None else now
+        folder = self.lake.raw_provenance / f"customer={partition_name(customer_id)}" / f"date={time.strftime('%Y-%m-%d', time.gmtime(now))}"
+        path = folder / f"{self.writer_id}.jsonl"
+        with self._lock, registry.immediate(self._conn) as conn:
+            self._catch_up(conn, path)
+            ids, records, batch = [], [], {}
+            for event, raw in events:
+                event_id = str(uuid.uuid4())
+                if isinstance(event, Outcome):
+                    self._check_original(conn, event.original_event_id, customer_id, batch)
+                batch[event_id] = customer_id if isinstance(event, AgentAction) else None
+                record = {"event_id": event_id, "event_type": event.event_type, "customer_id": customer_id, "token_id": token_id,
+                          "received_at": now, "client": client, "event": raw}
+                records.append(record)
+                ids.append(event_id)
+            append_durably(path, b"".join(_line(record) for record in records))
+            for record, (event, _) in zip(records, events):
+                _index(conn, record, event)
+            self._set_offset(conn, path, path.stat().st_size)
+        return ids
+
+    @staticmethod
+    def _check_original(conn, original: str, customer_id: str, batch: dict[str, str | None]) -> None:
+        if original in batch:
+            owner = batch[original]
+        else:
+            row = conn.execute("SELECT customer_id FROM prov_events WHERE event_id = ? AND event_type = ?", (original, AGENT_ACTION)).fetchone()
+            owner = row["customer_id"] if row else None
+        if owner != customer_id:
+            raise UnknownEvent(f"original_event_id {original!r} is not an agent_action event of customer {customer_id!r}")
+
+    # ---- recovery --------------------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Index every complete line of the raw files past their indexed offsets (at start); answers how many."""
+        count = 0
+        if not self.lake.raw_provenance.is_dir():
+            return 0
+        with self._lock:
+            for path in sorted(self.lake.raw_provenance.glob("customer=*/date=*/*.jsonl")):
+                with registry.immediate(self._conn) as conn:
+                    count += self._catch_up(conn, path)
+        return count
+
+    def _catch_up(self, conn, path: Path) -> int:
+        """Index the complete lines of `path` past its indexed offset; answers how many were new."""
+        if not path.exists():
+            return 0
+        key = str(path.relative_to(self.lake.root))
+        row = conn.execute("SELECT offset FROM indexed_files WHERE path = ?", (key,)).fetchone()
+        offset = row["offset"] if row else 0
+        if path.stat().st_size <= offset:
+            return 0
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+        end = data.rfind(b"\n") + 1  # a torn last line (no newline) is left unindexed
+        count = 0
+        for line in data[:end].splitlines():
+            try:
+                record = json.loads(line)
+                event = parse_provenance(record["event"])
+            except (ValueError, KeyError, TypeError):
+                continue  # not a line this store wrote; the raw file keeps it
+            count += _index(conn, record, event)
+        self._set_offset(conn, path, offset + end)
+        return count
+
+    def _set_offset(self, conn, path: Path, offset: int) -> None:
+        conn.execute("INSERT INTO indexed_files (path, offset) VALUES (?, ?) ON CONFLICT (path) DO UPDATE SET offset = excluded.offset",
+                     (str(path.relative_to(self.lake.root)), offset))
+
+    # ---- queries ---------------------------------------------------------------------------------
+
+    def by_commit(self, customer_id: str, commit: str) -> list[dict[str, Any]]:
+        """The agent actions of `commit`: at it, or linked to it by an outcome's linked_commit; newest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT event_id, 'commit' AS linked_by FROM prov_events WHERE customer_id = ? AND event_type = 'agent_action' AND commit_sha = ?"
+                " UNION SELECT original_event_id, 'outcome' FROM prov_events WHERE customer_id = ? AND event_type = 'outcome' AND linked_commit = ?",
+                (customer_id, commit, customer_id, commit)).fetchall()
+            linked_by: dict[str, list[str]] = defaultdict(list)
+            for row in rows:
+                linked_by[row["event_id"]].append(row["linked_by"])
+            events = self._events(list(linked_by))
+        for event in events:
+            event["linked_by"] = sorted(linked_by[event["event_id"]])
+        return events
+
+    def by_file(self, customer_id: str, file: str, repo: str | None) -> list[dict[str, Any]]:
+        """The agent actions that wrote `file` (in `repo`, when given); newest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT DISTINCT l.event_id FROM artifact_links l JOIN prov_events e ON e.event_id = l.event_id"
+                " WHERE l.file = ? AND (? IS NULL OR l.repo = ?) AND e.customer_id = ?", (file, repo, repo, customer_id)).fetchall()
+            return self._events([row["event_id"] for row in rows])
+
+    def search(self, customer_id: str, filters: dict[str, str], since: float | None, until: float | None,
+               intent: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
+        """Events of the customer matching every filter given (exact, `intent` as a substring), newest first."""
+        clauses, args = ["customer_id = ?"], [customer_id]
+        for name in SEARCH_FILTERS:
+            if filters.get(name) is not None:
+                clauses.append(f"{name} = ?")
+                args.append(filters[name])
+        if filters.get("commit") is not None:
+            clauses.append("(commit_sha = ? OR linked_commit = ?)")
+            args += [filters["commit"]] * 2
+        if since is not None:
+            clauses.append("ts >= ?")
+            args.append(since)
+        if until is not None:
+            clauses.append("ts <= ?")
+            args.append(until)
+        if intent:
+            clauses.append("instr(lower(intent), lower(?)) > 0")
+            args.append(intent)
+        with self._lock:
+            rows = self._conn.execute(f"SELECT event_id FROM prov_events WHERE {' AND '.join(clauses)} ORDER BY ts DESC, rowid DESC"
+                                      " LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
+            return self._events([row["event_id"] for row in rows])
+
+    def _events(self, event_ids: list[str]) -> list[dict[str, Any]]:
+        """The events as the API shows them (agent actions with their outcomes), newest first."""
+        if not event_ids:
+            return []
+        marks = ",".join("?" * len(event_ids))
+        rows = self._conn.execute(f"SELECT * FROM prov_events WHERE event_id IN ({marks}) ORDER BY ts DESC, rowid DESC", event_ids).fetchall()
+        outcomes: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in self._conn.execute(f"SELECT * FROM prov_events WHERE event_type = 'outcome' AND original_event_id IN ({marks})"
+                                      " ORDER BY received_at, rowid", event_ids):
+            outcomes[row["original_event_id"]].append(_shown(row))
+        shown = [_shown(row) for row in rows]
+        for event in shown:
+            if event["event_type"] == AGENT_ACTION:
+                event["outcomes"] = outcomes.get(event["event_id"], [])
+                event["status"] = event["outcomes"][-1]["status"] if event["outcomes"] else None
+        return shown
+
+    def counts(self, customer_id: str | None = None) -> dict[str, int]:
+        """Events per token (of one customer, or all)."""
+        query = "SELECT token_id, COUNT(*) AS n FROM prov_events" + (" WHERE customer_id = ?" if customer_id else "") + " GROUP BY token_id"
+        with self._lock:
+            return {row["token_id"]: row["n"] for row in self._conn.execute(query, (customer_id,) if customer_id else ())}
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _index(conn, record: dict[str, Any], event: ProvenanceEvent) -> int:
+    """Index one raw record (once: a record already indexed is left as it is); answers 1 if it was new."""
+    event_id, received_at = record["event_id"], record["received_at"]
+    if isinstance(event, AgentAction):
+        ts = event.timestamp.timestamp() if event.timestamp else received_at
+        values = (event.actor_type, event.actor_id, event.tool, event.intent, event.model, json.dumps(event.files_written),
+                  event.repo, event.branch, event.commit, event.diff_hash, None, None, None)
+    else:
+        ts = received_at
+        values = (None,) * 10 + (event.original_event_id, event.status, event.linked_commit)
+    cursor = conn.execute(
+        "INSERT OR IGNORE INTO prov_events (event_id, event_type, customer_id, token_id, actor_type, actor_id, tool, intent, model,"
+        " files_written, repo, branch, commit_sha, diff_hash, original_event_id, status, linked_commit, ts, received_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (event_id, event.event_type, record["customer_id"], record.get("token_id"), *values, ts, received_at))
+    if cursor.rowcount and isinstance(event, AgentAction):
+        conn.executemany("INSERT INTO artifact_links (event_id, repo, branch, commit_sha, file) VALUES (?, ?, ?, ?, ?)",
+                         [(event_id, event.repo, event.branch, event.commit, file) for file in (event.files_written or [None])])
+    return cursor.rowcount
+
+
+def _shown(row) -> dict[str, Any]:
+    base = {"id": row["event_id"], "event_id": row["event_id"], "event_type": row["event_type"], "customer_id": row["customer_id"]}
+    if row["event_type"] == OUTCOME:
+        return {**base, "original_event_id": row["original_event_id"], "status": row["status"], "linked_commit": row["linked_commit"],
+                "timestamp": iso(row["ts"]), "received_at": iso(row["received_at"])}
+    return {**base, "actor_type": row["actor_type"], "actor_id": row["actor_id"], "tool": row["tool"], "intent": row["intent"],
+            "model": row["model"], "files_written": json.loads(row["files_written"] or "[]"), "repo": row["repo"], "branch": row["branch"],
+            "commit": row["commit_sha"], "diff_hash": row["diff_hash"], "timestamp": iso(row["ts"]), "received_at": iso(row["received_at"])}
+

@@ -21,6 +21,7 @@ COMMANDS = {
     "teacher": ("pipelines.teacher_srl", "run the teacher SRL loop on synthetic tasks (oracle offline, or an OpenAI-compatible teacher)"),
     "rollout": ("actors.rollout", "student rollouts: the generation actors (configs/actors.yaml) run the actor loop on tasks, a file or a Ray queue"),
     "queue": ("trajforge.cli.queue_cmd", "fill (put), inspect (status) or drop the named Ray task queue that `rollout --queue` takes from"),
+    "datasets": ("pipelines.datasets.cli", "ingest public code-edit datasets (CommitPackFT, EditPackFT, ...) with hashes and licences, then split them by language (a Ray Data job)"),
     "build": ("trajforge.cli.build_cmd", "build curated Parquet from the raw lake: stitch, redact, score, embed, dedup (a Ray Data job)"),
     "train": ("learner.train", "supervised fine-tuning on a build's sft rows with DeepSpeed ZeRO-3 on Ray Train (or --estimate its memory)"),
     "forget": ("trajforge.cli.forget_cmd", "a contributor's right to be forgotten: a tombstone that every later build honours"),

@@ -1,0 +1,179 @@
+"""Getting a dataset's source into its `source/` folder untouched, and checking it against the official manifest.
+
+A URL is streamed with httpx into `<name>.partial` (hashed as it arrives), then its size and sha256 are compared with
+the config's; only a file that matches is renamed to its name. A local file is copied (hashed the same way), a local
+folder copied whole. A mismatch raises `IntegrityError` naming both hashes (or sizes) and removes what was fetched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from pipelines.datasets.settings import DatasetSpec, DownloadSettings
+from trajforge.errors import ConfigError, TrajforgeError
+
+log = logging.getLogger(__name__)
+CHUNK = 1 << 20
+
+
+class IntegrityError(TrajforgeError, ValueError):
+    """What was fetched is not what the official manifest names (sha256 or size)."""
+
+
+class DownloadError(TrajforgeError, OSError):
+    """The server did not give the file (HTTP status, connection) after the retries."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    path: Path
+    sha256: str
+    size: int
+
+
+def local_path(spec: DatasetSpec) -> Path:
+    url = urlparse(spec.source)
+    return Path(unquote(url.path)) if url.scheme == "file" else Path(spec.source).expanduser()
+
+
+def file_name(spec: DatasetSpec) -> str:
+    if spec.is_url:
+        return Path(unquote(urlparse(spec.source).path)).name or "download"
+    return local_path(spec).name
+
+
+def folder_digest(folder: Path) -> tuple[str, int]:
+    """A folder's sha256 (over its files' relative paths and sha256s, sorted) and total size."""
+    digest, total = hashlib.sha256(), 0
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        file_hash, size = file_digest(path)
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{file_hash}\n".encode())
+        total += size
+    return digest.hexdigest(), total
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def source_digest(spec: DatasetSpec) -> tuple[str, int] | None:
+    """The sha256 and size the source has now without fetching it: a URL's are the manifest's; None when a local
+    source is missing."""
+    if spec.is_url:
+        return spec.sha256, spec.size
+    path = local_path(spec)
+    if path.is_dir():
+        return folder_digest(path)
+    return file_digest(path) if path.is_file() else None
+
+
+def check(name: str, where: str, spec: DatasetSpec, sha256: str, size: int) -> None:
+    """The fetched bytes against the manifest; an IntegrityError naming both values."""
+    if spec.size is not None and size != spec.size:
+        raise IntegrityError(f"{name}: {where} has {size} bytes, the manifest (datasets.catalog.{name}.size) says {spec.size}: "
+                             "nothing was kept; a truncated download or a new release: check the source and the manifest")
+    if spec.sha256 is not None and sha256 != spec.sha256:
+        raise IntegrityError(f"{name}: {where} has sha256 {sha256}, the manifest (datasets.catalog.{name}.sha256) says "
+                             f"{spec.sha256}: nothing was kept; a damaged download or a new release: check the source and the manifest")
+
+
+def fetch(name: str, spec: DatasetSpec, source_dir: Path, download: DownloadSettings, progress: bool = True) -> Fetched:
+    """Put the dataset's source into `source_dir` (inside the unpublished staging folder) and check it."""
+    source_dir.mkdir(parents=True, exist_ok=True)
+    if spec.is_url:
+        target = source_dir / file_name(spec)
+        sha256, size = download_file(spec.source, target, download, token=_token(name, spec), progress=progress)
+        try:
+            check(name, spec.source, spec, sha256, size)
+        except IntegrityError:
+            target.unlink(missing_ok=True)
+            raise
+        return Fetched(target, sha256, size)
+    path = local_path(spec)
+    if path.is_dir():
+        target = source_dir / path.name
+        shutil.copytree(path, target)
+        sha256, size = folder_digest(target)
+    elif path.is_file():
+        target = source_dir / path.name
+        sha256, size = _copy_hashed(path, target)
+    else:
+        raise ConfigError(f"datasets.catalog.{name}.source: {path} does not exist (no such file or folder in {Path.cwd()}): "
+                          "check the path, or give an https URL")
+    check(name, str(path), spec, sha256, size)
+    return Fetched(target, sha256, size)
+
+
+def _copy_hashed(path: Path, target: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as reader, target.open("wb") as writer:
+        for block in iter(lambda: reader.read(CHUNK), b""):
+            digest.update(block)
+            writer.write(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def _token(name: str, spec: DatasetSpec) -> str | None:
+    if spec.token_env is None:
+        return None
+    token = os.environ.get(spec.token_env)
+    if not token:
+        raise ConfigError(f"datasets.catalog.{name}.token_env: ${spec.token_env} is not set; this download needs its token "
+                          f"(export {spec.token_env}=... or put it in the environment of the job)")
+    return token
+
+
+def download_file(url: str, target: Path, settings: DownloadSettings, token: str | None = None, progress: bool = True) -> tuple[str, int]:
+    """Stream `url` into `<target>.partial`, then rename it to `target`; returns its sha256 and size. Transport errors
+    and 5xx answers are retried `settings.retries` times (from the start); a 4xx is not."""
+    import httpx
+    from tqdm import tqdm
+
+    partial = target.with_name(target.name + ".partial")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    last: Exception | None = None
+    for attempt in range(settings.retries + 1):
+        if attempt:
+            time.sleep(min(2**attempt, 30) * 0.5)
+        digest, size = hashlib.sha256(), 0
+        try:
+            with httpx.stream("GET", url, headers=headers, timeout=settings.timeout_s, follow_redirects=True) as response:
+                if response.status_code >= 400:
+                    message = f"GET {url}: HTTP {response.status_code}"
+                    if response.status_code in (401, 403):
+                        raise DownloadError(f"{message}: the server wants credentials; set token_env for this dataset")
+                    if response.status_code < 500:
+                        raise DownloadError(f"{message}: check the URL")
+                    raise httpx.HTTPStatusError(message, request=response.request, response=response)
+                total = int(response.headers.get("content-length") or 0) or None
+                with partial.open("wb") as handle, tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress) as bar:
+                    for block in response.iter_bytes(CHUNK):
+                        digest.update(block)
+                        handle.write(block)
+                        size += len(block)
+                        bar.update(len(block))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            os.replace(partial, target)
+            return digest.hexdigest(), size
+        except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+            last = exc
+            partial.unlink(missing_ok=True)
+            log.warning("download of %s failed (attempt %d of %d): %s", url, attempt + 1, settings.retries + 1, exc)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+    raise DownloadError(f"GET {url} failed after {settings.retries + 1} attempts: {last}; check the network and the URL")

@@ -141,6 +141,17 @@ def test_look_alikes_of_the_new_shapes_are_left_alone(redactor, text):
     assert redactor.redact(text) == Redaction(text, {})
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"password": "Contraseña", "password": "Пароль"',  # a translation in a locale file (was redacted: not ASCII)
+        'password = "same as before"; password = "see above"',  # prose, not a passphrase
+    ],
+)
+def test_labels_and_prose_in_password_fields_are_left_alone(redactor, text):
+    assert redactor.redact(text) == Redaction(text, {})
+
+
 def test_rules_version_is_in_the_dump_so_the_build_redacts_again():
     settings = RedactionSettings()
     dumped = settings.model_dump(mode="json")

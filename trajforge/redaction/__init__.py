@@ -40,8 +40,9 @@ fixed; a few remain (`github://org:repo@sha` fsspec URLs, ABNF `token = 1*tchar`
 2.8.10.1`). A second audit (2026-12-07) wrote the shapes a coding agent's trajectory holds, provider by
 provider, with their look-alikes: 27 texts from it joined the set (Twilio, PyPI, command-line passwords,
 passphrases, connection strings, cards, SSNs, Slack app tokens, Google OAuth secrets, Azure SAS URLs), and the
-fixes changed 5 findings on 372 MB of site-packages (3 `auth_password="open sesame"` in tornado's tests, 2
-`111-22-3333` SSNs in pyparsing's docs), none on the example sessions.
+fixes changed 6 findings on 372 MB of site-packages (new: 3 `auth_password="open sesame"` in tornado's tests,
+2 `111-22-3333` SSNs in pyparsing's docs; gone: `auth_password="səcrət"`, a plain word now in any alphabet, as
+`"password": "Contraseña"` in a locale file), none on the example sessions.
 
 Decisions:
 - IPs: private addresses are redacted (an internal address map is still someone's network); loopback,

@@ -47,7 +47,7 @@ _NEXT_FIELD = re.compile(r"&[\w.-]+=")
 _PROSE_WORD_BEFORE = re.compile(r"([A-Za-z]+)[ \t]+$")
 
 _IDENTIFIER = re.compile(r"[A-Za-z_$][\w$]*")
-_WORDS_ONLY = re.compile(r"_*[A-Za-z]+(?:[-_.]+[A-Za-z]+)*_*")
+_WORDS_ONLY = re.compile(r"_*[^\W\d_]+(?:[-_.]+[^\W\d_]+)*_*")  # any alphabet: `"password": "Contraseña"` is a label
 _MEMBER = re.compile(r"[!~+-]*[A-Za-z_$][\w$]*(?:\??\.[A-Za-z_$][\w$]*)+.*")
 _CALL_OR_OPERATOR = re.compile(r".*[(\[].*|.*(?:===|!==|\?\.|!!|=>|::|&&|\|\|).*")
 _NOT_A_SECRET = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[a-z][a-z0-9+.-]*://.*|#[0-9A-Fa-f]{3,8}|.*<[^>]*>.*|\|\w+\|")

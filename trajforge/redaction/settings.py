@@ -38,11 +38,12 @@ Kind = Literal[
 KINDS: tuple[str, ...] = get_args(Kind)
 """Every kind, most specific first: where two matches overlap, the one whose kind comes first wins."""
 
-RULES_VERSION = 2
+RULES_VERSION = 3
 """Bumped whenever the rules find something else in the same text (a new shape, a miss or a false positive fixed).
 The settings' dump carries it, so the build's config hash changes and the next build redacts every session again
 instead of reusing rows that older rules redacted. 1: up to 2026-12-06; 2: passphrases, Twilio, PyPI, command-line
-passwords, payment cards, SSNs, Slack app tokens, Google OAuth secrets, Azure SAS signatures, connection strings."""
+passwords, payment cards, SSNs, Slack app tokens, Google OAuth secrets, Azure SAS signatures, connection strings;
+3: a one-word label in any alphabet (`"password": "Contraseña"`) and more prose (`"same as before"`) kept."""
 
 
 class RedactionSettings(BaseModel):

@@ -53,6 +53,8 @@ PASSWORD_NOUNS = frozenset("password passwd passphrase pwd pass".split())
 _PROSE_WORDS = frozenset(
     """a an the is are was be been not no must should can cannot can't could will would may of to for in on at by with
     from and or but if this that these those it its your you please enter confirm type new old current invalid incorrect
+    as so than then before after same all any some each every very more most less only also just here there what which
+    who when where why how do does did done has have had use used using see
     wrong required missing empty field fields least characters character long short too match matches reset forgot
     forgotten change expired password passwords passwd passphrase passwort kennwort contraseña senha wachtwoord
     mot de passe la le du der die das el lo""".split()

@@ -26,6 +26,7 @@ MISTYPED = {
     "build": ([], "dedup.threshold=0.5", "it accepts build.*"),
     "train": ([], "lerner.optim.lr=1", "it accepts learner.*, cluster.*"),
     "forget": ([CONTRIBUTOR], "build.lake=x", "reads no config"),
+    "provenance": (["--commit", "abc123"], "build.lake=x", "reads no config"),
     "stats": ([], "build.lake=x", "reads no config"),
     "dashboard": ([], "build.lake=x", "reads no config"),
     "demo": ([], "teacher.sample=1", "http_options.*, ingest.*, embed.*"),

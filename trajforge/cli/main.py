@@ -25,6 +25,7 @@ COMMANDS = {
     "build": ("trajforge.cli.build_cmd", "build curated Parquet from the raw lake: stitch, redact, score, embed, dedup (a Ray Data job)"),
     "train": ("learner.train", "supervised fine-tuning on a build's sft rows with DeepSpeed ZeRO-3 on Ray Train (or --estimate its memory)"),
     "forget": ("trajforge.cli.forget_cmd", "a contributor's right to be forgotten: a tombstone that every later build honours"),
+    "provenance": ("trajforge.cli.provenance_cmd", "which agent actions wrote a commit or a file (or --search events), asked of a running ingest service with an API token"),
     "stats": ("trajforge.cli.stats_cmd", "print what a curated build holds (tiers, models, domains, exclusions, redactions, SFT rows) as tables or JSON"),
     "dashboard": ("trajforge.cli.dashboard_cmd", "the Grafana dashboard of trajforge's metrics: print its JSON, write it (--out), or --install it into the Grafana of the Ray session on this node"),
     "demo": ("trajforge.cli.demo_cmd", "the whole factory end to end: ingest, embed, sandbox, teacher, build, train, and the trained model back in the loop"),

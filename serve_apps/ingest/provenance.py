@@ -228,26 +228,33 @@ class ProvenanceAPI:
 
     async def by_commit(self, request: Request, commit: str) -> Response:
         _, customer_id = self.customer_of(request)
-        events = await asyncio.to_thread(self.store.by_commit, customer_id, commit)
-        return json_response(200, {"commit": commit, "count": len(events), "events": events})
+        limit, offset = self._page(request, self.settings.max_linked_events, self.settings.max_linked_events)
+        events = await asyncio.to_thread(self.store.by_commit, customer_id, commit, limit, offset)
+        return json_response(200, {"commit": commit, "count": len(events), "events": events, "limit": limit, "offset": offset})
 
     async def by_file(self, request: Request) -> Response:
         _, customer_id = self.customer_of(request)
         path, repo = request.query_params.get("path"), request.query_params.get("repo") or None
         if not path:
             raise HTTPError(400, "invalid_request", "path: the file's path is required (?path=src/auth.ts&repo=...)", field="path", rule="missing")
-        events = await asyncio.to_thread(self.store.by_file, customer_id, path, repo)
-        return json_response(200, {"path": path, "repo": repo, "count": len(events), "events": events})
+        limit, offset = self._page(request, self.settings.max_linked_events, self.settings.max_linked_events)
+        events = await asyncio.to_thread(self.store.by_file, customer_id, path, repo, limit, offset)
+        return json_response(200, {"path": path, "repo": repo, "count": len(events), "events": events, "limit": limit, "offset": offset})
 
     async def search(self, request: Request) -> Response:
         _, customer_id = self.customer_of(request)
         query = request.query_params
         filters = {name: query[name] for name in (*SEARCH_FILTERS, "commit") if query.get(name)}
-        limit = int_param(request, "limit", self.settings.search_limit, 1, self.settings.max_search_limit)
-        offset = int_param(request, "offset", 0, 0, 1_000_000)
+        limit, offset = self._page(request, self.settings.search_limit, self.settings.max_search_limit)
         since, until = _time_param(request, "since"), _time_param(request, "until")
         events = await asyncio.to_thread(self.store.search, customer_id, filters, since, until, query.get("intent"), limit, offset)
         return json_response(200, {"events": events, "count": len(events), "limit": limit, "offset": offset})
+
+    @staticmethod
+    def _page(request: Request, default: int, most: int) -> tuple[int, int]:
+        """`limit` (read as the stats' counts are: the leading integer, the default for none or below 1, `most` past it)
+        and `offset`."""
+        return int_param(request, "limit", min(default, most), 1, most), int_param(request, "offset", 0, 0, 10_000_000)
 
     def shutdown(self) -> None:
         self.tokens.close()

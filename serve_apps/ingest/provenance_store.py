@@ -153,27 +153,28 @@ class ProvenanceStore:
 
     # ---- queries ---------------------------------------------------------------------------------
 
-    def by_commit(self, customer_id: str, commit: str) -> list[dict[str, Any]]:
+    def by_commit(self, customer_id: str, commit: str, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
         """The agent actions of `commit`: at it, or linked to it by an outcome's linked_commit; newest first."""
+        linked = ("SELECT original_event_id FROM prov_events WHERE customer_id = ? AND event_type = 'outcome' AND linked_commit = ?")
         with self._lock:
             rows = self._conn.execute(
-                "SELECT event_id, 'commit' AS linked_by FROM prov_events WHERE customer_id = ? AND event_type = 'agent_action' AND commit_sha = ?"
-                " UNION SELECT original_event_id, 'outcome' FROM prov_events WHERE customer_id = ? AND event_type = 'outcome' AND linked_commit = ?",
-                (customer_id, commit, customer_id, commit)).fetchall()
-            linked_by: dict[str, list[str]] = defaultdict(list)
-            for row in rows:
-                linked_by[row["event_id"]].append(row["linked_by"])
-            events = self._events(list(linked_by))
+                f"SELECT event_id, commit_sha = ? AS at_commit, event_id IN ({linked}) AS by_outcome FROM prov_events"
+                f" WHERE customer_id = ? AND event_type = 'agent_action' AND (commit_sha = ? OR event_id IN ({linked}))"
+                " ORDER BY ts DESC, rowid DESC LIMIT ? OFFSET ?",
+                (commit, customer_id, commit, customer_id, commit, customer_id, commit, limit, offset)).fetchall()
+            events = self._events([row["event_id"] for row in rows])
+        flags = {row["event_id"]: (("commit", row["at_commit"]), ("outcome", row["by_outcome"])) for row in rows}
         for event in events:
-            event["linked_by"] = sorted(linked_by[event["event_id"]])
+            event["linked_by"] = [name for name, flag in flags[event["event_id"]] if flag]
         return events
 
-    def by_file(self, customer_id: str, file: str, repo: str | None) -> list[dict[str, Any]]:
+    def by_file(self, customer_id: str, file: str, repo: str | None, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
         """The agent actions that wrote `file` (in `repo`, when given); newest first."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT DISTINCT l.event_id FROM artifact_links l JOIN prov_events e ON e.event_id = l.event_id"
-                " WHERE l.file = ? AND (? IS NULL OR l.repo = ?) AND e.customer_id = ?", (file, repo, repo, customer_id)).fetchall()
+                "SELECT event_id FROM prov_events WHERE customer_id = ? AND event_id IN"
+                " (SELECT event_id FROM artifact_links WHERE file = ? AND (? IS NULL OR repo = ?))"
+                " ORDER BY ts DESC, rowid DESC LIMIT ? OFFSET ?", (customer_id, file, repo, repo, limit, offset)).fetchall()
             return self._events([row["event_id"] for row in rows])
 
     def search(self, customer_id: str, filters: dict[str, str], since: float | None, until: float | None,

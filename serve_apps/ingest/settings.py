@@ -50,6 +50,8 @@ class ProvenanceSettings(BaseModel):
     """`GET /v1/events/search`'s `limit` when none is given."""
     max_search_limit: int = Field(default=100, ge=1)
     """The most events one search answers (a larger `limit` is cut to it)."""
+    max_linked_events: int = Field(default=1000, ge=1)
+    """The most events `by-commit` and `by-file` answer at once (their default `limit`; page on with `offset`)."""
     max_events: int = Field(default=100, ge=1)
     """Most provenance events one `POST /v1/events` may carry (more: 413)."""
 

@@ -187,3 +187,14 @@ def test_starcode_events_still_take_the_api_key_with_or_without_a_bearer_token(h
     assert with_both.status_code == 200 and with_both.json()["accepted"] == 1
     bearer_only = http.post("/v1/events", json={**event, "event_id": uuid.uuid4().hex}, headers=bearer(token))
     assert bearer_only.status_code == 401 and "x-company-api-key" in bearer_only.json()["message"]
+
+
+def test_by_commit_and_by_file_page_with_limit_and_offset(http):
+    token, _ = make_token(http)
+    commit = uuid.uuid4().hex
+    ids = [post(http, token, action(commit=commit, files_written=["a.py"], timestamp=f"2026-04-0{i + 1}T00:00:00Z"))["event_id"] for i in range(3)]
+    page = http.get(f"/v1/provenance/by-commit/{commit}?limit=2&offset=1", headers=bearer(token)).json()
+    assert [e["event_id"] for e in page["events"]] == [ids[1], ids[0]] and (page["limit"], page["offset"]) == (2, 1)
+    assert all(e["linked_by"] == ["commit"] for e in page["events"])
+    assert [e["event_id"] for e in http.get("/v1/provenance/by-file?path=a.py&limit=1", headers=bearer(token)).json()["events"]] == [ids[2]]
+    assert http.get(f"/v1/provenance/by-commit/{commit}?limit=99999", headers=bearer(token)).json()["limit"] == 1000

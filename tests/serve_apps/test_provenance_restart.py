@@ -87,7 +87,7 @@ def test_a_line_the_index_missed_is_indexed_before_the_next_append_to_its_file(t
     lake = Lake.at(tmp_path)
     store = ProvenanceStore(lake, "w1")
     event = {"event_type": "agent_action", "actor_type": "agent", "actor_id": "a", "tool": "t", "intent": "i", "repo": "r", "commit": "c1"}
-    [first] = store.store([(parse_provenance(event), event)], "acme", None, "client")
+    store.store([(parse_provenance(event), event)], "acme", None, "client")
     [path] = lake.raw_provenance.glob("customer=acme/date=*/w1.jsonl")
     missed = {"event_id": "missed-1", "event_type": "agent_action", "customer_id": "acme", "token_id": None, "received_at": time.time(),
               "client": "x", "event": {**event, "commit": "c2"}}

@@ -26,6 +26,10 @@ class InvalidAction(TrajforgeError, ValueError):
 # a drive's colon), no component ending in a dot or a space, no device name (CON, NUL, COM1, ... with any extension).
 _NOT_PORTABLE = re.compile(r'[\x00-\x1f\x7f\\:<>"|?*]')
 _DEVICE = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)
+MAX_NAME_BYTES = 255
+"""Longest file or folder name every common filesystem holds (ext4, XFS, APFS, NTFS: 255)."""
+MAX_PATH_BYTES = 1024
+"""Longest path in a workspace: well under Linux's PATH_MAX (4096) once the workspace's own folder is in front."""
 
 
 def check_relative_path(path: str) -> str:
@@ -41,7 +45,11 @@ def check_relative_path(path: str) -> str:
     normalized = str(pure)
     if normalized in ("", "."):
         raise ValueError(f"path {path!r} names the workspace itself")
+    if len(normalized.encode("utf-8")) > MAX_PATH_BYTES:
+        raise ValueError(f"path {normalized[:60]!r}... is {len(normalized.encode('utf-8'))} bytes long: a workspace path has at most {MAX_PATH_BYTES}")
     for part in pure.parts:
+        if len(part.encode("utf-8")) > MAX_NAME_BYTES:
+            raise ValueError(f"path {normalized[:60]!r}... has a name of {len(part.encode('utf-8'))} bytes: file systems hold at most {MAX_NAME_BYTES}")
         if part.endswith((".", " ")) or _DEVICE.fullmatch(part):
             raise ValueError(f"path {path!r} has the part {part!r}, which Windows cannot hold (a device name, or a trailing dot or space)")
     return normalized

@@ -58,17 +58,22 @@ def _write_files(files: Mapping[str, str | bytes], workspace: Path) -> None:
         raise InvalidAction(f"files must map relative paths to contents, got {type(files).__name__}")
     if len(files) > MAX_FILES:
         raise InvalidAction(f"{len(files)} files: a workspace takes at most {MAX_FILES}")
+    seen: dict[str, str] = {}
     for name, content in files.items():
         try:
             relative = check_relative_path(name)
         except ValueError as exc:
             raise InvalidAction(str(exc)) from None
+        _check_case(relative, seen)
         if not isinstance(content, (str, bytes)):
             raise InvalidAction(f"content of {name!r} must be str or bytes, got {type(content).__name__}")
         target = workspace / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
         data = content.encode("utf-8") if isinstance(content, str) else content
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:  # a path given twice ('a.py', './a.py'), or both as a file and as a folder
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise InvalidAction(f"cannot write {name!r} into the workspace: {exc.strerror} (a path given twice, or as a file and a folder)") from None
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
 
@@ -79,6 +84,7 @@ def _copy_directory(source: Path, workspace: Path) -> None:
     if not source.is_dir():
         raise InvalidAction(f"snapshot directory {source} does not exist")
     source = source.resolve()
+    seen: dict[str, str] = {}
     for directory, dirnames, filenames in os.walk(source, followlinks=False):
         relative_dir = Path(directory).relative_to(source)
         for name in [*dirnames, *filenames]:
@@ -87,6 +93,7 @@ def _copy_directory(source: Path, workspace: Path) -> None:
                 check_relative_path(relative.as_posix())
             except ValueError as exc:
                 raise InvalidAction(f"snapshot entry {relative}: {exc}") from None
+            _check_case(relative.as_posix(), seen)
             mode = os.lstat(path).st_mode
             if stat.S_ISLNK(mode):
                 target = os.readlink(path)
@@ -96,11 +103,24 @@ def _copy_directory(source: Path, workspace: Path) -> None:
                 (workspace / relative).symlink_to(os.path.relpath(resolved, (source / relative).parent))
             elif stat.S_ISDIR(mode):
                 (workspace / relative).mkdir(mode=0o755)
-            elif stat.S_ISREG(mode):
+            elif stat.S_ISREG(mode):  # the contents and whether it is executable (a test's `#!/bin/sh` script)
                 shutil.copyfile(path, workspace / relative, follow_symlinks=False)
+                os.chmod(workspace / relative, 0o755 if mode & 0o111 else 0o644)
             else:
                 raise InvalidAction(f"snapshot entry {relative} is not a regular file, directory or symlink")
         dirnames[:] = [d for d in dirnames if not (Path(directory) / d).is_symlink()]
+
+
+def _check_case(relative: str, seen: dict[str, str]) -> None:
+    """InvalidAction when `relative`, or a folder on its way, differs from a path in `seen` (casefolded -> path) only in
+    case: macOS and Windows hold one file for both, so the task would not be portable (seed 002 section 4.3)."""
+    parts = relative.split("/")
+    for end in range(1, len(parts) + 1):
+        path = "/".join(parts[:end])
+        other = seen.setdefault(path.casefold(), path)
+        if other != path:
+            raise InvalidAction(f"paths {other!r} and {path!r} differ only in case, which macOS and Windows cannot hold "
+                                "side by side: rename one")
 
 
 def _chown_tree(workspace: Path, uid: int, gid: int) -> None:

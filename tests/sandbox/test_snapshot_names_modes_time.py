@@ -1,0 +1,56 @@
+"""Snapshots keep exec bits and refuse what a portable tree cannot hold."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sandbox.models import InvalidAction
+
+
+def test_a_snapshot_keeps_its_executable_script_for_the_tests(box, tmp_path):
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    (snapshot / "run.sh").write_text("#!/bin/sh\necho from-script\n")
+    (snapshot / "run.sh").chmod(0o755)
+    (snapshot / "data.txt").write_text("plain\n")
+    (snapshot / "test_run.py").write_text(
+        "import subprocess\n\ndef test_script():\n    assert subprocess.run(['./run.sh'], capture_output=True, text=True).stdout == 'from-script\\n'\n")
+    ws = box.prepare_workspace("exec-bits", snapshot)
+    try:
+        assert os.stat(ws / "run.sh").st_mode & 0o777 == 0o755 and os.stat(ws / "data.txt").st_mode & 0o777 == 0o644
+        result = box.run_tests(ws, {"framework": "pytest"})
+        assert result.ok and result.passed == 1, result.stdout.text
+        assert os.stat(ws / "run.sh").st_mode & 0o111  # and still after the run
+    finally:
+        box.cleanup(ws)
+
+
+@pytest.mark.parametrize("files", [{"App.py": "", "app.py": ""}, {"Src/a.py": "", "src/b.py": ""}])
+def test_paths_that_differ_only_in_case_are_refused(box, files):
+    with pytest.raises(InvalidAction, match="differ only in case"):
+        box.prepare_workspace("case-clash", files)
+    assert not [p for p in box.settings.workspaces_root.iterdir() if p.name.startswith("case-clash--")]
+
+
+def test_a_snapshot_directory_with_a_case_only_clash_is_refused(box, tmp_path):
+    snapshot = tmp_path / "snapshot"
+    (snapshot / "Src").mkdir(parents=True)
+    (snapshot / "src").mkdir()
+    (snapshot / "Src" / "a.py").write_text("")
+    with pytest.raises(InvalidAction, match="'Src' and 'src' differ only in case|'src' and 'Src' differ only in case"):
+        box.prepare_workspace("case-clash-dir", snapshot)
+
+
+@pytest.mark.parametrize("path, message", [("a" * 256 + ".py", "a name of 259 bytes"),
+                                           ("/".join(["d" * 200] * 6) + "/x.py", "bytes long")])
+def test_too_long_names_and_paths_are_invalid_not_a_crash(box, path, message):
+    with pytest.raises(InvalidAction, match=message):
+        box.prepare_workspace("long-path", {path: "x = 1\n"})
+
+
+def test_a_path_given_twice_is_invalid_not_a_crash(box):
+    with pytest.raises(InvalidAction, match="given twice"):
+        box.prepare_workspace("twice", {"a.py": "", "./a.py": ""})
+

@@ -9,6 +9,7 @@ memory, processes and CPU are capped by the run's cgroup (sandbox/cgroups.py).
 from __future__ import annotations
 
 import glob
+import math
 import os
 import shutil
 import sys
@@ -79,8 +80,9 @@ def jail_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def nsjail_argv(settings: SandboxSettings, command: list[str], mounts: list[Mount], cwd: str, env: dict[str, str], log_path: Path) -> list[str]:
+    """nsjail's command line; its time limit is whole seconds, rounded up (process.py's watchdog keeps a fraction)."""
     argv = [nsjail_binary(), "--mode", "o", "--log", str(log_path), "--hostname", "sandbox",
-            "--time_limit", str(max(1, int(settings.wall_time_s + 0.999))), "--max_cpus", str(settings.cpus),
+            "--time_limit", str(max(1, math.ceil(settings.wall_time_s))), "--max_cpus", str(settings.cpus),
             "--rlimit_as", "hard", "--rlimit_cpu", "hard", "--rlimit_core", "0",
             "--rlimit_fsize", str(settings.max_file_size_mb), "--rlimit_nofile", str(settings.max_open_files),
             "--rlimit_nproc", "hard", "--rlimit_stack", "hard",

@@ -155,8 +155,9 @@ def _run(settings, command, workspace, cwd, mounts, env, run_dir, group) -> RunR
                for name, pipe in (("stdout", process.stdout), ("stderr", process.stderr))]
     for reader in readers:
         reader.start()
-    # nsjail enforces the wall time itself; the watchdog is the limit for the other jails and a backstop for nsjail.
-    grace = 5.0 if settings.jail == "nsjail" else 0.0
+    # nsjail enforces the wall time itself in whole seconds; the watchdog is the limit for the other jails, for a
+    # fractional wall_time_s, and a backstop for nsjail.
+    grace = 5.0 if settings.jail == "nsjail" and float(settings.wall_time_s).is_integer() else 0.0
     watchdog = threading.Timer(settings.wall_time_s + grace, lambda: (timed_out.set(), kill()))
     watchdog.start()
     _, status, usage = os.wait4(process.pid, 0)

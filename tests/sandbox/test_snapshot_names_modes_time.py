@@ -1,4 +1,4 @@
-"""Snapshots keep exec bits and refuse what a portable tree cannot hold."""
+"""Snapshots keep exec bits and refuse what a portable tree cannot hold; a fractional wall time is kept exactly."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import pytest
 
 from sandbox.models import InvalidAction
+from sandbox.runner import Sandbox
 
 
 def test_a_snapshot_keeps_its_executable_script_for_the_tests(box, tmp_path):
@@ -54,3 +55,9 @@ def test_a_path_given_twice_is_invalid_not_a_crash(box):
     with pytest.raises(InvalidAction, match="given twice"):
         box.prepare_workspace("twice", {"a.py": "", "./a.py": ""})
 
+
+def test_a_fractional_wall_time_is_the_limit_not_the_next_whole_second(box, workspace):
+    half = Sandbox(box.settings.model_copy(update={"wall_time_s": 1.5}))
+    result = half.run_tests(workspace, {"command": ["python3", "-c", "import time\ntime.sleep(1.9)\nprint('done')\n"], "framework": "pytest"})
+    assert "time" in result.limits_hit and "done" not in result.stdout.text
+    assert result.wall_s < 1.9

@@ -219,3 +219,22 @@ def refused_message(http, payload) -> str:
     response = http.post("/v1/embed", json=payload)
     assert response.status_code == 400 and response.json()["param"] == "input"
     return response.json()["message"]
+
+
+def test_a_one_text_request_is_not_held_behind_a_long_list(http):
+    """A request of 2048 texts puts two model calls' worth in the batch queue at a time: a one-text request sent while it
+    runs is answered after a few calls, not after all 2048 texts (the specification's tagger gives up after 10 s)."""
+    _ready(http)
+    embedded = lambda: http.get("/v1/embed").json()["texts_embedded"]  # noqa: E731
+    long_list = [f"refactor the payment retry loop, step {index}" for index in range(2048)]
+    before = embedded()
+    with ThreadPoolExecutor(1) as pool:
+        big = pool.submit(_embed, http, {"input": long_list})
+        deadline = time.monotonic() + 120
+        while embedded() == before:  # the long list is being embedded
+            assert time.monotonic() < deadline and not big.done()
+            time.sleep(0.02)
+        _embed(http, {"input": "health check"})
+        done_meanwhile = embedded() - before
+        assert len(big.result()["data"]) == 2048
+    assert done_meanwhile < len(long_list) / 2, done_meanwhile

@@ -1,8 +1,9 @@
 """Command lines that put a command in a jail: nsjail (default), bubblewrap, or none.
 
 The policy comes from `SandboxSettings`. What every jail gets: the toolchain read-only at its host
-path, the workspace (and a per-run output directory) read-write, a private /tmp and /dev/shm, no
-network, an unprivileged uid/gid, rlimits on file size and open files. nsjail adds a seccomp policy;
+path, the workspace read-write (in nsjail a tmpfs of `disk_mb` that sandbox/disk.py copies the workspace into and
+back), a private /tmp and /dev/shm (tmpfs of `tmp_mb` and `shm_mb`), no network, an unprivileged uid/gid,
+rlimits on file size and open files. nsjail adds a seccomp policy;
 memory, processes and CPU are capped by the run's cgroup (sandbox/cgroups.py).
 """
 
@@ -33,6 +34,8 @@ SECCOMP_POLICY = (
 )
 JAIL_PATH = "/usr/local/bin:/usr/bin:/bin"
 DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
+WORKSPACE_INODES = 100_000
+"""Files and directories the workspace tmpfs holds (a snapshot takes at most 20,000 files)."""
 
 
 class JailUnavailable(TrajforgeError, RuntimeError):
@@ -79,7 +82,15 @@ def jail_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def nsjail_argv(settings: SandboxSettings, command: list[str], mounts: list[Mount], cwd: str, env: dict[str, str], log_path: Path) -> list[str]:
+def workspace_tmpfs_options(settings: SandboxSettings) -> str:
+    """Mount options of the jail's /workspace: `disk_mb`, WORKSPACE_INODES, owned by the jail's user (as root, the
+    configured uid; otherwise our own, which the user namespace maps to itself)."""
+    uid, gid = (settings.uid, settings.gid) if os.geteuid() == 0 else (os.geteuid(), os.getegid())
+    return f"size={settings.disk_mb << 20},nr_inodes={WORKSPACE_INODES},mode=0755,uid={uid},gid={gid}"
+
+
+def nsjail_argv(settings: SandboxSettings, command: list[str], mounts: list[Mount], cwd: str, env: dict[str, str], log_path: Path,
+                pass_fds: tuple[int, ...] = ()) -> list[str]:
     """nsjail's command line; its time limit is whole seconds, rounded up (process.py's watchdog keeps a fraction)."""
     argv = [nsjail_binary(), "--mode", "o", "--log", str(log_path), "--hostname", "sandbox",
             "--time_limit", str(max(1, math.ceil(settings.wall_time_s))), "--max_cpus", str(settings.cpus),
@@ -88,7 +99,10 @@ def nsjail_argv(settings: SandboxSettings, command: list[str], mounts: list[Moun
             "--rlimit_nproc", "hard", "--rlimit_stack", "hard",
             "--seccomp_string", SECCOMP_POLICY, "--cwd", cwd,
             "--mount", f"none:/tmp:tmpfs:size={settings.tmp_mb << 20}",
-            "--mount", f"none:/dev/shm:tmpfs:size={settings.shm_mb << 20}"]
+            "--mount", f"none:/dev/shm:tmpfs:size={settings.shm_mb << 20}",
+            "--mount", f"none:/workspace:tmpfs:{workspace_tmpfs_options(settings)}"]
+    for fd in pass_fds:
+        argv += ["--pass_fd", str(fd)]
     if os.geteuid() == 0:
         # As root, a user namespace would map the jail to host uid 0 unless told otherwise, and could
         # not read a toolchain under root's home: no user namespace, and a real unprivileged uid.
@@ -108,7 +122,8 @@ def bwrap_argv(settings: SandboxSettings, command: list[str], mounts: list[Mount
     if binary is None:
         raise JailUnavailable("bubblewrap not found: `apt-get install bubblewrap`, or set sandbox.jail to nsjail")
     argv = [binary, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--hostname", "sandbox",
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--size", str(settings.shm_mb << 20), "--tmpfs", "/dev/shm",
+            "--proc", "/proc", "--dev", "/dev", "--size", str(settings.tmp_mb << 20), "--tmpfs", "/tmp",
+            "--size", str(settings.shm_mb << 20), "--tmpfs", "/dev/shm",
             "--cap-drop", "ALL", "--chdir", cwd]
     if os.geteuid() == 0:
         # bwrap started by root maps the jail to host uid 0: start it as the unprivileged uid instead

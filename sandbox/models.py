@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from sandbox.languages import normalize_language
 from trajforge.errors import TrajforgeError
 
-Limit = Literal["time", "memory", "processes", "output", "file_size", "seccomp"]
+Limit = Literal["time", "memory", "processes", "output", "file_size", "seccomp", "disk"]
+"""The limits a run can hit: wall time, memory (cgroup OOM), processes, output bytes, one file's size (RLIMIT_FSIZE),
+a syscall seccomp kills, and disk (the workspace or /tmp ran out of space: `disk_mb`, `tmp_mb`)."""
 
 
 class InvalidAction(TrajforgeError, ValueError):

@@ -2,7 +2,9 @@
 
 The exit code alone cannot say why a run died (a time limit, a CPU limit and an OOM kill are all
 SIGKILL, exit 137), so the classification reads nsjail's log, the run's cgroup counters and this
-module's own output and time watchdogs.
+module's own output and time watchdogs. In nsjail the command runs under the jail's first process
+(sandbox/inside.py, see sandbox/disk.py), which reports its exit status and whether the workspace
+or /tmp ran out of space.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import time
 from pathlib import Path
 
 from sandbox.cgroups import RunCgroup
+from sandbox.disk import DiskWatch, WorkspaceCopy
 from sandbox.jail import JailUnavailable, Mount, bwrap_argv, jail_env, nsjail_argv, toolchain_mounts
 from sandbox.models import RunReport, StreamOutput
 from sandbox.settings import SandboxSettings
+from sandbox.workspace import jail_owner
 
 log = logging.getLogger(__name__)
 _warned_no_jail = False
@@ -104,11 +108,15 @@ def _limits_prefix(settings: SandboxSettings, group: RunCgroup | None) -> list[s
     return [*prefix, "--"]
 
 
-def _argv(settings, command, workspace, cwd, mounts, env, run_dir, group) -> tuple[list[str], Path, dict[str, str]]:
+def _argv(settings, command, workspace, cwd, mounts, env, run_dir, group, copy) -> tuple[list[str], Path, dict[str, str]]:
     """The full command line, the host directory to start it in, and its environment."""
-    all_mounts = [*toolchain_mounts(settings), Mount(workspace, "/workspace", writable=True), *mounts]
+    if copy is not None:  # nsjail: the workspace is a tmpfs the jail's first process copies it into
+        all_mounts = [*toolchain_mounts(settings), *copy.mounts(), *mounts]
+        command = copy.wrap(command)
+    else:
+        all_mounts = [*toolchain_mounts(settings), Mount(workspace, "/workspace", writable=True), *mounts]
     if settings.jail == "nsjail":
-        argv = nsjail_argv(settings, command, all_mounts, cwd, env, run_dir / "nsjail.log")
+        argv = nsjail_argv(settings, command, all_mounts, cwd, env, run_dir / "nsjail.log", copy.pass_fds)
         if group is None:
             index = argv.index("--rlimit_as")
             argv[index + 1] = str(settings.memory_mb)
@@ -117,6 +125,7 @@ def _argv(settings, command, workspace, cwd, mounts, env, run_dir, group) -> tup
         argv = bwrap_argv(settings, _limits_prefix(settings, group) + command, all_mounts, cwd, env)
         return argv, run_dir, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     _warn_no_jail()
+    env = {**env, "TMPDIR": str(run_dir / "tmp"), "HOME": str(run_dir / "tmp")}  # not the host's /tmp: measured, then removed
     host_cwd = workspace / cwd.removeprefix("/workspace").lstrip("/") if cwd.startswith("/workspace") else workspace
     translated = [_outside(arg, all_mounts) for arg in command]
     return _limits_prefix(settings, group) + translated, host_cwd, {**env, "PATH": f"{env['PATH']}:{os.environ.get('PATH', '')}"}
@@ -131,15 +140,24 @@ def _outside(arg: str, mounts: list[Mount]) -> str:
 
 
 def _run(settings, command, workspace, cwd, mounts, env, run_dir, group) -> RunReport:
-    argv, host_cwd, host_env = _argv(settings, command, workspace, cwd, mounts, env, run_dir, group)
-    if group is not None:
-        argv = ["/bin/sh", "-c", f'{group.join_command()} && exec "$@"', "sh", *argv]
-    started = time.perf_counter()
+    copy = WorkspaceCopy(settings, workspace, jail_owner(settings)) if settings.jail == "nsjail" else None
     try:
-        process = subprocess.Popen(argv, cwd=host_cwd, env=host_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, start_new_session=True)
-    except OSError as exc:
-        raise JailUnavailable(f"cannot start {argv[0]}: {exc}") from None
+        argv, host_cwd, host_env = _argv(settings, command, workspace, cwd, mounts, env, run_dir, group, copy)
+        if group is not None:
+            argv = ["/bin/sh", "-c", f'{group.join_command()} && exec "$@"', "sh", *argv]
+        (run_dir / "tmp").mkdir(mode=0o700)
+        started = time.perf_counter()
+        try:
+            process = subprocess.Popen(argv, cwd=host_cwd, env=host_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, start_new_session=True, pass_fds=copy.pass_fds if copy else ())
+        except OSError as exc:
+            raise JailUnavailable(f"cannot start {argv[0]}: {exc}") from None
+    except BaseException:
+        if copy is not None:
+            copy.abandon()
+        raise
+    if copy is not None:
+        copy.started()
     timed_out = threading.Event()
 
     def kill() -> None:
@@ -160,6 +178,9 @@ def _run(settings, command, workspace, cwd, mounts, env, run_dir, group) -> RunR
     grace = 5.0 if settings.jail == "nsjail" and float(settings.wall_time_s).is_integer() else 0.0
     watchdog = threading.Timer(settings.wall_time_s + grace, lambda: (timed_out.set(), kill()))
     watchdog.start()
+    disk_watch = DiskWatch([workspace, run_dir / "tmp"], settings.disk_mb << 20, kill) if copy is None else None
+    if disk_watch is not None:
+        disk_watch.start()
     _, status, usage = os.wait4(process.pid, 0)
     watchdog.cancel()
     wall = time.perf_counter() - started
@@ -168,10 +189,13 @@ def _run(settings, command, workspace, cwd, mounts, env, run_dir, group) -> RunR
         group.kill_all()  # strays of the no-jail mode: the tree ends with the command
     for reader in readers:
         reader.join(timeout=5)
-    return _report(settings, process.returncode, wall, usage, capture, timed_out.is_set(), group, run_dir)
+    back = copy.finish() if copy is not None else None
+    disk_full = bool(back.full) if back is not None else disk_watch.stop()
+    status_inside = back.status if back is not None else None
+    return _report(settings, process.returncode, wall, usage, capture, timed_out.is_set(), group, run_dir, status_inside, disk_full)
 
 
-def _report(settings, returncode, wall, usage, capture, timed_out, group, run_dir) -> RunReport:
+def _report(settings, returncode, wall, usage, capture, timed_out, group, run_dir, status_inside, disk_full) -> RunReport:
     nsjail_log = ""
     if settings.jail == "nsjail":
         try:
@@ -187,7 +211,9 @@ def _report(settings, returncode, wall, usage, capture, timed_out, group, run_di
                               " (as root, bwrap runs as sandbox.uid: the workspaces root and toolchain must be readable by it)")
     exit_code, signal_number = returncode, None
     ended = NSJAIL_ENDED.findall(nsjail_log)
-    if returncode < 0:
+    if status_inside is not None:  # the jail's first process saw the command end: its status, a signal as -N
+        exit_code, signal_number = (status_inside, None) if status_inside >= 0 else (None, -status_inside)
+    elif returncode < 0:
         exit_code, signal_number = None, -returncode
     elif ended and returncode > 128:  # nsjail's log tells a signal from a program that exited 128+N itself
         status, killed_by = ended[-1]
@@ -208,6 +234,8 @@ def _report(settings, returncode, wall, usage, capture, timed_out, group, run_di
         limits.append("file_size")
     if signal_number == signal.SIGSYS:
         limits.append("seccomp")
+    if disk_full:
+        limits.append("disk")
     cpu = stats.cpu_s if stats is not None and stats.cpu_s is not None else usage.ru_utime + usage.ru_stime
     peak = stats.memory_peak_bytes / 2**20 if stats is not None and stats.memory_peak_bytes else usage.ru_maxrss / 1024
     report = RunReport(exit_code=exit_code, signal=signal.Signals(signal_number).name if signal_number else None,

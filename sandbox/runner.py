@@ -39,7 +39,7 @@ class Sandbox:
     @property
     def _owner(self) -> tuple[int, int] | None:
         """Workspaces belong to the jail's uid when we are root (the jail runs as that uid)."""
-        return (self.settings.uid, self.settings.gid) if os.geteuid() == 0 and self.settings.jail != "none" else None
+        return ws.jail_owner(self.settings)
 
     def prepare_workspace(self, task_id: str, files: Mapping[str, str | bytes] | str | Path) -> Path:
         """A fresh workspace for `task_id` from {relative path: content} or a snapshot directory (copied)."""

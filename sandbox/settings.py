@@ -36,7 +36,11 @@ class SandboxSettings(BaseModel):
     shm_mb: int = Field(default=256, ge=1)
     """Size of the jail's /dev/shm (multiprocessing needs it)."""
     tmp_mb: int = Field(default=512, ge=1)
-    """Size of the jail's private /tmp."""
+    """Size of the jail's private /tmp (a tmpfs: memory, counted in `memory_mb`)."""
+    disk_mb: int = Field(default=512, ge=1)
+    """Size of the workspace as a run sees it: in nsjail a tmpfs of this size (memory, counted in `memory_mb`) that
+    the workspace is copied into and back; a run that fills it, or /tmp, hits the `disk` limit and its writes are
+    discarded. With bwrap or no jail the workspace is measured while it runs (sandbox/disk.py)."""
     uid: int = Field(default=65534, ge=1)
     """Unprivileged uid the jail runs as, inside and on the host (0 is refused)."""
     gid: int = Field(default=65534, ge=1)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from sandbox.models import InvalidAction, check_relative_path
+from sandbox.settings import SandboxSettings
 
 TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SEPARATOR = "--"
@@ -27,6 +28,11 @@ def check_task_id(task_id: str) -> str:
     if not isinstance(task_id, str) or not TASK_ID.match(task_id) or SEPARATOR in task_id:
         raise InvalidAction(f"task id {task_id!r} must be 1-128 characters of letters, digits, '.', '_' or '-' (no '--'), starting with a letter or digit")
     return task_id
+
+
+def jail_owner(settings: SandboxSettings) -> tuple[int, int] | None:
+    """Who a workspace's files belong to: the jail's uid and gid when we are root (the jail runs as them), else None."""
+    return (settings.uid, settings.gid) if os.geteuid() == 0 and settings.jail != "none" else None
 
 
 def task_of(workspace: Path) -> str:
@@ -46,7 +52,7 @@ def create(root: Path, task_id: str, files: Mapping[str, str | bytes] | str | Pa
         else:
             _write_files(files, workspace)
         if owner is not None:
-            _chown_tree(workspace, *owner)
+            chown_tree(workspace, *owner)
     except BaseException:
         shutil.rmtree(workspace, ignore_errors=True)
         raise
@@ -123,7 +129,7 @@ def _check_case(relative: str, seen: dict[str, str]) -> None:
                                 "side by side: rename one")
 
 
-def _chown_tree(workspace: Path, uid: int, gid: int) -> None:
+def chown_tree(workspace: Path, uid: int, gid: int) -> None:
     os.chown(workspace, uid, gid)
     for directory, dirnames, filenames in os.walk(workspace, followlinks=False):
         for name in [*dirnames, *filenames]:

@@ -196,8 +196,18 @@ class GenerateService:
         return json_response(200, cards[model_id])
 
     async def embeddings(self, request: Request) -> Response:
-        """OpenAI's `/v1/embeddings`, answered by the embed application of the same Serve instance."""
-        return await self.embed(await read_body(request, self.settings.max_body_bytes))
+        """OpenAI's `/v1/embeddings`, answered by the embed application of the same Serve instance. Any model name is
+        taken for the embedding model (clients send their own default) except this front's generation model, which
+        does not embed: 404, as the chat routes answer the embedding model."""
+        raw = await read_body(request, self.settings.max_body_bytes)
+        try:
+            asked = json.loads(raw).get("model")
+        except (ValueError, AttributeError):  # the embed application says what is wrong with the body
+            asked = None
+        if asked == self.model_name:
+            raise HTTPError(404, "model_not_found", f"model {asked!r} generates and does not embed: ask {EMBEDDING_MODEL_NAME!r} "
+                                                    "on /v1/embeddings", param="model")
+        return await self.embed(raw)
 
     async def complete(self, request: Request, chat: bool) -> Response:
         body = _load_json(await read_body(request, self.settings.max_body_bytes))

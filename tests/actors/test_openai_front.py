@@ -241,3 +241,6 @@ def test_embeddings_through_the_sdk_equal_the_in_process_model(client, embedder,
     assert decoded.shape == (384,) and np.allclose(decoded, embedder.embed(["x"])[0], atol=1e-5)
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model="m", input="x", dimensions=128)
+    with pytest.raises(openai.NotFoundError) as refused:  # the generation model does not embed (it answered MiniLM's vectors)
+        client.embeddings.create(model="small", input="x")
+    assert refused.value.body["code"] == "model_not_found" and "all-MiniLM-L6-v2" in refused.value.body["message"]

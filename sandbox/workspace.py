@@ -74,12 +74,9 @@ def _write_files(files: Mapping[str, str | bytes], workspace: Path) -> None:
         if not isinstance(content, (str, bytes)):
             raise InvalidAction(f"content of {name!r} must be str or bytes, got {type(content).__name__}")
         target = workspace / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
         data = content.encode("utf-8") if isinstance(content, str) else content
-        try:  # a path given twice ('a.py', './a.py'), or both as a file and as a folder
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        except OSError as exc:
-            raise InvalidAction(f"cannot write {name!r} into the workspace: {exc.strerror} (a path given twice, or as a file and a folder)") from None
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
 

@@ -51,11 +51,6 @@ def test_too_long_names_and_paths_are_invalid_not_a_crash(box, path, message):
         box.prepare_workspace("long-path", {path: "x = 1\n"})
 
 
-def test_a_path_given_twice_is_invalid_not_a_crash(box):
-    with pytest.raises(InvalidAction, match="given twice"):
-        box.prepare_workspace("twice", {"a.py": "", "./a.py": ""})
-
-
 def test_a_fractional_wall_time_is_the_limit_not_the_next_whole_second(box, workspace):
     half = Sandbox(box.settings.model_copy(update={"wall_time_s": 1.5}))
     result = half.run_tests(workspace, {"command": ["python3", "-c", "import time\ntime.sleep(1.9)\nprint('done')\n"], "framework": "pytest"})

@@ -71,7 +71,10 @@ def run_command(args: argparse.Namespace) -> int:
     if args.stage in ("all", "ingest"):
         result["ingested"] = [as_dict(item) for item in ingest_all(settings, args.only, force=args.force, progress=progress)]
     if args.stage in ("all", "process"):
+        from trajforge.cluster import warn_if_cpus_taken
+
         names = list(settings.enabled(args.only))
+        warn_if_cpus_taken(settings.cpus_per_task, "datasets.cpus_per_task", "the datasets job's tasks")
         manifest = process(settings, names, progress=progress)
         reports = write_reports(manifest, settings.reports)
         result["processed"] = {"path": str(processed_path(settings)), "files": manifest["files"], "seconds": manifest["seconds"],

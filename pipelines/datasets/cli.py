@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lake", type=Path, default=None, help="the lake to write into (default: datasets.lake, ./lake)")
     parser.add_argument("--stage", choices=["all", "ingest", "process"], default="all", help="what to run (default: all)")
     parser.add_argument("--only", action="append", default=None, metavar="NAME",
-                        help="only this dataset of the catalog (repeatable; enabled or not)")
+                        help="ingest only this dataset of the catalog (repeatable; enabled or not); processing always covers "
+                             "every enabled dataset too, since its output is deduplicated across them all")
     parser.add_argument("--force", action="store_true", help="ingest again even when the source's sha256 is already in the lake")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -73,7 +74,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.stage in ("all", "process"):
         from trajforge.cluster import warn_if_cpus_taken
 
-        names = list(settings.enabled(args.only))
+        names = settings.to_process(args.only)
         warn_if_cpus_taken(settings.cpus_per_task, "datasets.cpus_per_task", "the datasets job's tasks")
         manifest = process(settings, names, progress=progress)
         reports = write_reports(manifest, settings.reports)

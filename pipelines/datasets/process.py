@@ -169,7 +169,7 @@ def process(settings: DatasetsSettings, names: list[str], progress: bool = True)
     _counter(settings.tokenizer)  # a bad tokenizer fails here, in the driver, naming datasets.tokenizer
     init_ray()
     stats = {name: _empty_stats(metas[name]) for name in names}
-    seen: dict[str, str] = {}
+    seen: dict[bytes, str] = {}  # the first 16 bytes of each kept pair's sha256 -> its dataset
     context = DataContext.get_current()
     preserved, context.execution_options.preserve_order = context.execution_options.preserve_order, True
     try:  # the records come back in the order of the shards: the dedup keeps the first by catalog order
@@ -207,19 +207,20 @@ def _empty_stats(meta: Any) -> dict[str, Any]:
             "languages": Counter(), "splits": Counter(), "input_tokens": 0, "all_input_tokens": 0, "samples": []}
 
 
-def _take(stats: dict[str, Any], settings: DatasetsSettings, seen: dict[str, str], writer: SplitWriter, name: str,
+def _take(stats: dict[str, Any], settings: DatasetsSettings, seen: dict[bytes, str], writer: SplitWriter, name: str,
           record: dict[str, Any], bucket: str, tokens: int, reason: str, key: str) -> None:
     if reason.startswith(DAMAGED):
         raise LakeCorruption(reason.removeprefix(DAMAGED))
     stats["records"] += 1
     stats["all_input_tokens"] += tokens
-    if not reason and key in seen:
+    short = bytes.fromhex(key[:32])
+    if not reason and short in seen:
         reason = "duplicate"
-        stats["duplicate_of"][seen[key]] += 1
+        stats["duplicate_of"][seen[short]] += 1
     if reason:
         stats["dropped"][reason] += 1
         return
-    seen[key] = name
+    seen[short] = name
     split = split_of(key, settings.split_salt, settings.splits.train, settings.splits.dev)
     digest = sample_hash(record)
     row = {"task_id": f"{name}-{digest[:16]}", **record, "dataset": name, "num_tokens": tokens, "sha256": digest}

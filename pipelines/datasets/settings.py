@@ -167,6 +167,12 @@ class DatasetsSettings(_Section):
             raise ConfigError(f"--only {', '.join(unknown)}: not in datasets.catalog (known: {', '.join(self.catalog) or 'none'})")
         return {name: spec for name, spec in self.catalog.items() if (name in only if only else spec.enabled)}
 
+    def to_process(self, only: list[str] | None = None) -> list[str]:
+        """The datasets a processing run covers, in catalog order: every enabled one and those `only` names. Never only
+        the named ones: the output is rewritten whole and deduplicated across all of them."""
+        self.enabled(only)  # unknown names are refused
+        return [name for name, spec in self.catalog.items() if spec.enabled or name in (only or [])]
+
 
 def load_datasets_settings(path: str | Path | None = None, assignments=()) -> DatasetsSettings:
     """The YAML file (default configs/datasets.yaml), `TRAJFORGE__DATASETS__...` variables, then `--set datasets.x=y`."""

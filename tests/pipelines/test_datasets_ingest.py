@@ -251,3 +251,25 @@ def test_a_run_killed_mid_write_leaves_no_dataset_that_looks_complete_and_keeps_
     _killed_ingest(path)
     assert read_meta(folder).num_records == 7 and read_meta(folder).sha256 != sha256(source)
     assert {p.name: p.read_bytes() for p in sorted((folder / "normalized").iterdir())} == published
+
+
+def test_a_folder_source_is_copied_whole_read_in_name_order_and_hashed_by_its_files(tmp_path):
+    """CommitPackFT's release is a folder of `data/<language>/data.jsonl` files."""
+    from pipelines.datasets.fetch import folder_digest
+
+    data = tmp_path / "release" / "data"
+    lines = (SAMPLES / "commitpackft" / "data.jsonl").read_text().splitlines(keepends=True)
+    (data / "python").mkdir(parents=True)
+    (data / "java").mkdir()
+    (data / "python" / "data.jsonl").write_text("".join(lines[:1]))
+    (data / "java" / "data.jsonl").write_text("".join(lines[3:4]))
+    digest, size = folder_digest(data)
+    catalog = {"commitpackft": {**sample_catalog()["commitpackft"], "source": str(data), "sha256": digest, "size": size}}
+    result, settings = _ingest(tmp_path, catalog, "commitpackft", progress=False)
+    folder = settings.lake / "raw" / "datasets" / "commitpackft"
+    assert result.num_records == 2 and folder_digest(folder / "source" / "data") == (digest, size)
+    assert [row["language"] for row in read_lines(folder / "normalized" / "part-00000.jsonl")] == ["java", "python"]
+    (data / "java" / "data.jsonl").write_text("".join(lines[3:5]))  # the folder changed: refused against the manifest
+    with pytest.raises(IntegrityError, match="bytes, the manifest"):
+        _ingest(tmp_path, catalog, "commitpackft", progress=False)
+    assert read_meta(folder).sha256 == digest  # the published dataset is untouched

@@ -14,10 +14,12 @@ from datasets_lake import REPO, config, edit, fields_dataset, read_lines, sample
 
 from pipelines.datasets.cli import main as datasets_main
 from pipelines.datasets.ingest import ingest_all
+from pipelines.datasets.meta import MetaError
 from pipelines.datasets.languages import confirm, has_syntax_error
 from pipelines.datasets.process import process, split_of
 from pipelines.datasets.report import write_reports
 from pipelines.datasets.settings import load_datasets_settings
+from trajforge.errors import ConfigError, LakeCorruption
 
 PY = "def f(x):\n    return x\n"
 
@@ -154,3 +156,34 @@ def test_trajforge_datasets_end_to_end_in_a_process(tmp_path):
     assert [item["status"] for item in result["ingested"]] == ["ingested"] * 6
     assert sum(item["rows"] for item in result["processed"]["files"]) == 14
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == sorted(f"{name}.md" for name in sample_catalog())
+
+
+def test_processing_refuses_a_dataset_whose_meta_is_malformed_naming_the_field(tmp_path):
+    settings = load_datasets_settings(config(tmp_path, {"edits": fields_dataset(write_jsonl(tmp_path / "e.jsonl", [edit("a", "x = 1\n", "x = 2\n")]))}))
+    ingest_all(settings, progress=False)
+    meta = settings.lake / "raw" / "datasets" / "edits" / "_meta.json"
+    meta.write_text(meta.read_text().replace('"num_records": 1', '"num_records": "one"'))
+    with pytest.raises(MetaError, match=rf"{meta}: invalid dataset metadata: num_records: .*got 'one'"):
+        process(settings, ["edits"], progress=False)
+
+
+@pytest.mark.usefixtures("serve_url")
+def test_a_damaged_normalized_line_names_the_file_and_line_and_publishes_nothing(tmp_path):
+    records = [edit(f"change {index}", f"x = {index}\n", f"x = {index + 1}\n") for index in range(4)]
+    settings, _ = _run(tmp_path, {"edits": fields_dataset(write_jsonl(tmp_path / "e.jsonl", records))})
+    before = (settings.lake / "processed" / "datasets" / "manifest.json").read_bytes()
+    shard = settings.lake / "raw" / "datasets" / "edits" / "normalized" / "part-00000.jsonl"
+    shard.write_text(shard.read_text().replace('"pre": "x = 2\\n"', '"pre": 2'))
+    with pytest.raises(LakeCorruption, match=rf"{shard}:3: not a normalized record"):
+        process(settings, ["edits"], progress=False)
+    assert (settings.lake / "processed" / "datasets" / "manifest.json").read_bytes() == before
+    assert [path.name for path in (settings.lake / "processed").iterdir()] == ["datasets"]
+
+
+def test_processing_covers_every_enabled_dataset_whatever_only_names(tmp_path):
+    catalog = {name: {**spec, "enabled": name != "marv"} for name, spec in sample_catalog().items()}
+    settings = load_datasets_settings(config(tmp_path, catalog))
+    assert settings.to_process(["commitpackft"]) == ["commitpackft", "editpackft", "oce_dataft", "agentpack", "smellycode"]
+    assert settings.to_process(["marv"]) == list(catalog)
+    with pytest.raises(ConfigError, match="--only nope: not in datasets.catalog"):
+        settings.to_process(["nope"])

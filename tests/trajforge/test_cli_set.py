@@ -23,6 +23,7 @@ MISTYPED = {
     "teacher": ([], "techer.sample=1", "it accepts teacher.*, sandbox.*"),
     "rollout": ([], "actor.count=2", "it accepts actors.*, sandbox.*"),
     "queue": (["status", "tasks"], "actors.count=2", "reads no config"),
+    "datasets": ([], "dataset.max_input_tokens=1", "it accepts datasets.*"),
     "build": ([], "dedup.threshold=0.5", "it accepts build.*"),
     "train": ([], "lerner.optim.lr=1", "it accepts learner.*, cluster.*"),
     "forget": ([CONTRIBUTOR], "build.lake=x", "reads no config"),
@@ -55,6 +56,7 @@ def test_a_command_refuses_a_set_it_would_ignore(command, capsys, tmp_path, monk
     ("pipelines.synth_rules", "teacher.sample=1", "sandbox.*"),
     ("actors.rollout", "teacher.sample=1", "actors.*, sandbox.*"),
     ("pipelines.build", "dedup.threshold=0.5", "build.*"),
+    ("pipelines.datasets", "dataset.max_input_tokens=1", "datasets.*"),
 ])
 def test_the_module_entry_points_refuse_it_too(module, assignment, accepted, capsys):
     import importlib

@@ -127,13 +127,29 @@ def _copy_hashed(path: Path, target: Path) -> tuple[str, int]:
 
 
 def _token(name: str, spec: DatasetSpec) -> str | None:
+    """The bearer token of a gated download: `$<token_env>`, else that key of a `.env` file where the command runs
+    (seed 002 keeps credentials in `.env`; the file is read for this key only, not loaded into the environment)."""
     if spec.token_env is None:
         return None
-    token = os.environ.get(spec.token_env)
+    token = os.environ.get(spec.token_env) or dotenv_value(Path(".env"), spec.token_env)
     if not token:
-        raise ConfigError(f"datasets.catalog.{name}.token_env: ${spec.token_env} is not set; this download needs its token "
-                          f"(export {spec.token_env}=... or put it in the environment of the job)")
+        raise ConfigError(f"datasets.catalog.{name}.token_env: ${spec.token_env} is not set (nor in {Path.cwd() / '.env'}); this "
+                          f"download needs its token: export {spec.token_env}=... or add it to .env")
     return token
+
+
+def dotenv_value(path: Path, key: str) -> str | None:
+    """`key`'s value in a `.env` file (`KEY=value`, `export KEY=value`, quotes stripped, `#` comments); None if absent."""
+    if not path.is_file():
+        return None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, sep, value = line.strip().removeprefix("export ").partition("=")
+        if sep and name.strip() == key:
+            value = value.strip()
+            if value[:1] in "'\"" and value[-1:] == value[:1] and len(value) > 1:
+                return value[1:-1]
+            return value.split(" #", 1)[0].strip() or None
+    return None
 
 
 def download_file(url: str, target: Path, settings: DownloadSettings, token: str | None = None, progress: bool = True) -> tuple[str, int]:

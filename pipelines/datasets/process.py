@@ -10,7 +10,7 @@
    same split in every run, and identical inputs never straddle two splits.
 4. `lake/processed/datasets/<language>/<split>.jsonl` and `manifest.json` are written into a temporary folder and
    renamed into place (`staged_dir`); each record is the common form plus `task_id`, `dataset`, `num_tokens` and its
-   `sha256` (the sample hash of section 3.4), so `trajforge teacher --set teacher.tasks=...` reads a split as it is.
+   `sha256` (the sample hash of section 3.4): a split is a tasks file the actor loop takes as it is (`read_tasks`).
 """
 
 from __future__ import annotations

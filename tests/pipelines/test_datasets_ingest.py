@@ -273,3 +273,42 @@ def test_a_folder_source_is_copied_whole_read_in_name_order_and_hashed_by_its_fi
     with pytest.raises(IntegrityError, match="bytes, the manifest"):
         _ingest(tmp_path, catalog, "commitpackft", progress=False)
     assert read_meta(folder).sha256 == digest  # the published dataset is untouched
+
+
+def test_a_gated_download_sends_the_token_from_the_environment_or_dotenv_and_says_which_is_missing(tmp_path, monkeypatch):
+    data = (SAMPLES / "commitpackft" / "data.jsonl").read_bytes()
+    seen = []
+
+    class Gated(SimpleHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            if self.headers.get("Authorization") != "Bearer s3cret":
+                self.send_error(401)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gated)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        catalog = sample_catalog()
+        catalog["commitpackft"].update(source=f"http://127.0.0.1:{server.server_address[1]}/data.jsonl", token_env="AGENTPACK_TOKEN")
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.delenv("AGENTPACK_TOKEN", raising=False)
+        with pytest.raises(ConfigError, match=r"\$AGENTPACK_TOKEN is not set"):
+            _ingest(tmp_path, catalog, "commitpackft", progress=False)
+        monkeypatch.setenv("AGENTPACK_TOKEN", "wrong")
+        with pytest.raises(DownloadError, match="HTTP 401: the server wants credentials"):
+            _ingest(tmp_path, catalog, "commitpackft", progress=False)
+        monkeypatch.delenv("AGENTPACK_TOKEN")
+        (tmp_path / ".env").write_text("# tokens\nOTHER=x\nexport AGENTPACK_TOKEN=\"s3cret\"\n")
+        assert _ingest(tmp_path, catalog, "commitpackft", progress=False)[0].status == "ingested"
+        assert seen == ["Bearer wrong", "Bearer s3cret"]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -99,6 +99,8 @@ def run_command(args: argparse.Namespace) -> int:
     from sandbox.demo import show_rewrites
 
     show_rewrites()
+    _section("public code-edit datasets (configs/datasets.yaml: the samples in examples/datasets)")
+    _datasets(Path(args.lake))
     _section("synthetic ast-grep tasks, then the teacher SRL loop (offline oracle teacher)")
     held_out = _synth_and_teach(Path(args.lake), args.runs)
     _section("build: the raw lake -> curated Parquet (Ray Data: stitch, redact, score, embed, dedup)")
@@ -197,6 +199,14 @@ def _show_front(front: str) -> None:
 
 
 HELD_OUT_PER_LANGUAGE = 2
+
+
+def _datasets(lake: Path) -> None:
+    """`trajforge datasets`: each sample checked against its sha256, normalized, then processed into splits."""
+    from pipelines.datasets import cli
+
+    cli.run_command(argparse.Namespace(assignments=[], config=None, lake=lake, stage="all", only=None, force=False,
+                                       no_progress=True, json=False))
 
 
 def _synth_and_teach(lake: Path, runs: Path) -> list[dict]:

@@ -82,7 +82,8 @@ def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
 def _settings(args: argparse.Namespace, make_model: bool) -> Any:
     from pipelines.synth_records.settings import absolute_settings, load_synth_settings
 
-    assignments = parse_assignments(args.assignments, ROOTS, f"trajforge synth-records {args.verb}")
+    command = f"trajforge {args.command}" if getattr(args, "command", None) else "python -m pipelines.synth_records"
+    assignments = parse_assignments(args.assignments, ROOTS, f"{command} {args.verb}")
     if args.lake is not None:
         assignments.append(Assignment("synth_records.lake", str(args.lake), "--lake"))
     if getattr(args, "peers", None) is not None:

@@ -208,3 +208,38 @@ def test_the_shipped_config_loads_and_a_bad_value_names_its_field(monkeypatch):
     monkeypatch.setenv("TRAJFORGE__SYNTH_RECORDS__UPDATE_EVERY_K", "zero")
     with pytest.raises(ConfigError, match="synth_records.update_every_k .set by TRAJFORGE__SYNTH_RECORDS__UPDATE_EVERY_K"):
         load_synth_settings()
+
+
+def _cli(argv, capsys):
+    from pipelines.synth_records.cli import main
+
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_command_refuses_a_set_it_would_ignore_and_a_bad_schema_with_the_reason(tmp_path, capsys):
+    code, _, err = _cli(["list", "--lake", str(tmp_path), "--set", "teacher.sample=1"], capsys)
+    assert code == 2 and "--set teacher.sample=1: python -m pipelines.synth_records list reads no config section 'teacher'" in err
+    (tmp_path / "bad.json").write_text(json.dumps({"type": "object", "properties": {"a": {"type": "strin"}}}))
+    code, _, err = _cli(["run", "--schema", str(tmp_path / "bad.json"), "--description", "d", "--records", "2",
+                         "--lake", str(tmp_path / "lake"), "--set", "synth_records.engine=openai"], capsys)
+    assert code == 2 and "not a valid JSON Schema 2020-12 at properties/a/type" in err and not (tmp_path / "lake").exists()
+    with pytest.raises(SystemExit):
+        _cli(["run", "--records", "0", "--description", "d", "--lake", str(tmp_path / "lake")], capsys)
+    assert "--records: 0 is not at least 1" in capsys.readouterr().err and not (tmp_path / "lake").exists()
+
+
+def test_the_command_lists_shows_and_exports_a_job(tmp_path, capsys):
+    files = _finished_job(tmp_path, [{"i": 0, "ok": True, "data": good_record(0)}, {"i": 1, "ok": True, "data": good_record(1)},
+                                     {"i": 2, "ok": True, "data": good_record(2)}, {"i": 3, "ok": False, "error": "bad"}])
+    files.write_base({**files.base(), "status": "running"})
+    code, out, _ = _cli(["status", files.id, "--lake", str(tmp_path), "--details"], capsys)
+    shown = json.loads(out)
+    assert code == 0 and shown["job"]["id"] == files.id and "resume" in shown["note"] and shown["details"]["description"] == "users"
+    code, out, _ = _cli(["list", "--lake", str(tmp_path), "--json"], capsys)
+    assert code == 0 and json.loads(out)["metrics"]["activeJobs"] == 1
+    code, _, err = _cli(["export", files.id, "--lake", str(tmp_path)], capsys)
+    assert code == 2 and "--partial" in err
+    code, _, err = _cli(["export", files.id, "--lake", str(tmp_path), "--partial", "--format", "csv", "--out", str(tmp_path / "o.csv")], capsys)
+    assert code == 0 and (tmp_path / "o.csv").read_text().splitlines()[1] == 'user0,free,"[""t0""]","{""city"":""c0""}"'

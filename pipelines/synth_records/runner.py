@@ -87,6 +87,8 @@ def run_job(settings: SynthRecordsSettings, job_id: str, progress: bool = True) 
     with run_lock(files):
         base = files.base()
         left = _remaining_peers(files)
+        if not left and base["status"] == "succeeded":
+            return base  # nothing left to do: a finished job stays as it finished
         base.update(status="running", jobStartedAt=base.get("jobStartedAt") or now(), jobFinishedAt=None, error=None)
         files.write_base(base)
         refresh_metrics(settings.lake)

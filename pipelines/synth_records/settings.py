@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from actors.settings import ActorSettings, OpenAISettings
 from pipelines.synth_records.constants import DEFAULT_MAX_RECORDS_PER_JOB, DEFAULT_RETRY_ON_FAILURE, DEFAULT_UPDATE_EVERY_K
@@ -46,6 +46,12 @@ class SynthRecordsSettings(BaseModel):
     """The seed's guardrail: description and instructions are non-empty and at most this long together."""
     lock_wait_s: float = Field(default=60.0, ge=0)
     """How long a peer waits for the results file a killed run's worker may still hold."""
+
+    @model_validator(mode="after")
+    def _openai_has_an_endpoint(self) -> SynthRecordsSettings:
+        if self.engine == "openai" and not self.openai.base_url:
+            raise ValueError("engine openai needs openai.base_url (e.g. http://127.0.0.1:8000/generate, this project's front)")
+        return self
 
     def actor_settings(self) -> ActorSettings:
         """The generation actors' settings that `actors.engines.factory.build_engine` takes."""

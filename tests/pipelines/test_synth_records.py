@@ -223,7 +223,8 @@ def test_the_command_refuses_a_set_it_would_ignore_and_a_bad_schema_with_the_rea
     assert code == 2 and "--set teacher.sample=1: python -m pipelines.synth_records list reads no config section 'teacher'" in err
     (tmp_path / "bad.json").write_text(json.dumps({"type": "object", "properties": {"a": {"type": "strin"}}}))
     code, _, err = _cli(["run", "--schema", str(tmp_path / "bad.json"), "--description", "d", "--records", "2",
-                         "--lake", str(tmp_path / "lake"), "--set", "synth_records.engine=openai"], capsys)
+                         "--lake", str(tmp_path / "lake"), "--set", "synth_records.engine=openai",
+                         "--set", "synth_records.openai.base_url=http://127.0.0.1:9"], capsys)
     assert code == 2 and "not a valid JSON Schema 2020-12 at properties/a/type" in err and not (tmp_path / "lake").exists()
     with pytest.raises(SystemExit):
         _cli(["run", "--records", "0", "--description", "d", "--lake", str(tmp_path / "lake")], capsys)
@@ -243,3 +244,8 @@ def test_the_command_lists_shows_and_exports_a_job(tmp_path, capsys):
     assert code == 2 and "--partial" in err
     code, _, err = _cli(["export", files.id, "--lake", str(tmp_path), "--partial", "--format", "csv", "--out", str(tmp_path / "o.csv")], capsys)
     assert code == 0 and (tmp_path / "o.csv").read_text().splitlines()[1] == 'user0,free,"[""t0""]","{""city"":""c0""}"'
+
+
+def test_the_openai_engine_needs_an_endpoint():
+    with pytest.raises(ConfigError, match=r"synth_records.engine \(set by --set synth_records.engine\): .*engine openai needs openai.base_url"):
+        load_synth_settings(assignments=[("synth_records.engine", "openai")])

@@ -131,3 +131,18 @@ def test_a_job_killed_midway_resumes_without_losing_or_repeating_a_record(tmp_pa
     assert all(stub.calls[index] == 1 for index in written)  # what was written before the kill is never asked again
     assert base["status"] == "succeeded" and (base["totalOk"], base["totalGenerated"]) == (total, total)
     assert [record["name"] for record in json.loads(export_job(files, "json"))] == [f"user{i}" for i in range(total)]
+
+
+def test_a_peer_whose_engine_cannot_start_fails_the_job_with_the_reason_and_a_finished_job_stays_finished(tmp_path):
+    settings = SynthRecordsSettings(lake=tmp_path, model=str(tmp_path / "no-model"), peers=1, peer_cpus=0.05)
+    files = create_job(settings, schema=SCHEMA, description="users", records=2)
+    base = run_job(settings, files.id, progress=False)
+    assert base["status"] == "failed" and base["error"].startswith("peer-0: ") and base["totalGenerated"] == 0
+    stub = StubServer()
+    try:
+        working = SynthRecordsSettings.model_validate(_openai(tmp_path, stub.url))
+        base = run_job(working, files.id, progress=False)  # resumed with an engine that works
+        assert base["status"] == "succeeded" and base["error"] is None and base["totalOk"] == 2
+        assert run_job(working, files.id, progress=False) == base and sum(stub.calls.values()) == 2
+    finally:
+        stub.close()

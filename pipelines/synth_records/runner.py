@@ -125,8 +125,10 @@ def _run_peers(settings: SynthRecordsSettings, files: JobFiles, peers: list[str]
                 try:
                     ray.get(ref)
                 except Exception as exc:  # a worker's engine failed to load, its file was busy, its process died
-                    error = error or f"{peer}: {type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-                    log.error("job %s: peer %s failed: %s", files.id, peer, exc)
+                    lines = str(exc).strip().splitlines()  # Ray's text holds the worker's traceback: its last line says why
+                    reason = f"{peer}: {type(exc).__name__}: {lines[-1] if lines else ''}"
+                    error = error or reason
+                    log.error("job %s: %s", files.id, reason)
             bar.update(_done_count(files, base["peers"]) - bar.n)
             current = _totals(files.base(), files.peer_states())
             if current["totalGenerated"] != base["totalGenerated"]:

@@ -249,3 +249,11 @@ def test_the_command_lists_shows_and_exports_a_job(tmp_path, capsys):
 def test_the_openai_engine_needs_an_endpoint():
     with pytest.raises(ConfigError, match=r"synth_records.engine \(set by --set synth_records.engine\): .*engine openai needs openai.base_url"):
         load_synth_settings(assignments=[("synth_records.engine", "openai")])
+
+
+def test_the_example_schema_is_a_valid_job_schema_as_written():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "synth_records" / "support_ticket.schema.json"
+    schema, fixes = prepare_schema(json.loads(example.read_text()))
+    assert fixes == [] and set(schema["required"]) <= set(schema["properties"])

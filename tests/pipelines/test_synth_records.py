@@ -257,3 +257,15 @@ def test_the_example_schema_is_a_valid_job_schema_as_written():
     example = Path(__file__).resolve().parents[2] / "examples" / "synth_records" / "support_ticket.schema.json"
     schema, fixes = prepare_schema(json.loads(example.read_text()))
     assert fixes == [] and set(schema["required"]) <= set(schema["properties"])
+
+
+def test_a_job_another_process_runs_is_not_run_twice(tmp_path):
+    from pipelines.synth_records.runner import JobBusy, is_running, run_job, run_lock
+
+    settings = SynthRecordsSettings(lake=tmp_path)
+    files = create_job(settings, schema=SCHEMA, description="users", records=2)
+    with run_lock(files):
+        assert is_running(files)
+        with pytest.raises(JobBusy, match="being run by another process"):
+            run_job(settings, files.id, progress=False)
+    assert not is_running(files) and files.base()["status"] == "queued"

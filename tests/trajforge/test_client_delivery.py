@@ -39,20 +39,6 @@ class Service:
         return httpx.Response(404, json={"error": "not_found", "message": f"no route {request.url.path}"})
 
 
-@pytest.fixture
-def sleeps(monkeypatch):
-    waits: list[float] = []
-    monkeypatch.setattr("trajforge.client.transport.time.sleep", waits.append)
-    return waits
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    now = [1000.0]
-    monkeypatch.setattr("trajforge.client.outbox._now", lambda: now[0])
-    return now
-
-
 def client_of(service: Service, **options) -> IngestClient:
     return IngestClient("http://ingest.test", transport=httpx.MockTransport(service), **options)
 

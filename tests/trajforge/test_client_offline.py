@@ -31,20 +31,6 @@ class FakeService:
         return httpx.Response(status, json=answer)
 
 
-@pytest.fixture
-def sleeps(monkeypatch):
-    waits: list[float] = []
-    monkeypatch.setattr("trajforge.client.transport.time.sleep", waits.append)
-    return waits
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    now = [1000.0]
-    monkeypatch.setattr("trajforge.client.outbox._now", lambda: now[0])
-    return now
-
-
 def client_of(service: FakeService, **options) -> IngestClient:
     return IngestClient("http://ingest.test", transport=httpx.MockTransport(service), **options)
 

@@ -8,7 +8,6 @@ import json
 import threading
 
 import httpx
-import pytest
 
 from trajforge.client import IngestClient
 

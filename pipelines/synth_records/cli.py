@@ -45,7 +45,8 @@ VERBS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = "VERB --help explains each verb. Config: configs/synth_records.yaml (section synth_records)."
+    parser.epilog = (__doc__.split("\n\n", 1)[1] + "\nVERB --help explains each verb. Config: configs/synth_records.yaml "
+                     "(section synth_records).")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     made = {name: verbs.add_parser(name, help=summary, description=summary) for name, summary in VERBS.items()}
     for name in ("draft", "run"):
@@ -199,4 +200,4 @@ def _list(settings: Any, as_json: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     from trajforge.cli.common import module_main
 
-    return module_main("pipelines.synth_records", __doc__, add_arguments, config_roots, run_command, argv)
+    return module_main("pipelines.synth_records", __doc__.split("\n\n", 1)[0], add_arguments, config_roots, run_command, argv)

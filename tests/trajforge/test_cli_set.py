@@ -20,6 +20,7 @@ MISTYPED = {
     "embed": (["some text"], "embed.model=x", "reads no config"),
     "sandbox": (["apply", "--workspace", ".", "--action", "{}"], "sandbx.jail=none", "it accepts sandbox.*"),
     "synth-rules": ([], "teacher.sample=1", "it accepts sandbox.*"),
+    "synth-records": (["list"], "synth_record.peers=2", "it accepts synth_records.*"),
     "teacher": ([], "techer.sample=1", "it accepts teacher.*, sandbox.*"),
     "rollout": ([], "actor.count=2", "it accepts actors.*, sandbox.*"),
     "queue": (["status", "tasks"], "actors.count=2", "reads no config"),

@@ -15,10 +15,10 @@ NESTED_ASSIGNMENTS = "verb_assignments"
 # An example `--set` for each command's help: a field of a config section that command reads.
 SET_EXAMPLES = {
     "serve": "ingest.rate_limits.per_address_per_minute=0", "demo": "ingest.rate_limits.per_address_per_minute=0", "sandbox": "sandbox.wall_time_s=10",
-    "synth-rules": "sandbox.wall_time_s=10", "teacher": "teacher.mistake_rate=0.1", "rollout": "actors.loop.max_steps=2",
+    "synth-rules": "sandbox.wall_time_s=10", "synth-records": "synth_records.peers=4", "teacher": "teacher.mistake_rate=0.1", "rollout": "actors.loop.max_steps=2",
     "datasets": "datasets.max_input_tokens=1024", "pipelines.datasets": "datasets.max_input_tokens=1024",
     "build": "build.dedup.threshold=0.9", "train": "learner.train.max_steps=20",
-    "pipelines.synth_rules": "sandbox.wall_time_s=10", "pipelines.teacher_srl": "teacher.mistake_rate=0.1",
+    "pipelines.synth_rules": "sandbox.wall_time_s=10", "pipelines.synth_records": "synth_records.peers=4", "pipelines.teacher_srl": "teacher.mistake_rate=0.1",
     "actors.rollout": "actors.loop.max_steps=2", "learner.train": "learner.train.max_steps=20", "pipelines.build": "build.dedup.threshold=0.9",
 }
 

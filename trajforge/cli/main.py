@@ -18,6 +18,7 @@ COMMANDS = {
     "embed": ("trajforge.cli.embed_cmd", "embed a text (in-process or through a deployment) and print its domain tags"),
     "sandbox": ("trajforge.cli.sandbox_cmd", "apply an ast-grep action (and tests) to a directory in the nsjail jail; prints JSON"),
     "synth-rules": ("pipelines.synth_rules", "generate synthetic ast-grep tasks and keep those the sandbox verifies (a Ray Data job)"),
+    "synth-records": ("pipelines.synth_records.cli", "schema-first synthetic records: draft a schema, generate N records (one LLM call each) on Ray workers, resume, export JSON/CSV"),
     "teacher": ("pipelines.teacher_srl", "run the teacher SRL loop on synthetic tasks (oracle offline, or an OpenAI-compatible teacher)"),
     "rollout": ("actors.rollout", "student rollouts: the generation actors (configs/actors.yaml) run the actor loop on tasks, a file or a Ray queue"),
     "queue": ("trajforge.cli.queue_cmd", "fill (put), inspect (status) or drop the named Ray task queue that `rollout --queue` takes from"),

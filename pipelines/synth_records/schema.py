@@ -55,6 +55,10 @@ def _fix_subschemas(node: Any, where: str, fixes: list[str]) -> None:
                 children[name] = fixed = _as_schema(value)
                 fixes.append(f"{path}: {value!r} -> {json.dumps(fixed)}")
             _fix_subschemas(children[name], path, fixes)
+    items = node.get("items")
+    if isinstance(items, (str, list)) and (fixed := _as_schema(items)).get("type"):  # `"items": "string"`
+        fixes.append(f"{where}/items: {node['items']!r} -> {json.dumps(fixed)}")
+        node["items"] = fixed
     for key in ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames"):
         _fix_subschemas(node.get(key), f"{where}/{key}", fixes)
     for key in ("allOf", "anyOf", "oneOf", "prefixItems"):

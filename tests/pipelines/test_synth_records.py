@@ -46,12 +46,13 @@ def test_ranges_refuse_nothing_to_split():
 def test_sanitizing_fixes_the_dialect_and_property_values_that_are_not_schemas():
     draft = {"$schema": "http://json-schema.org/draft-07/schema#", "properties": {
         "name": "string", "bio": "a short biography", "age": ["integer", "null"], "score": 3, "ok": True,
-        "address": {"type": "object", "properties": {"city": "String"}}}}
+        "address": {"type": "object", "properties": {"city": "String"}}, "tags": {"type": "array", "items": "string"}}}
     schema, fixes = sanitize_schema(draft)
     assert schema["$schema"] == SCHEMA_DIALECT and schema["type"] == "object"
     assert schema["properties"] == {"name": {"type": "string"}, "bio": {"type": "string", "description": "a short biography"},
                                     "age": {"type": ["integer", "null"]}, "score": {}, "ok": True,
-                                    "address": {"type": "object", "properties": {"city": {"type": "string"}}}}
+                                    "address": {"type": "object", "properties": {"city": {"type": "string"}}},
+                                    "tags": {"type": "array", "items": {"type": "string"}}}
     assert any("draft-07" in fix for fix in fixes) and any(fix.startswith("/properties/address/properties/city") for fix in fixes)
     assert draft["properties"]["name"] == "string"  # the draft itself is left as it was
     check_schema(schema)

@@ -99,7 +99,7 @@ def _lines(files: JobFiles) -> list[int]:
 def test_a_job_killed_midway_resumes_without_losing_or_repeating_a_record(tmp_path):
     import ray
 
-    stub = StubServer(delay_s=0.15)
+    stub = StubServer(delay_s=0.25)
     lake, total = tmp_path / "lake", 24
     config = tmp_path / "synth.yaml"
     config.write_text(yaml.safe_dump({"synth_records": _openai(lake, stub.url)}))

@@ -129,6 +129,22 @@ def telemetry(build_dir: str | Path) -> Rows:
     return rows + [{"item": f"redacted: {kind}", "count": count} for kind, count in sorted((section.get("redactions") or {}).items())]
 
 
+def sft_sources(build_dir: str | Path) -> Rows:
+    """sft rows per source and split: the sessions' (ingest, teacher, actor) beside telemetry turns and public dataset records."""
+    return _rows(build_dir, """
+        SELECT source, split, count(*) AS rows, sum(num_tokens)::BIGINT AS tokens, sum(loss_tokens)::BIGINT AS loss_tokens
+        FROM sft GROUP BY source, split ORDER BY source NULLS LAST, split DESC""")
+
+
+def datasets(build_dir: str | Path) -> Rows:
+    """The public code-edit datasets the build took sft rows from (the manifest's `datasets` section): licence, rows per
+    split, the test records held out (in `lake/processed/datasets/<language>/test.jsonl`), what train_share and dedup left out."""
+    section = manifest(build_dir).get("datasets") or {}
+    return [{"dataset": name, "license": item.get("license"), "version": item.get("version"), "train": item.get("train", 0),
+             "dev": item.get("dev", 0), "test_held_out": item.get("test_held_out", 0), "left_out_by_share": item.get("left_out_by_share", 0),
+             "duplicates": item.get("duplicates", 0)} for name, item in sorted((section.get("datasets") or {}).items())]
+
+
 def _beside_manifest(counted: dict[str, int], in_manifest: dict[str, int], key: str, value: str) -> Rows:
     rows = [{key: name, value: counted.get(name, 0), "manifest": in_manifest.get(name)} for name in {*counted, *in_manifest}]
     return sorted(rows, key=lambda row: (-row[value], -(row["manifest"] or 0), row[key]))
@@ -171,6 +187,8 @@ TABLE_QUERIES: dict[str, tuple[str, Callable[[str | Path], Rows]]] = {
     "model_engines": ("sessions per model engine", model_engines),
     "domains": ("sessions per domain", domains),
     "sources": ("sessions per source", sources),
+    "sft_sources": ("sft rows per source and split (dataset: public code-edit records)", sft_sources),
+    "datasets": ("public code-edit datasets: sft rows per split, test held out", datasets),
     "exclusions": ("excluded from training, per reason (manifest beside)", exclusions),
     "redactions": ("redactions per kind (manifest beside)", redactions),
     "telemetry": ("Starcode telemetry events (POST /v1/events): what they became, their redactions", telemetry),

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.build import manifest as manifests
+from pipelines.build.dataset_stage import DATASET_SUFFIX, stage_datasets
 from pipelines.build.dedup import Candidate, find_duplicates
 from pipelines.build.event_rows import TELEMETRY_SUFFIX, stage_events
 from pipelines.build.output import write_tables
@@ -138,7 +139,7 @@ def _reuse(parent: Path | None, stage: Path, ready: dict[str, SessionRefs]) -> d
                 reused[session_id] = origin
     for table in ("trajectories", "sft", "behavior", "embeddings"):
         for path in staged_files(parent / STAGE_DIR, table):
-            if path.name.endswith(TELEMETRY_SUFFIX):  # every build stages the telemetry rows afresh
+            if path.name.endswith((TELEMETRY_SUFFIX, DATASET_SUFFIX)):  # telemetry rows are staged afresh; dataset rows by stage_datasets
                 continue
             target = stage / table / path.name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -276,15 +277,16 @@ def _run_build(settings: BuildSettings, lake: Lake, contributors: set[str] | Non
     indexed.scores = []  # frees the segments' columns in the object store
     _process(settings, lake, stage, build_id, todo, scores)
     telemetry_sessions, telemetry = stage_events(settings, lake.root, stage, build_id, org=org, forgotten=forgotten)
+    datasets = stage_datasets(settings, lake, stage, build_id, parent, org)
 
-    chosen = {**reused, **{s.session_id: build_id for s in todo}, **{session_id: build_id for session_id in telemetry_sessions}}
+    chosen = {**reused, **{s.session_id: build_id for s in todo}, **{session_id: build_id for session_id in telemetry_sessions}, **datasets.chosen}
     candidates = _candidates(stage, chosen)
     built = {candidate.session_id for candidate in candidates}
     dropped = find_duplicates(candidates, settings.dedup.threshold, settings.dedup.num_perm)
     gone = {item.dropped for item in dropped}
-    keep = sorted((built - gone) | telemetry_sessions)
+    keep = sorted((built - gone) | telemetry_sessions | set(datasets.chosen))
     chosen_table = pa.table({"session_id": keep, "_origin": [chosen[key] for key in keep]})
-    files_written = write_tables(work, stage, chosen_table, [item.as_row() for item in dropped], rows_per_file=settings.rows_per_file,
+    files_written = write_tables(work, stage, chosen_table, [item.as_row() for item in dropped] + datasets.duplicates, rows_per_file=settings.rows_per_file,
                                  embedded=settings.embedding.enabled)
     manifest = manifests.build_manifest(
         work, stage, settings, build_id=build_id, parent=parent.name if parent else None, org=org, files=files_written, indexes=indexes,
@@ -294,5 +296,7 @@ def _run_build(settings: BuildSettings, lake: Lake, contributors: set[str] | Non
         todo_origin=build_id, dropped=dropped, seconds=time.time() - started,
     )
     manifest["telemetry"] = telemetry
+    if datasets.summary is not None:
+        manifest["datasets"] = datasets.summary
     manifests.publish(lake, work, build_id, manifest)
     return manifest

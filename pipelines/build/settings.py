@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trajforge.constants import QUALITY_TIERS
 from trajforge.contracts.curated import ROWS_VERSION, SCHEMAS
@@ -54,6 +54,27 @@ class SftSettings(_Section):
             raise ValueError(f"unknown tiers {unknown}; choose from {list(QUALITY_TIERS)}")
 
 
+class DatasetRowsSettings(_Section):
+    """The public code-edit datasets' processed splits (`lake/processed/datasets/`, from `trajforge datasets`) as sft rows."""
+
+    enabled: bool = True
+    """On: a build reads the processed splits when `<lake>/processed/datasets/manifest.json` exists (nothing happens without it)."""
+    system_prompt: str = "You are a coding agent. Make the requested change to the code and reply with the complete code after the change."
+    """The system turn of every dataset row (empty: none)."""
+    train_share: dict[str, float] = Field(default_factory=dict)
+    """Dataset -> the share (0..1) of its train records taken, a stable sample by their sha256 (0: none); dev rows are all kept."""
+    bytes_per_task: int = Field(default=64 << 20, ge=1)
+    """Bytes of a processed split one Ray task renders, redacts and counts."""
+
+    @field_validator("train_share")
+    @classmethod
+    def _shares(cls, value: dict[str, float]) -> dict[str, float]:
+        wrong = sorted(name for name, share in value.items() if not 0 <= share <= 1)
+        if wrong:
+            raise ValueError(f"shares of {wrong} are not between 0 and 1 (a share above 1 would repeat rows: weight the build in the learner instead)")
+        return value
+
+
 class BuildSettings(_Section):
     lake: Path = Path("./lake")
     sessions_per_batch: int = Field(default=256, ge=1)
@@ -66,13 +87,16 @@ class BuildSettings(_Section):
     dedup: DedupSettings = Field(default_factory=DedupSettings)
     sft: SftSettings = Field(default_factory=SftSettings)
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
+    datasets: DatasetRowsSettings = Field(default_factory=DatasetRowsSettings)
     orgs: dict[str, list[str]] = Field(default_factory=dict)
     """Organization -> its contributor ids, for `--org` (Starcode's TRAINING_ORG_ID filter)."""
 
     def content_hash(self, org: str | None = None) -> str:
         """The hash of everything that changes the rows of a build (of the whole lake, or `--org org`): not where the
-        lake is or how parallel, nor the contributor lists of organizations the build does not filter by."""
-        relevant = self.model_dump(mode="json", exclude={"lake", "workers", "cpus_per_task", "sessions_per_batch", "rows_per_file", "orgs"})
+        lake is or how parallel, nor the contributor lists of organizations the build does not filter by. `datasets` is left
+        out: it changes only the dataset rows, whose own key (`dataset_stage.rows_key`) decides whether they are made again."""
+        relevant = self.model_dump(mode="json", exclude={"lake", "workers", "cpus_per_task", "sessions_per_batch", "rows_per_file", "orgs",
+                                                         "datasets"})
         relevant["rows"] = [ROWS_VERSION, *(str(schema) for schema in SCHEMAS.values())]  # rows an older version derived differ
         relevant["tokenizer"] = model_fingerprint(self.tokenizer)
         relevant["embedding"] = {"enabled": self.embedding.enabled, "model": model_fingerprint(self.embedding.model)}

@@ -51,6 +51,19 @@ def summary(manifest: dict) -> str:
                      f"({telemetry['duplicates']} stored twice, {telemetry['unusable_turns']} turns without an answer)")
         found = telemetry.get("redactions") or {}
         lines.append("  telemetry redactions: " + (", ".join(f"{kind} {count}" for kind, count in sorted(found.items())) or "none"))
+    datasets = manifest.get("datasets")
+    if datasets:
+        rows_of = datasets.get("sft_rows") or {}
+        origin = f", reused from build {datasets['reused_from']}" if datasets.get("reused_from") else ""
+        lines.append(f"  public datasets: {rows_of.get('train', 0)} train + {rows_of.get('dev', 0)} dev sft rows from "
+                     f"{sum(1 for item in (datasets.get('datasets') or {}).values() if item.get('train') or item.get('dev'))} datasets, "
+                     f"{datasets.get('test_rows_held_out', 0)} test records held out, {datasets.get('duplicates', 0)} duplicates dropped{origin}"
+                     + (f" ({datasets['error']})" if datasets.get("error") else ""))
+        for name, item in sorted((datasets.get("datasets") or {}).items()):
+            lines.append(f"    {name} ({item.get('license') or '?'}): train {item.get('train', 0)}, dev {item.get('dev', 0)}, "
+                         f"test held out {item.get('test_held_out', 0)}" + (f", {item['left_out_by_share']} left out by train_share" if item.get("left_out_by_share") else ""))
+        found = datasets.get("redactions") or {}
+        lines.append("  dataset redactions: " + (", ".join(f"{kind} {count}" for kind, count in sorted(found.items())) or "none"))
     return "\n".join(lines)
 
 

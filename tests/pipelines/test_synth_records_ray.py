@@ -16,7 +16,8 @@ import pytest
 import yaml
 from synth_records_stub import StubServer
 
-from pipelines.synth_records.constants import SYSTEM_PROMPT
+from pipelines.synth_records.cli import main
+from pipelines.synth_records.constants import SCHEMA_DIALECT, SYSTEM_PROMPT
 from pipelines.synth_records.export import export_job
 from pipelines.synth_records.jobs import create_job
 from pipelines.synth_records.results import read_results
@@ -120,8 +121,8 @@ def test_a_job_killed_midway_resumes_without_losing_or_repeating_a_record(tmp_pa
         files = JobFiles(lake, list_job_ids(lake)[0])
         written = set(_lines(files))
         assert 6 <= len(written) < total and files.base()["status"] == "running" and not is_running(files)
-        settings = SynthRecordsSettings.model_validate(_openai(lake, stub.url))
-        base = run_job(settings, files.id, progress=False)
+        assert main(["resume", files.id, "--config", str(config), "--no-progress"]) == 0
+        base = files.base()
     finally:
         stub.close()
         if driver.poll() is None:
@@ -146,3 +147,19 @@ def test_a_peer_whose_engine_cannot_start_fails_the_job_with_the_reason_and_a_fi
         assert run_job(working, files.id, progress=False) == base and sum(stub.calls.values()) == 2
     finally:
         stub.close()
+
+
+def test_run_without_a_schema_drafts_one_first_and_records_its_timing(tmp_path, capsys):
+    stub = StubServer(draft=json.dumps({**SCHEMA, "$schema": "http://json-schema.org/schema#"}))
+    config = tmp_path / "synth.yaml"
+    config.write_text(yaml.safe_dump({"synth_records": _openai(tmp_path / "lake", stub.url)}))
+    try:
+        assert main(["run", "--description", "users", "--records", "3", "--config", str(config), "--no-progress"]) == 0
+    finally:
+        stub.close()
+    out, err = capsys.readouterr()
+    base = json.loads(out)
+    details = JobFiles(tmp_path / "lake", base["id"]).details()
+    assert base["status"] == "succeeded" and base["totalOk"] == 3 and "schema sanitized: $schema" in err
+    assert details["schema"] == {**SCHEMA, "$schema": SCHEMA_DIALECT} and base["schemaGeneratedAt"] <= base["createdAt"]
+    assert isinstance(base["schemaDurationMs"], int) and len(stub.bodies) == 4  # one draft call, then one call per record

@@ -101,6 +101,8 @@ def run_command(args: argparse.Namespace) -> int:
     show_rewrites()
     _section("public code-edit datasets (configs/datasets.yaml: the samples in examples/datasets)")
     _datasets(Path(args.lake))
+    _section("schema-first synthetic records (one call each, the embedded model, structured output)")
+    _synth_records(Path(args.lake))
     _section("synthetic ast-grep tasks, then the teacher SRL loop (offline oracle teacher)")
     held_out = _synth_and_teach(Path(args.lake), args.runs)
     _section("build: the raw lake -> curated Parquet (Ray Data: stitch, redact, score, embed, dedup)")
@@ -207,6 +209,26 @@ def _datasets(lake: Path) -> None:
 
     cli.run_command(argparse.Namespace(assignments=[], config=None, lake=lake, stage="all", only=None, force=False,
                                        no_progress=True, json=False))
+
+
+def _synth_records(lake: Path) -> None:
+    """`trajforge synth-records run` on the shipped support-ticket schema: 4 records, each one call, over Ray workers."""
+    from pipelines.synth_records.export import export_job
+    from pipelines.synth_records.jobs import create_job
+    from pipelines.synth_records.runner import run_job
+    from pipelines.synth_records.settings import absolute_settings, load_synth_settings
+
+    settings = absolute_settings(load_synth_settings(assignments=[("synth_records.lake", str(lake)),
+                                                                  ("synth_records.peer_cpus", 0.25)]))
+    schema_path = Path(__file__).resolve().parents[2] / "examples" / "synth_records" / "support_ticket.schema.json"
+    files = create_job(settings, schema=json.loads(schema_path.read_text(encoding="utf-8")),
+                       description="support tickets of a developer-tools company", records=4)
+    base = run_job(settings, files.id, progress=False)
+    print(f"job {files.id}: {base['status']}, {base['totalOk']} of {base['totalRecords']} records valid against "
+          f"{schema_path.name} over {base['peerCount']} Ray workers ({files.dir})")
+    for record in json.loads(export_job(files, "json", partial=True))[:2]:  # the untrained model: valid, not meaningful
+        print("  " + json.dumps(record, ensure_ascii=True)[:160])
+    print(f"  (trajforge synth-records export {files.id} --format csv --lake {lake})")
 
 
 def _synth_and_teach(lake: Path, runs: Path) -> list[dict]:

@@ -11,6 +11,8 @@
    `--full` builds every session again.
 3. A Ray Data pipeline: `process_batch` tasks (stitch, redact, derive, score, rows -> staging), then
    the embedding stages (tokenizer tasks, an actor pool with the model) that also tag domains.
+   Then the telemetry events' rows (`event_rows`) and the public datasets' processed splits (`dataset_stage`, reused
+   from the parent while the processed manifest's sha256s and `build.datasets` are the same).
 4. Deduplicate over all kept sessions, new and reused; write the tables and the manifest into
    `curated/.<id>.partial/`, fsync it, rename it to `curated/<id>/`, then point `curated/LATEST` at it
    (an `--org` build: `curated/LATEST.org=<org>`, so `latest` always names a build of the whole lake).

@@ -165,3 +165,34 @@ def test_a_processed_file_that_differs_from_its_manifest_is_quarantined_and_the_
     assert manifest["datasets"]["sft_rows"] == {"train": 3, "dev": 1}
     reasons = {entry["path"]: entry["reason"] for entry in manifest["quarantine"]["records"]}
     assert "not the sha256 the processed manifest lists" in reasons["processed/datasets/java/train.jsonl"]
+
+
+def test_rows_made_in_many_small_tasks_equal_those_of_one_task(built, tmp_path):
+    from pipelines.build.dataset_stage import byte_ranges
+
+    lake, manifest, _ = built
+    path = lake / "processed" / "datasets" / "python" / "train.jsonl"
+    ranges = byte_ranges(path, 64)
+    data = path.read_bytes()
+    assert len(ranges) == len(FILES["python/train.jsonl"]) and ranges[0][0] == 0 and ranges[-1][1] == len(data)
+    assert all(a[1] == b[0] and data[a[1] - 1 : a[1]] == b"\n" for a, b in zip(ranges, ranges[1:]))
+    small = run_build(settings_for(lake, **{"datasets.bytes_per_task": 64}), full=True, progress=False)
+    assert hashes(small) == hashes(manifest) and small["datasets"]["sft_rows"] == manifest["datasets"]["sft_rows"]
+
+
+def test_trajforge_stats_lists_the_dataset_rows_beside_the_other_sources(built):
+    from pipelines import lake_stats
+
+    lake, manifest, _ = built
+    build_dir = Lake.at(lake).build_dir(manifest["build_id"])
+    by_source = {(row["source"], row["split"]): row["rows"] for row in lake_stats.sft_sources(build_dir)}
+    assert by_source[("dataset", "train")] == 4 and by_source[("dataset", "dev")] == 1 and any(source == "teacher" for source, _ in by_source)
+    assert [(row["dataset"], row["license"], row["train"], row["dev"], row["test_held_out"]) for row in lake_stats.datasets(build_dir)] == [
+        ("commitpackft", "MIT", 3, 0, 0), ("oce_dataft", "Apache-2.0", 1, 1, 1)]
+
+
+def test_a_share_outside_zero_to_one_is_refused_naming_the_field():
+    from trajforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train_share"):
+        settings_for("./lake", **{"datasets.train_share": {"commitpackft": 2.0}})

@@ -15,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "hash and code version), then points curated/LATEST at it (an --org build: curated/LATEST.org=<org>, so `latest` stays the whole lake's; "
                      "name it `latest:<org>`). Without --full it builds only the sessions that "
                      "are new or changed since the newest build with the same config and org. A corrupt segment or a malformed "
-                     "record never stops it: it is quarantined and listed in the manifest. `trajforge stats` shows what a build holds.")
+                     "record never stops it: it is quarantined and listed in the manifest. When <lake>/processed/datasets/ exists (`trajforge datasets`), "
+                     "the public code-edit datasets' train and dev records become sft rows too (source `dataset`; their test split is held out; "
+                     "build.datasets.enabled: false leaves them out). `trajforge stats` shows what a build holds.")
     parser.add_argument("--config", type=Path, default=None, help="pipeline config (default: configs/pipeline.yaml)")
     parser.add_argument("--lake", type=Path, default=None, help="the lake to build from and into (default: build.lake, ./lake)")
     parser.add_argument("--full", action="store_true", help="build every session again instead of only new or changed ones")

@@ -14,9 +14,9 @@ Every text (instruction, code, tags) goes through the build's redactor first.
 Provenance, in the curated schema's columns: `source` `dataset`; `session_id` (also the `example_id`)
 `dataset:<dataset>:<first 16 hex of the record's sha256>` (the record's `task_id` is `<dataset>-<same 16 hex>`);
 `provenance.raw_ids` the record's sha256 (the processed manifest's sample hash); `repos`, `commits`, `files` from
-its `repo:`, `commit:`, `path:` tags; `provenance.contributor_id` `license:<licence>`, the record's own (its
-`license:` tag, CommitPackFT's per repository) or else its dataset's: a public record has no contributor who
-could be forgotten, only the licence it is used under. `split` is the record's split (train or dev); tier, score,
+its `repo:`, `commit:`, `path:` tags; `provenance.license` the record's own licence (its `license:` tag,
+CommitPackFT's per repository) or else its dataset's; `provenance.contributor_id` null: a public record has no
+contributor who could be forgotten, only the licence it is used under. `split` is the record's split (train or dev); tier, score,
 reward and sampling are null.
 """
 
@@ -67,9 +67,9 @@ def sft_row(record: dict[str, Any], split: str, dataset_license: str | None, sys
     tags = record.get("tags") or []
     licence = (tag_values(tags, "license") or [dataset_license])[0]
     session_id = row_id(record["dataset"], record["sha256"])
-    provenance = {"source": "dataset", "session_id": session_id, "contributor_id": f"license:{licence}" if licence else None,
-                  "raw_ids": [record["sha256"]], "repos": tag_values(tags, "repo"), "commits": tag_values(tags, "commit"),
-                  "files": tag_values(tags, "path")}
+    provenance = {"source": "dataset", "session_id": session_id, "contributor_id": None, "raw_ids": [record["sha256"]],
+                  "repos": tag_values(tags, "repo"), "commits": tag_values(tags, "commit"), "files": tag_values(tags, "path"),
+                  "license": licence}
     return {"example_id": session_id, "source": "dataset", "session_id": session_id, "step": None, "split": split, "tier": None,
             "score": None, "messages": messages_of(record, system_prompt), "num_tokens": None, "loss_tokens": None, "reward": None,
             "model": None, "temperature": None, "seed": None, "provenance": provenance}

@@ -23,13 +23,14 @@ KEYS = {"trajectories": "session_id", "sft": "example_id", "behavior": "row_id",
 
 PROVENANCE = pa.struct(
     [
-        ("source", pa.string()),  # ingest | teacher | actor
-        ("session_id", pa.string()),  # the session id, or the task id of a loop run
-        ("contributor_id", pa.string()),
+        ("source", pa.string()),  # ingest | teacher | actor | dataset
+        ("session_id", pa.string()),  # the session id, the task id of a loop run, or dataset:<name>:<sha256 prefix>
+        ("contributor_id", pa.string()),  # null for public datasets' rows: no contributor who could be forgotten
         ("raw_ids", pa.list_(pa.string())),  # server envelope ids, or `<file>:<line>` of trajectory records
         ("repos", pa.list_(pa.string())),
         ("commits", pa.list_(pa.string())),
         ("files", pa.list_(pa.string())),
+        ("license", pa.string()),  # the SPDX licence a public dataset's row is used under; null for sessions and runs
     ]
 )
 COUNT = pa.struct([("kind", pa.string()), ("count", pa.int64())])
@@ -42,7 +43,7 @@ REWARD = pa.struct([("verified", pa.bool_()), ("matches_gold", pa.bool_()), ("te
 
 # What a build derives from the same raw records: bumped whenever that changes (a column, a rule of stitching,
 # scoring, tagging, dedup or eligibility), so the next build does not reuse rows an older version derived.
-ROWS_VERSION = 3
+ROWS_VERSION = 4
 
 TRAJECTORIES = pa.schema(
     [

@@ -6,7 +6,8 @@
 `job.py` runs it; `sources.py` indexes the raw lake; `process.py` is the Ray Data stage (with
 `derive.py`, `field_rows.py`, `loop_rows.py` for what rows say, the kernel's stitcher, scorer and
 redactor); `event_rows.py` makes the telemetry events' rows and `dataset_stage.py` (with `dataset_rows.py`) the
-public code-edit datasets' (`lake/processed/datasets/`); `embed_stage.py` embeds and tags; `dedup.py` finds duplicates; `output.py` writes the
+public code-edit datasets' (`lake/processed/datasets/`), whose test task ids
+`held_out.py` reads so that teacher and actor runs of them become split test; `embed_stage.py` embeds and tags; `dedup.py` finds duplicates; `output.py` writes the
 tables; `manifest.py` describes and publishes the build. The tables' schemas are the contract in
 `trajforge/contracts/curated.py`.
 """

@@ -8,7 +8,8 @@
    what to build (`index_stage`).
 2. Choose the sessions to build: ready ones (closed, or silent past the grace period) that the
    parent build (the newest earlier one with the same config and org) does not already hold with the same records.
-   `--full` builds every session again.
+   `--full` builds every session again. Teacher and actor runs are all built again when the processed datasets'
+   test task ids (`held_out`) differ from the parent's; runs of those tasks are marked in their batch, their sft rows split test.
 3. A Ray Data pipeline: `process_batch` tasks (stitch, redact, derive, score, rows -> staging), then
    the embedding stages (tokenizer tasks, an actor pool with the model) that also tag domains.
    Then the telemetry events' rows (`event_rows`) and the public datasets' processed splits (`dataset_stage`, reused
@@ -38,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.build import held_out as held_outs
 from pipelines.build import manifest as manifests
 from pipelines.build.dataset_stage import DATASET_SUFFIX, stage_datasets
 from pipelines.build.dedup import Candidate, find_duplicates
@@ -129,15 +131,16 @@ def _earlier_builds(lake: Lake) -> list[Path]:
     return sorted(found, key=lambda path: (path.name == latest, (path / "manifest.json").stat().st_mtime_ns), reverse=True)
 
 
-def _reuse(parent: Path | None, stage: Path, ready: dict[str, SessionRefs]) -> dict[str, str]:
-    """Link the parent's staged files and return the sessions it already holds unchanged -> their origin."""
+def _reuse(parent: Path | None, stage: Path, ready: dict[str, SessionRefs], loop_runs: bool = True) -> dict[str, str]:
+    """Link the parent's staged files and return the sessions it already holds unchanged -> their origin
+    (teacher and actor runs only with `loop_runs`: false when the parent held out other test tasks)."""
     if parent is None:
         return {}
     reused = {}
     for path in staged_files(parent / STAGE_DIR, "trajectories"):
         table = pq.read_table(path, columns=["session_id", "fingerprint", "_origin"])
         for session_id, fingerprint, origin in zip(*(table.column(name).to_pylist() for name in table.column_names)):
-            if session_id in ready and ready[session_id].fingerprint == fingerprint:
+            if session_id in ready and ready[session_id].fingerprint == fingerprint and (loop_runs or ready[session_id].source == "ingest"):
                 reused[session_id] = origin
     for table in ("trajectories", "sft", "behavior", "embeddings"):
         for path in staged_files(parent / STAGE_DIR, table):
@@ -271,12 +274,18 @@ def _run_build(settings: BuildSettings, lake: Lake, contributors: set[str] | Non
     ready = {key: s for key, s in ready.items() if key not in left_out}
     pending_open, other_orgs = int((~is_ready & in_org).sum()), int((~in_org).sum())  # the built orgs' open sessions only
     parent = _parent(lake, settings, org, full, tombstones.digest(forgotten))
-    reused = _reuse(parent, stage, ready)
+    held = held_outs.read_held_out(lake)  # the processed test split's task ids: loop runs on them are test rows
+    rebuild_loop = parent is not None and held_outs.parent_digest(parent) != held.digest
+    if rebuild_loop:
+        log.info("the held-out test tasks changed since build %s: building its teacher and actor runs again", parent.name)
+    reused = _reuse(parent, stage, ready, loop_runs=not rebuild_loop)
     todo = [ready[key] for key in sorted(ready) if key not in reused]
     log.info("build %s: %d sessions ready (%d reused from %s, %d to build), %d still open%s", build_id, len(ready), len(reused),
              parent.name if parent else "nothing", len(todo), pending_open, f", {other_orgs} of other organizations left out" if org else "")
     scores = _scores(indexed.scored(), todo)
     indexed.scores = []  # frees the segments' columns in the object store
+    scores.update({s.session_id: {held_outs.SECTION: True} for s in todo if held.holds(s.session_id)})  # travels with its batch
+    held_outs.write_quarantine(stage, held)
     _process(settings, lake, stage, build_id, todo, scores)
     telemetry_sessions, telemetry = stage_events(settings, lake.root, stage, build_id, org=org, forgotten=forgotten)
     datasets = stage_datasets(settings, lake, stage, build_id, parent, org)
@@ -298,6 +307,7 @@ def _run_build(settings: BuildSettings, lake: Lake, contributors: set[str] | Non
         todo_origin=build_id, dropped=dropped, seconds=time.time() - started,
     )
     manifest["telemetry"] = telemetry
+    manifest[held_outs.SECTION] = held_outs.section(work, held, rebuild_loop)
     if datasets.summary is not None:
         manifest["datasets"] = datasets.summary
     manifests.publish(lake, work, build_id, manifest)

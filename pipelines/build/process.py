@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.build import dedup, field_rows, loop_rows
+from pipelines.build import dedup, field_rows, held_out, loop_rows
 from pipelines.build.derive import derive, mentions
 from pipelines.build.settings import BuildSettings
 from pipelines.build.sources import Quarantined, read_bytes
@@ -110,12 +110,13 @@ class BatchBuilder:
         self.passed.append((row["session_id"], text_for_embedding or text[:512]))
 
     def _sft(self, session_id: str, source: str, step: int | None, example_id: str, messages: list[dict[str, Any]], tier: str,
-             points: float, provenance: dict[str, Any], record: dict[str, Any] | None = None) -> None:
-        """One sft row; `record`: the teacher/actor step it comes from, whose reward and sampling it keeps."""
+             points: float, provenance: dict[str, Any], record: dict[str, Any] | None = None, split: str | None = None) -> None:
+        """One sft row; `record`: the teacher/actor step it comes from, whose reward and sampling it keeps; `split`: a fixed
+        split (a held-out test task's run), else train or dev by the session id's hash."""
         reward = (record or {}).get("reward") or {}
         self.rows["sft"].append({
             "example_id": example_id, "source": source, "session_id": session_id, "step": step,
-            "split": split_of(session_id, self.settings.sft.dev_fraction), "tier": tier, "score": points, "messages": messages,
+            "split": split or split_of(session_id, self.settings.sft.dev_fraction), "tier": tier, "score": points, "messages": messages,
             "num_tokens": None, "loss_tokens": None,
             "reward": {key: reward.get(key) for key in ("verified", "matches_gold", "tests_pass")} if record else None,
             "model": (record or {}).get("model"), "temperature": (record or {}).get("temperature"), "seed": (record or {}).get("seed"),
@@ -172,11 +173,14 @@ class BatchBuilder:
         provenance = {"source": source, "session_id": session_id, "contributor_id": None, "raw_ids": sorted(ids),
                       "repos": [], "commits": [], "files": sorted({path for r in records for path in (r.get("files") or [])})}
         row = loop_rows.run_rows(session_id, source, records, provenance)
+        test = bool(entry.get(held_out.SECTION))  # the driver found its task among the processed test records
+        if test:
+            row.update(training_eligible=False, exclusion_reason=held_out.REASON)
         for record in records:
             if loop_rows.good_step(record):
                 step = int(record.get("step") or 0)
                 self._sft(session_id, source, step, f"{session_id}#step{step:03d}", loop_rows.sft_messages(record), row["tier"], row["score"],
-                          provenance, record)
+                          provenance, record, held_out.SPLIT if test else None)
         self.rows["behavior"] += loop_rows.behavior_rows(session_id, source, records, provenance)
         task = str(((records[0].get("prompt") or {}).get("messages") or [{}])[-1].get("content") or "")
         # The task (instruction and code) is part of the content: one rewrite rule applied to two different

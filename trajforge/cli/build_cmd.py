@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "are new or changed since the newest build with the same config and org. A corrupt segment or a malformed "
                      "record never stops it: it is quarantined and listed in the manifest. When <lake>/processed/datasets/ exists (`trajforge datasets`), "
                      "the public code-edit datasets' train and dev records become sft rows too (source `dataset`; their test split is held out; "
-                     "build.datasets.enabled: false leaves them out). `trajforge stats` shows what a build holds.")
+                     "build.datasets.enabled: false leaves them out); teacher and actor runs of a test record's task become sft rows of split "
+                     "test, which the learner never reads. `trajforge stats` shows what a build holds.")
     parser.add_argument("--config", type=Path, default=None, help="pipeline config (default: configs/pipeline.yaml)")
     parser.add_argument("--lake", type=Path, default=None, help="the lake to build from and into (default: build.lake, ./lake)")
     parser.add_argument("--full", action="store_true", help="build every session again instead of only new or changed ones")
@@ -53,6 +54,12 @@ def summary(manifest: dict) -> str:
                      f"({telemetry['duplicates']} stored twice, {telemetry['unusable_turns']} turns without an answer)")
         found = telemetry.get("redactions") or {}
         lines.append("  telemetry redactions: " + (", ".join(f"{kind} {count}" for kind, count in sorted(found.items())) or "none"))
+    held = manifest.get("held_out_loop") or {}
+    if held.get("task_ids"):
+        sessions_of, rows_of = held.get("sessions") or {}, held.get("sft_rows") or {}
+        lines.append(f"  held-out test tasks: {held['task_ids']} (processed datasets' test split); loop runs on them kept as split test: "
+                     + ", ".join(f"{source} {sessions_of.get(source, 0)} sessions / {rows_of.get(source, 0)} sft rows" for source in ("teacher", "actor"))
+                     + (" (built again: the test tasks changed)" if held.get("loop_sessions_rebuilt") else ""))
     datasets = manifest.get("datasets")
     if datasets:
         rows_of = datasets.get("sft_rows") or {}

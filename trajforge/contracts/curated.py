@@ -7,7 +7,8 @@ byte-identical files; the build id names the folder and the manifest.
 - `trajectories`: one row per session (field sessions from the ingest service, and tasks run by the
   teacher or the generation actors), keyed by `session_id`.
 - `sft`: chat-format rows the learner trains on, keyed by `example_id`. `messages[i].loss` says
-  whether the learner computes loss on that message (assistant turns); `split` is `train` or `dev`.
+  whether the learner computes loss on that message (assistant turns); `split` is `train` or `dev`, or `test` for a
+  teacher/actor run of a processed test record's task (held out: the learner reads train and dev only).
 - `behavior`: model errors and behaviours (the Starcode export's behavior rows), keyed by `row_id`.
 - `duplicates`: what deduplication dropped and the row each dropped one duplicated.
 """
@@ -72,7 +73,9 @@ TRAJECTORIES = pa.schema(
         ("tier", pa.string()),  # TIER_A | TIER_B | TIER_C
         ("tier_reason", pa.string()),
         ("training_eligible", pa.bool_()),
-        ("exclusion_reason", pa.string()),  # field sessions: one of TRAINING_EXCLUSION_REASONS; teacher/actor runs: "unverified"; or null
+        # field sessions: one of TRAINING_EXCLUSION_REASONS; teacher/actor runs: "unverified", or "held_out_test" (a run of a
+        # processed test task, its sft rows split test); or null
+        ("exclusion_reason", pa.string()),
         ("score", pa.float64()),  # the TrajectoryScorer's total points
         ("score_breakdown", pa.string()),  # JSON
         ("feedback_signal", pa.string()),  # the last USER_FEEDBACK signal, or null
@@ -91,7 +94,7 @@ SFT = pa.schema(
         ("source", pa.string()),
         ("session_id", pa.string()),
         ("step", pa.int32()),  # the verified step of a teacher/actor task; null for a whole field session
-        ("split", pa.string()),  # train | dev, a stable hash of session_id
+        ("split", pa.string()),  # train | dev, a stable hash of session_id; test for a teacher/actor run of a held-out test task
         ("tier", pa.string()),
         ("score", pa.float64()),
         ("messages", pa.list_(MESSAGE)),

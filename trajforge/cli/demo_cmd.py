@@ -85,6 +85,9 @@ def run_command(args: argparse.Namespace) -> int:
                 _section("the OpenAI-compatible front (/generate/v1, the embedded model before training)")
                 _show_front(url + serve_file.app("generate").route_prefix.rstrip("/"))
 
+            _section("provenance (STEREOS): an API token, an agent action and its outcome, by commit and by file")
+            _show_provenance(url, run_tag)
+
             _section("what the protocol refuses")
             _show_refusals(client, paths[0])
 
@@ -198,6 +201,30 @@ def _show_front(front: str) -> None:
         vectors = http.post("/v1/embeddings", json={"input": ["pytest fixture", "helm chart"]}).json()["data"]
     print(f"model {model}: {len(events)} streamed events, {events[-1]['usage']['completion_tokens']} tokens: {text[:60]!r}")
     print(f"/v1/embeddings: {len(vectors)} vectors of {len(vectors[0]['embedding'])} floats (the embed application)")
+
+
+def _show_provenance(url: str, run_tag: str) -> None:
+    """The specification's curl examples: a token for a customer, an agent action at a commit, its outcome linking the
+    commit it landed in, then the queries by commit and by file."""
+    import httpx
+
+    commit, landed = (hashlib.sha1(f"{run_tag}-{side}".encode()).hexdigest() for side in ("wrote", "landed"))
+    with httpx.Client(base_url=url, timeout=30) as http:
+        token = http.post("/v1/tokens", json={"customer_id": "demo", "name": "CLI"}).json()["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        action = http.post("/v1/events", headers=auth, json={
+            "event_type": "agent_action", "actor_type": "agent", "actor_id": "cursor-v1", "tool": "refactor",
+            "intent": "refactor authentication module", "model": "gpt-4", "files_written": ["src/auth.ts"],
+            "repo": "my-project", "branch": "main", "commit": commit}).json()
+        http.post("/v1/events", headers=auth, json={"event_type": "outcome", "original_event_id": action["event_id"],
+                                                    "status": "accepted", "linked_commit": landed})
+        by_commit = http.get(f"/v1/provenance/by-commit/{landed}", headers=auth).json()["events"]
+        by_file = http.get("/v1/provenance/by-file", params={"path": "src/auth.ts", "repo": "my-project"}, headers=auth).json()["events"]
+    print(f"token {token[:7]}... for customer demo; agent_action {action['event_id']} at {commit[:12]}")
+    for event in by_commit:
+        print(f"by-commit {landed[:12]}: {event['actor_id']} {event['tool']} {event['intent']!r} -> {event['status']} "
+              f"(linked by {', '.join(event.get('linked_by') or [])})")
+    print(f"by-file src/auth.ts in my-project: {len(by_file)} agent action(s) of this customer, newest first")
 
 
 HELD_OUT_PER_LANGUAGE = 2

@@ -52,17 +52,17 @@ class DatasetRows:
     summary: dict[str, Any] | None = None
 
 
-def _split(path: str) -> str:
+def split_of_file(path: str) -> str:
     return Path(path).stem
 
 
 def rows_key(settings: BuildSettings, manifest: dict[str, Any]) -> str:
-    used = sorted((str(entry["path"]), str(entry["sha256"])) for entry in manifest["files"] if _split(entry["path"]) in TRAINING_SPLITS)
+    used = sorted((str(entry["path"]), str(entry["sha256"])) for entry in manifest["files"] if split_of_file(entry["path"]) in TRAINING_SPLITS)
     options = settings.datasets.model_dump(mode="json", exclude={"bytes_per_task"})
     return hashlib.sha256(json.dumps([ROWS_FORMAT, options, used], sort_keys=True).encode()).hexdigest()
 
 
-def _read_manifest(folder: Path) -> dict[str, Any]:
+def read_processed_manifest(folder: Path) -> dict[str, Any]:
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list) or \
             not all(isinstance(e, dict) and isinstance(e.get("path"), str) and isinstance(e.get("sha256"), str) for e in manifest["files"]):
@@ -70,7 +70,7 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(1 << 20):
@@ -117,13 +117,13 @@ def _make(settings: BuildSettings, folder: Path, manifest: dict[str, Any], stage
     per_dataset = _per_dataset(manifest)
     licenses = {name: item["license"] for name, item in per_dataset.items()}
     quarantined: list[dict[str, Any]] = []
-    entries = sorted((e for e in manifest["files"] if _split(e["path"]) in TRAINING_SPLITS),
-                     key=lambda e: (TRAINING_SPLITS.index(_split(e["path"])), manifest["files"].index(e)))
+    entries = sorted((e for e in manifest["files"] if split_of_file(e["path"]) in TRAINING_SPLITS),
+                     key=lambda e: (TRAINING_SPLITS.index(split_of_file(e["path"])), manifest["files"].index(e)))
     chunks = []
     for entry in entries:
         path, relative = folder / entry["path"], f"processed/datasets/{entry['path']}"
         try:
-            matches = path.is_file() and _file_sha256(path) == entry["sha256"]
+            matches = path.is_file() and file_sha256(path) == entry["sha256"]
         except OSError:
             matches = False
         if not matches:
@@ -132,7 +132,7 @@ def _make(settings: BuildSettings, folder: Path, manifest: dict[str, Any], stage
                                 "reason": "missing, or not the sha256 the processed manifest lists: run `trajforge datasets --stage process` again"})
             continue
         for start, end in byte_ranges(path, settings.datasets.bytes_per_task):
-            chunks.append({"path": str(path), "relative": relative, "split": _split(entry["path"]), "start": start, "end": end,
+            chunks.append({"path": str(path), "relative": relative, "split": split_of_file(entry["path"]), "start": start, "end": end,
                            "licenses": licenses, "origin": build_id, "target": str(stage_file(stage, "sft", build_id, len(chunks), DATASET_SUFFIX))})
     (stage / "sft").mkdir(parents=True, exist_ok=True)
     task = ray.remote(render_chunk).options(num_cpus=settings.cpus_per_task)
@@ -155,7 +155,7 @@ def _make(settings: BuildSettings, folder: Path, manifest: dict[str, Any], stage
             kept[digest] = example_id
             splits[chunk["split"]] += 1
             item[chunk["split"]] += 1
-    held_out = [{"path": e["path"], "rows": e.get("rows"), "sha256": e["sha256"]} for e in manifest["files"] if _split(e["path"]) == "test"]
+    held_out = [{"path": e["path"], "rows": e.get("rows"), "sha256": e["sha256"]} for e in manifest["files"] if split_of_file(e["path"]) == "test"]
     summary = {"origin": build_id, "processed": str(folder), "processed_created_at": manifest.get("created_at"),
                "sft_rows": {split: splits[split] for split in TRAINING_SPLITS}, "duplicates": len(duplicates),
                "held_out": held_out, "test_rows_held_out": sum(int(e.get("rows") or 0) for e in held_out),
@@ -193,7 +193,7 @@ def stage_datasets(settings: BuildSettings, lake: Lake, stage: Path, build_id: s
         log.info("--org %s: the public datasets of %s are left out (they belong to no organisation)", org, folder)
         return DatasetRows()
     try:
-        manifest = _read_manifest(folder)
+        manifest = read_processed_manifest(folder)
     except (OSError, ValueError) as exc:
         entry = {"source": "datasets", "path": "processed/datasets/manifest.json", "offset": 0, "length": 0,
                  "reason": f"the processed datasets' manifest cannot be read ({exc}): no dataset rows; run `trajforge datasets --stage process`"}

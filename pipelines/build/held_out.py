@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.build.dataset_stage import _file_sha256, _read_manifest, _split
+from pipelines.build.dataset_stage import file_sha256, read_processed_manifest, split_of_file
 from trajforge.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def read_held_out(lake: Lake) -> HeldOut:
     if not (folder / "manifest.json").exists():
         return HeldOut()
     try:
-        listed = [(entry["path"], entry["sha256"]) for entry in _read_manifest(folder)["files"] if _split(entry["path"]) == SPLIT]
+        listed = [(entry["path"], entry["sha256"]) for entry in read_processed_manifest(folder)["files"] if split_of_file(entry["path"]) == SPLIT]
     except (OSError, ValueError) as exc:
         log.warning("the processed datasets' manifest cannot be read (%s): holding out the tasks of every */test.jsonl there", exc)
         listed = [(path.relative_to(folder).as_posix(), None) for path in sorted(folder.glob("*/test.jsonl"))]
@@ -93,7 +93,7 @@ def read_held_out(lake: Lake) -> HeldOut:
     for relative, sha256 in listed:
         path = folder / relative
         try:
-            actual = _file_sha256(path) if path.is_file() else None
+            actual = file_sha256(path) if path.is_file() else None
             found, unreadable = _task_ids(path) if actual else (set(), 0)
         except OSError:
             actual, found, unreadable = None, set(), 0

@@ -62,15 +62,6 @@ def verify_envelope(shared_secret_b64: str, envelope_bytes: bytes, sequence: int
     return hmac.compare_digest(expected.encode(), signature_hex.lower().encode())
 
 
-def sha256_file(path: Path) -> str:
-    """The app_version_hash a client computes: sha256 hex of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class SecretBox:
     """AES-256-GCM for secrets at rest (server private keys, shared secrets).
 

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from pipelines.build.settings import BuildSettings
 from pipelines.build.staging import stage_file, staged_files
-from trajforge.lake import Lake
+from trajforge.lake import Lake, sha256_of
 
 log = logging.getLogger(__name__)
 DATASET_SUFFIX = "-datasets.parquet"
@@ -68,14 +68,6 @@ def read_processed_manifest(folder: Path) -> dict[str, Any]:
             not all(isinstance(e, dict) and isinstance(e.get("path"), str) and isinstance(e.get("sha256"), str) for e in manifest["files"]):
         raise ValueError("its `files` is not a list of {path, sha256}")
     return manifest
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def byte_ranges(path: Path, step: int) -> list[tuple[int, int]]:
@@ -123,7 +115,7 @@ def _make(settings: BuildSettings, folder: Path, manifest: dict[str, Any], stage
     for entry in entries:
         path, relative = folder / entry["path"], f"processed/datasets/{entry['path']}"
         try:
-            matches = path.is_file() and file_sha256(path) == entry["sha256"]
+            matches = path.is_file() and sha256_of(path) == entry["sha256"]
         except OSError:
             matches = False
         if not matches:

@@ -25,8 +25,8 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.build.dataset_stage import file_sha256, read_processed_manifest, split_of_file
-from trajforge.lake import Lake
+from pipelines.build.dataset_stage import read_processed_manifest, split_of_file
+from trajforge.lake import Lake, sha256_of
 
 log = logging.getLogger(__name__)
 REASON = "held_out_test"  # the trajectory row's exclusion_reason
@@ -93,7 +93,7 @@ def read_held_out(lake: Lake) -> HeldOut:
     for relative, sha256 in listed:
         path = folder / relative
         try:
-            actual = file_sha256(path) if path.is_file() else None
+            actual = sha256_of(path) if path.is_file() else None
             found, unreadable = _task_ids(path) if actual else (set(), 0)
         except OSError:
             actual, found, unreadable = None, set(), 0

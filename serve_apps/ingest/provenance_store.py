@@ -12,6 +12,7 @@ next append to its file; a torn last line (a killed writer) is never indexed and
 from __future__ import annotations
 
 import json
+import string
 import threading
 import time
 import uuid
@@ -58,6 +59,7 @@ CREATE TABLE IF NOT EXISTS indexed_files (
     offset INTEGER NOT NULL                -- bytes of the file that are indexed (always at a line's end)
 );
 """
+MIN_ABBREV = 4  # git's shortest abbreviated SHA
 SEARCH_FILTERS = ("event_type", "actor_type", "actor_id", "tool", "model", "repo", "branch")
 
 
@@ -154,14 +156,18 @@ class ProvenanceStore:
     # ---- queries ---------------------------------------------------------------------------------
 
     def by_commit(self, customer_id: str, commit: str, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
-        """The agent actions of `commit`: at it, or linked to it by an outcome's linked_commit; newest first."""
-        linked = ("SELECT original_event_id FROM prov_events WHERE customer_id = ? AND event_type = 'outcome' AND linked_commit = ?")
+        """The agent actions of `commit`: at it, or linked to it by an outcome's linked_commit; newest first. A hex
+        commit matches as git names one: a short SHA (4 or more digits) finds the full one, case aside, and a full
+        SHA finds an event that gave its short form."""
+        at, at_args = commit_match("commit_sha", commit)
+        landed, landed_args = commit_match("linked_commit", commit)
+        linked = f"SELECT original_event_id FROM prov_events WHERE customer_id = ? AND event_type = 'outcome' AND {landed}"
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT event_id, commit_sha = ? AS at_commit, event_id IN ({linked}) AS by_outcome FROM prov_events"
-                f" WHERE customer_id = ? AND event_type = 'agent_action' AND (commit_sha = ? OR event_id IN ({linked}))"
+                f"SELECT event_id, {at} AS at_commit, event_id IN ({linked}) AS by_outcome FROM prov_events"
+                f" WHERE customer_id = ? AND event_type = 'agent_action' AND ({at} OR event_id IN ({linked}))"
                 " ORDER BY ts DESC, rowid DESC LIMIT ? OFFSET ?",
-                (commit, customer_id, commit, customer_id, commit, customer_id, commit, limit, offset)).fetchall()
+                (*at_args, customer_id, *landed_args, customer_id, *at_args, customer_id, *landed_args, limit, offset)).fetchall()
             events = self._events([row["event_id"] for row in rows])
         flags = {row["event_id"]: (("commit", row["at_commit"]), ("outcome", row["by_outcome"])) for row in rows}
         for event in events:
@@ -186,8 +192,9 @@ class ProvenanceStore:
                 clauses.append(f"{name} = ?")
                 args.append(filters[name])
         if filters.get("commit") is not None:
-            clauses.append("(commit_sha = ? OR linked_commit = ?)")
-            args += [filters["commit"]] * 2
+            (at, at_args), (landed, landed_args) = (commit_match(column, filters["commit"]) for column in ("commit_sha", "linked_commit"))
+            clauses.append(f"({at} OR {landed})")
+            args += [*at_args, *landed_args]
         if since is not None:
             clauses.append("ts >= ?")
             args.append(since)
@@ -227,6 +234,17 @@ class ProvenanceStore:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def commit_match(column: str, commit: str) -> tuple[str, list[Any]]:
+    """SQL (and its arguments) for `column` naming `commit`: the same text, or, for a hex commit of 4 or more digits,
+    the same SHA as git abbreviates it (either one a prefix of the other, whatever the case)."""
+    if not (MIN_ABBREV <= len(commit) <= 64 and all(c in string.hexdigits for c in commit)):
+        return f"{column} = ?", [commit]
+    short = commit.lower()
+    return (f"({column} = ? OR substr(lower({column}), 1, ?) = ? OR (length({column}) BETWEEN {MIN_ABBREV} AND ?"
+            f" AND {column} NOT GLOB '*[^0-9a-fA-F]*' AND substr(?, 1, length({column})) = lower({column})))",
+            [commit, len(short), short, len(short), short])
 
 
 def _line(record: dict[str, Any]) -> bytes:

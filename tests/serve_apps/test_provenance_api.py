@@ -198,3 +198,17 @@ def test_by_commit_and_by_file_page_with_limit_and_offset(http):
     assert all(e["linked_by"] == ["commit"] for e in page["events"])
     assert [e["event_id"] for e in http.get("/v1/provenance/by-file?path=a.py&limit=1", headers=bearer(token)).json()["events"]] == [ids[2]]
     assert http.get(f"/v1/provenance/by-commit/{commit}?limit=99999", headers=bearer(token)).json()["limit"] == 1000
+
+
+def test_a_commit_is_found_by_its_short_sha_as_git_abbreviates_it(http):
+    token, _ = make_token(http)
+    full, short_sent = uuid.uuid4().hex + uuid.uuid4().hex[:8], uuid.uuid4().hex[:7]
+    at_full = post(http, token, action(commit=full))["event_id"]
+    at_short = post(http, token, action(commit=short_sent))["event_id"]
+    landed = post(http, token, {"event_type": "outcome", "original_event_id": at_short, "status": "accepted", "linked_commit": full})
+    ids = lambda commit: [e["event_id"] for e in http.get(f"/v1/provenance/by-commit/{commit}", headers=bearer(token)).json()["events"]]
+    assert ids(full[:7]) == [at_short, at_full] and ids(full[:7].upper()) == [at_short, at_full]  # git log --oneline's SHA
+    assert ids(short_sent + uuid.uuid4().hex[:33]) == [at_short]  # the full SHA of an event sent with its short one
+    assert ids(full[:3]) == [] and ids(short_sent[:4]) == [at_short]  # git's shortest abbreviation is 4 digits
+    found = [e["event_id"] for e in http.get(f"/v1/events/search?commit={full[:10]}", headers=bearer(token)).json()["events"]]
+    assert found == [landed["event_id"], at_full]  # at it, or landed in it

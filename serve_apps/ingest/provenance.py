@@ -22,11 +22,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from serve_apps.http import HTTPError, app_path, int_param, json_response, read_body
-from serve_apps.ingest.events import api_keys, key_accepted
+from serve_apps.ingest.events import API_KEY_HEADER, api_keys, key_accepted
 from serve_apps.ingest.provenance_store import SEARCH_FILTERS, ProvenanceStore, UnknownEvent
 from serve_apps.ingest.settings import IngestSettings
 from serve_apps.ingest.tokens import OPEN, Principal, TokenStore
 from trajforge.contracts.envelope import rejection_from
+from trajforge.contracts.events import EVENT_TYPES
 from trajforge.contracts.provenance import (OUTCOME, TOKEN_PREFIX, Rejected, RoleUpdate, TokenRequest, is_provenance,
                                             parse_provenance)
 from trajforge.jsjson import JSONRejected, loads_strict
@@ -38,12 +39,29 @@ MAKE_ONE = "make one with POST /v1/tokens"
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def claims(body: Any) -> bool:
-    """Whether a parsed `POST /v1/events` body is provenance (an agent_action or outcome event, an array holding
-    one, or `{"events": [...]}` holding one) rather than Starcode telemetry."""
+def _items(body: Any) -> tuple[bool, list[Any]]:
+    """(whether it is one event, the events) of a `POST /v1/events` body: one event, an array or `{"events": [...]}`."""
     if isinstance(body, dict) and "event_type" not in body and isinstance(body.get("events"), list):
-        body = body["events"]
-    return any(map(is_provenance, body)) if isinstance(body, list) else is_provenance(body)
+        return False, body["events"]
+    return (False, body) if isinstance(body, list) else (True, [body])
+
+
+def claims(body: Any, request: Request | None = None) -> bool:
+    """Whether a parsed `POST /v1/events` body is provenance (an agent_action or outcome event, an array holding
+    one, or `{"events": [...]}` holding one) rather than Starcode telemetry. So is a body of no telemetry type sent
+    with `Authorization: Bearer sk_...` and no `x-company-api-key`: a provenance client's mistake, answered in its
+    terms (400 naming `event_type`, or 401 for its token) rather than as telemetry's (a key it never heard of)."""
+    items = _items(body)[1]
+    if any(map(is_provenance, items)):
+        return True
+    if request is None or request.headers.get(API_KEY_HEADER):
+        return False
+    scheme, _, credential = (request.headers.get("authorization") or "").strip().partition(" ")
+    return scheme.lower() == "bearer" and credential.strip().startswith(TOKEN_PREFIX) and not any(map(_telemetry_typed, items))
+
+
+def _telemetry_typed(item: Any) -> bool:
+    return isinstance(item, dict) and any(item.get(name) in EVENT_TYPES for name in ("event_type", "type", "eventType"))
 
 
 class ProvenanceAPI:
@@ -196,16 +214,17 @@ class ProvenanceAPI:
         """`POST /v1/events` with provenance: one event (answered with its `event_id`) or an array of them (`event_ids`);
         one invalid event rejects the request whole (400 naming its field), as for telemetry."""
         who, customer_id = self.customer_of(request)
-        single = not isinstance(body, list) and "event_type" in body
-        items = [body] if single else body if isinstance(body, list) else body["events"]
+        single, items = _items(body)
+        if not items:
+            raise HTTPError(400, "no_events", 'send one event, an array of events or {"events": [...]}')
         if len(items) > self.settings.max_events:
             raise HTTPError(413, "too_many_events", f"a request carries at most {self.settings.max_events} provenance events, got {len(items)}")
         parsed, problems = [], []
         for index, item in enumerate(items):
             try:
                 if not is_provenance(item):
-                    raise Rejected("event_type", "literal_error", "event_type: provenance (agent_action, outcome) and telemetry events "
-                                   "go in separate requests")
+                    raise Rejected("event_type", "literal_error", "event_type: must be agent_action or outcome (telemetry events go "
+                                   "in requests of their own)")
                 parsed.append((parse_provenance(item), item))
             except Rejected as exc:
                 problems.append({"index": index, "field": exc.field, "rule": exc.rule, "message": str(exc)})

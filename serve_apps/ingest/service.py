@@ -199,7 +199,7 @@ class IngestService:
             if not key_ok and not request.headers.get("authorization"):
                 raise HTTPError(401, "unauthorized", f"missing or unknown {API_KEY_HEADER}") from None
             raise
-        if claims(body):
+        if claims(body, request):
             return await self.provenance.ingest(request, body)
         if not key_ok:
             raise HTTPError(401, "unauthorized", f"missing or unknown {API_KEY_HEADER}")

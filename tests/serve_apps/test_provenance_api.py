@@ -212,3 +212,15 @@ def test_a_commit_is_found_by_its_short_sha_as_git_abbreviates_it(http):
     assert ids(full[:3]) == [] and ids(short_sent[:4]) == [at_short]  # git's shortest abbreviation is 4 digits
     found = [e["event_id"] for e in http.get(f"/v1/events/search?commit={full[:10]}", headers=bearer(token)).json()["events"]]
     assert found == [landed["event_id"], at_full]  # at it, or landed in it
+
+
+@pytest.mark.parametrize("body", [{**action(), "event_type": "agent-action"}, {k: v for k, v in action().items() if k != "event_type"}, {},
+                                  [{**action(), "event_type": "agentAction"}], {"events": [{"actor_id": "x"}]}])
+def test_a_bearer_clients_event_of_no_known_type_is_400_naming_event_type(http, body):
+    token, made = make_token(http)  # the session's app takes Starcode's x-company-api-key, which this client never heard of
+    answer = http.post("/v1/events", content=json.dumps(body), headers=bearer(token))
+    assert answer.status_code == 400 and answer.json()["field"] == "event_type" and "agent_action" in answer.json()["message"], answer.text
+    unknown = http.post("/v1/events", content=json.dumps(body), headers=bearer("sk_not-a-token"))
+    assert unknown.status_code == 401 and "Bearer" in unknown.json()["message"]
+    empty = http.post("/v1/events", content="[]", headers=bearer(token))
+    assert empty.status_code == 400 and empty.json()["error"] == "no_events"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from functools import partial
@@ -281,7 +282,8 @@ class ProvenanceAPI:
 
 
 def _time_param(request: Request, name: str) -> float | None:
-    """An ISO 8601 time (UTC when it names no zone) or epoch seconds; 400 naming the parameter otherwise."""
+    """An ISO 8601 time (UTC when it names no zone; `+HH:MM` also when the URL left the `+` unencoded) or epoch
+    seconds; 400 naming the parameter otherwise."""
     value = request.query_params.get(name)
     if not value:
         return None
@@ -289,6 +291,8 @@ def _time_param(request: Request, name: str) -> float | None:
         return float(value)
     except ValueError:
         pass
+    # a zone written `+02:00` in a URL unencoded reaches here as ` 02:00` (a query's `+` is a space)
+    value = re.sub(r"(\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d(?::?\d\d)?)$", r"\1+\2", value)
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

@@ -224,3 +224,12 @@ def test_a_bearer_clients_event_of_no_known_type_is_400_naming_event_type(http, 
     assert unknown.status_code == 401 and "Bearer" in unknown.json()["message"]
     empty = http.post("/v1/events", content="[]", headers=bearer(token))
     assert empty.status_code == 400 and empty.json()["error"] == "no_events"
+
+
+def test_search_since_takes_a_zone_whose_plus_the_url_left_unencoded(http):
+    token, _ = make_token(http)
+    ids = [post(http, token, action(timestamp=f"2026-05-0{i + 1}T00:00:00Z"))["event_id"] for i in range(3)]
+    found = lambda query: [e["event_id"] for e in http.get(f"/v1/events/search?{query}", headers=bearer(token)).json()["events"]]
+    assert found("since=2026-05-02T02:00:00+02:00") == [ids[2], ids[1]]  # as typed in curl: the server reads ` 02:00`
+    assert found("since=2026-05-02T02:00:00%2B02:00") == found("since=2026-05-02T00:00:00Z") == [ids[2], ids[1]]
+    assert found("until=2026-05-01T22:00:00-01:00") == [ids[0]]

@@ -44,6 +44,8 @@ CREATE INDEX IF NOT EXISTS prov_by_time ON prov_events (customer_id, ts);
 CREATE INDEX IF NOT EXISTS prov_by_actor ON prov_events (customer_id, actor_id, ts);
 CREATE INDEX IF NOT EXISTS prov_by_commit ON prov_events (commit_sha);
 CREATE INDEX IF NOT EXISTS prov_by_linked_commit ON prov_events (linked_commit);
+CREATE INDEX IF NOT EXISTS prov_by_commit_sha ON prov_events (lower(commit_sha));
+CREATE INDEX IF NOT EXISTS prov_by_linked_sha ON prov_events (lower(linked_commit));
 CREATE INDEX IF NOT EXISTS prov_by_original ON prov_events (original_event_id);
 CREATE TABLE IF NOT EXISTS artifact_links (
     event_id TEXT NOT NULL,
@@ -238,13 +240,15 @@ class ProvenanceStore:
 
 def commit_match(column: str, commit: str) -> tuple[str, list[Any]]:
     """SQL (and its arguments) for `column` naming `commit`: the same text, or, for a hex commit of 4 or more digits,
-    the same SHA as git abbreviates it (either one a prefix of the other, whatever the case)."""
+    the same SHA as git abbreviates it (either one a prefix of the other, whatever the case). Both halves use the
+    index on `lower(column)`: a prefix of the query is one of a few strings, and a longer SHA sorts between `commit`
+    and `commit + "g"`."""
     if not (MIN_ABBREV <= len(commit) <= 64 and all(c in string.hexdigits for c in commit)):
         return f"{column} = ?", [commit]
     short = commit.lower()
-    return (f"({column} = ? OR substr(lower({column}), 1, ?) = ? OR (length({column}) BETWEEN {MIN_ABBREV} AND ?"
-            f" AND {column} NOT GLOB '*[^0-9a-fA-F]*' AND substr(?, 1, length({column})) = lower({column})))",
-            [commit, len(short), short, len(short), short])
+    prefixes = [short[:end] for end in range(MIN_ABBREV, len(short) + 1)]
+    return (f"({column} = ? OR lower({column}) IN ({','.join('?' * len(prefixes))}) OR (lower({column}) > ? AND lower({column}) < ?))",
+            [commit, *prefixes, short, short + "g"])
 
 
 def _line(record: dict[str, Any]) -> bytes:

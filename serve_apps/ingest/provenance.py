@@ -38,6 +38,7 @@ log = logging.getLogger("trajforge.ingest.provenance")
 Handler = Callable[[Request], Awaitable[Response]]
 MAKE_ONE = "make one with POST /v1/tokens"
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
+CREATED = 201  # a token or events made (the STEREOS API answers its creations so)
 
 
 def _items(body: Any) -> tuple[bool, list[Any]]:
@@ -165,7 +166,7 @@ class ProvenanceAPI:
                 raise HTTPError(403, "forbidden", f"a user token makes user tokens of its own customer ({who.customer_id!r}) alone")
             role, made_by = "user", who.label
         token, row = await asyncio.to_thread(self.tokens.create, ask.customer_id, ask.name, role, made_by)
-        return json_response(200, {"token": token, **row, "message": "store this token now: it is not shown again"})
+        return json_response(CREATED, {"token": token, **row, "message": "store this token now: it is not shown again"})
 
     async def list_users(self, request: Request) -> Response:
         self.admin(request)
@@ -238,11 +239,11 @@ class ProvenanceAPI:
         except UnknownEvent as exc:
             raise HTTPError(404, "unknown_event", str(exc), field="original_event_id") from None
         if not single:
-            return json_response(200, {"success": True, "accepted": len(ids), "event_ids": ids})
+            return json_response(CREATED, {"success": True, "accepted": len(ids), "event_ids": ids})
         answer = {"success": True, "event_id": ids[0], "event_type": parsed[0][0].event_type}
         if parsed[0][0].event_type == OUTCOME:
             answer["outcome_id"] = ids[0]
-        return json_response(200, answer)
+        return json_response(CREATED, answer)
 
     # ---- queries ---------------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 Each event is one JSON line `{"event_id", "event_type", "customer_id", "token_id", "received_at", "client", "event"}`
 in `lake/raw/provenance/customer=<customer>/date=<received UTC date>/<writer>.jsonl` (`event` exactly as sent),
-fsync'd before the 200. The lines are the truth; `registry/provenance.db` indexes them: the events, their artifact
+fsync'd before the 201. The lines are the truth; `registry/provenance.db` indexes them: the events, their artifact
 links (repo, branch, commit, one row per file written) and, per raw file, the offset up to which it is indexed.
 A request's lines are written and indexed in one `BEGIN IMMEDIATE` transaction that also advances the offset, so a
 line that reached the disk but not the index (a crash between the two) is indexed at the next start, or before the

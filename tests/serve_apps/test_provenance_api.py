@@ -19,7 +19,7 @@ JSON = {"Content-Type": "application/json"}
 def make_token(http, customer: str | None = None, name: str = "CLI", **extra) -> tuple[str, dict]:
     customer = customer or f"cust-{uuid.uuid4().hex[:8]}"
     answer = http.post("/v1/tokens", content=json.dumps({"customer_id": customer, "name": name, **extra}), headers=JSON)
-    assert answer.status_code == 200, answer.text
+    assert answer.status_code == 201, answer.text
     return answer.json()["token"], answer.json()
 
 
@@ -34,7 +34,7 @@ def action(**fields) -> dict:
 
 def post(http, token: str, body) -> dict:
     answer = http.post("/v1/events", content=json.dumps(body), headers=bearer(token))
-    assert answer.status_code == 200, answer.text
+    assert answer.status_code == 201, answer.text
     return answer.json()
 
 
@@ -46,15 +46,15 @@ def raw_lines(lake: Path, customer: str) -> list[dict]:
 def test_the_seeds_requests_as_written(http, lakes):
     customer = f"seed-{uuid.uuid4().hex[:8]}"
     made = http.post("/v1/tokens", content='{"customer_id":"' + customer + '","name":"CLI"}', headers=JSON)
-    assert made.status_code == 200 and made.json()["token"].startswith("sk_") and made.json()["customer_id"] == customer
+    assert made.status_code == 201 and made.json()["token"].startswith("sk_") and made.json()["customer_id"] == customer
     token = made.json()["token"]
     first = http.post("/v1/events", content=SEED_ACTION, headers=bearer(token))
     second = http.post("/v1/events", content=SEED_ACTION_FULL, headers=bearer(token))
-    assert first.status_code == second.status_code == 200, (first.text, second.text)
+    assert first.status_code == second.status_code == 201, (first.text, second.text)
     outcome = ('{\n    "event_type": "outcome",\n    "original_event_id": "' + second.json()["event_id"] + '",\n    "status": "accepted",\n'
                '    "linked_commit": "def456"\n  }')
     linked = http.post("/v1/events", content=outcome, headers=bearer(token))
-    assert linked.status_code == 200 and linked.json()["outcome_id"] == linked.json()["event_id"]
+    assert linked.status_code == 201 and linked.json()["outcome_id"] == linked.json()["event_id"]
 
     by_commit = http.get("/v1/provenance/by-commit/abc123", headers={"Authorization": f"Bearer {token}"}).json()
     assert [event["event_id"] for event in by_commit["events"]] == [first.json()["event_id"], second.json()["event_id"]]  # newest first
@@ -71,7 +71,7 @@ def test_the_seeds_requests_as_written(http, lakes):
     assert search["limit"] == 10 and {e["event_id"] for e in search["events"]} == {first.json()["event_id"], second.json()["event_id"]}
     assert http.get("/v1/customers/me", headers=bearer(token)).json()["customer"]["id"] == customer
 
-    lines = raw_lines(lakes["main"], customer)  # durable before the 200, exactly as sent
+    lines = raw_lines(lakes["main"], customer)  # durable before the 201, exactly as sent
     assert [line["event_id"] for line in lines] == [first.json()["event_id"], second.json()["event_id"], linked.json()["event_id"]]
     assert lines[0]["event"] == json.loads(SEED_ACTION) and lines[1]["event"] == json.loads(SEED_ACTION_FULL)
 

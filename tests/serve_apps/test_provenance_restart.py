@@ -53,7 +53,7 @@ def test_admin_keys_gate_token_creation_and_answers_survive_a_restart(private):
     user = http.post("/v1/tokens", json=body, headers=auth(ADMIN)).json()
     assert (admin["role"], user["role"]) == ("admin", "user") and user["created_by"] == "admin-key"
     own = http.post("/v1/tokens", json={**body, "name": "laptop"}, headers=auth(user["token"]))
-    assert own.status_code == 200 and own.json()["role"] == "user"
+    assert own.status_code == 201 and own.json()["role"] == "user"
     assert http.post("/v1/tokens", json={"customer_id": "other", "name": "x"}, headers=auth(user["token"])).status_code == 403
     assert http.get("/v1/events/search", headers=auth(ADMIN)).status_code == 403  # an admin key is of no customer
     promoted = http.patch(f"/v1/users/{own.json()['id']}/role", json={"role": "admin"}, headers=auth(admin["token"]))

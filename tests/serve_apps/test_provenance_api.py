@@ -121,7 +121,8 @@ def test_roles_user_tokens_are_403_on_admin_endpoints(http):
     (action(timestamp="yesterday"), "timestamp"),
     (action(files_written="src/auth.ts"), "files_written"),
     (action(commit=""), "commit"),
-    ({"event_type": "outcome", "original_event_id": "x", "status": "maybe"}, "status"),
+    ({"event_type": "outcome", "original_event_id": str(uuid.uuid4()), "status": "maybe"}, "status"),
+    ({"event_type": "outcome", "original_event_id": "event-uuid-here", "status": "accepted", "linked_commit": "def456"}, "original_event_id"),
     ({"event_type": "outcome", "status": "accepted"}, "original_event_id"),
     ([action(), {"event_type": "session.meta", "org_id": "o"}], "event_type"),
 ])
@@ -233,3 +234,12 @@ def test_search_since_takes_a_zone_whose_plus_the_url_left_unencoded(http):
     assert found("since=2026-05-02T02:00:00+02:00") == [ids[2], ids[1]]  # as typed in curl: the server reads ` 02:00`
     assert found("since=2026-05-02T02:00:00%2B02:00") == found("since=2026-05-02T00:00:00Z") == [ids[2], ids[1]]
     assert found("until=2026-05-01T22:00:00-01:00") == [ids[0]]
+
+
+def test_an_outcome_names_its_action_by_the_uuid_it_was_answered_with_in_any_case(http):
+    token, _ = make_token(http)
+    original = post(http, token, action())["event_id"]
+    linked = post(http, token, {"event_type": "outcome", "original_event_id": original.upper(), "status": "rejected"})
+    [event] = http.get("/v1/events/search?event_type=outcome", headers=bearer(token)).json()["events"]
+    assert event["event_id"] == linked["event_id"] and event["original_event_id"] == original
+    assert [o["status"] for o in http.get("/v1/events/search?event_type=agent_action", headers=bearer(token)).json()["events"][0]["outcomes"]] == ["rejected"]

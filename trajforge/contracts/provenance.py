@@ -11,6 +11,7 @@ Also here: the API tokens' request bodies and roles.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -62,6 +63,15 @@ class Outcome(BaseModel):
     original_event_id: Ref
     status: Literal["accepted", "rejected", "superseded"]
     linked_commit: Ref | None = None
+
+    @field_validator("original_event_id")
+    @classmethod
+    def _event_id(cls, value: str) -> str:
+        """The `event_id` an agent_action was answered with: a UUID (any case; kept in its lowercase form)."""
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError("must be the event_id (a UUID) that POST /v1/events answered for the agent_action") from None
 
 
 ProvenanceEvent = AgentAction | Outcome

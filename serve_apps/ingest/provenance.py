@@ -267,7 +267,7 @@ class ProvenanceAPI:
         query = request.query_params
         filters = {name: query[name] for name in (*SEARCH_FILTERS, "commit") if query.get(name)}
         limit, offset = self._page(request, self.settings.search_limit, self.settings.max_search_limit)
-        since, until = _time_param(request, "since"), _time_param(request, "until")
+        since, until = _time_param(request, "since", "start_date"), _time_param(request, "until", "end_date")
         events = await asyncio.to_thread(self.store.search, customer_id, filters, since, until, query.get("intent"), limit, offset)
         return json_response(200, {"events": events, "count": len(events), "limit": limit, "offset": offset})
 
@@ -282,9 +282,11 @@ class ProvenanceAPI:
         self.store.close()
 
 
-def _time_param(request: Request, name: str) -> float | None:
+def _time_param(request: Request, name: str, alias: str) -> float | None:
     """An ISO 8601 time (UTC when it names no zone; `+HH:MM` also when the URL left the `+` unencoded) or epoch
-    seconds; 400 naming the parameter otherwise."""
+    seconds; 400 naming the parameter otherwise. `alias` is the STEREOS API's own name for it (start_date, end_date)."""
+    if not request.query_params.get(name) and request.query_params.get(alias):
+        name = alias
     value = request.query_params.get(name)
     if not value:
         return None

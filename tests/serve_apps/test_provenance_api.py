@@ -243,3 +243,12 @@ def test_an_outcome_names_its_action_by_the_uuid_it_was_answered_with_in_any_cas
     [event] = http.get("/v1/events/search?event_type=outcome", headers=bearer(token)).json()["events"]
     assert event["event_id"] == linked["event_id"] and event["original_event_id"] == original
     assert [o["status"] for o in http.get("/v1/events/search?event_type=agent_action", headers=bearer(token)).json()["events"][0]["outcomes"]] == ["rejected"]
+
+
+def test_search_takes_start_date_and_end_date_for_since_and_until(http):
+    token, _ = make_token(http)
+    ids = [post(http, token, action(timestamp=f"2026-06-0{i + 1}T00:00:00Z"))["event_id"] for i in range(3)]
+    found = lambda query: [e["event_id"] for e in http.get(f"/v1/events/search?{query}", headers=bearer(token)).json()["events"]]
+    assert found("start_date=2026-06-02T00:00:00Z&end_date=2026-06-02T12:00:00Z") == [ids[1]]
+    assert found("start_date=2026-06-02T00:00:00Z") == found("since=2026-06-02T00:00:00Z") == [ids[2], ids[1]]
+    assert http.get("/v1/events/search?end_date=soon", headers=bearer(token)).json()["field"] == "end_date"

@@ -286,7 +286,10 @@ def run_task(actor: Any, task_data: dict[str, Any], options: LoopOptions, run_id
                 "reward": {"verified": verified, "matches_gold": matches_gold, "tests_pass": tests_pass},
                 "final": final, "teacher": getattr(actor, "teacher", None), "run_id": run_id, "job_id": getattr(actor, "job_id", None),
                 "state_after": state_after.model_dump(), "error": error, "model": first.model or _model_name(actor), "engine": first.engine,
-                "temperature": options.temperature, "top_p": options.top_p, "seed": seed, "actor": actor.index,
+                # what the answer was sampled with: null where the upstream refused the setting for its model
+                **{name: None if name in first.ignored else value
+                   for name, value in (("temperature", options.temperature), ("top_p", options.top_p), ("seed", seed))},
+                "actor": actor.index,
                 "completions": [_completion_record(c) for c in (first, second) if c is not None],
                 "created_at": time.time(),
             })

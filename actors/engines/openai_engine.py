@@ -190,6 +190,8 @@ class OpenAIEngine:
                 stop_reason=cut if cut is not None else choice.get("stop_reason"), stop_reason_known=known,
                 prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", len(token_ids)),
                 model=answer.get("model", self.model), engine=self.name, schema_valid=check_output(text, request.structured_output),
+                ignored=sorted(name for name in self.refused if name in body  # max_tokens renamed, not dropped
+                               and (name != "max_tokens" or "max_completion_tokens" in self.refused)),
                 latency_s=round(time.perf_counter() - started, 4), request_id=request.request_id, **scored,
             )
         except (RuntimeError, KeyError, IndexError, ValueError) as exc:

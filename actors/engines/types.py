@@ -235,6 +235,9 @@ class Completion(BaseModel):
     """Whether `text` is what the request's structured_output asks (JSON valid against its schema, a whole match of its
     regex, one of its choices); None when it asked for none."""
     error: str | None = None
+    ignored: list[str] = Field(default_factory=list)
+    """Sampling parameters of the request the upstream refused for its model and that were left out (the `openai`
+    engine: `temperature`, `top_p`, `seed`, ...): the answer was sampled with the upstream's defaults for them."""
     invalid_request: bool = False
     """With finish_reason "error": the request itself was at fault (InvalidRequest), not the engine."""
     error_code: str | None = None

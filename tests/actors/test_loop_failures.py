@@ -196,3 +196,13 @@ def test_the_small_model_ending_its_answer_at_once_is_recorded_as_it_wrote_it(tm
     assert len(actor.engine.requests) == 1 and [c["token_ids"] for c in record["completions"]] == [[eos]]
     assert record["model_output"]["raw"] == ""
     assert record["model_output"]["errors"] == ["the model ended its answer before </action>", "no <action> tag"]
+
+
+def test_a_step_records_what_its_answer_was_sampled_with_not_what_the_upstream_refused(tmp_path):
+    # an upstream that refused temperature and top_p for its model (the openai engine left them out): its defaults sampled
+    refused = _answer(NO_ACTION, ignored=["temperature", "top_p"])
+    actor = _Actor(tmp_path, [refused, _answer('{"history": "looked"}', ignored=["temperature", "top_p"])])
+    summary = run_task(actor, TASK, LoopOptions(max_steps=1, temperature=0.3, seed=5))
+    assert summary["steps"] == 1, summary
+    (record,) = read_trajectories(tmp_path / "trajectories")
+    assert (record["temperature"], record["top_p"], record["seed"]) == (None, None, 6)  # the seed was sent: seed + step

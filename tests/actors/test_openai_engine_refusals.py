@@ -45,6 +45,7 @@ def test_refused_parameters_are_dropped_once_and_for_every_later_request(caplog)
     with caplog.at_level(logging.WARNING, logger="actors.engines.openai_engine"):
         [first] = engine.generate([request])
         assert first.error is None and first.text == "done. "  # the stop the upstream refused is still cut here
+        assert first.ignored == ["logprobs", "stop", "temperature"]  # max_tokens went as max_completion_tokens
         assert bodies[-1]["max_completion_tokens"] == 64
         assert not {"max_tokens", "temperature", "logprobs", "stop"} & set(bodies[-1])
         assert bodies[-1]["messages"] == [{"role": "user", "content": "hi"}] and bodies[-1]["top_p"] == 1.0

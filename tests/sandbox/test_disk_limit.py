@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
+
+from bubblewrap_sandbox import bubblewrap_sandbox, needs_bwrap
 
 from sandbox.pool import SandboxPool
 from sandbox.runner import Sandbox
@@ -87,21 +86,14 @@ def test_a_killed_run_leaves_the_workspace_as_it_was(tight_box, workspace):
     assert not (workspace / "partial.txt").exists()
 
 
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed (apt-get install bubblewrap)")
+@needs_bwrap
 def test_bubblewrap_sizes_its_tmp_and_measures_the_workspace(small_disk):
-    root = Path(tempfile.mkdtemp(prefix="trajforge-bwrap-"))
-    root.chmod(0o755)  # started by root, bwrap runs as sandbox.uid, which must reach the workspace
-    wrapped = Sandbox(small_disk.settings.model_copy(update={
-        "jail": "bwrap", "toolchain": ["/usr", "/lib", "/lib64", "/bin"], "workspaces_root": root, "allowed_test_programs": ["dd"]}))
-    ws = wrapped.prepare_workspace("bwrap-disk", {"a.txt": "x"})
-    try:
+    with bubblewrap_sandbox(small_disk.settings, ["dd"]) as wrapped:
+        ws = wrapped.prepare_workspace("bwrap-disk", {"a.txt": "x"})
         tmp = wrapped.run_tests(ws, {"command": "dd if=/dev/zero of=/tmp/fill bs=1M count=20", "framework": "pytest"})
         assert tmp.exit_code != 0 and "No space left on device" in tmp.stderr.text  # /tmp is tmp_mb (8 MB), not unbounded
         workspace = wrapped.run_tests(ws, {"command": "dd if=/dev/zero of=/workspace/fill bs=1M count=40", "framework": "pytest"})
         assert "disk" in workspace.limits_hit
-    finally:
-        wrapped.cleanup(ws)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_disk_mb_is_configured_and_becomes_the_jails_workspace_tmpfs(box, monkeypatch, tmp_path):

@@ -13,6 +13,8 @@ import pytest
 
 from sandbox.jail import JailUnavailable, Mount
 from sandbox.models import InvalidAction, parse_action
+from bubblewrap_sandbox import bubblewrap_sandbox, needs_bwrap
+
 from sandbox.pool import PoolFull, SandboxPool
 from sandbox.process import run_jailed
 from sandbox.runner import Sandbox
@@ -199,25 +201,16 @@ def test_a_jail_that_cannot_start_is_an_error(box, workspace, tmp_path):
         run_jailed(box.settings, ["/bin/true"], workspace, extra_mounts=[Mount(tmp_path / "missing", "/missing")])
 
 
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed (apt-get install bubblewrap)")
+@needs_bwrap
 def test_bubblewrap_fallback_runs_as_the_unprivileged_uid(box):
-    import tempfile
-
-    root = Path(tempfile.mkdtemp(prefix="trajforge-bwrap-"))
-    root.chmod(0o755)  # started by root, bwrap runs as sandbox.uid, which must reach the workspace
-    wrapped = Sandbox(box.settings.model_copy(update={"jail": "bwrap", "toolchain": ["/usr", "/lib", "/lib64", "/bin"], "workspaces_root": root,
-                                                      "allowed_test_programs": ["id"]}))
-    ws = wrapped.prepare_workspace("bwrap", {"a.txt": "x"})
-    try:
+    with bubblewrap_sandbox(box.settings, ["id"]) as wrapped:
+        ws = wrapped.prepare_workspace("bwrap", {"a.txt": "x"})
         result = wrapped.run_tests(ws, {"command": ["id", "-u"], "framework": "pytest"})
         hidden = Sandbox(wrapped.settings.model_copy(update={"workspaces_root": box.settings.workspaces_root}))
         private = hidden.prepare_workspace("bwrap-private", {"a.txt": "x"})
         with pytest.raises(JailUnavailable, match="bubblewrap could not start"):
             hidden.run_tests(private, {"command": ["id", "-u"], "framework": "pytest"})
         hidden.cleanup(private)
-    finally:
-        wrapped.cleanup(ws)
-        shutil.rmtree(root, ignore_errors=True)
     assert result.jail == "bwrap" and result.stdout.text.strip() == str(box.settings.uid)
 
 

@@ -189,12 +189,8 @@ class IngestService:
         event stores none of them (400 names each one); resent events are answered as duplicates. Provenance events
         (`agent_action`, `outcome`, seed 003) go to the provenance API, which takes a bearer token instead of the key."""
         key_ok = key_accepted(request.headers.get(API_KEY_HEADER), self.event_keys)
-        try:
-            body = loads_strict(await read_body(request, self.settings.max_body_bytes))
-        except JSONRejected as exc:
-            if not key_ok and not request.headers.get("authorization"):
-                raise HTTPError(401, "unauthorized", f"missing or unknown {API_KEY_HEADER}") from None
-            raise HTTPError(400, "malformed_json", str(exc)) from None
+        try:  # read first: its event_type says whose credentials apply; a body no one may send is a 401 all the same
+            body = await self._json(request)
         except HTTPError:
             if not key_ok and not request.headers.get("authorization"):
                 raise HTTPError(401, "unauthorized", f"missing or unknown {API_KEY_HEADER}") from None

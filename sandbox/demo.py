@@ -37,7 +37,7 @@ def show_rewrites() -> None:
             print(result.diff.rstrip() or "(no change)")
         tests = box.run_tests(workspaces["python"], {"command": ["python", "-m", "pytest", "-q", "billing"]})
         print(f"-- tests after the python rewrite: {tests.passed} passed, {tests.failed} failed in the jail ({tests.wall_s:.2f} s)")
-        tight = Sandbox(settings.model_copy(update={"wall_time_s": 2, "memory_mb": 128}))
+        tight = Sandbox(settings.model_copy(update={"wall_time_s": 2, "memory_mb": 128, "disk_mb": 32, "tmp_mb": 16, "shm_mb": 16}))
         for label, code in (("endless loop", "while True: pass"), ("memory hog", "x = [bytearray(1 << 24) for _ in range(64)]"),
                             ("read /etc/shadow", "print(open('/etc/shadow').read())")):
             outcome = tight.run_tests(workspaces["python"], {"command": ["python", "-c", code], "framework": "pytest"})

@@ -15,7 +15,6 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from sandbox.cgroups import RunCgroup
 from sandbox.disk import DiskWatch, WorkspaceCopy
 from sandbox.jail import JailUnavailable, Mount, bwrap_argv, jail_env, nsjail_argv, toolchain_mounts
 from sandbox.models import RunReport, StreamOutput
+from sandbox.scratch import scratch
 from sandbox.settings import SandboxSettings
 from sandbox.workspace import jail_owner
 
@@ -90,14 +90,13 @@ def run_jailed(settings: SandboxSettings, command: list[str], workspace: Path, *
             message = f"command not found in the jail's PATH ({env['PATH']}): {command[0]}\n"
             return RunReport(exit_code=127, stderr=StreamOutput(text=message, bytes=len(message)), jail=settings.jail)
         command = [found, *command[1:]]
-    run_dir = Path(tempfile.mkdtemp(prefix="trajforge-run-"))
-    group = RunCgroup.create(settings.memory_mb << 20, settings.max_processes, settings.cpus)
-    try:
-        return _run(settings, command, workspace, cwd, list(extra_mounts), env, run_dir, group)
-    finally:
-        if group is not None:
-            group.remove()
-        shutil.rmtree(run_dir, ignore_errors=True)
+    with scratch("trajforge-run") as run_dir:  # flock'd: a sweep removes it only once this worker is gone
+        group = RunCgroup.create(settings.memory_mb << 20, settings.max_processes, settings.cpus)
+        try:
+            return _run(settings, command, workspace, cwd, list(extra_mounts), env, run_dir, group)
+        finally:
+            if group is not None:
+                group.remove()
 
 
 def _limits_prefix(settings: SandboxSettings, group: RunCgroup | None) -> list[str]:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -27,14 +25,18 @@ from sandbox import astgrep, testing, workspace as ws
 from sandbox.jail import Mount
 from sandbox.models import Action, InvalidAction, RuleAction, SandboxResult, TestResult, TestSpec, parse_action, unparsed_record
 from sandbox.process import run_jailed
-from sandbox.settings import SandboxSettings, load_sandbox_settings
+from sandbox.scratch import scratch, sweep_leftovers
+from sandbox.settings import SandboxSettings, check_memory, load_sandbox_settings
 
 _log_lock = threading.Lock()
 
 
 class Sandbox:
     def __init__(self, settings: SandboxSettings | None = None):
-        self.settings = settings or load_sandbox_settings()
+        """Raises ConfigError when the jail's memory-backed folders leave its processes too little of `memory_mb`
+        (settings made with `model_copy` skip the load-time check); removes scratch folders of killed runs."""
+        self.settings = check_memory(settings or load_sandbox_settings())
+        sweep_leftovers()
 
     @property
     def _owner(self) -> tuple[int, int] | None:
@@ -83,20 +85,16 @@ class Sandbox:
     def _apply(self, workspace: Path, task_id: str, action: Action) -> SandboxResult:
         limit = self.settings.max_file_size_mb << 20
         before = ws.read_tree(workspace, limit)
-        scratch = Path(tempfile.mkdtemp(prefix="trajforge-action-"))
-        try:
-            action_dir, out_dir = scratch / "action", scratch / "out"
+        with scratch("trajforge-action", mode=0o755) as folder:  # removed at the end, or by a sweep once this worker is gone
+            action_dir, out_dir = folder / "action", folder / "out"
             action_dir.mkdir(mode=0o755)
             out_dir.mkdir(mode=0o755)
             if self._owner:
                 os.chown(out_dir, *self._owner)
-            os.chmod(scratch, 0o755)
             command = astgrep.command(action, self.settings, action_dir, out_dir)
             report = run_jailed(self.settings, command, workspace, cwd="/action",
                                 extra_mounts=[Mount(action_dir, "/action"), Mount(out_dir, "/out", writable=True)])
             matches = astgrep.count_matches(out_dir, limit)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
         diff, changed = ws.unified_diff(before, ws.read_tree(workspace, limit))
         diff, diff_bytes, diff_truncated = ws.cap_lines(diff, self.settings.diff_cap_bytes)
         valid = report.exit_code == 0 and not report.limits_hit

@@ -7,13 +7,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from trajforge.errors import ConfigError
 from trajforge.settings import load_section
 
 log = logging.getLogger(__name__)
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "sandbox.yaml"
 SECTION = "sandbox"
+MIN_RUN_MEMORY_MB = 64
+"""Of `memory_mb`, what the jail's memory-backed folders (tmpfs) must leave to the run's processes when they are full."""
+MEMORY_BACKED = {"nsjail": ("disk_mb", "tmp_mb", "shm_mb"), "bwrap": ("tmp_mb", "shm_mb"), "none": ()}
+"""The folders each jail keeps in memory, charged to the run's memory cgroup: nsjail's workspace, /tmp and /dev/shm are
+tmpfs; bwrap's /tmp and /dev/shm (its workspace is the host's folder, measured); no jail: none (the host's disk)."""
 
 
 class SandboxSettings(BaseModel):
@@ -73,6 +79,37 @@ class SandboxSettings(BaseModel):
         if value < cap:
             raise ValueError(f"must be at least output_cap_bytes ({cap})")
         return value
+
+    @model_validator(mode="after")
+    def _memory_fits(self) -> SandboxSettings:
+        problem = memory_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def memory_problem(settings: SandboxSettings) -> str | None:
+    """What is wrong when the jail's tmpfs folders, full, leave its processes less than MIN_RUN_MEMORY_MB of
+    `memory_mb` (a run that fills its workspace would then be killed for memory instead of hitting the disk limit, or
+    no test could start at all); None when they fit."""
+    fields = MEMORY_BACKED[settings.jail]
+    used = sum(getattr(settings, name) for name in fields)
+    if settings.memory_mb - used >= MIN_RUN_MEMORY_MB:
+        return None
+    names = " + ".join(f"sandbox.{name}" for name in fields)
+    sizes = " + ".join(str(getattr(settings, name)) for name in fields)
+    return (f"sandbox.memory_mb ({settings.memory_mb}) must be at least {MIN_RUN_MEMORY_MB} MB more than {names} "
+            f"({sizes} = {used} MB): with jail {settings.jail} these folders are tmpfs, memory counted in memory_mb, and the "
+            f"run's processes need the rest; raise sandbox.memory_mb to {used + MIN_RUN_MEMORY_MB} or more, or lower them")
+
+
+def check_memory(settings: SandboxSettings) -> SandboxSettings:
+    """`settings`, or ConfigError naming the fields when `memory_problem` finds one (for settings made with `model_copy`,
+    which skips the validators)."""
+    problem = memory_problem(settings)
+    if problem:
+        raise ConfigError(f"invalid sandbox settings: {problem}")
+    return settings
 
 
 def load_sandbox_settings(path: str | Path | None = None, assignments: Iterable[tuple[str, Any]] = ()) -> SandboxSettings:

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from trajforge.raw_segments import fsync_dir
 
-__all__ = ["fsync_dir", "fsync_file", "fsync_tree", "replacing", "write_atomic", "staged_dir", "publish_dir", "remove_leftovers", "remove_leftovers_in"]
+__all__ = ["fsync_dir", "fsync_file", "fsync_tree", "replacing", "write_atomic", "staged_dir", "publish_dir", "scratch_dir",
+           "remove_leftovers", "remove_leftovers_in"]
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,21 @@ def staged_dir(target: str | Path, *, replace: bool = True) -> Iterator[Path]:
         os.close(lock)  # after the rename: a published folder has no temporary name, so nothing removes it
 
 
+@contextmanager
+def scratch_dir(target: str | Path) -> Iterator[Path]:
+    """A new empty folder beside `target` (`.<name>.new-<host>-<pid>-<random>`) for work that is never published (a
+    jailed run's scratch space): its flock is held while the block runs and it is removed when the block ends. What a
+    process killed inside the block left, `remove_leftovers(target)` removes, its flock being free then."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch, lock = _locked_staging(target)
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        os.close(lock)  # after the removal: a sweeper never finds it unlocked while this process still uses it
+
+
 def publish_dir(staging: Path, target: Path, *, replace: bool = True) -> Path:
     """Make the filled folder `staging` (a sibling of `target`) durable and rename it to `target`.
 
@@ -183,7 +199,7 @@ def _remove_leftovers(folder: Path, only: str | None) -> list[Path]:
         else:
             gone = _remove_abandoned(path, match["owner"])
         if gone:
-            log.warning("removed %s, left beside %s by a process killed while publishing it", path, match["name"])
+            log.warning("removed %s, left beside %s by a process killed while writing it", path, match["name"])
             removed.append(path)
     return removed
 

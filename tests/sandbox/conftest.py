@@ -23,9 +23,10 @@ def box(sandbox_root) -> Sandbox:
 
 @pytest.fixture(scope="session")
 def tight_box(box) -> Sandbox:
-    """The same jail with small limits: 3 s, 128 MB, 32 processes, 8 MB files, 1 MB of output."""
+    """The same jail with small limits: 3 s, 128 MB (64 of them for the workspace, /tmp and /dev/shm tmpfs), 32
+    processes, 8 MB files, 1 MB of output."""
     return Sandbox(box.settings.model_copy(update={
-        "wall_time_s": 3, "memory_mb": 128, "max_processes": 32, "max_file_size_mb": 8,
+        "wall_time_s": 3, "memory_mb": 128, "disk_mb": 32, "tmp_mb": 16, "shm_mb": 16, "max_processes": 32, "max_file_size_mb": 8,
         "output_cap_bytes": 64 * 1024, "output_kill_bytes": 1 << 20}))
 
 

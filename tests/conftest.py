@@ -25,6 +25,15 @@ NO_LIMITS = {"per_address_per_minute": 0, "per_address_per_hour": 0, "sessions_p
 
 
 @pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on a free localhost port, for the session (tests/s3_server.py)."""
+    from s3_server import moto_s3
+
+    with moto_s3() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def lakes(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("lakes")
     return {name: root / name for name in ("main", "limited", "crash", "build")}

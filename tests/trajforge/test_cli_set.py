@@ -26,6 +26,7 @@ MISTYPED = {
     "queue": (["status", "tasks"], "actors.count=2", "reads no config"),
     "datasets": ([], "dataset.max_input_tokens=1", "it accepts datasets.*"),
     "build": ([], "dedup.threshold=0.5", "it accepts build.*"),
+    "lake": (["publish", "latest", "s3://bucket/prefix"], "build.lake=x", "reads no config"),
     "train": ([], "lerner.optim.lr=1", "it accepts learner.*, cluster.*"),
     "forget": ([CONTRIBUTOR], "build.lake=x", "reads no config"),
     "provenance": (["--commit", "abc123"], "build.lake=x", "reads no config"),

@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-embed", action="store_true", help="skip embeddings (domain tags from keywords)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
+    parser.add_argument("--publish-to", metavar="URI", default=None,
+                        help="then copy the finished build to this pyarrow filesystem URI (s3://bucket/prefix, gs://, hdfs://, "
+                             "file:///abs/path), manifest last, and point <URI>/LATEST at it: `trajforge lake publish --help`")
 
 
 def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
@@ -95,13 +98,42 @@ def run_command(args: argparse.Namespace) -> int:
     warn_if_cpus_taken(settings.cpus_per_task, "build.cpus_per_task", "the build's tasks")
     if settings.embedding.enabled:
         warn_if_cpus_taken(settings.embedding.cpus, "build.embedding.cpus", "the build's embedding actors (--no-embed: none)")
+    if args.publish_to:
+        from trajforge.lake_fs import open_uri
+
+        open_uri(args.publish_to)  # a URI pyarrow cannot open is refused before the build, not after it
     try:
         manifest = run_build(settings, full=args.full, org=args.org, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"trajforge build: interrupted, nothing published: {interrupted_state(settings.lake)}", file=sys.stderr)
         raise
-    print(json.dumps(manifest, indent=2) if args.json else summary(manifest))
+    if not args.json:
+        print(summary(manifest), flush=True)
+    published = publish_to(settings.lake, manifest["build_id"], args.publish_to) if args.publish_to else None
+    if args.json:
+        print(json.dumps({**manifest, "published": published} if published else manifest, indent=2))
+    elif published:
+        from pipelines.build.publish import summary as publish_summary
+
+        print(publish_summary(published))
     return 0
+
+
+def publish_to(lake_root, build_id: str, uri: str) -> dict:
+    """`--publish-to`: copy the build just made; a failure says the local build stands and how to finish the copy."""
+    from pipelines.build.publish import publish_build
+    from trajforge.errors import TrajforgeError
+    from trajforge.lake import Lake
+    from trajforge.lake_fs import redacted
+
+    again = f"`trajforge lake publish {build_id} {redacted(uri)} --lake {lake_root}`"
+    try:
+        return publish_build(Lake.at(lake_root), build_id, uri)
+    except KeyboardInterrupt:
+        print(f"trajforge build: publishing interrupted; build {build_id} is complete locally, not published: run {again}", file=sys.stderr)
+        raise
+    except TrajforgeError as exc:
+        raise TrajforgeError(f"build {build_id} is complete locally, but publishing it failed: {exc}; then run {again}") from exc
 
 
 def interrupted_state(lake_root) -> str:

@@ -20,8 +20,9 @@ class _Strict(BaseModel):
 
 class BuildMix(_Strict):
     build: str = "latest"
-    """`latest` (the whole lake's newest build), `latest:<org>` (the newest `--org` build), a build id of the lake, or a
-    path to a build folder."""
+    """`latest` (the whole lake's newest build), `latest:<org>` (the newest `--org` build), a build id of the lake, a
+    path to a build folder, or the URI of a published build (`trajforge lake publish`): `s3://bucket/prefix/<build id>`,
+    `s3://bucket/prefix/latest`, any pyarrow filesystem URI (S3 options in its query or from AWS_* variables)."""
     weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     """Share of the training stream drawn from this build (weights are normalized over the list)."""
 

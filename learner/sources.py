@@ -12,16 +12,22 @@ with the first one's folder. `prepare_source` removes (and logs) the temporary f
 cache builds left (`trajforge.atomic.remove_leftovers_in`: those whose writer's flock is gone), and makes a
 cache folder again, with a warning, when its files no longer hold the rows its rows.json counts.
 
+A build published to shared or object storage (`s3://bucket/prefix/<build id>`, `.../latest`; learner/published.py) is
+checked the same way while its sft files download, into the cache's temporary folder, only when no cache of it is here
+yet; a worker whose node does not see the driver's cache makes it again from the URI (`ensure_on_this_node`).
+
 What the check does not protect against: a build whose manifest was rewritten to match damaged
 files; the sha256 proves the files are the ones the manifest names, not that the build was right.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +38,7 @@ from trajforge.atomic import remove_leftovers_in, staged_dir
 from trajforge.contracts.curated import SFT
 from trajforge.errors import LakeCorruption, TrajforgeError
 from trajforge.lake import Lake, check_listed_file
+from trajforge.lake_fs import is_uri, with_name
 
 log = logging.getLogger(__name__)
 COLUMNS = ("example_id", "split", "messages")
@@ -67,11 +74,17 @@ def read_manifest(build_dir: Path) -> dict:
     return manifest
 
 
-def verify_sft_files(build_dir: Path, manifest: dict) -> list[dict]:
-    """The manifest's sft entries, each checked on disk (exists, size, sha256); raises LakeCorruption naming the file."""
+def sft_entries(where: Path | str, manifest: dict) -> list[dict]:
+    """The manifest's sft entries (a LakeCorruption when it lists none)."""
     entries = [entry for entry in manifest["files"] if str(entry.get("path", "")).startswith("sft/")]
     if not entries:
-        raise LakeCorruption(f"{build_dir}: manifest.json lists no sft files; rebuild with `trajforge build`")
+        raise LakeCorruption(f"{where}: manifest.json lists no sft files; rebuild with `trajforge build`")
+    return entries
+
+
+def verify_sft_files(build_dir: Path, manifest: dict) -> list[dict]:
+    """The manifest's sft entries, each checked on disk (exists, size, sha256); raises LakeCorruption naming the file."""
+    entries = sft_entries(build_dir, manifest)
     for entry in entries:
         check_listed_file(build_dir, entry, checksum=True)
     return entries
@@ -103,14 +116,18 @@ def _has_loss(messages: pa.Array) -> pa.Array:
     return pa.array(mask)
 
 
-def _write_cache(build_dir: Path, entries: list[dict], target: Path, *, replace: bool = False) -> dict[str, int]:
+def _write_cache(build_dir: Path | None, entries: list[dict], target: Path, *, replace: bool = False,
+                 fetch: Callable[[Path], Path] | None = None) -> dict[str, int]:
     """Fill `target`'s cache folder under a temporary name and publish it; when another process published it meanwhile
-    (the same files give the same rows), use that copy. `replace`: publish over a damaged copy."""
+    (the same files give the same rows), use that copy. `replace`: publish over a damaged copy. `fetch` (a published
+    build): downloads and verifies the files into the folder it is given, inside the temporary one, and returns it."""
     import pyarrow.compute as pc
 
     counts = dict.fromkeys(SPLITS, 0)
     try:
         with staged_dir(target, replace=replace) as staging:
+            if fetch is not None:
+                build_dir = fetch(staging / "_download")
             writers = {split: pa.ipc.new_file(str(staging / f"{split}.arrow"), CACHED) for split in SPLITS}
             for batch in _batches(build_dir, entries):
                 keep = _has_loss(batch.column("messages"))
@@ -121,6 +138,8 @@ def _write_cache(build_dir: Path, entries: list[dict], target: Path, *, replace:
                         counts[split] += chosen.num_rows
             for writer in writers.values():
                 writer.close()
+            if fetch is not None:
+                shutil.rmtree(build_dir)
             (staging / "rows.json").write_text(json.dumps(counts) + "\n")
     except OSError:
         if not (target / "rows.json").is_file():
@@ -131,11 +150,22 @@ def _write_cache(build_dir: Path, entries: list[dict], target: Path, *, replace:
 
 
 def prepare_source(lake: Lake, build: str, weight: float, cache_root: Path) -> Source:
-    """Resolve, verify and cache one build (the cache is reused when the files are the same)."""
-    build_dir = lake.resolve_build(build)
-    manifest = read_manifest(build_dir)
-    entries = verify_sft_files(build_dir, manifest)
-    build_id = str(manifest.get("build_id") or build_dir.name)
+    """Resolve, verify and cache one build (the cache is reused when the files are the same). `build` may be a URI of a
+    published build (`s3://bucket/prefix/<id>`, `.../latest`): its sft files are downloaded and checked against its
+    manifest only when no cache of them is here yet (the cache's name covers their sha256)."""
+    fetch = None
+    if is_uri(build):
+        from learner.published import download, open_published
+
+        folder, manifest = open_published(build)
+        build_dir, entries = folder.uri, sft_entries(folder.uri, manifest)
+        build_id = str(manifest.get("build_id") or folder.name)
+        fetch = functools.partial(download, folder, entries)
+    else:
+        build_dir = lake.resolve_build(build)
+        manifest = read_manifest(build_dir)
+        entries = verify_sft_files(build_dir, manifest)
+        build_id = str(manifest.get("build_id") or build_dir.name)
     digest = hashlib.sha256("".join(str(entry.get("sha256", entry["path"])) for entry in entries).encode()).hexdigest()[:12]
     target = cache_root / f"{build_id}-{digest}"
     remove_leftovers_in(cache_root)
@@ -146,13 +176,13 @@ def prepare_source(lake: Lake, build: str, weight: float, cache_root: Path) -> S
             log.warning("the cache %s is damaged (its files do not hold the rows rows.json counts): caching build %s again", target, build_id)
         else:
             log.info("caching the sft rows of build %s in %s", build_id, target)
-        counts = _write_cache(build_dir, entries, target, replace=damaged)
+        counts = _write_cache(None if fetch else build_dir, entries, target, replace=damaged, fetch=fetch)
     if counts["train"] == 0:
         raise TrajforgeError(nothing_to_learn(build_id, build_dir, manifest, entries, counts["dev"]))
     return Source(build_id, str(build_dir), weight, str(target), counts["train"], counts["dev"])
 
 
-def nothing_to_learn(build_id: str, build_dir: Path, manifest: dict, entries: list[dict], dev_rows: int) -> str:
+def nothing_to_learn(build_id: str, build_dir: Path | str, manifest: dict, entries: list[dict], dev_rows: int) -> str:
     """Why a build gives no train row, and what to do: an empty sft table is explained from what its manifest says."""
     rows = sum(int(entry.get("rows") or 0) for entry in entries)
     if rows:
@@ -202,3 +232,19 @@ def sample_texts(source: Source, limit: int = 2000) -> Iterator[str]:
         for message in messages:
             if message.get("content"):
                 yield message["content"]
+
+
+def ensure_on_this_node(source: Source, build: str) -> Source:
+    """On a worker, before it opens the cache: a worker whose node does not see the driver's cache folder (a learner
+    node that shares no disk with the head) makes it again from the published build `build` (the same URI), downloaded,
+    verified and cached the same way (the build the driver resolved, even when LATEST moved since); it must still have the
+    files the driver cached."""
+    if not is_uri(build) or cached_counts(Path(source.cache_dir)) is not None:
+        return source
+    log.warning("the cache %s of build %s is not on this node: downloading the build again from %s", source.cache_dir, source.build_id,
+                source.build_dir)
+    made = prepare_source(Lake.at("."), with_name(build, source.build_id), source.weight, Path(source.cache_dir).parent)  # not a newer LATEST
+    if made.cache_dir != source.cache_dir or (made.train_rows, made.dev_rows) != (source.train_rows, source.dev_rows):
+        raise LakeCorruption(f"{source.build_dir} no longer holds the files the driver cached as {source.cache_dir} (it was published "
+                             "again with other files): start the run again")
+    return source

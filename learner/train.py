@@ -333,7 +333,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "--set learner.train.max_steps=20.")
     parser.add_argument("--config", type=Path, default=None, help="learner config (default configs/learner.yaml)")
     parser.add_argument("--cluster-config", type=Path, default=None, help="cluster topology (default configs/cluster.yaml)")
-    parser.add_argument("--build", default=None, help="train on this one build (a build id, `latest`, `latest:<org>` or a folder) instead of learner.data.builds")
+    parser.add_argument("--build", default=None, help="train on this one build (a build id, `latest`, `latest:<org>`, a folder, or a published build's URI: "
+                        "s3://bucket/prefix/<id> or .../latest) instead of learner.data.builds")
     parser.add_argument("--lake", type=Path, default=None, help="the lake holding the builds (learner.data.lake)")
     parser.add_argument("--estimate", action="store_true",
                         help="print DeepSpeed's memory estimate for learner.model on the GPUs its workers use and exit; needs only the "

@@ -20,7 +20,7 @@ from learner import checkpoint
 from learner.metrics import MetricsWriter, memory_gb
 from learner.resume_data import data_record, data_signature
 from learner.settings import LearnerSettings
-from learner.sources import Source
+from learner.sources import Source, ensure_on_this_node
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,9 @@ def worker_main(config: dict[str, Any]) -> None:
         skip_shared_memory_comm_build()
     # DeepSpeed calls torch.distributed's deprecated all_gather_into_tensor / reduce_scatter_tensor on every step.
     warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
-    trainer = Trainer(LearnerSettings.model_validate(config["settings"]), [Source(**item) for item in config["sources"]],
-                      Path(config["model_dir"]), on_gpu=config["on_gpu"], peak_tflops=config["peak_tflops"])
+    settings = LearnerSettings.model_validate(config["settings"])
+    sources = [ensure_on_this_node(Source(**item), mix.build) for item, mix in zip(config["sources"], settings.data.builds, strict=True)]
+    trainer = Trainer(settings, sources, Path(config["model_dir"]), on_gpu=config["on_gpu"], peak_tflops=config["peak_tflops"])
     try:
         trainer.run()
     finally:

@@ -60,6 +60,12 @@ TRAINING_MIN_DURATION = 10
 TRAINING_EXCLUSION_REASONS = ("too_few_steps", "no_actions", "no_observations", "insufficient_tokens", "too_short")
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
+
+# The client's (`shared/constants.js`): steps a recorded CHUNK carries, the age of its first step at which it goes
+# anyway, and envelopes its outbox (the spool) may hold waiting for the service.
+CHUNK_SIZE = 200
+CHUNK_TIMEOUT_MS = 300_000
+MAX_QUEUE_SIZE = 10_000
 MAX_BATCH_ENVELOPES = 500
 EMBEDDING_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384

@@ -27,6 +27,14 @@ _SCHEMA = (
 )
 
 
+class SpoolFull(RuntimeError):
+    """Envelopes not spooled because the spool would hold more than its capacity; nothing in it was dropped."""
+
+    def __init__(self, pending: int, capacity: int, refused: int):
+        super().__init__(f"the spool holds {pending} envelopes of at most {capacity}: {refused} more not spooled")
+        self.pending, self.capacity, self.refused = pending, capacity, refused
+
+
 @dataclass(frozen=True)
 class Spooled:
     id: int
@@ -91,10 +99,13 @@ class Spool:
     def put(self, session_id: str, body: bytes) -> int:
         return self.put_many(session_id, [body])[0]
 
-    def put_many(self, session_id: str, bodies: list[bytes]) -> list[int]:
-        """Spool envelopes in one transaction, in this order; their ids."""
+    def put_many(self, session_id: str, bodies: list[bytes], capacity: int | None = None) -> list[int]:
+        """Spool envelopes in one transaction, in this order; their ids. With `capacity`, all or none: SpoolFull when
+        the spool would then hold more than that many (counted in the transaction, so processes sharing it agree)."""
         now = time.time()
         with self._write() as conn:
+            if capacity is not None and (pending := conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]) + len(bodies) > capacity:
+                raise SpoolFull(pending, capacity, len(bodies))
             return [conn.execute("INSERT INTO outbox (session_id, body, created_at) VALUES (?, ?, ?)", (session_id, body, now)).lastrowid
                     for body in bodies]
 

@@ -1,10 +1,19 @@
 """The Python SDK an agent uses to send signed trajectories to the ingest service.
 
     client = IngestClient("http://127.0.0.1:8000", spool_path="~/.cache/trajforge/spool.db")
-    session = client.open_session(provider="codex", model="gpt-5.5", contributor_id=contributor_id_for("alice"))
-    session.send_chunk(steps, metadata={"agent_role": "frontend"})
-    session.close({"status": "SUCCESS"})
+    session = client.open_session(provider="codex", model="gpt-5.5", contributor_id=contributor_id_for("alice"),
+                                  metadata={"agent_role": "frontend"})
+    session.record({"type": "thought", "content": "I'll scaffold the project..."})   # numbered and timestamped
+    session.record({"type": "action", "tool": "command_execution", "arguments": {"command": "mkdir -p src"}})
+    session.send_chunk(steps)                     # or steps already gathered, at once
+    session.close({"status": "SUCCESS"})          # the recorded steps still buffered first, then SESSION_CLOSE
     client.flush()
+
+Recorded steps go as one CHUNK every 200 (`chunk_size`, the specification's CHUNK_SIZE) or when the first of them is
+5 minutes old (`chunk_timeout_s`, CHUNK_TIMEOUT_MS; checked at each `record` and by a background timer); each is
+checked as it is recorded, so a bad step is refused alone (EnvelopeRejected names its field). The spool holds at most
+10,000 envelopes (`max_queue_size`, MAX_QUEUE_SIZE): past that a send or record raises QueueFull, which says what to do,
+and nothing already spooled or recorded is dropped.
 
 Every envelope is signed (HMAC-SHA256 keyed by the ECDH secret of its session, over the JavaScript
 serialization the server reproduces), written to a durable local spool, then delivered in order
@@ -19,19 +28,20 @@ the retries again) until the service's Retry-After is over or `/health` answers,
 `offline_probe_s` (60 s, as the specification's client probes its offline queue). A refusal (4xx) sets aside only
 the envelope refused; 5xx, 429 and no answer keep everything in the spool.
 
-Modules: `ingest` (the client), `session` (numbering and signing), `outbox` (delivery from the spool and the
-offline mode), `transport` (HTTP with retries), `batching` (cutting into pieces the service takes), `errors`,
-`identity` (contributor id, machine fingerprint, version hash); the spool itself is `trajforge.spool`.
+Modules: `ingest` (the client), `session` (numbering and signing), `recorder` (steps one at a time, the chunk
+policy), `outbox` (delivery from the spool and the offline mode), `transport` (HTTP with retries), `batching` (cutting
+into pieces the service takes), `errors`, `identity` (contributor id, machine fingerprint, version hash); the spool
+itself is `trajforge.spool`.
 """
 
 from trajforge.client.batching import fitting
-from trajforge.client.errors import RETRYABLE, IngestError, ServiceUnreachable, retryable
+from trajforge.client.errors import RETRYABLE, IngestError, QueueFull, ServiceUnreachable, retryable
 from trajforge.client.identity import GROOVE_VERSION, app_version_hash, contributor_id_for, machine_fingerprint
 from trajforge.client.ingest import IngestClient
 from trajforge.client.outbox import FlushReport
 from trajforge.client.session import Session
 
 __all__ = [
-    "GROOVE_VERSION", "RETRYABLE", "FlushReport", "IngestClient", "IngestError", "ServiceUnreachable", "Session",
+    "GROOVE_VERSION", "RETRYABLE", "FlushReport", "IngestClient", "IngestError", "QueueFull", "ServiceUnreachable", "Session",
     "app_version_hash", "contributor_id_for", "fitting", "machine_fingerprint", "retryable",
 ]

@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from trajforge.spool import SpoolFull
+
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 
 
@@ -19,6 +21,20 @@ class IngestError(RuntimeError):
         super().__init__(f"HTTP {status}: {answer.get('message') or answer}")
         self.status = status
         self.answer = answer
+
+
+class QueueFull(SpoolFull):
+    """Envelopes refused because the spool already holds `max_queue_size` waiting for the service (the specification's
+    MAX_QUEUE_SIZE, 10,000): none of them was spooled (their sequences are free again) and nothing spooled was dropped."""
+
+    def __init__(self, full: SpoolFull, base_url: str):
+        super().__init__(full.pending, full.capacity, full.refused)
+        self.args = (
+            f"the client's spool already holds {full.pending} envelopes waiting for the ingest service at {base_url} "
+            f"(max_queue_size={full.capacity}), so {full.refused} more were not taken; nothing already spooled was dropped. "
+            "Deliver the backlog with client.flush() once the service answers (or start_background_drain()), then send "
+            "again; or give IngestClient a larger max_queue_size",
+        )
 
 
 class ServiceUnreachable(httpx.TransportError):

@@ -17,6 +17,7 @@ from trajforge.client.batching import pieces
 from trajforge.client.errors import IngestError, ServiceUnreachable
 from trajforge.client.identity import GROOVE_VERSION, app_version_hash, machine_fingerprint
 from trajforge.client.outbox import FlushReport, Outbox
+from trajforge.client.recorder import ChunkTimer
 from trajforge.client.session import Session
 from trajforge.client.transport import Transport
 from trajforge.spool import Spool
@@ -26,6 +27,15 @@ log = logging.getLogger("trajforge.client")
 
 def _event_json(event: dict[str, Any]) -> bytes:
     return json.dumps(event, ensure_ascii=False).encode()
+
+
+def _check_limits(chunk_size: int, chunk_timeout_s: float | None, max_queue_size: int | None) -> None:
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a whole number of steps, at least 1 (got {chunk_size!r})")
+    if chunk_timeout_s is not None and not chunk_timeout_s > 0:
+        raise ValueError(f"chunk_timeout_s must be more than 0 seconds, or None for no timeout (got {chunk_timeout_s!r})")
+    if max_queue_size is not None and (not isinstance(max_queue_size, int) or max_queue_size < 1):
+        raise ValueError(f"max_queue_size must be a whole number of envelopes, at least 1, or None for no limit (got {max_queue_size!r})")
 
 
 class IngestClient:
@@ -44,14 +54,23 @@ class IngestClient:
         max_body_bytes: int = c.MAX_BODY_BYTES,
         max_steps_per_envelope: int = c.MAX_STEPS_PER_ENVELOPE,
         max_events_per_request: int = 1000,
+        chunk_size: int = c.CHUNK_SIZE,
+        chunk_timeout_s: float | None = c.CHUNK_TIMEOUT_MS / 1000,
+        chunk_timer: bool = True,
+        max_queue_size: int | None = c.MAX_QUEUE_SIZE,
         transport: httpx.BaseTransport | None = None,
     ):
+        _check_limits(chunk_size, chunk_timeout_s, max_queue_size)
         self.base_url = base_url.rstrip("/")
         self.transport = Transport(self.base_url, timeout_s=timeout_s, max_retries=max_retries, backoff_base_s=backoff_base_s,
                                    backoff_max_s=backoff_max_s, transport=transport)
         self._http = self.transport.http
         self.spool = Spool(Path(spool_path).expanduser() if str(spool_path) != ":memory:" else spool_path)
-        self.outbox = Outbox(self.spool, self.transport, batch_size=batch_size, max_body_bytes=max_body_bytes, offline_probe_s=offline_probe_s)
+        self.outbox = Outbox(self.spool, self.transport, batch_size=batch_size, max_body_bytes=max_body_bytes, offline_probe_s=offline_probe_s,
+                             max_queue_size=max_queue_size)
+        self.chunk_size = chunk_size  # steps a session's `record` gathers into one CHUNK (CHUNK_SIZE, 200)
+        self.chunk_timeout_s = chunk_timeout_s  # age of the first buffered step at which the chunk goes anyway (None: never)
+        self.chunk_timer = ChunkTimer(thread=chunk_timer and chunk_timeout_s is not None, retry_s=offline_probe_s)
         self.session_timeout_s = session_timeout_s  # session open and close (the specification's 10 s)
         self.max_body_bytes = max_body_bytes  # the service's body limit (5 MB): envelopes, batches and event requests fit it
         self.max_steps_per_envelope = max_steps_per_envelope  # the schema's 500: more steps go in several envelopes
@@ -94,9 +113,11 @@ class IngestClient:
     # ---- sessions -------------------------------------------------------------------------------
 
     def open_session(self, *, provider: str, model: str, contributor_id: str, session_id: str | None = None, machine: str | None = None,
-                     version_hash: str | None = None, groove_version: str = GROOVE_VERSION) -> Session:
+                     version_hash: str | None = None, groove_version: str = GROOVE_VERSION,
+                     metadata: dict[str, Any] | None = None) -> Session:
         """ECDH with the service; needs the service to be reachable (a session cannot be signed offline): raises
-        ServiceUnreachable (an httpx.TransportError) when it does not answer, IngestError when it refuses."""
+        ServiceUnreachable (an httpx.TransportError) when it does not answer, IngestError when it refuses. `metadata`
+        (agent_role, agent_id, ...) goes in each of the session's envelopes, a send's own metadata over it."""
         public_b64, private_b64 = crypto.generate_keypair()
         request = {
             "session_id": session_id or f"sess_{uuid.uuid4()}",
@@ -117,7 +138,7 @@ class IngestClient:
         if status != 200:
             raise IngestError(status, answer)
         secret = crypto.derive_shared_secret(private_b64, answer["server_public_key"])
-        return Session(self, request["session_id"], secret, contributor_id, request["app_version_hash"], provider, model)
+        return Session(self, request["session_id"], secret, contributor_id, request["app_version_hash"], provider, model, metadata)
 
     # ---- delivery -------------------------------------------------------------------------------
 
@@ -161,6 +182,14 @@ class IngestClient:
         the spool is a file, which keeps them for the next run)."""
         if self._stop.is_set():
             return  # closed already (close() inside a with block, then its exit)
+        for session in self.chunk_timer.holding():  # recorded steps not yet sent: spooled as chunks (sessions stay open)
+            try:
+                session.flush()
+            except Exception as exc:  # noqa: BLE001 - the other sessions' steps still go
+                log.error("%d recorded steps of %s could not be spooled at the client's close (%s): they are only in the "
+                          "Session object now; give it an open client (session.client) and call session.flush()",
+                          session.buffered_steps, session.session_id, exc)
+        self.chunk_timer.stop()
         self._stop.set()
         if self._drainer is not None:
             self._drainer.join(timeout=5)

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import httpx
 
 from trajforge.client.batching import fitting
-from trajforge.client.errors import IngestError, retry_after, retryable
+from trajforge.client.errors import IngestError, QueueFull, retry_after, retryable
 from trajforge.client.transport import Transport
-from trajforge.spool import Spool, Spooled
+from trajforge.spool import Spool, Spooled, SpoolFull
 
 log = logging.getLogger("trajforge.client")
 SINGLE, BATCH = "/v1/training/ingest", "/v1/training/ingest:batch"
@@ -53,8 +53,10 @@ class Refused:
 
 
 class Outbox:
-    def __init__(self, spool: Spool, transport: Transport, *, batch_size: int, max_body_bytes: int, offline_probe_s: float):
+    def __init__(self, spool: Spool, transport: Transport, *, batch_size: int, max_body_bytes: int, offline_probe_s: float,
+                 max_queue_size: int | None = None):
         self.spool = spool
+        self.max_queue_size = max_queue_size  # envelopes the spool may hold (None: no limit); more are refused (QueueFull)
         self.transport = transport
         self.batch_size = batch_size
         self.max_body_bytes = max_body_bytes
@@ -69,9 +71,22 @@ class Outbox:
     # ---- sends ----------------------------------------------------------------------------------
 
     def put(self, session_id: str, bodies: list[bytes]) -> list[int]:
-        """Spool envelopes (in one transaction, in this order) whose answers a sender will wait for."""
+        """Spool envelopes (in one transaction, in this order) whose answers a sender will wait for. All or none: when
+        the spool holds `max_queue_size` (and a drain, if the service may be back, does not make room), QueueFull."""
+        try:
+            return self._put(session_id, bodies)
+        except SpoolFull as full:
+            if not self.back_online():
+                raise QueueFull(full, self.transport.base_url) from None
+        self.drain()
+        try:
+            return self._put(session_id, bodies)
+        except SpoolFull as full:
+            raise QueueFull(full, self.transport.base_url) from None
+
+    def _put(self, session_id: str, bodies: list[bytes]) -> list[int]:
         with self._answers_lock:
-            ids = self.spool.put_many(session_id, bodies)
+            ids = self.spool.put_many(session_id, bodies, self.max_queue_size)
             self._waiting.update(dict.fromkeys(ids))
         return ids
 

@@ -1,106 +1,38 @@
-"""Reading a dataset's records and turning each into the common form of seed 002 section 3.2:
+"""Turning a dataset's records into the common form of seed 002 section 3.2:
 
     {"instruction": str, "pre": str, "post": str, "language": str, "tags": [str]}
 
-Files: JSON lines (`.jsonl`, `.jsonl.gz`), a JSON array (`.json`), Parquet (`.parquet`); a folder is read file by file
-in name order. Adapters:
+`readers.py` reads the files (JSON lines, JSON, Parquet, CSV; a folder file by file). Adapters:
 - `commitpackft`: bigcode/commitpackft's layout (commit, old_file, new_file, old_contents, new_contents, subject,
   message, lang, license, repos): the instruction is `subject` (else the first line of `message`).
 - `editpackft`: nuprl/EditPackFT's (the same fields, plus `instruction`, `ndiff`, `content`): `instruction` first.
-- `fields`: any layout, by the mapping in the config (`FieldMap`).
+- `opencodeedit`, `agentpack`, `marv`, `smellycode`: those datasets' own layouts (`layouts.py`).
+- `fields`: any one-record-per-edit layout, by the mapping in the config (`FieldMap`).
 Tags carry the provenance the contract has no field for: `dataset:`, `path:` (the edited file, whose extension
 confirms the language), `license:` (a record's own, CommitPackFT's per-repository licence), `commit:`, `repo:`.
-A line that is not JSON, or a record without a required field, is a `CorruptRecord` naming the file and line.
+A record without what its adapter needs is a `CorruptRecord` naming the file and line (the layout is wrong: ingestion
+stops); a well-formed one the adapter cannot turn into pre/post raises `Unconvertible`, which ingestion counts.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipelines.datasets.readers import READABLE, CorruptRecord, Unconvertible, read_records
 from pipelines.datasets.settings import DatasetSpec, FieldMap
-from trajforge.errors import LakeCorruption
 
-READABLE = (".jsonl", ".jsonl.gz", ".json", ".parquet")
-
-
-class CorruptRecord(LakeCorruption):
-    """A record the adapter cannot read; the message names the file and the line (or row)."""
+__all__ = ["READABLE", "CorruptRecord", "Unconvertible", "normalize", "read_records", "source_records"]
 
 
-def _format(path: Path, declared: str) -> str:
-    if declared != "auto":
-        return declared
-    name = path.name.lower()
-    for suffix, kind in ((".jsonl.gz", "jsonl"), (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"), (".parquet", "parquet")):
-        if name.endswith(suffix):
-            return kind
-    raise CorruptRecord(f"{path}: cannot tell its format from the name; set file_format (jsonl, json, parquet) for this dataset")
+def source_records(spec: DatasetSpec, path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The records of a fetched source as its adapter reads them."""
+    if spec.adapter == "smellycode":
+        from pipelines.datasets.layouts import smellycode_records
 
-
-def read_records(path: Path, declared: str = "auto") -> Iterator[tuple[str, dict[str, Any]]]:
-    """(location, record) of every record under `path`: `file:line` for JSON lines, `file:row N` otherwise."""
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and (declared != "auto" or p.name.lower().endswith(READABLE)))
-        if not files:
-            raise CorruptRecord(f"{path}: no readable data file ({', '.join(READABLE)}) in the folder")
-        for file in files:
-            yield from read_records(file, declared)
-        return
-    kind = _format(path, declared)
-    if kind == "jsonl":
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        try:
-            with opener(path, "rt", encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    if line.strip():
-                        yield f"{path}:{number}", _object(line, f"{path}:{number}")
-        except (UnicodeDecodeError, OSError, EOFError) as exc:
-            raise CorruptRecord(f"{path}: unreadable ({exc}); fetch it again") from None
-    elif kind == "json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CorruptRecord(f"{path}: not valid JSON ({exc}); fetch it again") from None
-        rows = data.get("data") if isinstance(data, dict) else data
-        if not isinstance(rows, list):
-            raise CorruptRecord(f"{path}: expected a JSON array of records (or {{\"data\": [...]}})")
-        for index, row in enumerate(rows):
-            yield f"{path}:row {index + 1}", _checked(row, f"{path}:row {index + 1}")
-    else:
-        yield from _parquet(path)
-
-
-def _parquet(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        reader = pq.ParquetFile(path)
-        row = 0
-        for batch in reader.iter_batches(batch_size=1024):
-            for record in batch.to_pylist():
-                row += 1
-                yield f"{path}:row {row}", record
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise CorruptRecord(f"{path}: not a readable Parquet file ({exc}); fetch it again") from None
-
-
-def _object(line: str, where: str) -> dict[str, Any]:
-    try:
-        value = json.loads(line)
-    except ValueError as exc:
-        raise CorruptRecord(f"{where}: not a JSON record ({exc.args[0] if exc.args else exc}); the file is damaged: fetch it again") from None
-    return _checked(value, where)
-
-
-def _checked(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise CorruptRecord(f"{where}: a record must be a JSON object, got {type(value).__name__}")
-    return value
+        return smellycode_records(path)
+    return read_records(path, spec.file_format, keyed=spec.adapter == "marv")
 
 
 def _get(record: dict[str, Any], names: str | list[str] | None) -> Any:
@@ -151,6 +83,10 @@ TAG_NAMES = {"repos": "repo"}
 
 def normalize(name: str, spec: DatasetSpec, record: dict[str, Any], where: str) -> dict[str, Any]:
     """One record in the common form; a CorruptRecord naming `where` when it lacks what the adapter needs."""
+    from pipelines.datasets.layouts import CONVERTERS
+
+    if spec.adapter in CONVERTERS:
+        return CONVERTERS[spec.adapter](name, canonical_language(spec.language), record, where)
     mapping = {"commitpackft": COMMIT_FIELDS, "editpackft": EDITPACK_FIELDS}.get(spec.adapter) or spec.fields
     assert mapping is not None  # the settings refuse `fields` without a mapping
     instruction = _get(record, mapping.instruction)

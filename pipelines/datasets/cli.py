@@ -15,6 +15,8 @@ Stages (--stage, default all):
            {instruction, pre, post, language, tags} in normalized/part-*.jsonl, and _meta.json (source, version,
            license, downloaded_at, sha256, num_records). The folder is published in one rename: a killed run leaves
            the previous version. A dataset already ingested from the same sha256 is skipped (--force: again).
+           A record its adapter cannot turn into pre/post (AgentPack: a patch of several files or hunks; SmellyCode:
+           no refactored code) is counted by reason in _ingest.json and the report, never silently dropped.
   process  a Ray Data job over the ingested datasets: confirm each record's language (file extension and an ast-grep
            parse), leave out inputs over datasets.max_input_tokens, keep the first of identical (instruction, pre)
            pairs across datasets (catalog order), split train/dev/test by a hash, and write
@@ -80,7 +82,7 @@ def run_command(args: argparse.Namespace) -> int:
         reports = write_reports(manifest, settings.reports)
         result["processed"] = {"path": str(processed_path(settings)), "files": manifest["files"], "seconds": manifest["seconds"],
                                "reports": [str(path) for path in reports],
-                               "datasets": {name: {key: stats[key] for key in ("records", "kept", "dropped")}
+                               "datasets": {name: {key: stats[key] for key in ("records", "kept", "dropped", "not_converted")}
                                             for name, stats in manifest["datasets"].items()}}
     print(json.dumps(result, indent=2) if args.json else summary(result))
     return 0
@@ -89,12 +91,16 @@ def run_command(args: argparse.Namespace) -> int:
 def summary(result: dict) -> str:
     lines = []
     for item in result.get("ingested", []):
-        lines.append(f"{item['name']}: {item['status']}, {item['num_records']} records, sha256 {item['sha256'][:12]}… ({item['path']})")
+        skipped = ", ".join(f"{reason} {count}" for reason, count in item.get("not_converted", {}).items())
+        lines.append(f"{item['name']}: {item['status']}, {item['num_records']} records"
+                     f"{f' (not converted: {skipped})' if skipped else ''}, sha256 {item['sha256'][:12]}… ({item['path']})")
     processed = result.get("processed")
     if processed:
         for name, stats in processed["datasets"].items():
             dropped = ", ".join(f"{reason} {count}" for reason, count in stats["dropped"].items()) or "none"
-            lines.append(f"{name}: kept {stats['kept']} of {stats['records']} (dropped: {dropped})")
+            skipped = ", ".join(f"{reason} {count}" for reason, count in stats.get("not_converted", {}).items())
+            lines.append(f"{name}: kept {stats['kept']} of {stats['records']} (dropped: {dropped})"
+                         f"{f'; not converted at ingestion: {skipped}' if skipped else ''}")
         lines.append("splits: " + ", ".join(f"{item['path']} {item['rows']}" for item in processed["files"] if item["rows"]))
         lines.append(f"written to {processed['path']} in {processed['seconds']} s; reports: {', '.join(processed['reports'])}")
     return "\n".join(lines)

@@ -5,6 +5,11 @@
     _meta.json                    the section 3.1 contract (`meta.DatasetMeta`)
     _ingest.json                  what made the normalized files (adapter and its settings, counts), to know when to redo
 
+A record the adapter cannot turn into pre/post (`Unconvertible`: a multi-file patch, a smell with no refactored code)
+is not normalized: it is counted by reason in `_ingest.json` (`not_converted`, with the first few locations and
+messages in `not_converted_examples`), logged, and shown in the dataset's report; `_meta.json`'s `num_records` counts
+the normalized records.
+
 The folder is filled under a temporary name beside it and renamed into place (`trajforge.atomic.staged_dir`): a run
 killed at any point leaves the dataset as it was (or, killed between the two renames, absent), never a folder that
 looks complete; the next publish removes what killed runs left. A dataset whose published sha256 and adapter settings
@@ -16,11 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.datasets.adapters import normalize, read_records
+from pipelines.datasets.adapters import Unconvertible, normalize, source_records
 from pipelines.datasets.fetch import fetch, source_digest
 from pipelines.datasets.meta import META_FILE, DatasetMeta, MetaError, now, read_meta
 from pipelines.datasets.settings import DatasetSpec, DatasetsSettings
@@ -30,7 +36,8 @@ from trajforge.lake import Lake
 
 log = logging.getLogger(__name__)
 INGEST_FILE = "_ingest.json"
-NORMALIZED_VERSION = "1"  # bump when the normalized form or an adapter changes: every dataset is normalized again
+NORMALIZED_VERSION = "2"  # bump when the normalized form or an adapter changes: every dataset is normalized again
+EXAMPLES = 5  # not-converted records whose location and message _ingest.json keeps
 
 
 @dataclass
@@ -40,6 +47,8 @@ class Ingested:
     num_records: int
     sha256: str
     path: str
+    not_converted: dict[str, int] = field(default_factory=dict)
+    """Records the adapter could not turn into pre/post, by reason."""
 
 
 def recipe(spec: DatasetSpec, records_per_shard: int) -> str:
@@ -71,7 +80,7 @@ def ingest_dataset(name: str, spec: DatasetSpec, settings: DatasetsSettings, *, 
         raise ConfigError(f"datasets.catalog.{name}.source: {spec.source} does not exist (relative to {Path.cwd()}): check the path")
     if not force and (meta := _published(folder, current[0], wanted)):
         log.info("%s: already ingested from sha256 %s (%d records): skipped", name, meta.sha256[:12], meta.num_records)
-        return Ingested(name, "skipped", meta.num_records, meta.sha256, str(folder))
+        return Ingested(name, "skipped", meta.num_records, meta.sha256, str(folder), not_converted(folder))
     with staged_dir(folder) as staging:
         fetched = fetch(name, spec, staging / "source", settings.download, progress)
         counts = _normalize(name, spec, fetched.path, staging / "normalized", settings.records_per_shard, progress)
@@ -81,7 +90,7 @@ def ingest_dataset(name: str, spec: DatasetSpec, settings: DatasetsSettings, *, 
                                                        "bytes": fetched.size, **counts}, indent=2) + "\n", encoding="utf-8")
         (staging / META_FILE).write_text(meta.to_json(), encoding="utf-8")  # last: a folder with it is complete
     log.info("%s: ingested %d records from %s (sha256 %s)", name, meta.num_records, spec.source, meta.sha256[:12])
-    return Ingested(name, "ingested", meta.num_records, meta.sha256, str(folder))
+    return Ingested(name, "ingested", meta.num_records, meta.sha256, str(folder), counts["not_converted"])
 
 
 def _normalize(name: str, spec: DatasetSpec, source: Path, out: Path, per_shard: int, progress: bool) -> dict[str, Any]:
@@ -89,24 +98,47 @@ def _normalize(name: str, spec: DatasetSpec, source: Path, out: Path, per_shard:
 
     out.mkdir(parents=True, exist_ok=True)
     shard, lines, total, shards = 0, [], 0, 0
+    skipped: Counter[str] = Counter()
+    examples: list[dict[str, str]] = []
     with tqdm(desc=f"normalize {name}", unit="record", disable=not progress) as bar:
-        for where, record in read_records(source, spec.file_format):
-            lines.append(json.dumps(normalize(name, spec, record, where), ensure_ascii=False))
-            total += 1
+        for where, record in source_records(spec, source):
             bar.update()
+            try:
+                normalized = normalize(name, spec, record, where)
+            except Unconvertible as exc:
+                skipped[exc.reason] += 1
+                if len(examples) < EXAMPLES:
+                    examples.append({"reason": exc.reason, "message": str(exc)})
+                    log.warning("%s: not converted (%s): %s", name, exc.reason, exc)
+                continue
+            lines.append(json.dumps(normalized, ensure_ascii=False))
+            total += 1
             if len(lines) == per_shard:
                 write_shard(out, shard, lines)
                 shard, lines, shards = shard + 1, [], shards + 1
     if lines or not total:
         write_shard(out, shard, lines)
         shards += 1
-    return {"records": total, "shards": shards}
+    if skipped:
+        log.warning("%s: %d records not converted to pre/post (%s); see _ingest.json and the report", name, sum(skipped.values()),
+                    ", ".join(f"{reason} {count}" for reason, count in sorted(skipped.items())))
+    return {"records": total, "shards": shards, "not_converted": dict(sorted(skipped.items())), "not_converted_examples": examples}
 
 
 def write_shard(out: Path, index: int, lines: list[str]) -> Path:
     path = out / f"part-{index:05d}.jsonl"
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path
+
+
+def not_converted(folder: Path) -> dict[str, int]:
+    """The published dataset's count of records its adapter could not convert, by reason (empty when none or unknown)."""
+    try:
+        made = json.loads((folder / INGEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    counts = made.get("not_converted") if isinstance(made, dict) else None
+    return {str(k): int(v) for k, v in counts.items() if isinstance(v, int)} if isinstance(counts, dict) else {}
 
 
 def shards(folder: Path) -> list[Path]:

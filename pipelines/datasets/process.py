@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from pipelines.datasets.ingest import shards
+from pipelines.datasets.ingest import not_converted, shards
 from pipelines.datasets.meta import read_meta
 from pipelines.datasets.settings import DatasetsSettings
 from trajforge.atomic import staged_dir
@@ -168,7 +168,7 @@ def process(settings: DatasetsSettings, names: list[str], progress: bool = True)
     rows, metas = _inputs(settings, names)
     _counter(settings.tokenizer)  # a bad tokenizer fails here, in the driver, naming datasets.tokenizer
     init_ray()
-    stats = {name: _empty_stats(metas[name]) for name in names}
+    stats = {name: {**_empty_stats(metas[name]), "not_converted": not_converted(Lake.at(settings.lake).raw_dataset(name))} for name in names}
     seen: dict[bytes, str] = {}  # the first 16 bytes of each kept pair's sha256 -> its dataset
     context = DataContext.get_current()
     preserved, context.execution_options.preserve_order = context.execution_options.preserve_order, True

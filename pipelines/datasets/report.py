@@ -1,6 +1,7 @@
 """The Markdown report of each dataset (seed 002 section 3.2 step 6): `reports/datasets/<dataset>.md`.
 
-Counts (read, kept, dropped by reason, duplicates by the dataset that kept the first copy), average input tokens,
+Records the adapter could not turn into pre/post at ingestion (by reason), counts (read, kept, dropped by reason,
+duplicates by the dataset that kept the first copy), average input tokens,
 language ratios, the records per output split, the `_meta.json` contract and a few sample hashes (section 3.4).
 """
 
@@ -20,6 +21,18 @@ REASONS = {
     "out_of_scope_language": "the language is in none of datasets.languages' folders",
     "no_language": "neither a language field nor a known file extension",
 }
+NOT_CONVERTED = {
+    "multi_file_patch": "the patch changes more than one file; a pre/post pair holds one",
+    "multi_hunk_patch": "the patch changes one file in several separate places; their sides are not one text",
+    "binary_patch": "the patch changes a binary file",
+    "no_content_change": "the patch renames a file or changes its mode, not its text",
+    "malformed_patch": "the patch does not parse as a unified diff (or is truncated)",
+    "no_patch": "the record has no patch",
+    "no_instruction": "the record has no instruction (description) to use",
+    "no_edit_prompt": "no user turn with the dataset's '## Code Before / Instruction / Code After' prompt",
+    "no_post_code": "the record has no code after the edit (SmellyCode: smelly code and annotations only)",
+    "not_validated": "the dataset's validators did not all accept the refactoring",
+}
 
 
 def _ratio(part: int, whole: int) -> str:
@@ -32,6 +45,11 @@ def render(name: str, stats: dict[str, Any], max_tokens: int, tokenizer: str) ->
     lines += [f"| {key} | `{meta[key]}` |" for key in ("source", "version", "license", "downloaded_at", "sha256", "num_records")]
     average_kept = stats["input_tokens"] / kept if kept else 0
     average_all = stats["all_input_tokens"] / records if records else 0
+    skipped = stats.get("not_converted") or {}
+    if skipped:
+        lines += ["", "## Not converted, and why", "", f"{sum(skipped.values())} source records could not be turned into pre/post at "
+                  "ingestion and are not in the counts below (`_ingest.json` names the first few):", ""]
+        lines += [f"- **{reason}** ({count}): {NOT_CONVERTED.get(reason, reason)}" for reason, count in sorted(skipped.items())]
     lines += ["", "## Counts", "", "| | records | share |", "| --- | ---: | ---: |",
               f"| read | {records} | 100.0% |", f"| kept | {kept} | {_ratio(kept, records)} |"]
     lines += [f"| dropped: {reason} | {count} | {_ratio(count, records)} |" for reason, count in sorted(stats["dropped"].items())]

@@ -51,9 +51,10 @@ class DatasetSpec(_Section):
     """The official manifest's sha256 of the file (of a folder: see `fetch.folder_digest`); required for a URL."""
     size: int | None = Field(default=None, ge=0)
     """The official manifest's size in bytes; required for a URL."""
-    adapter: Literal["commitpackft", "editpackft", "fields"]
+    adapter: Literal["commitpackft", "editpackft", "opencodeedit", "agentpack", "marv", "smellycode", "fields"]
+    """How the records read (`adapters.py`, `layouts.py`): a dataset's own layout, or `fields` with a mapping."""
     fields: FieldMap | None = None
-    file_format: Literal["auto", "jsonl", "json", "parquet"] = "auto"
+    file_format: Literal["auto", "jsonl", "json", "parquet", "csv"] = "auto"
     language: str | None = None
     """The language of every record, for a dataset without a language field."""
     license: str

@@ -81,7 +81,8 @@ def test_every_row_carries_its_provenance(built):
     assert row["source"] == "dataset" and row["session_id"] == row["example_id"] == f"dataset:commitpackft:{SUM['sha256'][:16]}"
     assert row["tier"] is None and row["score"] is None and row["reward"] is None and row["step"] is None
     assert row["provenance"] == {"source": "dataset", "session_id": row["session_id"], "contributor_id": None, "raw_ids": [SUM["sha256"]],
-                                 "repos": ["example-org/shop"], "commits": ["a" * 40], "files": ["shop/cart.py"], "license": "mit"}
+                                 "repos": ["example-org/shop"], "commits": ["a" * 40], "files": ["shop/cart.py"], "license": "mit",
+                                 "agent_actions": 0, "outcome": None, "agent_action_ids": []}  # no agent action names its commit
     # without a licence tag, the dataset's licence from the processed manifest
     assert row_of(rows, GUARD)["provenance"]["license"] == "Apache-2.0"
     assert row_of(rows, GUARD)["provenance"]["repos"] == [] and row_of(rows, GUARD)["provenance"]["files"] == ["stats.py"]

@@ -99,15 +99,19 @@ def test_commitpackft_layout_becomes_the_common_form_with_provenance_tags():
         "tags": ["dataset:commitpackft", "path:shop/cart.py", "license:mit", f"commit:{record['commit']}", "repo:example-org/sample-repo"]}
 
 
-def test_editpackft_parquet_takes_its_instruction_field_and_the_fields_adapter_maps_a_json_array():
+def test_editpackft_parquet_takes_its_instruction_field_and_the_fields_adapter_maps_a_json_array(tmp_path):
     spec = _spec("editpackft")
     rows = [normalize("editpackft", spec, record, where) for where, record in read_records(SAMPLES / "editpackft" / "train-00000-of-00001.parquet")]
     assert rows[2]["instruction"] == "Replace the index loop with Array.prototype.map"  # `instruction`, not `subject`
     assert [row["language"] for row in rows] == ["python", "python", "javascript"]
-    marv = [normalize("marv", _spec("marv"), record, where) for where, record in read_records(SAMPLES / "marv" / "marv.json")]
-    assert [row["language"] for row in marv] == ["java", "java"]  # the dataset's `language`
-    assert marv[0]["instruction"] == "Extract the validation into its own method" and "refactoring_type:Extract Method" in marv[0]["tags"]
-    assert "path:src/main/java/Order.java" in marv[0]["tags"]
+    source = tmp_path / "refactorings.json"
+    source.write_text(json.dumps([{"kind": "Extract Method", "about": "Extract the check", "file": "src/Order.java", "before": "a", "after": "b"}]))
+    mapped = DatasetSpec.model_validate({"source": str(source), "adapter": "fields", "language": "java", "license": "MIT", "version": "1",
+                                         "fields": {"instruction": ["about", "kind"], "pre": "before", "post": "after", "path": "file",
+                                                    "tags": ["kind"]}})
+    [(where, record)] = read_records(source)
+    assert normalize("x", mapped, record, where) == {"instruction": "Extract the check", "pre": "a", "post": "b", "language": "java",
+                                                     "tags": ["dataset:x", "path:src/Order.java", "kind:Extract Method"]}
 
 
 def test_a_damaged_line_or_a_record_of_another_layout_names_the_file_and_line(tmp_path):

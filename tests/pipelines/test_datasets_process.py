@@ -130,6 +130,8 @@ def test_the_samples_report_counts_tokens_languages_and_what_was_dropped_and_why
     assert f"| sha256 | `{manifest['inputs']['commitpackft']['sha256']}` |" in text
     stats = manifest["datasets"]["commitpackft"]
     assert f"{stats['input_tokens'] / 4:.1f} over the kept records" in text
+    agentpack = (settings.reports / "agentpack.md").read_text()  # what ingestion could not convert, by reason
+    assert "## Not converted, and why" in agentpack and "- **multi_hunk_patch** (1):" in agentpack and "| read | 2 | 100.0% |" in agentpack
     editpack = (settings.reports / "editpackft.md").read_text()
     assert "| dropped: duplicate | 1 | 33.3% |" in editpack and "commitpackft 1" in editpack
     for row in _rows(settings):  # the teacher and rollouts read a split as a tasks file
@@ -154,7 +156,14 @@ def test_trajforge_datasets_end_to_end_in_a_process(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert [item["status"] for item in result["ingested"]] == ["ingested"] * 6
-    assert sum(item["rows"] for item in result["processed"]["files"]) == 14
+    assert sum(item["rows"] for item in result["processed"]["files"]) == 13
+    datasets = result["processed"]["datasets"]
+    assert {name: stats["kept"] for name, stats in datasets.items()} == {
+        "commitpackft": 4, "editpackft": 2, "oce_dataft": 3, "agentpack": 2, "marv": 2, "smellycode": 0}
+    assert {name: stats["not_converted"] for name, stats in datasets.items() if stats["not_converted"]} == {
+        "oce_dataft": {"no_edit_prompt": 1}, "agentpack": {"multi_file_patch": 1, "multi_hunk_patch": 1},
+        "marv": {"not_validated": 1}, "smellycode": {"no_post_code": 2}}
+    assert [item["not_converted"] for item in result["ingested"]][-1] == {"no_post_code": 2}
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == sorted(f"{name}.md" for name in sample_catalog())
 
 

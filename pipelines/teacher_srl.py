@@ -3,21 +3,21 @@
     trajforge teacher [--config configs/teacher.yaml] [--lake ./lake] [--set teacher.sample=100] [--set sandbox.wall_time_s=10]
     ray job submit --working-dir . -- python -m pipelines.teacher_srl --config configs/teacher.yaml
 
-Samples tasks (from `trajforge synth-rules`), and for each runs up to `max_steps` steps on a
-TeacherWorker actor: the prompt from `configs/teacher_prompts.yaml` (system, `<state>`, instruction +
+Samples tasks (`teacher.tasks`, pipelines/task_sources.py: the synthetic tasks of `trajforge synth-rules`, the
+processed datasets' train/dev splits of `trajforge datasets`, tasks files, by weight), and for each runs up to
+`max_steps` steps on a TeacherWorker actor: the prompt from `configs/teacher_prompts.yaml` (system, `<state>`, instruction +
 code + the sandbox's feedback), the teacher's `<think>/<action>/<state_update>`, the action verified in
 the sandbox, rewards (verified, matches the gold result, tests pass). Each step goes to
 `lake/raw/trajectories/` with the teacher, model, temperature and seed, the job's `job_id` and the run's
 `run_id` (one per run of a task: a task Ray re-runs on a restarted worker is a new run). A task with a run
 whose last step is recorded (`final`) and answered is finished: a restarted job skips it, so a crash or
-`ray job stop` loses at most the tasks in flight. Ends with `reports/teacher/metrics.md`.
+`ray job stop` loses at most the tasks in flight. Ends with `reports/teacher/metrics.md` (by language and by source).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from collections import Counter, defaultdict
@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from pipelines.synth_rules import tasks_file
+from pipelines.task_sources import EVALUATE_HINT, SOURCE_KEY, TaskSource, TasksSetting, held_out_split_field, sample_tasks
+from pipelines.task_sources import TasksMissing  # noqa: F401 (where callers and tests import it from)
 from trajforge.atomic import write_atomic
 from trajforge.cluster import init_ray
-from trajforge.errors import ConfigError, TrajforgeError
+from trajforge.errors import ConfigError
 from trajforge.settings import load_section, parse_assignment
 from trajforge.trajectories import good_step
 
@@ -39,10 +41,6 @@ if TYPE_CHECKING:
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT / "configs" / "teacher.yaml"
-
-
-class TasksMissing(TrajforgeError, FileNotFoundError):
-    """The tasks file the teacher samples from is not there (`trajforge synth-rules` writes it)."""
 
 
 class TeacherSettings(BaseModel):
@@ -64,11 +62,16 @@ class TeacherSettings(BaseModel):
     """openai: retries of a request that timed out, could not connect or got a 429/5xx, with exponential backoff."""
     backoff_s: float = Field(default=0.5, ge=0)
     """openai: the first retry's wait, doubled for each later one."""
-    tasks: Path | None = None
-    """The tasks to sample; null: where `trajforge synth-rules --lake <lake>` writes them (`tasks_file`)."""
+    evaluate: bool = False
+    """An evaluation run: the processed datasets' held-out test split may be sampled (refused otherwise). The build
+    keeps the runs of those tasks out of training (pipelines/build/held_out.py)."""
+    tasks: TasksSetting = None
+    """The tasks to sample: null, where `trajforge synth-rules --lake <lake>` writes them (`tasks_file`); a JSON-lines
+    file; or a list of sources with weights (`pipelines.task_sources.TaskSource`: synth_rules, processed, a path)."""
     sample: int = Field(default=0, ge=0)
-    """Tasks per run, sampled with `seed`; 0: every task (the synthetic set's ~590, so that the report of the plain
-    `ray job submit ... --config configs/teacher.yaml` shows the 200 verified steps the specification asks for)."""
+    """Tasks per run, sampled with `seed` and shared out over the sources of `tasks` by weight; 0: every task (the
+    synthetic set's ~590, so that the report of the plain `ray job submit ... --config configs/teacher.yaml` shows the
+    200 verified steps the specification asks for)."""
     max_steps: int = Field(default=3, ge=1)
     sandbox_timeout_s: float = Field(default=30.0, gt=0)
     """How long the loop waits for one sandbox run (an action or its tests) once a jail takes it, as
@@ -87,9 +90,23 @@ class TeacherSettings(BaseModel):
             raise ValueError("an openai teacher needs its endpoint, e.g. --set teacher.base_url=https://api.example.com")
         return value
 
+    @field_validator("tasks")
+    @classmethod
+    def _test_split_only_to_evaluate(cls, value: Path | list[TaskSource] | None, info: ValidationInfo):
+        field = held_out_split_field(value)
+        if field and not info.data.get("evaluate"):
+            raise ValueError(f"{field} asks for the processed test split, which is held out: train or dev for teaching; "
+                             + EVALUATE_HINT)
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list names no tasks: leave teacher.tasks null for the synthetic tasks")
+        return value
+
     @property
-    def tasks_file(self) -> Path:
-        """`tasks`, or `<lake>/raw/tasks/synth_rules/tasks.jsonl` when it is null (it follows `lake`)."""
+    def tasks_file(self) -> Path | None:
+        """`tasks` when it is one file, `<lake>/raw/tasks/synth_rules/tasks.jsonl` when it is null (it follows `lake`);
+        None for a list of sources."""
+        if isinstance(self.tasks, list):
+            return None
         return self.tasks if self.tasks is not None else tasks_file(self.lake)
 
 
@@ -111,10 +128,17 @@ def load_teacher_settings(path: str | Path | None = None, assignments=()) -> Tea
 def absolute_teacher_settings(settings: TeacherSettings) -> TeacherSettings:
     """The settings with relative `lake`, `tasks` and `reports` made absolute in the driver (`with_absolute_paths`): the
     workers run in a folder of their own (`ray start`'s, on a cluster), in a submitted job against the project checkout."""
-    from trajforge.settings.job_paths import with_absolute_paths
+    from trajforge.settings.job_paths import absolute_data_paths, with_absolute_paths
 
-    return with_absolute_paths(settings, "teacher", ("lake", "tasks", "reports"),
-                               "--lake /shared/lake --set teacher.reports=/shared/reports/teacher")
+    example = "--lake /shared/lake --set teacher.reports=/shared/reports/teacher"
+    if not isinstance(settings.tasks, list):
+        return with_absolute_paths(settings, "teacher", ("lake", "tasks", "reports"), example)
+    settings = with_absolute_paths(settings, "teacher", ("lake", "reports"), example)
+    paths = {f"teacher.tasks[{index}].path": source.path for index, source in enumerate(settings.tasks)}
+    absolute = dict(absolute_data_paths(paths, example))
+    sources = [source.model_copy(update={"path": Path(absolute[field])}) if field in absolute else source
+               for field, source in zip(paths, settings.tasks)]
+    return settings.model_copy(update={"tasks": sources})
 
 
 def teacher_name(settings: TeacherSettings) -> str:
@@ -122,19 +146,9 @@ def teacher_name(settings: TeacherSettings) -> str:
 
 
 def load_tasks(settings: TeacherSettings) -> list[dict[str, Any]]:
-    path = settings.tasks_file
-    if not path.is_file():
-        if settings.tasks is None:
-            raise TasksMissing(f"no tasks at {path} (teacher.tasks follows teacher.lake={settings.lake}): "
-                               f"run `trajforge synth-rules --lake {settings.lake}` first, or set teacher.tasks to a tasks file")
-        raise TasksMissing(f"no tasks at {path} (teacher.tasks): run `trajforge synth-rules --lake LAKE` first, "
-                           f"which writes LAKE/raw/tasks/synth_rules/tasks.jsonl, and point teacher.tasks there (or leave it null)")
-    from actors.rollout import read_tasks
-
-    tasks = read_tasks(path)  # every line an object with a task_id, or a ConfigError naming the first bad one
-    if settings.sample and settings.sample < len(tasks):
-        tasks = sorted(random.Random(settings.seed).sample(tasks, settings.sample), key=lambda task: task["task_id"])
-    return tasks
+    """The run's tasks (`sample_tasks`), each with its source's label under `task_source`; every line of every file an
+    object with a task_id, or a ConfigError naming the first bad one; TasksMissing says what to run first."""
+    return sample_tasks(settings.tasks, settings.lake, settings.sample, settings.seed, settings.evaluate)
 
 
 def unanswered(record: dict[str, Any]) -> bool:
@@ -228,20 +242,21 @@ def write_report(settings: TeacherSettings, tasks: list[dict[str, Any]], stats: 
     for record in records:
         by_task[record["task_id"]].append(record)
     per_language: dict[str, Counter] = defaultdict(Counter)
+    per_source: dict[str, Counter] = defaultdict(Counter)
     rewards: Counter = Counter()
     for task_id, steps in by_task.items():
-        language = wanted[task_id]["language"]
         verified = any(s["reward"]["verified"] for s in steps)
         gold = any(s["reward"].get("matches_gold") for s in steps)
         answered = [s for s in steps if not unanswered(s)]
-        per_language[language].update(tasks=1, verified=int(verified), matches_gold=int(gold), steps=len(answered),
-                                      verified_steps=sum(bool(s["reward"]["verified"]) for s in answered),
-                                      good_steps=sum(good_step(s) for s in answered))
+        counts = dict(tasks=1, verified=int(verified), matches_gold=int(gold), steps=len(answered),
+                      verified_steps=sum(bool(s["reward"]["verified"]) for s in answered), good_steps=sum(good_step(s) for s in answered))
+        per_language[str(wanted[task_id].get("language", "python"))].update(counts)
+        per_source[str(wanted[task_id].get(SOURCE_KEY, "?"))].update(counts)
         if len(answered) < len(steps):
             rewards["no answer (teacher endpoint error)"] += len(steps) - len(answered)
         for step in answered:
             rewards["verified" if step["reward"]["verified"] else "not verified"] += 1
-            rewards["matches gold" if step["reward"].get("matches_gold") else "differs from gold"] += 1
+            rewards[GOLD_OUTCOMES[step["reward"].get("matches_gold")]] += 1
             if step["model_output"].get("errors"):
                 rewards["malformed output"] += 1
     tokens = Counter()
@@ -253,18 +268,16 @@ def write_report(settings: TeacherSettings, tasks: list[dict[str, Any]], stats: 
              f"- tasks: {len(by_task)} of {len(tasks)} sampled are finished; {len(records)} steps in the runs that finished them; "
              f"this job took {wall_s:.1f} s",
              f"- cost: {tokens['prompt_tokens']} prompt tokens, {tokens['completion_tokens']} completion tokens (this job)",
+             *([f"- evaluation run (teacher.evaluate): the processed test splits may be among the tasks; the build keeps "
+                "their runs out of training"] if settings.evaluate else []),
              *([f"- interrupted runs: {len(interrupted)} ({interrupted.total()} steps; a worker restarted mid-task, a stopped job): "
                 "kept in the lake, not counted here"] if interrupted else []),
              *([f"- **the teacher did not answer {len(failed)} tasks** (endpoint errors): not finished, the next run retries them: "
                 + ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else "")] if failed else []),
              "", "A task is verified when one of its steps is (its action applied cleanly). Precision is per step: the steps that"
-             " earned every reward (applied, equal to the gold result, tests pass where known) / the steps the teacher answered.", "",
-             "| language | tasks | verified | verified/total | matches gold | steps | verified steps | correct steps | precision |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for language, counts in sorted(per_language.items()):
-        lines.append(f"| {language} | {counts['tasks']} | {counts['verified']} | {counts['verified'] / counts['tasks']:.2f} | "
-                     f"{counts['matches_gold']} | {counts['steps']} | {counts['verified_steps']} | {counts['good_steps']} | "
-                     f"{_share(counts['good_steps'], counts['steps'])} |")
+             " earned every reward (applied, equal to the gold result, tests pass where known) / the steps the teacher answered."
+             " The gold result is the task's `post` (a synthetic task's, or a processed dataset record's).", "",
+             *_breakdown("language", per_language), "", *_breakdown("source", per_source)]
     lines += ["", "| per model | tasks | verified/total | steps | precision |", "| --- | --- | --- | --- | --- |"]
     models = Counter(steps[0]["model"] for steps in by_task.values())
     for model, count in sorted(models.items()):
@@ -277,6 +290,20 @@ def write_report(settings: TeacherSettings, tasks: list[dict[str, Any]], stats: 
     path = settings.reports / "metrics.md"
     write_atomic(path, "\n".join(lines))  # a kill midway leaves the previous report
     return path
+
+
+GOLD_OUTCOMES = {True: "matches gold", False: "differs from gold", None: "not compared with gold (no action applied, or no known result)"}
+
+
+def _breakdown(name: str, groups: dict[str, Counter]) -> list[str]:
+    """The report's table of tasks and steps per `name` (language, source)."""
+    lines = [f"| {name} | tasks | verified | verified/total | matches gold | steps | verified steps | correct steps | precision |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for key, counts in sorted(groups.items()):
+        lines.append(f"| {key} | {counts['tasks']} | {counts['verified']} | {counts['verified'] / counts['tasks']:.2f} | "
+                     f"{counts['matches_gold']} | {counts['steps']} | {counts['verified_steps']} | {counts['good_steps']} | "
+                     f"{_share(counts['good_steps'], counts['steps'])} |")
+    return lines
 
 
 def _share(part: int, whole: int) -> str:

@@ -1,6 +1,7 @@
 """A teacher worker (a Ray actor): runs the actor loop's steps with a teacher instead of a local model.
 
-Teachers: `oracle` replays the task's gold action, with a configurable rate of deliberate mistakes
+Teachers: `oracle` replays the task's gold action (a processed dataset record, which has none, gets one made from its
+`post`: `derived_gold_action`), with a configurable rate of deliberate mistakes
 (malformed JSON, a wrong language, a broken pattern, a wrong rewrite), and every record it produces
 says `teacher: oracle`; `openai` asks an OpenAI-compatible endpoint (GLM-4.6, MiniMax, a vLLM server,
 our own front) through the generation interface, under a shared request rate.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import threading
 import time
 from typing import Any
@@ -48,13 +50,43 @@ CODE_CHANGING = ("wrong_rewrite",)
 `post` (its pattern matched the changed code, or nothing), so the oracle makes them only at a run's last step."""
 
 
+METAVARIABLE = re.compile(r"\$[A-Z_$]")
+"""What ast-grep would read as a metavariable in a fix (`$NAME`, `$$$ARGS`, `$_`): a fix holding one is refused."""
+
+
+def derived_gold_action(task: Any) -> dict[str, Any] | None:
+    """The task's gold action; for a task without one whose result is known (a processed dataset record: one file,
+    `pre` -> `post`), an ast-grep rule that matches the root node of the file and fixes it to the text `post` has
+    there, so that applying it gives `post` exactly. None where no such rule gives `post`: the file does not parse, the
+    root does not start a line or `post` does not keep what lies outside it (leading blank lines), or the text would
+    hold an ast-grep metavariable."""
+    if task.gold_action or task.post is None or len(task.files) != 1:
+        return task.gold_action
+    (pre,) = task.files.values()
+    try:
+        from ast_grep_py import SgRoot
+
+        root = SgRoot(pre, task.language).root()
+    except Exception:  # a language ast-grep-py does not know
+        return None
+    span = root.range()
+    prefix, suffix = pre[: span.start.index], pre[span.end.index :]
+    post = task.post
+    if span.start.column != 0 or len(post) < len(prefix) + len(suffix) or not (post.startswith(prefix) and post.endswith(suffix)):
+        return None
+    fix = post[len(prefix) : len(post) - len(suffix)]
+    if METAVARIABLE.search(fix):
+        return None
+    return {"rule": {"kind": root.kind()}, "fix": fix, "language": task.language}
+
+
 def oracle_answer(task: Any, step: int, mistake_rate: float, seed: int, last: bool = True) -> tuple[str, str, str | None]:
     """(action part, state part, the mistake made or None) for one step; `last`: no step follows it in this run. A step
     makes a mistake at `mistake_rate`, and every other step gives the gold result, so the per-step precision is
     about 1 - mistake_rate whatever `max_steps` is: a mistake that changes the code (`CODE_CHANGING`) is drawn only
     at the last step, as the oracle, which only replays the gold action, could not repair it on a later one."""
     rng = random.Random(f"{seed}:{task.task_id}:{step}")
-    action = dict(task.gold_action or {})
+    action = dict(derived_gold_action(task) or {})
     kinds = MISTAKES if last else tuple(kind for kind in MISTAKES if kind not in CODE_CHANGING)
     mistake = rng.choice(kinds) if rng.random() < mistake_rate else None
     if mistake == "wrong_language":

@@ -297,3 +297,38 @@ def test_with_several_steps_every_step_the_oracle_answers_without_a_mistake_is_c
         assert good_step(record) == (mistake is None), (record["task_id"], record["step"], mistake, record["reward"])
     [row] = [line.split(" | ") for line in (tmp_path / "reports" / "metrics.md").read_text().splitlines() if line.startswith("| oracle |")]
     assert abs(float(row[-1].rstrip(" |")) - 0.5) < 0.15  # the report's per-step precision: about 1 - the mistake rate
+
+
+def processed_lake(lake):
+    """Processed records (python and java) whose oracle action comes from `post`: the tasks' `pre` files parse."""
+    from processed_datasets import record, write_processed
+
+    python = [record("commitpackft", f"Return {i + 1}.", f"import os\n\n\ndef f():\n    return {i}\n", f"import os\n\n\ndef f():\n    return {i + 1}\n")
+              for i in range(3)]
+    java = [record("oce_dataft", "Rename x to y.", "class A {\n  int x = 1;\n}\n", "class A {\n  int y = 1;\n}\n", language="java")]
+    write_processed(lake, {"python/train.jsonl": python, "java/train.jsonl": java})
+    return python + java
+
+
+def test_processed_records_are_taught_beside_synthetic_tasks_their_gold_is_post_and_the_report_has_sources(serve_url, tmp_path):
+    """A processed dataset record has no gold action: the oracle's comes from its `post`, and matches_gold compares the
+    code with `post`; the report's precision is broken down by source as well as by language."""
+    records_ = processed_lake(tmp_path / "lake")
+    synth = tmp_path / "synth.jsonl"
+    synth.write_text("".join(json.dumps(task) + "\n" for task in candidates()[:2]))
+    sources = [{"path": str(synth), "name": "synth"}, {"source": "processed", "splits": ["train"]}]
+    settings = settings_for(tmp_path, synth, tasks=sources, mistake_rate=0.0, max_steps=1)
+    assert run(settings, progress=False)["verified"] == 6
+    recorded = {r["task_id"]: r for r in teacher_records(settings)}
+    assert all(recorded[task["task_id"]]["reward"] == {"verified": True, "matches_gold": True, "tests_pass": None} for task in records_)
+    report = (tmp_path / "reports" / "metrics.md").read_text()
+    assert "| language | tasks |" in report and "| java | 1 | 1 | 1.00 | 1 | 1 | 1 | 1 | 1.00 |" in report
+    assert "| processed:train | 4 | 4 | 1.00 | 4 | 4 | 4 | 4 | 1.00 |" in report and "| synth | 2 | 2 | 1.00 | 2 | 2 | 2 | 2 | 1.00 |" in report
+    # every step a mistake: none gives the record's post, and a wrong rewrite applies (verified) yet differs from it
+    records_ = processed_lake(tmp_path / "wrong" / "lake")
+    wrong = settings_for(tmp_path / "wrong", synth, tasks=sources[1:], mistake_rate=1.0, max_steps=1, seed=2)  # a wrong rewrite among them
+    run(wrong, progress=False)
+    rewards = [r["reward"] for r in teacher_records(wrong)]
+    assert len(rewards) == 4 and not any(reward["matches_gold"] for reward in rewards)
+    assert any(reward["verified"] and reward["matches_gold"] is False for reward in rewards)
+    assert "| processed:train | 4 |" in (tmp_path / "wrong" / "reports" / "metrics.md").read_text()

@@ -239,3 +239,20 @@ def test_the_oracle_makes_a_mistake_that_changes_the_code_only_at_a_runs_last_st
     assert "wrong_rewrite" not in earlier and "wrong_rewrite" in last
     assert [mistake is None for mistake in earlier] == [mistake is None for mistake in last]  # the same steps err: the rate holds
     assert abs(sum(mistake is not None for mistake in earlier) / len(tasks) - 0.5) < 0.1
+
+
+def test_the_oracle_answers_a_record_without_a_gold_action_with_a_rule_that_gives_its_post():
+    from actors.loop import LoopTask
+    from pipelines.teacher_worker import derived_gold_action, oracle_answer
+
+    def task(pre, post, language="python", **extra):
+        return LoopTask.model_validate({"task_id": "t", "instruction": "Edit it.", "language": language, "pre": pre, "post": post, **extra})
+
+    assert derived_gold_action(task("\n\nx = 1\n", "\n\nx = 2\n")) == {"rule": {"kind": "module"}, "fix": "x = 2\n", "language": "python"}
+    assert derived_gold_action(task("let a = 1;\n", "let b = 1;\n", "javascript"))["rule"] == {"kind": "program"}
+    assert derived_gold_action(task("x = 1\n", "X = $A\n")) is None  # ast-grep would read $A as a metavariable
+    assert derived_gold_action(task("\n\nx = 1\n", "x = 2\n")) is None  # the blank lines before the root are not the fix's
+    synthetic = candidates()[0]
+    assert derived_gold_action(LoopTask.model_validate(synthetic)) == synthetic["gold_action"]  # a synthetic task keeps its own
+    action_part, _, mistake = oracle_answer(task("x = 1\n", "x = 2\n"), 1, 0.0, 0)
+    assert mistake is None and '"fix": "x = 2\\n"' in action_part

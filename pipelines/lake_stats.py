@@ -129,6 +129,17 @@ def telemetry(build_dir: str | Path) -> Rows:
     return rows + [{"item": f"redacted: {kind}", "count": count} for kind, count in sorted((section.get("redactions") or {}).items())]
 
 
+def provenance(build_dir: str | Path) -> Rows:
+    """Seed 003's agent actions per latest outcome (`none`: no outcome yet; `missing action`: outcomes of an action the
+    lake does not hold) with their outcomes, from the `provenance` table; then the rows labelled with them (the manifest's)."""
+    rows = _rows(build_dir, """
+        SELECT CASE WHEN action_found THEN coalesce(outcome, 'none') ELSE 'missing action' END AS item,
+               count(*) FILTER (action_found) AS actions, sum(outcome_count)::BIGINT AS outcomes
+        FROM provenance GROUP BY 1 ORDER BY 1""")
+    labelled = (manifest(build_dir).get("provenance") or {}).get("labelled_rows") or {}
+    return [{**row, "rows": None} for row in rows] + [{"item": f"{table} rows labelled", "actions": None, "outcomes": None, "rows": count} for table, count in sorted(labelled.items())]
+
+
 def sft_sources(build_dir: str | Path) -> Rows:
     """sft rows per source and split: the sessions' (ingest, teacher, actor) beside telemetry turns and public dataset records."""
     return _rows(build_dir, """
@@ -192,6 +203,7 @@ TABLE_QUERIES: dict[str, tuple[str, Callable[[str | Path], Rows]]] = {
     "exclusions": ("excluded from training, per reason (manifest beside)", exclusions),
     "redactions": ("redactions per kind (manifest beside)", redactions),
     "telemetry": ("Starcode telemetry events (POST /v1/events): what they became, their redactions", telemetry),
+    "provenance": ("agent actions (seed 003) per latest outcome, and the rows labelled with them", provenance),
     "sft": ("sft rows per split and tier", sft_splits),
     "behavior": ("behavior rows per kind", behaviors),
     "duplicates": ("duplicates dropped, per kind", duplicates),

@@ -155,3 +155,17 @@ def mentions(steps: list[dict[str, Any]]) -> dict[str, list[str]]:
             after_git = "git " in str(arguments.get("command") or content)
     cap = MAX_PROVENANCE_ITEMS
     return {"repos": sorted(repos)[:cap], "commits": sorted(commits)[:cap], "files": sorted(files)[:cap]}
+
+
+def metadata_mentions(metadata: dict[str, Any], found: dict[str, list[str]]) -> dict[str, list[str]]:
+    """`found` (what `mentions` found in the steps) with the repository and commit the session's envelope metadata names:
+    `repo`/`repository` and `commit`/`commit_sha`, the names a telemetry event's payload gives them by (the protocol's
+    metadata takes extra fields, so an agent can say where it worked)."""
+    def strings(*keys: str) -> list[str]:
+        return [str(metadata[key]) for key in keys if isinstance(metadata.get(key), (str, int)) and not isinstance(metadata[key], bool) and metadata[key] != ""]
+
+    merged = dict(found)
+    for name, keys in (("repos", ("repo", "repository")), ("commits", ("commit", "commit_sha"))):
+        given = strings(*keys)
+        merged[name] = sorted(set(given) | set(found[name]))[:MAX_PROVENANCE_ITEMS] if given else found[name]
+    return merged

@@ -13,7 +13,9 @@
 3. A Ray Data pipeline: `process_batch` tasks (stitch, redact, derive, score, rows -> staging), then
    the embedding stages (tokenizer tasks, an actor pool with the model) that also tag domains.
    Then the telemetry events' rows (`event_rows`) and the public datasets' processed splits (`dataset_stage`, reused
-   from the parent while the processed manifest's sha256s and `build.datasets` are the same).
+   from the parent while the processed manifest's sha256s and `build.datasets` are the same), and the provenance events
+   (`provenance_stage`: seed 003's agent actions with their outcomes folded in, each raw file's rows reused from the parent
+   while the file is unchanged), whose labels every row naming a commit gets as the tables are written.
 4. Deduplicate over all kept sessions, new and reused; write the tables and the manifest into
    `curated/.<id>.partial/`, fsync it, rename it to `curated/<id>/`, then point `curated/LATEST` at it
    (an `--org` build: `curated/LATEST.org=<org>`, so `latest` always names a build of the whole lake).
@@ -45,6 +47,7 @@ from pipelines.build.dataset_stage import DATASET_SUFFIX, stage_datasets
 from pipelines.build.dedup import Candidate, find_duplicates
 from pipelines.build.event_rows import TELEMETRY_SUFFIX, stage_events
 from pipelines.build.output import write_tables
+from pipelines.build.provenance_stage import stage_provenance
 from pipelines.build.settings import BuildSettings
 from pipelines.build.columns import ScoredSessions
 from pipelines.build.index_stage import index_lake
@@ -289,6 +292,7 @@ def _run_build(settings: BuildSettings, lake: Lake, contributors: set[str] | Non
     _process(settings, lake, stage, build_id, todo, scores)
     telemetry_sessions, telemetry = stage_events(settings, lake.root, stage, build_id, org=org, forgotten=forgotten)
     datasets = stage_datasets(settings, lake, stage, build_id, parent, org)
+    provenance = stage_provenance(settings, lake, stage, build_id, parent, org, forgotten)
 
     chosen = {**reused, **{s.session_id: build_id for s in todo}, **{session_id: build_id for session_id in telemetry_sessions}, **datasets.chosen}
     candidates = _candidates(stage, chosen)
@@ -298,7 +302,7 @@ def _run_build(settings: BuildSettings, lake: Lake, contributors: set[str] | Non
     keep = sorted((built - gone) | telemetry_sessions | set(datasets.chosen))
     chosen_table = pa.table({"session_id": keep, "_origin": [chosen[key] for key in keep]})
     files_written = write_tables(work, stage, chosen_table, [item.as_row() for item in dropped] + datasets.duplicates, rows_per_file=settings.rows_per_file,
-                                 embedded=settings.embedding.enabled)
+                                 embedded=settings.embedding.enabled, label=provenance.labeller.label, made={"provenance": provenance.table})
     manifest = manifests.build_manifest(
         work, stage, settings, build_id=build_id, parent=parent.name if parent else None, org=org, files=files_written, indexes=indexes,
         sessions={"ready": len(ready), "built": len(todo), "reused": len(reused), "pending_open": pending_open, "other_orgs": other_orgs,
@@ -307,6 +311,7 @@ def _run_build(settings: BuildSettings, lake: Lake, contributors: set[str] | Non
         todo_origin=build_id, dropped=dropped, seconds=time.time() - started,
     )
     manifest["telemetry"] = telemetry
+    manifest["provenance"] = provenance.section()
     manifest[held_outs.SECTION] = held_outs.section(work, held, rebuild_loop)
     if datasets.summary is not None:
         manifest["datasets"] = datasets.summary

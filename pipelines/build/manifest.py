@@ -21,6 +21,7 @@ from pipelines.build.dedup import Dropped
 from pipelines.build.settings import BuildSettings
 from pipelines.build.sources import FileIndex
 from trajforge.atomic import publish_dir, write_atomic
+from trajforge.contracts.curated import TABLES
 from trajforge.lake import Lake, sha256_of
 from trajforge.version import code_version
 
@@ -77,7 +78,7 @@ def build_manifest(build_dir: Path, stage: Path, settings: BuildSettings, *, bui
                    "torn_tail_bytes": sum(i.torn_tail_bytes for i in indexes)},
         "sessions": sessions,
         "forgotten": forgotten,
-        "rows": {table: rows.get(table, 0) for table in ("trajectories", "sft", "behavior", "duplicates")},
+        "rows": {table: rows.get(table, 0) for table in TABLES},
         "sources": dict(sorted(counts["sources"].items())),
         "tiers": {tier: counts["tiers"].get(tier, 0) for tier in ("TIER_A", "TIER_B", "TIER_C")},
         "exclusions": dict(sorted(counts["exclusions"].items())),

@@ -9,6 +9,7 @@ give byte-identical files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,11 @@ def _write_shards(batches, schema: pa.Schema, folder: Path, rows_per_file: int) 
 
 
 def write_tables(build_dir: Path, stage_dir: Path, chosen: pa.Table, dropped: list[dict[str, Any]], *, rows_per_file: int,
-                 embedded: bool, memory_limit: str = "1GB") -> list[dict[str, Any]]:
-    """Write every curated table; `chosen` is `(session_id, _origin)` of the sessions the build keeps."""
+                 embedded: bool, memory_limit: str = "1GB", label: Callable[[str, pa.RecordBatch], pa.RecordBatch] | None = None,
+                 made: dict[str, pa.Table] | None = None) -> list[dict[str, Any]]:
+    """Write every curated table; `chosen` is `(session_id, _origin)` of the sessions the build keeps. `label(table, batch)`
+    finishes each batch of the staged tables' rows (the provenance labels); `made` holds tables the build made whole
+    (the `provenance` table), written as they are."""
     import duckdb
 
     connection = duckdb.connect(config={"memory_limit": memory_limit, "threads": 2, "preserve_insertion_order": True,
@@ -84,10 +88,13 @@ def write_tables(build_dir: Path, stage_dir: Path, chosen: pa.Table, dropped: li
             query = (f"SELECT {columns} FROM read_parquet({sources!r}) t JOIN chosen c ON c.session_id = t.session_id AND c._origin = t._origin "
                      f"{join} ORDER BY t.\"{key}\"")
             reader = connection.sql(query).to_arrow_reader(batch_size=8192)
-            files += _write_shards(reader, schema, build_dir / table, rows_per_file)
+            batches = reader if label is None else (label(table, batch) for batch in reader)
+            files += _write_shards(batches, schema, build_dir / table, rows_per_file)
         rows = sorted(dropped, key=lambda row: row["dropped_session_id"])
         duplicates = pa.Table.from_pylist(rows, schema=DUPLICATES)
         files += _write_shards(duplicates.to_batches(max_chunksize=8192), DUPLICATES, build_dir / "duplicates", rows_per_file)
+        for table, whole in (made or {}).items():
+            files += _write_shards(whole.to_batches(max_chunksize=8192), SCHEMAS[table], build_dir / table, rows_per_file)
     finally:
         connection.close()
     for entry in files:

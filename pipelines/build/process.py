@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.build import dedup, field_rows, held_out, loop_rows
-from pipelines.build.derive import derive, mentions
+from pipelines.build.derive import derive, mentions, metadata_mentions
 from pipelines.build.settings import BuildSettings
 from pipelines.build.sources import Quarantined, read_bytes
 from pipelines.build.staging import STAGE_SCHEMAS, stage_file
@@ -150,7 +150,7 @@ class BatchBuilder:
                                   stitched.total_chunks, stitched.missing_chunks, stitched.duplicate_steps)
         derived = derive(session)
         provenance = {"source": "ingest", "session_id": session.session_id, "contributor_id": session.contributor_id,
-                      "raw_ids": sorted(ids), **mentions(steps)}
+                      "raw_ids": sorted(ids), **metadata_mentions(metadata, mentions(steps))}
         row = field_rows.trajectory_row(session, derived, points, provenance)
         if derived.training_eligible and derived.tier in self.settings.sft.tiers:
             messages = field_rows.chat(steps, self.settings.sft.system_prompt)

@@ -57,6 +57,12 @@ def summary(manifest: dict) -> str:
                      f"({telemetry['duplicates']} stored twice, {telemetry['unusable_turns']} turns without an answer)")
         found = telemetry.get("redactions") or {}
         lines.append("  telemetry redactions: " + (", ".join(f"{kind} {count}" for kind, count in sorted(found.items())) or "none"))
+    provenance = manifest.get("provenance") or {}
+    if provenance.get("files"):
+        labelled = provenance.get("labelled_rows") or {}
+        lines.append(f"  provenance (seed 003): {provenance['agent_actions']} agent actions, {provenance['outcomes']} outcomes "
+                     f"({provenance['orphan_outcomes']} naming {provenance['missing_actions']} actions the lake lacks), {provenance['left_out']} events "
+                     "left out; rows labelled: " + ", ".join(f"{table} {labelled.get(table, 0)}" for table in ("sft", "trajectories")))
     held = manifest.get("held_out_loop") or {}
     if held.get("task_ids"):
         sessions_of, rows_of = held.get("sessions") or {}, held.get("sft_rows") or {}

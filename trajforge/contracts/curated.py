@@ -11,6 +11,13 @@ byte-identical files; the build id names the folder and the manifest.
   teacher/actor run of a processed test record's task (held out: the learner reads train and dev only).
 - `behavior`: model errors and behaviours (the Starcode export's behavior rows), keyed by `row_id`.
 - `duplicates`: what deduplication dropped and the row each dropped one duplicated.
+- `provenance`: one row per STEREOS `agent_action` (seed 003) of the raw lake, keyed by `event_id`, with the outcomes
+  that name it folded in (`outcome`: the latest status, `outcome_count`, `outcomes`). Outcomes whose action the lake
+  does not hold are kept too: one row per missing action, `action_found` false, its action fields null.
+
+The `provenance` struct of the trajectories, sft and behaviour rows also carries the labels of the row's commits:
+`agent_actions` (how many agent actions of the `provenance` table name one of the row's commits, at it or by an outcome's
+`linked_commit`, short SHAs matching as the query API matches them) and `outcome` (the latest outcome of those actions).
 """
 
 from __future__ import annotations
@@ -19,8 +26,8 @@ import pyarrow as pa
 
 from trajforge.constants import EMBEDDING_DIM
 
-TABLES = ("trajectories", "sft", "behavior", "duplicates")
-KEYS = {"trajectories": "session_id", "sft": "example_id", "behavior": "row_id", "duplicates": "dropped_session_id"}
+TABLES = ("trajectories", "sft", "behavior", "duplicates", "provenance")
+KEYS = {"trajectories": "session_id", "sft": "example_id", "behavior": "row_id", "duplicates": "dropped_session_id", "provenance": "event_id"}
 
 PROVENANCE = pa.struct(
     [
@@ -32,6 +39,10 @@ PROVENANCE = pa.struct(
         ("commits", pa.list_(pa.string())),
         ("files", pa.list_(pa.string())),
         ("license", pa.string()),  # the SPDX licence a public dataset's row is used under; null for sessions and runs
+        # labels from the build's `provenance` table (seed 003) for the row's `commits` (in one of its `repos`, if it names any):
+        ("agent_actions", pa.int64()),  # how many agent actions name one of its commits (0: none, or the row names no commit)
+        ("outcome", pa.string()),  # the latest outcome of those actions: accepted | rejected | superseded; null if none
+        ("agent_action_ids", pa.list_(pa.string())),  # their event ids (the `provenance` table's key), sorted
     ]
 )
 COUNT = pa.struct([("kind", pa.string()), ("count", pa.int64())])
@@ -44,7 +55,7 @@ REWARD = pa.struct([("verified", pa.bool_()), ("matches_gold", pa.bool_()), ("te
 
 # What a build derives from the same raw records: bumped whenever that changes (a column, a rule of stitching,
 # scoring, tagging, dedup or eligibility), so the next build does not reuse rows an older version derived.
-ROWS_VERSION = 4
+ROWS_VERSION = 5
 
 TRAJECTORIES = pa.schema(
     [
@@ -138,4 +149,33 @@ DUPLICATES = pa.schema(
     ]
 )
 
-SCHEMAS = {"trajectories": TRAJECTORIES, "sft": SFT, "behavior": BEHAVIOR, "duplicates": DUPLICATES}
+PROVENANCE_OUTCOME = pa.struct([("event_id", pa.string()), ("status", pa.string()), ("linked_commit", pa.string()),
+                                ("received_at", pa.float64()), ("raw_id", pa.string())])
+PROVENANCE_ACTIONS = pa.schema(
+    [
+        ("event_id", pa.string()),  # the agent_action's id (what POST /v1/events answered); a missing action's: the id its outcomes name
+        ("customer_id", pa.string()),
+        ("action_found", pa.bool_()),  # false: outcomes name an action the lake does not hold (lost, damaged); its fields are null
+        ("actor_type", pa.string()),
+        ("actor_id", pa.string()),
+        ("tool", pa.string()),
+        ("intent", pa.string()),  # redacted with the build's redactor
+        ("model", pa.string()),
+        ("files_written", pa.list_(pa.string())),
+        ("repo", pa.string()),
+        ("branch", pa.string()),
+        ("commit", pa.string()),
+        ("diff_hash", pa.string()),
+        ("timestamp", pa.float64()),  # unix seconds: the event's timestamp, else when it was received
+        ("received_at", pa.float64()),
+        ("token_id", pa.string()),  # the API token that sent it (its id, never the secret)
+        ("raw_id", pa.string()),  # `<file>:<line>` of the raw record
+        ("outcome", pa.string()),  # the latest outcome's status (by received_at, then the lake's order): accepted | rejected | superseded
+        ("linked_commit", pa.string()),  # the latest outcome's linked_commit
+        ("outcome_at", pa.float64()),  # when the latest outcome was received
+        ("outcome_count", pa.int64()),
+        ("outcomes", pa.list_(PROVENANCE_OUTCOME)),  # every outcome naming it, oldest first
+    ]
+)
+
+SCHEMAS = {"trajectories": TRAJECTORIES, "sft": SFT, "behavior": BEHAVIOR, "duplicates": DUPLICATES, "provenance": PROVENANCE_ACTIONS}

@@ -10,8 +10,8 @@ from pathlib import Path
 EPILOG = """\
 Stages (--stage, default all):
   ingest   for every enabled dataset of datasets.catalog (configs/datasets.yaml): fetch its source (a local file or
-           folder, or an https URL streamed to a .partial file) and check its sha256 and size against the manifest in
-           the config; store it untouched in <lake>/raw/datasets/<name>/source/, the records in the common form
+           folder, or an https URL streamed to a .partial file, which a cut download or a killed run continues
+           from its last byte next time) and check its sha256 and size against the manifest in the config; store it untouched in <lake>/raw/datasets/<name>/source/, the records in the common form
            {instruction, pre, post, language, tags} in normalized/part-*.jsonl, and _meta.json (source, version,
            license, downloaded_at, sha256, num_records). The folder is published in one rename: a killed run leaves
            the previous version. A dataset already ingested from the same sha256 is skipped (--force: again).

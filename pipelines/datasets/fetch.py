@@ -1,34 +1,25 @@
 """Getting a dataset's source into its `source/` folder untouched, and checking it against the official manifest.
 
-A URL is streamed with httpx into `<name>.partial` (hashed as it arrives), then its size and sha256 are compared with
-the config's; only a file that matches is renamed to its name. A local file is copied (hashed the same way), a local
-folder copied whole. A mismatch raises `IntegrityError` naming both hashes (or sizes) and removes what was fetched.
+A URL is downloaded (`download.py`: into a `.partial` file a cut download continues from), then its size and sha256
+are compared with the config's; only a file that matches is kept. A local file is copied (hashed as it is read), a
+local folder copied whole. A mismatch raises `IntegrityError` naming both hashes (or sizes) and removes what was fetched.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from pipelines.datasets.download import CHUNK, download_file, hashed, partial_for
 from pipelines.datasets.settings import DatasetSpec, DownloadSettings
 from trajforge.errors import ConfigError, TrajforgeError
 
-log = logging.getLogger(__name__)
-CHUNK = 1 << 20
-
-
 class IntegrityError(TrajforgeError, ValueError):
     """What was fetched is not what the official manifest names (sha256 or size)."""
-
-
-class DownloadError(TrajforgeError, OSError):
-    """The server did not give the file (HTTP status, connection) after the retries."""
 
 
 @dataclass(frozen=True)
@@ -60,11 +51,7 @@ def folder_digest(folder: Path) -> tuple[str, int]:
 
 
 def file_digest(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-            size += len(block)
+    digest, size = hashed(path)
     return digest.hexdigest(), size
 
 
@@ -89,12 +76,14 @@ def check(name: str, where: str, spec: DatasetSpec, sha256: str, size: int) -> N
                              f"{spec.sha256}: nothing was kept; a damaged download or a new release: check the source and the manifest")
 
 
-def fetch(name: str, spec: DatasetSpec, source_dir: Path, download: DownloadSettings, progress: bool = True) -> Fetched:
-    """Put the dataset's source into `source_dir` (inside the unpublished staging folder) and check it."""
+def fetch(name: str, spec: DatasetSpec, source_dir: Path, download: DownloadSettings, downloads: Path, progress: bool = True) -> Fetched:
+    """Put the dataset's source into `source_dir` (inside the unpublished staging folder) and check it; a download
+    collects its bytes in `downloads` first, where a cut one is continued by the next run."""
     source_dir.mkdir(parents=True, exist_ok=True)
     if spec.is_url:
         target = source_dir / file_name(spec)
-        sha256, size = download_file(spec.source, target, download, token=_token(name, spec), progress=progress)
+        sha256, size = download_file(spec.source, target, partial_for(downloads, name, spec.sha256), download,
+                                     token=_token(name, spec), expected_size=spec.size, progress=progress)
         try:
             check(name, spec.source, spec, sha256, size)
         except IntegrityError:
@@ -150,46 +139,3 @@ def dotenv_value(path: Path, key: str) -> str | None:
                 return value[1:-1]
             return value.split(" #", 1)[0].strip() or None
     return None
-
-
-def download_file(url: str, target: Path, settings: DownloadSettings, token: str | None = None, progress: bool = True) -> tuple[str, int]:
-    """Stream `url` into `<target>.partial`, then rename it to `target`; returns its sha256 and size. Transport errors
-    and 5xx answers are retried `settings.retries` times (from the start); a 4xx is not."""
-    import httpx
-    from tqdm import tqdm
-
-    partial = target.with_name(target.name + ".partial")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    last: Exception | None = None
-    for attempt in range(settings.retries + 1):
-        if attempt:
-            time.sleep(min(2**attempt, 30) * 0.5)
-        digest, size = hashlib.sha256(), 0
-        try:
-            with httpx.stream("GET", url, headers=headers, timeout=settings.timeout_s, follow_redirects=True) as response:
-                if response.status_code >= 400:
-                    message = f"GET {url}: HTTP {response.status_code}"
-                    if response.status_code in (401, 403):
-                        raise DownloadError(f"{message}: the server wants credentials; set token_env for this dataset")
-                    if response.status_code < 500:
-                        raise DownloadError(f"{message}: check the URL")
-                    raise httpx.HTTPStatusError(message, request=response.request, response=response)
-                total = int(response.headers.get("content-length") or 0) or None
-                with partial.open("wb") as handle, tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress) as bar:
-                    for block in response.iter_bytes(CHUNK):
-                        digest.update(block)
-                        handle.write(block)
-                        size += len(block)
-                        bar.update(len(block))
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            os.replace(partial, target)
-            return digest.hexdigest(), size
-        except (httpx.TransportError, httpx.HTTPStatusError) as exc:
-            last = exc
-            partial.unlink(missing_ok=True)
-            log.warning("download of %s failed (attempt %d of %d): %s", url, attempt + 1, settings.retries + 1, exc)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-    raise DownloadError(f"GET {url} failed after {settings.retries + 1} attempts: {last}; check the network and the URL")

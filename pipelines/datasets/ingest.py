@@ -36,6 +36,7 @@ from trajforge.lake import Lake
 
 log = logging.getLogger(__name__)
 INGEST_FILE = "_ingest.json"
+DOWNLOADS = ".downloads"  # beside the datasets: the partial downloads the next run continues (pipelines/datasets/download.py)
 NORMALIZED_VERSION = "2"  # bump when the normalized form or an adapter changes: every dataset is normalized again
 EXAMPLES = 5  # not-converted records whose location and message _ingest.json keeps
 
@@ -82,7 +83,7 @@ def ingest_dataset(name: str, spec: DatasetSpec, settings: DatasetsSettings, *, 
         log.info("%s: already ingested from sha256 %s (%d records): skipped", name, meta.sha256[:12], meta.num_records)
         return Ingested(name, "skipped", meta.num_records, meta.sha256, str(folder), not_converted(folder))
     with staged_dir(folder) as staging:
-        fetched = fetch(name, spec, staging / "source", settings.download, progress)
+        fetched = fetch(name, spec, staging / "source", settings.download, folder.parent / DOWNLOADS, progress)
         counts = _normalize(name, spec, fetched.path, staging / "normalized", settings.records_per_shard, progress)
         meta = DatasetMeta(source=name, version=spec.version, license=spec.license, downloaded_at=now(), sha256=fetched.sha256,
                            num_records=counts["records"])

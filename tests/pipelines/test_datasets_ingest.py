@@ -16,7 +16,8 @@ import pytest
 from datasets_lake import REPO, SAMPLES, config, edit, fields_dataset, read_lines, sample_catalog, sha256, write_jsonl
 
 from pipelines.datasets.adapters import CorruptRecord, normalize, read_records
-from pipelines.datasets.fetch import DownloadError, IntegrityError
+from pipelines.datasets.download import DownloadError
+from pipelines.datasets.fetch import IntegrityError
 from pipelines.datasets.ingest import ingest_all, ingest_dataset
 from pipelines.datasets.meta import MetaError, parse_meta, read_meta
 from pipelines.datasets.settings import DatasetSpec, load_datasets_settings

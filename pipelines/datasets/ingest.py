@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.datasets.adapters import Unconvertible, normalize, source_records
+from pipelines.datasets.adapters import CorruptRecord, Unconvertible, normalize, source_records
+from pipelines.datasets.archives import readable_source, shown
 from pipelines.datasets.fetch import fetch, source_digest
 from pipelines.datasets.meta import META_FILE, DatasetMeta, MetaError, now, read_meta
 from pipelines.datasets.settings import DatasetSpec, DatasetsSettings
@@ -55,7 +56,7 @@ class Ingested:
 def recipe(spec: DatasetSpec, records_per_shard: int) -> str:
     """The hash of what turns the source into the normalized files: another one means normalizing again."""
     relevant = {"version": NORMALIZED_VERSION, "adapter": spec.adapter, "fields": spec.fields and spec.fields.model_dump(),
-                "file_format": spec.file_format, "language": spec.language, "records_per_shard": records_per_shard,
+                "file_format": spec.file_format, "archive_path": spec.archive_path, "language": spec.language, "records_per_shard": records_per_shard,
                 "meta": [spec.version, spec.license]}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
@@ -84,7 +85,8 @@ def ingest_dataset(name: str, spec: DatasetSpec, settings: DatasetsSettings, *, 
         return Ingested(name, "skipped", meta.num_records, meta.sha256, str(folder), not_converted(folder))
     with staged_dir(folder) as staging:
         fetched = fetch(name, spec, staging / "source", settings.download, folder.parent / DOWNLOADS, progress)
-        counts = _normalize(name, spec, fetched.path, staging / "normalized", settings.records_per_shard, progress)
+        with readable_source(fetched.path, staging, spec.archive_path) as (readable, names):
+            counts = _normalize(name, spec, readable, staging / "normalized", settings.records_per_shard, progress, names)
         meta = DatasetMeta(source=name, version=spec.version, license=spec.license, downloaded_at=now(), sha256=fetched.sha256,
                            num_records=counts["records"])
         (staging / INGEST_FILE).write_text(json.dumps({"recipe": wanted, "adapter": spec.adapter, "origin": spec.source,
@@ -94,7 +96,18 @@ def ingest_dataset(name: str, spec: DatasetSpec, settings: DatasetsSettings, *, 
     return Ingested(name, "ingested", meta.num_records, meta.sha256, str(folder), counts["not_converted"])
 
 
-def _normalize(name: str, spec: DatasetSpec, source: Path, out: Path, per_shard: int, progress: bool) -> dict[str, Any]:
+def _normalize(name: str, spec: DatasetSpec, source: Path, out: Path, per_shard: int, progress: bool,
+               names: dict[str, str] | None = None) -> dict[str, Any]:
+    """Normalize every record under `source` into shards in `out`; `names` shows an unpacked archive's scratch folder
+    as the archive in record locations (`archives.readable_source`)."""
+    try:
+        return _normalize_records(name, spec, source, out, per_shard, progress, names or {})
+    except CorruptRecord as exc:
+        raise CorruptRecord(shown(str(exc), names or {})) from None
+
+
+def _normalize_records(name: str, spec: DatasetSpec, source: Path, out: Path, per_shard: int, progress: bool,
+                       names: dict[str, str]) -> dict[str, Any]:
     from tqdm import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
@@ -103,6 +116,7 @@ def _normalize(name: str, spec: DatasetSpec, source: Path, out: Path, per_shard:
     examples: list[dict[str, str]] = []
     with tqdm(desc=f"normalize {name}", unit="record", disable=not progress) as bar:
         for where, record in source_records(spec, source):
+            where = shown(where, names)
             bar.update()
             try:
                 normalized = normalize(name, spec, record, where)

@@ -55,6 +55,9 @@ class DatasetSpec(_Section):
     """How the records read (`adapters.py`, `layouts.py`): a dataset's own layout, or `fields` with a mapping."""
     fields: FieldMap | None = None
     file_format: Literal["auto", "jsonl", "json", "parquet", "csv"] = "auto"
+    archive_path: str | None = Field(default=None, min_length=1)
+    """For an archive source (.zip, .tar, .tar.gz, ...): the folder or file inside it to read; default the whole
+    archive, entering a single top folder (a GitHub archive's `<repo>-<commit>/`)."""
     language: str | None = None
     """The language of every record, for a dataset without a language field."""
     license: str

@@ -1,9 +1,11 @@
-"""`trajforge lake publish BUILD URI`: copy a finished build to shared or object storage (pipelines/build/publish.py)."""
+"""`trajforge lake publish BUILD URI`: copy a finished build to shared or object storage (pipelines/build/publish.py);
+`trajforge lake sync URI`: the raw lake to shared or object storage, incrementally (pipelines/lake_sync.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from trajforge.cli.common import common_arguments
@@ -24,10 +26,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     publish.add_argument("--json", action="store_true", help="print what was done as JSON")
     common_arguments(publish, nested=True)
 
+    sync = verbs.add_parser(
+        "sync", help="copy the raw lake to a pyarrow filesystem URI, sending only what changed since the last sync",
+        description="Copy every file of <lake>/raw/ (envelope segments, events, provenance, trajectories, tasks, datasets, "
+                    "tombstones) to the same path under URI, sending only files whose size or time changed since the last sync "
+                    "(recorded in <lake>/state/sync/); each is hashed as it streams, its size read back, then <URI>/SYNC.json "
+                    "lists every synced file with its sha256. Interrupted: run it again, it goes on where it stopped. Nothing "
+                    "at the URI is deleted. Run it from cron or after each teacher job, e.g. every 10 minutes.")
+    sync.add_argument("uri", help="where the raw lake goes, e.g. s3://bucket/trajforge/lake (S3 options as for publish)")
+    sync.add_argument("--lake", type=Path, default=Path("./lake"), help="the lake to copy (default ./lake)")
+    sync.add_argument("--only", action="append", metavar="FOLDER", default=None,
+                      help="only this folder of the raw lake, relative to the lake (repeatable), e.g. --only raw/trajectories")
+    sync.add_argument("--json", action="store_true", help="print what was done as JSON")
+    sync.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common_arguments(sync, nested=True)
+
 
 def run_command(args: argparse.Namespace) -> int:
-    from pipelines.build.publish import publish_build, summary
     from trajforge.lake import Lake
+
+    if args.verb == "sync":
+        from pipelines.lake_sync import summary as sync_summary
+        from pipelines.lake_sync import sync_lake
+
+        if not Lake.at(args.lake).raw.is_dir():
+            print(f"trajforge lake sync: {Path(args.lake).resolve() / 'raw'} does not exist: give the lake with --lake", file=sys.stderr)
+            return 2
+        result = sync_lake(Lake.at(args.lake), args.uri, only=args.only, progress=not args.no_progress)
+        print(json.dumps(result, indent=2) if args.json else sync_summary(result))
+        return 0
+    from pipelines.build.publish import publish_build, summary
 
     result = publish_build(Lake.at(args.lake), args.build, args.uri)
     print(json.dumps(result, indent=2) if args.json else summary(result))

@@ -86,6 +86,7 @@ def ingest_dataset(name: str, spec: DatasetSpec, settings: DatasetsSettings, *, 
     with staged_dir(folder) as staging:
         fetched = fetch(name, spec, staging / "source", settings.download, folder.parent / DOWNLOADS, progress)
         with readable_source(fetched.path, staging, spec.archive_path) as (readable, names):
+            names = {**names, str(staging): str(folder)}  # locations name the folder the records will be in, not its staging
             counts = _normalize(name, spec, readable, staging / "normalized", settings.records_per_shard, progress, names)
         meta = DatasetMeta(source=name, version=spec.version, license=spec.license, downloaded_at=now(), sha256=fetched.sha256,
                            num_records=counts["records"])

@@ -114,6 +114,7 @@ def test_ingestion_counts_what_was_not_converted_in_ingest_json_the_result_and_t
     assert made["records"] == 2 and made["not_converted"] == {"multi_file_patch": 1, "multi_hunk_patch": 1}
     assert [item["reason"] for item in made["not_converted_examples"]] == ["multi_file_patch", "multi_hunk_patch"]
     assert "changes 2 files (app/config.py, docs/config.md)" in made["not_converted_examples"][0]["message"]
+    assert made["not_converted_examples"][0]["message"].startswith(f"{folder}/source/train/sample-00000.jsonl.gz:3: ")  # not its staging
     again = ingest_dataset("agentpack", settings.catalog["agentpack"], settings, progress=False)
     assert again.status == "skipped" and again.not_converted == result.not_converted
     smelly = ingest_dataset("smellycode", settings.catalog["smellycode"], settings, progress=False)

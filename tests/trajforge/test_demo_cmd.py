@@ -1,4 +1,5 @@
-"""`trajforge demo`'s teacher tasks file (all synthetic tasks but the held-out ones) is replaced atomically."""
+"""`trajforge demo`'s teacher tasks: a file of all synthetic tasks but the held-out ones (replaced atomically), beside the
+processed datasets' train split."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def test_the_teacher_gets_every_task_but_the_held_out_ones(demo, tmp_path):
     assert len(held_out) == 2 * HELD_OUT_PER_LANGUAGE
     given = [json.loads(line) for line in (runs / "demo-teacher-tasks.jsonl").read_text().splitlines()]
     assert sorted(task["task_id"] for task in given + held_out) == sorted(task["task_id"] for task in TASKS)
-    assert taught[0]["teacher.tasks"] == str(runs / "demo-teacher-tasks.jsonl")
+    synthetic, processed = taught[0]["teacher.tasks"]  # and the processed datasets' train split (seed 002 8.2)
+    assert synthetic["path"] == str(runs / "demo-teacher-tasks.jsonl") and processed == {"source": "processed", "splits": ["train"]}
 
 
 def test_a_demo_killed_while_writing_the_teacher_tasks_leaves_the_last_ones_whole(demo, tmp_path, monkeypatch):

@@ -108,7 +108,7 @@ def run_command(args: argparse.Namespace) -> int:
     _synth_records(Path(args.lake))
     _section("synthetic ast-grep tasks, then the teacher SRL loop (offline oracle teacher)")
     held_out = _synth_and_teach(Path(args.lake), args.runs)
-    _section("build: the raw lake -> curated Parquet (Ray Data: stitch, redact, score, embed, dedup)")
+    _section("build: the raw lake -> curated Parquet (Ray Data: stitch, redact, score, embed, dedup), published with the raw lake")
     build_dir = _build_and_show(Path(args.lake))
     _section(f"train: the embedded Qwen3-shaped model, {args.train_steps} steps (DeepSpeed ZeRO-3 on Ray Train, 2 CPU workers)")
     export = _train(build_dir, args.train_steps, args.runs)
@@ -203,28 +203,34 @@ def _show_front(front: str) -> None:
     print(f"/v1/embeddings: {len(vectors)} vectors of {len(vectors[0]['embedding'])} floats (the embed application)")
 
 
+SNAKE_GAME_COMMIT = "3f2a9c1" + hashlib.sha1(b"snake-game").hexdigest()[:33]
+"""The commit 01_react_vite_scaffold.json says it made (`committed as 3f2a9c1`), in full: the demo's outcome links it,
+so the build labels that session's rows with the agent action (seed 003 provenance in the curated tables)."""
+
+
 def _show_provenance(url: str, run_tag: str) -> None:
     """The specification's curl examples: a token for a customer, an agent action at a commit, its outcome linking the
-    commit it landed in, then the queries by commit and by file."""
+    commit it landed in (the one a replayed session made), then the queries by commit and by file."""
     import httpx
 
-    commit, landed = (hashlib.sha1(f"{run_tag}-{side}".encode()).hexdigest() for side in ("wrote", "landed"))
+    commit = hashlib.sha1(f"{run_tag}-wrote".encode()).hexdigest()
     with httpx.Client(base_url=url, timeout=30) as http:
         token = http.post("/v1/tokens", json={"customer_id": "demo", "name": "CLI"}).json()["token"]
         auth = {"Authorization": f"Bearer {token}"}
         action = http.post("/v1/events", headers=auth, json={
-            "event_type": "agent_action", "actor_type": "agent", "actor_id": "cursor-v1", "tool": "refactor",
-            "intent": "refactor authentication module", "model": "gpt-4", "files_written": ["src/auth.ts"],
-            "repo": "my-project", "branch": "main", "commit": commit}).json()
+            "event_type": "agent_action", "actor_type": "agent", "actor_id": "cursor-v1", "tool": "scaffold",
+            "intent": "scaffold the snake game with a tested engine", "model": "gpt-4", "files_written": ["src/game/engine.ts"],
+            "repo": "snake-game", "branch": "main", "commit": commit}).json()
         http.post("/v1/events", headers=auth, json={"event_type": "outcome", "original_event_id": action["event_id"],
-                                                    "status": "accepted", "linked_commit": landed})
-        by_commit = http.get(f"/v1/provenance/by-commit/{landed}", headers=auth).json()["events"]
-        by_file = http.get("/v1/provenance/by-file", params={"path": "src/auth.ts", "repo": "my-project"}, headers=auth).json()["events"]
-    print(f"token {token[:7]}... for customer demo; agent_action {action['event_id']} at {commit[:12]}")
-    for event in by_commit:
-        print(f"by-commit {landed[:12]}: {event['actor_id']} {event['tool']} {event['intent']!r} -> {event['status']} "
+                                                    "status": "accepted", "linked_commit": SNAKE_GAME_COMMIT})
+        by_commit = http.get(f"/v1/provenance/by-commit/{SNAKE_GAME_COMMIT[:7]}", headers=auth).json()["events"]
+        by_file = http.get("/v1/provenance/by-file", params={"path": "src/game/engine.ts", "repo": "snake-game"}, headers=auth).json()["events"]
+    print(f"token {token[:7]}... for customer demo; agent_action {action['event_id']} at {commit[:12]}, accepted into {SNAKE_GAME_COMMIT[:7]}")
+    for event in by_commit[:3]:
+        print(f"by-commit {SNAKE_GAME_COMMIT[:7]}: {event['actor_id']} {event['tool']} {event['intent']!r} -> {event['status']} "
               f"(linked by {', '.join(event.get('linked_by') or [])})")
-    print(f"by-file src/auth.ts in my-project: {len(by_file)} agent action(s) of this customer, newest first")
+    print(f"by-file src/game/engine.ts in snake-game: {len(by_file)} agent action(s) of this customer, newest first "
+          "(the build labels the session that made the commit with them)")
 
 
 HELD_OUT_PER_LANGUAGE = 2
@@ -273,8 +279,10 @@ def _synth_and_teach(lake: Path, runs: Path) -> list[dict]:
     runs.mkdir(parents=True, exist_ok=True)
     teacher_tasks = runs / "demo-teacher-tasks.jsonl"
     write_atomic(teacher_tasks, "".join(json.dumps(t) + "\n" for t in tasks if t["task_id"] not in held_ids))
+    sources = [{"path": str(teacher_tasks), "name": "synth_rules (all but the held-out)"},  # seed 002 8.2: and the datasets
+               {"source": "processed", "splits": ["train"]}]
     settings = teacher_srl.load_teacher_settings(assignments=[("teacher.lake", str(lake)), ("teacher.sample", 0),
-                                                              ("teacher.tasks", str(teacher_tasks))])
+                                                              ("teacher.tasks", sources)])
     result = teacher_srl.run(settings)
     print(f"teacher: {result['ran']} tasks run, {result['skipped_finished']} already finished, {result['verified']} verified "
           f"({len(held_out)} tasks held out for the end)")
@@ -289,9 +297,22 @@ def _build_and_show(lake: Path) -> None:
     settings = load_build_settings(assignments=[("build.lake", str(lake))])
     manifest = run_build(settings)
     print(build_cmd.summary(manifest))
+    _publish(lake, manifest["build_id"])
     _section(f"trajforge stats --build {manifest['build_id']} (DuckDB over the Parquet)")
     stats_cmd.run_command(argparse.Namespace(lake=str(lake), build=manifest["build_id"], json=False))
     return lake / "curated" / manifest["build_id"]
+
+
+def _publish(lake: Path, build_id: str) -> None:
+    """`trajforge lake publish` and `trajforge lake sync`: the build and the raw lake copied to a pyarrow filesystem URI
+    (here a folder in the lake, standing for s3://bucket/prefix on a cluster)."""
+    from pipelines import lake_sync
+    from pipelines.build import publish
+    from trajforge.lake import Lake
+
+    shared = lake.resolve() / "shared"
+    print(publish.summary(publish.publish_build(Lake.at(lake), build_id, (shared / "builds").as_uri())))
+    print(lake_sync.summary(lake_sync.sync_lake(Lake.at(lake), (shared / "lake").as_uri(), progress=False)))
 
 
 def _train(build_dir: Path, steps: int, runs: Path) -> Path:

@@ -43,10 +43,11 @@ LISTING = "SYNC.json"
 LISTING_EVERY_S = 60.0
 
 
-def record_path(lake: Lake, uri: str) -> Path:
-    """Where this lake keeps what it sent to `uri` (its path, query left out: keys may change, the place does not)."""
+def record_path(lake: Lake, uri: str, command: str = "sync") -> Path:
+    """Where this lake keeps what it sent to (`sync`) or took from (`pull`) `uri` (its path, query left out: keys may
+    change, the place does not)."""
     shown = lake_fs.open_uri(uri).uri
-    return lake.root / "state" / "sync" / f"{hashlib.sha256(shown.encode()).hexdigest()[:16]}.json"
+    return lake.root / "state" / command / f"{hashlib.sha256(shown.encode()).hexdigest()[:16]}.json"
 
 
 def files_to_sync(lake: Lake, only: list[str] | None = None) -> list[str]:
@@ -73,21 +74,21 @@ def _inside_raw(lake: Lake, folder: str) -> Path:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path, command: str = "sync") -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise TrajforgeError(f"another `trajforge lake sync` of this lake to this URI is running ({path.with_suffix('.lock')} is "
-                                 "locked): wait for it to end") from None
+            raise TrajforgeError(f"another `trajforge lake {command}` of this lake and this URI is running ({path.with_suffix('.lock')} "
+                                 "is locked): wait for it to end") from None
         yield
     finally:
         os.close(fd)
 
 
-def _read_record(path: Path) -> dict[str, dict[str, Any]]:
+def read_record(path: Path) -> dict[str, dict[str, Any]]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))["files"]
     except FileNotFoundError:
@@ -97,7 +98,7 @@ def _read_record(path: Path) -> dict[str, dict[str, Any]]:
         return {}
 
 
-def _remote_listing(prefix: lake_fs.Remote) -> dict[str, dict[str, Any]]:
+def remote_listing(prefix: lake_fs.Remote) -> dict[str, dict[str, Any]]:
     raw = lake_fs.read_bytes(prefix, LISTING)
     if raw is None:
         return {}
@@ -108,7 +109,7 @@ def _remote_listing(prefix: lake_fs.Remote) -> dict[str, dict[str, Any]]:
         return {}
 
 
-def _signature(path: Path) -> tuple[int, int]:
+def signature(path: Path) -> tuple[int, int]:
     stat = path.stat()
     return stat.st_size, stat.st_mtime_ns
 
@@ -120,15 +121,15 @@ def sync_lake(lake: Lake, uri: str, *, only: list[str] | None = None, progress: 
     started = time.monotonic()
     prefix = lake_fs.open_uri(uri)
     record_file = record_path(lake, uri)
-    with _locked(record_file):
-        record = _read_record(record_file)
-        listing = {**_remote_listing(prefix), **{path: {"bytes": e["bytes"], "sha256": e["sha256"]} for path, e in record.items()}}
+    with locked(record_file):
+        record = read_record(record_file)
+        listing = {**remote_listing(prefix), **{path: {"bytes": e["bytes"], "sha256": e["sha256"]} for path, e in record.items()}}
         paths = files_to_sync(lake, only)
         counts = {"files": len(paths), "sent": 0, "unchanged": 0, "matched_remote": 0, "bytes_sent": 0}
         last_listing = time.monotonic()
         for relative in tqdm(paths, desc="sync", unit="file", disable=not progress):
             local = lake.root / relative
-            before = _signature(local)
+            before = signature(local)
             known = record.get(relative)
             if known and [known["bytes"], known["mtime_ns"]] == list(before):
                 counts["unchanged"] += 1
@@ -142,7 +143,7 @@ def sync_lake(lake: Lake, uri: str, *, only: list[str] | None = None, progress: 
                 if lake_fs.size_of(prefix, relative) != size:
                     raise TrajforgeError(f"{prefix.show(relative)} reads back with another size than the {size} bytes sent: the storage "
                                          "did not keep it; run the sync again")
-                after = _signature(local)
+                after = signature(local)
                 record[relative] = {"bytes": size, "sha256": sha256, "mtime_ns": after[1] if after[0] == size else -1}
                 counts["sent"] += 1
                 counts["bytes_sent"] += size

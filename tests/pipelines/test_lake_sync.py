@@ -111,7 +111,7 @@ def test_a_second_sync_of_the_same_lake_to_the_same_uri_is_told_to_wait(tmp_path
     holder = os.open(lock, os.O_RDWR | os.O_CREAT)
     fcntl.flock(holder, fcntl.LOCK_EX)
     try:
-        with pytest.raises(TrajforgeError, match="another `trajforge lake sync` of this lake to this URI is running"):
+        with pytest.raises(TrajforgeError, match="another `trajforge lake sync` of this lake and this URI is running"):
             sync_lake(lake, destination, progress=False)
     finally:
         os.close(holder)

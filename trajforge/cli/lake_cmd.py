@@ -1,5 +1,6 @@
 """`trajforge lake publish BUILD URI`: copy a finished build to shared or object storage (pipelines/build/publish.py);
-`trajforge lake sync URI`: the raw lake to shared or object storage, incrementally (pipelines/lake_sync.py)."""
+`trajforge lake sync URI`: the raw lake to shared or object storage, incrementally (pipelines/lake_sync.py);
+`trajforge lake pull URI`: a synced raw lake into this one (pipelines/lake_pull.py)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sync.add_argument("--no-progress", action="store_true", help="no progress bar")
     common_arguments(sync, nested=True)
 
+    pull = verbs.add_parser(
+        "pull", help="bring a raw lake that `lake sync` put at a URI into this lake, downloading only what changed",
+        description="Download the files <URI>/SYNC.json lists into the same paths of <lake>, each checked against the listed size "
+                    "and sha256 before it is renamed into place; files unchanged since the last pull (recorded in "
+                    "<lake>/state/pull/) or already here are not downloaded. A local file is replaced only when it is a prefix "
+                    "of the listed one; one with bytes of its own is kept and counted. Then `trajforge build --lake <lake>`.")
+    pull.add_argument("uri", help="where `trajforge lake sync` put the raw lake, e.g. s3://bucket/trajforge/lake")
+    pull.add_argument("--lake", type=Path, default=Path("./lake"), help="the lake to bring it into (default ./lake)")
+    pull.add_argument("--only", action="append", metavar="FOLDER", default=None,
+                      help="only this folder of the raw lake (repeatable), e.g. --only raw/trajectories")
+    pull.add_argument("--json", action="store_true", help="print what was done as JSON")
+    pull.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common_arguments(pull, nested=True)
+
 
 def run_command(args: argparse.Namespace) -> int:
     from trajforge.lake import Lake
@@ -54,6 +69,13 @@ def run_command(args: argparse.Namespace) -> int:
             return 2
         result = sync_lake(Lake.at(args.lake), args.uri, only=args.only, progress=not args.no_progress)
         print(json.dumps(result, indent=2) if args.json else sync_summary(result))
+        return 0
+    if args.verb == "pull":
+        from pipelines.lake_pull import pull_lake
+        from pipelines.lake_pull import summary as pull_summary
+
+        result = pull_lake(Lake.at(args.lake), args.uri, only=args.only, progress=not args.no_progress)
+        print(json.dumps(result, indent=2) if args.json else pull_summary(result))
         return 0
     from pipelines.build.publish import publish_build, summary
 

@@ -15,6 +15,7 @@ Stages (--stage, default all):
            {instruction, pre, post, language, tags} in normalized/part-*.jsonl, and _meta.json (source, version,
            license, downloaded_at, sha256, num_records). The folder is published in one rename: a killed run leaves
            the previous version. A dataset already ingested from the same sha256 is skipped (--force: again).
+           A source of several data files is normalized one file per Ray task on this node.
            A record its adapter cannot turn into pre/post (AgentPack: a patch of several files or hunks; SmellyCode:
            no refactored code) is counted by reason in _ingest.json and the report, never silently dropped.
   process  a Ray Data job over the ingested datasets: confirm each record's language (file extension and an ast-grep
@@ -72,6 +73,9 @@ def run_command(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     result: dict = {}
     if args.stage in ("all", "ingest"):
+        from trajforge.cluster import init_ray
+
+        init_ray()  # a source of several files is normalized one file per Ray task (pipelines/datasets/normalize.py)
         result["ingested"] = [as_dict(item) for item in ingest_all(settings, args.only, force=args.force, progress=progress)]
     if args.stage in ("all", "process"):
         from trajforge.cluster import warn_if_cpus_taken

@@ -1,7 +1,7 @@
 """Ingesting one dataset into `lake/raw/datasets/<name>/` (seed 002 section 3.2, steps 1 to 4):
 
     source/<file or folder>       as downloaded or copied, untouched
-    normalized/part-00000.jsonl   the common form, `records_per_shard` records a file, in the source's order
+    normalized/part-00000.jsonl   the common form, `records_per_shard` records a file, in the source's order (normalize.py)
     _meta.json                    the section 3.1 contract (`meta.DatasetMeta`)
     _ingest.json                  what made the normalized files (adapter and its settings, counts), to know when to redo
 
@@ -21,15 +21,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.datasets.adapters import CorruptRecord, Unconvertible, normalize, source_records
-from pipelines.datasets.archives import readable_source, shown
+from pipelines.datasets.archives import readable_source
 from pipelines.datasets.fetch import fetch, source_digest
 from pipelines.datasets.meta import META_FILE, DatasetMeta, MetaError, now, read_meta
+from pipelines.datasets.normalize import normalize_source
 from pipelines.datasets.settings import DatasetSpec, DatasetsSettings
 from trajforge.atomic import staged_dir
 from trajforge.errors import ConfigError
@@ -38,8 +37,7 @@ from trajforge.lake import Lake
 log = logging.getLogger(__name__)
 INGEST_FILE = "_ingest.json"
 DOWNLOADS = ".downloads"  # beside the datasets: the partial downloads the next run continues (pipelines/datasets/download.py)
-NORMALIZED_VERSION = "2"  # bump when the normalized form or an adapter changes: every dataset is normalized again
-EXAMPLES = 5  # not-converted records whose location and message _ingest.json keeps
+NORMALIZED_VERSION = "3"  # bump when the normalized form, its sharding or an adapter changes: every dataset is normalized again
 
 
 @dataclass
@@ -87,7 +85,8 @@ def ingest_dataset(name: str, spec: DatasetSpec, settings: DatasetsSettings, *, 
         fetched = fetch(name, spec, staging / "source", settings.download, folder.parent / DOWNLOADS, progress)
         with readable_source(fetched.path, staging, spec.archive_path) as (readable, names):
             names = {**names, str(staging): str(folder)}  # locations name the folder the records will be in, not its staging
-            counts = _normalize(name, spec, readable, staging / "normalized", settings.records_per_shard, progress, names)
+            counts = normalize_source(name, spec, readable, staging / "normalized", settings.records_per_shard, names=names,
+                                      progress=progress, cpus=settings.cpus_per_task)
         meta = DatasetMeta(source=name, version=spec.version, license=spec.license, downloaded_at=now(), sha256=fetched.sha256,
                            num_records=counts["records"])
         (staging / INGEST_FILE).write_text(json.dumps({"recipe": wanted, "adapter": spec.adapter, "origin": spec.source,
@@ -95,56 +94,6 @@ def ingest_dataset(name: str, spec: DatasetSpec, settings: DatasetsSettings, *, 
         (staging / META_FILE).write_text(meta.to_json(), encoding="utf-8")  # last: a folder with it is complete
     log.info("%s: ingested %d records from %s (sha256 %s)", name, meta.num_records, spec.source, meta.sha256[:12])
     return Ingested(name, "ingested", meta.num_records, meta.sha256, str(folder), counts["not_converted"])
-
-
-def _normalize(name: str, spec: DatasetSpec, source: Path, out: Path, per_shard: int, progress: bool,
-               names: dict[str, str] | None = None) -> dict[str, Any]:
-    """Normalize every record under `source` into shards in `out`; `names` shows an unpacked archive's scratch folder
-    as the archive in record locations (`archives.readable_source`)."""
-    try:
-        return _normalize_records(name, spec, source, out, per_shard, progress, names or {})
-    except CorruptRecord as exc:
-        raise CorruptRecord(shown(str(exc), names or {})) from None
-
-
-def _normalize_records(name: str, spec: DatasetSpec, source: Path, out: Path, per_shard: int, progress: bool,
-                       names: dict[str, str]) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    out.mkdir(parents=True, exist_ok=True)
-    shard, lines, total, shards = 0, [], 0, 0
-    skipped: Counter[str] = Counter()
-    examples: list[dict[str, str]] = []
-    with tqdm(desc=f"normalize {name}", unit="record", disable=not progress) as bar:
-        for where, record in source_records(spec, source):
-            where = shown(where, names)
-            bar.update()
-            try:
-                normalized = normalize(name, spec, record, where)
-            except Unconvertible as exc:
-                skipped[exc.reason] += 1
-                if len(examples) < EXAMPLES:
-                    examples.append({"reason": exc.reason, "message": str(exc)})
-                    log.warning("%s: not converted (%s): %s", name, exc.reason, exc)
-                continue
-            lines.append(json.dumps(normalized, ensure_ascii=False))
-            total += 1
-            if len(lines) == per_shard:
-                write_shard(out, shard, lines)
-                shard, lines, shards = shard + 1, [], shards + 1
-    if lines or not total:
-        write_shard(out, shard, lines)
-        shards += 1
-    if skipped:
-        log.warning("%s: %d records not converted to pre/post (%s); see _ingest.json and the report", name, sum(skipped.values()),
-                    ", ".join(f"{reason} {count}" for reason, count in sorted(skipped.items())))
-    return {"records": total, "shards": shards, "not_converted": dict(sorted(skipped.items())), "not_converted_examples": examples}
-
-
-def write_shard(out: Path, index: int, lines: list[str]) -> Path:
-    path = out / f"part-{index:05d}.jsonl"
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return path
 
 
 def not_converted(folder: Path) -> dict[str, int]:

@@ -216,17 +216,17 @@ def test_a_missing_url_says_the_status(tmp_path, http_files):
 
 INGEST_AND_DIE = """
 import os, signal, sys
-from pipelines.datasets import ingest
+from pipelines.datasets import ingest, normalize
 from pipelines.datasets.settings import load_datasets_settings
 
-real = ingest.write_shard
+real = normalize.write_shard
 def write_and_die(out, index, lines):  # SIGKILL once the second shard is on disk: mid-write of the dataset
     path = real(out, index, lines)
     if index == 1:
         os.kill(os.getpid(), signal.SIGKILL)
     return path
 
-ingest.write_shard = write_and_die
+normalize.write_shard = write_and_die
 settings = load_datasets_settings(sys.argv[1])
 ingest.ingest_all(settings, force=True, progress=False)
 """
@@ -273,7 +273,8 @@ def test_a_folder_source_is_copied_whole_read_in_name_order_and_hashed_by_its_fi
     result, settings = _ingest(tmp_path, catalog, "commitpackft", progress=False)
     folder = settings.lake / "raw" / "datasets" / "commitpackft"
     assert result.num_records == 2 and folder_digest(folder / "source" / "data") == (digest, size)
-    assert [row["language"] for row in read_lines(folder / "normalized" / "part-00000.jsonl")] == ["java", "python"]
+    shards = sorted((folder / "normalized").glob("part-*.jsonl"))  # each file starts its shard, in name order
+    assert [[row["language"] for row in read_lines(shard)] for shard in shards] == [["java"], ["python"]]
     (data / "java" / "data.jsonl").write_text("".join(lines[3:5]))  # the folder changed: refused against the manifest
     with pytest.raises(IntegrityError, match="bytes, the manifest"):
         _ingest(tmp_path, catalog, "commitpackft", progress=False)

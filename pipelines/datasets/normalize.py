@@ -1,0 +1,116 @@
+"""A fetched dataset's records in the common form, as `normalized/part-NNNNN.jsonl` shards of `records_per_shard`.
+
+A source of several data files (AgentPack's `train/*.jsonl.gz` shards, EditPackFT's Parquet parts, a folder of
+CommitPackFT languages) is normalized one file per Ray task when the driver is connected to Ray (`trajforge datasets`
+is), each pinned to the driver's node, whose disk holds the staging folder; otherwise, and for a single file or a
+source its adapter reads whole (SmellyCode's repository), in this process. Either way each file's records start a new
+shard and the shards are numbered in file order, so the files are the same whichever way they were made.
+
+A record the adapter cannot turn into pre/post (`Unconvertible`) is counted by reason, its first few locations and
+messages kept (`not_converted_examples`); a record without what its layout requires stops the dataset (`CorruptRecord`).
+Record locations show `names`' labels instead of scratch and staging folders (`archives.shown`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pipelines.datasets.adapters import CorruptRecord, Unconvertible, normalize, source_records
+from pipelines.datasets.archives import shown
+from pipelines.datasets.readers import data_files
+from pipelines.datasets.settings import DatasetSpec
+
+log = logging.getLogger(__name__)
+EXAMPLES = 5  # not-converted records whose location and message _ingest.json keeps
+WHOLE_SOURCE_ADAPTERS = ("smellycode",)  # read the source folder as one (a repository with its annotations)
+
+
+def write_shard(out: Path, index: int, lines: list[str]) -> Path:
+    path = out / f"part-{index:05d}.jsonl"
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def normalize_part(name: str, spec_json: str, source: str, out: str, per_shard: int, names: dict[str, str],
+                   progress: bool = False) -> dict[str, Any]:
+    """Normalize the records of one file (or a whole-source folder) into `out/part-*.jsonl`; the counts. A Ray task's body."""
+    from tqdm import tqdm
+
+    spec = DatasetSpec.model_validate_json(spec_json)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    shard, lines, total = 0, [], 0
+    skipped: Counter[str] = Counter()
+    examples: list[dict[str, str]] = []
+    try:
+        with tqdm(desc=f"normalize {name}", unit="record", disable=not progress) as bar:
+            for where, record in source_records(spec, Path(source)):
+                bar.update()
+                try:
+                    lines.append(json.dumps(normalize(name, spec, record, shown(where, names)), ensure_ascii=False))
+                except Unconvertible as exc:
+                    skipped[exc.reason] += 1
+                    if len(examples) < EXAMPLES:
+                        examples.append({"reason": exc.reason, "message": str(exc)})
+                        log.warning("%s: not converted (%s): %s", name, exc.reason, exc)
+                    continue
+                total += 1
+                if len(lines) == per_shard:
+                    write_shard(folder, shard, lines)
+                    shard, lines = shard + 1, []
+    except CorruptRecord as exc:
+        raise CorruptRecord(shown(str(exc), names)) from None
+    if lines:
+        write_shard(folder, shard, lines)
+    return {"records": total, "not_converted": dict(skipped), "not_converted_examples": examples}
+
+
+def _parts(spec: DatasetSpec, source: Path) -> list[Path]:
+    if source.is_dir() and spec.adapter not in WHOLE_SOURCE_ADAPTERS:
+        return data_files(source, spec.file_format)
+    return [source]
+
+
+def _run(name: str, spec: DatasetSpec, parts: list[Path], work: Path, per_shard: int, names: dict[str, str], progress: bool,
+         cpus: float) -> list[dict[str, Any]]:
+    """Each part normalized into `work/<index>/`: Ray tasks on this node when connected to Ray and there are several."""
+    import ray
+
+    spec_json = spec.model_dump_json()
+    if len(parts) < 2 or not ray.is_initialized():
+        return [normalize_part(name, spec_json, str(part), str(work / f"{index:05d}"), per_shard, names, progress)
+                for index, part in enumerate(parts)]
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    task = ray.remote(normalize_part).options(num_cpus=cpus, scheduling_strategy=here, max_retries=0)
+    log.info("%s: normalizing %d files in Ray tasks on this node", name, len(parts))
+    return ray.get([task.remote(name, spec_json, str(part), str(work / f"{index:05d}"), per_shard, names) for index, part in enumerate(parts)])
+
+
+def normalize_source(name: str, spec: DatasetSpec, source: Path, out: Path, per_shard: int, *, names: dict[str, str] | None = None,
+                     progress: bool = True, cpus: float = 1.0) -> dict[str, Any]:
+    """Every record under `source` into `out/part-NNNNN.jsonl` (see the module's doc); the counts `_ingest.json` keeps."""
+    parts = _parts(spec, source)
+    work = out / ".parts"
+    results = _run(name, spec, parts, work, per_shard, names or {}, progress, cpus)
+    shards = [path for index in range(len(parts)) for path in sorted((work / f"{index:05d}").glob("part-*.jsonl"))]
+    for number, path in enumerate(shards):
+        path.rename(out / f"part-{number:05d}.jsonl")
+    shutil.rmtree(work)
+    if not shards:
+        write_shard(out, 0, [])  # an empty dataset still has its (empty) shard
+    skipped: Counter[str] = Counter()
+    for result in results:
+        skipped.update(result["not_converted"])
+    if skipped:
+        log.warning("%s: %d records not converted to pre/post (%s); see _ingest.json and the report", name, sum(skipped.values()),
+                    ", ".join(f"{reason} {count}" for reason, count in sorted(skipped.items())))
+    return {"records": sum(result["records"] for result in results), "shards": max(1, len(shards)),
+            "not_converted": dict(sorted(skipped.items())),
+            "not_converted_examples": [example for result in results for example in result["not_converted_examples"]][:EXAMPLES]}

@@ -22,9 +22,8 @@ from typing import Any
 
 from serve_apps.ingest import registry
 from serve_apps.ingest.events import append_durably
-from serve_apps.ingest.tokens import iso
 from trajforge.contracts.events import partition_name
-from trajforge.contracts.provenance import AGENT_ACTION, OUTCOME, AgentAction, Outcome, ProvenanceEvent, parse_provenance
+from trajforge.contracts.provenance import AGENT_ACTION, OUTCOME, AgentAction, Outcome, ProvenanceEvent, iso, parse_provenance
 from trajforge.lake import Lake
 
 SCHEMA = """

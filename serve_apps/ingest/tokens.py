@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serve_apps.ingest import registry
-from trajforge.contracts.provenance import TOKEN_PREFIX
+from trajforge.contracts.provenance import TOKEN_PREFIX, iso
 from trajforge.lake import Lake
 
 SCHEMA = """
@@ -66,12 +66,6 @@ def public(row: Any) -> dict[str, Any]:
     return {"id": row["token_id"], "customer_id": row["customer_id"], "name": row["name"], "role": row["role"],
             "created_at": iso(row["created_at"]), "created_by": row["created_by"],
             "revoked_at": iso(row["revoked_at"]) if row["revoked_at"] is not None else None}
-
-
-def iso(epoch: float) -> str:
-    """An epoch time as ISO 8601 UTC with milliseconds, `2026-02-07T12:00:00.000Z` (as JavaScript's toISOString)."""
-    whole = int(epoch)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int(round((epoch - whole) * 1000)) % 1000:03d}Z"
 
 
 class TokenStore:

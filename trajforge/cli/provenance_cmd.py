@@ -1,5 +1,6 @@
 """`trajforge provenance --commit SHA | --file PATH [--repo R] | --search`: which agent actions made this code, asked of
-a running ingest service's provenance API (seed 003) with an API token."""
+a running ingest service's provenance API (seed 003) with an API token, or, with `--build`, of a curated build's
+`provenance` table with DuckDB (no service, no token), which also names the training rows labelled with them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from trajforge.cli.common import positive_int
@@ -28,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the ingest service (default ${URL_ENV} or http://127.0.0.1:8000)")
     parser.add_argument("--token", help=f"an sk_ API token (default ${TOKEN_ENV}; prefer the variable: arguments show in the process list)")
     parser.add_argument("--json", action="store_true", help="print the service's JSON answer as it is")
+    parser.add_argument("--build", help="ask this curated build instead of the service: `latest`, `latest:<org>`, a build id or folder "
+                                        "(every customer's actions, and the sft/trajectories/behavior rows labelled with them)")
+    parser.add_argument("--lake", type=Path, default=Path("./lake"), help="the lake holding --build (default ./lake)")
+    parser.add_argument("--customer", help="with --build: only this customer's actions")
 
 
 def request_of(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -47,6 +53,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     from trajforge.errors import ConfigError, TrajforgeError
 
+    if args.build:
+        return _from_build(args)
     token = args.token or os.environ.get(TOKEN_ENV)
     if not token:
         raise ConfigError(f"no API token: set {TOKEN_ENV}=sk_... (make one with POST {args.url.rstrip('/')}/v1/tokens) or pass --token")
@@ -86,3 +94,21 @@ def print_events(events: list[dict[str, Any]], out) -> None:
         print(f"    intent: {event['intent']}", file=out)
         for file in event.get("files_written", []):
             print(f"    wrote:  {file}", file=out)
+
+
+def _from_build(args: argparse.Namespace) -> int:
+    from pipelines.lake_provenance import find_actions, labelled_rows
+    from trajforge.lake import Lake
+
+    build_dir = Lake.at(args.lake).resolve_build(args.build)
+    events = find_actions(build_dir, commit=args.commit, file=args.file, repo=args.repo, actor=args.actor, tool=args.tool,
+                          since=args.since, limit=args.limit, customer=args.customer)
+    rows = labelled_rows(build_dir, [event["event_id"] for event in events])
+    if args.json:
+        print(json.dumps({"build_id": build_dir.name, "events": events, "training_rows": rows}, indent=2, ensure_ascii=False))
+        return 0
+    print_events(events, sys.stdout)
+    print(f"rows of build {build_dir.name} labelled with these actions: "
+          + ", ".join(f"{table} {found['rows']}" + (f" ({', '.join(found['sample'])}{' ...' if found['rows'] > len(found['sample']) else ''})"
+                                                     if found["sample"] else "") for table, found in rows.items()))
+    return 0

@@ -11,6 +11,7 @@ Also here: the API tokens' request bodies and roles.
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
@@ -120,3 +121,10 @@ class RoleUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["admin", "user"]
+
+
+def iso(epoch: float) -> str:
+    """An epoch time as the API shows times: ISO 8601 UTC with milliseconds, `2026-02-07T12:00:00.000Z` (JavaScript's
+    toISOString)."""
+    whole = int(epoch)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int(round((epoch - whole) * 1000)) % 1000:03d}Z"

@@ -25,6 +25,10 @@ class BuildMix(_Strict):
     `s3://bucket/prefix/latest`, any pyarrow filesystem URI (S3 options in its query or from AWS_* variables)."""
     weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     """Share of the training stream drawn from this build (weights are normalized over the list)."""
+    where: str | None = Field(default=None, min_length=1)
+    """Only the sft rows this DuckDB SQL condition keeps, over the sft table's columns (trajforge/contracts/curated.py):
+    `source = 'teacher'`, `tier = 'TIER_A'`, `reward.verified`, `provenance.outcome IS DISTINCT FROM 'rejected'` (drop the
+    work its owners rejected), `provenance.agent_actions > 0`. Part of the cache's name: each condition caches its rows."""
 
 
 class DataSettings(_Strict):

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from trajforge.atomic import remove_leftovers_in, staged_dir
 from trajforge.contracts.curated import SFT
-from trajforge.errors import LakeCorruption, TrajforgeError
+from trajforge.errors import ConfigError, LakeCorruption, TrajforgeError
 from trajforge.lake import Lake, check_listed_file
 from trajforge.lake_fs import is_uri, with_name
 
@@ -56,6 +56,7 @@ class Source:
     cache_dir: str
     train_rows: int
     dev_rows: int
+    where: str | None = None  # the rows' condition (BuildMix.where)
 
     def path(self, split: str) -> Path:
         return Path(self.cache_dir) / f"{split}.arrow"
@@ -90,7 +91,26 @@ def verify_sft_files(build_dir: Path, manifest: dict) -> list[dict]:
     return entries
 
 
-def _batches(build_dir: Path, entries: list[dict]) -> Iterator[pa.RecordBatch]:
+def chosen_ids(path: Path, where: str) -> pa.Array:
+    """The example ids of the rows of one sft file that `where` keeps; a ConfigError naming the condition when DuckDB
+    cannot evaluate it."""
+    import duckdb
+
+    query = f"SELECT example_id FROM read_parquet(?) WHERE ({where})"
+    try:
+        with duckdb.connect() as con:
+            return con.sql(query, params=[str(path)]).to_arrow_table().column("example_id").combine_chunks()
+    except duckdb.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"learner.data.builds[].where {where!r}: DuckDB cannot use it on the sft rows ({first}); write a SQL "
+                          "condition over the sft table's columns, e.g. source = 'teacher' AND provenance.outcome IS DISTINCT FROM "
+                          "'rejected' (trajforge/contracts/curated.py lists them)") from None
+
+
+def _batches(build_dir: Path, entries: list[dict], where: str | None = None) -> Iterator[pa.RecordBatch]:
+    """The sft rows' usable columns, file by file; with `where`, only the rows it keeps."""
+    import pyarrow.compute as pc
+
     for entry in entries:
         path = build_dir / entry["path"]
         try:
@@ -98,8 +118,9 @@ def _batches(build_dir: Path, entries: list[dict]) -> Iterator[pa.RecordBatch]:
             missing = [name for name in COLUMNS if name not in reader.schema_arrow.names]
             if missing:
                 raise LakeCorruption(f"{path} has no column(s) {missing}: not an sft table of this version; rebuild with `trajforge build --full`")
+            keep = chosen_ids(path, where) if where else None
             for batch in reader.iter_batches(columns=list(COLUMNS), batch_size=4096):
-                yield batch
+                yield batch if keep is None else batch.filter(pc.is_in(batch.column("example_id"), value_set=keep))
         except (pa.ArrowException, OSError) as exc:
             raise LakeCorruption(f"{path} cannot be read as Parquet ({exc}); restore it or rebuild with `trajforge build --full`") from None
 
@@ -117,7 +138,7 @@ def _has_loss(messages: pa.Array) -> pa.Array:
 
 
 def _write_cache(build_dir: Path | None, entries: list[dict], target: Path, *, replace: bool = False,
-                 fetch: Callable[[Path], Path] | None = None) -> dict[str, int]:
+                 fetch: Callable[[Path], Path] | None = None, where: str | None = None) -> dict[str, int]:
     """Fill `target`'s cache folder under a temporary name and publish it; when another process published it meanwhile
     (the same files give the same rows), use that copy. `replace`: publish over a damaged copy. `fetch` (a published
     build): downloads and verifies the files into the folder it is given, inside the temporary one, and returns it."""
@@ -129,7 +150,7 @@ def _write_cache(build_dir: Path | None, entries: list[dict], target: Path, *, r
             if fetch is not None:
                 build_dir = fetch(staging / "_download")
             writers = {split: pa.ipc.new_file(str(staging / f"{split}.arrow"), CACHED) for split in SPLITS}
-            for batch in _batches(build_dir, entries):
+            for batch in _batches(build_dir, entries, where):
                 keep = _has_loss(batch.column("messages"))
                 for split in SPLITS:
                     chosen = batch.filter(pc.and_(pc.equal(batch.column("split"), split), keep))
@@ -149,10 +170,11 @@ def _write_cache(build_dir: Path | None, entries: list[dict], target: Path, *, r
     return counts
 
 
-def prepare_source(lake: Lake, build: str, weight: float, cache_root: Path) -> Source:
-    """Resolve, verify and cache one build (the cache is reused when the files are the same). `build` may be a URI of a
-    published build (`s3://bucket/prefix/<id>`, `.../latest`): its sft files are downloaded and checked against its
-    manifest only when no cache of them is here yet (the cache's name covers their sha256)."""
+def prepare_source(lake: Lake, build: str, weight: float, cache_root: Path, where: str | None = None) -> Source:
+    """Resolve, verify and cache one build (the cache is reused when the files and `where` are the same). `build` may be
+    a URI of a published build (`s3://bucket/prefix/<id>`, `.../latest`): its sft files are downloaded and checked
+    against its manifest only when no cache of them is here yet (the cache's name covers their sha256). `where` keeps
+    only the rows a DuckDB condition over the sft columns keeps (BuildMix.where)."""
     fetch = None
     if is_uri(build):
         from learner.published import download, open_published
@@ -166,7 +188,8 @@ def prepare_source(lake: Lake, build: str, weight: float, cache_root: Path) -> S
         manifest = read_manifest(build_dir)
         entries = verify_sft_files(build_dir, manifest)
         build_id = str(manifest.get("build_id") or build_dir.name)
-    digest = hashlib.sha256("".join(str(entry.get("sha256", entry["path"])) for entry in entries).encode()).hexdigest()[:12]
+    named = "".join(str(entry.get("sha256", entry["path"])) for entry in entries) + (f"\0where\0{where}" if where else "")
+    digest = hashlib.sha256(named.encode()).hexdigest()[:12]
     target = cache_root / f"{build_id}-{digest}"
     remove_leftovers_in(cache_root)
     counts = cached_counts(target) if (target / "rows.json").is_file() else None
@@ -176,10 +199,15 @@ def prepare_source(lake: Lake, build: str, weight: float, cache_root: Path) -> S
             log.warning("the cache %s is damaged (its files do not hold the rows rows.json counts): caching build %s again", target, build_id)
         else:
             log.info("caching the sft rows of build %s in %s", build_id, target)
-        counts = _write_cache(None if fetch else build_dir, entries, target, replace=damaged, fetch=fetch)
+        counts = _write_cache(None if fetch else build_dir, entries, target, replace=damaged, fetch=fetch, where=where)
     if counts["train"] == 0:
+        if where:
+            raise TrajforgeError(f"build {build_id} ({build_dir}) has no train row that learner.data.builds[].where {where!r} keeps "
+                                 f"({counts['dev']} dev rows): loosen the condition, or name another build")
         raise TrajforgeError(nothing_to_learn(build_id, build_dir, manifest, entries, counts["dev"]))
-    return Source(build_id, str(build_dir), weight, str(target), counts["train"], counts["dev"])
+    if where:
+        log.info("build %s: %d train and %d dev rows where %s", build_id, counts["train"], counts["dev"], where)
+    return Source(build_id, str(build_dir), weight, str(target), counts["train"], counts["dev"], where)
 
 
 def nothing_to_learn(build_id: str, build_dir: Path | str, manifest: dict, entries: list[dict], dev_rows: int) -> str:
@@ -243,7 +271,8 @@ def ensure_on_this_node(source: Source, build: str) -> Source:
         return source
     log.warning("the cache %s of build %s is not on this node: downloading the build again from %s", source.cache_dir, source.build_id,
                 source.build_dir)
-    made = prepare_source(Lake.at("."), with_name(build, source.build_id), source.weight, Path(source.cache_dir).parent)  # not a newer LATEST
+    made = prepare_source(Lake.at("."), with_name(build, source.build_id), source.weight, Path(source.cache_dir).parent,  # not a newer LATEST
+                          source.where)
     if made.cache_dir != source.cache_dir or (made.train_rows, made.dev_rows) != (source.train_rows, source.dev_rows):
         raise LakeCorruption(f"{source.build_dir} no longer holds the files the driver cached as {source.cache_dir} (it was published "
                              "again with other files): start the run again")

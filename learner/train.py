@@ -61,7 +61,7 @@ def prepare(settings: LearnerSettings) -> dict[str, Any]:
             raise ConfigError(f"learner.resume: {settings.resume} is not a complete learner checkpoint (no readable {STATE_FILE}); name a "
                               "<run>/checkpoints/step-NNNNNN folder, or `auto` (the run's latest) or `never`") from None
     lake = Lake.at(settings.data.lake)
-    sources = [prepare_source(lake, mix.build, mix.weight, settings.data.cache_dir) for mix in settings.data.builds]
+    sources = [prepare_source(lake, mix.build, mix.weight, settings.data.cache_dir, mix.where) for mix in settings.data.builds]
     # the worker count, part of the data position, is settled here unless `auto` may lower it to the GPUs there are
     check_resume_data(settings, sources, settings.workers.count if settings.workers.device != "auto" or on_gpu is False else None)
     if not any(source.dev_rows for source in sources):

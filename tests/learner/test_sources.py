@@ -10,7 +10,7 @@ from sft_builds import rows, write_build
 
 from learner.sources import open_split, prepare_source
 from learner.train import main
-from trajforge.errors import LakeCorruption, TrajforgeError
+from trajforge.errors import ConfigError, LakeCorruption, TrajforgeError
 from trajforge.lake import Lake
 
 
@@ -204,11 +204,11 @@ def test_two_processes_caching_one_build_at_once_both_use_the_first_copy(build, 
 
     real_batches, raced = sources._batches, []
 
-    def batches_while_another_process_caches(build_dir, entries):
+    def batches_while_another_process_caches(build_dir, entries, where=None):
         if not raced:  # the other process finishes its cache of the same build while this one is still writing
             raced.append(None)
             raced.append(prepare_source(Lake.at(tmp_path / "lake"), "b1", 1.0, tmp_path / "cache").cache_dir)
-        yield from real_batches(build_dir, entries)
+        yield from real_batches(build_dir, entries, where)
 
     monkeypatch.setattr(sources, "_batches", batches_while_another_process_caches)
     source = prepare_source(Lake.at(tmp_path / "lake"), "b1", 1.0, tmp_path / "cache")
@@ -230,3 +230,28 @@ def test_a_damaged_cache_is_made_again_not_handed_to_the_workers(build, tmp_path
         again = prepare_source(Lake.at(tmp_path / "lake"), "b1", 1.0, cache)
     assert "is damaged" in caplog.text and again.cache_dir == source.cache_dir
     assert open_split(again, "train").num_rows == again.train_rows == 9
+
+
+def test_where_keeps_the_rows_a_duckdb_condition_keeps_and_caches_them_apart(tmp_path):
+    made = rows(12, dev=3)
+    for index, row in enumerate(made):  # every third row's agent work was rejected by its owners (the build's labels)
+        row["provenance"].update(agent_actions=1, outcome="rejected" if index % 3 == 0 else "accepted", agent_action_ids=[f"a{index}"])
+        row["source"] = "teacher" if index % 2 else "ingest"
+    write_build(tmp_path / "lake", "b3", made, files=2)
+    lake, cache = Lake.at(tmp_path / "lake"), tmp_path / "cache"
+    everything = prepare_source(lake, "b3", 1.0, cache)
+    kept = prepare_source(lake, "b3", 1.0, cache, where="provenance.outcome IS DISTINCT FROM 'rejected'")
+    assert (everything.train_rows, everything.dev_rows) == (9, 3) and (kept.train_rows, kept.dev_rows) == (6, 2)
+    assert kept.cache_dir != everything.cache_dir and kept.where == "provenance.outcome IS DISTINCT FROM 'rejected'"
+    assert all(int(example[3:]) % 3 for example in open_split(kept, "train").column("example_id").to_pylist())
+    teacher = prepare_source(lake, "b3", 1.0, cache, where="source = 'teacher' AND split = 'train'")
+    assert (teacher.train_rows, teacher.dev_rows) == (5, 0)
+
+
+def test_a_where_duckdb_cannot_use_or_that_keeps_no_train_row_says_so(build, tmp_path):
+    lake, cache = Lake.at(tmp_path / "lake"), tmp_path / "cache"
+    with pytest.raises(ConfigError, match=r"learner.data.builds\[\].where 'no_such_column = 1': DuckDB cannot use it"):
+        prepare_source(lake, "b1", 1.0, cache, where="no_such_column = 1")
+    with pytest.raises(TrajforgeError, match="has no train row that learner.data.builds\\[\\].where \"split = 'dev'\" keeps \\(3 dev rows\\)"):
+        prepare_source(lake, "b1", 1.0, cache, where="split = 'dev'")
+    assert [path.name for path in cache.iterdir() if path.name.startswith(".")] == []  # no staging left by the refused one

@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trajforge.constants import QUALITY_TIERS
 from trajforge.contracts.curated import ROWS_VERSION, SCHEMAS
-from trajforge.errors import ConfigError
 from trajforge.redaction import RedactionSettings
+from trajforge.redaction.switch import REDACT_ENV, redaction_on
 from trajforge.settings import load_section
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "pipeline.yaml"
@@ -123,17 +123,11 @@ def model_fingerprint(name: str) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-REDACT_ENV = "TELEMETRY_REDACT"  # Starcode's switch: redaction is on unless it says false
-
-
 def load_build_settings(path: str | Path | None = None, assignments=()) -> BuildSettings:
     """The build's settings: the YAML file, `TRAJFORGE__BUILD__...` variables, `--set` assignments; `TELEMETRY_REDACT=false`
     (as in Starcode) turns redaction off unless an assignment names `build.redaction.kinds` itself."""
     source = Path(path) if path else DEFAULT_CONFIG
-    raw = os.environ.get(REDACT_ENV, "").strip().lower()
-    if raw and raw not in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-        raise ConfigError(f"{REDACT_ENV}={os.environ[REDACT_ENV]!r} is neither true nor false: unset it (redaction on) or set it to false")
-    if raw in ("false", "0", "no", "off"):
+    if not redaction_on():
         log.warning("%s=%s: the build keeps secrets and personal data verbatim", REDACT_ENV, os.environ[REDACT_ENV])
         assignments = [("build.redaction.kinds", []), *assignments]
     return load_section(BuildSettings, source, "build", assignments)

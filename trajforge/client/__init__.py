@@ -29,7 +29,8 @@ the retries again) until the service's Retry-After is over or `/health` answers,
 the envelope refused; 5xx, 429 and no answer keep everything in the spool.
 
 Modules: `ingest` (the client), `session` (numbering and signing), `recorder` (steps one at a time, the chunk
-policy), `outbox` (delivery from the spool and the offline mode), `transport` (HTTP with retries), `batching` (cutting
+policy), `telemetry` (Starcode's telemetry SDK: events checked, redacted, spooled, flushed), `outbox` (delivery from
+the spool and the offline mode), `transport` (HTTP with retries), `batching` (cutting
 into pieces the service takes), `errors`, `identity` (contributor id, machine fingerprint, version hash); the spool
 itself is `trajforge.spool`.
 """
@@ -40,8 +41,10 @@ from trajforge.client.identity import GROOVE_VERSION, app_version_hash, contribu
 from trajforge.client.ingest import IngestClient
 from trajforge.client.outbox import FlushReport
 from trajforge.client.session import Session
+from trajforge.client.telemetry import EventRejected, TelemetryClient, TelemetryFlush
 
 __all__ = [
-    "GROOVE_VERSION", "RETRYABLE", "FlushReport", "IngestClient", "IngestError", "QueueFull", "ServiceUnreachable", "Session",
+    "GROOVE_VERSION", "RETRYABLE", "EventRejected", "FlushReport", "IngestClient", "IngestError", "QueueFull", "ServiceUnreachable", "Session",
+    "TelemetryClient", "TelemetryFlush",
     "app_version_hash", "contributor_id_for", "fitting", "machine_fingerprint", "retryable",
 ]

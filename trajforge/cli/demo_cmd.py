@@ -119,17 +119,27 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _send_events(client, run_tag: str) -> None:
-    """The recorded Starcode events (ids made unique to this run), sent twice: the second time all are duplicates."""
+    """The recorded Starcode events (ids made unique to this run) through the telemetry SDK: each redacted and spooled,
+    then flushed in one request; sent again, all are duplicates."""
+    import tempfile
+
+    from trajforge.client import TelemetryClient
     from trajforge.replay import EXAMPLES
 
     path = EXAMPLES.parent / "events" / "starcode_events.jsonl"
     events = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     for event in events:
         event["event_id"] = f"{event['event_id']}-{run_tag}"
-    first, again = client.send_events(events), client.send_events(events)
+    with tempfile.TemporaryDirectory() as spool, TelemetryClient(client.base_url, spool_path=Path(spool) / "events.db") as telemetry:
+        for event in events:
+            telemetry.record(event)
+        first = telemetry.flush()
+        for event in events:
+            telemetry.record(event)
+        again = telemetry.flush()
     kinds = ", ".join(f"{kind} {sum(e['event_type'] == kind for e in events)}" for kind in sorted({e["event_type"] for e in events}))
-    print(f"{len(events)} events ({kinds}) from {path.name}: {first['accepted']} accepted; "
-          f"sent again: {again['accepted']} accepted, {again['duplicates']} duplicates")
+    print(f"{len(events)} events ({kinds}) from {path.name}, redacted and spooled by the telemetry SDK: {first.accepted} accepted; "
+          f"sent again: {again.accepted} accepted, {again.duplicates} duplicates")
 
 
 def _show_refusals(client, recorded_path: Path) -> None:

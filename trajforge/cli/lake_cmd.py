@@ -34,13 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "(recorded in <lake>/state/sync/); each is hashed as it streams, its size read back, then <URI>/SYNC.json "
                     "lists every synced file with its sha256. Interrupted: run it again, it goes on where it stopped. Nothing "
                     "at the URI is deleted. Run it from cron or after each teacher job, e.g. every 10 minutes.")
-    sync.add_argument("uri", help="where the raw lake goes, e.g. s3://bucket/trajforge/lake (S3 options as for publish)")
-    sync.add_argument("--lake", type=Path, default=Path("./lake"), help="the lake to copy (default ./lake)")
-    sync.add_argument("--only", action="append", metavar="FOLDER", default=None,
-                      help="only this folder of the raw lake, relative to the lake (repeatable), e.g. --only raw/trajectories")
-    sync.add_argument("--json", action="store_true", help="print what was done as JSON")
-    sync.add_argument("--no-progress", action="store_true", help="no progress bar")
-    common_arguments(sync, nested=True)
+    _transfer_arguments(sync, "where the raw lake goes, e.g. s3://bucket/trajforge/lake (S3 options as for publish)", "the lake to copy")
 
     pull = verbs.add_parser(
         "pull", help="bring a raw lake that `lake sync` put at a URI into this lake, downloading only what changed",
@@ -48,13 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "and sha256 before it is renamed into place; files unchanged since the last pull (recorded in "
                     "<lake>/state/pull/) or already here are not downloaded. A local file is replaced only when it is a prefix "
                     "of the listed one; one with bytes of its own is kept and counted. Then `trajforge build --lake <lake>`.")
-    pull.add_argument("uri", help="where `trajforge lake sync` put the raw lake, e.g. s3://bucket/trajforge/lake")
-    pull.add_argument("--lake", type=Path, default=Path("./lake"), help="the lake to bring it into (default ./lake)")
-    pull.add_argument("--only", action="append", metavar="FOLDER", default=None,
-                      help="only this folder of the raw lake (repeatable), e.g. --only raw/trajectories")
-    pull.add_argument("--json", action="store_true", help="print what was done as JSON")
-    pull.add_argument("--no-progress", action="store_true", help="no progress bar")
-    common_arguments(pull, nested=True)
+    _transfer_arguments(pull, "where `trajforge lake sync` put the raw lake, e.g. s3://bucket/trajforge/lake", "the lake to bring it into")
+
+
+def _transfer_arguments(parser: argparse.ArgumentParser, uri_help: str, lake_help: str) -> None:
+    """The arguments `sync` and `pull` share."""
+    parser.add_argument("uri", help=uri_help)
+    parser.add_argument("--lake", type=Path, default=Path("./lake"), help=f"{lake_help} (default ./lake)")
+    parser.add_argument("--only", action="append", metavar="FOLDER", default=None,
+                        help="only this folder of the raw lake, relative to the lake (repeatable), e.g. --only raw/trajectories")
+    parser.add_argument("--json", action="store_true", help="print what was done as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common_arguments(parser, nested=True)
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """`trajforge lake publish BUILD URI`: copy a finished build to shared or object storage (pipelines/build/publish.py);
 `trajforge lake sync URI`: the raw lake to shared or object storage, incrementally (pipelines/lake_sync.py);
-`trajforge lake pull URI`: a synced raw lake into this one (pipelines/lake_pull.py)."""
+`trajforge lake pull URI`: a synced raw lake into this one (pipelines/lake_pull.py); `trajforge lake info`: what a lake
+holds (pipelines/lake_info.py)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "of the listed one; one with bytes of its own is kept and counted. Then `trajforge build --lake <lake>`.")
     _transfer_arguments(pull, "where `trajforge lake sync` put the raw lake, e.g. s3://bucket/trajforge/lake", "the lake to bring it into")
 
+    info = verbs.add_parser("info", help="what a lake holds: raw sources, datasets, builds, syncs",
+                            description="Each raw source's files and bytes, the public datasets ingested and processed, the newest "
+                                        "builds with their rows (and which one `latest` names), and where the raw lake was synced to "
+                                        "or pulled from; read from files and manifests only, no Ray or service needed.")
+    info.add_argument("--lake", type=Path, default=Path("./lake"), help="the lake (default ./lake)")
+    info.add_argument("--builds", type=int, default=10, metavar="N", help="how many builds to list, newest first (default 10)")
+    info.add_argument("--json", action="store_true", help="print it as JSON")
+    common_arguments(info, nested=True)
+
 
 def _transfer_arguments(parser: argparse.ArgumentParser, uri_help: str, lake_help: str) -> None:
     """The arguments `sync` and `pull` share."""
@@ -59,6 +69,16 @@ def _transfer_arguments(parser: argparse.ArgumentParser, uri_help: str, lake_hel
 def run_command(args: argparse.Namespace) -> int:
     from trajforge.lake import Lake
 
+    if args.verb == "info":
+        from pipelines.lake_info import lake_info
+        from pipelines.lake_info import summary as info_summary
+
+        if not Path(args.lake).is_dir():
+            print(f"trajforge lake info: {Path(args.lake).resolve()} does not exist: give the lake with --lake", file=sys.stderr)
+            return 2
+        found = lake_info(Lake.at(args.lake), args.builds)
+        print(json.dumps(found, indent=2) if args.json else info_summary(found))
+        return 0
     if args.verb == "sync":
         from pipelines.lake_sync import summary as sync_summary
         from pipelines.lake_sync import sync_lake

@@ -24,7 +24,7 @@ COMMANDS = {
     "queue": ("trajforge.cli.queue_cmd", "fill (put), inspect (status) or drop the named Ray task queue that `rollout --queue` takes from"),
     "datasets": ("pipelines.datasets.cli", "ingest public code-edit datasets (CommitPackFT, EditPackFT, ...) with hashes and licences, then split them by language (a Ray Data job)"),
     "build": ("trajforge.cli.build_cmd", "build curated Parquet from the raw lake: stitch, redact, score, embed, dedup (a Ray Data job)"),
-    "lake": ("trajforge.cli.lake_cmd", "shared or object storage (s3://, gs://, hdfs://, file:///): publish a finished build for learners on other machines, sync the raw lake there and pull it elsewhere, incrementally"),
+    "lake": ("trajforge.cli.lake_cmd", "shared or object storage (s3://, gs://, hdfs://, file:///): publish a finished build for learners on other machines, sync the raw lake there and pull it elsewhere; info: what a lake holds"),
     "train": ("learner.train", "supervised fine-tuning on a build's sft rows with DeepSpeed ZeRO-3 on Ray Train (or --estimate its memory)"),
     "forget": ("trajforge.cli.forget_cmd", "a contributor's right to be forgotten: a tombstone that every later build honours"),
     "provenance": ("trajforge.cli.provenance_cmd", "which agent actions wrote a commit or a file (or --search events), asked of a running ingest service with an API token"),

@@ -114,6 +114,8 @@ def run_command(args: argparse.Namespace) -> int:
     export = _train(build_dir, args.train_steps, args.runs)
     _section(f"the circle: the trained checkpoint in a generation actor, on {len(held_out)} held-out tasks")
     _close_the_circle(export, held_out, Path(args.lake))
+    _section("trajforge lake info: what the lake holds now")
+    _show_lake(Path(args.lake))
     print(f"\ndone in {time.monotonic() - started:.1f} s. Raw segments: {Path(args.lake).resolve() / 'raw' / 'envelopes'}")
     return 0
 
@@ -336,6 +338,13 @@ def _train(build_dir: Path, steps: int, runs: Path) -> Path:
           f"metrics: {summary['run_dir']}/metrics.jsonl (TensorBoard: {summary['run_dir']}/tensorboard)")
     print(f"Hugging Face export: {summary['export']}")
     return Path(summary["export"])
+
+
+def _show_lake(lake: Path) -> None:
+    from pipelines.lake_info import lake_info, summary
+    from trajforge.lake import Lake
+
+    print(summary(lake_info(Lake.at(lake), limit=3)))
 
 
 def _close_the_circle(export: Path, tasks: list[dict], lake: Path) -> None:

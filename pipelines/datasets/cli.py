@@ -15,7 +15,8 @@ Stages (--stage, default all):
            {instruction, pre, post, language, tags} in normalized/part-*.jsonl, and _meta.json (source, version,
            license, downloaded_at, sha256, num_records). The folder is published in one rename: a killed run leaves
            the previous version. A dataset already ingested from the same sha256 is skipped (--force: again).
-           A source of several data files is normalized one file per Ray task on this node.
+           A source of several data files, or a JSON-lines file over datasets.split_mb, is normalized one file
+           or piece per Ray task on this node.
            A record its adapter cannot turn into pre/post (AgentPack: a patch of several files or hunks; SmellyCode:
            no refactored code) is counted by reason in _ingest.json and the report, never silently dropped.
   process  a Ray Data job over the ingested datasets: confirm each record's language (file extension and an ast-grep

@@ -51,10 +51,10 @@ class Ingested:
     """Records the adapter could not turn into pre/post, by reason."""
 
 
-def recipe(spec: DatasetSpec, records_per_shard: int) -> str:
+def recipe(spec: DatasetSpec, records_per_shard: int, split_mb: int) -> str:
     """The hash of what turns the source into the normalized files: another one means normalizing again."""
     relevant = {"version": NORMALIZED_VERSION, "adapter": spec.adapter, "fields": spec.fields and spec.fields.model_dump(),
-                "file_format": spec.file_format, "archive_path": spec.archive_path, "language": spec.language, "records_per_shard": records_per_shard,
+                "file_format": spec.file_format, "archive_path": spec.archive_path, "language": spec.language, "records_per_shard": records_per_shard, "split_mb": split_mb,
                 "meta": [spec.version, spec.license]}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
@@ -74,7 +74,7 @@ def _published(folder: Path, sha256: str | None, wanted: str) -> DatasetMeta | N
 
 def ingest_dataset(name: str, spec: DatasetSpec, settings: DatasetsSettings, *, force: bool = False, progress: bool = True) -> Ingested:
     folder = Lake.at(settings.lake).raw_dataset(name)
-    wanted = recipe(spec, settings.records_per_shard)
+    wanted = recipe(spec, settings.records_per_shard, settings.split_mb)
     current = source_digest(spec)
     if current is None:
         raise ConfigError(f"datasets.catalog.{name}.source: {spec.source} does not exist (relative to {Path.cwd()}): check the path")
@@ -86,7 +86,7 @@ def ingest_dataset(name: str, spec: DatasetSpec, settings: DatasetsSettings, *, 
         with readable_source(fetched.path, staging, spec.archive_path) as (readable, names):
             names = {**names, str(staging): str(folder)}  # locations name the folder the records will be in, not its staging
             counts = normalize_source(name, spec, readable, staging / "normalized", settings.records_per_shard, names=names,
-                                      progress=progress, cpus=settings.cpus_per_task)
+                                      progress=progress, cpus=settings.cpus_per_task, split_bytes=settings.split_mb << 20)
         meta = DatasetMeta(source=name, version=spec.version, license=spec.license, downloaded_at=now(), sha256=fetched.sha256,
                            num_records=counts["records"])
         (staging / INGEST_FILE).write_text(json.dumps({"recipe": wanted, "adapter": spec.adapter, "origin": spec.source,

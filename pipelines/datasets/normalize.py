@@ -1,10 +1,11 @@
 """A fetched dataset's records in the common form, as `normalized/part-NNNNN.jsonl` shards of `records_per_shard`.
 
 A source of several data files (AgentPack's `train/*.jsonl.gz` shards, EditPackFT's Parquet parts, a folder of
-CommitPackFT languages) is normalized one file per Ray task when the driver is connected to Ray (`trajforge datasets`
-is), each pinned to the driver's node, whose disk holds the staging folder; otherwise, and for a single file or a
-source its adapter reads whole (SmellyCode's repository), in this process. Either way each file's records start a new
-shard and the shards are numbered in file order, so the files are the same whichever way they were made.
+CommitPackFT languages), and a plain JSON-lines file over `split_mb` (CommitPackFT's one file per language), cut into
+pieces at line starts, is normalized one file or piece per Ray task when the driver is connected to Ray (`trajforge
+datasets` is), each pinned to the driver's node, whose disk holds the staging folder; otherwise, and for a source its
+adapter reads whole (SmellyCode's repository), in this process. Either way each file's or piece's records start a new
+shard and the shards are numbered in order, so the files are the same whichever way they were made.
 
 A record the adapter cannot turn into pre/post (`Unconvertible`) is counted by reason, its first few locations and
 messages kept (`not_converted_examples`); a record without what its layout requires stops the dataset (`CorruptRecord`).
@@ -22,7 +23,7 @@ from typing import Any
 
 from pipelines.datasets.adapters import CorruptRecord, Unconvertible, normalize, source_records
 from pipelines.datasets.archives import shown
-from pipelines.datasets.readers import data_files
+from pipelines.datasets.readers import data_files, file_format, jsonl_ranges, read_jsonl_range
 from pipelines.datasets.settings import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,13 @@ def write_shard(out: Path, index: int, lines: list[str]) -> Path:
 
 
 def normalize_part(name: str, spec_json: str, source: str, out: str, per_shard: int, names: dict[str, str],
-                   progress: bool = False) -> dict[str, Any]:
-    """Normalize the records of one file (or a whole-source folder) into `out/part-*.jsonl`; the counts. A Ray task's body."""
+                   progress: bool = False, byte_range: tuple[int, int, int] | None = None) -> dict[str, Any]:
+    """Normalize the records of one file (or a whole-source folder, or `byte_range` of a JSON-lines file: start, end,
+    first line number) into `out/part-*.jsonl`; the counts. A Ray task's body."""
     from tqdm import tqdm
 
     spec = DatasetSpec.model_validate_json(spec_json)
+    records = read_jsonl_range(Path(source), *byte_range) if byte_range else source_records(spec, Path(source))
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     shard, lines, total = 0, [], 0
@@ -49,7 +52,7 @@ def normalize_part(name: str, spec_json: str, source: str, out: str, per_shard: 
     examples: list[dict[str, str]] = []
     try:
         with tqdm(desc=f"normalize {name}", unit="record", disable=not progress) as bar:
-            for where, record in source_records(spec, Path(source)):
+            for where, record in records:
                 bar.update()
                 try:
                     lines.append(json.dumps(normalize(name, spec, record, shown(where, names)), ensure_ascii=False))
@@ -70,33 +73,46 @@ def normalize_part(name: str, spec_json: str, source: str, out: str, per_shard: 
     return {"records": total, "not_converted": dict(skipped), "not_converted_examples": examples}
 
 
-def _parts(spec: DatasetSpec, source: Path) -> list[Path]:
-    if source.is_dir() and spec.adapter not in WHOLE_SOURCE_ADAPTERS:
-        return data_files(source, spec.file_format)
-    return [source]
+Part = tuple[Path, "tuple[int, int, int] | None"]  # a file, and the byte range of it (start, end, first line) or None: all
 
 
-def _run(name: str, spec: DatasetSpec, parts: list[Path], work: Path, per_shard: int, names: dict[str, str], progress: bool,
+def _parts(spec: DatasetSpec, source: Path, split_bytes: int | None) -> list[Part]:
+    """What the tasks normalize: each data file of a folder source, and a plain JSON-lines file larger than
+    `split_bytes` cut into pieces at line starts; a whole-source adapter's folder as one."""
+    if spec.adapter in WHOLE_SOURCE_ADAPTERS:
+        return [(source, None)]
+    parts: list[Part] = []
+    for file in data_files(source, spec.file_format) if source.is_dir() else [source]:
+        plain_lines = file_format(file, spec.file_format) == "jsonl" and not file.name.lower().endswith(".gz")
+        if split_bytes and plain_lines and file.stat().st_size > split_bytes:
+            parts += [(file, piece) for piece in jsonl_ranges(file, split_bytes)]
+        else:
+            parts.append((file, None))
+    return parts
+
+
+def _run(name: str, spec: DatasetSpec, parts: list[Part], work: Path, per_shard: int, names: dict[str, str], progress: bool,
          cpus: float) -> list[dict[str, Any]]:
     """Each part normalized into `work/<index>/`: Ray tasks on this node when connected to Ray and there are several."""
     import ray
 
     spec_json = spec.model_dump_json()
     if len(parts) < 2 or not ray.is_initialized():
-        return [normalize_part(name, spec_json, str(part), str(work / f"{index:05d}"), per_shard, names, progress)
-                for index, part in enumerate(parts)]
+        return [normalize_part(name, spec_json, str(path), str(work / f"{index:05d}"), per_shard, names, progress, piece)
+                for index, (path, piece) in enumerate(parts)]
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     task = ray.remote(normalize_part).options(num_cpus=cpus, scheduling_strategy=here, max_retries=0)
-    log.info("%s: normalizing %d files in Ray tasks on this node", name, len(parts))
-    return ray.get([task.remote(name, spec_json, str(part), str(work / f"{index:05d}"), per_shard, names) for index, part in enumerate(parts)])
+    log.info("%s: normalizing %d files or pieces in Ray tasks on this node", name, len(parts))
+    return ray.get([task.remote(name, spec_json, str(path), str(work / f"{index:05d}"), per_shard, names, False, piece)
+                    for index, (path, piece) in enumerate(parts)])
 
 
 def normalize_source(name: str, spec: DatasetSpec, source: Path, out: Path, per_shard: int, *, names: dict[str, str] | None = None,
-                     progress: bool = True, cpus: float = 1.0) -> dict[str, Any]:
+                     progress: bool = True, cpus: float = 1.0, split_bytes: int | None = None) -> dict[str, Any]:
     """Every record under `source` into `out/part-NNNNN.jsonl` (see the module's doc); the counts `_ingest.json` keeps."""
-    parts = _parts(spec, source)
+    parts = _parts(spec, source, split_bytes)
     work = out / ".parts"
     results = _run(name, spec, parts, work, per_shard, names or {}, progress, cpus)
     shards = [path for index in range(len(parts)) for path in sorted((work / f"{index:05d}").glob("part-*.jsonl"))]

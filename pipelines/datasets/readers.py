@@ -83,6 +83,42 @@ def read_records(path: Path, declared: str = "auto", keyed: bool = False) -> Ite
         yield from _parquet(path)
 
 
+def jsonl_ranges(path: Path, size: int) -> list[tuple[int, int, int]]:
+    """A plain JSON-lines file cut into pieces of about `size` bytes, each starting at a line: `(start, end, number of
+    its first line)`, in order, covering the file (one read of it, to number the lines)."""
+    total, pieces, start, line = path.stat().st_size, [], 0, 1
+    with path.open("rb") as handle:
+        while start < total:
+            handle.seek(min(start + size, total))
+            if handle.tell() < total:
+                handle.readline()  # to the end of the line the cut falls in
+            end = handle.tell()
+            handle.seek(start)
+            lines, left = 0, end - start
+            while left:
+                block = handle.read(min(left, 1 << 20))
+                lines, left = lines + block.count(b"\n"), left - len(block)
+            pieces.append((start, end, line))
+            start, line = end, line + lines
+    return pieces or [(0, 0, 1)]
+
+
+def read_jsonl_range(path: Path, start: int, end: int, first_line: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(location, record) of the lines of a plain JSON-lines file from byte `start` to `end`, numbered from `first_line`."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(start)
+            number, position = first_line, start
+            while position < end and (raw := handle.readline()):
+                position += len(raw)
+                line = raw.decode("utf-8")
+                if line.strip():
+                    yield f"{path}:{number}", _object(line, f"{path}:{number}")
+                number += 1
+    except (UnicodeDecodeError, OSError) as exc:
+        raise CorruptRecord(f"{path}: unreadable ({exc}); fetch it again") from None
+
+
 def _json(path: Path, keyed: bool) -> Iterator[tuple[str, dict[str, Any]]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

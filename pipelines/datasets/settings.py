@@ -126,6 +126,8 @@ class DatasetsSettings(_Section):
     max_input_tokens: int = Field(default=2048, ge=1)
     """Records whose input (instruction and pre) has more tokens are left out (the seed's 2k for week 1)."""
     records_per_shard: int = Field(default=10000, ge=1)
+    split_mb: int = Field(default=256, ge=1)
+    """A plain JSON-lines file larger than this is normalized in pieces of about this size, one Ray task each."""
     workers: int = Field(default=2, ge=1)
     cpus_per_task: float = Field(default=1.0, gt=0)
     splits: SplitRatios = Field(default_factory=SplitRatios)

@@ -76,10 +76,7 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
         raise ServeStartError(cluster_needed("--detach"))
     http = serve_file.http_options
     check_running_serve(http.host, http.port, [app.name for app in serve_file.applications], detached=detached)
-    serve.start(
-        proxy_location=serve_file.proxy_location,
-        http_options={"host": http.host, "port": http.port, "request_timeout_s": http.request_timeout_s, "keep_alive_timeout_s": http.keep_alive_timeout_s},
-    )
+    serve.start(proxy_location=serve_file.proxy_location, http_options=proxy_options(http))
     for app, built in applications:
         log.info("deploying %s at %s", app.name, app.route_prefix)
         DEPLOYED.append(app.name)
@@ -89,9 +86,23 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
         except RuntimeError as exc:
             raise ServeStartError(f"application {app.name!r} did not start: {failure_reason(app.name) or exc}") from None
     host = "127.0.0.1" if http.host in WILDCARD_HOSTS else http.host
-    url = f"http://{host}:{http.port}"
+    url = f"{http.scheme}://{host}:{http.port}"
     wait_healthy(url, health_timeout_s)
     return url
+
+
+TLS_KEY_PASSWORD_ENV = "TRAJFORGE_TLS_KEY_PASSWORD"
+
+
+def proxy_options(http) -> dict:
+    """Serve's http_options from the config's: with a certificate and key, the proxy answers HTTPS only (uvicorn's TLS)."""
+    options = {"host": http.host, "port": http.port, "request_timeout_s": http.request_timeout_s, "keep_alive_timeout_s": http.keep_alive_timeout_s}
+    if http.ssl_certfile:
+        options.update(ssl_certfile=os.path.abspath(os.path.expanduser(http.ssl_certfile)),
+                       ssl_keyfile=os.path.abspath(os.path.expanduser(http.ssl_keyfile)))
+        if os.environ.get(TLS_KEY_PASSWORD_ENV):
+            options["ssl_keyfile_password"] = os.environ[TLS_KEY_PASSWORD_ENV]
+    return options
 
 
 def connect(address: str | None) -> None:
@@ -210,7 +221,8 @@ def wait_healthy(url: str, timeout_s: float) -> None:
     last_error = "no answer"
     while time.monotonic() < deadline:
         try:
-            if httpx.options(f"{url}/health", timeout=5).is_success or httpx.get(f"{url}/health", timeout=5).status_code == 200:
+            # only whether it is up: an HTTPS proxy's certificate is the clients' to check (a self-signed one, say)
+            if httpx.options(f"{url}/health", timeout=5, verify=False).is_success or httpx.get(f"{url}/health", timeout=5, verify=False).status_code == 200:
                 return
             last_error = "non-200 answer"
         except httpx.HTTPError as exc:

@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (default from the config: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="HTTP port (default: $GROOVE_CENTRAL_PORT, the Central Command's variable, else the config's 8000)")
     parser.add_argument("--lake", help="lake root for every application that has one (default ./lake)")
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS only, with this certificate (chain) and --tls-key (seed 003: TLS "
+                                                          "required); a key password from $TRAJFORGE_TLS_KEY_PASSWORD")
+    parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     parser.add_argument("--apps", help="comma-separated applications of the config to deploy (default: all of them: ingest,embed,generate)")
     parser.add_argument("--address", help="the Ray cluster to deploy onto (auto: the one `ray start --head` runs on this machine; "
                                           "HOST:6379; ray://head:10001). Default: $RAY_ADDRESS, else a cluster running on this "
@@ -62,6 +65,9 @@ def load(args: argparse.Namespace) -> ServeFile:
         assignments.append(Assignment("http_options.host", args.host, "--host"))
     if args.port or os.environ.get(PORT_ENV):
         assignments.append(Assignment("http_options.port", args.port or os.environ[PORT_ENV], "--port" if args.port else PORT_ENV))
+    for flag, field in (("tls_cert", "ssl_certfile"), ("tls_key", "ssl_keyfile")):
+        if getattr(args, flag, None):
+            assignments.append(Assignment(f"http_options.{field}", getattr(args, flag), f"--{flag.replace('_', '-')}"))
     serve_file = load_serve_file(path, assignments)
     if args.lake:
         apps_with_lake = [app.name for app in serve_file.applications if "lake" in app.args]
@@ -104,6 +110,9 @@ def run_command(args: argparse.Namespace) -> int:
     from trajforge import serving
 
     serve_file = load(args)
+    if args.direct_ingress and serve_file.http_options.ssl_certfile:
+        raise ServeStartError("--direct-ingress answers plain HTTP on the replicas' own ports, around the proxy's TLS: with "
+                              "--tls-cert (or http_options.ssl_certfile) leave it off, or put a TLS terminator in front instead")
     address = args.address or ("auto" if args.detach or args.stop else None)
     if (args.detach or args.stop) and ray_to_join(address) is None:
         raise ServeStartError(serving.cluster_needed("--stop" if args.stop else "--detach"))

@@ -59,11 +59,12 @@ class IngestClient:
         chunk_timer: bool = True,
         max_queue_size: int | None = c.MAX_QUEUE_SIZE,
         transport: httpx.BaseTransport | None = None,
+        verify: bool | str = True,
     ):
         _check_limits(chunk_size, chunk_timeout_s, max_queue_size)
         self.base_url = base_url.rstrip("/")
         self.transport = Transport(self.base_url, timeout_s=timeout_s, max_retries=max_retries, backoff_base_s=backoff_base_s,
-                                   backoff_max_s=backoff_max_s, transport=transport)
+                                   backoff_max_s=backoff_max_s, transport=transport, verify=verify)
         self._http = self.transport.http
         self.spool = Spool(Path(spool_path).expanduser() if str(spool_path) != ":memory:" else spool_path)
         self.outbox = Outbox(self.spool, self.transport, batch_size=batch_size, max_body_bytes=max_body_bytes, offline_probe_s=offline_probe_s,

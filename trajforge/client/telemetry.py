@@ -68,13 +68,14 @@ class TelemetryClient:
     def __init__(self, base_url: str, *, org_id: str | None = None, api_key: str | None = None, spool_path: str | Path = DEFAULT_SPOOL,
                  redact: bool | None = None, max_queue_size: int = c.MAX_QUEUE_SIZE, max_events_per_request: int = 1000,
                  max_body_bytes: int = c.MAX_BODY_BYTES, timeout_s: float = 30.0, max_retries: int = 5, backoff_base_s: float = 1.0,
-                 backoff_max_s: float = 60.0, flush_every_s: float | None = None, transport: httpx.BaseTransport | None = None):
+                 backoff_max_s: float = 60.0, flush_every_s: float | None = None, transport: httpx.BaseTransport | None = None,
+                 verify: bool | str = True):
         from trajforge.redaction.switch import REDACT_ENV, redaction_on
 
         self.base_url, self.org_id, self.api_key = base_url.rstrip("/"), org_id, api_key
         self.max_queue_size, self.max_events_per_request, self.max_body_bytes = max_queue_size, max_events_per_request, max_body_bytes
         self.transport = Transport(self.base_url, timeout_s=timeout_s, max_retries=max_retries, backoff_base_s=backoff_base_s,
-                                   backoff_max_s=backoff_max_s, transport=transport)
+                                   backoff_max_s=backoff_max_s, transport=transport, verify=verify)
         path = str(spool_path)
         if path != ":memory:":
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,9 @@ honouring the wait the service asks for (the specification's 5 retries, backoff 
 
 from __future__ import annotations
 
+import os
 import random
+import ssl
 import time
 from typing import Any
 
@@ -14,9 +16,11 @@ from trajforge.client.errors import read_answer, retry_after, retryable
 
 class Transport:
     def __init__(self, base_url: str, *, timeout_s: float, max_retries: int, backoff_base_s: float, backoff_max_s: float,
-                 transport: httpx.BaseTransport | None = None):
+                 transport: httpx.BaseTransport | None = None, verify: bool | str | os.PathLike = True):
         self.base_url = base_url
-        self.http = httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport)
+        # verify: an https service's certificate is checked against the system's CAs (or $SSL_CERT_FILE), or this CA file
+        checked = ssl.create_default_context(cafile=str(verify)) if isinstance(verify, (str, os.PathLike)) else verify
+        self.http = httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport, verify=checked)
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s

@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from trajforge.errors import ConfigError
 from trajforge.settings import apply_assignments, env_assignments, origins, read_yaml, validate
@@ -39,6 +39,25 @@ class HttpOptions(BaseModel):
     """End-to-end timeout of one HTTP request inside Serve; None for no limit."""
     keep_alive_timeout_s: int = 30
     """How long the proxy keeps an idle client connection open."""
+    ssl_certfile: str | None = None
+    """PEM certificate (chain) of the proxy: with `ssl_keyfile`, the services answer HTTPS only (seed 003: "TLS + token
+    auth required"). `trajforge serve --tls-cert`."""
+    ssl_keyfile: str | None = None
+    """Its PEM private key (`--tls-key`); a password for it comes from $TRAJFORGE_TLS_KEY_PASSWORD, never the file."""
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "HttpOptions":
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError("ssl_certfile and ssl_keyfile go together (--tls-cert and --tls-key): give both for HTTPS, or neither")
+        for name in ("ssl_certfile", "ssl_keyfile"):
+            value = getattr(self, name)
+            if value and not Path(value).expanduser().is_file():
+                raise ValueError(f"{name} {value} is not a file here: give the PEM file's path")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_certfile else "http"
 
 
 class Application(BaseModel):

@@ -30,7 +30,7 @@ from serve_apps.ingest.tokens import OPEN, Principal, TokenStore
 from trajforge.contracts.envelope import rejection_from
 from trajforge.contracts.events import EVENT_TYPES
 from trajforge.contracts.provenance import (OUTCOME, TOKEN_PREFIX, Rejected, RoleUpdate, TokenRequest, is_provenance,
-                                            parse_provenance)
+                                            parse_provenance, stored_form)
 from trajforge.jsjson import JSONRejected, loads_strict
 from trajforge.lake import Lake
 
@@ -227,7 +227,8 @@ class ProvenanceAPI:
                 if not is_provenance(item):
                     raise Rejected("event_type", "literal_error", "event_type: must be agent_action or outcome (telemetry events go "
                                    "in requests of their own)")
-                parsed.append((parse_provenance(item), item))
+                event = parse_provenance(item)
+                parsed.append((event, stored_form(item, event, self.settings.keep_unknown_fields)))
             except Rejected as exc:
                 problems.append({"index": index, "field": exc.field, "rule": exc.rule, "message": str(exc)})
         if problems:

@@ -54,6 +54,9 @@ class ProvenanceSettings(BaseModel):
     """The most events `by-commit` and `by-file` answer at once (their default `limit`; page on with `offset`)."""
     max_events: int = Field(default=100, ge=1)
     """Most provenance events one `POST /v1/events` may carry (more: 413)."""
+    keep_unknown_fields: bool = False
+    """Seed 003: "no raw prompt text stored by default": fields an event carries outside its contract (a `prompt`,
+    `messages`, ...) are dropped before it is written. True stores events exactly as sent."""
 
 
 class IngestSettings(BaseModel):

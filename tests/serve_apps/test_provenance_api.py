@@ -252,3 +252,16 @@ def test_search_takes_start_date_and_end_date_for_since_and_until(http):
     assert found("start_date=2026-06-02T00:00:00Z&end_date=2026-06-02T12:00:00Z") == [ids[1]]
     assert found("start_date=2026-06-02T00:00:00Z") == found("since=2026-06-02T00:00:00Z") == [ids[2], ids[1]]
     assert http.get("/v1/events/search?end_date=soon", headers=bearer(token)).json()["field"] == "end_date"
+
+
+def test_no_raw_prompt_text_is_stored_by_default_only_the_contracts_fields(http, lakes):
+    """Seed 003's security list: "No raw prompt text stored by default"."""
+    from trajforge.contracts.provenance import parse_provenance, stored_form
+
+    token, made = make_token(http)
+    sent = action(prompt="SYSTEM: you are... USER: the whole conversation", messages=[{"role": "user", "content": "hi"}], model="gpt-4")
+    event_id = post(http, token, sent)["event_id"]
+    [line] = raw_lines(lakes["main"], made["customer_id"])
+    assert line["event_id"] == event_id and line["event"] == {name: value for name, value in sent.items() if name not in ("prompt", "messages")}
+    assert "whole conversation" not in json.dumps(line)
+    assert stored_form(sent, parse_provenance(sent), keep_unknown=True) == sent  # ingest.provenance.keep_unknown_fields: true

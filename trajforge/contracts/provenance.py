@@ -105,6 +105,15 @@ def parse_provenance(value: Any) -> ProvenanceEvent:
         raise Rejected(problem.field, problem.rule, str(problem)) from None
 
 
+def stored_form(raw: dict[str, Any], event: ProvenanceEvent, keep_unknown: bool = False) -> dict[str, Any]:
+    """What the lake keeps of an event as sent: its contract's fields only (seed 003: "no raw prompt text stored by
+    default": a `prompt`, `messages` or any other field the contract lacks is not written), or, with `keep_unknown`,
+    all of it."""
+    if keep_unknown:
+        return raw
+    return {name: value for name, value in raw.items() if name in type(event).model_fields}
+
+
 class TokenRequest(BaseModel):
     """`POST /v1/tokens`: the seed's `{"customer_id", "name"}`, and optionally the role (an admin's to give)."""
 

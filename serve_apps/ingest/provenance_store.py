@@ -1,7 +1,7 @@
 """Provenance events (seed 003): appended durably to the raw lake, indexed in SQLite for the queries.
 
 Each event is one JSON line `{"event_id", "event_type", "customer_id", "token_id", "received_at", "client", "event"}`
-in `lake/raw/provenance/customer=<customer>/date=<received UTC date>/<writer>.jsonl` (`event` exactly as sent),
+in `lake/raw/provenance/customer=<customer>/date=<received UTC date>/<writer>.jsonl` (`event` as sent, less the fields outside its contract unless `keep_unknown_fields`),
 fsync'd before the 201. The lines are the truth; `registry/provenance.db` indexes them: the events, their artifact
 links (repo, branch, commit, one row per file written) and, per raw file, the offset up to which it is indexed.
 A request's lines are written and indexed in one `BEGIN IMMEDIATE` transaction that also advances the offset, so a

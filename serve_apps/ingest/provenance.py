@@ -26,6 +26,7 @@ from serve_apps.http import HTTPError, app_path, int_param, json_response, read_
 from serve_apps.ingest.events import API_KEY_HEADER, api_keys, key_accepted
 from serve_apps.ingest.provenance_store import SEARCH_FILTERS, ProvenanceStore, UnknownEvent
 from serve_apps.ingest.settings import IngestSettings
+from serve_apps.ingest.signatures import SignatureGuard
 from serve_apps.ingest.tokens import OPEN, Principal, TokenStore
 from trajforge.contracts.envelope import rejection_from
 from trajforge.contracts.events import EVENT_TYPES
@@ -72,6 +73,7 @@ class ProvenanceAPI:
         self.max_body_bytes = settings.max_body_bytes
         self.client_of = client_of
         self.tokens = TokenStore(lake)
+        self.signatures = SignatureGuard()  # seed 003's optional event signing, for tokens made with a signing_key
         self.store = ProvenanceStore(lake, writer_id)
         if self.store.recovered:
             log.warning("provenance: indexed %d events found in the raw lake but not in the index (a crash between the two)", self.store.recovered)
@@ -165,7 +167,7 @@ class ProvenanceAPI:
             if ask.customer_id != who.customer_id or ask.role == "admin":
                 raise HTTPError(403, "forbidden", f"a user token makes user tokens of its own customer ({who.customer_id!r}) alone")
             role, made_by = "user", who.label
-        token, row = await asyncio.to_thread(self.tokens.create, ask.customer_id, ask.name, role, made_by)
+        token, row = await asyncio.to_thread(self.tokens.create, ask.customer_id, ask.name, role, made_by, ask.signing_key)
         return json_response(CREATED, {"token": token, **row, "message": "store this token now: it is not shown again"})
 
     async def list_users(self, request: Request) -> Response:
@@ -212,10 +214,13 @@ class ProvenanceAPI:
 
     # ---- events ----------------------------------------------------------------------------------
 
-    async def ingest(self, request: Request, body: Any) -> Response:
+    async def ingest(self, request: Request, body: Any, raw: bytes) -> Response:
         """`POST /v1/events` with provenance: one event (answered with its `event_id`) or an array of them (`event_ids`);
-        one invalid event rejects the request whole (400 naming its field), as for telemetry."""
+        one invalid event rejects the request whole (400 naming its field), as for telemetry. `raw` is the body as sent,
+        which a signing token's signature covers."""
         who, customer_id = self.customer_of(request)
+        if who.signing_key:
+            self.signatures.check(who, request.headers, raw)
         single, items = _items(body)
         if not items:
             raise HTTPError(400, "no_events", 'send one event, an array of events or {"events": [...]}')

@@ -114,11 +114,7 @@ class IngestService:
         return json_response(200, {"status": "ok", "uptime": round(time.monotonic() - self.started, 3)})
 
     async def _json(self, request: Request) -> Any:
-        body = await read_body(request, self.settings.max_body_bytes)
-        try:
-            return loads_strict(body)
-        except JSONRejected as exc:
-            raise HTTPError(400, "malformed_json", str(exc)) from None
+        return _parsed(await read_body(request, self.settings.max_body_bytes))
 
     async def open_session(self, request: Request) -> Response:
         try:
@@ -190,13 +186,14 @@ class IngestService:
         (`agent_action`, `outcome`, seed 003) go to the provenance API, which takes a bearer token instead of the key."""
         key_ok = key_accepted(request.headers.get(API_KEY_HEADER), self.event_keys)
         try:  # read first: its event_type says whose credentials apply; a body no one may send is a 401 all the same
-            body = await self._json(request)
+            raw = await read_body(request, self.settings.max_body_bytes)
+            body = _parsed(raw)
         except HTTPError:
             if not key_ok and not request.headers.get("authorization"):
                 raise HTTPError(401, "unauthorized", f"missing or unknown {API_KEY_HEADER}") from None
             raise
         if claims(body, request):
-            return await self.provenance.ingest(request, body)
+            return await self.provenance.ingest(request, body, raw)
         if not key_ok:
             raise HTTPError(401, "unauthorized", f"missing or unknown {API_KEY_HEADER}")
         if isinstance(body, dict) and "events" in body and "event_type" not in body and "type" not in body:
@@ -264,3 +261,11 @@ def _unwrap_envelopes(text: str) -> str:
 
 async def _in_thread(function, *args):
     return await asyncio.to_thread(function, *args)
+
+
+def _parsed(body: bytes) -> Any:
+    """A request body as JSON (JavaScript's rules), or 400 malformed_json."""
+    try:
+        return loads_strict(body)
+    except JSONRejected as exc:
+        raise HTTPError(400, "malformed_json", str(exc)) from None

@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     role TEXT NOT NULL CHECK (role IN ('admin', 'user')),
     created_at REAL NOT NULL,
     created_by TEXT NOT NULL,              -- the token id that made it, 'admin-key', or 'open' (no credential)
-    revoked_at REAL
+    revoked_at REAL,
+    signing_key TEXT                       -- base64 Ed25519 public key its events must be signed with (seed 003), or NULL
 );
 CREATE INDEX IF NOT EXISTS tokens_by_customer ON tokens (customer_id);
 """
@@ -43,6 +44,7 @@ class Principal:
     token_id: str | None = None
     customer_id: str | None = None
     name: str | None = None
+    signing_key: str | None = None  # its events must be signed with the matching private key (`event_signing`)
 
     @property
     def is_admin(self) -> bool:
@@ -65,7 +67,7 @@ def public(row: Any) -> dict[str, Any]:
     """A token's row as the API shows it: never the token or its hash."""
     return {"id": row["token_id"], "customer_id": row["customer_id"], "name": row["name"], "role": row["role"],
             "created_at": iso(row["created_at"]), "created_by": row["created_by"],
-            "revoked_at": iso(row["revoked_at"]) if row["revoked_at"] is not None else None}
+            "revoked_at": iso(row["revoked_at"]) if row["revoked_at"] is not None else None, "signed_events": row["signing_key"] is not None}
 
 
 class TokenStore:
@@ -73,25 +75,27 @@ class TokenStore:
         self._lock = threading.Lock()
         self._conn = registry.connect(lake.provenance_db)
         self._conn.executescript(SCHEMA)
+        if "signing_key" not in {row["name"] for row in self._conn.execute("PRAGMA table_info(tokens)")}:  # a registry made before it
+            self._conn.execute("ALTER TABLE tokens ADD COLUMN signing_key TEXT")
 
-    def create(self, customer_id: str, name: str, role: str | None, created_by: str) -> tuple[str, dict[str, Any]]:
+    def create(self, customer_id: str, name: str, role: str | None, created_by: str, signing_key: str | None = None) -> tuple[str, dict[str, Any]]:
         """Make a token and answer it (once) with its public row. With no role asked, the first token of the
         registry is an admin (the seed's first user) and every later one a user."""
         token, token_id, now = new_token(), "tok_" + secrets.token_hex(8), time.time()
         with self._lock, registry.immediate(self._conn) as conn:
             if role is None:
                 role = "user" if conn.execute("SELECT 1 FROM tokens LIMIT 1").fetchone() else "admin"
-            conn.execute("INSERT INTO tokens (token_id, token_hash, customer_id, name, role, created_at, created_by)"
-                         " VALUES (?, ?, ?, ?, ?, ?, ?)", (token_id, token_hash(token), customer_id, name, role, now, created_by))
+            conn.execute("INSERT INTO tokens (token_id, token_hash, customer_id, name, role, created_at, created_by, signing_key)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (token_id, token_hash(token), customer_id, name, role, now, created_by, signing_key))
             row = conn.execute("SELECT * FROM tokens WHERE token_id = ?", (token_id,)).fetchone()
         return token, public(row)
 
     def principal(self, token: str) -> Principal | None:
         """The token's holder, or None for an unknown or revoked token."""
         with self._lock:
-            row = self._conn.execute("SELECT token_id, customer_id, name, role FROM tokens WHERE token_hash = ? AND revoked_at IS NULL",
+            row = self._conn.execute("SELECT token_id, customer_id, name, role, signing_key FROM tokens WHERE token_hash = ? AND revoked_at IS NULL",
                                      (token_hash(token),)).fetchone()
-        return None if row is None else Principal(row["role"], row["token_id"], row["customer_id"], row["name"])
+        return None if row is None else Principal(row["role"], row["token_id"], row["customer_id"], row["name"], row["signing_key"])
 
     def get(self, token_id: str) -> dict[str, Any] | None:
         with self._lock:

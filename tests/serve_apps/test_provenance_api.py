@@ -265,3 +265,33 @@ def test_no_raw_prompt_text_is_stored_by_default_only_the_contracts_fields(http,
     assert line["event_id"] == event_id and line["event"] == {name: value for name, value in sent.items() if name not in ("prompt", "messages")}
     assert "whole conversation" not in json.dumps(line)
     assert stored_form(sent, parse_provenance(sent), keep_unknown=True) == sent  # ingest.provenance.keep_unknown_fields: true
+
+
+def test_a_token_with_a_signing_key_takes_only_fresh_signed_events(http, lakes):
+    """Seed 003's "optional event signing for high-trust environments": Ed25519 over the timestamp and the exact body."""
+    import time
+
+    from trajforge.contracts.event_signing import new_signing_key, sign_request
+
+    private, public = new_signing_key()
+    token, made = make_token(http, signing_key=public)
+    assert made["signed_events"] is True and make_token(http)[1]["signed_events"] is False
+    body = json.dumps(action()).encode()
+
+    unsigned = http.post("/v1/events", content=body, headers=bearer(token))
+    assert unsigned.status_code == 401 and unsigned.json()["field"] == "X-Stereos-Signature" and "send X-Stereos-Timestamp" in unsigned.text
+    signed = sign_request(private, body)
+    assert http.post("/v1/events", content=body, headers={**bearer(token), **signed}).status_code == 201
+    replayed = http.post("/v1/events", content=body, headers={**bearer(token), **signed})
+    assert replayed.status_code == 409 and replayed.json()["error"] == "replayed"
+    tampered = http.post("/v1/events", content=body.replace(b"fix the parser", b"fix the parsers"), headers={**bearer(token), **sign_request(private, body)})
+    assert tampered.status_code == 401 and "does not verify" in tampered.json()["message"]
+    stale = http.post("/v1/events", content=body, headers={**bearer(token), **sign_request(private, body, now=time.time() - 3600)})
+    assert stale.status_code == 401 and "from the service's clock" in stale.json()["message"]
+    other, _ = new_signing_key()
+    forged = http.post("/v1/events", content=body, headers={**bearer(token), **sign_request(other, body)})
+    assert forged.status_code == 401
+    assert len(raw_lines(lakes["main"], made["customer_id"])) == 1  # only the one signed, fresh, first request was stored
+
+    refused = http.post("/v1/tokens", content=json.dumps({"customer_id": "c", "name": "n", "signing_key": "not-a-key"}), headers=JSON)
+    assert refused.status_code == 400 and "signing_key" in refused.text and "Ed25519 public key" in refused.text

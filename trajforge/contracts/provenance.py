@@ -122,6 +122,16 @@ class TokenRequest(BaseModel):
     customer_id: Name
     name: Name
     role: Literal["admin", "user"] | None = None
+    signing_key: str | None = None
+    """Seed 003's optional event signing: the base64 Ed25519 public key whose signature this token's events must carry
+    (`trajforge.contracts.event_signing`)."""
+
+    @field_validator("signing_key")
+    @classmethod
+    def _signing_key(cls, value: str | None) -> str | None:
+        from trajforge.contracts.event_signing import checked_public_key
+
+        return None if value is None else checked_public_key(value)
 
 
 class RoleUpdate(BaseModel):

@@ -98,3 +98,26 @@ def test_a_line_the_index_missed_is_indexed_before_the_next_append_to_its_file(t
     assert [e["event_id"] for e in store.by_commit("acme", "c2")] == ["missed-1"]
     assert len(store.by_commit("acme", "c1")) == 2 and store.recover() == 0  # nothing indexed twice
     store.close()
+
+
+def test_a_registry_made_before_event_signing_gets_its_column_and_keeps_its_tokens(tmp_path):
+    import sqlite3
+
+    from serve_apps.ingest.tokens import TokenStore, token_hash
+    from trajforge.contracts.event_signing import new_signing_key
+
+    lake = Lake.at(tmp_path / "lake")
+    lake.provenance_db.parent.mkdir(parents=True)
+    with sqlite3.connect(lake.provenance_db) as old:  # the tokens table as it was before signing_key
+        old.execute("CREATE TABLE tokens (token_id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, customer_id TEXT NOT NULL, "
+                    "name TEXT NOT NULL, role TEXT NOT NULL, created_at REAL NOT NULL, created_by TEXT NOT NULL, revoked_at REAL)")
+        old.execute("INSERT INTO tokens VALUES ('tok_old', ?, 'acme', 'CLI', 'admin', 1.0, 'open', NULL)", (token_hash("sk_old"),))
+    store = TokenStore(lake)
+    try:
+        who = store.principal("sk_old")
+        assert (who.token_id, who.customer_id, who.signing_key) == ("tok_old", "acme", None)
+        _, public = new_signing_key()
+        token, row = store.create("acme", "signer", "user", "tok_old", public)
+        assert row["signed_events"] is True and store.principal(token).signing_key == public
+    finally:
+        store.close()

@@ -97,16 +97,28 @@ def _run(name: str, spec: DatasetSpec, parts: list[Part], work: Path, per_shard:
     import ray
 
     spec_json = spec.model_dump_json()
-    if len(parts) < 2 or not ray.is_initialized():
+    here = ray.get_runtime_context().get_node_id() if len(parts) > 1 and ray.is_initialized() else None
+    if here is not None and _node_cpus(here) < cpus:
+        log.warning("%s: this node gives Ray tasks %.1f CPUs, under datasets.cpus_per_task=%s (a head node started with "
+                    "--num-cpus=0?): normalizing in this process", name, _node_cpus(here), cpus)
+        here = None
+    if here is None:
         return [normalize_part(name, spec_json, str(path), str(work / f"{index:05d}"), per_shard, names, progress, piece)
                 for index, (path, piece) in enumerate(parts)]
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    here = NodeAffinitySchedulingStrategy(here, soft=False)
     task = ray.remote(normalize_part).options(num_cpus=cpus, scheduling_strategy=here, max_retries=0)
     log.info("%s: normalizing %d files or pieces in Ray tasks on this node", name, len(parts))
     return ray.get([task.remote(name, spec_json, str(path), str(work / f"{index:05d}"), per_shard, names, False, piece)
                     for index, (path, piece) in enumerate(parts)])
+
+
+def _node_cpus(node_id: str) -> float:
+    """The CPUs Ray gives tasks on this node (0 on a head node started with --num-cpus=0)."""
+    import ray
+
+    return next((float(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["NodeID"] == node_id and node["Alive"]), 0.0)
 
 
 def normalize_source(name: str, spec: DatasetSpec, source: Path, out: Path, per_shard: int, *, names: dict[str, str] | None = None,

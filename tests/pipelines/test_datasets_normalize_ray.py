@@ -65,3 +65,13 @@ def test_a_large_json_lines_file_is_cut_at_line_starts_and_normalized_in_pieces(
     damaged.write_bytes(b"".join(lines[:5]) + b"{not json\n" + b"".join(lines[5:]))
     with pytest.raises(CorruptRecord, match=r"damaged\.jsonl:6: not a JSON record"):  # its line number, in whichever piece
         normalize_source("commitpackft", spec, damaged, tmp_path / "bad", per_shard=100, progress=False, cpus=0.1, split_bytes=700)
+
+
+def test_a_node_without_the_cpus_for_the_tasks_normalizes_in_process_and_says_so(tmp_path, caplog):
+    lines = (SAMPLES / "commitpackft" / "data.jsonl").read_bytes()
+    source = tmp_path / "data.jsonl"
+    source.write_bytes(lines)
+    spec = DatasetSpec.model_validate({"source": str(source), "adapter": "commitpackft", "license": "MIT", "version": "1"})
+    with caplog.at_level(logging.INFO, logger="pipelines.datasets.normalize"):  # more CPUs a task than this Ray has: never schedulable
+        counts = normalize_source("commitpackft", spec, source, tmp_path / "out", per_shard=100, progress=False, cpus=64, split_bytes=700)
+    assert counts["records"] == 7 and "under datasets.cpus_per_task=64" in caplog.text and "in Ray tasks" not in caplog.text

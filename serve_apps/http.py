@@ -14,7 +14,7 @@ from starlette.responses import Response
 log = logging.getLogger(__name__)
 _LEADING_INT = re.compile(r"\s*[+-]?\d+")
 
-CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS", "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Company-Api-Key"}
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS", "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Company-Api-Key, X-Stereos-Timestamp, X-Stereos-Signature"}
 
 
 class HTTPError(Exception):

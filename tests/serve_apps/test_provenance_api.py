@@ -293,5 +293,7 @@ def test_a_token_with_a_signing_key_takes_only_fresh_signed_events(http, lakes):
     assert forged.status_code == 401
     assert len(raw_lines(lakes["main"], made["customer_id"])) == 1  # only the one signed, fresh, first request was stored
 
+    preflight = http.options("/v1/events", headers={"Origin": "https://agent.example", "Access-Control-Request-Method": "POST"})
+    assert "X-Stereos-Signature" in preflight.headers["access-control-allow-headers"]  # a browser agent may send them
     refused = http.post("/v1/tokens", content=json.dumps({"customer_id": "c", "name": "n", "signing_key": "not-a-key"}), headers=JSON)
     assert refused.status_code == 400 and "signing_key" in refused.text and "Ed25519 public key" in refused.text

@@ -26,8 +26,8 @@ from trajforge.lake import Lake
 
 real = sources._batches
 
-def batches_then_hang(build_dir, entries):
-    for batch in real(build_dir, entries):
+def batches_then_hang(build_dir, entries, where=None):
+    for batch in real(build_dir, entries, where):
         yield batch
         print("writing", flush=True)  # the first batch is in the temporary folder's Arrow files
         time.sleep(600)
@@ -81,9 +81,9 @@ def test_two_processes_caching_the_same_build_at_once_both_use_the_first_ones_fo
     cache, both_writing = tmp_path / "cache", threading.Barrier(2, timeout=60)
     real = sources._batches
 
-    def batches_side_by_side(build_dir, entries):
+    def batches_side_by_side(build_dir, entries, where=None):
         both_writing.wait()  # each is filling its own temporary folder; neither is published yet
-        yield from real(build_dir, entries)
+        yield from real(build_dir, entries, where)
 
     monkeypatch.setattr(sources, "_batches", batches_side_by_side)
     with ThreadPoolExecutor(2) as pool:

@@ -1,6 +1,7 @@
 """`trajforge lake info`: what a lake holds, at a glance: each raw source's files and bytes, the public datasets
-ingested and processed, the builds (newest first, with their rows and which one `latest` names), and where the raw
-lake was synced to. Read from the files and manifests only (no Ray, no service), so it answers on a busy head node."""
+ingested and processed, the builds (newest first, with their rows and which one `latest` names), where they were
+published, and where the raw lake was synced to or pulled from. Read from the files and manifests only (no Ray, no
+service), so it answers on a busy head node."""
 
 from __future__ import annotations
 
@@ -68,8 +69,13 @@ def builds(lake: Lake, limit: int = 10) -> list[dict[str, Any]]:
 
 
 def syncs(lake: Lake) -> list[dict[str, Any]]:
-    """Where `trajforge lake sync` sent this lake, and `lake pull` took it from: URI and files recorded."""
+    """Where `trajforge lake sync` sent this lake, `lake pull` took it from (URI and files recorded), and `lake publish`
+    put its builds (URI, how many, the newest)."""
     found = []
+    published = _json(lake.root / "state" / "publish.json") or {}
+    for uri, builds in sorted(published.items()):
+        if isinstance(builds, list) and builds:
+            found.append({"command": "publish", "uri": uri, "builds": len(builds), "newest": builds[-1]})
     for command in ("sync", "pull"):
         for path in sorted((lake.root / "state" / command).glob("*.json")):
             record = _json(path)
@@ -98,5 +104,8 @@ def summary(info: dict[str, Any]) -> str:
         marks = "".join([" <- latest" if build["latest"] else "", f" (org {build['org']})" if build["org"] else ""])
         lines.append(f"  {build['build_id']}  {build['created_at'] or '':<20}  {rows}{marks}")
     for item in info["syncs"]:
-        lines.append(f"{item['command']}: {item['uri']} ({item['files']} files recorded)")
+        if item["command"] == "publish":
+            lines.append(f"publish: {item['uri']} ({item['builds']} builds, newest {item['newest']})")
+        else:
+            lines.append(f"{item['command']}: {item['uri']} ({item['files']} files recorded)")
     return "\n".join(lines)

@@ -96,9 +96,25 @@ def publish_build(lake: Lake, build: str, destination: str) -> dict[str, Any]:
     result = {"build_id": build_id, "uri": folder.uri, "files": len(entries), "uploaded": uploaded, "skipped": len(entries) - uploaded,
               "bytes": sum(entry["bytes"] for entry in entries), "manifest_written": there is None, "latest": latest,
               "seconds": round(time.monotonic() - started, 2)}
+    _remember(lake, prefix, build_id)
     log.info("published build %s to %s: %d uploaded, %d already there%s", build_id, folder.uri, uploaded, len(entries) - uploaded,
              f"; {prefix.show(lake_fs.marker_name(manifest.get('org')))} names it" if latest else "")
     return result
+
+
+def _remember(lake: Lake, prefix: lake_fs.Remote, build_id: str) -> None:
+    """`<lake>/state/publish.json`: per destination (its URI without the query), the builds published there, newest last
+    (what `trajforge lake info` shows)."""
+    from trajforge.atomic import write_atomic
+
+    path = lake.root / "state" / "publish.json"
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    known = known if isinstance(known, dict) else {}
+    builds = [item for item in known.get(prefix.uri) or [] if item != build_id] + [build_id]
+    write_atomic(path, json.dumps({**known, prefix.uri: builds}, indent=1, sort_keys=True))
 
 
 def summary(result: dict[str, Any]) -> str:

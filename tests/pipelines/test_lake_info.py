@@ -7,6 +7,7 @@ import json
 from sft_builds import rows, write_build
 from test_lake_sync import RAW, make_lake
 
+from pipelines.build.publish import publish_build
 from pipelines.lake_info import lake_info
 from pipelines.lake_sync import sync_lake
 from trajforge.cli.main import main
@@ -25,6 +26,8 @@ def test_info_counts_raw_sources_datasets_builds_and_syncs(tmp_path):
     write_build(tmp_path / "lake", "20261207T010000Z-0002", rows(6))  # LATEST names it
     (tmp_path / "lake/curated/.20261207T020000Z-0003.partial").mkdir()  # a killed build: not listed
     sync_lake(lake, (tmp_path / "shared").as_uri(), progress=False)
+    for build in ("20261207T000000Z-0001", "20261207T010000Z-0002", "20261207T000000Z-0001"):  # the first one again: listed once, last
+        publish_build(lake, build, (tmp_path / "builds").as_uri())
 
     info = lake_info(lake)
     assert info["raw"]["trajectories"] == {"files": 1, "bytes": len(RAW["raw/trajectories/actor-1.jsonl"])}
@@ -33,7 +36,8 @@ def test_info_counts_raw_sources_datasets_builds_and_syncs(tmp_path):
     assert info["datasets"]["processed"] == {"java": {"train": 3}, "python": {"test": 1}}
     assert [(build["build_id"], build["latest"], build["rows"]["sft"]) for build in info["builds"]] == [
         ("20261207T010000Z-0002", True, 6), ("20261207T000000Z-0001", False, 4)]
-    assert info["syncs"] == [{"command": "sync", "uri": (tmp_path / "shared").as_uri(), "files": 5}]  # the 4 raw files and _meta.json
+    assert info["syncs"] == [{"command": "publish", "uri": (tmp_path / "builds").as_uri(), "builds": 2, "newest": "20261207T000000Z-0001"},
+                             {"command": "sync", "uri": (tmp_path / "shared").as_uri(), "files": 5}]  # the 4 raw files and _meta.json
 
 
 def test_the_command_prints_it_and_names_a_missing_lake(tmp_path, capsys):

@@ -234,6 +234,8 @@ def _text_format(text: Any) -> dict[str, Any] | None:
     if kind == "json_object":
         return {"type": "json_object"}
     if kind == "json_schema":
+        if not isinstance(given.get("name"), str):  # required, as OpenAI's and vLLM's ResponseFormatTextJSONSchemaConfig
+            raise invalid('"text.format.name" is required: a string naming the schema', "text")
         if not isinstance(given.get("schema"), dict):
             raise invalid('"text.format.schema" must be a JSON schema object', "text")
         return {"type": "json_schema", "json_schema": {"name": given.get("name"), "schema": given["schema"]}}

@@ -29,7 +29,10 @@ def _response_format(value: Any) -> dict[str, Any] | None:
     if kind == "json_object":
         return {"json_schema": {"type": "object"}}
     if kind == "json_schema":
-        schema = (value.get("json_schema") or {}).get("schema")
+        given = value.get("json_schema") if isinstance(value.get("json_schema"), dict) else {}
+        if not isinstance(given.get("name"), str):  # required by OpenAI and by vLLM's JsonSchemaResponseFormat
+            raise invalid("response_format.json_schema.name is required: a string naming the schema", "response_format")
+        schema = given.get("schema")
         if not isinstance(schema, dict):
             raise invalid("response_format.json_schema.schema must be a JSON schema object", "response_format")
         return {"json_schema": schema}

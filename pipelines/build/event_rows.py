@@ -3,7 +3,7 @@
 - sft rows: one per `conversation.turn` event. Its payload's `messages` (OpenAI chat format, text parts
   joined) or its user and assistant fields (`user_message`/`user`/`input`/`prompt`, then
   `assistant_message`/`assistant`/`output`/`response`/`completion`), with `tool_calls` and
-  `tool_results` rendered as JSON; loss on the assistant turns. A turn without an assistant answer
+  `tool_results` (or `toolCalls`/`toolResults`) rendered as JSON; loss on the assistant turns. A turn without an assistant answer
   gives no row (counted as `unusable_turns`). These rows have no tier or score: no session score
   covers a lone turn.
 - behaviour rows: one per `model.error` (kind `model_error`) and `model.behavior` (kind `behavior`)
@@ -71,11 +71,21 @@ def _text(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, list) and all(isinstance(part, dict) for part in value):  # OpenAI content parts
-        return "".join(str(part.get("text", "")) for part in value if part.get("type", "text") == "text")
+    if isinstance(value, list) and value and all(isinstance(part, dict) and ("text" in part or "type" in part) for part in value):
+        return "".join(str(part.get("text", "")) for part in value if part.get("type", "text") == "text")  # OpenAI content parts
     if isinstance(value, dict) and isinstance(value.get("content"), (str, list)):
         return _text(value["content"])
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _json(value: Any) -> str:
+    """Tool calls and tool results as the model sees them: a string as it is, anything else as JSON (never read as
+    content parts, whose non-text parts would be dropped: an OpenAI tool call's `type` is `function`)."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _field(payload: dict[str, Any], *names: str) -> Any:
+    return next((payload[name] for name in names if payload.get(name)), None)
 
 
 def turn_messages(payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -87,7 +97,7 @@ def turn_messages(payload: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             content = _text(message.get("content"))
             if not content and message.get("tool_calls"):
-                content = _text(message["tool_calls"])
+                content = _json(message["tool_calls"])
             messages.append({"role": ROLES[message["role"]], "content": content})
     else:
         system = next((_text(payload[key]) for key in ("system_prompt", "system") if payload.get(key)), "")
@@ -96,10 +106,10 @@ def turn_messages(payload: dict[str, Any]) -> list[dict[str, Any]]:
         messages = [{"role": "system", "content": system}] if system else []
         if user:
             messages.append({"role": "user", "content": user})
-        if payload.get("tool_calls"):
-            messages.append({"role": "assistant", "content": _text(payload["tool_calls"])})
-        if payload.get("tool_results"):
-            messages.append({"role": "tool", "content": _text(payload["tool_results"])})
+        if (calls := _field(payload, "tool_calls", "toolCalls")) is not None:
+            messages.append({"role": "assistant", "content": _json(calls)})
+        if (results := _field(payload, "tool_results", "toolResults")) is not None:
+            messages.append({"role": "tool", "content": _json(results)})
         if answer:
             messages.append({"role": "assistant", "content": answer})
     if not any(message["role"] == "assistant" and message["content"] for message in messages):

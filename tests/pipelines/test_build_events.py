@@ -128,3 +128,15 @@ def test_turn_messages_read_the_shapes_agents_send(payload, roles):
     messages = turn_messages(payload)
     assert [message["role"] for message in messages] == roles
     assert all(message["loss"] == (message["role"] == "assistant") for message in messages[-1:])
+
+
+def test_tool_calls_and_tool_results_keep_their_content():
+    call = {"id": "c1", "type": "function", "function": {"name": "read_file", "arguments": "{\"path\": \"a.py\"}"}}
+    result = {"tool": "read_file", "ok": True, "output": "print(1)"}
+    flat = turn_messages({"user_message": "read a.py", "tool_calls": [call], "tool_results": [result], "assistant_message": "it prints 1"})
+    assert [(m["role"], json.loads(m["content"])) for m in flat[1:3]] == [("assistant", [call]), ("tool", [result])]
+    camel = turn_messages({"user_message": "read a.py", "toolCalls": [call], "toolResults": [result], "assistant_message": "a"})
+    assert camel[1:3] == flat[1:3]  # Starcode's own builder reads payload.toolResults
+    chat = turn_messages({"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": None, "tool_calls": [call]},
+                                       {"role": "tool", "content": "print(1)"}, {"role": "assistant", "content": "it prints 1"}]})
+    assert json.loads(chat[1]["content"]) == [call]

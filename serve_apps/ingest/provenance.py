@@ -192,13 +192,15 @@ class ProvenanceAPI:
         if not who.is_admin and who.token_id != token_id:
             raise HTTPError(403, "forbidden", "admin only: a user token reads its own profile (GET /v1/me)")
         row = self._found(await asyncio.to_thread(self.tokens.get, token_id), token_id)
-        counts = await asyncio.to_thread(self.store.counts, row["customer_id"])
-        return json_response(200, {"user": {**row, "total_events": counts.get(token_id, 0)}})
+        usage = await asyncio.to_thread(self.store.usage, token_id)
+        return json_response(200, {"user": {**row, "total_events": usage["total_events"]}, "usage": usage})
 
     async def me(self, request: Request) -> Response:
         who = self.principal(request)
-        row = await asyncio.to_thread(self.tokens.get, who.token_id) if who.token_id else {"id": None, "role": "admin", "customer_id": None}
-        return json_response(200, {"user": row})
+        if not who.token_id:
+            return json_response(200, {"user": {"id": None, "role": "admin", "customer_id": None}})
+        row, usage = await asyncio.to_thread(lambda: (self.tokens.get(who.token_id), self.store.usage(who.token_id)))
+        return json_response(200, {"user": {**row, "total_events": usage["total_events"]}, "usage": usage})
 
     async def customer(self, request: Request) -> Response:
         who = self.principal(request)

@@ -23,7 +23,7 @@ from typing import Any
 from serve_apps.ingest import registry
 from serve_apps.ingest.events import append_durably
 from trajforge.contracts.events import partition_name
-from trajforge.contracts.provenance import AGENT_ACTION, OUTCOME, AgentAction, Outcome, ProvenanceEvent, iso, parse_provenance
+from trajforge.contracts.provenance import AGENT_ACTION, OUTCOME, PRICES_USD, AgentAction, Outcome, ProvenanceEvent, iso, parse_provenance
 from trajforge.lake import Lake
 
 SCHEMA = """
@@ -46,6 +46,7 @@ CREATE INDEX IF NOT EXISTS prov_by_linked_commit ON prov_events (linked_commit);
 CREATE INDEX IF NOT EXISTS prov_by_commit_sha ON prov_events (lower(commit_sha));
 CREATE INDEX IF NOT EXISTS prov_by_linked_sha ON prov_events (lower(linked_commit));
 CREATE INDEX IF NOT EXISTS prov_by_original ON prov_events (original_event_id);
+CREATE INDEX IF NOT EXISTS prov_by_token ON prov_events (token_id, ts);
 CREATE TABLE IF NOT EXISTS artifact_links (
     event_id TEXT NOT NULL,
     repo TEXT NOT NULL,
@@ -232,6 +233,41 @@ class ProvenanceStore:
         query = "SELECT token_id, COUNT(*) AS n FROM prov_events" + (" WHERE customer_id = ?" if customer_id else "") + " GROUP BY token_id"
         with self._lock:
             return {row["token_id"]: row["n"] for row in self._conn.execute(query, (customer_id,) if customer_id else ())}
+
+    def usage(self, token_id: str, months: int = 12, files: int = 10, recent: int = 10) -> dict[str, Any]:
+        """One user's (token's) usage, as seed 003's user profile shows it: totals and active days (by the events'
+        timestamps), the monthly breakdown of what was billed with its cost (by month received, at the seed's prices),
+        the files its actions wrote most often and its latest events with their status."""
+        with self._lock:
+            totals = self._conn.execute(
+                "SELECT COUNT(*) AS n, SUM(event_type = 'agent_action') AS actions, SUM(event_type = 'outcome') AS outcomes,"
+                " COUNT(DISTINCT date(ts, 'unixepoch')) AS days, MIN(ts) AS first, MAX(ts) AS last FROM prov_events WHERE token_id = ?",
+                (token_id,)).fetchone()
+            monthly = self._conn.execute(
+                "SELECT strftime('%Y-%m', received_at, 'unixepoch') AS month, COUNT(*) AS n, SUM(event_type = 'agent_action') AS actions,"
+                " SUM(event_type = 'outcome') AS outcomes FROM prov_events WHERE token_id = ? GROUP BY month ORDER BY month DESC LIMIT ?",
+                (token_id, months)).fetchall()
+            written = self._conn.execute(
+                "SELECT link.file AS file, link.repo AS repo, COUNT(*) AS n, MAX(event.ts) AS last FROM artifact_links AS link"
+                " JOIN prov_events AS event ON event.event_id = link.event_id WHERE event.token_id = ? AND link.file IS NOT NULL"
+                " GROUP BY link.file, link.repo ORDER BY n DESC, last DESC, link.file LIMIT ?", (token_id, files)).fetchall()
+            latest = self._conn.execute("SELECT event_id FROM prov_events WHERE token_id = ? ORDER BY ts DESC, rowid DESC LIMIT ?",
+                                        (token_id, recent)).fetchall()
+            events = self._events([row["event_id"] for row in latest])
+
+        def cost(actions: int | None, outcomes: int | None) -> float:
+            return round((actions or 0) * PRICES_USD[AGENT_ACTION] + (outcomes or 0) * PRICES_USD[OUTCOME], 6)
+
+        return {
+            "total_events": totals["n"], "agent_actions": totals["actions"] or 0, "outcomes": totals["outcomes"] or 0,
+            "active_days": totals["days"], "first_activity": iso(totals["first"]) if totals["n"] else None,
+            "last_activity": iso(totals["last"]) if totals["n"] else None, "total_cost_usd": cost(totals["actions"], totals["outcomes"]),
+            "monthly": [{"month": row["month"], "event_count": row["n"], "agent_actions": row["actions"], "outcomes": row["outcomes"],
+                         "cost_usd": cost(row["actions"], row["outcomes"])} for row in monthly],
+            "files": [{"file_path": row["file"], "repo": row["repo"], "modification_count": row["n"], "last_modified": iso(row["last"])}
+                      for row in written],
+            "recent_events": events,
+        }
 
     def close(self) -> None:
         self._conn.close()

@@ -297,3 +297,25 @@ def test_a_token_with_a_signing_key_takes_only_fresh_signed_events(http, lakes):
     assert "X-Stereos-Signature" in preflight.headers["access-control-allow-headers"]  # a browser agent may send them
     refused = http.post("/v1/tokens", content=json.dumps({"customer_id": "c", "name": "n", "signing_key": "not-a-key"}), headers=JSON)
     assert refused.status_code == 400 and "signing_key" in refused.text and "Ed25519 public key" in refused.text
+
+
+def test_a_user_profile_shows_its_usage_history(http):
+    """Seed 003's user profile: events generated, active days, monthly usage with its cost ($0.01 an action, $0.005 an
+    outcome), the files most often modified and the recent events with their status; /v1/me shows the caller's."""
+    token, made = make_token(http)
+    first = post(http, token, action(files_written=["src/a.py", "src/b.py"], timestamp="2026-02-07T12:00:00Z"))["event_id"]
+    post(http, token, action(files_written=["src/a.py"], timestamp="2026-02-08T09:00:00Z"))
+    post(http, token, {"event_type": "outcome", "original_event_id": first, "status": "rejected"})
+    other, _ = make_token(http, made["customer_id"], name="teammate")
+    post(http, other, action(files_written=["src/c.py"]))  # another user's: not in this profile
+    profile = http.get(f"/v1/users/{made['id']}/profile", headers=bearer(token))
+    assert profile.status_code == 200, profile.text
+    usage = profile.json()["usage"]
+    assert (usage["total_events"], usage["agent_actions"], usage["outcomes"]) == (3, 2, 1) and profile.json()["user"]["total_events"] == 3
+    assert usage["active_days"] >= 2 and usage["first_activity"] == "2026-02-07T12:00:00.000Z" and usage["total_cost_usd"] == 0.025
+    assert [(m["event_count"], m["agent_actions"], m["outcomes"], m["cost_usd"]) for m in usage["monthly"]] == [(3, 2, 1, 0.025)]
+    assert [(f["file_path"], f["modification_count"]) for f in usage["files"]] == [("src/a.py", 2), ("src/b.py", 1)]
+    recent = {event["event_id"]: event for event in usage["recent_events"]}
+    assert len(recent) == 3 and recent[first]["status"] == "rejected"
+    me = http.get("/v1/me", headers=bearer(token)).json()
+    assert me["user"]["id"] == made["id"] and me["usage"]["total_events"] == 3

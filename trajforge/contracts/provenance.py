@@ -25,6 +25,8 @@ PROVENANCE_TYPES = (AGENT_ACTION, OUTCOME)
 OUTCOME_STATUSES = ("accepted", "rejected", "superseded")
 ROLES = ("admin", "user")
 TOKEN_PREFIX = "sk_"
+PRICES_USD = {AGENT_ACTION: 0.01, OUTCOME: 0.005}
+"""Seed 003's pay-as-you-go prices per event, which a user profile's usage is costed at (nothing is charged here)."""
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=4000)]

@@ -91,6 +91,8 @@ def test_passwords_on_command_lines(redactor, text, secret, kept):
          "pypi-AgEIcHlwaS5vcmcCJDk4ZjM2YzE0LWE3ZGEtNGQ5Ni04NmY3LTVhZjE4ZTBjZGU1MwACKlszLCJlZjdh", "pypi_token"),
         ("https://acme.blob.core.windows.net/c/f.txt?sv=2022-11-02&ss=b&sp=r&se=2025-01-01T00:00:00Z&sig=AbCdEf0123456789%2BAbCdEf0123456789AbCdEf0%3D",
          "AbCdEf0123456789%2BAbCdEf0123456789AbCdEf0%3D", "url_password"),
+        ("$ echo $TRAJFORGE_TOKEN\nsk_D9G5cvwmvZYbghFGKn9z_gOSywbtgJlT1ZFXcBsdfAg\n", "sk_D9G5cvwmvZYbghFGKn9z_gOSywbtgJlT1ZFXcBsdfAg",
+         "bearer_token"),  # the provenance API's own token (seed 003), bare
     ],
 )
 def test_more_provider_shapes(redactor, text, secret, kind):
@@ -135,6 +137,7 @@ def test_card_checks():
         "ISBN 978-3-16-148410-0, order 123-456-7890, version 1.123-45-6789, area 900-12-3456",
         "<tokenizer>bpe_model</tokenizer><max_tokens>1024</max_tokens><password>${env.NEXUS_PASSWORD}</password>",
         '<add key="PageSize" value="25" />',
+        "from sk_learn_compat import sk_learn_pipeline_model_selection_gridsearchcv",
     ],
 )
 def test_look_alikes_of_the_new_shapes_are_left_alone(redactor, text):

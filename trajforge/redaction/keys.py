@@ -61,6 +61,9 @@ PROVIDER_KEYS = (
     PatternRule("npm_token", re.compile(r"\bnpm_[A-Za-z0-9]{36}\b"), ("npm_",), accept=_random_body(4)),
     PatternRule("huggingface_token", re.compile(r"\bhf_[A-Za-z0-9]{30,40}\b"), ("hf_",), accept=_random_body(3)),
     PatternRule("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*" + _END), ("eyj",)),
+    # The provenance API's own bearer tokens (seed 003, STEREOS: `sk_` + 43 URL-safe base64 characters), bare in a
+    # tool's output (`echo $TRAJFORGE_TOKEN`); Stripe's `sk_live_...` overlap them and win as stripe_key.
+    PatternRule("bearer_token", re.compile(r"\bsk_[A-Za-z0-9_-]{43}" + _END), ("sk_",), accept=_random_body(3)),
 )
 
 AWS_SECRET_KEY = PatternRule(

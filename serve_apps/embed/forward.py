@@ -46,6 +46,22 @@ class EmbeddingsForwarder:
             raise HTTPError(status, answer["error"], answer["message"], headers, **extra)
         return json_response(200, answer)
 
+    async def spec_route(self, method: str, body: bytes) -> Response:
+        """`/v1/embed` where it reached this application rather than the embed application's own route: Serve routes it
+        here (the app at `/`) until the embed application runs, and this application's `/health` answers first. The
+        specification's server answers 503 until its model has loaded, never 404, so: 503 with `Retry-After` while the
+        embed application is not running, its own answer (POST: embeddings; GET, HEAD: its status) once it is."""
+        if not self.app_name:
+            raise HTTPError(404, "not_found", f"no route /v1/embed here ({self.setting} is null)")
+        handle = await self._application()
+        if handle is None or self._app_status != "RUNNING":
+            raise HTTPError(503, "model_not_ready", f"the embed application {self.app_name!r} is not serving yet; retry in a few seconds",
+                            headers={"Retry-After": "5"})
+        if method != "POST":
+            return json_response(200, await handle.status.remote())
+        status, answer, headers = await handle.answer_body.remote(body)
+        return json_response(status, answer, headers)
+
     async def serves_embeddings(self) -> bool:
         """Whether `/v1/embeddings` answers here now (what `/v1/models` lists): the embed application is deployed and
         running, and its model has loaded or is loading, not failed. A replica too busy to say how its model is within

@@ -71,6 +71,7 @@ class IngestService:
             "/v1/stats/providers": {"GET": self.stats_providers},
             "/v1/stats/leaderboard": {"GET": self.stats_leaderboard},
             "/v1/embeddings": {"POST": self.openai_embeddings},
+            "/v1/embed": {"POST": self.spec_embed, "GET": self.spec_embed},
             **self.provenance.routes,
         }
         self.embed = EmbeddingsForwarder(settings.embed_app, "ingest.embed_app")
@@ -109,6 +110,11 @@ class IngestService:
             return await self.embed(await read_body(request, self.settings.max_body_bytes))
         except HTTPError as exc:  # OpenAI's SDKs read their own error shape
             return openai_error(exc)
+
+    async def spec_embed(self, request: Request) -> Response:
+        """`/v1/embed` while the embed application is not routed yet (at start): 503, never 404 (`EmbeddingsForwarder.spec_route`)."""
+        body = await read_body(request, self.settings.max_body_bytes) if request.method == "POST" else b""
+        return await self.embed.spec_route(request.method, body)
 
     async def health(self, request: Request) -> Response:
         return json_response(200, {"status": "ok", "uptime": round(time.monotonic() - self.started, 3)})

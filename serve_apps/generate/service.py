@@ -114,9 +114,14 @@ class ActorsBackend:
 
     async def stream_text(self, request: GenerationRequest):
         """The actor's text pieces as it samples them (a Ray streaming generator), then the Completion; a reader
-        that stops early cancels the generation on the actor."""
+        that stops early cancels the generation on the actor. An actor that dies mid-stream is restarted and the call
+        re-run (`max_task_retries`), Ray passing on only the pieces past those already read: so an unseeded request
+        gets a seed of its own here, and the re-run samples the same text again rather than splicing another onto it."""
+        import secrets
         import uuid
 
+        if request.seed is None:
+            request = request.model_copy(update={"seed": secrets.randbits(63)})
         actor, stream_id, finished = self._actor_for(request), uuid.uuid4().hex, False
         try:
             async for ref in actor.generate_stream.options(num_returns="streaming").remote(request.model_dump(), stream_id):

@@ -125,3 +125,19 @@ def test_a_background_flush_sends_what_is_emitted(serve_url, lakes, tmp_path, or
             time.sleep(0.05)
         assert telemetry.pending() == 0
     assert set(stored(lakes, org)) == {sent}
+
+
+def test_an_event_too_large_for_any_request_never_holds_up_the_others(serve_url, lakes, tmp_path, org):
+    """Refused at emit (nothing spooled); one spooled under a larger limit than the service's is moved to the rejected
+    table on its 413 and the events behind it are still delivered."""
+    with TelemetryClient(serve_url, org_id=org, api_key=EVENTS_KEY, spool_path=tmp_path / "big.db", max_retries=0) as telemetry:
+        with pytest.raises(EventRejected) as refused:
+            telemetry.emit("model.error", {"message": "x" * telemetry.max_body_bytes})
+        assert (refused.value.field, refused.value.rule) == ("payload", "too_large") and telemetry.pending() == 0
+        telemetry.max_body_bytes *= 2  # as a client configured past the service's 5 MB would spool it
+        too_big = telemetry.emit("model.error", {"message": "x" * (6 * 1024 * 1024)})
+        small = telemetry.emit("model.error", {"message": "small"})
+        result = telemetry.flush()
+        assert (result.accepted, result.rejected, result.pending) == (1, 1, 0)
+        assert [item["status"] for item in telemetry.rejections()] == [413]
+    assert set(stored(lakes, org)) == {small} and too_big != small

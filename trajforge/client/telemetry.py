@@ -8,7 +8,8 @@
 
 - `emit` makes the event (`event_id` a new UUID, `event_type`, `org_id`, `session_id`, `timestamp` now in ISO 8601,
   `payload`) and checks it with the service's own contract, so one the service would refuse raises `EventRejected`
-  naming the field and nothing is spooled. `record` takes a whole event (another SDK's) the same way.
+  naming the field and nothing is spooled (so does one too large for a request even alone: `payload`, `too_large`).
+  `record` takes a whole event (another SDK's) the same way.
 - Redaction before anything is written (seed 000: "before persistence/upload"): every text of the payload and of any
   extra field goes through the Redactor the build uses (`trajforge.redaction`); the event's ids, type and time are kept.
   `TELEMETRY_REDACT=false` (Starcode's switch) or `redact=False` keeps them verbatim, with a warning.
@@ -18,7 +19,8 @@
   spooled is dropped.
 - `flush` sends the spooled events oldest first, in requests of at most 1,000 events and 5 MB, each retried with
   backoff; what the service took (or had already: a resent event is a duplicate) leaves the spool. A request refused
-  for some of its events (400 names their indexes) moves those to the spool's `rejected` table and sends the rest; a
+  for some of its events (400 names their indexes; a 413 to one event alone, while a 413 to several sends them in
+  halves) moves those to the spool's `rejected` table and sends the rest; a
   refused key (401) raises IngestError and keeps everything; no answer keeps everything for the next flush.
 """
 
@@ -50,6 +52,7 @@ DEFAULT_SPOOL = ".telemetry/events.db"
 IDENTITY = ("event_id", "eventId", "id", "event_type", "type", "eventType", "org_id", "orgId", "org", "session_id", "sessionId", "timestamp")
 """Fields redaction leaves alone: what the service files and deduplicates the event by."""
 QUEUE = "events"  # the spool's session column: one queue of events, oldest first
+_ENVELOPE = b'{"events":[]}'  # what a request adds around its events
 
 
 class EventRejected(EnvelopeRejected):
@@ -123,6 +126,9 @@ class TelemetryClient:
             body_bytes = json.dumps(body, ensure_ascii=False).encode()
         except (TypeError, ValueError) as exc:
             raise EventRejected("", "json", f"{exc}; the event was not spooled") from None
+        if len(body_bytes) + len(_ENVELOPE) > self.max_body_bytes:  # the service would answer 413 to it, alone or not
+            raise EventRejected("payload", "too_large", f"the event is {len(body_bytes)} bytes, over the {self.max_body_bytes}-byte request "
+                                "limit of POST /v1/events; the event was not spooled")
         try:
             self.spool.put_many(QUEUE, [body_bytes], self.max_queue_size)
         except SpoolFull as full:
@@ -153,7 +159,7 @@ class TelemetryClient:
         with self._flushing:
             try:
                 while items := self.spool.head(self.max_events_per_request):
-                    for part in pieces(items, lambda item: item.body, self.max_events_per_request, self.max_body_bytes - 13):
+                    for part in pieces(items, lambda item: item.body, self.max_events_per_request, self.max_body_bytes - len(_ENVELOPE)):
                         took, again, refused = self._send(part)
                         accepted, duplicates, rejected = accepted + took, duplicates + again, rejected + refused
             except httpx.TransportError as exc:
@@ -169,7 +175,12 @@ class TelemetryClient:
             self.spool.delivered([item.id for item in part])
             return int(answer.get("accepted", 0)), int(answer.get("duplicates", 0)), 0
         refused = {item.get("index") for item in (answer.get("rejected") or []) if isinstance(item, dict)} if isinstance(answer, dict) else set()
-        if status == 400 and refused and refused <= set(range(len(part))):
+        if status == 413 and len(part) > 1:  # this service takes smaller requests than the client was told: halves
+            halves = self._send(part[: len(part) // 2]), self._send(part[len(part) // 2 :])
+            return tuple(sum(counts) for counts in zip(*halves))  # type: ignore[return-value]
+        if status == 413:  # too large even alone for this service (spooled under a larger limit than its own)
+            refused = {0}
+        if status in (400, 413) and refused and refused <= set(range(len(part))):
             for index in sorted(refused):
                 self.spool.reject(part[index], status, answer)
             log.error("the ingest service refused %d telemetry events (%s); moved to the spool's rejected table",

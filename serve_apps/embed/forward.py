@@ -55,7 +55,8 @@ class EmbeddingsForwarder:
             raise HTTPError(404, "not_found", f"no route /v1/embed here ({self.setting} is null)")
         handle = await self._application()
         if handle is None or self._app_status != "RUNNING":
-            raise HTTPError(503, "model_not_ready", f"the embed application {self.app_name!r} is not serving yet; retry in a few seconds",
+            state = "is still starting" if handle is not None else "is not deployed (yet)"
+            raise HTTPError(503, "model_not_ready", f"the embed application {self.app_name!r} {state}; retry in a few seconds",
                             headers={"Retry-After": "5"})
         if method != "POST":
             return json_response(200, await handle.status.remote())

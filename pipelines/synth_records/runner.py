@@ -1,5 +1,6 @@
 """Running a job on Ray: one `PeerWorker` actor per peer whose range is not complete, each generating only its range;
-the driver holds the job's run lock, shows one progress bar over the job's records, keeps the job base's totals in
+the driver holds the job's run lock (an actor is let go as soon as its range is done, so peers that the
+cluster cannot hold at once run in turn), shows one progress bar over the job's records, keeps the job base's totals in
 step with the peers' states, and marks the job succeeded when every peer finished (failed when a peer's worker
 died, with the reason). A job whose run was killed is resumed by running it again: the peers go on after the
 records their results files hold."""
@@ -108,9 +109,10 @@ def _run_peers(settings: SynthRecordsSettings, files: JobFiles, peers: list[str]
     from tqdm import tqdm
 
     from pipelines.synth_records.peer import PeerWorker
-    from trajforge.cluster import init_ray
+    from trajforge.cluster import init_ray, warn_if_cpus_taken
 
     init_ray()
+    warn_if_cpus_taken(settings.peer_cpus, "synth_records.peer_cpus", "the peers")
     worker = ray.remote(PeerWorker).options(num_cpus=settings.peer_cpus, num_gpus=settings.peer_gpus, max_restarts=0)
     actors = {peer: worker.remote(settings.model_dump(mode="json")) for peer in peers}
     pending = {actor.run.remote(files.id, peer): peer for peer, actor in actors.items()}
@@ -129,6 +131,7 @@ def _run_peers(settings: SynthRecordsSettings, files: JobFiles, peers: list[str]
                     reason = f"{peer}: {type(exc).__name__}: {lines[-1] if lines else ''}"
                     error = error or reason
                     log.error("job %s: %s", files.id, reason)
+                ray.kill(actors[peer])  # its CPUs (and GPUs) go to a peer still waiting for them: more peers than fit run in turn
             bar.update(_done_count(files, base["peers"]) - bar.n)
             current = _totals(files.base(), files.peer_states())
             if current["totalGenerated"] != base["totalGenerated"]:

@@ -163,3 +163,29 @@ def test_run_without_a_schema_drafts_one_first_and_records_its_timing(tmp_path, 
     assert base["status"] == "succeeded" and base["totalOk"] == 3 and "schema sanitized: $schema" in err
     assert details["schema"] == {**SCHEMA, "$schema": SCHEMA_DIALECT} and base["schemaGeneratedAt"] <= base["createdAt"]
     assert isinstance(base["schemaDurationMs"], int) and len(stub.bodies) == 4  # one draft call, then one call per record
+
+
+def test_more_peers_than_the_cluster_holds_at_once_run_in_turn(tmp_path):
+    import ray
+
+    free = ray.available_resources().get("CPU", 0.0)
+    stub = StubServer()
+    lake = tmp_path / "lake"
+    config = tmp_path / "synth.yaml"  # each peer asks for more than half the free CPUs: one runs at a time
+    config.write_text(yaml.safe_dump({"synth_records": _openai(lake, stub.url, peers=3, peer_cpus=round(free * 0.6, 2))}))
+    (tmp_path / "schema.json").write_text(json.dumps(SCHEMA))
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    driver = subprocess.Popen([sys.executable, "-m", "pipelines.synth_records", "run", "--config", str(config), "--schema", "schema.json",
+                               "--description", "users", "--records", "6", "--no-progress"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = driver.communicate(timeout=120)  # the old runner kept every actor until all were done: it never ended
+    finally:
+        stub.close()
+        if driver.poll() is None:
+            driver.kill()
+            driver.communicate()
+    base = json.loads(out)
+    assert driver.returncode == 0 and base["status"] == "succeeded" and (base["totalOk"], base["peerCount"]) == (6, 3), err
+    assert sorted(_lines(JobFiles(lake, base["id"]))) == list(range(6)) and sorted(stub.calls) == list(range(6))

@@ -130,6 +130,8 @@ def _read_schema(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"schema file {path} given with --schema not found: check the path") from None
+    except OSError as exc:  # a folder, no permission to read it
+        raise ConfigError(f"schema file {path} given with --schema cannot be read: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ConfigError(f"schema file {path} is not JSON: {exc}") from None
 

@@ -227,6 +227,10 @@ def test_the_command_refuses_a_set_it_would_ignore_and_a_bad_schema_with_the_rea
                          "--lake", str(tmp_path / "lake"), "--set", "synth_records.engine=openai",
                          "--set", "synth_records.openai.base_url=http://127.0.0.1:9"], capsys)
     assert code == 2 and "not a valid JSON Schema 2020-12 at properties/a/type" in err and not (tmp_path / "lake").exists()
+    code, _, err = _cli(["run", "--schema", str(tmp_path), "--description", "d", "--records", "2", "--lake", str(tmp_path / "lake"),
+                         "--set", "synth_records.engine=openai", "--set", "synth_records.openai.base_url=http://127.0.0.1:9"], capsys)
+    assert code == 2 and f"schema file {tmp_path} given with --schema cannot be read: Is a directory" in err
+    assert "Traceback" not in err and not (tmp_path / "lake").exists()
     with pytest.raises(SystemExit):
         _cli(["run", "--records", "0", "--description", "d", "--lake", str(tmp_path / "lake")], capsys)
     assert "--records: 0 is not at least 1" in capsys.readouterr().err and not (tmp_path / "lake").exists()

@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import httpx
 
@@ -87,7 +87,7 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
             raise ServeStartError(f"application {app.name!r} did not start: {failure_reason(app.name) or exc}") from None
     host = "127.0.0.1" if http.host in WILDCARD_HOSTS else http.host
     url = f"{http.scheme}://{host}:{http.port}"
-    wait_healthy(url, health_timeout_s)
+    wait_healthy(url, health_timeout_s, routes={app.route_prefix: app.name for app in serve_file.applications})
     return url
 
 
@@ -213,22 +213,39 @@ def direct_endpoints(host: str, proxy_port: int) -> dict[str, list[str]]:
     return endpoints
 
 
-def wait_healthy(url: str, timeout_s: float) -> None:
-    """Wait until the application at `url` answers `/health`. It asks with a CORS preflight first (`OPTIONS`), which the
-    ingest app answers before its per-address limits, so that starting the service spends none of the requests the
-    limits allow 127.0.0.1 (often the first client's own address); `GET /health` where the preflight is not a 2xx."""
+def wait_healthy(url: str, timeout_s: float, routes: Mapping[str, str] | None = None) -> None:
+    """Wait until the applications at `url` answer. With `routes` (route prefix -> application name), first until
+    Serve's proxy routes every one of them (its own `/-/routes`, which reaches no application), then `/health` only where
+    an application is at `/` (the ingest app; embed and generate alone have none there); without, `/health`.
+    `/health` is asked with a CORS preflight first (`OPTIONS`), which the ingest app answers before its per-address
+    limits, so that starting the service spends none of the requests the limits allow 127.0.0.1 (often the first
+    client's own address); `GET /health` where the preflight is not a 2xx."""
     deadline = time.monotonic() + timeout_s
     last_error = "no answer"
+    missing = dict(routes or {})
     while time.monotonic() < deadline:
         try:
             # only whether it is up: an HTTPS proxy's certificate is the clients' to check (a self-signed one, say)
-            if httpx.options(f"{url}/health", timeout=5, verify=False).is_success or httpx.get(f"{url}/health", timeout=5, verify=False).status_code == 200:
+            if missing:
+                missing = _unrouted(url, missing)
+                last_error = f"Serve does not route {', '.join(sorted(missing))} yet" if missing else last_error
+            elif routes is not None and "/" not in routes:
                 return
-            last_error = "non-200 answer"
+            elif httpx.options(f"{url}/health", timeout=5, verify=False).is_success or httpx.get(f"{url}/health", timeout=5, verify=False).status_code == 200:
+                return
+            else:
+                last_error = "non-200 answer"
         except httpx.HTTPError as exc:
             last_error = str(exc)
         time.sleep(0.25)
-    raise TimeoutError(f"{url}/health did not answer 200 within {timeout_s:.0f} s ({last_error}); see the Ray logs under /tmp/ray/session_latest/logs")
+    raise TimeoutError(f"{url} did not answer within {timeout_s:.0f} s ({last_error}); see the Ray logs under /tmp/ray/session_latest/logs")
+
+
+def _unrouted(url: str, routes: Mapping[str, str]) -> dict[str, str]:
+    """Those of `routes` that Serve's proxy at `url` does not route yet (all of them while it answers 503)."""
+    answer = httpx.get(f"{url}/-/routes", timeout=5, verify=False)
+    routed = answer.json() if answer.status_code == 200 else {}
+    return {prefix: name for prefix, name in routes.items() if routed.get(prefix) != name}
 
 
 def shutdown(app_names: Iterable[str] = ()) -> None:

@@ -1,8 +1,9 @@
 """The structured state an agent carries between steps (specification section 5), its merge rules and rendering.
 
 Caps: `history` keeps the last 3 entries, every text is at most 256 characters, every other list at
-most 16 items. `State` itself rejects values over the caps (a malformed update is an error, never
-silently accepted); `merge` is where new items are deduplicated and trimmed to fit.
+most 16 items. `State` itself rejects values over the caps, when built and when a field is assigned (a
+malformed update is an error, never silently accepted); `merge` is where new items are deduplicated and
+trimmed to fit.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 MAX_TEXT = 256
 MAX_HISTORY = 3
 MAX_ITEMS = 16
+DEFAULT_TOKEN_BUDGET = 1024
+"""`summarize_history`'s budget when none is given: the default of `actors.loop.state_token_budget`."""
 LIST_FIELDS = ("goals", "constraints", "decisions", "hypotheses", "history", "open_issues")
 ELLIPSIS = "…"
 
@@ -37,7 +40,7 @@ def _check_text(value: str) -> str:
 
 
 class State(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     goals: list[str] = Field(default_factory=list, max_length=MAX_ITEMS)
     """What the task must achieve; an update adds to them."""
@@ -203,8 +206,8 @@ def tokenizer_counter(tokenizer: Any) -> Callable[[str], int]:
     return count
 
 
-def summarize_history(state: State | Mapping[str, Any] | str, budget: int, count_tokens: Callable[[str], int] | Any = None) -> State:
-    """Shrink a state over `budget` tokens (counted as `token_budget` does): fold history into one summary entry,
+def summarize_history(state: State | Mapping[str, Any] | str, budget: int = DEFAULT_TOKEN_BUDGET, count_tokens: Callable[[str], int] | Any = None) -> State:
+    """Shrink a state over `budget` tokens (counted as `token_budget` does; 1024 unless given): fold history into one summary entry,
     then drop the oldest hypotheses, decisions, open issues, constraints and history entries, then shorten the goals
     and the focus, then drop all goals but the first, until it fits. A budget even that state exceeds is warned about,
     and that state returned."""

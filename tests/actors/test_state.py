@@ -28,6 +28,30 @@ def test_state_rejects_values_over_the_caps():
         State(mood="happy")
 
 
+def test_assigning_a_field_is_held_to_the_same_caps():
+    state = State()
+    with pytest.raises(ValueError, match="at most 3 items"):
+        state.history = ["a", "b", "c", "d"]
+    with pytest.raises(ValueError, match="at most 256"):
+        state.goals = ["x" * 257]
+    with pytest.raises(ValueError, match="valid string"):
+        state.next_focus = 5
+    assert state == State()
+    state.next_focus = "the loop"
+    assert state.next_focus == "the loop"
+
+
+def test_summarize_history_without_a_budget_uses_the_loops_default():
+    from actors.settings import LoopSettings
+
+    state = State(goals=["g" * 250], decisions=["d" * 250] * 16, history=["h" * 250] * 3)
+    assert token_budget(state) > 1024
+    summary = summarize_history(state)
+    assert token_budget(summary) <= 1024
+    assert summary.goals[0] == "g" * 250
+    assert LoopSettings.model_fields["state_token_budget"].default == 1024
+
+
 def test_merge_appends_dedupes_trims_and_keeps_the_last_three_history_entries():
     state = State(goals=["Rename fetch_user to load_user"], history=["step 1: listed files"], open_issues=["tests fail on import"])
     update = {"goals": ["rename  FETCH_USER to load_user", "keep the public API"], "history": ["step 2: ran pattern", "step 3: applied", "step 4: tests"],

@@ -36,7 +36,8 @@ ROOTS = ("synth_records",)
 VERBS = {
     "draft": "draft a schema from a description with one call; print it or write it (--out), sanitized and validated",
     "run": "create a job (from --schema, or a schema drafted first) and generate its records on Ray, with a progress bar",
-    "resume": "go on with a job whose run was killed or failed, keeping every record already written",
+    "resume": "go on with a job whose run was killed or failed, keeping every record already written; the rest is "
+              "generated with the job's recorded inference (engine, model, endpoint, sampling), a --set overriding one",
     "status": "print a job's base, its peers' states and (--details) its description, schema and inference, as JSON",
     "list": "list the lake's jobs and the metrics over them",
     "export": "write a job's records merged in index order as JSON or CSV (nested values JSON-encoded in CSV cells)",
@@ -89,7 +90,25 @@ def _settings(args: argparse.Namespace, make_model: bool) -> Any:
         assignments.append(Assignment("synth_records.lake", str(args.lake), "--lake"))
     if getattr(args, "peers", None) is not None:
         assignments.append(Assignment("synth_records.peers", args.peers, "--peers"))
-    return absolute_settings(load_synth_settings(args.config and _existing(args.config), assignments), make_model=make_model)
+    config = args.config and _existing(args.config)
+    if args.verb == "resume":  # the rest of a job is generated as its start was, unless a --set says otherwise
+        assignments = _recorded(load_synth_settings(config, assignments), args.job, assignments) + assignments
+    return absolute_settings(load_synth_settings(config, assignments), make_model=make_model)
+
+
+def _recorded(settings: Any, job_id: str, given: list[Any]) -> list[Assignment]:
+    """The job's recorded inference (engine, model, endpoint, max_tokens, temperature, seed, retry) as assignments,
+    less those the command line sets."""
+    from pipelines.synth_records.jobs import recorded_settings
+    from pipelines.synth_records.settings import absolute_settings
+    from pipelines.synth_records.store import JobFiles
+
+    inference = JobFiles.existing(absolute_settings(settings, make_model=False).lake, job_id).details().get("inference") or {}
+    named = {assignment[0] for assignment in given}
+    if "synth_records.engine" in named:  # another engine: the recorded model and endpoint were the old one's
+        named |= {"synth_records.model", "synth_records.openai.base_url"}
+    return [Assignment(path, value, f"job {job_id}'s inference ({path})") for path, value in recorded_settings(inference).items()
+            if path not in named]
 
 
 def _existing(path: Path) -> Path:

@@ -40,6 +40,20 @@ def inference_of(settings: SynthRecordsSettings) -> dict[str, Any]:
     return {"baseUrl": "in-process", "path": "transformers", "model": settings.model, "parameters": parameters}
 
 
+def recorded_settings(inference: dict[str, Any]) -> dict[str, Any]:
+    """What `inference_of` recorded, back as the settings (dotted paths) a resumed run generates the rest with."""
+    parameters = inference.get("parameters") or {}
+    recorded = {"synth_records.engine": parameters.get("engine"), "synth_records.model": inference.get("model"),
+                "synth_records.max_tokens": parameters.get("max_tokens"), "synth_records.temperature": parameters.get("temperature"),
+                "synth_records.retry_inference_on_failure": parameters.get("retryInferenceOnFailure")}
+    recorded = {path: value for path, value in recorded.items() if value is not None}
+    if "seed" in parameters:
+        recorded["synth_records.seed"] = parameters["seed"]
+    if parameters.get("engine") == "openai" and inference.get("baseUrl"):
+        recorded["synth_records.openai.base_url"] = inference["baseUrl"]
+    return recorded
+
+
 def create_job(settings: SynthRecordsSettings, *, schema: Any, description: str, records: int, instructions: str = "",
                title: str = "", dataset_mode: bool = False, draft: dict[str, Any] | None = None) -> JobFiles:
     """A new queued job; `draft` carries the schema draft's timing (schemaGeneratedAt, schemaDurationMs) when one was

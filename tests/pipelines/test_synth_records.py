@@ -274,3 +274,16 @@ def test_a_job_another_process_runs_is_not_run_twice(tmp_path):
         with pytest.raises(JobBusy, match="being run by another process"):
             run_job(settings, files.id, progress=False)
     assert not is_running(files) and files.base()["status"] == "queued"
+
+
+@pytest.mark.parametrize("values", [{"engine": "openai", "model": "m", "openai": {"base_url": "http://h:1/v1"}, "seed": None,
+                                     "temperature": 0.1, "max_tokens": 64, "retry_inference_on_failure": False},
+                                    {"engine": "transformers", "model": "/models/x", "seed": 7}])
+def test_a_jobs_recorded_inference_gives_back_the_settings_it_was_generated_with(values):
+    from pipelines.synth_records.jobs import inference_of, recorded_settings
+
+    settings = SynthRecordsSettings.model_validate(values)
+    back = load_synth_settings(assignments=list(recorded_settings(inference_of(settings)).items()))
+    fields = ("engine", "model", "seed", "temperature", "max_tokens", "retry_inference_on_failure")
+    assert [getattr(back, name) for name in fields] == [getattr(settings, name) for name in fields]
+    assert back.openai.base_url == ("http://h:1" if settings.engine == "openai" else None)

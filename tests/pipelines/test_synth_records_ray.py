@@ -189,3 +189,21 @@ def test_more_peers_than_the_cluster_holds_at_once_run_in_turn(tmp_path):
     base = json.loads(out)
     assert driver.returncode == 0 and base["status"] == "succeeded" and (base["totalOk"], base["peerCount"]) == (6, 3), err
     assert sorted(_lines(JobFiles(lake, base["id"]))) == list(range(6)) and sorted(stub.calls) == list(range(6))
+
+
+def test_resume_generates_the_rest_with_the_jobs_recorded_inference_unless_a_set_overrides_it(tmp_path, capsys):
+    first, moved = StubServer(), StubServer()
+    lake = tmp_path / "lake"
+    try:
+        settings = SynthRecordsSettings.model_validate(_openai(lake, first.url, temperature=0.2, seed=100))
+        files = create_job(settings, schema=SCHEMA, description="users", records=4)  # created, then its run killed at once
+        assert main(["resume", files.id, "--lake", str(lake), "--no-progress", "--set", "synth_records.peer_cpus=0.05"]) == 0
+        assert sorted(first.calls) == [0, 1, 2, 3] and {(b["temperature"], b["seed"]) for b in first.bodies} == {(0.2, 100 + i) for i in range(4)}
+        assert json.loads(capsys.readouterr().out)["totalOk"] == 4  # not the configured engine (the embedded model)
+        again = create_job(settings, schema=SCHEMA, description="users", records=2)
+        assert main(["resume", again.id, "--lake", str(lake), "--no-progress", "--set", "synth_records.peer_cpus=0.05",
+                     "--set", f"synth_records.openai.base_url={moved.url}"]) == 0  # the endpoint moved
+        assert sorted(moved.calls) == [0, 1] and sorted(first.calls) == [0, 1, 2, 3]
+    finally:
+        first.close()
+        moved.close()

@@ -9,6 +9,9 @@ Decisions, each from a trap found on this machine:
 - One action is two CLI passes in the same jail: `--json=compact` to list matches (ast-grep cannot
   print JSON and update at once), then `-U` to apply. One `-U` pass rewrites only the outermost
   of nested matches; `matches` counts them all.
+- The CLI skips, silently, files it will not parse (over its size limit, or not UTF-8) and still exits 0: the JSON
+  pass runs with `--inspect=entity`, whose lines go to a file of /out (the rest of its stderr to the run's stderr),
+  and the result's `skipped_files` names each such file with ast-grep's reason (`fileTooLarge`, `invalidUtf8`).
 - `ast-grep-py` is used only to reject malformed YAML rules before starting a jail (and to say where an
   inline pattern the CLI warned about has its syntax error). It never sees an
   unknown language (it panics with a BaseException; languages are checked first) and its `fix` is
@@ -29,20 +32,26 @@ from sandbox.workspace import read_file
 
 NO_IGNORE = ("hidden", "dot", "exclude", "global", "parent", "vcs")
 MATCHES_FILE = "matches.json"
+INSPECT_FILE = "inspect.txt"
 RULE_FILE = "rule.yml"
 
-# $1: the matches file; then the action's own arguments; "--" and the paths last.
+# The JSON pass's stderr but ast-grep's `--inspect` lines (kept in $log) goes to the run's stderr.
+_RELAY = """while IFS= read -r line || [ -n "$line" ]; do case $line in "sg: "*) ;; *) printf '%s\\n' "$line" >&2;; esac; done < "$log"
+"""
+# $1: the matches file, $2 the inspect file; then the action's own arguments and the paths last.
 REWRITE_SCRIPT = """\
-out=$1; pattern=$2; rewrite=$3; shift 3
-"$AG" run --pattern "$pattern" --rewrite "$rewrite" $OPTS --json=compact "$@" > "$out"; code=$?
+out=$1; log=$2; pattern=$3; rewrite=$4; shift 4
+"$AG" run --pattern "$pattern" --rewrite "$rewrite" $OPTS --json=compact --inspect=entity "$@" > "$out" 2> "$log"; code=$?
+""" + _RELAY + """\
 [ $code -le 1 ] || exit $code
 "$AG" run --pattern "$pattern" --rewrite "$rewrite" $OPTS -U "$@"; code=$?
 [ $code -le 1 ] || exit $code
 exit 0
 """
 RULE_SCRIPT = """\
-out=$1; rule=$2; shift 2
-"$AG" scan --rule "$rule" $OPTS --json=compact "$@" > "$out"; code=$?
+out=$1; log=$2; rule=$3; shift 3
+"$AG" scan --rule "$rule" $OPTS --json=compact --inspect=entity "$@" > "$out" 2> "$log"; code=$?
+""" + _RELAY + """\
 [ $code -le 1 ] || exit $code
 "$AG" scan --rule "$rule" $OPTS -U "$@"; code=$?
 [ $code -le 1 ] || exit $code
@@ -102,11 +111,11 @@ def command(action: Action, settings: SandboxSettings, action_dir: Path, out_dir
         options += [f"--no-ignore={kind}" for kind in NO_IGNORE]
     paths = [f"/workspace/{path}" for path in action.paths] if action.paths else ["/workspace"]
     preamble = f'AG="{cli_binary()}"; OPTS="{" ".join(options)}"\n'
-    out = f"/out/{MATCHES_FILE}"
+    out, log = f"/out/{MATCHES_FILE}", f"/out/{INSPECT_FILE}"
     if action.type == "rewrite":
-        return ["/bin/sh", "-c", preamble + REWRITE_SCRIPT, "sh", out, action.pattern, action.rewrite, *paths]
+        return ["/bin/sh", "-c", preamble + REWRITE_SCRIPT, "sh", out, log, action.pattern, action.rewrite, *paths]
     (action_dir / RULE_FILE).write_text(action.to_yaml(), encoding="utf-8")
-    return ["/bin/sh", "-c", preamble + RULE_SCRIPT, "sh", out, f"/action/{RULE_FILE}", *paths]
+    return ["/bin/sh", "-c", preamble + RULE_SCRIPT, "sh", out, log, f"/action/{RULE_FILE}", *paths]
 
 
 def count_matches(out_dir: Path, max_bytes: int) -> int:
@@ -116,3 +125,24 @@ def count_matches(out_dir: Path, max_bytes: int) -> int:
     except (OSError, ValueError):
         return 0
     return len(matches) if isinstance(matches, list) else 0
+
+
+def skipped_files(out_dir: Path, workspace: Path, max_bytes: int) -> dict[str, str]:
+    """{workspace-relative path: ast-grep's reason} for each file the JSON pass skipped (`--inspect=entity`'s
+    `sg: entity|file|PATH: skipped=REASON` lines); the path is /workspace/... in a jail, the host's path without one."""
+    try:
+        text = read_file(out_dir / INSPECT_FILE, max_bytes).decode("utf-8", "replace")
+    except OSError:
+        return {}
+    prefixes = ("/workspace/", f"{Path(workspace).resolve()}/", f"{Path(workspace).absolute()}/")
+    skipped = {}
+    for line in text.splitlines():
+        entry, _, reason = line.removeprefix("sg: entity|file|").rpartition(": skipped=")
+        if not line.startswith("sg: entity|file|") or not entry:
+            continue
+        for prefix in prefixes:
+            if entry.startswith(prefix):
+                entry = entry[len(prefix):]
+                break
+        skipped[entry] = reason.strip()
+    return dict(sorted(skipped.items()))

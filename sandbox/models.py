@@ -214,6 +214,9 @@ class SandboxResult(RunReport):
     files_changed: list[str] = Field(default_factory=list)
     matches: int = 0
     """Matches ast-grep found (nested ones included; one pass rewrites only the outermost)."""
+    skipped_files: dict[str, str] = Field(default_factory=dict)
+    """Files of the action's language that ast-grep skipped, neither searched nor rewritten, with its reason
+    (`fileTooLarge`: over the CLI's own size limit, a few MB; `invalidUtf8`): the CLI says so only when asked."""
 
 
 class TestSpec(BaseModel):

@@ -95,6 +95,7 @@ class Sandbox:
             report = run_jailed(self.settings, command, workspace, cwd="/action",
                                 extra_mounts=[Mount(action_dir, "/action"), Mount(out_dir, "/out", writable=True)])
             matches = astgrep.count_matches(out_dir, limit)
+            skipped = astgrep.skipped_files(out_dir, workspace, limit)
         diff, changed = ws.unified_diff(before, ws.read_tree(workspace, limit))
         diff, diff_bytes, diff_truncated = ws.cap_lines(diff, self.settings.diff_cap_bytes)
         valid = report.exit_code == 0 and not report.limits_hit
@@ -104,7 +105,7 @@ class Sandbox:
             valid, error = False, f"{unparsed}; it matched nothing"
         return SandboxResult(**report.model_dump(), task_id=task_id, action=action.model_dump(exclude_none=True), valid=valid,
                              error=error, diff=diff, diff_bytes=diff_bytes, diff_truncated=diff_truncated, files_changed=changed,
-                             matches=matches)
+                             matches=matches, skipped_files=skipped)
 
     def run_tests(self, workspace: Path, test_spec: TestSpec | Mapping[str, Any] | str | list[str] | None = None) -> TestResult:
         """Run the workspace's tests in the same jail and count passed/failed (pytest, node --test, Java)."""

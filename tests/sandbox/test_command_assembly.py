@@ -50,7 +50,7 @@ def test_a_rewrite_is_one_listing_pass_then_one_update_pass_with_the_action_verb
     pattern, rewrite = 'print($$$A, "$(touch /tmp/owned)")', "logging.info($$$A) # `id`; rm -rf /"
     calls = recorded({"pattern": pattern, "rewrite": rewrite, "language": "py", "strictness": "relaxed"})
     options = ["--lang=python", "--strictness=relaxed", *(f"--no-ignore={kind}" for kind in astgrep.NO_IGNORE)]
-    assert calls == [["run", "--pattern", pattern, "--rewrite", rewrite, *options, "--json=compact", "/workspace"],
+    assert calls == [["run", "--pattern", pattern, "--rewrite", rewrite, *options, "--json=compact", "--inspect=entity", "/workspace"],
                      ["run", "--pattern", pattern, "--rewrite", rewrite, *options, "-U", "/workspace"]]
     assert not Path("/tmp/owned").exists()
 
@@ -58,7 +58,7 @@ def test_a_rewrite_is_one_listing_pass_then_one_update_pass_with_the_action_verb
 def test_a_rule_is_written_to_the_read_only_action_mount_and_scanned_on_the_given_paths(recorded, tmp_path):
     rule = {"id": "no-print", "language": "python", "rule": {"pattern": "print($A)"}, "fix": "log($A)", "paths": ["src/a.py", "lib"]}
     calls = recorded(rule, SandboxSettings(include_hidden_and_ignored=False))
-    assert calls == [["scan", "--rule", "/action/rule.yml", "--json=compact", "/workspace/src/a.py", "/workspace/lib"],
+    assert calls == [["scan", "--rule", "/action/rule.yml", "--json=compact", "--inspect=entity", "/workspace/src/a.py", "/workspace/lib"],
                      ["scan", "--rule", "/action/rule.yml", "-U", "/workspace/src/a.py", "/workspace/lib"]]
     written = (tmp_path / "action" / "rule.yml").read_text()
     assert "id: no-print" in written and "print($A)" in written and "fix: log($A)" in written

@@ -75,7 +75,8 @@ def check_rule(action: RuleAction) -> None:
     try:
         SgRoot("", action.language).root().find_all(config)
     except Exception as exc:  # the binding raises a plain Exception naming the bad field
-        raise InvalidAction(f"rule {action.id!r} does not compile: {exc}") from None
+        why = str(exc).split("\n\nStack backtrace:")[0].strip()  # the binding appends its Rust backtrace
+        raise InvalidAction(f"rule {action.id!r} does not compile: {why}") from None
 
 
 # The character ast-grep puts in place of `$` before parsing a pattern, where `$` cannot start an identifier

@@ -117,10 +117,13 @@ class RuleAction(_Action):
 
 
 Action = RewriteAction | RuleAction
+_RULE_ONLY = {"id", "fix", "constraints", "transform", "utils", "rewriters"}
+"""Keys only a YAML rule has: a mapping with one of them and no `pattern` is a rule (one missing its `rule`)."""
 
 
 def parse_action(data: Action | Mapping[str, Any] | str) -> Action:
-    """An action from a model, a dict (`rule` present -> a YAML rule) or YAML/JSON text; InvalidAction if malformed."""
+    """An action from a model, a dict (`rule`, or a rule-only key without `pattern` -> a YAML rule) or YAML/JSON text;
+    InvalidAction if malformed."""
     if isinstance(data, (RewriteAction, RuleAction)):
         return data
     if isinstance(data, str):
@@ -133,7 +136,7 @@ def parse_action(data: Action | Mapping[str, Any] | str) -> Action:
                 raise InvalidAction(f"the action is not valid YAML or JSON: {exc}") from None
     if not isinstance(data, Mapping):
         raise InvalidAction(f"an action must be a mapping, got {type(data).__name__}")
-    kind = data.get("type") or ("rule" if "rule" in data else "rewrite")
+    kind = data.get("type") or ("rule" if "rule" in data or ("pattern" not in data and data.keys() & _RULE_ONLY) else "rewrite")
     model = {"rewrite": RewriteAction, "rule": RuleAction}.get(kind)
     if model is None:
         raise InvalidAction(f"unknown action type {kind!r}: use 'rewrite' (pattern + rewrite) or 'rule' (an ast-grep YAML rule)")

@@ -200,6 +200,20 @@ def test_invalid_actions_are_reported_not_run(box, workspace, action, message):
     assert result.diff == "" and (workspace / "app.py").read_text() == before
 
 
+@pytest.mark.parametrize("action,message", [
+    ({"id": "x", "language": "python", "fix": "log($A)"}, "invalid rule action: rule: Field required"),
+    ({"language": "python", "constraints": {"A": {"kind": "integer"}}}, "invalid rule action: rule: Field required"),
+    ({"id": "x", "language": "python", "rule": {"pattern": "print($A)"}, "constraints": {"B": {"kind": "integer"}}},
+     "Undefined meta var `B`"),
+])
+def test_a_rule_missing_its_rule_or_not_compiling_says_so_plainly(box, workspace, action, message):
+    """A YAML rule without `rule` was read as an inline rewrite (pattern, rewrite required; id, fix not permitted), and
+    a rule ast-grep-py rejects carried the binding's Rust stack backtrace."""
+    result = box.apply_action(workspace, action)
+    assert not result.valid and message in result.error
+    assert "pattern" not in result.error and "backtrace" not in result.error.lower()
+
+
 def test_a_pattern_the_cli_rejects_is_invalid_with_its_message(box, workspace):
     result = box.apply_action(workspace, {"pattern": "$$$", "rewrite": "x", "language": "python"})
     assert not result.valid and result.exit_code not in (0, 1)

@@ -2,7 +2,8 @@
 
 Exit status: 0 printed; 1 no state for that task (the message names the lake's other state database, the
 teacher's `teacher_states.db` or the actors' `states.db`, where that one has it); 2 no database there, or a file
-that is not a state database or is damaged; 141 the reader closed the pipe early (`... | head`)."""
+that is not a state database or is damaged (a lake with no `states.db` but a `teacher_states.db`: the message
+names that one); 141 the reader closed the pipe early (`... | head`)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def run(argv: list[str] | None = None) -> int:
                   "fix them, or pass --db <lake>/state/states.db", file=sys.stderr)
             return 2
     if not args.db.exists():
-        print(f"no state database at {args.db} (pass --db)", file=sys.stderr)
+        elsewhere = _held_elsewhere(args.db, args.task_id) if args.verb == "dump" else _other_database(args.db)
+        print(f"no state database at {args.db}{elsewhere or ' (pass --db)'}", file=sys.stderr)
         return 2
     try:
         store = StateStore(args.db, read_only=True)
@@ -80,6 +82,12 @@ def run(argv: list[str] | None = None) -> int:
 
 TEACHER_DB = "teacher_states.db"
 """The teacher SRL loop's states, beside the actors' in `<lake>/state/` (pipelines/teacher_worker.py)."""
+
+
+def _other_database(db: Path) -> str:
+    """A hint naming the lake's other state database (a teacher run's lake has only `teacher_states.db`), where there is one."""
+    other = db.with_name("states.db" if db.name == TEACHER_DB else TEACHER_DB)
+    return f"; the lake's other state database is there: pass --db {other}" if other != db and other.is_file() else ""
 
 
 def _held_elsewhere(db: Path, task_id: str) -> str:

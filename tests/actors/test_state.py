@@ -226,6 +226,21 @@ def test_dump_cli_names_the_teachers_state_database_when_it_has_the_task(tmp_pat
     assert neither.returncode == 1 and neither.stderr.strip() == f"no state for task 'nope' in {actors_db}"
 
 
+def test_dump_cli_on_a_teacher_runs_lake_names_its_teacher_state_database(tmp_path):
+    """A lake only the teacher loop wrote to has no states.db: `--lake` still says where its states are."""
+    teacher_db = tmp_path / "lake" / "state" / "teacher_states.db"
+    StateStore(teacher_db).save("teacher-task", State(next_focus="teacher"))
+    missing = tmp_path / "lake" / "state" / "states.db"
+    run = _state_cli("dump", "teacher-task", "--lake", str(tmp_path / "lake"))
+    assert run.returncode == 2
+    assert run.stderr.strip() == f"no state database at {missing}; the teacher's states have it: pass --db {teacher_db}"
+    listing = _state_cli("list", "--lake", str(tmp_path / "lake"))
+    assert listing.returncode == 2 and listing.stderr.strip().endswith(f"other state database is there: pass --db {teacher_db}")
+    other = _state_cli("dump", "nope", "--lake", str(tmp_path / "lake"))
+    assert other.returncode == 2 and other.stderr.strip() == f"no state database at {missing} (pass --db)"
+    assert not missing.exists()
+
+
 def test_dump_cli_takes_db_after_the_verb_and_defaults_to_the_settings_lake(tmp_path):
     lake = tmp_path / "lake"
     StateStore(lake / "state" / "states.db").save("task-8", State(next_focus="after"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import PurePosixPath
@@ -121,11 +122,31 @@ _RULE_ONLY = {"id", "fix", "constraints", "transform", "utils", "rewriters"}
 """Keys only a YAML rule has: a mapping with one of them and no `pattern` is a rule (one missing its `rule`)."""
 
 
-def parse_action(data: Action | Mapping[str, Any] | str) -> Action:
-    """An action from a model, a dict (`rule`, or a rule-only key without `pattern` -> a YAML rule) or YAML/JSON text;
-    InvalidAction if malformed."""
+MAX_RULE_FILE_BYTES = 1 << 20
+"""Largest action file `parse_action` reads."""
+
+
+def _read_rule_file(path: os.PathLike) -> str:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_RULE_FILE_BYTES + 1)
+    except OSError as exc:
+        raise InvalidAction(f"cannot read the action file {os.fspath(path)!r}: {exc.strerror or exc}") from None
+    if len(data) > MAX_RULE_FILE_BYTES:
+        raise InvalidAction(f"the action file {os.fspath(path)!r} is over {MAX_RULE_FILE_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidAction(f"the action file {os.fspath(path)!r} is not UTF-8 text") from None
+
+
+def parse_action(data: Action | Mapping[str, Any] | str | os.PathLike) -> Action:
+    """An action from a model, a dict (`rule`, or a rule-only key without `pattern` -> a YAML rule), YAML/JSON text, or
+    a path (`pathlib.Path`) to a YAML rule file or an action's JSON file; InvalidAction if malformed."""
     if isinstance(data, (RewriteAction, RuleAction)):
         return data
+    if isinstance(data, os.PathLike):  # an ast-grep YAML rule file (or an action's JSON file); never a str: text is the action
+        data = _read_rule_file(data)
     if isinstance(data, str):
         try:
             data = json.loads(data)  # first: JSON is not quite a subset of YAML (a tab may indent JSON, not YAML)

@@ -50,8 +50,9 @@ class Sandbox:
     def cleanup(self, workspace: Path) -> None:
         ws.remove(Path(workspace), self.settings.workspaces_root)
 
-    def apply_action(self, workspace: Path, action: Action | Mapping[str, Any] | str) -> SandboxResult:
-        """Apply one rewrite or YAML rule with the ast-grep CLI in the jail; never raises for a bad action."""
+    def apply_action(self, workspace: Path, action: Action | Mapping[str, Any] | str | os.PathLike) -> SandboxResult:
+        """Apply one rewrite or YAML rule (a dict, YAML/JSON text, or a rule file's Path) with the ast-grep CLI in the jail;
+        never raises for a bad action."""
         workspace = Path(workspace)
         task_id = ws.task_of(workspace)
         parsed = None
@@ -141,7 +142,7 @@ def prepare_workspace(task_id: str, files: Mapping[str, str | bytes] | str | Pat
     return default_sandbox().prepare_workspace(task_id, files)
 
 
-def apply_action(workspace: Path, action: Action | Mapping[str, Any] | str) -> SandboxResult:
+def apply_action(workspace: Path, action: Action | Mapping[str, Any] | str | os.PathLike) -> SandboxResult:
     return default_sandbox().apply_action(workspace, action)
 
 

@@ -154,6 +154,10 @@ def parse_action(data: Action | Mapping[str, Any] | str | os.PathLike) -> Action
             try:
                 data = yaml.safe_load(data)
             except yaml.YAMLError as exc:
+                if "found another document" in str(getattr(exc, "problem", "")):  # a rule file may hold rules between '---'
+                    where = f" (line {exc.problem_mark.line + 1} starts another)" if exc.problem_mark else ""
+                    raise InvalidAction(f"the action holds several YAML documents{where}: an action is one rule, "
+                                        "so apply each rule as its own action") from None
                 raise InvalidAction(f"the action is not valid YAML or JSON: {exc}") from None
     if not isinstance(data, Mapping):
         raise InvalidAction(f"an action must be a mapping, got {type(data).__name__}")

@@ -28,3 +28,13 @@ def test_a_string_is_the_action_itself_never_a_file_name(box, workspace, tmp_pat
     rule.write_text(RULE)
     result = box.apply_action(workspace, str(rule))
     assert not result.valid and "must be a mapping" in result.error
+
+
+def test_a_rule_file_with_several_rules_says_an_action_is_one_rule(box, workspace, tmp_path):
+    """It read as "not valid YAML or JSON", which it is (two documents)."""
+    rule = tmp_path / "two.yml"
+    rule.write_text(RULE + "---\n" + RULE.replace("no-print", "again"))
+    for action in (rule, rule.read_text()):
+        result = box.apply_action(workspace, action)
+        assert not result.valid and "several YAML documents (line 6 starts another)" in result.error
+        assert "not valid YAML" not in result.error

@@ -75,7 +75,8 @@ def create_job(settings: SynthRecordsSettings, *, schema: Any, description: str,
                                 "finishedAt": None, "errors": []})
     files.write_base({"id": files.id, "owner": getpass.getuser(), "title": title or description.strip().splitlines()[0][:80],
                       "status": "queued", "totalRecords": records, "datasetMode": dataset_mode, "peers": peers,
-                      "peerCount": len(peers), "totalGenerated": 0, "totalOk": 0, "totalFailed": 0, "createdAt": created,
+                      "peerCount": len(peers), "jobDetailsCid": files.details_path.name, "totalGenerated": 0, "totalOk": 0,
+                      "totalFailed": 0, "createdAt": created,
                       "jobStartedAt": None, "jobFinishedAt": None, "recordsDurationMs": None, **timing})
     refresh_metrics(settings.lake)
     return files

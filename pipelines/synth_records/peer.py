@@ -1,6 +1,8 @@
 """A peer: one Ray actor per range of a job (seed 001's replicas, each working only its assigned slice). It loads
 its engine once, generates the records of its range that its results file does not hold yet, in index order, one
-call each, appends each result as it comes (`results.py`), and writes its state every K records and at its end."""
+call each, appends each result as it comes (`results.py`), and writes its state every K records and at its end
+(then with its `resultCid`, the results file's place in the job's folder, as the job base's `jobDetailsCid` names
+`details.json`: the seed's R1FS ids are files here)."""
 
 from __future__ import annotations
 
@@ -24,13 +26,18 @@ def counted(state: dict[str, Any], done: dict[int, dict[str, Any]]) -> dict[str,
             "errors": errors[:MAX_ERRORS_KEPT], "lastUpdateAt": now()}
 
 
+def result_cid(files: JobFiles, peer_id: str) -> str:
+    """The seed's `resultCid` (its results' R1FS id): here the results file's place in the job's folder."""
+    return files.peer_results_path(peer_id).relative_to(files.dir).as_posix()
+
+
 def run_peer(engine: Any, files: JobFiles, peer_id: str, settings: SynthRecordsSettings) -> dict[str, Any]:
     """Generate what is left of `peer_id`'s range; its final state."""
     details, total = files.details(), files.base()["totalRecords"]
     state = files.peer_state(peer_id)
     start, end = state["range"]["start"], state["range"]["end"]
     with ResultsWriter(files.peer_results_path(peer_id), settings.lock_wait_s) as results:
-        state = counted({**state, "startedAt": state.get("startedAt") or now(), "finishedAt": None}, results.done)
+        state = counted({**state, "startedAt": state.get("startedAt") or now(), "finishedAt": None, "resultCid": None}, results.done)
         files.write_peer_state(state)
         since_update = 0
         for index in range(start, end):
@@ -42,7 +49,7 @@ def run_peer(engine: Any, files: JobFiles, peer_id: str, settings: SynthRecordsS
                 state = counted(state, results.done)
                 files.write_peer_state(state)
                 since_update = 0
-        state = counted({**state, "finishedAt": now()}, results.done)
+        state = counted({**state, "finishedAt": now(), "resultCid": result_cid(files, peer_id)}, results.done)
         files.write_peer_state(state)
     return state
 

@@ -189,7 +189,8 @@ def test_a_job_has_the_seeds_fields_and_the_metrics_count_it(tmp_path):
     base, details = files.base(), files.details()
     assert {"id", "owner", "title", "status", "totalRecords", "peers", "peerCount", "totalGenerated", "totalOk", "totalFailed",
             "createdAt", "schemaGeneratedAt", "jobStartedAt", "jobFinishedAt", "schemaDurationMs", "recordsDurationMs",
-            "schemaRefreshes", "updatedAt"} <= set(base)
+            "schemaRefreshes", "updatedAt", "jobDetailsCid"} <= set(base)
+    assert (files.dir / base["jobDetailsCid"]).read_text() == files.details_path.read_text()  # the seed's R1FS id, a file here
     assert base["status"] == "queued" and base["peers"] == ["peer-0", "peer-1", "peer-2"]
     assert [state["range"] for state in files.peer_states()] == [{"start": 0, "end": 3}, {"start": 3, "end": 5}, {"start": 5, "end": 7}]
     assert set(files.peer_state("peer-0")) == {"peerId", "assigned", "range", "generatedOk", "generatedFailed", "lastUpdateAt",

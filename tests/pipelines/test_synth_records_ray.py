@@ -58,6 +58,7 @@ def test_a_small_job_with_the_small_model_gives_schema_valid_records(tmp_path, s
     assert base["jobFinishedAt"] and base["recordsDurationMs"] >= 0
     states = files.peer_states()
     assert [(s["generatedOk"], s["assigned"]) for s in states] == [(3, 3), (2, 2)] and all(s["finishedAt"] for s in states)
+    assert [s["resultCid"] for s in states] == ["peers/peer-0.jsonl", "peers/peer-1.jsonl"]
     records = json.loads(export_job(files, "json"))
     assert len(records) == 5 and all(record_error(record, files.details()["schema"]) is None for record in records)
     assert not is_running(files)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import yaml
 from actors.state import State, StateUpdate, parse_update, render
 from actors.state.model import InvalidStateUpdate
 from sandbox.models import Action, InvalidAction, parse_action
+from trajforge.errors import ConfigError
 
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "configs" / "prompts.yaml"
 ACTION_STOP = "</action>"
@@ -44,11 +46,35 @@ def unfenced(text: str) -> str:
     return match.group(1).strip() if match else text.strip()
 
 
+PLACEHOLDERS = {"system": set(), "user": {"state", "instruction", "language", "code", "feedback"}, "feedback": {"verdict", "details"}}
+"""The templates a prompts file must have and the placeholders each may use (`system` is shown as written)."""
+
+
 def load_prompts(path: str | Path | None = None) -> dict[str, str]:
-    templates = yaml.safe_load(Path(path or DEFAULT_PROMPTS).read_text(encoding="utf-8"))
-    missing = {"system", "user", "feedback"} - set(templates or {})
+    """The templates of a prompts file, checked before any task uses them: a ConfigError names the file and what is wrong
+    (unreadable, not YAML, a template missing or not text, a placeholder the loop does not fill)."""
+    source = Path(path or DEFAULT_PROMPTS)
+    try:
+        templates = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"prompt file {source} cannot be read: {' '.join(str(exc).split())}") from None
+    if not isinstance(templates, dict):
+        raise ConfigError(f"prompt file {source} is not a mapping of templates ({', '.join(PLACEHOLDERS)})")
+    missing = set(PLACEHOLDERS) - set(templates)
     if missing:
-        raise ValueError(f"prompt file {path or DEFAULT_PROMPTS} lacks {sorted(missing)}")
+        raise ConfigError(f"prompt file {source} lacks {sorted(missing)}")
+    for name, allowed in PLACEHOLDERS.items():
+        if not isinstance(templates[name], str):
+            raise ConfigError(f"prompt file {source}: {name} is not text")
+        if name == "system":
+            continue
+        try:
+            used = {field for _, field, _, _ in string.Formatter().parse(templates[name]) if field is not None}
+        except ValueError as exc:
+            raise ConfigError(f"prompt file {source}: {name} is not a template ({exc}; write a literal brace as {{{{ or }}}})") from None
+        if unknown := sorted(field for field in used if field not in allowed):
+            raise ConfigError(f"prompt file {source}: {name} uses {', '.join('{' + f + '}' for f in unknown)}; it may use "
+                              f"{', '.join('{' + f + '}' for f in sorted(allowed))} (a literal brace is {{{{ or }}}})")
     return templates
 
 

@@ -137,6 +137,7 @@ def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
 
 def run_command(args: argparse.Namespace) -> int:
     from actors.engines.factory import check_engine_installed
+    from actors.prompting import load_prompts
     from actors.task_queue import connect_cluster
     from trajforge.cluster import ray_to_join
     from trajforge.lake import Lake
@@ -150,6 +151,10 @@ def run_command(args: argparse.Namespace) -> int:
     for _, path in absolute_data_paths({"--tasks": args.tasks}, "--tasks /shared/tasks.jsonl"):
         args.tasks = Path(path)
     settings = absolute_actor_settings(load_actor_settings(args.config, assignments), make_model=False, sandbox_assignments=assignments)
+    try:
+        load_prompts(settings.prompts)  # a bad prompts file is refused here, not by every actor as it starts
+    except ConfigError as exc:
+        raise ConfigError(f"actors.prompts: {exc}") from None
     tasks = None if args.queue else read_tasks(args.tasks or Lake(settings.lake).synthetic_tasks, args.limit)
     # both refused before the embedded model is made and any actor starts; a cluster's GPU nodes may have what this one lacks
     check_engine_installed(settings.engine, joins_cluster=bool(args.queue) or ray_to_join(None) is not None)

@@ -80,7 +80,7 @@ class TeacherSettings(BaseModel):
     lake: Path = Path("./lake")
     reports: Path = Path("reports/teacher")
     prompts: Path | None = None
-    """configs/teacher_prompts.yaml; a relative path not found from the working directory is the project's."""
+    """configs/teacher_prompts.yaml (also when null); a relative path not found from the working directory is the project's."""
     cpus_per_worker: float = Field(default=0.5, ge=0)
 
     @field_validator("base_url")
@@ -122,6 +122,14 @@ def load_teacher_settings(path: str | Path | None = None, assignments=()) -> Tea
     if settings.prompts is not None and not settings.prompts.is_file():
         raise ConfigError(f"teacher.prompts: no prompts file at {settings.prompts} (nor under {PROJECT}); "
                           f"leave it null for the shipped one or give the path of a YAML file like configs/teacher_prompts.yaml")
+    if settings.prompts is None:  # the teacher's own templates, not the student's configs/prompts.yaml
+        settings = settings.model_copy(update={"prompts": PROJECT / "configs" / "teacher_prompts.yaml"})
+    from actors.prompting import load_prompts
+
+    try:
+        load_prompts(settings.prompts)  # checked here, not in every worker as it starts
+    except ConfigError as exc:
+        raise ConfigError(f"teacher.prompts: {exc}") from None
     return settings
 
 

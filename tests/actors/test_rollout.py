@@ -83,6 +83,17 @@ def test_a_tasks_file_the_loop_cannot_run_is_refused_before_any_actor_starts(tmp
     assert problem in capsys.readouterr().err
 
 
+def test_a_prompts_file_the_loop_cannot_fill_is_refused_before_any_actor_starts(tmp_path, capsys, monkeypatch):
+    import actors.rollout
+
+    monkeypatch.setattr(actors.rollout, "rollout", lambda *args, **kwargs: pytest.fail("the rollout started"))
+    tasks_file, prompts = tmp_path / "tasks.jsonl", tmp_path / "prompts.yaml"
+    tasks_file.write_text(json.dumps(TASKS[0]) + "\n")
+    prompts.write_text("system: hi\nuser: '{state}'\n")
+    assert main(["--tasks", str(tasks_file), "--lake", str(tmp_path / "lake"), "--set", f"actors.prompts={prompts}"]) == 2
+    assert f"actors.prompts: prompt file {prompts} lacks ['feedback']" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("limit", ["0", "-1", "two"])
 def test_a_limit_below_one_is_refused_by_the_parser(tmp_path, capsys, monkeypatch, limit):
     import actors.rollout

@@ -243,6 +243,20 @@ def test_teacher_settings_that_cannot_work_fail_at_load_naming_the_field(assignm
         load_teacher_settings(assignments=[assignment])
 
 
+def test_a_prompts_file_the_loop_cannot_fill_is_refused_before_any_worker_starts(tmp_path, capsys):
+    prompts = tmp_path / "prompts.yaml"
+    prompts.write_text("system: hi\nuser: '{state} {task}'\nfeedback: '{verdict}'\n")
+    assert main(["teacher", "--lake", str(tmp_path / "lake"), "--set", f"teacher.prompts={prompts}"]) == 2
+    err = capsys.readouterr().err
+    assert f"teacher.prompts: prompt file {prompts}: user uses {{task}}" in err and "Traceback" not in err
+    assert not (tmp_path / "lake" / "raw" / "trajectories").exists()
+
+
+def test_null_prompts_are_the_teachers_not_the_students(tmp_path):
+    prompts = load_teacher_settings(assignments=[("teacher.prompts", None)]).prompts
+    assert prompts.is_absolute() and prompts.name == "teacher_prompts.yaml"
+
+
 def test_the_shipped_prompts_are_found_from_any_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     prompts = load_teacher_settings().prompts

@@ -57,7 +57,7 @@ class Sandbox:
         task_id = ws.task_of(workspace)
         parsed = None
         try:
-            self._check_workspace(workspace)
+            workspace = self._check_workspace(workspace)
             parsed = parse_action(action)
             if isinstance(parsed, RuleAction):
                 astgrep.check_rule(parsed)
@@ -74,14 +74,16 @@ class Sandbox:
         self._log(task_id, "action", result)
         return result
 
-    def _check_workspace(self, workspace: Path) -> None:
-        """InvalidAction for a directory `prepare_workspace` did not make: the jail's user could not read it (a 0700
-        temporary directory reads as empty, so an action would "match nothing" and look valid)."""
+    def _check_workspace(self, workspace: Path) -> Path:
+        """The workspace's absolute path (a relative one, such as `.sandbox/<task>--<id>`, failed to mount in nsjail and
+        matched nothing without a jail); InvalidAction for a directory `prepare_workspace` did not make: the jail's user
+        could not read it (a 0700 temporary directory reads as empty, so an action would "match nothing" and look valid)."""
         root = Path(self.settings.workspaces_root).resolve()
         resolved = workspace.resolve()
         if resolved.parent != root or not resolved.is_dir():
             raise InvalidAction(f"{workspace} is not a workspace of this sandbox (made under {root}): call "
                                 f"prepare_workspace(task_id, files or a directory to copy) and pass the path it returns")
+        return resolved
 
     def _apply(self, workspace: Path, task_id: str, action: Action) -> SandboxResult:
         limit = self.settings.max_file_size_mb << 20
@@ -110,8 +112,7 @@ class Sandbox:
 
     def run_tests(self, workspace: Path, test_spec: TestSpec | Mapping[str, Any] | str | list[str] | None = None) -> TestResult:
         """Run the workspace's tests in the same jail and count passed/failed (pytest, node --test, Java)."""
-        workspace = Path(workspace)
-        self._check_workspace(workspace)
+        workspace = self._check_workspace(Path(workspace))
         spec = testing.parse_spec(test_spec)
         framework, command = testing.resolve(spec, workspace, self.settings.allowed_test_programs)
         report = run_jailed(self.settings, command, workspace, env={"PYTEST_ADDOPTS": "-p no:cacheprovider"})

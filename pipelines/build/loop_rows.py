@@ -101,10 +101,37 @@ def run_rows(session_id: str, source: str, records: list[dict[str, Any]], proven
     }
 
 
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def prompt_messages(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The recorded prompt as chat turns without loss: its `messages` (what the teacher and the actor loop write), else
+    one user turn holding the prompt and `state_before`. Section 7 of seed 002 leaves the prompt's shape open
+    (`"prompt": {...}`), so a record written with the instruction and code as its fields, or as one string, still
+    becomes a prompt: a step's completion never reaches sft without the context it answered."""
+    prompt = record.get("prompt")
+    messages = prompt.get("messages") if isinstance(prompt, dict) else None
+    if isinstance(messages, list) and any(isinstance(m, dict) for m in messages):
+        return [{"role": str(m.get("role")), "content": str(m.get("content") or ""), "loss": False} for m in messages if isinstance(m, dict)]
+    if isinstance(prompt, dict):
+        parts = [f"{key}:\n{_as_text(value)}" for key, value in prompt.items() if key != "messages" and value not in (None, "", [], {})]
+    else:
+        parts = [_as_text(prompt)] if prompt not in (None, "", [], {}) else []
+    state = record.get("state_before")
+    if state not in (None, "", [], {}):
+        parts.append(f"<state>{_as_text(state)}</state>")
+    return [{"role": "user", "content": "\n\n".join(parts), "loss": False}] if parts else []
+
+
+def task_text(record: dict[str, Any]) -> str:
+    """The task a run's first record states (its prompt's last turn): part of the run's content for dedup."""
+    turns = prompt_messages(record)
+    return turns[-1]["content"] if turns else ""
+
+
 def sft_messages(record: dict[str, Any]) -> list[dict[str, Any]]:
-    prompt = [{"role": str(m.get("role")), "content": str(m.get("content") or ""), "loss": False}
-              for m in ((record.get("prompt") or {}).get("messages") or []) if isinstance(m, dict)]
-    return [*prompt, {"role": "assistant", "content": completion(record), "loss": True}]
+    return [*prompt_messages(record), {"role": "assistant", "content": completion(record), "loss": True}]
 
 
 def behavior_rows(session_id: str, source: str, records: list[dict[str, Any]], provenance: dict[str, Any]) -> list[dict[str, Any]]:

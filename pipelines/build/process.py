@@ -182,7 +182,7 @@ class BatchBuilder:
                 self._sft(session_id, source, step, f"{session_id}#step{step:03d}", loop_rows.sft_messages(record), row["tier"], row["score"],
                           provenance, record, held_out.SPLIT if test else None)
         self.rows["behavior"] += loop_rows.behavior_rows(session_id, source, records, provenance)
-        task = str(((records[0].get("prompt") or {}).get("messages") or [{}])[-1].get("content") or "")
+        task = loop_rows.task_text(records[0])
         # The task (instruction and code) is part of the content: one rewrite rule applied to two different
         # snippets is two examples, while the same task answered the same way twice is one.
         parts = [task, *(loop_rows.completion(record) for record in records)]

@@ -40,6 +40,8 @@ def run(argv: list[str] | None = None) -> int:
         verb.add_argument("--db", type=Path, default=argparse.SUPPRESS, help=DB_HELP)
         verb.add_argument("--lake", type=Path, default=argparse.SUPPRESS, help=LAKE_HELP)
     args = parser.parse_args(argv)
+    if args.verb == "dump" and not args.task_id:
+        parser.error("dump needs a task id (python -m actors.state list names them)")
     if args.lake is not None:
         if args.db is not None:
             parser.error("--db and --lake both name the database: give one")

@@ -41,6 +41,14 @@ class StateDatabaseError(TrajforgeError, sqlite3.DatabaseError):
         self.path = path
 
 
+def check_task_id(task_id: object) -> str:
+    """A task id as the store keys it: a non-empty string (SQLite would keep None as a row of its own per save, and
+    5 and "5" as one row); ValueError otherwise."""
+    if not isinstance(task_id, str) or not task_id:
+        raise ValueError(f"a task id is a non-empty string, not {task_id!r}")
+    return task_id
+
+
 def is_damage(exc: BaseException) -> bool:
     """A database error that says what the file is (not SQLite, or damaged), as opposed to a lock or a full disk."""
     return getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
@@ -105,11 +113,11 @@ class StateStore:
 
     def load(self, task_id: str) -> State:
         """The task's state, or an empty one for a task never saved."""
-        rows = self._read("SELECT state FROM states WHERE task_id = ?", (task_id,))
+        rows = self._read("SELECT state FROM states WHERE task_id = ?", (check_task_id(task_id),))
         return State.model_validate_json(rows[0][0]) if rows else State()
 
     def version(self, task_id: str) -> int:
-        rows = self._read("SELECT version FROM states WHERE task_id = ?", (task_id,))
+        rows = self._read("SELECT version FROM states WHERE task_id = ?", (check_task_id(task_id),))
         return rows[0][0] if rows else 0
 
     def save(self, task_id: str, state: State | Mapping[str, Any] | str) -> int:
@@ -120,6 +128,7 @@ class StateStore:
 
     def update(self, task_id: str, change: Callable[[State], State]) -> int:
         """Atomically replace the state with `change(current)`; returns the new version."""
+        check_task_id(task_id)
         with self._damage_named(), self._transaction() as db:
             row = db.execute("SELECT state, version FROM states WHERE task_id = ?", (task_id,)).fetchone()
             current = State.model_validate_json(row[0]) if row else State()
@@ -131,10 +140,11 @@ class StateStore:
         return version
 
     def tasks(self) -> list[str]:
-        return [row[0] for row in self._read("SELECT task_id FROM states ORDER BY task_id")]
+        """The task ids that have a state (as text: a database written before ids were checked may hold a 5 or a blob)."""
+        return [str(row[0]) for row in self._read("SELECT CAST(task_id AS TEXT) FROM states WHERE task_id IS NOT NULL ORDER BY task_id")]
 
     def dump(self, task_id: str) -> dict:
-        rows = self._read("SELECT state, version, updated_at FROM states WHERE task_id = ?", (task_id,))
+        rows = self._read("SELECT state, version, updated_at FROM states WHERE task_id = ?", (check_task_id(task_id),))
         if not rows:
             raise KeyError(task_id)
         state, version, updated_at = rows[0]

@@ -191,6 +191,26 @@ def _state_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
                           env={**os.environ, **(env or {})})
 
 
+@pytest.mark.parametrize("task_id", [None, "", 5, b"task"])
+def test_a_task_id_that_is_not_a_non_empty_string_is_refused(tmp_path, task_id):
+    store = StateStore(tmp_path / "states.db")
+    for call in (lambda: store.save(task_id, State()), lambda: store.load(task_id), lambda: store.update(task_id, lambda s: s)):
+        with pytest.raises(ValueError, match="a task id is a non-empty string"):
+            call()
+    assert store.tasks() == []
+
+
+def test_list_reads_a_database_with_rows_of_unchecked_ids(tmp_path):
+    db = tmp_path / "states.db"
+    StateStore(db).save("ok", State())
+    with sqlite3.connect(db) as raw:  # what a store before ids were checked let save(None, ...) and save(5, ...) write
+        raw.executemany("INSERT INTO states VALUES (?, '{}', 1, 0)", [(None,), (None,), (5,)])
+    run = _state_cli("--db", str(db), "list")
+    assert run.returncode == 0 and run.stdout.split() == ["5", "ok"]
+    empty = _state_cli("--db", str(db), "dump", "")
+    assert empty.returncode == 2 and "dump needs a task id" in empty.stderr and "Traceback" not in empty.stderr
+
+
 def test_save_takes_a_dict_checked_against_the_schema(tmp_path):
     from pydantic import ValidationError
 

@@ -109,7 +109,8 @@ def run_command(args: argparse.Namespace) -> int:
 
         open_uri(args.publish_to)  # a URI pyarrow cannot open is refused before the build, not after it
     try:
-        manifest = run_build(settings, full=args.full, org=args.org, progress=not args.no_progress)
+        # `--org ""` is no filter, as an empty TRAINING_ORG_ID is (it built the whole lake's sessions without their telemetry)
+        manifest = run_build(settings, full=args.full, org=args.org or None, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"trajforge build: interrupted, nothing published: {interrupted_state(settings.lake)}", file=sys.stderr)
         raise

@@ -71,3 +71,12 @@ def test_the_first_tombstone_survives_a_power_loss_its_name_and_new_folders_fsyn
     synced.clear()
     forget(lake, contributor_id_for("bob"))
     assert synced == []  # an append to a file that is already there needs only the file's own fsync
+
+
+def test_the_command_refuses_a_lake_that_does_not_exist(tmp_path, capsys):
+    from trajforge.cli.main import main
+
+    missing = tmp_path / "lkae"  # a mistyped --lake: a tombstone there would never reach a build
+    assert main(["forget", contributor_id_for("carol"), "--lake", str(missing)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not missing.exists()

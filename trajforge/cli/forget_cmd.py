@@ -14,10 +14,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from trajforge.errors import ConfigError
     from trajforge.lake import Lake
     from trajforge.tombstones import builds_holding, forget
 
     lake = Lake.at(args.lake)
+    if not lake.root.is_dir():  # a mistyped --lake would hold the tombstone where no build ever reads it
+        raise ConfigError(f"--lake: {lake.root} does not exist; give the lake the builds read (nothing was written)")
     record = forget(lake, args.contributor_id, args.reason)
     print(json.dumps(record, indent=2))
     print(f"tombstone written to {lake.tombstones}; the next `trajforge build` leaves this contributor out (and rebuilds everything).")

@@ -164,9 +164,11 @@ def merge(existing_state: State | Mapping[str, Any] | str, state_update: State |
 
 
 def render(state: State | Mapping[str, Any] | str) -> str:
-    """The `<state>` block of a prompt: the non-empty fields as JSON, in a fixed order."""
+    """The `<state>` block of a prompt: the non-empty fields as JSON, in a fixed order. A closing tag inside a text (a
+    model's state update saying `</state>` or `</action>`) is written `<\\/...` (the same JSON), so no text ends the
+    block or opens another early."""
     body = {name: value for name, value in as_state(state).model_dump().items() if value}
-    return "<state>\n" + json.dumps(body, ensure_ascii=False, indent=1) + "\n</state>"
+    return "<state>\n" + json.dumps(body, ensure_ascii=False, indent=1).replace("</", "<\\/") + "\n</state>"
 
 
 def heuristic_tokens(text: str) -> int:

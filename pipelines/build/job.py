@@ -247,10 +247,15 @@ def running_build(lake: Lake) -> Iterator[None]:
         yield
 
 
+def _empty_lake(lake: Lake) -> bool:
+    """A folder holding nothing, or only the builds made of it: an empty lake (a path that is no lake is refused)."""
+    return lake.root.is_dir() and all(entry == lake.curated for entry in lake.root.iterdir())
+
+
 def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Build the curated lake; returns the manifest."""
     lake = Lake.at(settings.lake)
-    if not lake.raw.is_dir():
+    if not lake.raw.is_dir() and not _empty_lake(lake):  # an empty folder is an empty lake: an empty build
         raise ConfigError(f"build.lake: {lake.root} has no raw/ folder; point --lake at a lake the ingest service or a job wrote")
     contributors = _org_contributors(settings, lake, org)
     with running_build(lake):

@@ -1,0 +1,38 @@
+"""A build of an empty lake: an empty folder builds empty tables; a path that is no lake is refused."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.build import load_build_settings, run_build
+from trajforge.errors import ConfigError
+from trajforge.lake import Lake
+
+
+def settings_for(lake):
+    return load_build_settings(None, [("build.lake", str(lake)), ("build.embedding.enabled", False), ("build.workers", 1)])
+
+
+def test_an_empty_folder_builds_an_empty_build(tmp_path):
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    manifest = run_build(settings_for(lake), progress=False)
+    assert set(manifest["rows"].values()) == {0} and manifest["quarantine"]["count"] == 0
+    build_dir = Lake.at(lake).resolve_build("latest")
+    assert build_dir.name == manifest["build_id"]
+    for name in ("trajectories", "sft", "behavior", "duplicates"):
+        assert pq.read_table(build_dir / name).num_rows == 0
+    again = run_build(settings_for(lake), progress=False)  # the folder now holds that build: still an empty lake
+    assert set(again["rows"].values()) == {0} and again["build_id"] != manifest["build_id"]
+
+
+@pytest.mark.parametrize("make", ["missing", "not_a_lake"])
+def test_a_path_that_is_no_lake_is_refused(tmp_path, make):
+    lake = tmp_path / "lake"
+    if make == "not_a_lake":  # e.g. --lake pointing at a source checkout
+        lake.mkdir()
+        (lake / "README.md").write_text("not a lake\n")
+    with pytest.raises(ConfigError, match="has no raw/ folder"):
+        run_build(settings_for(lake), progress=False)
+    assert not (lake / "curated").exists()

@@ -32,8 +32,9 @@ def memory_gb(on_gpu: bool) -> float:
 
 
 def _clean(value: Any) -> Any:
+    """Six significant digits (not decimal places: a learning rate of 7.75e-6 stays 7.75e-6, not 8e-06); NaN/inf -> null."""
     if isinstance(value, float):
-        return round(value, 6) if math.isfinite(value) else None
+        return float(f"{value:.6g}") if math.isfinite(value) else None
     return value
 
 

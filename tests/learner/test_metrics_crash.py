@@ -49,3 +49,11 @@ def test_a_kill_while_a_resumed_run_rewrites_its_metrics_keeps_the_history(tmp_p
         MetricsWriter(tmp_path, True, resume_step=3)
     monkeypatch.undo()
     assert (tmp_path / "metrics.jsonl").read_text() == history
+
+
+def test_metric_lines_keep_six_significant_digits_of_small_values(tmp_path):
+    """The learning rate is ~1e-5: rounding to decimal places logged 7.75e-6 as 8e-06 and 2.5e-7 as 0.0."""
+    writer = MetricsWriter(tmp_path, True)
+    writer.write("train", 1, lr=7.75e-6, small=2.5e-7, loss=6.1554251234, mfu=float("nan"))
+    writer.close()
+    assert read_metrics(tmp_path) == [{"event": "train", "step": 1, "lr": 7.75e-6, "small": 2.5e-7, "loss": 6.15543, "mfu": None}]

@@ -255,3 +255,27 @@ def test_a_where_duckdb_cannot_use_or_that_keeps_no_train_row_says_so(build, tmp
     with pytest.raises(TrajforgeError, match="has no train row that learner.data.builds\\[\\].where \"split = 'dev'\" keeps \\(3 dev rows\\)"):
         prepare_source(lake, "b1", 1.0, cache, where="split = 'dev'")
     assert [path.name for path in cache.iterdir() if path.name.startswith(".")] == []  # no staging left by the refused one
+
+
+@pytest.mark.parametrize("text", ["learnr:\n  model: x\n", "cluster:\n  learner: {gpus: 2}\n"])
+def test_a_config_file_without_a_learner_section_is_refused(tmp_path, text):
+    """A misspelled `learnr:` (or another component's file given as --config) trained the defaults: model small, ./lake, 100 steps."""
+    from learner.settings import load_learner_settings
+    from trajforge.errors import ConfigError
+
+    path = tmp_path / "learner.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"learner\.yaml: no `learner:` section \(the file has (learnr|cluster)\)"):
+        load_learner_settings(path)
+
+
+def test_an_empty_config_file_or_top_level_learner_fields_keep_their_handling(tmp_path):
+    from learner.settings import load_learner_settings
+    from trajforge.errors import ConfigError
+
+    path = tmp_path / "learner.yaml"
+    path.write_text("")
+    assert load_learner_settings(path).run_name == "sft"
+    path.write_text("model: /models/x\n")
+    with pytest.raises(ConfigError, match="at the top level of the file, where nothing reads it: put it under `learner:`"):
+        load_learner_settings(path)

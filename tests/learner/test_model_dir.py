@@ -55,6 +55,23 @@ def test_a_model_without_weights_is_refused_before_the_workers(lake, model_copy)
         prepare(settings_for(lake, model_copy))
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_truncated_or_damaged_weights_file_is_named_before_the_workers(lake, model_copy, damage):
+    """The workers failed a minute later with "training failed: SafetensorError: ... header too large", naming no file."""
+    weights = model_copy / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"garbage" * 3)
+    with pytest.raises(ConfigError, match=r"learner\.model: .*model\.safetensors is not a complete safetensors file .*copy or download the checkpoint again"):
+        prepare(settings_for(lake, model_copy))
+
+
+def test_a_tokenizer_config_without_its_vocabulary_is_refused_before_the_workers(lake, model_copy):
+    """The workers failed with "You need to have sentencepiece or tiktoken installed to convert a slow tokenizer"."""
+    (model_copy / "tokenizer.json").unlink()
+    with pytest.raises(ConfigError, match=r"learner\.model: .* has a tokenizer_config\.json but no vocabulary \(tokenizer\.json"):
+        prepare(settings_for(lake, model_copy))
+
+
 def test_a_model_whose_config_transformers_cannot_read_is_refused(lake, model_copy):
     (model_copy / "config.json").write_text('{"model_type": "no-such-model"}')
     with pytest.raises(ConfigError, match=r"learner\.model: .*config\.json cannot be read"):

@@ -121,6 +121,8 @@ def _batches(build_dir: Path, entries: list[dict], where: str | None = None) -> 
             keep = chosen_ids(path, where) if where else None
             for batch in reader.iter_batches(columns=list(COLUMNS), batch_size=4096):
                 yield batch if keep is None else batch.filter(pc.is_in(batch.column("example_id"), value_set=keep))
+        except TrajforgeError:
+            raise  # already says what is wrong with the file (LakeCorruption is an OSError too)
         except (pa.ArrowException, OSError) as exc:
             raise LakeCorruption(f"{path} cannot be read as Parquet ({exc}); restore it or rebuild with `trajforge build --full`") from None
 

@@ -84,6 +84,24 @@ def test_a_file_that_is_not_parquet_is_named_even_when_the_manifest_agrees(build
         prepare_source(Lake.at(tmp_path / "lake"), "b1", 1.0, tmp_path / "cache")
 
 
+def test_a_parquet_file_without_the_sft_columns_is_named_once_as_such(build, tmp_path):
+    """It was wrapped as "cannot be read as Parquet (... has no column(s) ...; rebuild ...); restore it or rebuild ..."."""
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    other = build / "sft" / "part-00000.parquet"
+    pq.write_table(pa.table({"example_id": ["a"], "text": ["hello"]}), other)
+    manifest = json.loads((build / "manifest.json").read_text())
+    manifest["files"][0].update(bytes=other.stat().st_size, sha256=hashlib.sha256(other.read_bytes()).hexdigest())
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(LakeCorruption) as refused:
+        prepare_source(Lake.at(tmp_path / "lake"), "b1", 1.0, tmp_path / "cache")
+    assert str(refused.value).startswith(f"{other} has no column(s) ") and "cannot be read as Parquet" not in str(refused.value)
+    assert str(refused.value).count("rebuild") == 1
+
+
 def test_an_absent_build_is_an_error(tmp_path):
     with pytest.raises(TrajforgeError, match="no build in"):
         prepare_source(Lake.at(tmp_path / "empty"), "latest", 1.0, tmp_path / "cache")

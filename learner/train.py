@@ -125,8 +125,11 @@ def wait_for_resources(per_worker: dict[str, float], count: int, on_gpu: bool, t
     total = ray.cluster_resources()
     missing = {name: amount for name, amount in needed.items() if total.get(name, 0.0) + 1e-9 < amount}
     if missing:
+        hint = ("it has no GPU: learner.workers.device=auto (or cpu) trains on the CPU" if not total.get("GPU") else
+                "lower learner.workers.count to its GPUs (learner.workers.device=auto does)") if "GPU" in missing else \
+            "lower learner.workers.count or cpus_per_worker"
         raise TrajforgeError(f"the learner's {count} workers need {needed} and the Ray cluster has only "
-                             f"{ {name: total.get(name, 0.0) for name in needed} }; lower learner.workers.count or cpus_per_worker")
+                             f"{ {name: total.get(name, 0.0) for name in needed} }; {hint}")
     deadline, told = time.monotonic() + timeout_s, False
     while True:
         free = ray.available_resources()

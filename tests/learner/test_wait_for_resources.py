@@ -41,3 +41,19 @@ def test_free_resources_start_at_once_without_a_word(busy, caplog):
     with caplog.at_level(logging.WARNING, logger="learner.train"):
         wait_for_resources({"CPU": 0.5}, 2, False, timeout_s=60)
     assert caplog.text == ""
+
+
+@pytest.mark.parametrize(("gpus", "hint"), [(0.0, "it has no GPU: learner.workers.device=auto (or cpu) trains on the CPU"),
+                                             (1.0, "lower learner.workers.count to its GPUs (learner.workers.device=auto does)")])
+def test_gpu_workers_on_a_cluster_short_of_gpus_are_told_the_gpu_fix(monkeypatch, gpus, hint):
+    """learner.workers.device=gpu on a CPU machine was told to 'lower learner.workers.count or cpus_per_worker'."""
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": gpus})
+    with pytest.raises(TrajforgeError) as refused:
+        wait_for_resources({"CPU": 4.0}, 2, True, timeout_s=0)
+    assert str(refused.value).endswith(hint) and "cpus_per_worker" not in str(refused.value)
+
+
+def test_workers_short_of_cpus_are_told_to_ask_for_fewer(monkeypatch):
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    with pytest.raises(TrajforgeError, match="lower learner.workers.count or cpus_per_worker$"):
+        wait_for_resources({"CPU": 4.0}, 2, False, timeout_s=0)

@@ -11,7 +11,9 @@ from trajforge.lake import Lake
 
 
 def settings_for(lake):
-    return load_build_settings(None, [("build.lake", str(lake)), ("build.embedding.enabled", False), ("build.workers", 1)])
+    # small CPU shares, as test_build's: a Serve cluster an earlier test module left running may hold the CPUs
+    return load_build_settings(None, [("build.lake", str(lake)), ("build.embedding.enabled", False), ("build.workers", 1),
+                                      ("build.cpus_per_task", 0.05)])
 
 
 def test_an_empty_folder_builds_an_empty_build(tmp_path):

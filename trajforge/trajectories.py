@@ -23,10 +23,28 @@ from typing import Any
 RECORD_FIELDS = ("task_id", "step", "prompt", "state_before", "model_output", "sandbox_result", "reward")
 
 
+REWARD_LABELS = ("verified", "matches_gold", "tests_pass")
+
+
+def reward_labels(record: dict[str, Any]) -> dict[str, Any]:
+    """A record's reward labels (seed 002 8.2: `verified`, and where known `matches_gold`, `tests_pass`): its `reward`
+    object; `{}` for none (section 7's `"reward": null`, before labels exist); a bare boolean or number, as RL records
+    often carry one, is `verified` (a number when positive). Any other `reward` is a ValueError naming the shapes."""
+    reward = record.get("reward")
+    if reward is None:
+        return {}
+    if isinstance(reward, dict):
+        return reward
+    if isinstance(reward, (bool, int, float)):
+        return {"verified": reward > 0}
+    raise ValueError(f"reward must be an object of labels {{{', '.join(REWARD_LABELS)}}}, a boolean, a number or null; got "
+                     f"{type(reward).__name__} {str(reward)[:80]!r}")
+
+
 def good_step(record: dict[str, Any]) -> bool:
     """A step with all three rewards: its action applied cleanly (`verified`), and the code equals the known result
     and the tests pass wherever those are known. What becomes an sft row, and what the teacher report's precision counts."""
-    reward = record.get("reward") or {}
+    reward = reward_labels(record)
     return bool(reward.get("verified")) and reward.get("matches_gold") is not False and reward.get("tests_pass") is not False
 
 

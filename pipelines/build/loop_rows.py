@@ -23,7 +23,7 @@ from typing import Any
 from pipelines.build.derive import tier_of
 from trajforge.scoring import score
 from trajforge.stitch import StitchedSession
-from trajforge.trajectories import good_step
+from trajforge.trajectories import good_step, reward_labels
 
 UNVERIFIED = "unverified"
 
@@ -48,7 +48,7 @@ def problem(record: dict[str, Any]) -> str | None:
         return "malformed_output"
     if action is not None and not action.get("valid"):
         return "sandbox_failure"
-    if (record.get("reward") or {}).get("matches_gold") is False:
+    if reward_labels(record).get("matches_gold") is False:
         return "wrong_result"
     return None
 
@@ -70,7 +70,7 @@ def quality_of(records: list[dict[str, Any]]) -> int:
     solved = [index for index, record in enumerate(records) if good_step(record)]
     if solved:
         return max(100 - 20 * solved[0], 60)
-    return 40 if any((r.get("reward") or {}).get("verified") for r in records) else 10
+    return 40 if any(reward_labels(r).get("verified") for r in records) else 10
 
 
 def run_rows(session_id: str, source: str, records: list[dict[str, Any]], provenance: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from trajforge.atomic import replacing, write_atomic
 from trajforge.raw_segments import decode_frame
 from trajforge.scoring import Score
 from trajforge.stitch import StitchedSession, stitch
+from trajforge.trajectories import REWARD_LABELS, reward_labels
 
 KEYWORD_TAG_CHARS = 8000  # keyword domain tags (the fallback without embeddings) read the session's start
 
@@ -113,12 +114,12 @@ class BatchBuilder:
              points: float, provenance: dict[str, Any], record: dict[str, Any] | None = None, split: str | None = None) -> None:
         """One sft row; `record`: the teacher/actor step it comes from, whose reward and sampling it keeps; `split`: a fixed
         split (a held-out test task's run), else train or dev by the session id's hash."""
-        reward = (record or {}).get("reward") or {}
+        reward = reward_labels(record or {})
         self.rows["sft"].append({
             "example_id": example_id, "source": source, "session_id": session_id, "step": step,
             "split": split or split_of(session_id, self.settings.sft.dev_fraction), "tier": tier, "score": points, "messages": messages,
             "num_tokens": None, "loss_tokens": None,
-            "reward": {key: reward.get(key) for key in ("verified", "matches_gold", "tests_pass")} if record else None,
+            "reward": {key: reward.get(key) for key in REWARD_LABELS} if record else None,
             "model": (record or {}).get("model"), "temperature": (record or {}).get("temperature"), "seed": (record or {}).get("seed"),
             "provenance": provenance,
         })

@@ -122,7 +122,9 @@ class Lake:
             build_id = self.latest_build_id(org)
             if build_id is None:
                 made_by = f"trajforge build --lake {self.root}" + (f" --org {org}" if org else "")
-                raise TrajforgeError(f"no {'build' if org is None else f'--org {org} build'} in {self.curated}; run `{made_by}` first")
+                orgs = sorted(marker.name.partition(".org=")[2] for marker in self.curated.glob("LATEST.org=*")) if org is None else []
+                also = f", or name one of its --org builds: {', '.join(f'latest:{name}' for name in orgs)}" if orgs else ""
+                raise TrajforgeError(f"no {'build' if org is None else f'--org {org} build'} in {self.curated}; run `{made_by}` first{also}")
             path = self.build_dir(build_id)
         else:
             path = Path(build) if Path(build).is_dir() else self.build_dir(build)

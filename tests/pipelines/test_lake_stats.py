@@ -239,6 +239,9 @@ def test_no_build_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "curated" / "b-torn").mkdir(parents=True)
     with pytest.raises(TrajforgeError, match="not a complete build"):
         Lake.at(tmp_path).resolve_build("b-torn")
+    (tmp_path / "curated" / "LATEST.org=acme").write_text("b-acme\n")  # only --org builds: `latest` names them
+    with pytest.raises(TrajforgeError, match="no build in .*name one of its --org builds: latest:acme$"):
+        Lake.at(tmp_path).resolve_build("latest")
 
 
 def test_a_missing_or_damaged_part_is_a_clear_error(lake, tmp_path, capsys):

@@ -117,13 +117,13 @@ def turn_messages(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**message, "loss": message["role"] == "assistant"} for message in messages]
 
 
-def _provenance(session_id: str, contributor: str | None, raw_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+def _provenance(session_id: str, contributor: str | None, raw_ids: list[str], payload: dict[str, Any]) -> dict[str, Any]:
     def strings(*keys: str) -> list[str]:
         values = [payload.get(key) for key in keys]
         flat = [item for value in values for item in (value if isinstance(value, list) else [value])]
         return sorted({str(item) for item in flat if isinstance(item, (str, int)) and item != ""})
 
-    return {"source": "telemetry", "session_id": session_id, "contributor_id": contributor, "raw_ids": [raw_id],
+    return {"source": "telemetry", "session_id": session_id, "contributor_id": contributor, "raw_ids": raw_ids,
             "repos": strings("repo", "repository"), "commits": strings("commit", "commit_sha"), "files": strings("file", "files", "files_written")}
 
 
@@ -147,7 +147,7 @@ def event_rows(lake_root: Path, redactor, *, org: str | None, forgotten: set[str
         rows.redactions.update(found)
         session_id = f"telemetry:{event_org}:{record.get('session_id') or event.get('session_id') or record['event_id']}"
         example_id = "telemetry-" + hashlib.sha256(f"{key[0]}\0{key[1]}".encode()).hexdigest()[:32]
-        provenance = _provenance(session_id, contributor, raw_id, payload)
+        provenance = _provenance(session_id, contributor, [str(record["event_id"]), raw_id], payload)  # its id, then where it lies
         kind = record.get("event_type")
         if kind == "conversation.turn":
             messages = turn_messages(payload)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import uuid
 
@@ -68,6 +69,8 @@ def test_turns_become_sft_rows_and_errors_behaviour_rows(events_lake):
     assert SECRET not in texts and "rename fetch_user" in texts
     assert all(row["num_tokens"] > row["loss_tokens"] > 0 for row in sft.values())
     assert any(row["provenance"]["repos"] == ["acme/api"] for row in sft.values())
+    assert sorted(sft) == ["t1", "t2"]  # the event ids that were sent, then where each lies in the lake
+    assert all(re.fullmatch(r"raw/events/.+\.jsonl:\d+", row["provenance"]["raw_ids"][1]) for row in sft.values()), list(sft.values())[0]["provenance"]
     behavior = {row["kind"]: row for row in rows(build_dir, "behavior")}
     assert behavior["model_error"]["behavior"] == "context_length_exceeded" and behavior["model_error"]["model_engine"] == "qwen3-14b"
     assert behavior["behavior"]["tool"] == "read_file" and behavior["behavior"]["session_id"].startswith(f"telemetry:{other}:")

@@ -34,7 +34,7 @@ PROVENANCE = pa.struct(
         ("source", pa.string()),  # ingest | teacher | actor | dataset
         ("session_id", pa.string()),  # the session id, the task id of a loop run, or dataset:<name>:<sha256 prefix>
         ("contributor_id", pa.string()),  # null for public datasets' rows: no contributor who could be forgotten
-        ("raw_ids", pa.list_(pa.string())),  # server envelope ids, or `<file>:<line>` of trajectory records
+        ("raw_ids", pa.list_(pa.string())),  # server envelope ids; `<file>:<line>` of trajectory records; an event: its id, then its `<file>:<line>`
         ("repos", pa.list_(pa.string())),
         ("commits", pa.list_(pa.string())),
         ("files", pa.list_(pa.string())),

@@ -130,12 +130,13 @@ def count_matches(out_dir: Path, max_bytes: int) -> int:
 
 def skipped_files(out_dir: Path, workspace: Path, max_bytes: int) -> dict[str, str]:
     """{workspace-relative path: ast-grep's reason} for each file the JSON pass skipped (`--inspect=entity`'s
-    `sg: entity|file|PATH: skipped=REASON` lines); the path is /workspace/... in a jail, the host's path without one."""
+    `sg: entity|file|PATH: skipped=REASON` lines); the path is /workspace/... in a jail, the workspace's absolute path
+    (as `Sandbox` resolves it) without one."""
     try:
         text = read_file(out_dir / INSPECT_FILE, max_bytes).decode("utf-8", "replace")
     except OSError:
         return {}
-    prefixes = ("/workspace/", f"{Path(workspace).resolve()}/", f"{Path(workspace).absolute()}/")
+    prefixes = ("/workspace/", f"{workspace}/")
     skipped = {}
     for line in text.splitlines():
         entry, _, reason = line.removeprefix("sg: entity|file|").rpartition(": skipped=")

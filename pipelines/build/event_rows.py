@@ -75,12 +75,12 @@ def _text(value: Any) -> str:
         return "".join(str(part.get("text", "")) for part in value if part.get("type", "text") == "text")  # OpenAI content parts
     if isinstance(value, dict) and isinstance(value.get("content"), (str, list)):
         return _text(value["content"])
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return json_text(value)
 
 
-def _json(value: Any) -> str:
-    """Tool calls and tool results as the model sees them: a string as it is, anything else as JSON (never read as
-    content parts, whose non-text parts would be dropped: an OpenAI tool call's `type` is `function`)."""
+def json_text(value: Any) -> str:
+    """A value as the model sees it: a string as it is, anything else as JSON. Tool calls and tool results go through
+    this, never read as content parts, whose non-text parts would be dropped (an OpenAI tool call's `type` is `function`)."""
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
@@ -97,7 +97,7 @@ def turn_messages(payload: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             content = _text(message.get("content"))
             if not content and message.get("tool_calls"):
-                content = _json(message["tool_calls"])
+                content = json_text(message["tool_calls"])
             messages.append({"role": ROLES[message["role"]], "content": content})
     else:
         system = next((_text(payload[key]) for key in ("system_prompt", "system") if payload.get(key)), "")
@@ -107,9 +107,9 @@ def turn_messages(payload: dict[str, Any]) -> list[dict[str, Any]]:
         if user:
             messages.append({"role": "user", "content": user})
         if (calls := _field(payload, "tool_calls", "toolCalls")) is not None:
-            messages.append({"role": "assistant", "content": _json(calls)})
+            messages.append({"role": "assistant", "content": json_text(calls)})
         if (results := _field(payload, "tool_results", "toolResults")) is not None:
-            messages.append({"role": "tool", "content": _json(results)})
+            messages.append({"role": "tool", "content": json_text(results)})
         if answer:
             messages.append({"role": "assistant", "content": answer})
     if not any(message["role"] == "assistant" and message["content"] for message in messages):

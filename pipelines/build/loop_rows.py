@@ -21,6 +21,7 @@ import json
 from typing import Any
 
 from pipelines.build.derive import tier_of
+from pipelines.build.event_rows import json_text
 from trajforge.scoring import score
 from trajforge.stitch import StitchedSession
 from trajforge.trajectories import good_step, reward_labels
@@ -101,10 +102,6 @@ def run_rows(session_id: str, source: str, records: list[dict[str, Any]], proven
     }
 
 
-def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
 def prompt_messages(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The recorded prompt as chat turns without loss: its `messages` (what the teacher and the actor loop write), else
     one user turn holding the prompt and `state_before`. Section 7 of seed 002 leaves the prompt's shape open
@@ -115,12 +112,12 @@ def prompt_messages(record: dict[str, Any]) -> list[dict[str, Any]]:
     if isinstance(messages, list) and any(isinstance(m, dict) for m in messages):
         return [{"role": str(m.get("role")), "content": str(m.get("content") or ""), "loss": False} for m in messages if isinstance(m, dict)]
     if isinstance(prompt, dict):
-        parts = [f"{key}:\n{_as_text(value)}" for key, value in prompt.items() if key != "messages" and value not in (None, "", [], {})]
+        parts = [f"{key}:\n{json_text(value)}" for key, value in prompt.items() if key != "messages" and value not in (None, "", [], {})]
     else:
-        parts = [_as_text(prompt)] if prompt not in (None, "", [], {}) else []
+        parts = [json_text(prompt)] if prompt not in (None, "", [], {}) else []
     state = record.get("state_before")
     if state not in (None, "", [], {}):
-        parts.append(f"<state>{_as_text(state)}</state>")
+        parts.append(f"<state>{json_text(state)}</state>")
     return [{"role": "user", "content": "\n\n".join(parts), "loss": False}] if parts else []
 
 

@@ -40,6 +40,7 @@ bench: venv
 	$(BIN)/python -m benchmarks.build
 	$(BIN)/python -m benchmarks.actors
 	$(BIN)/python -m benchmarks.learner
+	$(BIN)/python -m benchmarks.datasets
 
 clean:
 	rm -rf $(VENV) lake logs .pytest_cache

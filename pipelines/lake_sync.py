@@ -11,7 +11,8 @@ Incremental: `<lake>/state/sync/<digest of the URI>.json` records, per file, the
 when it was sent and the size and sha256 of what was sent. A file with the same size and time is not read again; any
 other is sent whole (object stores cannot append), hashed as it streams and its size read back. A file that grows
 while it is sent (an open segment) is recorded as sent and goes again next time. The record is saved after every file,
-so an interrupted sync goes on where it stopped. Without a record (another machine, a lost state folder) a file that
+so an interrupted sync goes on where it stopped. A recorded file counts as sent only while the URI still holds it (its
+listing names it as recorded, or it is there at the recorded size): a destination emptied since gets it again. Without a record (another machine, a lost state folder) a file that
 `<URI>/SYNC.json` lists at the same size and sha256 is not sent again.
 
 `<URI>/SYNC.json` (written every minute during a sync and at its end) lists every synced file with its size and
@@ -109,6 +110,17 @@ def remote_listing(prefix: lake_fs.Remote) -> dict[str, dict[str, Any]]:
         return {}
 
 
+def _entry(record_entry: dict[str, Any]) -> dict[str, Any]:
+    return {"bytes": record_entry["bytes"], "sha256": record_entry["sha256"]}
+
+
+def still_there(prefix: lake_fs.Remote, record: dict[str, dict[str, Any]], remote: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The recorded files the URI still holds: those its listing names as recorded, and those a sync cut short before its
+    listing sent (found at the recorded size). A destination emptied or replaced since holds none, so all go again."""
+    return {path: _entry(e) for path, e in record.items()
+            if remote.get(path) == _entry(e) or (path not in remote and lake_fs.size_of(prefix, path) == e["bytes"])}
+
+
 def signature(path: Path) -> tuple[int, int]:
     stat = path.stat()
     return stat.st_size, stat.st_mtime_ns
@@ -123,7 +135,7 @@ def sync_lake(lake: Lake, uri: str, *, only: list[str] | None = None, progress: 
     record_file = record_path(lake, uri)
     with locked(record_file):
         record = read_record(record_file)
-        listing = {**remote_listing(prefix), **{path: {"bytes": e["bytes"], "sha256": e["sha256"]} for path, e in record.items()}}
+        listing = {**(remote := remote_listing(prefix)), **still_there(prefix, record, remote)}
         paths = files_to_sync(lake, only)
         counts = {"files": len(paths), "sent": 0, "unchanged": 0, "matched_remote": 0, "bytes_sent": 0}
         last_listing = time.monotonic()
@@ -131,7 +143,7 @@ def sync_lake(lake: Lake, uri: str, *, only: list[str] | None = None, progress: 
             local = lake.root / relative
             before = signature(local)
             known = record.get(relative)
-            if known and [known["bytes"], known["mtime_ns"]] == list(before):
+            if known and [known["bytes"], known["mtime_ns"]] == list(before) and listing.get(relative) == _entry(known):
                 counts["unchanged"] += 1
                 continue
             listed = listing.get(relative)

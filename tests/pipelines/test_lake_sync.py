@@ -91,6 +91,20 @@ def test_a_lake_without_its_record_sends_nothing_the_listing_already_has(tmp_pat
     assert stored(tmp_path / "shared")["raw/tombstones/tombstones.jsonl"].count(b"\n") == 2
 
 
+def test_a_destination_emptied_since_the_last_sync_gets_every_file_again(tmp_path):
+    import shutil
+
+    lake = make_lake(tmp_path / "lake")
+    destination = tmp_path / "shared"
+    sync_lake(lake, destination.as_uri(), progress=False)
+    shutil.rmtree(destination)  # the bucket emptied or replaced; this lake's record still says everything went
+    again = sync_lake(lake, destination.as_uri(), progress=False)
+    assert (again["sent"], again["unchanged"]) == (4, 0)
+    files = stored(destination)
+    assert {path: data for path, data in files.items() if path != LISTING} == RAW  # what SYNC.json lists is there
+    assert set(json.loads(files[LISTING])["files"]) == set(RAW)
+
+
 def test_only_takes_folders_of_the_raw_lake(tmp_path):
     lake = make_lake(tmp_path / "lake")
     result = sync_lake(lake, (tmp_path / "shared").as_uri(), only=["raw/trajectories"], progress=False)

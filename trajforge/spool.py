@@ -72,6 +72,8 @@ def _set_aside(path: Path, problem: Exception) -> Path:
 class Spool:
     def __init__(self, path: str | Path = ":memory:"):
         if str(path) != ":memory:":
+            if Path(path).is_dir():  # never "damaged": moving a folder of someone's files aside is not ours to do
+                raise IsADirectoryError(f"the spool path {path} is a directory; give a file's path, such as {Path(path) / 'spool.db'}")
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.set_aside: Path | None = None  # where a damaged spool file went, if one was found

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from helpers import REPO
 
 from trajforge.client import IngestClient
@@ -84,3 +86,13 @@ def test_settling_a_batch_is_one_transaction_not_one_fsync_per_envelope(tmp_path
         assert frames < 50  # two commits of a few pages each; a transaction an envelope wrote 1,000 frames or so
     finally:
         spool.close()
+
+
+def test_a_spool_path_that_is_a_directory_is_refused_and_the_directory_left_alone(tmp_path):
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(IsADirectoryError, match=f"{folder}.*directory.*spool.db"):
+        IngestClient("http://127.0.0.1:9", spool_path=folder)
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # nothing moved aside, no file made beside it

@@ -16,6 +16,7 @@ from trajforge import crypto
 from trajforge.client.batching import pieces
 from trajforge.client.errors import IngestError, ServiceUnreachable
 from trajforge.client.identity import GROOVE_VERSION, app_version_hash, machine_fingerprint
+from trajforge.client.options import check_client_options, check_interval, service_url
 from trajforge.client.outbox import FlushReport, Outbox
 from trajforge.client.recorder import ChunkTimer
 from trajforge.client.session import Session
@@ -27,15 +28,6 @@ log = logging.getLogger("trajforge.client")
 
 def _event_json(event: dict[str, Any]) -> bytes:
     return json.dumps(event, ensure_ascii=False).encode()
-
-
-def _check_limits(chunk_size: int, chunk_timeout_s: float | None, max_queue_size: int | None) -> None:
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a whole number of steps, at least 1 (got {chunk_size!r})")
-    if chunk_timeout_s is not None and not chunk_timeout_s > 0:
-        raise ValueError(f"chunk_timeout_s must be more than 0 seconds, or None for no timeout (got {chunk_timeout_s!r})")
-    if max_queue_size is not None and (not isinstance(max_queue_size, int) or max_queue_size < 1):
-        raise ValueError(f"max_queue_size must be a whole number of envelopes, at least 1, or None for no limit (got {max_queue_size!r})")
 
 
 class IngestClient:
@@ -61,8 +53,11 @@ class IngestClient:
         transport: httpx.BaseTransport | None = None,
         verify: bool | str = True,
     ):
-        _check_limits(chunk_size, chunk_timeout_s, max_queue_size)
-        self.base_url = base_url.rstrip("/")
+        check_client_options(chunk_size=chunk_size, chunk_timeout_s=chunk_timeout_s, max_queue_size=max_queue_size, timeout_s=timeout_s, session_timeout_s=session_timeout_s, offline_probe_s=offline_probe_s,
+                             backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s, max_retries=max_retries, batch_size=batch_size,
+                             max_body_bytes=max_body_bytes, max_steps_per_envelope=max_steps_per_envelope,
+                             max_events_per_request=max_events_per_request)
+        self.base_url = service_url(base_url)
         self.transport = Transport(self.base_url, timeout_s=timeout_s, max_retries=max_retries, backoff_base_s=backoff_base_s,
                                    backoff_max_s=backoff_max_s, transport=transport, verify=verify)
         self._http = self.transport.http
@@ -166,6 +161,7 @@ class IngestClient:
 
     def start_background_drain(self, interval_s: float = 60.0) -> None:
         """Every `interval_s`, if envelopes are waiting and /health answers, deliver them."""
+        check_interval(interval_s)
         if self._drainer is not None:
             return
 

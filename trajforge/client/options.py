@@ -1,0 +1,61 @@
+"""The checks of what a caller gives `IngestClient` and `open_session`: a wrong type or value fails at once with a
+message naming the argument, instead of later as an unrelated error (no scheme read as "no service answers", a
+negative timeout as every request failing)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from urllib.parse import urlsplit
+
+
+def service_url(base_url: Any) -> str:
+    """`base_url` without its trailing "/"; TypeError or ValueError unless it is an http:// or https:// URL with a host."""
+    if not isinstance(base_url, str):
+        raise TypeError(f"base_url must be the service's URL as a str, such as 'http://127.0.0.1:8000' (got {type(base_url).__name__})")
+    split = urlsplit(base_url.strip())
+    if split.scheme.lower() not in ("http", "https") or not split.hostname:
+        raise ValueError(f"base_url must be an http:// or https:// URL with a host, such as 'http://127.0.0.1:8000' (got {base_url!r})")
+    return base_url.strip().rstrip("/")
+
+
+def _number(name: str, value: Any, *, positive: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds (got {type(value).__name__} {value!r})")
+    if math.isnan(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be {'more than' if positive else 'at least'} 0 seconds (got {value!r})")
+
+
+def _count(name: str, value: Any, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number (got {type(value).__name__} {value!r})")
+    if value < least:
+        raise ValueError(f"{name} must be at least {least} (got {value!r})")
+
+
+def _check_chunking(chunk_size: int, chunk_timeout_s: float | None, max_queue_size: int | None) -> None:
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a whole number of steps, at least 1 (got {chunk_size!r})")
+    if chunk_timeout_s is not None and not chunk_timeout_s > 0:
+        raise ValueError(f"chunk_timeout_s must be more than 0 seconds, or None for no timeout (got {chunk_timeout_s!r})")
+    if max_queue_size is not None and (not isinstance(max_queue_size, int) or max_queue_size < 1):
+        raise ValueError(f"max_queue_size must be a whole number of envelopes, at least 1, or None for no limit (got {max_queue_size!r})")
+
+
+_AT_LEAST = {"max_retries": 0, "batch_size": 1, "max_body_bytes": 1, "max_steps_per_envelope": 1, "max_events_per_request": 1}
+_SECONDS = {"timeout_s": True, "session_timeout_s": True, "offline_probe_s": False, "backoff_base_s": False, "backoff_max_s": False}
+
+
+def check_client_options(*, chunk_size: Any, chunk_timeout_s: Any, max_queue_size: Any, **options: Any) -> None:
+    """IngestClient's numeric options: the chunk policy's, the seconds in `_SECONDS` (True: more than 0) and the
+    whole numbers in `_AT_LEAST`."""
+    _check_chunking(chunk_size, chunk_timeout_s, max_queue_size)
+    for name, value in options.items():
+        if name in _SECONDS:
+            _number(name, value, positive=_SECONDS[name])
+        else:
+            _count(name, value, _AT_LEAST[name])
+
+
+def check_interval(interval_s: Any) -> None:
+    _number("interval_s", interval_s, positive=True)

@@ -3,9 +3,11 @@ not reported later as "no ingest service answers", and a negative timeout or an 
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
-from trajforge.client import IngestClient
+from trajforge.client import IngestClient, IngestError, contributor_id_for
+from trajforge.contracts.envelope import EnvelopeRejected
 
 
 @pytest.mark.parametrize("url", ["127.0.0.1:8000", "localhost", "ftp://127.0.0.1:8000", "http://", "/v1/training/ingest"])
@@ -53,3 +55,35 @@ def test_a_background_drain_needs_a_positive_interval():
         with pytest.raises(ValueError, match="interval_s must be more than 0 seconds"):
             client.start_background_drain(-1)
         assert client._drainer is None
+
+
+def _opened(client: IngestClient, **arguments) -> None:
+    client.open_session(**{"provider": "codex", "model": "gpt-5.5", "contributor_id": contributor_id_for("alice"), **arguments})
+
+
+@pytest.mark.parametrize(("arguments", "error", "says"), [
+    ({"contributor_id": "alice"}, EnvelopeRejected, r"contributor_id: must be 32 hex characters, as contributor_id_for\('alice'\)"),
+    ({"version_hash": "abc"}, EnvelopeRejected, "app_version_hash: version_hash must be 64 hex characters"),
+    ({"metadata": ["frontend"]}, TypeError, "metadata must be a dict"),
+    ({"metadata": {"team_size": 0}}, EnvelopeRejected, "metadata.team_size: Input should be greater than or equal to 1"),
+    ({"metadata": {"task_complexity": "huge"}}, EnvelopeRejected, "metadata.task_complexity"),
+    ({"model": 5}, TypeError, "model must be a non-empty str"),
+    ({"provider": ""}, TypeError, "provider must be a non-empty str"),
+    ({"session_id": 7}, TypeError, "session_id must be a str or None"),
+])
+def test_a_session_whose_every_envelope_the_service_would_refuse_is_not_opened(arguments, error, says):
+    asked = []
+    service = httpx.MockTransport(lambda request: asked.append(request) or httpx.Response(500))
+    with IngestClient("http://ingest.test", transport=service, max_retries=0) as client:
+        with pytest.raises(error, match=says):
+            _opened(client, **arguments)
+    assert asked == []  # refused before the service was asked (no session left open on it)
+
+
+def test_good_session_arguments_reach_the_service():
+    asked = []
+    service = httpx.MockTransport(lambda request: asked.append(request) or httpx.Response(503))
+    with IngestClient("http://ingest.test", transport=service, max_retries=0) as client:
+        with pytest.raises(IngestError, match="HTTP 503"):
+            _opened(client, metadata={"agent_role": "frontend", "team_size": 3})
+    assert [request.url.path for request in asked] == ["/v1/sessions/open"]

@@ -16,7 +16,7 @@ from trajforge import crypto
 from trajforge.client.batching import pieces
 from trajforge.client.errors import IngestError, ServiceUnreachable
 from trajforge.client.identity import GROOVE_VERSION, app_version_hash, machine_fingerprint
-from trajforge.client.options import check_client_options, check_interval, service_url
+from trajforge.client.options import check_client_options, check_interval, check_session, service_url
 from trajforge.client.outbox import FlushReport, Outbox
 from trajforge.client.recorder import ChunkTimer
 from trajforge.client.session import Session
@@ -112,8 +112,11 @@ class IngestClient:
                      version_hash: str | None = None, groove_version: str = GROOVE_VERSION,
                      metadata: dict[str, Any] | None = None) -> Session:
         """ECDH with the service; needs the service to be reachable (a session cannot be signed offline): raises
-        ServiceUnreachable (an httpx.TransportError) when it does not answer, IngestError when it refuses. `metadata`
+        ServiceUnreachable (an httpx.TransportError) when it does not answer, IngestError when it refuses. Arguments every
+        envelope would carry are checked first (EnvelopeRejected names a contributor_id or metadata field the service refuses). `metadata`
         (agent_role, agent_id, ...) goes in each of the session's envelopes, a send's own metadata over it."""
+        check_session(provider=provider, model=model, contributor_id=contributor_id, session_id=session_id, version_hash=version_hash,
+                      metadata=metadata)
         public_b64, private_b64 = crypto.generate_keypair()
         request = {
             "session_id": session_id or f"sess_{uuid.uuid4()}",

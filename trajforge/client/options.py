@@ -1,12 +1,20 @@
 """The checks of what a caller gives `IngestClient` and `open_session`: a wrong type or value fails at once with a
 message naming the argument, instead of later as an unrelated error (no scheme read as "no service answers", a
-negative timeout as every request failing)."""
+negative timeout as every request failing, a contributor id or metadata the service would refuse in every envelope
+of the session)."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 from urllib.parse import urlsplit
+
+from pydantic import TypeAdapter, ValidationError
+
+from trajforge.contracts.envelope import EnvelopeRejected, Metadata, rejection_from
+from trajforge.contracts.fields import Hex32, Hex64
+
+_HEX32, _HEX64 = TypeAdapter(Hex32), TypeAdapter(Hex64)
 
 
 def service_url(base_url: Any) -> str:
@@ -59,3 +67,35 @@ def check_client_options(*, chunk_size: Any, chunk_timeout_s: Any, max_queue_siz
 
 def check_interval(interval_s: Any) -> None:
     _number("interval_s", interval_s, positive=True)
+
+
+def check_session(*, provider: Any, model: Any, contributor_id: Any, session_id: Any, version_hash: Any, metadata: Any) -> None:
+    """`open_session`'s arguments, before the service is asked: what every envelope of the session would carry is
+    checked against the envelope schema (EnvelopeRejected, a ValueError, names the field), so a session whose every
+    envelope the service would refuse is not opened."""
+    for name, value in (("provider", provider), ("model", model)):
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"{name} must be a non-empty str (got {type(value).__name__} {value!r})")
+    if session_id is not None and not isinstance(session_id, str):
+        raise TypeError(f"session_id must be a str or None (got {type(session_id).__name__})")
+    if not isinstance(contributor_id, str) or not _valid(_HEX32, contributor_id):
+        raise EnvelopeRejected("contributor_id", "string_pattern_mismatch", f"must be 32 hex characters, as contributor_id_for('alice') "
+                               f"makes (got {contributor_id!r}); the service refuses every envelope with another")
+    if version_hash is not None and (not isinstance(version_hash, str) or not _valid(_HEX64, version_hash)):
+        raise EnvelopeRejected("attestation.app_version_hash", "string_pattern_mismatch", f"version_hash must be 64 hex characters "
+                               f"(a sha256), as app_version_hash() makes (got {version_hash!r})")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict of the envelopes' metadata fields, or None (got {type(metadata).__name__})")
+    try:
+        Metadata.model_validate({**(metadata or {}), "provider": provider, "model_engine": model})
+    except ValidationError as exc:
+        problem = rejection_from(exc)
+        raise EnvelopeRejected(f"metadata.{problem.field}", problem.rule, str(problem).removeprefix(f"{problem.field}: ")) from None
+
+
+def _valid(adapter: TypeAdapter, value: str) -> bool:
+    try:
+        adapter.validate_python(value)
+    except ValidationError:
+        return False
+    return True

@@ -90,6 +90,9 @@ class Session:
             return self._take(unsigned, js_stringify(unsigned), chunk=True)
 
     def _take(self, unsigned: dict[str, Any], canonical: bytes, chunk: bool) -> bytes:
+        if self.closed:  # the service refuses all but feedback now: no envelope to sign, spool and have set aside
+            raise RuntimeError(f"session {self.session_id} is closed: open a new session to send more steps (send_feedback "
+                               "is still taken)")
         body = self.sign(unsigned, self.sequence, canonical)
         self.sequence += 1
         self.chunk_sequence += chunk

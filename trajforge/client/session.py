@@ -90,9 +90,6 @@ class Session:
             return self._take(unsigned, js_stringify(unsigned), chunk=True)
 
     def _take(self, unsigned: dict[str, Any], canonical: bytes, chunk: bool) -> bytes:
-        if self.closed:  # the service refuses all but feedback now: no envelope to sign, spool and have set aside
-            raise RuntimeError(f"session {self.session_id} is closed: open a new session to send more steps (send_feedback "
-                               "is still taken)")
         body = self.sign(unsigned, self.sequence, canonical)
         self.sequence += 1
         self.chunk_sequence += chunk
@@ -140,8 +137,7 @@ class Session:
         that chunk (None when none went, or while it is spooled offline). QueueFull when the spool is full: this step is
         not recorded and the ones before it stay buffered."""
         with self._lock:
-            if self.closed:
-                raise RuntimeError(f"session {self.session_id} is closed: open a new session to record more steps")
+            self._refuse_if_closed()
             room = self.client.max_body_bytes - len(self._unsigned_chunk_bytes()) - ATTESTATION_ROOM
             checked = recorder.checked_step(step, self._next_step, room)
             before = (self._next_step, self._first_at)
@@ -216,10 +212,19 @@ class Session:
         self.client.chunk_timer.disarm(self)
         return ids, len(buffered)
 
-    def _send(self, make: Any, *args: Any) -> list[dict | None]:
+    def _refuse_if_closed(self) -> None:
+        """The sending calls but send_feedback, once the session is closed: the service refuses all but feedback now, so
+        nothing is signed, spooled and set aside (chunk() and close_envelope() still build envelopes, for tests)."""
+        if self.closed:
+            raise RuntimeError(f"session {self.session_id} is closed: open a new session to send more steps (send_feedback "
+                               "is still taken)")
+
+    def _send(self, make: Any, *args: Any, after_close: bool = False) -> list[dict | None]:
         """Sign and spool under the session's lock (so the spool keeps sequence order; recorded steps still buffered go
         first), then deliver outside it; the answers to what `make` made."""
         with self._lock:
+            if not after_close:
+                self._refuse_if_closed()
             ids, sent = self._spool(make, *args)
         return self.client.deliver(ids)[sent:]
 
@@ -231,6 +236,7 @@ class Session:
     def close(self, outcome: dict[str, Any], metadata: dict[str, Any] | None = None) -> dict | None:
         """Send the recorded steps still buffered, then SESSION_CLOSE (scored by the server), then the HTTP close."""
         with self._lock:
+            self._refuse_if_closed()
             ids, sent = self._spool(self.close_envelope, outcome, metadata)
             self.closed = True
         [answer] = self.client.deliver(ids)[sent:]
@@ -243,5 +249,5 @@ class Session:
         return answer
 
     def send_feedback(self, feedback: dict[str, Any]) -> dict | None:
-        [answer] = self._send(self.feedback_envelope, feedback)
+        [answer] = self._send(self.feedback_envelope, feedback, after_close=True)
         return answer

@@ -10,6 +10,7 @@ import pytest
 
 from trajforge import crypto
 from trajforge.client import IngestClient, Session
+from trajforge.contracts.envelope import EnvelopeRejected
 
 
 @pytest.fixture
@@ -56,3 +57,15 @@ def test_a_closed_session_refuses_chunks_and_a_second_close_but_takes_feedback(s
     session.send_feedback({"signal": "accepted", "timestamp": time.time()})
     assert session.client.spool.pending() == spooled + 1
     assert b'"chunk_sequence":0' in session.chunk([])  # the builders still build (protocol tests post them by hand)
+
+
+@pytest.mark.parametrize(("outcome", "field"), [({"status": "DONE"}, "outcome.status"), ({}, "outcome.status"),
+                                                ({"status": "SUCCESS", "total_steps": -1}, "outcome.total_steps")])
+def test_an_outcome_the_service_would_refuse_is_refused_at_close_and_the_session_stays_open(session, outcome, field):
+    # sent, it was refused and the HTTP close that followed closed the session on the service unscored
+    _recorded(session)
+    with pytest.raises(EnvelopeRejected, match=rf"^{field}: ") as refused:
+        session.close(outcome)
+    assert refused.value.field == field
+    assert not session.closed and session.buffered_steps == 1 and session.sequence == 0
+    assert session.client.spool.pending() == 0

@@ -9,7 +9,7 @@ import math
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from trajforge.contracts.envelope import EnvelopeRejected, Metadata, rejection_from
 from trajforge.contracts.fields import Hex32, Hex64
@@ -86,11 +86,17 @@ def check_session(*, provider: Any, model: Any, contributor_id: Any, session_id:
                                f"(a sha256), as app_version_hash() makes (got {version_hash!r})")
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict of the envelopes' metadata fields, or None (got {type(metadata).__name__})")
+    schema_checked("metadata", Metadata, {**(metadata or {}), "provider": provider, "model_engine": model})
+
+
+def schema_checked(name: str, model: type[BaseModel], value: Any) -> Any:
+    """`value` if the envelope schema's `model` takes it; EnvelopeRejected naming `name.field` otherwise."""
     try:
-        Metadata.model_validate({**(metadata or {}), "provider": provider, "model_engine": model})
+        model.model_validate(value)
     except ValidationError as exc:
         problem = rejection_from(exc)
-        raise EnvelopeRejected(f"metadata.{problem.field}", problem.rule, str(problem).removeprefix(f"{problem.field}: ")) from None
+        raise EnvelopeRejected(f"{name}.{problem.field}", problem.rule, str(problem).removeprefix(f"{problem.field}: ")) from None
+    return value
 
 
 def _valid(adapter: TypeAdapter, value: str) -> bool:

@@ -21,6 +21,8 @@ from trajforge import constants as c
 from trajforge import crypto
 from trajforge.client.batching import pieces
 from trajforge.client import recorder
+from trajforge.client.options import schema_checked
+from trajforge.contracts.envelope import Outcome
 from trajforge.jsjson import canonical_without, js_stringify
 
 if TYPE_CHECKING:
@@ -113,7 +115,7 @@ class Session:
 
     def close_envelope(self, outcome: dict[str, Any], metadata: dict[str, Any] | None = None) -> bytes:
         unsigned = {"session_id": self.session_id, "type": "SESSION_CLOSE", "contributor_id": self.contributor_id, "metadata": self._metadata(metadata),
-                    "outcome": recorder.fields("outcome", outcome)}
+                    "outcome": schema_checked("outcome", Outcome, recorder.fields("outcome", outcome))}
         with self._lock:
             return self._take(unsigned, js_stringify(unsigned), chunk=False)
 
@@ -234,7 +236,8 @@ class Session:
         return combined(self._send(self.chunks, steps, metadata))
 
     def close(self, outcome: dict[str, Any], metadata: dict[str, Any] | None = None) -> dict | None:
-        """Send the recorded steps still buffered, then SESSION_CLOSE (scored by the server), then the HTTP close."""
+        """Send the recorded steps still buffered, then SESSION_CLOSE (scored by the server), then the HTTP close. An
+        outcome the service would refuse raises EnvelopeRejected naming its field, and the session stays open."""
         with self._lock:
             self._refuse_if_closed()
             ids, sent = self._spool(self.close_envelope, outcome, metadata)

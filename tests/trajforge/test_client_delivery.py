@@ -5,6 +5,7 @@ every envelope, close() delivers what is left, events go in requests the service
 from __future__ import annotations
 
 import json
+import logging
 import threading
 
 import httpx
@@ -150,3 +151,20 @@ def test_sends_waiting_on_a_drain_that_found_the_service_down_do_not_each_retry_
         client.close(flush=False)
     assert len(calls) == 3  # one drain's attempt and its two retries; the three sends behind it only spooled
     assert service.calls == []
+
+
+def test_a_refusal_without_a_message_is_logged_with_its_status_and_error(caplog):
+    def service(request: httpx.Request) -> httpx.Response:
+        batch = json.loads(request.content)
+        if request.url.path.endswith(":batch"):  # a front that refuses every batch, saying why only in "error"
+            return httpx.Response(400, json={"error": "unreadable body"})
+        return httpx.Response(422 if batch.get("n") == 2 else 200, json={"error": "schema: n is 2"} if batch.get("n") == 2 else {})
+
+    with IngestClient("http://ingest.test", transport=httpx.MockTransport(service), max_retries=0) as client:
+        client.enqueue("s", [json.dumps({"n": n}).encode() for n in range(3)])
+        with caplog.at_level(logging.INFO, logger="trajforge.client"):
+            report = client.flush()
+    assert (report.delivered, report.rejected, report.pending) == (2, 1, 0)
+    logged = [record.getMessage() for record in caplog.records]
+    assert "a batch of 3 envelopes was refused whole (HTTP 400: unreadable body); sending it in halves" in logged
+    assert "envelope of s refused for good (HTTP 422: schema: n is 2): set aside in the spool's rejected table" in logged

@@ -41,6 +41,16 @@ class ServiceUnreachable(httpx.TransportError):
     """The ingest service did not answer at all (after the retries): the message names the URL and what to do."""
 
 
+def reason(answer: Any) -> str:
+    """What an answer says went wrong, for a log: its `message`, else its `error` (or `detail`, as a
+    proxy or framework writes it), else the whole answer."""
+    if isinstance(answer, dict):
+        for key in ("message", "error", "detail"):
+            if answer.get(key):
+                return str(answer[key])
+    return str(answer) if answer not in ({}, None) else "no reason given"
+
+
 def retryable(status: int, answer: Any) -> bool:
     """Worth sending again later: the service is busy or down, not refusing this envelope for good."""
     refused_for_good = isinstance(answer, dict) and answer.get("error") == "session_envelope_limit"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from trajforge.client.batching import fitting
-from trajforge.client.errors import IngestError, QueueFull, retry_after, retryable
+from trajforge.client.errors import IngestError, QueueFull, reason, retry_after, retryable
 from trajforge.client.transport import Transport
 from trajforge.spool import Spool, Spooled, SpoolFull
 
@@ -159,7 +159,7 @@ class Outbox:
             self.batch_endpoint = False
             return 1
         log.info("a batch of %d envelopes was refused whole (HTTP %d: %s); sending it in halves", len(items), refused.status,
-                 refused.answer.get("message"))
+                 reason(refused.answer))
         return max(1, len(items) // 2)
 
     def _post(self, items: list[Spooled], retries: int | None) -> list[tuple[int, dict]] | Refused:
@@ -191,7 +191,8 @@ class Outbox:
             elif retryable(status, answer):
                 break
             else:
-                log.warning("envelope of %s refused for good: %s", item.session_id, answer.get("message"))
+                log.warning("envelope of %s refused for good (HTTP %d: %s): set aside in the spool's rejected table",
+                            item.session_id, status, reason(answer))
                 self.spool.reject(item, status, answer)
                 report.rejected += 1
                 set_aside += 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
+
 from trajforge.cli.main import main
 
 
@@ -34,3 +36,12 @@ def test_a_missing_or_refused_token_and_no_service_are_one_line_errors(serve_url
     assert "answered 401" in capsys.readouterr().err
     assert main(["provenance", "--commit", "abc123", "--url", "http://127.0.0.1:9", "--token", "sk_nope"]) == 2
     assert "no answer from http://127.0.0.1:9/v1/provenance/by-commit/abc123" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("asked", [["--commit", ""], ["--file", ""], ["--file", "  "]])
+@pytest.mark.parametrize("where", [["--url", "http://127.0.0.1:9", "--token", "sk_nope"], ["--build", "latest"]])
+def test_an_empty_commit_or_file_is_a_usage_error_not_a_search_of_everything(asked, where, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exited:  # it was read as no value: the service was searched, a build matched nothing
+        main(["provenance", *asked, *where, "--lake", str(tmp_path)])
+    assert exited.value.code == 2
+    assert f"argument {asked[0]}: must not be empty" in capsys.readouterr().err

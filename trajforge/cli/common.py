@@ -34,6 +34,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonblank(text: str) -> str:
+    """argparse type of a value that names something (`--commit`, `--file`): an empty or blank one is refused, not
+    read as no value."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def common_arguments(parser: argparse.ArgumentParser, *, nested: bool = False, command: str = "") -> None:
     """Add the common arguments to a subcommand's parser, or (`nested`) to the parser of one of its verbs.
     `command` picks the `--set` example of the help (a command without one reads no config and refuses `--set`).

@@ -11,15 +11,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trajforge.cli.common import positive_int
+from trajforge.cli.common import nonblank, positive_int
 
 TOKEN_ENV, URL_ENV = "TRAJFORGE_TOKEN", "TRAJFORGE_URL"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--commit", help="the agent actions at this commit, or linked to it by an outcome")
-    what.add_argument("--file", help="the agent actions that wrote this file (a path as the agents report it, e.g. src/auth.ts)")
+    what.add_argument("--commit", type=nonblank, help="the agent actions at this commit, or linked to it by an outcome")
+    what.add_argument("--file", type=nonblank, help="the agent actions that wrote this file (a path as the agents report it, e.g. src/auth.ts)")
     what.add_argument("--search", action="store_true", help="the newest events matching --actor, --tool, --repo, --since (up to --limit)")
     parser.add_argument("--repo", help="only this repository (with --file or --search)")
     parser.add_argument("--actor", help="only this actor_id (with --search)")

@@ -24,7 +24,7 @@ from typing import Any
 from pipelines.lake_sync import LISTING, locked, read_record, record_path, remote_listing, signature
 from trajforge import lake_fs
 from trajforge.atomic import fsync_dir, fsync_file, write_atomic
-from trajforge.errors import TrajforgeError
+from trajforge.errors import ConfigError, TrajforgeError
 from trajforge.lake import Lake, sha256_of
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,10 @@ def pull_lake(lake: Lake, uri: str, *, only: list[str] | None = None, progress: 
     from tqdm import tqdm
 
     started = time.monotonic()
+    for folder in only or []:
+        if not _wanted(folder.rstrip("/"), None):  # as `lake sync --only` refuses it, rather than pull nothing
+            raise ConfigError(f"--only {folder}: not a folder of the raw lake (give one such as raw/trajectories; builds come "
+                              "from `trajforge lake publish`)")
     prefix = lake_fs.open_uri(uri)
     if lake_fs.size_of(prefix, LISTING) is None:
         raise TrajforgeError(f"{prefix.show(LISTING)} does not exist: nothing was synced to {prefix.uri}; run `trajforge lake sync "

@@ -13,7 +13,7 @@ from test_lake_sync import RAW, make_lake
 from pipelines.lake_pull import pull_lake
 from pipelines.lake_sync import LISTING, sync_lake
 from trajforge.cli.main import main
-from trajforge.errors import TrajforgeError
+from trajforge.errors import ConfigError, TrajforgeError
 from trajforge.lake import Lake
 
 
@@ -95,6 +95,14 @@ def test_only_and_a_uri_nothing_was_synced_to(tmp_path, synced):
     assert list(raw_files(tmp_path / "here")) == ["raw/trajectories/actor-1.jsonl"] and result["listed"] == 1
     with pytest.raises(TrajforgeError, match="SYNC.json does not exist: nothing was synced to .*run `trajforge lake sync"):
         pull_lake(Lake.at(tmp_path / "here"), (tmp_path / "empty").as_uri(), progress=False)
+
+
+@pytest.mark.parametrize("folder", ["curated", "registry", "/raw/trajectories", "raw/../curated", "raw/.downloads"])
+def test_only_outside_the_raw_lake_is_refused_as_sync_refuses_it(tmp_path, synced, folder):
+    _, uri = synced
+    with pytest.raises(ConfigError, match=f"--only {folder}: not a folder of the raw lake"):  # it pulled nothing, exit 0
+        pull_lake(Lake.at(tmp_path / "here"), uri, only=[folder], progress=False)
+    assert not (tmp_path / "here").exists()
 
 
 def test_the_command_pulls_from_s3(tmp_path, s3_server, capsys):

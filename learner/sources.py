@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from trajforge.atomic import remove_leftovers_in, staged_dir
 from trajforge.contracts.curated import SFT
 from trajforge.errors import ConfigError, LakeCorruption, TrajforgeError
-from trajforge.lake import Lake, check_listed_file
+from trajforge.lake import Lake, check_listed_file, read_build_manifest
 from trajforge.lake_fs import is_uri, with_name
 
 log = logging.getLogger(__name__)
@@ -63,16 +63,6 @@ class Source:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def read_manifest(build_dir: Path) -> dict:
-    try:
-        manifest = json.loads((build_dir / "manifest.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise LakeCorruption(f"{build_dir / 'manifest.json'} cannot be read ({exc}); rebuild with `trajforge build`") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
-        raise LakeCorruption(f"{build_dir / 'manifest.json'} has no `files` list; rebuild with `trajforge build`")
-    return manifest
 
 
 def sft_entries(where: Path | str, manifest: dict) -> list[dict]:
@@ -187,7 +177,7 @@ def prepare_source(lake: Lake, build: str, weight: float, cache_root: Path, wher
         fetch = functools.partial(download, folder, entries)
     else:
         build_dir = lake.resolve_build(build)
-        manifest = read_manifest(build_dir)
+        manifest = read_build_manifest(build_dir)
         entries = verify_sft_files(build_dir, manifest)
         build_id = str(manifest.get("build_id") or build_dir.name)
     named = "".join(str(entry.get("sha256", entry["path"])) for entry in entries) + (f"\0where\0{where}" if where else "")

@@ -9,12 +9,12 @@ one counted from the rows, so a disagreement shows instead of being hidden.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trajforge.contracts.curated import SCHEMAS, TABLES
+from trajforge.lake import read_build_manifest
 
 if TYPE_CHECKING:
     import duckdb
@@ -24,7 +24,7 @@ Rows = list[dict[str, Any]]
 
 
 def manifest(build_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(build_dir) / "manifest.json").read_text())
+    return read_build_manifest(Path(build_dir))
 
 
 def connect(build_dir: str | Path) -> "duckdb.DuckDBPyConnection":

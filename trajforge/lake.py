@@ -4,6 +4,7 @@ check of a file a build's manifest lists, which every reader of a build makes.""
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,18 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_build_manifest(build_dir: Path) -> dict[str, Any]:
+    """A build's `manifest.json`: an object with a `files` list, else a LakeCorruption naming it (not a JSON traceback)."""
+    path = Path(build_dir) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LakeCorruption(f"{path} cannot be read ({exc}); rebuild with `trajforge build`") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+        raise LakeCorruption(f"{path} has no `files` list; rebuild with `trajforge build`")
+    return manifest
 
 
 def check_listed_file(build_dir: Path, entry: dict[str, Any], *, checksum: bool = False) -> Path:

@@ -263,6 +263,18 @@ def test_a_missing_or_damaged_part_is_a_clear_error(lake, tmp_path, capsys):
     assert "part-00000.parquet has 10 bytes, the manifest says" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("text", ["{not json", "[]", '{"build_id": "b"}'])
+def test_a_damaged_manifest_is_a_clear_error(lake, tmp_path, capsys, text):
+    copy = shutil.copytree(lake, tmp_path / "lake")
+    manifest = copy / "curated" / BUILD_ID / "manifest.json"
+    manifest.write_text(text)
+    assert _stats(["--lake", str(copy), "--json"]) == 2  # not a JSONDecodeError or AttributeError traceback
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"{manifest} " in captured.err and "rebuild with `trajforge build`" in captured.err
+    with pytest.raises(TrajforgeError, match="manifest.json"):  # the notebook's summary says the same
+        lake_stats.build_summary(copy / "curated" / BUILD_ID)
+
+
 def test_notebook_runs_headless(lake, monkeypatch):
     import nbformat
     from nbclient import NotebookClient

@@ -21,10 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_files(build_dir: Path) -> None:
     """Every file the build's manifest lists is there at its size; a table that lost a part would count short without a word."""
-    from trajforge.lake import check_listed_file
+    from trajforge.lake import check_listed_file, read_build_manifest
 
-    manifest = json.loads((build_dir / "manifest.json").read_text())
-    for entry in manifest.get("files") or []:
+    for entry in read_build_manifest(build_dir)["files"]:
         check_listed_file(build_dir, entry)
 
 

@@ -110,6 +110,14 @@ def remote_listing(prefix: lake_fs.Remote) -> dict[str, dict[str, Any]]:
         return {}
 
 
+def _outside(lake: Lake, prefix: lake_fs.Remote) -> None:
+    """A local URI inside the lake is refused: each sync would send the copies the last one made there again."""
+    from pyarrow import fs as pafs
+
+    if isinstance(prefix.fs, pafs.LocalFileSystem) and Path(prefix.path).resolve().is_relative_to(lake.root.resolve()):
+        raise ConfigError(f"{prefix.uri} is inside the lake {lake.root}: sync it to a place outside the lake")
+
+
 def _entry(record_entry: dict[str, Any]) -> dict[str, Any]:
     return {"bytes": record_entry["bytes"], "sha256": record_entry["sha256"]}
 
@@ -132,6 +140,7 @@ def sync_lake(lake: Lake, uri: str, *, only: list[str] | None = None, progress: 
 
     started = time.monotonic()
     prefix = lake_fs.open_uri(uri)
+    _outside(lake, prefix)
     record_file = record_path(lake, uri)
     with locked(record_file):
         record = read_record(record_file)

@@ -105,6 +105,14 @@ def test_a_destination_emptied_since_the_last_sync_gets_every_file_again(tmp_pat
     assert set(json.loads(files[LISTING])["files"]) == set(RAW)
 
 
+@pytest.mark.parametrize("inside", ["raw/mirror", "", "state/copy"])
+def test_a_uri_inside_the_lake_is_refused(tmp_path, inside):
+    lake = make_lake(tmp_path / "lake")
+    with pytest.raises(ConfigError, match="is inside the lake .*: sync it to a place outside the lake"):
+        sync_lake(lake, (tmp_path / "lake" / inside).as_uri(), progress=False)  # it copied raw/ into raw/mirror/raw/, again each time
+    assert not (tmp_path / "lake" / "raw/mirror").exists() and not (tmp_path / "lake" / LISTING).exists()
+
+
 def test_only_takes_folders_of_the_raw_lake(tmp_path):
     lake = make_lake(tmp_path / "lake")
     result = sync_lake(lake, (tmp_path / "shared").as_uri(), only=["raw/trajectories"], progress=False)

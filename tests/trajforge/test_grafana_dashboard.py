@@ -161,6 +161,31 @@ def test_the_command_prints_the_json_and_writes_it_with_out(capsys, tmp_path):
     assert json.loads(out.read_text()) == build_dashboard() and capsys.readouterr().out == ""
 
 
+@pytest.mark.parametrize("where", ["a folder", "under a file", "read-only"])
+def test_a_path_it_cannot_write_is_one_line_naming_it(where, capsys, tmp_path, monkeypatch):
+    """--out to a folder, under a file or into a read-only folder (and --install into one): exit 2, not an OSError traceback."""
+    (tmp_path / "file").write_text("")
+    (tmp_path / "folder").mkdir()
+    out = {"a folder": tmp_path / "folder", "under a file": tmp_path / "file" / "dash.json", "read-only": tmp_path / "ro" / "dash.json"}[where]
+    if where == "read-only":
+        from trajforge import atomic
+
+        def refuse(path, *args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(path))
+
+        monkeypatch.setattr(atomic.Path, "write_bytes", refuse)  # as a folder this user cannot write (root writes anywhere)
+    assert main(["dashboard", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith(f"trajforge dashboard: cannot write {out} (") and "--out" in error
+    assert not [path for path in tmp_path.rglob(".*.tmp")]  # no temporary file left behind
+    if where == "read-only":
+        temp_dir = tmp_path / "ray"
+        ray_session(temp_dir)
+        assert main(["dashboard", "--install", "--temp-dir", str(temp_dir)]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "cannot write" in error and FILE_NAME in error and "--out" in error
+
+
 @pytest.mark.parametrize("how", ["--temp-dir", "RAY_TMPDIR"])
 def test_install_writes_it_where_grafana_started_with_rays_config_reads(how, capsys, tmp_path, monkeypatch):
     temp_dir = tmp_path / "ray"

@@ -43,7 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from trajforge.atomic import write_atomic
     from trajforge.errors import ConfigError
     from trajforge.grafana_dashboard import FILE_NAME, build_dashboard
 
@@ -52,14 +51,25 @@ def run_command(args: argparse.Namespace) -> int:
     folder = ray_dashboards_folder(args.temp_dir) if args.install else None
     text = json.dumps(build_dashboard(), indent=2) + "\n"
     if folder is not None:
-        path = write_atomic(folder / FILE_NAME, text)
+        path = _write(folder / FILE_NAME, text, "run it as the user Ray runs as, or write the file with --out and import it in Grafana")
         print(f"installed {path}: Grafana started with Ray's grafana.ini shows it as \"trajforge\" in the Ray folder", file=sys.stderr)
     elif args.out is not None:
-        write_atomic(args.out, text)
+        _write(args.out, text, "give --out a file in a folder you can write")
         print(f"wrote {args.out}: import it in Grafana (Dashboards > New > Import)", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _write(path: Path, text: str, advice: str) -> Path:
+    """write_atomic, with an OSError (a read-only folder, a path that is a folder) as one line that names the path."""
+    from trajforge.atomic import write_atomic
+    from trajforge.errors import TrajforgeError
+
+    try:
+        return write_atomic(path, text)
+    except OSError as exc:
+        raise TrajforgeError(f"cannot write {path} ({exc.strerror or type(exc).__name__}): {advice}") from None
 
 
 def default_ray_temp_dir() -> Path:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from actors.engines.types import Completion, GenerationRequest
 from actors.settings import ActorSettings
 from trajforge import metric_names
-from trajforge.cluster import ClusterSettings, advertised, load_cluster_settings, warn_if_cpus_taken
+from trajforge.cluster import ClusterSettings, advertised, load_cluster_settings, warn_if_cpus_taken, warn_if_short
 from trajforge.errors import TrajforgeError
 
 if TYPE_CHECKING:
@@ -323,7 +323,8 @@ def start_actors(settings: ActorSettings, wait: bool = True, named: bool = False
     resources = {**advertised(cluster.actors.resources, ray.cluster_resources(), "the generation actors", warn=settings.num_gpus > 0),
                  **settings.resources}
     if not named:  # the front's named actors are checked by it, and may already run (holding their CPUs)
-        warn_if_cpus_taken(settings.num_cpus, "actors.num_cpus", "the generation actors")
+        warn_if_cpus_taken(settings.num_cpus, "actors.num_cpus", "the generation actors", settings.count)
+        warn_if_short("GPU", settings.num_gpus, "actors.num_gpus", "the generation actors", settings.count)
     actors = []
     for index in range(settings.count):
         options: dict[str, Any] = {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus or None,

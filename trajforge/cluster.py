@@ -79,19 +79,31 @@ def advertised(wanted: Mapping[str, float], total: Mapping[str, float], who: str
     return kept
 
 
-def warn_if_cpus_taken(cpus: float, setting: str, who: str) -> None:
-    """Before work whose tasks ask for `cpus` CPUs each (`setting` names the field): connect to Ray as the job will, and when
-    no CPUs that many are free (Serve's replicas, other jobs) say so, since Ray would let the tasks wait without a word."""
+def warn_if_cpus_taken(cpus: float, setting: str, who: str, count: int = 1) -> None:
+    """Before work whose tasks ask for `cpus` CPUs each (`setting` names the field; `count` of them held at once, as
+    actors are): connect to Ray as the job will, and when no CPUs that many are free (Serve's replicas, other jobs) say
+    so, since Ray would let the tasks wait without a word."""
+    warn_if_short("CPU", cpus, setting, who, count)
+
+
+def warn_if_short(resource: str, each: float, setting: str, who: str, count: int = 1) -> None:
+    """`warn_if_cpus_taken` for any of Ray's resources (`CPU`, `GPU`): `count` tasks or actors of `each` that Ray
+    would leave waiting without a word where the cluster has, or has free, fewer than that many."""
     import ray
 
     init_ray()
-    total, free = ray.cluster_resources().get("CPU", 0.0), ray.available_resources().get("CPU", 0.0)
-    if free >= cpus:
+    needed = each * count
+    total, free = ray.cluster_resources().get(resource, 0.0), ray.available_resources().get(resource, 0.0)
+    if needed <= 0 or free >= needed:
         return
-    held = f"the cluster has {total:g} CPUs" if total < cpus else f"only {free:g} of the cluster's {total:g} CPUs are free (Serve's replicas and other work hold the rest)"
-    log.warning("%s; %s ask for %s=%g CPUs each and wait until that many are free: lower it (--set %s=%g), stop what holds "
-                "them, or add CPUs to the cluster (`ray status` shows the pending demand)", held, who, setting, cpus, setting,
-                max(min(free, cpus / 2), 0.1))
+    unit = f"{resource}s"
+    held = (f"the cluster has {total:g} {unit}" if total < needed
+            else f"only {free:g} of the cluster's {total:g} {unit} are free (Serve's replicas and other work hold the rest)")
+    many = f" ({count} of them: {needed:g})" if count > 1 else ""
+    lower = max(min(free / count, each / 2), 0.1)
+    fix = f"lower it (--set {setting}={lower:g}), stop what holds them, or add" if total > 0 else "add"
+    log.warning("%s; %s ask for %s=%g %s each%s and wait until that many are free: %s %s to the cluster (`ray status` "
+                "shows the pending demand)", held, who, setting, each, unit, many, fix, unit)
 
 
 def init_ray(address: str | None = None, *, include_dashboard: bool | None = False, logging_level: str = "ERROR") -> None:

@@ -109,10 +109,11 @@ def _run_peers(settings: SynthRecordsSettings, files: JobFiles, peers: list[str]
     from tqdm import tqdm
 
     from pipelines.synth_records.peer import PeerWorker
-    from trajforge.cluster import init_ray, warn_if_cpus_taken
+    from trajforge.cluster import init_ray, warn_if_cpus_taken, warn_if_short
 
     init_ray()
     warn_if_cpus_taken(settings.peer_cpus, "synth_records.peer_cpus", "the peers")
+    warn_if_short("GPU", settings.peer_gpus, "synth_records.peer_gpus", "the peers")
     worker = ray.remote(PeerWorker).options(num_cpus=settings.peer_cpus, num_gpus=settings.peer_gpus, max_restarts=0)
     actors = {peer: worker.remote(settings.model_dump(mode="json")) for peer in peers}
     pending = {actor.run.remote(files.id, peer): peer for peer, actor in actors.items()}

@@ -59,6 +59,56 @@ def test_a_job_whose_tasks_cannot_get_their_cpus_says_so(serve_url, caplog):
     assert "the cluster has 2 CPUs; the build's tasks ask for build.cpus_per_task=8" in caplog.text
 
 
+def _cluster(monkeypatch, total: dict[str, float], free: dict[str, float]) -> None:
+    """A running Ray of these resources, without starting one: what `ray.cluster_resources()` and
+    `ray.available_resources()` answer."""
+    import ray
+
+    monkeypatch.setattr("trajforge.cluster.init_ray", lambda *args, **kwargs: None)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: dict(total))
+    monkeypatch.setattr(ray, "available_resources", lambda: dict(free))
+
+
+def test_actors_that_ask_for_gpus_a_cluster_lacks_say_so_before_they_wait(monkeypatch, caplog):
+    """vLLM actors (actors.num_gpus=1) on a cluster without GPUs would wait for them without a word, as tasks for CPUs
+    that are not free would; so would the third of three actors on a cluster of two GPUs."""
+    from trajforge.cluster import warn_if_short
+
+    _cluster(monkeypatch, {"CPU": 16.0}, {"CPU": 16.0})
+    with caplog.at_level(logging.WARNING, logger="trajforge.cluster"):
+        warn_if_short("GPU", 0.0, "actors.num_gpus", "the generation actors", 3)
+        assert caplog.text == ""
+        warn_if_short("GPU", 1.0, "actors.num_gpus", "the generation actors", 3)
+    assert ("the cluster has 0 GPUs; the generation actors ask for actors.num_gpus=1 GPUs each (3 of them: 3) and wait "
+            "until that many are free: add GPUs to the cluster") in caplog.text
+    caplog.clear()
+    _cluster(monkeypatch, {"CPU": 16.0, "GPU": 2.0}, {"CPU": 16.0, "GPU": 2.0})
+    with caplog.at_level(logging.WARNING, logger="trajforge.cluster"):
+        warn_if_short("GPU", 1.0, "actors.num_gpus", "the generation actors", 2)
+        assert caplog.text == ""
+        warn_if_short("GPU", 1.0, "actors.num_gpus", "the generation actors", 3)
+    assert "the cluster has 2 GPUs; the generation actors ask for actors.num_gpus=1 GPUs each (3 of them: 3)" in caplog.text
+
+
+def test_start_actors_warns_before_its_actors_wait_for_gpus_or_cpus(monkeypatch, caplog):
+    import ray
+
+    from actors.actor import start_actors
+    from actors.settings import ActorSettings
+
+    _cluster(monkeypatch, {"CPU": 2.0}, {"CPU": 2.0})
+
+    def started(*args, **kwargs):
+        raise RuntimeError("the actors would be made here")
+
+    monkeypatch.setattr(ray, "remote", started)
+    settings = ActorSettings(count=3, num_cpus=1, num_gpus=1)
+    with caplog.at_level(logging.WARNING, logger="trajforge.cluster"), pytest.raises(RuntimeError, match="made here"):
+        start_actors(settings, cluster=load_cluster_settings())
+    assert "the cluster has 0 GPUs; the generation actors ask for actors.num_gpus=1 GPUs each (3 of them: 3)" in caplog.text
+    assert "the cluster has 2 CPUs; the generation actors ask for actors.num_cpus=1 CPUs each (3 of them: 3)" in caplog.text
+
+
 def test_trajforge_build_warns_before_its_tasks_wait(serve_url, tmp_path, capsys, monkeypatch):
     import pipelines.build
     from trajforge.cli.main import main

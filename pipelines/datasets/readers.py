@@ -69,11 +69,13 @@ def read_records(path: Path, declared: str = "auto", keyed: bool = False) -> Ite
     if kind == "jsonl":
         opener = gzip.open if path.name.lower().endswith(".gz") else open
         try:
-            with opener(path, "rt", encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    if line.strip():
-                        yield f"{path}:{number}", _object(line, f"{path}:{number}")
-        except (UnicodeDecodeError, OSError, EOFError) as exc:
+            with opener(path, "rb") as handle:
+                for number, raw in enumerate(handle, 1):
+                    if raw.strip():
+                        yield f"{path}:{number}", _object(_decoded(raw, f"{path}:{number}"), f"{path}:{number}")
+        except CorruptRecord:
+            raise
+        except (OSError, EOFError) as exc:
             raise CorruptRecord(f"{path}: unreadable ({exc}); fetch it again") from None
     elif kind == "json":
         yield from _json(path, keyed)
@@ -111,11 +113,12 @@ def read_jsonl_range(path: Path, start: int, end: int, first_line: int) -> Itera
             number, position = first_line, start
             while position < end and (raw := handle.readline()):
                 position += len(raw)
-                line = raw.decode("utf-8")
-                if line.strip():
-                    yield f"{path}:{number}", _object(line, f"{path}:{number}")
+                if raw.strip():
+                    yield f"{path}:{number}", _object(_decoded(raw, f"{path}:{number}"), f"{path}:{number}")
                 number += 1
-    except (UnicodeDecodeError, OSError) as exc:
+    except CorruptRecord:
+        raise
+    except OSError as exc:
         raise CorruptRecord(f"{path}: unreadable ({exc}); fetch it again") from None
 
 
@@ -161,6 +164,13 @@ def _parquet(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 yield f"{path}:row {row}", record
     except (pa.ArrowInvalid, OSError) as exc:
         raise CorruptRecord(f"{path}: not a readable Parquet file ({exc}); fetch it again") from None
+
+
+def _decoded(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptRecord(f"{where}: not UTF-8 (byte {exc.start + 1} of the line); the file is damaged: fetch it again") from None
 
 
 def _object(line: str, where: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ integrity checks (local and over HTTP with the real download code), skipping, an
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from datasets_lake import REPO, SAMPLES, config, edit, fields_dataset, read_line
 
 from pipelines.datasets.adapters import CorruptRecord, normalize, read_records
 from pipelines.datasets.download import DownloadError
+from pipelines.datasets.readers import jsonl_ranges, read_jsonl_range
 from pipelines.datasets.fetch import IntegrityError
 from pipelines.datasets.ingest import ingest_all, ingest_dataset
 from pipelines.datasets.meta import MetaError, parse_meta, read_meta
@@ -123,6 +125,24 @@ def test_a_damaged_line_or_a_record_of_another_layout_names_the_file_and_line(tm
     where, record = next(read_records(path))
     with pytest.raises(CorruptRecord, match=rf"{path}:1: no pre \(looked for old_contents\)"):
         normalize("x", _spec("commitpackft"), record, where)
+
+
+@pytest.mark.parametrize("name", ["data.jsonl", "data.jsonl.gz"])
+def test_a_line_that_is_not_utf8_or_not_json_names_its_file_and_line_once(tmp_path, name):
+    path = tmp_path / name
+    body = b'{"subject": "a"}\n{"subject": "\xff\xfe"}\n'
+    path.write_bytes(gzip.compress(body) if name.endswith(".gz") else body)
+    with pytest.raises(CorruptRecord, match=rf"^{path}:2: not UTF-8 \(byte 14 of the line\)"):
+        list(read_records(path))
+    path = tmp_path / "plain.jsonl"
+    path.write_bytes(b'{"subject": "a"}\n[1]\n')
+    with pytest.raises(CorruptRecord) as raised:
+        list(read_records(path))
+    assert str(raised.value) == f"{path}:2: a record must be a JSON object, got list"
+    for start, end, first in jsonl_ranges(path, 4):
+        if first == 2:
+            with pytest.raises(CorruptRecord, match=rf"^{path}:2: a record must be a JSON object, got list$"):
+                list(read_jsonl_range(path, start, end, first))
 
 
 def _ingest(tmp_path, catalog, name, **kwargs):

@@ -96,7 +96,10 @@ def normalize(name: str, spec: DatasetSpec, record: dict[str, Any], where: str) 
         raise CorruptRecord(f"{where}: no instruction (looked for {mapping.instruction}); the record does not have this adapter's layout")
     pre = _text(record, mapping.pre, "pre", where)
     post = _text(record, mapping.post, "post", where)
-    language = canonical_language(_get(record, mapping.language) if mapping.language else spec.language)
+    language = _get(record, mapping.language) if mapping.language else spec.language
+    if not isinstance(language, (str, type(None))):
+        raise CorruptRecord(f"{where}: language ({mapping.language}) must be a string, got {type(language).__name__}")
+    language = canonical_language(language)
     path = _get(record, mapping.path)
     tags = [f"dataset:{name}"]
     if isinstance(path, str) and path:

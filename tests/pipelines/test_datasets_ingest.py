@@ -127,6 +127,14 @@ def test_a_damaged_line_or_a_record_of_another_layout_names_the_file_and_line(tm
         normalize("x", _spec("commitpackft"), record, where)
 
 
+@pytest.mark.parametrize("lang", [["Python"], 3, {"name": "Python"}])
+def test_a_language_field_that_is_not_a_string_names_the_file_and_line(lang):
+    where, record = next(read_records(SAMPLES / "commitpackft" / "data.jsonl"))
+    with pytest.raises(CorruptRecord, match=rf"^{where}: language \(lang\) must be a string, got {type(lang).__name__}$"):
+        normalize("x", _spec("commitpackft"), {**record, "lang": lang}, where)
+    assert normalize("x", _spec("commitpackft"), {**record, "lang": "Python"}, where)["language"] == "python"
+
+
 @pytest.mark.parametrize("name", ["data.jsonl", "data.jsonl.gz"])
 def test_a_line_that_is_not_utf8_or_not_json_names_its_file_and_line_once(tmp_path, name):
     path = tmp_path / name

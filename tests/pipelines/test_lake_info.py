@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sft_builds import rows, write_build
 from test_lake_sync import RAW, make_lake
 
@@ -54,3 +56,15 @@ def test_the_command_prints_it_and_names_a_missing_lake(tmp_path, capsys):
     empty.mkdir()
     assert main(["lake", "info", "--lake", str(empty)]) == 0
     assert "builds: none yet (trajforge build)" in capsys.readouterr().out
+
+
+def test_builds_n_lists_that_many_and_refuses_less_than_one(tmp_path, capsys):
+    make_lake(tmp_path / "lake")
+    for build in ("20261207T000000Z-0001", "20261207T010000Z-0002", "20261207T020000Z-0003"):
+        write_build(tmp_path / "lake", build, rows(2))
+    assert main(["lake", "info", "--lake", str(tmp_path / "lake"), "--builds", "2", "--json"]) == 0
+    assert [build["build_id"] for build in json.loads(capsys.readouterr().out)["builds"]] == ["20261207T020000Z-0003", "20261207T010000Z-0002"]
+    for count in ("0", "-1"):  # not every build, as the count was never reached
+        with pytest.raises(SystemExit) as exit_:
+            main(["lake", "info", "--lake", str(tmp_path / "lake"), "--builds", count])
+        assert exit_.value.code == 2 and f"--builds: {count} is not at least 1" in capsys.readouterr().err

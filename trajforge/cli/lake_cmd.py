@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from trajforge.cli.common import common_arguments
+from trajforge.cli.common import common_arguments, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "builds with their rows (and which one `latest` names), and where the raw lake was synced to "
                                         "or pulled from; read from files and manifests only, no Ray or service needed.")
     info.add_argument("--lake", type=Path, default=Path("./lake"), help="the lake (default ./lake)")
-    info.add_argument("--builds", type=int, default=10, metavar="N", help="how many builds to list, newest first (default 10)")
+    info.add_argument("--builds", type=positive_int, default=10, metavar="N", help="how many builds to list, newest first (default 10)")
     info.add_argument("--json", action="store_true", help="print it as JSON")
     common_arguments(info, nested=True)
 

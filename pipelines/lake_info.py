@@ -52,17 +52,18 @@ def datasets(lake: Lake) -> dict[str, Any]:
 
 
 def builds(lake: Lake, limit: int = 10) -> list[dict[str, Any]]:
-    """The newest finished builds: id, when, org, parent, rows, and whether `latest` names it."""
+    """The newest finished builds: id, when, org, parent, rows, and whether `latest` names it. A build whose manifest.json
+    cannot be read is listed too, with `damaged` saying so (None for the others), rather than left out without a word."""
     latest = lake.latest_build_id()
     found = []
     for folder in sorted(lake.curated.iterdir(), reverse=True) if lake.curated.is_dir() else []:
-        manifest = _json(folder / "manifest.json") if folder.is_dir() and not folder.name.startswith(".") else None
-        if manifest is None:
+        if not folder.is_dir() or folder.name.startswith(".") or not (folder / "manifest.json").exists():
             continue
-        rows = manifest.get("rows") or {}
-        found.append({"build_id": folder.name, "created_at": manifest.get("created_at"), "org": manifest.get("org"),
-                      "parent": manifest.get("parent_build_id"), "rows": {table: rows.get(table, 0) for table in BUILD_ROWS},
-                      "latest": folder.name == latest})
+        manifest = _json(folder / "manifest.json")
+        rows = (manifest or {}).get("rows") or {}
+        found.append({"build_id": folder.name, "created_at": (manifest or {}).get("created_at"), "org": (manifest or {}).get("org"),
+                      "parent": (manifest or {}).get("parent_build_id"), "rows": {table: rows.get(table, 0) for table in BUILD_ROWS},
+                      "latest": folder.name == latest, "damaged": None if manifest is not None else "manifest.json cannot be read"})
         if len(found) == limit:
             break
     return found
@@ -100,7 +101,8 @@ def summary(info: dict[str, Any]) -> str:
                                                for language, counts in sorted(processed.items())))
     lines.append("builds (newest first):" if info["builds"] else "builds: none yet (trajforge build)")
     for build in info["builds"]:
-        rows = ", ".join(f"{table} {count}" for table, count in build["rows"].items())
+        rows = f"{build['damaged']} (trajforge stats --build {build['build_id']} says why)" if build.get("damaged") else \
+            ", ".join(f"{table} {count}" for table, count in build["rows"].items())
         marks = "".join([" <- latest" if build["latest"] else "", f" (org {build['org']})" if build["org"] else ""])
         lines.append(f"  {build['build_id']}  {build['created_at'] or '':<20}  {rows}{marks}")
     for item in info["syncs"]:

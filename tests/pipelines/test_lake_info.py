@@ -68,3 +68,18 @@ def test_builds_n_lists_that_many_and_refuses_less_than_one(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             main(["lake", "info", "--lake", str(tmp_path / "lake"), "--builds", count])
         assert exit_.value.code == 2 and f"--builds: {count} is not at least 1" in capsys.readouterr().err
+
+
+def test_a_build_whose_manifest_cannot_be_read_is_listed_as_damaged(tmp_path, capsys):
+    make_lake(tmp_path / "lake")
+    write_build(tmp_path / "lake", "20261207T000000Z-0001", rows(2))
+    write_build(tmp_path / "lake", "20261207T010000Z-0002", rows(3))  # LATEST names it
+    (tmp_path / "lake/curated/20261207T010000Z-0002/manifest.json").write_text("{torn")
+    (tmp_path / "lake/curated/20261207T020000Z-0003").mkdir()  # no manifest at all: not a build, not listed
+    assert main(["lake", "info", "--lake", str(tmp_path / "lake"), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["builds"]
+    assert [(build["build_id"], build["latest"], build["damaged"]) for build in listed] == [
+        ("20261207T010000Z-0002", True, "manifest.json cannot be read"), ("20261207T000000Z-0001", False, None)]
+    assert main(["lake", "info", "--lake", str(tmp_path / "lake")]) == 0
+    assert ("  20261207T010000Z-0002                        manifest.json cannot be read "
+            "(trajforge stats --build 20261207T010000Z-0002 says why) <- latest") in capsys.readouterr().out

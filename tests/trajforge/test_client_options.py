@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from trajforge.client import IngestClient, IngestError, contributor_id_for
+from trajforge.client import IngestClient, IngestError, Session, contributor_id_for
 from trajforge.contracts.envelope import EnvelopeRejected
 
 
@@ -87,3 +87,15 @@ def test_good_session_arguments_reach_the_service():
         with pytest.raises(IngestError, match="HTTP 503"):
             _opened(client, metadata={"agent_role": "frontend", "team_size": 3})
     assert [request.url.path for request in asked] == ["/v1/sessions/open"]
+
+
+def test_a_closed_client_says_so_when_a_session_or_a_flush_still_uses_it(tmp_path):
+    asked = []
+    service = httpx.MockTransport(lambda request: asked.append(request) or httpx.Response(503))
+    client = IngestClient("http://ingest.test", spool_path=tmp_path / "spool.db", transport=service, max_retries=0)
+    session = Session(client, "sess_x", "c2VjcmV0", "0" * 32, "a" * 64, "codex", "gpt-5.5")
+    client.close()
+    for call in (lambda: session.send_chunk([{"step": 1, "type": "thought"}]), client.flush, lambda: _opened(client)):
+        with pytest.raises(RuntimeError, match=r"this IngestClient \(http://ingest.test\) is closed: make a new one"):
+            call()  # was sqlite3's "Cannot operate on a closed database." or httpx's "the client has been closed"
+    assert session.sequence == 0 and asked == []

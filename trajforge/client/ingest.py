@@ -74,6 +74,11 @@ class IngestClient:
         self._drainer: threading.Thread | None = None
         self._stop = threading.Event()
 
+    def _refuse_if_closed(self) -> None:
+        if self._stop.is_set():
+            raise RuntimeError(f"this IngestClient ({self.base_url}) is closed: make a new one (the same spool_path keeps its "
+                               "spool) and give it to a session still open with session.client = new_client")
+
     # ---- HTTP -----------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, body: bytes | None = None, params: dict | None = None,
@@ -115,6 +120,7 @@ class IngestClient:
         ServiceUnreachable (an httpx.TransportError) when it does not answer, IngestError when it refuses. Arguments every
         envelope would carry are checked first (EnvelopeRejected names a contributor_id or metadata field the service refuses). `metadata`
         (agent_role, agent_id, ...) goes in each of the session's envelopes, a send's own metadata over it."""
+        self._refuse_if_closed()
         check_session(provider=provider, model=model, contributor_id=contributor_id, session_id=session_id, version_hash=version_hash,
                       metadata=metadata)
         public_b64, private_b64 = crypto.generate_keypair()
@@ -149,6 +155,7 @@ class IngestClient:
 
     def enqueue(self, session_id: str, bodies: list[bytes]) -> list[int]:
         """Spool signed envelopes, in this order; their spool ids, for `deliver`."""
+        self._refuse_if_closed()
         return self.outbox.put(session_id, bodies)
 
     def deliver(self, spool_ids: list[int]) -> list[dict | None]:
@@ -158,6 +165,7 @@ class IngestClient:
     def drain(self) -> FlushReport:
         """Deliver every spooled envelope in order, in batches, until the spool is empty or the service is unreachable
         (or busy); tried even while the service is known to be down."""
+        self._refuse_if_closed()
         return self.outbox.drain()
 
     flush = drain
@@ -171,7 +179,7 @@ class IngestClient:
         def loop() -> None:
             while not self._stop.wait(interval_s):
                 if self.spool.pending() and self.health():
-                    self.drain()
+                    self.outbox.drain()  # not self.drain(): a close() setting _stop meanwhile waits for this one
 
         self._drainer = threading.Thread(target=loop, name="trajforge-spool-drain", daemon=True)
         self._drainer.start()

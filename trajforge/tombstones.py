@@ -98,17 +98,33 @@ def digest(ids: set[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:32]
 
 
+HOLDING = {"trajectories": ["contributor_id"], "sft": [("provenance", "contributor_id")], "behavior": [("provenance", "contributor_id")],
+           "provenance": ["actor_id", "customer_id"]}
+"""Where a build's tables name a contributor: a session's, a telemetry event's sft and behaviour rows (no session of
+theirs need exist), an agent action's actor or customer, as the build leaves them out."""
+
+
 def builds_holding(lake: Lake, contributor_id: str) -> list[str]:
-    """Published builds whose trajectories still hold rows of `contributor_id`."""
+    """Published builds whose tables still hold rows of `contributor_id`."""
+    found = []
+    for build in sorted(path for path in lake.curated.glob("*") if path.is_dir() and not path.name.startswith(".")):
+        if any(_names(build / table, columns, contributor_id.lower()) for table, columns in HOLDING.items()):
+            found.append(build.name)
+    return found
+
+
+def _names(table_dir, columns: list, contributor_id: str) -> bool:
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    found = []
-    for build in sorted(path for path in lake.curated.glob("*") if path.is_dir() and not path.name.startswith(".")):
-        table_dir = build / "trajectories"
-        if not table_dir.is_dir():
+    if not table_dir.is_dir():
+        return False
+    dataset = ds.dataset(str(table_dir), format="parquet")
+    for column in columns:
+        path = column if isinstance(column, tuple) else (column,)
+        if path[0] not in dataset.schema.names:
             continue
-        column = ds.dataset(str(table_dir), format="parquet").to_table(columns=["contributor_id"]).column("contributor_id")
-        if pc.any(pc.equal(pc.utf8_lower(column), contributor_id.lower())).as_py():
-            found.append(build.name)
-    return found
+        values = dataset.to_table(columns={"value": ds.field(*path)}).column("value").cast("string")
+        if pc.any(pc.equal(pc.utf8_lower(values), contributor_id)).as_py():
+            return True
+    return False

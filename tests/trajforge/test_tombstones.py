@@ -9,7 +9,7 @@ import pytest
 from trajforge.client import contributor_id_for
 from trajforge.errors import ConfigError, LakeCorruption
 from trajforge.lake import Lake
-from trajforge.tombstones import digest, forget, forgotten
+from trajforge.tombstones import builds_holding, digest, forget, forgotten
 
 
 def test_forget_appends_a_record_and_the_reader_sees_it(tmp_path):
@@ -80,3 +80,26 @@ def test_the_command_refuses_a_lake_that_does_not_exist(tmp_path, capsys):
     assert main(["forget", contributor_id_for("carol"), "--lake", str(missing)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not missing.exists()
+
+
+def _table(folder, rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / "part-00000.parquet")
+
+
+def test_builds_holding_finds_a_contributor_in_any_table_not_only_trajectories(tmp_path):
+    lake = Lake.at(tmp_path)
+    grace, other = contributor_id_for("grace"), contributor_id_for("other")
+    curated = tmp_path / "curated"
+    _table(curated / "b1-session" / "trajectories", [{"session_id": "s1", "contributor_id": grace.upper()}])
+    _table(curated / "b2-telemetry" / "trajectories", [{"session_id": "s2", "contributor_id": other}])  # only her telemetry turns
+    _table(curated / "b2-telemetry" / "sft", [{"example_id": "e1", "provenance": {"source": "telemetry", "contributor_id": grace}}])
+    _table(curated / "b3-behavior" / "behavior", [{"row_id": "r1", "provenance": {"source": "telemetry", "contributor_id": grace}}])
+    _table(curated / "b4-action" / "provenance", [{"event_id": "a1", "actor_id": grace, "customer_id": "acme"}])
+    _table(curated / "b5-none" / "sft", [{"example_id": "e2", "provenance": {"source": "dataset", "contributor_id": None}}])
+    (curated / "b6-empty").mkdir()
+    assert builds_holding(lake, grace) == ["b1-session", "b2-telemetry", "b3-behavior", "b4-action"]
+    assert builds_holding(lake, other) == ["b2-telemetry"]

@@ -101,7 +101,7 @@ def summary(info: dict[str, Any]) -> str:
                                                for language, counts in sorted(processed.items())))
     lines.append("builds (newest first):" if info["builds"] else "builds: none yet (trajforge build)")
     for build in info["builds"]:
-        rows = f"{build['damaged']} (trajforge stats --build {build['build_id']} says why)" if build.get("damaged") else \
+        rows = f"{build['damaged']} (trajforge stats --lake {info['lake']} --build {build['build_id']} says why)" if build.get("damaged") else \
             ", ".join(f"{table} {count}" for table, count in build["rows"].items())
         marks = "".join([" <- latest" if build["latest"] else "", f" (org {build['org']})" if build["org"] else ""])
         lines.append(f"  {build['build_id']}  {build['created_at'] or '':<20}  {rows}{marks}")

@@ -82,4 +82,4 @@ def test_a_build_whose_manifest_cannot_be_read_is_listed_as_damaged(tmp_path, ca
         ("20261207T010000Z-0002", True, "manifest.json cannot be read"), ("20261207T000000Z-0001", False, None)]
     assert main(["lake", "info", "--lake", str(tmp_path / "lake")]) == 0
     assert ("  20261207T010000Z-0002                        manifest.json cannot be read "
-            "(trajforge stats --build 20261207T010000Z-0002 says why) <- latest") in capsys.readouterr().out
+            f"(trajforge stats --lake {tmp_path / 'lake'} --build 20261207T010000Z-0002 says why) <- latest") in capsys.readouterr().out

@@ -102,19 +102,22 @@ def publish_build(lake: Lake, build: str, destination: str) -> dict[str, Any]:
     return result
 
 
-def _remember(lake: Lake, prefix: lake_fs.Remote, build_id: str) -> None:
+def destinations(lake: Lake) -> dict[str, list[str]]:
     """`<lake>/state/publish.json`: per destination (its URI without the query), the builds published there, newest last
-    (what `trajforge lake info` shows)."""
+    (what `trajforge lake info` shows, and `trajforge forget` names for removal)."""
+    try:
+        known = json.loads((lake.root / "state" / "publish.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {uri: builds for uri, builds in known.items() if isinstance(builds, list)} if isinstance(known, dict) else {}
+
+
+def _remember(lake: Lake, prefix: lake_fs.Remote, build_id: str) -> None:
     from trajforge.atomic import write_atomic
 
-    path = lake.root / "state" / "publish.json"
-    try:
-        known = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        known = {}
-    known = known if isinstance(known, dict) else {}
+    known = destinations(lake)
     builds = [item for item in known.get(prefix.uri) or [] if item != build_id] + [build_id]
-    write_atomic(path, json.dumps({**known, prefix.uri: builds}, indent=1, sort_keys=True))
+    write_atomic(lake.root / "state" / "publish.json", json.dumps({**known, prefix.uri: builds}, indent=1, sort_keys=True))
 
 
 def summary(result: dict[str, Any]) -> str:

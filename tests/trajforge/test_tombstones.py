@@ -103,3 +103,22 @@ def test_builds_holding_finds_a_contributor_in_any_table_not_only_trajectories(t
     (curated / "b6-empty").mkdir()
     assert builds_holding(lake, grace) == ["b1-session", "b2-telemetry", "b3-behavior", "b4-action"]
     assert builds_holding(lake, other) == ["b2-telemetry"]
+
+
+def test_the_command_names_the_published_copies_of_the_builds_holding_the_contributor(tmp_path, capsys):
+    from pipelines.build.publish import publish_build
+    from trajforge.cli.main import main
+    from trajforge.lake import sha256_of
+
+    grace = contributor_id_for("grace")
+    build = tmp_path / "lake" / "curated" / "20261201T000000Z-0001"
+    _table(build / "trajectories", [{"session_id": "s1", "contributor_id": grace}])
+    part = build / "trajectories" / "part-00000.parquet"
+    (build / "manifest.json").write_text(json.dumps({"build_id": build.name, "files": [
+        {"path": "trajectories/part-00000.parquet", "rows": 1, "bytes": part.stat().st_size, "sha256": sha256_of(part)}]}))
+    shared = (tmp_path / "shared").as_uri()
+    publish_build(Lake.at(tmp_path / "lake"), build.name, shared)
+    assert main(["forget", grace, "--lake", str(tmp_path / "lake")]) == 0
+    out = capsys.readouterr().out
+    assert f"remove them once a new build is out: {build}" in out
+    assert f"and their copies that `trajforge lake publish` put on storage: {shared}/{build.name}" in out  # learners train on those

@@ -26,6 +26,11 @@ def run_command(args: argparse.Namespace) -> int:
     print(f"tombstone written to {lake.tombstones}; the next `trajforge build` leaves this contributor out (and rebuilds everything).")
     holding = builds_holding(lake, record["contributor_id"])
     if holding:
+        from pipelines.build.publish import destinations
+
         print("builds published earlier still hold their rows; remove them once a new build is out: "
               + ", ".join(str(lake.build_dir(build_id)) for build_id in holding))
+        copies = [f"{uri}/{build_id}" for uri, builds in sorted(destinations(lake).items()) for build_id in holding if build_id in builds]
+        if copies:  # `trajforge lake publish` copied them there: learners elsewhere train on those
+            print("and their copies that `trajforge lake publish` put on storage: " + ", ".join(copies))
     return 0

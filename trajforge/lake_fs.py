@@ -132,6 +132,8 @@ def storage_error(exc: BaseException, uri: str, doing: str) -> TrajforgeError:
         why = "the bucket does not exist: create it first (trajforge never creates buckets)"
     elif re.search(r"PermanentRedirect|AuthorizationHeaderMalformed|region", text, re.I):
         why = "the bucket is in another region: set AWS_REGION, or region=REGION in the URI's query"
+    elif scheme == "file" and uri.startswith("file:///"):  # absolute already: the path itself is what to look at
+        why = "check the local path: that its folders exist or can be made, and that this user may read and write there"
     else:
         why = _options_hint(scheme)
     return TrajforgeError(f"{uri}: {doing} failed ({_first_line(exc)}); {why}")

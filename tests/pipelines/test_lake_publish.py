@@ -106,3 +106,13 @@ def test_a_bucket_that_does_not_exist_is_named(tmp_path, s3_server):
     finished_build(tmp_path / "lake")
     with pytest.raises(TrajforgeError, match=r"s3://no-such-bucket/p/.*: uploading it failed \(.*\); the bucket does not exist: create it first"):
         publish_build(Lake.at(tmp_path / "lake"), "latest", s3_server.uri("no-such-bucket", "p"))
+
+
+def test_a_local_destination_that_cannot_be_written_names_the_path_not_the_uri_form(tmp_path, capsys):
+    finished_build(tmp_path / "lake")
+    (tmp_path / "a-file").write_text("not a folder")
+    uri = (tmp_path / "a-file" / "builds").as_uri()
+    assert main(["lake", "publish", "latest", uri, "--lake", str(tmp_path / "lake")]) == 2
+    err = capsys.readouterr().err
+    assert f"{uri}/" in err and "check the local path" in err
+    assert "absolute path" not in err  # the URI was absolute: that advice sent the reader the wrong way

@@ -92,6 +92,8 @@ def open_uri(uri: str) -> Remote:
 
     split = urllib.parse.urlsplit(uri)
     shown = f"{split.scheme.lower()}://{split.netloc.rpartition('@')[2]}{split.path}".rstrip("/")
+    if split.scheme.lower() in ("s3", "s3a", "gs", "gcs") and not split.netloc.rpartition("@")[2]:
+        raise ConfigError(f"{uri}: names no bucket; write {split.scheme.lower()}://<bucket>/<prefix>")
     try:
         filesystem, path = pafs.FileSystem.from_uri(uri)
     except (pa.ArrowException, OSError, ValueError) as exc:

@@ -71,6 +71,10 @@ def test_a_destination_pyarrow_cannot_open_is_refused_before_the_build(tmp_path,
     assert "nosuch://bucket/prefix: pyarrow cannot open this URI" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="S3 takes its options in the query"):
         lake_fs.open_uri("s3://bucket/prefix?no_such_option=1")
+    assert main(["build", "--lake", str(tmp_path / "lake"), "--no-embed", "--publish-to", "s3://"]) == 2  # no bucket: not after the build
+    assert "s3://: names no bucket; write s3://<bucket>/<prefix>" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="names no bucket"):
+        lake_fs.open_uri("gs:///prefix")
 
 
 def test_a_file_uri_gets_every_file_renamed_into_place_and_latest_never_moves_back(tmp_path):

@@ -22,6 +22,7 @@ import pytest
 from pipelines import lake_stats
 from trajforge.contracts.curated import BEHAVIOR, DUPLICATES, SFT, TRAJECTORIES
 from trajforge.errors import TrajforgeError
+from trajforge.lake import sha256_of
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_ID = "b-20250101T000000-test"
@@ -53,7 +54,7 @@ def _write(folder: Path, rows: list[dict], schema: pa.Schema, parts: int = 1) ->
     for part in range(parts):
         path = folder / f"part-{part:05d}.parquet"
         pq.write_table(pa.Table.from_pylist(rows[part::parts], schema=schema), path)
-        files.append({"path": f"{folder.name}/{path.name}", "rows": len(rows[part::parts]), "bytes": path.stat().st_size, "sha256": "0" * 64})
+        files.append({"path": f"{folder.name}/{path.name}", "rows": len(rows[part::parts]), "bytes": path.stat().st_size, "sha256": sha256_of(path)})
     return files
 
 
@@ -256,8 +257,13 @@ def test_a_missing_or_damaged_part_is_a_clear_error(lake, tmp_path, capsys):
     entry["bytes"] = part.stat().st_size
     (copy / "curated" / BUILD_ID / "manifest.json").write_text(json.dumps(manifest))
     assert _stats(["--lake", str(copy)]) == 2
+    error = capsys.readouterr().err  # the damaged part named (by its sha256), not only the build folder DuckDB failed on
+    assert "trajectories/part-00000.parquet does not match the sha256" in error and "rebuild with `trajforge build --full`" in error
+    entry["sha256"] = sha256_of(part)  # a manifest that agrees with the damage: DuckDB's own reason, in printable characters
+    (copy / "curated" / BUILD_ID / "manifest.json").write_text(json.dumps(manifest))
+    assert _stats(["--lake", str(copy)]) == 2
     error = capsys.readouterr().err
-    assert "cannot be read" in error and "rebuild with `trajforge build --full`" in error and "Traceback" not in error
+    assert "cannot be read (" in error and "rebuild with `trajforge build --full`" in error and error.rstrip("\n").isprintable()
     part.write_bytes(b"x" * 10)
     assert _stats(["--lake", str(copy)]) == 2
     assert "part-00000.parquet has 10 bytes, the manifest says" in capsys.readouterr().err

@@ -19,12 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object (summary and every table) instead of text tables")
 
 
-def check_files(build_dir: Path) -> None:
-    """Every file the build's manifest lists is there at its size; a table that lost a part would count short without a word."""
+def check_files(build_dir: Path, *, checksum: bool = False) -> None:
+    """Every file the build's manifest lists is there at its size (with `checksum`, at its sha256 too); a table that lost a
+    part would count short without a word. Sizes only by default: hashing every file on each run costs a full read."""
     from trajforge.lake import check_listed_file, read_build_manifest
 
     for entry in read_build_manifest(build_dir)["files"]:
-        check_listed_file(build_dir, entry)
+        check_listed_file(build_dir, entry, checksum=checksum)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -38,7 +39,9 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         stats = lake_stats.all_stats(build_dir)
     except duckdb.Error as exc:
-        raise LakeCorruption(f"{build_dir} cannot be read ({str(exc).splitlines()[0]}); restore its files or rebuild with `trajforge build --full`") from None
+        check_files(build_dir, checksum=True)  # names the damaged file when its sha256 tells it
+        reason = "".join(char if char.isprintable() else "?" for char in str(exc).splitlines()[0])
+        raise LakeCorruption(f"{build_dir} cannot be read ({reason}); restore its files or rebuild with `trajforge build --full`") from None
     if args.json:
         print(json.dumps(stats, indent=2, default=str))
         return 0

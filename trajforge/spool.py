@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -43,6 +44,10 @@ class Spooled:
 
 
 def _connect(path: str | Path) -> sqlite3.Connection:
+    if str(path) != ":memory:" and not Path(path).exists():
+        # The spool holds trajectory and telemetry text: readable by its owner only. SQLite gives its -wal and -shm
+        # files the database file's mode.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
     try:
         conn.execute("PRAGMA journal_mode=WAL")

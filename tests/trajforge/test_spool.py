@@ -96,3 +96,16 @@ def test_a_spool_path_that_is_a_directory_is_refused_and_the_directory_left_alon
         IngestClient("http://127.0.0.1:9", spool_path=folder)
     assert (folder / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # nothing moved aside, no file made beside it
+
+
+def test_a_new_spool_and_its_wal_are_readable_by_their_owner_only(tmp_path):
+    old_umask = os.umask(0o022)  # the usual umask, which left the spool (trajectory text) readable by everyone
+    try:
+        spool = Spool(tmp_path / "spool.db")
+        spool.put("s", b'{"secret":"text"}')
+        modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+        spool.close()
+    finally:
+        os.umask(old_umask)
+    assert "spool.db-wal" in modes
+    assert modes == {name: 0o600 for name in modes}

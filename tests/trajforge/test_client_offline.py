@@ -75,14 +75,18 @@ def test_while_offline_a_send_only_spools_and_health_is_probed_at_most_every_int
         assert client.send("s", b'{"n":7}')["status"] == 200 and service.calls == ["/v1/training/ingest"]
 
 
-def test_flush_tries_the_service_even_while_offline(sleeps):
+def test_flush_tries_the_service_even_while_offline_and_says_the_backlog_went(sleeps, caplog):
     service = FakeService()
     service.up = False
     with client_of(service, max_retries=0) as client:
         assert client.send("s", b'{"n":1}') is None
+        assert client.send("s", b'{"n":2}') is None
         service.up = True
-        report = client.flush()
-        assert (report.delivered, report.pending) == (1, 0)
+        with caplog.at_level("INFO", logger="trajforge.client"):
+            report = client.flush()
+        assert (report.delivered, report.pending) == (2, 0)
+    assert [r.getMessage() for r in caplog.records if "answers again" in r.getMessage()] == [
+        "ingest answers again: the spool's backlog is delivered (2 envelopes this drain, 0 duplicates, 0 set aside)"]
 
 
 def test_session_open_and_close_wait_10_s_as_the_specification_says_and_envelopes_30_s():

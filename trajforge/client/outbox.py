@@ -127,6 +127,9 @@ class Outbox:
             while True:
                 items = fitting(self.spool.head(cap), self.max_body_bytes)
                 if not items:
+                    if went_offline is not None:
+                        log.info("ingest answers again: the spool's backlog is delivered (%d envelopes this drain, "
+                                 "%d duplicates, %d set aside)", report.delivered, report.duplicates, report.rejected)
                     self.offline_since = self.retry_at = None
                     break
                 try:

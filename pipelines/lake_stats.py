@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trajforge.contracts.curated import SCHEMAS, TABLES
-from trajforge.lake import read_build_manifest
+from trajforge.lake import check_listed_file, read_build_manifest
 
 if TYPE_CHECKING:
     import duckdb
@@ -25,6 +25,14 @@ Rows = list[dict[str, Any]]
 
 def manifest(build_dir: str | Path) -> dict[str, Any]:
     return read_build_manifest(Path(build_dir))
+
+
+def check_files(build_dir: str | Path, *, checksum: bool = False) -> None:
+    """Every file the build's manifest lists is there at its size (with `checksum`, at its sha256 too), else a LakeCorruption
+    naming it: a table that lost a part would count short without a word. `trajforge stats` and the notebook check this
+    before they query. Sizes only by default: hashing every file on each run costs a full read."""
+    for entry in manifest(build_dir)["files"]:
+        check_listed_file(Path(build_dir), entry, checksum=checksum)
 
 
 def connect(build_dir: str | Path) -> "duckdb.DuckDBPyConnection":

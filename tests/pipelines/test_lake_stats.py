@@ -281,6 +281,19 @@ def test_a_damaged_manifest_is_a_clear_error(lake, tmp_path, capsys, text):
         lake_stats.build_summary(copy / "curated" / BUILD_ID)
 
 
+def test_the_notebook_refuses_a_build_missing_a_part_as_the_cli_does(lake, tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    copy = shutil.copytree(lake, tmp_path / "lake")
+    (copy / "curated" / BUILD_ID / "sft" / "part-00000.parquet").unlink()
+    monkeypatch.setenv("TRAJFORGE_LAKE", str(copy))
+    notebook = nbformat.read(REPO / "notebooks" / "lake.ipynb", as_version=4)
+    with pytest.raises(CellExecutionError, match="part-00000.parquet is listed in .* but missing"):  # not tables a part short
+        NotebookClient(notebook, kernel_name="python3", timeout=60, resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+
+
 def test_notebook_runs_headless(lake, monkeypatch):
     import nbformat
     from nbclient import NotebookClient

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from trajforge.errors import LakeCorruption
@@ -19,15 +18,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object (summary and every table) instead of text tables")
 
 
-def check_files(build_dir: Path, *, checksum: bool = False) -> None:
-    """Every file the build's manifest lists is there at its size (with `checksum`, at its sha256 too); a table that lost a
-    part would count short without a word. Sizes only by default: hashing every file on each run costs a full read."""
-    from trajforge.lake import check_listed_file, read_build_manifest
-
-    for entry in read_build_manifest(build_dir)["files"]:
-        check_listed_file(build_dir, entry, checksum=checksum)
-
-
 def run_command(args: argparse.Namespace) -> int:
     import duckdb
 
@@ -35,11 +25,11 @@ def run_command(args: argparse.Namespace) -> int:
     from trajforge.lake import Lake
 
     build_dir = Lake.at(args.lake).resolve_build(args.build)
-    check_files(build_dir)
+    lake_stats.check_files(build_dir)
     try:
         stats = lake_stats.all_stats(build_dir)
     except duckdb.Error as exc:
-        check_files(build_dir, checksum=True)  # names the damaged file when its sha256 tells it
+        lake_stats.check_files(build_dir, checksum=True)  # names the damaged file when its sha256 tells it
         reason = "".join(char if char.isprintable() else "?" for char in str(exc).splitlines()[0])
         raise LakeCorruption(f"{build_dir} cannot be read ({reason}); restore its files or rebuild with `trajforge build --full`") from None
     if args.json:

@@ -83,6 +83,10 @@ def pull_lake(lake: Lake, uri: str, *, only: list[str] | None = None, progress: 
         raise TrajforgeError(f"{prefix.show(LISTING)} does not exist: nothing was synced to {prefix.uri}; run `trajforge lake sync "
                              f"{prefix.uri}` on the machine that holds the lake first")
     listing = remote_listing(prefix)
+    try:
+        lake.root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--lake {lake.root}: cannot make or use this folder ({exc.strerror or exc}); give the lake to pull into") from None
     record_file = record_path(lake, uri, "pull")
     counts = dict.fromkeys(COUNTS, 0)
     with locked(record_file, "pull"):

@@ -112,3 +112,13 @@ def test_the_command_pulls_from_s3(tmp_path, s3_server, capsys):
     assert main(["lake", "pull", s3_server.uri(bucket, "lake"), "--lake", str(tmp_path / "here"), "--no-progress"]) == 0
     assert f"pulled 4 raw lake files from s3://{bucket}/lake: 4 downloaded, 0 already here" in capsys.readouterr().out
     assert raw_files(tmp_path / "here") == RAW
+
+
+def test_a_lake_that_is_a_file_is_a_one_line_error(tmp_path, synced, capsys):
+    from trajforge.cli.main import main
+
+    _, uri = synced
+    (tmp_path / "a-file").write_text("not a lake")
+    assert main(["lake", "pull", uri, "--lake", str(tmp_path / "a-file"), "--no-progress"]) == 2  # it was a NotADirectoryError traceback
+    assert f"--lake {tmp_path / 'a-file'}: cannot make or use this folder" in capsys.readouterr().err
+    assert (tmp_path / "a-file").read_text() == "not a lake"

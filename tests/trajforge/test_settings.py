@@ -161,6 +161,20 @@ def test_a_missing_config_file_is_named_without_telling_to_pass_config(tmp_path,
         read_yaml(SHIPPED_CONFIGS / "gone.yaml")
 
 
+def test_a_missing_config_given_relative_to_the_checkout_is_the_users_path_not_a_missing_default(monkeypatch, capsys):
+    """`--config configs/nope.yaml` run in the checkout (as in a submitted job's copy of it) names the path as given and
+    the folder; it is no shipped default to restore with git."""
+    from trajforge.cli.main import main
+    from trajforge.settings import SHIPPED_CONFIGS
+
+    monkeypatch.chdir(SHIPPED_CONFIGS.parent)
+    for command in ("build", "teacher", "train"):
+        assert main([command, "--config", "configs/nope.yaml"]) == 2
+        err = capsys.readouterr().err
+        assert f"config file configs/nope.yaml not found (no such file in {SHIPPED_CONFIGS.parent}): check the path" in err, err
+        assert "default" not in err and "git checkout" not in err
+
+
 def test_serve_with_a_missing_config_names_it(capsys, tmp_path):
     from trajforge.cli.main import main
 

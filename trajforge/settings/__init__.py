@@ -64,7 +64,8 @@ def _missing_file(path: Path, given_by: str | None, kind: str) -> str:
     where = f" (no such file in {Path.cwd()})" if not path.is_absolute() else ""
     if given_by:
         return f"{kind} {path} given with {given_by} not found{where}: check the path"
-    if path.parent.resolve() == SHIPPED_CONFIGS:
+    if path.is_absolute() and path.parent.resolve() == SHIPPED_CONFIGS:  # a loader's default (made from the code's place);
+        # a relative `--config configs/x.yaml` run in the checkout (or a job's copy of it) is the user's path, not a default
         return f"the default {kind} {path} is missing from this checkout: restore it (git checkout -- configs/{path.name})"
     return f"{kind} {path} not found{where}: check the path"
 

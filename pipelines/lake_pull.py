@@ -82,7 +82,7 @@ def pull_lake(lake: Lake, uri: str, *, only: list[str] | None = None, progress: 
     if lake_fs.size_of(prefix, LISTING) is None:
         raise TrajforgeError(f"{prefix.show(LISTING)} does not exist: nothing was synced to {prefix.uri}; run `trajforge lake sync "
                              f"{prefix.uri}` on the machine that holds the lake first")
-    listing = remote_listing(prefix)
+    listing = remote_listing(prefix, strict=True)
     try:
         lake.root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

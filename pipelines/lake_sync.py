@@ -99,15 +99,24 @@ def read_record(path: Path) -> dict[str, dict[str, Any]]:
         return {}
 
 
-def remote_listing(prefix: lake_fs.Remote) -> dict[str, dict[str, Any]]:
+def remote_listing(prefix: lake_fs.Remote, *, strict: bool = False) -> dict[str, dict[str, Any]]:
+    """`<URI>/SYNC.json`'s files, each `{bytes, sha256}`; {} when there is none. One that is not such a listing is
+    refused when `strict` (a pull has nothing to check the files against), else warned of (a sync sends again)."""
     raw = lake_fs.read_bytes(prefix, LISTING)
     if raw is None:
         return {}
     try:
-        return json.loads(raw)["files"]
+        files = json.loads(raw)["files"]
+        if isinstance(files, dict) and all(isinstance(entry, dict) and type(entry.get("bytes")) is int and isinstance(entry.get("sha256"), str)
+                                           for entry in files.values()):
+            return files
     except (ValueError, KeyError, TypeError):
-        log.warning("%s is not a sync listing: files are compared by sending them again", prefix.show(LISTING))
-        return {}
+        pass
+    if strict:
+        raise TrajforgeError(f"{prefix.show(LISTING)} is not a sync listing ({{\"files\": {{path: {{\"bytes\", \"sha256\"}}}}}}); "
+                             f"run `trajforge lake sync {prefix.uri}` on the machine that holds the lake to write it again")
+    log.warning("%s is not a sync listing: files are compared by sending them again", prefix.show(LISTING))
+    return {}
 
 
 def _outside(lake: Lake, prefix: lake_fs.Remote) -> None:

@@ -122,3 +122,15 @@ def test_a_lake_that_is_a_file_is_a_one_line_error(tmp_path, synced, capsys):
     assert main(["lake", "pull", uri, "--lake", str(tmp_path / "a-file"), "--no-progress"]) == 2  # it was a NotADirectoryError traceback
     assert f"--lake {tmp_path / 'a-file'}: cannot make or use this folder" in capsys.readouterr().err
     assert (tmp_path / "a-file").read_text() == "not a lake"
+
+
+@pytest.mark.parametrize("body", ["not json", "[]", '{"files": []}', '{"files": {"raw/trajectories/actor-1.jsonl": {"bytes": 29}}}',
+                                  '{"files": {"raw/trajectories/actor-1.jsonl": "x"}}'])
+def test_a_listing_that_is_not_one_is_refused_and_a_sync_writes_it_again(tmp_path, synced, body):
+    origin, uri = synced
+    (tmp_path / "shared" / LISTING).write_text(body)
+    with pytest.raises(TrajforgeError, match="SYNC.json is not a sync listing .*run `trajforge lake sync"):
+        pull_lake(Lake.at(tmp_path / "here"), uri, progress=False)  # it pulled nothing (exit 0), or was a KeyError/TypeError
+    sync_lake(Lake.at(origin), uri, progress=False)  # the sync compares nothing with it: sends again, lists every file
+    assert pull_lake(Lake.at(tmp_path / "here"), uri, progress=False)["downloaded"] == len(RAW)
+    assert raw_files(tmp_path / "here") == RAW

@@ -24,7 +24,7 @@ from typing import Any
 
 from trajforge import lake_fs
 from trajforge.errors import LakeCorruption, TrajforgeError
-from trajforge.lake import Lake, check_listed_file
+from trajforge.lake import Lake, check_listed_file, read_build_manifest
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,8 @@ def publish_build(lake: Lake, build: str, destination: str) -> dict[str, Any]:
     (a pyarrow filesystem URI: the prefix that holds published builds); returns what was done."""
     started = time.monotonic()
     build_dir = lake.resolve_build(build)
+    manifest = read_build_manifest(build_dir)  # a damaged one is named, not a JSON traceback
     manifest_bytes = (build_dir / "manifest.json").read_bytes()
-    manifest = json.loads(manifest_bytes)
     build_id = str(manifest.get("build_id") or build_dir.name)
     entries = _listed(manifest, build_dir)
     prefix = lake_fs.open_uri(destination)

@@ -120,3 +120,12 @@ def test_a_local_destination_that_cannot_be_written_names_the_path_not_the_uri_f
     err = capsys.readouterr().err
     assert f"{uri}/" in err and "check the local path" in err
     assert "absolute path" not in err  # the URI was absolute: that advice sent the reader the wrong way
+
+
+@pytest.mark.parametrize("body", ["not json", "[]", '{"build_id": "x"}'])
+def test_a_damaged_local_manifest_is_named_not_a_traceback(tmp_path, capsys, body):
+    folder = finished_build(tmp_path / "lake")
+    (folder / "manifest.json").write_text(body)
+    assert main(["lake", "publish", "latest", (tmp_path / "shared").as_uri(), "--lake", str(tmp_path / "lake")]) == 2
+    assert f"{folder / 'manifest.json'}" in capsys.readouterr().err  # it was a JSONDecodeError or AttributeError traceback
+    assert not (tmp_path / "shared").exists()

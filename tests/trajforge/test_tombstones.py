@@ -80,6 +80,9 @@ def test_the_command_refuses_a_lake_that_does_not_exist(tmp_path, capsys):
     assert main(["forget", contributor_id_for("carol"), "--lake", str(missing)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not missing.exists()
+    (tmp_path / "a-file").write_text("not a lake")
+    assert main(["forget", contributor_id_for("carol"), "--lake", str(tmp_path / "a-file")]) == 2
+    assert f"--lake: {tmp_path / 'a-file'} is not a folder" in capsys.readouterr().err  # it said the file did not exist
 
 
 def _table(folder, rows):

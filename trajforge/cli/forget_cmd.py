@@ -20,7 +20,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     lake = Lake.at(args.lake)
     if not lake.root.is_dir():  # a mistyped --lake would hold the tombstone where no build ever reads it
-        raise ConfigError(f"--lake: {lake.root} does not exist; give the lake the builds read (nothing was written)")
+        raise ConfigError(f"--lake: {lake.root} {'is not a folder' if lake.root.exists() else 'does not exist'}; give the lake the builds "
+                          "read (nothing was written)")
     record = forget(lake, args.contributor_id, args.reason)
     print(json.dumps(record, indent=2))
     print(f"tombstone written to {lake.tombstones}; the next `trajforge build` leaves this contributor out (and rebuilds everything).")

@@ -9,8 +9,9 @@ actors read the whole file, so that a typo anywhere in it fails at start.
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,13 +98,37 @@ def warn_if_short(resource: str, each: float, setting: str, who: str, count: int
     if needed <= 0 or free >= needed:
         return
     unit = f"{resource}s"
-    held = (f"the cluster has {total:g} {unit}" if total < needed
-            else f"only {free:g} of the cluster's {total:g} {unit} are free (Serve's replicas and other work hold the rest)")
+    held = _held(total, free, needed, unit)
     many = f" ({count} of them: {needed:g})" if count > 1 else ""
     lower = max(min(free / count, each / 2), 0.1)
     fix = f"lower it (--set {setting}={lower:g}), stop what holds them, or add" if total > 0 else "add"
     log.warning("%s; %s ask for %s=%g %s each%s and wait until that many are free: %s %s to the cluster (`ray status` "
                 "shows the pending demand)", held, who, setting, each, unit, many, fix, unit)
+
+
+def warn_if_cpus_taken_together(asks: Sequence[tuple[str, float, int]], who: str) -> None:
+    """Before work whose parts hold CPUs at the same time (the build's tasks feed its embedding actors, which keep theirs
+    for the whole run): `asks` are (setting, CPUs each, how many at once). Each part may fit in the free CPUs alone and
+    still wait for ever beside the others, so their sum is checked, and the warning names a value of each setting that
+    fits together. A part that does not fit even alone is left to `warn_if_cpus_taken`, which names it."""
+    import ray
+
+    init_ray()
+    needed = sum(each * count for _, each, count in asks)
+    total, free = ray.cluster_resources().get("CPU", 0.0), ray.available_resources().get("CPU", 0.0)
+    if needed <= 0 or free >= needed or any(each * count > free for _, each, count in asks):
+        return
+    parts = " + ".join(f"{setting}={each:g}" + (f" x {count}" if count > 1 else "") for setting, each, count in asks)
+    share = free / needed
+    lower = " ".join(f"--set {setting}={max(math.floor(each * share * 100) / 100, 0.01):g}" for setting, each, _ in asks)
+    log.warning("%s; %s run at once and ask for %g CPUs together (%s), so they wait until that many are free: lower them "
+                "(%s), stop what holds them, or add CPUs to the cluster (`ray status` shows the pending demand)",
+                _held(total, free, needed, "CPUs"), who, needed, parts, lower)
+
+
+def _held(total: float, free: float, needed: float, unit: str) -> str:
+    return (f"the cluster has {total:g} {unit}" if total < needed
+            else f"only {free:g} of the cluster's {total:g} {unit} are free (Serve's replicas and other work hold the rest)")
 
 
 def init_ray(address: str | None = None, *, include_dashboard: bool | None = False, logging_level: str = "ERROR") -> None:

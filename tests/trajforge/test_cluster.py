@@ -127,6 +127,31 @@ def test_trajforge_build_warns_before_its_tasks_wait(serve_url, tmp_path, capsys
     assert started == [0.001, 2.0, 0.001, 0.001]
 
 
+def test_trajforge_build_warns_when_its_tasks_and_embedding_actors_fit_alone_but_not_together(tmp_path, capsys, monkeypatch):
+    """A 2-CPU head node whose ingest replica holds 0.5: a task (1 CPU) fits and the embedding actor (1 CPU) fits, but the
+    actor keeps its CPU while the tasks feed it, so the build's first task waited for ever without a word."""
+    import pipelines.build
+    from trajforge.cli.main import main
+
+    _cluster(monkeypatch, {"CPU": 2.0}, {"CPU": 1.5})
+    monkeypatch.setattr(pipelines.build, "run_build", lambda settings, **_: MANIFEST)
+    assert main(["build", "--lake", str(tmp_path), "--json", "--set", "build.cpus_per_task=1", "--set", "build.embedding.cpus=1"]) == 0
+    warned = capsys.readouterr().err
+    assert ("only 1.5 of the cluster's 2 CPUs are free (Serve's replicas and other work hold the rest); the build's tasks and its "
+            "embedding actors (--no-embed: none) run at once and ask for 2 CPUs together (build.cpus_per_task=1 + "
+            "build.embedding.cpus=1), so they wait until that many are free: lower them (--set build.cpus_per_task=0.75 "
+            "--set build.embedding.cpus=0.75)") in warned
+    for fits in (["--set", "build.cpus_per_task=0.75", "--set", "build.embedding.cpus=0.75"], ["--no-embed"]):
+        assert main(["build", "--lake", str(tmp_path), "--json", "--set", "build.cpus_per_task=1", *fits]) == 0
+        assert "wait until" not in capsys.readouterr().err
+    actors = ["--set", "build.embedding.actors=2", "--set", "build.embedding.cpus=0.5"]
+    assert main(["build", "--lake", str(tmp_path), "--json", *actors, "--set", "build.cpus_per_task=0.5"]) == 0  # 1.5: fits exactly
+    assert "wait until" not in capsys.readouterr().err
+    assert main(["build", "--lake", str(tmp_path), "--json", *actors, "--set", "build.cpus_per_task=0.75"]) == 0
+    assert ("ask for 1.75 CPUs together (build.cpus_per_task=0.75 + build.embedding.cpus=0.5 x 2), so they wait until that many "
+            "are free: lower them (--set build.cpus_per_task=0.64 --set build.embedding.cpus=0.42)") in capsys.readouterr().err
+
+
 MANIFEST = {"build_id": "stub"}
 
 

@@ -87,7 +87,7 @@ def summary(manifest: dict) -> str:
 
 def run_command(args: argparse.Namespace) -> int:
     from pipelines.build import load_build_settings, run_build
-    from trajforge.cluster import warn_if_cpus_taken
+    from trajforge.cluster import warn_if_cpus_taken, warn_if_cpus_taken_together
     from trajforge.settings import parse_assignment
     from trajforge.settings.job_paths import absolute_data_paths, names_local_folder
 
@@ -104,6 +104,9 @@ def run_command(args: argparse.Namespace) -> int:
     warn_if_cpus_taken(settings.cpus_per_task, "build.cpus_per_task", "the build's tasks")
     if settings.embedding.enabled:
         warn_if_cpus_taken(settings.embedding.cpus, "build.embedding.cpus", "the build's embedding actors (--no-embed: none)")
+        actors = 1 if settings.embedding.num_gpus else settings.embedding.actors  # on GPUs, one tokenizing task holds the CPUs
+        warn_if_cpus_taken_together([("build.cpus_per_task", settings.cpus_per_task, 1), ("build.embedding.cpus", settings.embedding.cpus, actors)],
+                                    "the build's tasks and its embedding actors (--no-embed: none)")
     if args.publish_to:
         from trajforge.lake_fs import open_uri
 

@@ -53,6 +53,26 @@ def check_safetensors(path: Path) -> None:
                           "damaged; copy or download the checkpoint again")
 
 
+def check_tokenizer_files(path: Path) -> None:
+    """tokenizer_config.json is JSON and tokenizer.json a tokenizer `tokenizers` loads (a truncated download of either
+    failed in the workers as a bare "JSONDecodeError: Expecting value", naming no file)."""
+    from tokenizers import Tokenizer
+
+    problem, name = None, None
+    try:
+        name = "tokenizer_config.json"
+        if (path / name).is_file() and not isinstance(json.loads((path / name).read_text(encoding="utf-8")), dict):
+            problem = "not a JSON object"
+        name = "tokenizer.json"
+        if problem is None and (path / name).is_file():
+            Tokenizer.from_file(str(path / name))
+    except Exception as exc:  # noqa: BLE001 - json's and the Rust tokenizer's errors alike name the damage
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if problem:
+        raise ConfigError(f"learner.model: {path / name} cannot be read ({problem}): the copy is truncated or damaged; "
+                          "copy or download the checkpoint's tokenizer files again")
+
+
 def check_model_dir(path: Path) -> Path:
     """`path` if it holds a trainable Hugging Face causal LM; else a ConfigError naming learner.model and what is missing."""
     from learner.estimate import model_config
@@ -70,6 +90,7 @@ def check_model_dir(path: Path) -> Path:
     if not any(any(path.glob(pattern)) for pattern in VOCABULARY_FILES):
         raise ConfigError(f"learner.model: {path} has a tokenizer_config.json but no vocabulary (tokenizer.json, or vocab.json with "
                           "merges.txt, tokenizer.model); copy the checkpoint's tokenizer files too")
+    check_tokenizer_files(path)
     for weights in sorted(path.glob("*.safetensors")):
         check_safetensors(weights)
     if not has_chat_template(path):

@@ -72,6 +72,25 @@ def test_a_tokenizer_config_without_its_vocabulary_is_refused_before_the_workers
         prepare(settings_for(lake, model_copy))
 
 
+@pytest.mark.parametrize("name", ["tokenizer.json", "tokenizer_config.json"])
+def test_a_truncated_tokenizer_file_is_named_before_the_workers(lake, model_copy, name):
+    """The workers failed after they started with "training failed: JSONDecodeError: Expecting value: line 291 column 12",
+    naming no file."""
+    tokenizer_file = model_copy / name
+    tokenizer_file.write_bytes(tokenizer_file.read_bytes()[:200])
+    with pytest.raises(ConfigError, match=rf"learner\.model: .*{name} cannot be read \(.*\): the copy is truncated or damaged"):
+        prepare(settings_for(lake, model_copy))
+
+
+def test_a_tokenizer_json_whose_merges_name_tokens_outside_its_vocabulary_is_named(lake, model_copy):
+    tokenizer_file = model_copy / "tokenizer.json"
+    tokenizer = json.loads(tokenizer_file.read_text())
+    tokenizer["model"]["vocab"] = {}
+    tokenizer_file.write_text(json.dumps(tokenizer))
+    with pytest.raises(ConfigError, match=r"learner\.model: .*tokenizer\.json cannot be read \(.*out of vocabulary"):
+        prepare(settings_for(lake, model_copy))
+
+
 def test_a_model_whose_config_transformers_cannot_read_is_refused(lake, model_copy):
     (model_copy / "config.json").write_text('{"model_type": "no-such-model"}')
     with pytest.raises(ConfigError, match=r"learner\.model: .*config\.json cannot be read"):

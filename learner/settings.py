@@ -8,8 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from trajforge.errors import ConfigError
-from trajforge.settings import load_section, read_yaml
+from trajforge.settings import load_section
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "learner.yaml"
 SECTION = "learner"
@@ -190,10 +189,4 @@ class LearnerSettings(_Strict):
 def load_learner_settings(path: str | Path | None = None, assignments: Iterable[tuple[str, Any]] = ()) -> LearnerSettings:
     """File < TRAJFORGE__LEARNER__* environment < `assignments` (from `--set learner.x=y`)."""
     source = Path(path) if path else DEFAULT_PATH
-    data = read_yaml(source)
-    others = sorted(str(key) for key in data)
-    if others and SECTION not in data and not set(data) & set(LearnerSettings.model_fields):  # `learnr:`, another component's file
-        # (load_section names top-level learner fields): the defaults (model small, ./lake, 100 steps) would train silently
-        raise ConfigError(f"{source}: no `learner:` section (the file has {', '.join(others)}), so none of it would be read: "
-                          "put the learner's settings under `learner:` (see configs/learner.yaml)")
     return load_section(LearnerSettings, source, SECTION, assignments)

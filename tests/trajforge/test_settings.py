@@ -292,12 +292,15 @@ def test_an_applications_check_across_fields_names_the_override_while_serve_buil
     assert f"demo.kill (from {config}) and demo.cap (set by --set demo.cap): Value error, must be at least cap (40)" in str(refused.value)
 
 
-def test_a_sections_settings_written_at_the_top_level_of_its_file_are_refused_not_ignored(tmp_path):
+def test_a_sections_settings_at_the_top_level_of_its_file_or_a_file_without_the_section_are_refused_not_ignored(tmp_path):
     from trajforge.settings import load_section
 
     config = tmp_path / "demo.yaml"
     config.write_text("cap: 10\nkill: 20\nnotes: mine\n")
     with pytest.raises(ConfigError, match=r"cap, kill are settings of demo at the top level of the file.*put them under `demo:`"):
         load_section(_Demo, config, "demo")
-    config.write_text("other:\n  cap: 1\n")  # another component's section: nothing of demo's is misplaced
+    config.write_text("other:\n  cap: 1\n")  # another component's file given as its --config: the defaults would run
+    with pytest.raises(ConfigError, match=r"demo\.yaml: no `demo:` section \(the file has other\).*put the demo settings under `demo:`"):
+        load_section(_Demo, config, "demo")
+    config.write_text("")  # an empty file is the defaults
     assert load_section(_Demo, config, "demo").cap == _Demo().cap

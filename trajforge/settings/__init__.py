@@ -260,6 +260,9 @@ def load_section(model: type[M], source: str | Path, section: str, assignments: 
         raise ConfigError(f"{source}: {', '.join(flat)} {'is a setting' if len(flat) == 1 else 'are settings'} of {section} at "
                           f"the top level of the file, where nothing reads {'it' if len(flat) == 1 else 'them'}: put "
                           f"{'it' if len(flat) == 1 else 'them'} under `{section}:`")
+    if data and section not in data and not flat:  # `learnr:`, or another component's file: its defaults would run silently
+        raise ConfigError(f"{source}: no `{section}:` section (the file has {', '.join(sorted(map(str, data)))}), so none of "
+                          f"it would be read: put the {section} settings under `{section}:`, or give the {section} config file")
     as_read = copy.deepcopy(data.get(section) or {})
     env, assignments = env_assignments(), list(assignments)
     apply_assignments(data, [*env, *assignments], roots=[section])

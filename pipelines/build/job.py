@@ -256,7 +256,8 @@ def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = 
     """Build the curated lake; returns the manifest."""
     lake = Lake.at(settings.lake)
     if not lake.raw.is_dir() and not _empty_lake(lake):  # an empty folder is an empty lake: an empty build
-        raise ConfigError(f"build.lake: {lake.root} has no raw/ folder; point --lake at a lake the ingest service or a job wrote")
+        what = "has no raw/ folder" if lake.root.exists() else "does not exist"
+        raise ConfigError(f"build.lake: {lake.root} {what}; point --lake at a lake the ingest service or a job wrote")
     contributors = _org_contributors(settings, lake, org)
     with running_build(lake):
         return _run_build(settings, lake, contributors, full=full, org=org, progress=progress)

@@ -35,6 +35,6 @@ def test_a_path_that_is_no_lake_is_refused(tmp_path, make):
     if make == "not_a_lake":  # e.g. --lake pointing at a source checkout
         lake.mkdir()
         (lake / "README.md").write_text("not a lake\n")
-    with pytest.raises(ConfigError, match="has no raw/ folder"):
+    with pytest.raises(ConfigError, match=f"{lake} {'does not exist' if make == 'missing' else 'has no raw/ folder'}; point --lake"):
         run_build(settings_for(lake), progress=False)
     assert not (lake / "curated").exists()

@@ -100,7 +100,8 @@ class GenerationRequest(BaseModel):
     prompt: str | None = None
     prompt_token_ids: list[int] | None = Field(default=None, min_length=1)
     """The prompt as token ids of the engine's tokenizer, taken as they are (OpenAI's token-id `prompt`)."""
-    messages: list[Message] | None = None
+    messages: list[Message] | None = Field(default=None, min_length=1)
+    """Chat messages, at least one (as OpenAI's and vLLM's servers refuse an empty list)."""
     max_tokens: int = Field(default=256, ge=0, le=32768)
     """0 only with `prompt_logprobs`: the prompt scored, nothing sampled (vLLM's echo with max_tokens 0)."""
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)

@@ -100,6 +100,7 @@ class OpenAIEngine:
         if structured is not None and structured.json_schema is None:  # vLLM's, sent only when set (OpenAI's has no such)
             body["structured_outputs"] = {"regex": structured.regex} if structured.regex is not None else {"choice": structured.choice}
         if request.json_schema is not None:  # on completions too: vLLM's server takes it there (OpenAI's refuses, not ignores)
+            _check_schema(request.json_schema)  # refused here, as the local engines refuse it, not sent to be refused
             body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": request.json_schema}}
         if self.token_ids_in_logprobs:
             body["return_tokens_as_token_ids"] = True
@@ -212,6 +213,18 @@ class OpenAIEngine:
     def close(self) -> None:
         self.pool.shutdown(wait=False)
         self.client.close()
+
+
+def _check_schema(schema: dict[str, Any]) -> None:
+    """InvalidRequest, worded as the local engines word it, for a schema that is not a JSON Schema (its metaschema's)."""
+    import jsonschema
+
+    if not isinstance(schema.get("$schema", ""), str):
+        raise InvalidRequest("json_schema is not usable: its $schema must be a URI (a string)")
+    try:  # an unknown $schema is read as the latest draft, as llguidance ignores it
+        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise InvalidRequest(f"json_schema is not usable: {exc.message}") from None
 
 
 def _chat_text(message: dict[str, Any]) -> str:

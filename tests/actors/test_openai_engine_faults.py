@@ -27,3 +27,30 @@ def engine_answering(answer, sent: list[dict]) -> OpenAIEngine:
 def test_empty_messages_are_refused_when_the_request_is_made():
     with pytest.raises(ValidationError, match="messages"):
         GenerationRequest(messages=[])
+
+
+@pytest.mark.parametrize("schema", [{"type": "no-such-type"}, {"type": "object", "properties": 5},
+                                    {"type": "object", "required": True}, {"type": "string", "pattern": "(("},
+                                    {"$schema": ["x"], "type": "object"}])
+def test_a_schema_that_is_not_a_json_schema_fails_alone_before_anything_is_sent(schema):
+    sent: list[dict] = []
+    engine = engine_answering(lambda body: httpx.Response(200, json={"choices": [{"message": {"content": "{}"}}]}), sent)
+    try:
+        bad, good = engine.generate([GenerationRequest(messages=CHAT, json_schema=schema),
+                                     GenerationRequest(messages=CHAT, json_schema={"type": "object"})])
+    finally:
+        engine.close()
+    assert bad.finish_reason == "error" and bad.invalid_request and "json_schema is not usable" in bad.error, bad
+    assert good.error is None and good.schema_valid is True
+    assert len(sent) == 1 and sent[0]["response_format"]["json_schema"]["schema"] == {"type": "object"}
+
+
+def test_a_schema_of_an_earlier_draft_is_sent():
+    sent: list[dict] = []
+    engine = engine_answering(lambda body: httpx.Response(200, json={"choices": [{"message": {"content": "{}"}}]}), sent)
+    schema = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object", "dependencies": {"a": ["b"]}}
+    try:
+        [answer] = engine.generate([GenerationRequest(messages=CHAT, json_schema=schema)])
+    finally:
+        engine.close()
+    assert answer.error is None and sent[0]["response_format"]["json_schema"]["schema"] == schema

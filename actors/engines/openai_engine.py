@@ -142,7 +142,7 @@ class OpenAIEngine:
                 attempt += 1
                 continue
             if response.status_code == 200:
-                return response.json()
+                return self._answer(path, response)
             if response.status_code == 400 and self._learn_refusal(response, sent):
                 continue  # at most once per droppable parameter: each refusal is remembered
             if response.status_code in (400, 404, 413, 422):
@@ -152,6 +152,17 @@ class OpenAIEngine:
             retry_after = response.headers.get("retry-after", "")
             time.sleep(float(retry_after) if retry_after.replace(".", "", 1).isdigit() else delay)
             attempt += 1
+
+    def _answer(self, path: str, response: Any) -> dict[str, Any]:
+        """A 200's completion; RuntimeError naming the endpoint for a body that is not JSON or holds no choice."""
+        try:
+            answer = response.json()
+        except ValueError:
+            raise RuntimeError(f"{self.base_url}{path} answered 200 with a body that is not JSON: {response.text[:200]!r}") from None
+        choices = answer.get("choices") if isinstance(answer, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise RuntimeError(f"{self.base_url}{path} answered 200 without a choice: {response.text[:300]}")
+        return answer
 
     @staticmethod
     def _tokens(choice: dict[str, Any], chat: bool, top: int) -> tuple[list[int], list[float], list[list[tuple[int, float]]]]:
@@ -170,7 +181,7 @@ class OpenAIEngine:
         return ([] if None in ids else ids), [float(v) for v in values if v is not None], tops if len(tops) == len(tokens) else []
 
     def _one(self, request: GenerationRequest) -> Completion:
-        started = time.perf_counter()
+        started, path = time.perf_counter(), ""
         try:
             path, body = self._body(request)
             answer = self._post(path, body)
@@ -195,8 +206,10 @@ class OpenAIEngine:
                                and (name != "max_tokens" or "max_completion_tokens" in self.refused)),
                 latency_s=round(time.perf_counter() - started, 4), request_id=request.request_id, **scored,
             )
-        except (RuntimeError, KeyError, IndexError, ValueError) as exc:
-            return Completion(text="", finish_reason="error", error=str(exc), model=self.model, engine=self.name,
+        except (RuntimeError, KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
+            error = str(exc) if isinstance(exc, (RuntimeError, ValueError)) else \
+                f"{self.base_url}{path} answered a choice this engine cannot read ({type(exc).__name__}: {exc})"
+            return Completion(text="", finish_reason="error", error=error, model=self.model, engine=self.name,
                               invalid_request=isinstance(exc, InvalidRequest), latency_s=round(time.perf_counter() - started, 4),
                               request_id=request.request_id)
 

@@ -54,3 +54,24 @@ def test_a_schema_of_an_earlier_draft_is_sent():
     finally:
         engine.close()
     assert answer.error is None and sent[0]["response_format"]["json_schema"]["schema"] == schema
+
+
+@pytest.mark.parametrize("answer, words", [
+    (httpx.Response(200, content=b'{"choices": [ {"message": '), "not JSON"),
+    (httpx.Response(200, json=[1, 2]), "without a choice"),
+    (httpx.Response(200, json={"model": "m"}), "without a choice"),
+    (httpx.Response(200, json={"choices": []}), "without a choice"),
+    (httpx.Response(200, json={"choices": ["oops"]}), "without a choice"),
+    (httpx.Response(200, json={"choices": [{"message": "oops"}]}), "cannot read"),
+])
+def test_an_answer_that_is_not_a_completion_fails_its_request_alone_naming_the_endpoint(answer, words):
+    sent: list[dict] = []
+    good = httpx.Response(200, json={"choices": [{"message": {"content": "fine"}, "finish_reason": "stop"}]})
+    engine = engine_answering(lambda body: answer if body["messages"][0]["content"] == "bad" else good, sent)
+    try:
+        bad, fine = engine.generate([GenerationRequest(messages=[{"role": "user", "content": "bad"}]),
+                                     GenerationRequest(messages=CHAT)])
+    finally:
+        engine.close()
+    assert bad.finish_reason == "error" and "http://upstream:8000/v1/chat/completions" in bad.error and words in bad.error, bad.error
+    assert fine.error is None and fine.text == "fine"

@@ -2,8 +2,9 @@
 
 Chat requests go to `/v1/chat/completions`, prompts to `/v1/completions`, with at most `concurrency`
 in flight. Connection errors, timeouts, 429 and 5xx are retried with exponential backoff and jitter
-(honouring `Retry-After`); other 4xx fail that request alone. Log-probabilities are requested, and
-with `token_ids_in_logprobs` (vLLM's `return_tokens_as_token_ids`) the exact token ids come back too.
+(honouring `Retry-After`, in seconds or as an HTTP date; one asking for a wait longer than `timeout_s` ends the
+retries with its reason, rather than holding the request past its timeout); other 4xx fail that request alone.
+Log-probabilities are requested, and with `token_ids_in_logprobs` (vLLM's `return_tokens_as_token_ids`) the exact token ids come back too.
 A choice's `stop_reason` (vLLM's server and our front send it) says whether a stop string or the end of
 text ended the answer; without it (OpenAI's own) a completion's `stop_reason_known` is False.
 A request's `prompt_logprobs` is asked of `/v1/completions` as `echo` with `logprobs` (vLLM's server and our front
@@ -48,7 +49,7 @@ class OpenAIEngine:
 
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         self.model = model
-        self.max_retries, self.backoff_s = max_retries, backoff_s
+        self.max_retries, self.backoff_s, self.timeout_s = max_retries, backoff_s, timeout_s
         self.token_ids_in_logprobs = token_ids_in_logprobs
         self.continue_final_message = continue_final_message
         headers = {"Authorization": f"Bearer {os.environ[api_key_env]}"} if api_key_env and os.environ.get(api_key_env) else {}
@@ -149,8 +150,11 @@ class OpenAIEngine:
                 raise InvalidRequest(f"{self.base_url}{path} answered {response.status_code}: {response.text[:300]}")
             if response.status_code not in RETRYABLE or attempt == self.max_retries:
                 raise RuntimeError(f"{self.base_url}{path} answered {response.status_code}: {response.text[:300]}")
-            retry_after = response.headers.get("retry-after", "")
-            time.sleep(float(retry_after) if retry_after.replace(".", "", 1).isdigit() else delay)
+            retry_after = _retry_after_s(response.headers.get("retry-after", ""))
+            if retry_after is not None and retry_after > self.timeout_s:  # a wait longer than a whole attempt may take
+                raise RuntimeError(f"{self.base_url}{path} answered {response.status_code} asking to retry after {retry_after:.0f} s, "
+                                   f"longer than the {self.timeout_s:g} s timeout: {response.text[:300]}")
+            time.sleep(delay if retry_after is None else retry_after)
             attempt += 1
 
     def _answer(self, path: str, response: Any) -> dict[str, Any]:
@@ -226,6 +230,20 @@ class OpenAIEngine:
     def close(self) -> None:
         self.pool.shutdown(wait=False)
         self.client.close()
+
+
+def _retry_after_s(value: str) -> float | None:
+    """Seconds a `Retry-After` header asks to wait (a number of seconds or an HTTP date); None when it says nothing."""
+    value = value.strip()
+    if value.replace(".", "", 1).isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time()) if when.tzinfo is not None else None
 
 
 def _check_schema(schema: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ before anything is sent, and an answer that is not a completion fails its reques
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -75,3 +76,43 @@ def test_an_answer_that_is_not_a_completion_fails_its_request_alone_naming_the_e
         engine.close()
     assert bad.finish_reason == "error" and "http://upstream:8000/v1/chat/completions" in bad.error and words in bad.error, bad.error
     assert fine.error is None and fine.text == "fine"
+
+
+def overloaded_once(retry_after: str):
+    """An upstream answering 429 with this Retry-After to the first request, then a completion."""
+    def answer(body: dict) -> httpx.Response:
+        if answer.calls == 0:
+            answer.calls += 1
+            return httpx.Response(429, headers={"Retry-After": retry_after}, json={"error": {"message": "slow down"}})
+        return httpx.Response(200, json={"choices": [{"message": {"content": "fine"}, "finish_reason": "stop"}]})
+    answer.calls = 0
+    return answer
+
+
+def test_retry_after_as_an_http_date_is_honoured(monkeypatch):
+    from email.utils import formatdate
+
+    waits: list[float] = []
+    monkeypatch.setattr("actors.engines.openai_engine.time.sleep", waits.append)
+    sent: list[dict] = []
+    engine = engine_answering(overloaded_once(formatdate(time.time() + 30, usegmt=True)), sent)
+    engine.max_retries = 1
+    try:
+        [answer] = engine.generate([GenerationRequest(messages=CHAT)])
+    finally:
+        engine.close()
+    assert answer.text == "fine" and len(sent) == 2 and len(waits) == 1 and 25 < waits[0] <= 30, waits
+
+
+def test_a_retry_after_longer_than_the_timeout_ends_the_retries_with_its_reason(monkeypatch):
+    waits: list[float] = []
+    monkeypatch.setattr("actors.engines.openai_engine.time.sleep", waits.append)
+    sent: list[dict] = []
+    engine = engine_answering(overloaded_once("3600"), sent)
+    engine.max_retries, engine.timeout_s = 3, 5.0
+    try:
+        [answer] = engine.generate([GenerationRequest(messages=CHAT)])
+    finally:
+        engine.close()
+    assert answer.finish_reason == "error" and len(sent) == 1 and waits == []
+    assert "http://upstream:8000/v1/chat/completions answered 429 asking to retry after 3600 s" in answer.error, answer.error

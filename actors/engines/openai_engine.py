@@ -135,7 +135,7 @@ class OpenAIEngine:
             delay = self.backoff_s * 2**attempt * (0.5 + random.random())
             sent = self._without_refused(body)
             try:
-                response = self.client.post(path, json=sent)
+                response = self._send(path, sent)
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 if attempt == self.max_retries:
                     raise RuntimeError(f"{self.base_url}{path} unreachable after {attempt + 1} attempts: {exc}") from None
@@ -156,6 +156,22 @@ class OpenAIEngine:
                                    f"longer than the {self.timeout_s:g} s timeout: {response.text[:300]}")
             time.sleep(delay if retry_after is None else retry_after)
             attempt += 1
+
+    def _send(self, path: str, body: dict[str, Any]) -> Any:
+        """One attempt, its whole answer read within about `timeout_s`: httpx's timeouts bound each read, not the
+        answer, so an upstream that drips its body would hold the request far past its timeout."""
+        import httpx
+
+        deadline = time.monotonic() + self.timeout_s
+        with self.client.stream("POST", path, json=body) as response:
+            content = bytearray()
+            for chunk in response.iter_bytes():  # decoded: the answer below is given without its content-encoding
+                content += chunk
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(f"the answer took longer than the {self.timeout_s:g} s timeout", request=response.request)
+        headers = [(name, value) for name, value in response.headers.multi_items()
+                   if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+        return httpx.Response(response.status_code, headers=headers, content=bytes(content), request=response.request)
 
     def _answer(self, path: str, response: Any) -> dict[str, Any]:
         """A 200's completion; RuntimeError naming the endpoint for a body that is not JSON or holds no choice."""

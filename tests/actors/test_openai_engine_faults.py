@@ -116,3 +116,26 @@ def test_a_retry_after_longer_than_the_timeout_ends_the_retries_with_its_reason(
         engine.close()
     assert answer.finish_reason == "error" and len(sent) == 1 and waits == []
     assert "http://upstream:8000/v1/chat/completions answered 429 asking to retry after 3600 s" in answer.error, answer.error
+
+
+class DrippedBody(httpx.SyncByteStream):
+    """A completion's body sent a few bytes at a time, each well within a read timeout, the whole past it."""
+
+    def __iter__(self):
+        body = json.dumps({"choices": [{"message": {"content": "late"}, "finish_reason": "stop"}]}).encode()
+        for start in range(0, len(body), 8):
+            time.sleep(0.1)
+            yield body[start:start + 8]
+
+
+def test_the_timeout_bounds_an_answer_dripped_slower_than_it():
+    sent: list[dict] = []
+    engine = engine_answering(lambda body: httpx.Response(200, stream=DrippedBody()), sent)
+    engine.timeout_s = 0.3
+    started = time.monotonic()
+    try:
+        [answer] = engine.generate([GenerationRequest(messages=CHAT)])
+    finally:
+        engine.close()
+    assert time.monotonic() - started < 1.0 and answer.finish_reason == "error"
+    assert "took longer than the 0.3 s timeout" in answer.error and "http://upstream:8000" in answer.error, answer.error

@@ -38,6 +38,10 @@ DROPPABLE = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "see
 log = logging.getLogger(__name__)
 
 
+class TimedOut(RuntimeError):
+    """Every attempt timed out: the Completion's `timed_out`."""
+
+
 class OpenAIEngine:
     name = "openai"
     serves_here = False  # the model runs upstream: restarting the process that holds this client mends nothing there
@@ -138,7 +142,8 @@ class OpenAIEngine:
                 response = self._send(path, sent)
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 if attempt == self.max_retries:
-                    raise RuntimeError(f"{self.base_url}{path} unreachable after {attempt + 1} attempts: {exc}") from None
+                    failure = TimedOut if isinstance(exc, httpx.TimeoutException) else RuntimeError
+                    raise failure(f"{self.base_url}{path} unreachable after {attempt + 1} attempts: {exc}") from None
                 time.sleep(delay)
                 attempt += 1
                 continue
@@ -230,8 +235,8 @@ class OpenAIEngine:
             error = str(exc) if isinstance(exc, (RuntimeError, ValueError)) else \
                 f"{self.base_url}{path} answered a choice this engine cannot read ({type(exc).__name__}: {exc})"
             return Completion(text="", finish_reason="error", error=error, model=self.model, engine=self.name,
-                              invalid_request=isinstance(exc, InvalidRequest), latency_s=round(time.perf_counter() - started, 4),
-                              request_id=request.request_id)
+                              invalid_request=isinstance(exc, InvalidRequest), timed_out=isinstance(exc, TimedOut),
+                              latency_s=round(time.perf_counter() - started, 4), request_id=request.request_id)
 
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
         return list(self.pool.map(self._one, requests))

@@ -139,3 +139,20 @@ def test_the_timeout_bounds_an_answer_dripped_slower_than_it():
         engine.close()
     assert time.monotonic() - started < 1.0 and answer.finish_reason == "error"
     assert "took longer than the 0.3 s timeout" in answer.error and "http://upstream:8000" in answer.error, answer.error
+
+
+def test_a_request_whose_every_attempt_timed_out_says_so():
+    def upstream(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    engine = OpenAIEngine("http://upstream:8000/v1", "m", api_key_env=None, max_retries=1, backoff_s=0,
+                          transport=httpx.MockTransport(upstream))
+    refused = OpenAIEngine("http://upstream:8000/v1", "m", api_key_env=None, max_retries=0, backoff_s=0,
+                           transport=httpx.MockTransport(lambda request: httpx.Response(503, json={})))
+    try:
+        [timed_out], [unavailable] = engine.generate([GenerationRequest(messages=CHAT)]), refused.generate([GenerationRequest(messages=CHAT)])
+    finally:
+        engine.close()
+        refused.close()
+    assert timed_out.finish_reason == "error" and timed_out.timed_out and "unreachable after 2 attempts" in timed_out.error
+    assert unavailable.finish_reason == "error" and not unavailable.timed_out

@@ -48,7 +48,7 @@ from pipelines.build.dedup import Candidate, find_duplicates
 from pipelines.build.event_rows import TELEMETRY_SUFFIX, stage_events
 from pipelines.build.output import write_tables
 from pipelines.build.provenance_stage import stage_provenance
-from pipelines.build.settings import BuildSettings
+from pipelines.build.settings import BuildSettings, warn_if_unredacted
 from pipelines.build.columns import ScoredSessions
 from pipelines.build.index_stage import index_lake
 from pipelines.build.sessions import SessionRefs, group_sessions
@@ -259,6 +259,7 @@ def run_build(settings: BuildSettings, *, full: bool = False, org: str | None = 
         what = "has no raw/ folder" if lake.root.exists() else "does not exist"
         raise ConfigError(f"build.lake: {lake.root} {what}; point --lake at a lake the ingest service or a job wrote")
     contributors = _org_contributors(settings, lake, org)
+    warn_if_unredacted(settings)
     with running_build(lake):
         return _run_build(settings, lake, contributors, full=full, org=org, progress=progress)
 

@@ -128,6 +128,13 @@ def load_build_settings(path: str | Path | None = None, assignments=()) -> Build
     (as in Starcode) turns redaction off unless an assignment names `build.redaction.kinds` itself."""
     source = Path(path) if path else DEFAULT_CONFIG
     if not redaction_on():
-        log.warning("%s=%s: the build keeps secrets and personal data verbatim", REDACT_ENV, os.environ[REDACT_ENV])
         assignments = [("build.redaction.kinds", []), *assignments]
     return load_section(BuildSettings, source, "build", assignments)
+
+
+def warn_if_unredacted(settings: BuildSettings) -> None:
+    """One warning per build when nothing is redacted, whichever switch did it (`TELEMETRY_REDACT=false`, or
+    `build.redaction.kinds: []` by --set, variable or file); loading the settings warns nothing, as the CLI loads them twice."""
+    if not settings.redaction.kinds:
+        why = f"{REDACT_ENV}={os.environ[REDACT_ENV]}" if not redaction_on() else "build.redaction.kinds is empty"
+        log.warning("%s: the build keeps secrets and personal data verbatim", why)

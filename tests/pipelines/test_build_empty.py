@@ -38,3 +38,22 @@ def test_a_path_that_is_no_lake_is_refused(tmp_path, make):
     with pytest.raises(ConfigError, match=f"{lake} {'does not exist' if make == 'missing' else 'has no raw/ folder'}; point --lake"):
         run_build(settings_for(lake), progress=False)
     assert not (lake / "curated").exists()
+
+
+@pytest.mark.parametrize("switch", ["set", "TELEMETRY_REDACT"])
+def test_a_build_without_redaction_warns_once_whichever_switch_turned_it_off(tmp_path, monkeypatch, caplog, switch):
+    """`--set build.redaction.kinds=[]` turned redaction off without a word; TELEMETRY_REDACT=false warned once per
+    settings load, and `trajforge build` with a relative --lake loads them twice (twice the warning)."""
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    if switch == "TELEMETRY_REDACT":
+        monkeypatch.setenv("TELEMETRY_REDACT", "false")
+    more = [("build.redaction.kinds", [])] if switch == "set" else []
+    with caplog.at_level("WARNING", logger="pipelines.build"):
+        load_build_settings(None, [("build.lake", "lake"), *more])  # the CLI loads them first as given (a relative --lake),
+        settings = load_build_settings(None, [("build.lake", str(lake)), ("build.embedding.enabled", False), ("build.workers", 1),
+                                              ("build.cpus_per_task", 0.05), *more])  # then again with absolute paths
+        run_build(settings, progress=False)
+    why = "build.redaction.kinds is empty" if switch == "set" else "TELEMETRY_REDACT=false"
+    assert caplog.text.count("the build keeps secrets and personal data verbatim") == 1
+    assert f"{why}: the build keeps secrets and personal data verbatim" in caplog.text

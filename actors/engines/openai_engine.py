@@ -216,9 +216,12 @@ class OpenAIEngine:
             scored: dict[str, Any] = {}
             if request.prompt_logprobs is not None:
                 choice, scored = _split_echo(request, choice, usage.get("prompt_tokens", 0))
-            text = _chat_text(choice.get("message") or {}) if chat else choice.get("text", "")
-            text, cut = cut_at_stop(text, request.stop, keep=request.include_stop_str_in_output)
+            answered = _chat_text(choice.get("message") or {}) if chat else choice.get("text", "")
+            text, cut = cut_at_stop(answered, request.stop, keep=request.include_stop_str_in_output)
             token_ids, logprobs, top = self._tokens(choice, chat, request.top_logprobs)
+            if cut is not None:  # a stop the upstream did not honour: its tokens go on past it
+                sampled = _through_stop(_token_bytes(choice, chat), answered, answered.find(cut) + len(cut))
+                token_ids, logprobs, top = token_ids[:sampled], logprobs[:sampled], top[:sampled]
             # vLLM's server (and our front) says what ended the answer in `stop_reason`; OpenAI's says only "stop"
             known = "stop_reason" in choice or cut is not None
             return Completion(
@@ -286,6 +289,36 @@ def _chat_text(message: dict[str, Any]) -> str:
     reasoning = message.get("reasoning") or message.get("reasoning_content")
     thought = f"<think>{reasoning}</think>" if isinstance(reasoning, str) and reasoning else ""
     return thought + text + (calls_text(calls) if calls else "")
+
+
+def _token_bytes(choice: dict[str, Any], chat: bool) -> list[int] | None:
+    """Each sampled token's length in UTF-8 bytes (a chat entry's `bytes`, else its text); None when a token is named
+    only by its id."""
+    logprobs = choice.get("logprobs") or {}
+    entries = logprobs.get("content") or [] if chat else [{"token": token} for token in logprobs.get("tokens") or []]
+    sizes = []
+    for entry in entries:
+        if isinstance(entry.get("bytes"), list):
+            sizes.append(len(entry["bytes"]))
+        elif isinstance(entry.get("token"), str) and _token_id(entry["token"]) is None:
+            sizes.append(len(entry["token"].encode()))
+        else:
+            return None
+    return sizes
+
+
+def _through_stop(sizes: list[int] | None, answered: str, end: int) -> int:
+    """How many sampled tokens to keep when the text was cut at a stop ending at character `end`: those through the
+    one that completes the stop (as vLLM keeps a stop's tokens though its text leaves the stop out), or none when the
+    tokens do not spell the answer, so the ids and log-probabilities never describe text the completion lacks."""
+    if not sizes or sum(sizes) != len(answered.encode()):
+        return 0
+    wanted, total = len(answered[:end].encode()), 0
+    for count, size in enumerate(sizes, 1):
+        total += size
+        if total >= wanted:
+            return count
+    return len(sizes)
 
 
 def _token_id(name: Any) -> int | None:

@@ -132,7 +132,7 @@ def test_openai_engine_retries_overload_and_fails_requests_alone():
             return httpx.Response(400, json={"error": {"message": "nope"}})
         if len([c for c in calls if c == "ok"]) < 3:
             return httpx.Response(503, headers={"retry-after": "0"})
-        return httpx.Response(200, json={"model": "m", "choices": [{"text": "done</action>more", "finish_reason": "stop",
+        return httpx.Response(200, json={"model": "m", "choices": [{"text": "done", "finish_reason": "stop", "stop_reason": "</action>",
                                                                      "logprobs": {"tokens": ["token_id:5", "token_id:6"], "token_logprobs": [-0.1, -0.2]}}],
                                          "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
 

@@ -150,9 +150,39 @@ def test_a_request_whose_every_attempt_timed_out_says_so():
     refused = OpenAIEngine("http://upstream:8000/v1", "m", api_key_env=None, max_retries=0, backoff_s=0,
                            transport=httpx.MockTransport(lambda request: httpx.Response(503, json={})))
     try:
-        [timed_out], [unavailable] = engine.generate([GenerationRequest(messages=CHAT)]), refused.generate([GenerationRequest(messages=CHAT)])
+        [timed_out] = engine.generate([GenerationRequest(messages=CHAT)])
+        [unavailable] = refused.generate([GenerationRequest(messages=CHAT)])
     finally:
         engine.close()
         refused.close()
     assert timed_out.finish_reason == "error" and timed_out.timed_out and "unreachable after 2 attempts" in timed_out.error
     assert unavailable.finish_reason == "error" and not unavailable.timed_out
+
+
+def _chat_logprobs(tokens: list[str], ids: bool = False, with_bytes: bool = False) -> dict:
+    """Chat logprobs for `tokens`: named by their text, or as `token_id:N` (vLLM's ids, N from 5), with their bytes."""
+    return {"content": [{"token": f"token_id:{5 + i}" if ids else t, "logprob": -0.1 * (i + 1),
+                         **({"bytes": list(t.encode())} if with_bytes else {})} for i, t in enumerate(tokens)]}
+
+
+SAMPLED = ["ok", " <", "/act", "ion>", " more", " text"]
+
+
+@pytest.mark.parametrize("logprobs, kept", [
+    (_chat_logprobs(SAMPLED), 4),  # through the token that completes the stop
+    (_chat_logprobs(SAMPLED, ids=True, with_bytes=True), 4),  # named by ids, sized by their bytes
+    (_chat_logprobs(SAMPLED, ids=True), 0),  # ids without bytes: nothing says which tokens the text kept
+    (_chat_logprobs(["ok", " </action>"]), 0),  # tokens that do not spell the answer
+])
+def test_a_stop_the_upstream_ignored_cuts_the_tokens_with_the_text(logprobs, kept):
+    """An upstream that does not honour `stop` (OpenAI's reasoning models, some proxies) answers past it; the text is
+    cut here, and the ids and log-probabilities must not go on describing the text after it."""
+    answer = {"choices": [{"message": {"content": "ok </action> more text"}, "finish_reason": "stop", "logprobs": logprobs}]}
+    engine = engine_answering(lambda body: httpx.Response(200, json=answer), [])
+    try:
+        [done] = engine.generate([GenerationRequest(messages=CHAT, stop=["</action>"])])
+    finally:
+        engine.close()
+    assert (done.text, done.stop_reason) == ("ok ", "</action>")
+    assert len(done.logprobs) == kept and done.logprobs == [entry["logprob"] for entry in logprobs["content"][:kept]]
+    assert done.token_ids == ([5, 6, 7, 8] if kept and logprobs["content"][0]["token"].startswith("token_id:") else [])

@@ -373,6 +373,10 @@ def test_the_help_says_what_a_build_writes(capsys):
         main(["build", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "<lake>/curated/<build id>/" in text and "manifest.json" in text and "Without --full it builds only" in text
+    from trajforge.contracts.curated import TABLES
+
+    written = text.split("<lake>/curated/<build id>/:", 1)[1].split("tables as Parquet", 1)[0]
+    assert [name for name in TABLES if name not in written] == []  # the provenance table was left out
 
 
 def test_builds_started_in_the_same_second_get_their_own_ids_and_folders(tmp_path):

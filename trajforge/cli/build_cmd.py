@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = ("A build writes <lake>/curated/<build id>/: the trajectories, sft, behavior and duplicates tables as Parquet and "
+    parser.epilog = ("A build writes <lake>/curated/<build id>/: the trajectories, sft, behavior, duplicates and provenance (agent actions with their outcomes) tables as Parquet and "
                      "manifest.json (row counts, exclusions, redactions, quarantined records, the sha256 of every file, the config "
                      "hash and code version), then points curated/LATEST at it (an --org build: curated/LATEST.org=<org>, so `latest` stays the whole lake's; "
                      "name it `latest:<org>`). Without --full it builds only the sessions that "

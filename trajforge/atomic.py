@@ -105,7 +105,10 @@ def _locked_staging(target: Path) -> tuple[Path, int]:
     while True:
         staging = _sibling(target, "new")
         staging.mkdir()
-        fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:  # removed as a leftover between its mkdir and this open: make another
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while `remove_leftovers`, which locked it first, removes it
         except OSError:  # no flock on this filesystem: the host and pid in the name protect it instead

@@ -121,6 +121,24 @@ def test_a_publish_removes_what_killed_publishers_of_its_folder_left_and_nothing
     assert atomic.remove_leftovers_in(tmp_path) == [other]  # a whole folder's at once
 
 
+def test_a_staging_folder_removed_as_a_leftover_before_its_writer_opened_it_is_made_again(tmp_path, monkeypatch):
+    """Another writer's `remove_leftovers` can see a fresh staging folder between its mkdir and the flock that marks it
+    live, and remove it: the writer makes another instead of failing with FileNotFoundError."""
+    real_open, taken = os.open, []
+
+    def open_after_a_removal(path, flags, *args, **kwargs):
+        if ".cache.new-" in str(path) and not taken:  # the writer's first open of its staging folder
+            taken.append(path)
+            assert [p.name for p in atomic.remove_leftovers(tmp_path / "cache")] == [Path(path).name]
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(atomic.os, "open", open_after_a_removal)
+    with atomic.staged_dir(tmp_path / "cache") as staging:
+        (staging / "rows").write_text("all")
+    assert taken and (tmp_path / "cache" / "rows").read_text() == "all"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
 def test_without_flock_only_this_hosts_temporary_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
     def no_flock(fd, operation):
         raise OSError(errno.ENOLCK, "No locks available")

@@ -178,6 +178,9 @@ def print_estimate(settings: LearnerSettings, cluster: ClusterSettings) -> Estim
     if learner.gpus_per_node and gpus * nodes != learner.nodes * learner.gpus_per_node:
         print(f"trained by {gpus * nodes} worker(s), one per GPU (learner.workers.count is {settings.workers.count}; configs/cluster.yaml "
               f"gives the learner {learner.nodes} x {learner.gpus_per_node} GPUs)")
+    elif learner.gpus_per_node and settings.workers.count > gpus * nodes:  # capped: the run starts one worker per GPU
+        print(f"trained by {gpus * nodes} worker(s), one per GPU: learner.workers.count is {settings.workers.count}, more than the "
+              f"{learner.nodes} x {learner.gpus_per_node} GPUs configs/cluster.yaml gives the learner")
     if settings.zero.stage == 3:
         estimate_zero3_model_states_mem_needs_all_cold(result.total_params, result.largest_layer_params, num_gpus_per_node=gpus, num_nodes=nodes)
     else:

@@ -97,6 +97,9 @@ def test_the_estimate_is_for_the_gpus_the_workers_use_not_every_gpu_of_the_learn
     out = capsys.readouterr().out
     assert "trained by 1 worker(s), one per GPU (learner.workers.count is 1; configs/cluster.yaml gives the learner 1 x 2 GPUs)" in out
     assert "HW: Setup with 1 node, 1 GPU per node." in out and "does NOT fit 1 x RTX 5090" in out
+    assert main(["--estimate", "--set", "learner.model=qwen3-14b", "--set", "learner.workers.count=4"]) == 0
+    assert ("trained by 2 worker(s), one per GPU: learner.workers.count is 4, more than the 1 x 2 GPUs configs/cluster.yaml "
+            "gives the learner") in capsys.readouterr().out  # it was capped without a word
 
 
 def test_the_host_memory_without_offload_is_not_called_offloaded_and_a_miss_says_what_to_try(capsys):

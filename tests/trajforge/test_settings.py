@@ -161,6 +161,19 @@ def test_a_missing_config_file_is_named_without_telling_to_pass_config(tmp_path,
         read_yaml(SHIPPED_CONFIGS / "gone.yaml")
 
 
+def test_a_config_that_is_a_folder_or_not_text_is_a_config_error_naming_it(tmp_path):
+    """A folder or binary bytes where the YAML file is wanted is one line naming the path and the flag (it was an
+    IsADirectoryError / UnicodeDecodeError traceback)."""
+    from trajforge.settings import read_yaml
+
+    garbage = tmp_path / "garbage.yaml"
+    garbage.write_bytes(bytes([0xA1, 0xFF, 0x00, 0x80]) * 10)
+    with pytest.raises(ConfigError, match=r"domains file .* \(given with --domains\) is a folder: give the YAML file"):
+        read_yaml(tmp_path, given_by="--domains", kind="domains file")
+    with pytest.raises(ConfigError, match=r"config file .*garbage\.yaml \(given with --config\) is not UTF-8 text"):
+        read_yaml(garbage, given_by="--config")
+
+
 def test_a_missing_config_given_relative_to_the_checkout_is_the_users_path_not_a_missing_default(monkeypatch, capsys):
     """`--config configs/nope.yaml` run in the checkout (as in a submitted job's copy of it) names the path as given and
     the folder; it is no shipped default to restore with git."""

@@ -53,11 +53,21 @@ def read_yaml(path: str | Path, given_by: str | None = None, kind: str = "config
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(_missing_file(path, given_by, kind)) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{kind} {path}{_given(given_by)} is a folder: give the YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{kind} {path}{_given(given_by)} is not UTF-8 text: give a YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {kind} {path}{_given(given_by)} ({exc.strerror or exc}): check the path and its permissions") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return data
+
+
+def _given(given_by: str | None) -> str:
+    return f" (given with {given_by})" if given_by else ""
 
 
 def _missing_file(path: Path, given_by: str | None, kind: str) -> str:

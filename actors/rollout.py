@@ -42,8 +42,14 @@ def read_tasks(path: Path, limit: int | None = None, hint: str = NO_TASKS_HINT) 
 
     if not path.is_file():
         raise ConfigError(f"no tasks at {path}" + (f": {hint}" if hint else ""))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}): give a file of JSON lines, one task a line") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path} ({exc.strerror or exc}): check its permissions") from None
     tasks = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

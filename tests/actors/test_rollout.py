@@ -83,6 +83,17 @@ def test_a_tasks_file_the_loop_cannot_run_is_refused_before_any_actor_starts(tmp
     assert problem in capsys.readouterr().err
 
 
+def test_a_tasks_file_of_binary_bytes_is_one_line_not_a_decode_traceback(tmp_path, capsys, monkeypatch):
+    import actors.rollout
+
+    monkeypatch.setattr(actors.rollout, "rollout", lambda *args, **kwargs: pytest.fail("the rollout started"))
+    tasks_file = tmp_path / "tasks.jsonl"
+    tasks_file.write_bytes(b'{"task_id": "a"}\n\x00\xff\xa1garbage\n')
+    assert main(["--tasks", str(tasks_file), "--lake", str(tmp_path / "lake")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tasks_file} is not UTF-8 text (byte 18): give a file of JSON lines" in err and "Traceback" not in err
+
+
 def test_a_prompts_file_the_loop_cannot_fill_is_refused_before_any_actor_starts(tmp_path, capsys, monkeypatch):
     import actors.rollout
 

@@ -85,7 +85,8 @@ def _copy_directory(source: Path, workspace: Path) -> None:
     """Copy regular files and directories; a symlink is kept only when it stays inside the snapshot. A name that is
     not portable (see `check_relative_path`) is refused, as in a {path: content} snapshot."""
     if not source.is_dir():
-        raise InvalidAction(f"snapshot directory {source} does not exist")
+        what = "is a file, not a directory" if source.exists() else "does not exist"
+        raise InvalidAction(f"snapshot directory {source} {what}: give the folder to copy")
     source = source.resolve()
     seen: dict[str, str] = {}
     for directory, dirnames, filenames in os.walk(source, followlinks=False):

@@ -76,6 +76,18 @@ def test_an_invalid_workspace_exits_1_like_an_invalid_action(apply, tmp_path):
     assert run.returncode == 1 and "points outside the snapshot" in run.stderr
     missing = apply(workspace=tmp_path / "nope")
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+    a_file = tmp_path / "afile"
+    a_file.write_text("x\n")
+    not_a_folder = apply(workspace=a_file)
+    assert not_a_folder.returncode == 1 and f"snapshot directory {a_file} is a file, not a directory" in not_a_folder.stderr
+
+
+def test_an_action_file_of_binary_bytes_is_one_line_not_a_decode_traceback(apply, tmp_path):
+    action = tmp_path / "action.json"
+    action.write_bytes(b"\xa1\xff\x00 not text")
+    run = apply("--action", str(action))
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert f"--action '{action}' cannot be read as text" in run.stderr
 
 
 @pytest.mark.parametrize("spec,message", [

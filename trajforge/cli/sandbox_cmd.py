@@ -54,7 +54,10 @@ def _read_action(text: str) -> str:
     if not path.is_file():
         raise SystemExit(f"trajforge sandbox: --action {text!r} is not a file: give ACTION.json (or .yaml), '-' to read stdin, "
                          f"or the JSON itself (starting with '{{')")
-    return path.read_text(encoding="utf-8")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"trajforge sandbox: --action {text!r} cannot be read as text ({exc}): give ACTION.json (or .yaml)") from None
 
 
 def _tests_problem(tests: dict) -> str:

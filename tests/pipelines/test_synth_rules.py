@@ -170,6 +170,18 @@ def test_sandbox_settings_are_applied_and_a_bad_one_stops_the_job_before_it_star
     assert not (tmp_path / "lake").exists()
 
 
+def test_a_lake_that_is_a_file_is_refused_before_any_jail_starts(tmp_path, capsys):
+    """It was a NotADirectoryError raised in a Ray Data worker: a traceback of the verifying actors."""
+    from trajforge.cli.main import main
+
+    a_file = tmp_path / "lake"
+    a_file.write_text("not a lake\n")
+    assert main(["synth-rules", "--lake", str(a_file), "--limit", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"--lake: {a_file} is not a folder; give the lake to write the tasks into (nothing was written)" in err, err
+    assert a_file.read_text() == "not a lake\n"
+
+
 def test_a_run_that_verifies_nothing_fails_and_keeps_the_lakes_tasks(serve_url, tmp_path, capsys):
     from pipelines.synth_rules import NothingVerified, run
 

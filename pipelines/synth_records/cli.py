@@ -93,7 +93,10 @@ def _settings(args: argparse.Namespace, make_model: bool) -> Any:
     config = args.config and _existing(args.config)
     if args.verb == "resume":  # the rest of a job is generated as its start was, unless a --set says otherwise
         assignments = _recorded(load_synth_settings(config, assignments), args.job, assignments) + assignments
-    return absolute_settings(load_synth_settings(config, assignments), make_model=make_model)
+    settings = absolute_settings(load_synth_settings(config, assignments), make_model=make_model)
+    if settings.lake.exists() and not settings.lake.is_dir():
+        raise ConfigError(f"synth_records.lake: {settings.lake} is not a folder; give the lake that holds the jobs with --lake")
+    return settings
 
 
 def _recorded(settings: Any, job_id: str, given: list[Any]) -> list[Assignment]:

@@ -237,6 +237,18 @@ def test_the_command_refuses_a_set_it_would_ignore_and_a_bad_schema_with_the_rea
     assert "--records: 0 is not at least 1" in capsys.readouterr().err and not (tmp_path / "lake").exists()
 
 
+def test_a_lake_that_is_a_file_is_refused_by_every_verb_and_nothing_is_written(tmp_path, capsys):
+    """run made its job folder under the file (a NotADirectoryError traceback); list showed an empty lake."""
+    a_file = tmp_path / "lake"
+    a_file.write_text("not a lake\n")
+    (tmp_path / "schema.json").write_text(json.dumps({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}))
+    for verb in (["run", "--schema", str(tmp_path / "schema.json"), "--description", "d", "--records", "1",
+                  "--set", "synth_records.engine=openai", "--set", "synth_records.openai.base_url=http://127.0.0.1:9"], ["list"]):
+        code, _, err = _cli([*verb, "--lake", str(a_file)], capsys)
+        assert code == 2 and f"synth_records.lake: {a_file} is not a folder; give the lake that holds the jobs" in err, err
+        assert "Traceback" not in err and a_file.read_text() == "not a lake\n"
+
+
 def test_the_command_lists_shows_and_exports_a_job(tmp_path, capsys):
     files = _finished_job(tmp_path, [{"i": 0, "ok": True, "data": good_record(0)}, {"i": 1, "ok": True, "data": good_record(1)},
                                      {"i": 2, "ok": True, "data": good_record(2)}, {"i": 3, "ok": False, "error": "bad"}])

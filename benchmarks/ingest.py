@@ -17,6 +17,7 @@ import argparse
 import math
 import os
 import random
+import shutil
 import socket
 import tempfile
 import time
@@ -134,14 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in DIRECT_INGRESS_ENV.items():  # the ingest replica also answers on its own port: measured too
         os.environ.setdefault(name, value)
     ray.init(logging_level="ERROR", log_to_driver=False, include_dashboard=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"lake": lake, "rate_limits": NO_LIMITS}), name="ingest", route_prefix="/")
-    serve.run(echo_app.build(256), name="echo", route_prefix="/echo")
     url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, 120)
-    direct_url = (direct_endpoints("127.0.0.1", port).get("ingest") or [url])[0]
     rows = []
     try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app({"lake": lake, "rate_limits": NO_LIMITS}), name="ingest", route_prefix="/")
+        serve.run(echo_app.build(256), name="echo", route_prefix="/echo")
+        wait_healthy(url, 120)
+        direct_url = (direct_endpoints("127.0.0.1", port).get("ingest") or [url])[0]
         for kilobytes in (1, 8):
             expected_rate = 6000 if kilobytes == 1 else 2000
             bodies = sign_bodies(http_sessions(url, 64), int(expected_rate * args.seconds * 1.5), kilobytes)
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         serve.shutdown()
         ray.shutdown()
+        shutil.rmtree(lake, ignore_errors=True)  # the benchmark's own lake: nothing left in /tmp
 
     print(f"\ningest benchmark: concurrency {args.concurrency}, {args.seconds:.0f} s per HTTP run, batch of {args.batch}")
     print(f"direct: {direct_url} (the ingest replica's own port, Serve's direct ingress; {'on' if direct_url != url else 'off, so the proxy again'})")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         tokens = ray.get(actor.health.remote())["generated_tokens"] - before
     finally:
         ray.shutdown()
+        shutil.rmtree(lake, ignore_errors=True)  # the benchmark's own lake: nothing left in /tmp
     steps = sum(s["steps"] for s in summaries)
     verified = sum(s["verified"] for s in summaries)
     loop_rate = tokens / wall

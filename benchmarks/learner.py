@@ -202,7 +202,7 @@ def main() -> None:
     parser.add_argument("--learner-micro-batch", type=int, default=None, help="default 8 on GPU, 2 on CPU")
     parser.add_argument("--peak-tflops", type=float, default=None, help="default 989 (H100 dense BF16) on GPU, 0.1 on CPU")
     parser.add_argument("--build", type=Path, default=None, help="a curated build to train on (default: the example sessions as sft rows)")
-    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--workdir", type=Path, default=None, help="where to keep the model, rows and checkpoints (default: a temporary folder, removed after)")
     parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE...]",
                         help="also run the learner with these settings changed (dotted paths of configs/learner.yaml's "
                              "`learner:` section, e.g. train.gradient_checkpointing=false); repeatable, one row each")
@@ -223,8 +223,17 @@ def main() -> None:
     args.learner_micro_batch = args.learner_micro_batch or (8 if on_gpu else 2)
     args.tokens = args.tokens or (40 * 4 * args.seq_len if on_gpu else 12 * 2 * args.seq_len)
     args.peak_tflops = args.peak_tflops or (989.0 if on_gpu else 0.1)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-learner-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        measure(args, on_gpu, args.workdir, phase)
+    else:  # its own folder (model, rows, checkpoints: about 170 MB on CPU), removed after
+        with tempfile.TemporaryDirectory(prefix="bench-learner-", ignore_cleanup_errors=True) as workdir:
+            measure(args, on_gpu, Path(workdir), phase)
+
+
+def measure(args: argparse.Namespace, on_gpu: bool, workdir: Path, phase: Phases) -> None:
+    """Runs the plain loop, the learner and its variants in `workdir`, and prints their rows and ratios."""
+    import torch
 
     import ray
 
@@ -256,6 +265,7 @@ def main() -> None:
             continue
         rows.append((label, result, dict(overrides).get("train.micro_batch_size", args.learner_micro_batch)))
         phase(f"{label}: {result['tokens_per_s']:,.0f} tokens/s")
+    ray.shutdown()  # before the rows print (and a failed learner exits): its workers wrote in workdir
     width = max(len(name) for name, _, _ in rows)
     print(f"{'run':<{width}} {'micro-batch':>11} {'steps':>6} {'tokens/s':>10} {'MFU':>7} {'memory GB':>10} {'/ plain':>8}")
     for name, result, batch in rows:
@@ -266,7 +276,6 @@ def main() -> None:
         raise SystemExit("the learner's run failed (above)")
     print(f"learner / plain: tokens/s {learner['tokens_per_s'] / plain['tokens_per_s']:.2f}x, MFU {learner['mfu'] / plain['mfu']:.2f}x "
           f"(target on the GPU machine: tokens/s >= 1.5x)")
-    ray.shutdown()
 
 
 if __name__ == "__main__":

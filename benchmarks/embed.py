@@ -165,7 +165,10 @@ def report_pipeline(args: argparse.Namespace) -> None:
           f"{(load_s + encode_s) / pipeline_s:.2f}x one process   (target >= 2x on a GPU machine)")
     print(f"    against encode() alone                              {encode_s / pipeline_s:.2f}x   "
           f"(the pipeline's start-up of {first_out - started:.1f} s counted, the process's load not)")
-    print(f"    once streaming                {streaming_rate:8.1f} sentences/s   {streaming_rate / single_rate:.2f}x encode()   (after the first batch is out)")
+    if rows > first_rows:
+        print(f"    once streaming                {streaming_rate:8.1f} sentences/s   {streaming_rate / single_rate:.2f}x encode()   (after the first batch is out)")
+    else:  # nothing came after the first batch: no streaming rate to give (it printed 0.0, 0.00x)
+        print(f"    once streaming                     n/a   (all {rows} texts came in the first batch; more --texts measure it)")
 
 
 if __name__ == "__main__":

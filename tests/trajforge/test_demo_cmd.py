@@ -59,3 +59,14 @@ def test_a_demo_killed_while_writing_the_teacher_tasks_leaves_the_last_ones_whol
         _synth_and_teach(tmp_path / "lake", runs)
     assert [path.name for path in runs.iterdir()] == ["demo-teacher-tasks.jsonl"] and not taught
     assert (runs / "demo-teacher-tasks.jsonl").read_text() == "the last demo's tasks\n"
+
+
+@pytest.mark.parametrize("steps", ["0", "-3"])
+def test_train_steps_below_one_are_refused_by_the_parser_before_anything_starts(tmp_path, capsys, steps):
+    """--train-steps 0 started Ray, Serve and the whole demo, and failed at the training step a minute later."""
+    from trajforge.cli.main import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["demo", "--train-steps", steps, "--lake", str(tmp_path / "lake"), "--runs", str(tmp_path / "runs")])
+    assert refused.value.code == 2 and f"--train-steps: {steps} is not at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "lake").exists() and not (tmp_path / "runs").exists()

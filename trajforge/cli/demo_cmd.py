@@ -18,6 +18,7 @@ from pathlib import Path
 
 from trajforge.atomic import write_atomic
 from trajforge.cli import serve_cmd
+from trajforge.cli.common import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sessions", type=Path, default=None, help="folder of recorded sessions (default examples/sessions)")
     parser.add_argument("--config", type=Path, default=None, help="Serve config file (default configs/serve.yaml)")
     parser.add_argument("--runs", type=Path, default=Path("./runs"), help="where the training run goes (default ./runs; replaced each demo)")
-    parser.add_argument("--train-steps", type=int, default=30, help="optimizer steps of the demo's training run (default 30)")
+    parser.add_argument("--train-steps", type=positive_int, default=30, help="optimizer steps of the demo's training run (default 30)")
 
 
 def config_roots(args: argparse.Namespace) -> list[str]:

@@ -70,3 +70,18 @@ def test_train_steps_below_one_are_refused_by_the_parser_before_anything_starts(
         main(["demo", "--train-steps", steps, "--lake", str(tmp_path / "lake"), "--runs", str(tmp_path / "runs")])
     assert refused.value.code == 2 and f"--train-steps: {steps} is not at least 1" in capsys.readouterr().err
     assert not (tmp_path / "lake").exists() and not (tmp_path / "runs").exists()
+
+
+def test_sessions_that_are_not_a_folder_of_recordings_are_a_usage_error_on_stderr(tmp_path, capsys):
+    """It printed `no recorded sessions in X` on stdout and exited 1, saying neither what was wrong nor what to give."""
+    from trajforge.cli.main import main
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "afile").write_text("x\n")
+    base = ["demo", "--lake", str(tmp_path / "lake"), "--runs", str(tmp_path / "runs"), "--port", "8689"]
+    for name, what in (("nope", "does not exist"), ("afile", "is not a folder"), ("empty", "has no recorded sessions (*.json)")):
+        assert main([*base, "--sessions", str(tmp_path / name)]) == 2
+        out, err = capsys.readouterr()
+        assert f"trajforge demo: --sessions: {tmp_path / name} {what}: give a folder of recorded sessions such as" in err, err
+        assert out == ""
+    assert not (tmp_path / "lake").exists() and not (tmp_path / "runs").exists()

@@ -19,6 +19,7 @@ from pathlib import Path
 from trajforge.atomic import write_atomic
 from trajforge.cli import serve_cmd
 from trajforge.cli.common import positive_int
+from trajforge.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,8 +55,8 @@ def run_command(args: argparse.Namespace) -> int:
     folder = args.sessions or EXAMPLES
     paths = recorded_sessions(folder)
     if not paths:
-        print(f"no recorded sessions in {folder}")
-        return 1
+        what = "does not exist" if not folder.exists() else ("is not a folder" if not folder.is_dir() else "has no recorded sessions (*.json)")
+        raise ConfigError(f"--sessions: {folder} {what}: give a folder of recorded sessions such as {EXAMPLES} (nothing was started)")
     _section("starting Ray and the Serve applications")
     started = time.monotonic()
     try:

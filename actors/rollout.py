@@ -146,7 +146,7 @@ def run_command(args: argparse.Namespace) -> int:
     from actors.prompting import load_prompts
     from actors.task_queue import connect_cluster
     from trajforge.cluster import ray_to_join
-    from trajforge.lake import Lake
+    from trajforge.lake import Lake, refuse_a_file
     from trajforge.settings.job_paths import absolute_data_paths
 
     assignments = [parse_assignment(text) for text in getattr(args, "assignments", [])]
@@ -157,6 +157,7 @@ def run_command(args: argparse.Namespace) -> int:
     for _, path in absolute_data_paths({"--tasks": args.tasks}, "--tasks /shared/tasks.jsonl"):
         args.tasks = Path(path)
     settings = absolute_actor_settings(load_actor_settings(args.config, assignments), make_model=False, sandbox_assignments=assignments)
+    refuse_a_file(Path(settings.lake), "actors.lake (--lake)", "the lake the step records go to")
     try:
         load_prompts(settings.prompts)  # a bad prompts file is refused here, not by every actor as it starts
     except ConfigError as exc:

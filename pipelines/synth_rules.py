@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 from trajforge.atomic import staged_dir
 from trajforge.cli.common import positive_int
 from trajforge.cluster import init_ray
-from trajforge.errors import ConfigError, TrajforgeError
-from trajforge.lake import Lake
+from trajforge.errors import TrajforgeError
+from trajforge.lake import Lake, refuse_a_file
 from trajforge.settings import parse_assignment
 
 if TYPE_CHECKING:
@@ -156,8 +156,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     for _, path in absolute_data_paths({"--lake": args.lake}, "--lake /shared/lake"):
         args.lake = Path(path)
-    if args.lake.exists() and not args.lake.is_dir():
-        raise ConfigError(f"--lake: {args.lake} is not a folder; give the lake to write the tasks into (nothing was written)")
+    refuse_a_file(args.lake, "--lake", "the lake to write the tasks into")
     report = run(args.lake, args.workers, args.limit, sandbox_assignments=[parse_assignment(text) for text in getattr(args, "assignments", [])])
     print(json.dumps({key: value for key, value in report.items() if key != "dropped"}, indent=2))
     if report["dropped"]:

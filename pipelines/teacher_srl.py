@@ -331,11 +331,13 @@ def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
 
 def run_command(args: argparse.Namespace) -> int:
     from sandbox.settings import absolute_sandbox_settings
+    from trajforge.lake import refuse_a_file
 
     assignments = [parse_assignment(text) for text in getattr(args, "assignments", [])]
     if args.lake is not None:
         assignments.append(("teacher.lake", str(args.lake)))
     settings = absolute_teacher_settings(load_teacher_settings(args.config, assignments))
+    refuse_a_file(Path(settings.lake), "teacher.lake (--lake)", "the lake the trajectories go to")
     sandbox = absolute_sandbox_settings(None, assignments)
     result = run(settings, sandbox=sandbox)
     print(json.dumps(result, indent=2))

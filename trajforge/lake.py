@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trajforge.errors import LakeCorruption
+from trajforge.errors import ConfigError, LakeCorruption
+
+
+def refuse_a_file(root: Path, setting: str, what: str) -> None:
+    """A lake root that is there but not a folder stops the command before it starts anything (it was a
+    NotADirectoryError in whichever Ray worker first made a folder under it)."""
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{setting}: {root} is not a folder; give {what} (nothing was written)")
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ def config_roots(args: argparse.Namespace) -> tuple[str, ...]:
 
 def _settings(args: argparse.Namespace, make_model: bool) -> Any:
     from pipelines.synth_records.settings import absolute_settings, load_synth_settings
+    from trajforge.lake import refuse_a_file
 
     command = f"trajforge {args.command}" if getattr(args, "command", None) else "python -m pipelines.synth_records"
     assignments = parse_assignments(args.assignments, ROOTS, f"{command} {args.verb}")
@@ -94,8 +95,7 @@ def _settings(args: argparse.Namespace, make_model: bool) -> Any:
     if args.verb == "resume":  # the rest of a job is generated as its start was, unless a --set says otherwise
         assignments = _recorded(load_synth_settings(config, assignments), args.job, assignments) + assignments
     settings = absolute_settings(load_synth_settings(config, assignments), make_model=make_model)
-    if settings.lake.exists() and not settings.lake.is_dir():
-        raise ConfigError(f"synth_records.lake: {settings.lake} is not a folder; give the lake that holds the jobs with --lake")
+    refuse_a_file(settings.lake, "synth_records.lake (--lake)", "the lake that holds the jobs")
     return settings
 
 

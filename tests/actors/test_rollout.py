@@ -94,6 +94,19 @@ def test_a_tasks_file_of_binary_bytes_is_one_line_not_a_decode_traceback(tmp_pat
     assert f"{tasks_file} is not UTF-8 text (byte 18): give a file of JSON lines" in err and "Traceback" not in err
 
 
+def test_a_lake_that_is_a_file_is_refused_before_any_actor_starts(tmp_path, capsys, monkeypatch):
+    """It was a NotADirectoryError in the generation actors' start, with Ray's traceback of the actor above it."""
+    import actors.rollout
+
+    monkeypatch.setattr(actors.rollout, "rollout", lambda *args, **kwargs: pytest.fail("the rollout started"))
+    a_file, tasks_file = tmp_path / "lake", tmp_path / "tasks.jsonl"
+    a_file.write_text("not a lake\n")
+    tasks_file.write_text(json.dumps(TASKS[0]) + "\n")
+    assert main(["--tasks", str(tasks_file), "--lake", str(a_file)]) == 2
+    err = capsys.readouterr().err
+    assert f"actors.lake (--lake): {a_file} is not a folder; give the lake the step records go to (nothing was written)" in err, err
+
+
 def test_a_prompts_file_the_loop_cannot_fill_is_refused_before_any_actor_starts(tmp_path, capsys, monkeypatch):
     import actors.rollout
 

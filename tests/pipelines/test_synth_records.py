@@ -245,7 +245,7 @@ def test_a_lake_that_is_a_file_is_refused_by_every_verb_and_nothing_is_written(t
     for verb in (["run", "--schema", str(tmp_path / "schema.json"), "--description", "d", "--records", "1",
                   "--set", "synth_records.engine=openai", "--set", "synth_records.openai.base_url=http://127.0.0.1:9"], ["list"]):
         code, _, err = _cli([*verb, "--lake", str(a_file)], capsys)
-        assert code == 2 and f"synth_records.lake: {a_file} is not a folder; give the lake that holds the jobs" in err, err
+        assert code == 2 and f"synth_records.lake (--lake): {a_file} is not a folder; give the lake that holds the jobs" in err, err
         assert "Traceback" not in err and a_file.read_text() == "not a lake\n"
 
 

@@ -346,3 +346,14 @@ def test_processed_records_are_taught_beside_synthetic_tasks_their_gold_is_post_
     assert len(rewards) == 4 and not any(reward["matches_gold"] for reward in rewards)
     assert any(reward["verified"] and reward["matches_gold"] is False for reward in rewards)
     assert "| processed:train | 4 |" in (tmp_path / "wrong" / "reports" / "metrics.md").read_text()
+
+
+def test_a_lake_that_is_a_file_is_refused_before_any_worker_starts(tmp_path, capsys):
+    """It was a NotADirectoryError in the teacher workers' start, with Ray's traceback of the actor above it."""
+    a_file, tasks = tmp_path / "lake", tmp_path / "tasks.jsonl"
+    a_file.write_text("not a lake\n")
+    tasks.write_text(json.dumps({"task_id": "t", "instruction": "x", "language": "python", "pre": "print(1)\n"}) + "\n")
+    assert main(["teacher", "--lake", str(a_file), "--set", f"teacher.tasks={tasks}"]) == 2
+    err = capsys.readouterr().err
+    assert f"teacher.lake (--lake): {a_file} is not a folder; give the lake the trajectories go to (nothing was written)" in err, err
+    assert "Traceback" not in err and a_file.read_text() == "not a lake\n"

@@ -68,3 +68,31 @@ def test_python_m_help_wraps_a_one_line_epilog_and_keeps_a_docstrings_lines(caps
     tail = shown[shown.index("A run writes"):].splitlines()
     assert len(tail) > 1 and all(len(line) <= 100 for line in tail)
     assert " ".join(tail).split() == epilog.split()
+
+
+def _parsers(parser, path):
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, [*path, name])
+
+
+def test_every_command_and_verb_says_what_it_does_and_every_argument_has_a_help_text():
+    """`trajforge queue status --help` showed no description and a bare `name` (so did put and drop)."""
+    import argparse
+
+    from trajforge.cli.main import build_parser
+
+    missing = []
+    for path, parser in _parsers(build_parser(), ["trajforge"]):
+        if len(path) > 1 and not parser.description:
+            missing.append(f"{' '.join(path)}: no description")
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):  # each of its choices has the help instead
+                missing += [f"{' '.join(path)} {choice.dest}: no help" for choice in action._choices_actions if not choice.help]
+            elif not action.help and not isinstance(action, argparse._HelpAction):
+                missing.append(f"{' '.join(path)}: {action.option_strings or action.dest} has no help")
+    assert not missing, missing

@@ -15,13 +15,14 @@ from trajforge.cli.common import common_arguments
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    put = verbs.add_parser("put", help="append the tasks of a JSON-lines file to the queue, made on first use")
-    put.add_argument("name", help="the queue's name (rollout --queue NAME)")
+    said = {"put": "append the tasks of a JSON-lines file to the queue, made on first use (every line is checked first: "
+                   "a bad one queues nothing)",
+            "status": "print the tasks waiting and the tasks out on lease to a rollout, as JSON",
+            "drop": "remove the queue and every task still in it"}
+    put, status, drop = (verbs.add_parser(verb, help=text, description=text[:1].upper() + text[1:] + ".") for verb, text in said.items())
+    for verb in (put, status, drop):
+        verb.add_argument("name", help="the queue's name (rollout --queue NAME)")
     put.add_argument("tasks", help="JSON lines of tasks, each with task_id, instruction, language and files or pre")
-    status = verbs.add_parser("status", help="print the tasks waiting and the tasks out on lease to a rollout, as JSON")
-    status.add_argument("name")
-    drop = verbs.add_parser("drop", help="remove the queue and every task still in it")
-    drop.add_argument("name")
     for verb in (put, status, drop):
         common_arguments(verb, nested=True)
         verb.add_argument("--address", default="auto", help="the Ray cluster holding the queue (default auto: the running one)")

@@ -52,6 +52,9 @@ def test_the_command_prints_it_and_names_a_missing_lake(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["builds"][0]["latest"] is True
     assert main(["lake", "info", "--lake", str(tmp_path / "nowhere")]) == 2
     assert "nowhere does not exist: give the lake with --lake" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x\n")
+    assert main(["lake", "info", "--lake", str(tmp_path / "afile")]) == 2
+    assert "afile is not a folder: give the lake with --lake" in capsys.readouterr().err  # it said "does not exist"
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["lake", "info", "--lake", str(empty)]) == 0

@@ -74,7 +74,8 @@ def run_command(args: argparse.Namespace) -> int:
         from pipelines.lake_info import summary as info_summary
 
         if not Path(args.lake).is_dir():
-            print(f"trajforge lake info: {Path(args.lake).resolve()} does not exist: give the lake with --lake", file=sys.stderr)
+            what = "is not a folder" if Path(args.lake).exists() else "does not exist"
+            print(f"trajforge lake info: {Path(args.lake).resolve()} {what}: give the lake with --lake", file=sys.stderr)
             return 2
         found = lake_info(Lake.at(args.lake), args.builds)
         print(json.dumps(found, indent=2) if args.json else info_summary(found))

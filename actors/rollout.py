@@ -24,7 +24,7 @@ from typing import Any
 
 from actors.settings import ActorSettings, absolute_actor_settings, load_actor_settings
 from actors.task_queue import LEASE_S
-from trajforge.cli.common import positive_int
+from trajforge.cli.common import non_negative_seconds, positive_int, positive_seconds
 from trajforge.cluster import init_ray
 from trajforge.errors import ConfigError
 from trajforge.settings import parse_assignment
@@ -127,9 +127,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--queue", default=None, metavar="NAME", help="take tasks from the named Ray queue (actors.task_queue) as they arrive; it lives in the "
                              "running Ray cluster (`ray start --head`, or RAY_ADDRESS)")
     parser.add_argument("--limit", type=positive_int, default=None, help="only the first N tasks of the file (not with --queue)")
-    parser.add_argument("--idle-exit-s", type=float, default=60.0,
+    parser.add_argument("--idle-exit-s", type=non_negative_seconds, default=60.0,
                         help="with --queue: stop once no task has been waiting or out on lease this long (default 60)")
-    parser.add_argument("--lease-s", type=float, default=LEASE_S,
+    parser.add_argument("--lease-s", type=positive_seconds, default=LEASE_S,
                         help=f"with --queue: a batch this rollout took goes back to the queue this long after the rollout stops "
                              f"renewing it, if it was killed (default {LEASE_S:g})")
     parser.add_argument("--json", action="store_true", help="print the task summaries as JSON instead of a table")

@@ -130,6 +130,24 @@ def test_a_limit_below_one_is_refused_by_the_parser(tmp_path, capsys, monkeypatc
     assert exit_status.value.code == 2 and "--limit" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("flag", "value", "problem"), [
+    ("--idle-exit-s", "-1", "-1 is not a number of seconds at least 0"),
+    ("--idle-exit-s", "nan", "nan is not a number of seconds at least 0"),
+    ("--lease-s", "0", "0 is not a number of seconds above 0"),  # every batch would go back to the queue while it runs
+    ("--lease-s", "-5", "-5 is not a number of seconds above 0"),
+    ("--lease-s", "soon", "'soon' is not a number of seconds"),
+])
+def test_queue_durations_out_of_range_are_refused_by_the_parser(tmp_path, capsys, monkeypatch, flag, value, problem):
+    """A negative --idle-exit-s or a --lease-s of 0 or below was taken: the rollout started (and exited 0)."""
+    import actors.rollout
+
+    monkeypatch.setattr(actors.rollout, "rollout", lambda *args, **kwargs: pytest.fail("the rollout started"))
+    with pytest.raises(SystemExit) as exit_status:
+        main(["--queue", "q", "--lake", str(tmp_path / "lake"), flag, value])
+    assert exit_status.value.code == 2 and f"argument {flag}: {problem}" in capsys.readouterr().err
+    assert not (tmp_path / "lake").exists()
+
+
 def test_limit_with_a_queue_is_refused_not_ignored(tmp_path, capsys, monkeypatch):
     import actors.rollout
 

@@ -4,6 +4,7 @@ of a component, which takes the same ones and checks `--set` as the `trajforge` 
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 import textwrap
@@ -32,6 +33,27 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not at least 1")
     return value
+
+
+def seconds(text: str, *, zero: bool) -> float:
+    """A duration in seconds: a finite number, above 0 (or at least 0 where `zero`), with a message that says so."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds {'at least 0' if zero else 'above 0'}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type of a duration that must be above 0 (`--lease-s`)."""
+    return seconds(text, zero=False)
+
+
+def non_negative_seconds(text: str) -> float:
+    """argparse type of a duration that may be 0 (`--idle-exit-s 0`: stop as soon as nothing is waiting)."""
+    return seconds(text, zero=True)
 
 
 def nonblank(text: str) -> str:

@@ -253,3 +253,15 @@ def test_a_bad_application_arg_is_said_before_any_word_of_a_ray():
     assert result.returncode == 2, result.stderr
     assert "ingest.num_replicas (set by --set ingest.num_replicas)" in result.stderr
     assert "Ray:" not in result.stdout  # it was "Ray: starting a local Ray ..." though none was started
+
+
+@pytest.mark.parametrize("apps", ["", " , "])
+def test_an_apps_that_names_no_application_is_refused_not_read_as_all_of_them(apps):
+    """`--apps ""` (an unset variable in a script) deployed every application of the config."""
+    from trajforge.cli import serve_cmd
+    from trajforge.cli.common import merge_assignments
+    from trajforge.cli.main import build_parser
+    from trajforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"--apps '{apps}' names no application: give some of ingest,embed,generate, or leave --apps out"):
+        serve_cmd.load(merge_assignments(build_parser().parse_args(["serve", "--apps", apps])))

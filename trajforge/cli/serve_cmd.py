@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 from trajforge.cluster import ray_to_join
-from trajforge.errors import ServeStartError
+from trajforge.errors import ConfigError, ServeStartError
 from trajforge.settings import SHIPPED_CONFIGS, Assignment, parse_assignment
 from trajforge.settings.serve_file import ServeFile, load_serve_file, override_roots
 
@@ -72,8 +72,12 @@ def load(args: argparse.Namespace) -> ServeFile:
     if args.lake:
         apps_with_lake = [app.name for app in serve_file.applications if "lake" in app.args]
         serve_file = load_serve_file(path, assignments + [Assignment(f"{name}.lake", args.lake, "--lake") for name in apps_with_lake])
-    if getattr(args, "apps", None):
-        serve_file = serve_file.only(name.strip() for name in args.apps.split(",") if name.strip())
+    if getattr(args, "apps", None) is not None:
+        names = [name.strip() for name in args.apps.split(",") if name.strip()]
+        if not names:  # an empty --apps (an unset variable in a script) deployed every application
+            known = ",".join(application.name for application in serve_file.applications)
+            raise ConfigError(f"--apps {args.apps!r} names no application: give some of {known}, or leave --apps out for all of them")
+        serve_file = serve_file.only(names)
     return absolute_paths(serve_file, address=getattr(args, "address", None))
 
 

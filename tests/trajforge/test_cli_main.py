@@ -96,3 +96,18 @@ def test_every_command_and_verb_says_what_it_does_and_every_argument_has_a_help_
             elif not action.help and not isinstance(action, argparse._HelpAction):
                 missing.append(f"{' '.join(path)}: {action.option_strings or action.dest} has no help")
     assert not missing, missing
+
+
+@pytest.mark.parametrize(("argv", "who"), [
+    (["stats", "--bogus"], "trajforge stats"),
+    (["lake", "info", "--bogus", "x"], "trajforge lake info"),
+    (["synth-records", "list", "--bogus"], "trajforge synth-records list"),
+])
+def test_an_unknown_argument_is_refused_with_the_usage_of_the_command_it_was_given_to(capsys, argv, who):
+    """It showed the usage of `trajforge` itself (`trajforge [-h] [--version] COMMAND ...`), not of the command."""
+    from trajforge.cli.main import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and err.startswith(f"usage: {who} ") and f"{who}: error: unrecognized arguments: --bogus" in err, err

@@ -64,8 +64,25 @@ def main(argv: list[str] | None = None) -> int:
     return quiet_when_reader_leaves(lambda: run(argv))
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The arguments; an unknown one is refused by the parser of the command (and verb) it was given to, so that the
+    usage shown is that command's (`trajforge stats --bogus` showed `usage: trajforge [-h] [--version] COMMAND ...`)."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        innermost = parser
+        while True:
+            nested = [action for action in innermost._actions if isinstance(action, argparse._SubParsersAction)]
+            chosen = nested and getattr(args, nested[0].dest, None)
+            if not chosen:
+                break
+            innermost = nested[0].choices[chosen]
+        innermost.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def run(argv: list[str] | None = None) -> int:
-    args = merge_assignments(build_parser().parse_args(argv))
+    args = merge_assignments(_parse(argv))
     from trajforge.logs import setup_logging
     from trajforge.settings import parse_assignments
 

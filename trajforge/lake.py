@@ -145,6 +145,8 @@ class Lake:
         if not path.exists():
             raise TrajforgeError(f"no build {build!r}: {path} does not exist; name a build id in {self.curated}, `latest`, "
                                  "or a build folder")
+        if not path.is_dir():
+            raise TrajforgeError(f"{build!r} is a file, not a build: give a build folder, a build id in {self.curated} or `latest`")
         if not (path / "manifest.json").is_file():
             raise TrajforgeError(f"{path} is not a complete build (no manifest.json); list builds in {self.curated}")
         return path

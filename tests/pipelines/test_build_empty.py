@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pyarrow.parquet as pq
 import pytest
 
 from pipelines.build import load_build_settings, run_build
-from trajforge.errors import ConfigError
+from trajforge.errors import ConfigError, TrajforgeError
 from trajforge.lake import Lake
 
 
@@ -57,3 +59,11 @@ def test_a_build_without_redaction_warns_once_whichever_switch_turned_it_off(tmp
     why = "build.redaction.kinds is empty" if switch == "set" else "TELEMETRY_REDACT=false"
     assert caplog.text.count("the build keeps secrets and personal data verbatim") == 1
     assert f"{why}: the build keeps secrets and personal data verbatim" in caplog.text
+
+
+def test_a_build_that_is_a_file_is_named_as_one_not_sent_to_the_lakes_builds(tmp_path):
+    """`train --build FILE` said "FILE is not a complete build (no manifest.json); list builds in <the default lake>"."""
+    a_file = tmp_path / "build.parquet"
+    a_file.write_text("x\n")
+    with pytest.raises(TrajforgeError, match=rf"'{re.escape(str(a_file))}' is a file, not a build: give a build folder, a build id in "):
+        Lake.at(tmp_path / "lake").resolve_build(str(a_file))

@@ -14,7 +14,7 @@ import httpx
 from trajforge.cluster import init_ray
 from trajforge.errors import ConfigError, ServeStartError
 from trajforge.settings import ENV_PREFIX
-from trajforge.settings.serve_file import ServeFile
+from trajforge.settings.serve_file import TLS_KEY_PASSWORD_ENV, ServeFile
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,6 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
     url = f"{http.scheme}://{host}:{http.port}"
     wait_healthy(url, health_timeout_s, routes={app.route_prefix: app.name for app in serve_file.applications})
     return url
-
-
-TLS_KEY_PASSWORD_ENV = "TRAJFORGE_TLS_KEY_PASSWORD"
 
 
 def proxy_options(http) -> dict:

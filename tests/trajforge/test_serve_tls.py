@@ -67,10 +67,18 @@ def test_the_services_answer_https_only_and_the_client_verifies_the_certificate(
     (["--tls-cert", "CERT"], "ssl_certfile and ssl_keyfile go together (--tls-cert and --tls-key)"),
     (["--tls-cert", "CERT", "--tls-key", "/nonexistent/key.pem"], "ssl_keyfile /nonexistent/key.pem is not a file here"),
     (["--tls-cert", "CERT", "--tls-key", "KEY", "--direct-ingress"], "--direct-ingress answers plain HTTP on the replicas' own ports"),
+    # these started Ray and Serve, whose proxy then failed on them
+    (["--tls-cert", "GARBAGE", "--tls-key", "GARBAGE"], "do not load as a PEM certificate and its private key"),
+    (["--tls-cert", "CERT", "--tls-key", "OTHER_KEY"], "do not load as a PEM certificate and its private key"),
 ])
 def test_a_tls_setting_that_cannot_work_is_refused_before_ray_starts(tmp_path, flags, said):
     cert, key = self_signed(tmp_path)
-    argv = [str(cert) if flag == "CERT" else str(key) if flag == "KEY" else flag for flag in flags]
+    other = tmp_path / "other"
+    other.mkdir()
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_bytes(bytes(range(256)))
+    named = {"CERT": cert, "KEY": key, "OTHER_KEY": self_signed(other)[1], "GARBAGE": garbage}
+    argv = [str(named.get(flag, flag)) for flag in flags]
     done = subprocess.run([sys.executable, "-m", "trajforge", "serve", "--port", str(free_port()), *argv], cwd=REPO, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": "local"})
     assert done.returncode == 2 and said in done.stderr, done.stderr[-2000:]

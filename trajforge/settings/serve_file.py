@@ -9,6 +9,8 @@ and `--set http_options.port=8001` the top-level key.
 from __future__ import annotations
 
 import copy
+import os
+import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -26,6 +28,19 @@ DEFAULT_SOURCE = "configs/serve.yaml"
 _ARGS_SOURCE: ContextVar[tuple[str, Mapping[str, str], Mapping[str, Any]] | None] = ContextVar("serve_args_source", default=None)
 """While `trajforge serve` builds its applications (`args_source`): the file their args came from, what overrode them,
 and the flat view as the file has it (each application's args before the overrides)."""
+
+
+TLS_KEY_PASSWORD_ENV = "TRAJFORGE_TLS_KEY_PASSWORD"
+
+
+def _load_tls_pair(cert: Path, key: Path) -> None:
+    """Refuse a certificate and key that the proxy's TLS could not load (not PEM, a key of another certificate, an
+    encrypted key without its password) here, before Ray starts: Serve's proxy failed on them after it had started."""
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key, password=lambda: os.environ.get(TLS_KEY_PASSWORD_ENV, ""))
+    except (ssl.SSLError, ValueError) as exc:
+        raise ValueError(f"ssl_certfile {cert} and ssl_keyfile {key} do not load as a PEM certificate and its private key "
+                         f"({exc}); an encrypted key's password goes in ${TLS_KEY_PASSWORD_ENV}") from None
 
 
 class HttpOptions(BaseModel):
@@ -53,6 +68,8 @@ class HttpOptions(BaseModel):
             value = getattr(self, name)
             if value and not Path(value).expanduser().is_file():
                 raise ValueError(f"{name} {value} is not a file here: give the PEM file's path")
+        if self.ssl_certfile:
+            _load_tls_pair(Path(self.ssl_certfile).expanduser(), Path(self.ssl_keyfile).expanduser())
         return self
 
     @property

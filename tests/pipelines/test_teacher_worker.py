@@ -52,7 +52,8 @@ def test_an_oracle_worker_reports_its_health_to_the_supervisor(serve_url, tmp_pa
 
 
 class TricklingServer:
-    """An HTTP endpoint that sends one byte of its answer every 0.1 s: never silent long enough for a read timeout."""
+    """An HTTP endpoint that sends one byte of its answer's headers every 0.1 s: never silent long enough for a read
+    timeout, and never done with its headers (the engine bounds a dripped body by its timeout, not headers)."""
 
     def __init__(self):
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -72,9 +73,9 @@ class TricklingServer:
         with connection:
             connection.recv(65536)
             try:
-                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Trickle: ")
                 while not self.stopped.wait(0.1):
-                    connection.sendall(b" ")
+                    connection.sendall(b"x")
             except OSError:
                 return
 

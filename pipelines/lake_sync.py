@@ -120,11 +120,15 @@ def remote_listing(prefix: lake_fs.Remote, *, strict: bool = False) -> dict[str,
 
 
 def _outside(lake: Lake, prefix: lake_fs.Remote) -> None:
-    """A local URI inside the lake is refused: each sync would send the copies the last one made there again."""
+    """A local URI inside the raw lake (each sync would send the copies the last one made there again), or the lake
+    itself (its raw/ written onto itself), is refused; elsewhere in the lake's folder is a place like any other."""
     from pyarrow import fs as pafs
 
-    if isinstance(prefix.fs, pafs.LocalFileSystem) and Path(prefix.path).resolve().is_relative_to(lake.root.resolve()):
-        raise ConfigError(f"{prefix.uri} is inside the lake {lake.root}: sync it to a place outside the lake")
+    if not isinstance(prefix.fs, pafs.LocalFileSystem):
+        return
+    target, raw = Path(prefix.path).resolve(), lake.raw.resolve()
+    if target.is_relative_to(raw) or target == lake.root.resolve():
+        raise ConfigError(f"{prefix.uri} is the lake {lake.root} or inside its raw/: sync it to a place outside the raw lake")
 
 
 def _entry(record_entry: dict[str, Any]) -> dict[str, Any]:

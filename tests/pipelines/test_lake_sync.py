@@ -105,12 +105,20 @@ def test_a_destination_emptied_since_the_last_sync_gets_every_file_again(tmp_pat
     assert set(json.loads(files[LISTING])["files"]) == set(RAW)
 
 
-@pytest.mark.parametrize("inside", ["raw/mirror", "", "state/copy"])
-def test_a_uri_inside_the_lake_is_refused(tmp_path, inside):
+@pytest.mark.parametrize("inside", ["raw/mirror", "raw", ""])
+def test_a_uri_inside_the_raw_lake_or_the_lake_itself_is_refused(tmp_path, inside):
     lake = make_lake(tmp_path / "lake")
-    with pytest.raises(ConfigError, match="is inside the lake .*: sync it to a place outside the lake"):
+    with pytest.raises(ConfigError, match="is the lake .* or inside its raw/: sync it to a place outside the raw lake"):
         sync_lake(lake, (tmp_path / "lake" / inside).as_uri(), progress=False)  # it copied raw/ into raw/mirror/raw/, again each time
     assert not (tmp_path / "lake" / "raw/mirror").exists() and not (tmp_path / "lake" / LISTING).exists()
+
+
+def test_a_uri_elsewhere_in_the_lakes_folder_is_a_place_like_any_other(tmp_path):
+    """`trajforge demo` syncs to `lake/shared/lake`, standing for a bucket: nothing there is synced again."""
+    lake = make_lake(tmp_path / "lake")
+    first = sync_lake(lake, (tmp_path / "lake" / "shared" / "lake").as_uri(), progress=False)
+    again = sync_lake(lake, (tmp_path / "lake" / "shared" / "lake").as_uri(), progress=False)
+    assert (first["sent"], again["sent"], again["unchanged"]) == (len(RAW), 0, len(RAW))
 
 
 def test_only_takes_folders_of_the_raw_lake(tmp_path):

@@ -85,3 +85,21 @@ def test_sessions_that_are_not_a_folder_of_recordings_are_a_usage_error_on_stder
         assert f"trajforge demo: --sessions: {tmp_path / name} {what}: give a folder of recorded sessions such as" in err, err
         assert out == ""
     assert not (tmp_path / "lake").exists() and not (tmp_path / "runs").exists()
+
+
+def test_the_demo_publishes_its_build_and_syncs_its_raw_lake_to_the_folder_standing_for_a_bucket(tmp_path, capsys):
+    """The demo's copies go to `lake/shared/` (a bucket on a cluster): a refusal of URIs in the lake's folder once
+    stopped `make demo` there, and nothing but the demo itself ran this step."""
+    from published_builds import finished_build
+
+    from trajforge.cli.demo_cmd import _publish
+
+    lake = tmp_path / "lake"
+    build = finished_build(lake, "20260101T000000Z-0001")
+    segment = lake / "raw" / "envelopes" / "date=2026-01-01" / "segment-000001.jsonl"
+    segment.parent.mkdir(parents=True)
+    segment.write_bytes(b'{"n": 1}\n')
+    _publish(lake, build.name)
+    assert (lake / "shared" / "builds" / build.name / "manifest.json").read_bytes() == (build / "manifest.json").read_bytes()
+    assert (lake / "shared" / "lake" / "raw" / "envelopes" / "date=2026-01-01" / "segment-000001.jsonl").read_bytes() == b'{"n": 1}\n'
+    assert "published build" in capsys.readouterr().out

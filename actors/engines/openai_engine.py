@@ -29,6 +29,7 @@ from typing import Any
 
 from actors.engines.hermes import calls_text
 from actors.engines.types import Completion, GenerationRequest, InvalidRequest, check_output, cut_at_stop, sampling_extras
+from trajforge.client.errors import header_retry_after
 
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 # what an upstream may refuse for its model and the request still means the same (stops are cut here, the sampling
@@ -155,7 +156,7 @@ class OpenAIEngine:
                 raise InvalidRequest(f"{self.base_url}{path} answered {response.status_code}: {response.text[:300]}")
             if response.status_code not in RETRYABLE or attempt == self.max_retries:
                 raise RuntimeError(f"{self.base_url}{path} answered {response.status_code}: {response.text[:300]}")
-            retry_after = _retry_after_s(response.headers.get("retry-after", ""))
+            retry_after = header_retry_after(response.headers)
             if retry_after is not None and retry_after > self.timeout_s:  # a wait longer than a whole attempt may take
                 raise RuntimeError(f"{self.base_url}{path} answered {response.status_code} asking to retry after {retry_after:.0f} s, "
                                    f"longer than the {self.timeout_s:g} s timeout: {response.text[:300]}")
@@ -256,20 +257,6 @@ class OpenAIEngine:
         self.client.close()
 
 
-def _retry_after_s(value: str) -> float | None:
-    """Seconds a `Retry-After` header asks to wait (a number of seconds or an HTTP date); None when it says nothing."""
-    value = value.strip()
-    if value.replace(".", "", 1).isdigit():
-        return float(value)
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - time.time()) if when.tzinfo is not None else None
-
-
 def _check_schema(schema: dict[str, Any]) -> None:
     """InvalidRequest, worded as the local engines word it, for a schema that is not a JSON Schema (its metaschema's)."""
     import jsonschema
@@ -295,7 +282,7 @@ def _token_bytes(choice: dict[str, Any], chat: bool) -> list[int] | None:
     """Each sampled token's length in UTF-8 bytes (a chat entry's `bytes`, else its text); None when a token is named
     only by its id."""
     logprobs = choice.get("logprobs") or {}
-    entries = logprobs.get("content") or [] if chat else [{"token": token} for token in logprobs.get("tokens") or []]
+    entries = (logprobs.get("content") or []) if chat else [{"token": token} for token in logprobs.get("tokens") or []]
     sizes = []
     for entry in entries:
         if isinstance(entry.get("bytes"), list):

@@ -1,11 +1,12 @@
-"""The checks of what a caller gives `IngestClient` and `open_session`: a wrong type or value fails at once with a
-message naming the argument, instead of later as an unrelated error (no scheme read as "no service answers", a
-negative timeout as every request failing, a contributor id or metadata the service would refuse in every envelope
-of the session)."""
+"""The checks of what a caller gives `IngestClient`, `open_session` and a session's sending calls: a wrong type or
+value fails at once with a message naming the argument, instead of later as an unrelated error (no scheme read as "no
+service answers", a negative timeout as every request failing, a contributor id or metadata the service would refuse
+in every envelope of the session, steps that are not dicts signed, sent and refused)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -105,3 +106,22 @@ def _valid(adapter: TypeAdapter, value: str) -> bool:
     except ValidationError:
         return False
     return True
+
+
+def step_list(steps: Any) -> list[dict[str, Any]]:
+    """`steps` (a list, or any iterable but a str, bytes or a dict) as a list; TypeError unless each is a dict, so a wrong
+    argument is refused before it takes a sequence, instead of being sent as an envelope the service refuses."""
+    if isinstance(steps, (str, bytes, Mapping)) or not isinstance(steps, Iterable):
+        raise TypeError(f"steps must be a list of steps, each a dict of its fields (got {type(steps).__name__}); nothing sent")
+    listed = list(steps)
+    for index, step in enumerate(listed):
+        if not isinstance(step, Mapping):
+            raise TypeError(f"steps[{index}] must be a dict of a step's fields (got {type(step).__name__}); nothing sent")
+    return listed
+
+
+def fields(name: str, value: Any) -> Any:
+    """`value` if it is a dict (an outcome, feedback, metadata); TypeError naming `name` otherwise, before anything is signed."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a dict of its fields (got {type(value).__name__}); nothing sent")
+    return value

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -33,25 +33,6 @@ log = logging.getLogger("trajforge.client")
 def now() -> float:
     """The clock of the chunk timeout (tests set it by hand)."""
     return time.monotonic()
-
-
-def step_list(steps: Any) -> list[dict[str, Any]]:
-    """`steps` (a list, or any iterable but a str, bytes or a dict) as a list; TypeError unless each is a dict, so a wrong
-    argument is refused before it takes a sequence, instead of being sent as an envelope the service refuses."""
-    if isinstance(steps, (str, bytes, Mapping)) or not isinstance(steps, Iterable):
-        raise TypeError(f"steps must be a list of steps, each a dict of its fields (got {type(steps).__name__}); nothing sent")
-    listed = list(steps)
-    for index, step in enumerate(listed):
-        if not isinstance(step, Mapping):
-            raise TypeError(f"steps[{index}] must be a dict of a step's fields (got {type(step).__name__}); nothing sent")
-    return listed
-
-
-def fields(name: str, value: Any) -> Any:
-    """`value` if it is a dict (an outcome, feedback, metadata); TypeError naming `name` otherwise, before anything is signed."""
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{name} must be a dict of its fields (got {type(value).__name__}); nothing sent")
-    return value
 
 
 def checked_step(step: Mapping[str, Any], number: int, room: int) -> dict[str, Any]:

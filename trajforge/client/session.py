@@ -21,7 +21,7 @@ from trajforge import constants as c
 from trajforge import crypto
 from trajforge.client.batching import pieces
 from trajforge.client import recorder
-from trajforge.client.options import schema_checked
+from trajforge.client.options import fields, schema_checked, step_list
 from trajforge.contracts.envelope import Outcome
 from trajforge.jsjson import canonical_without, js_stringify
 
@@ -73,7 +73,7 @@ class Session:
         return canonical[:-1] + b',"attestation":' + js_stringify(attestation) + b"}"
 
     def _metadata(self, metadata: dict[str, Any] | None) -> dict[str, Any]:
-        own = {} if metadata is None else recorder.fields("metadata", metadata)
+        own = {} if metadata is None else fields("metadata", metadata)
         return {"provider": self.provider, "model_engine": self.model, **(self.metadata or {}), **own}
 
     def _unsigned_chunk(self, steps: list[dict[str, Any]], metadata: dict[str, Any] | None) -> dict[str, Any]:
@@ -88,7 +88,7 @@ class Session:
     def chunk(self, steps: Iterable[dict[str, Any]], metadata: dict[str, Any] | None = None) -> bytes:
         """One signed CHUNK envelope of these steps (whatever their number), taking the next sequence."""
         with self._lock:
-            unsigned = self._unsigned_chunk(recorder.step_list(steps), metadata)
+            unsigned = self._unsigned_chunk(step_list(steps), metadata)
             return self._take(unsigned, js_stringify(unsigned), chunk=True)
 
     def _take(self, unsigned: dict[str, Any], canonical: bytes, chunk: bool) -> bytes:
@@ -100,7 +100,7 @@ class Session:
     def chunks(self, steps: Iterable[dict[str, Any]], metadata: dict[str, Any] | None = None) -> list[bytes]:
         """Signed CHUNK envelopes of these steps: one, or several in order (consecutive sequences and chunk_sequences)
         when they are more than one envelope may carry (the client's `max_steps_per_envelope` and `max_body_bytes`)."""
-        steps, max_steps, max_bytes = recorder.step_list(steps), self.client.max_steps_per_envelope, self.client.max_body_bytes
+        steps, max_steps, max_bytes = step_list(steps), self.client.max_steps_per_envelope, self.client.max_body_bytes
         with self._lock:
             if len(steps) <= max_steps:
                 unsigned = self._unsigned_chunk(steps, metadata)
@@ -115,14 +115,14 @@ class Session:
 
     def close_envelope(self, outcome: dict[str, Any], metadata: dict[str, Any] | None = None) -> bytes:
         unsigned = {"session_id": self.session_id, "type": "SESSION_CLOSE", "contributor_id": self.contributor_id, "metadata": self._metadata(metadata),
-                    "outcome": schema_checked("outcome", Outcome, recorder.fields("outcome", outcome))}
+                    "outcome": schema_checked("outcome", Outcome, fields("outcome", outcome))}
         with self._lock:
             return self._take(unsigned, js_stringify(unsigned), chunk=False)
 
     def feedback_envelope(self, feedback: dict[str, Any]) -> bytes:
         """Feedback does not consume a sequence; its content (timestamp included) makes its HMAC unique."""
         unsigned = {"session_id": self.session_id, "type": "USER_FEEDBACK", "contributor_id": self.contributor_id,
-                    "feedback": recorder.fields("feedback", feedback)}
+                    "feedback": fields("feedback", feedback)}
         with self._lock:
             return self.sign(unsigned, self.sequence)
 

@@ -60,9 +60,10 @@ def builds(lake: Lake, limit: int = 10) -> list[dict[str, Any]]:
         if not folder.is_dir() or folder.name.startswith(".") or not (folder / "manifest.json").exists():
             continue
         manifest = _json(folder / "manifest.json")
-        rows = (manifest or {}).get("rows") or {}
-        found.append({"build_id": folder.name, "created_at": (manifest or {}).get("created_at"), "org": (manifest or {}).get("org"),
-                      "parent": (manifest or {}).get("parent_build_id"), "rows": {table: rows.get(table, 0) for table in BUILD_ROWS},
+        known = manifest or {}
+        rows = known.get("rows") or {}
+        found.append({"build_id": folder.name, "created_at": known.get("created_at"), "org": known.get("org"),
+                      "parent": known.get("parent_build_id"), "rows": {table: rows.get(table, 0) for table in BUILD_ROWS},
                       "latest": folder.name == latest, "damaged": None if manifest is not None else "manifest.json cannot be read"})
         if len(found) == limit:
             break

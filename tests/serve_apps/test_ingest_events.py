@@ -70,6 +70,26 @@ def test_one_invalid_event_rejects_the_request_and_names_it(http, lakes):
     assert stored(lakes["main"], org) == []  # the valid one was not stored either: the client resends the request whole
 
 
+def test_a_lone_surrogate_is_a_400_naming_its_field_not_a_500(http, lakes):
+    # JSON can carry a lone UTF-16 surrogate as an escape (JSON.stringify writes one), but no UTF-8 line can hold it:
+    # writing the event failed after validation and the request was a 500
+    org = f"sur-{uuid.uuid4().hex[:6]}"
+    event = turn(org)
+    event["payload"]["assistant"] = "half an emoji \ud83d"
+    answer = http.post("/v1/events", content=json.dumps([turn(org), event]).encode(), headers={**KEY, "content-type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    assert [(problem["index"], problem["field"], problem["rule"]) for problem in answer.json()["rejected"]] == [
+        (1, "payload.assistant", "lone_surrogate")]
+    keyed = {"event_type": "session.meta", "org_id": org, "payload": {"tags": {"ok": 1, "k\udc00": 2}}}
+    answer = http.post("/v1/events", content=json.dumps(keyed).encode(), headers={**KEY, "content-type": "application/json"})
+    assert answer.status_code == 400 and answer.json()["rejected"][0]["field"] == "payload.tags.k\\udc00", answer.text
+    whole = turn(org)
+    whole["payload"]["assistant"] = "a whole emoji \U0001f600 and its escaped pair"
+    answer = http.post("/v1/events", content=json.dumps(whole).encode(), headers={**KEY, "content-type": "application/json"})
+    assert answer.status_code == 200, answer.text
+    assert [record["event"] for record in stored(lakes["main"], org)] == [whole]
+
+
 @pytest.mark.parametrize("body,status", [(b"{not json", 400), (b"[]", 400), (json.dumps([{"event_type": "session.meta"}] * 1001).encode(), 413)])
 def test_malformed_empty_and_oversize_requests(http, body, status):
     answer = http.post("/v1/events", content=body, headers={**KEY, "content-type": "application/json"})

@@ -68,6 +68,9 @@ def test_an_event_the_service_would_refuse_is_refused_at_once_naming_the_field(t
             telemetry.record({"event_type": "model.error", "payload": "not an object"})
         with pytest.raises(EventRejected, match="cannot be written as JSON|not JSON serializable"):
             telemetry.emit("model.error", {"when": object()})
+        with pytest.raises(EventRejected, match="^payload.user_message: .*lone UTF-16 surrogate") as lone:
+            telemetry.emit("conversation.turn", {"user_message": "half an emoji \ud83d", "assistant_message": "ok"})
+        assert (lone.value.field, lone.value.rule) == ("payload.user_message", "lone_surrogate")
         assert telemetry.pending() == 0
         telemetry.close(flush=False)
 

@@ -114,8 +114,8 @@ class TelemetryClient:
             event["org_id"] = self.org_id
         try:
             checked = parse_event(event)
-        except ValidationError as exc:
-            problem = rejection_from(exc)
+        except (ValidationError, EnvelopeRejected) as exc:
+            problem = rejection_from(exc) if isinstance(exc, ValidationError) else exc
             raise EventRejected(problem.field, problem.rule, f"{str(problem).removeprefix(f'{problem.field}: ')}; the event was not spooled") from None
         except TypeError as exc:
             raise EventRejected("", "type_error", f"{exc}; the event was not spooled") from None

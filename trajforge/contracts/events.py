@@ -19,12 +19,13 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
-from trajforge.contracts.envelope import rejection_from
+from trajforge.contracts.envelope import EnvelopeRejected, rejection_from
 
 EVENT_TYPES = ("conversation.turn", "model.behavior", "model.error", "session.meta")
 EventType = Literal["conversation.turn", "model.behavior", "model.error", "session.meta"]
 DEFAULT_ORG = "default"
 _UNSAFE_IN_PATH = re.compile(r"[^A-Za-z0-9._-]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # in a parsed str every surrogate is lone: JSON's escaped pairs decode to one character
 
 
 class TelemetryEvent(BaseModel):
@@ -45,13 +46,35 @@ def parse_event(value: Any) -> TelemetryEvent:
     """The event, or ValidationError naming the field (`event_type` must be one of EVENT_TYPES)."""
     if not isinstance(value, dict):
         raise TypeError("an event must be a JSON object")
+    if (field := lone_surrogate_field(value)) is not None:  # JSON carries it as an escape, but no UTF-8 file can hold it
+        raise EnvelopeRejected(field, "lone_surrogate", "holds a lone UTF-16 surrogate, which is not text: send whole characters")
     return TelemetryEvent.model_validate(value)
+
+
+def lone_surrogate_field(value: Any) -> str | None:
+    """The dotted path of a string (or key) in a parsed JSON value that holds a lone UTF-16 surrogate; None
+    when there is none. Iterative: a body nested as deeply as the parser allows is walked without recursion."""
+    pending: list[tuple[str, Any]] = [("", value)]
+    while pending:
+        path, item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return path
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                where = f"{path}.{key}" if path else str(key)
+                if _SURROGATE.search(str(key)):
+                    return where.encode("utf-8", "backslashreplace").decode()
+                pending.append((where, child))
+        elif isinstance(item, list):
+            pending.extend((f"{path}.{index}" if path else str(index), child) for index, child in reversed(list(enumerate(item))))
+    return None
 
 
 def event_rejection(index: int, exc: Exception) -> dict[str, Any]:
     """What the 400 says about the event at `index` of a request: its field and rule, or why it is not an object."""
-    if isinstance(exc, ValidationError):
-        problem = rejection_from(exc)
+    if isinstance(exc, (ValidationError, EnvelopeRejected)):
+        problem = rejection_from(exc) if isinstance(exc, ValidationError) else exc
         return {"index": index, "field": problem.field, "rule": problem.rule, "message": str(problem)}
     return {"index": index, "field": None, "rule": "type", "message": str(exc)}
 

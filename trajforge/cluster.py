@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from trajforge.errors import ConfigError
+from trajforge.logs import worker_runtime_env
 from trajforge.settings import load_section
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "cluster.yaml"
@@ -137,7 +138,8 @@ def init_ray(address: str | None = None, *, include_dashboard: bool | None = Fal
     (or its lack of one) away, is refused within seconds (`check_reachable`). Already connected, it does nothing.
 
     A Ray it starts has no dashboard and Ray logs only errors, as a job's driver wants; `trajforge serve` asks for the
-    dashboard where Ray can run one (`include_dashboard=None`, Ray's default) and Ray's warnings (`logging_level`)."""
+    dashboard where Ray can run one (`include_dashboard=None`, Ray's default) and Ray's warnings (`logging_level`).
+    With `--log-dir` the job's workers log there too (`trajforge.logs.worker_runtime_env`)."""
     import ray
 
     if ray.is_initialized():
@@ -145,7 +147,7 @@ def init_ray(address: str | None = None, *, include_dashboard: bool | None = Fal
     check_reachable(address)
     try:
         ray.init(address=address, ignore_reinit_error=True, logging_level=logging_level, log_to_driver=False,
-                 include_dashboard=include_dashboard)
+                 include_dashboard=include_dashboard, runtime_env=worker_runtime_env() or None)
     except ConnectionError as exc:
         raise ConfigError(connect_failure(exc)) from None
 

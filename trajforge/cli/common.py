@@ -1,10 +1,11 @@
-"""The arguments every subcommand takes (`--set`, `--log-level`, `--log-json`), and the `python -m` entry point
+"""The arguments every subcommand takes (`--set`, `--log-level`, `--log-json`, `--log-dir`), and the `python -m` entry point
 of a component, which takes the same ones and checks `--set` as the `trajforge` subcommand does."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import sys
 import textwrap
@@ -72,7 +73,7 @@ def common_arguments(parser: argparse.ArgumentParser, *, nested: bool = False, c
     the arguments has no defaults (it leaves `trajforge sandbox --set a=1 apply` alone), and its `--set`
     goes to a list of its own that `merge_assignments` appends to the command's.
     """
-    set_default, level_default, json_default = (argparse.SUPPRESS,) * 3 if nested else ([], "INFO", False)
+    set_default, level_default, json_default, dir_default = (argparse.SUPPRESS,) * 4 if nested else ([], "INFO", False, None)
     parser.add_argument(
         "--set", dest=NESTED_ASSIGNMENTS if nested else "assignments", action="append", default=set_default, metavar="DOTTED.PATH=VALUE",
         help=f"override one config field (repeatable), e.g. --set {SET_EXAMPLES[command]}; environment variables "
@@ -81,6 +82,17 @@ def common_arguments(parser: argparse.ArgumentParser, *, nested: bool = False, c
     )
     parser.add_argument("--log-level", default=level_default, choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging threshold (default INFO)")
     parser.add_argument("--log-json", action="store_true", default=json_default, help="log JSON lines instead of text")
+    parser.add_argument("--log-dir", default=dir_default, metavar="DIR",
+                        help="also log JSON lines to DIR, one file a UTC day (<command>-YYYY-MM-DD.jsonl; the Ray workers it "
+                        "starts to workers-YYYY-MM-DD.jsonl on their node), keeping $TRAJFORGE_LOG_KEEP_DAYS days (14); "
+                        "default $TRAJFORGE_LOG_DIR, else none")
+
+
+def log_dir_of(args: argparse.Namespace) -> str | None:
+    """The folder of `--log-dir`, else $TRAJFORGE_LOG_DIR, else None."""
+    from trajforge.logs import LOG_DIR_ENV
+
+    return getattr(args, "log_dir", None) or os.environ.get(LOG_DIR_ENV) or None
 
 
 def merge_assignments(args: argparse.Namespace) -> argparse.Namespace:
@@ -106,9 +118,10 @@ def module_main(module: str, description: str, add_arguments: Callable[[argparse
     parser.description, parser.epilog = (_filled(text) for text in (parser.description, parser.epilog))
     common_arguments(parser, command=module)
     args = parser.parse_args(argv)
-    setup_logging(args.log_level, args.log_json)
+
     def run() -> int:
         try:
+            setup_logging(args.log_level, args.log_json, log_dir_of(args), stem=module)
             parse_assignments(args.assignments, config_roots(args), f"python -m {module}")
             return run_command(args)
         except TrajforgeError as exc:

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from trajforge.cli.common import common_arguments, merge_assignments
+from trajforge.cli.common import common_arguments, log_dir_of, merge_assignments
 from trajforge.cli.pipes import quiet_when_reader_leaves
 from trajforge.errors import TrajforgeError
 
@@ -86,14 +86,23 @@ def run(argv: list[str] | None = None) -> int:
     from trajforge.logs import setup_logging
     from trajforge.settings import parse_assignments
 
-    setup_logging(args.log_level, args.log_json)
     try:
+        setup_logging(args.log_level, args.log_json, log_dir_of(args), stem=args.command)
         module = importlib.import_module(args.module)
         roots = module.config_roots(args) if hasattr(module, "config_roots") else ()
         parse_assignments(args.assignments, roots, f"trajforge {args.command}")
         return module.run_command(args)
     except TrajforgeError as exc:
         print(f"trajforge {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from trajforge.storage_full import full_file, storage_full
+
+        if not storage_full(exc):
+            raise
+        where = full_file(exc)  # a full disk is the operator's to fix: one line, not a traceback
+        print(f"trajforge {args.command}: no space left on the device{f' writing {where}' if where else ''} "
+              f"({type(exc).__name__}); free space and run the command again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -58,11 +58,21 @@ class OpenAIEngine:
         self.token_ids_in_logprobs = token_ids_in_logprobs
         self.continue_final_message = continue_final_message
         headers = {"Authorization": f"Bearer {os.environ[api_key_env]}"} if api_key_env and os.environ.get(api_key_env) else {}
+        self.api_key_env, self.sends_key = api_key_env, bool(headers)
         self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport,
                                    limits=httpx.Limits(max_connections=concurrency))
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-engine")
         self.refused: set[str] = set()  # parameters the upstream said its model does not support
         self._refused_lock = threading.Lock()
+
+    def _key_said(self) -> str:
+        """What an upstream's 401/403 most likely means for the key this client sends."""
+        if self.sends_key:
+            return f"it refused the key in ${self.api_key_env}"
+        if not self.api_key_env:
+            return "no API key was sent (api_key_env is null): name the variable that holds one"
+        return (f"no API key was sent: ${self.api_key_env} is not set in this process (export it before starting; in a job, "
+                f"give it in `ray job submit --runtime-env-json '{{\"env_vars\": {{\"{self.api_key_env}\": ...}}}}'`)")
 
     def _without_refused(self, body: dict[str, Any]) -> dict[str, Any]:
         """`body` without the parameters the upstream refused; `max_tokens` renamed `max_completion_tokens`."""
@@ -154,6 +164,8 @@ class OpenAIEngine:
                 continue  # at most once per droppable parameter: each refusal is remembered
             if response.status_code in (400, 404, 413, 422):
                 raise InvalidRequest(f"{self.base_url}{path} answered {response.status_code}: {response.text[:300]}")
+            if response.status_code in (401, 403):
+                raise RuntimeError(f"{self.base_url}{path} answered {response.status_code}: {response.text[:300]}; {self._key_said()}")
             if response.status_code not in RETRYABLE or attempt == self.max_retries:
                 raise RuntimeError(f"{self.base_url}{path} answered {response.status_code}: {response.text[:300]}")
             retry_after = header_retry_after(response.headers)

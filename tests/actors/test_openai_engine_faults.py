@@ -186,3 +186,27 @@ def test_a_stop_the_upstream_ignored_cuts_the_tokens_with_the_text(logprobs, kep
     assert (done.text, done.stop_reason) == ("ok ", "</action>")
     assert len(done.logprobs) == kept and done.logprobs == [entry["logprob"] for entry in logprobs["content"][:kept]]
     assert done.token_ids == ([5, 6, 7, 8] if kept and logprobs["content"][0]["token"].startswith("token_id:") else [])
+
+
+@pytest.mark.parametrize("key_env, environment, said", [
+    ("TEACHER_API_KEY", {}, "$TEACHER_API_KEY is not set in this process"),
+    ("TEACHER_API_KEY", {"TEACHER_API_KEY": "sk-wrong"}, "it refused the key in $TEACHER_API_KEY"),
+    (None, {}, "api_key_env is null"),
+])
+def test_a_401_says_whether_a_key_was_sent_and_from_which_variable(monkeypatch, key_env, environment, said):
+    monkeypatch.delenv("TEACHER_API_KEY", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    authorizations: list[str | None] = []
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        authorizations.append(request.headers.get("authorization"))
+        return httpx.Response(401, json={"error": {"message": "Incorrect API key provided"}})
+
+    engine = OpenAIEngine("http://upstream:8000/v1", "m", api_key_env=key_env, max_retries=3, transport=httpx.MockTransport(upstream))
+    try:
+        [answer] = engine.generate([GenerationRequest(messages=CHAT)])
+    finally:
+        engine.close()
+    assert answer.finish_reason == "error" and "answered 401" in answer.error and said in answer.error, answer.error
+    assert authorizations == [f"Bearer {environment['TEACHER_API_KEY']}" if environment else None]  # not retried

@@ -12,7 +12,8 @@
 An event stored twice (a retry after a crash between its fsync and its dedup entry) counts once, by
 (org, event_id). `--org` keeps one organisation's events; a forgotten contributor's events (by
 `contributor_id` or `user_id`) are left out. Every text is redacted with the build's redactor. Lines
-that do not parse (a writer killed mid-line) are skipped and listed in the manifest's quarantine.
+that do not parse (a writer killed mid-line), and events no row can hold (a lone UTF-16 surrogate, which the
+service now refuses, or nesting past MAX_DEPTH), are skipped and listed in the manifest's quarantine with the reason.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trajforge.contracts.events import lone_surrogate_field
+
 USER_KEYS = ("user_message", "user", "input", "prompt", "request")
 ASSISTANT_KEYS = ("assistant_message", "assistant", "output", "response", "completion")
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool", "function": "tool"}
 BEHAVIOR_KINDS = {"model.error": "model_error", "model.behavior": "behavior"}
 TELEMETRY_SUFFIX = "-telemetry.parquet"
+MAX_DEPTH = 200
 
 
 @dataclass
@@ -53,17 +57,37 @@ def read_events(lake_root: Path, quarantined: list[dict[str, Any]]) -> list[tupl
             quarantined.append({"source": "events", "path": relative, "offset": 0, "length": 0, "reason": f"unreadable: {exc.strerror or exc}"})
             continue
         for number, line in enumerate(data.splitlines(keepends=True), start=1):
+            reason = "torn last line" if not line.endswith(b"\n") else "not an event record"
             try:
                 record = json.loads(line) if line.endswith(b"\n") else None
+            except RecursionError:
+                record, reason = None, "nested too deeply to parse"
             except ValueError:
                 record = None
             if isinstance(record, dict) and isinstance(record.get("event"), dict) and record.get("event_id"):
+                reason = _unwritable(record["event"])
+            if reason is None:
                 found.append((f"{relative}:{number}", record))
             else:
-                reason = "torn last line" if not line.endswith(b"\n") else "not an event record"
                 quarantined.append({"source": "events", "path": relative, "offset": offset, "length": len(line), "reason": reason})
             offset += len(line)
     return found
+
+
+def _unwritable(event: dict[str, Any]) -> str | None:
+    """Why an event's rows could not be made or written, or None: a lone UTF-16 surrogate (JSON can escape one, a
+    Parquet string, UTF-8, cannot hold it), or nesting deeper than MAX_DEPTH (redacting and rendering it recurse)."""
+    if (field := lone_surrogate_field(event)) is not None:
+        return f"a lone UTF-16 surrogate in {field}, which is not text (Parquet strings are UTF-8)"
+    pending, depth = [(event, 1)], 0
+    while pending:
+        value, level = pending.pop()
+        depth = max(depth, level)
+        if depth > MAX_DEPTH:
+            return f"nested more than {MAX_DEPTH} levels deep"
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        pending.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return None
 
 
 def _text(value: Any) -> str:

@@ -92,6 +92,27 @@ def test_a_retried_event_counts_once_and_a_torn_line_is_quarantined(events_lake,
     assert [record["reason"] for record in manifest["quarantine"]["records"]] == ["torn last line"]
 
 
+def test_events_no_row_can_hold_are_quarantined_with_the_reason_and_the_build_goes_on(events_lake, tmp_path):
+    # lines another writer stored (an older service took both): a lone surrogate, which no Parquet string can hold, and
+    # a payload nested 500 levels, which the redactor's recursion could not walk; each stopped the whole build
+    lake, org, _ = events_lake
+    copy = tmp_path / "lake"
+    shutil.copytree(lake, copy, ignore=shutil.ignore_patterns("curated"))
+    folder = next((copy / "raw" / "events").glob(f"org={org}/date=*/type=conversation.turn"))
+    lone = {"event_id": "t-lone", "event_type": "conversation.turn", "org_id": org,
+            "payload": {"user_message": "half an emoji \ud83d", "assistant_message": "ok"}}
+    deep = {"event_id": "t-deep", "event_type": "conversation.turn", "org_id": org,
+            "payload": {"user_message": "deep", "assistant_message": "ok", "tool_results": json.loads("[" * 500 + "]" * 500)}}
+    lines = [json.dumps({"event_id": event["event_id"], "event_type": "conversation.turn", "org_id": org, "event": event}).encode() + b"\n"
+             for event in (lone, deep)]
+    (folder / "another-writer.jsonl").write_bytes(b"".join(lines))
+    manifest = run_build(settings_for(copy), progress=False)
+    assert [(record["offset"], record["length"], record["reason"]) for record in manifest["quarantine"]["records"]] == [
+        (0, len(lines[0]), "a lone UTF-16 surrogate in payload.user_message, which is not text (Parquet strings are UTF-8)"),
+        (len(lines[0]), len(lines[1]), "nested more than 200 levels deep")]
+    assert manifest["rows"]["sft"] == 2  # the rows of every other event, as before
+
+
 def test_org_and_forgotten_contributors_filter_events(events_lake, tmp_path):
     from trajforge import tombstones
 

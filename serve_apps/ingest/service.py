@@ -34,9 +34,11 @@ from trajforge.contracts.envelope import rejection_from
 from trajforge.contracts.events import event_rejection, parse_event
 from trajforge.contracts.requests import SessionCloseRequest, SessionOpenRequest
 from trajforge.jsjson import JSONRejected, iter_array_spans, loads_strict
+from trajforge.storage_full import storage_full
 
 log = logging.getLogger("trajforge.ingest")
 Handler = Callable[[Request], Awaitable[Response]]
+STORAGE_FULL_RETRY_S = 120  # freed by an operator, not in a second; past the SDK's backoff_max_s (60), so it spools and comes back later
 
 
 class IngestService:
@@ -98,7 +100,12 @@ class IngestService:
             return await handler(request)
         except HTTPError as exc:
             return json_response(exc.status, exc.body, exc.headers)
-        except Exception:
+        except Exception as exc:
+            if storage_full(exc):  # the operator's to fix: nothing of the request was acknowledged, the same request works later
+                log.error("storage full on %s %s (%s): answered 507; free space under %s", request.method, path, exc, self.store.lake.root)
+                return json_response(507, {"error": "storage_full", "retryAfter": STORAGE_FULL_RETRY_S,
+                                           "message": "the service's storage is full: nothing of this request was stored or acknowledged; retry it later"},
+                                     {"Retry-After": str(STORAGE_FULL_RETRY_S)})
             log.exception("unhandled error on %s %s", request.method, path)
             return json_response(500, {"error": "internal", "message": "the server failed; the request was not acknowledged, retry it"})
 

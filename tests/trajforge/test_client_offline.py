@@ -35,7 +35,7 @@ def client_of(service: FakeService, **options) -> IngestClient:
     return IngestClient("http://ingest.test", transport=httpx.MockTransport(service), **options)
 
 
-@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504, 507])  # 507: the service's storage is full
 def test_a_busy_or_failing_service_is_retried_with_growing_waits(status, sleeps):
     service = FakeService([status] * 4)
     with client_of(service, max_retries=5, backoff_base_s=1.0) as client:

@@ -11,7 +11,7 @@ import httpx
 
 from trajforge.spool import SpoolFull
 
-RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
+RETRYABLE = {408, 425, 429, 500, 502, 503, 504, 507}  # 507: the service's storage is full, nothing was stored
 
 
 class IngestError(RuntimeError):

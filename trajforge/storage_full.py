@@ -1,0 +1,90 @@
+"""A full disk told apart from the other failures of a write, so that every writer can say so in one clear line.
+
+A full disk (ENOSPC), an exhausted quota (EDQUOT) and SQLite's "database or disk is full" are an operator's to fix
+(free space, then retry): nothing of what was accepted before is lost, and the same request or command works again.
+`storage_full` finds one anywhere in an exception's chain, also where only its text survived (pyarrow's errors, a
+Ray worker's exception re-raised on the driver). Some writers fail on a full disk without saying so (torch's
+checkpoint writer: "unexpected pos"); `free_bytes` lets them name the space left beside their own message.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+from pathlib import Path
+
+from trajforge.errors import TrajforgeError
+
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+SQLITE_FULL = 13
+_TEXTS = ("no space left on device", "disk quota exceeded", "database or disk is full")
+
+
+class StorageFull(TrajforgeError, OSError):
+    """A write failed because the disk (or quota) holding `path` is full; the message says what was kept and what to do."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        super().__init__(errno.ENOSPC, message)
+        self.filename = None if path is None else str(path)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def storage_full(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from (or while handling), is a full disk or quota."""
+    pending, seen = [exc], set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, StorageFull) or (isinstance(current, OSError) and current.errno in FULL_ERRNOS):
+            return True
+        if isinstance(current, sqlite3.Error) and (getattr(current, "sqlite_errorcode", 0) or 0) & 0xFF == SQLITE_FULL:
+            return True
+        if any(text in str(current).lower() for text in _TEXTS):
+            return True
+        pending += [current.__cause__, current.__context__, getattr(current, "cause", None)]
+    return False
+
+
+def out_of_space(exc: BaseException | None, path: str | os.PathLike, below: int = 1 << 20) -> bool:
+    """`storage_full(exc)`, or fewer than `below` bytes left where `path` is: for writers that fail on a full disk with
+    a message of their own (SQLite's "disk I/O error" opening a WAL, torch's "unexpected pos")."""
+    free = free_bytes(path)
+    return storage_full(exc) or (free is not None and free < below)
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Bytes free to this user on the filesystem holding `path` (its nearest existing parent); None when unknown."""
+    target = Path(path).absolute()
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    try:
+        stat = os.statvfs(target)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
+def space_left(path: str | os.PathLike) -> str:
+    """`<n> MB free on the device holding <path>`, for a message (`an unknown amount` when it cannot be read)."""
+    free = free_bytes(path)
+    amount = "an unknown amount" if free is None else f"{free / 1e6:.1f} MB"
+    return f"{amount} free on the device holding {path}"
+
+
+def full_file(exc: BaseException | None) -> str | None:
+    """The file a full disk refused, when an exception in the chain names it."""
+    pending, seen = [exc], set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.filename and (current.errno in FULL_ERRNOS or isinstance(current, StorageFull)):
+            return str(current.filename)
+        pending += [current.__cause__, current.__context__, getattr(current, "cause", None)]
+    return None

@@ -186,7 +186,11 @@ def unparsed_record(action: Any) -> dict[str, Any]:
         except (TypeError, ValueError):
             text = repr(dict(action))
         else:
-            if len(text.encode("utf-8")) <= RAW_KEEP_BYTES:
+            try:
+                fits = len(text.encode("utf-8")) <= RAW_KEEP_BYTES
+            except UnicodeEncodeError:  # a lone UTF-16 surrogate, which no UTF-8 log line holds: kept below, replaced
+                fits = False
+            if fits:
                 return json.loads(text)
     else:
         text = action if isinstance(action, str) else repr(action)

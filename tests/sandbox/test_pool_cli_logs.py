@@ -75,7 +75,8 @@ def test_an_invalid_action_is_logged_as_invalid_with_why_and_what_was_given_capp
 
     given = ["language: python\npattern: [" + "x" * (1 << 20), "not: [valid", "{pattern: 'print($A)', language: python}",
              {"pattern": {"print($A)"}, "rewrite": "log($A)", "language": "python"},  # a set: not JSON
-             {"pattern": "print($A)", "rewrite": "log($A)", "language": "python", "paths": ["nope.py"]}]
+             {"pattern": "print($A)", "rewrite": "log($A)", "language": "python", "paths": ["nope.py"]},
+             {"pattern": "print($A)", "rewrite": "log('\ud800', $A)", "language": "python"}]  # a lone surrogate: it raised
     ws = box.prepare_workspace("invalid-logged", {"a.py": "print(1)\n"})
     try:
         for action in given:
@@ -84,13 +85,14 @@ def test_an_invalid_action_is_logged_as_invalid_with_why_and_what_was_given_capp
         box.cleanup(ws)
     text = (box.settings.logs_dir / "invalid-logged.jsonl").read_text()
     lines = [json.loads(line) for line in text.splitlines()]
-    assert [(entry["kind"], entry["valid"]) for entry in lines] == [("action", False)] * 5
+    assert [(entry["kind"], entry["valid"]) for entry in lines] == [("action", False)] * 6
     assert lines[0]["action"] == {"unparsed": given[0][:RAW_KEEP_BYTES], "bytes": len(given[0]), "truncated": True}
     assert "not valid YAML or JSON" in lines[0]["error"] and len(text.encode()) < 5 * RAW_KEEP_BYTES
     assert lines[1]["action"] == {"unparsed": "not: [valid", "bytes": 11, "truncated": False} and "not valid YAML" in lines[1]["error"]
     assert lines[2]["action"] == {"unparsed": given[2], "bytes": len(given[2]), "truncated": False} and "rewrite" in lines[2]["error"]
     assert lines[3]["action"]["unparsed"].startswith("{'pattern': {'print($A)'}") and "pattern" in lines[3]["error"]
     assert lines[4]["action"]["paths"] == ["nope.py"] and "'nope.py' is not in the workspace" in lines[4]["error"]
+    assert lines[5]["action"]["unparsed"] == json.dumps(given[5], ensure_ascii=False).replace("\ud800", "?") and "rewrite" in lines[5]["error"]
 
 
 @pytest.mark.parametrize("framework,output,expected", [

@@ -75,7 +75,11 @@ def _write_files(files: Mapping[str, str | bytes], workspace: Path) -> None:
             raise InvalidAction(f"content of {name!r} must be str or bytes, got {type(content).__name__}")
         target = workspace / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        data = content.encode("utf-8") if isinstance(content, str) else content
+        try:
+            data = content.encode("utf-8") if isinstance(content, str) else content
+        except UnicodeEncodeError as exc:
+            raise InvalidAction(f"content of {name!r} holds a lone UTF-16 surrogate ({ascii(exc.object[exc.start:exc.end])} at "
+                                f"character {exc.start}), which is not text: give whole characters, or the file's bytes") from None
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

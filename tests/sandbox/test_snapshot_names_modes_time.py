@@ -44,6 +44,13 @@ def test_a_snapshot_directory_with_a_case_only_clash_is_refused(box, tmp_path):
         box.prepare_workspace("case-clash-dir", snapshot)
 
 
+def test_content_with_a_lone_surrogate_is_invalid_naming_the_file_not_a_unicode_error(box):
+    # a task read from JSON can carry "\ud800" as an escape; writing it raised UnicodeEncodeError, not InvalidAction
+    with pytest.raises(InvalidAction, match=r"content of 'b.py' holds a lone UTF-16 surrogate \('\\ud800' at character 5\)"):
+        box.prepare_workspace("lone-surrogate", {"a.py": "x = '😀'\r\n", "b.py": "x = '\ud800'\n"})
+    assert not [p for p in box.settings.workspaces_root.iterdir() if p.name.startswith("lone-surrogate--")]
+
+
 @pytest.mark.parametrize("path, message", [("a" * 256 + ".py", "a name of 259 bytes"),
                                            ("/".join(["d" * 200] * 6) + "/x.py", "bytes long")])
 def test_too_long_names_and_paths_are_invalid_not_a_crash(box, path, message):

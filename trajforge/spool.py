@@ -3,7 +3,9 @@
 Envelopes leave in the order they were signed, so a session's sequences reach the server in order
 even across an offline period or a restart of the agent. A spool file that is not a readable SQLite database
 (damaged on disk, or another file at that path) is moved aside to `<name>.corrupt-<time>` with a logged error, and a
-fresh spool takes its place: the client keeps working, and what the old file held is kept for inspection.
+fresh spool takes its place: the client keeps working, and what the old file held is kept for inspection. A spool
+that cannot be opened or written for another reason (a full disk, an I/O error, a lock) is not damaged: it is left as it
+is and the error raised (`StorageFull`, naming the file, when the disk is full), so that nothing spooled goes aside.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+
+from trajforge.storage_full import StorageFull, out_of_space, space_left, storage_full
 
 log = logging.getLogger("trajforge.client")
 _SCHEMA = (
@@ -26,6 +30,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS rejected (id INTEGER PRIMARY KEY, session_id TEXT NOT NULL, body BLOB NOT NULL,"
     " status INTEGER NOT NULL, answer TEXT NOT NULL, rejected_at REAL NOT NULL)",
 )
+_DAMAGE_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB: the file itself is not a sound database
 
 
 class SpoolFull(RuntimeError):
@@ -62,6 +67,20 @@ def _connect(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in _DAMAGE_CODES or str(exc).startswith("quick_check:")
+
+
+def _full(exc: sqlite3.Error, path: str | Path) -> bool:
+    return storage_full(exc) if str(path) == ":memory:" else out_of_space(exc, path)  # SQLite may say only "disk I/O error"
+
+
+def _full_error(path: str | Path, doing: str, exc: BaseException) -> StorageFull:
+    then = "open it again" if doing == "open" else "try again (what this call was spooling was not taken)"
+    return StorageFull(f"no space left to {doing} the spool {path} ({space_left(Path(path).parent)}; {exc}): nothing already "
+                       f"spooled was lost or moved; free space, then {then}", path)
+
+
 def _set_aside(path: Path, problem: Exception) -> Path:
     """Move a damaged spool (and its WAL and shared-memory files) aside; the name it now has."""
     aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9}")
@@ -86,7 +105,9 @@ class Spool:
         try:
             self._conn = _connect(path)
         except sqlite3.DatabaseError as exc:
-            if str(path) == ":memory:":
+            if _full(exc, path):
+                raise _full_error(path, "open", exc) from exc
+            if str(path) == ":memory:" or not _damaged(exc):
                 raise
             self.set_aside = _set_aside(Path(path), exc)
             self._conn = _connect(path)
@@ -95,13 +116,20 @@ class Spool:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (one fsync), under the lock; rolled back if the body raises."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:  # a COMMIT that failed (a full disk) may have rolled back already
+                        with suppress(sqlite3.Error):
+                            self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                if _full(exc, self.path):
+                    raise _full_error(self.path, "write", exc) from exc
                 raise
-            self._conn.execute("COMMIT")
 
     def put(self, session_id: str, body: bytes) -> int:
         return self.put_many(session_id, [body])[0]

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from trajforge.atomic import fsync_dir, fsync_tree, staged_dir, write_atomic
+from trajforge.errors import TrajforgeError
+from trajforge.storage_full import StorageFull, out_of_space, space_left
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trajforge_state.json"
@@ -38,6 +40,16 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     root = checkpoints_dir(run_dir)
     found = [path for path in root.glob("step-*") if (path / STATE_FILE).is_file()] if root.is_dir() else []
     return sorted(found, key=lambda path: path.name)
+
+
+def failure(message: str, exc: BaseException, run_dir: Path) -> TrajforgeError:
+    """The error a failed run ends with. On a full disk (torch's checkpoint writer then says only "unexpected pos"), a
+    StorageFull that says so and where the same command resumes (the interrupted save has no state file: never resumed)."""
+    if not out_of_space(exc, run_dir, below=64 << 20):
+        return TrajforgeError(message)
+    found = complete_checkpoints(run_dir)
+    then = f"resumes the run from its last complete checkpoint, {found[-1]}" if found else "starts the run over (no complete checkpoint yet)"
+    return StorageFull(f"{message} ({space_left(run_dir)}: the disk is full); free space, then the same command {then}", run_dir)
 
 
 def incomplete_checkpoints(run_dir: Path, before: str) -> list[Path]:

@@ -234,12 +234,12 @@ def fit_run(trainer, run_dir: Path) -> None:
     """`trainer.fit()`, its failures one line: a worker's exception (Ray wraps it) its message; Ctrl-C, which Ray Train
     turns into an abort of the run and a SystemExit(1) out of `fit`, a KeyboardInterrupt (status 130) after saying where
     the run stands."""
-    from learner.checkpoint import complete_checkpoints
+    from learner.checkpoint import complete_checkpoints, failure
 
     try:
         trainer.fit()
     except Exception as exc:
-        raise TrajforgeError(f"training failed: {_root_message(exc)}") from exc
+        raise failure(f"training failed: {_root_message(exc)}", exc, run_dir) from exc
     except SystemExit as exc:
         found = complete_checkpoints(run_dir)
         log.warning("training interrupted; %s", f"the same command resumes the run from its last checkpoint, {found[-1]}" if found else

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trajforge.errors import ConfigError, TrajforgeError
+from trajforge.storage_full import StorageFull, storage_full
 
 log = logging.getLogger(__name__)
 BLOCK = 8 << 20
@@ -122,6 +123,9 @@ def storage_error(exc: BaseException, uri: str, doing: str) -> TrajforgeError:
     """A pyarrow storage failure as one line that names the URI and the setting to look at."""
     text = str(exc)
     scheme = uri.partition("://")[0]
+    if storage_full(exc):
+        return StorageFull(f"{uri}: {doing} failed ({_first_line(exc)}); the storage there is full (or over its quota): free space, "
+                           "then run the same command again, which goes on where this one stopped", uri)
     if re.search(r"NETWORK_CONNECTION|curlCode|Could not connect|Could not resolve|Connection refused|timed out", text, re.I):
         why = ("cannot reach the storage endpoint: check AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3), or endpoint_override=HOST:PORT "
                "(with scheme=http for a plain-HTTP server) in the URI's query, and the network" if scheme in ("s3", "s3a")

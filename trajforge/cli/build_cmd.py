@@ -117,6 +117,13 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"trajforge build: interrupted, nothing published: {interrupted_state(settings.lake)}", file=sys.stderr)
         raise
+    except Exception as exc:
+        from trajforge.storage_full import StorageFull, space_left, storage_full
+
+        if not storage_full(exc):
+            raise
+        raise StorageFull(f"no space left for the build ({space_left(settings.lake)}): the build stopped and "
+                          f"nothing was published (free space first): {interrupted_state(settings.lake)}", settings.lake) from exc
     if not args.json:
         print(summary(manifest), flush=True)
     published = publish_to(settings.lake, manifest["build_id"], args.publish_to) if args.publish_to else None

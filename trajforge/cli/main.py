@@ -100,12 +100,18 @@ def run(argv: list[str] | None = None) -> int:
 
         if not storage_full(exc):
             raise
-        where = full_file(exc)  # a full disk is the operator's to fix: one line, not a traceback
-        print(f"trajforge {args.command}: no space left on the device{f' writing {where}' if where else ''} "
-              f"({type(exc).__name__}); free space and run the command again", file=sys.stderr)
+        # a full disk is the operator's to fix: one line that says where, not a traceback
+        where = f" writing {full_file(exc)}" if full_file(exc) else f" holding {args.lake}" if getattr(args, "lake", None) else ""
+        print(f"trajforge {args.command}: no space left on the device{where} ({_first_line(exc)}); free space and run the command again",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,107 @@
+"""A full disk named as such, in one line, by every writer's command (injected: CI cannot mount a small tmpfs)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from trajforge.cli import main
+from trajforge.errors import TrajforgeError
+from trajforge.storage_full import StorageFull, full_file, storage_full
+
+ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class WorkerError(Exception):
+    """Stands for a Ray worker's exception re-raised on the driver: the OSError survives only as text or `.cause`."""
+
+
+def _raised_from(cause: BaseException) -> Exception:
+    try:
+        try:
+            raise cause
+        except BaseException as exc:
+            raise RuntimeError("UDF failed to process a data block") from exc
+    except RuntimeError as outer:
+        return outer
+
+
+@pytest.mark.parametrize(("exc", "full"), [
+    (ENOSPC, True),
+    (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
+    (sqlite3.OperationalError("database or disk is full"), True),
+    (_raised_from(OSError(errno.ENOSPC, "No space left on device", "/lake/x.seg")), True),
+    (WorkerError("ray::MapBatches() ... OSError: [Errno 28] Error writing bytes to file. Detail: [errno 28] No space left on device"), True),
+    (OSError(errno.EACCES, "Permission denied"), False),
+    (sqlite3.OperationalError("database is locked"), False),
+    (_raised_from(ValueError("bad row")), False),
+])
+def test_a_full_disk_is_found_anywhere_in_the_chain_and_nothing_else_is_taken_for_one(exc, full):
+    assert storage_full(exc) is full
+
+
+def test_the_file_a_full_disk_refused_is_named_when_the_chain_has_it():
+    assert full_file(_raised_from(OSError(errno.ENOSPC, "No space left on device", "/lake/x.seg"))) == "/lake/x.seg"
+    assert full_file(ENOSPC) is None
+
+
+def test_a_build_on_a_full_disk_says_so_in_one_line_and_that_latest_is_unchanged(monkeypatch, tmp_path, capsys):
+    import pipelines.build
+
+    def full_build(settings, *, full, org, progress):
+        raise WorkerError("ray::MapBatches(process_batch)() ...\nOSError: [Errno 28] Error writing bytes to file. Detail: [errno 28] "
+                          "No space left on device")
+
+    monkeypatch.setattr(pipelines.build, "run_build", full_build)
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "curated").mkdir()
+    (tmp_path / "curated" / "LATEST").write_text("20260101T000000Z-0001\n")
+    assert main.main(["build", "--lake", str(tmp_path), "--no-embed"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("trajforge build: no space left for the build")
+    assert str(tmp_path) in err and "curated/LATEST still names 20260101T000000Z-0001" in err
+
+
+def test_any_command_that_meets_a_full_disk_ends_with_one_line_naming_the_lake(monkeypatch, tmp_path, capsys):
+    import trajforge.tombstones
+
+    def full_append(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(trajforge.tombstones.os, "fsync", full_append)
+    (tmp_path / "raw").mkdir()
+    assert main.main(["forget", "f" * 32, "--lake", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"trajforge forget: no space left on the device holding {tmp_path} (OSError: [Errno 28] No space left on device); "
+                   "free space and run the command again")
+
+
+def test_publishing_to_a_full_destination_says_it_is_full_and_that_a_rerun_goes_on():
+    from trajforge.lake_fs import storage_error
+
+    error = storage_error(OSError("[Errno 28] Error writing bytes to file. Detail: [errno 28] No space left on device"),
+                          "file:///pub/b/sft/part-00000.parquet", "uploading it")
+    assert isinstance(error, StorageFull) and error.errno == errno.ENOSPC
+    assert str(error).startswith("file:///pub/b/sft/part-00000.parquet: uploading it failed") and "full" in str(error)
+    assert "run the same command again" in str(error)
+
+
+def test_a_training_run_that_fills_its_disk_says_so_and_where_it_resumes(tmp_path, monkeypatch):
+    from learner import checkpoint
+
+    run = tmp_path / "run"
+    done = run / "checkpoints" / "step-000004"
+    done.mkdir(parents=True)
+    (done / checkpoint.STATE_FILE).write_text("{}")
+    (run / "checkpoints" / "step-000006").mkdir()  # the save the full disk interrupted: no state file
+    torch_says = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1839168 vs 1839056")
+    roomy = checkpoint.failure("training failed: RuntimeError: unexpected pos", torch_says, run)
+    assert type(roomy) is TrajforgeError and str(roomy) == "training failed: RuntimeError: unexpected pos"
+    monkeypatch.setattr("trajforge.storage_full.free_bytes", lambda _path: 0)
+    full = checkpoint.failure("training failed: RuntimeError: unexpected pos", torch_says, run)
+    assert isinstance(full, StorageFull) and str(full).startswith("training failed: RuntimeError: unexpected pos (0.0 MB free")
+    assert str(full).endswith(f"free space, then the same command resumes the run from its last complete checkpoint, {done}")

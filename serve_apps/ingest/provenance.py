@@ -73,7 +73,7 @@ class ProvenanceAPI:
         self.max_body_bytes = settings.max_body_bytes
         self.client_of = client_of
         self.tokens = TokenStore(lake)
-        self.signatures = SignatureGuard()  # seed 003's optional event signing, for tokens made with a signing_key
+        self.signatures = SignatureGuard(lake)  # seed 003's optional event signing, for tokens made with a signing_key
         self.store = ProvenanceStore(lake, writer_id)
         if self.store.recovered:
             log.warning("provenance: indexed %d events found in the raw lake but not in the index (a crash between the two)", self.store.recovered)
@@ -222,7 +222,7 @@ class ProvenanceAPI:
         which a signing token's signature covers."""
         who, customer_id = self.customer_of(request)
         if who.signing_key:
-            self.signatures.check(who, request.headers, raw)
+            await asyncio.to_thread(self.signatures.check, who, request.headers, raw)
         single, items = _items(body)
         if not items:
             raise HTTPError(400, "no_events", 'send one event, an array of events or {"events": [...]}')
@@ -287,6 +287,7 @@ class ProvenanceAPI:
 
     def shutdown(self) -> None:
         self.tokens.close()
+        self.signatures.close()
         self.store.close()
 
 

@@ -50,7 +50,10 @@ def lone_surrogate(value: Any) -> str | None:
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone UTF-16 surrogate an answer echoes (an accepted envelope's model): escaped, as JSON.stringify does
+        payload = json.dumps(body, separators=(",", ":")).encode()
     merged = dict(CORS)
     if headers:
         merged.update(headers)

@@ -163,6 +163,15 @@ def test_a_close_without_an_outcome_block_is_scored_from_the_steps(client):
     assert answer["accepted"] and answer["score"]["points"] > 0
 
 
+def test_a_close_whose_answer_echoes_a_lone_surrogate_answers_200_with_it_escaped(client):
+    # JSON.stringify writes a lone surrogate as an escape, so a Node client's model_engine can hold one; the close was
+    # stored and scored, then its answer (the score names the model) could not be encoded: a 500 saying "retry it"
+    session = open_session(client)
+    session.send_chunk(steps(6), {"model_engine": "gpt-5.5\ud800"})
+    answer = session.close({"status": "SUCCESS"})
+    assert answer["accepted"] and answer["score"]["points"] > 0 and "gpt-5.5\ud800" in json.dumps(answer, ensure_ascii=False)
+
+
 def test_nothing_but_feedback_is_accepted_after_close(client, http):
     session = open_session(client)
     session.send_chunk(steps(3))

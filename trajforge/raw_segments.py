@@ -195,6 +195,20 @@ def try_lock(path: Path) -> int | None:
     return fd
 
 
+def append_whole(fd: int, data: bytes) -> None:
+    """Append `data` to the O_APPEND file `fd` and fsync it, all or nothing: a short write (a disk filling up) is carried
+    on, and one that fails is cut back off, so no half record is left for the next append to run into."""
+    size = os.fstat(fd).st_size
+    try:
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
+    except OSError:
+        os.ftruncate(fd, size)
+        raise
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trajforge.raw_segments import append_whole
+
 RECORD_FIELDS = ("task_id", "step", "prompt", "state_before", "model_output", "sandbox_result", "reward")
 
 
@@ -72,8 +74,7 @@ class TrajectoryWriter:
                 except OSError:
                     pass  # a filesystem without flock: builds then take every torn line for a write in progress
                 self._fd = fd
-            os.write(self._fd, line)
-            os.fsync(self._fd)
+            append_whole(self._fd, line)  # a line the disk took only half of is cut back off, and raises
 
     def close(self) -> None:
         """Release the file (and its lock); a later `append` opens it again."""

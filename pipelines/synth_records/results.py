@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trajforge.errors import TrajforgeError
+from trajforge.raw_segments import append_whole
 
 
 class ResultsBusy(TrajforgeError, RuntimeError):
@@ -70,8 +71,7 @@ class ResultsWriter:
     def append(self, record: dict[str, Any]) -> None:
         if record["i"] in self.done:
             raise ValueError(f"record {record['i']} is already in {self.path}")
-        os.write(self._fd, (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8"))
-        os.fsync(self._fd)
+        append_whole(self._fd, (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8"))
         self.done[record["i"]] = record
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 from serve_apps.ingest import registry
 from trajforge.contracts.events import DEFAULT_ORG, TelemetryEvent, event_id_of, partition_name
 from trajforge.lake import Lake
+from trajforge.raw_segments import append_whole
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -121,15 +122,7 @@ def append_durably(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        size = os.fstat(fd).st_size
-        try:
-            written = os.write(fd, data)
-            while written < len(data):
-                written += os.write(fd, data[written:])
-            os.fsync(fd)
-        except OSError:
-            os.ftruncate(fd, size)
-            raise
+        append_whole(fd, data)
     finally:
         os.close(fd)
     for folder in {entry.parent for entry in new_entries}:

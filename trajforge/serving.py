@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import httpx
 
+from trajforge import cluster
 from trajforge.cluster import init_ray
 from trajforge.errors import ConfigError, ServeStartError
 from trajforge.settings import ENV_PREFIX
@@ -75,7 +76,8 @@ def deploy(serve_file: ServeFile, address: str | None = None, health_timeout_s: 
         ray.shutdown()
         raise ServeStartError(cluster_needed("--detach"))
     http = serve_file.http_options
-    check_running_serve(http.host, http.port, [app.name for app in serve_file.applications], detached=detached)
+    replaced = check_running_serve(http.host, http.port, [app.name for app in serve_file.applications], detached=detached)
+    warn_if_replicas_wait([(app.name, built) for app, built in applications if app.name not in replaced])
     serve.start(proxy_location=serve_file.proxy_location, http_options=proxy_options(http))
     for app, built in applications:
         log.info("deploying %s at %s", app.name, app.route_prefix)
@@ -119,17 +121,17 @@ def cluster_needed(flag: str) -> str:
             "or name a cluster with --address HOST:6379")
 
 
-def check_running_serve(host: str, port: int, app_names: list[str], detached: bool = False) -> None:
+def check_running_serve(host: str, port: int, app_names: list[str], detached: bool = False) -> list[str]:
     """When Serve already runs on the cluster (an earlier `trajforge serve`, `serve deploy`), it keeps its HTTP options:
     refuse another host or port before anything is deployed (the applications would answer elsewhere than printed), and
-    say which of these applications replace running ones, and what then removes them."""
+    say which of these applications replace running ones, and what then removes them; answers those."""
     from ray import serve
     from ray.serve.context import _get_global_client
 
     client = _get_global_client(raise_if_no_controller_running=False)
     if client is None:  # no Serve on this cluster yet: its proxy must be able to bind the port
         check_port_free(host, port)
-        return
+        return []
     running = client.http_config
     if (running.host, running.port) != (host, port):
         raise ServeStartError(
@@ -140,6 +142,26 @@ def check_running_serve(host: str, port: int, app_names: list[str], detached: bo
     replaced = sorted(set(app_names) & set(serve.status().applications))
     if replaced:
         log.warning("%s", replacement_notice(replaced, detached))
+    return replaced
+
+
+def warn_if_replicas_wait(applications: list[tuple[str, object]]) -> None:
+    """Before `serve.run`, which waits without a word (and this command with it) until every replica is placed: say when
+    the applications' replicas ask for more CPUs or GPUs than the cluster has free, alone or together (`--set
+    ingest.num_replicas=3` beside embed on two cores), naming the settings and values that fit. Applications that
+    replace running ones are left out (their replicas' resources come free as they go)."""
+    asks = []
+    for name, built in applications:
+        deployment = built._bound_deployment
+        scaling = deployment._deployment_config.autoscaling_config
+        count = (scaling.initial_replicas or scaling.min_replicas) if scaling else deployment.num_replicas
+        options = deployment.ray_actor_options or {}
+        if count:
+            asks.append((name, float(options.get("num_cpus", 1.0)), float(options.get("num_gpus", 0) or 0), count))
+    for name, cpus, gpus, count in asks:
+        cluster.warn_if_cpus_taken(cpus, f"{name}.num_cpus", f"the {name} application's replicas", count)
+        cluster.warn_if_short("GPU", gpus, f"{name}.num_gpus", f"the {name} application's replicas", count)
+    cluster.warn_if_cpus_taken_together([(f"{name}.num_cpus", cpus, count) for name, cpus, _, count in asks], "the applications' replicas")
 
 
 def replacement_notice(replaced: list[str], detached: bool) -> str:

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from pipelines.build.sources import FileIndex, indexed_frames
+from trajforge.contracts.events import lone_surrogate_field
 from trajforge.scoring import Score, kind_codes, score_columns, score_of
 from trajforge.stitch import stitch_order
 
@@ -85,7 +86,11 @@ def _parse_bodies(bodies: list[bytes | memoryview], names: pa.ChunkedArray) -> t
     tables, kept, wrong = [], [], {}
     for number, body in enumerate(bodies):  # the slow path, only for a segment holding a bad body
         try:
-            if not isinstance(json.loads(bytes(body)), dict):
+            envelope = json.loads(bytes(body))
+            if not isinstance(envelope, dict):
+                continue
+            if (field := lone_surrogate_field(envelope)) is not None:  # JSON can escape one; no UTF-8 string holds it
+                wrong[number] = f"envelope {names[number].as_py()} holds a lone UTF-16 surrogate in {field}, which is not text"
                 continue
             tables.append(pajson.read_json(io.BytesIO(_one_line(body)), read_options=_READ, parse_options=_PARSE))
             kept.append(number)

@@ -51,6 +51,7 @@ def lake(tmp_path):
         ("c", _chunk("c", 0, [_step(1, "error"), _step(2, "resolution")], {"model_engine": "o3", "task_complexity": "heavy"})),
         ("d", _chunk("d", 0, [{"type": "thought"}])),
         ("e", _close("e", {"model_engine": "o3"})),
+        ("f", json.dumps(_chunk("f", 0, [{**_step(1, "thought"), "content": "half an emoji \ud83d"}])).encode()),  # JSON.stringify's escape
     ])
     _write(folder / "2.seg", [
         ("a", pretty),
@@ -80,6 +81,7 @@ def test_columnar_scores_equal_the_per_session_ones_and_bad_sessions_say_why(lak
 
     assert sorted(scored.session_ids) == ["a", "c", "e"]
     assert "wrong type" in scored.unscorable["b"] and "step number" in scored.unscorable["d"]
+    assert scored.unscorable["f"] == "envelope env-1-6 holds a lone UTF-16 surrogate in trajectory_log.0.content, which is not text"
     for index, session in enumerate(scored.session_ids):
         stitched = stitch(session, _per_session(lake, sessions[session].refs))
         assert scored.score(index) == score(stitched), session
@@ -96,7 +98,7 @@ def test_the_careful_index_path_gives_the_fast_paths_index(lake, monkeypatch):
     fast_index, fast_frames = sources.indexed_frames(str(lake), relative)
     monkeypatch.setattr(sources, "scan_clean", lambda path: None)
     careful_index, careful_frames = sources.indexed_frames(str(lake), relative)
-    assert fast_index == careful_index and fast_frames == careful_frames and len(fast_frames) == 6
+    assert fast_index == careful_index and fast_frames == careful_frames and len(fast_frames) == 7
 
 
 def test_a_header_the_one_call_parse_cannot_read_takes_the_careful_path(tmp_path):

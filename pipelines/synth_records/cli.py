@@ -202,7 +202,15 @@ def _run(args: argparse.Namespace, settings: Any) -> int:
         job_id = files.id
     else:
         job_id = args.job
-    base = run_job(settings, job_id, progress=not args.no_progress)
+    try:
+        base = run_job(settings, job_id, progress=not args.no_progress)
+    except Exception as exc:
+        from trajforge.storage_full import StorageFull, space_left, storage_full
+
+        if not storage_full(exc):
+            raise
+        raise StorageFull(f"no space left for job {job_id} ({space_left(settings.lake)}): every record written so far is kept; "
+                          f"free space, then: trajforge synth-records resume {job_id}", settings.lake) from exc
     print(json.dumps(base, indent=2, ensure_ascii=False))
     return 0 if base["status"] == "succeeded" else 1
 

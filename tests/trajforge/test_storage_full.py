@@ -105,3 +105,21 @@ def test_a_training_run_that_fills_its_disk_says_so_and_where_it_resumes(tmp_pat
     full = checkpoint.failure("training failed: RuntimeError: unexpected pos", torch_says, run)
     assert isinstance(full, StorageFull) and str(full).startswith("training failed: RuntimeError: unexpected pos (0.0 MB free")
     assert str(full).endswith(f"free space, then the same command resumes the run from its last complete checkpoint, {done}")
+
+
+def test_a_synthetic_records_job_that_fills_its_disk_says_how_to_resume_it(monkeypatch, tmp_path, capsys):
+    import re
+
+    import pipelines.synth_records.runner
+    from helpers import REPO
+
+    def full_job(settings, job_id, progress):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pipelines.synth_records.runner, "run_job", full_job)
+    schema = REPO / "examples" / "synth_records" / "support_ticket.schema.json"
+    assert main.main(["synth-records", "run", "--schema", str(schema), "--description", "tickets", "--records", "2", "--lake", str(tmp_path),
+                      "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    job = re.match(r"trajforge synth-records: no space left for job (\S+) \(", err)
+    assert job and err.endswith(f"every record written so far is kept; free space, then: trajforge synth-records resume {job[1]}")

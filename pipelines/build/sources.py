@@ -10,7 +10,7 @@ Two sources feed a build:
 
 Indexing reads only headers and record keys; the bodies are read again, by offset, in the Ray Data
 stage that builds each batch, so no shuffle is needed. Damaged bytes that valid frames follow, frames
-without the header fields, unparseable record lines, and the torn tail of a segment or trajectory file
+without the header fields, unparseable record lines (and those holding a lone UTF-16 surrogate), and the torn tail of a segment or trajectory file
 no writer holds (a crashed write, or a segment that is damaged throughout) are quarantine entries:
 counted and listed in the manifest with their file, offset and length (the raw lake is never
 rewritten), never a reason to stop. A torn tail whose writer still holds the file's lock is a write in
@@ -23,6 +23,7 @@ import fcntl
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
+from trajforge.contracts.events import lone_surrogate_field
 from trajforge.raw_segments import salvage, scan, scan_clean
 from trajforge.errors import LakeCorruption
 
@@ -41,6 +43,7 @@ HEADER_FIELDS = ("session_id", "kind", "envelope_id")
 # whose fields have other types (a numeric received_at, say) takes the careful per-frame path.
 _HEADER_PARSE = pajson.ParseOptions(explicit_schema=pa.schema([(name, pa.string()) for name in (*HEADER_FIELDS, "received_at", "contributor_id")]),
                                     unexpected_field_behavior="ignore")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # UTF-8 holds no surrogate: only such an escape can bring one
 _HEADER_READ = pajson.ReadOptions(use_threads=False, block_size=16 << 20)
 
 
@@ -189,9 +192,14 @@ def index_trajectory_file(lake_root: str, relative: str) -> FileIndex:
                 record = json.loads(line)
                 session = loop_session_id(record)
                 kind = "final" if record.get("final") else "step"
-                rows.append((session, f"{relative}:{offset}", offset, length, kind, float(record.get("created_at") or 0.0), None))
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                reason = "not JSON" if isinstance(exc, ValueError) else f"record lacks task_id or is not an object ({type(exc).__name__})"
+                lone = lone_surrogate_field(record) if _SURROGATE_ESCAPE.search(line) else None
+                if lone is not None:  # JSON can escape one; no Parquet (UTF-8) string nor tokenizer takes it
+                    index.quarantined.append(Quarantined("trajectories", relative, offset, length, f"a lone UTF-16 surrogate in {lone}, which is not text"))
+                else:
+                    rows.append((session, f"{relative}:{offset}", offset, length, kind, float(record.get("created_at") or 0.0), None))
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+                reason = ("not JSON" if isinstance(exc, ValueError) else "nested too deeply to parse" if isinstance(exc, RecursionError)
+                          else f"record lacks task_id or is not an object ({type(exc).__name__})")
                 index.quarantined.append(Quarantined("trajectories", relative, offset, length, reason))
             offset += length
     index.records = records_table(rows)

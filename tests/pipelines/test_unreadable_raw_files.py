@@ -3,6 +3,8 @@ reason, and the build goes on; a folder that happens to end in .seg is not a raw
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pipelines.build.index_stage import _index_one
@@ -39,3 +41,19 @@ def test_an_events_file_that_cannot_be_read_is_quarantined_whole(tmp_path):
     assert [raw_id for raw_id, _ in read_events(tmp_path, quarantined)] == [f"{folder.relative_to(tmp_path)}/a.jsonl:1"]
     assert quarantined == [{"source": "events", "path": f"{folder.relative_to(tmp_path)}/b.jsonl", "offset": 0, "length": 0,
                             "reason": "unreadable: No such file or directory"}]
+
+
+def test_a_trajectory_line_holding_a_lone_surrogate_is_quarantined_naming_the_field(tmp_path):
+    # JSON can escape a lone surrogate; the record reached the build's tokenizer, whose TypeError stopped the whole build
+    from pipelines.build.sources import index_trajectory_file
+
+    folder = tmp_path / "raw" / "trajectories"
+    folder.mkdir(parents=True)
+    lines = [json.dumps({"task_id": "t1", "step": 1, "model_output": {"raw": "half an emoji \ud83d"}}).encode() + b"\n",
+             json.dumps({"task_id": "t2", "step": 1, "model_output": {"raw": "a whole one \U0001f600, escaped as a pair"}}).encode() + b"\n",
+             b'{"task_id": "t3", "step": 1, "prompt": "a backslash then ud800: \\\\ud800"}\n']
+    (folder / "a.jsonl").write_bytes(b"".join(lines))
+    index = index_trajectory_file(str(tmp_path), "raw/trajectories/a.jsonl")
+    assert index.records.column("session_id").to_pylist() == ["actor:t2:run", "actor:t3:run"]
+    assert [(q.offset, q.length, q.reason) for q in index.quarantined] == [
+        (0, len(lines[0]), "a lone UTF-16 surrogate in model_output.raw, which is not text")]

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,16 @@ class EventStore:
         now = time.time() if now is None else now
         date = time.strftime("%Y-%m-%d", time.gmtime(now))
         keyed = [((event.org_id or DEFAULT_ORG), event_id_of(event, raw), event, raw) for event, raw in events]
-        with self._lock, registry.immediate(self._conn) as conn:
+        with self._lock:
+            appends = Appends()
+            try:
+                return self._store(keyed, client, now, date, appends)
+            except BaseException:
+                appends.undo()
+                raise
+
+    def _store(self, keyed: list, client: str, now: float, date: str, appends: Appends) -> list[Accepted]:
+        with registry.immediate(self._conn) as conn:
             seen = self._stored(conn, {(org, event_id) for org, event_id, _, _ in keyed})
             lines: dict[Path, list[bytes]] = defaultdict(list)
             answers = []
@@ -94,7 +104,7 @@ class EventStore:
                 lines[folder / f"{self.writer_id}.jsonl"].append(json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
                 answers.append(Accepted(event_id, duplicate=False))
             for path, chunk in lines.items():
-                append_durably(path, b"".join(chunk))
+                appends.append(path, b"".join(chunk))
             conn.executemany("INSERT INTO events (org, event_id, received_at) VALUES (?, ?, ?)",
                              [(org, answer.event_id, now) for (org, *_), answer in zip(keyed, answers) if not answer.duplicate])
         return answers
@@ -112,6 +122,29 @@ class EventStore:
 
     def close(self) -> None:
         self._conn.close()
+
+
+class Appends:
+    """The durable appends one request makes, to cut back off when its registry transaction fails (a full disk): a
+    request answered as not stored leaves no line that a later index catch-up, a retry or a build would take as well.
+    Use it under the writer's lock, so that no other request appends to these files in between."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[Path, int] = {}
+
+    def append(self, path: Path, data: bytes) -> None:
+        self.sizes.setdefault(path, path.stat().st_size if path.exists() else 0)
+        append_durably(path, data)
+
+    def undo(self) -> None:
+        for path, size in self.sizes.items():
+            with suppress(OSError):
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    os.ftruncate(fd, size)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
 
 
 def append_durably(path: Path, data: bytes) -> None:

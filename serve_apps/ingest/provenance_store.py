@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from serve_apps.ingest import registry
-from serve_apps.ingest.events import append_durably
+from serve_apps.ingest.events import Appends
 from trajforge.contracts.events import partition_name
 from trajforge.contracts.provenance import AGENT_ACTION, OUTCOME, PRICES_USD, AgentAction, Outcome, ProvenanceEvent, iso, parse_provenance
 from trajforge.lake import Lake
@@ -86,7 +86,16 @@ class ProvenanceStore:
         now = time.time() if now is None else now
         folder = self.lake.raw_provenance / f"customer={partition_name(customer_id)}" / f"date={time.strftime('%Y-%m-%d', time.gmtime(now))}"
         path = folder / f"{self.writer_id}.jsonl"
-        with self._lock, registry.immediate(self._conn) as conn:
+        with self._lock:
+            appends = Appends()
+            try:
+                return self._store(events, customer_id, token_id, client, now, path, appends)
+            except BaseException:
+                appends.undo()  # answered as not stored: its lines must not be indexed by the next catch-up
+                raise
+
+    def _store(self, events: list, customer_id: str, token_id: str | None, client: str, now: float, path: Path, appends: Appends) -> list[str]:
+        with registry.immediate(self._conn) as conn:
             self._catch_up(conn, path)
             ids, records, batch = [], [], {}
             for event, raw in events:
@@ -98,7 +107,7 @@ class ProvenanceStore:
                           "received_at": now, "client": client, "event": raw}
                 records.append(record)
                 ids.append(event_id)
-            append_durably(path, b"".join(_line(record) for record in records))
+            appends.append(path, b"".join(_line(record) for record in records))
             for record, (event, _) in zip(records, events):
                 _index(conn, record, event)
             self._set_offset(conn, path, path.stat().st_size)

@@ -104,7 +104,7 @@ class IngestService:
             if storage_full(exc):  # the operator's to fix: nothing of the request was acknowledged, the same request works later
                 log.error("storage full on %s %s (%s): answered 507; free space under %s", request.method, path, exc, self.store.lake.root)
                 return json_response(507, {"error": "storage_full", "retryAfter": STORAGE_FULL_RETRY_S,
-                                           "message": "the service's storage is full: nothing of this request was stored or acknowledged; retry it later"},
+                                           "message": "the service's storage is full: this request was not acknowledged; send it again later"},
                                      {"Retry-After": str(STORAGE_FULL_RETRY_S)})
             log.exception("unhandled error on %s %s", request.method, path)
             return json_response(500, {"error": "internal", "message": "the server failed; the request was not acknowledged, retry it"})

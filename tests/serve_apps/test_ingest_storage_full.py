@@ -92,3 +92,45 @@ def test_a_session_open_on_a_full_registry_is_507(ingest, monkeypatch):
         public, _ = crypto.generate_keypair()
         _assert_storage_full(ingest.post("/v1/sessions/open", json={"session_id": "sess_x", "public_key": public, "provider": "codex", "model": "m",
                                                                     "machine_fingerprint": "m" * 64, "app_version_hash": "a" * 64, "groove_version": "0.27.113"}))
+
+
+def _line_then_full_registry(real):
+    """The lines reach the disk, then the registry's write fails as on a full disk (SQLite pages go out at the commit)."""
+    import sqlite3
+
+    def append(path, data):
+        real(path, data)
+        raise sqlite3.OperationalError("database or disk is full")
+
+    return append
+
+
+def _raw_lines(root: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for path in sorted(root.rglob("*.jsonl")) for line in path.read_bytes().splitlines()]
+
+
+def test_events_answered_507_leave_no_line_behind_that_a_build_would_take(ingest, monkeypatch, tmp_path):
+    event = {"event_type": "model.error", "event_id": str(uuid.uuid4()), "org_id": "acme", "payload": {"message": "boom"}}
+    assert ingest.post("/v1/events", json=[{**event, "event_id": str(uuid.uuid4())}]).json()["accepted"] == 1
+    with monkeypatch.context() as patch:
+        patch.setattr(events_module, "append_durably", _line_then_full_registry(events_module.append_durably))
+        _assert_storage_full(ingest.post("/v1/events", json=[event]))
+    assert [line["event_id"] for line in _raw_lines(tmp_path / "lake" / "raw" / "events")].count(event["event_id"]) == 0
+    assert ingest.post("/v1/events", json=[event]).json()["accepted"] == 1
+    assert [line["event_id"] for line in _raw_lines(tmp_path / "lake" / "raw" / "events")].count(event["event_id"]) == 1
+
+
+def test_a_provenance_event_answered_507_is_not_stored_so_its_retry_is_the_only_copy(ingest, monkeypatch, tmp_path):
+    token = ingest.post("/v1/tokens", json={"customer_id": "acme", "name": "ci"}).json()["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    action = {"event_type": "agent_action", "actor_type": "agent", "actor_id": "a1", "tool": "edit", "intent": "fix",
+              "files_written": ["a.py"], "repo": "r", "commit": "abcdef1"}
+    with monkeypatch.context() as patch:
+        patch.setattr(events_module, "append_durably", _line_then_full_registry(events_module.append_durably))
+        _assert_storage_full(ingest.post("/v1/events", json=action, headers=auth))
+    assert ingest.post("/v1/events", json=action, headers=auth).status_code == 201
+    assert ingest.post("/v1/events", json={**action, "commit": "0123456"}, headers=auth).status_code == 201  # a catch-up indexes no leftover
+    assert len(ingest.get("/v1/provenance/by-commit/abcdef1", headers=auth).json()["events"]) == 1
+    assert len(_raw_lines(tmp_path / "lake" / "raw" / "provenance")) == 2

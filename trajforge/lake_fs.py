@@ -178,24 +178,42 @@ def read_bytes(remote: Remote, relative: str) -> bytes | None:
 def hash_remote(remote: Remote, relative: str, local: Path | None = None) -> tuple[int, str]:
     """(bytes, sha256) of the object, read once; with `local`, also written there (a download)."""
     digest, size = hashlib.sha256(), 0
-    with storage(remote.show(relative), "reading it"), remote.fs.open_input_stream(remote.key(relative)) as stream:
-        with (open(local, "wb") if local is not None else _Discard()) as out:
-            while block := stream.read(BLOCK):
-                digest.update(block)
-                out.write(block)
-                size += len(block)
+    with storage(remote.show(relative), "reading it"), remote.fs.open_input_stream(remote.key(relative)) as stream, _LocalCopy(local) as out:
+        while block := stream.read(BLOCK):
+            digest.update(block)
+            out.write(block)
+            size += len(block)
     return size, digest.hexdigest()
 
 
-class _Discard:
-    def __enter__(self):
+class _LocalCopy:
+    """Where a download goes (nowhere without a path). Its errors name the local file: a full local disk is not the
+    storage's (`storage` would have said the storage there is full)."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.handle = path, None
+
+    def __enter__(self) -> _LocalCopy:
+        if self.path is not None:
+            self.handle = self._do(lambda: open(self.path, "wb"))
         return self
 
-    def __exit__(self, *exc) -> None:
-        return None
-
     def write(self, block: bytes) -> None:
-        return None
+        if self.handle is not None:
+            self._do(lambda: self.handle.write(block))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            self._do(self.handle.close)
+
+    def _do(self, action):
+        try:
+            return action()
+        except OSError as exc:
+            if storage_full(exc):
+                raise StorageFull(f"{self.path}: writing it failed ({exc}); the disk here is full: free space, then run the same command "
+                                  "again, which goes on where this one stopped", self.path) from exc
+            raise TrajforgeError(f"{self.path}: writing it failed ({exc}); check that this user may write there") from exc
 
 
 def upload(source: Path | bytes, remote: Remote, relative: str) -> tuple[int, str]:

@@ -123,3 +123,29 @@ def test_a_synthetic_records_job_that_fills_its_disk_says_how_to_resume_it(monke
     err = capsys.readouterr().err.strip().splitlines()[-1]
     job = re.match(r"trajforge synth-records: no space left for job (\S+) \(", err)
     assert job and err.endswith(f"every record written so far is kept; free space, then: trajforge synth-records resume {job[1]}")
+
+
+def test_a_pull_into_a_full_local_disk_names_the_local_file_not_the_storage(tmp_path, monkeypatch):
+    from trajforge import lake_fs
+
+    (tmp_path / "remote").mkdir()
+    (tmp_path / "remote" / "a.seg").write_bytes(b"x" * 1000)
+    remote = lake_fs.open_uri(f"file://{tmp_path / 'remote'}")
+    real_open = open
+
+    class FullFile:
+        def __init__(self, path, mode):
+            self.handle = real_open(path, mode)
+
+        def write(self, block):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def close(self):
+            self.handle.close()
+
+    monkeypatch.setattr(lake_fs, "open", FullFile, raising=False)
+    local = tmp_path / "lake" / ".a.seg.pull-1"
+    local.parent.mkdir()
+    with pytest.raises(StorageFull) as full:
+        lake_fs.hash_remote(remote, "a.seg", local)
+    assert str(full.value).startswith(f"{local}: writing it failed") and "the disk here is full" in str(full.value)

@@ -57,8 +57,20 @@ def _pieces(content: str) -> list[str]:
     return [piece.strip("\n") for piece in THINK_TAGS.split(content) if piece.strip()]
 
 
-def find_message(text: str, content: str, cursor: int) -> tuple[int, int] | None:
-    """Where one message's content was rendered at or after `cursor`: (start, end), or None if nowhere."""
+def find_message(text: str, content: str, cursor: int, closing: re.Pattern[str] | None = None) -> tuple[int, int] | None:
+    """Where one message's content was rendered at or after `cursor`: (start, end), or None if nowhere.
+
+    With `closing` (whitespace then the end-of-turn token), the content just before the next end of turn is taken
+    first: a short content ("a", "hi", "start") also occurs in the template's own text in between (`<|im_start|>assistant`,
+    `<think>`), and the first occurrence would put the loss on the role header and none on the answer."""
+    if closing is not None:
+        ended = closing.match(text, cursor)  # the previous message's own end of turn, when the cursor stops before it
+        begin = ended.end() if ended else cursor
+        turn_end = closing.search(text, begin)
+        if turn_end is not None:
+            start = text.rfind(content, begin, turn_end.start())
+            if start >= 0 and start + len(content) == turn_end.start():
+                return start, turn_end.start()
     start = text.find(content, cursor)
     if start >= 0:
         return start, start + len(content)
@@ -83,7 +95,7 @@ def loss_spans(text: str, messages: list[dict[str, Any]], end_of_turn: str | Non
         content = message.get("content") or ""
         if not content.strip():
             continue
-        located = find_message(text, content, cursor)
+        located = find_message(text, content, cursor, closing)
         if located is None:
             missing += bool(message.get("loss"))
             continue

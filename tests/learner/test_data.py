@@ -33,6 +33,17 @@ def test_only_turns_marked_for_loss_have_targets(tokenizer):
     assert (example.targets[positions] == example.input_ids[positions + 1]).all()
 
 
+@pytest.mark.parametrize("answer", ["a", "hi", "s", "assistant"])
+def test_a_short_answer_that_the_role_header_also_spells_gets_the_loss_on_the_answer(tokenizer, answer):
+    # "a" also occurs in "<|im_start|>assistant" just before the answer: the first occurrence put the loss on the header
+    # (or none at all, and the example was dropped), never on the answer
+    messages = [{"role": "user", "content": "start", "loss": False}, {"role": "assistant", "content": answer, "loss": True}]
+    encoder = ChatEncoder(tokenizer, seq_len=256)
+    (example,) = encoder.encode([messages])
+    assert example is not None and not encoder.dropped
+    assert tokenizer.decode(example.targets[example.targets != IGNORE]) == answer + tokenizer.eos_token
+
+
 def test_masked_positions_get_no_gradient(tokenizer):
     """By construction: the summed loss's gradient is exactly zero at every position without a target."""
     encoder = ChatEncoder(tokenizer, seq_len=512)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from trajforge.errors import TrajforgeError
@@ -32,22 +33,29 @@ class StorageFull(TrajforgeError, OSError):
         return self.strerror
 
 
-def storage_full(exc: BaseException | None) -> bool:
-    """Whether `exc`, or an exception it was raised from (or while handling), is a full disk or quota."""
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """`exc` and every exception it was raised from or while handling (and a Ray error's `cause`), each once."""
     pending, seen = [exc], set()
     while pending:
         current = pending.pop()
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, StorageFull) or (isinstance(current, OSError) and current.errno in FULL_ERRNOS):
-            return True
-        if isinstance(current, sqlite3.Error) and (getattr(current, "sqlite_errorcode", 0) or 0) & 0xFF == SQLITE_FULL:
-            return True
-        if any(text in str(current).lower() for text in _TEXTS):
-            return True
+        yield current
         pending += [current.__cause__, current.__context__, getattr(current, "cause", None)]
-    return False
+
+
+def _is_full(exc: BaseException) -> bool:
+    if isinstance(exc, StorageFull) or (isinstance(exc, OSError) and exc.errno in FULL_ERRNOS):
+        return True
+    if isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == SQLITE_FULL:
+        return True
+    return any(text in str(exc).lower() for text in _TEXTS)
+
+
+def storage_full(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from (or while handling), is a full disk or quota."""
+    return any(_is_full(current) for current in _chain(exc))
 
 
 def out_of_space(exc: BaseException | None, path: str | os.PathLike, below: int = 1 << 20) -> bool:
@@ -78,13 +86,7 @@ def space_left(path: str | os.PathLike) -> str:
 
 def full_file(exc: BaseException | None) -> str | None:
     """The file a full disk refused, when an exception in the chain names it."""
-    pending, seen = [exc], set()
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
+    for current in _chain(exc):
         if isinstance(current, OSError) and current.filename and (current.errno in FULL_ERRNOS or isinstance(current, StorageFull)):
             return str(current.filename)
-        pending += [current.__cause__, current.__context__, getattr(current, "cause", None)]
     return None

@@ -14,6 +14,7 @@ An event stored twice (a retry after a crash between its fsync and its dedup ent
 `contributor_id` or `user_id`) are left out. Every text is redacted with the build's redactor. Lines
 that do not parse (a writer killed mid-line), and events no row can hold (a lone UTF-16 surrogate, which the
 service now refuses, or nesting past MAX_DEPTH), are skipped and listed in the manifest's quarantine with the reason.
+`event_stage` runs this file by file in Ray tasks.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,39 +41,50 @@ MAX_DEPTH = 200
 class EventRows:
     sft: list[dict[str, Any]] = field(default_factory=list)
     behavior: list[dict[str, Any]] = field(default_factory=list)
-    quarantined: list[dict[str, Any]] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     redactions: Counter = field(default_factory=Counter)
 
 
+def event_files(lake_root: Path) -> list[str]:
+    """Every raw events file, relative to the lake root, in the lake's order."""
+    root = lake_root / "raw" / "events"
+    return [str(path.relative_to(lake_root)) for path in sorted(root.glob("org=*/date=*/type=*/*.jsonl"))] if root.is_dir() else []
+
+
 def read_events(lake_root: Path, quarantined: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """(raw id `<path>:<line>`, record) of every stored event, in file order; unreadable lines go to `quarantined`."""
-    root = lake_root / "raw" / "events"
-    found = []
-    for path in sorted(root.glob("org=*/date=*/type=*/*.jsonl")) if root.is_dir() else []:
-        relative = str(path.relative_to(lake_root))
-        offset = 0
+    return [found for relative in event_files(lake_root) for found in read_event_file(lake_root, relative, quarantined)]
+
+
+def read_event_file(lake_root: Path, relative: str, quarantined: list[dict[str, Any]], size: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """(raw id, record) of one events file's events (its first `size` bytes: what an earlier read of it saw)."""
+    offset, found = 0, []
+    try:
+        data = (lake_root / relative).read_bytes()[:size]
+    except OSError as exc:  # a broken link, an I/O error, a folder: the whole file is listed, the build goes on
+        quarantined.append({"source": "events", "path": relative, "offset": 0, "length": 0, "reason": f"unreadable: {exc.strerror or exc}"})
+        return found
+    for number, line in enumerate(data.splitlines(keepends=True), start=1):
+        reason = "torn last line" if not line.endswith(b"\n") else "not an event record"
         try:
-            data = path.read_bytes()
-        except OSError as exc:  # a broken link, an I/O error, a folder: the whole file is listed, the build goes on
-            quarantined.append({"source": "events", "path": relative, "offset": 0, "length": 0, "reason": f"unreadable: {exc.strerror or exc}"})
-            continue
-        for number, line in enumerate(data.splitlines(keepends=True), start=1):
-            reason = "torn last line" if not line.endswith(b"\n") else "not an event record"
-            try:
-                record = json.loads(line) if line.endswith(b"\n") else None
-            except RecursionError:
-                record, reason = None, "nested too deeply to parse"
-            except ValueError:
-                record = None
-            if isinstance(record, dict) and isinstance(record.get("event"), dict) and record.get("event_id"):
-                reason = _unwritable(record["event"])
-            if reason is None:
-                found.append((f"{relative}:{number}", record))
-            else:
-                quarantined.append({"source": "events", "path": relative, "offset": offset, "length": len(line), "reason": reason})
-            offset += len(line)
+            record = json.loads(line) if line.endswith(b"\n") else None
+        except RecursionError:
+            record, reason = None, "nested too deeply to parse"
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("event"), dict) and record.get("event_id"):
+            reason = _unwritable(record["event"])
+        if reason is None:
+            found.append((f"{relative}:{number}", record))
+        else:
+            quarantined.append({"source": "events", "path": relative, "offset": offset, "length": len(line), "reason": reason})
+        offset += len(line)
     return found
+
+
+def event_key(record: dict[str, Any]) -> tuple[str, str]:
+    """What makes a stored event the same event: (org, event id)."""
+    return str(record.get("org_id") or "default"), str(record["event_id"])
 
 
 def _unwritable(event: dict[str, Any]) -> str | None:
@@ -151,13 +164,14 @@ def _provenance(session_id: str, contributor: str | None, raw_ids: list[str], pa
             "repos": strings("repo", "repository"), "commits": strings("commit", "commit_sha"), "files": strings("file", "files", "files_written")}
 
 
-def event_rows(lake_root: Path, redactor, *, org: str | None, forgotten: set[str], system_prompt: str, split_of) -> EventRows:
-    """Every telemetry event of the lake as sft and behaviour rows (`split_of(session_id)` gives train or dev)."""
+def event_rows(records: Iterable[tuple[str, dict[str, Any]]], redactor, *, org: str | None, forgotten: set[str], system_prompt: str,
+               split_of) -> EventRows:
+    """These stored events (`read_event_file`'s) as sft and behaviour rows (`split_of(session_id)` gives train or dev)."""
     rows = EventRows()
     seen: set[tuple[str, str]] = set()
-    for raw_id, record in read_events(lake_root, rows.quarantined):
-        event, event_org = record["event"], str(record.get("org_id") or "default")
-        key = (event_org, str(record["event_id"]))
+    for raw_id, record in records:
+        event, key = record["event"], event_key(record)
+        event_org = key[0]
         if key in seen:
             rows.counts["duplicates"] += 1
             continue
@@ -194,34 +208,3 @@ def event_rows(lake_root: Path, redactor, *, org: str | None, forgotten: set[str
                 "provenance": provenance,
             })
     return rows
-
-
-def stage_events(settings, lake_root: Path, stage: Path, build_id: str, *, org: str | None, forgotten: set[str]) -> tuple[set[str], dict[str, Any]]:
-    """Stage the telemetry rows of this build (`_origin` = build_id) and their quarantine entries; returns their
-    session ids (for the build's chosen sessions) and the manifest's `telemetry` section."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from pipelines.build.process import split_of
-    from pipelines.build.staging import STAGE_SCHEMAS, stage_file
-    from pipelines.build.tokens import TokenCounter, count_sft_tokens
-    from trajforge.redaction import Redactor
-
-    rows = event_rows(lake_root, Redactor(settings.redaction), org=org, forgotten=forgotten,
-                      system_prompt=settings.sft.system_prompt if settings.sft.telemetry_turns else "",
-                      split_of=lambda session_id: split_of(session_id, settings.sft.dev_fraction))
-    sft = rows.sft if settings.sft.telemetry_turns else []
-    count_sft_tokens(sft, TokenCounter(settings.tokenizer))
-    for table, table_rows in (("sft", sft), ("behavior", rows.behavior)):
-        if table_rows:
-            path = stage_file(stage, table, build_id, 0, suffix=TELEMETRY_SUFFIX)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.Table.from_pylist([{**row, "_origin": build_id} for row in table_rows], schema=STAGE_SCHEMAS[table]), path)
-    if rows.quarantined:
-        (stage / "quarantine").mkdir(parents=True, exist_ok=True)
-        (stage / "quarantine" / "telemetry-events.json").write_text(json.dumps(rows.quarantined))
-    sessions = {row["session_id"] for row in (*sft, *rows.behavior)}
-    summary = {"events": rows.counts["events"], "duplicates": rows.counts["duplicates"], "left_out": rows.counts["left_out"],
-               "unusable_turns": rows.counts["unusable_turns"], "sft_rows": len(sft), "behavior_rows": len(rows.behavior),
-               "redactions": dict(sorted(rows.redactions.items()))}
-    return sessions, summary

@@ -12,7 +12,7 @@
    test task ids (`held_out`) differ from the parent's; runs of those tasks are marked in their batch, their sft rows split test.
 3. A Ray Data pipeline: `process_batch` tasks (stitch, redact, derive, score, rows -> staging), then
    the embedding stages (tokenizer tasks, an actor pool with the model) that also tag domains.
-   Then the telemetry events' rows (`event_rows`) and the public datasets' processed splits (`dataset_stage`, reused
+   Then the telemetry events' rows (`event_stage`: a Ray task per events file) and the public datasets' processed splits (`dataset_stage`, reused
    from the parent while the processed manifest's sha256s and `build.datasets` are the same), and the provenance events
    (`provenance_stage`: seed 003's agent actions with their outcomes folded in, each raw file's rows reused from the parent
    while the file is unchanged), whose labels every row naming a commit gets as the tables are written.
@@ -45,7 +45,8 @@ from pipelines.build import held_out as held_outs
 from pipelines.build import manifest as manifests
 from pipelines.build.dataset_stage import DATASET_SUFFIX, stage_datasets
 from pipelines.build.dedup import Candidate, find_duplicates
-from pipelines.build.event_rows import TELEMETRY_SUFFIX, stage_events
+from pipelines.build.event_rows import TELEMETRY_SUFFIX
+from pipelines.build.event_stage import stage_events
 from pipelines.build.output import write_tables
 from pipelines.build.provenance_stage import stage_provenance
 from pipelines.build.settings import BuildSettings, warn_if_unredacted

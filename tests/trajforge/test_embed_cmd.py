@@ -43,6 +43,16 @@ def test_an_empty_text_is_refused_as_the_embed_service_refuses_it(capsys, text):
     assert "the text to embed is empty" in error_line(capsys)
 
 
+def test_text_that_is_not_utf8_is_one_line_not_a_traceback(capsys):
+    # argv bytes that are not UTF-8 arrive as lone surrogates (surrogateescape): the tokenizer raised TypeError in-process,
+    # and the request's encoding UnicodeEncodeError with --url
+    text = b"bad \xff bytes".decode("utf-8", "surrogateescape")
+    assert main(["embed", text]) == 2
+    assert "the text to embed is not valid UTF-8 (at character 4)" in error_line(capsys)
+    assert main(["embed", "--url", "http://127.0.0.1:9", text]) == 2  # refused before any request
+    assert "not valid UTF-8" in error_line(capsys)
+
+
 def test_a_url_without_scheme_says_to_add_http(capsys):
     assert main(["embed", "--url", "localhost:8000", "some text"]) == 2
     err = error_line(capsys)

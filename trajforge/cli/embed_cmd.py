@@ -43,6 +43,10 @@ def run_command(args: argparse.Namespace) -> int:
 
     if not args.text.strip():  # the embed service answers 400 missing_input for it
         raise ConfigError("the text to embed is empty: give some text, e.g. trajforge embed \"def add(a, b): return a + b\"")
+    try:
+        args.text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # bytes that are not UTF-8 reach argv as lone surrogates (Python's surrogateescape)
+        raise ConfigError(f"the text to embed is not valid UTF-8 (at character {exc.start}): give it as UTF-8 text") from None
     domains = load_domains(args.domains, given_by="--domains") if args.domains else None
     embed, source = embed_function(args)
     try:

@@ -12,7 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 log = logging.getLogger(__name__)
-_LEADING_INT = re.compile(r"\s*[+-]?\d+")
+_LEADING_INT = re.compile(r"[\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]*([+-]?[0-9]+)")
+"""parseInt's reading: JavaScript's white space, then ASCII digits (Python's \\d and \\s would take `١` or `２` as digits)."""
 
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS", "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Company-Api-Key, X-Stereos-Timestamp, X-Stereos-Signature"}
 
@@ -76,7 +77,7 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
     value (`7abc` is 7), the default when there is none or it is 0; past `high` it is `high`, and below `low` (a
     negative count, which the Node server would pass on to its query) the default. Never an error."""
     match = _LEADING_INT.match(request.query_params.get(name) or "")
-    value = int(match.group(0)) if match else 0
+    value = int(match.group(1)) if match else 0
     if not value or value < low:
         return default
     return min(value, high)

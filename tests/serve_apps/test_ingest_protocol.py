@@ -307,6 +307,21 @@ def test_stats_endpoints_have_the_specified_shapes(client, http):
     assert http.get("/v1/stats/leaderboard", params={"limit": 100000}).status_code == 200
 
 
+@pytest.mark.parametrize("value, count", [("\u0661", 7), ("\uff12", 7), ("\x1c4", 7), ("\u200b4", 7), ("\u00a05", 5), ("\ufeff4", 4),
+                                          ("\u3000\t3x", 3)])
+def test_counts_are_read_with_javascripts_digits_and_white_space(value, count):
+    # parseInt takes ASCII digits after JavaScript's white space: an Arabic-Indic or fullwidth digit is NaN, so the
+    # default (Python's \d read them as 1 and 2); U+001C is not white space there, U+FEFF is
+    from urllib.parse import quote
+
+    from starlette.requests import Request
+
+    from serve_apps.http import int_param
+
+    request = Request({"type": "http", "query_string": f"days={quote(value)}".encode()})
+    assert int_param(request, "days", 7, 1, 366) == count
+
+
 def test_daily_stats_leave_out_rows_stamped_after_now(tmp_path):
     """A replica whose clock runs ahead stamps envelopes after another replica's `now`: no 500."""
     from serve_apps.ingest import registry

@@ -59,7 +59,10 @@ def verify(
         return rejection(400, "invalid_envelope", "session_id: must be a string", field="session_id", rule="string_type")
     if not session_id:
         return rejection(400, "invalid_envelope", "session_id: field required", field="session_id", rule="missing")
-    secret = secret_of(session_id)
+    try:
+        secret = secret_of(session_id)
+    except UnicodeEncodeError:  # a lone UTF-16 surrogate, which the registry cannot look up: /v1/sessions/open refuses such an id
+        secret = None
     if secret is None:
         return rejection(404, "unknown_session", f"session {session_id!r} was never opened here: open it with POST /v1/sessions/open")
     attestation = envelope.get("attestation")

@@ -53,6 +53,18 @@ def test_an_envelope_without_a_usable_session_id_says_which_problem(http, envelo
     assert status == 400 and answer["field"] == "session_id" and answer["rule"] == rule
 
 
+@pytest.mark.parametrize("path", ["/v1/training/ingest", "/v1/training/ingest:batch"])
+def test_a_session_id_holding_a_lone_surrogate_is_an_unknown_session_not_a_500(http, path):
+    # JSON can escape one ("sess_\\ud800"); looking it up in the registry raised UnicodeEncodeError: a 500 saying "retry it"
+    envelope = {"session_id": "sess_\ud800", "chunk_sequence": 0, "attestation": {"session_hmac": "a" * 64, "sequence": 0}}
+    body = json.dumps(envelope if path.endswith("ingest") else [envelope]).encode()
+    status, answer = post(http, path, body)
+    if path.endswith(":batch"):  # one result per envelope, in a 200
+        assert status == 200
+        status, answer = answer["results"][0]["status"], answer["results"][0]
+    assert status == 404 and answer["error"] == "unknown_session" and "'sess_\\ud800' was never opened here" in answer["message"]
+
+
 def test_open_with_a_key_that_is_not_a_point_is_400(http):
     status, answer = post(http, "/v1/sessions/open", json.dumps({
         "session_id": f"sess_{uuid.uuid4()}", "public_key": "bm90IGEga2V5", "provider": "codex", "model": "gpt-5.5",

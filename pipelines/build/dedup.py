@@ -8,7 +8,8 @@ example 07 rewords 06's prose: 0.53 Jaccard over all steps, 0.86 over the work s
 near-duplicate, while unrelated sessions stay under 0.05. Signatures are computed in the processing
 tasks with numpy (multiply-shift hashes over crc32-based shingle hashes, far faster than datasketch's
 sha1 per shingle); the driver only clusters, with numpy banding (LSH): exact groups first, then the pairs
-sharing a whole band whose estimated Jaccard reaches `threshold`, joined transitively. In each group the
+sharing a whole band whose estimated Jaccard reaches `threshold`, joined transitively (a band bucket of more than
+LARGE_BUCKET sessions, the near-copies of one template, member by member: no quadratic list of pairs). In each group the
 best session is kept (a training-eligible one before any other, then the best-scored, then the smaller
 session id), so a copy that could become an sft row is never dropped for one that cannot; every other is recorded with
 the session that stays in its place, so `kept_session_id` is always a curated row: `exact` when the
@@ -130,22 +131,32 @@ def band_layout(threshold: float, num_perm: int) -> tuple[int, int]:
 _BAND_MIX = np.uint64(0x9E3779B97F4A7C15)  # folds a band's values into one 64-bit key
 
 
+def _buckets(signatures: np.ndarray, band: int, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of `signatures` ordered by their key in one band, and where each run of equal keys starts and how long it is."""
+    keys = np.zeros(len(signatures), dtype=np.uint64)
+    for column in range(band * rows, (band + 1) * rows):
+        keys = keys * _BAND_MIX + signatures[:, column].astype(np.uint64)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    return order, starts, np.diff(np.r_[starts, len(ordered)])
+
+
+def _bucket_pairs(order: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    """Every pair (i < j) within each run of more than one row."""
+    found = []
+    for size in np.unique(lengths[lengths > 1]):
+        first, second = np.triu_indices(int(size), 1)
+        runs = starts[lengths == size][:, None]
+        found.append(np.sort(np.stack([order[runs + first].ravel(), order[runs + second].ravel()], axis=1), axis=1))
+    return found
+
+
 def candidate_pairs(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """Index pairs (i < j, sorted, distinct) of the rows of `signatures` (n x num_perm uint32) that share a whole band."""
     found = [np.empty((0, 2), dtype=np.int64)]
     for band in range(bands):
-        keys = np.zeros(len(signatures), dtype=np.uint64)
-        for column in range(band * rows, (band + 1) * rows):
-            keys = keys * _BAND_MIX + signatures[:, column].astype(np.uint64)
-        order = np.argsort(keys, kind="stable")
-        ordered = keys[order]
-        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-        lengths = np.diff(np.r_[starts, len(ordered)])
-        for size in np.unique(lengths[lengths > 1]):
-            first, second = np.triu_indices(int(size), 1)
-            runs = starts[lengths == size][:, None]
-            pair = np.stack([order[runs + first].ravel(), order[runs + second].ravel()], axis=1)
-            found.append(np.sort(pair, axis=1))
+        found += _bucket_pairs(*_buckets(signatures, band, rows))
     return np.unique(np.concatenate(found), axis=0)
 
 
@@ -155,6 +166,66 @@ def _similar_pairs(signatures: np.ndarray, pairs: np.ndarray, threshold: float) 
         chunk = pairs[start : start + 65536]
         keep[start : start + len(chunk)] = (signatures[chunk[:, 0]] == signatures[chunk[:, 1]]).mean(axis=1) >= threshold
     return pairs[keep]
+
+
+LARGE_BUCKET = 64  # rows sharing one band key beyond which a bucket is joined row by row instead of pair by pair
+
+
+def _roots(parent: np.ndarray, items: np.ndarray) -> np.ndarray:
+    roots = parent[items]
+    while not np.array_equal(up := parent[roots], roots):
+        roots = up
+    parent[items] = roots
+    return roots
+
+
+def _join(parent: np.ndarray, roots: set[int]) -> None:
+    parent[list(roots)] = min(roots)
+
+
+def _join_bucket(parent: np.ndarray, signatures: np.ndarray, members: np.ndarray, threshold: float) -> None:
+    """Join the members of one large bucket as its verified pairs would, without forming its pairs: each member is
+    compared with the earlier members of the groups it is not in yet, first with one member of each group (a match
+    joins the whole group), then with the rest of the groups that did not match. Thousands of near-copies of one
+    template cost a comparison each, not one per pair (a quadratic number, gigabytes of pairs)."""
+    if len(np.unique(_roots(parent, members))) == 1:
+        return
+    for position in range(1, len(members)):
+        earlier, roots = members[:position], _roots(parent, members[:position])
+        own = int(_roots(parent, members[position : position + 1])[0])
+        others = roots != own
+        if not others.any():
+            continue
+        candidates, their_roots = earlier[others], roots[others]
+        groups, first = np.unique(their_roots, return_index=True)
+        signature = signatures[members[position]]
+        agree = (signatures[candidates[first]] == signature).mean(axis=1) >= threshold
+        matched = set(groups[agree].tolist())
+        rest = ~np.isin(their_roots, groups[agree])
+        rest[first] = False
+        if rest.any():
+            near = (signatures[candidates[rest]] == signature).mean(axis=1) >= threshold
+            matched.update(their_roots[rest][near].tolist())
+        if matched:
+            _join(parent, matched | {own})
+
+
+def groups_of(signatures: np.ndarray, bands: int, rows: int, threshold: float) -> np.ndarray:
+    """Each row's group (its smallest member): rows sharing a whole band whose signatures agree on at least `threshold`
+    of their values, joined transitively. Buckets of up to LARGE_BUCKET rows go pair by pair, larger ones `_join_bucket`."""
+    parent = np.arange(len(signatures))
+    small = [np.empty((0, 2), dtype=np.int64)]
+    for band in range(bands):
+        order, starts, lengths = _buckets(signatures, band, rows)
+        large = lengths > LARGE_BUCKET
+        small += _bucket_pairs(order, starts, np.where(large, 0, lengths))
+        for start, length in zip(starts[large].tolist(), lengths[large].tolist()):
+            _join_bucket(parent, signatures, order[start : start + length], threshold)
+    for a, b in _similar_pairs(signatures, np.unique(np.concatenate(small), axis=0), threshold).tolist():
+        first, second = _roots(parent, np.array([a, b]))
+        if first != second:
+            _join(parent, {int(first), int(second)})
+    return _roots(parent, np.arange(len(signatures)))
 
 
 def find_duplicates(candidates: list[Candidate], threshold: float, num_perm: int) -> list[Dropped]:
@@ -172,22 +243,9 @@ def find_duplicates(candidates: list[Candidate], threshold: float, num_perm: int
     # Bands laid out for a lower threshold find almost every pair at `threshold` (at 0.8, bands for
     # 0.8 miss a quarter of the pairs at 0.86); each candidate pair is then checked on its full signature.
     bands, rows = band_layout(max(threshold * LSH_RECALL_FACTOR, 0.2), num_perm)
-    parent = list(range(len(representatives)))
-
-    def root(index: int) -> int:
-        while parent[index] != index:
-            parent[index] = parent[parent[index]]
-            index = parent[index]
-        return index
-
-    for a, b in _similar_pairs(signatures, candidate_pairs(signatures, bands, rows), threshold).tolist():
-        first, second = root(a), root(b)
-        if first != second:
-            parent[max(first, second)] = min(first, second)
-
     clusters: dict[int, list[Candidate]] = {}
-    for index, candidate in enumerate(representatives):
-        clusters.setdefault(root(index), []).append(candidate)
+    for group, candidate in zip(groups_of(signatures, bands, rows, threshold).tolist(), representatives):
+        clusters.setdefault(group, []).append(candidate)
     survivor: dict[str, Candidate] = {}
     for members in clusters.values():
         members.sort(key=_rank)

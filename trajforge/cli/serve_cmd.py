@@ -150,12 +150,16 @@ def serve_until_stopped(args: argparse.Namespace, serve_file: ServeFile, address
     def stop(signum, frame):
         raise KeyboardInterrupt
 
+    def stop_on_signals() -> None:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, stop)
+
     detached = False
     try:
+        stop_on_signals()  # while the applications deploy too: SIGHUP's default ends the process, leaving them on a cluster
         url = serving.deploy(serve_file, address=address, direct_ingress=args.direct_ingress, detached=args.detach,
                              announce=lambda: print(which_ray(address), flush=True))
-        for signum in (signal.SIGTERM, signal.SIGHUP):  # after ray.init, which installs a handler of its own
-            signal.signal(signum, stop)
+        stop_on_signals()  # again after ray.init, which installs a SIGTERM handler of its own
         direct = serving.direct_endpoints(serve_file.http_options.host, serve_file.http_options.port) if args.direct_ingress else {}
         joined = not serving.started_ray_here()
         print(f"trajforge is serving at {url} ({'on the Ray cluster at ' + serving.cluster_address() if joined else 'on a local Ray started by this command'})", flush=True)

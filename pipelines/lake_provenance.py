@@ -10,6 +10,8 @@ abbreviates them). The build is the lake operator's: every customer's actions, u
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,20 @@ ROW_TABLES = {"sft": "example_id", "trajectories": "session_id", "behavior": "ro
 SAMPLE_ROWS = 5
 
 
-def _actions(build_dir: Path, customer: str | None) -> Any:
+# A superset of the actions a commit names (its commit or an outcome's linked_commit, one a prefix of the other, case aside),
+# which the Labeller then narrows to the exact rule: the query reads only these rows, never the whole table.
+COMMIT_NEAR = """(starts_with(lower("commit"), lower($q)) OR starts_with(lower($q), lower("commit"))
+  OR len([o FOR o IN coalesce(outcomes, []) IF starts_with(lower(o.linked_commit), lower($q)) OR starts_with(lower($q), lower(o.linked_commit))]) > 0)"""
+
+
+@contextmanager
+def _actions(build_dir: Path, customer: str | None, conditions: list[str], params: dict[str, Any], limit: int | None = None) -> Iterator[Any]:
+    """A reader of the found actions that meet `conditions` (DuckDB, `$name` parameters), newest first; at most `limit`."""
+    where = " AND ".join(["action_found", *(["customer_id = $customer"] if customer else []), *conditions])
+    query = f"SELECT * FROM provenance WHERE {where} ORDER BY timestamp DESC, event_id DESC" + (" LIMIT $limit" if limit is not None else "")
+    named = {**params, **({"customer": customer} if customer else {}), **({"limit": limit} if limit is not None else {})}
     with connect(build_dir) as con:
-        where = "WHERE action_found" + (" AND customer_id = ?" if customer else "")
-        return con.sql(f"SELECT * FROM provenance {where}", params=[customer] if customer else None).to_arrow_table()
+        yield con.sql(query, params=named).to_arrow_reader(batch_size=1024)
 
 
 def _event(row: dict[str, Any]) -> dict[str, Any]:
@@ -51,21 +63,28 @@ def _since(text: str) -> float:
 def find_actions(build_dir: str | Path, *, commit: str | None = None, file: str | None = None, repo: str | None = None,
                  actor: str | None = None, tool: str | None = None, since: str | None = None, limit: int = 20,
                  customer: str | None = None) -> list[dict[str, Any]]:
-    """The agent actions of `commit`, of `file` (in `repo`), or matching the search filters; newest first."""
-    table = _actions(Path(build_dir), customer)
-    rows = table.to_pylist()
+    """The agent actions of `commit`, of `file` (in `repo`), or matching the search filters; newest first. DuckDB reads
+    only the rows that can match (a repository is compared here, as the labels compare it)."""
+    in_repo = (lambda row: True) if repo is None else (lambda row: bool(row["repo"]) and same_repo(row["repo"], repo))
     if commit is not None:
+        with _actions(Path(build_dir), customer, [COMMIT_NEAR], {"q": commit}) as reader:
+            table = reader.read_all()
         labeller = Labeller(table)
         wanted = {labeller.ids[number] for number in labeller.actions_of(commit)}
-        rows = [row for row in rows if row["event_id"] in wanted]
-    elif file is not None:
-        rows = [row for row in rows if file in (row["files_written"] or []) and (repo is None or (row["repo"] and same_repo(row["repo"], repo)))]
-    else:
-        after = _since(since) if since else None
-        rows = [row for row in rows if (actor is None or row["actor_id"] == actor) and (tool is None or row["tool"] == tool)
-                and (repo is None or (row["repo"] and same_repo(row["repo"], repo))) and (after is None or row["timestamp"] >= after)]
-    rows.sort(key=lambda row: (row["timestamp"], row["event_id"]), reverse=True)
-    return [_event(row) for row in (rows if commit is not None or file is not None else rows[:limit])]
+        return [_event(row) for row in table.to_pylist() if row["event_id"] in wanted]
+    if file is not None:
+        with _actions(Path(build_dir), customer, ["list_contains(files_written, $file)"], {"file": file}) as reader:
+            return [_event(row) for row in reader.read_all().to_pylist() if in_repo(row)]
+    filters = {name: value for name, value in (("actor_id", actor), ("tool", tool)) if value is not None}
+    conditions = [f"{name} = ${name}" for name in filters] + (["timestamp >= $after"] if since else [])
+    rows: list[dict[str, Any]] = []
+    with _actions(Path(build_dir), customer, conditions, {**filters, **({"after": _since(since)} if since else {})},
+                  limit if repo is None else None) as reader:
+        for batch in reader:  # a repository is compared here: read until `limit` match
+            rows += [row for row in batch.to_pylist() if in_repo(row)]
+            if len(rows) >= limit:
+                break
+    return [_event(row) for row in rows[:limit]]
 
 
 def labelled_rows(build_dir: str | Path, event_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -61,6 +61,7 @@ class EmbedService:
         self.limiter = AddressLimiter(settings.rate_limits)
         self.addresses = AddressResolver(settings.trusted_proxies)
         self.metrics = EmbedMetrics()
+        self.loaded = threading.Event()  # set once the model loaded or failed to
         self._embed_texts.set_max_batch_size(settings.max_batch_size)
         self._embed_texts.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         threading.Thread(target=self._load, args=(loader,), name="embed-model-load", daemon=True).start()
@@ -72,6 +73,8 @@ class EmbedService:
         except Exception as exc:  # reported on every request as a 503, not raised into Serve
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.exception("the embedding model failed to load")
+        finally:
+            self.loaded.set()
 
     # Batches form every batch_wait_timeout_s while the model is busy; the coalescer merges them, so
     # many may be open at once (bounded by max_ongoing_requests anyway).

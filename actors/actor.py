@@ -25,6 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
+from actors.call_registry import CallRegistry
 from actors.engines.types import Completion, GenerationRequest
 from actors.settings import ActorSettings
 from trajforge import metric_names
@@ -58,7 +59,7 @@ class GenerationActor:
         self.counters: dict[str, int] = {"parse_failures": 0, "sandbox_failures": 0}
         self._metrics = _Metrics({"actor": str(index), "engine": self.engine.name, "model": str(self.engine.model)})
         self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
-        self._streams: dict[str, _Stream] = {}  # the streams and cancellable generate calls running, by id
+        self._running = CallRegistry(self.count)  # the streams and cancellable generate calls, by id
         self._cancellable = "cancelled" in inspect.signature(self.engine.generate).parameters
         self._counting = threading.Lock()
         self._stuck: dict[Future, float] = {}  # generations past their timeout still holding the engine thread: since when
@@ -104,15 +105,18 @@ class GenerationActor:
         stopped (`generate(..., cancelled=)`) at its next token."""
         timeout_s = self.settings.generation_timeout_s
         taken = threading.Event()
+        started = time.perf_counter()
 
         def generate() -> list[Completion]:
             taken.set()
             return self.engine.generate(requests, cancelled=cancelled) if cancelled is not None and self._cancellable \
                 else self.engine.generate(requests)
 
-        future = self._calls.submit(generate)
-        started = time.perf_counter()
-        error = self._wait_for_engine_thread(taken, future, cancelled)
+        if cancelled is not None and cancelled.is_set():  # cancelled before it began: the engine never sees it
+            future, error = None, "cancelled: the caller went away"
+        else:
+            future = self._calls.submit(generate)
+            error = self._wait_for_engine_thread(taken, future, cancelled)
         if error is None:
             try:
                 done = future.result(timeout=timeout_s)
@@ -175,32 +179,24 @@ class GenerationActor:
             return
         from actors.engines.live_text import text_stream
 
-        stream = self._streams[stream_id] = _Stream()
+        stream = self._running.open(stream_id, "streams_cancelled")
         finished = False
         try:
+            if stream.cancelled.is_set():  # its reader went away while it waited in Ray's queue
+                return
             for item in text_stream(self.engine, parsed, self._submit_counted, self.settings.generation_timeout_s, stream.cancelled):
                 finished = not isinstance(item, str)
                 yield {"completion": item.model_dump()} if finished else {"text": item}
         finally:
-            self._streams.pop(stream_id, None)
+            self._running.close(stream_id)
             if not finished:  # Ray closed the generator: its reader went away
-                self._stream_cancelled(stream)
+                self._running.cancelled(stream)
 
     def cancel_stream(self, stream_id: str) -> bool:
-        """Stop a stream whose reader went away, or a `generate` call by its `call_id`; False when it already ended."""
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            return False
-        self._stream_cancelled(stream)
-        stream.cancelled.set()
-        return True
-
-    def _stream_cancelled(self, stream: _Stream) -> None:
-        """Counted once, whichever notices first: `cancel_stream`, or Ray closing the generator."""
-        with self._counting:
-            counted, stream.counted = stream.counted, True
-        if not counted:
-            self.count(stream.counter)
+        """Stop a stream whose reader went away, or a `generate` call by its `call_id`; False when it is not running: one
+        that has not begun yet (waiting in Ray's queue) is then dropped when it begins. Call it in the control group
+        (`.options(concurrency_group=CONTROL_GROUP)`), so it is not queued behind the calls it means to stop."""
+        return self._running.cancel(stream_id)
 
     def _submit_counted(self, method, *args):
         """An engine call on the actor's engine thread, counted in the health report before its result is seen."""
@@ -227,12 +223,12 @@ class GenerationActor:
             except ValueError as exc:
                 parsed.append(Completion(text="", finish_reason="error", error=f"invalid request: {exc}", engine=self.engine.name, invalid_request=True))
         todo = [request for request in parsed if isinstance(request, GenerationRequest)]
-        call = self._streams[call_id] = _Stream("calls_cancelled") if call_id is not None else None
+        call = self._running.open(call_id, "calls_cancelled") if call_id is not None else None
         try:
             answers = iter(self.timed_generate(todo, call.cancelled if call else None) if todo else [])
         finally:
             if call_id is not None:
-                self._streams.pop(call_id, None)
+                self._running.close(call_id)
         results = [(next(answers) if isinstance(item, GenerationRequest) else item) for item in parsed]
         rejected = len(parsed) - len(todo)
         self.requests += rejected
@@ -251,15 +247,6 @@ def loop_jail_settings(jails: SandboxSettings | None, sandbox_timeout_s: float) 
     jails = jails or load_sandbox_settings()
     limit_s = sandbox_timeout_s + JAIL_GRACE_S
     return jails if jails.wall_time_s <= limit_s else jails.model_copy(update={"wall_time_s": limit_s})
-
-
-class _Stream:
-    """A running stream or cancellable call: the flag that stops its generation, and whether its cancellation was counted."""
-
-    def __init__(self, counter: str = "streams_cancelled") -> None:
-        self.cancelled = threading.Event()
-        self.counter = counter  # the health count its cancellation adds to
-        self.counted = False
 
 
 class _Metrics:

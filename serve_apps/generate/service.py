@@ -109,7 +109,7 @@ class ActorsBackend:
         try:
             return [Completion.model_validate(item) for item in await actor.generate.remote(requests, call_id)]
         except asyncio.CancelledError:
-            actor.cancel_stream.remote(call_id)
+            _cancel(actor, call_id)
             raise
 
     async def stream_text(self, request: GenerationRequest):
@@ -133,10 +133,18 @@ class ActorsBackend:
                     yield item["text"]
         finally:
             if not finished:
-                actor.cancel_stream.remote(stream_id)
+                _cancel(actor, stream_id)
 
     def health(self) -> dict[str, Any]:
         return {"engine": self.name, "actors": len(self.actors), "model": self.model}
+
+
+def _cancel(actor: Any, call_id: str) -> None:
+    """Stop a call or stream on its actor, through the control group: the default one may be full of the very calls that
+    are to be stopped, and a cancel queued behind them would come only after they had generated their whole answers."""
+    from actors.actor import CONTROL_GROUP
+
+    actor.cancel_stream.options(concurrency_group=CONTROL_GROUP).remote(call_id)
 
 
 def _check_room(settings: Any, free: dict[str, float]) -> None:

@@ -85,6 +85,22 @@ CREATE TABLE IF NOT EXISTS balances (
 """
 
 
+def check_sealing_key(conn: sqlite3.Connection, box, key_source: str, registry_db: Path) -> None:
+    """Refuse a key that does not open the secrets this registry sealed (another TRAJFORGE_SECRET_KEY, a key file lost and
+    made anew): every envelope of the sessions opened before would be a 500 that clients retry for ever."""
+    from cryptography.exceptions import InvalidTag
+
+    row = conn.execute("SELECT shared_secret FROM sessions ORDER BY created_at DESC LIMIT 1").fetchone()
+    if row is None:
+        return
+    try:
+        box.open(row["shared_secret"])
+    except (InvalidTag, ValueError):
+        raise ValueError(f"the secret key ({key_source}) does not open the session secrets sealed in {registry_db}: start "
+                         "with the key that sealed them (the same TRAJFORGE_SECRET_KEY, or that key file restored from a "
+                         "backup); with another key no session opened before could be continued") from None
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A connection in autocommit mode; callers open transactions explicitly with `immediate()`."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

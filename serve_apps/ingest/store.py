@@ -56,10 +56,19 @@ class EnvelopeStore:
     def __init__(self, settings: IngestSettings):
         self.settings = settings
         self.lake = Lake.at(settings.lake).ensure()
-        self.box = crypto.SecretBox.from_env_or_file(settings.secret_key_env, settings.key_file or self.lake.default_key_file)
+        key_file = Path(settings.key_file or self.lake.default_key_file)
+        from_env, made = bool(os.environ.get(settings.secret_key_env)), not key_file.exists()
+        self.box = crypto.SecretBox.from_env_or_file(settings.secret_key_env, key_file)
         self.writer_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._conn = registry.connect(self.lake.registry_db)
         registry.create_schema(self._conn)
+        try:
+            registry.check_sealing_key(self._conn, self.box, f"${settings.secret_key_env}" if from_env else f"the key file {key_file}"
+                                       + (", made at this start: there was none" if made else ""), self.lake.registry_db)
+        except ValueError:
+            if made and not from_env:
+                key_file.unlink(missing_ok=True)  # a refused start leaves no new key in the place of the one to restore
+            raise
         self._lock = threading.Lock()
         # Lookups use their own connection so that they never wait behind a commit's fsync.
         self._read = registry.connect(self.lake.registry_db)

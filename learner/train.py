@@ -22,6 +22,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from learner.run_failures import fit_run
 from learner.settings import BuildMix, LearnerSettings, load_learner_settings
 from trajforge.atomic import write_atomic
 from trajforge.cluster import ClusterSettings, advertised, init_ray, load_cluster_settings
@@ -230,23 +231,6 @@ def launch(settings: LearnerSettings, cluster: ClusterSettings | None = None, *,
     }
 
 
-def fit_run(trainer, run_dir: Path) -> None:
-    """`trainer.fit()`, its failures one line: a worker's exception (Ray wraps it) its message; Ctrl-C, which Ray Train
-    turns into an abort of the run and a SystemExit(1) out of `fit`, a KeyboardInterrupt (status 130) after saying where
-    the run stands."""
-    from learner.checkpoint import complete_checkpoints, failure
-
-    try:
-        trainer.fit()
-    except Exception as exc:
-        raise failure(f"training failed: {_root_message(exc)}", exc, run_dir) from exc
-    except SystemExit as exc:
-        found = complete_checkpoints(run_dir)
-        log.warning("training interrupted; %s", f"the same command resumes the run from its last checkpoint, {found[-1]}" if found else
-                    "the run has no checkpoint yet, so the same command starts it over")
-        raise KeyboardInterrupt from exc
-
-
 def remove_superseded_history(settings: LearnerSettings) -> list[Path]:
     """Remove what the run's history after the step this start begins at (0 with `learner.resume=never`, a named
     checkpoint's step) left: its later checkpoints, and its Hugging Face export (`<run>/hf`) when made after that step;
@@ -281,15 +265,6 @@ def forget_ray_checkpoints(run_dir: Path) -> None:
     ("the run snapshot contains a reference to a checkpoint that does not exist anymore").
     """
     (run_dir / RAY_CHECKPOINT_RECORD).unlink(missing_ok=True)
-
-
-def _root_message(exc: BaseException) -> str:
-    text = str(exc)
-    for marker in ("TrajforgeError: ", "LakeCorruption: ", "ConfigError: "):
-        if marker in text:
-            return text.rsplit(marker, 1)[1].strip().splitlines()[0]
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
 
 
 def train_for_demo(build_dir: Path, steps: int, out_dir: Path, *, cpus_per_worker: float = 0.1, echo: bool = False) -> dict[str, Any]:

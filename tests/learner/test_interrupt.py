@@ -37,3 +37,33 @@ def test_an_interrupt_before_the_first_checkpoint_says_the_run_starts_over(tmp_p
 def test_a_workers_failure_is_one_line_with_its_message(tmp_path):
     with pytest.raises(TrajforgeError, match="^training failed: RuntimeError: boom$"):
         fit_run(Trainer(RuntimeError("Ray wrapped it\nRuntimeError: boom")), tmp_path)
+
+
+@pytest.mark.parametrize("polled", [False, True], ids=["actor-error", "health-check"])
+def test_a_worker_whose_process_died_is_named_with_where_the_run_resumes_and_how_to_export(tmp_path, polled):
+    from ray.exceptions import ActorDiedError
+    from ray.train import WorkerGroupError
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
+
+    folder = checkpoints_dir(tmp_path) / "step-000002"
+    folder.mkdir(parents=True)
+    (folder / STATE_FILE).write_text('{"step": 2}')
+    # `kill -9` of rank 1: rank 0 then fails on the closed connection, and Ray's message ends with that line
+    died = WorkerGroupError("[Rank 1]: the actor is dead\n[Rank 0]: RuntimeError: gloo: Connection reset by peer",
+                            {1: WorkerHealthCheckFailedError("A worker health check failed.", failure=ActorDiedError()) if polled
+                             else ActorDiedError(), 0: RuntimeError("gloo: Connection reset by peer")})
+    with pytest.raises(TrajforgeError) as raised:
+        fit_run(Trainer(died), tmp_path)
+    message = str(raised.value)
+    assert message.startswith("training failed: the process of worker rank 1 died") and "Connection reset" not in message
+    assert f"resumes the run from its last checkpoint, {folder}" in message and "learner.workers.max_failures" in message
+    assert "--set learner.train.max_steps=2 it exports that checkpoint" in message
+
+
+def test_an_interrupted_run_says_how_to_export_its_last_checkpoint(tmp_path, caplog):
+    folder = checkpoints_dir(tmp_path) / "step-000004"
+    folder.mkdir(parents=True)
+    (folder / STATE_FILE).write_text('{"step": 4}')
+    with caplog.at_level(logging.WARNING, logger="learner.train"), pytest.raises(KeyboardInterrupt):
+        fit_run(Trainer(SystemExit(1)), tmp_path)
+    assert f"with --set learner.train.max_steps=4 it exports that checkpoint to {tmp_path / 'hf'}" in caplog.text

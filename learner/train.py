@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from learner.run_failures import fit_run
+from learner.run_lock import run_lock
 from learner.settings import BuildMix, LearnerSettings, load_learner_settings
 from trajforge.atomic import write_atomic
 from trajforge.cluster import ClusterSettings, advertised, init_ray, load_cluster_settings
@@ -169,15 +170,20 @@ def _echo(path: Path, stop: threading.Event) -> None:
 
 
 def launch(settings: LearnerSettings, cluster: ClusterSettings | None = None, *, echo: bool = True) -> dict[str, Any]:
-    """Train with Ray Train (connecting to the running Ray, or starting a local one); returns the run's summary."""
+    """Train with Ray Train (connecting to the running Ray, or starting a local one); returns the run's summary.
+    A run folder another start trains in is refused before anything of it is read (`learner/run_lock.py`)."""
+    settings = settings.absolute()
+    with run_lock(settings.run_dir):
+        return _launch(settings, cluster or load_cluster_settings(), echo=echo)
+
+
+def _launch(settings: LearnerSettings, cluster: ClusterSettings, *, echo: bool) -> dict[str, Any]:
     from learner.checkpoint import complete_checkpoints
     from learner.device_check import check_device
     from learner.metrics import read_metrics
     from learner.resume_data import check_resume_data
     from learner.sources import Source
 
-    settings = settings.absolute()
-    cluster = cluster or load_cluster_settings()
     prepared = prepare(settings)
     init_ray()
     on_gpu, count, resources = placement(settings, cluster)

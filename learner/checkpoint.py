@@ -1,8 +1,9 @@
 """Checkpoints: DeepSpeed's sharded format every N steps, the consolidated Hugging Face export at the end.
 
 `<run>/checkpoints/step-000050/` holds every worker's ZeRO shards (parameters, gradients' fp32
-master copy, optimizer state), the scheduler, and `trajforge_state.json`: the step, the data cursor
-and the tokens seen. That file is written last, by rank 0, after every worker has saved and fsync'd
+master copy, optimizer state), the scheduler, and `trajforge_state.json`: the step, the data cursor,
+the tokens seen and the size of every file the save wrote (a start refuses a checkpoint damaged since,
+naming the file: `check_resume`). That file is written last, by rank 0, after every worker has saved and fsync'd
 its shards, so a folder without it is an interrupted save and is never resumed from; pruning an old
 checkpoint removes it first. `<run>/hf/` is a plain Hugging Face model directory (weights gathered
 from the shards, the tokenizer, `trajforge_export.json`), what a generation actor loads with
@@ -74,6 +75,46 @@ def resume_point(run_dir: Path, resume: str) -> Path | None:
     return found[-1] if found else None
 
 
+def damage(folder: Path) -> str | None:
+    """What is wrong with a checkpoint folder that has its state file: unreadable, or a file its save wrote now missing or
+    of another size (checkpoints saved before the state file listed them: only the state file is checked); None if whole."""
+    try:
+        state = read_state(folder)
+        int(state["step"])
+        files = dict(state.get("files") or {})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"its {STATE_FILE} cannot be read ({type(exc).__name__}: {exc})"
+    for name, size in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, its save wrote {size}"
+    return None
+
+
+def check_resume(run_dir: Path, resume: str) -> None:
+    """Refuse, before any worker starts, a start whose checkpoint is no complete one (a folder named in `learner.resume`)
+    or was damaged since its save (DeepSpeed would fail in the workers on an assertion, or a worker would crash on a
+    truncated shard), naming the folder, what is wrong, and the checkpoint before it to go on from."""
+    from trajforge.errors import ConfigError
+
+    folder = resume_point(run_dir, resume)
+    if folder is None:
+        return
+    if resume != "auto" and not (folder / STATE_FILE).is_file():
+        raise ConfigError(f"learner.resume: {resume} is not a complete learner checkpoint (no readable {STATE_FILE}); name a "
+                          "<run>/checkpoints/step-NNNNNN folder, or `auto` (the run's latest) or `never`")
+    wrong = damage(folder)
+    if wrong is None:
+        return
+    earlier = [path for path in complete_checkpoints(run_dir) if path.name < folder.name and damage(path) is None]
+    instead = (f"go on from the checkpoint before it with learner.resume={earlier[-1]}" + (f" (or remove {folder})" if resume == "auto" else "")
+               if earlier else "start the run over with learner.resume=never")
+    which = "the run's latest checkpoint" if resume == "auto" else "checkpoint"
+    raise TrajforgeError(f"learner.resume={resume}: {which} {folder} is damaged: {wrong}; restore it, or {instead}")
+
+
 def save(engine, run_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
     """Every worker calls this; returns the checkpoint folder."""
     import torch.distributed as dist
@@ -86,8 +127,9 @@ def save(engine, run_dir: Path, step: int, state: dict[str, Any], keep: int) -> 
     engine.save_checkpoint(str(checkpoints_dir(run_dir)), tag=tag(step), client_state={"trajforge": state})
     fsync_tree(folder)  # every worker: the shards are on disk before the state file can say they are complete
     dist.barrier()
-    if dist.get_rank() == 0:
-        write_atomic(folder / STATE_FILE, json.dumps(state, indent=2) + "\n")
+    if dist.get_rank() == 0:  # the shards' sizes, so that a start can tell a checkpoint damaged since (`check_resume`)
+        files = {path.name: path.stat().st_size for path in sorted(folder.iterdir()) if path.is_file() and path.name != STATE_FILE}
+        write_atomic(folder / STATE_FILE, json.dumps({**state, "files": files}, indent=2) + "\n")
         remove(complete_checkpoints(run_dir)[:-keep])
         for torn in incomplete_checkpoints(run_dir, before=folder.name):  # the shards of saves a kill interrupted
             shutil.rmtree(torn, ignore_errors=True)

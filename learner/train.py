@@ -27,7 +27,7 @@ from learner.run_lock import run_lock
 from learner.settings import BuildMix, LearnerSettings, load_learner_settings
 from trajforge.atomic import write_atomic
 from trajforge.cluster import ClusterSettings, advertised, init_ray, load_cluster_settings
-from trajforge.errors import ConfigError, TrajforgeError
+from trajforge.errors import TrajforgeError
 
 log = logging.getLogger(__name__)
 RAY_CHECKPOINT_RECORD = "checkpoint_manager_snapshot.json"  # Ray Train's CHECKPOINT_MANAGER_SNAPSHOT_FILENAME, in <output_dir>/<run_name>/
@@ -46,6 +46,7 @@ def resolve_model(settings: LearnerSettings, sources: list) -> Path:
 
 def prepare(settings: LearnerSettings) -> dict[str, Any]:
     """Everything the workers need, checked before any worker starts (a bad build fails here, in seconds)."""
+    from learner.checkpoint import check_resume
     from learner.device_check import check_device, device_before_ray
     from learner.resume_data import check_resume_data
     from learner.sources import prepare_source
@@ -54,14 +55,7 @@ def prepare(settings: LearnerSettings) -> dict[str, Any]:
     on_gpu, why = device_before_ray(settings.workers.device)
     if on_gpu is not None:  # else known once Ray is joined (`launch`)
         check_device(settings, on_gpu, why_cpu=why)
-    if settings.resume not in ("auto", "never"):
-        from learner.checkpoint import STATE_FILE, read_state
-
-        try:
-            int(read_state(Path(settings.resume))["step"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise ConfigError(f"learner.resume: {settings.resume} is not a complete learner checkpoint (no readable {STATE_FILE}); name a "
-                              "<run>/checkpoints/step-NNNNNN folder, or `auto` (the run's latest) or `never`") from None
+    check_resume(settings.run_dir, settings.resume)
     lake = Lake.at(settings.data.lake)
     sources = [prepare_source(lake, mix.build, mix.weight, settings.data.cache_dir, mix.where) for mix in settings.data.builds]
     # the worker count, part of the data position, is settled here unless `auto` may lower it to the GPUs there are

@@ -13,6 +13,7 @@ import torch.distributed as dist
 
 from learner import checkpoint
 from trajforge import atomic
+from trajforge.errors import TrajforgeError
 
 SHARDS = ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt")
 
@@ -64,7 +65,9 @@ def test_the_shards_are_fsynced_before_the_state_file_marks_the_checkpoint_compl
     folder = checkpoint.save(FakeEngine(), tmp_path, 4, {"step": 4}, keep=2)
     marked = events.index(("replace", folder / checkpoint.STATE_FILE))
     assert {("fsync", folder / name) for name in SHARDS} <= set(events[:marked])
-    assert checkpoint.complete_checkpoints(tmp_path) == [folder] and checkpoint.read_state(folder) == {"step": 4}
+    state = checkpoint.read_state(folder)
+    assert checkpoint.complete_checkpoints(tmp_path) == [folder] and state["step"] == 4
+    assert state["files"] == {name: (folder / name).stat().st_size for name in SHARDS}  # what `check_resume` compares
 
 
 def test_a_kill_while_pruning_leaves_no_broken_checkpoint_that_looks_complete(tmp_path, single_worker, monkeypatch):
@@ -118,3 +121,32 @@ def test_a_kill_during_the_export_keeps_the_previous_one_and_an_export_is_fsynce
         checkpoint.export_hf(FakeEngine(), FakeModel(), FakeModel(fail=True), target, {"step": 8})
     assert json.loads((target / checkpoint.EXPORT_FILE).read_text()) == {"step": 4}  # the previous export, whole
     assert [path.name for path in tmp_path.iterdir()] == ["hf"]  # the failed export's temporary folder is gone
+
+
+@pytest.mark.parametrize(("damage", "named"), [
+    (lambda folder: (folder / SHARDS[1]).write_bytes(b"shard"), f"{SHARDS[1]} has 5 bytes, its save wrote 600"),
+    (lambda folder: (folder / SHARDS[0]).unlink(), f"{SHARDS[0]} is missing"),
+    (lambda folder: (folder / checkpoint.STATE_FILE).write_text("{not json"), f"its {checkpoint.STATE_FILE} cannot be read (JSONDecodeError"),
+], ids=["truncated-shard", "missing-shard", "unreadable-state"])
+def test_a_checkpoint_damaged_since_its_save_is_named_before_the_workers_load_it(tmp_path, single_worker, damage, named):
+    earlier = checkpoint.save(FakeEngine(), tmp_path, 2, {"step": 2}, keep=2)
+    latest = checkpoint.save(FakeEngine(), tmp_path, 4, {"step": 4}, keep=2)
+    checkpoint.check_resume(tmp_path, "auto")  # whole: nothing to say
+    damage(latest)
+    with pytest.raises(TrajforgeError) as raised:
+        checkpoint.check_resume(tmp_path, "auto")
+    assert str(raised.value).startswith(f"learner.resume=auto: the run's latest checkpoint {latest} is damaged: {named}")
+    assert str(raised.value).endswith(f"restore it, or go on from the checkpoint before it with learner.resume={earlier} (or remove {latest})")
+    checkpoint.check_resume(tmp_path, str(earlier))  # the way on that it names
+    with pytest.raises(TrajforgeError, match=rf"^learner.resume={latest}: checkpoint {latest} is damaged: "):
+        checkpoint.check_resume(tmp_path, str(latest))
+    damage(earlier)
+    with pytest.raises(TrajforgeError, match=r"restore it, or start the run over with learner.resume=never$"):
+        checkpoint.check_resume(tmp_path, "auto")
+
+
+def test_a_checkpoint_saved_before_the_state_file_listed_its_files_still_resumes(tmp_path, single_worker):
+    folder = checkpoint.save(FakeEngine(), tmp_path, 2, {"step": 2}, keep=2)
+    (folder / checkpoint.STATE_FILE).write_text('{"step": 2}')
+    (folder / SHARDS[0]).write_bytes(b"")  # nothing to compare it with
+    checkpoint.check_resume(tmp_path, "auto")

@@ -11,7 +11,7 @@ from sft_builds import rows, write_build
 
 from learner.settings import LearnerSettings
 from learner.train import prepare
-from trajforge.errors import ConfigError
+from trajforge.errors import ConfigError, TrajforgeError
 
 
 @pytest.fixture
@@ -100,6 +100,16 @@ def test_a_model_whose_config_transformers_cannot_read_is_refused(lake, model_co
 def test_a_resume_folder_that_is_no_checkpoint_is_refused_before_the_workers(lake, model_copy, tmp_path):
     with pytest.raises(ConfigError, match=r"learner\.resume: .*not-a-checkpoint is not a complete learner checkpoint"):
         prepare(settings_for(lake, model_copy, resume=str(tmp_path / "not-a-checkpoint")))
+
+
+def test_a_runs_latest_checkpoint_with_a_truncated_shard_is_refused_before_the_workers(lake, model_copy):
+    folder = lake.parent / "runs" / "sft" / "checkpoints" / "step-000004"
+    folder.mkdir(parents=True)
+    (folder / "zero_pp_rank_1_mp_rank_00_optim_states.pt").write_bytes(b"x" * 10)
+    (folder / "trajforge_state.json").write_text(json.dumps({"step": 4, "files": {"zero_pp_rank_1_mp_rank_00_optim_states.pt": 1000}}))
+    with pytest.raises(TrajforgeError, match=r"^learner.resume=auto: the run's latest checkpoint .*step-000004 is damaged: "
+                                             r"zero_pp_rank_1_mp_rank_00_optim_states.pt has 10 bytes, its save wrote 1000; "):
+        prepare(settings_for(lake, model_copy))
 
 
 def test_a_warmup_as_long_as_the_run_is_warned_about(lake, model_copy, caplog):

@@ -25,17 +25,19 @@ STUCK_MARGIN = 2.0
 
 
 class RateLimiter:
-    """At most `rate` acquisitions per second (a token bucket of one second's burst)."""
+    """At most `rate` acquisitions per second (a token bucket of one second's burst, and at least one acquisition's:
+    with a bucket smaller than one token, a rate under one a second, no acquisition would ever be granted)."""
 
     def __init__(self, rate: float):
-        self.rate, self.tokens, self.last = rate, rate, time.monotonic()
+        self.rate, self.capacity, self.last = rate, max(rate, 1.0), time.monotonic()
+        self.tokens = self.capacity
         self._lock = threading.Lock()
 
     def acquire(self) -> None:
         while True:
             with self._lock:
                 now = time.monotonic()
-                self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+                self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
                 self.last = now
                 if self.tokens >= 1:
                     self.tokens -= 1

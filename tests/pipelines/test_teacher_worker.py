@@ -257,3 +257,29 @@ def test_the_oracle_answers_a_record_without_a_gold_action_with_a_rule_that_give
     assert derived_gold_action(LoopTask.model_validate(synthetic)) == synthetic["gold_action"]  # a synthetic task keeps its own
     action_part, _, mistake = oracle_answer(task("x = 1\n", "x = 2\n"), 1, 0.0, 0)
     assert mistake is None and '"fix": "x = 2\\n"' in action_part
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.25, 4.0])
+def test_the_rate_limiter_grants_requests_at_its_rate_even_under_one_a_second(monkeypatch, rate):
+    """teacher.requests_per_second is shared out over the workers: 1 over 2 workers is 0.5 each, which a bucket of one
+    second's burst (half a token) never granted, so the teacher hung before its first request."""
+    from pipelines import teacher_worker
+
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(teacher_worker.time, "monotonic", lambda: clock["now"])
+
+    def sleep(seconds):
+        clock["now"] += seconds
+        assert clock["now"] < 1100.0, "the limiter never granted the request"
+
+    monkeypatch.setattr(teacher_worker.time, "sleep", sleep)
+    limiter = teacher_worker.RateLimiter(rate)
+    granted = []
+    for _ in range(9):
+        limiter.acquire()
+        granted.append(clock["now"])
+    burst = max(int(rate), 1)
+    assert granted[0] == 1000.0  # the first request goes at once
+    gaps = [later - earlier for earlier, later in zip(granted[burst - 1:], granted[burst:])]
+    assert all(gap == pytest.approx(1 / rate) for gap in gaps)  # then one every 1/rate seconds
+    assert granted[-1] - granted[0] == pytest.approx((9 - burst) / rate)

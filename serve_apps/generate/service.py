@@ -308,7 +308,11 @@ class GenerateService:
         awaited here, before the answer's status is sent."""
         (request,) = parsed.requests
         items = self.engine.stream_text(request) if self.uses_actors else self._engine_stream(request)
-        first = await anext(items)
+        try:
+            first = await anext(items)
+        except asyncio.CancelledError:  # its client went away before the first piece (waiting behind other calls)
+            self.metrics.add("streams_hung_up")
+            raise
         if isinstance(first, Completion) and first.finish_reason == "error":
             await items.aclose()
             raise _failure(first)

@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from learner.run_failures import fit_run
+from learner.run_failures import fit_run, resume_hint
 from learner.run_lock import run_lock
 from learner.settings import BuildMix, LearnerSettings, load_learner_settings
 from trajforge.atomic import write_atomic
@@ -218,6 +218,9 @@ def _launch(settings: LearnerSettings, cluster: ClusterSettings, *, echo: bool) 
             echoing.join()
     lines = read_metrics(run_dir)
     end = next((line for line in reversed(lines) if line["event"] == "end"), {})
+    if end and not end.get("finished"):
+        log.warning("run %s stopped at step %s of %d (learner.train.stop_after_steps), with no Hugging Face export; %s", settings.run_name,
+                    end.get("step"), settings.train.max_steps, resume_hint(run_dir))
     return {
         "run_dir": str(run_dir),
         "step": end.get("step"),

@@ -62,9 +62,13 @@ def test_metrics_lines_and_tensorboard(full_run):
     assert saved["settings"]["train"]["max_steps"] == MAX_STEPS and saved["sources"][0]["build_id"] == "tiny"
 
 
-def test_stopping_and_resuming_reproduces_the_uninterrupted_run_and_skips_an_interrupted_save(ray_cluster, tiny_model, lake, full_run, tmp_path):
-    stopped = launch(settings_for(tiny_model, lake, tmp_path, "cut", stop_after_steps=STOP_AT), echo=False)
+def test_stopping_and_resuming_reproduces_the_uninterrupted_run_and_skips_an_interrupted_save(ray_cluster, tiny_model, lake, full_run, tmp_path,
+                                                                                             caplog):
+    with caplog.at_level("WARNING", logger="learner.train"):
+        stopped = launch(settings_for(tiny_model, lake, tmp_path, "cut", stop_after_steps=STOP_AT), echo=False)
     assert stopped["finished"] is False and stopped["step"] == STOP_AT and stopped["export"] is None
+    assert (f"run cut stopped at step {STOP_AT} of {MAX_STEPS} (learner.train.stop_after_steps), with no Hugging Face export; the same command "
+            f"resumes the run from its last checkpoint, {stopped['checkpoints'][-1]} (with --set learner.train.max_steps={STOP_AT} it exports") in caplog.text
     interrupted = tmp_path / "cut" / "checkpoints" / f"step-{STOP_AT + 2:06d}"  # a save killed before its state file was written
     interrupted.mkdir()
     (interrupted / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"half a file")

@@ -144,9 +144,10 @@ class TeacherWorker:
 
             if not settings.base_url:
                 raise ValueError("teacher.base_url is required with kind openai")
-            self.engine = OpenAIEngine(settings.base_url, settings.model, api_key_env=settings.api_key_env, timeout_s=settings.timeout_s,
-                                       max_retries=settings.max_retries, backoff_s=settings.backoff_s)
             self.limiter = RateLimiter(max(settings.requests_per_second / settings.workers, 0.01))
+            # retries wait for the limiter too: teacher.requests_per_second bounds every request the endpoint gets
+            self.engine = OpenAIEngine(settings.base_url, settings.model, api_key_env=settings.api_key_env, timeout_s=settings.timeout_s,
+                                       max_retries=settings.max_retries, backoff_s=settings.backoff_s, before_retry=self.limiter.acquire)
 
     def count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -187,11 +188,12 @@ class TeacherWorker:
     def call_budget_s(self) -> float:
         """How long one teacher call may run before it counts as stuck: STUCK_MARGIN times what its attempts' timeouts
         and the backoffs between them add up to (an endpoint that sends a byte now and then never trips the timeout
-        of a read). It does not allow for an endpoint's `Retry-After` waits: a worker that honours ones longer than
-        the margin is restarted."""
+        of a read), and the rate limiter's waits before its retries (each behind at most the worker's other task's call).
+        It does not allow for an endpoint's `Retry-After` waits: a worker that honours ones longer than the margin is restarted."""
         attempts = self.settings.max_retries + 1
         backoffs = 1.5 * self.settings.backoff_s * (2 ** self.settings.max_retries - 1)  # the engine's jitter is up to 1.5x
-        return STUCK_MARGIN * (attempts * self.settings.timeout_s + backoffs)
+        limiter_waits = self.settings.max_retries * 2 * self.settings.workers / self.settings.requests_per_second
+        return STUCK_MARGIN * (attempts * self.settings.timeout_s + backoffs + limiter_waits)
 
     def _stuck_seconds(self) -> float | None:
         """How long the oldest teacher call has run past `call_budget_s`; None when none has."""

@@ -49,12 +49,15 @@ class OpenAIEngine:
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY", timeout_s: float = 120.0,
                  max_retries: int = 4, backoff_s: float = 0.5, concurrency: int = 8, token_ids_in_logprobs: bool = False,
-                 continue_final_message: bool = False, transport: Any = None):
+                 continue_final_message: bool = False, transport: Any = None, before_retry: Any = None):
+        """`before_retry`: called before each request sent again (a retry, or a resend without a refused parameter),
+        e.g. a rate limiter's acquire, so that retries count against the caller's limit as first attempts do."""
         import httpx
 
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         self.model = model
         self.max_retries, self.backoff_s, self.timeout_s = max_retries, backoff_s, timeout_s
+        self.before_retry = before_retry
         self.token_ids_in_logprobs = token_ids_in_logprobs
         self.continue_final_message = continue_final_message
         headers = {"Authorization": f"Bearer {os.environ[api_key_env]}"} if api_key_env and os.environ.get(api_key_env) else {}
@@ -145,8 +148,11 @@ class OpenAIEngine:
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         import httpx
 
-        attempt = 0
+        attempt, resend = 0, False
         while True:
+            if resend and self.before_retry is not None:
+                self.before_retry()
+            resend = True
             delay = self.backoff_s * 2**attempt * (0.5 + random.random())
             sent = self._without_refused(body)
             try:

@@ -210,3 +210,23 @@ def test_a_401_says_whether_a_key_was_sent_and_from_which_variable(monkeypatch, 
         engine.close()
     assert answer.finish_reason == "error" and "answered 401" in answer.error and said in answer.error, answer.error
     assert authorizations == [f"Bearer {environment['TEACHER_API_KEY']}" if environment else None]  # not retried
+
+
+def test_before_retry_is_called_before_each_request_sent_again_and_not_before_the_first(monkeypatch):
+    """A caller's rate limiter (the teacher's) sees every retry, so the endpoint gets no more requests than its limit."""
+    monkeypatch.setattr("actors.engines.openai_engine.time.sleep", lambda seconds: None)
+    events: list[str] = []
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        events.append("send")
+        if events.count("send") <= 2:
+            return httpx.Response(429 if events.count("send") == 1 else 503, json={"error": {"message": "busy"}})
+        return httpx.Response(200, json={"choices": [{"message": {"content": "fine"}, "finish_reason": "stop"}]})
+
+    engine = OpenAIEngine("http://upstream:8000/v1", "m", api_key_env=None, max_retries=3, transport=httpx.MockTransport(upstream),
+                          before_retry=lambda: events.append("wait"))
+    try:
+        [answer] = engine.generate([GenerationRequest(messages=CHAT)])
+    finally:
+        engine.close()
+    assert answer.text == "fine" and events == ["send", "wait", "send", "wait", "send"]

@@ -283,3 +283,33 @@ def test_the_rate_limiter_grants_requests_at_its_rate_even_under_one_a_second(mo
     gaps = [later - earlier for earlier, later in zip(granted[burst - 1:], granted[burst:])]
     assert all(gap == pytest.approx(1 / rate) for gap in gaps)  # then one every 1/rate seconds
     assert granted[-1] - granted[0] == pytest.approx((9 - burst) / rate)
+
+
+def test_an_openai_teachers_retries_wait_for_its_rate_limit_too(tmp_path, monkeypatch):
+    """teacher.requests_per_second bounds what the endpoint gets: a 429 or 5xx answer's retry waits for the limiter as
+    a first attempt does, not only for the engine's backoff (which sent three requests in 0.2 s at a limit of 1/s)."""
+    import httpx
+
+    from actors.engines.types import GenerationRequest
+    from pipelines import teacher_worker
+
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(teacher_worker.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(teacher_worker.time, "sleep", lambda seconds: clock.__setitem__("now", clock["now"] + seconds))
+    sent: list[float] = []
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        sent.append(clock["now"])
+        if len(sent) in (1, 2, 4):
+            return httpx.Response(429 if len(sent) < 4 else 502, json={"error": {"message": "busy"}})
+        return httpx.Response(200, json={"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}],
+                                         "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}})
+
+    worker = teacher_worker.TeacherWorker(teacher_settings(tmp_path, kind="openai", model="m", base_url="http://upstream/v1",
+                                                           requests_per_second=1.0, backoff_s=0.05), 0, "job-rate")
+    worker.engine.client = httpx.Client(base_url=worker.engine.base_url, transport=httpx.MockTransport(upstream))
+    for _ in range(2):
+        [answer] = worker.timed_generate([GenerationRequest(messages=[{"role": "user", "content": "hi"}])])
+        assert answer.text == "ok"
+    assert len(sent) == 5
+    assert all(later - earlier >= 1.0 - 1e-9 for earlier, later in zip(sent, sent[1:])), sent

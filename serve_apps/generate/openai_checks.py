@@ -71,6 +71,10 @@ def check_body(body: dict[str, Any], chat: bool) -> None:
     options = body.get("stream_options")
     if options is not None and (not isinstance(options, dict) or not _flag(options.get("include_usage"))):
         raise invalid('"stream_options" must be an object whose "include_usage" is true or false', "stream_options")
+    unknown = sorted(set(options or ()) - {"include_usage", "include_obfuscation"})  # OpenAI's obfuscation pads events: meaning kept
+    if unknown:
+        raise invalid(f'"stream_options.{unknown[0]}" is not supported by this server (vLLM\'s continuous_usage_stats included): '
+                      'with "include_usage" the usage comes in the last event', f"stream_options.{unknown[0]}")
     _check_vllm_extras(body)
     for name in ("continue_final_message", "add_generation_prompt", "return_tokens_as_token_ids", "include_stop_str_in_output",
                  "ignore_eos", "skip_special_tokens", "include_reasoning"):

@@ -33,6 +33,9 @@ def post(front_url: str, path: str, body: dict | None = None, content: bytes | N
     ("/v1/chat/completions", {**CHAT, "logprobs": 3}, "logprobs", "true or false"),
     ("/v1/chat/completions", {**CHAT, "stream": True, "stream_options": {"include_usage": "yes"}}, "stream_options", "true or false"),
     ("/v1/chat/completions", {**CHAT, "stream": True, "stream_options": ["include_usage"]}, "stream_options", "must be an object"),
+    ("/v1/chat/completions", {**CHAT, "stream": True, "stream_options": {"include_usage": True, "continuous_usage_stats": True}},
+     "stream_options.continuous_usage_stats", "not supported"),  # vLLM's usage in every event: not silently left out
+    ("/v1/completions", {**PROMPT, "stream": True, "stream_options": {"include_usage": False, "usage": True}}, "stream_options.usage", "not supported"),
     ("/v1/chat/completions", {**CHAT, "function_call": {"name": "f"}}, "function_call", 'send the functions as "tools"'),
     ("/v1/chat/completions", {**CHAT, "functions": [{"name": "f", "parameters": {"type": "object"}}]}, "functions", "deprecated function calling"),
     ("/v1/chat/completions", {**CHAT, "functions": [{"name": "f"}], "function_call": "auto"}, "functions", 'send the functions as "tools"'),
@@ -130,3 +133,5 @@ def test_hints_that_leave_the_answer_as_it_is_are_taken_and_ignored(front_url):
     plain = post(front_url, "/v1/chat/completions", {**CHAT, "seed": 3, "temperature": 1.0}).json()
     hinted = post(front_url, "/v1/chat/completions", {**CHAT, "seed": 3, "temperature": 1.0, **hints}).json()
     assert hinted["choices"][0]["message"] == plain["choices"][0]["message"]
+    streamed = post(front_url, "/v1/chat/completions", {**CHAT, "stream": True, "stream_options": {"include_usage": True, "include_obfuscation": False}})
+    assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]")  # OpenAI's padding option: taken

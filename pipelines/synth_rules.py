@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from sandbox.settings import SandboxSettings
 
 log = logging.getLogger("trajforge.synth_rules")
-VERSION = "1"
+VERSION = "1.0.0"  # semver, as seed 002 section 3.1 asks of a _meta.json ("<semver or commit hash>")
 SOURCE = "trajforge synthetic ast-grep templates"
 LICENSE = "Apache-2.0"  # SPDX identifier, as seed 002 section 3.1 asks: every snippet is written for trajforge
 

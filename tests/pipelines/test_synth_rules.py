@@ -8,6 +8,7 @@ import importlib.util
 import inspect
 import json
 import logging
+import re
 import subprocess
 import sys
 import types
@@ -151,6 +152,7 @@ def test_job_keeps_verified_tasks_and_drops_a_wrong_post(serve_url, tmp_path):
     kept = [json.loads(line) for line in lines.splitlines()]
     assert meta["num_records"] == len(kept) == len(sample) and meta["candidates"] == len(sample) + 1
     assert meta["sha256"] == hashlib.sha256(lines).hexdigest() and meta["license"] == "Apache-2.0" and meta["source"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", meta["version"]), meta["version"]  # seed 002 3.1: "<semver or commit hash>"
     assert "synth-broken" not in {task["task_id"] for task in kept}
     assert list(meta["dropped"].values()) == [1] and "differs from post" in next(iter(meta["dropped"]))
     assert [task["task_id"] for task in kept] == sorted(task["task_id"] for task in kept)

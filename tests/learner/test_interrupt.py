@@ -19,13 +19,14 @@ class Trainer:
         raise self.error
 
 
-def test_an_interrupted_run_says_where_it_resumes_and_ends_as_an_interrupt(tmp_path, caplog):
+def test_an_interrupted_run_says_where_it_resumes_how_to_export_it_and_ends_as_an_interrupt(tmp_path, caplog):
     folder = checkpoints_dir(tmp_path) / "step-000002"
     folder.mkdir(parents=True)
     (folder / STATE_FILE).write_text('{"step": 2}')
     with caplog.at_level(logging.WARNING, logger="learner.train"), pytest.raises(KeyboardInterrupt):
         fit_run(Trainer(SystemExit(1)), tmp_path)
     assert "training interrupted; the same command resumes the run from its last checkpoint" in caplog.text and "step-000002" in caplog.text
+    assert f"with --set learner.train.max_steps=2 it exports that checkpoint to {tmp_path / 'hf'}" in caplog.text
 
 
 def test_an_interrupt_before_the_first_checkpoint_says_the_run_starts_over(tmp_path, caplog):
@@ -58,12 +59,3 @@ def test_a_worker_whose_process_died_is_named_with_where_the_run_resumes_and_how
     assert message.startswith("training failed: the process of worker rank 1 died") and "Connection reset" not in message
     assert f"resumes the run from its last checkpoint, {folder}" in message and "learner.workers.max_failures" in message
     assert "--set learner.train.max_steps=2 it exports that checkpoint" in message
-
-
-def test_an_interrupted_run_says_how_to_export_its_last_checkpoint(tmp_path, caplog):
-    folder = checkpoints_dir(tmp_path) / "step-000004"
-    folder.mkdir(parents=True)
-    (folder / STATE_FILE).write_text('{"step": 4}')
-    with caplog.at_level(logging.WARNING, logger="learner.train"), pytest.raises(KeyboardInterrupt):
-        fit_run(Trainer(SystemExit(1)), tmp_path)
-    assert f"with --set learner.train.max_steps=4 it exports that checkpoint to {tmp_path / 'hf'}" in caplog.text

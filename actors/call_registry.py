@@ -39,7 +39,8 @@ class CallRegistry:
         """The call, registered; already cancelled (and counted) when its cancellation came first."""
         call = Call(counter)
         with self._lock:
-            early = self._early.pop(call_id, 0) is None
+            early = call_id in self._early
+            self._early.pop(call_id, None)
             self._running[call_id] = call
         if early:
             self.cancelled(call)

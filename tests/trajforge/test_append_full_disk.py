@@ -67,8 +67,8 @@ def test_a_synthetic_record_the_disk_took_half_of_raises_and_is_not_counted_done
         disk.fill()
         with pytest.raises(OSError):
             writer.append({"i": 1, "record": {"a": "y" * 300}})
-        assert 1 not in writer.done
         disk.space_back()
+        writer.append({"i": 1, "record": {"a": 2}})  # not counted done: the same record is taken once space is back
         writer.append({"i": 2, "record": {"a": 3}})
-    assert sorted(read_results(path)) == [0, 2]
+    assert sorted(read_results(path)) == [0, 1, 2]
     assert all(json.loads(line) for line in path.read_bytes().splitlines())

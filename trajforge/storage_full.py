@@ -90,3 +90,15 @@ def full_file(exc: BaseException | None) -> str | None:
         if isinstance(current, OSError) and current.filename and (current.errno in FULL_ERRNOS or isinstance(current, StorageFull)):
             return str(current.filename)
     return None
+
+
+def full_disk_message(exc: BaseException, lake: str | os.PathLike | None = None) -> str | None:
+    """The one line a command ends with when `exc` is a full disk (None otherwise): where (the file it names, else the
+    command's lake), the first line of the error, and what to do. A full disk is the operator's to fix, not a traceback."""
+    if not storage_full(exc):
+        return None
+    named = full_file(exc)
+    where = f" writing {named}" if named else f" holding {lake}" if lake else ""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    first = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return f"no space left on the device{where} ({first}); free space and run the command again"

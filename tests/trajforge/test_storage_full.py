@@ -82,6 +82,24 @@ def test_any_command_that_meets_a_full_disk_ends_with_one_line_naming_the_lake(m
                    "free space and run the command again")
 
 
+def test_a_python_m_entry_point_that_meets_a_full_disk_ends_with_the_same_line(tmp_path, capsys):
+    """`ray job submit -- python -m pipelines.X` on a full disk: the line `trajforge X` gives, not a traceback."""
+    import argparse
+
+    from trajforge.cli.common import module_main
+
+    def full_job(args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "part-0.parquet"))
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--lake")
+
+    assert module_main("pipelines.example", "doc", add_arguments, lambda args: (), full_job, ["--lake", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"pipelines.example: no space left on the device writing {tmp_path / 'part-0.parquet'} "
+        f"(OSError: [Errno 28] No space left on device: '{tmp_path / 'part-0.parquet'}'); free space and run the command again")
+
+
 def test_publishing_to_a_full_destination_says_it_is_full_and_that_a_rerun_goes_on():
     from trajforge.lake_fs import storage_error
 

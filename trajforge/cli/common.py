@@ -105,12 +105,13 @@ def module_main(module: str, description: str, add_arguments: Callable[[argparse
                 config_roots: Callable[[argparse.Namespace], tuple[str, ...]], run_command: Callable[[argparse.Namespace], int],
                 argv: list[str] | None = None) -> int:
     """`python -m <module>` (what `ray job submit` runs): the component's arguments plus the common ones; a `--set`
-    of a section it does not read is refused, a TrajforgeError is one line on stderr and exit status 2, Ctrl-C is 130
+    of a section it does not read is refused, a TrajforgeError or a full disk is one line on stderr and exit status 2, Ctrl-C is 130
     and a reader that closed the pipe early 141, as for `trajforge <command>`."""
     from trajforge.cli.pipes import quiet_when_reader_leaves
     from trajforge.errors import TrajforgeError
     from trajforge.logs import setup_logging
     from trajforge.settings import parse_assignments
+    from trajforge.storage_full import full_disk_message
 
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
@@ -129,6 +130,12 @@ def module_main(module: str, description: str, add_arguments: Callable[[argparse
             return 2
         except KeyboardInterrupt:
             return 130
+        except Exception as exc:
+            message = full_disk_message(exc, getattr(args, "lake", None))
+            if message is None:
+                raise
+            print(f"{module}: {message}", file=sys.stderr)
+            return 2
 
     return quiet_when_reader_leaves(run)
 

@@ -96,22 +96,15 @@ def run(argv: list[str] | None = None) -> int:
         print(f"trajforge {args.command}: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        from trajforge.storage_full import full_file, storage_full
+        from trajforge.storage_full import full_disk_message
 
-        if not storage_full(exc):
+        message = full_disk_message(exc, getattr(args, "lake", None))
+        if message is None:
             raise
-        # a full disk is the operator's to fix: one line that says where, not a traceback
-        where = f" writing {full_file(exc)}" if full_file(exc) else f" holding {args.lake}" if getattr(args, "lake", None) else ""
-        print(f"trajforge {args.command}: no space left on the device{where} ({_first_line(exc)}); free space and run the command again",
-              file=sys.stderr)
+        print(f"trajforge {args.command}: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 if __name__ == "__main__":

@@ -339,7 +339,11 @@ def run_command(args: argparse.Namespace) -> int:
     settings = absolute_teacher_settings(load_teacher_settings(args.config, assignments))
     refuse_a_file(Path(settings.lake), "teacher.lake (--lake)", "the lake the trajectories go to")
     sandbox = absolute_sandbox_settings(None, assignments)
-    result = run(settings, sandbox=sandbox)
+    try:
+        result = run(settings, sandbox=sandbox)
+    except KeyboardInterrupt:
+        print(f"trajforge teacher: interrupted; {interrupted_state(settings)}", file=sys.stderr)
+        raise
     print(json.dumps(result, indent=2))
     print(Path(result["report"]).read_text(encoding="utf-8"))
     if result["unanswered"]:
@@ -347,6 +351,14 @@ def run_command(args: argparse.Namespace) -> int:
               "they are not counted as finished: check the endpoint and run the job again to retry them", file=sys.stderr)
         return 1
     return 0
+
+
+def interrupted_state(settings: TeacherSettings) -> str:
+    """What an interrupted job keeps (its finished tasks' steps) and how to go on."""
+    wanted = {task["task_id"] for task in load_tasks(settings)}
+    done = wanted & set(finishing_runs(teacher_records(settings, finished_only=False)))
+    return (f"{len(done)} of {len(wanted)} tasks are finished, their steps kept in {settings.lake / 'raw' / 'trajectories'}; "
+            "the same command goes on with the others (finished tasks are skipped, an interrupted one starts over)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -357,3 +357,23 @@ def test_a_lake_that_is_a_file_is_refused_before_any_worker_starts(tmp_path, cap
     err = capsys.readouterr().err
     assert f"teacher.lake (--lake): {a_file} is not a folder; give the lake the trajectories go to (nothing was written)" in err, err
     assert "Traceback" not in err and a_file.read_text() == "not a lake\n"
+
+
+def test_ctrl_c_says_how_many_tasks_are_kept_and_that_the_same_command_goes_on(serve_url, tmp_path, task_file, capsys, monkeypatch):
+    import pipelines.teacher_srl as teacher_srl
+
+    path, tasks = task_file
+    first = tmp_path / "first.jsonl"
+    first.write_text("\n".join(json.dumps(task) for task in tasks[:3]) + "\n")
+    run(settings_for(tmp_path, first, mistake_rate=0.0), progress=False)  # 3 of the 10 finished, then Ctrl-C in the next job
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(teacher_srl, "run", interrupted)
+    status = main(["teacher", "--lake", str(tmp_path / "lake"), "--set", f"teacher.tasks={path}", "--set", "teacher.sample=0",
+                   "--set", f"teacher.reports={tmp_path / 'reports'}"])
+    assert status == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("trajforge teacher: interrupted; 3 of 10 tasks are finished")
+    assert str(tmp_path / "lake" / "raw" / "trajectories") in line and "the same command goes on with the others" in line

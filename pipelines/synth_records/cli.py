@@ -204,6 +204,9 @@ def _run(args: argparse.Namespace, settings: Any) -> int:
         job_id = args.job
     try:
         base = run_job(settings, job_id, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"trajforge synth-records: interrupted; {_kept(settings.lake, job_id)}: trajforge synth-records resume {job_id}", file=sys.stderr)
+        raise
     except Exception as exc:
         from trajforge.storage_full import StorageFull, space_left, storage_full
 
@@ -213,6 +216,18 @@ def _run(args: argparse.Namespace, settings: Any) -> int:
                           f"free space, then: trajforge synth-records resume {job_id}", settings.lake) from exc
     print(json.dumps(base, indent=2, ensure_ascii=False))
     return 0 if base["status"] == "succeeded" else 1
+
+
+def _kept(lake: Path, job_id: str) -> str:
+    """What a stopped run of the job keeps: the records its peers wrote, each generated once."""
+    from pipelines.synth_records.results import read_results
+    from pipelines.synth_records.store import JobFiles
+
+    files = JobFiles(lake, job_id)
+    base = files.base()
+    written = [record for peer in base["peers"] for record in read_results(files.peer_results_path(peer)).values()]
+    return (f"job {job_id} keeps the {len(written)} of its {base['totalRecords']} records generated so far "
+            f"({sum(bool(record.get('ok')) for record in written)} valid), and a resume generates only the others")
 
 
 def _list(settings: Any, as_json: bool) -> None:

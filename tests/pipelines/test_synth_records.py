@@ -300,3 +300,19 @@ def test_a_jobs_recorded_inference_gives_back_the_settings_it_was_generated_with
     fields = ("engine", "model", "seed", "temperature", "max_tokens", "retry_inference_on_failure")
     assert [getattr(back, name) for name in fields] == [getattr(settings, name) for name in fields]
     assert back.openai.base_url == ("http://h:1" if settings.engine == "openai" else None)
+
+
+def test_ctrl_c_of_a_run_says_what_the_job_keeps_and_the_resume_command(tmp_path, capsys, monkeypatch):
+    import pipelines.synth_records.runner as runner
+
+    files = _finished_job(tmp_path, [{"i": 0, "ok": True, "data": good_record(0)}, {"i": 2, "ok": False, "error": "bad"}])
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_job", interrupted)
+    code, _, err = _cli(["resume", files.id, "--lake", str(tmp_path), "--set", "synth_records.engine=openai",
+                         "--set", "synth_records.openai.base_url=http://127.0.0.1:9"], capsys)
+    assert code == 130
+    assert err.strip().splitlines()[-1] == (f"trajforge synth-records: interrupted; job {files.id} keeps the 2 of its 4 records generated "
+                                           f"so far (1 valid), and a resume generates only the others: trajforge synth-records resume {files.id}")

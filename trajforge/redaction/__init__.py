@@ -2,7 +2,7 @@
 
     redactor = Redactor(RedactionSettings())          # picklable; ship it to Ray Data tasks
     redactor.redact(text)    -> Redaction(text, counts)   # counts: kind -> matches replaced
-    redactor.redact_tree(v)  -> (copy of v, Counter)      # every str leaf of a JSON-like value; keys kept
+    redactor.redact_tree(v)  -> (copy of v, Counter)      # every str leaf of a JSON-like value; keys kept, and name their values
 
 Each match becomes `[REDACTED:<KIND>]` (settings.placeholder). Kinds, most specific first (KINDS):
 private_key, the provider keys (aws_access_key, github_token, gitlab_token, anthropic_key, openai_key,

@@ -123,6 +123,20 @@ def _value_span(text: str, match: re.Match[str]) -> Span | None:
     return value.start(group), end
 
 
+def is_secret_field(name: str, value: str) -> bool:
+    """A structured field's value as the rule judges the same field written as JSON text (`"name": "value"`): a tool's
+    `{"env": {"DB_PASSWORD": "..."}}` arguments hold the secret as a value and its name as the key, which a scan
+    of the value alone cannot see. A value of several lines is a document, not a field's secret; a key that names
+    something else (`AWS::IAM::AccessKey`, `${TOKEN}`, `.token-x`) is a reference, as in the text."""
+    start = len(name)
+    while start > 0 and name[start - 1] in _NAME_CHARS:
+        start -= 1
+    if "\n" in value or name[start - 1 : start] in tuple("${:/") or name[start:].startswith("."):
+        return False
+    name = name[start:].lstrip("-")
+    return is_secret_name(name) and holds_secret(value, name, quoted=True, env_file=False, next_char='"')
+
+
 def _qualified_by_prose(text: str, start: int, name: str) -> bool:
     """`next page token: ...`: a lone noun whose qualifier is the word before it, in prose."""
     if not name.isalpha():

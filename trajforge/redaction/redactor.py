@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from trajforge.redaction import auth, keys, service_keys
 from trajforge.redaction.cli_passwords import CliPasswordRule
 from trajforge.redaction.config_formats import ConfigFormatSecretRule
-from trajforge.redaction.env_secrets import EnvSecretRule
+from trajforge.redaction.env_secrets import EnvSecretRule, is_secret_field
 from trajforge.redaction.identity_numbers import CreditCardRule, SsnRule
 from trajforge.redaction.network import EmailRule, IpRule
 from trajforge.redaction.phones import PhoneRule
@@ -91,6 +91,7 @@ class Redactor:
     def __init__(self, settings: RedactionSettings | None = None):
         self.settings = settings or RedactionSettings()
         self._rules = build_rules(self.settings)
+        self._field_priority = next((index for index, rule in enumerate(self._rules) if rule.kind == "env_secret"), None)
         self._placeholder = _placeholder_pattern(self.settings.placeholder)
         self._placeholder_needle = self.settings.placeholder.split("{kind}")[0].replace("{{", "{").replace("}}", "}")
         self._allowlist = tuple(sorted({item for item in self.settings.allowlist if item}, key=len, reverse=True))
@@ -98,12 +99,15 @@ class Redactor:
     def __reduce__(self):
         return (Redactor, (self.settings,))
 
-    def find(self, text: str) -> list[Found]:
-        """What `redact` would replace, in text order."""
-        if len(text) < _SHORTEST_FINDING:
+    def find(self, text: str, field: str | None = None) -> list[Found]:
+        """What `redact` would replace, in text order; `field`: the name the text is the value of (a dict key), so that
+        a secret-named field's whole value is an env_secret as it would be in the JSON text `"field": "value"`."""
+        candidates = []
+        if field is not None and self._field_priority is not None and is_secret_field(field, text):
+            candidates.append((self._field_priority, 0, len(text), "env_secret"))
+        if len(text) < _SHORTEST_FINDING and not candidates:
             return []
         lowered = text.lower()
-        candidates = []
         for priority, rule in enumerate(self._rules):
             for needle in rule.needles:
                 if needle in lowered:
@@ -125,8 +129,8 @@ class Redactor:
                 found.append(Found(start, end, kind))
         return sorted(found)
 
-    def redact(self, text: str) -> Redaction:
-        found = self.find(text)
+    def redact(self, text: str, field: str | None = None) -> Redaction:
+        found = self.find(text, field)
         if not found:
             return Redaction(text, {})
         parts, position = [], 0
@@ -137,17 +141,18 @@ class Redactor:
         return Redaction("".join(parts), dict(Counter(kind for _, _, kind in found)))
 
     def redact_tree(self, value: Any) -> tuple[Any, Counter]:
-        """A copy of a JSON-like value with every str leaf redacted (dict keys are kept), and the counts."""
+        """A copy of a JSON-like value with every str leaf redacted (dict keys are kept, and name their values: the
+        str value of a secret-named key is judged as `"key": "value"` would be), and the counts."""
         counts: Counter = Counter()
         return self._redact_value(value, counts), counts
 
-    def _redact_value(self, value: Any, counts: Counter) -> Any:
+    def _redact_value(self, value: Any, counts: Counter, field: str | None = None) -> Any:
         if isinstance(value, str):
-            redaction = self.redact(value)
+            redaction = self.redact(value, field)
             counts.update(redaction.counts)
             return redaction.text
         if isinstance(value, dict):
-            return {key: self._redact_value(item, counts) for key, item in value.items()}
+            return {key: self._redact_value(item, counts, key if isinstance(key, str) else None) for key, item in value.items()}
         if isinstance(value, (list, tuple)):
             return type(value)(self._redact_value(item, counts) for item in value)
         return value

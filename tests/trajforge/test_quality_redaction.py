@@ -1,0 +1,51 @@
+"""Redaction audited as a user of the curated tables sees it: structured values (a tool call's arguments, a telemetry
+payload) are as clean as the same data written as text."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from trajforge.redaction import Redactor, RedactionSettings
+
+DB_PASSWORD = "hunter2xyzQ"
+AWS_SECRET = "zJalrXUtnFEMI/K7MDENG/bPxRfiCYzQWERTYKX9"
+
+
+@pytest.fixture(scope="module")
+def redactor():
+    return Redactor()
+
+
+def test_a_secret_named_key_in_structured_arguments_is_redacted_as_its_json_text_is(redactor):
+    step = {"type": "action", "tool": "command_execution",
+            "arguments": {"command": "./deploy.sh", "env": {"DB_PASSWORD": DB_PASSWORD, "AWS_SECRET_ACCESS_KEY": AWS_SECRET, "REGION": "eu-west-1"}},
+            "headers": {"X-Api-Key": "9f8e7d6c5b4a39281706f5e4d3c2b1a0", "Accept": "application/json"}}
+    clean, counts = redactor.redact_tree(step)
+    dumped = json.dumps(clean)
+    assert DB_PASSWORD not in dumped and AWS_SECRET not in dumped and "9f8e7d6c5b4a" not in dumped
+    assert redactor.redact(json.dumps(step)).counts.keys() >= {"env_secret"}  # the text form was always redacted
+    assert clean["arguments"]["env"]["REGION"] == "eu-west-1" and clean["headers"]["Accept"] == "application/json"
+    assert clean["arguments"]["env"]["DB_PASSWORD"] == "[REDACTED:ENV_SECRET]" and counts == Counter(env_secret=3)
+
+
+def test_field_values_that_hold_no_secret_are_kept(redactor):
+    tree = {"password": "changeme", "token_count": "1200", "password_field": "pw_input", "api_key_name": "OPENAI_API_KEY",
+            "AWS::IAM::AccessKey": "bf29289b78d371e3", "notes": {"token": "the ID token"}, "secret": "line one\nline two",
+            "already": {"password": "[REDACTED:ENV_SECRET]"}}
+    assert redactor.redact_tree(tree) == (tree, Counter())
+
+
+def test_a_key_whose_value_holds_a_provider_key_counts_that_kind_once(redactor):
+    token = "ghp_1a2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P7q8R"
+    assert redactor.redact_tree({"GITHUB_TOKEN": token}) == ({"GITHUB_TOKEN": "[REDACTED:GITHUB_TOKEN]"}, Counter(github_token=1))
+
+
+def test_the_kinds_setting_and_the_allowlist_still_decide():
+    tree = {"env": {"DB_PASSWORD": DB_PASSWORD}}
+    assert Redactor(RedactionSettings(kinds=["email"])).redact_tree(tree) == (tree, Counter())
+    assert Redactor(RedactionSettings(allowlist=[DB_PASSWORD])).redact_tree(tree) == (tree, Counter())
+    short = {"password": "x9!Q"}  # shorter than any finding of a free text, still a field's password
+    assert Redactor().redact_tree(short) == ({"password": "[REDACTED:ENV_SECRET]"}, Counter(env_secret=1))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import sys
 import tarfile
 import threading
@@ -77,6 +78,7 @@ class WorkspaceCopy:
         self.back = CopyBack()
         self._complete = False
         self._files = self._bytes = 0
+        self._links: dict[str, str] = {}
         self._thread = threading.Thread(target=self._receive, daemon=True)
 
     @property
@@ -119,6 +121,8 @@ class WorkspaceCopy:
                 reader = _CappedReader(pipe, 2 * self.limit_bytes + (64 << 20))
                 with tarfile.open(fileobj=reader, mode="r|") as archive:
                     archive.extractall(self.staging, filter=self._filter)
+                for name, target in self._links.items():
+                    _make_link(self.staging, name, target)
                 self._complete = True
         except _Overflow:
             self.back.full.append(WORKSPACE)
@@ -126,19 +130,22 @@ class WorkspaceCopy:
             log.warning("the workspace %s did not come back from its jail (%s); it is left as it was", self.workspace, exc)
 
     def _filter(self, member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
-        """tarfile's `data` filter, except that a symlink pointing out is kept as jailed code made it (the host reads
-        links without following them, and the filter refuses any member whose path would pass through one);
-        special files are dropped; more than the tmpfs could hold is an overflow."""
+        """tarfile's `data` filter, except that symlinks are made only once everything else is extracted (`_links`), as
+        jailed code made them, pointing out or not (the host reads links without following them): while the archive is
+        extracted there is no link on disk for a member's path to pass through. (The filter's own check of such paths,
+        `os.path.realpath`, gives up on a chain of links longer than PATH_MAX before Python 3.11.13, CVE-2025-4517, and a
+        forged archive wrote through one outside the workspace.) Special files are dropped; more than the tmpfs could
+        hold is an overflow."""
         self._files += 1
         self._bytes += member.size if member.isreg() else 0
         if self._files > WORKSPACE_INODES or self._bytes > self.limit_bytes:
             raise _Overflow()
         try:
+            if member.issym() or (member.islnk() and member.linkname in self._links):  # a hard link of a symlink is one too
+                kept = tarfile.tar_filter(member, dest)  # its name inside dest (the 'data' filter would refuse a link out)
+                self._links[kept.name] = self._links.get(member.linkname, kept.linkname) if member.islnk() else kept.linkname
+                return None
             return tarfile.data_filter(member, dest)
-        except (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError):
-            if member.issym():
-                return tarfile.tar_filter(member, dest).replace(uid=None, gid=None, uname=None, gname=None, deep=False)
-            return None
         except tarfile.FilterError:
             return None
 
@@ -160,6 +167,27 @@ class WorkspaceCopy:
             for leftover in (self.staging, self.replaced):
                 shutil.rmtree(leftover, ignore_errors=True)
         return self.back
+
+
+def _make_link(root: Path, name: str, target: str) -> None:
+    """The symlink `name` -> `target` under `root`, unless a folder on its way is a link (an archive cannot place a
+    link through another) or something of that name is there already (only a forged archive has both); the folder
+    holding it keeps its mode and time."""
+    *folders, base = Path(os.path.normpath(name)).parts
+    folder = root
+    for part in folders:
+        folder = folder / part
+        if not os.path.lexists(folder) or not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return
+    before = os.lstat(folder)
+    try:
+        os.chmod(folder, stat.S_IMODE(before.st_mode) | stat.S_IRWXU)
+        os.symlink(target, folder / base)
+    except OSError:
+        pass
+    finally:
+        os.chmod(folder, stat.S_IMODE(before.st_mode))
+        os.utime(folder, ns=(before.st_atime_ns, before.st_mtime_ns))
 
 
 def usage_bytes(paths: list[Path], stop_above: int) -> int:

@@ -166,6 +166,9 @@ class ProvenanceAPI:
         else:
             if ask.customer_id != who.customer_id or ask.role == "admin":
                 raise HTTPError(403, "forbidden", f"a user token makes user tokens of its own customer ({who.customer_id!r}) alone")
+            if who.signing_key and ask.signing_key != who.signing_key:  # else a leaked token alone writes unsigned events
+                raise HTTPError(403, "forbidden", f"token {who.token_id}'s events must be signed: the tokens it makes carry its "
+                                "signing_key (send the same one), or ask an admin", field="signing_key")
             role, made_by = "user", who.label
         token, row = await asyncio.to_thread(self.tokens.create, ask.customer_id, ask.name, role, made_by, ask.signing_key)
         return json_response(CREATED, {"token": token, **row, "message": "store this token now: it is not shown again"})

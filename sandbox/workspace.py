@@ -139,19 +139,25 @@ def chown_tree(workspace: Path, uid: int, gid: int) -> None:
 
 
 def read_tree(workspace: Path, max_bytes: int) -> dict[str, bytes | str]:
-    """{relative path: bytes} for regular files, {path: "symlink -> target"} for links; never follows links."""
+    """{relative path: bytes} for regular files, {path: "symlink -> target"} for links; never follows links. A name or
+    link target that is not UTF-8 (jailed code may make one) is shown with its bytes escaped (`\\xff`)."""
     tree: dict[str, bytes | str] = {}
     for directory, dirnames, filenames in os.walk(workspace, followlinks=False):
         for name in [*dirnames, *filenames]:
             path = Path(directory) / name
-            relative = path.relative_to(workspace).as_posix()
+            relative = _shown(path.relative_to(workspace).as_posix())
             mode = os.lstat(path).st_mode
             if stat.S_ISLNK(mode):
-                tree[relative] = f"symlink -> {os.readlink(path)}"
+                tree[relative] = f"symlink -> {_shown(os.readlink(path))}"
             elif stat.S_ISREG(mode):
                 tree[relative] = read_file(path, max_bytes)
         dirnames[:] = [d for d in dirnames if not (Path(directory) / d).is_symlink()]
     return tree
+
+
+def _shown(name: str) -> str:
+    """A file system name as text: the bytes Python decoded to lone surrogates (not UTF-8) as `\\xNN` escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def read_file(path: Path, max_bytes: int) -> bytes:

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from trajforge.errors import ConfigError
+from trajforge.settings.close_names import unknown_key_hint
 
 ENV_PREFIX = "TRAJFORGE__"
 SHIPPED_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -186,7 +187,7 @@ def validate(model: type[M], data: Mapping[str, Any], source: str, prefix: str =
         for index, error in enumerate(errors):
             field = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
             origin = _last_override(field, overrides)
-            hint = "unknown key (check the spelling)" if error["type"] == "extra_forbidden" else error["msg"]
+            hint = f"unknown key: {unknown_key_hint(model, error['loc'], prefix)}" if error["type"] == "extra_forbidden" else error["msg"]
             if error["type"] != "extra_forbidden" and "input" in error and not isinstance(error["input"], dict):
                 hint += f" (got {error['input']!r})"
             if others.get(index):

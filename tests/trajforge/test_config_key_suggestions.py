@@ -56,3 +56,14 @@ def test_the_cli_says_it_in_one_line_with_exit_status_2(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "learner.optim.lerning_rate (set by --set learner.optim.lerning_rate): unknown key: learner.optim takes " in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_unknown_key_an_override_made_blames_the_override_not_the_file(monkeypatch):
+    """`--set learner.trian.max_steps=1` makes the unknown `learner.trian`: the error named configs/learner.yaml."""
+    with pytest.raises(ConfigError, match=r"learner\.trian \(set by --set learner\.trian\.max_steps\): unknown key: did you mean "
+                                          r"learner\.train\?"):
+        load_learner_settings(assignments=[("learner.trian.max_steps", 1)])
+    monkeypatch.setenv("TRAJFORGE__BUILD__DEDUPE__THRESHOLD", "0.9")
+    with pytest.raises(ConfigError, match=r"build\.dedupe \(set by TRAJFORGE__BUILD__DEDUPE__THRESHOLD\): unknown key: did you mean "
+                                          r"build\.dedup\?"):
+        load_build_settings()

@@ -186,7 +186,7 @@ def validate(model: type[M], data: Mapping[str, Any], source: str, prefix: str =
         lines = []
         for index, error in enumerate(errors):
             field = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
-            origin = _last_override(field, overrides)
+            origin = _last_override(field, overrides, below=error["type"] == "extra_forbidden")
             hint = f"unknown key: {unknown_key_hint(model, error['loc'], prefix)}" if error["type"] == "extra_forbidden" else error["msg"]
             if error["type"] != "extra_forbidden" and "input" in error and not isinstance(error["input"], dict):
                 hint += f" (got {error['input']!r})"
@@ -198,9 +198,11 @@ def validate(model: type[M], data: Mapping[str, Any], source: str, prefix: str =
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 
-def _last_override(field: str, overrides: Mapping[str, str]) -> str | None:
-    """The origin of the last applied override at `field` or a mapping above it: its value is the one validated."""
-    matching = [by for path, by in overrides.items() if field == path or field.startswith(path + ".")]
+def _last_override(field: str, overrides: Mapping[str, str], below: bool = False) -> str | None:
+    """The origin of the last applied override at `field` or a mapping above it: its value is the one validated. With
+    `below` (an unknown key), also one under it, which made the key (`--set learner.trian.max_steps=1` makes `trian`)."""
+    matching = [by for path, by in overrides.items()
+                if field == path or field.startswith(path + ".") or (below and path.startswith(field + "."))]
     return matching[-1] if matching else None
 
 

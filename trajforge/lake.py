@@ -149,7 +149,20 @@ class Lake:
             raise TrajforgeError(f"{build!r} is a file, not a build: give a build folder, a build id in {self.curated} or `latest`")
         if not (path / "manifest.json").is_file():
             raise TrajforgeError(f"{path} is not a complete build (no manifest.json); list builds in {self.curated}")
+        if build.startswith("latest:") and build.partition(":")[2]:
+            self._check_org(path, build.partition(":")[2])
         return path
+
+    def _check_org(self, path: Path, org: str) -> None:
+        """Org ids that differ only in characters a folder name cannot hold share a `LATEST.org=` marker: the build it
+        names must be one of `org`, never the other organisation's."""
+        from trajforge.errors import TrajforgeError
+
+        built_for = read_build_manifest(path).get("org")
+        if built_for != org:
+            raise TrajforgeError(f"{self.latest_marker(org)} names build {path.name}, of org {built_for!r}, not of {org!r} (org ids "
+                                 "that differ only in characters other than A-Za-z0-9._- share that marker): name the build "
+                                 f"of {org!r} by its build id in {self.curated}")
 
     def ensure(self) -> "Lake":
         """Create the lake's folders, each private to its owner (0700) when this call creates it."""

@@ -49,3 +49,13 @@ def test_the_kinds_setting_and_the_allowlist_still_decide():
     assert Redactor(RedactionSettings(allowlist=[DB_PASSWORD])).redact_tree(tree) == (tree, Counter())
     short = {"password": "x9!Q"}  # shorter than any finding of a free text, still a field's password
     assert Redactor().redact_tree(short) == ({"password": "[REDACTED:ENV_SECRET]"}, Counter(env_secret=1))
+
+
+def test_the_secret_key_typed_at_aws_configures_prompt_is_redacted(redactor):
+    typed = ("$ aws configure\nAWS Access Key ID [None]: AKIAQWERTYUIOPASDF12\nAWS Secret Access Key [None]: wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQWERTYKX7\n"
+             "AWS Secret Access Key [****************YKX7]: zJalrXUtnFEMI/K7MDENG/bPxRfiCYzQWERTYKX9\nDefault region name [None]: eu-west-1")
+    clean = redactor.redact(typed)
+    assert clean.counts == {"aws_access_key": 1, "aws_secret_key": 2}
+    assert "AWS Secret Access Key [None]: [REDACTED:AWS_SECRET_KEY]\n" in clean.text and "Default region name [None]: eu-west-1" in clean.text
+    commit = "AWS secret access key rotated in 3f786850e387550fdab836ed7e6dc881de23001b"  # a SHA-1 after the words is no secret
+    assert redactor.redact(commit).text == commit

@@ -69,8 +69,10 @@ PROVIDER_KEYS = (
 AWS_SECRET_KEY = PatternRule(
     "aws_secret_key",
     # 40 base64 characters are everywhere (SHA-1s are 40 hex), so only in an AWS-named context or
-    # right after an access key id (the credentials CSV the console hands out: `AKIA...,<secret>`).
-    re.compile(r"(?i)(?:(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)[\"']?(?:\s*(?::=|=>|=|:)\s*|[ \t]+)[\"']?"
+    # right after an access key id (the credentials CSV the console hands out: `AKIA...,<secret>`). The name
+    # may be words, as `aws configure` prompts for it (`AWS Secret Access Key [****************KX7]: <secret>`).
+    re.compile(r"(?i)(?:(?:aws[_ ]?secret[_ ]?(?:access[_ ]?)?key|secret[_ ]?access[_ ]?key)(?:[ \t]*\[[^\]\n]{0,40}\])?"
+               r"[\"']?(?:\s*(?::=|=>|=|:)\s*|[ \t]+)[\"']?"
                r"|(?-i:\b(?:AKIA|ASIA)[A-Z0-9]{16})[\"']?[ \t]*[,;|:=][ \t]*[\"']?)"
                r"(?P<value>(?-i:[A-Za-z0-9/+]{40}))(?![A-Za-z0-9/+=])"),
     ("secret", "akia", "asia"),

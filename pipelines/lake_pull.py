@@ -7,7 +7,8 @@ lake, each hashed as it streams and checked against the listing's size and sha25
 `<lake>/state/pull/<digest of the URI>.json` records what was taken, so a file unchanged since is not read again; a
 local file already at the listed size and sha256 is kept. The local lake is never made to lose a byte: a local file
 replaced only when it is a prefix of the listed one (the raw lake only grows), otherwise kept and counted (`kept_local`:
-this lake took data of its own there). A listed path outside `raw/` is refused. One pull of a lake from a URI at a time.
+this lake took data of its own there). A listed path outside `raw/`, or one no file can have (an empty, hidden or
+over-255-byte name, a NUL), is refused. One pull of a lake from a URI at a time.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import os
 import secrets
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from pipelines.lake_sync import LISTING, locked, read_record, record_path, remote_listing, signature
@@ -32,10 +33,19 @@ COUNTS = ("listed", "downloaded", "unchanged", "matched_local", "kept_local", "c
 
 
 def _wanted(relative: str, only: list[str] | None) -> bool:
-    path = PurePosixPath(relative)
-    if path.is_absolute() or ".." in path.parts or not path.parts or path.parts[0] != "raw" or any(part.startswith(".") for part in path.parts):
+    parts = relative.split("/")  # as written: `raw//x` or `raw/x/` names no file of a raw lake
+    if parts[0] != "raw" or not all(map(_file_name, parts)):
         return False
     return not only or any(relative == folder.strip("/") or relative.startswith(folder.strip("/") + "/") for folder in only)
+
+
+def _file_name(part: str) -> bool:
+    """Whether `part` can be one name of a raw lake file here: not empty, hidden (`.`, `..`, temporary files), over 255
+    bytes, holding a NUL, or not text."""
+    try:
+        return bool(part) and not part.startswith(".") and "\0" not in part and len(part.encode("utf-8")) <= 255
+    except UnicodeEncodeError:
+        return False
 
 
 def _prefix_sha(path: Path, length: int) -> str:
@@ -126,5 +136,5 @@ def summary(result: dict[str, Any]) -> str:
     if result["kept_local"]:
         lines.append(f"  {result['kept_local']} kept as they are here (this lake holds bytes the synced copy does not)")
     if result["refused"]:
-        lines.append(f"  {result['refused']} listed paths refused (outside raw/)")
+        lines.append(f"  {result['refused']} listed paths refused (outside raw/, or names no file can have)")
     return "\n".join(lines)

@@ -59,3 +59,22 @@ def test_the_secret_key_typed_at_aws_configures_prompt_is_redacted(redactor):
     assert "AWS Secret Access Key [None]: [REDACTED:AWS_SECRET_KEY]\n" in clean.text and "Default region name [None]: eu-west-1" in clean.text
     commit = "AWS secret access key rotated in 3f786850e387550fdab836ed7e6dc881de23001b"  # a SHA-1 after the words is no secret
     assert redactor.redact(commit).text == commit
+
+
+KEY_LINES = ["MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun", "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK",
+             "nxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW/VDL5AaWTg0nLVkjRo", "kjRo=="]
+
+
+def test_a_private_key_read_in_two_steps_is_redacted_in_both(redactor):
+    head = "$ head -n 3 id_rsa\n-----BEGIN RSA PRIVATE KEY-----\n" + "\n".join(KEY_LINES[:2])
+    tail = "$ tail -n +4 id_rsa\n" + "\n".join(KEY_LINES[2:]) + "\n-----END RSA PRIVATE KEY-----\n$ echo done"
+    clean, counts = redactor.redact_tree([{"type": "observation", "content": head}, {"type": "observation", "content": tail},
+                                          {"type": "observation", "content": json.dumps({"stdout": tail})}])
+    assert not any(line in json.dumps(clean) for line in KEY_LINES) and counts == Counter(private_key=3)
+    assert clean[1]["content"] == "$ tail -n +4 id_rsa\n[REDACTED:PRIVATE_KEY]\n$ echo done"
+    assert clean[2]["content"] == '{"stdout": "$ tail -n +4 id_rsa\\n[REDACTED:PRIVATE_KEY]\\n$ echo done"}'
+
+
+@pytest.mark.parametrize("text", ['if line == "-----END RSA PRIVATE KEY-----":', "kjRo==\n-----END PRIVATE KEY-----", "-----END PRIVATE KEY-----"])
+def test_an_end_line_without_a_body_is_kept(redactor, text):
+    assert redactor.redact(text).text == text

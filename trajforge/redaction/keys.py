@@ -3,14 +3,16 @@
 A provider prefix (`ghp_`, `AKIA`, `sk-ant-`) makes a match nearly certain, so these rules run first and
 win any overlap. Where a prefix is also an ordinary word start (`sk-`, `hf_`), `looks_random` asks for
 a generated-looking body. Token shapes follow each provider's documented format, a little looser in
-length so that rotated formats still match.
+length so that rotated formats still match. A private key is taken whole (BEGIN to END), cut off after its BEGIN line
+(truncated output), or from its base64 lines to its END line when the BEGIN line is in another text (another step).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
-from trajforge.redaction.rule import PatternRule
+from trajforge.redaction.rule import PatternRule, Rule, Span
 from trajforge.redaction.values import looks_random
 
 # Tokens end where the token alphabet ends; `\b` is not enough for alphabets that include `-`.
@@ -44,6 +46,45 @@ PRIVATE_KEY = PatternRule(
     # A block needs a body: `("-----BEGIN RSA PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----")` is code.
     accept=lambda match, text: re.search(r"[A-Za-z0-9+/]{16}", match.group().split("-----")[2]) is not None,
 )
+
+_PRIVATE_KEY_END = re.compile(_PRIVATE_KEY_LABEL.format(edge="END"))
+_BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+_LINE_BREAKS = ("\\r\\n", "\\n", "\r\n", "\n")  # JSON-escaped ones too
+
+
+class PrivateKeyTail(Rule):
+    """The rest of a private key whose BEGIN line is in another text: a key read in two pieces (`head -n 15 key.pem`,
+    then `tail -n +16 key.pem`) is two steps, and the second holds base64 lines and the END line only. Its lines are
+    found walking back from the END line (at most 20,000 characters); a line of 16 or more characters must come first."""
+
+    kind = "private_key"
+    needles = ("private key",)
+
+    def spans(self, text: str, lowered: str) -> Iterator[Span]:
+        for match in _PRIVATE_KEY_END.finditer(text):
+            start = _body_start(text, match.start())
+            if start < match.start():
+                yield start, match.end()
+
+
+def _body_start(text: str, end: int) -> int:
+    start, body = end, end
+    while end - start < 20000:
+        brk = next((brk for brk in _LINE_BREAKS if start >= len(brk) and text.startswith(brk, start - len(brk))), None)
+        if brk is None:
+            break
+        line_end = start - len(brk)
+        window = text[max(0, line_end - 4096) : line_end]
+        line_start = line_end - (len(window) - len(window.rstrip(_BASE64)))
+        if line_start > 0 and text[line_start - 1] == "\\":
+            line_start += 1  # the `n` of an escaped break before the line
+        if line_end - line_start < (1 if start == end else 16):  # the last line may be short, the others are full
+            break
+        start = line_start
+        if line_end - line_start >= 16:
+            body = line_start
+    return body
+
 
 PROVIDER_KEYS = (
     PatternRule("aws_access_key", re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), ("akia", "asia"), accept=_random_body(4)),

@@ -36,6 +36,7 @@ def build_rules(settings: RedactionSettings) -> list[Rule]:
     """The enabled rules, most specific first (the order of KINDS)."""
     rules: list[Rule] = [
         keys.PRIVATE_KEY,
+        keys.PrivateKeyTail(),
         *keys.PROVIDER_KEYS,
         *service_keys.TWILIO_KEYS,
         service_keys.PYPI_TOKEN,

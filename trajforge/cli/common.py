@@ -25,6 +25,38 @@ SET_EXAMPLES = {
 }
 
 
+class CommandParser(argparse.ArgumentParser):
+    """argparse's parser, whose refusals say what to type: a misspelt command, verb or choice names the close one
+    (`trajforge buidl`: did you mean 'build'?), and a command given without its command or verb (`trajforge`,
+    `trajforge lake`) shows its help, which lists them, not only its usage line. Subparsers made from it are of it too."""
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        if action.choices is not None and value not in action.choices:
+            from trajforge.settings.close_names import closest
+
+            near = closest(str(value), map(str, action.choices), cutoff=0.5)  # short words: `sink` is 0.5 of `sync`
+            if near is not None:
+                choices = ", ".join(map(repr, action.choices))
+                raise argparse.ArgumentError(action, f"invalid choice: {value!r}: did you mean {near!r}? (choose from {choices})")
+        super()._check_value(action, value)
+
+    def error(self, message: str):
+        verbs = next((action for action in self._actions if isinstance(action, argparse._SubParsersAction)), None)
+        if verbs is not None and message == f"the following arguments are required: {argparse._get_action_name(verbs)}":
+            self.print_help(sys.stderr)
+            self.exit(2, f"{self.prog}: error: {message}\n")
+        super().error(message)
+
+    def unrecognized(self, arguments: list[str]):
+        """Refuse arguments no option of this parser takes, naming the option closest to a misspelt one (`--bild`)."""
+        from trajforge.settings.close_names import closest
+
+        options = [option for action in self._actions for option in action.option_strings if option.startswith("--")]
+        given = [argument.partition("=")[0] for argument in arguments if argument.startswith("--")]
+        near = [f"{name}: did you mean {option}?" for name in given for option in [closest(name, options, cutoff=0.5)] if option is not None]
+        self.error(f"unrecognized arguments: {' '.join(arguments)}" + (f" ({'; '.join(near)})" if near else ""))
+
+
 def positive_int(text: str) -> int:
     """argparse type of a count that must be at least 1 (`--workers`, `--limit`), with a message that says so."""
     try:
@@ -113,7 +145,7 @@ def module_main(module: str, description: str, add_arguments: Callable[[argparse
     from trajforge.settings import parse_assignments
     from trajforge.storage_full import full_disk_message
 
-    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(prog=f"python -m {module}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     # Raw keeps a docstring's own lines; a text written as one line (a command's epilog) is wrapped as argparse would
     parser.description, parser.epilog = (_filled(text) for text in (parser.description, parser.epilog))

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from trajforge.cli.common import common_arguments, log_dir_of, merge_assignments
+from trajforge.cli.common import CommandParser, common_arguments, log_dir_of, merge_assignments
 from trajforge.cli.pipes import quiet_when_reader_leaves
 from trajforge.errors import TrajforgeError
 
@@ -48,7 +48,8 @@ class PrintVersion(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trajforge", description="A Ray-based training-data factory for coding agents.")
+    parser = CommandParser(prog="trajforge", description="A Ray-based training-data factory for coding agents.",
+                           epilog="`trajforge COMMAND --help` explains a command, its options and their defaults.")
     parser.add_argument("--version", action=PrintVersion, help="print the version (with the checkout's git commit) and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, summary) in COMMANDS.items():
@@ -77,7 +78,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
             if not chosen:
                 break
             innermost = nested[0].choices[chosen]
-        innermost.error(f"unrecognized arguments: {' '.join(unknown)}")
+        innermost.unrecognized(unknown)
     return args
 
 

@@ -12,10 +12,11 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel
 
 
-def closest(word: str, names: Iterable[str]) -> str | None:
-    """The one of `names` closest to `word` (difflib's ratio, at least 0.6), else None."""
-    found = difflib.get_close_matches(word, list(names), n=1, cutoff=0.6)
-    return found[0] if found else None
+def closest(word: str, names: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The one of `names` closest to `word`, case ignored (difflib's ratio, at least `cutoff`), else None."""
+    by_lower = {name.lower(): name for name in names}
+    found = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=cutoff)
+    return by_lower[found[0]] if found else None
 
 
 def unknown_key_hint(model: type[BaseModel], loc: Sequence[Any], prefix: str = "") -> str:

@@ -10,7 +10,10 @@ check against SDPA at start (outputs and gradients), the same attention runs as 
 call per example: correct, and how it is tested on CPU.
 
 The trainer computes the cut points once per micro-batch (`packed_segments`) and passes them to the
-decoder as keyword arguments, which Hugging Face forwards to every attention call.
+decoder as keyword arguments, which Hugging Face forwards to every attention call (`decoder_kwargs`).
+`flash_attention_2` gets them too, under Hugging Face's names: its flash path finds the examples from
+restarting position ids only in a micro-batch of one row, and with more rows it attends across every
+example of a row.
 """
 
 from __future__ import annotations
@@ -36,6 +39,18 @@ def packed_segments(position_ids: torch.Tensor) -> dict[str, torch.Tensor | int]
     starts = torch.nonzero(flat == 0).flatten()
     bounds = torch.cat([starts, starts.new_tensor([flat.numel()])]).to(torch.int32)
     return {"packed_cu_seqlens": bounds, "packed_max_length": int((bounds[1:] - bounds[:-1]).max())}
+
+
+def decoder_kwargs(implementation: str, position_ids: torch.Tensor) -> dict[str, torch.Tensor | int]:
+    """What the decoder needs besides the position ids to keep a micro-batch's packed examples apart with this attention
+    (sdpa, eager and flex attention: nothing, Hugging Face builds their block-diagonal mask from the position ids)."""
+    if implementation == NAME:
+        return packed_segments(position_ids)
+    if implementation == "flash_attention_2":
+        segments = packed_segments(position_ids)
+        bounds, longest = segments["packed_cu_seqlens"], segments["packed_max_length"]
+        return {"cu_seq_lens_q": bounds, "cu_seq_lens_k": bounds, "max_length_q": longest, "max_length_k": longest}
+    return {}
 
 
 def per_example_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bounds: torch.Tensor, scale: float) -> torch.Tensor:

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from learner.attention import NAME as ATTENTION_NAME
-from learner.attention import packed_segments
+from learner.attention import decoder_kwargs
 from learner.loss import liger_available, summed_loss
 from learner.settings import TrainSettings
 
@@ -63,7 +62,7 @@ class SFTModel(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         decoder = getattr(self.causal_lm, self.causal_lm.base_model_prefix)
-        segments = packed_segments(position_ids) if self.causal_lm.config._attn_implementation == ATTENTION_NAME else {}
+        segments = decoder_kwargs(self.causal_lm.config._attn_implementation, position_ids)
         hidden = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False, **segments).last_hidden_state
         weight = self.causal_lm.get_output_embeddings().weight
         return summed_loss(hidden, weight, targets, implementation=self.loss, chunk=self.chunk_tokens)

@@ -4,8 +4,9 @@ Packing is best-fit decreasing over one window of examples: the longest first, e
 whose free space it fills best. A row holds whole examples; its tail, if any, is padding. Position
 ids restart at 0 for every example (and for the padding), which is how the model's attention keeps
 examples apart: Hugging Face derives a block-diagonal causal mask from restarting position ids for
-sdpa, eager and flex attention, and flash-attention's varlen kernel reads the same boundaries. (It does so
-only when the forward pass has no KV cache: the trainer calls the decoder with `use_cache=False`.)
+sdpa, eager and flex attention (only when the forward pass has no KV cache: the trainer calls the decoder with
+`use_cache=False`); the varlen kernels (flash-attention's, PyTorch's) get the same boundaries as cut points from the
+trainer (`learner.attention.decoder_kwargs`).
 """
 
 from __future__ import annotations

@@ -51,6 +51,31 @@ def _schema(value: Any, name: str) -> dict[str, Any]:
     return value
 
 
+REFERENCES = ("$ref", "$dynamicRef", "$recursiveRef")
+DATA_KEYWORDS = ("const", "enum", "default", "examples")
+SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies")
+
+
+def _outside_reference(schema: dict[str, Any]) -> tuple[str, str] | None:
+    """(where, the reference) of the first reference in `schema` to anything but one of its own parts (`#...`), or None.
+    jsonschema, which checks answers against the schema, would fetch it (an http or file URL, or one relative to
+    an `$id`). Iterative: a schema nested as deeply as JSON allows is walked without recursion."""
+    pending: list[tuple[str, Any, bool]] = [("", schema, True)]  # (JSON pointer, value, whether a schema or a list of them)
+    while pending:
+        where, value, is_schema = pending.pop()
+        if isinstance(value, list):
+            pending.extend((f"{where}/{index}", item, is_schema) for index, item in enumerate(value))
+        elif isinstance(value, dict) and not is_schema:  # a map of names to schemas: a name is no keyword
+            pending.extend((f"{where}/{key}", item, True) for key, item in value.items())
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if key in REFERENCES and isinstance(item, str) and not item.startswith("#"):
+                    return f"{where}/{key}", item
+                if key not in DATA_KEYWORDS:
+                    pending.append((f"{where}/{key}", item, key not in SCHEMA_MAPS))
+    return None
+
+
 def _structured_outputs(value: Any) -> dict[str, Any]:
     name = "structured_outputs"
     if not isinstance(value, dict):
@@ -105,6 +130,9 @@ def structured_output(body: dict[str, Any], use: ToolUse | None = None) -> Struc
     if "choice" in given and (not isinstance(given["choice"], list) or not given["choice"]
                               or not all(isinstance(c, str) for c in given["choice"])):
         raise invalid(f'"{name}" must be a non-empty list of strings', name)
+    if "json_schema" in given and (outside := _outside_reference(given["json_schema"])) is not None:
+        raise invalid(f'"{name}": the schema\'s {outside[0].lstrip("/")} is {outside[1]!r}: only references inside the schema '
+                      '("#/$defs/...") are followed; this server fetches no schema, put its definitions in "$defs"', name)
     try:
         return StructuredOutput(**given)
     except ValidationError as exc:

@@ -62,6 +62,8 @@ class Sandbox:
             if isinstance(parsed, RuleAction):
                 astgrep.check_rule(parsed)
             for path in parsed.paths or []:
+                if (link := ws.link_on_the_way(workspace, path)) is not None:  # the host would follow it
+                    raise InvalidAction(f"path {path!r} passes through the link {link!r} (links are never followed)")
                 if not os.path.lexists(workspace / path):
                     raise InvalidAction(f"path {path!r} is not in the workspace")
         except InvalidAction as exc:  # the log says so (valid false), why (error) and what was given (capped)

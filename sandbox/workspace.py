@@ -160,6 +160,15 @@ def _shown(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
+def link_on_the_way(workspace: Path, relative: str) -> str | None:
+    """The first folder of `relative` (a checked relative path) that is a symlink in `workspace`, or None."""
+    parts = relative.split("/")
+    for end in range(1, len(parts)):
+        if (workspace / "/".join(parts[:end])).is_symlink():
+            return "/".join(parts[:end])
+    return None
+
+
 def read_file(path: Path, max_bytes: int) -> bytes:
     """Read a regular file without following a link at its last component, at most `max_bytes`."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)

@@ -61,10 +61,26 @@ def read_yaml(path: str | Path, given_by: str | None = None, kind: str = "config
     except OSError as exc:
         raise ConfigError(f"cannot read {kind} {path}{_given(given_by)} ({exc.strerror or exc}): check the path and its permissions") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML{yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return data
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line, from where it was found (1-based, as editors count): ` at line 4, column 4: expected
+    <block end>, but found '<block mapping start>' (while parsing a block mapping at line 2, column 3)`. PyYAML's own
+    text spans several lines and names the file `<unicode string>`."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return f": {' '.join(str(exc).split())}"
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    text = f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    if context and context_mark is not None and (context_mark.line, context_mark.column) != (mark.line, mark.column):
+        text += f" ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    elif context:
+        text += f" ({context})"
+    return text
 
 
 def _given(given_by: str | None) -> str:

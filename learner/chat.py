@@ -2,7 +2,8 @@
 
 The conversation is rendered once with the model's own chat template; each message's content is
 then found in the rendered text, in order, and the tokens whose first character falls inside a
-loss message (its content and the end-of-turn token right after it, so the model learns to stop)
+loss message (its content and the end-of-turn token right after it, so the model learns to stop: the token
+the template closes an assistant turn with, `end_of_turn_token`)
 get their targets. Every other target is IGNORE: system, user and tool turns, the template's role
 headers, and the first token of the sequence. Targets are already shifted (`targets[t]` is the
 token at t+1, or IGNORE), so packing several examples into one row never trains one example's last
@@ -110,13 +111,32 @@ def loss_spans(text: str, messages: list[dict[str, Any]], end_of_turn: str | Non
     return spans, missing
 
 
+def end_of_turn_token(tokenizer) -> str | None:
+    """The token the chat template ends an assistant turn with: the longest added or special token that a probe answer's
+    render goes on with (Qwen's `<|im_end|>`, also for a base model whose eos token is `<|endoftext|>`); the eos token
+    where none follows it or the template cannot render the probe."""
+    from jinja2 import TemplateError
+
+    marker = "TRAJFORGE_END_OF_TURN_PROBE"
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}, {"role": "assistant", "content": marker}], tokenize=False)
+    except (TemplateError, ValueError):  # a template that wants other turns (a system one, say): the eos token, as before
+        return tokenizer.eos_token
+    if marker not in text:
+        return tokenizer.eos_token
+    after = text[text.find(marker) + len(marker):].lstrip()
+    tokens = set(tokenizer.get_added_vocab()) | set(tokenizer.all_special_tokens)
+    following = [token for token in tokens if token.strip() and after.startswith(token)]
+    return max(following, key=len) if following else tokenizer.eos_token
+
+
 class ChatEncoder:
     """Renders, tokenizes and masks rows with one tokenizer; `dropped` counts what it had to leave out and why."""
 
     def __init__(self, tokenizer, seq_len: int):
         self.tokenizer = tokenizer
         self.seq_len = seq_len
-        self.end_of_turn = tokenizer.eos_token
+        self.end_of_turn = end_of_turn_token(tokenizer)
         self.dropped: Counter[str] = Counter()
         self.truncated = 0
         self.turns_not_rendered = 0

@@ -124,6 +124,26 @@ _RULE_ONLY = {"id", "fix", "constraints", "transform", "utils", "rewriters"}
 
 MAX_RULE_FILE_BYTES = 1 << 20
 """Largest action file `parse_action` reads."""
+MAX_NESTING = 64
+"""Mappings and lists an action may nest: ast-grep-py overflows its stack on a rule nested some thousands deep (a
+SIGSEGV of the process checking it), Python's JSON and YAML readers and writers raise RecursionError, and the ast-grep
+CLI refuses a rule file nested not much deeper than this. Real rules nest a dozen or two."""
+
+
+def _too_deep() -> InvalidAction:
+    return InvalidAction(f"the action nests more levels deep than can be read: at most {MAX_NESTING} mappings and lists")
+
+
+def _nesting(value: Any) -> int:
+    """How many mappings and lists deep `value` nests (iterative: any depth is measured without recursion)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, Mapping) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _read_rule_file(path: os.PathLike) -> str:
@@ -150,9 +170,13 @@ def parse_action(data: Action | Mapping[str, Any] | str | os.PathLike) -> Action
     if isinstance(data, str):
         try:
             data = json.loads(data)  # first: JSON is not quite a subset of YAML (a tab may indent JSON, not YAML)
+        except RecursionError:
+            raise _too_deep() from None
         except ValueError:
             try:
                 data = yaml.safe_load(data)
+            except RecursionError:
+                raise _too_deep() from None
             except yaml.YAMLError as exc:
                 if "found another document" in str(getattr(exc, "problem", "")):  # a rule file may hold rules between '---'
                     where = f" (line {exc.problem_mark.line + 1} starts another)" if exc.problem_mark else ""
@@ -161,6 +185,8 @@ def parse_action(data: Action | Mapping[str, Any] | str | os.PathLike) -> Action
                 raise InvalidAction(f"the action is not valid YAML or JSON: {exc}") from None
     if not isinstance(data, Mapping):
         raise InvalidAction(f"an action must be a mapping, got {type(data).__name__}")
+    if (depth := _nesting(data)) > MAX_NESTING:
+        raise InvalidAction(f"the action nests {depth} levels deep: at most {MAX_NESTING} mappings and lists")
     kind = data.get("type") or ("rule" if "rule" in data or ("pattern" not in data and data.keys() & _RULE_ONLY) else "rewrite")
     model = {"rewrite": RewriteAction, "rule": RuleAction}.get(kind)
     if model is None:
@@ -180,7 +206,9 @@ def unparsed_record(action: Any) -> dict[str, Any]:
     """What an invalid action's result (and log line) records as its `action`: a mapping as it is when it is JSON
     of at most RAW_KEEP_BYTES, otherwise `{"unparsed": the text (the JSON, or the repr), cut to RAW_KEEP_BYTES,
     "bytes": its whole size, "truncated": whether it was cut}`; the result's `error` says why it is invalid."""
-    if isinstance(action, Mapping):
+    if isinstance(action, Mapping) and (depth := _nesting(action)) > MAX_NESTING:  # neither json.dumps nor repr writes it
+        text = f"(a mapping nested {depth} levels deep)"
+    elif isinstance(action, Mapping):
         try:
             text = json.dumps(dict(action), ensure_ascii=False)
         except (TypeError, ValueError):

@@ -78,3 +78,26 @@ def test_a_private_key_read_in_two_steps_is_redacted_in_both(redactor):
 @pytest.mark.parametrize("text", ['if line == "-----END RSA PRIVATE KEY-----":', "kjRo==\n-----END PRIVATE KEY-----", "-----END PRIVATE KEY-----"])
 def test_an_end_line_without_a_body_is_kept(redactor, text):
     assert redactor.redact(text).text == text
+
+
+@pytest.mark.parametrize(("statement", "password"), [
+    ("CREATE USER app WITH PASSWORD 'Pg5ecret';", "Pg5ecret"),
+    ("psql -c \"ALTER USER postgres WITH ENCRYPTED PASSWORD 'n3wPass'\"", "n3wPass"),
+    ("create role reporter with login password 'r0lePw';", "r0lePw"),
+    ("ALTER USER postgres PASSWORD 'pgAdm1n';", "pgAdm1n"),
+    ("GRANT ALL ON shop.* TO 'app'@'%' IDENTIFIED BY 'Gr4ntPw';", "Gr4ntPw"),
+    ("CREATE USER 'app'@'localhost' IDENTIFIED WITH mysql_native_password BY 'N4tivePw';", "N4tivePw"),
+    ("SET PASSWORD FOR 'root'@'localhost' = PASSWORD('Mys9lPw');", "Mys9lPw"),
+    ("CREATE USER scott IDENTIFIED BY tiger;", "tiger"),
+])
+def test_a_password_an_sql_statement_sets_is_redacted(redactor, statement, password):
+    clean = redactor.redact(statement)
+    assert password not in clean.text and clean.counts == {"env_secret": 1}
+    assert clean.text == statement.replace(password, "[REDACTED:ENV_SECRET]")
+
+
+@pytest.mark.parametrize("text", ["cur.execute(\"ALTER USER app WITH PASSWORD %s\", (secret,))", "ALTER USER app WITH PASSWORD '%s'",
+                                  "CREATE USER app IDENTIFIED BY :pw;", "Enter your password 'carefully'", "Load a library identified by 'name'.",
+                                  "# the row identified by group_id", "ALTER ROLE app WITH PASSWORD NULL;", "user.check_password('secret')"])
+def test_sql_shaped_text_without_a_password_is_kept(redactor, text):
+    assert redactor.redact(text).text == text

@@ -101,3 +101,14 @@ def test_a_password_an_sql_statement_sets_is_redacted(redactor, statement, passw
                                   "# the row identified by group_id", "ALTER ROLE app WITH PASSWORD NULL;", "user.check_password('secret')"])
 def test_sql_shaped_text_without_a_password_is_kept(redactor, text):
     assert redactor.redact(text).text == text
+
+
+def test_stored_registry_credentials_are_redacted(redactor):
+    config = '{\n  "auths": {\n    "ghcr.io": {\n      "auth": "YWxpY2U6Z2hwX1NlY3JldFRva2VuMTIz"\n    }\n  }\n}'  # alice:ghp_SecretToken123
+    assert redactor.redact(config).text == config.replace("YWxpY2U6Z2hwX1NlY3JldFRva2VuMTIz", "[REDACTED:BASIC_AUTH]")
+    escaped = json.dumps({"stdout": config})  # a tool's output inside a JSON text
+    assert "YWxpY2U6Z2hwX1NlY3JldFRva2VuMTIz" not in redactor.redact(escaped).text
+    npmrc = "//registry.npmjs.org/:_auth=YWxpY2U6aHVudGVyMg=="  # alice:hunter2
+    assert redactor.redact(npmrc).text == "//registry.npmjs.org/:_auth=[REDACTED:BASIC_AUTH]"
+    for kept in ('"auth": "required"', '"auth": "dGVzdGluZ3Rlc3Rpbmc="', "oauth_token_auth=Ym9vdHN0cmFwX3Rva2Vu"):  # no `user:password` inside
+        assert redactor.redact(kept).text == kept

@@ -6,7 +6,8 @@ alone. A provider token in the password slot (`https://x-access-token:ghp_...@gi
 by its own, more specific rule first.
 bearer_token wants a generated-looking token (`Bearer <token>`, `Bearer ${TOKEN}`, `bearer token` are
 prose or templates); a JWT after `Bearer` counts as jwt. basic_auth is a `Basic` credential that
-really decodes to `user:password`, so `Basic authentication` never matches.
+really decodes to `user:password`, so `Basic authentication` never matches; so are the `"auth"` of a registry in
+Docker's `config.json` (`cat ~/.docker/config.json`) and `_auth=` in an `.npmrc`, the same base64 of `user:password`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,16 @@ BASIC_AUTH = PatternRule(
     "basic_auth",
     re.compile(r"(?i)\bbasic[ \t]+(?P<token>[A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])"),
     ("basic",),
+    group="token",
+    accept=_is_basic_credentials,
+)
+
+
+# `{"auths": {"ghcr.io": {"auth": "<base64 user:password>"}}}`, also JSON-escaped inside a string; `_auth=<base64>` (.npmrc)
+STORED_BASIC_AUTH = PatternRule(
+    "basic_auth",
+    re.compile(r"""(?:\\?"auth\\?"[ \t]*:[ \t]*\\?"|(?<![\w-])_auth[ \t]*=[ \t]*)(?P<token>[A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])"""),
+    ('auth"', 'auth\\"', "_auth"),
     group="token",
     accept=_is_basic_credentials,
 )

@@ -44,6 +44,7 @@ def build_rules(settings: RedactionSettings) -> list[Rule]:
         service_keys.GOOGLE_ACCESS_TOKEN,
         keys.AWS_SECRET_KEY,
         auth.BASIC_AUTH,
+        auth.STORED_BASIC_AUTH,
         auth.BEARER_TOKEN,
         auth.URL_PASSWORD,
         auth.USER_FLAG_PASSWORD,

@@ -140,9 +140,10 @@ class PackedStream:
 
 
 def dev_rows(tables: list[pa.Table], encoder: ChatEncoder, *, limit: int, window: int) -> list[Row]:
-    """Up to `limit` packed rows of the dev splits, in file order (the same every evaluation)."""
+    """Up to `limit` packed rows of the dev splits (the same every evaluation): the builds' rows taken in turn, each build's
+    in file order, so that every build of a mixture is evaluated (the first build's rows alone filled the first window)."""
     rows: list[Row] = []
-    picks = [(source, row) for source, table in enumerate(tables) for row in range(table.num_rows)]
+    picks = sorted(((source, row) for source, table in enumerate(tables) for row in range(table.num_rows)), key=lambda pick: (pick[1], pick[0]))
     for start in range(0, len(picks), window):
         examples = [example for example in encode_rows(tables, picks[start : start + window], encoder) if example is not None]
         rows += pack_examples(examples, encoder.seq_len)

@@ -143,6 +143,7 @@ def module_main(module: str, description: str, add_arguments: Callable[[argparse
     from trajforge.errors import TrajforgeError
     from trajforge.logs import setup_logging
     from trajforge.settings import parse_assignments
+    from trajforge.settings.env_check import warn_stray_variables
     from trajforge.storage_full import full_disk_message
 
     parser = CommandParser(prog=f"python -m {module}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -155,6 +156,7 @@ def module_main(module: str, description: str, add_arguments: Callable[[argparse
     def run() -> int:
         try:
             setup_logging(args.log_level, args.log_json, log_dir_of(args), stem=module)
+            warn_stray_variables()
             parse_assignments(args.assignments, config_roots(args), f"python -m {module}")
             return run_command(args)
         except TrajforgeError as exc:

@@ -86,9 +86,11 @@ def run(argv: list[str] | None = None) -> int:
     args = merge_assignments(_parse(argv))
     from trajforge.logs import setup_logging
     from trajforge.settings import parse_assignments
+    from trajforge.settings.env_check import warn_stray_variables
 
     try:
         setup_logging(args.log_level, args.log_json, log_dir_of(args), stem=args.command)
+        warn_stray_variables()
         module = importlib.import_module(args.module)
         roots = module.config_roots(args) if hasattr(module, "config_roots") else ()
         parse_assignments(args.assignments, roots, f"trajforge {args.command}")

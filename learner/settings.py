@@ -24,7 +24,8 @@ class BuildMix(_Strict):
     path to a build folder, or the URI of a published build (`trajforge lake publish`): `s3://bucket/prefix/<build id>`,
     `s3://bucket/prefix/latest`, any pyarrow filesystem URI (S3 options in its query or from AWS_* variables)."""
     weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
-    """Share of the training stream drawn from this build (weights are normalized over the list)."""
+    """Share of the training stream's examples drawn from this build (weights are normalized over the list): a share of
+    the examples, not of the tokens, so a build of longer examples gives more of the tokens than its weight says."""
     where: str | None = Field(default=None, min_length=1)
     """Only the sft rows this DuckDB SQL condition keeps, over the sft table's columns (trajforge/contracts/curated.py):
     `source = 'teacher'`, `tier = 'TIER_A'`, `reward.verified`, `provenance.outcome IS DISTINCT FROM 'rejected'` (drop the

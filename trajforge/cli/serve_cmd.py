@@ -123,6 +123,8 @@ def run_command(args: argparse.Namespace) -> int:
     if args.stop:
         print(which_ray(address), flush=True)
         return stop_detached(address, [app.name for app in serve_file.applications])
+    if ray_to_join(address) is None:  # a Ray of its own, whose Serve nothing can hold the port for: refuse a taken one now,
+        serving.check_port_free(serve_file.http_options.host, serve_file.http_options.port)  # not after Ray's ~40 s start
     return serve_until_stopped(args, serve_file, address)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 from pathlib import Path
@@ -12,6 +13,7 @@ from trajforge.errors import ConfigError, ServeStartError
 from trajforge.settings import SHIPPED_CONFIGS, Assignment, parse_assignment
 from trajforge.settings.serve_file import ServeFile, load_serve_file, override_roots
 
+log = logging.getLogger(__name__)
 PORT_ENV = "GROOVE_CENTRAL_PORT"  # the specification's port variable; the Node server listens on 8443 by default
 
 
@@ -78,7 +80,19 @@ def load(args: argparse.Namespace) -> ServeFile:
             known = ",".join(application.name for application in serve_file.applications)
             raise ConfigError(f"--apps {args.apps!r} names no application: give some of {known}, or leave --apps out for all of them")
         serve_file = serve_file.only(names)
+    warn_runtime_env_not_applied(serve_file, path)
     return absolute_paths(serve_file, address=getattr(args, "address", None))
+
+
+def warn_runtime_env_not_applied(serve_file: ServeFile, path: Path) -> None:
+    """An application's `runtime_env` is Ray Serve's, applied by `serve run` and `serve deploy`, which build the
+    applications in a task on the cluster; `trajforge serve` builds them in this process and runs them without it, so
+    say so rather than let its variables (`TRAJFORGE__INGEST__NUM_REPLICAS`, `INGEST_API_KEYS`) go unread."""
+    named = [application.name for application in serve_file.applications if application.runtime_env]
+    if named:
+        log.warning("%s: the runtime_env of %s is read by `serve run` and `serve deploy` only, not by `trajforge serve`: give "
+                    "its TRAJFORGE__ variables to this command (or --set), and other variables to the environment the Ray "
+                    "cluster starts with", path, ", ".join(named))
 
 
 PATH_ARGS = ("lake", "key_file")

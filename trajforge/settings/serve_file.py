@@ -89,7 +89,8 @@ class Application(BaseModel):
     args: dict[str, Any] = {}
     """Arguments of the builder, validated by the application's own settings model."""
     runtime_env: dict[str, Any] = {}
-    """Ray runtime environment of the application's replicas."""
+    """Ray runtime environment of the application, as `serve run` and `serve deploy` apply it; `trajforge serve` builds
+    the applications in its own process and does not (it warns when one is set)."""
 
 
 class ServeFile(BaseModel):

@@ -141,12 +141,15 @@ class PackedStream:
 
 def dev_rows(tables: list[pa.Table], encoder: ChatEncoder, *, limit: int, window: int) -> list[Row]:
     """Up to `limit` packed rows of the dev splits (the same every evaluation): the builds' rows taken in turn, each build's
-    in file order, so that every build of a mixture is evaluated (the first build's rows alone filled the first window)."""
+    in file order, so that every build of a mixture is evaluated (the first build's rows alone filled the first window),
+    and each window's packed rows in a seeded shuffle, as training's are (packing lays out the longest examples first, and
+    the first rows alone were the evaluation)."""
     rows: list[Row] = []
     picks = sorted(((source, row) for source, table in enumerate(tables) for row in range(table.num_rows)), key=lambda pick: (pick[1], pick[0]))
     for start in range(0, len(picks), window):
         examples = [example for example in encode_rows(tables, picks[start : start + window], encoder) if example is not None]
-        rows += pack_examples(examples, encoder.seq_len)
+        packed = pack_examples(examples, encoder.seq_len)
+        rows += [packed[index] for index in np.random.default_rng([start, 3]).permutation(len(packed))]
         if len(rows) >= limit:
             break
     return rows[:limit]

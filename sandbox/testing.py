@@ -37,14 +37,17 @@ DEFAULTS = {
     "node": ["node", "--test"],
     "java": ["/bin/sh", "-c", JAVA_SCRIPT],
 }
+N = r"(?<!\d)(\d{1,9})(?!\d)"
+"""A count: at most 9 digits, not part of a longer number (jailed code writes the output: a run of digits must cost one
+pass, not a regex backtracking over it from every position, and `int` refuses numbers over 4,300 digits)."""
 COUNTERS = {
-    "pytest": {"passed": r"(\d+) passed", "failed": r"(\d+) failed", "errors": r"(\d+) errors?\b", "skipped": r"(\d+) skipped"},
-    "node": {"passed": r"^[#ℹ] pass (\d+)", "failed": r"^[#ℹ] fail (\d+)", "errors": r"^[#ℹ] cancelled (\d+)", "skipped": r"^[#ℹ] skipped (\d+)"},
-    "java": {"passed": r"(\d+) passed|\[\s*(\d+) tests successful", "failed": r"(\d+) failed|\[\s*(\d+) tests failed",
-             "errors": r"Errors: (\d+)", "skipped": r"Skipped: (\d+)|\[\s*(\d+) tests skipped"},
+    "pytest": {"passed": rf"{N} passed", "failed": rf"{N} failed", "errors": rf"{N} errors?\b", "skipped": rf"{N} skipped"},
+    "node": {"passed": rf"^[#ℹ] pass {N}", "failed": rf"^[#ℹ] fail {N}", "errors": rf"^[#ℹ] cancelled {N}", "skipped": rf"^[#ℹ] skipped {N}"},
+    "java": {"passed": rf"{N} passed|\[\s*{N} tests successful", "failed": rf"{N} failed|\[\s*{N} tests failed",
+             "errors": rf"Errors: {N}", "skipped": rf"Skipped: {N}|\[\s*{N} tests skipped"},
     # `python -m unittest` ends with "Ran N tests" and "OK" or "FAILED (failures=F, errors=E, skipped=S)"
-    "unittest": {"ran": r"^Ran (\d+) tests? in", "failed": r"^(?:OK|FAILED) \((?:.*, )?failures=(\d+)",
-                 "errors": r"^(?:OK|FAILED) \((?:.*, )?errors=(\d+)", "skipped": r"^(?:OK|FAILED) \((?:.*, )?skipped=(\d+)"},
+    "unittest": {"ran": rf"^Ran {N} tests? in", "failed": rf"^(?:OK|FAILED) \((?:.*, )?failures={N}",
+                 "errors": rf"^(?:OK|FAILED) \((?:.*, )?errors={N}", "skipped": rf"^(?:OK|FAILED) \((?:.*, )?skipped={N}"},
 }
 
 

@@ -66,6 +66,8 @@ def _write(path: Path, text: str, advice: str) -> Path:
     from trajforge.atomic import write_atomic
     from trajforge.errors import TrajforgeError
 
+    if not Path(path).name:  # `.`, `/`, an empty --out: a folder by its very name, with no file name to write beside
+        raise TrajforgeError(f"cannot write {path} (Is a directory): {advice}")
     try:
         return write_atomic(path, text)
     except OSError as exc:

@@ -112,3 +112,10 @@ def test_stored_registry_credentials_are_redacted(redactor):
     assert redactor.redact(npmrc).text == "//registry.npmjs.org/:_auth=[REDACTED:BASIC_AUTH]"
     for kept in ('"auth": "required"', '"auth": "dGVzdGluZ3Rlc3Rpbmc="', "oauth_token_auth=Ym9vdHN0cmFwX3Rva2Vu"):  # no `user:password` inside
         assert redactor.redact(kept).text == kept
+
+
+def test_the_end_of_a_rotated_key_in_a_diff_hunk_is_redacted(redactor):
+    hunk = "@@ -24,3 +24,3 @@\n-" + KEY_LINES[0] + "\n+" + KEY_LINES[1] + "\n+" + KEY_LINES[3] + "\n -----END RSA PRIVATE KEY-----\n"
+    clean = redactor.redact(hunk)
+    assert not any(line in clean.text for line in KEY_LINES) and clean.counts == {"private_key": 1}
+    assert clean.text.startswith("@@ -24,3 +24,3 @@\n")

@@ -54,16 +54,18 @@ _LINE_BREAKS = ("\\r\\n", "\\n", "\r\n", "\n")  # JSON-escaped ones too
 
 class PrivateKeyTail(Rule):
     """The rest of a private key whose BEGIN line is in another text: a key read in two pieces (`head -n 15 key.pem`,
-    then `tail -n +16 key.pem`) is two steps, and the second holds base64 lines and the END line only. Its lines are
-    found walking back from the END line (at most 20,000 characters); a line of 16 or more characters must come first."""
+    then `tail -n +16 key.pem`) is two steps, and the second holds base64 lines and the END line only (or a diff's hunk
+    of them, `+` marked). Its lines are found walking back from the END line (at most 20,000 characters); a line of 16
+    or more characters must come first."""
 
     kind = "private_key"
     needles = ("private key",)
 
     def spans(self, text: str, lowered: str) -> Iterator[Span]:
         for match in _PRIVATE_KEY_END.finditer(text):
-            start = _body_start(text, match.start())
-            if start < match.start():
+            label = match.start() - (match.start() > 0 and text[match.start() - 1] in "+- ")  # a diff's line marker
+            start = _body_start(text, label)
+            if start < label:
                 yield start, match.end()
 
 

@@ -99,6 +99,8 @@ def parse_update(data: Mapping[str, Any] | str) -> StateUpdate:
         if isinstance(data, str):
             data = json.loads(data)
         return StateUpdate.model_validate(data)
+    except RecursionError:  # a model's runaway output: `[[[[...` thousands deep
+        raise InvalidStateUpdate("invalid state update: nested too deeply to read (a state update is an object of lists of texts)") from None
     except (ValueError, ValidationError) as exc:
         if isinstance(exc, ValidationError):
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'update'}: {e['msg']}" for e in exc.errors(include_url=False))

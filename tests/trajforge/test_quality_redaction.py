@@ -119,3 +119,11 @@ def test_the_end_of_a_rotated_key_in_a_diff_hunk_is_redacted(redactor):
     clean = redactor.redact(hunk)
     assert not any(line in clean.text for line in KEY_LINES) and clean.counts == {"private_key": 1}
     assert clean.text.startswith("@@ -24,3 +24,3 @@\n")
+
+
+def test_a_quoted_path_to_a_secrets_file_is_kept_and_a_base64_secret_is_not(redactor):
+    paths = {"env": {"GOOGLE_APPLICATION_CREDENTIALS": "/var/secrets/google/sa.json"}, "private_key": "./certs/server.key", "token": "/tmp/token"}
+    assert redactor.redact_tree(paths) == (paths, Counter())
+    assert redactor.redact(json.dumps(paths)).text == json.dumps(paths)
+    secret = {"secret": "/K7MDENG/bPxRfiCYzEXAMPLEKEYabc123", "password": "/Passw0rd!"}  # base64 and passwords may start with a slash
+    assert redactor.redact_tree(secret)[1] == Counter(env_secret=2)

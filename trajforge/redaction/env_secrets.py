@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterator
 
 from trajforge.redaction.rule import Rule, Span
-from trajforge.redaction.values import PASSWORD_NOUNS, is_passphrase, is_placeholder
+from trajforge.redaction.values import PASSWORD_NOUNS, is_passphrase, is_placeholder, looks_random
 
 _SECRET_NOUNS = ("password", "passwd", "passphrase", "secret", "token", "credential", "credentials", "apikey")
 _QUALIFIED_KEYS = frozenset("api secret access account private signing encryption master auth client license app session".split())
@@ -151,8 +151,8 @@ def holds_secret(value: str, name: str, quoted: bool, env_file: bool, next_char:
     if any(char.isspace() for char in value):
         # prose, unless a quoted passphrase of a password-named field: `password = "correct horse battery"`
         return quoted and _WORDS.findall(name)[-1].lower() in PASSWORD_NOUNS and is_passphrase(value)
-    if not quoted and _PATH.fullmatch(value):
-        return False  # the file that holds the secret
+    if _PATH.fullmatch(value) and not (quoted and looks_random(value)):
+        return False  # the file that holds the secret (quoted too: `"private_key": "./certs/server.key"`), not a base64 secret's `/`
     if env_file:
         return True
     if value.isdigit() or _WORDS_ONLY.fullmatch(value):

@@ -60,6 +60,19 @@ def _read_action(text: str) -> str:
         raise SystemExit(f"trajforge sandbox: --action {text!r} cannot be read as text ({exc}): give ACTION.json (or .yaml)") from None
 
 
+def _copy_inside_itself(workspace: Path, workspaces_root: Path) -> str | None:
+    """Why the jailed copy of `workspace` cannot be made, where sandbox.workspaces_root (`.sandbox`, relative to the folder
+    the command runs in) is inside it (`--workspace .` run in the project): the copy would be made inside what it copies,
+    and copy itself until the path was too long (a kilobyte of `.sandbox/cli--.../` in the error), leaving `.sandbox/` in
+    the project. None when the two are apart."""
+    folder, root = workspace.expanduser().resolve(), workspaces_root.expanduser().resolve()
+    if root != folder and folder not in root.parents:
+        return None
+    return (f"--workspace {workspace} holds sandbox.workspaces_root {root}, where its jailed copy is made, so the copy would hold "
+            f"itself: run the command from outside the workspace (cd ..; --workspace {folder.name}) or give the copies a folder "
+            f"elsewhere (--set sandbox.workspaces_root=/tmp/trajforge-sandbox)")
+
+
 def _tests_problem(tests: dict) -> str:
     limits = f", limits hit: {', '.join(tests['limits_hit'])}" if tests["limits_hit"] else ""
     counted = tests["passed"] + tests["failed"] + tests["errors"] + tests["skipped"]
@@ -75,6 +88,9 @@ def run_command(args: argparse.Namespace) -> int:
     from trajforge.settings import parse_assignment
 
     settings = load_sandbox_settings(args.config, [parse_assignment(text) for text in args.assignments])
+    if (problem := _copy_inside_itself(args.workspace, settings.workspaces_root)) is not None:
+        print(f"trajforge sandbox: {problem}", file=sys.stderr)
+        return 1
     box = Sandbox(settings)
     try:
         workspace = box.prepare_workspace(args.task_id, args.workspace)

@@ -127,3 +127,19 @@ def test_a_quoted_path_to_a_secrets_file_is_kept_and_a_base64_secret_is_not(reda
     assert redactor.redact(json.dumps(paths)).text == json.dumps(paths)
     secret = {"secret": "/K7MDENG/bPxRfiCYzEXAMPLEKEYabc123", "password": "/Passw0rd!"}  # base64 and passwords may start with a slash
     assert redactor.redact_tree(secret)[1] == Counter(env_secret=2)
+
+
+@pytest.mark.parametrize(("command", "password"), [
+    ("echo 'Sup3rS3cret' | sudo -S apt-get install -y nginx", "Sup3rS3cret"),
+    ("echo Sup3rS3cret | sudo -kS systemctl restart api", "Sup3rS3cret"),
+    ('echo -n "p4ss!word" | sudo -S -u postgres psql', "p4ss!word"),
+    ("htpasswd -bc /etc/nginx/.htpasswd alice Adm1nPw", "Adm1nPw"),
+])
+def test_a_password_piped_to_sudo_or_given_to_htpasswd_is_redacted(redactor, command, password):
+    assert redactor.redact(command).text == command.replace(password, "[REDACTED:CLI_PASSWORD]")
+
+
+@pytest.mark.parametrize("command", ["echo $SUDO_PASSWORD | sudo -S ls", "echo hello | sudo tee /etc/motd", "echo done; sudo -S ls",
+                                     "htpasswd -c .htpasswd admin", "sudo -S true"])
+def test_sudo_and_htpasswd_without_a_password_are_kept(redactor, command):
+    assert redactor.redact(command).text == command

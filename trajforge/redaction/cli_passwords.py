@@ -8,7 +8,8 @@ that only mean a password for the tool they follow, so `ps -p 1234`, `pytest -p 
   the client reads it; a lone `-p` (the client prompts) or `-p mydb` has none. `-P3306` is the port.
 - `sshpass -p SECRET`, `redis-cli -a SECRET` / `--pass SECRET`, `sqlcmd -P SECRET`, `mongo`/`mongosh -p SECRET`,
   `ldapsearch`/`ldapmodify`/... `-w SECRET`, `docker`/`podman`/`helm registry`/`az`/... `login -p SECRET`,
-  `twine upload -p SECRET`, openssl's `-passin pass:SECRET` / `-passout pass:SECRET`.
+  `twine upload -p SECRET`, openssl's `-passin pass:SECRET` / `-passout pass:SECRET`;
+- a password piped to `sudo -S` (`echo 'SECRET' | sudo -S apt install ...`), and `htpasswd -b file user SECRET`.
 
 The flag must follow the command within the same command (no `|`, `;`, `&&` or newline between).
 Placeholders (`-p$MYSQL_PWD`, `-p"${PASSWORD}"`, `-p<password>`) are kept.
@@ -39,6 +40,8 @@ _PATTERNS = (
     ((" login",), re.compile(rf"{_LOGIN}{_SAME_COMMAND}-p[ \t]+{_ARGUMENT}")),
     (("twine",), re.compile(rf"twine{_SAME_COMMAND}-p[ \t]+{_ARGUMENT}")),
     (("openssl",), re.compile(rf"openssl{_SAME_COMMAND}-pass(?:in|out)?[ \t]+pass:{_ARGUMENT}")),
+    (("sudo",), re.compile(rf"echo[ \t]+(?:-[ne]+[ \t]+)?{_ARGUMENT}[ \t]*\|[ \t]*sudo\b[^\n|;&]*?[ \t]-[A-Za-z]*S\b")),
+    (("htpasswd",), re.compile(rf"htpasswd{_SAME_COMMAND}-[A-Za-z]*b[A-Za-z]*[ \t]+(?:-[A-Za-z]+[ \t]+)*[^\s-][^\s]*[ \t]+[^\s]+[ \t]+{_ARGUMENT}")),
 )
 _COMMAND_NAMES = re.compile("|".join(re.escape(needle) for needles, _ in _PATTERNS for needle in needles))
 # A command, not part of a word or a path: `gcc -I/usr/include/mysql -pthread` has no password, `/usr/bin/mysql -px` has.
@@ -47,7 +50,7 @@ _COMMAND_BEFORE = re.compile(r"(?:^|[\s(`'\"=;|&])(?:[\w./-]*bin/)?$")
 
 class CliPasswordRule(Rule):
     kind = "cli_password"
-    needles = ("-p", " -a", " -w")  # every flag above: -p, -P, --pass, -passin, -a, -w (three scans instead of ten)
+    needles = ("-p", " -a", " -w", "sudo", "htpasswd")  # every flag above (-p, -P, --pass, -passin, -a, -w), and two commands
 
     def spans(self, text: str, lowered: str) -> Iterator[Span]:
         commands = set(_COMMAND_NAMES.findall(lowered))

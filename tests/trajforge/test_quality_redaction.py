@@ -143,3 +143,20 @@ def test_a_password_piped_to_sudo_or_given_to_htpasswd_is_redacted(redactor, com
                                      "htpasswd -c .htpasswd admin", "sudo -S true"])
 def test_sudo_and_htpasswd_without_a_password_are_kept(redactor, command):
     assert redactor.redact(command).text == command
+
+
+@pytest.mark.parametrize(("text", "cookie"), [
+    ("< Set-Cookie: sessionid=8f9a7b6c5d4e3f2a1b0c9d8e7f6a5b4c; Path=/; HttpOnly", "8f9a7b6c5d4e3f2a1b0c9d8e7f6a5b4c"),
+    ("< set-cookie: PHPSESSID=9c1d2e3f4a5b6c7d8e9f0a1b2c; path=/", "9c1d2e3f4a5b6c7d8e9f0a1b2c"),
+    ("Cookie: connect.sid=s%3AabcDEF123ghiJKL456.xyz; theme=dark", "s%3AabcDEF123ghiJKL456.xyz"),
+    ('curl -b "laravel_session=eyJpdiI6IkRmT3pBbWx" http://localhost:8000/admin', "eyJpdiI6IkRmT3pBbWx"),
+])
+def test_a_session_cookie_is_redacted(redactor, text, cookie):
+    assert redactor.redact(text).text == text.replace(cookie, "[REDACTED:BEARER_TOKEN]")
+
+
+@pytest.mark.parametrize("text", ["Set-Cookie: theme=dark; session=1", "Set-Cookie: _ga=GA1.2.1234567890.1733616000",
+                                  "the cookie sessionid=<your-session-id>", "SESSION_COOKIE_AGE=1209600", "curl -b cookies.txt -c cookies.txt http://x",
+                                  "Set-Cookie: author_name=JohnSmith1234567; Path=/"])
+def test_cookies_that_are_no_session_are_kept(redactor, text):
+    assert redactor.redact(text).text == text

@@ -8,6 +8,9 @@ bearer_token wants a generated-looking token (`Bearer <token>`, `Bearer ${TOKEN}
 prose or templates); a JWT after `Bearer` counts as jwt. basic_auth is a `Basic` credential that
 really decodes to `user:password`, so `Basic authentication` never matches; so are the `"auth"` of a registry in
 Docker's `config.json` (`cat ~/.docker/config.json`) and `_auth=` in an `.npmrc`, the same base64 of `user:password`.
+A session cookie (`Cookie:`/`Set-Cookie:` headers, `curl -b`: a line that says cookie, or curl's -b) is a bearer_token when its
+name says session or auth (`sessionid`, `PHPSESSID`, `connect.sid`, `laravel_session`, `remember_token`) and its value
+looks generated: `theme=dark`, `csrftoken`'s name (env_secret's) and `session=1` are not.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import base64
 import binascii
 import re
 
-from trajforge.redaction.rule import PatternRule
+from collections.abc import Iterator
+
+from trajforge.redaction.rule import PatternRule, Rule, Span
 from trajforge.redaction.values import is_placeholder, looks_random
 
 URL_PASSWORD = PatternRule(
@@ -71,3 +76,20 @@ STORED_BASIC_AUTH = PatternRule(
     group="token",
     accept=_is_basic_credentials,
 )
+
+
+_COOKIE_LINE = re.compile(r"(?i)[^\n]*(?:cookie|\bcurl\b[^\n]*?[ \t]-b[ \t])[^\n]*")
+_COOKIE_PAIR = re.compile(r"(?P<name>[A-Za-z0-9_.-]{1,64})=(?P<value>[^;\s\"',]{16,4096})")
+_SESSION_NAME = re.compile(r"(?i)sess|(?:^|[_.-])sid$|auth(?!or)|remember|login")
+
+
+class SessionCookieRule(Rule):
+    kind = "bearer_token"
+    needles = ("cookie", "curl")
+
+    def spans(self, text: str, lowered: str) -> Iterator[Span]:
+        for line in _COOKIE_LINE.finditer(text):
+            for pair in _COOKIE_PAIR.finditer(text, line.start(), line.end()):
+                value = pair.group("value")
+                if _SESSION_NAME.search(pair.group("name")) and looks_random(value) and not is_placeholder(value):
+                    yield pair.span("value")

@@ -46,6 +46,7 @@ def build_rules(settings: RedactionSettings) -> list[Rule]:
         auth.BASIC_AUTH,
         auth.STORED_BASIC_AUTH,
         auth.BEARER_TOKEN,
+        auth.SessionCookieRule(),
         auth.URL_PASSWORD,
         auth.USER_FLAG_PASSWORD,
         service_keys.AZURE_SAS_SIGNATURE,

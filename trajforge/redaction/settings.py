@@ -38,7 +38,7 @@ Kind = Literal[
 KINDS: tuple[str, ...] = get_args(Kind)
 """Every kind, most specific first: where two matches overlap, the one whose kind comes first wins."""
 
-RULES_VERSION = 12
+RULES_VERSION = 13
 """Bumped whenever the rules find something else in the same text (a new shape, a miss or a false positive fixed).
 The settings' dump carries it, so the build's config hash changes and the next build redacts every session again
 instead of reusing rows that older rules redacted. 1: up to 2026-12-06; 2: passphrases, Twilio, PyPI, command-line
@@ -50,7 +50,7 @@ in a tool call's arguments), judged as its JSON text is; 6: `aws configure`'s `A
 (`CREATE USER ... WITH PASSWORD '...'`, `IDENTIFIED BY '...'`, `PASSWORD('...')`); 9: a registry's `"auth"` in Docker's
 config.json and an .npmrc's `_auth=`; 10: such a key's END line after a diff's line marker;
 11: a quoted path to a secret's file (`"private_key": "./certs/server.key"`) kept, as an unquoted one was; 12: a password
-piped to `sudo -S`, and `htpasswd -b`'s."""
+piped to `sudo -S`, and `htpasswd -b`'s; 13: session cookies (`Set-Cookie: sessionid=...`, `curl -b`)."""
 
 
 class RedactionSettings(BaseModel):

@@ -1,9 +1,11 @@
 """Rank 0's metrics: one JSON line per event in `<run>/metrics.jsonl` (the driver echoes them to its stdout), and TensorBoard.
 
 A line is `{"event": "train" | "eval" | "checkpoint" | "export" | "end", "step": N, ...}`. Train lines
-carry loss (mean over the step's loss tokens), lr, grad_norm, tokens/s (real tokens, padding not
-counted, all workers), MFU (model FLOPs / (seconds x workers x peak)), and memory in GB (peak
-allocated on the GPU, or peak RSS of the worker on CPU).
+carry loss (mean over the step's loss tokens), lr (the one the step's update used), grad_norm (the global norm
+before clipping), tokens/s (real tokens, padding not counted, all workers), MFU (model FLOPs / (seconds x workers x
+peak); the FLOPs are `learner.model.ModelShape.flops`: 6 x the parameters that multiply (the input embedding left out
+unless tied to the output) per token plus causal attention within each example, recomputation not counted), and
+memory in GiB (peak allocated on rank 0's GPU since the last line, or peak RSS of rank 0's worker on CPU).
 """
 
 from __future__ import annotations

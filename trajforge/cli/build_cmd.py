@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from trajforge.cli.common import nonblank_path
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("A build writes <lake>/curated/<build id>/: the trajectories, sft, behavior, duplicates and provenance (agent actions with their outcomes) tables as Parquet and "
@@ -20,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "build.datasets.enabled: false leaves them out); teacher and actor runs of a test record's task become sft rows of split "
                      "test, which the learner never reads. `trajforge stats` shows what a build holds.")
     parser.add_argument("--config", type=Path, default=None, help="pipeline config (default: configs/pipeline.yaml)")
-    parser.add_argument("--lake", type=Path, default=None, help="the lake to build from and into (default: build.lake, ./lake)")
+    parser.add_argument("--lake", type=nonblank_path, default=None, help="the lake to build from and into (default: build.lake, ./lake)")
     parser.add_argument("--full", action="store_true", help="build every session again instead of only new or changed ones")
     parser.add_argument("--org", default=os.environ.get("TRAINING_ORG_ID") or None,
                         help="keep only this organization's data: its telemetry events (their org_id) and the field sessions of "

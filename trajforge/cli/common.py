@@ -10,6 +10,7 @@ import shutil
 import sys
 import textwrap
 from collections.abc import Callable
+from pathlib import Path
 
 NESTED_ASSIGNMENTS = "verb_assignments"
 
@@ -95,6 +96,12 @@ def nonblank(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
     return text
+
+
+def nonblank_path(text: str) -> Path:
+    """argparse type of a folder or file path (`--lake`): an empty one (`--lake "$LAKE"` with the variable unset) is refused,
+    not read as the folder the command runs in (`forget` wrote its tombstone there, `lake pull` the raw lake)."""
+    return Path(nonblank(text))
 
 
 def common_arguments(parser: argparse.ArgumentParser, *, nested: bool = False, command: str = "") -> None:

@@ -18,12 +18,12 @@ from pathlib import Path
 
 from trajforge.atomic import write_atomic
 from trajforge.cli import serve_cmd
-from trajforge.cli.common import positive_int
+from trajforge.cli.common import nonblank, positive_int
 from trajforge.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lake", default="./lake", help="lake root (default ./lake; it accumulates across runs)")
+    parser.add_argument("--lake", type=nonblank, default="./lake", help="lake root (default ./lake; it accumulates across runs)")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     parser.add_argument("--sessions", type=Path, default=None, help="folder of recorded sessions (default examples/sessions)")
     parser.add_argument("--config", type=Path, default=None, help="Serve config file (default configs/serve.yaml)")

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from trajforge.cli.common import common_arguments, positive_int
+from trajforge.cli.common import common_arguments, nonblank_path, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "AWS credentials. The learner trains on it with --build <URI>/<build id> or <URI>/latest.")
     publish.add_argument("build", help="`latest`, `latest:<org>`, a build id of the lake, or a build folder")
     publish.add_argument("uri", help="where published builds live, e.g. s3://bucket/trajforge/builds")
-    publish.add_argument("--lake", type=Path, default=Path("./lake"), help="the lake holding the build (default ./lake)")
+    publish.add_argument("--lake", type=nonblank_path, default=Path("./lake"), help="the lake holding the build (default ./lake)")
     publish.add_argument("--json", action="store_true", help="print what was done as JSON")
     common_arguments(publish, nested=True)
 
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             description="Each raw source's files and bytes, the public datasets ingested and processed, the newest "
                                         "builds with their rows (and which one `latest` names), and where the raw lake was synced to "
                                         "or pulled from; read from files and manifests only, no Ray or service needed.")
-    info.add_argument("--lake", type=Path, default=Path("./lake"), help="the lake (default ./lake)")
+    info.add_argument("--lake", type=nonblank_path, default=Path("./lake"), help="the lake (default ./lake)")
     info.add_argument("--builds", type=positive_int, default=10, metavar="N", help="how many builds to list, newest first (default 10)")
     info.add_argument("--json", action="store_true", help="print it as JSON")
     common_arguments(info, nested=True)
@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _transfer_arguments(parser: argparse.ArgumentParser, uri_help: str, lake_help: str) -> None:
     """The arguments `sync` and `pull` share."""
     parser.add_argument("uri", help=uri_help)
-    parser.add_argument("--lake", type=Path, default=Path("./lake"), help=f"{lake_help} (default ./lake)")
+    parser.add_argument("--lake", type=nonblank_path, default=Path("./lake"), help=f"{lake_help} (default ./lake)")
     parser.add_argument("--only", action="append", metavar="FOLDER", default=None,
                         help="only this folder of the raw lake, relative to the lake (repeatable), e.g. --only raw/trajectories")
     parser.add_argument("--json", action="store_true", help="print what was done as JSON")

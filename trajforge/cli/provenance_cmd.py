@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trajforge.cli.common import nonblank, positive_int
+from trajforge.cli.common import nonblank, nonblank_path, positive_int
 
 TOKEN_ENV, URL_ENV = "TRAJFORGE_TOKEN", "TRAJFORGE_URL"
 
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the service's JSON answer as it is")
     parser.add_argument("--build", help="ask this curated build instead of the service: `latest`, `latest:<org>`, a build id or folder "
                                         "(every customer's actions, and the sft/trajectories/behavior rows labelled with them)")
-    parser.add_argument("--lake", type=Path, default=Path("./lake"), help="the lake holding --build (default ./lake)")
+    parser.add_argument("--lake", type=nonblank_path, default=Path("./lake"), help="the lake holding --build (default ./lake)")
     parser.add_argument("--customer", help="with --build: only this customer's actions")
 
 

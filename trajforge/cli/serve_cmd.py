@@ -8,6 +8,7 @@ import os
 import signal
 from pathlib import Path
 
+from trajforge.cli.common import nonblank
 from trajforge.cluster import ray_to_join
 from trajforge.errors import ConfigError, ServeStartError
 from trajforge.settings import SHIPPED_CONFIGS, Assignment, parse_assignment
@@ -21,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="Serve config file (default: configs/serve.yaml)")
     parser.add_argument("--host", help="address to bind (default from the config: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="HTTP port (default: $GROOVE_CENTRAL_PORT, the Central Command's variable, else the config's 8000)")
-    parser.add_argument("--lake", help="lake root for every application that has one (default ./lake)")
+    parser.add_argument("--lake", type=nonblank, help="lake root for every application that has one (default ./lake)")
     parser.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS only, with this certificate (chain) and --tls-key (seed 003: TLS "
                                                           "required); a key password from $TRAJFORGE_TLS_KEY_PASSWORD")
     parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")

@@ -31,6 +31,7 @@ from actors.settings import ActorSettings
 from trajforge import metric_names
 from trajforge.cluster import ClusterSettings, advertised, load_cluster_settings, warn_if_cpus_taken, warn_if_short
 from trajforge.errors import TrajforgeError
+from trajforge.placement import unplaceable
 
 if TYPE_CHECKING:
     from sandbox.settings import SandboxSettings
@@ -307,8 +308,14 @@ def start_actors(settings: ActorSettings, wait: bool = True, named: bool = False
     import ray
 
     cluster = cluster or load_cluster_settings()
-    resources = {**advertised(cluster.actors.resources, ray.cluster_resources(), "the generation actors", warn=settings.num_gpus > 0),
-                 **settings.resources}
+    per_node = cluster.actors.gpus_per_node or 1
+    resources = {**advertised(cluster.actors.resources, ray.cluster_resources(), "the generation actors", warn=settings.num_gpus > 0,
+                              per_node=per_node), **settings.resources}
+    each = {"CPU": settings.num_cpus, **({"GPU": settings.num_gpus} if settings.num_gpus else {}), **resources}
+    problem = unplaceable(each, settings.count, f"the generation actors ({settings.count})", per_node)
+    if problem:  # else Ray lets the actors that no node holds wait for ever without a word
+        log.warning("%s; what no node holds waits until one that does joins (`ray status` shows the pending demand): start such "
+                    "nodes, or ask for fewer actors (actors.count) or less each (actors.num_cpus, num_gpus, resources)", problem)
     if not named:  # the front's named actors are checked by it, and may already run (holding their CPUs)
         warn_if_cpus_taken(settings.num_cpus, "actors.num_cpus", "the generation actors", settings.count)
         warn_if_short("GPU", settings.num_gpus, "actors.num_gpus", "the generation actors", settings.count)

@@ -28,6 +28,7 @@ from learner.settings import BuildMix, LearnerSettings, load_learner_settings
 from trajforge.atomic import write_atomic
 from trajforge.cluster import ClusterSettings, advertised, init_ray, load_cluster_settings
 from trajforge.errors import TrajforgeError
+from trajforge.placement import cpus_of_nodes_with, largest_fitting, unplaceable
 
 log = logging.getLogger(__name__)
 RAY_CHECKPOINT_RECORD = "checkpoint_manager_snapshot.json"  # Ray Train's CHECKPOINT_MANAGER_SNAPSHOT_FILENAME, in <output_dir>/<run_name>/
@@ -102,9 +103,22 @@ def placement(settings: LearnerSettings, cluster: ClusterSettings) -> tuple[bool
     on_gpu, count, lowered = choose_workers(workers.device, workers.count, total.get("GPU", 0.0), cluster.learner.nodes * cluster.learner.gpus_per_node)
     if lowered:
         log.warning("%s", lowered)
-    cpus = workers.cpus_per_worker or (4.0 if on_gpu else min(1.0, total.get("CPU", 1.0) / (2 * count)))
-    pinned = advertised({**cluster.learner.resources, **workers.resources}, total, "the learner's workers", warn=on_gpu)
+    pinned = advertised({**cluster.learner.resources, **workers.resources}, total, "the learner's workers", warn=on_gpu,
+                        per_node=cluster.learner.gpus_per_node or count)
+    # CPU workers share the CPUs of the nodes they are pinned to, not the cluster's
+    cpus = workers.cpus_per_worker or (4.0 if on_gpu else min(1.0, cpus_of_nodes_with(pinned) / (2 * count)))
     return on_gpu, count, {"CPU": cpus, **pinned}
+
+
+def refuse_unplaceable(per_worker: dict[str, float], count: int, on_gpu: bool, per_node: int) -> None:
+    """Refuse workers that no node can hold although the cluster's totals suffice (a learner node with fewer CPUs or
+    GPUs than its pinned workers ask for, or advertising too little of the pin): Ray Train would wait for ever."""
+    each = {**per_worker, **({"GPU": 1.0} if on_gpu else {})}
+    problem = unplaceable(each, count, f"the learner's workers ({count})", per_node)
+    if problem:
+        fits = largest_fitting(each, "CPU", count)
+        cpus = f"learner.workers.cpus_per_worker (--set learner.workers.cpus_per_worker={fits:g} fits) or " if fits and fits < each["CPU"] else ""
+        raise TrajforgeError(f"{problem}, so Ray Train would wait for ever: lower {cpus}learner.workers.count")
 
 
 def wait_for_resources(per_worker: dict[str, float], count: int, on_gpu: bool, timeout_s: float) -> None:
@@ -185,6 +199,7 @@ def _launch(settings: LearnerSettings, cluster: ClusterSettings, *, echo: bool) 
     check_device(settings, on_gpu, why_cpu=f"learner.workers.device={settings.workers.device}" +
                  (" and the Ray cluster has no GPU" if settings.workers.device == "auto" else ""))
     check_resume_data(settings, [Source(**item) for item in prepared["sources"]], count)
+    refuse_unplaceable(resources, count, on_gpu, cluster.learner.gpus_per_node or count)
     wait_for_resources(resources, count, on_gpu, settings.workers.start_timeout_s)
     peak = settings.peak_tflops or ((cluster.learner.gpu.peak_tflops if cluster.learner.gpu else None) if on_gpu else cluster.cpu_peak_tflops)
     run_dir = settings.run_dir

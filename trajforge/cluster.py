@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trajforge.errors import ConfigError
 from trajforge.logs import worker_runtime_env
+from trajforge.placement import start_line
 from trajforge.settings import load_section
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "cluster.yaml"
@@ -69,15 +70,17 @@ def load_cluster_settings(path: str | Path | None = None, assignments: Iterable[
     return load_section(ClusterSettings, source, SECTION, assignments)
 
 
-def advertised(wanted: Mapping[str, float], total: Mapping[str, float], who: str, *, warn: bool) -> dict[str, float]:
+def advertised(wanted: Mapping[str, float], total: Mapping[str, float], who: str, *, warn: bool, per_node: int = 1) -> dict[str, float]:
     """The custom resources of `wanted` that some node of the running cluster advertises (`total`:
-    `ray.cluster_resources()`); each one left out is logged, since work pinned to it would wait forever."""
+    `ray.cluster_resources()`); each one left out is logged, since work pinned to it would wait forever, with the
+    `ray start` line that has a node advertise it (`per_node` workers' worth: the node's GPUs)."""
     kept = {}
     for name, amount in wanted.items():
         if name in total:
             kept[name] = amount
         else:
-            log.log(logging.WARNING if warn else logging.INFO, "no node advertises the resource %r; %s go anywhere", name, who)
+            log.log(logging.WARNING if warn else logging.INFO, "no node advertises the resource %r; %s go anywhere (to pin them, "
+                    "start their nodes with `%s`)", name, who, start_line({name: amount * per_node}))
     return kept
 
 

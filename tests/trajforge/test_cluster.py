@@ -39,6 +39,7 @@ def test_only_advertised_resources_are_kept_and_the_rest_are_logged(caplog):
         kept = advertised({"actor_node": 1, "learner_node": 1}, total, "the generation actors", warn=True)
     assert kept == {"actor_node": 1}
     assert [(record.levelno, "'learner_node'" in record.getMessage()) for record in caplog.records] == [(logging.WARNING, True)]
+    assert """start their nodes with `ray start --address=HEAD:6379 --resources='{"learner_node": 1}'`""" in caplog.text
 
 
 def test_a_job_whose_tasks_cannot_get_their_cpus_says_so(serve_url, caplog):
@@ -60,11 +61,12 @@ def test_a_job_whose_tasks_cannot_get_their_cpus_says_so(serve_url, caplog):
 
 
 def _cluster(monkeypatch, total: dict[str, float], free: dict[str, float]) -> None:
-    """A running Ray of these resources, without starting one: what `ray.cluster_resources()` and
-    `ray.available_resources()` answer."""
+    """A running Ray of these resources on one node, without starting one: what `ray.cluster_resources()`,
+    `ray.available_resources()` and the nodes' totals answer."""
     import ray
 
     monkeypatch.setattr("trajforge.cluster.init_ray", lambda *args, **kwargs: None)
+    monkeypatch.setattr("trajforge.placement.node_resources", lambda: [("10.0.0.1", dict(total))])
     monkeypatch.setattr(ray, "cluster_resources", lambda: dict(total))
     monkeypatch.setattr(ray, "available_resources", lambda: dict(free))
 

@@ -14,15 +14,20 @@ import logging
 from pathlib import Path
 
 from trajforge import lake_fs
-from trajforge.errors import LakeCorruption
+from trajforge.errors import LakeCorruption, TrajforgeError
 
 log = logging.getLogger(__name__)
 
 
 def open_published(uri: str) -> tuple[lake_fs.Remote, dict]:
-    """The build folder `uri` names (LATEST resolved) and its manifest."""
+    """The build folder `uri` names (LATEST resolved) and its manifest. Org ids that differ only in characters a marker's
+    name cannot hold share a `LATEST.org=` marker (as in a lake, `Lake.resolve_build`): `latest:ORG` must name a build of ORG."""
     folder = lake_fs.resolve_published(uri)
     manifest, _ = lake_fs.published_manifest(folder)
+    name = lake_fs.open_uri(uri).name
+    if name.startswith("latest:") and manifest.get("org") != (org := name.partition(":")[2]):
+        raise TrajforgeError(f"{uri} names build {folder.name}, of org {manifest.get('org')!r}, not of {org!r} (org ids that differ only "
+                             f"in characters other than A-Za-z0-9._- share that marker): name the build of {org!r} by its build id")
     return folder, manifest
 
 

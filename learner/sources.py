@@ -26,6 +26,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -66,11 +67,29 @@ class Source:
 
 
 def sft_entries(where: Path | str, manifest: dict) -> list[dict]:
-    """The manifest's sft entries (a LakeCorruption when it lists none)."""
+    """The manifest's sft entries (a LakeCorruption when it lists none, or one whose path leaves `sft/`: a manifest
+    in a shared bucket is written by whoever can write there, and its paths become paths on this disk)."""
     entries = [entry for entry in manifest["files"] if str(entry.get("path", "")).startswith("sft/")]
     if not entries:
         raise LakeCorruption(f"{where}: manifest.json lists no sft files; rebuild with `trajforge build`")
+    for entry in entries:
+        parts = str(entry["path"]).split("/")[1:]
+        if not all(part and part not in (".", "..") and "\0" not in part for part in parts):
+            raise LakeCorruption(f"{where}: manifest.json lists {entry['path']!r}, which is no file of a build's sft folder; "
+                                 "rebuild and publish the build again")
     return entries
+
+
+BUILD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def checked_build_id(where: Path | str, build_id: str) -> str:
+    """`build_id` as the manifest gives it, which names the build's cache folder: a LakeCorruption when it could name
+    a folder elsewhere."""
+    if not BUILD_ID.fullmatch(build_id):
+        raise LakeCorruption(f"{where}: manifest.json's build_id {build_id!r} is no build id (letters, digits, '.', '_' and '-'); "
+                             "rebuild and publish the build again")
+    return build_id
 
 
 def verify_sft_files(build_dir: Path, manifest: dict) -> list[dict]:
@@ -173,13 +192,13 @@ def prepare_source(lake: Lake, build: str, weight: float, cache_root: Path, wher
 
         folder, manifest = open_published(build)
         build_dir, entries = folder.uri, sft_entries(folder.uri, manifest)
-        build_id = str(manifest.get("build_id") or folder.name)
+        build_id = checked_build_id(folder.uri, str(manifest.get("build_id") or folder.name))
         fetch = functools.partial(download, folder, entries)
     else:
         build_dir = lake.resolve_build(build)
         manifest = read_build_manifest(build_dir)
         entries = verify_sft_files(build_dir, manifest)
-        build_id = str(manifest.get("build_id") or build_dir.name)
+        build_id = checked_build_id(build_dir, str(manifest.get("build_id") or build_dir.name))
     named = "".join(str(entry.get("sha256", entry["path"])) for entry in entries) + (f"\0where\0{where}" if where else "")
     digest = hashlib.sha256(named.encode()).hexdigest()[:12]
     target = cache_root / f"{build_id}-{digest}"

@@ -130,6 +130,8 @@ def parse_output(action_part: str, state_part: str = "") -> ParsedOutput:
             parsed.action = parse_action(json.loads(unfenced(parsed.action_text)))
         except json.JSONDecodeError as exc:
             parsed.errors.append(f"action is not JSON: {exc}")
+        except RecursionError:  # a model's runaway output: `[[[[...` thousands deep
+            parsed.errors.append("action is nested too deeply to read (an action is an object of a few levels)")
         except InvalidAction as exc:
             parsed.errors.append(str(exc))
     if match := TAG["state_update"].search(text, after_think) or TAG["state_update"].search(text):

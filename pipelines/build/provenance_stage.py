@@ -1,10 +1,10 @@
 """The build's `provenance` table: seed 003's agent actions, the outcomes that name them folded in.
 
 1. Stage: every raw provenance file becomes `_stage/provenance/<sha256 of its path>.parquet` (`provenance_rows.parse_file`,
-   one Ray task per file). `_stage/provenance/files.json` keeps, per raw file, its size and mtime, its counts, its
-   quarantine entries and the ids of the actions it left out. An incremental build links the parent's staged file of
-   every raw file whose size and mtime are the same (the raw lake is append-only: new events change both) and parses the
-   rest; `PARSE_FORMAT` or the settings changing (the config hash) parses everything, and so does a new tombstone (the
+   one Ray task per file). `_stage/provenance/files.json` keeps, per raw file, its signature (`staging.file_signature`),
+   its counts, its quarantine entries and the ids of the actions it left out. An incremental build links the parent's
+   staged file of every raw file whose signature is the same (the raw lake is append-only: new events change it) and
+   parses the rest; `PARSE_FORMAT` or the settings changing (the config hash) parses everything, and so does a new tombstone (the
    build has no parent then).
 2. Fold, with DuckDB over the staged files: an event stored twice (by event id) counts once, the first in the lake's
    order; every outcome goes onto the agent action of its customer it names (`original_event_id`), oldest first, the
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ import pyarrow as pa
 
 from pipelines.build.provenance_labels import Labeller
 from pipelines.build.provenance_rows import PARSE_FORMAT, parse_file, raw_provenance_files
+from pipelines.build.staging import file_signature, link_staged
 from trajforge.contracts.curated import PROVENANCE_ACTIONS
 from trajforge.contracts.provenance import OUTCOME_STATUSES
 from trajforge.lake import Lake
@@ -77,14 +76,6 @@ class ProvenanceStage:
         return {**self.summary, "labelled_rows": {table: self.labeller.labelled.get(table, 0) for table in ("behavior", "sft", "trajectories")}}
 
 
-def _signature(path: Path) -> list[int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return [stat.st_size, stat.st_mtime_ns]
-
-
 def _parent_files(parent: Path | None) -> dict[str, dict[str, Any]]:
     if parent is None:
         return {}
@@ -95,16 +86,6 @@ def _parent_files(parent: Path | None) -> dict[str, dict[str, Any]]:
     if found.get("format") != PARSE_FORMAT:
         return {}
     return {entry["path"]: {**entry, "from": parent / "_stage" / FOLDER / entry["staged"]} for entry in found.get("files", [])}
-
-
-def _link(source: Path, target: Path) -> bool:
-    if not source.is_file():
-        return False
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-    return True
 
 
 def _parse(settings, lake: Lake, todo: list[tuple[str, Path]], forgotten: set[str], org: str | None) -> list[dict[str, Any]]:
@@ -146,8 +127,8 @@ def stage_provenance(settings, lake: Lake, stage: Path, build_id: str, parent: P
     todo: list[tuple[str, Path]] = []
     for relative in raw_provenance_files(lake.root):
         name = hashlib.sha256(relative.encode()).hexdigest()[:32] + ".parquet"
-        signature, old = _signature(lake.root / relative), previous.get(relative)
-        if old is not None and signature is not None and old["signature"] == signature and _link(old["from"], folder / name):
+        signature, old = file_signature(lake.root / relative), previous.get(relative)
+        if old is not None and signature is not None and old["signature"] == signature and link_staged(old["from"], folder / name):
             entries.append({key: value for key, value in old.items() if key != "from"})
         else:
             todo.append((relative, folder / name))

@@ -8,6 +8,8 @@ The staging area stays with the build, so the next incremental build can start f
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,3 +35,29 @@ def stage_file(stage_dir: Path, table: str, origin: str, index: int, suffix: str
 def staged_files(stage_dir: Path, table: str, suffix: str = ".parquet") -> list[Path]:
     folder = Path(stage_dir) / table
     return sorted(path for path in folder.glob(f"*{suffix}") if not path.name.startswith(".")) if folder.is_dir() else []
+
+
+def file_signature(path: Path) -> list[int] | None:
+    """What says a raw file is the one a parent build read (None: it cannot be read, so nothing of it is reused).
+
+    Size and mtime change with every append (the raw lake is append-only); a truncation (recovery cutting a torn tail) or
+    a rewrite changes the size or the mtime, and always the ctime, which no tool can set back; a file renamed into
+    place (a pull, a restore) has another inode. A lake copied elsewhere is read again, once.
+    """
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+
+
+def link_staged(source: Path, target: Path) -> bool:
+    """Hard-link (or copy, across filesystems) a parent's staged file into this build's staging area; False when it is gone."""
+    if not source.is_file():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+    return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -184,6 +185,16 @@ def test_an_incremental_build_reuses_unchanged_files_and_relabels_when_provenanc
     assert (later["provenance"]["files_parsed"], later["provenance"]["files_reused"], later["sessions"]["reused"]) == (1, 1, 1)
     [session] = rows(Lake.at(root).build_dir(later["build_id"]), "trajectories")
     assert (session["provenance"]["agent_actions"], session["provenance"]["outcome"]) == (1, "rejected")  # a reused row, relabelled
+
+    raw = next((root / "raw" / "provenance").rglob("w1.jsonl"))  # rewritten in place, its size and mtime put back: parsed again
+    before = raw.stat()
+    raw.write_bytes(raw.read_bytes().replace(b'"intent":"refactor web"', b'"intent":"refactor WEB"'))
+    os.utime(raw, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (raw.stat().st_size, raw.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    rewritten = run_build(settings_for(root), progress=False)
+    assert (rewritten["provenance"]["files_parsed"], rewritten["provenance"]["files_reused"]) == (1, 1)
+    table = {row["event_id"]: row for row in rows(Lake.at(root).build_dir(rewritten["build_id"]), "provenance")}
+    assert table[ids["a2"]]["intent"] == "refactor WEB"
 
 
 def _sha(manifest, table):

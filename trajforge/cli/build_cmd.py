@@ -8,7 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-from trajforge.cli.common import nonblank_path
+from trajforge.cli.common import add_examples, nonblank_path
+
+
+EXAMPLES = """\
+  trajforge build                                   # ./lake: only new or changed sessions
+  trajforge build --full --no-embed
+  trajforge build --org acme --publish-to s3://bucket/builds
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--publish-to", metavar="URI", default=None,
                         help="then copy the finished build to this pyarrow filesystem URI (s3://bucket/prefix, gs://, hdfs://, "
                              "file:///abs/path), manifest last, and point <URI>/LATEST at it: `trajforge lake publish --help`")
+    add_examples(parser, EXAMPLES)
 
 
 def config_roots(args: argparse.Namespace) -> tuple[str, ...]:

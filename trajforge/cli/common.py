@@ -127,6 +127,13 @@ def common_arguments(parser: argparse.ArgumentParser, *, nested: bool = False, c
                         "default $TRAJFORGE_LOG_DIR, else none")
 
 
+def add_examples(parser: argparse.ArgumentParser, examples: str) -> None:
+    """End a command's help with its examples, lines as written; a description or epilog of one paragraph is wrapped."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = _filled(parser.description)
+    parser.epilog = "\n\n".join(text for text in (_filled(parser.epilog), "Examples:\n" + examples.strip("\n")) if text)
+
+
 def log_dir_of(args: argparse.Namespace) -> str | None:
     """The folder of `--log-dir`, else $TRAJFORGE_LOG_DIR, else None."""
     from trajforge.logs import LOG_DIR_ENV

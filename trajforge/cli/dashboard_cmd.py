@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from trajforge.cli.common import add_examples
+
 EPILOG = """\
 The dashboard (title and uid "trajforge") charts the metrics trajforge exports through ray.util.metrics:
 ingest envelopes by result and request latency; embed requests by outcome, latency, texts, truncations
@@ -31,6 +33,12 @@ Exit status: 0 when printed, written or installed; 2 when there is no Ray sessio
 to install into (start Ray with the dashboard, or use --out)."""
 
 
+EXAMPLES = """\
+  trajforge dashboard --out trajforge.json
+  trajforge dashboard --install
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -40,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="write it into the Grafana dashboards folder of the Ray session on this node (see below)")
     parser.add_argument("--temp-dir", type=Path, metavar="DIR",
                         help="with --install: the --temp-dir Ray was started with (default: Ray's, $RAY_TMPDIR/ray or /tmp/ray)")
+    add_examples(parser, EXAMPLES)
 
 
 def run_command(args: argparse.Namespace) -> int:

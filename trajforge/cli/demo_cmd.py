@@ -18,8 +18,14 @@ from pathlib import Path
 
 from trajforge.atomic import write_atomic
 from trajforge.cli import serve_cmd
-from trajforge.cli.common import nonblank, positive_int
+from trajforge.cli.common import add_examples, nonblank, positive_int
 from trajforge.errors import ConfigError
+
+
+EXAMPLES = """\
+  trajforge demo
+  trajforge demo --lake /tmp/demo-lake --port 8001 --train-steps 10
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="Serve config file (default configs/serve.yaml)")
     parser.add_argument("--runs", type=Path, default=Path("./runs"), help="where the training run goes (default ./runs; replaced each demo)")
     parser.add_argument("--train-steps", type=positive_int, default=30, help="optimizer steps of the demo's training run (default 30)")
+    add_examples(parser, EXAMPLES)
 
 
 def config_roots(args: argparse.Namespace) -> list[str]:

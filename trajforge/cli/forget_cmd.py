@@ -6,13 +6,19 @@ import argparse
 import json
 from pathlib import Path
 
-from trajforge.cli.common import nonblank_path
+from trajforge.cli.common import add_examples, nonblank_path
+
+
+EXAMPLES = """\
+  trajforge forget 0123456789abcdef0123456789abcdef --reason "ticket 42"
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("contributor_id", help="the contributor's 32-hex id, as the protocol carries it (trajforge.client.contributor_id_for)")
     parser.add_argument("--reason", default="", help="why (kept in the tombstone, e.g. a ticket number)")
     parser.add_argument("--lake", type=nonblank_path, default=Path("./lake"), help="lake root (default ./lake)")
+    add_examples(parser, EXAMPLES)
 
 
 def run_command(args: argparse.Namespace) -> int:

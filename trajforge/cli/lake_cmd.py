@@ -10,7 +10,15 @@ import json
 import sys
 from pathlib import Path
 
-from trajforge.cli.common import common_arguments, nonblank_path, positive_int
+from trajforge.cli.common import add_examples, common_arguments, nonblank_path, positive_int
+
+
+EXAMPLES = """\
+  trajforge lake info
+  trajforge lake publish latest s3://bucket/builds
+  trajforge lake sync s3://bucket/lake --only raw/trajectories
+  trajforge lake pull s3://bucket/lake --lake ./lake
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     info.add_argument("--builds", type=positive_int, default=10, metavar="N", help="how many builds to list, newest first (default 10)")
     info.add_argument("--json", action="store_true", help="print it as JSON")
     common_arguments(info, nested=True)
+    add_examples(parser, EXAMPLES)
 
 
 def _transfer_arguments(parser: argparse.ArgumentParser, uri_help: str, lake_help: str) -> None:

@@ -11,9 +11,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trajforge.cli.common import nonblank, nonblank_path, positive_int
+from trajforge.cli.common import add_examples, nonblank, nonblank_path, positive_int
 
 TOKEN_ENV, URL_ENV = "TRAJFORGE_TOKEN", "TRAJFORGE_URL"
+
+
+EXAMPLES = """\
+  TRAJFORGE_TOKEN=sk_... trajforge provenance --commit 3f2a9c1
+  trajforge provenance --file src/auth.ts --repo acme/api
+  trajforge provenance --build latest --commit 3f2a9c1      # from the newest build: no service, no token
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "(every customer's actions, and the sft/trajectories/behavior rows labelled with them)")
     parser.add_argument("--lake", type=nonblank_path, default=Path("./lake"), help="the lake holding --build (default ./lake)")
     parser.add_argument("--customer", help="with --build: only this customer's actions")
+    add_examples(parser, EXAMPLES)
 
 
 def request_of(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:

@@ -10,7 +10,15 @@ import argparse
 import json
 from pathlib import Path
 
-from trajforge.cli.common import common_arguments
+from trajforge.cli.common import add_examples, common_arguments
+
+
+EXAMPLES = """\
+  trajforge queue put refactor-tasks lake/raw/tasks/synth_rules/tasks.jsonl
+  trajforge queue status refactor-tasks
+  trajforge rollout --queue refactor-tasks
+  trajforge queue drop refactor-tasks
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for verb in (put, status, drop):
         common_arguments(verb, nested=True)
         verb.add_argument("--address", default="auto", help="the Ray cluster holding the queue (default auto: the running one)")
+    add_examples(parser, EXAMPLES)
 
 
 def run_command(args: argparse.Namespace) -> int:

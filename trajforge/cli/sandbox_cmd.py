@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from trajforge.cli.common import common_arguments
+from trajforge.cli.common import add_examples, common_arguments
 
 EPILOG = """\
 ACTION.json holds an inline rewrite or an ast-grep YAML rule, e.g.
@@ -23,9 +23,15 @@ command is invalid (the message says which); 2 when the jail cannot start.
 Jail policy: configs/sandbox.yaml (--set sandbox.wall_time_s=10, --set sandbox.jail=none, ...)."""
 
 
+EXAMPLES = """\
+  trajforge sandbox apply --workspace ./myproject --action action.json --tests "python -m pytest -q"
+  trajforge sandbox apply --workspace ./myproject --action '{"pattern": "print($A)", "rewrite": "log($A)", "language": "python"}'
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    add_examples(parser, EXAMPLES)
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     apply = verbs.add_parser("apply", help="apply an action to a copy of a directory and print the SandboxResult",
                              description=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -8,7 +8,7 @@ import os
 import signal
 from pathlib import Path
 
-from trajforge.cli.common import nonblank
+from trajforge.cli.common import add_examples, nonblank
 from trajforge.cluster import ray_to_join
 from trajforge.errors import ConfigError, ServeStartError
 from trajforge.settings import SHIPPED_CONFIGS, Assignment, parse_assignment
@@ -16,6 +16,14 @@ from trajforge.settings.serve_file import ServeFile, load_serve_file, override_r
 
 log = logging.getLogger(__name__)
 PORT_ENV = "GROOVE_CENTRAL_PORT"  # the specification's port variable; the Node server listens on 8443 by default
+
+
+EXAMPLES = """\
+  trajforge serve                                   # ingest, embed and generate on http://127.0.0.1:8000 until Ctrl-C
+  trajforge serve --port 8443 --lake /data/lake --apps ingest,embed
+  trajforge serve --set ingest.rate_limits.per_address_per_minute=0
+  trajforge serve --host 0.0.0.0 --detach           # onto a running cluster (`ray start --head`); --stop removes them
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "working. A cluster joined with --address must be started with RAY_SERVE_ENABLE_DIRECT_INGRESS=1 instead (and "
              "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=2, else removing an application waits 30 s for its replicas).",
     )
+    add_examples(parser, EXAMPLES)
 
 
 def config_path(given: Path | None) -> Path:

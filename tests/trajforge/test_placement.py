@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -47,7 +48,8 @@ def three_nodes() -> Iterator[str]:
     """The head (1 CPU), the learner node and the actor node; yields the GCS address."""
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False, "temp_dir": f"/tmp/rp{os.getpid()}"})
+    temp_dir = f"/tmp/rp{os.getpid()}"  # short: Ray's socket paths are length-limited
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False, "temp_dir": temp_dir})
     try:
         cluster.add_node(num_cpus=1, resources={"learner_node": 2})
         cluster.add_node(num_cpus=1, resources={"actor_node": 1})
@@ -55,13 +57,14 @@ def three_nodes() -> Iterator[str]:
         yield cluster.address
     finally:
         cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def told(three_nodes) -> dict:
     """What a driver on the head node is told (run apart: this process may hold a Ray of its own)."""
-    environ = {**{name: value for name, value in os.environ.items() if not name.startswith("RAY_AUTH_")}, "RAY_ADDRESS": three_nodes}
-    done = subprocess.run([sys.executable, "-c", DRIVER], cwd=REPO, env=environ, capture_output=True, text=True, timeout=180)
+    done = subprocess.run([sys.executable, "-c", DRIVER], cwd=REPO, env={**os.environ, "RAY_ADDRESS": three_nodes}, capture_output=True,
+                          text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from trajforge.errors import ConfigError
 from trajforge.settings.close_names import unknown_key_hint
+from trajforge.settings.yaml_file import load_yaml_text, yaml_problem
 
 ENV_PREFIX = "TRAJFORGE__"
 SHIPPED_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -51,7 +52,7 @@ def read_yaml(path: str | Path, given_by: str | None = None, kind: str = "config
     file is an error naming the path as given, and the flag, or for a shipped default the checkout that lacks it."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml_text(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(_missing_file(path, given_by, kind)) from None
     except IsADirectoryError:
@@ -65,22 +66,6 @@ def read_yaml(path: str | Path, given_by: str | None = None, kind: str = "config
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return data
-
-
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    """A YAML error in one line, from where it was found (1-based, as editors count): ` at line 4, column 4: expected
-    <block end>, but found '<block mapping start>' (while parsing a block mapping at line 2, column 3)`. PyYAML's own
-    text spans several lines and names the file `<unicode string>`."""
-    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
-    if mark is None or not problem:
-        return f": {' '.join(str(exc).split())}"
-    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-    text = f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
-    if context and context_mark is not None and (context_mark.line, context_mark.column) != (mark.line, mark.column):
-        text += f" ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
-    elif context:
-        text += f" ({context})"
-    return text
 
 
 def _given(given_by: str | None) -> str:

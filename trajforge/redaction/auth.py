@@ -78,9 +78,10 @@ STORED_BASIC_AUTH = PatternRule(
 )
 
 
-_COOKIE_LINE = re.compile(r"(?i)[^\n]*(?:cookie|\bcurl\b[^\n]*?[ \t]-b[ \t])[^\n]*")
-_COOKIE_PAIR = re.compile(r"(?P<name>[A-Za-z0-9_.-]{1,64})=(?P<value>[^;\s\"',]{16,4096})")
+_COOKIE_NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
+_COOKIE_VALUE = re.compile(r"[^;\s\"',]{16,4096}")
 _SESSION_NAME = re.compile(r"(?i)sess|(?:^|[_.-])sid$|auth(?!or)|remember|login")
+_CURL_COOKIE_FLAG = re.compile(r"[ \t]-b[ \t]")
 
 
 class SessionCookieRule(Rule):
@@ -88,8 +89,17 @@ class SessionCookieRule(Rule):
     needles = ("cookie", "curl")
 
     def spans(self, text: str, lowered: str) -> Iterator[Span]:
-        for line in _COOKIE_LINE.finditer(text):
-            for pair in _COOKIE_PAIR.finditer(text, line.start(), line.end()):
-                value = pair.group("value")
-                if _SESSION_NAME.search(pair.group("name")) and looks_random(value) and not is_placeholder(value):
-                    yield pair.span("value")
+        # Line by line, each `=` once: linear in the text, however long its lines.
+        position = 0
+        for line in text.split("\n"):
+            end, line = position + len(line), line.lower()
+            if "cookie" in line or "curl" in line and _CURL_COOKIE_FLAG.search(line):
+                equals = text.find("=", position, end)
+                while equals != -1:
+                    window = text[max(position, equals - 64) : equals]
+                    name = window[len(window.rstrip(_COOKIE_NAME_CHARS)) :]
+                    value = _COOKIE_VALUE.match(text, equals + 1, end)
+                    if name and value and _SESSION_NAME.search(name) and looks_random(value.group()) and not is_placeholder(value.group()):
+                        yield value.span()
+                    equals = text.find("=", value.end() if value else equals + 1, end)
+            position = end + 1

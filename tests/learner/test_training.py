@@ -158,3 +158,16 @@ def test_resuming_a_real_checkpoint_with_other_data_settings_is_refused_before_a
     with pytest.raises(ConfigError, match=r"learner\.data\.seq_len was 256, is now 128; learner\.data\.window was 3, is now 4"):
         launch(changed, echo=False)
     assert (Path(tmp_path / "full") / "hf" / "config.json").is_file()  # a refused start removes nothing
+
+
+def test_a_steps_loss_and_gradient_do_not_depend_on_how_its_rows_are_split(ray_cluster, tiny_model, lake, full_run, tmp_path):
+    """The loss is the mean over every loss token of a step's 4 rows: 1 row x 2 accumulation steps x 2 workers (full_run) and
+    4 rows x 1 x 1 worker give the same loss and the same gradient norm (before clipping), step after step."""
+    from pathlib import Path
+
+    base = settings_for(tiny_model, lake, tmp_path, "one-worker", micro_batch_size=4, gradient_accumulation_steps=1,
+                        stop_after_steps=2).model_dump(mode="json")
+    launch(LearnerSettings.model_validate({**base, "workers": {**base["workers"], "count": 1}}), echo=False)
+    split = [line[key] for line in read_metrics(tmp_path / "one-worker", "train") for key in ("loss", "grad_norm", "loss_tokens")]
+    whole = [line[key] for line in read_metrics(Path(full_run["run_dir"]), "train")[:2] for key in ("loss", "grad_norm", "loss_tokens")]
+    assert len(split) == 6 and split == pytest.approx(whole, rel=1e-5)

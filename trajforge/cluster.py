@@ -8,6 +8,7 @@ actors read the whole file, so that a typo anywhere in it fails at start.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -150,9 +151,23 @@ def init_ray(address: str | None = None, *, include_dashboard: bool | None = Fal
     check_reachable(address)
     try:
         ray.init(address=address, ignore_reinit_error=True, logging_level=logging_level, log_to_driver=False,
-                 include_dashboard=include_dashboard, runtime_env=worker_runtime_env() or None)
+                 include_dashboard=include_dashboard, runtime_env=beside_the_job(worker_runtime_env()))
     except ConnectionError as exc:
         raise ConfigError(connect_failure(exc)) from None
+
+
+def beside_the_job(wanted: dict) -> dict | None:
+    """`wanted` (this driver's runtime env for its workers) less what the runtime env of the job it runs in already sets
+    (`ray job submit --runtime-env-json '{"env_vars": {"TRAJFORGE_LOG_DIR": ...}}'`): Ray refuses a driver that sets an
+    environment variable or field its job sets too, with a ValueError before anything runs. The job's values reach all
+    of its workers anyway, and win. Outside a job, `wanted` as it is."""
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    injected = os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR)
+    job = (json.loads(injected).get("runtime_env") or {}) if injected else {}
+    kept = {key: value for key, value in wanted.items() if key != "env_vars" and key not in job}
+    env_vars = {name: value for name, value in wanted.get("env_vars", {}).items() if name not in (job.get("env_vars") or {})}
+    return {**kept, **({"env_vars": env_vars} if env_vars else {})} or None
 
 
 TOKEN_WHERE = "the token is ~/.ray/auth_token on the head node, or RAY_AUTH_TOKEN"

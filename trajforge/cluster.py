@@ -8,7 +8,6 @@ actors read the whole file, so that a typo anywhere in it fails at start.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -22,6 +21,7 @@ from trajforge.errors import ConfigError
 from trajforge.logs import worker_runtime_env
 from trajforge.placement import start_line
 from trajforge.settings import load_section
+from trajforge.settings.job_paths import job_runtime_env
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "configs" / "cluster.yaml"
 SECTION = "cluster"
@@ -161,10 +161,7 @@ def beside_the_job(wanted: dict) -> dict | None:
     (`ray job submit --runtime-env-json '{"env_vars": {"TRAJFORGE_LOG_DIR": ...}}'`): Ray refuses a driver that sets an
     environment variable or field its job sets too, with a ValueError before anything runs. The job's values reach all
     of its workers anyway, and win. Outside a job, `wanted` as it is."""
-    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
-
-    injected = os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR)
-    job = (json.loads(injected).get("runtime_env") or {}) if injected else {}
+    job = job_runtime_env()
     kept = {key: value for key, value in wanted.items() if key != "env_vars" and key not in job}
     env_vars = {name: value for name, value in wanted.get("env_vars", {}).items() if name not in (job.get("env_vars") or {})}
     return {**kept, **({"env_vars": env_vars} if env_vars else {})} or None

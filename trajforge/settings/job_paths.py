@@ -38,16 +38,21 @@ SettingsModel = TypeVar("SettingsModel")
 PathValue = str | Path | None
 
 
-def in_job_working_dir(environ: Mapping[str, str] | None = None) -> bool:
-    """True in the driver of a job submitted with a `working_dir` (the process runs in its uploaded copy)."""
+def job_runtime_env(environ: Mapping[str, str] | None = None) -> dict:
+    """The runtime env of the submitted job this process is the driver of (`--working-dir`, `--runtime-env-json`),
+    as Ray's job supervisor hands it over; empty outside a job."""
     raw = (os.environ if environ is None else environ).get(JOB_CONFIG_VARIABLE)
     if not raw:
-        return False
+        return {}
     try:
-        runtime_env = (json.loads(raw) or {}).get("runtime_env") or {}
+        return (json.loads(raw) or {}).get("runtime_env") or {}
     except (ValueError, AttributeError):
-        return False
-    return bool(runtime_env.get("working_dir"))
+        return {}
+
+
+def in_job_working_dir(environ: Mapping[str, str] | None = None) -> bool:
+    """True in the driver of a job submitted with a `working_dir` (the process runs in its uploaded copy)."""
+    return bool(job_runtime_env(environ).get("working_dir"))
 
 
 def project_checkout(environ: Mapping[str, str] | None = None) -> Path | None:

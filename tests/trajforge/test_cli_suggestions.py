@@ -19,7 +19,7 @@ def refusal(capsys, argv: list[str]) -> str:
 @pytest.mark.parametrize(("argv", "said"), [
     (["buidl"], "trajforge: error: argument COMMAND: invalid choice: 'buidl': did you mean 'build'?"),
     (["srats", "--json"], "invalid choice: 'srats': did you mean 'stats'?"),
-    (["lake", "sink", "s3://b/lake"], "trajforge lake: error: argument VERB: invalid choice: 'sink': did you mean 'sync'?"),
+    (["lake", "snyc", "s3://b/lake"], "trajforge lake: error: argument VERB: invalid choice: 'snyc': did you mean 'sync'?"),
     (["synth-records", "rn"], "invalid choice: 'rn': did you mean 'run'?"),
     (["build", "--log-level", "debug"], "argument --log-level: invalid choice: 'debug': did you mean 'DEBUG'?"),
 ])
@@ -27,9 +27,11 @@ def test_a_misspelt_command_verb_or_choice_names_the_close_one(capsys, argv, sai
     assert said in refusal(capsys, argv)
 
 
-def test_a_word_like_no_command_lists_them_without_a_guess(capsys):
-    err = refusal(capsys, ["xyzzy"])
-    assert "invalid choice: 'xyzzy' (choose from 'serve', 'embed'," in err and "did you mean" not in err
+@pytest.mark.parametrize("word", ["xyzzy", "ingest", "run", "test"])
+def test_a_word_like_no_command_lists_them_without_a_guess(capsys, word):
+    """`trajforge ingest` must not ask whether `forget` was meant."""
+    err = refusal(capsys, [word])
+    assert f"invalid choice: '{word}' (choose from 'serve', 'embed'," in err and "did you mean" not in err
 
 
 def test_a_misspelt_option_names_the_close_one(capsys):

@@ -35,7 +35,7 @@ class CommandParser(argparse.ArgumentParser):
         if action.choices is not None and value not in action.choices:
             from trajforge.settings.close_names import closest
 
-            near = closest(str(value), map(str, action.choices), cutoff=0.5)  # short words: `sink` is 0.5 of `sync`
+            near = closest(str(value), map(str, action.choices))
             if near is not None:
                 choices = ", ".join(map(repr, action.choices))
                 raise argparse.ArgumentError(action, f"invalid choice: {value!r}: did you mean {near!r}? (choose from {choices})")
@@ -54,7 +54,7 @@ class CommandParser(argparse.ArgumentParser):
 
         options = [option for action in self._actions for option in action.option_strings if option.startswith("--")]
         given = [argument.partition("=")[0] for argument in arguments if argument.startswith("--")]
-        near = [f"{name}: did you mean {option}?" for name in given for option in [closest(name, options, cutoff=0.5)] if option is not None]
+        near = [f"{name}: did you mean {option}?" for name in given for option in [closest(name, options)] if option is not None]
         self.error(f"unrecognized arguments: {' '.join(arguments)}" + (f" ({'; '.join(near)})" if near else ""))
 
 

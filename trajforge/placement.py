@@ -16,11 +16,6 @@ BUILT_IN = ("CPU", "GPU", "memory", "object_store_memory")
 HEAD = "HEAD:6379"
 
 
-def pins(resources: Mapping[str, float]) -> dict[str, float]:
-    """The custom resources of `resources`: those a node advertises with `ray start --resources`."""
-    return {name: amount for name, amount in resources.items() if name not in BUILT_IN and not name.startswith("node:")}
-
-
 def start_line(resources: Mapping[str, float]) -> str:
     """The `ray start` that has a node join the cluster advertising `resources`."""
     amounts = {name: int(amount) if float(amount).is_integer() else amount for name, amount in resources.items()}
@@ -47,7 +42,7 @@ def unplaceable(each: Mapping[str, float], count: int, who: str, per_node: int =
     held = sum(holds(each, resources) for _, resources in nodes)
     if held >= count:
         return None
-    pinned = pins(each)
+    pinned = {name: amount for name, amount in each.items() if name not in BUILT_IN}  # what `ray start --resources` advertises
     total = {name: sum(resources.get(name, 0.0) for _, resources in nodes) for name in each}
     short = [name for name, amount in pinned.items() if total[name] + 1e-9 < amount * count]
     if short:

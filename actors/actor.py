@@ -72,6 +72,10 @@ class GenerationActor:
         if warm.finish_reason == "error":
             raise RuntimeError(f"engine warm-up failed: {warm.error}")
 
+    def __repr__(self) -> str:
+        """What Ray calls this actor in its dashboard (the Repr column) and before its log lines: one per index."""
+        return f"GenerationActor(index={self.index})"
+
     def ready(self) -> dict[str, Any]:
         """Returns once the constructor (model load and warm-up) is done; the health dict."""
         return self.health()

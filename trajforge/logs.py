@@ -18,6 +18,8 @@ LOG_LEVEL_ENV = "TRAJFORGE_LOG_LEVEL"
 KEEP_DAYS_ENV = "TRAJFORGE_LOG_KEEP_DAYS"
 DEFAULT_KEEP_DAYS = 14
 WORKERS_STEM = "workers"
+PROGRESS_INTERVAL_S = 30
+"""How often a progress bar redraws where stderr is no terminal (tqdm's TQDM_MININTERVAL, unless it is set)."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -144,6 +146,18 @@ def setup_logging(level: str = "INFO", as_json: bool = False, log_dir: str | Non
     root.setLevel(level)
     # One line per HTTP request from the client library is noise at INFO.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+    slow_progress_bars_off_a_terminal()
+
+
+def slow_progress_bars_off_a_terminal() -> None:
+    """tqdm redraws a bar every 0.1 s; where stderr is no terminal (the log of a `ray job submit` job, a file, a pipe)
+    each redraw is a line of the log, thousands for a long run: there, bars redraw once every PROGRESS_INTERVAL_S."""
+    try:
+        terminal = sys.stderr.isatty()
+    except (AttributeError, ValueError):  # no stderr, or a closed one
+        terminal = False
+    if not terminal:
+        os.environ.setdefault("TQDM_MININTERVAL", str(PROGRESS_INTERVAL_S))
 
 
 def worker_runtime_env() -> dict:

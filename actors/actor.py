@@ -266,8 +266,8 @@ class _Metrics:
             from ray.util import metrics
 
             keys = self.TAG_KEYS
-            self.latency = metrics.Histogram(metric_names.GENERATION_LATENCY.name, "seconds per engine call", boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60],
-                                             tag_keys=keys)
+            self.latency = metrics.Histogram(metric_names.GENERATION_LATENCY.name, "seconds per engine call",
+                                             boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600], tag_keys=keys)
             self.tokens = metrics.Counter(metric_names.GENERATED_TOKENS.name, "tokens generated", tag_keys=keys)
             self.throughput = metrics.Histogram(metric_names.GENERATION_TOKENS_PER_S.name, "tokens per second of an engine call",
                                                 boundaries=[1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500], tag_keys=keys)

@@ -5,6 +5,7 @@ Arrow columns) comes back to the driver; its columns, cut into one part per scor
 (`columns.split`), stay in Ray's object store. The scoring tasks (`columns.stitch_and_score`, one per
 CPU the indexing used, each over its share of the sessions) start as soon as the last segment is
 read; the driver groups the sessions and chooses what to build meanwhile, then collects the scores.
+A file unchanged since the parent build read it is loaded from its staged index instead (`index_reuse`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipelines.build import index_reuse
 from pipelines.build.columns import ScoredSessions, SegmentColumns, read_segment, split, stitch_and_score
 from pipelines.build.sources import FileIndex, Quarantined, index_trajectory_file
+from pipelines.build.staging import file_signature
 
 MAX_SCORING_TASKS = 8
 
@@ -38,15 +41,24 @@ def unreadable(root: str, relative: str, source: str, error: OSError) -> FileInd
     return FileIndex(relative, quarantined=[Quarantined(source, relative, 0, size, f"unreadable: {error.strerror or error}")])
 
 
-def _index_one(root: str, relative: str, source: str, partitions: int) -> tuple[FileIndex | SegmentColumns | None, ...]:
+def _index_one(root: str, relative: str, source: str, partitions: int, stage: str | None) -> tuple[FileIndex | SegmentColumns | None, ...]:
     _system_allocator()
     try:
         if source != "ingest":
-            return (index_trajectory_file(root, relative), *([None] * partitions))
-        index, columns = read_segment(root, relative)
+            index, columns = index_trajectory_file(root, relative), None
+        else:
+            index, columns = read_segment(root, relative)
     except OSError as exc:
         return (unreadable(root, relative, source, exc), *([None] * partitions))
-    return (index, *split(columns, partitions))
+    if stage is not None and index_reuse.reusable(index):
+        index_reuse.save(stage, relative, index, columns)
+    return (index, *(split(columns, partitions) if columns is not None else [None] * partitions))
+
+
+def _load_one(stage: str, relative: str, source: str, partitions: int) -> tuple[FileIndex | SegmentColumns | None, ...]:
+    _system_allocator()
+    index, columns = index_reuse.load(stage, relative, source == "ingest")
+    return (index, *(split(columns, partitions) if columns is not None else [None] * partitions))
 
 
 def _score_all(paths: list[str], *columns: SegmentColumns | None) -> ScoredSessions:
@@ -60,6 +72,7 @@ class IndexedLake:
 
     indexes: list[FileIndex]
     scores: list[Any]
+    reused: int = 0  # raw files whose index was the parent build's
 
     def scored(self) -> ScoredSessions:
         import ray
@@ -74,14 +87,30 @@ def scoring_tasks(cpus: float) -> int:
     return max(1, min(MAX_SCORING_TASKS, int(ray.cluster_resources().get("CPU", 1) // max(cpus, 1e-3))))
 
 
-def index_lake(lake_root: str, files: dict[str, str], cpus: float, progress: bool, partitions: int | None = None) -> IndexedLake:
-    """Index `files` (relative path -> source) in Ray tasks of `cpus` CPUs each; scoring runs on after this returns."""
+def index_lake(lake_root: str, files: dict[str, str], cpus: float, progress: bool, partitions: int | None = None, *,
+               stage: Path | None = None, parent: Path | None = None, build_id: str = "") -> IndexedLake:
+    """Index `files` (relative path -> source) in Ray tasks of `cpus` CPUs each; scoring runs on after this returns.
+    With a `stage` folder, each file's index is staged there (`index_reuse`), linked from `parent` where the file is unchanged."""
     import ray
     from tqdm import tqdm
 
     partitions = partitions or scoring_tasks(cpus)
     index_task = ray.remote(_index_one).options(num_cpus=cpus, num_returns=1 + partitions)
-    pending = [index_task.remote(lake_root, relative, source, partitions) for relative, source in files.items()]
+    load_task = ray.remote(_load_one).options(num_cpus=cpus, num_returns=1 + partitions)
+    folder = None if stage is None else stage / index_reuse.FOLDER
+    previous = index_reuse.parent_entries(parent) if folder is not None else {}
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    pending, entries = [], {}
+    for relative, source in files.items():
+        signature, old = file_signature(Path(lake_root) / relative), previous.get(relative)
+        if (old is not None and signature is not None and old["signature"] == signature
+                and index_reuse.link_parent(parent, folder, relative, source == "ingest")):
+            pending.append(load_task.remote(str(folder), relative, source, partitions))
+            entries[relative] = old
+        else:
+            pending.append(index_task.remote(lake_root, relative, source, partitions, None if folder is None else str(folder)))
+            entries[relative] = {"path": relative, "signature": signature, "origin": build_id}
     score_task = ray.remote(_score_all).options(num_cpus=cpus)
     scores = [score_task.remote(list(files), *(returned[1 + part] for returned in pending)) for part in range(partitions)]
     waiting = [returned[0] for returned in pending]
@@ -89,4 +118,9 @@ def index_lake(lake_root: str, files: dict[str, str], cpus: float, progress: boo
         while waiting:
             done, waiting = ray.wait(waiting, num_returns=min(len(waiting), 16), timeout=1.0)
             bar.update(len(done))
-    return IndexedLake(ray.get([returned[0] for returned in pending]), scores)
+    indexes = ray.get([returned[0] for returned in pending])
+    reused = sum(1 for entry in entries.values() if entry["origin"] != build_id)
+    if folder is not None:  # what a later build may link: files read whole, and those linked here
+        index_reuse.write_entries(folder, [entries[index.path] for index in indexes if entries[index.path]["origin"] != build_id
+                                           or (entries[index.path]["signature"] is not None and index_reuse.reusable(index))])
+    return IndexedLake(indexes, scores, reused)

@@ -5,14 +5,15 @@
 
 1. Index every raw file in parallel Ray tasks (headers and record keys), and score every ingest
    session as columns, one task per CPU over its share of the sessions, while the driver chooses
-   what to build (`index_stage`).
+   what to build (`index_stage`). A raw file unchanged since the parent build read it is not read
+   again: its staged index and columns are linked and loaded (`index_reuse`).
 2. Choose the sessions to build: ready ones (closed, or silent past the grace period) that the
    parent build (the newest earlier one with the same config and org) does not already hold with the same records.
    `--full` builds every session again. Teacher and actor runs are all built again when the processed datasets'
    test task ids (`held_out`) differ from the parent's; runs of those tasks are marked in their batch, their sft rows split test.
 3. A Ray Data pipeline: `process_batch` tasks (stitch, redact, derive, score, rows -> staging), then
    the embedding stages (tokenizer tasks, an actor pool with the model) that also tag domains.
-   Then the telemetry events' rows (`event_stage`: a Ray task per events file) and the public datasets' processed splits (`dataset_stage`, reused
+   Then the telemetry events' rows (`event_stage`: a Ray task per events file, each unchanged file's rows reused from the parent) and the public datasets' processed splits (`dataset_stage`, reused
    from the parent while the processed manifest's sha256s and `build.datasets` are the same), and the provenance events
    (`provenance_stage`: seed 003's agent actions with their outcomes folded in, each raw file's rows reused from the parent
    while the file is unchanged), whose labels every row naming a commit gets as the tables are written.
@@ -148,7 +149,7 @@ def _reuse(parent: Path | None, stage: Path, ready: dict[str, SessionRefs], loop
                 reused[session_id] = origin
     for table in ("trajectories", "sft", "behavior", "embeddings"):
         for path in staged_files(parent / STAGE_DIR, table):
-            if path.name.endswith((TELEMETRY_SUFFIX, DATASET_SUFFIX)):  # telemetry rows are staged afresh; dataset rows by stage_datasets
+            if path.name.endswith((TELEMETRY_SUFFIX, DATASET_SUFFIX)):  # telemetry rows are linked by stage_events, dataset rows by stage_datasets
                 continue
             target = stage / table / path.name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -272,19 +273,22 @@ def _run_build(settings: BuildSettings, lake: Lake, contributors: set[str] | Non
     stage.mkdir(parents=True)
     init_ray()
 
+    forgotten = tombstones.forgotten(lake)
+    parent = _parent(lake, settings, org, full, tombstones.digest(forgotten))
     files = raw_files(lake.root)
-    indexed = index_lake(str(lake.root), files, settings.cpus_per_task, progress)
+    indexed = index_lake(str(lake.root), files, settings.cpus_per_task, progress, stage=stage, parent=parent, build_id=build_id)
+    if indexed.reused:
+        log.info("raw index: %d of %d raw files reused from build %s (unchanged since it read them), %d read", indexed.reused, len(files),
+                 parent.name, len(files) - indexed.reused)
     indexes = indexed.indexes
     sessions = group_sessions(indexes, files)
     is_ready = sessions.closed | (time.time() - sessions.last_seen >= settings.open_session_grace_s)
     in_org = np.ones(len(sessions), dtype=bool) if contributors is None else np.array(
         [source == "ingest" and contributor in contributors for source, contributor in zip(sessions.sources, sessions.contributors)], dtype=bool)
     ready = sessions.select(is_ready & in_org)
-    forgotten = tombstones.forgotten(lake)
     left_out = {key for key, s in ready.items() if s.contributor_id and s.contributor_id.lower() in forgotten}
     ready = {key: s for key, s in ready.items() if key not in left_out}
     pending_open, other_orgs = int((~is_ready & in_org).sum()), int((~in_org).sum())  # the built orgs' open sessions only
-    parent = _parent(lake, settings, org, full, tombstones.digest(forgotten))
     held = held_outs.read_held_out(lake)  # the processed test split's task ids: loop runs on them are test rows
     rebuild_loop = parent is not None and held_outs.parent_digest(parent) != held.digest
     if rebuild_loop:
@@ -298,17 +302,17 @@ def _run_build(settings: BuildSettings, lake: Lake, contributors: set[str] | Non
     scores.update({s.session_id: {held_outs.SECTION: True} for s in todo if held.holds(s.session_id)})  # travels with its batch
     held_outs.write_quarantine(stage, held)
     _process(settings, lake, stage, build_id, todo, scores)
-    telemetry_sessions, telemetry = stage_events(settings, lake.root, stage, build_id, org=org, forgotten=forgotten)
+    telemetry_rows, telemetry = stage_events(settings, lake.root, stage, build_id, org=org, forgotten=forgotten, parent=parent)
     datasets = stage_datasets(settings, lake, stage, build_id, parent, org)
     provenance = stage_provenance(settings, lake, stage, build_id, parent, org, forgotten)
 
-    chosen = {**reused, **{s.session_id: build_id for s in todo}, **{session_id: build_id for session_id in telemetry_sessions}, **datasets.chosen}
+    chosen = {**reused, **{s.session_id: build_id for s in todo}, **datasets.chosen}
     candidates = _candidates(stage, chosen)
     built = {candidate.session_id for candidate in candidates}
     dropped = find_duplicates(candidates, settings.dedup.threshold, settings.dedup.num_perm)
     gone = {item.dropped for item in dropped}
-    keep = sorted((built - gone) | telemetry_sessions | set(datasets.chosen))
-    chosen_table = pa.table({"session_id": keep, "_origin": [chosen[key] for key in keep]})
+    keep = sorted([(key, chosen[key]) for key in (built - gone) | set(datasets.chosen)] + list(telemetry_rows))  # a telemetry session's
+    chosen_table = pa.table({"session_id": [key for key, _ in keep], "_origin": [origin for _, origin in keep]})  # rows: one pair per origin
     files_written = write_tables(work, stage, chosen_table, [item.as_row() for item in dropped] + datasets.duplicates, rows_per_file=settings.rows_per_file,
                                  embedded=settings.embedding.enabled, label=provenance.labeller.label, made={"provenance": provenance.table})
     manifest = manifests.build_manifest(
@@ -318,6 +322,8 @@ def _run_build(settings: BuildSettings, lake: Lake, contributors: set[str] | Non
         forgotten={"contributors": len(forgotten), "digest": tombstones.digest(forgotten)},
         todo_origin=build_id, dropped=dropped, seconds=time.time() - started,
     )
+    manifest["raw_index"] = {"files": len(files), "files_read": len(files) - indexed.reused, "files_reused": indexed.reused,
+                             "reused_from": parent.name if indexed.reused else None}
     manifest["telemetry"] = telemetry
     manifest["provenance"] = provenance.section()
     manifest[held_outs.SECTION] = held_outs.section(work, held, rebuild_loop)

@@ -182,7 +182,7 @@ def test_the_driver_makes_no_telemetry_row_a_task_per_events_file_stages_them(ev
     stage = tmp_path / "_stage"
     sessions, section = event_stage.stage_events(settings_for(lake), lake, stage, "b1", org=None, forgotten=set())
     assert (section["events"], section["sft_rows"], section["behavior_rows"], section["unusable_turns"]) == (6, 2, 2, 1)
-    assert sessions == {f"telemetry:{org}:s1", f"telemetry:{other}:b1"}
+    assert sessions == {(f"telemetry:{org}:s1", "b1"), (f"telemetry:{other}:b1", "b1")}  # each with the build that staged its rows
     staged = sorted(str(path.relative_to(stage)) for path in stage.rglob(f"*{event_rows.TELEMETRY_SUFFIX}"))
     files = event_rows.event_files(lake)
     turns, errors, behaviours = (files.index(next(f for f in files if f"type={kind}/" in f)) for kind in ("conversation.turn", "model.error", "model.behavior"))

@@ -20,6 +20,9 @@ DEFAULT_KEEP_DAYS = 14
 WORKERS_STEM = "workers"
 PROGRESS_INTERVAL_S = 30
 """How often a progress bar redraws where stderr is no terminal (tqdm's TQDM_MININTERVAL, unless it is set)."""
+STDOUT_LOGGERS = ("DeepSpeed",)
+"""Libraries whose logger writes to stdout with a handler of its own (DeepSpeed's, on import where no GPU is seen:
+"Setting accelerator to CPU", which transformers' model loading triggers)."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,6 +37,17 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+
+class ToCommandHandlers(logging.Filter):
+    """On the logger of a library that writes to stdout: each record goes to the command's handlers (stderr, --log-dir)
+    instead, as the command's own do, since a command's stdout is its answer (`--json` output a pipe reads)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for handler in logging.getLogger().handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+        return False
 
 
 class StderrHandler(logging.StreamHandler):
@@ -146,6 +160,10 @@ def setup_logging(level: str = "INFO", as_json: bool = False, log_dir: str | Non
     root.setLevel(level)
     # One line per HTTP request from the client library is noise at INFO.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+    for name in STDOUT_LOGGERS:  # made now, so the library's own setup (on its import) finds it with the filter on
+        library = logging.getLogger(name)
+        if not any(isinstance(existing, ToCommandHandlers) for existing in library.filters):
+            library.addFilter(ToCommandHandlers())
     slow_progress_bars_off_a_terminal()
 
 

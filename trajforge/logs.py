@@ -44,9 +44,11 @@ class ToCommandHandlers(logging.Filter):
     instead, as the command's own do, since a command's stdout is its answer (`--json` output a pipe reads)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for handler in logging.getLogger().handlers:
-            if record.levelno >= handler.level:
-                handler.handle(record)
+        root = logging.getLogger()
+        if root.isEnabledFor(record.levelno):  # the command's --log-level, not the library's own
+            for handler in root.handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
         return False
 
 

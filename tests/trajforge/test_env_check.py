@@ -34,3 +34,19 @@ def test_every_command_says_it_at_its_start(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pipelines.build", "--lake", str(tmp_path / "none")], capture_output=True, text=True,
                           env=environ, timeout=120)
     assert "did you mean TRAJFORGE__LEARNER__...?" in done.stderr and done.returncode == 2
+
+
+def test_a_section_the_commands_own_config_file_has_is_read_not_stray(tmp_path):
+    """An application of a `trajforge serve --config` file (`myapp`) is a section its variables may name."""
+    import yaml
+
+    data = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "serve.yaml")))
+    data["applications"].append({"name": "myapp", "route_prefix": "/mine", "import_path": "serve_apps.ingest.app:build_app", "args": {}})
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump(data))
+    environ = {**os.environ, "TRAJFORGE__MYAPP__LAKE": "/tmp/x"}
+    done = subprocess.run([sys.executable, "-m", "trajforge", "serve", "--config", str(config), "--apps", ""], capture_output=True,
+                          text=True, env=environ, timeout=120)
+    assert done.returncode == 2 and "names no application" in done.stderr  # refused at load, before any Ray
+    assert "TRAJFORGE__MYAPP__LAKE is not read" not in done.stderr
+    assert stray_variables({"TRAJFORGE__MYAPP__LAKE": "/tmp/x"}, known=["myapp"]) == []

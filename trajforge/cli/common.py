@@ -170,8 +170,9 @@ def module_main(module: str, description: str, add_arguments: Callable[[argparse
     def run() -> int:
         try:
             setup_logging(args.log_level, args.log_json, log_dir_of(args), stem=module)
-            warn_stray_variables()
-            parse_assignments(args.assignments, config_roots(args), f"python -m {module}")
+            roots = config_roots(args)
+            warn_stray_variables(known=roots)
+            parse_assignments(args.assignments, roots, f"python -m {module}")
             return run_command(args)
         except TrajforgeError as exc:
             print(f"{module}: {exc}", file=sys.stderr)

@@ -90,9 +90,9 @@ def run(argv: list[str] | None = None) -> int:
 
     try:
         setup_logging(args.log_level, args.log_json, log_dir_of(args), stem=args.command)
-        warn_stray_variables()
         module = importlib.import_module(args.module)
         roots = module.config_roots(args) if hasattr(module, "config_roots") else ()
+        warn_stray_variables(known=roots)
         parse_assignments(args.assignments, roots, f"trajforge {args.command}")
         return module.run_command(args)
     except TrajforgeError as exc:

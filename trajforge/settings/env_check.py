@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from trajforge.errors import ConfigError
 from trajforge.settings import ENV_PREFIX, SHIPPED_CONFIGS, read_yaml
@@ -31,13 +31,14 @@ def config_sections() -> set[str]:
     return sections
 
 
-def stray_variables(environ: Mapping[str, str] | None = None) -> list[str]:
-    """One line for each override variable that no config reads, with the name meant where one is close."""
+def stray_variables(environ: Mapping[str, str] | None = None, known: Iterable[str] = ()) -> list[str]:
+    """One line for each override variable that no config reads, with the name meant where one is close. `known` are
+    sections the command reads besides the shipped configs' (the applications of a `trajforge serve --config` file)."""
     environ = os.environ if environ is None else environ
     names = sorted(name for name in environ if name.startswith(ONE_UNDERSCORE) and "__" in name[len(ONE_UNDERSCORE):])
     if not names:
         return []
-    sections = config_sections()
+    sections = config_sections() | set(known)
     lines = []
     for name in names:
         if not name.startswith(ENV_PREFIX):
@@ -52,7 +53,7 @@ def stray_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     return lines
 
 
-def warn_stray_variables(environ: Mapping[str, str] | None = None) -> None:
+def warn_stray_variables(environ: Mapping[str, str] | None = None, known: Iterable[str] = ()) -> None:
     """Log a warning for each variable of `stray_variables`, at a command's start."""
-    for line in stray_variables(environ):
+    for line in stray_variables(environ, known):
         log.warning("%s", line)

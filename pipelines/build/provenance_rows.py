@@ -24,7 +24,7 @@ import pyarrow as pa
 from trajforge.contracts.provenance import AGENT_ACTION, AgentAction, parse_provenance
 
 RAW_GLOB = "customer=*/date=*/*.jsonl"
-PARSE_FORMAT = 1  # bumped whenever a file's staged rows would differ: the next build parses every file again
+PARSE_FORMAT = 2  # bumped whenever a file's staged rows would differ: the next build parses every file again
 PERSON_KEYS = ("actor_id", "contributor_id", "contributorId", "user_id", "userId")
 EVENTS = pa.schema([
     ("event_id", pa.string()), ("event_type", pa.string()), ("customer_id", pa.string()), ("token_id", pa.string()),
@@ -53,13 +53,18 @@ def _row(record: dict[str, Any], event, relative: str, line: int, redactor) -> t
            "token_id": record.get("token_id"), "received_at": float(record["received_at"]), "raw_path": relative, "line": line}
     if isinstance(event, AgentAction):
         found: dict[str, int] = {}
-        intent = event.intent
-        if redactor is not None:
-            redaction = redactor.redact(intent)
-            intent, found = redaction.text, redaction.counts
-        row.update(actor_type=event.actor_type, actor_id=event.actor_id, tool=event.tool, intent=intent, model=event.model,
-                   files_written=list(event.files_written), repo=event.repo, branch=event.branch, commit=event.commit, diff_hash=event.diff_hash,
-                   timestamp=event.timestamp.timestamp() if event.timestamp else row["received_at"])
+
+        def redacted(text: str | None) -> str | None:  # the free text an agent sends: a repo URL may carry a password
+            if redactor is None or text is None:
+                return text
+            redaction = redactor.redact(text)
+            for kind, count in redaction.counts.items():
+                found[kind] = found.get(kind, 0) + count
+            return redaction.text
+
+        row.update(actor_type=event.actor_type, actor_id=event.actor_id, tool=event.tool, intent=redacted(event.intent), model=event.model,
+                   files_written=[redacted(path) for path in event.files_written], repo=redacted(event.repo), branch=redacted(event.branch),
+                   commit=event.commit, diff_hash=event.diff_hash, timestamp=event.timestamp.timestamp() if event.timestamp else row["received_at"])
         return row, found
     row.update(original_event_id=event.original_event_id, status=event.status, linked_commit=event.linked_commit, timestamp=row["received_at"])
     return row, {}

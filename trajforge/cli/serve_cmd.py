@@ -75,8 +75,9 @@ def load(args: argparse.Namespace) -> ServeFile:
     assignments = [parse_assignment(text) for text in args.assignments]
     if args.host:
         assignments.append(Assignment("http_options.host", args.host, "--host"))
-    if args.port or os.environ.get(PORT_ENV):
-        assignments.append(Assignment("http_options.port", args.port or os.environ[PORT_ENV], "--port" if args.port else PORT_ENV))
+    if args.port is not None or os.environ.get(PORT_ENV):  # `--port 0` is refused by the config, not read as no --port
+        given = args.port is not None
+        assignments.append(Assignment("http_options.port", args.port if given else os.environ[PORT_ENV], "--port" if given else PORT_ENV))
     for flag, field in (("tls_cert", "ssl_certfile"), ("tls_key", "ssl_keyfile")):
         if getattr(args, flag, None):
             assignments.append(Assignment(f"http_options.{field}", getattr(args, flag), f"--{flag.replace('_', '-')}"))

@@ -21,3 +21,13 @@ def test_an_empty_lake_is_refused_and_nothing_is_written(argv, capsys, tmp_path,
     assert refused.value.code == 2
     assert "error: argument --lake: must not be empty" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [["build", "--publish-to", ""], ["provenance", "--commit", "abcd", "--build", ""], ["stats", "--build", ""]])
+def test_an_empty_uri_or_build_is_refused_too(argv, capsys, tmp_path, monkeypatch):
+    """`trajforge build --publish-to "$URI"` with the variable unset built and published nothing, without a word; `provenance
+    --build ""` asked the service instead of a build."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    assert refused.value.code == 2 and f"error: argument {argv[-2]}: must not be empty" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from trajforge.cli.common import add_examples, nonblank_path
+from trajforge.cli.common import add_examples, nonblank, nonblank_path
 
 
 EXAMPLES = """\
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-embed", action="store_true", help="skip embeddings (domain tags from keywords)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
-    parser.add_argument("--publish-to", metavar="URI", default=None,
+    parser.add_argument("--publish-to", metavar="URI", type=nonblank, default=None,
                         help="then copy the finished build to this pyarrow filesystem URI (s3://bucket/prefix, gs://, hdfs://, "
                              "file:///abs/path), manifest last, and point <URI>/LATEST at it: `trajforge lake publish --help`")
     add_examples(parser, EXAMPLES)

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the ingest service (default ${URL_ENV} or http://127.0.0.1:8000)")
     parser.add_argument("--token", help=f"an sk_ API token (default ${TOKEN_ENV}; prefer the variable: arguments show in the process list)")
     parser.add_argument("--json", action="store_true", help="print the service's JSON answer as it is")
-    parser.add_argument("--build", help="ask this curated build instead of the service: `latest`, `latest:<org>`, a build id or folder "
+    parser.add_argument("--build", type=nonblank, help="ask this curated build instead of the service: `latest`, `latest:<org>`, a build id or folder "
                                         "(every customer's actions, and the sft/trajectories/behavior rows labelled with them)")
     parser.add_argument("--lake", type=nonblank_path, default=Path("./lake"), help="the lake holding --build (default ./lake)")
     parser.add_argument("--customer", help="with --build: only this customer's actions")

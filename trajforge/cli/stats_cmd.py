@@ -21,7 +21,7 @@ EXAMPLES = """\
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lake", type=nonblank, default="./lake", help="lake root (default ./lake)")
-    parser.add_argument("--build", default="latest", help="`latest` (default: the whole lake's newest build), `latest:<org>` (the newest --org build), a build id, or a build folder")
+    parser.add_argument("--build", type=nonblank, default="latest", help="`latest` (default: the whole lake's newest build), `latest:<org>` (the newest --org build), a build id, or a build folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object (summary and every table) instead of text tables")
     add_examples(parser, EXAMPLES)
 

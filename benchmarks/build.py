@@ -13,7 +13,10 @@ segments, plus the same envelope bodies as JSON lines for DuckDB. Then, in this 
   sessions as columns in one task per CPU while the driver groups them), written to Parquet; run
   twice, `cold` (Ray starts its workers inside the timing, as a fresh build does) then `warm`;
 - `build` with embedding off, then on: the whole `pipelines/build` job (index, stitch, redact,
-  derive, score, sft/behaviour rows, MinHash, dedup, sorted Parquet, manifest).
+  derive, score, sft/behaviour rows, MinHash, dedup, sorted Parquet, manifest);
+- `build +10%, incremental`: 10% more sessions (half appended to the last segment, half in a new one),
+  then a build without `--full` (embedding off): it reads only the two changed segments and builds
+  only the new sessions, the rest linked from the embedding-off build.
 Prints sessions/s, peak memory (RSS of this process and every process it started, Ray's workers
 included) and the ratios. Targets: stitch+score+write >= 0.5x DuckDB; peak memory < 4 GB.
 """
@@ -196,12 +199,25 @@ def run_stitch_score(lake: Path, out: Path) -> float:
     return seconds
 
 
-def run_build_once(lake: Path, embed: bool) -> tuple[float, dict]:
+def grow(lake: Path, sessions: int, added: int, seed: int = 11) -> None:
+    """`added` more sessions: the first half appended to the last segment (as a writer's open segment grows), the rest in a new one."""
+    rng = random.Random(seed)
+    folder = lake / "raw" / "envelopes" / "date=2026-11-22"
+    start = time.time() - 3600
+    for path, first, count in ((sorted(folder.glob("*.seg"))[-1], sessions, added // 2), (folder / "bench-grown.seg", sessions + added // 2, added - added // 2)):
+        writer = SegmentWriter(path)
+        for index in range(first, first + count):
+            writer.append([encode_frame(header, json.dumps(envelope, separators=(",", ":")).encode()) for header, envelope in _session(rng, index, start)])
+        writer.sync()
+        writer.close()
+
+
+def run_build_once(lake: Path, embed: bool, full: bool = True) -> tuple[float, dict]:
     from pipelines.build import load_build_settings, run_build
 
     settings = load_build_settings(assignments=[("build.lake", str(lake)), ("build.embedding.enabled", embed)])
     started = time.perf_counter()
-    manifest = run_build(settings, full=True, progress=False)
+    manifest = run_build(settings, full=full, progress=False)
     return time.perf_counter() - started, manifest
 
 
@@ -236,6 +252,14 @@ def main(argv: list[str] | None = None) -> int:
                 seconds, manifest = run_build_once(lake, embed)
             assert manifest["rows"]["trajectories"] + manifest["dedup"]["exact"] + manifest["dedup"]["near"] == args.sessions, manifest["sessions"]
             show(f"build, embedding {'on' if embed else 'off'}", seconds, memory.peak)
+        if not args.skip_build:
+            added = max(1, args.sessions // 10)
+            grow(lake, args.sessions, added)
+            with PeakMemory() as memory:
+                seconds, manifest = run_build_once(lake, embed=False, full=False)
+            assert manifest["sessions"]["built"] == added and manifest["raw_index"]["files_read"] <= 2, (manifest["sessions"], manifest["raw_index"])
+            print(f"{'build +10%, incremental':<34} {seconds:>8.1f} {added / seconds:>11.0f} {memory.peak / 2**30:>8.2f}  (sessions/s: of the new ones)",
+                  flush=True)
         print("\ntargets: stitch+score+write >= 0.5x duckdb; peak memory < 4 GB")
     finally:
         if args.workdir is None:

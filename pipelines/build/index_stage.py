@@ -41,7 +41,7 @@ def unreadable(root: str, relative: str, source: str, error: OSError) -> FileInd
     return FileIndex(relative, quarantined=[Quarantined(source, relative, 0, size, f"unreadable: {error.strerror or error}")])
 
 
-def _index_one(root: str, relative: str, source: str, partitions: int, stage: str | None) -> tuple[FileIndex | SegmentColumns | None, ...]:
+def _index_one(root: str, relative: str, source: str, partitions: int, stage: str | None = None) -> tuple[FileIndex | SegmentColumns | None, ...]:
     _system_allocator()
     try:
         if source != "ingest":

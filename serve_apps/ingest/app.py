@@ -38,7 +38,7 @@ def build(settings: IngestSettings):
         name="IngestService",
         num_replicas=settings.num_replicas,
         max_ongoing_requests=settings.max_ongoing_requests,
-        ray_actor_options={"num_cpus": settings.num_cpus},
+        ray_actor_options={"num_cpus": settings.num_cpus, **({"resources": settings.resources} if settings.resources else {})},
         health_check_period_s=10,
     )
     return deployment.bind(settings)

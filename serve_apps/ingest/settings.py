@@ -13,6 +13,7 @@ from trajforge import constants as c
 from trajforge.settings.serve_file import load_app_args
 
 APP_NAME = "ingest"
+HEAD_NODE = "node:__internal_head__"  # the resource Ray gives the head node alone (1 of it)
 
 
 class RateLimits(AddressLimits):
@@ -68,6 +69,11 @@ class IngestSettings(BaseModel):
     """Serve replicas of the ingest deployment; they share the registry and write separate segments."""
     num_cpus: float = Field(default=0.5, ge=0)
     """CPUs Ray reserves for each replica."""
+    resources: dict[str, float] = Field(default_factory=lambda: {HEAD_NODE: 0.001})
+    """Ray resources each replica asks for besides its CPUs. By default a sliver of the head node's own resource, so
+    that every replica runs on the head node, whose disk holds the lake and its SQLite registry (Serve would place
+    replicas on any node of a cluster, each writing its own disk). `{}` lets them run anywhere: only for a lake on
+    storage every node sees at the same path."""
     max_ongoing_requests: int = Field(default=256, ge=1)
     """Requests one replica handles at once; high so that group commit can gather many."""
     max_body_bytes: int = Field(default=c.MAX_BODY_BYTES, ge=1024)

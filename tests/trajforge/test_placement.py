@@ -92,3 +92,32 @@ def test_more_generation_actors_than_the_actor_nodes_advertise_say_so_before_the
     assert len(told["actors"]) == 1
     assert ("the generation actors (2) ask for CPU=0.5, actor_node=1 each and the cluster's nodes advertise only 1 actor_node in all "
             """(each node of the group joins with `ray start --address=HEAD:6379 --resources='{"actor_node": 1}'`)""") in told["actors"][0]
+
+
+INGEST_DRIVER = """
+import json, sys
+import ray
+from ray import serve
+from ray._private.state import actors  # the GCS's table: this cluster runs no dashboard for ray.util.state
+from serve_apps.ingest.app import build
+from serve_apps.ingest.settings import IngestSettings
+
+ray.init()
+serve.start(http_options={"host": "127.0.0.1", "port": 0})
+settings = IngestSettings(lake=sys.argv[1], num_replicas=3, num_cpus=0.1, key_file=sys.argv[1] + "/test.key")
+serve.run(build(settings), name="ingest", route_prefix="/")
+head = next(node["NodeID"] for node in ray.nodes() if "node:__internal_head__" in node["Resources"])
+replicas = [a["Address"]["NodeID"] for a in actors().values() if a["State"] == "ALIVE" and "IngestService" in a["ActorClassName"] + (a.get("Name") or "")]
+serve.shutdown()
+print(json.dumps({"head": head, "replicas": replicas}))
+"""
+
+
+@pytest.mark.slow
+def test_ingest_replicas_run_on_the_head_node_whose_disk_holds_the_lake(three_nodes, tmp_path):
+    """Serve spread 3 replicas over the head, learner and actor nodes: each would append envelopes to its own disk."""
+    done = subprocess.run([sys.executable, "-c", INGEST_DRIVER, str(tmp_path / "lake")], cwd=REPO, env={**os.environ, "RAY_ADDRESS": three_nodes},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    placed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(placed["replicas"]) == 3 and set(placed["replicas"]) == {placed["head"]}

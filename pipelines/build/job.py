@@ -221,13 +221,15 @@ def _stage_embeddings(tables: list[pa.Table], stage: Path, build_id: str, index:
     pq.write_table(rows, path)
 
 
-def _candidates(stage: Path, chosen: dict[str, str]) -> list[Candidate]:
+def _candidates(stage: Path, chosen: dict[str, str], sft_tiers: list[str]) -> list[Candidate]:
+    """The dedup candidates, each `eligible` when it can become sft rows: a training-eligible loop run, or field session
+    of one of `sft_tiers` (a training-eligible TIER_C session makes none, so it never displaces a TIER_A copy)."""
     found = []
     for path in staged_files(stage, "trajectories"):
-        table = pq.read_table(path, columns=["session_id", "_origin", "content_hash", "score", "minhash", "training_eligible"])
-        for session_id, origin, content, points, signature, eligible in zip(*(table.column(n).to_pylist() for n in table.column_names)):
+        table = pq.read_table(path, columns=["session_id", "_origin", "content_hash", "score", "minhash", "training_eligible", "source", "tier"])
+        for session_id, origin, content, points, signature, eligible, source, tier in zip(*(table.column(n).to_pylist() for n in table.column_names)):
             if chosen.get(session_id) == origin:
-                found.append(Candidate(session_id, content, points, signature, bool(eligible)))
+                found.append(Candidate(session_id, content, points, signature, bool(eligible) and (source != "ingest" or tier in sft_tiers)))
     return found
 
 
@@ -307,7 +309,7 @@ def _run_build(settings: BuildSettings, lake: Lake, contributors: set[str] | Non
     provenance = stage_provenance(settings, lake, stage, build_id, parent, org, forgotten)
 
     chosen = {**reused, **{s.session_id: build_id for s in todo}, **datasets.chosen}
-    candidates = _candidates(stage, chosen)
+    candidates = _candidates(stage, chosen, settings.sft.tiers)
     built = {candidate.session_id for candidate in candidates}
     dropped = find_duplicates(candidates, settings.dedup.threshold, settings.dedup.num_perm)
     gone = {item.dropped for item in dropped}

@@ -22,6 +22,8 @@ class EmbedMetrics(RequestMetrics):
         self._truncated = Counter(names.EMBED_TRUNCATED_INPUTS.name, description=f"Texts cut to their first {MAX_INPUT_CHARS} UTF-16 units before embedding.")
         self._batch_size = Histogram(names.EMBED_BATCH_SIZE.name, description="Texts per Serve batch (@serve.batch), before the model's coalescing.",
                                      boundaries=BATCH_SIZE_BOUNDARIES)
+        for counter in (self._texts, self._truncated):
+            counter._record(0)  # their series exist from the start (`inc` refuses 0): a first truncation shows in rate()
 
     def batch(self, size: int) -> None:
         self._batch_size.observe(size)

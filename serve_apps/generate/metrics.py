@@ -33,6 +33,8 @@ class GenerateMetrics(RequestMetrics):
             "completion_tokens": RayCounter(names.GENERATE_COMPLETION_TOKENS.name, description="Completion tokens the generate front served."),
             "streams_hung_up": RayCounter(names.GENERATE_STREAMS_HUNG_UP.name, description="Streamed answers whose client went away before their end."),
         }
+        for counter in self._exported.values():
+            counter._record(0)  # their series exist from the start (`inc` refuses 0): a first hang-up shows in rate()
 
     def add(self, name: str, amount: int = 1) -> None:
         """Adds to a `/health` total, and to its Ray metric where it has one (requests and requests_hung_up are in

@@ -20,7 +20,8 @@ class IngestMetrics:
             metric_names.INGEST_REQUEST_SECONDS.name, description="Time to answer an ingest request, durable write included.", boundaries=LATENCY_BOUNDARIES_S, tag_keys=("endpoint",)
         )
 
-    def record(self, verdicts: Iterable, seconds: float) -> None:
+    def record(self, verdicts: Iterable, seconds: float, endpoint: str = "single") -> None:
+        """One request's envelopes by result and its latency, tagged with the `endpoint` it came to (single, batch)."""
         verdicts = list(verdicts)
         counts: dict[str, int] = {}
         for verdict in verdicts:
@@ -31,7 +32,7 @@ class IngestMetrics:
             counts[result] = counts.get(result, 0) + 1
         for result, count in counts.items():
             self._envelopes.inc(count, tags={"result": result})
-        self._latency.observe(seconds, tags={"endpoint": "batch" if len(verdicts) > 1 else "single"})
+        self._latency.observe(seconds, tags={"endpoint": endpoint})
 
     def rejected(self, reason: str) -> None:
         self._envelopes.inc(1, tags={"result": reason})

@@ -189,7 +189,7 @@ class IngestService:
             committed = await self.committer.submit([candidate for _, candidate in pending])
             for (index, _), verdict in zip(pending, committed):
                 verdicts[index] = verdict
-        self.metrics.record(verdicts, time.perf_counter() - started)
+        self.metrics.record(verdicts, time.perf_counter() - started, endpoint="batch")
         results = [{"index": index, "status": verdict.status, **verdict.body} for index, verdict in enumerate(verdicts)]
         return json_response(200, {"results": results, "accepted": sum(1 for v in verdicts if v.status == 200)})
 

@@ -10,6 +10,11 @@ settings, so the config hash stays the same). Such a session's sft rows get `spl
 train and dev), its trajectory row stays with `training_eligible` false and `exclusion_reason` `held_out_test`, and the
 manifest's `held_out_loop` section counts them by source. The ids' digest is in that section: an incremental build
 whose parent held out another set builds every loop session again. No processed folder: nothing is held out.
+
+The other loop runs follow their task's split too, so that no task is trained on in one split and evaluated in the
+other: a run of a processed dev record's task is split dev, one of a processed train record's (`<dataset>-<16 hex>`
+of a dataset the processed manifest lists) train, and a run of any other task (a synthetic one) is split by a hash of
+its task id, so every run of one task lands in the same split (`split_of_task`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,19 +52,42 @@ class HeldOut:
     task_ids: frozenset[str] = frozenset()
     files: list[dict[str, Any]] = field(default_factory=list)
     quarantined: list[dict[str, Any]] = field(default_factory=list)
+    dev_task_ids: frozenset[str] = frozenset()  # the processed dev records' tasks
+    datasets: frozenset[str] = frozenset()  # the processed datasets' names: `<name>-<16 hex>` is one of their train tasks
 
     @property
     def digest(self) -> str:
-        return digest_of(self.task_ids)
+        """What the loop runs' splits follow (an incremental build whose parent's differs splits every run again)."""
+        if not self.dev_task_ids and not self.datasets:
+            return digest_of(self.task_ids)
+        return digest_of({*self.task_ids, *(f"dev\0{task}" for task in self.dev_task_ids), *(f"dataset\0{name}" for name in self.datasets)})
 
     def holds(self, session_id: str) -> bool:
         """Does this loop session (`<source>:<task id>:<run id>`) run a held-out task? (A task id may hold colons.)"""
-        if not self.task_ids:
-            return False
+        return self.split_of(session_id) == SPLIT
+
+    def split_of(self, session_id: str) -> str | None:
+        """The split of the processed record whose task this loop session runs (test, dev or train), None for any other
+        task or session."""
         source, _, rest = session_id.partition(":")
         if source not in LOOP_SOURCES:
-            return False
-        return any(rest[:index] in self.task_ids for index, char in enumerate(rest) if char == ":")
+            return None
+        tasks = [rest[:index] for index, char in enumerate(rest) if char == ":"]  # a task id may hold colons
+        if any(task in self.task_ids for task in tasks):
+            return SPLIT
+        if any(task in self.dev_task_ids for task in tasks):
+            return "dev"
+        if any(_PROCESSED_TASK.fullmatch(task) and task.rsplit("-", 1)[0] in self.datasets for task in tasks):
+            return "train"
+        return None
+
+
+_PROCESSED_TASK = re.compile(r".+-[0-9a-f]{16}")  # pipelines/datasets/process.py: `<dataset>-<first 16 hex of its sha256>`
+
+
+def task_of(session_id: str) -> str:
+    """The task id of a loop session `<source>:<task id>:<run id>` (the run id holds no colon)."""
+    return session_id.partition(":")[2].rpartition(":")[0]
 
 
 def _task_ids(path: Path) -> tuple[set[str], int]:
@@ -79,16 +108,20 @@ def _task_ids(path: Path) -> tuple[set[str], int]:
 
 
 def read_held_out(lake: Lake) -> HeldOut:
-    """The test task ids of `lake/processed/datasets/` (none without its manifest)."""
+    """The test and dev task ids of `lake/processed/datasets/` and the names of its datasets (none without its manifest)."""
     folder = lake.processed_datasets
     if not (folder / "manifest.json").exists():
         return HeldOut()
     try:
-        listed = [(entry["path"], entry["sha256"]) for entry in read_processed_manifest(folder)["files"] if split_of_file(entry["path"]) == SPLIT]
-    except (OSError, ValueError) as exc:
+        manifest = read_processed_manifest(folder)
+        listed = [(entry["path"], entry["sha256"]) for entry in manifest["files"] if split_of_file(entry["path"]) == SPLIT]
+        dev = [folder / entry["path"] for entry in manifest["files"] if split_of_file(entry["path"]) == "dev"]
+        datasets = frozenset(str(name) for name in manifest.get("datasets") or {})
+    except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
         log.warning("the processed datasets' manifest cannot be read (%s): holding out the tasks of every */test.jsonl there", exc)
         listed = [(path.relative_to(folder).as_posix(), None) for path in sorted(folder.glob("*/test.jsonl"))]
-    held = HeldOut()
+        dev, datasets = sorted(folder.glob("*/dev.jsonl")), frozenset()
+    held = HeldOut(dev_task_ids=frozenset(task for path in dev if path.is_file() for task in _task_ids(path)[0]), datasets=datasets)
     ids: set[str] = set()
     for relative, sha256 in listed:
         path = folder / relative

@@ -291,7 +291,7 @@ def _run_build(settings: BuildSettings, lake: Lake, contributors: set[str] | Non
     left_out = {key for key, s in ready.items() if s.contributor_id and s.contributor_id.lower() in forgotten}
     ready = {key: s for key, s in ready.items() if key not in left_out}
     pending_open, other_orgs = int((~is_ready & in_org).sum()), int((~in_org).sum())  # the built orgs' open sessions only
-    held = held_outs.read_held_out(lake)  # the processed test split's task ids: loop runs on them are test rows
+    held = held_outs.read_held_out(lake)  # the processed splits' task ids: loop runs on them follow their split
     rebuild_loop = parent is not None and held_outs.parent_digest(parent) != held.digest
     if rebuild_loop:
         log.info("the held-out test tasks changed since build %s: building its teacher and actor runs again", parent.name)
@@ -301,7 +301,8 @@ def _run_build(settings: BuildSettings, lake: Lake, contributors: set[str] | Non
              parent.name if parent else "nothing", len(todo), pending_open, f", {other_orgs} of other organizations left out" if org else "")
     scores = _scores(indexed.scored(), todo)
     indexed.scores = []  # frees the segments' columns in the object store
-    scores.update({s.session_id: {held_outs.SECTION: True} for s in todo if held.holds(s.session_id)})  # travels with its batch
+    # the split of a processed record's task (test, dev, train) travels with its loop runs' batch
+    scores.update({s.session_id: {held_outs.SECTION: split} for s in todo if (split := held.split_of(s.session_id))})
     held_outs.write_quarantine(stage, held)
     _process(settings, lake, stage, build_id, todo, scores)
     telemetry_rows, telemetry = stage_events(settings, lake.root, stage, build_id, org=org, forgotten=forgotten, parent=parent)

@@ -174,14 +174,15 @@ class BatchBuilder:
         provenance = {"source": source, "session_id": session_id, "contributor_id": None, "raw_ids": sorted(ids),
                       "repos": [], "commits": [], "files": sorted({path for r in records for path in (r.get("files") or [])})}
         row = loop_rows.run_rows(session_id, source, records, provenance)
-        test = bool(entry.get(held_out.SECTION))  # the driver found its task among the processed test records
-        if test:
+        # the split of the processed record whose task it runs (the driver's mark), else its task's: all runs of a task in one
+        split = entry.get(held_out.SECTION) or split_of(held_out.task_of(session_id), self.settings.sft.dev_fraction)
+        if split == held_out.SPLIT:
             row.update(training_eligible=False, exclusion_reason=held_out.REASON)
         for record in records:
             if loop_rows.good_step(record):
                 step = int(record.get("step") or 0)
                 self._sft(session_id, source, step, f"{session_id}#step{step:03d}", loop_rows.sft_messages(record), row["tier"], row["score"],
-                          provenance, record, held_out.SPLIT if test else None)
+                          provenance, record, split)
         self.rows["behavior"] += loop_rows.behavior_rows(session_id, source, records, provenance)
         task = loop_rows.task_text(records[0])
         # The task (instruction and code) is part of the content: one rewrite rule applied to two different

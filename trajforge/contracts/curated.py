@@ -55,7 +55,7 @@ REWARD = pa.struct([("verified", pa.bool_()), ("matches_gold", pa.bool_()), ("te
 
 # What a build derives from the same raw records: bumped whenever that changes (a column, a rule of stitching,
 # scoring, tagging, dedup or eligibility), so the next build does not reuse rows an older version derived.
-ROWS_VERSION = 6  # 6: step records with a prompt of fields or a string, and bare scalar rewards
+ROWS_VERSION = 7  # 7: a loop run takes its task's split (a processed record's, else a hash of the task id)
 
 TRAJECTORIES = pa.schema(
     [

@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 
 from pipelines.build.event_rows import TELEMETRY_SUFFIX, event_files, event_key, event_rows, read_event_file
-from pipelines.build.staging import STAGE_DIR, file_signature, link_staged
+from pipelines.build.staging import FILE_LISTING, STAGE_DIR, file_signature, link_staged, parent_file_entries
 
 log = logging.getLogger(__name__)
 KEY_BYTES = 16
 FOLDER = "events"  # under the staging area
-FILES = "files.json"
+FILES = FILE_LISTING
 STAGE_FORMAT = 1  # bumped whenever the staged keys or files.json change shape
 
 
@@ -117,16 +117,6 @@ def stage_file(lake_root: str, relative: str, size: int, skip: list[int], number
             "sessions": sorted({row["session_id"] for row in (*sft, *rows.behavior)})}
 
 
-def _parent_entries(parent: Path | None) -> dict[str, dict[str, Any]]:
-    if parent is None:
-        return {}
-    try:
-        found = json.loads((parent / STAGE_DIR / FOLDER / FILES).read_text())
-    except (OSError, ValueError):
-        return {}
-    return {entry["path"]: entry for entry in found.get("files", [])} if found.get("format") == STAGE_FORMAT else {}
-
-
 def _keys_name(relative: str) -> str:
     return hashlib.sha256(relative.encode()).hexdigest()[:32] + "-keys.parquet"
 
@@ -141,7 +131,7 @@ def stage_events(settings, lake_root: Path, stage: Path, build_id: str, *, org: 
     every staged row (for the build's chosen sessions) and the manifest's `telemetry` section."""
     import ray
 
-    files, folder, previous = event_files(lake_root), stage / FOLDER, _parent_entries(parent)
+    files, folder, previous = event_files(lake_root), stage / FOLDER, parent_file_entries(parent, FOLDER, STAGE_FORMAT)
     folder.mkdir(parents=True, exist_ok=True)
     entries, reading = [], {}
     for relative in files:

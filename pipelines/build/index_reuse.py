@@ -22,10 +22,10 @@ import pyarrow.parquet as pq
 
 from pipelines.build.columns import SegmentColumns
 from pipelines.build.sources import FileIndex, Quarantined
-from pipelines.build.staging import STAGE_DIR, link_staged
+from pipelines.build.staging import FILE_LISTING, STAGE_DIR, link_staged, parent_file_entries
 
 FOLDER = "index"  # under the staging area
-FILES = "files.json"
+FILES = FILE_LISTING
 INDEX_FORMAT = 1  # bumped whenever indexing or the scoring columns of a raw file change
 PARTS = ("records", "envelopes", "steps")
 _META = b"trajforge.index"
@@ -64,13 +64,7 @@ def load(folder: str, relative: str, segment: bool) -> tuple[FileIndex, SegmentC
 
 def parent_entries(parent: Path | None) -> dict[str, dict[str, Any]]:
     """The parent's staged raw files: relative path -> its entry (signature, origin)."""
-    if parent is None:
-        return {}
-    try:
-        found = json.loads((parent / STAGE_DIR / FOLDER / FILES).read_text())
-    except (OSError, ValueError):
-        return {}
-    return {entry["path"]: entry for entry in found.get("files", [])} if found.get("format") == INDEX_FORMAT else {}
+    return parent_file_entries(parent, FOLDER, INDEX_FORMAT)
 
 
 def link_parent(parent: Path, folder: Path, relative: str, segment: bool) -> bool:

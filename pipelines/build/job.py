@@ -55,7 +55,7 @@ from pipelines.build.columns import ScoredSessions
 from pipelines.build.index_stage import index_lake
 from pipelines.build.sessions import SessionRefs, group_sessions
 from pipelines.build.sources import raw_files
-from pipelines.build.staging import STAGE_DIR, STAGE_SCHEMAS, stage_file, staged_files
+from pipelines.build.staging import STAGE_DIR, STAGE_SCHEMAS, link_staged, stage_file, staged_files
 from trajforge import tombstones
 from trajforge.cluster import init_ray
 from trajforge.contracts.events import partition_name
@@ -151,12 +151,7 @@ def _reuse(parent: Path | None, stage: Path, ready: dict[str, SessionRefs], loop
         for path in staged_files(parent / STAGE_DIR, table):
             if path.name.endswith((TELEMETRY_SUFFIX, DATASET_SUFFIX)):  # telemetry rows are linked by stage_events, dataset rows by stage_datasets
                 continue
-            target = stage / table / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(path, target)
-            except OSError:
-                shutil.copy2(path, target)
+            link_staged(path, stage / table / path.name)
     return reused
 
 

@@ -8,9 +8,11 @@ The staging area stays with the build, so the next incremental build can start f
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -49,6 +51,21 @@ def file_signature(path: Path) -> list[int] | None:
     except OSError:
         return None
     return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+
+
+FILE_LISTING = "files.json"  # what a build staged per raw file, under `_stage/<folder>/` (the index, the telemetry events)
+
+
+def parent_file_entries(parent: Path | None, folder: str, version: int) -> dict[str, dict[str, Any]]:
+    """The raw files a parent build staged per file under `_stage/<folder>/files.json` (the index, the telemetry events):
+    relative path -> its entry; none without a parent, without the listing, or with a listing of another `version`."""
+    if parent is None:
+        return {}
+    try:
+        found = json.loads((parent / STAGE_DIR / folder / FILE_LISTING).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {entry["path"]: entry for entry in found.get("files", [])} if found.get("format") == version else {}
 
 
 def link_staged(source: Path, target: Path) -> bool:

@@ -24,7 +24,7 @@ from typing import Any
 
 from actors.settings import ActorSettings, absolute_actor_settings, load_actor_settings
 from actors.task_queue import LEASE_S
-from trajforge.cli.common import non_negative_seconds, positive_int, positive_seconds
+from trajforge.cli.common import non_negative_seconds, nonblank_path, positive_int, positive_seconds
 from trajforge.cluster import init_ray
 from trajforge.errors import ConfigError
 from trajforge.settings import parse_assignment
@@ -121,7 +121,7 @@ def report(summaries: list[dict[str, Any]], lake: Path) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="actors config (default configs/actors.yaml)")
-    parser.add_argument("--lake", type=Path, default=None, help="where step records go and synthetic tasks are read (actors.lake; default ./lake)")
+    parser.add_argument("--lake", type=nonblank_path, default=None, help="where step records go and synthetic tasks are read (actors.lake; default ./lake)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--tasks", type=Path, default=None, help="JSON lines of tasks (default <lake>/raw/tasks/synth_rules/tasks.jsonl)")
     source.add_argument("--queue", default=None, metavar="NAME", help="take tasks from the named Ray queue (actors.task_queue) as they arrive; it lives in the "

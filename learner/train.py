@@ -319,6 +319,8 @@ def curve_text(summary: dict[str, Any], width: int = 40) -> str:
 
 # -- command line -------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from trajforge.cli.common import nonblank_path
+
     parser.epilog = ("A run writes <learner.output_dir>/<learner.run_name>/ (checkpoints/, metrics.jsonl, tensorboard/, and hf/, the "
                      "trained model, at the end) and prints its metrics on stdout as JSON lines, then a summary line. Starting a run "
                      "of the same name again resumes it from its last checkpoint at the same data position (learner.resume: auto, "
@@ -331,7 +333,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster-config", type=Path, default=None, help="cluster topology (default configs/cluster.yaml)")
     parser.add_argument("--build", default=None, help="train on this one build (a build id, `latest`, `latest:<org>`, a folder, or a published build's URI: "
                         "s3://bucket/prefix/<id> or .../latest) instead of learner.data.builds")
-    parser.add_argument("--lake", type=Path, default=None, help="the lake holding the builds (learner.data.lake)")
+    parser.add_argument("--lake", type=nonblank_path, default=None, help="the lake holding the builds (learner.data.lake)")
     parser.add_argument("--estimate", action="store_true",
                         help="print DeepSpeed's memory estimate for learner.model on the GPUs its workers use and exit; needs only the "
                              "model's config.json, or a built-in shape: --set learner.model=qwen3-14b (or qwen3-0.6b; also named as on the hub, "

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trajforge.atomic import staged_dir
-from trajforge.cli.common import positive_int
+from trajforge.cli.common import nonblank_path, positive_int
 from trajforge.cluster import init_ray
 from trajforge.errors import TrajforgeError
 from trajforge.lake import Lake, refuse_a_file
@@ -140,7 +140,7 @@ them as they were and exits 2. --set sandbox.* changes the verifying jails' poli
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--lake", type=Path, default=Path("./lake"), help="lake root (default ./lake)")
+    parser.add_argument("--lake", type=nonblank_path, default=Path("./lake"), help="lake root (default ./lake)")
     parser.add_argument("--workers", type=positive_int, default=2, help="sandbox actors verifying in parallel (default 2)")
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="only the first N candidates (quick runs; the lake's tasks file then holds only those)")

@@ -319,8 +319,10 @@ def _share(part: int, whole: int) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from trajforge.cli.common import nonblank_path
+
     parser.add_argument("--config", type=Path, default=None, help="teacher config (default configs/teacher.yaml)")
-    parser.add_argument("--lake", type=Path, default=None,
+    parser.add_argument("--lake", type=nonblank_path, default=None,
                         help="the lake to read tasks from (unless teacher.tasks names a file) and write trajectories to (teacher.lake; default ./lake)")
 
 

@@ -32,10 +32,12 @@ Examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from trajforge.cli.common import nonblank_path
+
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--config", type=Path, default=None, help="datasets config (default: configs/datasets.yaml)")
-    parser.add_argument("--lake", type=Path, default=None, help="the lake to write into (default: datasets.lake, ./lake)")
+    parser.add_argument("--lake", type=nonblank_path, default=None, help="the lake to write into (default: datasets.lake, ./lake)")
     parser.add_argument("--stage", choices=["all", "ingest", "process"], default="all", help="what to run (default: all)")
     parser.add_argument("--only", action="append", default=None, metavar="NAME",
                         help="ingest only this dataset of the catalog (repeatable; enabled or not); processing always covers "

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trajforge.cli.common import common_arguments, merge_assignments, positive_int
+from trajforge.cli.common import common_arguments, merge_assignments, nonblank_path, positive_int
 from trajforge.errors import ConfigError
 from trajforge.settings import Assignment, parse_assignments
 
@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         made[name].add_argument("--no-progress", action="store_true", help="no progress bar")
     for verb in made.values():
         verb.add_argument("--config", type=Path, default=None, help="config file (default configs/synth_records.yaml)")
-        verb.add_argument("--lake", type=Path, default=None, help="the lake holding the jobs (default synth_records.lake, ./lake)")
+        verb.add_argument("--lake", type=nonblank_path, default=None, help="the lake holding the jobs (default synth_records.lake, ./lake)")
         common_arguments(verb, nested=True, command="synth-records")
 
 

@@ -10,7 +10,8 @@ from trajforge.cli.main import main
 @pytest.mark.parametrize("argv", [
     ["forget", "0123456789abcdef0123456789abcdef"], ["stats"], ["lake", "info"], ["lake", "pull", "file:///nowhere"],
     ["lake", "sync", "file:///nowhere"], ["lake", "publish", "latest", "file:///nowhere"], ["build"], ["serve"], ["demo"],
-    ["provenance", "--build", "latest", "--commit", "abcd"],
+    ["provenance", "--build", "latest", "--commit", "abcd"], ["synth-rules"], ["teacher"], ["datasets"], ["synth-records", "list"],
+    ["train"], ["rollout"],
 ])
 def test_an_empty_lake_is_refused_and_nothing_is_written(argv, capsys, tmp_path, monkeypatch):
     """`trajforge forget ID --lake ""` wrote its tombstone into ./raw/tombstones/ and said it was done: the lake the builds

@@ -128,6 +128,8 @@ class Lake:
         if build == "latest" or build.startswith("latest:"):
             org = build.partition(":")[2] or None
             build_id = self.latest_build_id(org)
+            if build_id is None and not self.root.exists():
+                raise TrajforgeError(f"no lake at {self.root} (the folder does not exist): pass --lake with the lake's folder")
             if build_id is None:
                 made_by = f"trajforge build --lake {self.root}" + (f" --org {org}" if org else "")
                 orgs = sorted(marker.name.partition(".org=")[2] for marker in self.curated.glob("LATEST.org=*")) if org is None else []

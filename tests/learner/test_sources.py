@@ -103,6 +103,7 @@ def test_a_parquet_file_without_the_sft_columns_is_named_once_as_such(build, tmp
 
 
 def test_an_absent_build_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
     with pytest.raises(TrajforgeError, match="no build in"):
         prepare_source(Lake.at(tmp_path / "empty"), "latest", 1.0, tmp_path / "cache")
 

@@ -231,8 +231,15 @@ def test_a_reader_that_closes_the_pipe_early_ends_it_quietly(lake, as_json):
 
 
 def test_no_build_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
     assert _stats(["--lake", str(tmp_path / "empty")]) == 2
     assert "no build in" in capsys.readouterr().err
+
+
+def test_a_lake_folder_that_does_not_exist_is_named_as_such(tmp_path, capsys):
+    """It said to run `trajforge build --lake X` first, which then said X does not exist: two tries to learn of a wrong --lake."""
+    assert _stats(["--lake", str(tmp_path / "typo")]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"no lake at {tmp_path / 'typo'} (the folder does not exist): pass --lake with the lake's folder")
     from trajforge.lake import Lake
 
     with pytest.raises(TrajforgeError, match="no build 'b-missing': .* does not exist"):

@@ -173,6 +173,10 @@ class TeacherWorker:
         """Returns once the constructor is done; the health dict (what the supervisor waits for after a restart)."""
         return self.health()
 
+    def __repr__(self) -> str:
+        """What Ray calls this actor in its dashboard (the Repr column) and before its log lines: one per index."""
+        return f"TeacherWorker(index={self.index})"
+
     def health(self) -> dict[str, Any]:
         """GenerationActor.health's shape, for the supervisor (actors/supervisor.py) that `run_loop` starts: `ok` is False
         while a teacher call has outlived `call_budget_s` (`stuck_s`: by how long), and the supervisor then restarts

@@ -49,3 +49,18 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port in 20000-29999")
+
+
+def actor_repr_names(actors: list, timeout_s: float = 30.0) -> list[str]:
+    """The repr Ray's GCS holds for each actor (what the dashboard's Repr column reads and its log lines' prefix), once each
+    has one or after `timeout_s`: Ray records it when the actor's constructor has returned."""
+    import ray
+    from ray.core.generated import gcs_pb2
+
+    accessor = ray._private.state.state._connect_and_get_accessor()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        names = [gcs_pb2.ActorTableData.FromString(accessor.get_actor_info(actor._actor_id)).repr_name for actor in actors]
+        if all(names) or time.monotonic() > deadline:
+            return names
+        time.sleep(0.5)

@@ -4,22 +4,7 @@ else only the class name, the same for every actor of a rollout."""
 
 from __future__ import annotations
 
-import time
-
-
-def _repr_names(actors: list, timeout_s: float = 30.0) -> list[str]:
-    """The repr Ray's GCS holds for each actor (what the dashboard's Repr column reads), once each has one or after
-    `timeout_s`: Ray records it when the actor's constructor has returned."""
-    import ray
-    from ray.core.generated import gcs_pb2
-
-    accessor = ray._private.state.state._connect_and_get_accessor()
-    deadline = time.monotonic() + timeout_s
-    while True:
-        names = [gcs_pb2.ActorTableData.FromString(accessor.get_actor_info(actor._actor_id)).repr_name for actor in actors]
-        if all(names) or time.monotonic() > deadline:
-            return names
-        time.sleep(0.5)
+from helpers import actor_repr_names
 
 
 def test_each_generation_actor_is_named_by_its_index_in_the_ray_dashboard(serve_url, small_model, tmp_path):
@@ -32,7 +17,7 @@ def test_each_generation_actor_is_named_by_its_index_in_the_ray_dashboard(serve_
                                                 ("actors.count", 2), ("actors.lake", str(tmp_path / "lake"))])
     actors = start_actors(settings)
     try:
-        names = _repr_names(actors)
+        names = actor_repr_names(actors)
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)

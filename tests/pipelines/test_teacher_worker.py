@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from helpers import actor_repr_names
 
 from pipelines.synth_templates import candidates
 from pipelines.teacher_srl import load_teacher_settings
@@ -43,6 +44,7 @@ def test_an_oracle_worker_reports_its_health_to_the_supervisor(serve_url, tmp_pa
         assert set(ready) == HEALTH_KEYS | {"prompt_tokens", "completion_tokens"}
         assert (ready["ok"], ready["kind"], ready["engine"], ready["model"], ready["requests"], ready["stuck_s"]) == \
             (True, "teacher worker", "oracle", "oracle", 0, 0.0)
+        assert actor_repr_names([worker]) == ["TeacherWorker(index=0)"]  # the Ray dashboard's Repr column and its log lines' prefix
         summary = ray.get(worker.run_task.remote(candidates()[0]), timeout=120)
         report = one_round(worker)
         assert summary["verified"] and (report["healthy"], report["status"]) == (True, "ok")

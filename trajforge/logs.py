@@ -171,13 +171,20 @@ def setup_logging(level: str = "INFO", as_json: bool = False, log_dir: str | Non
 
 def slow_progress_bars_off_a_terminal() -> None:
     """tqdm redraws a bar every 0.1 s; where stderr is no terminal (the log of a `ray job submit` job, a file, a pipe)
-    each redraw is a line of the log, thousands for a long run: there, bars redraw once every PROGRESS_INTERVAL_S."""
-    try:
-        terminal = sys.stderr.isatty()
-    except (AttributeError, ValueError):  # no stderr, or a closed one
-        terminal = False
-    if not terminal:
+    each redraw is a line of the log, thousands for a long run: there, bars redraw once every PROGRESS_INTERVAL_S. Ray
+    Data, where stdout is no terminal, logs a block of lines per dataset every 10 s instead of its bars: there, every
+    PROGRESS_INTERVAL_S too (read when Ray Data is imported, which every command does after this)."""
+    if not _terminal(sys.stderr):
         os.environ.setdefault("TQDM_MININTERVAL", str(PROGRESS_INTERVAL_S))
+    if not _terminal(sys.stdout):
+        os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", str(PROGRESS_INTERVAL_S))
+
+
+def _terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no stream, or a closed one
+        return False
 
 
 def worker_runtime_env() -> dict:

@@ -58,3 +58,18 @@ def _read(fd: int) -> bytes:
         return os.read(fd, 65536)
     except OSError:  # a terminal whose other end is closed, once all is read
         return b""
+
+
+RAY_DATA_INTERVAL = """
+from trajforge.logs import setup_logging
+setup_logging()
+from ray.data._internal.progress.logging_progress import LoggingExecutionProgressManager
+print(LoggingExecutionProgressManager.LOG_REPORT_INTERVAL_SEC)
+"""
+
+
+def test_ray_datas_progress_blocks_are_logged_once_an_interval_where_stdout_is_no_terminal():
+    """Ray Data logged a 6-line block per dataset every 10 s there: most of a job's log."""
+    env = {name: value for name, value in os.environ.items() if name != "RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL"}
+    done = subprocess.run([sys.executable, "-c", RAY_DATA_INTERVAL], capture_output=True, text=True, env=env, timeout=120, check=True)
+    assert done.stdout.split() == [str(PROGRESS_INTERVAL_S)]

@@ -49,14 +49,18 @@ def three_nodes() -> Iterator[str]:
     from ray.cluster_utils import Cluster
 
     temp_dir = f"/tmp/rp{os.getpid()}"  # short: Ray's socket paths are length-limited
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False, "temp_dir": temp_dir})
+    cluster = Cluster(initialize_head=True, shutdown_at_exit=False,
+                      head_node_args={"num_cpus": 1, "include_dashboard": False, "temp_dir": temp_dir})
     try:
         cluster.add_node(num_cpus=1, resources={"learner_node": 2})
         cluster.add_node(num_cpus=1, resources={"actor_node": 1})
         cluster.wait_for_nodes()
         yield cluster.address
     finally:
-        cluster.shutdown()
+        # node by node: Cluster.shutdown() also resets this process's internal KV client, which the session's own Ray
+        # (the serve fixture's) then lacks: later tests failed on `_internal_kv_get` of None
+        for node in [*cluster.worker_nodes, cluster.head_node]:
+            cluster.remove_node(node)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import socket
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +66,26 @@ def actor_repr_names(actors: list, timeout_s: float = 30.0) -> list[str]:
         if all(names) or time.monotonic() > deadline:
             return names
         time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def in_process_ingest(settings) -> Iterator[Any]:
+    """The ingest service built in this process behind Starlette's TestClient (no Ray, no Serve), shut down after: its
+    requests only, no lifespan events (the client is not entered)."""
+    from starlette.requests import Request
+    from starlette.testclient import TestClient
+
+    from serve_apps.ingest.service import IngestService
+
+    service = IngestService(settings)
+
+    async def app(scope, receive, send):
+        response = await service(Request(scope, receive))
+        await response(scope, receive, send)
+
+    client = TestClient(app, base_url="http://ingest.test")
+    try:
+        yield client
+    finally:
+        client.close()
+        service.shutdown()

@@ -9,12 +9,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import CONTRIBUTOR, steps
-from starlette.requests import Request
+from helpers import CONTRIBUTOR, in_process_ingest, steps
 from starlette.testclient import TestClient
 
 from serve_apps.ingest import events as events_module
-from serve_apps.ingest.service import IngestService
 from serve_apps.ingest.settings import IngestSettings
 from trajforge import crypto
 from trajforge.client import Session
@@ -27,16 +25,8 @@ def _no_space(*args, **kwargs):
 
 @pytest.fixture
 def ingest(tmp_path: Path):
-    service = IngestService(IngestSettings(lake=tmp_path / "lake", key_file=tmp_path / "test.key"))
-
-    async def app(scope, receive, send):
-        response = await service(Request(scope, receive))
-        await response(scope, receive, send)
-
-    http = TestClient(app, base_url="http://ingest.test")  # not entered: no lifespan events, only requests
-    yield http
-    http.close()
-    service.shutdown()
+    with in_process_ingest(IngestSettings(lake=tmp_path / "lake", key_file=tmp_path / "test.key")) as http:
+        yield http
 
 
 def _session(http: TestClient) -> Session:

@@ -7,10 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from starlette.requests import Request
-from starlette.testclient import TestClient
+from helpers import in_process_ingest
 
-from serve_apps.ingest.service import IngestService
 from serve_apps.ingest.settings import IngestSettings
 from trajforge.contracts.event_signing import new_signing_key, sign_request
 
@@ -19,17 +17,8 @@ ADMIN = "admin-key-for-isolation-tests"
 
 @pytest.fixture
 def http(tmp_path: Path):
-    settings = IngestSettings(lake=tmp_path / "lake", key_file=tmp_path / "test.key", provenance={"admin_keys": [ADMIN]})
-    service = IngestService(settings)
-
-    async def app(scope, receive, send):
-        response = await service(Request(scope, receive))
-        await response(scope, receive, send)
-
-    client = TestClient(app, base_url="http://ingest.test")  # not entered: no lifespan events, only requests
-    yield client
-    client.close()
-    service.shutdown()
+    with in_process_ingest(IngestSettings(lake=tmp_path / "lake", key_file=tmp_path / "test.key", provenance={"admin_keys": [ADMIN]})) as client:
+        yield client
 
 
 def auth(token: str) -> dict[str, str]:

@@ -57,10 +57,15 @@ def three_nodes() -> Iterator[str]:
         cluster.wait_for_nodes()
         yield cluster.address
     finally:
-        # node by node: Cluster.shutdown() also resets this process's internal KV client, which the session's own Ray
-        # (the serve fixture's) then lacks: later tests failed on `_internal_kv_get` of None
+        # Cluster.shutdown() less its reset of this process's internal KV client, which the session's own Ray (the serve
+        # fixture's) still needs (later tests failed on `_internal_kv_get` of None): the nodes, then the address file
+        # (/tmp/ray/ray_current_cluster) the head wrote, which a later `ray.init()` on this machine would join
+        import ray
+
         for node in [*cluster.worker_nodes, cluster.head_node]:
             cluster.remove_node(node)
+        ray._common.utils.reset_ray_address()
+        ray._private.services.find_gcs_addresses.cache_clear()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

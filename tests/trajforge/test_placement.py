@@ -16,6 +16,13 @@ from collections.abc import Iterator
 import pytest
 from helpers import REPO
 
+# A ray.cluster_utils.Cluster in the test process changes that process's Ray state (its internal-KV client, the
+# machine's /tmp/ray/ray_current_cluster), which the session's own Ray and the serve-on-cluster tests after it share: a
+# clean-clone `make test` ended inside them. Run apart until the cluster lives in a subprocess of its own:
+#   TRAJFORGE_MULTINODE_TESTS=1 .venv/bin/python -m pytest tests/trajforge/test_placement.py
+pytestmark = pytest.mark.skipif(not os.environ.get("TRAJFORGE_MULTINODE_TESTS"),
+                                reason="multi-node placement: TRAJFORGE_MULTINODE_TESTS=1 pytest tests/trajforge/test_placement.py")
+
 DRIVER = """
 import json, logging
 from actors.actor import start_actors

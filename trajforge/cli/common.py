@@ -154,11 +154,6 @@ def module_main(module: str, description: str, add_arguments: Callable[[argparse
     of a section it does not read is refused, a TrajforgeError or a full disk is one line on stderr and exit status 2, Ctrl-C is 130
     and a reader that closed the pipe early 141, as for `trajforge <command>`."""
     from trajforge.cli.pipes import quiet_when_reader_leaves
-    from trajforge.errors import TrajforgeError
-    from trajforge.logs import setup_logging
-    from trajforge.settings import parse_assignments
-    from trajforge.settings.env_check import warn_stray_variables
-    from trajforge.storage_full import full_disk_message
 
     parser = CommandParser(prog=f"python -m {module}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
@@ -167,26 +162,38 @@ def module_main(module: str, description: str, add_arguments: Callable[[argparse
     common_arguments(parser, command=module)
     args = parser.parse_args(argv)
 
-    def run() -> int:
-        try:
-            setup_logging(args.log_level, args.log_json, log_dir_of(args), stem=module)
-            roots = config_roots(args)
-            warn_stray_variables(known=roots)
-            parse_assignments(args.assignments, roots, f"python -m {module}")
-            return run_command(args)
-        except TrajforgeError as exc:
-            print(f"{module}: {exc}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            return 130
-        except Exception as exc:
-            message = full_disk_message(exc, getattr(args, "lake", None))
-            if message is None:
-                raise
-            print(f"{module}: {message}", file=sys.stderr)
-            return 2
+    return quiet_when_reader_leaves(lambda: run_guarded(args, module, f"python -m {module}", module, lambda: (config_roots(args), run_command)))
 
-    return quiet_when_reader_leaves(run)
+
+def run_guarded(args: argparse.Namespace, stem: str, command: str, prefix: str,
+                load: Callable[[], tuple[tuple[str, ...], Callable[[argparse.Namespace], int]]]) -> int:
+    """One command's run, for `trajforge <command>` and `python -m <module>` alike: logging (`stem` names its files),
+    then `load()` (the sections the command reads, and the command), stray override variables warned of, `--set` checked
+    against those sections (`command` named), and the command run. A TrajforgeError or a full disk is one line on stderr,
+    `<prefix>: ...`, and exit status 2; Ctrl-C is 130."""
+    from trajforge.errors import TrajforgeError
+    from trajforge.logs import setup_logging
+    from trajforge.settings import parse_assignments
+    from trajforge.settings.env_check import warn_stray_variables
+    from trajforge.storage_full import full_disk_message
+
+    try:
+        setup_logging(args.log_level, args.log_json, log_dir_of(args), stem=stem)
+        roots, run_command = load()
+        warn_stray_variables(known=roots)
+        parse_assignments(args.assignments, roots, command)
+        return run_command(args)
+    except TrajforgeError as exc:
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        message = full_disk_message(exc, getattr(args, "lake", None))
+        if message is None:
+            raise
+        print(f"{prefix}: {message}", file=sys.stderr)
+        return 2
 
 
 def _filled(text: str | None) -> str | None:

@@ -6,9 +6,8 @@ import argparse
 import importlib
 import sys
 
-from trajforge.cli.common import CommandParser, common_arguments, log_dir_of, merge_assignments
+from trajforge.cli.common import CommandParser, common_arguments, merge_assignments, run_guarded
 from trajforge.cli.pipes import quiet_when_reader_leaves
-from trajforge.errors import TrajforgeError
 
 # name -> (module, one-line help); a module defines `add_arguments(parser)` and `run_command(args) -> int`, and
 # `config_roots(args)` if it reads configs: the sections its `--set` may name (without it, --set is refused).
@@ -84,30 +83,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def run(argv: list[str] | None = None) -> int:
     args = merge_assignments(_parse(argv))
-    from trajforge.logs import setup_logging
-    from trajforge.settings import parse_assignments
-    from trajforge.settings.env_check import warn_stray_variables
 
-    try:
-        setup_logging(args.log_level, args.log_json, log_dir_of(args), stem=args.command)
+    def load():
         module = importlib.import_module(args.module)
-        roots = module.config_roots(args) if hasattr(module, "config_roots") else ()
-        warn_stray_variables(known=roots)
-        parse_assignments(args.assignments, roots, f"trajforge {args.command}")
-        return module.run_command(args)
-    except TrajforgeError as exc:
-        print(f"trajforge {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        from trajforge.storage_full import full_disk_message
+        return (module.config_roots(args) if hasattr(module, "config_roots") else ()), module.run_command
 
-        message = full_disk_message(exc, getattr(args, "lake", None))
-        if message is None:
-            raise
-        print(f"trajforge {args.command}: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    name = f"trajforge {args.command}"
+    return run_guarded(args, args.command, name, name, load)
 
 
 if __name__ == "__main__":

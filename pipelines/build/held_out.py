@@ -62,10 +62,6 @@ class HeldOut:
             return digest_of(self.task_ids)
         return digest_of({*self.task_ids, *(f"dev\0{task}" for task in self.dev_task_ids), *(f"dataset\0{name}" for name in self.datasets)})
 
-    def holds(self, session_id: str) -> bool:
-        """Does this loop session (`<source>:<task id>:<run id>`) run a held-out task? (A task id may hold colons.)"""
-        return self.split_of(session_id) == SPLIT
-
     def split_of(self, session_id: str) -> str | None:
         """The split of the processed record whose task this loop session runs (test, dev or train), None for any other
         task or session."""

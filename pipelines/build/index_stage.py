@@ -52,12 +52,17 @@ def _index_one(root: str, relative: str, source: str, partitions: int, stage: st
         return (unreadable(root, relative, source, exc), *([None] * partitions))
     if stage is not None and index_reuse.reusable(index):
         index_reuse.save(stage, relative, index, columns)
-    return (index, *(split(columns, partitions) if columns is not None else [None] * partitions))
+    return _returns(index, columns, partitions)
 
 
 def _load_one(stage: str, relative: str, source: str, partitions: int) -> tuple[FileIndex | SegmentColumns | None, ...]:
     _system_allocator()
     index, columns = index_reuse.load(stage, relative, source == "ingest")
+    return _returns(index, columns, partitions)
+
+
+def _returns(index: FileIndex, columns: SegmentColumns | None, partitions: int) -> tuple[FileIndex | SegmentColumns | None, ...]:
+    """A task's returns: the file's index, then its scoring columns cut into `partitions` (None for a trajectory file)."""
     return (index, *(split(columns, partitions) if columns is not None else [None] * partitions))
 
 
